@@ -1,0 +1,116 @@
+/**
+ * The virt driver contract. Every hypervisor driver implements `VirtDriver`; the fake driver in
+ * `virt/fake` is the reference implementation and documents these semantics in code. One
+ * contract suite (test/contract/driver.contract.ts) runs against every driver.
+ *
+ * Drivers never import the API, the compute service or the database. They throw errors from the
+ * catalogue in `../errors.ts` (which carry their HTTP status), so the layers above map nothing.
+ */
+
+/** How the compute host reaches a volume. */
+export type DiskKind =
+  /** A file (raw or qcow2) that QEMU opens itself; QEMU grows the file on resize (Nova's NFS). */
+  | 'file'
+  /** A host block device (loop, LVM, SCSI): the host must see the new size before the guest can. */
+  | 'block'
+  /** A network disk QEMU opens itself (iSCSI, RBD): the target must expose the new size first. */
+  | 'network';
+
+export type ServerState =
+  | 'active'
+  | 'paused'
+  | 'shutoff'
+  | 'suspended'
+  | 'crashed'
+  | 'building'
+  | 'migrating'
+  | 'error'
+  | 'unknown';
+
+export interface DriverDisk {
+  /** The volume id (libvirt: the disk's `<serial>`). */
+  volumeId: string;
+  /** Guest device name, e.g. `vdb`. */
+  device: string;
+  kind: DiskKind;
+  /** Image format for file disks. */
+  format?: 'raw' | 'qcow2';
+  /** Host path of a file or block device, or `iqn/lun` for iSCSI. */
+  source?: string;
+  readonly?: boolean;
+}
+
+export interface DriverServer {
+  id: string;
+  name: string;
+  /** Owning project if the hypervisor records it; the compute service fills a default otherwise. */
+  projectId?: string;
+  state: ServerState;
+  disks: DriverDisk[];
+}
+
+export interface DriverCapabilities {
+  /** Can grow an attached disk live (rescan, get_blockdev, assist_extend). Nova's `supports_extend_volume`. */
+  extendVolume: boolean;
+  /** Can hot-plug and unplug volumes. */
+  attachVolume: boolean;
+}
+
+/** What the volume service hands the driver to attach a volume (Cinder's connection_info). */
+export interface AttachSpec {
+  volumeId: string;
+  kind: DiskKind;
+  format?: 'raw' | 'qcow2';
+  /** File or block device path; for network disks `iqn/lun`. */
+  source: string;
+  /** For network (iSCSI) disks. */
+  portal?: string;
+  /** Desired device name; the driver picks the next free one if absent. */
+  device?: string;
+}
+
+export interface VirtDriver {
+  /** Short name used in messages, e.g. `fake`, `libvirt`. */
+  readonly name: string;
+  readonly capabilities: DriverCapabilities;
+
+  /** Every server on this host, with its attached volumes. Throws HypervisorUnreachable. */
+  listServers(): Promise<DriverServer[]>;
+
+  /**
+   * Make the host see the volume's current storage size (os-brick's extend on the host: loop
+   * LOOP_SET_CAPACITY, SCSI sysfs rescan). A no-op for file and network disks. Idempotent.
+   * Throws InstanceNotFound / VolumeNotAttached.
+   */
+  rescan(serverId: string, volumeId: string): Promise<void>;
+
+  /**
+   * The size in bytes the host sees for the volume, measured now (get_blockdev): block device
+   * size, file size, qcow2 virtual size, or the iSCSI LUN capacity.
+   */
+  getHostBytes(serverId: string, volumeId: string): Promise<number>;
+
+  /** The size in bytes the guest sees now, read live from the hypervisor. */
+  getGuestBytes(serverId: string, volumeId: string): Promise<number>;
+
+  /**
+   * Grow the guest-visible size of an attached volume to `bytes` and return the size measured
+   * afterwards (which may be rounded up, never down). Contract:
+   * - reads the live guest size first; `bytes` below it throws VolumeShrinkRefused and the disk
+   *   is not touched; `bytes` equal to it returns at once without a resize;
+   * - a `block` or `network` disk whose host size is below `bytes` throws HostSizeTooSmall (409);
+   *   a `file` disk may exceed its file size: QEMU grows the file;
+   * - a server neither running nor paused throws InstanceInvalidState (409);
+   * - a read-only disk or any other hypervisor failure throws DriverFailed (500).
+   */
+  extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number>;
+
+  /** Hot-plug a volume; returns the device name the guest got. Requires `capabilities.attachVolume`. */
+  attachVolume(serverId: string, spec: AttachSpec): Promise<string>;
+
+  /** Hot-unplug a volume. Requires `capabilities.attachVolume`. */
+  detachVolume(serverId: string, volumeId: string): Promise<void>;
+
+  /** Release connections. */
+  close(): Promise<void>;
+}
