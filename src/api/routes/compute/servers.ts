@@ -1,0 +1,210 @@
+/** Read-only, Nova-shaped servers, volume attachments and instance actions. */
+import { Type } from '@sinclair/typebox';
+import type { App, ServerDeps } from '../../server.js';
+import { authorize } from '../../server.js';
+import { errorResponses } from '../../schemas/common.js';
+import {
+  ActionParams,
+  AttachBody,
+  InstanceAction,
+  ServerDetail,
+  ServerParams,
+  ServerSummary,
+  TenantParams,
+  VolumeAttachment,
+  VolumeParams,
+} from '../../schemas/compute.js';
+import type { ComputeAPI } from '../../../compute/api.js';
+import type { AttachmentRecord, InstanceActionRecord, ServerRecord } from '../../../db/store.js';
+import type { VolumeAttacher } from '../../../compute/attacher.js';
+
+/** Nova's status names for our vm states. */
+const NOVA_STATUS: Record<string, string> = {
+  active: 'ACTIVE',
+  paused: 'PAUSED',
+  shutoff: 'SHUTOFF',
+  suspended: 'SUSPENDED',
+  crashed: 'ERROR',
+  building: 'BUILD',
+  migrating: 'MIGRATING',
+  error: 'ERROR',
+  unknown: 'UNKNOWN',
+};
+
+function links(tenantId: string, id: string) {
+  return [{ rel: 'self', href: `/v2/${tenantId}/servers/${id}` }];
+}
+
+function serverView(s: ServerRecord) {
+  return {
+    id: s.id,
+    name: s.name,
+    status: NOVA_STATUS[s.state] ?? 'UNKNOWN',
+    tenant_id: s.projectId,
+    'OS-EXT-SRV-ATTR:host': s.host,
+    'OS-EXT-STS:vm_state': s.state,
+    'OS-EXT-STS:task_state': s.taskState,
+    updated: s.updatedAt,
+    'os-extended-volumes:volumes_attached': s.attachments.map((a) => ({ id: a.volumeId })),
+    links: links(s.projectId, s.id),
+  };
+}
+
+function attachmentView(a: AttachmentRecord) {
+  return { id: a.volumeId, serverId: a.serverId, volumeId: a.volumeId, device: `/dev/${a.device}` };
+}
+
+function actionView(a: InstanceActionRecord, withEvents: boolean) {
+  return {
+    action: a.action,
+    instance_uuid: a.serverId,
+    request_id: a.requestId,
+    user_id: a.userId,
+    project_id: a.projectId,
+    start_time: a.startTime,
+    finish_time: a.finishTime,
+    message: a.message,
+    result: a.result,
+    details: a.details,
+    ...(withEvents
+      ? {
+          events: [
+            {
+              event: a.event,
+              start_time: a.startTime,
+              finish_time: a.finishTime,
+              result: a.result,
+              traceback: a.result === 'Error' ? a.message : null,
+              details: a.result === 'Error' ? a.message : null,
+            },
+          ],
+        }
+      : {}),
+  };
+}
+
+export function registerServers(app: App, deps: ServerDeps & { compute: ComputeAPI; attacher?: VolumeAttacher }): void {
+  const { compute } = deps;
+  const tags = ['servers'];
+
+  app.get(
+    '/v2/:tenant_id/servers',
+    { schema: { tags, params: TenantParams, response: { 200: Type.Object({ servers: Type.Array(ServerSummary) }), ...errorResponses(401, 403) } } },
+    async (req) => {
+      const { tenant_id } = req.params;
+      await authorize(deps, req, 'os_compute_api:servers:index', { project_id: tenant_id });
+      const servers = await compute.listServers(tenant_id);
+      return { servers: servers.map((s) => ({ id: s.id, name: s.name, links: links(tenant_id, s.id) })) };
+    },
+  );
+
+  app.get(
+    '/v2/:tenant_id/servers/detail',
+    { schema: { tags, params: TenantParams, response: { 200: Type.Object({ servers: Type.Array(ServerDetail) }), ...errorResponses(401, 403) } } },
+    async (req) => {
+      const { tenant_id } = req.params;
+      await authorize(deps, req, 'os_compute_api:servers:index', { project_id: tenant_id });
+      return { servers: (await compute.listServers(tenant_id)).map(serverView) };
+    },
+  );
+
+  app.get(
+    '/v2/:tenant_id/servers/:server_id',
+    { schema: { tags, params: ServerParams, response: { 200: Type.Object({ server: ServerDetail }), ...errorResponses(401, 403, 404) } } },
+    async (req) => {
+      const { tenant_id, server_id } = req.params;
+      await authorize(deps, req, 'os_compute_api:servers:show', { project_id: tenant_id });
+      return { server: serverView(await compute.getServer(tenant_id, server_id)) };
+    },
+  );
+
+  app.get(
+    '/v2/:tenant_id/servers/:server_id/os-volume_attachments',
+    {
+      schema: {
+        tags: ['os-volume_attachments'],
+        params: ServerParams,
+        response: { 200: Type.Object({ volumeAttachments: Type.Array(VolumeAttachment) }), ...errorResponses(401, 403, 404) },
+      },
+    },
+    async (req) => {
+      const { tenant_id, server_id } = req.params;
+      await authorize(deps, req, 'os_compute_api:os-volumes-attachments:index', { project_id: tenant_id });
+      const server = await compute.getServer(tenant_id, server_id);
+      return { volumeAttachments: server.attachments.map(attachmentView) };
+    },
+  );
+
+  const attacher = deps.attacher;
+  if (attacher) {
+    app.post(
+      '/v2/:tenant_id/servers/:server_id/os-volume_attachments',
+      {
+        schema: {
+          tags: ['os-volume_attachments'],
+          params: ServerParams,
+          body: AttachBody,
+          response: { 200: Type.Object({ volumeAttachment: VolumeAttachment }), ...errorResponses(400, 401, 403, 404, 409, 500, 501) },
+        },
+      },
+      async (req) => {
+        const { tenant_id, server_id } = req.params;
+        const ctx = await authorize(deps, req, 'os_compute_api:os-volumes-attachments:create', { project_id: tenant_id });
+        const server = await compute.getServer(tenant_id, server_id);
+        const device = req.body.volumeAttachment.device?.replace('/dev/', '');
+        const att = await attacher.attach(ctx, server, req.body.volumeAttachment.volumeId, device);
+        return { volumeAttachment: attachmentView(att) };
+      },
+    );
+
+    app.delete(
+      '/v2/:tenant_id/servers/:server_id/os-volume_attachments/:volume_id',
+      {
+        schema: {
+          tags: ['os-volume_attachments'],
+          params: VolumeParams,
+          response: { 202: { type: 'null' }, ...errorResponses(401, 403, 404, 409, 500) },
+        },
+      },
+      async (req, reply) => {
+        const { tenant_id, server_id, volume_id } = req.params;
+        const ctx = await authorize(deps, req, 'os_compute_api:os-volumes-attachments:delete', { project_id: tenant_id });
+        const server = await compute.getServer(tenant_id, server_id);
+        await attacher.detach(ctx, server, volume_id);
+        return reply.status(202).send();
+      },
+    );
+  }
+
+  app.get(
+    '/v2/:tenant_id/servers/:server_id/os-instance-actions',
+    {
+      schema: {
+        tags: ['os-instance-actions'],
+        params: ServerParams,
+        response: { 200: Type.Object({ instanceActions: Type.Array(InstanceAction) }), ...errorResponses(401, 403, 404) },
+      },
+    },
+    async (req) => {
+      const { tenant_id, server_id } = req.params;
+      await authorize(deps, req, 'os_compute_api:os-instance-actions:list', { project_id: tenant_id });
+      return { instanceActions: (await compute.listActions(tenant_id, server_id)).map((a) => actionView(a, false)) };
+    },
+  );
+
+  app.get(
+    '/v2/:tenant_id/servers/:server_id/os-instance-actions/:request_id',
+    {
+      schema: {
+        tags: ['os-instance-actions'],
+        params: ActionParams,
+        response: { 200: Type.Object({ instanceAction: InstanceAction }), ...errorResponses(401, 403, 404) },
+      },
+    },
+    async (req) => {
+      const { tenant_id, server_id, request_id } = req.params;
+      await authorize(deps, req, 'os_compute_api:os-instance-actions:show', { project_id: tenant_id });
+      return { instanceAction: actionView(await compute.getAction(tenant_id, server_id, request_id), true) };
+    },
+  );
+}

@@ -1,0 +1,34 @@
+/**
+ * Shared schema pieces. Each schema object validates requests, types the handlers (TypeBox) and
+ * feeds the OpenAPI document: one source of truth.
+ */
+import { Type, type TSchema } from '@sinclair/typebox';
+
+/** 1 PiB: far above any single volume we expect, low enough to stay an exact JSON integer. */
+export const MAX_VOLUME_BYTES = 2 ** 50;
+
+export const Uuid = Type.String({
+  pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$',
+  description: 'A UUID',
+});
+
+/** Path ids are plain strings so an unknown or malformed id is a 404, as in Nova, not a 400. */
+export const PathId = Type.String({ minLength: 1, maxLength: 255 });
+
+export const Bytes = Type.Integer({
+  minimum: 512,
+  maximum: MAX_VOLUME_BYTES,
+  multipleOf: 512,
+  description: 'Size in bytes: a positive multiple of 512',
+});
+
+/** Nova's error body: `{"<faultName>": {"code": N, "message": "..."}}`. */
+export const Fault = Type.Record(
+  Type.String(),
+  Type.Object({ code: Type.Integer(), message: Type.String() }),
+  { description: 'Nova-shaped fault, e.g. {"badRequest": {"code": 400, "message": "..."}}' },
+);
+
+export function errorResponses(...codes: number[]): Record<number, TSchema> {
+  return Object.fromEntries(codes.map((c) => [c, Fault]));
+}

@@ -1,0 +1,169 @@
+/**
+ * Policy enforcement with oslo.policy-style rules:
+ *   "role:admin", "role:admin or project_id:%(project_id)s", "rule:admin_api",
+ *   "not role:reader", "(role:a or role:b) and user_id:%(user_id)s", "@" (always), "!" (never).
+ * A check `KEY:VALUE` compares the caller's credential KEY with VALUE, where VALUE may be a
+ * `%(name)s` reference into the target (the object acted on). `role:X` holds when X is one of
+ * the caller's roles.
+ */
+import { readFileSync } from 'node:fs';
+
+export interface Credentials {
+  userId: string;
+  projectId: string;
+  roles: readonly string[];
+}
+
+export type PolicyTarget = Record<string, string | undefined>;
+
+type Check =
+  | { t: 'true' }
+  | { t: 'false' }
+  | { t: 'and' | 'or'; of: Check[] }
+  | { t: 'not'; of: Check }
+  | { t: 'kv'; key: string; value: string };
+
+/** The operations this service enforces, with their defaults (the spec: admin only). */
+export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
+  admin_api: 'role:admin',
+  'os_compute_api:os-online-extend-volume:rescan': 'rule:admin_api',
+  'os_compute_api:os-online-extend-volume:get_blockdev': 'rule:admin_api',
+  'os_compute_api:os-online-extend-volume:assist_extend': 'rule:admin_api',
+  'os_compute_api:servers:index': 'rule:admin_api',
+  'os_compute_api:servers:show': 'rule:admin_api',
+  'os_compute_api:os-volumes-attachments:index': 'rule:admin_api',
+  'os_compute_api:os-volumes-attachments:create': 'rule:admin_api',
+  'os_compute_api:os-volumes-attachments:delete': 'rule:admin_api',
+  'os_compute_api:os-instance-actions:list': 'rule:admin_api',
+  'os_compute_api:os-instance-actions:show': 'rule:admin_api',
+  'volume:create': 'rule:admin_api',
+  'volume:get': 'rule:admin_api',
+  'volume:get_all': 'rule:admin_api',
+  'volume:delete': 'rule:admin_api',
+  'volume:extend': 'rule:admin_api',
+  'volume:extend_attached_volume': 'rule:admin_api',
+  'volume:attach': 'rule:admin_api',
+  'volume:detach': 'rule:admin_api',
+};
+
+function tokenize(rule: string): string[] {
+  return rule.replace(/\(/g, ' ( ').replace(/\)/g, ' ) ').trim().split(/\s+/).filter(Boolean);
+}
+
+export function parseRule(rule: string): Check {
+  const tokens = tokenize(rule);
+  if (tokens.length === 0) return { t: 'true' };
+  let pos = 0;
+  const peek = () => tokens[pos];
+  const fail = (msg: string): never => {
+    throw new Error(`invalid policy rule "${rule}": ${msg}`);
+  };
+  const parseOr = (): Check => {
+    const of = [parseAnd()];
+    while (peek()?.toLowerCase() === 'or') {
+      pos++;
+      of.push(parseAnd());
+    }
+    return of.length === 1 ? of[0]! : { t: 'or', of };
+  };
+  const parseAnd = (): Check => {
+    const of = [parseNot()];
+    while (peek()?.toLowerCase() === 'and') {
+      pos++;
+      of.push(parseNot());
+    }
+    return of.length === 1 ? of[0]! : { t: 'and', of };
+  };
+  const parseNot = (): Check => {
+    if (peek()?.toLowerCase() === 'not') {
+      pos++;
+      return { t: 'not', of: parseNot() };
+    }
+    return parseAtom();
+  };
+  const parseAtom = (): Check => {
+    const tok = tokens[pos++];
+    if (tok === undefined) return fail('unexpected end');
+    if (tok === '(') {
+      const inner = parseOr();
+      if (tokens[pos++] !== ')') fail('missing )');
+      return inner;
+    }
+    if (tok === '@') return { t: 'true' };
+    if (tok === '!') return { t: 'false' };
+    const colon = tok.indexOf(':');
+    if (colon <= 0) return fail(`"${tok}" is not KEY:VALUE`);
+    return { t: 'kv', key: tok.slice(0, colon), value: tok.slice(colon + 1) };
+  };
+  const check = parseOr();
+  if (pos !== tokens.length) fail(`unexpected "${tokens[pos]}"`);
+  return check;
+}
+
+export class PolicyEnforcer {
+  private readonly rules = new Map<string, Check>();
+
+  constructor(overrides: Record<string, string> = {}) {
+    for (const [name, rule] of Object.entries({ ...DEFAULT_POLICY, ...overrides })) {
+      if (typeof rule !== 'string') throw new Error(`policy ${name}: rule must be a string`);
+      this.rules.set(name, parseRule(rule));
+    }
+    // Resolve every rule once so a dangling `rule:` reference fails at start, not per request.
+    for (const name of this.rules.keys()) this.evaluate(this.rules.get(name)!, { userId: '', projectId: '', roles: [] }, {}, [name]);
+  }
+
+  static fromFile(path: string): PolicyEnforcer {
+    const parsed = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new Error(`policy file ${path}: expected a JSON object of "name": "rule"`);
+    }
+    return new PolicyEnforcer(parsed as Record<string, string>);
+  }
+
+  allows(action: string, creds: Credentials, target: PolicyTarget): boolean {
+    const rule = this.rules.get(action);
+    if (!rule) return false;
+    return this.evaluate(rule, creds, target, [action]);
+  }
+
+  private evaluate(c: Check, creds: Credentials, target: PolicyTarget, stack: string[]): boolean {
+    switch (c.t) {
+      case 'true':
+        return true;
+      case 'false':
+        return false;
+      case 'and':
+        return c.of.every((x) => this.evaluate(x, creds, target, stack));
+      case 'or':
+        return c.of.some((x) => this.evaluate(x, creds, target, stack));
+      case 'not':
+        return !this.evaluate(c.of, creds, target, stack);
+      case 'kv':
+        return this.kv(c.key, c.value, creds, target, stack);
+    }
+  }
+
+  private kv(key: string, value: string, creds: Credentials, target: PolicyTarget, stack: string[]): boolean {
+    if (key === 'rule') {
+      const ref = this.rules.get(value);
+      if (!ref) throw new Error(`policy rule "${stack[0]}" refers to unknown rule "${value}"`);
+      if (stack.includes(value)) throw new Error(`policy rule "${value}" refers to itself`);
+      return this.evaluate(ref, creds, target, [...stack, value]);
+    }
+    const ref = /^%\((\w+)\)s$/.exec(value);
+    const expected = ref ? target[ref[1]!] : value;
+    if (expected === undefined) return false;
+    switch (key) {
+      case 'role':
+        return creds.roles.some((r) => r.toLowerCase() === expected.toLowerCase());
+      case 'project_id':
+        return creds.projectId === expected;
+      case 'user_id':
+        return creds.userId === expected;
+      case 'is_admin':
+        return creds.roles.includes('admin') === (expected.toLowerCase() === 'true');
+      default:
+        return false;
+    }
+  }
+}

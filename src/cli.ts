@@ -1,0 +1,201 @@
+/** The `online-extend` command: argv → commands. Logic lives in the modules it calls. */
+import { Command, Option } from 'commander';
+import { join } from 'node:path';
+import { loadConfig, type Config } from './config.js';
+import { buildComputeApp, createDriver, createLogger, openStore } from './app.js';
+import { PolicyEnforcer } from './auth/policy.js';
+import { issueToken, parseDuration } from './auth/tokens.js';
+import { SqliteStore } from './db/sqlite.js';
+import { ApiClient, ApiError } from './cli/client.js';
+import { render, type Format } from './cli/output.js';
+import { formatBytes, parseSize } from './cli/sizes.js';
+
+type Out = (s: string) => void;
+
+function clientFrom(opts: { url?: string; token?: string }, env: NodeJS.ProcessEnv, defaultUrl: string): ApiClient {
+  const token = opts.token ?? env.ONLINE_EXTEND_TOKEN;
+  if (!token) throw new Error('no token: pass --token or set ONLINE_EXTEND_TOKEN (see `online-extend token create`)');
+  return new ApiClient({ url: opts.url ?? env.ONLINE_EXTEND_URL ?? defaultUrl, token });
+}
+
+function clientOptions(cmd: Command): Command {
+  return cmd
+    .option('--url <url>', 'compute API URL (env ONLINE_EXTEND_URL)')
+    .option('--token <token>', 'auth token (env ONLINE_EXTEND_TOKEN)')
+    .option('--project <id>', 'tenant/project id in the URL (env ONLINE_EXTEND_PROJECT)')
+    .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'));
+}
+
+interface ClientOpts {
+  url?: string;
+  token?: string;
+  project?: string;
+  format: Format;
+  server: string;
+  volume: string;
+}
+
+export async function serve(config: Config, out: Out): Promise<{ close: () => Promise<void>; url: string }> {
+  const logger = createLogger(config.logLevel);
+  const store = openStore(config);
+  const driver = await createDriver(config, logger);
+  const policy = config.policyFile ? PolicyEnforcer.fromFile(config.policyFile) : new PolicyEnforcer();
+  const { app, manager } = await buildComputeApp({
+    store,
+    driver,
+    logger,
+    policy,
+    computeHost: config.computeHost,
+    defaultProject: config.defaultProject,
+  });
+  const timer = config.syncIntervalMs > 0
+    ? setInterval(() => void manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
+    : undefined;
+  timer?.unref();
+  const url = await app.listen({ host: config.host, port: config.port });
+  logger.info({ url, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
+  out(`compute API listening on ${url} (driver ${driver.name}, data ${config.dataDir})`);
+  return {
+    url,
+    close: async () => {
+      if (timer) clearInterval(timer);
+      await app.close();
+      await manager.close();
+      await store.close();
+    },
+  };
+}
+
+export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
+  const program = new Command('online-extend')
+    .description('Grow volumes attached to running libvirt/QEMU guests, online, with nothing lost')
+    .showHelpAfterError();
+
+  program
+    .command('serve')
+    .description('run the compute API (os-online_extend_volume) on this hypervisor host')
+    .option('--host <addr>', 'listen address', undefined)
+    .option('--port <port>', 'listen port (default 8774)')
+    .option('--data-dir <dir>', 'state directory (default ./data)')
+    .addOption(new Option('--driver <driver>', 'virt driver').choices(['libvirt', 'fake']))
+    .option('--fake-inventory <file>', 'servers for the fake driver (JSON)')
+    .option('--libvirt-uri <uri>', 'libvirt URI (default qemu:///system)')
+    .option('--default-project <id>', 'project for domains whose metadata names none')
+    .option('--policy <file>', 'policy overrides (JSON, oslo.policy rules)')
+    .option('--sync-interval <ms>', 're-read the hypervisor inventory this often')
+    .action(async (o: Record<string, string | undefined>) => {
+      const config = loadConfig(env, {
+        host: o.host,
+        port: o.port,
+        dataDir: o.dataDir,
+        driver: o.driver ?? (o.fakeInventory ? 'fake' : undefined),
+        fakeInventory: o.fakeInventory,
+        libvirtUri: o.libvirtUri,
+        defaultProject: o.defaultProject,
+        policyFile: o.policy,
+        syncIntervalMs: o.syncInterval,
+      });
+      const server = await serve(config, out);
+      const stop = () => void server.close().then(() => process.exit(0));
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+
+  const token = program.command('token').description('manage API tokens');
+  token
+    .command('create')
+    .description('issue a token (printed once; stored hashed)')
+    .requiredOption('--project <id>', 'project id')
+    .requiredOption('--user <id>', 'user id')
+    .option('--roles <roles>', 'comma-separated roles', 'admin')
+    .option('--ttl <duration>', 'lifetime, e.g. 30m, 1h, 7d', '1h')
+    .option('--data-dir <dir>', 'state directory (default ./data)')
+    .action(async (o: { project: string; user: string; roles: string; ttl: string; dataDir?: string }) => {
+      const config = loadConfig(env, { dataDir: o.dataDir, driver: 'libvirt' });
+      const store = new SqliteStore(join(config.dataDir, 'online-extend.sqlite'));
+      try {
+        const { token: t } = await issueToken(store, {
+          projectId: o.project,
+          userId: o.user,
+          roles: o.roles.split(',').map((r) => r.trim()).filter(Boolean),
+          ttlMs: parseDuration(o.ttl),
+        });
+        out(t);
+      } finally {
+        await store.close();
+      }
+    });
+
+  const base = (o: ClientOpts) => `/v2/${encodeURIComponent(o.project ?? env.ONLINE_EXTEND_PROJECT ?? 'admin')}/servers`;
+  const COMPUTE_URL = 'http://127.0.0.1:8774';
+
+  clientOptions(program.command('rescan').description('make the compute host see the volume’s new size'))
+    .requiredOption('--server <id>', 'server id')
+    .requiredOption('--volume <id>', 'volume id')
+    .action(async (o: ClientOpts) => {
+      const c = clientFrom(o, env, COMPUTE_URL);
+      const res = await c.request('PUT', `${base(o)}/${o.server}/os-online_extend_volume`, { onlineExtendVolume: { volume_id: o.volume } });
+      out(render(o.format, { status: res.status, request_id: res.requestId }, [{ status: res.status, request_id: res.requestId }]));
+    });
+
+  clientOptions(program.command('blockdev').description('the size the compute host sees for a volume (get_blockdev)'))
+    .requiredOption('--server <id>', 'server id')
+    .requiredOption('--volume <id>', 'volume id')
+    .action(async (o: ClientOpts) => {
+      const c = clientFrom(o, env, COMPUTE_URL);
+      const res = await c.request<{ volume_blockdev: { id: string; bytes: number } }>('GET', `${base(o)}/${o.server}/os-online_extend_volume/${o.volume}`);
+      const b = res.body.volume_blockdev;
+      out(render(o.format, res.body, [{ id: b.id, bytes: b.bytes, size: formatBytes(b.bytes) }]));
+    });
+
+  clientOptions(program.command('assist-extend').description('grow the guest’s view of an attached volume (assist_extend)'))
+    .requiredOption('--server <id>', 'server id')
+    .requiredOption('--volume <id>', 'volume id')
+    .requiredOption('--size <size>', 'new size, e.g. 2GiB or bytes')
+    .action(async (o: ClientOpts & { size: string }) => {
+      const c = clientFrom(o, env, COMPUTE_URL);
+      const res = await c.request<{ volume_blockdev: { id: string; bytes: number } }>(
+        'POST',
+        `${base(o)}/${o.server}/os-online_extend_volume/${o.volume}`,
+        { onlineExtendVolume: { bytes: parseSize(o.size) } },
+      );
+      const b = res.body.volume_blockdev;
+      out(render(o.format, res.body, [{ id: b.id, guest_bytes: b.bytes, size: formatBytes(b.bytes), request_id: res.requestId }]));
+    });
+
+  clientOptions(program.command('servers').description('list servers and their attached volumes'))
+    .action(async (o: Omit<ClientOpts, 'server' | 'volume'>) => {
+      const c = clientFrom(o, env, COMPUTE_URL);
+      const res = await c.request<{ servers: Array<Record<string, unknown>> }>('GET', `${base(o as ClientOpts)}/detail`);
+      out(
+        render(
+          o.format,
+          res.body,
+          res.body.servers.map((s) => ({
+            id: s.id,
+            name: s.name,
+            status: s.status,
+            host: s['OS-EXT-SRV-ATTR:host'],
+            volumes: (s['os-extended-volumes:volumes_attached'] as Array<{ id: string }>).map((v) => v.id).join(','),
+          })),
+        ),
+      );
+    });
+
+  return program;
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const out: Out = (s) => process.stdout.write(`${s}\n`);
+  const program = buildProgram(out, env);
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof ApiError) {
+      process.stderr.write(`error: HTTP ${err.status}: ${err.message}${err.requestId ? ` (${err.requestId})` : ''}\n`);
+    } else {
+      process.stderr.write(`error: ${(err as Error).message}\n`);
+    }
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,228 @@
+/**
+ * ComputeAPI (Nova's compute/api.py): everything the HTTP layer may ask of compute. It finds
+ * the instance and the attachment, checks the instance state and the host's capabilities,
+ * records each call as an instance action, and reaches the host only through ComputeRpc.
+ */
+import type { Logger } from 'pino';
+import type { ActionResult, AttachmentRecord, ComputeStore, InstanceActionRecord, ServerRecord } from '../db/store.js';
+import { errors, isServiceError } from '../errors.js';
+import type { RequestContext } from '../context.js';
+import type { AttachSpec } from '../virt/driver.js';
+import type { ComputeRpc } from './rpc.js';
+
+/** Nova's instance action and event names for each call. */
+export const ACTIONS = {
+  rescan: { action: 'rescan_volume', event: 'compute_rescan_volume' },
+  getBlockdev: { action: 'get_blockdev', event: 'compute_get_blockdev' },
+  assistExtend: { action: 'extend_volume', event: 'compute_extend_volume' },
+  attach: { action: 'attach_volume', event: 'compute_attach_volume' },
+  detach: { action: 'detach_volume', event: 'compute_detach_volume' },
+} as const;
+type ActionName = (typeof ACTIONS)[keyof typeof ACTIONS];
+
+const RESIZABLE_STATES = new Set(['active', 'paused']);
+const RESCANNABLE_STATES = new Set(['active', 'paused', 'shutoff', 'suspended']);
+
+export interface ComputeAPIOptions {
+  store: ComputeStore;
+  rpc: ComputeRpc;
+  logger: Logger;
+  /** An unknown server id triggers an inventory sync at most this often. */
+  syncOnMissIntervalMs?: number;
+}
+
+export class ComputeAPI {
+  private readonly store: ComputeStore;
+  private readonly rpc: ComputeRpc;
+  private readonly log: Logger;
+  private readonly syncOnMissIntervalMs: number;
+  private lastSyncOnMiss = 0;
+
+  constructor(opts: ComputeAPIOptions) {
+    this.store = opts.store;
+    this.rpc = opts.rpc;
+    this.log = opts.logger;
+    this.syncOnMissIntervalMs = opts.syncOnMissIntervalMs ?? 1000;
+  }
+
+  /** The server if it exists and belongs to `tenantId`; 404 otherwise (never reveal other projects' servers). */
+  async getServer(tenantId: string, serverId: string): Promise<ServerRecord> {
+    let server = await this.store.getServer(serverId);
+    if (!server && Date.now() - this.lastSyncOnMiss >= this.syncOnMissIntervalMs) {
+      // A domain created after our last sync: look again once.
+      this.lastSyncOnMiss = Date.now();
+      await this.rpc.syncInventory().catch((err: unknown) => this.log.warn({ err, serverId }, 'inventory sync failed'));
+      server = await this.store.getServer(serverId);
+    }
+    if (!server || server.projectId !== tenantId) throw errors.instanceNotFound(serverId);
+    return server;
+  }
+
+  listServers(tenantId: string): Promise<ServerRecord[]> {
+    return this.store.listServers({ projectId: tenantId });
+  }
+
+  async listActions(tenantId: string, serverId: string): Promise<InstanceActionRecord[]> {
+    await this.getServer(tenantId, serverId);
+    return this.store.listActions(serverId);
+  }
+
+  async getAction(tenantId: string, serverId: string, requestId: string): Promise<InstanceActionRecord> {
+    await this.getServer(tenantId, serverId);
+    const action = await this.store.getAction(serverId, requestId);
+    if (!action) throw errors.notFound(`Action ${requestId} on instance ${serverId} could not be found.`);
+    return action;
+  }
+
+  /** PUT rescan: checks now, runs on the host in the background; the action finishes when it does. */
+  async rescan(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
+    const attachment = this.attachment(server, volumeId);
+    this.checkIdle(server, 'rescan volume');
+    if (!RESCANNABLE_STATES.has(server.state)) throw errors.instanceInvalidState(server.id, server.state, 'rescan volume');
+    await this.requireExtendCapability(server);
+    const details = { volume_id: volumeId, device: attachment.device };
+    await this.store.startAction(this.newAction(ctx, server, ACTIONS.rescan, details));
+    this.rpc.rescan(server.host, server.id, volumeId).then(
+      () => this.finish(ctx, server, 'Success', null),
+      (err: unknown) => {
+        this.log.error({ err, serverId: server.id, volumeId, requestId: ctx.requestId }, 'rescan failed');
+        return this.finish(ctx, server, 'Error', errorMessage(err));
+      },
+    );
+  }
+
+  /** GET get_blockdev: the size the host sees now, measured. */
+  async getBlockdev(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<number> {
+    this.attachment(server, volumeId);
+    await this.requireExtendCapability(server);
+    const startTime = new Date().toISOString();
+    let result: ActionResult = 'Error';
+    let message: string | null = null;
+    let bytes: number | undefined;
+    try {
+      bytes = await this.rpc.getHostBytes(server.host, server.id, volumeId);
+      result = 'Success';
+      return bytes;
+    } catch (err) {
+      message = errorMessage(err);
+      throw err;
+    } finally {
+      await this.store.recordAction({
+        ...this.newAction(ctx, server, ACTIONS.getBlockdev, { volume_id: volumeId, ...(bytes === undefined ? {} : { bytes }) }),
+        startTime,
+        finishTime: new Date().toISOString(),
+        result,
+        message,
+      });
+    }
+  }
+
+  /** POST assist_extend: grow the guest's view to `bytes`; returns the size measured afterwards. */
+  async assistExtend(ctx: RequestContext, server: ServerRecord, volumeId: string, bytes: number): Promise<number> {
+    this.attachment(server, volumeId);
+    this.checkIdle(server, 'extend volume');
+    if (!RESIZABLE_STATES.has(server.state)) throw errors.instanceInvalidState(server.id, server.state, 'extend volume');
+    await this.requireExtendCapability(server);
+    return this.audited(ctx, server, ACTIONS.assistExtend, { volume_id: volumeId, requested_bytes: bytes }, async () => {
+      const measured = await this.rpc.extendAttached(server.host, server.id, volumeId, bytes);
+      return { value: measured, details: { volume_id: volumeId, requested_bytes: bytes, bytes: measured } };
+    });
+  }
+
+  async attachVolume(ctx: RequestContext, server: ServerRecord, spec: AttachSpec): Promise<AttachmentRecord> {
+    this.checkIdle(server, 'attach volume');
+    if (!RESIZABLE_STATES.has(server.state)) throw errors.instanceInvalidState(server.id, server.state, 'attach volume');
+    const caps = await this.rpc.capabilities(server.host);
+    if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
+    const existing = server.attachments.find((a) => a.volumeId === spec.volumeId);
+    if (existing) return existing;
+    const device = await this.audited(ctx, server, ACTIONS.attach, { volume_id: spec.volumeId }, async () => {
+      const dev = await this.rpc.attachVolume(server.host, server.id, spec);
+      return { value: dev, details: { volume_id: spec.volumeId, device: dev } };
+    });
+    return {
+      serverId: server.id,
+      volumeId: spec.volumeId,
+      device,
+      kind: spec.kind,
+      ...(spec.format === undefined ? {} : { format: spec.format }),
+      source: spec.source,
+      readonly: false,
+    };
+  }
+
+  async detachVolume(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
+    this.attachment(server, volumeId);
+    this.checkIdle(server, 'detach volume');
+    await this.audited(ctx, server, ACTIONS.detach, { volume_id: volumeId }, async () => {
+      await this.rpc.detachVolume(server.host, server.id, volumeId);
+      return { value: undefined, details: { volume_id: volumeId } };
+    });
+  }
+
+  attachment(server: ServerRecord, volumeId: string): AttachmentRecord {
+    const a = server.attachments.find((x) => x.volumeId === volumeId);
+    if (!a) throw errors.volumeNotAttached(volumeId, server.id);
+    return a;
+  }
+
+  private checkIdle(server: ServerRecord, action: string): void {
+    if (server.taskState !== null) throw errors.instanceBusy(server.id, server.taskState, action);
+  }
+
+  private async requireExtendCapability(server: ServerRecord): Promise<void> {
+    const caps = await this.rpc.capabilities(server.host);
+    if (!caps.capabilities.extendVolume) throw errors.extendNotSupported(caps.driver);
+  }
+
+  private newAction(
+    ctx: RequestContext,
+    server: ServerRecord,
+    name: ActionName,
+    details: Record<string, unknown>,
+  ): Omit<InstanceActionRecord, 'finishTime' | 'result'> {
+    return {
+      requestId: ctx.requestId,
+      serverId: server.id,
+      action: name.action,
+      event: name.event,
+      userId: ctx.userId,
+      projectId: ctx.projectId,
+      startTime: new Date().toISOString(),
+      message: null,
+      details,
+    };
+  }
+
+  private async audited<T>(
+    ctx: RequestContext,
+    server: ServerRecord,
+    name: ActionName,
+    details: Record<string, unknown>,
+    fn: () => Promise<{ value: T; details: Record<string, unknown> }>,
+  ): Promise<T> {
+    await this.store.startAction(this.newAction(ctx, server, name, details));
+    try {
+      const out = await fn();
+      await this.finish(ctx, server, 'Success', null, out.details);
+      return out.value;
+    } catch (err) {
+      await this.finish(ctx, server, 'Error', errorMessage(err));
+      if (isServiceError(err) && (err.code === 'InstanceNotFound' || err.code === 'InstanceInvalidState')) {
+        // The hypervisor knows better than our copy of its inventory.
+        void this.rpc.syncInventory().catch(() => undefined);
+      }
+      throw err;
+    }
+  }
+
+  private finish(ctx: RequestContext, server: ServerRecord, result: ActionResult, message: string | null, details?: Record<string, unknown>) {
+    return this.store.finishAction(ctx.requestId, server.id, result, message, details).catch((err: unknown) => {
+      this.log.error({ err, requestId: ctx.requestId, serverId: server.id }, 'recording instance action failed');
+    });
+  }
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,60 @@
+/** A mutex per key: calls on one key run one at a time, calls on different keys in parallel. */
+export class KeyedMutex {
+  private readonly tails = new Map<string, Promise<void>>();
+
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const tail = previous.then(() => mine);
+    this.tails.set(key, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      // The last holder clears the entry so the map does not grow with every volume ever seen.
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+
+  get size(): number {
+    return this.tails.size;
+  }
+}
+
+/**
+ * Coalesces repeated requests for the same key: while a run is under way, further requests
+ * share one follow-up run (the storage may have grown after the running one started), so N
+ * duplicate calls cost at most two runs.
+ */
+export class Coalescer {
+  private readonly running = new Map<string, { current: Promise<void>; next?: Promise<void> }>();
+
+  request(key: string, fn: () => Promise<void>): Promise<void> {
+    const slot = this.running.get(key);
+    if (!slot) {
+      const entry: { current: Promise<void>; next?: Promise<void> } = { current: Promise.resolve() };
+      entry.current = fn().finally(() => this.advance(key, entry));
+      this.running.set(key, entry);
+      return entry.current;
+    }
+    if (!slot.next) {
+      slot.next = slot.current.catch(() => undefined).then(fn);
+    }
+    return slot.next;
+  }
+
+  private advance(key: string, entry: { current: Promise<void>; next?: Promise<void> }): void {
+    if (entry.next) {
+      const next = entry.next;
+      const promoted: { current: Promise<void>; next?: Promise<void> } = { current: next };
+      promoted.current = next.finally(() => this.advance(key, promoted));
+      // Callers hold `next` and see its outcome; this copy only drives the slot.
+      promoted.current.catch(() => undefined);
+      this.running.set(key, promoted);
+    } else {
+      this.running.delete(key);
+    }
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * The boundary between the compute API and the compute hosts (Nova's compute/rpcapi.py).
+ * Today the only implementation calls the manager in-process; scale-out puts a message bus here
+ * and runs one manager per hypervisor host, so the API never touches a driver directly.
+ */
+import type { AttachSpec, DriverCapabilities } from '../virt/driver.js';
+import type { ComputeManager } from './manager.js';
+
+export interface ComputeRpc {
+  capabilities(host: string): Promise<{ driver: string; capabilities: DriverCapabilities }>;
+  syncInventory(host?: string): Promise<void>;
+  rescan(host: string, serverId: string, volumeId: string): Promise<void>;
+  getHostBytes(host: string, serverId: string, volumeId: string): Promise<number>;
+  getGuestBytes(host: string, serverId: string, volumeId: string): Promise<number>;
+  extendAttached(host: string, serverId: string, volumeId: string, bytes: number): Promise<number>;
+  attachVolume(host: string, serverId: string, spec: AttachSpec): Promise<string>;
+  detachVolume(host: string, serverId: string, volumeId: string): Promise<void>;
+}
+
+export class LocalComputeRpc implements ComputeRpc {
+  constructor(private readonly manager: ComputeManager) {}
+
+  private on(host: string): ComputeManager {
+    if (host !== this.manager.host) throw new Error(`no compute manager for host ${host}`);
+    return this.manager;
+  }
+
+  async capabilities(host: string) {
+    const m = this.on(host);
+    return { driver: m.driverName, capabilities: m.capabilities };
+  }
+  syncInventory(): Promise<void> {
+    return this.manager.syncInventory();
+  }
+  rescan(host: string, serverId: string, volumeId: string) {
+    return this.on(host).rescan(serverId, volumeId);
+  }
+  getHostBytes(host: string, serverId: string, volumeId: string) {
+    return this.on(host).getHostBytes(serverId, volumeId);
+  }
+  getGuestBytes(host: string, serverId: string, volumeId: string) {
+    return this.on(host).getGuestBytes(serverId, volumeId);
+  }
+  extendAttached(host: string, serverId: string, volumeId: string, bytes: number) {
+    return this.on(host).extendAttached(serverId, volumeId, bytes);
+  }
+  attachVolume(host: string, serverId: string, spec: AttachSpec) {
+    return this.on(host).attachVolume(serverId, spec);
+  }
+  detachVolume(host: string, serverId: string, volumeId: string) {
+    return this.on(host).detachVolume(serverId, volumeId);
+  }
+}

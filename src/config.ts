@@ -1,0 +1,78 @@
+/**
+ * Configuration, loaded once (from CLI flags over environment over defaults) and passed in.
+ * Nothing below this module reads process.env.
+ */
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+
+export interface Config {
+  /** Address and port of the compute API (Nova's default port). */
+  host: string;
+  port: number;
+  /** Address and port of the volume API (Cinder's default port). */
+  volumeHost: string;
+  volumePort: number;
+  /** Directory for the SQLite database and other state. */
+  dataDir: string;
+  driver: 'fake' | 'libvirt';
+  fakeInventory?: string;
+  libvirtUri: string;
+  /** Project for servers whose domain XML names none. */
+  defaultProject: string;
+  policyFile?: string;
+  /** This compute host's name in the inventory. */
+  computeHost: string;
+  /** Re-read the hypervisor's inventory this often (0 = only at start and on demand). */
+  syncIntervalMs: number;
+  logLevel: string;
+}
+
+export const DEFAULTS: Config = {
+  host: '127.0.0.1',
+  port: 8774,
+  volumeHost: '127.0.0.1',
+  volumePort: 8776,
+  dataDir: './data',
+  driver: 'libvirt',
+  libvirtUri: 'qemu:///system',
+  defaultProject: 'admin',
+  computeHost: hostname(),
+  syncIntervalMs: 10_000,
+  logLevel: 'info',
+};
+
+/** Environment variables that set config keys (documented in the README). */
+const ENV_KEYS: Record<string, keyof Config> = {
+  ONLINE_EXTEND_HOST: 'host',
+  ONLINE_EXTEND_PORT: 'port',
+  ONLINE_EXTEND_VOLUME_PORT: 'volumePort',
+  ONLINE_EXTEND_DATA_DIR: 'dataDir',
+  ONLINE_EXTEND_DRIVER: 'driver',
+  ONLINE_EXTEND_LIBVIRT_URI: 'libvirtUri',
+  ONLINE_EXTEND_DEFAULT_PROJECT: 'defaultProject',
+  ONLINE_EXTEND_POLICY_FILE: 'policyFile',
+  ONLINE_EXTEND_LOG_LEVEL: 'logLevel',
+};
+
+const NUMERIC: ReadonlySet<keyof Config> = new Set(['port', 'volumePort', 'syncIntervalMs']);
+
+export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof Config, unknown>> = {}): Config {
+  const merged: Record<string, unknown> = { ...DEFAULTS };
+  for (const [name, key] of Object.entries(ENV_KEYS)) {
+    if (env[name] !== undefined && env[name] !== '') merged[key] = env[name];
+  }
+  for (const [key, value] of Object.entries(flags)) if (value !== undefined) merged[key] = value;
+  for (const key of NUMERIC) {
+    const n = Number(merged[key]);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`config ${key}: expected a non-negative integer, got ${String(merged[key])}`);
+    merged[key] = n;
+  }
+  if (merged.driver !== 'fake' && merged.driver !== 'libvirt') {
+    throw new Error(`config driver: expected "fake" or "libvirt", got ${String(merged.driver)}`);
+  }
+  if (merged.driver === 'fake' && !merged.fakeInventory) {
+    throw new Error('the fake driver needs --fake-inventory FILE');
+  }
+  merged.dataDir = resolve(String(merged.dataDir));
+  return merged as unknown as Config;
+}

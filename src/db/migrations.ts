@@ -1,0 +1,49 @@
+/** Schema migrations, applied in order; the index + 1 is the schema version (PRAGMA user_version). */
+export const MIGRATIONS: readonly string[] = [
+  // 1: compute inventory, audit, tokens
+  `
+  CREATE TABLE servers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    state TEXT NOT NULL,
+    task_state TEXT,
+    updated_at TEXT NOT NULL
+  );
+  CREATE INDEX servers_project ON servers(project_id);
+  CREATE INDEX servers_host ON servers(host);
+  CREATE TABLE attachments (
+    server_id TEXT NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+    volume_id TEXT NOT NULL,
+    device TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    format TEXT,
+    source TEXT,
+    readonly INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (server_id, volume_id)
+  );
+  CREATE TABLE instance_actions (
+    request_id TEXT NOT NULL,
+    server_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    event TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    start_time TEXT NOT NULL,
+    finish_time TEXT,
+    result TEXT,
+    message TEXT,
+    details TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (server_id, request_id)
+  );
+  CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+  );
+  `,
+];

@@ -1,0 +1,238 @@
+/**
+ * SqliteStore: the embedded default store (one process, one host). WAL mode, prepared statements,
+ * migrations by `PRAGMA user_version`.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type {
+  ActionResult,
+  AttachmentRecord,
+  InstanceActionRecord,
+  ServerRecord,
+  Store,
+  TokenRecord,
+} from './store.js';
+import { MIGRATIONS } from './migrations.js';
+
+type Row = Record<string, unknown>;
+
+function nowIso(): string {
+  return new Date().toISOString();
+}
+
+export function migrate(db: Database.Database): number {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+  return MIGRATIONS.length;
+}
+
+export function openSqlite(path: string): Database.Database {
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  // NORMAL in WAL mode: durable across a process crash (kill -9), may lose the last
+  // transactions only on power loss.
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  migrate(db);
+  return db;
+}
+
+function toAttachment(r: Row): AttachmentRecord {
+  return {
+    serverId: r.server_id as string,
+    volumeId: r.volume_id as string,
+    device: r.device as string,
+    kind: r.kind as AttachmentRecord['kind'],
+    ...(r.format == null ? {} : { format: r.format as 'raw' | 'qcow2' }),
+    ...(r.source == null ? {} : { source: r.source as string }),
+    readonly: r.readonly === 1,
+  };
+}
+
+function toAction(r: Row): InstanceActionRecord {
+  return {
+    requestId: r.request_id as string,
+    serverId: r.server_id as string,
+    action: r.action as string,
+    event: r.event as string,
+    userId: r.user_id as string,
+    projectId: r.project_id as string,
+    startTime: r.start_time as string,
+    finishTime: (r.finish_time as string | null) ?? null,
+    result: (r.result as ActionResult | null) ?? null,
+    message: (r.message as string | null) ?? null,
+    details: JSON.parse((r.details as string | null) ?? '{}') as Record<string, unknown>,
+  };
+}
+
+export class SqliteStore implements Store {
+  readonly db: Database.Database;
+  private readonly stmt;
+
+  constructor(path: string) {
+    this.db = openSqlite(path);
+    const db = this.db;
+    this.stmt = {
+      getServer: db.prepare('SELECT * FROM servers WHERE id = ?'),
+      attachmentsOf: db.prepare('SELECT * FROM attachments WHERE server_id = ? ORDER BY device'),
+      listServers: db.prepare('SELECT * FROM servers ORDER BY name, id'),
+      listServersByProject: db.prepare('SELECT * FROM servers WHERE project_id = ? ORDER BY name, id'),
+      allAttachments: db.prepare('SELECT * FROM attachments ORDER BY server_id, device'),
+      upsertServer: db.prepare(
+        `INSERT INTO servers (id, name, project_id, host, state, task_state, updated_at)
+         VALUES (@id, @name, @projectId, @host, @state, NULL, @now)
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name, project_id = excluded.project_id,
+           host = excluded.host, state = excluded.state, updated_at = excluded.updated_at`,
+      ),
+      serversOfHost: db.prepare('SELECT id FROM servers WHERE host = ?'),
+      deleteServer: db.prepare('DELETE FROM servers WHERE id = ?'),
+      deleteAttachments: db.prepare('DELETE FROM attachments WHERE server_id = ?'),
+      insertAttachment: db.prepare(
+        `INSERT INTO attachments (server_id, volume_id, device, kind, format, source, readonly)
+         VALUES (@serverId, @volumeId, @device, @kind, @format, @source, @readonly)`,
+      ),
+      setTaskStateFromNull: db.prepare('UPDATE servers SET task_state = ? WHERE id = ? AND task_state IS NULL'),
+      setTaskStateFrom: db.prepare('UPDATE servers SET task_state = ? WHERE id = ? AND task_state = ?'),
+      startAction: db.prepare(
+        `INSERT INTO instance_actions (request_id, server_id, action, event, user_id, project_id, start_time, message, details)
+         VALUES (@requestId, @serverId, @action, @event, @userId, @projectId, @startTime, @message, @details)`,
+      ),
+      finishAction: db.prepare(
+        `UPDATE instance_actions SET finish_time = @finishTime, result = @result, message = @message,
+           details = COALESCE(@details, details) WHERE request_id = @requestId AND server_id = @serverId`,
+      ),
+      recordAction: db.prepare(
+        `INSERT INTO instance_actions (request_id, server_id, action, event, user_id, project_id, start_time, finish_time, result, message, details)
+         VALUES (@requestId, @serverId, @action, @event, @userId, @projectId, @startTime, @finishTime, @result, @message, @details)`,
+      ),
+      listActions: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? ORDER BY start_time DESC, rowid DESC'),
+      getAction: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? AND request_id = ?'),
+      putToken: db.prepare(
+        `INSERT INTO tokens (hash, user_id, project_id, roles, created_at, expires_at)
+         VALUES (@hash, @userId, @projectId, @roles, @createdAt, @expiresAt)`,
+      ),
+      getToken: db.prepare('SELECT * FROM tokens WHERE hash = ?'),
+    };
+  }
+
+  private toServer(r: Row, attachments: AttachmentRecord[]): ServerRecord {
+    return {
+      id: r.id as string,
+      name: r.name as string,
+      projectId: r.project_id as string,
+      host: r.host as string,
+      state: r.state as ServerRecord['state'],
+      taskState: (r.task_state as string | null) ?? null,
+      updatedAt: r.updated_at as string,
+      attachments,
+    };
+  }
+
+  async syncServers(host: string, servers: Array<Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>>): Promise<void> {
+    const now = nowIso();
+    this.db.transaction(() => {
+      const seen = new Set(servers.map((s) => s.id));
+      for (const row of this.stmt.serversOfHost.all(host) as Row[]) {
+        if (!seen.has(row.id as string)) this.stmt.deleteServer.run(row.id);
+      }
+      for (const s of servers) {
+        this.stmt.upsertServer.run({ id: s.id, name: s.name, projectId: s.projectId, host, state: s.state, now });
+        this.stmt.deleteAttachments.run(s.id);
+        for (const a of s.attachments) {
+          this.stmt.insertAttachment.run({
+            serverId: s.id,
+            volumeId: a.volumeId,
+            device: a.device,
+            kind: a.kind,
+            format: a.format ?? null,
+            source: a.source ?? null,
+            readonly: a.readonly ? 1 : 0,
+          });
+        }
+      }
+    })();
+  }
+
+  async getServer(id: string): Promise<ServerRecord | undefined> {
+    const row = this.stmt.getServer.get(id) as Row | undefined;
+    if (!row) return undefined;
+    return this.toServer(row, (this.stmt.attachmentsOf.all(id) as Row[]).map(toAttachment));
+  }
+
+  async listServers(filter: { projectId?: string } = {}): Promise<ServerRecord[]> {
+    const rows = (filter.projectId === undefined
+      ? this.stmt.listServers.all()
+      : this.stmt.listServersByProject.all(filter.projectId)) as Row[];
+    const bySrv = new Map<string, AttachmentRecord[]>();
+    for (const a of (this.stmt.allAttachments.all() as Row[]).map(toAttachment)) {
+      const list = bySrv.get(a.serverId) ?? [];
+      list.push(a);
+      bySrv.set(a.serverId, list);
+    }
+    return rows.map((r) => this.toServer(r, bySrv.get(r.id as string) ?? []));
+  }
+
+  async setTaskState(serverId: string, task: string | null, expected: string | null): Promise<boolean> {
+    const res = expected === null
+      ? this.stmt.setTaskStateFromNull.run(task, serverId)
+      : this.stmt.setTaskStateFrom.run(task, serverId, expected);
+    return res.changes === 1;
+  }
+
+  async startAction(a: Omit<InstanceActionRecord, 'finishTime' | 'result'>): Promise<void> {
+    this.stmt.startAction.run({ ...a, details: JSON.stringify(a.details) });
+  }
+
+  async finishAction(requestId: string, serverId: string, result: ActionResult, message: string | null, details?: Record<string, unknown>): Promise<void> {
+    this.stmt.finishAction.run({
+      requestId,
+      serverId,
+      result,
+      message,
+      finishTime: nowIso(),
+      details: details === undefined ? null : JSON.stringify(details),
+    });
+  }
+
+  async recordAction(a: InstanceActionRecord): Promise<void> {
+    this.stmt.recordAction.run({ ...a, details: JSON.stringify(a.details) });
+  }
+
+  async listActions(serverId: string): Promise<InstanceActionRecord[]> {
+    return (this.stmt.listActions.all(serverId) as Row[]).map(toAction);
+  }
+
+  async getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined> {
+    const row = this.stmt.getAction.get(serverId, requestId) as Row | undefined;
+    return row ? toAction(row) : undefined;
+  }
+
+  async putToken(t: TokenRecord): Promise<void> {
+    this.stmt.putToken.run({ ...t, roles: t.roles.join(',') });
+  }
+
+  async getToken(hash: string): Promise<TokenRecord | undefined> {
+    const r = this.stmt.getToken.get(hash) as Row | undefined;
+    if (!r) return undefined;
+    return {
+      hash: r.hash as string,
+      userId: r.user_id as string,
+      projectId: r.project_id as string,
+      roles: (r.roles as string).split(',').filter(Boolean),
+      createdAt: r.created_at as string,
+      expiresAt: r.expires_at as string,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * The persistence contract. SQLite (embedded, the default) implements it now; PostgreSQL will
+ * implement the same interface for scale-out. One contract suite (test/contract/store.contract.ts)
+ * runs against every implementation. Methods are async so a networked store fits.
+ */
+import type { DiskKind, ServerState } from '../virt/driver.js';
+
+export interface AttachmentRecord {
+  serverId: string;
+  volumeId: string;
+  device: string;
+  kind: DiskKind;
+  format?: 'raw' | 'qcow2';
+  source?: string;
+  readonly: boolean;
+}
+
+export interface ServerRecord {
+  id: string;
+  name: string;
+  projectId: string;
+  host: string;
+  state: ServerState;
+  /** A task in progress (Nova's task_state), e.g. `migrating`; null when idle. */
+  taskState: string | null;
+  updatedAt: string;
+  attachments: AttachmentRecord[];
+}
+
+export type ActionResult = 'Success' | 'Error';
+
+export interface InstanceActionRecord {
+  requestId: string;
+  serverId: string;
+  /** Nova's action name, e.g. `online_extend_volume`. */
+  action: string;
+  /** The event inside the action, e.g. `compute_assist_extend`. */
+  event: string;
+  userId: string;
+  projectId: string;
+  startTime: string;
+  finishTime: string | null;
+  result: ActionResult | null;
+  /** Error message, or a short summary of what was done. */
+  message: string | null;
+  /** Structured details (volume id, bytes requested and measured, ...). */
+  details: Record<string, unknown>;
+}
+
+export interface TokenRecord {
+  /** sha256 of the token, hex. The token itself is never stored. */
+  hash: string;
+  userId: string;
+  projectId: string;
+  roles: string[];
+  createdAt: string;
+  expiresAt: string;
+}
+
+export interface ComputeStore {
+  /** Replace the inventory of `host` with `servers` in one transaction; servers gone from it are removed. */
+  syncServers(host: string, servers: Array<Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>>): Promise<void>;
+  getServer(id: string): Promise<ServerRecord | undefined>;
+  listServers(filter?: { projectId?: string }): Promise<ServerRecord[]>;
+  /** Conditional update of task_state: only if the current value equals `expected`. True if applied. */
+  setTaskState(serverId: string, task: string | null, expected: string | null): Promise<boolean>;
+
+  startAction(action: Omit<InstanceActionRecord, 'finishTime' | 'result'>): Promise<void>;
+  finishAction(requestId: string, serverId: string, result: ActionResult, message: string | null, details?: Record<string, unknown>): Promise<void>;
+  /** Record a whole action at once (start and finish), for quick read-only calls. */
+  recordAction(action: InstanceActionRecord): Promise<void>;
+  listActions(serverId: string): Promise<InstanceActionRecord[]>;
+  getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined>;
+
+  putToken(token: TokenRecord): Promise<void>;
+  getToken(hash: string): Promise<TokenRecord | undefined>;
+}
+
+export type Store = ComputeStore & {
+  close(): Promise<void>;
+};

@@ -1,0 +1,363 @@
+/**
+ * FakeDriver: an in-memory hypervisor that ships with the product. It serves fast tests and users
+ * without a hypervisor, and it documents, in code, the semantics every real driver must keep
+ * (the same contract suite runs against it and against LibvirtDriver):
+ *
+ * - Each disk has three sizes: the storage's (`backingBytes`), the host's view (`hostBytes`) and
+ *   the guest's view (`guestBytes`). Growing storage changes only `backingBytes`.
+ * - `rescan` makes a `block` disk's host view catch up with its storage. `file` and `network`
+ *   disks have no host device: the host always sees the storage size.
+ * - `extendAttached` never shrinks, is a no-op at the current size, and on a `block` or `network`
+ *   disk refuses to pass the host's view (as QEMU does: "Cannot grow device files"). On a `file`
+ *   disk QEMU grows the file itself, so storage and host views follow the guest's.
+ * - Only running or paused servers can be resized; read-only disks cannot.
+ *
+ * Faults can be injected per method; every method call and every actual resize is counted.
+ * State can be kept in a JSON file so it survives a restart of the service, as a real
+ * hypervisor's would.
+ */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { errors, type ServiceError } from '../../errors.js';
+import { fileDiskBytes } from '../image.js';
+import type {
+  AttachSpec,
+  DiskKind,
+  DriverCapabilities,
+  DriverDisk,
+  DriverServer,
+  ServerState,
+  VirtDriver,
+} from '../driver.js';
+
+export interface FakeDisk {
+  volumeId: string;
+  device: string;
+  kind: DiskKind;
+  format?: 'raw' | 'qcow2';
+  source?: string;
+  readonly?: boolean;
+  backingBytes: number;
+  hostBytes: number;
+  guestBytes: number;
+}
+
+export interface FakeServer {
+  id: string;
+  name: string;
+  projectId?: string;
+  state: ServerState;
+  disks: FakeDisk[];
+}
+
+/** The `--fake-inventory` file format (snake_case, as the issue defines it). */
+export interface FakeInventoryFile {
+  capabilities?: { extend_volume?: boolean; attach_volume?: boolean };
+  servers: Array<{
+    id: string;
+    name?: string;
+    project_id?: string;
+    state?: ServerState;
+    disks?: Array<{
+      volume_id: string;
+      device: string;
+      bytes: number;
+      backing_bytes?: number;
+      kind?: DiskKind;
+      format?: 'raw' | 'qcow2';
+      source?: string;
+      readonly?: boolean;
+    }>;
+  }>;
+}
+
+export type FakeMethod = 'listServers' | 'rescan' | 'getHostBytes' | 'getGuestBytes' | 'extendAttached' | 'attachVolume' | 'detachVolume';
+
+export interface FakeDriverOptions {
+  capabilities?: Partial<DriverCapabilities>;
+  servers?: FakeServer[];
+  /** Persist the hypervisor's state here after every change and load it at start if present. */
+  statePath?: string;
+  /** Artificial latency of every call, to make concurrency observable in tests. */
+  latencyMs?: number;
+}
+
+interface PersistedState {
+  servers: FakeServer[];
+}
+
+export function parseFakeInventory(text: string): { capabilities: DriverCapabilities; servers: FakeServer[] } {
+  const inv = JSON.parse(text) as FakeInventoryFile;
+  if (!inv || !Array.isArray(inv.servers)) throw new Error('fake inventory: "servers" must be an array');
+  const servers = inv.servers.map((s, i): FakeServer => {
+    if (typeof s.id !== 'string') throw new Error(`fake inventory: servers[${i}].id must be a string`);
+    return {
+      id: s.id,
+      name: s.name ?? `server-${s.id.slice(0, 8)}`,
+      ...(s.project_id === undefined ? {} : { projectId: s.project_id }),
+      state: s.state ?? 'active',
+      disks: (s.disks ?? []).map((d, j): FakeDisk => {
+        if (!Number.isSafeInteger(d.bytes) || d.bytes <= 0) {
+          throw new Error(`fake inventory: servers[${i}].disks[${j}].bytes must be a positive integer`);
+        }
+        const backing = d.backing_bytes ?? d.bytes;
+        const kind = d.kind ?? 'block';
+        return {
+          volumeId: d.volume_id,
+          device: d.device,
+          kind,
+          ...(d.format === undefined ? {} : { format: d.format }),
+          ...(d.source === undefined ? {} : { source: d.source }),
+          ...(d.readonly === undefined ? {} : { readonly: d.readonly }),
+          backingBytes: backing,
+          hostBytes: kind === 'block' ? d.bytes : backing,
+          guestBytes: d.bytes,
+        };
+      }),
+    };
+  });
+  return {
+    capabilities: {
+      extendVolume: inv.capabilities?.extend_volume ?? true,
+      attachVolume: inv.capabilities?.attach_volume ?? true,
+    },
+    servers,
+  };
+}
+
+export class FakeDriver implements VirtDriver {
+  readonly name = 'fake';
+  readonly capabilities: DriverCapabilities;
+  /** Calls per method, including calls that failed. */
+  readonly calls: Record<FakeMethod, number> = {
+    listServers: 0,
+    rescan: 0,
+    getHostBytes: 0,
+    getGuestBytes: 0,
+    extendAttached: 0,
+    attachVolume: 0,
+    detachVolume: 0,
+  };
+  /** Resizes that actually changed a disk: the call a real driver makes to the hypervisor. */
+  resizes = 0;
+  /** Highest number of extendAttached calls seen running at once on one volume. */
+  maxConcurrentPerVolume = 0;
+
+  private servers = new Map<string, FakeServer>();
+  private faults = new Map<FakeMethod, { error: ServiceError; times: number }>();
+  private inFlight = new Map<string, number>();
+  private readonly statePath: string | undefined;
+  private readonly latencyMs: number;
+
+  constructor(opts: FakeDriverOptions = {}) {
+    this.capabilities = { extendVolume: true, attachVolume: true, ...opts.capabilities };
+    this.statePath = opts.statePath;
+    this.latencyMs = opts.latencyMs ?? 0;
+    let initial = opts.servers ?? [];
+    if (this.statePath) {
+      try {
+        initial = (JSON.parse(readFileSync(this.statePath, 'utf8')) as PersistedState).servers;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+    for (const s of initial) this.servers.set(s.id, structuredClone(s));
+    this.persist();
+  }
+
+  static fromInventoryFile(path: string, opts: Omit<FakeDriverOptions, 'servers' | 'capabilities'> = {}): FakeDriver {
+    const inv = parseFakeInventory(readFileSync(path, 'utf8'));
+    return new FakeDriver({ ...opts, capabilities: inv.capabilities, servers: inv.servers });
+  }
+
+  // ---- test and operator controls (not part of VirtDriver) ----
+
+  /** Make the next `times` calls of `method` fail with `error`. */
+  injectFault(method: FakeMethod, error: ServiceError, times = 1): void {
+    this.faults.set(method, { error, times });
+  }
+
+  clearFaults(): void {
+    this.faults.clear();
+  }
+
+  /** The storage under a volume grew (what a volume backend does). */
+  setBackingBytes(volumeId: string, bytes: number): void {
+    const disk = this.findDisk(volumeId);
+    disk.backingBytes = bytes;
+    if (disk.kind !== 'block') disk.hostBytes = bytes;
+    this.persist();
+  }
+
+  setState(serverId: string, state: ServerState): void {
+    this.server(serverId).state = state;
+    this.persist();
+  }
+
+  addServer(server: FakeServer): void {
+    this.servers.set(server.id, structuredClone(server));
+    this.persist();
+  }
+
+  snapshot(serverId: string): FakeServer {
+    return structuredClone(this.server(serverId));
+  }
+
+  // ---- VirtDriver ----
+
+  async listServers(): Promise<DriverServer[]> {
+    await this.enter('listServers');
+    return [...this.servers.values()].map((s) => ({
+      id: s.id,
+      name: s.name,
+      ...(s.projectId === undefined ? {} : { projectId: s.projectId }),
+      state: s.state,
+      disks: s.disks.map((d): DriverDisk => ({
+        volumeId: d.volumeId,
+        device: d.device,
+        kind: d.kind,
+        ...(d.format === undefined ? {} : { format: d.format }),
+        ...(d.source === undefined ? {} : { source: d.source }),
+        ...(d.readonly === undefined ? {} : { readonly: d.readonly }),
+      })),
+    }));
+  }
+
+  async rescan(serverId: string, volumeId: string): Promise<void> {
+    await this.enter('rescan');
+    const disk = await this.refreshed(this.disk(serverId, volumeId));
+    disk.hostBytes = disk.backingBytes;
+    this.persist();
+  }
+
+  async getHostBytes(serverId: string, volumeId: string): Promise<number> {
+    await this.enter('getHostBytes');
+    return (await this.refreshed(this.disk(serverId, volumeId))).hostBytes;
+  }
+
+  async getGuestBytes(serverId: string, volumeId: string): Promise<number> {
+    await this.enter('getGuestBytes');
+    return this.disk(serverId, volumeId).guestBytes;
+  }
+
+  async extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number> {
+    const server = this.server(serverId);
+    const disk = this.disk(serverId, volumeId);
+    const key = `${serverId}/${volumeId}`;
+    const running = (this.inFlight.get(key) ?? 0) + 1;
+    this.inFlight.set(key, running);
+    this.maxConcurrentPerVolume = Math.max(this.maxConcurrentPerVolume, running);
+    try {
+      await this.enter('extendAttached');
+      if (server.state !== 'active' && server.state !== 'paused') {
+        throw errors.instanceInvalidState(serverId, server.state, 'extend volume');
+      }
+      if (bytes < disk.guestBytes) throw errors.shrinkRefused(volumeId, bytes, disk.guestBytes);
+      if (bytes === disk.guestBytes) return disk.guestBytes;
+      if (disk.readonly) throw errors.driverFailed(`disk ${disk.device} of instance ${serverId} is read-only`);
+      await this.refreshed(disk);
+      if (disk.kind === 'file') {
+        // QEMU grows the file itself.
+        disk.backingBytes = Math.max(disk.backingBytes, bytes);
+        disk.hostBytes = disk.backingBytes;
+      } else if (bytes > disk.hostBytes) {
+        throw errors.hostSizeTooSmall(volumeId, bytes, disk.hostBytes);
+      }
+      disk.guestBytes = bytes;
+      this.resizes++;
+      this.persist();
+      return disk.guestBytes;
+    } finally {
+      this.inFlight.set(key, (this.inFlight.get(key) ?? 1) - 1);
+    }
+  }
+
+  async attachVolume(serverId: string, spec: AttachSpec): Promise<string> {
+    await this.enter('attachVolume');
+    const server = this.server(serverId);
+    if (!this.capabilities.attachVolume) throw errors.driverFailed('attach is not supported');
+    const existing = server.disks.find((d) => d.volumeId === spec.volumeId);
+    if (existing) return existing.device;
+    const used = new Set(server.disks.map((d) => d.device));
+    let device = spec.device;
+    for (let c = 'b'.charCodeAt(0); device === undefined && c <= 'z'.charCodeAt(0); c++) {
+      if (!used.has(`vd${String.fromCharCode(c)}`)) device = `vd${String.fromCharCode(c)}`;
+    }
+    if (device === undefined) throw errors.driverFailed(`no free device name on instance ${serverId}`);
+    const bytes = spec.kind === 'file' ? await fileDiskBytes(spec.source, spec.format) : 0;
+    server.disks.push({
+      volumeId: spec.volumeId,
+      device,
+      kind: spec.kind,
+      ...(spec.format === undefined ? {} : { format: spec.format }),
+      source: spec.source,
+      backingBytes: bytes,
+      hostBytes: bytes,
+      guestBytes: bytes,
+    });
+    this.persist();
+    return device;
+  }
+
+  async detachVolume(serverId: string, volumeId: string): Promise<void> {
+    await this.enter('detachVolume');
+    const server = this.server(serverId);
+    this.disk(serverId, volumeId);
+    server.disks = server.disks.filter((d) => d.volumeId !== volumeId);
+    this.persist();
+  }
+
+  async close(): Promise<void> {}
+
+  // ---- internals ----
+
+  private async enter(method: FakeMethod): Promise<void> {
+    this.calls[method]++;
+    if (this.latencyMs > 0) await new Promise((r) => setTimeout(r, this.latencyMs));
+    const fault = this.faults.get(method);
+    if (fault) {
+      if (--fault.times <= 0) this.faults.delete(method);
+      throw fault.error;
+    }
+  }
+
+  /** A file disk with a real path follows the real file, so the fake can sit on a real file backend. */
+  private async refreshed(disk: FakeDisk): Promise<FakeDisk> {
+    if (disk.kind === 'file' && disk.source) {
+      try {
+        // Max: in the fake, QEMU's own growth of an attached file is recorded, not written.
+        disk.backingBytes = Math.max(disk.backingBytes, await fileDiskBytes(disk.source, disk.format));
+        disk.hostBytes = disk.backingBytes;
+      } catch {
+        // The path is informational only in inventory files; keep the recorded sizes.
+      }
+    }
+    return disk;
+  }
+
+  private server(serverId: string): FakeServer {
+    const s = this.servers.get(serverId);
+    if (!s) throw errors.instanceNotFound(serverId);
+    return s;
+  }
+
+  private disk(serverId: string, volumeId: string): FakeDisk {
+    const d = this.server(serverId).disks.find((x) => x.volumeId === volumeId);
+    if (!d) throw errors.volumeNotAttached(volumeId, serverId);
+    return d;
+  }
+
+  private findDisk(volumeId: string): FakeDisk {
+    for (const s of this.servers.values()) {
+      const d = s.disks.find((x) => x.volumeId === volumeId);
+      if (d) return d;
+    }
+    throw errors.volumeNotFound(volumeId);
+  }
+
+  private persist(): void {
+    if (!this.statePath) return;
+    const tmp = `${this.statePath}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ servers: [...this.servers.values()] } satisfies PersistedState));
+    renameSync(tmp, this.statePath);
+  }
+}
