@@ -86,6 +86,8 @@ export async function createServer(deps: ServerDeps): Promise<App> {
     // Requests are audited as instance actions; per-request logs would only slow the hot path.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
     bodyLimit: BODY_LIMIT,
+    // Long ids reach the schema and get its clear 400 rather than a bare 414.
+    maxParamLength: 1024,
     genReqId: () => `req-${randomUUID()}`,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
     schemaErrorFormatter: formatSchemaErrors as never,

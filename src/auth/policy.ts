@@ -47,7 +47,8 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
 };
 
 function tokenize(rule: string): string[] {
-  return rule.replace(/\(/g, ' ( ').replace(/\)/g, ' ) ').trim().split(/\s+/).filter(Boolean);
+  // A `%(name)s` reference is part of its check, not a parenthesis.
+  return rule.match(/[^\s()]*%\(\w+\)s[^\s()]*|[()]|[^\s()]+/g) ?? [];
 }
 
 export function parseRule(rule: string): Check {

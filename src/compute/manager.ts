@@ -4,6 +4,7 @@
  * inventory in the store. It knows nothing of HTTP, tokens or policy.
  */
 import type { Logger } from 'pino';
+import { errors } from '../errors.js';
 import type { ComputeStore } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities, VirtDriver } from '../virt/driver.js';
 import { Coalescer, KeyedMutex } from './locks.js';
@@ -92,7 +93,11 @@ export class ComputeManager {
   /** Grow the guest's view, one call per volume at a time; returns the measured guest size. */
   extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number> {
     return this.volumeLocks.run(volumeId, async () => {
-      const measured = await this.driver.extendAttached(serverId, volumeId, bytes);
+      // Never shrink: measure first and refuse before the driver is asked to resize anything.
+      const current = await this.driver.getGuestBytes(serverId, volumeId);
+      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
+      if (bytes === current) return current;
+      const measured = await this.driver.extendAttached(serverId, volumeId, bytes, { currentGuestBytes: current });
       this.log.info({ serverId, volumeId, bytes, measured }, 'attached volume extended');
       return measured;
     });

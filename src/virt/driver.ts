@@ -69,6 +69,10 @@ export interface AttachSpec {
   device?: string;
 }
 
+export interface ExtendOptions {
+  currentGuestBytes?: number;
+}
+
 export interface VirtDriver {
   /** Short name used in messages, e.g. `fake`, `libvirt`. */
   readonly name: string;
@@ -102,8 +106,12 @@ export interface VirtDriver {
    *   a `file` disk may exceed its file size: QEMU grows the file;
    * - a server neither running nor paused throws InstanceInvalidState (409);
    * - a read-only disk or any other hypervisor failure throws DriverFailed (500).
+   *
+   * `opts.currentGuestBytes`: the caller measured the guest size with getGuestBytes just now,
+   * while holding the volume's lock, and already refused a shrink; the driver may use it instead
+   * of a second live read (it still must not shrink below it).
    */
-  extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number>;
+  extendAttached(serverId: string, volumeId: string, bytes: number, opts?: ExtendOptions): Promise<number>;
 
   /** Hot-plug a volume; returns the device name the guest got. Requires `capabilities.attachVolume`. */
   attachVolume(serverId: string, spec: AttachSpec): Promise<string>;

@@ -141,6 +141,9 @@ export class FakeDriver implements VirtDriver {
   resizes = 0;
   /** Highest number of extendAttached calls seen running at once on one volume. */
   maxConcurrentPerVolume = 0;
+  /** Highest number of extendAttached calls seen running at once over all volumes. */
+  maxConcurrentOverall = 0;
+  private running = 0;
 
   private servers = new Map<string, FakeServer>();
   private faults = new Map<FakeMethod, { error: ServiceError; times: number }>();
@@ -246,6 +249,7 @@ export class FakeDriver implements VirtDriver {
     const running = (this.inFlight.get(key) ?? 0) + 1;
     this.inFlight.set(key, running);
     this.maxConcurrentPerVolume = Math.max(this.maxConcurrentPerVolume, running);
+    this.maxConcurrentOverall = Math.max(this.maxConcurrentOverall, ++this.running);
     try {
       await this.enter('extendAttached');
       if (server.state !== 'active' && server.state !== 'paused') {
@@ -267,6 +271,7 @@ export class FakeDriver implements VirtDriver {
       this.persist();
       return disk.guestBytes;
     } finally {
+      this.running--;
       this.inFlight.set(key, (this.inFlight.get(key) ?? 1) - 1);
     }
   }

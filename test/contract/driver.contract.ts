@@ -1,0 +1,142 @@
+/**
+ * The virt driver contract: one suite, run against every driver (Nova's test_virt_drivers.py).
+ * Each driver's test file only builds a harness: a running server with a block disk and a file
+ * disk, and a way to grow the storage under a volume.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { VirtDriver } from '../../src/virt/driver.js';
+import { ServiceError } from '../../src/errors.js';
+
+export interface DriverHarness {
+  driver: VirtDriver;
+  /** A running server. */
+  serverId: string;
+  /** A `block` disk of the running server: its host view must grow before its guest view can. */
+  blockVolumeId: string;
+  /** A `file` disk of the running server (raw or qcow2): QEMU grows the file itself. */
+  fileVolumeId: string;
+  /** Grow the storage under a volume, as a volume backend would; the host does not see it until rescan. */
+  growStorage(volumeId: string, bytes: number): Promise<void>;
+  /** A shut-off server with an attached volume, if the driver can have one. */
+  stopped?: { serverId: string; volumeId: string };
+  /** A read-only disk of the running server, if the harness can provide one. */
+  readonlyVolumeId?: string;
+  /** The size the guest itself reports for a volume (real guests only). */
+  guestReportedBytes?(volumeId: string, expected: number): Promise<number>;
+  teardown(): Promise<void>;
+}
+
+const MiB = 1024 * 1024;
+
+async function expectServiceError(p: Promise<unknown>, code: string, status: number): Promise<ServiceError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected ${code}`).toBeInstanceOf(ServiceError);
+  expect((err as ServiceError).code).toBe(code);
+  expect((err as ServiceError).status).toBe(status);
+  return err as ServiceError;
+}
+
+export function describeDriverContract(name: string, makeHarness: () => Promise<DriverHarness>, describeFn: typeof describe = describe): void {
+  describeFn(`VirtDriver contract: ${name}`, () => {
+    let h: DriverHarness;
+
+    beforeAll(async () => {
+      h = await makeHarness();
+    });
+    afterAll(async () => {
+      await h?.teardown();
+    });
+
+    it('lists the running server with its volumes, kinds and devices', async () => {
+      const servers = await h.driver.listServers();
+      const server = servers.find((s) => s.id === h.serverId);
+      expect(server?.state).toBe('active');
+      const block = server?.disks.find((d) => d.volumeId === h.blockVolumeId);
+      const file = server?.disks.find((d) => d.volumeId === h.fileVolumeId);
+      expect(block?.kind).toBe('block');
+      expect(file?.kind).toBe('file');
+      expect(block?.device).toMatch(/^[vs]d[a-z]+$/);
+    });
+
+    it('declares the extend capability', () => {
+      expect(h.driver.capabilities.extendVolume).toBe(true);
+    });
+
+    it('reports the same host and guest size for an untouched block disk', async () => {
+      const host = await h.driver.getHostBytes(h.serverId, h.blockVolumeId);
+      const guest = await h.driver.getGuestBytes(h.serverId, h.blockVolumeId);
+      expect(host).toBeGreaterThan(0);
+      expect(guest).toBe(host);
+    });
+
+    it('keeps the host size of a block disk until rescan, then sees the storage size', async () => {
+      const before = await h.driver.getHostBytes(h.serverId, h.blockVolumeId);
+      await h.growStorage(h.blockVolumeId, before + 64 * MiB);
+      expect(await h.driver.getHostBytes(h.serverId, h.blockVolumeId)).toBe(before);
+      await h.driver.rescan(h.serverId, h.blockVolumeId);
+      expect(await h.driver.getHostBytes(h.serverId, h.blockVolumeId)).toBe(before + 64 * MiB);
+      await h.driver.rescan(h.serverId, h.blockVolumeId); // idempotent
+      expect(await h.driver.getHostBytes(h.serverId, h.blockVolumeId)).toBe(before + 64 * MiB);
+    });
+
+    it('refuses to grow a block disk past the size the host sees, and changes nothing', async () => {
+      const host = await h.driver.getHostBytes(h.serverId, h.blockVolumeId);
+      const guest = await h.driver.getGuestBytes(h.serverId, h.blockVolumeId);
+      await expectServiceError(h.driver.extendAttached(h.serverId, h.blockVolumeId, host + 64 * MiB), 'HostSizeTooSmall', 409);
+      expect(await h.driver.getGuestBytes(h.serverId, h.blockVolumeId)).toBe(guest);
+    });
+
+    it('grows a block disk to the host size and returns the measured guest size', async () => {
+      const host = await h.driver.getHostBytes(h.serverId, h.blockVolumeId);
+      const measured = await h.driver.extendAttached(h.serverId, h.blockVolumeId, host);
+      expect(measured).toBe(host);
+      expect(await h.driver.getGuestBytes(h.serverId, h.blockVolumeId)).toBe(host);
+      if (h.guestReportedBytes) expect(await h.guestReportedBytes(h.blockVolumeId, host)).toBe(host);
+    });
+
+    it('returns at once when asked for the size the guest already sees', async () => {
+      const guest = await h.driver.getGuestBytes(h.serverId, h.blockVolumeId);
+      expect(await h.driver.extendAttached(h.serverId, h.blockVolumeId, guest)).toBe(guest);
+    });
+
+    it('refuses to shrink, and the guest keeps its size', async () => {
+      const guest = await h.driver.getGuestBytes(h.serverId, h.blockVolumeId);
+      const err = await expectServiceError(h.driver.extendAttached(h.serverId, h.blockVolumeId, guest - MiB), 'VolumeShrinkRefused', 400);
+      expect(err.message).toMatch(/shrink/i);
+      expect(await h.driver.getGuestBytes(h.serverId, h.blockVolumeId)).toBe(guest);
+      if (h.guestReportedBytes) expect(await h.guestReportedBytes(h.blockVolumeId, guest)).toBe(guest);
+    });
+
+    it('grows a file disk past its file size (QEMU grows the file) and the host sees it', async () => {
+      const guest = await h.driver.getGuestBytes(h.serverId, h.fileVolumeId);
+      const target = guest + 32 * MiB;
+      expect(await h.driver.extendAttached(h.serverId, h.fileVolumeId, target)).toBe(target);
+      expect(await h.driver.getGuestBytes(h.serverId, h.fileVolumeId)).toBe(target);
+      expect(await h.driver.getHostBytes(h.serverId, h.fileVolumeId)).toBe(target);
+      if (h.guestReportedBytes) expect(await h.guestReportedBytes(h.fileVolumeId, target)).toBe(target);
+    });
+
+    it('answers 404 for an unknown server and for a volume not attached', async () => {
+      await expectServiceError(h.driver.getHostBytes('00000000-0000-4000-8000-000000000000', h.blockVolumeId), 'InstanceNotFound', 404);
+      await expectServiceError(h.driver.extendAttached('00000000-0000-4000-8000-000000000000', h.blockVolumeId, MiB), 'InstanceNotFound', 404);
+      await expectServiceError(h.driver.getHostBytes(h.serverId, '00000000-0000-4000-8000-00000000beef'), 'VolumeNotAttached', 404);
+      await expectServiceError(h.driver.extendAttached(h.serverId, '00000000-0000-4000-8000-00000000beef', MiB), 'VolumeNotAttached', 404);
+      await expectServiceError(h.driver.rescan(h.serverId, '00000000-0000-4000-8000-00000000beef'), 'VolumeNotAttached', 404);
+    });
+
+    it('refuses to resize a disk of a server that is not running or paused', async (ctx) => {
+      if (!h.stopped) return ctx.skip();
+      await expectServiceError(h.driver.extendAttached(h.stopped.serverId, h.stopped.volumeId, 4096 * MiB), 'InstanceInvalidState', 409);
+    });
+
+    it('refuses to resize a read-only disk', async (ctx) => {
+      if (!h.readonlyVolumeId) return ctx.skip();
+      const guest = await h.driver.getGuestBytes(h.serverId, h.readonlyVolumeId);
+      await expectServiceError(h.driver.extendAttached(h.serverId, h.readonlyVolumeId, guest + MiB), 'DriverFailed', 500);
+      expect(await h.driver.getGuestBytes(h.serverId, h.readonlyVolumeId)).toBe(guest);
+    });
+  });
+}

@@ -1,0 +1,69 @@
+/** The store contract: one suite, run against every Store implementation. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Store } from '../../src/db/store.js';
+
+export function describeStoreContract(name: string, makeStore: () => Promise<{ store: Store; teardown(): Promise<void> }>): void {
+  describe(`Store contract: ${name}`, () => {
+    let store: Store;
+    let teardown: () => Promise<void>;
+    beforeAll(async () => {
+      ({ store, teardown } = await makeStore());
+    });
+    afterAll(async () => teardown());
+
+    const server = (id: string, projectId: string, volumes: string[]) => ({
+      id,
+      name: `vm-${id}`,
+      projectId,
+      state: 'active' as const,
+      attachments: volumes.map((v, i) => ({ serverId: id, volumeId: v, device: `vd${'bcd'[i]}`, kind: 'block' as const, readonly: false })),
+    });
+
+    it('syncs a host inventory, replacing attachments and dropping servers gone from the host', async () => {
+      await store.syncServers('h1', [server('s1', 'p1', ['v1', 'v2']), server('s2', 'p2', [])]);
+      await store.syncServers('h2', [server('s3', 'p1', ['v3'])]);
+      expect((await store.getServer('s1'))?.attachments.map((a) => a.volumeId)).toEqual(['v1', 'v2']);
+      await store.syncServers('h1', [server('s1', 'p1', ['v2'])]);
+      expect((await store.getServer('s1'))?.attachments.map((a) => a.volumeId)).toEqual(['v2']);
+      expect(await store.getServer('s2')).toBeUndefined();
+      expect((await store.getServer('s3'))?.host).toBe('h2');
+      expect((await store.listServers({ projectId: 'p1' })).map((s) => s.id).sort()).toEqual(['s1', 's3']);
+    });
+
+    it('applies a task state only from the expected one', async () => {
+      expect(await store.setTaskState('s1', 'migrating', null)).toBe(true);
+      expect(await store.setTaskState('s1', 'resizing', null)).toBe(false);
+      expect((await store.getServer('s1'))?.taskState).toBe('migrating');
+      expect(await store.setTaskState('s1', null, 'migrating')).toBe(true);
+      expect((await store.getServer('s1'))?.taskState).toBeNull();
+    });
+
+    it('keeps the task state across an inventory sync', async () => {
+      await store.setTaskState('s1', 'migrating', null);
+      await store.syncServers('h1', [server('s1', 'p1', ['v2'])]);
+      expect((await store.getServer('s1'))?.taskState).toBe('migrating');
+      await store.setTaskState('s1', null, 'migrating');
+    });
+
+    it('records instance actions from start to finish, newest first', async () => {
+      const base = { serverId: 's1', action: 'extend_volume', event: 'compute_extend_volume', userId: 'u', projectId: 'p1', message: null };
+      await store.startAction({ ...base, requestId: 'req-1', startTime: '2026-01-01T00:00:00.000Z', details: { bytes: 1 } });
+      await store.finishAction('req-1', 's1', 'Success', null, { bytes: 2 });
+      await store.recordAction({ ...base, requestId: 'req-2', startTime: '2026-01-01T00:00:01.000Z', finishTime: '2026-01-01T00:00:02.000Z', result: 'Error', message: 'boom', details: {} });
+      const list = await store.listActions('s1');
+      expect(list.map((a) => a.requestId)).toEqual(['req-2', 'req-1']);
+      const one = await store.getAction('s1', 'req-1');
+      expect(one?.result).toBe('Success');
+      expect(one?.finishTime).not.toBeNull();
+      expect(one?.details).toEqual({ bytes: 2 });
+      expect(await store.getAction('s2', 'req-1')).toBeUndefined();
+    });
+
+    it('stores tokens by hash with their roles and expiry', async () => {
+      await store.putToken({ hash: 'abc', userId: 'u', projectId: 'p', roles: ['admin', 'member'], createdAt: '2026-01-01T00:00:00.000Z', expiresAt: '2026-01-02T00:00:00.000Z' });
+      expect(await store.getToken('abc')).toMatchObject({ userId: 'u', roles: ['admin', 'member'], expiresAt: '2026-01-02T00:00:00.000Z' });
+      expect(await store.getToken('nope')).toBeUndefined();
+      await expect(store.putToken({ hash: 'abc', userId: 'x', projectId: 'p', roles: [], createdAt: '', expiresAt: '' })).rejects.toThrow();
+    });
+  });
+}
