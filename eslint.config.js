@@ -11,7 +11,7 @@ const layer = (files, forbidden, why) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.lab/**', '.lab-cache/**', 'coverage/**', 'data/**'] },
+  { ignores: ['scratch/**', 'dist/**', 'node_modules/**', '.lab/**', '.lab-cache/**', 'coverage/**', 'data/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -87,7 +87,7 @@ export async function createServer(deps: ServerDeps): Promise<App> {
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
     bodyLimit: BODY_LIMIT,
     // Long ids reach the schema and get its clear 400 rather than a bare 414.
-    maxParamLength: 1024,
+    routerOptions: { maxParamLength: 1024 },
     genReqId: () => `req-${randomUUID()}`,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
     schemaErrorFormatter: formatSchemaErrors as never,

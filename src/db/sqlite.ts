@@ -73,13 +73,62 @@ function toAction(r: Row): InstanceActionRecord {
   };
 }
 
+/**
+ * Group commit: writes that arrive in the same event-loop turn share one transaction (one WAL
+ * append) instead of one each. Every caller still awaits its own write being committed.
+ */
+class GroupCommit {
+  private queue: Array<{ run: () => void; resolve: () => void; reject: (e: unknown) => void }> = [];
+  private scheduled = false;
+
+  constructor(private readonly db: Database.Database) {}
+
+  write(run: () => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ run, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  flush(): void {
+    const batch = this.queue;
+    this.queue = [];
+    this.scheduled = false;
+    if (batch.length === 0) return;
+    try {
+      this.db.transaction(() => batch.forEach((w) => w.run()))();
+      batch.forEach((w) => w.resolve());
+    } catch {
+      // One bad write must not fail its neighbours: retry each alone to attribute the error.
+      for (const w of batch) {
+        try {
+          w.run();
+          w.resolve();
+        } catch (err) {
+          w.reject(err);
+        }
+      }
+    }
+  }
+}
+
 export class SqliteStore implements Store {
   readonly db: Database.Database;
   private readonly stmt;
+  private readonly group: GroupCommit;
+  /**
+   * Servers as last read. This process is the only writer of the inventory tables (the embedded
+   * store serves one host), so every write below clears what it changes.
+   */
+  private readonly serverCache = new Map<string, ServerRecord>();
 
   constructor(path: string) {
     this.db = openSqlite(path);
     const db = this.db;
+    this.group = new GroupCommit(db);
     this.stmt = {
       getServer: db.prepare('SELECT * FROM servers WHERE id = ?'),
       attachmentsOf: db.prepare('SELECT * FROM attachments WHERE server_id = ? ORDER BY device'),
@@ -138,6 +187,7 @@ export class SqliteStore implements Store {
 
   async syncServers(host: string, servers: Array<Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>>): Promise<void> {
     const now = nowIso();
+    this.serverCache.clear();
     this.db.transaction(() => {
       const seen = new Set(servers.map((s) => s.id));
       for (const row of this.stmt.serversOfHost.all(host) as Row[]) {
@@ -162,9 +212,13 @@ export class SqliteStore implements Store {
   }
 
   async getServer(id: string): Promise<ServerRecord | undefined> {
+    const cached = this.serverCache.get(id);
+    if (cached) return cached;
     const row = this.stmt.getServer.get(id) as Row | undefined;
     if (!row) return undefined;
-    return this.toServer(row, (this.stmt.attachmentsOf.all(id) as Row[]).map(toAttachment));
+    const server = this.toServer(row, (this.stmt.attachmentsOf.all(id) as Row[]).map(toAttachment));
+    this.serverCache.set(id, server);
+    return server;
   }
 
   async listServers(filter: { projectId?: string } = {}): Promise<ServerRecord[]> {
@@ -181,6 +235,7 @@ export class SqliteStore implements Store {
   }
 
   async setTaskState(serverId: string, task: string | null, expected: string | null): Promise<boolean> {
+    this.serverCache.delete(serverId);
     const res = expected === null
       ? this.stmt.setTaskStateFromNull.run(task, serverId)
       : this.stmt.setTaskStateFrom.run(task, serverId, expected);
@@ -188,22 +243,25 @@ export class SqliteStore implements Store {
   }
 
   async startAction(a: Omit<InstanceActionRecord, 'finishTime' | 'result'>): Promise<void> {
-    this.stmt.startAction.run({ ...a, details: JSON.stringify(a.details) });
+    const params = { ...a, details: JSON.stringify(a.details) };
+    return this.group.write(() => this.stmt.startAction.run(params));
   }
 
   async finishAction(requestId: string, serverId: string, result: ActionResult, message: string | null, details?: Record<string, unknown>): Promise<void> {
-    this.stmt.finishAction.run({
+    const params = {
       requestId,
       serverId,
       result,
       message,
       finishTime: nowIso(),
       details: details === undefined ? null : JSON.stringify(details),
-    });
+    };
+    return this.group.write(() => this.stmt.finishAction.run(params));
   }
 
   async recordAction(a: InstanceActionRecord): Promise<void> {
-    this.stmt.recordAction.run({ ...a, details: JSON.stringify(a.details) });
+    const params = { ...a, details: JSON.stringify(a.details) };
+    return this.group.write(() => this.stmt.recordAction.run(params));
   }
 
   async listActions(serverId: string): Promise<InstanceActionRecord[]> {
@@ -233,6 +291,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.group.flush();
     this.db.close();
   }
 }

@@ -48,7 +48,7 @@ describe('os-online_extend_volume: the spec flow', () => {
   it('reports the size the driver measured, not the one requested', async () => {
     // A driver that rounds up (libvirt does for qcow2): the answer must carry the measured size.
     const original = t.driver.extendAttached.bind(t.driver);
-    t.driver.extendAttached = async (s, v, b, o) => (await original(s, v, b, o)) + 512;
+    t.driver.extendAttached = async (s: string, v: string, b: number) => (await original(s, v, b)) + 512;
     const res = await grow(GiB + 4096, FILE_VOL);
     expect(res.json().volume_blockdev.bytes).toBe(GiB + 4096 + 512);
   });

@@ -25,6 +25,7 @@ import type {
   DriverCapabilities,
   DriverDisk,
   DriverServer,
+  ExtendOptions,
   ServerState,
   VirtDriver,
 } from '../driver.js';
@@ -242,7 +243,7 @@ export class FakeDriver implements VirtDriver {
     return this.disk(serverId, volumeId).guestBytes;
   }
 
-  async extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number> {
+  async extendAttached(serverId: string, volumeId: string, bytes: number, _opts?: ExtendOptions): Promise<number> {
     const server = this.server(serverId);
     const disk = this.disk(serverId, volumeId);
     const key = `${serverId}/${volumeId}`;

@@ -1,0 +1,92 @@
+/**
+ * Issue A benchmark: GET get_blockdev and POST assist_extend through the whole stack (fake
+ * driver) against a bare Fastify route, in one run. Medians of several rounds; prints ratios.
+ *   npm run bench -- api        (or: node --import tsx bench/api.ts)
+ */
+import autocannon from 'autocannon';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const CONNECTIONS = 10;
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+async function load(opts: autocannon.Options): Promise<{ rps: number; p50: number; non2xx: number }> {
+  const r = await autocannon({ connections: CONNECTIONS, duration: SECONDS, ...opts });
+  if (r.non2xx + r.errors > 0) console.error(`non-2xx: ${JSON.stringify(r.statusCodeStats)} errors ${r.errors} timeouts ${r.timeouts}`);
+  return { rps: r.requests.average, p50: r.latency.p50, non2xx: r.non2xx + r.errors };
+}
+
+export async function runApiBench(): Promise<Record<string, number>> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./targets.ts', import.meta.url))], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`targets exited ${code}`)));
+  });
+  const t = JSON.parse(line) as { full: string; bare: string; token: string; tenant: string; server: string; volume: string; growVolumes: string[] };
+  const path = `/v2/${t.tenant}/servers/${t.server}/os-online_extend_volume/${t.volume}`;
+  const headers = { 'x-auth-token': t.token, 'content-type': 'application/json' };
+  let nextVolume = 0;
+  const sizes = new Map<string, number>();
+  const rounds: Record<string, { rps: number[]; p50: number[] }> = { bare: { rps: [], p50: [] }, get: { rps: [], p50: [] }, post: { rps: [], p50: [] } };
+  try {
+    for (let i = 0; i < ROUNDS; i++) {
+      const bare = await load({ url: `${t.bare}${path}` });
+      const get = await load({ url: `${t.full}${path}`, headers });
+      const post = await load({
+        url: t.full,
+        method: 'POST',
+        headers,
+        // Each connection grows its own volume by one sector a request: every request is a real
+        // resize, never a no-op, and never a shrink because of reordering between connections.
+        requests: [
+          {
+            setupRequest: (req, ctx) => {
+              const context = ctx as { volume?: string };
+              context.volume ??= t.growVolumes[nextVolume++ % t.growVolumes.length]!;
+              const bytes = (sizes.get(context.volume) ?? 2 ** 30) + 512;
+              sizes.set(context.volume, bytes);
+              return { ...req, path: `/v2/${t.tenant}/servers/${context.volume}/os-online_extend_volume/${context.volume}`, body: JSON.stringify({ onlineExtendVolume: { bytes } }) };
+            },
+          },
+        ],
+      });
+      for (const [k, v] of Object.entries({ bare, get, post })) {
+        if (v.non2xx > 0) throw new Error(`${k}: ${v.non2xx} failed requests`);
+        rounds[k]!.rps.push(v.rps);
+        rounds[k]!.p50.push(v.p50);
+      }
+    }
+  } finally {
+    child.kill('SIGTERM');
+  }
+  const out = {
+    bare_rps: median(rounds.bare!.rps),
+    get_blockdev_rps: median(rounds.get!.rps),
+    assist_extend_rps: median(rounds.post!.rps),
+    bare_p50_ms: median(rounds.bare!.p50),
+    get_blockdev_p50_ms: median(rounds.get!.p50),
+    assist_extend_p50_ms: median(rounds.post!.p50),
+  };
+  return {
+    ...out,
+    get_blockdev_vs_bare: out.get_blockdev_rps / out.bare_rps,
+    assist_extend_vs_bare: out.assist_extend_rps / out.bare_rps,
+  };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const r = await runApiBench();
+  console.log(`API benchmark (fake driver, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${SECONDS}s, medians)`);
+  console.log(`  bare Fastify route      ${r.bare_rps!.toFixed(0)} req/s  p50 ${r.bare_p50_ms} ms`);
+  console.log(`  GET get_blockdev        ${r.get_blockdev_rps!.toFixed(0)} req/s  p50 ${r.get_blockdev_p50_ms} ms  ratio ${r.get_blockdev_vs_bare!.toFixed(2)}x (target >= 0.5x)`);
+  console.log(`  POST assist_extend      ${r.assist_extend_rps!.toFixed(0)} req/s  p50 ${r.assist_extend_p50_ms} ms  ratio ${r.assist_extend_vs_bare!.toFixed(2)}x`);
+  process.exit(r.get_blockdev_vs_bare! >= 0.5 ? 0 : 1);
+}

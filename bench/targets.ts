@@ -1,0 +1,44 @@
+/**
+ * Benchmark targets, run in their own process so the load generator does not share their event
+ * loop: the whole compute stack (auth, policy, SQLite, audit, lock, fake driver) and a bare
+ * Fastify route answering the same shape. Prints one JSON line with the ports and a token.
+ */
+import Fastify from 'fastify';
+import pino from 'pino';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildComputeApp } from '../src/app.js';
+import { SqliteStore } from '../src/db/sqlite.js';
+import { FakeDriver } from '../src/virt/fake/driver.js';
+import { issueToken } from '../src/auth/tokens.js';
+
+const TENANT = 'bench';
+const SERVER = '14540a2f-204b-4a30-a61b-e069bf243c87';
+const VOLUME = '076cc7cd-1239-4e9f-a1d3-06cb50b107a4';
+/** One volume per load connection for assist_extend, so each connection's sizes only grow. */
+const GROW_VOLUMES = Array.from({ length: 64 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
+
+const dir = mkdtempSync(join(tmpdir(), 'oe-bench-'));
+const store = new SqliteStore(join(dir, 'bench.sqlite'));
+const disk = (volumeId: string) => ({ volumeId, device: 'vdb', kind: 'file' as const, backingBytes: 2 ** 30, hostBytes: 2 ** 30, guestBytes: 2 ** 30 });
+// One server per volume, with one disk each, as in a real cloud.
+const driver = new FakeDriver({
+  servers: [
+    { id: SERVER, name: 'bench', projectId: TENANT, state: 'active', disks: [disk(VOLUME)] },
+    ...GROW_VOLUMES.map((v) => ({ id: v, name: `grow-${v}`, projectId: TENANT, state: 'active' as const, disks: [disk(v)] })),
+  ],
+});
+const { app } = await buildComputeApp({ store, driver, logger: pino({ level: 'silent' }), defaultProject: TENANT });
+const { token } = await issueToken(store, { userId: 'bench', projectId: TENANT, roles: ['admin'], ttlMs: 3_600_000 });
+const full = await app.listen({ host: '127.0.0.1', port: 0 });
+
+const bare = Fastify();
+bare.get('/v2/:tenant_id/servers/:server_id/os-online_extend_volume/:volume_id', async (req) => {
+  const { volume_id } = req.params as { volume_id: string };
+  return { volume_blockdev: { id: volume_id, bytes: 1073741824 } };
+});
+const bareUrl = await bare.listen({ host: '127.0.0.1', port: 0 });
+
+process.stdout.write(`${JSON.stringify({ full, bare: bareUrl, token, tenant: TENANT, server: SERVER, volume: VOLUME, growVolumes: GROW_VOLUMES, dir })}\n`);
+process.on('SIGTERM', () => void Promise.all([app.close(), bare.close()]).then(() => process.exit(0)));

@@ -1,0 +1,34 @@
+/** `online-extend lab up|down`: the test lab from the command line. Logic lives in ./index.ts. */
+import type { Command } from 'commander';
+import { labDown, labUp } from './index.js';
+
+export function registerLabCommands(program: Command, out: (s: string) => void): void {
+  const lab = program
+    .command('lab')
+    .description('a private libvirtd, tgtd and test guest for tests, the benchmark and the demo (needs root)');
+
+  lab
+    .command('up')
+    .description('start the lab (idempotent) and print its LabInfo as JSON')
+    .option('--dir <dir>', 'lab directory (default <repo>/.lab)')
+    .option('--cache-dir <dir>', 'guest image and libvirt capability cache (default $OE_LAB_CACHE or ~/.cache/online-extend)')
+    .option('--no-install', 'do not apt-get install missing Debian packages')
+    .action(async (opts: { dir?: string; cacheDir?: string; install: boolean }) => {
+      const info = await labUp({
+        dir: opts.dir,
+        cacheDir: opts.cacheDir,
+        install: opts.install,
+        log: (m) => process.stderr.write(`lab: ${m}\n`),
+      });
+      out(JSON.stringify(info, null, 2));
+    });
+
+  lab
+    .command('down')
+    .description('stop everything `lab up` started (by pid), detach its loop devices, remove the lab directory')
+    .option('--dir <dir>', 'lab directory (default <repo>/.lab)')
+    .action(async (opts: { dir?: string }) => {
+      await labDown({ dir: opts.dir, log: (m) => process.stderr.write(`lab: ${m}\n`) });
+      out('lab down');
+    });
+}

@@ -1,0 +1,195 @@
+/**
+ * Domain XML: what the driver reads out of libvirt's domain description, and the `<disk>`
+ * XML it builds for hot-plug.
+ */
+import type { AttachSpec, DiskKind, DriverDisk } from '../driver.js';
+import { child, childrenNamed, escapeXml, localName, namespaceOf, parseXml, type XmlElement } from './xml.js';
+
+/** The XML namespace of our domain metadata: `<oe:project xmlns:oe="…">PROJECT</oe:project>`. */
+export const METADATA_NS = 'https://online-extend.dev/xmlns/1';
+export const DEFAULT_ISCSI_PORTAL = '127.0.0.1:3260';
+
+/** One `<disk>` of the domain, with what the driver needs beyond DriverDisk. */
+export interface DomainDisk {
+  /** `<serial>`, the volume id; absent → not a volume. */
+  serial?: string;
+  /** `<target dev>`, e.g. `vdb`. */
+  target: string;
+  bus?: string;
+  kind: DiskKind;
+  /** `<disk device>`: disk, lun, cdrom, floppy. */
+  device: string;
+  format?: 'raw' | 'qcow2';
+  /** The driver's other formats (vmdk, …), kept for messages. */
+  driverType?: string;
+  /** File path, block device path, or the network source name (`iqn/lun` for iSCSI). */
+  source?: string;
+  /** Network disks: protocol (iscsi, rbd, nbd, …). */
+  protocol?: string;
+  /** Network disks: first host as `host:port`. */
+  portal?: string;
+  readonly: boolean;
+  /** `<alias name>` in the live XML, e.g. `virtio-disk1`. */
+  alias?: string;
+  /** `<source index>` in the live XML (QEMU node names are `libvirt-N-format`). */
+  sourceIndex?: number;
+  /** The `<disk>` element as libvirt wrote it (detach uses it). */
+  xml: string;
+}
+
+export interface DomainInfo {
+  uuid: string;
+  name: string;
+  projectId?: string;
+  disks: DomainDisk[];
+}
+
+const VOLUME_DEVICES = new Set(['disk', 'lun']);
+
+export function parseDomainXml(xml: string): DomainInfo {
+  const root = parseXml(xml);
+  if (root.name !== 'domain') throw new Error(`expected <domain>, got <${root.name}>`);
+  const uuid = child(root, 'uuid')?.text.trim() ?? '';
+  const name = child(root, 'name')?.text.trim() ?? '';
+  const projectId = readProject(root);
+  const disks = childrenNamed(child(root, 'devices'), 'disk').flatMap((d) => {
+    const disk = parseDisk(d);
+    return disk ? [disk] : [];
+  });
+  return { uuid, name, ...(projectId !== undefined ? { projectId } : {}), disks };
+}
+
+function readProject(root: XmlElement): string | undefined {
+  const metadata = child(root, 'metadata');
+  if (!metadata) return undefined;
+  for (const el of metadata.children) {
+    if (localName(el.name) === 'project' && namespaceOf(el, [root, metadata]) === METADATA_NS) {
+      const v = el.text.trim();
+      if (v) return v;
+    }
+  }
+  return undefined;
+}
+
+function parseDisk(d: XmlElement): DomainDisk | undefined {
+  const target = child(d, 'target')?.attrs.dev;
+  if (!target) return undefined;
+  const type = d.attrs.type ?? 'file';
+  const device = d.attrs.device ?? 'disk';
+  const src = child(d, 'source');
+  const driverType = child(d, 'driver')?.attrs.type;
+  const serial = child(d, 'serial')?.text.trim();
+  const alias = child(d, 'alias')?.attrs.name;
+  const indexAttr = src?.attrs.index;
+  let kind: DiskKind;
+  let source: string | undefined;
+  let protocol: string | undefined;
+  let portal: string | undefined;
+  switch (type) {
+    case 'file':
+      kind = 'file';
+      source = src?.attrs.file;
+      break;
+    case 'block':
+      kind = 'block';
+      source = src?.attrs.dev;
+      break;
+    case 'network': {
+      kind = 'network';
+      protocol = src?.attrs.protocol;
+      source = src?.attrs.name;
+      const host = child(src, 'host');
+      if (host?.attrs.name) {
+        portal = host.attrs.port ? `${host.attrs.name}:${host.attrs.port}` : host.attrs.name;
+      }
+      break;
+    }
+    default:
+      return undefined; // dir, volume, nvme, vhostuser: not something we attach
+  }
+  const disk: DomainDisk = {
+    target,
+    kind,
+    device,
+    readonly: child(d, 'readonly') !== undefined,
+    xml: d.source,
+  };
+  if (serial) disk.serial = serial;
+  const bus = child(d, 'target')?.attrs.bus;
+  if (bus) disk.bus = bus;
+  if (driverType) disk.driverType = driverType;
+  if (driverType === 'raw' || driverType === 'qcow2') disk.format = driverType;
+  if (source !== undefined) disk.source = source;
+  if (protocol) disk.protocol = protocol;
+  if (portal) disk.portal = portal;
+  if (alias) disk.alias = alias;
+  if (indexAttr !== undefined && /^\d+$/.test(indexAttr)) disk.sourceIndex = Number(indexAttr);
+  return disk;
+}
+
+/** The attached volumes: disks with a serial. */
+export function volumeDisks(info: DomainInfo): DomainDisk[] {
+  return info.disks.filter((d) => d.serial !== undefined && VOLUME_DEVICES.has(d.device));
+}
+
+export function toDriverDisk(d: DomainDisk): DriverDisk {
+  const out: DriverDisk = { volumeId: d.serial ?? '', device: d.target, kind: d.kind };
+  if (d.kind === 'file' && d.format) out.format = d.format;
+  if (d.source !== undefined) out.source = d.source;
+  if (d.readonly) out.readonly = true;
+  return out;
+}
+
+/** The next free `vdX` name (vdb first: vda is conventionally the root disk). */
+export function nextFreeDevice(used: Iterable<string>, prefix = 'vd'): string {
+  const taken = new Set(used);
+  for (let i = 1; i < 26 * 27; i++) {
+    const name = prefix + deviceSuffix(i);
+    if (!taken.has(name)) return name;
+  }
+  throw new Error(`no free ${prefix}X device name`);
+}
+
+/** 0 → a, 25 → z, 26 → aa (the kernel's naming). */
+export function deviceSuffix(i: number): string {
+  let s = '';
+  let n = i;
+  do {
+    s = String.fromCharCode(97 + (n % 26)) + s;
+    n = Math.floor(n / 26) - 1;
+  } while (n >= 0);
+  return s;
+}
+
+function splitPortal(portal: string | undefined): { host: string; port: string } {
+  const p = portal ?? DEFAULT_ISCSI_PORTAL;
+  const m = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(p);
+  return { host: m?.[1] ?? p, port: m?.[2] ?? '3260' };
+}
+
+/** The `<disk>` XML for hot-plugging `spec` as `device` (virtio bus, serial = volume id). */
+export function buildDiskXml(spec: AttachSpec, device: string): string {
+  const serial = `<serial>${escapeXml(spec.volumeId)}</serial>`;
+  const target = `<target dev='${escapeXml(device)}' bus='virtio'/>`;
+  const format = spec.format ?? 'raw';
+  switch (spec.kind) {
+    case 'file':
+      return (
+        `<disk type='file' device='disk'><driver name='qemu' type='${escapeXml(format)}'/>` +
+        `<source file='${escapeXml(spec.source)}'/>${target}${serial}</disk>`
+      );
+    case 'block':
+      return (
+        `<disk type='block' device='disk'><driver name='qemu' type='raw'/>` +
+        `<source dev='${escapeXml(spec.source)}'/>${target}${serial}</disk>`
+      );
+    case 'network': {
+      const { host, port } = splitPortal(spec.portal);
+      return (
+        `<disk type='network' device='disk'><driver name='qemu' type='raw'/>` +
+        `<source protocol='iscsi' name='${escapeXml(spec.source)}'>` +
+        `<host name='${escapeXml(host)}' port='${escapeXml(port)}'/></source>${target}${serial}</disk>`
+      );
+    }
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Host: the connection to one libvirtd (Nova's nova/virt/libvirt/host.py). Hands out Guest
+ * wrappers and keeps them (with their cached XML) between calls.
+ */
+import { Guest } from './guest.js';
+import { RemoteClient, type Logger } from './remote/client.js';
+import { bytesToUuid } from './remote/protocol.js';
+
+export interface HostOptions {
+  uri: string;
+  logger?: Logger;
+  callTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  /** How long parsed domain XML is trusted without a refetch. */
+  xmlCacheTtlMs?: number;
+}
+
+export class Host {
+  readonly client: RemoteClient;
+  private readonly guests = new Map<string, Guest>();
+  private readonly cacheTtlMs: number;
+
+  constructor(opts: HostOptions) {
+    this.client = new RemoteClient({
+      uri: opts.uri,
+      ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.callTimeoutMs !== undefined ? { callTimeoutMs: opts.callTimeoutMs } : {}),
+      ...(opts.connectTimeoutMs !== undefined ? { connectTimeoutMs: opts.connectTimeoutMs } : {}),
+    });
+    this.cacheTtlMs = opts.xmlCacheTtlMs ?? 5_000;
+  }
+
+  get uri(): string {
+    return this.client.uri;
+  }
+
+  /**
+   * The guest with this UUID, looked up now (one round trip, which also tells a restarted domain
+   * by its new id). Throws LibvirtError NO_DOMAIN when there is none.
+   */
+  async lookup(uuid: string): Promise<Guest> {
+    const key = uuid.toLowerCase();
+    try {
+      const dom = await this.client.lookupByUuid(key);
+      let guest = this.guests.get(key);
+      if (guest) guest.refreshHandle(dom);
+      else {
+        guest = new Guest(this.client, key, dom, this.cacheTtlMs);
+        this.guests.set(key, guest);
+      }
+      return guest;
+    } catch (err) {
+      this.guests.delete(key);
+      throw err;
+    }
+  }
+
+  /** Every domain, running or not. */
+  async listGuests(): Promise<Guest[]> {
+    const doms = await this.client.listAllDomains(0);
+    const seen = new Set<string>();
+    const out = doms.map((dom) => {
+      const uuid = bytesToUuid(dom.uuid);
+      seen.add(uuid);
+      let guest = this.guests.get(uuid);
+      if (guest) guest.refreshHandle(dom);
+      else {
+        guest = new Guest(this.client, uuid, dom, this.cacheTtlMs);
+        this.guests.set(uuid, guest);
+      }
+      return guest;
+    });
+    for (const k of [...this.guests.keys()]) if (!seen.has(k)) this.guests.delete(k);
+    return out;
+  }
+
+  forget(uuid: string): void {
+    this.guests.delete(uuid.toLowerCase());
+  }
+
+  async close(): Promise<void> {
+    this.guests.clear();
+    await this.client.close();
+  }
+}

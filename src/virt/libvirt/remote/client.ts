@@ -1,0 +1,459 @@
+/**
+ * A libvirt remote-protocol client over libvirtd's unix socket, in plain TypeScript.
+ *
+ * One persistent connection; many calls in flight, matched to replies by serial; a per-call
+ * timeout; a broken connection fails the calls in flight and the next call reconnects.
+ * NOTE: calls are never retried here: a call whose connection broke may or may not have run
+ * on the server (a resize, an attach), so the caller decides.
+ */
+import net from 'node:net';
+import { LibvirtConnectionError, LibvirtError, LibvirtProtocolError, LibvirtTimeoutError } from './errors.js';
+import {
+  KEEPALIVE_PROC_PING,
+  KEEPALIVE_PROC_PONG,
+  KEEPALIVE_PROGRAM,
+  MessageFramer,
+  MessageStatus,
+  MessageType,
+  PREFIX_BYTES,
+  QEMU_PROGRAM,
+  QEMU_PROTOCOL_VERSION,
+  QemuProc,
+  REMOTE_PROGRAM,
+  REMOTE_PROTOCOL_VERSION,
+  RemoteProc,
+  decodeHeader,
+  encodeMessage,
+  readDomain,
+  readRemoteError,
+  readTypedParam,
+  uuidToBytes,
+  writeDomain,
+  type RemoteDomain,
+  type TypedParamValue,
+} from './protocol.js';
+import { parseLibvirtUri, type ParsedUri } from './uri.js';
+import { XdrReader, XdrWriter } from './xdr.js';
+
+export interface Logger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface RemoteClientOptions {
+  /** `qemu:///system` or `qemu+unix:///system?socket=PATH`. */
+  uri?: string;
+  /** Default per-call timeout. */
+  callTimeoutMs?: number;
+  /** Timeout for reaching the socket and CONNECT_OPEN. */
+  connectTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface CallOptions {
+  timeoutMs?: number;
+}
+
+/** virDomainState */
+export const DomainState = {
+  NOSTATE: 0,
+  RUNNING: 1,
+  BLOCKED: 2,
+  PAUSED: 3,
+  SHUTDOWN: 4,
+  SHUTOFF: 5,
+  CRASHED: 6,
+  PMSUSPENDED: 7,
+} as const;
+
+/** virConnectListAllDomainsFlags (subset). */
+export const ListDomainsFlags = { ACTIVE: 1, INACTIVE: 2 } as const;
+/** virDomainModificationImpact */
+export const DomainAffect = { CURRENT: 0, LIVE: 1, CONFIG: 2 } as const;
+/** virDomainBlockResizeFlags */
+export const BLOCK_RESIZE_BYTES = 1;
+/** virDomainXMLFlags (subset). */
+export const DomainXmlFlags = { SECURE: 1, INACTIVE: 2 } as const;
+/** virDomainStatsTypes (subset). */
+export const DomainStats = { STATE: 1, BLOCK: 32 } as const;
+
+export interface BlockInfo {
+  /** Bytes the guest sees. */
+  capacity: number;
+  allocation: number;
+  /** Host-side size of the backing storage. */
+  physical: number;
+}
+
+export interface DomainStatsRecord {
+  dom: RemoteDomain;
+  params: Map<string, TypedParamValue>;
+}
+
+interface Pending {
+  procedure: string;
+  resolve: (r: XdrReader) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+const PROC_NAMES = new Map<string, string>([
+  ...Object.entries(RemoteProc).map(([k, v]) => [`${REMOTE_PROGRAM}:${v}`, k] as [string, string]),
+  ...Object.entries(QemuProc).map(([k, v]) => [`${QEMU_PROGRAM}:${v}`, `QEMU_${k}`] as [string, string]),
+]);
+
+export class RemoteClient {
+  readonly uri: string;
+  private readonly target: ParsedUri;
+  private readonly callTimeoutMs: number;
+  private readonly connectTimeoutMs: number;
+  private readonly log: Logger | undefined;
+
+  private socket: net.Socket | undefined;
+  private connecting: Promise<net.Socket> | undefined;
+  private pending = new Map<number, Pending>();
+  private serial = 0;
+  private closed = false;
+
+  constructor(opts: RemoteClientOptions = {}) {
+    this.uri = opts.uri ?? 'qemu:///system';
+    this.target = parseLibvirtUri(this.uri);
+    this.callTimeoutMs = opts.callTimeoutMs ?? 30_000;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 5_000;
+    this.log = opts.logger;
+  }
+
+  get socketPath(): string {
+    return this.target.socketPath;
+  }
+
+  get connected(): boolean {
+    return this.socket !== undefined;
+  }
+
+  /** Open the connection now (calls do it on demand). Idempotent. */
+  async connect(): Promise<void> {
+    await this.ensureConnected();
+  }
+
+  /** Close the connection: CONNECT_CLOSE, then the socket. Later calls fail. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const sock = this.socket;
+    if (sock) {
+      try {
+        await this.callOn(sock, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc.CONNECT_CLOSE, undefined, 2_000);
+      } catch {
+        // Closing anyway.
+      }
+    } else if (this.connecting) {
+      await this.connecting.catch(() => undefined);
+    }
+    this.closed = true;
+    this.teardown(new LibvirtConnectionError(this.uri, 'the client was closed'));
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Transport
+
+  private ensureConnected(): Promise<net.Socket> {
+    if (this.closed) return Promise.reject(new LibvirtConnectionError(this.uri, 'the client was closed'));
+    if (this.socket) return Promise.resolve(this.socket);
+    if (!this.connecting) {
+      this.connecting = this.openSocket().finally(() => {
+        this.connecting = undefined;
+      });
+    }
+    return this.connecting;
+  }
+
+  private openSocket(): Promise<net.Socket> {
+    return new Promise<net.Socket>((resolve, reject) => {
+      const sock = net.createConnection({ path: this.target.socketPath });
+      const framer = new MessageFramer();
+      let settled = false;
+      const fail = (reason: string, cause?: unknown): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        const err = new LibvirtConnectionError(this.uri, reason, { cause });
+        if (this.socket === sock) this.teardown(err);
+        sock.destroy();
+        reject(err);
+      };
+      const timer = setTimeout(
+        () => fail(`no answer from ${this.target.socketPath} within ${this.connectTimeoutMs} ms`),
+        this.connectTimeoutMs,
+      );
+      sock.on('error', (err: NodeJS.ErrnoException) => {
+        const reason = `${err.code ?? 'error'} connecting to ${this.target.socketPath}: ${err.message}`;
+        if (!settled) fail(reason, err);
+        else this.onBroken(sock, `${err.code ?? 'socket error'}: ${err.message}`);
+      });
+      sock.on('close', () => {
+        if (!settled) fail(`connection to ${this.target.socketPath} closed during open`);
+        else this.onBroken(sock, 'libvirtd closed the connection');
+      });
+      sock.on('data', (chunk: Buffer) => {
+        let msgs: Buffer[];
+        try {
+          msgs = framer.push(chunk);
+        } catch (err) {
+          this.onBroken(sock, (err as Error).message);
+          return;
+        }
+        for (const m of msgs) this.onMessage(sock, m);
+      });
+      sock.once('connect', () => {
+        sock.setNoDelay(true);
+        const w = new XdrWriter(64);
+        w.optional(this.target.name, (x, v) => x.string(v));
+        w.uint(0);
+        this.socket = sock;
+        this.callOn(sock, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, RemoteProc.CONNECT_OPEN, w.bytes(), this.connectTimeoutMs)
+          .then(() => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            this.log?.debug({ uri: this.uri, socket: this.target.socketPath }, 'libvirt connection opened');
+            this.updateRef();
+            resolve(sock);
+          })
+          .catch((err: Error) => {
+            if (this.socket === sock) this.socket = undefined;
+            fail(`CONNECT_OPEN ${this.target.name} failed: ${err.message}`, err);
+          });
+      });
+    });
+  }
+
+  private onBroken(sock: net.Socket, reason: string): void {
+    if (this.socket !== sock) {
+      sock.destroy();
+      return;
+    }
+    this.log?.warn({ uri: this.uri, reason }, 'libvirt connection lost');
+    this.teardown(new LibvirtConnectionError(this.uri, reason));
+  }
+
+  private teardown(err: Error): void {
+    const sock = this.socket;
+    this.socket = undefined;
+    if (sock) sock.destroy();
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+  }
+
+  /** Keep the process alive only while calls are in flight. */
+  private updateRef(): void {
+    if (!this.socket) return;
+    if (this.pending.size > 0) this.socket.ref();
+    else this.socket.unref();
+  }
+
+  private onMessage(sock: net.Socket, msg: Buffer): void {
+    const h = decodeHeader(msg);
+    if (h.program === KEEPALIVE_PROGRAM) {
+      if (h.procedure === KEEPALIVE_PROC_PING) {
+        sock.write(
+          encodeMessage({ program: KEEPALIVE_PROGRAM, version: 1, procedure: KEEPALIVE_PROC_PONG, type: MessageType.MESSAGE, serial: 0, status: MessageStatus.OK }),
+        );
+      }
+      return;
+    }
+    if (h.type !== MessageType.REPLY && h.type !== MessageType.REPLY_WITH_FDS) return; // events, streams
+    const p = this.pending.get(h.serial);
+    if (!p) return; // timed out earlier
+    this.pending.delete(h.serial);
+    clearTimeout(p.timer);
+    this.updateRef();
+    const r = new XdrReader(msg, PREFIX_BYTES);
+    if (h.status === MessageStatus.OK) {
+      p.resolve(r);
+    } else if (h.status === MessageStatus.ERROR) {
+      try {
+        p.reject(new LibvirtError(readRemoteError(r), p.procedure));
+      } catch (err) {
+        p.reject(new LibvirtProtocolError(`undecodable error reply to ${p.procedure}: ${(err as Error).message}`));
+      }
+    } else {
+      p.reject(new LibvirtProtocolError(`unexpected status ${h.status} in reply to ${p.procedure}`));
+    }
+  }
+
+  private callOn(
+    sock: net.Socket,
+    program: number,
+    version: number,
+    procedure: number,
+    args: Buffer | undefined,
+    timeoutMs: number,
+  ): Promise<XdrReader> {
+    this.serial = (this.serial + 1) >>> 0;
+    const serial = this.serial;
+    const name = PROC_NAMES.get(`${program}:${procedure}`) ?? `${program.toString(16)}:${procedure}`;
+    return new Promise<XdrReader>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.pending.delete(serial)) {
+          this.updateRef();
+          reject(new LibvirtTimeoutError(this.uri, name, timeoutMs));
+        }
+      }, timeoutMs);
+      this.pending.set(serial, { procedure: name, resolve, reject, timer });
+      this.updateRef();
+      sock.write(encodeMessage({ program, version, procedure, type: MessageType.CALL, serial, status: MessageStatus.OK }, args));
+    });
+  }
+
+  /** One RPC call; resolves with a reader positioned at the reply body. */
+  async call(program: number, version: number, procedure: number, args?: Buffer, opts: CallOptions = {}): Promise<XdrReader> {
+    const sock = await this.ensureConnected();
+    return this.callOn(sock, program, version, procedure, args, opts.timeoutMs ?? this.callTimeoutMs);
+  }
+
+  private remote(proc: number, args?: XdrWriter, opts?: CallOptions): Promise<XdrReader> {
+    return this.call(REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc, args?.bytes(), opts);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Procedures
+
+  async listAllDomains(flags = 0, opts?: CallOptions): Promise<RemoteDomain[]> {
+    const r = await this.remote(RemoteProc.CONNECT_LIST_ALL_DOMAINS, new XdrWriter(16).int(1).uint(flags), opts);
+    const doms = r.array(readDomain, 16384);
+    r.uint();
+    return doms;
+  }
+
+  /** Throws LibvirtError NO_DOMAIN when unknown. A malformed UUID is reported the same way. */
+  async lookupByUuid(uuid: string, opts?: CallOptions): Promise<RemoteDomain> {
+    const bytes = uuidToBytes(uuid);
+    if (!bytes) {
+      throw new LibvirtError(
+        { code: 42, domain: 10, message: `Domain not found: no domain with matching uuid '${uuid}'`, level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 },
+        'DOMAIN_LOOKUP_BY_UUID',
+      );
+    }
+    const r = await this.remote(RemoteProc.DOMAIN_LOOKUP_BY_UUID, new XdrWriter(32).fixedOpaque(bytes, 16), opts);
+    return readDomain(r);
+  }
+
+  async lookupByName(name: string, opts?: CallOptions): Promise<RemoteDomain> {
+    const r = await this.remote(RemoteProc.DOMAIN_LOOKUP_BY_NAME, new XdrWriter(64).string(name), opts);
+    return readDomain(r);
+  }
+
+  async getXmlDesc(dom: RemoteDomain, flags = 0, opts?: CallOptions): Promise<string> {
+    const w = new XdrWriter(96);
+    writeDomain(w, dom);
+    w.uint(flags);
+    const r = await this.remote(RemoteProc.DOMAIN_GET_XML_DESC, w, opts);
+    return r.string();
+  }
+
+  async getState(dom: RemoteDomain, opts?: CallOptions): Promise<{ state: number; reason: number }> {
+    const w = new XdrWriter(96);
+    writeDomain(w, dom);
+    w.uint(0);
+    const r = await this.remote(RemoteProc.DOMAIN_GET_STATE, w, opts);
+    return { state: r.int(), reason: r.int() };
+  }
+
+  /** virDomainBlockResize; pass BLOCK_RESIZE_BYTES in flags for a size in bytes. */
+  async blockResize(dom: RemoteDomain, disk: string, size: number, flags: number, opts?: CallOptions): Promise<void> {
+    const w = new XdrWriter(128);
+    writeDomain(w, dom);
+    w.string(disk);
+    w.uhyper(size);
+    w.uint(flags);
+    await this.remote(RemoteProc.DOMAIN_BLOCK_RESIZE, w, opts);
+  }
+
+  async getBlockInfo(dom: RemoteDomain, disk: string, opts?: CallOptions): Promise<BlockInfo> {
+    const w = new XdrWriter(128);
+    writeDomain(w, dom);
+    w.string(disk);
+    w.uint(0);
+    const r = await this.remote(RemoteProc.DOMAIN_GET_BLOCK_INFO, w, opts);
+    const allocation = r.uhyper();
+    const capacity = r.uhyper();
+    const physical = r.uhyper();
+    return { allocation, capacity, physical };
+  }
+
+  /** virDomainQemuMonitorCommand (QMP unless flags has HMP=1). Returns the raw JSON text. */
+  async qemuMonitorCommand(dom: RemoteDomain, cmd: string, flags = 0, opts?: CallOptions): Promise<string> {
+    const w = new XdrWriter(128);
+    writeDomain(w, dom);
+    w.string(cmd);
+    w.uint(flags);
+    const r = await this.call(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, QemuProc.DOMAIN_MONITOR_COMMAND, w.bytes(), opts);
+    return r.string();
+  }
+
+  async attachDeviceFlags(dom: RemoteDomain, xml: string, flags: number, opts?: CallOptions): Promise<void> {
+    const w = new XdrWriter(256);
+    writeDomain(w, dom);
+    w.string(xml);
+    w.uint(flags);
+    await this.remote(RemoteProc.DOMAIN_ATTACH_DEVICE_FLAGS, w, opts);
+  }
+
+  async detachDeviceFlags(dom: RemoteDomain, xml: string, flags: number, opts?: CallOptions): Promise<void> {
+    const w = new XdrWriter(256);
+    writeDomain(w, dom);
+    w.string(xml);
+    w.uint(flags);
+    await this.remote(RemoteProc.DOMAIN_DETACH_DEVICE_FLAGS, w, opts);
+  }
+
+  async createXml(xml: string, flags = 0, opts?: CallOptions): Promise<RemoteDomain> {
+    const r = await this.remote(RemoteProc.DOMAIN_CREATE_XML, new XdrWriter(1024).string(xml).uint(flags), opts);
+    return readDomain(r);
+  }
+
+  /** virDomainDefineXML: a persistent (shut off) domain. */
+  async defineXml(xml: string, opts?: CallOptions): Promise<RemoteDomain> {
+    const r = await this.remote(RemoteProc.DOMAIN_DEFINE_XML, new XdrWriter(1024).string(xml), opts);
+    return readDomain(r);
+  }
+
+  /** virDomainCreate: start a defined domain. */
+  async create(dom: RemoteDomain, opts?: CallOptions): Promise<void> {
+    const w = new XdrWriter(96);
+    writeDomain(w, dom);
+    await this.remote(RemoteProc.DOMAIN_CREATE, w, opts);
+  }
+
+  async undefine(dom: RemoteDomain, opts?: CallOptions): Promise<void> {
+    const w = new XdrWriter(96);
+    writeDomain(w, dom);
+    await this.remote(RemoteProc.DOMAIN_UNDEFINE, w, opts);
+  }
+
+  async destroy(dom: RemoteDomain, opts?: CallOptions): Promise<void> {
+    const w = new XdrWriter(96);
+    writeDomain(w, dom);
+    await this.remote(RemoteProc.DOMAIN_DESTROY, w, opts);
+  }
+
+  /** virDomainListGetStats (or virConnectGetAllDomainStats when `doms` is empty). */
+  async getDomainStats(doms: RemoteDomain[], stats: number, flags = 0, opts?: CallOptions): Promise<DomainStatsRecord[]> {
+    const w = new XdrWriter(128);
+    w.array(doms, (x, d) => writeDomain(x, d));
+    w.uint(stats);
+    w.uint(flags);
+    const r = await this.remote(RemoteProc.CONNECT_GET_ALL_DOMAIN_STATS, w, opts);
+    return r.array((x) => {
+      const dom = readDomain(x);
+      const params = new Map(x.array(readTypedParam, 262144));
+      return { dom, params };
+    }, 16384);
+  }
+}

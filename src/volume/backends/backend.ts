@@ -1,0 +1,32 @@
+/**
+ * The volume service's storage backends (Cinder's volume drivers): one interface, implemented by
+ * `FileBackend` (raw/qcow2 files, Nova's NFS way), `BlockBackend` (a loop device over a file,
+ * standing in for LVM) and `IscsiBackend` (a file exported as LUN 1 of its own tgt target).
+ *
+ * No backend keeps state of its own: every name is derived from the volume id (file
+ * `<dir>/<volumeId>.raw|.qcow2`, the loop device via `losetup -j FILE`, the IQN
+ * `iqn.2026-11.dev.online-extend:<volumeId>` and its tid via `tgtadm --op show`). So every
+ * operation is idempotent and a restarted volume service resumes any step by calling it again.
+ */
+import type { AttachSpec } from '../../virt/driver.js';
+
+export interface BackendVolume {
+  volumeId: string;
+  bytes: number;
+  connection: AttachSpec;
+}
+
+export interface VolumeBackend {
+  readonly name: string; // 'file' | 'block' | 'iscsi'
+  /** Create a volume of exactly `bytes` (multiple of 512). Idempotent for the same id and size. */
+  create(volumeId: string, bytes: number, opts?: { format?: 'raw' | 'qcow2' }): Promise<BackendVolume>;
+  /** Grow to `bytes`; returns the size measured afterwards. Idempotent: already at `bytes` → no-op. Below current → errors.shrinkRefused, nothing touched. */
+  extend(volumeId: string, bytes: number): Promise<number>;
+  /** Size measured now on the storage. volumeNotFound if absent. */
+  getBytes(volumeId: string): Promise<number>;
+  /** How a compute host reaches the volume (AttachSpec from src/virt/driver.ts). */
+  connection(volumeId: string): Promise<AttachSpec>;
+  /** Remove it and everything it holds (loop device, iSCSI target). Idempotent. */
+  delete(volumeId: string): Promise<void>;
+  exists(volumeId: string): Promise<boolean>;
+}

@@ -1,0 +1,148 @@
+/**
+ * BlockBackend: a host block device per volume, made here as a loop device over a sparse raw
+ * file `<dir>/<volumeId>.raw` (what an LVM logical volume is on a real host; this machine has no
+ * device-mapper). AttachSpec kind `block`, source `/dev/loopN`.
+ *
+ * The extend split (as with SAN/LVM + os-brick): `extend()` grows the STORAGE only (the file,
+ * i.e. "lvextend") and returns the file size. The loop device keeps its old capacity until the
+ * compute host rescans it (`losetup -c /dev/loopN`, LOOP_SET_CAPACITY; VirtDriver.rescan), after
+ * which the guest can be grown. So `getBytes` reports the storage (file) size, not the device's.
+ *
+ * The loop device is never recorded: it is found again with `losetup -j FILE`. Loop devices are
+ * global to the machine, so this backend only ever detaches devices whose backing file is one of
+ * its own volume files. `connection()` re-attaches a loop device if the volume has none (after a
+ * host reboot or a crash between the two steps of create), like Cinder's ensure_export.
+ */
+import { mkdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { errors } from '../../errors.js';
+import type { AttachSpec } from '../../virt/driver.js';
+import type { BackendVolume, VolumeBackend } from './backend.js';
+import { KeyedLock, checkBytes, checkVolumeId, createAtomically, fileBytes, growFile, makeSparseFile, removeFile } from './common.js';
+import { exec, execRaw, commandFailed } from './exec.js';
+
+export interface BlockBackendOptions {
+  /** The pool directory holding the backing files (created if missing). */
+  dir: string;
+  /** Timeout for losetup (default 15 s). */
+  timeoutMs?: number;
+}
+
+export class BlockBackend implements VolumeBackend {
+  readonly name = 'block';
+  readonly dir: string;
+  private readonly timeoutMs: number;
+  private readonly lock = new KeyedLock();
+
+  constructor(opts: BlockBackendOptions) {
+    this.dir = resolve(opts.dir);
+    this.timeoutMs = opts.timeoutMs ?? 15_000;
+  }
+
+  /** The backing file of a volume. */
+  pathOf(volumeId: string): string {
+    checkVolumeId(volumeId);
+    return `${this.dir}/${volumeId}.raw`;
+  }
+
+  /** Loop devices backed by this file (`losetup -j`, matched by device and inode), lowest first. */
+  async loopDevices(file: string): Promise<string[]> {
+    const out = await exec('losetup', ['-j', file], { timeoutMs: this.timeoutMs, retryable: true });
+    const devs: string[] = [];
+    for (const line of out.split('\n')) {
+      const m = /^(\/dev\/loop\d+):/.exec(line);
+      if (m?.[1]) devs.push(m[1]);
+    }
+    return devs.sort((a, b) => Number(a.slice(9)) - Number(b.slice(9)));
+  }
+
+  private async detach(dev: string, file: string): Promise<void> {
+    const args = ['-d', dev];
+    const r = await execRaw('losetup', args, { timeoutMs: this.timeoutMs });
+    if (r.code === 0) return;
+    // Already gone (another caller detached it)? Then that is fine.
+    if (!(await this.loopDevices(file)).includes(dev)) return;
+    throw commandFailed('losetup', args, r, true);
+  }
+
+  /** The loop device of a volume, attaching one if it has none. The file must exist. */
+  private async ensureLoop(volumeId: string): Promise<string> {
+    const file = this.pathOf(volumeId);
+    const existing = await this.loopDevices(file);
+    if (existing[0]) return existing[0];
+    const dev = (await exec('losetup', ['-f', '--show', file], { timeoutMs: this.timeoutMs, retryable: true })).trim();
+    if (!/^\/dev\/loop\d+$/.test(dev)) throw errors.backendFailed(`losetup -f --show ${file} printed ${JSON.stringify(dev)}`);
+    // Another process may have attached the same file at the same moment: keep the lowest one.
+    const all = await this.loopDevices(file);
+    const keep = all[0] ?? dev;
+    if (keep !== dev) await this.detach(dev, file);
+    return keep;
+  }
+
+  private spec(volumeId: string, dev: string): AttachSpec {
+    return { volumeId, kind: 'block', source: dev };
+  }
+
+  async create(volumeId: string, bytes: number): Promise<BackendVolume> {
+    checkVolumeId(volumeId);
+    checkBytes(bytes);
+    return this.lock.run(volumeId, async () => {
+      await mkdir(this.dir, { recursive: true });
+      const file = this.pathOf(volumeId);
+      if ((await fileBytes(file)) === undefined) {
+        await createAtomically(file, (tmp) => makeSparseFile(tmp, bytes));
+      }
+      const have = await fileBytes(file);
+      if (have !== bytes) {
+        throw errors.volumeInvalidState(volumeId, `already created with ${String(have)} bytes`, `create with ${bytes} bytes`);
+      }
+      const dev = await this.ensureLoop(volumeId);
+      return { volumeId, bytes, connection: this.spec(volumeId, dev) };
+    });
+  }
+
+  /** Grow the backing storage (the file) only; the host makes the loop device see it (rescan). */
+  async extend(volumeId: string, bytes: number): Promise<number> {
+    checkVolumeId(volumeId);
+    checkBytes(bytes);
+    return this.lock.run(volumeId, async () => {
+      const file = this.pathOf(volumeId);
+      const current = await fileBytes(file);
+      if (current === undefined) throw errors.volumeNotFound(volumeId);
+      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
+      if (bytes > current) await growFile(file, bytes);
+      const after = await fileBytes(file);
+      if (after === undefined) throw errors.volumeNotFound(volumeId);
+      return after;
+    });
+  }
+
+  async getBytes(volumeId: string): Promise<number> {
+    const bytes = await fileBytes(this.pathOf(volumeId));
+    if (bytes === undefined) throw errors.volumeNotFound(volumeId);
+    return bytes;
+  }
+
+  async connection(volumeId: string): Promise<AttachSpec> {
+    checkVolumeId(volumeId);
+    return this.lock.run(volumeId, async () => {
+      if ((await fileBytes(this.pathOf(volumeId))) === undefined) throw errors.volumeNotFound(volumeId);
+      return this.spec(volumeId, await this.ensureLoop(volumeId));
+    });
+  }
+
+  async delete(volumeId: string): Promise<void> {
+    checkVolumeId(volumeId);
+    return this.lock.run(volumeId, async () => {
+      const file = this.pathOf(volumeId);
+      if ((await fileBytes(file)) !== undefined) {
+        for (const dev of await this.loopDevices(file)) await this.detach(dev, file);
+      }
+      await removeFile(file);
+    });
+  }
+
+  async exists(volumeId: string): Promise<boolean> {
+    return (await fileBytes(this.pathOf(volumeId))) !== undefined;
+  }
+}

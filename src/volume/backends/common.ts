@@ -1,0 +1,142 @@
+/** Helpers shared by the storage backends: input checks, file sizes, atomic creation, per-volume locks. */
+import { randomBytes } from 'node:crypto';
+import { link, open, stat, truncate, unlink } from 'node:fs/promises';
+import { errors } from '../../errors.js';
+
+/** Volume ids become file names (and IQN suffixes): keep them to a safe alphabet. */
+const VOLUME_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function checkVolumeId(volumeId: string, pattern: RegExp = VOLUME_ID): void {
+  if (typeof volumeId !== 'string' || !pattern.test(volumeId) || volumeId.includes('..')) {
+    throw errors.invalidInput(`Invalid volume id ${JSON.stringify(volumeId)}: expected ${pattern.source}.`);
+  }
+}
+
+/** Sizes are whole 512-byte sectors, positive and exactly representable. */
+export function checkBytes(bytes: number): void {
+  if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % 512 !== 0) {
+    throw errors.invalidInput(`Invalid size ${String(bytes)}: bytes must be a positive multiple of 512.`);
+  }
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;
+}
+
+/** The size of a file, or undefined if it does not exist. */
+export async function fileBytes(path: string): Promise<number | undefined> {
+  try {
+    return (await stat(path)).size;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw errors.backendFailed(`stat ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+export async function fileExists(path: string): Promise<boolean> {
+  return (await fileBytes(path)) !== undefined;
+}
+
+/** Unlink, ignoring a file that is already gone. */
+export async function removeFile(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return;
+    throw errors.backendFailed(`unlink ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Grow (never shrink) a file to `bytes`; sparse. */
+export async function growFile(path: string, bytes: number): Promise<void> {
+  const now = await fileBytes(path);
+  if (now === undefined) throw errors.backendFailed(`${path} vanished while growing it`);
+  if (now >= bytes) return;
+  try {
+    await truncate(path, bytes);
+  } catch (err) {
+    throw errors.backendFailed(`truncate ${path} to ${bytes}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Create `path` atomically: `build(tmp)` fills a temporary file next to it, which is then
+ * hard-linked into place (never overwriting) and unlinked. So the final name exists only once
+ * the content is complete: a crash leaves at most a `*.tmp-*` file, never a half-made volume.
+ * Returns false if `path` already existed (another creator won).
+ */
+export async function createAtomically(path: string, build: (tmp: string) => Promise<void>): Promise<boolean> {
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    await build(tmp);
+    try {
+      await link(tmp, path);
+      return true;
+    } catch (err) {
+      if (isErrno(err, 'EEXIST')) return false;
+      throw errors.backendFailed(`link ${tmp} ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  } finally {
+    await removeFile(tmp).catch(() => undefined);
+  }
+}
+
+/** A sparse raw file of exactly `bytes`. */
+export async function makeSparseFile(path: string, bytes: number): Promise<void> {
+  try {
+    const fh = await open(path, 'wx', 0o600);
+    try {
+      await fh.truncate(bytes);
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    throw errors.backendFailed(`create ${path} (${bytes} bytes): ${(err as Error).message}`, { cause: err });
+  }
+}
+
+const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
+
+/**
+ * The virtual size of a qcow2 image from its header (bytes 24..31, big-endian). Needs no image
+ * lock, so it works while QEMU has the image open. Undefined if the file does not exist.
+ */
+export async function qcow2VirtualBytes(path: string): Promise<number | undefined> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw errors.backendFailed(`open ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const header = Buffer.alloc(32);
+    const { bytesRead } = await fh.read(header, 0, 32, 0);
+    if (bytesRead < 32 || header.readUInt32BE(0) !== QCOW2_MAGIC) {
+      throw errors.backendFailed(`${path} is not a qcow2 image`);
+    }
+    return Number(header.readBigUInt64BE(24));
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Serialises operations per key inside this process (two requests for the same volume never
+ * interleave their steps). Across processes the backends rely on idempotent steps instead.
+ */
+export class KeyedLock {
+  private readonly tails = new Map<string, Promise<unknown>>();
+
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.tails.set(key, tail);
+    try {
+      return await next;
+    } finally {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * FileBackend: a volume is one file, `<dir>/<volumeId>.raw` (sparse) or `<dir>/<volumeId>.qcow2`,
+ * that QEMU opens itself (Nova's NFS/remotefs way, AttachSpec kind `file`).
+ *
+ * Growing: `extend()` is for DETACHED volumes only (truncate for raw, `qemu-img resize` for qcow2).
+ * While a file volume is attached to a running QEMU, QEMU holds the image lock and must grow the
+ * file itself (`block_resize` / `virsh blockresize`): the volume service then skips the backend
+ * and lets the compute driver's `extendAttached` do it. An attempt to `extend()` a locked qcow2
+ * fails with BackendFailed (qemu-img cannot take the write lock); a raw file would be truncated
+ * under QEMU's feet, which is exactly what must not happen, hence the rule.
+ *
+ * `getBytes` reads the qcow2 virtual size from the image header (no lock needed), so it measures
+ * correctly while QEMU has the image open and after QEMU grew it.
+ */
+import { resolve } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { errors } from '../../errors.js';
+import type { AttachSpec } from '../../virt/driver.js';
+import type { BackendVolume, VolumeBackend } from './backend.js';
+import {
+  KeyedLock,
+  checkBytes,
+  checkVolumeId,
+  createAtomically,
+  fileBytes,
+  growFile,
+  makeSparseFile,
+  qcow2VirtualBytes,
+  removeFile,
+} from './common.js';
+import { exec } from './exec.js';
+
+export type FileFormat = 'raw' | 'qcow2';
+
+export interface FileBackendOptions {
+  /** The pool directory (created if missing). */
+  dir: string;
+  /** Format for `create` without an explicit one (default raw). */
+  defaultFormat?: FileFormat;
+  /** Timeout for qemu-img (default 60 s). */
+  timeoutMs?: number;
+}
+
+const FORMATS: readonly FileFormat[] = ['raw', 'qcow2'];
+
+export class FileBackend implements VolumeBackend {
+  readonly name = 'file';
+  readonly dir: string;
+  readonly defaultFormat: FileFormat;
+  private readonly timeoutMs: number;
+  private readonly lock = new KeyedLock();
+
+  constructor(opts: FileBackendOptions) {
+    this.dir = resolve(opts.dir);
+    this.defaultFormat = opts.defaultFormat ?? 'raw';
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
+  }
+
+  /** The file a volume of the given format lives in. */
+  pathOf(volumeId: string, format: FileFormat): string {
+    return `${this.dir}/${volumeId}.${format}`;
+  }
+
+  /** Which file holds the volume, if any (derived from the file names, no database). */
+  async locate(volumeId: string): Promise<{ format: FileFormat; path: string } | undefined> {
+    checkVolumeId(volumeId);
+    for (const format of FORMATS) {
+      const path = this.pathOf(volumeId, format);
+      if ((await fileBytes(path)) !== undefined) return { format, path };
+    }
+    return undefined;
+  }
+
+  private async mustLocate(volumeId: string): Promise<{ format: FileFormat; path: string }> {
+    const found = await this.locate(volumeId);
+    if (!found) throw errors.volumeNotFound(volumeId);
+    return found;
+  }
+
+  private async measure(path: string, format: FileFormat): Promise<number | undefined> {
+    return format === 'qcow2' ? qcow2VirtualBytes(path) : fileBytes(path);
+  }
+
+  private spec(volumeId: string, format: FileFormat, path: string): AttachSpec {
+    return { volumeId, kind: 'file', format, source: path };
+  }
+
+  async create(volumeId: string, bytes: number, opts: { format?: FileFormat } = {}): Promise<BackendVolume> {
+    checkVolumeId(volumeId);
+    checkBytes(bytes);
+    const format = opts.format ?? this.defaultFormat;
+    if (!FORMATS.includes(format)) throw errors.invalidInput(`Unknown volume format ${String(format)}.`);
+    return this.lock.run(volumeId, async () => {
+      await mkdir(this.dir, { recursive: true });
+      let found = await this.locate(volumeId);
+      if (!found) {
+        const path = this.pathOf(volumeId, format);
+        await createAtomically(path, async (tmp) => {
+          if (format === 'raw') await makeSparseFile(tmp, bytes);
+          else await exec('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, String(bytes)], { timeoutMs: this.timeoutMs });
+        });
+        found = await this.mustLocate(volumeId);
+      }
+      const have = await this.measure(found.path, found.format);
+      if (found.format !== format || have !== bytes) {
+        throw errors.volumeInvalidState(
+          volumeId,
+          `already created as ${found.format} with ${String(have)} bytes`,
+          `create as ${format} with ${bytes} bytes`,
+        );
+      }
+      return { volumeId, bytes, connection: this.spec(volumeId, found.format, found.path) };
+    });
+  }
+
+  /** Grow a DETACHED file volume (see the module comment for attached ones). */
+  async extend(volumeId: string, bytes: number): Promise<number> {
+    checkVolumeId(volumeId);
+    checkBytes(bytes);
+    return this.lock.run(volumeId, async () => {
+      const { format, path } = await this.mustLocate(volumeId);
+      const current = await this.measure(path, format);
+      if (current === undefined) throw errors.volumeNotFound(volumeId);
+      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
+      if (bytes === current) return current;
+      if (format === 'raw') {
+        await growFile(path, bytes);
+      } else {
+        await exec('qemu-img', ['resize', '-q', '-f', 'qcow2', path, String(bytes)], { timeoutMs: this.timeoutMs });
+      }
+      const after = await this.measure(path, format);
+      if (after === undefined) throw errors.volumeNotFound(volumeId);
+      return after;
+    });
+  }
+
+  async getBytes(volumeId: string): Promise<number> {
+    const { format, path } = await this.mustLocate(volumeId);
+    const bytes = await this.measure(path, format);
+    if (bytes === undefined) throw errors.volumeNotFound(volumeId);
+    return bytes;
+  }
+
+  async connection(volumeId: string): Promise<AttachSpec> {
+    const { format, path } = await this.mustLocate(volumeId);
+    return this.spec(volumeId, format, path);
+  }
+
+  async delete(volumeId: string): Promise<void> {
+    checkVolumeId(volumeId);
+    return this.lock.run(volumeId, async () => {
+      for (const format of FORMATS) await removeFile(this.pathOf(volumeId, format));
+    });
+  }
+
+  async exists(volumeId: string): Promise<boolean> {
+    return (await this.locate(volumeId)) !== undefined;
+  }
+}

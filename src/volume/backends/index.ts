@@ -1,0 +1,5 @@
+export type { BackendVolume, VolumeBackend } from './backend.js';
+export { FileBackend, type FileBackendOptions, type FileFormat } from './file.js';
+export { BlockBackend, type BlockBackendOptions } from './block.js';
+export { IscsiBackend, IQN_PREFIX, ISCSI_LUN, iqnOf, type IscsiBackendOptions } from './iscsi.js';
+export { exec, execRaw, type ExecOptions, type ExecResult } from './exec.js';

@@ -1,0 +1,228 @@
+/**
+ * IscsiBackend: each volume is a sparse raw file `<dir>/<volumeId>.raw` exported by a userspace
+ * tgtd as LUN 1 of its own target `iqn.2026-11.dev.online-extend:<volumeId>` (AttachSpec kind
+ * `network`, source `IQN/1`, plus the portal). QEMU opens it itself with libiscsi.
+ *
+ * Nothing is recorded: the target's tid is looked up by IQN in `tgtadm --op show` every time.
+ * Each step is idempotent, so any operation can be repeated after a crash: `create` and
+ * `connection` (Cinder's ensure_export) bring back a missing target, LUN or ACL; `extend`
+ * re-refreshes a LUN whose file was grown before a crash.
+ *
+ * Extend: grow the file, then refresh LUN 1 (tgt caches the size when the LUN is added: delete
+ * and re-add it; ~25 ms, works while QEMU is attached and logged in), then measure. Sizes are
+ * measured as an initiator sees them, with `iscsi-readcapacity16` (tgt's own `show` prints
+ * rounded decimal megabytes, too coarse).
+ *
+ * Volume ids must be lowercase `[a-z0-9.-]` here: tgt rejects other IQN characters.
+ */
+import { mkdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { errors } from '../../errors.js';
+import type { AttachSpec } from '../../virt/driver.js';
+import type { BackendVolume, VolumeBackend } from './backend.js';
+import { KeyedLock, checkBytes, checkVolumeId, createAtomically, fileBytes, growFile, makeSparseFile, removeFile } from './common.js';
+import { Tgt, readCapacity, type TgtTarget } from './tgt.js';
+
+export const IQN_PREFIX = 'iqn.2026-11.dev.online-extend:';
+export const ISCSI_LUN = 1;
+const ISCSI_VOLUME_ID = /^[a-z0-9][a-z0-9.-]{0,127}$/;
+
+export function iqnOf(volumeId: string): string {
+  return `${IQN_PREFIX}${volumeId}`;
+}
+
+export interface IscsiBackendOptions {
+  /** The pool directory holding the backing files (created if missing). */
+  dir: string;
+  /** The tgtd portal, `host:port` (default 127.0.0.1:3260). */
+  portal?: string;
+  /** tgtd's control port (`tgtd -C N` / `tgtadm -C N`), if not the default 0. */
+  controlPort?: number;
+  /** Timeout for each tgtadm / iscsi-readcapacity16 call (default 15 s). */
+  timeoutMs?: number;
+}
+
+/** Target creation picks "the lowest free tid": serialise it within the process. */
+const tidLock = new KeyedLock();
+
+export class IscsiBackend implements VolumeBackend {
+  readonly name = 'iscsi';
+  readonly dir: string;
+  readonly portal: string;
+  readonly tgt: Tgt;
+  private readonly timeoutMs: number;
+  private readonly lock = new KeyedLock();
+
+  constructor(opts: IscsiBackendOptions) {
+    this.dir = resolve(opts.dir);
+    this.portal = opts.portal ?? '127.0.0.1:3260';
+    this.timeoutMs = opts.timeoutMs ?? 15_000;
+    this.tgt = new Tgt({ controlPort: opts.controlPort, timeoutMs: this.timeoutMs });
+  }
+
+  pathOf(volumeId: string): string {
+    checkVolumeId(volumeId, ISCSI_VOLUME_ID);
+    return `${this.dir}/${volumeId}.raw`;
+  }
+
+  /** The volume's target as tgtd has it now, if any. */
+  async findTarget(volumeId: string): Promise<TgtTarget | undefined> {
+    const iqn = iqnOf(volumeId);
+    return (await this.tgt.show()).find((t) => t.iqn === iqn);
+  }
+
+  private async createTarget(iqn: string): Promise<TgtTarget> {
+    return tidLock.run('tid', async () => {
+      for (let attempt = 0; attempt < 20; attempt++) {
+        const targets = await this.tgt.show();
+        const mine = targets.find((t) => t.iqn === iqn);
+        if (mine) return mine;
+        const used = new Set(targets.map((t) => t.tid));
+        let tid = 1;
+        while (used.has(tid)) tid++;
+        const args = ['--op', 'new', '--mode', 'target', '--tid', String(tid), '-T', iqn];
+        const r = await this.tgt.raw(args);
+        if (r.code === 0) return { tid, iqn, luns: [], acls: [] };
+        // Another process took the tid (or made this very target): look again.
+        if (!Tgt.alreadyExists(r)) throw this.tgt.failed(args, r);
+      }
+      throw errors.backendFailed(`could not find a free tid for ${iqn}`, { retryable: true });
+    });
+  }
+
+  private async addLun(tid: number, file: string): Promise<void> {
+    const args = ['--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(ISCSI_LUN), '-b', file];
+    const r = await this.tgt.raw(args);
+    if (r.code !== 0 && !Tgt.alreadyExists(r)) throw this.tgt.failed(args, r);
+  }
+
+  /** Make sure target, LUN 1 over our file and the ALL ACL exist (Cinder's ensure_export). */
+  private async ensureExport(volumeId: string): Promise<number> {
+    const file = this.pathOf(volumeId);
+    const iqn = iqnOf(volumeId);
+    const target = (await this.findTarget(volumeId)) ?? (await this.createTarget(iqn));
+    const lun = target.luns.find((l) => l.lun === ISCSI_LUN);
+    if (lun && lun.backingPath !== file) {
+      throw errors.backendFailed(`target ${iqn} (tid ${target.tid}) exports ${String(lun.backingPath)} as LUN ${ISCSI_LUN}, not ${file}`);
+    }
+    if (!lun) await this.addLun(target.tid, file);
+    if (!target.acls.includes('ALL')) {
+      const args = ['--op', 'bind', '--mode', 'target', '--tid', String(target.tid), '-I', 'ALL'];
+      const r = await this.tgt.raw(args);
+      if (r.code !== 0 && !Tgt.alreadyExists(r)) throw this.tgt.failed(args, r);
+    }
+    return target.tid;
+  }
+
+  /** tgt caches a LUN's size when it is added: delete and re-add LUN 1 to publish the file's size. */
+  async refreshLun(tid: number, file: string): Promise<void> {
+    const args = ['--op', 'delete', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(ISCSI_LUN)];
+    for (let attempt = 0; ; attempt++) {
+      const r = await this.tgt.raw(args);
+      if (r.code === 0 || Tgt.notFound(r)) break;
+      // "still active": commands in flight on the LUN; they drain in milliseconds.
+      if (attempt >= 10 || !/active|busy/i.test(r.stderr)) throw this.tgt.failed(args, r);
+      await sleep(20);
+    }
+    await this.addLun(tid, file);
+  }
+
+  private measure(volumeId: string): Promise<number> {
+    return readCapacity(this.portal, iqnOf(volumeId), ISCSI_LUN, this.timeoutMs);
+  }
+
+  private spec(volumeId: string): AttachSpec {
+    return { volumeId, kind: 'network', source: `${iqnOf(volumeId)}/${ISCSI_LUN}`, portal: this.portal };
+  }
+
+  async create(volumeId: string, bytes: number): Promise<BackendVolume> {
+    const file = this.pathOf(volumeId);
+    checkBytes(bytes);
+    return this.lock.run(volumeId, async () => {
+      await mkdir(this.dir, { recursive: true });
+      if ((await fileBytes(file)) === undefined) {
+        await createAtomically(file, (tmp) => makeSparseFile(tmp, bytes));
+      }
+      const have = await fileBytes(file);
+      if (have !== bytes) {
+        throw errors.volumeInvalidState(volumeId, `already created with ${String(have)} bytes`, `create with ${bytes} bytes`);
+      }
+      await this.ensureExport(volumeId);
+      return { volumeId, bytes, connection: this.spec(volumeId) };
+    });
+  }
+
+  async extend(volumeId: string, bytes: number): Promise<number> {
+    const file = this.pathOf(volumeId);
+    checkBytes(bytes);
+    return this.lock.run(volumeId, async () => {
+      const current = await fileBytes(file);
+      if (current === undefined) throw errors.volumeNotFound(volumeId);
+      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
+      // Measure first: an extend to the current size then costs one READ CAPACITY and no tgtadm.
+      let exported = await this.measure(volumeId).catch(() => undefined);
+      let tid: number | undefined;
+      if (exported === undefined) {
+        tid = await this.ensureExport(volumeId);
+        exported = await this.measure(volumeId);
+      }
+      if (bytes > current) await growFile(file, bytes);
+      const fileNow = (await fileBytes(file)) ?? 0;
+      // Refresh whenever the LUN lags the file: also resumes an extend that crashed after growing.
+      if (exported !== fileNow) {
+        tid ??= await this.ensureExport(volumeId);
+        await this.refreshLun(tid, file);
+        exported = await this.measure(volumeId);
+      }
+      return exported;
+    });
+  }
+
+  /** The LUN's capacity as an initiator sees it now. */
+  async getBytes(volumeId: string): Promise<number> {
+    const file = this.pathOf(volumeId);
+    if ((await fileBytes(file)) === undefined) throw errors.volumeNotFound(volumeId);
+    try {
+      return await this.measure(volumeId);
+    } catch (err) {
+      const target = await this.findTarget(volumeId).catch(() => undefined);
+      if (target && !target.luns.some((l) => l.lun === ISCSI_LUN)) {
+        throw errors.backendFailed(`volume ${volumeId} has no LUN ${ISCSI_LUN} on ${iqnOf(volumeId)}; connection() re-exports it`, { retryable: true, cause: err });
+      }
+      if (target === undefined) {
+        const down = await this.tgt.show().then(() => false, () => true);
+        if (!down) {
+          throw errors.backendFailed(`volume ${volumeId} is not exported (no target ${iqnOf(volumeId)}); connection() re-exports it`, { retryable: true, cause: err });
+        }
+      }
+      throw err;
+    }
+  }
+
+  async connection(volumeId: string): Promise<AttachSpec> {
+    const file = this.pathOf(volumeId);
+    return this.lock.run(volumeId, async () => {
+      if ((await fileBytes(file)) === undefined) throw errors.volumeNotFound(volumeId);
+      await this.ensureExport(volumeId);
+      return this.spec(volumeId);
+    });
+  }
+
+  async delete(volumeId: string): Promise<void> {
+    const file = this.pathOf(volumeId);
+    return this.lock.run(volumeId, async () => {
+      const target = await this.findTarget(volumeId);
+      if (target) {
+        const args = ['--op', 'delete', '--mode', 'target', '--tid', String(target.tid), '--force'];
+        const r = await this.tgt.raw(args);
+        if (r.code !== 0 && !Tgt.notFound(r)) throw this.tgt.failed(args, r);
+      }
+      await removeFile(file);
+    });
+  }
+
+  async exists(volumeId: string): Promise<boolean> {
+    return (await fileBytes(this.pathOf(volumeId))) !== undefined;
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * tgtd for the iSCSI backend tests: uses one that already answers (e.g. the lab's), otherwise
+ * starts `tgtd -f --iscsi portal=127.0.0.1:3260` and stops it by pid afterwards.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { execRaw } from '../../src/volume/backends/exec.js';
+import { Tgt } from '../../src/volume/backends/tgt.js';
+
+export const PORTAL = '127.0.0.1:3260';
+
+export function tgtdUnavailable(): string | undefined {
+  for (const bin of ['tgtd', 'tgtadm', 'iscsi-readcapacity16', 'qemu-io']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'pipe' });
+    } catch {
+      return `${bin} not available (apt-get install tgt libiscsi-bin qemu-utils qemu-block-extra)`;
+    }
+  }
+  return undefined;
+}
+
+async function answers(): Promise<boolean> {
+  const r = await execRaw('tgtadm', ['--lld', 'iscsi', '--op', 'show', '--mode', 'target'], { timeoutMs: 5000 });
+  return r.code === 0;
+}
+
+export interface TgtdHandle {
+  /** True if this handle started tgtd (and will stop it). */
+  started: boolean;
+  pid?: number;
+  /** Delete targets whose LUNs live under `dir`, then stop tgtd if we started it. */
+  stop(dirs: string[]): Promise<void>;
+}
+
+export async function useTgtd(): Promise<TgtdHandle> {
+  let child: ChildProcess | undefined;
+  if (!(await answers())) {
+    child = spawn('tgtd', ['-f', '--iscsi', `portal=${PORTAL}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const deadline = Date.now() + 10_000;
+    while (!(await answers())) {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`tgtd did not come up: ${stderr}`);
+      }
+      await sleep(50);
+    }
+  }
+  const tgt = new Tgt();
+  return {
+    started: child !== undefined,
+    pid: child?.pid,
+    async stop(dirs: string[]) {
+      const targets = await tgt.show().catch(() => []);
+      for (const t of targets) {
+        if (t.luns.some((l) => l.backingPath && dirs.some((d) => l.backingPath?.startsWith(`${d}/`)))) {
+          await tgt.raw(['--op', 'delete', '--mode', 'target', '--tid', String(t.tid), '--force']);
+        }
+      }
+      if (!child) return;
+      // tgtd ignores SIGTERM while targets exist; targets are ours only if we started it.
+      for (const t of await tgt.show().catch(() => [])) {
+        await tgt.raw(['--op', 'delete', '--mode', 'target', '--tid', String(t.tid), '--force']);
+      }
+      await tgt.raw(['--op', 'delete', '--mode', 'system']);
+      const exited = new Promise<void>((resolve) => {
+        if (child?.exitCode !== null) resolve();
+        else child.once('exit', () => resolve());
+      });
+      const killed = await Promise.race([exited.then(() => true), sleep(5000).then(() => false)]);
+      if (!killed) child.kill('SIGKILL');
+    },
+  };
+}

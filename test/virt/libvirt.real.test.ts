@@ -1,0 +1,319 @@
+/**
+ * The libvirt remote client and LibvirtDriver against a real libvirtd: the lab's (src/lab, one
+ * private lab per describe block). Client-level tests use a QEMU domain that boots nothing
+ * (QEMU resizes its disks whatever the guest runs); driver tests that need a guest to act
+ * (hot-unplug, the size the guest itself reports) use the lab's test guest. The VirtDriver
+ * contract suite runs here against LibvirtDriver on the lab guest.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { ServiceError } from '../../src/errors.js';
+import { LibvirtDriver } from '../../src/virt/libvirt/driver.js';
+import { BLOCK_RESIZE_BYTES, DomainState, RemoteClient } from '../../src/virt/libvirt/remote/client.js';
+import { LibvirtConnectionError, LibvirtError, VirErrorCode } from '../../src/virt/libvirt/remote/errors.js';
+import { bytesToUuid, type RemoteDomain } from '../../src/virt/libvirt/remote/protocol.js';
+import { describeDriverContract } from '../contract/driver.contract.js';
+import { describeReal } from '../support/real.js';
+import { diskXml, domainXml, losetupAttach, losetupDetach } from './support/domains.js';
+import { WaitForSizeTimeout, bootGuest, type Guest as LabGuest } from '../../src/lab/index.js';
+import { labMissing, startLab, type TestLab } from './support/lab.js';
+import { tgtOn, type TestTgt } from './support/tgtd.js';
+
+const MiB = 1024 * 1024;
+const describeLibvirt = describeReal(labMissing());
+
+/** A sparse file of `bytes` under the lab dir (labDown cleans up loop devices backed there). */
+async function volumeFile(lv: TestLab, name: string, bytes: number): Promise<string> {
+  await mkdir(join(lv.dir, 'vols'), { recursive: true });
+  const p = join(lv.dir, 'vols', name);
+  await writeFile(p, '');
+  await truncate(p, bytes);
+  return p;
+}
+
+describeLibvirt('libvirt remote client on a real libvirtd', () => {
+  let lv: TestLab;
+  let client: RemoteClient;
+  let dom: RemoteDomain;
+  const uuid = randomUUID();
+
+  beforeAll(async () => {
+    lv = await startLab();
+    client = new RemoteClient({ uri: lv.lab.libvirtUri });
+    const a = await volumeFile(lv, 'a.raw', 64 * MiB);
+    dom = await client.createXml(domainXml({ name: 'oe-client-test', uuid, projectId: 'p1', disks: [{ serial: 'vol-a', target: 'vdb', type: 'file', path: a }] }));
+  });
+  afterAll(async () => {
+    await client?.close();
+    await lv?.down();
+  });
+
+  it('connects, lists and looks up the domain by UUID', async () => {
+    const all = await client.listAllDomains(0);
+    expect(all.map((d) => bytesToUuid(d.uuid))).toContain(uuid);
+    const found = await client.lookupByUuid(uuid);
+    expect(found.name).toBe('oe-client-test');
+    expect(found.id).toBe(dom.id);
+  });
+
+  it('reads the domain state and XML', async () => {
+    expect((await client.getState(dom)).state).toBe(DomainState.RUNNING);
+    expect(await client.getXmlDesc(dom)).toContain('<serial>vol-a</serial>');
+  });
+
+  it('answers an unknown UUID with libvirt NO_DOMAIN', async () => {
+    const err = await client.lookupByUuid(randomUUID()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LibvirtError);
+    expect((err as LibvirtError).code).toBe(VirErrorCode.NO_DOMAIN);
+  });
+
+  it('resizes a disk in bytes and reads the new size back live', async () => {
+    await client.blockResize(dom, 'vdb', 96 * MiB, BLOCK_RESIZE_BYTES);
+    expect((await client.getBlockInfo(dom, 'vdb')).capacity).toBe(96 * MiB);
+    const qb = JSON.parse(await client.qemuMonitorCommand(dom, '{"execute":"query-block"}')) as {
+      return: Array<{ inserted?: { image?: { 'virtual-size'?: number } } }>;
+    };
+    expect(qb.return.map((e) => e.inserted?.image?.['virtual-size'])).toContain(96 * MiB);
+    const stats = await client.getDomainStats([dom], 32);
+    expect(stats[0]?.params.get('block.0.capacity')).toBe(BigInt(96 * MiB));
+  });
+
+  it('serves many calls in flight on one connection', async () => {
+    const states = await Promise.all(Array.from({ length: 50 }, () => client.getState(dom)));
+    expect(new Set(states.map((s) => s.state))).toEqual(new Set([DomainState.RUNNING]));
+  });
+
+  it('names the URI when the socket cannot be reached', async () => {
+    const uri = `qemu+unix:///system?socket=${join(lv.dir, 'no-such-sock')}`;
+    const c = new RemoteClient({ uri });
+    const err = await c.connect().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LibvirtConnectionError);
+    expect((err as Error).message).toContain(uri);
+    await c.close();
+    const d = new LibvirtDriver({ uri });
+    const derr = (await d.listServers().catch((e: unknown) => e)) as ServiceError;
+    expect(derr.code).toBe('HypervisorUnreachable');
+    expect(derr.message).toContain(uri);
+    await d.close();
+  });
+});
+
+describeLibvirt('LibvirtDriver on the lab guest', () => {
+  let lv: TestLab;
+  let client: RemoteClient;
+  let driver: LibvirtDriver;
+  let guest: LabGuest;
+  let uuid: string;
+  let fRaw: string;
+  let attRaw: string;
+
+  beforeAll(async () => {
+    lv = await startLab();
+    client = new RemoteClient({ uri: lv.lab.libvirtUri });
+    fRaw = await volumeFile(lv, 'f.raw', 16 * MiB);
+    attRaw = await volumeFile(lv, 'att.raw', 8 * MiB);
+    guest = await bootGuest(lv.lab, { name: 'oe-driver-test', disks: [diskXml({ serial: 'vol-f', target: 'vda', type: 'file', path: fRaw })] });
+    uuid = guest.uuid;
+    driver = new LibvirtDriver({ uri: lv.lab.libvirtUri, defaultProjectId: 'default-project', detachTimeoutMs: 15_000 });
+  });
+  afterAll(async () => {
+    await driver?.close();
+    await client?.close();
+    await lv?.down();
+  });
+
+  it('fills in the default project for domains without our metadata', async () => {
+    const s = (await driver.listServers()).find((x) => x.id === uuid);
+    expect(s?.projectId).toBe('default-project');
+    expect(s?.disks).toEqual([{ volumeId: 'vol-f', device: 'vda', kind: 'file', format: 'raw', source: fRaw }]);
+  });
+
+  it('hot-plugs a volume on the next free device, is idempotent, and the guest sees it grow', async () => {
+    const spec = { volumeId: 'vol-att', kind: 'file' as const, format: 'raw' as const, source: attRaw };
+    expect(await driver.attachVolume(uuid, spec)).toBe('vdb');
+    expect(await driver.attachVolume(uuid, spec)).toBe('vdb');
+    await guest.waitForSize('vdb', 8 * MiB);
+    expect(await driver.getGuestBytes(uuid, 'vol-att')).toBe(8 * MiB);
+    expect(await driver.extendAttached(uuid, 'vol-att', 12 * MiB)).toBe(12 * MiB);
+    expect(await guest.waitForSize('vdb', 12 * MiB)).toBe(12 * MiB);
+  });
+
+  it('hot-unplugs by serial and waits until the guest released the disk', async () => {
+    const mark = await guest.logMark();
+    await driver.detachVolume(uuid, 'vol-att');
+    const s = (await driver.listServers()).find((x) => x.id === uuid);
+    expect(s?.disks.map((d) => d.volumeId)).toEqual(['vol-f']);
+    await guest.waitForLog(/^OE-SIZES vda=\d+ *$/m, 15_000, mark);
+    const err = (await driver.detachVolume(uuid, 'vol-att').catch((e: unknown) => e)) as ServiceError;
+    expect(err.code).toBe('VolumeNotAttached');
+  });
+
+  it('reads the same live size through query-block and GetBlockInfo', async () => {
+    const viaBlockInfo = new LibvirtDriver({ uri: lv.lab.libvirtUri, liveSizeMethod: 'blockinfo' });
+    try {
+      const a = await driver.getGuestBytes(uuid, 'vol-f');
+      expect(await viaBlockInfo.getGuestBytes(uuid, 'vol-f')).toBe(a);
+      expect(await driver.extendAttached(uuid, 'vol-f', a + MiB)).toBe(a + MiB);
+      expect(await viaBlockInfo.getGuestBytes(uuid, 'vol-f')).toBe(a + MiB);
+    } finally {
+      await viaBlockInfo.close();
+    }
+  });
+
+  it('refuses a size that is not a positive whole number of bytes', async () => {
+    const err = (await driver.extendAttached(uuid, 'vol-f', 1.5).catch((e: unknown) => e)) as ServiceError;
+    expect(err.code).toBe('InvalidInput');
+  });
+
+  it('rounds a qcow2-style odd size up to what QEMU reports, never down', async () => {
+    const got = await driver.extendAttached(uuid, 'vol-f', 20 * MiB + 1000);
+    expect(got).toBeGreaterThanOrEqual(20 * MiB + 1000);
+    expect(got % 512).toBe(0);
+  });
+
+  it('serializes concurrent extends of one volume so a smaller request cannot shrink a larger one', async () => {
+    const base = await driver.getGuestBytes(uuid, 'vol-f');
+    const [big, small] = await Promise.allSettled([
+      driver.extendAttached(uuid, 'vol-f', base + 8 * MiB),
+      driver.extendAttached(uuid, 'vol-f', base + 4 * MiB),
+    ]);
+    expect(big).toEqual({ status: 'fulfilled', value: base + 8 * MiB });
+    expect(small.status).toBe('rejected');
+    expect(((small as PromiseRejectedResult).reason as ServiceError).code).toBe('VolumeShrinkRefused');
+    expect(await driver.getGuestBytes(uuid, 'vol-f')).toBe(base + 8 * MiB);
+  });
+
+  it('sees a domain restart (new id) instead of trusting cached XML', async () => {
+    const d = await client.lookupByUuid(uuid);
+    expect(await driver.getGuestBytes(uuid, 'vol-f')).toBeGreaterThan(0);
+    await client.destroy(d);
+    const err = (await driver.getGuestBytes(uuid, 'vol-f').catch((e: unknown) => e)) as ServiceError;
+    expect(err.code).toBe('InstanceNotFound');
+    await client.createXml(domainXml({ name: 'oe-driver-test', uuid, disks: [{ serial: 'vol-f', target: 'vdd', type: 'file', path: fRaw }] }));
+    const s = (await driver.listServers()).find((x) => x.id === uuid);
+    expect(s?.disks[0]?.device).toBe('vdd');
+  });
+});
+
+describeLibvirt('LibvirtDriver with an iSCSI network disk', () => {
+  let lv: TestLab;
+  let tgt: TestTgt;
+  let client: RemoteClient;
+  let driver: LibvirtDriver;
+  let lunFile: string;
+  const uuid = randomUUID();
+  const iqn = `iqn.2024-01.dev.online-extend:test-${uuid.slice(0, 8)}`;
+
+  beforeAll(async () => {
+    lv = await startLab();
+    tgt = tgtOn(lv.lab.tgtPortal, lv.lab.tgtControlPort);
+    lunFile = await volumeFile(lv, 'lun.img', 32 * MiB);
+    const source = tgt.export(iqn, lunFile);
+    client = new RemoteClient({ uri: lv.lab.libvirtUri });
+    await client.createXml(
+      domainXml({ name: 'oe-iscsi-test', uuid, disks: [{ serial: 'vol-i', target: 'vdb', type: 'network', path: source, portal: tgt.portal }] }),
+    );
+    driver = new LibvirtDriver({ uri: lv.lab.libvirtUri });
+  });
+  afterAll(async () => {
+    await driver?.close();
+    await client?.close();
+    await tgt?.stop();
+    await lv?.down();
+  });
+
+  it('lists the disk as a network volume named iqn/lun', async () => {
+    const s = (await driver.listServers()).find((x) => x.id === uuid);
+    expect(s?.disks).toEqual([{ volumeId: 'vol-i', device: 'vdb', kind: 'network', source: `${iqn}/1` }]);
+  });
+
+  it('reads the LUN capacity on the host as an initiator does', async () => {
+    expect(await driver.getHostBytes(uuid, 'vol-i')).toBe(32 * MiB);
+    expect(await driver.getGuestBytes(uuid, 'vol-i')).toBe(32 * MiB);
+  });
+
+  it('refuses with HostSizeTooSmall until the target exposes the new size, then grows', async () => {
+    await truncate(lunFile, 48 * MiB);
+    const err = (await driver.extendAttached(uuid, 'vol-i', 48 * MiB).catch((e: unknown) => e)) as ServiceError;
+    expect(err.code).toBe('HostSizeTooSmall');
+    expect(err.status).toBe(409);
+    expect(await driver.getGuestBytes(uuid, 'vol-i')).toBe(32 * MiB);
+    tgt.reexpose(iqn);
+    await driver.rescan(uuid, 'vol-i'); // a no-op for network disks
+    expect(await driver.getHostBytes(uuid, 'vol-i')).toBe(48 * MiB);
+    expect(await driver.extendAttached(uuid, 'vol-i', 48 * MiB)).toBe(48 * MiB);
+  });
+});
+
+// The contract suite on LibvirtDriver: the lab guest with a loop-device block disk, a raw file
+// disk and a read-only disk (the guest names them vda, vdb, vdc and reports their sizes), plus
+// a defined, shut-off domain.
+describeDriverContract(
+  'LibvirtDriver (lab libvirtd, lab guest)',
+  async () => {
+    const lv = await startLab();
+    const client = new RemoteClient({ uri: lv.lab.libvirtUri });
+    const loops: string[] = [];
+    try {
+      const blockFile = await volumeFile(lv, 'block.img', 64 * MiB);
+      const loop = losetupAttach(blockFile);
+      loops.push(loop);
+      const ids = { block: randomUUID(), file: randomUUID(), ro: randomUUID(), off: randomUUID() };
+      const files: Record<string, string> = { [ids.block]: blockFile };
+      const guestDev: Record<string, string> = { [ids.block]: 'vda', [ids.file]: 'vdb', [ids.ro]: 'vdc' };
+      const guest = await bootGuest(lv.lab, {
+        name: 'oe-contract',
+        projectId: 'p-contract',
+        disks: [
+          diskXml({ serial: ids.block, target: 'vda', type: 'block', path: loop }),
+          diskXml({ serial: ids.file, target: 'vdb', type: 'file', path: await volumeFile(lv, 'file.raw', 32 * MiB) }),
+          diskXml({ serial: ids.ro, target: 'vdc', type: 'file', path: await volumeFile(lv, 'ro.raw', 8 * MiB), readonly: true }),
+        ],
+      });
+      const stoppedId = randomUUID();
+      await client.defineXml(
+        domainXml({ name: 'oe-contract-off', uuid: stoppedId, disks: [{ serial: ids.off, target: 'vdb', type: 'file', path: await volumeFile(lv, 'off.raw', 8 * MiB) }] }),
+      );
+      const driver = new LibvirtDriver({ uri: lv.lab.libvirtUri });
+      return {
+        driver,
+        serverId: guest.uuid,
+        blockVolumeId: ids.block,
+        fileVolumeId: ids.file,
+        readonlyVolumeId: ids.ro,
+        stopped: { serverId: stoppedId, volumeId: ids.off },
+        growStorage: async (volumeId: string, bytes: number) => {
+          const f = files[volumeId];
+          if (!f) throw new Error(`no storage for ${volumeId}`);
+          await truncate(f, bytes);
+        },
+        guestReportedBytes: async (volumeId: string, expected: number) => {
+          const dev = guestDev[volumeId];
+          if (!dev) throw new Error(`no guest device for ${volumeId}`);
+          try {
+            return await guest.waitForSize(dev, expected, 10_000);
+          } catch (err) {
+            if (err instanceof WaitForSizeTimeout) return err.lastSeen ?? -1;
+            throw err;
+          }
+        },
+        teardown: async () => {
+          await driver.close();
+          const off = await client.lookupByUuid(stoppedId).catch(() => undefined);
+          if (off) await client.undefine(off).catch(() => undefined);
+          await client.close();
+          await lv.down();
+          for (const l of loops) losetupDetach(l);
+        },
+      };
+    } catch (err) {
+      await client.close();
+      await lv.down();
+      for (const l of loops) losetupDetach(l);
+      throw err;
+    }
+  },
+  describeLibvirt,
+);
