@@ -18,6 +18,14 @@ import { FakeDriver } from './virt/fake/driver.js';
 import { createServer, type App } from './api/server.js';
 import { registerOnlineExtendVolume } from './api/routes/compute/onlineExtendVolume.js';
 import { registerServers } from './api/routes/compute/servers.js';
+import { registerVolumes } from './api/routes/volume/volumes.js';
+import type { VolumeBackend } from './volume/backends/backend.js';
+import { BlockBackend, FileBackend, IscsiBackend } from './volume/backends/index.js';
+import { HttpComputeClient, type ComputeForVolumes } from './volume/computeClient.js';
+import { ExtendWorkflow, type WorkflowOptions } from './volume/workflow.js';
+import { VolumeService } from './volume/service.js';
+import { VolumeAttachService } from './volume/attach.js';
+import { issueToken } from './auth/tokens.js';
 
 export interface ComputeAppDeps {
   store: Store;
@@ -54,6 +62,123 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   registerServers(app, routeDeps);
   await manager.syncInventory();
   return { app, manager, compute, auth, policy };
+}
+
+export interface VolumeAppDeps {
+  store: Store;
+  logger: Logger;
+  policy: PolicyEnforcer;
+  backends: ReadonlyMap<string, VolumeBackend>;
+  defaultBackend: string;
+  compute: ComputeForVolumes;
+  workflow?: Partial<WorkflowOptions>;
+}
+
+export interface VolumeApp {
+  app: App;
+  volumes: VolumeService;
+  workflow: ExtendWorkflow;
+}
+
+/** The volume API (Cinder's role). Call `workflow.resumeAll()` once the compute API answers. */
+export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
+  const logger = deps.logger.child({ component: 'volume' });
+  const workflow = new ExtendWorkflow({ store: deps.store, backends: deps.backends, compute: deps.compute, logger, ...(deps.workflow ? { options: deps.workflow } : {}) });
+  const volumes = new VolumeService({ store: deps.store, backends: deps.backends, compute: deps.compute, workflow, logger, defaultBackend: deps.defaultBackend });
+  const auth = new TokenAuthenticator(deps.store);
+  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API' });
+  registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
+  return { app, volumes, workflow };
+}
+
+export function createBackends(config: Pick<Config, 'backends' | 'dataDir' | 'iscsiPortal' | 'tgtControlPort'>): Map<string, VolumeBackend> {
+  const backends = new Map<string, VolumeBackend>();
+  for (const name of config.backends) {
+    const dir = join(config.dataDir, 'volumes', name);
+    if (name === 'file') backends.set(name, new FileBackend({ dir }));
+    else if (name === 'block') backends.set(name, new BlockBackend({ dir }));
+    else if (name === 'iscsi') {
+      backends.set(name, new IscsiBackend({ dir, portal: config.iscsiPortal, ...(config.tgtControlPort ? { controlPort: config.tgtControlPort } : {}) }));
+    }
+  }
+  return backends;
+}
+
+export interface RunningService {
+  /** The virt driver in use (tests reach the fake's fault injection through it). */
+  driver: VirtDriver;
+  computeUrl: string;
+  volumeUrl: string | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * Everything `online-extend serve` runs in one process: the compute API on this host and, unless
+ * disabled, the volume API, which reaches compute over HTTP with its own service token.
+ */
+export async function startService(config: Config): Promise<RunningService> {
+  const logger = createLogger(config.logLevel);
+  const store = openStore(config);
+  const driver = await createDriver(config, logger);
+  const policy = config.policyFile ? PolicyEnforcer.fromFile(config.policyFile) : new PolicyEnforcer();
+  const backends = createBackends(config);
+  // The compute routes need the attacher, and the attacher needs the compute API: build the
+  // attacher lazily once the compute side exists.
+  let attachService: VolumeAttachService | undefined;
+  const attacher: VolumeAttacher = {
+    attach: (ctx, server, volumeId, device) => attachService!.attach(ctx, server, volumeId, device),
+    detach: (ctx, server, volumeId) => attachService!.detach(ctx, server, volumeId),
+  };
+  const computeApp = await buildComputeApp({
+    store,
+    driver,
+    logger,
+    policy,
+    computeHost: config.computeHost,
+    defaultProject: config.defaultProject,
+    ...(config.volumeApi ? { attacher } : {}),
+  });
+  attachService = new VolumeAttachService({ store, backends, compute: computeApp.compute });
+  const timer = config.syncIntervalMs > 0
+    ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
+    : undefined;
+  timer?.unref();
+  const computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
+  logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
+
+  let volumeApp: VolumeApp | undefined;
+  let volumeUrl: string | undefined;
+  if (config.volumeApi) {
+    const { token } = await issueToken(store, { userId: 'online-extend-volume', projectId: 'service', roles: ['admin', 'service'], ttlMs: 365 * 86_400_000 });
+    volumeApp = await buildVolumeApp({
+      store,
+      logger,
+      policy,
+      backends,
+      defaultBackend: config.defaultBackend,
+      compute: new HttpComputeClient({ url: computeUrl, token }),
+      workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs },
+    });
+    volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
+    logger.info({ url: volumeUrl, backends: [...backends.keys()] }, 'volume API listening');
+    const resumed = await volumeApp.workflow.resumeAll();
+    if (resumed.length) logger.info({ volumes: resumed }, 'resumed unfinished extends');
+  }
+  return {
+    driver,
+    computeUrl,
+    volumeUrl,
+    close: async () => {
+      if (timer) clearInterval(timer);
+      if (volumeApp) {
+        await volumeApp.workflow.close();
+        await volumeApp.app.close();
+      }
+      await computeApp.app.close();
+      await computeApp.manager.close();
+      await store.close();
+    },
+  };
 }
 
 export function createLogger(level: string): Logger {

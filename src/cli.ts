@@ -2,11 +2,10 @@
 import { Command, Option } from 'commander';
 import { join } from 'node:path';
 import { loadConfig, type Config } from './config.js';
-import { buildComputeApp, createDriver, createLogger, openStore } from './app.js';
-import { PolicyEnforcer } from './auth/policy.js';
+import { startService } from './app.js';
 import { issueToken, parseDuration } from './auth/tokens.js';
 import { SqliteStore } from './db/sqlite.js';
-import { ApiClient, ApiError } from './cli/client.js';
+import { ApiClient, ApiError } from './httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
 
@@ -35,37 +34,6 @@ interface ClientOpts {
   volume: string;
 }
 
-export async function serve(config: Config, out: Out): Promise<{ close: () => Promise<void>; url: string }> {
-  const logger = createLogger(config.logLevel);
-  const store = openStore(config);
-  const driver = await createDriver(config, logger);
-  const policy = config.policyFile ? PolicyEnforcer.fromFile(config.policyFile) : new PolicyEnforcer();
-  const { app, manager } = await buildComputeApp({
-    store,
-    driver,
-    logger,
-    policy,
-    computeHost: config.computeHost,
-    defaultProject: config.defaultProject,
-  });
-  const timer = config.syncIntervalMs > 0
-    ? setInterval(() => void manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
-    : undefined;
-  timer?.unref();
-  const url = await app.listen({ host: config.host, port: config.port });
-  logger.info({ url, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
-  out(`compute API listening on ${url} (driver ${driver.name}, data ${config.dataDir})`);
-  return {
-    url,
-    close: async () => {
-      if (timer) clearInterval(timer);
-      await app.close();
-      await manager.close();
-      await store.close();
-    },
-  };
-}
-
 export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
   const program = new Command('online-extend')
     .description('Grow volumes attached to running libvirt/QEMU guests, online, with nothing lost')
@@ -83,7 +51,14 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--default-project <id>', 'project for domains whose metadata names none')
     .option('--policy <file>', 'policy overrides (JSON, oslo.policy rules)')
     .option('--sync-interval <ms>', 're-read the hypervisor inventory this often')
-    .action(async (o: Record<string, string | undefined>) => {
+    .option('--volume-port <port>', 'volume API port (default 8776)')
+    .option('--no-volume-api', 'run only the compute API')
+    .option('--backends <list>', 'volume backends: file,block,iscsi (default file)')
+    .option('--iscsi-portal <addr>', 'tgtd portal for the iscsi backend (default 127.0.0.1:3260)')
+    .option('--tgt-control-port <n>', "tgtadm's control port for the iscsi backend")
+    .option('--extend-timeout <ms>', 'longest an in-use extend may take')
+    .option('--extend-step-delay <ms>', 'sleep before each extend step (crash-recovery tests only)')
+    .action(async (o: Record<string, string | boolean | undefined>) => {
       const config = loadConfig(env, {
         host: o.host,
         port: o.port,
@@ -94,9 +69,18 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         defaultProject: o.defaultProject,
         policyFile: o.policy,
         syncIntervalMs: o.syncInterval,
+        volumePort: o.volumePort,
+        volumeApi: o.volumeApi,
+        backends: o.backends,
+        iscsiPortal: o.iscsiPortal,
+        tgtControlPort: o.tgtControlPort,
+        extendTimeoutMs: o.extendTimeout,
+        extendStepDelayMs: o.extendStepDelay,
       });
-      const server = await serve(config, out);
-      const stop = () => void server.close().then(() => process.exit(0));
+      const service = await startService(config);
+      out(`compute API listening on ${service.computeUrl} (driver ${config.driver}, data ${config.dataDir})`);
+      if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
+      const stop = () => void service.close().then(() => process.exit(0));
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });

@@ -25,6 +25,19 @@ export interface Config {
   /** Re-read the hypervisor's inventory this often (0 = only at start and on demand). */
   syncIntervalMs: number;
   logLevel: string;
+  /** Volume backends to enable: any of file, block, iscsi. */
+  backends: string[];
+  /** Backend for volumes created without a volume_type. */
+  defaultBackend: string;
+  /** iSCSI portal (tgtd) and tgtadm's control port. */
+  iscsiPortal: string;
+  tgtControlPort: number;
+  /** Longest an in-use extend may take before it ends in error_extending. */
+  extendTimeoutMs: number;
+  /** Sleep before every extend step: for crash-recovery tests only. */
+  extendStepDelayMs: number;
+  /** Run the volume API (Cinder's role) in this process too. */
+  volumeApi: boolean;
 }
 
 export const DEFAULTS: Config = {
@@ -39,6 +52,13 @@ export const DEFAULTS: Config = {
   computeHost: hostname(),
   syncIntervalMs: 10_000,
   logLevel: 'info',
+  backends: ['file'],
+  defaultBackend: 'file',
+  iscsiPortal: '127.0.0.1:3260',
+  tgtControlPort: 0,
+  extendTimeoutMs: 15 * 60_000,
+  extendStepDelayMs: 0,
+  volumeApi: true,
 };
 
 /** Environment variables that set config keys (documented in the README). */
@@ -52,9 +72,13 @@ const ENV_KEYS: Record<string, keyof Config> = {
   ONLINE_EXTEND_DEFAULT_PROJECT: 'defaultProject',
   ONLINE_EXTEND_POLICY_FILE: 'policyFile',
   ONLINE_EXTEND_LOG_LEVEL: 'logLevel',
+  ONLINE_EXTEND_BACKENDS: 'backends',
+  ONLINE_EXTEND_ISCSI_PORTAL: 'iscsiPortal',
+  ONLINE_EXTEND_TGT_CONTROL_PORT: 'tgtControlPort',
 };
 
-const NUMERIC: ReadonlySet<keyof Config> = new Set(['port', 'volumePort', 'syncIntervalMs']);
+const NUMERIC: ReadonlySet<keyof Config> = new Set(['port', 'volumePort', 'syncIntervalMs', 'tgtControlPort', 'extendTimeoutMs', 'extendStepDelayMs']);
+const KNOWN_BACKENDS = new Set(['file', 'block', 'iscsi']);
 
 export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof Config, unknown>> = {}): Config {
   const merged: Record<string, unknown> = { ...DEFAULTS };
@@ -73,6 +97,12 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof C
   if (merged.driver === 'fake' && !merged.fakeInventory) {
     throw new Error('the fake driver needs --fake-inventory FILE');
   }
+  if (typeof merged.backends === 'string') merged.backends = merged.backends.split(',').map((b) => b.trim()).filter(Boolean);
+  for (const b of merged.backends as string[]) {
+    if (!KNOWN_BACKENDS.has(b)) throw new Error(`config backends: unknown backend "${b}" (use file, block, iscsi)`);
+  }
+  if (!(merged.backends as string[]).includes(String(merged.defaultBackend))) merged.defaultBackend = (merged.backends as string[])[0] ?? 'file';
+  merged.volumeApi = merged.volumeApi !== false && merged.volumeApi !== 'false';
   merged.dataDir = resolve(String(merged.dataDir));
   return merged as unknown as Config;
 }

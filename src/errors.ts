@@ -113,6 +113,10 @@ export const errors = {
   payloadTooLarge: (limit: number) => new ServiceError('PayloadTooLarge', 413, `Request body is larger than ${limit} bytes.`),
   extendNotSupported: (driver: string) =>
     new ServiceError('ExtendVolumeNotSupported', 501, `Volume extend is not supported by the ${driver} hypervisor driver.`),
+  computeCannotExtend: (reason: string) =>
+    new ServiceError('ExtendVolumeNotSupported', 501, `The compute host cannot extend this attached volume: ${reason}`),
+  computeRefused: (volumeId: string, reason: string) =>
+    new ServiceError('VolumeInvalidState', 409, `Compute refused to extend volume ${volumeId}: ${reason}`),
   driverFailed: (reason: string, opts: { retryable?: boolean; cause?: unknown } = {}) =>
     new ServiceError('DriverFailed', 500, `Hypervisor driver failed: ${reason}`, opts),
   hypervisorUnreachable: (uri: string, reason: string) =>

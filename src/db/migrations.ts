@@ -46,4 +46,38 @@ export const MIGRATIONS: readonly string[] = [
     expires_at TEXT NOT NULL
   );
   `,
+  // 2: volume service
+  `
+  CREATE TABLE volumes (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    format TEXT,
+    server_id TEXT,
+    server_project_id TEXT,
+    device TEXT,
+    extend TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  );
+  CREATE INDEX volumes_project ON volumes(project_id);
+  CREATE INDEX volumes_status ON volumes(status);
+  CREATE TABLE volume_actions (
+    request_id TEXT NOT NULL,
+    volume_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    start_time TEXT NOT NULL,
+    finish_time TEXT,
+    result TEXT,
+    message TEXT,
+    compute_request_ids TEXT NOT NULL DEFAULT '[]',
+    details TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (volume_id, request_id)
+  );
+  `,
 ];

@@ -7,6 +7,9 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type {
   ActionResult,
+  VolumeActionRecord,
+  VolumeRecord,
+  VolumeStatus,
   AttachmentRecord,
   InstanceActionRecord,
   ServerRecord,
@@ -56,6 +59,53 @@ function toAttachment(r: Row): AttachmentRecord {
     readonly: r.readonly === 1,
   };
 }
+
+function toVolume(r: Row): VolumeRecord {
+  return {
+    id: r.id as string,
+    projectId: r.project_id as string,
+    name: r.name as string,
+    sizeBytes: r.size_bytes as number,
+    status: r.status as VolumeStatus,
+    backend: r.backend as string,
+    format: (r.format as 'raw' | 'qcow2' | null) ?? null,
+    serverId: (r.server_id as string | null) ?? null,
+    serverProjectId: (r.server_project_id as string | null) ?? null,
+    device: (r.device as string | null) ?? null,
+    extend: r.extend ? (JSON.parse(r.extend as string) as VolumeRecord['extend']) : null,
+    createdAt: r.created_at as string,
+    updatedAt: r.updated_at as string,
+  };
+}
+
+function toVolumeAction(r: Row): VolumeActionRecord {
+  return {
+    requestId: r.request_id as string,
+    volumeId: r.volume_id as string,
+    action: r.action as string,
+    userId: r.user_id as string,
+    projectId: r.project_id as string,
+    startTime: r.start_time as string,
+    finishTime: (r.finish_time as string | null) ?? null,
+    result: (r.result as ActionResult | null) ?? null,
+    message: (r.message as string | null) ?? null,
+    computeRequestIds: JSON.parse(r.compute_request_ids as string) as string[],
+    details: JSON.parse(r.details as string) as Record<string, unknown>,
+  };
+}
+
+const VOLUME_COLUMNS: Record<string, string> = {
+  projectId: 'project_id',
+  name: 'name',
+  sizeBytes: 'size_bytes',
+  status: 'status',
+  backend: 'backend',
+  format: 'format',
+  serverId: 'server_id',
+  serverProjectId: 'server_project_id',
+  device: 'device',
+  extend: 'extend',
+};
 
 function toAction(r: Row): InstanceActionRecord {
   return {
@@ -169,6 +219,22 @@ export class SqliteStore implements Store {
          VALUES (@hash, @userId, @projectId, @roles, @createdAt, @expiresAt)`,
       ),
       getToken: db.prepare('SELECT * FROM tokens WHERE hash = ?'),
+      insertVolume: db.prepare(
+        `INSERT INTO volumes (id, project_id, name, size_bytes, status, backend, format, server_id, server_project_id, device, extend, created_at, updated_at)
+         VALUES (@id, @projectId, @name, @sizeBytes, @status, @backend, @format, @serverId, @serverProjectId, @device, @extend, @now, @now)`,
+      ),
+      getVolume: db.prepare('SELECT * FROM volumes WHERE id = ?'),
+      deleteVolume: db.prepare('DELETE FROM volumes WHERE id = ?'),
+      startVolumeAction: db.prepare(
+        `INSERT INTO volume_actions (request_id, volume_id, action, user_id, project_id, start_time, message, compute_request_ids, details)
+         VALUES (@requestId, @volumeId, @action, @userId, @projectId, @startTime, @message, @computeRequestIds, @details)`,
+      ),
+      getVolumeAction: db.prepare('SELECT * FROM volume_actions WHERE request_id = ? AND volume_id = ?'),
+      noteVolumeAction: db.prepare('UPDATE volume_actions SET compute_request_ids = @ids, details = @details WHERE request_id = @requestId AND volume_id = @volumeId'),
+      finishVolumeAction: db.prepare(
+        'UPDATE volume_actions SET finish_time = @finishTime, result = @result, message = @message WHERE request_id = @requestId AND volume_id = @volumeId',
+      ),
+      listVolumeActions: db.prepare('SELECT * FROM volume_actions WHERE volume_id = ? ORDER BY start_time DESC, rowid DESC'),
     };
   }
 
@@ -288,6 +354,81 @@ export class SqliteStore implements Store {
       createdAt: r.created_at as string,
       expiresAt: r.expires_at as string,
     };
+  }
+
+  // ---- volumes ----
+
+  async createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt'>): Promise<void> {
+    this.stmt.insertVolume.run({ ...v, extend: v.extend ? JSON.stringify(v.extend) : null, now: nowIso() });
+  }
+
+  async getVolume(id: string): Promise<VolumeRecord | undefined> {
+    const r = this.stmt.getVolume.get(id) as Row | undefined;
+    return r ? toVolume(r) : undefined;
+  }
+
+  async listVolumes(filter: { projectId?: string; status?: VolumeStatus } = {}): Promise<VolumeRecord[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (filter.projectId !== undefined) {
+      where.push('project_id = ?');
+      params.push(filter.projectId);
+    }
+    if (filter.status !== undefined) {
+      where.push('status = ?');
+      params.push(filter.status);
+    }
+    const sql = `SELECT * FROM volumes ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id`;
+    return (this.db.prepare(sql).all(...params) as Row[]).map(toVolume);
+  }
+
+  async updateVolume(
+    id: string,
+    expected: readonly VolumeStatus[],
+    patch: Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt'>>,
+  ): Promise<boolean> {
+    const sets: string[] = ['updated_at = @updatedAt'];
+    const params: Record<string, unknown> = { id, updatedAt: nowIso() };
+    for (const [key, value] of Object.entries(patch)) {
+      const col = VOLUME_COLUMNS[key];
+      if (!col) throw new Error(`updateVolume: unknown field ${key}`);
+      sets.push(`${col} = @${key}`);
+      params[key] = key === 'extend' ? (value ? JSON.stringify(value) : null) : value;
+    }
+    const placeholders = expected.map((_, i) => `@s${i}`);
+    expected.forEach((st, i) => (params[`s${i}`] = st));
+    const res = this.db.prepare(`UPDATE volumes SET ${sets.join(', ')} WHERE id = @id AND status IN (${placeholders.join(', ')})`).run(params);
+    return res.changes === 1;
+  }
+
+  async deleteVolume(id: string): Promise<void> {
+    this.stmt.deleteVolume.run(id);
+  }
+
+  async startVolumeAction(a: Omit<VolumeActionRecord, 'finishTime' | 'result'>): Promise<void> {
+    this.stmt.startVolumeAction.run({ ...a, computeRequestIds: JSON.stringify(a.computeRequestIds), details: JSON.stringify(a.details) });
+  }
+
+  async noteVolumeAction(requestId: string, volumeId: string, computeRequestIds: string[], details: Record<string, unknown> = {}): Promise<void> {
+    this.db.transaction(() => {
+      const row = this.stmt.getVolumeAction.get(requestId, volumeId) as Row | undefined;
+      if (!row) return;
+      const cur = toVolumeAction(row);
+      this.stmt.noteVolumeAction.run({
+        requestId,
+        volumeId,
+        ids: JSON.stringify([...cur.computeRequestIds, ...computeRequestIds]),
+        details: JSON.stringify({ ...cur.details, ...details }),
+      });
+    })();
+  }
+
+  async finishVolumeAction(requestId: string, volumeId: string, result: ActionResult, message: string | null): Promise<void> {
+    this.stmt.finishVolumeAction.run({ requestId, volumeId, result, message, finishTime: nowIso() });
+  }
+
+  async listVolumeActions(volumeId: string): Promise<VolumeActionRecord[]> {
+    return (this.stmt.listVolumeActions.all(volumeId) as Row[]).map(toVolumeAction);
   }
 
   async close(): Promise<void> {

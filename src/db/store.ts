@@ -76,6 +76,89 @@ export interface ComputeStore {
   getToken(hash: string): Promise<TokenRecord | undefined>;
 }
 
-export type Store = ComputeStore & {
+export type VolumeStatus =
+  | 'creating'
+  | 'available'
+  | 'attaching'
+  | 'in-use'
+  | 'detaching'
+  | 'extending'
+  | 'error_extending'
+  | 'error'
+  | 'deleting';
+
+/** The steps of the extend workflow of an in-use volume, in order (volume/workflow.ts). */
+export const EXTEND_STEPS = ['storage', 'rescan', 'wait_host', 'assist', 'confirm'] as const;
+export type ExtendStep = (typeof EXTEND_STEPS)[number];
+
+export interface ExtendState {
+  requestId: string;
+  targetBytes: number;
+  /** The next step to run: everything before it is done. */
+  step: ExtendStep;
+  startedAt: string;
+  /** The workflow gives up (error_extending) after this time. */
+  deadline: string;
+  attempts: number;
+  /** Last size the compute host reported, for progress. */
+  hostBytes: number | null;
+  /** The guest-visible size compute measured after assist_extend. */
+  measuredBytes?: number;
+  /** Why it failed, and at which step (error_extending only). */
+  error: string | null;
+}
+
+export interface VolumeRecord {
+  id: string;
+  projectId: string;
+  name: string;
+  sizeBytes: number;
+  status: VolumeStatus;
+  /** Backend name: `file`, `block` or `iscsi`. */
+  backend: string;
+  format: 'raw' | 'qcow2' | null;
+  serverId: string | null;
+  /** Project of the server it is attached to (the tenant in compute URLs). */
+  serverProjectId: string | null;
+  device: string | null;
+  extend: ExtendState | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface VolumeActionRecord {
+  requestId: string;
+  volumeId: string;
+  action: string;
+  userId: string;
+  projectId: string;
+  startTime: string;
+  finishTime: string | null;
+  result: ActionResult | null;
+  message: string | null;
+  /** Request ids of the compute API calls this action caused. */
+  computeRequestIds: string[];
+  details: Record<string, unknown>;
+}
+
+export interface VolumeStore {
+  createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt'>): Promise<void>;
+  getVolume(id: string): Promise<VolumeRecord | undefined>;
+  listVolumes(filter?: { projectId?: string; status?: VolumeStatus }): Promise<VolumeRecord[]>;
+  /**
+   * Conditional update: applies `patch` only while the volume's status is one of `expected`
+   * (a compare-and-swap, as Cinder's conditional update). True if applied.
+   */
+  updateVolume(id: string, expected: readonly VolumeStatus[], patch: Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt'>>): Promise<boolean>;
+  deleteVolume(id: string): Promise<void>;
+
+  startVolumeAction(a: Omit<VolumeActionRecord, 'finishTime' | 'result'>): Promise<void>;
+  /** Append compute request ids and merge details while the action runs. */
+  noteVolumeAction(requestId: string, volumeId: string, computeRequestIds: string[], details?: Record<string, unknown>): Promise<void>;
+  finishVolumeAction(requestId: string, volumeId: string, result: ActionResult, message: string | null): Promise<void>;
+  listVolumeActions(volumeId: string): Promise<VolumeActionRecord[]>;
+}
+
+export type Store = ComputeStore & VolumeStore & {
   close(): Promise<void>;
 };

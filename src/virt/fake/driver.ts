@@ -17,6 +17,7 @@
  * hypervisor's would.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { stat, truncate } from 'node:fs/promises';
 import { errors, type ServiceError } from '../../errors.js';
 import { fileDiskBytes } from '../image.js';
 import type {
@@ -123,6 +124,15 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
     },
     servers,
   };
+}
+
+async function growFile(path: string, bytes: number): Promise<void> {
+  try {
+    if ((await stat(path)).size < bytes) await truncate(path, bytes);
+  } catch (err) {
+    // Inventory paths may be informational only; a missing file keeps the recorded sizes.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
 }
 
 export class FakeDriver implements VirtDriver {
@@ -261,7 +271,8 @@ export class FakeDriver implements VirtDriver {
       if (disk.readonly) throw errors.driverFailed(`disk ${disk.device} of instance ${serverId} is read-only`);
       await this.refreshed(disk);
       if (disk.kind === 'file') {
-        // QEMU grows the file itself.
+        // QEMU grows the file itself; a raw file we can grow for real, as QEMU would.
+        if (disk.source && (disk.format ?? 'raw') === 'raw') await growFile(disk.source, bytes);
         disk.backingBytes = Math.max(disk.backingBytes, bytes);
         disk.hostBytes = disk.backingBytes;
       } else if (bytes > disk.hostBytes) {

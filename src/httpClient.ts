@@ -1,5 +1,5 @@
-/** A small client for our OpenStack-shaped APIs, used by the CLI and the volume service. */
-import { errors, ServiceError } from '../errors.js';
+/** A small client for our OpenStack-shaped APIs (Nova-style fault bodies), used by the CLI and by the volume service to call compute. */
+import { errors, ServiceError } from './errors.js';
 
 export class ApiError extends Error {
   constructor(

@@ -1,0 +1,79 @@
+import { Type, type Static } from '@sinclair/typebox';
+import { Bytes, MAX_VOLUME_BYTES, PathId } from './common.js';
+
+const MAX_GIB = MAX_VOLUME_BYTES / 2 ** 30;
+
+export const ProjectParams = Type.Object({ project_id: PathId });
+export const VolumeIdParams = Type.Object({ project_id: PathId, volume_id: PathId });
+
+export const CreateVolumeBody = Type.Object(
+  {
+    volume: Type.Object(
+      {
+        name: Type.Optional(Type.String({ maxLength: 255 })),
+        size: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_GIB, description: 'Size in GiB (Cinder)' })),
+        size_bytes: Type.Optional(Bytes),
+        volume_type: Type.Optional(Type.String({ description: 'Backend: file, block or iscsi' })),
+        format: Type.Optional(Type.Union([Type.Literal('raw'), Type.Literal('qcow2')], { description: 'For the file backend' })),
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+export type CreateVolumeBody = Static<typeof CreateVolumeBody>;
+
+/** One action per request, Cinder style: `os-extend` (GiB) or our exact-bytes `os-extend-bytes`. */
+export const VolumeActionBody = Type.Union([
+  Type.Object(
+    { 'os-extend': Type.Object({ new_size: Type.Integer({ minimum: 1, maximum: MAX_GIB }) }, { additionalProperties: false }) },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { 'os-extend-bytes': Type.Object({ new_bytes: Bytes }, { additionalProperties: false }) },
+    { additionalProperties: false },
+  ),
+]);
+export type VolumeActionBody = Static<typeof VolumeActionBody>;
+
+export const ExtendView = Type.Union([
+  Type.Null(),
+  Type.Object({
+    request_id: Type.String(),
+    step: Type.String(),
+    target_bytes: Type.Integer(),
+    host_bytes: Type.Union([Type.Integer(), Type.Null()]),
+    started_at: Type.String(),
+    deadline: Type.String(),
+    attempts: Type.Integer(),
+    error: Type.Union([Type.String(), Type.Null()]),
+  }),
+]);
+
+export const VolumeView = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  size: Type.Integer({ description: 'GiB, rounded down' }),
+  size_bytes: Type.Integer(),
+  status: Type.String(),
+  volume_type: Type.String(),
+  format: Type.Union([Type.String(), Type.Null()]),
+  'os-vol-tenant-attr:tenant_id': Type.String(),
+  attachments: Type.Array(Type.Object({ server_id: Type.String(), device: Type.String(), attachment_id: Type.String() })),
+  extend: ExtendView,
+  created_at: Type.String(),
+  updated_at: Type.String(),
+});
+
+export const VolumeActionView = Type.Object({
+  request_id: Type.String(),
+  action: Type.String(),
+  user_id: Type.String(),
+  project_id: Type.String(),
+  start_time: Type.String(),
+  finish_time: Type.Union([Type.String(), Type.Null()]),
+  result: Type.Union([Type.String(), Type.Null()]),
+  message: Type.Union([Type.String(), Type.Null()]),
+  compute_request_ids: Type.Array(Type.String()),
+  details: Type.Record(Type.String(), Type.Unknown()),
+});

@@ -1,0 +1,64 @@
+/** A whole service (compute + volume APIs) in-process on the fake driver, over real HTTP. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, type Config } from '../../src/config.js';
+import { startService, type RunningService } from '../../src/app.js';
+import { SqliteStore } from '../../src/db/sqlite.js';
+import { issueToken } from '../../src/auth/tokens.js';
+import { ApiClient } from '../../src/httpClient.js';
+
+export const PROJECT = 'p-demo';
+export const SERVER = '5d7e0c4a-1111-4a22-9b33-0c4d5e6f7a8b';
+
+export function fakeInventory(capabilities: { extend_volume?: boolean } = {}): object {
+  return {
+    capabilities: { extend_volume: true, ...capabilities },
+    servers: [{ id: SERVER, name: 'vm-1', project_id: PROJECT, state: 'active', disks: [] }],
+  };
+}
+
+export interface ServiceHarness {
+  dir: string;
+  config: Config;
+  service: RunningService;
+  token: string;
+  compute: ApiClient;
+  volume: ApiClient;
+  start(overrides?: Partial<Config>): Promise<void>;
+  stop(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+export async function makeService(opts: { inventory?: object; config?: Partial<Config> } = {}): Promise<ServiceHarness> {
+  const dir = mkdtempSync(join(tmpdir(), 'oe-svc-'));
+  const inv = join(dir, 'inventory.json');
+  writeFileSync(inv, JSON.stringify(opts.inventory ?? fakeInventory()));
+  const base = loadConfig({}, { dataDir: join(dir, 'data'), driver: 'fake', fakeInventory: inv, port: 0, volumePort: 0, syncIntervalMs: 0, logLevel: 'silent' });
+  const tokenStore = new SqliteStore(join(base.dataDir, 'online-extend.sqlite'));
+  const { token } = await issueToken(tokenStore, { userId: 'tester', projectId: PROJECT, roles: ['admin'], ttlMs: 3_600_000 });
+  await tokenStore.close();
+  const h: ServiceHarness = {
+    dir,
+    config: base,
+    service: undefined as unknown as RunningService,
+    token,
+    compute: undefined as unknown as ApiClient,
+    volume: undefined as unknown as ApiClient,
+    async start(overrides = {}) {
+      h.config = { ...base, ...opts.config, ...overrides };
+      h.service = await startService(h.config);
+      h.compute = new ApiClient({ url: h.service.computeUrl, token });
+      h.volume = new ApiClient({ url: h.service.volumeUrl!, token });
+    },
+    async stop() {
+      await h.service.close();
+    },
+    async cleanup() {
+      await h.service?.close().catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  await h.start();
+  return h;
+}

@@ -1,0 +1,189 @@
+/**
+ * The in-use extend workflow on the fake driver with the file backend: the volume service calls
+ * the compute API over real HTTP, as it does in production.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApiError } from '../../src/httpClient.js';
+import { errors } from '../../src/errors.js';
+import type { FakeDriver } from '../../src/virt/fake/driver.js';
+import { fakeInventory, makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
+
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+let h: ServiceHarness;
+afterEach(async () => h?.cleanup());
+
+type VolumeView = { id: string; status: string; size_bytes: number; extend: { step: string; error: string | null } | null };
+
+async function createVolume(bytes = 64 * MiB, extra: Record<string, unknown> = {}): Promise<VolumeView> {
+  return (await h.volume.request<{ volume: VolumeView }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: 'data', size_bytes: bytes, ...extra } })).body.volume;
+}
+async function show(id: string): Promise<VolumeView> {
+  return (await h.volume.request<{ volume: VolumeView }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume;
+}
+async function attach(id: string): Promise<void> {
+  await h.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: id } });
+}
+function extend(id: string, bytes: number) {
+  return h.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: bytes } });
+}
+async function settle(id: string, timeoutMs = 10_000): Promise<VolumeView> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await show(id);
+    if (v.status !== 'extending') return v;
+    if (Date.now() > end) throw new Error(`volume ${id} still extending at step ${v.extend?.step}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+async function guestBytes(volumeId: string): Promise<number> {
+  const r = await h.compute.request<{ volume_blockdev: { bytes: number } }>('GET', `/v2/${PROJECT}/servers/${SERVER}/os-online_extend_volume/${volumeId}`);
+  return r.body.volume_blockdev.bytes;
+}
+const fileOf = (id: string) => join(h.config.dataDir, 'volumes', 'file', `${id}.raw`);
+async function status(p: Promise<unknown>): Promise<number> {
+  try {
+    await p;
+    return 200;
+  } catch (err) {
+    return (err as ApiError).status;
+  }
+}
+
+describe('extending an in-use volume (fake driver, file backend, real HTTP between services)', () => {
+  it('extends end to end and records the measured size and the compute request ids', async () => {
+    h = await makeService();
+    const v = await createVolume();
+    await attach(v.id);
+    expect((await show(v.id)).status).toBe('in-use');
+    const res = await extend(v.id, 128 * MiB);
+    expect(res.status).toBe(202);
+    const done = await settle(v.id);
+    expect(done).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB, extend: null });
+    expect(await guestBytes(v.id)).toBe(128 * MiB);
+    expect(statSync(fileOf(v.id)).size).toBe(128 * MiB);
+    const actions = (await h.volume.request<{ volumeActions: Array<{ action: string; result: string; request_id: string; compute_request_ids: string[] }> }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-volume-actions`)).body.volumeActions;
+    const ext = actions.find((a) => a.action === 'extend')!;
+    expect(ext.result).toBe('Success');
+    expect(ext.request_id).toBe(res.requestId);
+    expect(ext.compute_request_ids.length).toBeGreaterThanOrEqual(3);
+    expect(ext.compute_request_ids.every((id) => /^req-/.test(id))).toBe(true);
+  });
+
+  it('extends an available volume on the backend only', async () => {
+    h = await makeService();
+    const v = await createVolume();
+    expect((await extend(v.id, 96 * MiB)).status).toBe(202);
+    expect(await show(v.id)).toMatchObject({ status: 'available', size_bytes: 96 * MiB });
+    expect(statSync(fileOf(v.id)).size).toBe(96 * MiB);
+  });
+
+  it('refuses shrink and equal sizes with 400, changing nothing', async () => {
+    h = await makeService();
+    const v = await createVolume();
+    await attach(v.id);
+    for (const bytes of [32 * MiB, 64 * MiB]) {
+      const err = (await extend(v.id, bytes).catch((e: unknown) => e)) as ApiError;
+      expect(err.status).toBe(400);
+      expect(err.message).toMatch(/must be greater than the current size/);
+    }
+    expect(await show(v.id)).toMatchObject({ status: 'in-use', size_bytes: 64 * MiB });
+    expect(statSync(fileOf(v.id)).size).toBe(64 * MiB);
+  });
+
+  it('accepts the Cinder os-extend form in GiB', async () => {
+    h = await makeService();
+    const v = await createVolume(GiB);
+    await attach(v.id);
+    await h.volume.request('POST', `/v3/${PROJECT}/volumes/${v.id}/action`, { 'os-extend': { new_size: 2 } });
+    expect(await settle(v.id)).toMatchObject({ status: 'in-use', size_bytes: 2 * GiB });
+  });
+
+  it('does not touch the storage when the compute host cannot extend (501)', async () => {
+    h = await makeService({ inventory: fakeInventory({ extend_volume: false }) });
+    const v = await createVolume();
+    await attach(v.id);
+    const err = (await extend(v.id, 128 * MiB).catch((e: unknown) => e)) as ApiError;
+    expect(err.status).toBe(501);
+    expect(err.message).toMatch(/cannot extend/);
+    expect(await show(v.id)).toMatchObject({ status: 'in-use', size_bytes: 64 * MiB });
+    expect(statSync(fileOf(v.id)).size).toBe(64 * MiB);
+  });
+
+  it('lets only one of two concurrent extends of one volume through (the other gets 409)', async () => {
+    h = await makeService({ config: { extendStepDelayMs: 50 } });
+    const v = await createVolume();
+    await attach(v.id);
+    const results = await Promise.all([status(extend(v.id, 128 * MiB)), status(extend(v.id, 256 * MiB))]);
+    expect(results.sort()).toEqual([200, 409]);
+    const done = await settle(v.id);
+    expect(done.status).toBe('in-use');
+    expect([128 * MiB, 256 * MiB]).toContain(done.size_bytes);
+    expect(await guestBytes(v.id)).toBe(done.size_bytes);
+  });
+
+  it('refuses to detach a volume while it is extending (409)', async () => {
+    h = await makeService({ config: { extendStepDelayMs: 200 } });
+    const v = await createVolume();
+    await attach(v.id);
+    await extend(v.id, 128 * MiB);
+    expect(await status(h.compute.request('DELETE', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments/${v.id}`))).toBe(409);
+    expect(await settle(v.id)).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
+  });
+
+  it('ends in error_extending with the step and reason when compute answers a final error', async () => {
+    h = await makeService({ config: { extendStepDelayMs: 100 } });
+    const v = await createVolume();
+    await attach(v.id);
+    await extend(v.id, 128 * MiB);
+    // The guest is shut off behind the volume service's back: assist_extend answers 409, final.
+    (h.service.driver as FakeDriver).setState(SERVER, 'shutoff');
+    const done = await settle(v.id);
+    expect(done.status).toBe('error_extending');
+    expect(done.extend?.error).toMatch(/^step assist: .*state shutoff/);
+    const actions = (await h.volume.request<{ volumeActions: Array<{ action: string; result: string; message: string }> }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-volume-actions`)).body.volumeActions;
+    expect(actions.find((a) => a.action === 'extend')).toMatchObject({ result: 'Error', message: expect.stringMatching(/state shutoff/) });
+  });
+
+  it('retries an uncertain error (5xx) and finishes', async () => {
+    h = await makeService();
+    const v = await createVolume();
+    await attach(v.id);
+    (h.service.driver as FakeDriver).injectFault('extendAttached', errors.driverFailed('transient', { retryable: true }), 2);
+    await extend(v.id, 128 * MiB);
+    expect(await settle(v.id)).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
+    expect((h.service.driver as FakeDriver).calls.extendAttached).toBe(3);
+  });
+
+  it('gives up at the deadline with error_extending when the errors never stop', async () => {
+    h = await makeService({ config: { extendTimeoutMs: 1000 } });
+    const v = await createVolume();
+    await attach(v.id);
+    (h.service.driver as FakeDriver).injectFault('extendAttached', errors.driverFailed('hypervisor busy', { retryable: true }), 1_000_000);
+    await extend(v.id, 128 * MiB);
+    const done = await settle(v.id, 10_000);
+    expect(done.status).toBe('error_extending');
+    expect(done.extend?.error).toMatch(/timed out after 1000 ms at step assist/);
+  });
+
+  for (const step of ['storage', 'rescan', 'wait_host', 'assist', 'confirm']) {
+    it(`resumes after a restart at step ${step} and finishes with the measured size`, async () => {
+      h = await makeService({ config: { extendStepDelayMs: 300 } });
+      const v = await createVolume();
+      await attach(v.id);
+      await extend(v.id, 128 * MiB);
+      const end = Date.now() + 10_000;
+      while ((await show(v.id)).extend?.step !== step) {
+        if (Date.now() > end) throw new Error(`never saw step ${step}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await h.stop();
+      await h.start({ extendStepDelayMs: 0 });
+      const done = await settle(v.id);
+      expect(done).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
+      expect(await guestBytes(v.id)).toBe(128 * MiB);
+    });
+  }
+});
