@@ -124,10 +124,10 @@ export async function startService(config: Config): Promise<RunningService> {
   const backends = createBackends(config);
   // The compute routes need the attacher, and the attacher needs the compute API: build the
   // attacher lazily once the compute side exists.
-  let attachService: VolumeAttachService | undefined;
+  const attachRef: { current?: VolumeAttachService } = {};
   const attacher: VolumeAttacher = {
-    attach: (ctx, server, volumeId, device) => attachService!.attach(ctx, server, volumeId, device),
-    detach: (ctx, server, volumeId) => attachService!.detach(ctx, server, volumeId),
+    attach: (ctx, server, volumeId, device) => attachRef.current!.attach(ctx, server, volumeId, device),
+    detach: (ctx, server, volumeId) => attachRef.current!.detach(ctx, server, volumeId),
   };
   const computeApp = await buildComputeApp({
     store,
@@ -138,7 +138,7 @@ export async function startService(config: Config): Promise<RunningService> {
     defaultProject: config.defaultProject,
     ...(config.volumeApi ? { attacher } : {}),
   });
-  attachService = new VolumeAttachService({ store, backends, compute: computeApp.compute });
+  attachRef.current = new VolumeAttachService({ store, backends, compute: computeApp.compute });
   const timer = config.syncIntervalMs > 0
     ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
     : undefined;

@@ -1,13 +1,15 @@
 /** The `online-extend` command: argv → commands. Logic lives in the modules it calls. */
 import { Command, Option } from 'commander';
 import { join } from 'node:path';
-import { loadConfig, type Config } from './config.js';
+import { loadConfig } from './config.js';
 import { startService } from './app.js';
 import { issueToken, parseDuration } from './auth/tokens.js';
 import { SqliteStore } from './db/sqlite.js';
 import { ApiClient, ApiError } from './httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
+import { registerVolumeCommands } from './cli/volume.js';
+import { registerLabCommands } from './lab/cli.js';
 
 type Out = (s: string) => void;
 
@@ -166,6 +168,20 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       );
     });
 
+  program
+    .command('demo')
+    .description('set up the lab, boot a guest, extend attached volumes online and show what the guest sees')
+    .option('--backends <list>', 'volume backends to show: file,block,iscsi', 'file,block,iscsi')
+    .option('--keep-lab', 'leave the lab running afterwards')
+    .option('--no-install', 'do not install missing Debian packages')
+    .action(async (o: { backends: string; keepLab?: boolean; install: boolean }) => {
+      const { runDemo } = await import('./demo.js');
+      const ok = await runDemo({ backends: o.backends.split(',').map((b) => b.trim()).filter(Boolean), keepLab: o.keepLab ?? false, install: o.install, out });
+      if (!ok) process.exitCode = 1;
+    });
+
+  registerVolumeCommands(program, out, env);
+  registerLabCommands(program, out);
   return program;
 }
 

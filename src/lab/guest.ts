@@ -186,7 +186,8 @@ export class Guest {
       );
       for (const line of out.split('\n')) {
         const [dev, ser] = line.trim().split(/\s+/, 2);
-        if (dev && ser === serial) return dev;
+        // virtio-blk shows at most 20 bytes of the serial (VIRTIO_BLK_ID_BYTES): a UUID is cut.
+        if (dev && ser && (ser === serial || (ser.length >= 20 && serial.startsWith(ser)))) return dev;
       }
       if (Date.now() > deadline) return undefined;
       await sleep(200);

@@ -1,0 +1,137 @@
+/** `online-extend volume …`: the volume API's client commands. */
+import { Option, type Command } from 'commander';
+import { ApiClient } from '../httpClient.js';
+import { render, type Format } from './output.js';
+import { formatBytes, parseSize } from './sizes.js';
+
+type Out = (s: string) => void;
+
+interface VolumeOpts {
+  url?: string;
+  computeUrl?: string;
+  token?: string;
+  project?: string;
+  format: Format;
+}
+
+interface VolumeView {
+  id: string;
+  name: string;
+  size: number;
+  size_bytes: number;
+  status: string;
+  volume_type: string;
+  attachments: Array<{ server_id: string; device: string }>;
+  extend: { step: string; target_bytes: number; host_bytes: number | null; error: string | null } | null;
+}
+
+const row = (v: VolumeView) => ({
+  id: v.id,
+  name: v.name,
+  status: v.status,
+  size: formatBytes(v.size_bytes),
+  bytes: v.size_bytes,
+  type: v.volume_type,
+  attached_to: v.attachments.map((a) => `${a.server_id}:${a.device}`).join(','),
+  extend: v.extend ? `${v.extend.step}${v.extend.error ? `: ${v.extend.error}` : ''}` : '',
+});
+
+export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.ProcessEnv): void {
+  const volume = program.command('volume').description('volumes (the volume API, Cinder’s role)');
+  const common = (cmd: Command) =>
+    cmd
+      .option('--url <url>', 'volume API URL (env ONLINE_EXTEND_VOLUME_URL, default http://127.0.0.1:8776)')
+      .option('--token <token>', 'auth token (env ONLINE_EXTEND_TOKEN)')
+      .option('--project <id>', 'project id (env ONLINE_EXTEND_PROJECT, default admin)')
+      .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'));
+  const client = (o: VolumeOpts, compute = false) => {
+    const token = o.token ?? env.ONLINE_EXTEND_TOKEN;
+    if (!token) throw new Error('no token: pass --token or set ONLINE_EXTEND_TOKEN (see `online-extend token create`)');
+    const url = compute
+      ? (o.computeUrl ?? env.ONLINE_EXTEND_URL ?? 'http://127.0.0.1:8774')
+      : (o.url ?? env.ONLINE_EXTEND_VOLUME_URL ?? 'http://127.0.0.1:8776');
+    return new ApiClient({ url, token });
+  };
+  const project = (o: VolumeOpts) => encodeURIComponent(o.project ?? env.ONLINE_EXTEND_PROJECT ?? 'admin');
+  const get = async (o: VolumeOpts, id: string) =>
+    (await client(o).request<{ volume: VolumeView }>('GET', `/v3/${project(o)}/volumes/${id}`)).body.volume;
+  const show = (o: VolumeOpts, v: VolumeView) => out(render(o.format, { volume: v }, [row(v)]));
+
+  common(volume.command('create').description('create a volume'))
+    .requiredOption('--size <size>', 'size, e.g. 1GiB')
+    .option('--name <name>', 'name', '')
+    .option('--type <backend>', 'backend: file, block or iscsi')
+    .addOption(new Option('--image-format <fmt>', 'file backend format').choices(['raw', 'qcow2']))
+    .action(async (o: VolumeOpts & { size: string; name: string; type?: string; imageFormat?: string }) => {
+      const res = await client(o).request<{ volume: VolumeView }>('POST', `/v3/${project(o)}/volumes`, {
+        volume: { name: o.name, size_bytes: parseSize(o.size), ...(o.type ? { volume_type: o.type } : {}), ...(o.imageFormat ? { format: o.imageFormat } : {}) },
+      });
+      show(o, res.body.volume);
+    });
+
+  common(volume.command('list').description('list volumes')).action(async (o: VolumeOpts) => {
+    const res = await client(o).request<{ volumes: VolumeView[] }>('GET', `/v3/${project(o)}/volumes/detail`);
+    out(render(o.format, res.body, res.body.volumes.map(row)));
+  });
+
+  common(volume.command('show').description('show a volume and its recent actions').argument('<id>')).action(async (id: string, o: VolumeOpts) => {
+    const v = await get(o, id);
+    const actions = (await client(o).request<{ volumeActions: Array<Record<string, unknown>> }>('GET', `/v3/${project(o)}/volumes/${id}/os-volume-actions`)).body.volumeActions;
+    if (o.format === 'json') return out(JSON.stringify({ volume: v, volumeActions: actions }, null, 2));
+    out(render('table', v, [row(v)]));
+    out('');
+    out(render('table', actions, actions.map((a) => ({ request_id: a.request_id, action: a.action, result: a.result, start: a.start_time, message: a.message, compute_requests: (a.compute_request_ids as string[]).length }))));
+  });
+
+  common(volume.command('attach').description('attach a volume to a running server (through the compute API)').argument('<id>'))
+    .requiredOption('--server <id>', 'server id')
+    .option('--compute-url <url>', 'compute API URL (env ONLINE_EXTEND_URL, default http://127.0.0.1:8774)')
+    .action(async (id: string, o: VolumeOpts & { server: string }) => {
+      const res = await client(o, true).request<{ volumeAttachment: Record<string, unknown> }>('POST', `/v2/${project(o)}/servers/${o.server}/os-volume_attachments`, {
+        volumeAttachment: { volumeId: id },
+      });
+      out(render(o.format, res.body, [res.body.volumeAttachment]));
+    });
+
+  common(volume.command('detach').description('detach a volume from its server').argument('<id>'))
+    .option('--compute-url <url>', 'compute API URL')
+    .action(async (id: string, o: VolumeOpts) => {
+      const v = await get(o, id);
+      const server = v.attachments[0]?.server_id;
+      if (!server) throw new Error(`volume ${id} is not attached`);
+      await client(o, true).request('DELETE', `/v2/${project(o)}/servers/${server}/os-volume_attachments/${id}`);
+      show(o, await get(o, id));
+    });
+
+  common(volume.command('extend').description('grow a volume; in-use volumes grow online').argument('<id>'))
+    .requiredOption('--size <size>', 'new size, e.g. 2GiB')
+    .option('--wait', 'wait until the extend has finished, showing progress')
+    .option('--timeout <seconds>', 'give up waiting after this long', '900')
+    .action(async (id: string, o: VolumeOpts & { size: string; wait?: boolean; timeout: string }) => {
+      const bytes = parseSize(o.size);
+      const c = client(o);
+      const res = await c.request('POST', `/v3/${project(o)}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: bytes } });
+      if (!o.wait) return show(o, await get(o, id));
+      const started = Date.now();
+      let last = '';
+      for (;;) {
+        const v = await get(o, id);
+        if (v.status !== 'extending') {
+          if (o.format === 'table') out(`${((Date.now() - started) / 1000).toFixed(2)}s  ${v.status}  ${formatBytes(v.size_bytes)} (request ${res.requestId})`);
+          show(o, v);
+          if (v.status !== 'in-use' && v.status !== 'available') process.exitCode = 1;
+          return;
+        }
+        const line = v.extend ? `step ${v.extend.step}  host ${v.extend.host_bytes === null ? '?' : formatBytes(v.extend.host_bytes)} / target ${formatBytes(v.extend.target_bytes)}` : 'extending';
+        if (line !== last && o.format === 'table') out(`${((Date.now() - started) / 1000).toFixed(2)}s  ${line}`);
+        last = line;
+        if (Date.now() - started > Number(o.timeout) * 1000) throw new Error(`still extending after ${o.timeout}s (${line})`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    });
+
+  common(volume.command('delete').description('delete an available volume').argument('<id>')).action(async (id: string, o: VolumeOpts) => {
+    await client(o).request('DELETE', `/v3/${project(o)}/volumes/${id}`);
+    out(o.format === 'json' ? JSON.stringify({ deleted: id }) : `deleted ${id}`);
+  });
+}
