@@ -269,7 +269,7 @@ function httpClient(base: string, token: string) {
 type Profile = Record<string, number[]>;
 
 /** Replace `obj[key]` (an async method) with a timed wrapper; returns the undo function. */
-function timeMethod(obj: object, key: string, name: string, sink: (name: string, ms: number) => void): () => void {
+function timeMethod(obj: object, key: string, name: string, sink: (name: string, ms: number, start: number, end: number) => void): () => void {
   const target = obj as Record<string, unknown>;
   const orig = target[key] as (...a: unknown[]) => Promise<unknown>;
   if (typeof orig !== 'function') throw new Error(`no method ${key} to time`);
@@ -279,7 +279,8 @@ function timeMethod(obj: object, key: string, name: string, sink: (name: string,
     try {
       return await orig.apply(this, a);
     } finally {
-      sink(name, nowMs() - t0);
+      const t1 = nowMs();
+      sink(name, t1 - t0, t0, t1);
     }
   };
   return () => {
@@ -339,6 +340,8 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     closeHttp = http.close;
     let step = 0;
     /** A fresh, larger size every call (1 MiB plus a varying number of sectors). */
+    /** Client-side send/receive times of the last (a) call (for the profile's HTTP split). */
+    const lastA = { send: 0, recv: 0 };
     const grow = (from: number): number => from + MiB + 512 * (1 + (step++ % 13));
 
     const call: Record<Method, () => Promise<{ ms: number; extra?: Record<string, number> }>> = {
@@ -347,6 +350,8 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
         const t0 = nowMs();
         const r = await http.call('POST', volPath, { onlineExtendVolume: { bytes } });
         const ms = nowMs() - t0;
+        lastA.send = t0;
+        lastA.recv = t0 + ms;
         const got = (r.body as { volume_blockdev?: { bytes?: number } } | undefined)?.volume_blockdev?.bytes;
         if (r.status !== 200 || got !== bytes) throw new Error(`assist_extend: ${r.status} ${JSON.stringify(r.body)}`);
         cur = bytes;
@@ -412,9 +417,12 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     // Profile pass: (a) only, with timers around each layer (separate from the figures above).
     const prof: Profile = {};
     let seq: string[] = [];
-    const sink = (n: string, ms: number): void => {
+    const edges = { authStart: 0, extendEnd: 0 };
+    const sink = (n: string, ms: number, start: number, end: number): void => {
       (prof[n] ??= []).push(ms);
       seq.push(n);
+      if (n === 'auth') edges.authStart = start;
+      if (n === 'assistExtend') edges.extendEnd = end;
     };
     const client = a.driver.host.client;
     const undo = [
@@ -440,7 +448,11 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
         for (const k of Object.keys(prof)) prof[k] = [];
         seq = [];
         const r = await call.a();
-        const one: Record<string, number> = { total: r.ms };
+        const one: Record<string, number> = {
+          total: r.ms,
+          'http.in': edges.authStart - lastA.send,
+          'http.out': lastA.recv - edges.extendEnd,
+        };
         for (const [k, v] of Object.entries(prof)) {
           one[k] = v.reduce((s, x) => s + x, 0);
           one[`${k}#n`] = v.length;
@@ -535,6 +547,8 @@ export function printLibvirtBench(r: Record<string, number>): void {
   const rows: Array<[string, string]> = [
     ['total (client-side, fetch)', 'profile.total'],
     ['HTTP + Fastify + schema (total - handler)', 'profile.derived.http'],
+    ['  request: client send -> auth starts', 'profile.http.in'],
+    ['  response: assistExtend done -> client has it', 'profile.http.out'],
     ['auth (token lookup)', 'profile.auth'],
     ['getServer (store)', 'profile.getServer'],
     ['assistExtend (ComputeAPI, all below)', 'profile.assistExtend'],
