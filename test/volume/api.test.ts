@@ -1,0 +1,76 @@
+/** The volume API's input rules: bad input is a clear 400 and changes nothing. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiError } from '../../src/httpClient.js';
+import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
+
+const MiB = 2 ** 20;
+let h: ServiceHarness;
+let volumeId: string;
+beforeAll(async () => {
+  h = await makeService();
+  volumeId = (await h.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: 'v', size_bytes: 64 * MiB } })).body.volume.id;
+});
+afterAll(async () => h.cleanup());
+
+async function fails(method: string, path: string, body: unknown): Promise<ApiError> {
+  const err = await h.volume.request(method, path, body).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(ApiError);
+  return err as ApiError;
+}
+
+const cases: Array<{ name: string; path?: string; body: unknown; status: number; message: RegExp }> = [
+  { name: 'size and size_bytes both given', body: { volume: { size: 1, size_bytes: GiBx(1) } }, status: 400, message: /exactly one of volume.size/ },
+  { name: 'no size at all', body: { volume: { name: 'x' } }, status: 400, message: /exactly one of volume.size/ },
+  { name: 'size 0 GiB', body: { volume: { size: 0 } }, status: 400, message: /size: must be >= 1/ },
+  { name: 'size_bytes not a multiple of 512', body: { volume: { size_bytes: 1000 } }, status: 400, message: /multiple of 512/ },
+  { name: 'size as a string', body: { volume: { size: '1' } }, status: 400, message: /must be integer/ },
+  { name: 'unknown volume type', body: { volume: { size: 1, volume_type: 'ceph' } }, status: 400, message: /Unknown volume type "ceph"/ },
+  { name: 'format on a non-file backend is unknown here', body: { volume: { size: 1, format: 'vmdk' } }, status: 400, message: /format/ },
+  { name: 'unknown field', body: { volume: { size: 1, bootable: true } }, status: 400, message: /'bootable' was unexpected/ },
+];
+
+function GiBx(n: number) {
+  return n * 2 ** 30;
+}
+
+describe('volume API input', () => {
+  it.each(cases)('create: $name → $status', async (c) => {
+    const before = (await h.volume.request<{ volumes: unknown[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes.length;
+    const err = await fails('POST', `/v3/${PROJECT}/volumes`, c.body);
+    expect(err.status).toBe(c.status);
+    expect(err.message).toMatch(c.message);
+    expect((await h.volume.request<{ volumes: unknown[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes.length).toBe(before);
+  });
+
+  it.each([
+    { name: 'two actions at once', body: { 'os-extend': { new_size: 2 }, 'os-extend-bytes': { new_bytes: 128 * MiB } }, message: /Invalid input/ },
+    { name: 'an unknown action', body: { 'os-reset_status': { status: 'available' } }, message: /Invalid input/ },
+    { name: 'new_size as a float', body: { 'os-extend': { new_size: 1.5 } }, message: /Invalid input/ },
+    { name: 'new_bytes not a multiple of 512', body: { 'os-extend-bytes': { new_bytes: 128 * MiB + 1 } }, message: /Invalid input/ },
+    { name: 'a shrink', body: { 'os-extend-bytes': { new_bytes: 32 * MiB } }, message: /never shrunk/ },
+    { name: 'the same size', body: { 'os-extend-bytes': { new_bytes: 64 * MiB } }, message: /must be greater than the current size/ },
+  ])('extend: $name → 400 and the volume is unchanged', async (c) => {
+    const err = await fails('POST', `/v3/${PROJECT}/volumes/${volumeId}/action`, c.body);
+    expect(err.status).toBe(400);
+    expect(err.message).toMatch(c.message);
+    const v = (await h.volume.request<{ volume: { size_bytes: number; status: string } }>('GET', `/v3/${PROJECT}/volumes/${volumeId}`)).body.volume;
+    expect(v).toMatchObject({ size_bytes: 64 * MiB, status: 'available' });
+  });
+
+  it('answers 404 for a volume of another project and for an unknown one', async () => {
+    expect((await fails('GET', `/v3/other-project/volumes/${volumeId}`, undefined)).status).toBe(404);
+    expect((await fails('POST', `/v3/${PROJECT}/volumes/00000000-0000-4000-8000-000000000000/action`, { 'os-extend': { new_size: 2 } })).status).toBe(404);
+  });
+
+  it('refuses to delete an in-use volume (409) and deletes an available one', async () => {
+    const id = (await h.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { size_bytes: 64 * MiB } })).body.volume.id;
+    await h.compute.request('POST', `/v2/${PROJECT}/servers/5d7e0c4a-1111-4a22-9b33-0c4d5e6f7a8b/os-volume_attachments`, { volumeAttachment: { volumeId: id } });
+    expect((await fails('DELETE', `/v3/${PROJECT}/volumes/${id}`, undefined)).status).toBe(409);
+    await h.compute.request('DELETE', `/v2/${PROJECT}/servers/5d7e0c4a-1111-4a22-9b33-0c4d5e6f7a8b/os-volume_attachments/${id}`);
+    await h.volume.request('DELETE', `/v3/${PROJECT}/volumes/${id}`);
+    expect((await fails('GET', `/v3/${PROJECT}/volumes/${id}`, undefined)).status).toBe(404);
+  });
+});
