@@ -545,7 +545,7 @@ export function printLibvirtBench(r: Record<string, number>): void {
   console.log(`  our HTTP stack alone (GET server show: HTTP, auth, policy, store): ${f(r.http_server_show_ms)} ms`);
   console.log('  (a) profile pass (medians per call, ms):');
   const rows: Array<[string, string]> = [
-    ['total (client-side, fetch)', 'profile.total'],
+    ['total (client-side, node:http keep-alive)', 'profile.total'],
     ['HTTP + Fastify + schema (total - handler)', 'profile.derived.http'],
     ['  request: client send -> auth starts', 'profile.http.in'],
     ['  response: assistExtend done -> client has it', 'profile.http.out'],

@@ -89,6 +89,8 @@ export async function createServer(deps: ServerDeps): Promise<App> {
     // Long ids reach the schema and get its clear 400 rather than a bare 414.
     routerOptions: { maxParamLength: 1024 },
     genReqId: () => `req-${randomUUID()}`,
+    // No child logger per request: our log lines carry the request id as a field where it matters.
+    childLoggerFactory: (logger) => logger,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
     schemaErrorFormatter: formatSchemaErrors as never,
     return503OnClosing: true,
@@ -106,8 +108,9 @@ export async function createServer(deps: ServerDeps): Promise<App> {
   // Only JSON bodies: Fastify's text/plain parser would hand a string to the validator.
   app.removeContentTypeParser('text/plain');
 
-  app.addHook('onRequest', async (req, reply) => {
+  app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-openstack-request-id', req.id);
+    done();
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {

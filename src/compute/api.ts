@@ -116,7 +116,7 @@ export class ComputeAPI {
           finishTime: new Date().toISOString(),
           result,
           message,
-        })
+        }, { lazy: true })
         .catch((err: unknown) => this.log.error({ err, requestId: ctx.requestId, serverId: server.id }, 'recording instance action failed'));
     }
   }

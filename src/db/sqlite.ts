@@ -124,29 +124,39 @@ function toAction(r: Row): InstanceActionRecord {
 }
 
 /**
- * Group commit: writes that arrive in the same event-loop turn share one transaction (one WAL
- * append) instead of one each. Every caller still awaits its own write being committed.
+ * Group commit: writes share one transaction (one WAL append) instead of one each. A write the
+ * caller waits for is committed at the end of the current event-loop turn; a write nobody waits
+ * for (the audit record of a read) may wait up to `LAZY_FLUSH_MS` to share its commit with more.
  */
+const LAZY_FLUSH_MS = 5;
+const MAX_BATCH = 512;
+
 class GroupCommit {
   private queue: Array<{ run: () => void; resolve: () => void; reject: (e: unknown) => void }> = [];
-  private scheduled = false;
+  private immediate: NodeJS.Immediate | undefined;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly db: Database.Database) {}
 
-  write(run: () => void): Promise<void> {
+  write(run: () => void, lazy = false): Promise<void> {
     return new Promise((resolve, reject) => {
       this.queue.push({ run, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => this.flush());
+      if (this.queue.length >= MAX_BATCH || !lazy) {
+        this.immediate ??= setImmediate(() => this.flush());
+      } else if (!this.immediate && !this.timer) {
+        this.timer = setTimeout(() => this.flush(), LAZY_FLUSH_MS);
+        this.timer.unref();
       }
     });
   }
 
   flush(): void {
+    if (this.immediate) clearImmediate(this.immediate);
+    if (this.timer) clearTimeout(this.timer);
+    this.immediate = undefined;
+    this.timer = undefined;
     const batch = this.queue;
     this.queue = [];
-    this.scheduled = false;
     if (batch.length === 0) return;
     try {
       this.db.transaction(() => batch.forEach((w) => w.run()))();
@@ -325,9 +335,9 @@ export class SqliteStore implements Store {
     return this.group.write(() => this.stmt.finishAction.run(params));
   }
 
-  async recordAction(a: InstanceActionRecord): Promise<void> {
+  async recordAction(a: InstanceActionRecord, opts: { lazy?: boolean } = {}): Promise<void> {
     const params = { ...a, details: JSON.stringify(a.details) };
-    return this.group.write(() => this.stmt.recordAction.run(params));
+    return this.group.write(() => this.stmt.recordAction.run(params), opts.lazy);
   }
 
   async listActions(serverId: string): Promise<InstanceActionRecord[]> {

@@ -67,8 +67,11 @@ export interface ComputeStore {
 
   startAction(action: Omit<InstanceActionRecord, 'finishTime' | 'result'>): Promise<void>;
   finishAction(requestId: string, serverId: string, result: ActionResult, message: string | null, details?: Record<string, unknown>): Promise<void>;
-  /** Record a whole action at once (start and finish), for quick read-only calls. */
-  recordAction(action: InstanceActionRecord): Promise<void>;
+  /**
+   * Record a whole action at once (start and finish), for quick read-only calls. `lazy`: the
+   * caller does not wait for it, so the store may delay the commit briefly to batch it.
+   */
+  recordAction(action: InstanceActionRecord, opts?: { lazy?: boolean }): Promise<void>;
   listActions(serverId: string): Promise<InstanceActionRecord[]>;
   getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined>;
 

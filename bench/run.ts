@@ -1,0 +1,43 @@
+/**
+ * `npm run bench` — every benchmark, one after the other (never in parallel: the libvirt one runs
+ * a TCG guest), then all results:
+ *   api      issue A: the HTTP API on the fake driver vs a bare Fastify route (bench/api.ts)
+ *   libvirt  issue B: assist_extend on a real guest vs python3-libvirt, virsh, QMP (bench/libvirt.ts)
+ * `npm run bench -- api` or `npm run bench -- libvirt` runs one.
+ */
+import { runApiBench } from './api.js';
+import { printLibvirtBench, runLibvirtBench } from './libvirt.js';
+
+const args = process.argv.slice(2);
+const want = (name: string): boolean => args.length === 0 || args.includes(name);
+const unknown = args.filter((a) => a !== 'api' && a !== 'libvirt');
+if (unknown.length) {
+  console.error(`unknown benchmark(s): ${unknown.join(' ')} (known: api, libvirt)`);
+  process.exit(2);
+}
+
+const results: Record<string, Record<string, number>> = {};
+let ok = true;
+
+if (want('api')) {
+  console.error('running the API benchmark (fake driver)…');
+  const r = await runApiBench();
+  results.api = r;
+  console.log('API benchmark (fake driver; medians of rounds)');
+  console.log(`  bare Fastify route      ${r.bare_rps!.toFixed(0)} req/s  p50 ${r.bare_p50_ms} ms`);
+  console.log(`  GET get_blockdev        ${r.get_blockdev_rps!.toFixed(0)} req/s  p50 ${r.get_blockdev_p50_ms} ms  ratio ${r.get_blockdev_vs_bare!.toFixed(2)}x (target >= 0.5x)`);
+  console.log(`  POST assist_extend      ${r.assist_extend_rps!.toFixed(0)} req/s  p50 ${r.assist_extend_p50_ms} ms  ratio ${r.assist_extend_vs_bare!.toFixed(2)}x`);
+  if (!(r.get_blockdev_vs_bare! >= 0.5)) ok = false;
+}
+
+if (want('libvirt')) {
+  console.error('running the libvirt benchmark (lab guest)…');
+  const r = await runLibvirtBench();
+  results.libvirt = r;
+  printLibvirtBench(r);
+  if (!(r.a_over_c! <= 1.25 && r.a_over_d! <= 0.2)) ok = false;
+}
+
+console.log(`\nall results (JSON):\n${JSON.stringify(results, null, 2)}`);
+console.log(ok ? 'all targets met' : 'SOME TARGETS NOT MET');
+process.exit(ok ? 0 : 1);
