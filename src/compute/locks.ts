@@ -1,27 +1,4 @@
-/** A mutex per key: calls on one key run one at a time, calls on different keys in parallel. */
-export class KeyedMutex {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = previous.then(() => mine);
-    this.tails.set(key, tail);
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      release();
-      // The last holder clears the entry so the map does not grow with every volume ever seen.
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    }
-  }
-
-  get size(): number {
-    return this.tails.size;
-  }
-}
+export { KeyedMutex } from '../util/keyedMutex.js';
 
 /**
  * Coalesces repeated requests for the same key: while a run is under way, further requests

@@ -23,6 +23,7 @@
  *   dropped on attach/detach and on any miss, so the hot path is lookup + state + read + resize
  *   + read.
  */
+import { KeyedMutex } from '../../util/keyedMutex.js';
 import { errors, isServiceError, type ServiceError } from '../../errors.js';
 import type { AttachSpec, DriverCapabilities, DriverServer, VirtDriver } from '../driver.js';
 import { buildDiskXml, nextFreeDevice, toDriverDisk, volumeDisks, type DomainDisk, type DomainInfo } from './domxml.js';
@@ -150,7 +151,7 @@ export class LibvirtDriver implements VirtDriver {
     }
     // NOTE: read-check-resize must not interleave on one volume: two requests reading the same
     // size could otherwise resize in the wrong order, and the second one would shrink the disk.
-    return this.serialized(`${serverId.toLowerCase()}/${volumeId}`, () => this.extendLocked(serverId, volumeId, bytes));
+    return this.locks.run(`${serverId.toLowerCase()}/${volumeId}`, () => this.extendLocked(serverId, volumeId, bytes));
   }
 
   private async extendLocked(serverId: string, volumeId: string, bytes: number): Promise<number> {
@@ -265,20 +266,7 @@ export class LibvirtDriver implements VirtDriver {
   // ---------------------------------------------------------------------------------------------
   // Internals
 
-  private readonly locks = new Map<string, Promise<unknown>>();
-
-  /** Runs `fn` after every earlier call with the same key has finished. */
-  private async serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.locks.set(key, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.locks.get(key) === tail) this.locks.delete(key);
-    }
-  }
+  private readonly locks = new KeyedMutex();
 
   private async lookup(serverId: string): Promise<Guest> {
     try {

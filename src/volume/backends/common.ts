@@ -1,4 +1,5 @@
 /** Helpers shared by the storage backends: input checks, file sizes, atomic creation, per-volume locks. */
+import { qcow2VirtualBytes as qcow2HeaderBytes } from '../../virt/image.js';
 import { randomBytes } from 'node:crypto';
 import { link, open, stat, truncate, unlink } from 'node:fs/promises';
 import { errors } from '../../errors.js';
@@ -95,29 +96,16 @@ export async function makeSparseFile(path: string, bytes: number): Promise<void>
   }
 }
 
-const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
-
 /**
- * The virtual size of a qcow2 image from its header (bytes 24..31, big-endian). Needs no image
- * lock, so it works while QEMU has the image open. Undefined if the file does not exist.
+ * The virtual size of a qcow2 image from its header (no image lock needed, so it works while
+ * QEMU has the image open). Undefined if the file does not exist.
  */
 export async function qcow2VirtualBytes(path: string): Promise<number | undefined> {
-  let fh;
   try {
-    fh = await open(path, 'r');
+    return await qcow2HeaderBytes(path);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
-    throw errors.backendFailed(`open ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
-    const header = Buffer.alloc(32);
-    const { bytesRead } = await fh.read(header, 0, 32, 0);
-    if (bytesRead < 32 || header.readUInt32BE(0) !== QCOW2_MAGIC) {
-      throw errors.backendFailed(`${path} is not a qcow2 image`);
-    }
-    return Number(header.readBigUInt64BE(24));
-  } finally {
-    await fh.close();
+    throw errors.backendFailed(`${path}: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -125,18 +113,4 @@ export async function qcow2VirtualBytes(path: string): Promise<number | undefine
  * Serialises operations per key inside this process (two requests for the same volume never
  * interleave their steps). Across processes the backends rely on idempotent steps instead.
  */
-export class KeyedLock {
-  private readonly tails = new Map<string, Promise<unknown>>();
-
-  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => undefined);
-    this.tails.set(key, tail);
-    try {
-      return await next;
-    } finally {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    }
-  }
-}
+export { KeyedMutex as KeyedLock } from '../../util/keyedMutex.js';

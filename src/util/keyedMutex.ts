@@ -1,0 +1,25 @@
+/**
+ * A mutex per key: calls with one key run one at a time, in arrival order; calls with different
+ * keys run in parallel. A failed call does not block the next one. Shared by every layer.
+ */
+export class KeyedMutex {
+  private readonly tails = new Map<string, Promise<unknown>>();
+
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(key) ?? Promise.resolve();
+    const mine = previous.then(fn, fn);
+    const tail = mine.catch(() => undefined);
+    this.tails.set(key, tail);
+    try {
+      return await mine;
+    } finally {
+      // The last holder clears the entry so the map does not grow with every key ever seen.
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+
+  /** Keys with a call running or waiting. */
+  get size(): number {
+    return this.tails.size;
+  }
+}
