@@ -107,6 +107,8 @@ export function createBackends(config: Pick<Config, 'backends' | 'dataDir' | 'is
 export interface RunningService {
   /** The virt driver in use (tests reach the fake's fault injection through it). */
   driver: VirtDriver;
+  /** Re-read the hypervisor's inventory now (`serve` does it on SIGHUP). */
+  syncInventory(): Promise<void>;
   computeUrl: string;
   volumeUrl: string | undefined;
   close(): Promise<void>;
@@ -166,6 +168,7 @@ export async function startService(config: Config): Promise<RunningService> {
   }
   return {
     driver,
+    syncInventory: () => computeApp.manager.syncInventory(),
     computeUrl,
     volumeUrl,
     close: async () => {

@@ -85,6 +85,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       const stop = () => void service.close().then(() => process.exit(0));
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+      process.on('SIGHUP', () => void service.syncInventory().catch((err: unknown) => process.stderr.write(`inventory sync failed: ${(err as Error).message}\n`)));
     });
 
   const token = program.command('token').description('manage API tokens');
