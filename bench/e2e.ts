@@ -18,7 +18,7 @@
  * os-volume-actions (start = request accepted, finish = in-use) and the compute instance actions
  * of its compute request ids (get_blockdev check, rescan_volume, get_blockdev polls, extend_volume).
  *
- *   node --import tsx bench/e2e.ts     (BENCH_E2E_RUNS=10, BENCH_E2E_BACKENDS=block,iscsi)
+ *   node --import tsx bench/e2e.ts     (BENCH_E2E_RUNS=15, BENCH_E2E_BACKENDS=block,iscsi)
  */
 import { execFile } from 'node:child_process';
 import { truncate } from 'node:fs/promises';
@@ -49,22 +49,36 @@ const ms = (iso: string | null | undefined): number => {
 /** Wall clock in ms with sub-ms resolution, on the same epoch as Date.now() (audit timestamps). */
 const wall = (): number => performance.timeOrigin + performance.now();
 
-/** When the guest's own report first shows `bytes` for `dev`: the same OE-SIZES line as Guest.waitForSize, polled every 2 ms (not 20) so the figure is not quantised. */
-async function guestSees(g: Guest, dev: string, bytes: number, timeoutMs = 20_000): Promise<number> {
+/**
+ * When the guest's own report first shows `to` for `dev` (the same OE-SIZES line as
+ * Guest.waitForSize, polled every 2 ms rather than 20 so the figure is not quantised), and when
+ * its kernel's `detected capacity change` line appeared (no 0.1 s reporter loop in that one).
+ */
+async function guestSees(g: Guest, dev: string, from: number, to: number, mark: number, timeoutMs = 20_000): Promise<{ report: number; kernel: number }> {
   const end = Date.now() + timeoutMs;
+  const kre = new RegExp(`${dev}: detected capacity change from ${from / 512} to ${to / 512}\\b`);
+  let kernel: number | undefined;
   for (;;) {
-    if ((await g.sizes())[dev] === bytes) return wall();
+    if (kernel === undefined && kre.test((await g.readLog()).slice(mark))) kernel = wall();
+    if ((await g.sizes())[dev] === to) {
+      const report = wall();
+      return { report, kernel: kernel ?? report };
+    }
     if (Date.now() > end) {
-      await g.waitForSize(dev, bytes, 1); // throws WaitForSizeTimeout with what it saw
-      return wall();
+      await g.waitForSize(dev, to, 1); // throws WaitForSizeTimeout with what it saw
+      return { report: wall(), kernel: kernel ?? wall() };
     }
     await sleep(2);
   }
 }
 
+/** 0–130 ms: the guest's size reporter runs every ~0.1 s; a random start keeps its phase from biasing one side. */
+const jitter = (): Promise<void> => sleep(Math.random() * 130);
+
 interface E2eRun {
   total: number;
   toResized: number;
+  toKernel: number;
   steps: Record<string, number>;
   polls: number;
 }
@@ -73,6 +87,7 @@ interface PrimRun {
   rescan: number;
   resize: number;
   guest: number;
+  guestKernel: number;
 }
 
 export interface BackendResult {
@@ -84,6 +99,12 @@ export interface BackendResult {
   host_side_total_ms: number;
   host_side_primitives_ms: number;
   host_side_overhead_ms: number;
+  kernel_total_ms: number;
+  kernel_primitives_ms: number;
+  kernel_overhead_ms: number;
+  total_one_poll_ms: number;
+  total_two_polls_ms: number;
+  runs_with_two_polls: number;
   steps_ms: Record<string, number>;
   primitive_ms: Record<string, number>;
   wait_host_polls: number;
@@ -116,9 +137,11 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
 
   const oneE2e = async (grow: number): Promise<E2eRun> => {
     const target = eBytes + grow;
+    const mark = await g.logMark();
+    await jitter();
     const t0 = wall();
     const res = await ls.extend(E.id, { 'os-extend-bytes': { new_bytes: target } });
-    const seen = await guestSees(g, E.dev, target);
+    const { report: seen, kernel } = await guestSees(g, E.dev, eBytes, target, mark);
     const v = await ls.settle(E.id, 30_000, 5);
     if (v.status !== 'in-use' || v.size_bytes !== target) throw new Error(`extend ended ${v.status} at ${v.size_bytes}: ${JSON.stringify(v.extend)}`);
     eBytes = target;
@@ -126,9 +149,10 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
     if (!act) throw new Error(`no volume action ${res.requestId}`);
     const byId = new Map((await ls.instanceActions()).map((a) => [a.request_id, a]));
     const calls = act.compute_request_ids.map((id) => byId.get(id)).filter((a): a is InstanceActionView => a !== undefined);
+    const check = calls.find((a) => a.action === 'get_blockdev');
     const rescan = calls.find((a) => a.action === 'rescan_volume');
     const assist = calls.find((a) => a.action === 'extend_volume');
-    if (!rescan || !assist) throw new Error(`missing compute actions: ${JSON.stringify(calls.map((c) => c.action))}`);
+    if (!check || !rescan || !assist) throw new Error(`missing compute actions: ${JSON.stringify(calls.map((c) => c.action))}`);
     const polls = calls.filter((a) => a.action === 'get_blockdev' && ms(a.start_time) >= ms(rescan.start_time));
     const lastPoll = polls.at(-1);
     const hostSaw = lastPoll ? ms(lastPoll.finish_time) : ms(rescan.finish_time);
@@ -143,9 +167,11 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
     return {
       total: seen - t0,
       toResized: b.resized - t0,
+      toKernel: kernel - t0,
       polls: polls.length,
       steps: {
         'accept (POST → check done, extending)': b.accepted - t0,
+        '  of which get_blockdev (check) on compute': ms(check.finish_time) - ms(check.start_time),
         'storage (backend grow)': b.rescanSent - b.accepted,
         'rescan (compute, background)': ms(rescan.finish_time) - ms(rescan.start_time),
         'wait_host (rescan sent → host sees it)': b.hostSaw - b.rescanSent,
@@ -159,6 +185,8 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
 
   const onePrim = async (grow: number): Promise<PrimRun> => {
     const target = pBytes + grow;
+    const mark = await g.logMark();
+    await jitter();
     const t0 = wall();
     if (backend === 'block') await truncate(block.pathOf(P.id), target);
     else {
@@ -170,9 +198,9 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
     const t2 = wall();
     await client.blockResize(dom, P.target, target, BLOCK_RESIZE_BYTES);
     const t3 = wall();
-    const t4 = await guestSees(g, P.dev, target);
+    const t4 = await guestSees(g, P.dev, pBytes, target, mark);
     pBytes = target;
-    return { grow: t1 - t0, rescan: t2 - t1, resize: t3 - t2, guest: t4 - t3 };
+    return { grow: t1 - t0, rescan: t2 - t1, resize: t3 - t2, guest: t4.report - t3, guestKernel: t4.kernel - t3 };
   };
 
   // One warm-up of each (first QMP call on a disk, first tgtadm, JIT), not counted.
@@ -187,9 +215,9 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
     prim.push(p);
     log(
       `  ${backend} run ${i + 1}/${runs}: total ${e.total.toFixed(0)} ms (to resized ${e.toResized.toFixed(0)}, polls ${e.polls}) | ` +
-        `primitives ${(p.grow + p.rescan + p.resize + p.guest).toFixed(0)} ms (grow ${p.grow.toFixed(1)}, rescan ${p.rescan.toFixed(1)}, resize ${p.resize.toFixed(1)}, guest ${p.guest.toFixed(0)})`,
+        `primitives ${(p.grow + p.rescan + p.resize + p.guest).toFixed(0)} ms (grow ${p.grow.toFixed(1)}, rescan ${p.rescan.toFixed(1)}, resize ${p.resize.toFixed(1)}, guest ${p.guest.toFixed(0)}, kernel ${p.guestKernel.toFixed(0)})`,
     );
-    await sleep(50);
+    if (process.env.BENCH_E2E_VERBOSE) log(`    steps ${JSON.stringify(Object.fromEntries(Object.entries(e.steps).map(([k, v]) => [k.trim().split(' ').slice(0, 2).join(' '), Math.round(v)])))}`);
   }
 
   for (const v of [E, P]) {
@@ -203,6 +231,8 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
   const primitives = median(prim.map((p) => p.grow + p.rescan + p.resize + p.guest));
   const hostTotal = median(e2e.map((r) => r.toResized));
   const hostPrim = median(prim.map((p) => p.grow + p.rescan + p.resize));
+  const kernelTotal = median(e2e.map((r) => r.toKernel));
+  const kernelPrim = median(prim.map((p) => p.grow + p.rescan + p.resize + p.guestKernel));
   return {
     backend,
     runs,
@@ -212,19 +242,26 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
     host_side_total_ms: hostTotal,
     host_side_primitives_ms: hostPrim,
     host_side_overhead_ms: hostTotal - hostPrim,
+    kernel_total_ms: kernelTotal,
+    kernel_primitives_ms: kernelPrim,
+    kernel_overhead_ms: kernelTotal - kernelPrim,
+    total_one_poll_ms: median(e2e.filter((r) => r.polls <= 1).map((r) => r.total)),
+    total_two_polls_ms: median(e2e.filter((r) => r.polls > 1).map((r) => r.total)),
+    runs_with_two_polls: e2e.filter((r) => r.polls > 1).length,
     steps_ms: steps,
     primitive_ms: {
       grow: median(prim.map((p) => p.grow)),
       rescan: median(prim.map((p) => p.rescan)),
       resize: median(prim.map((p) => p.resize)),
       guest: median(prim.map((p) => p.guest)),
+      'guest (kernel line)': median(prim.map((p) => p.guestKernel)),
     },
     wait_host_polls: median(e2e.map((r) => r.polls)),
   };
 }
 
 export async function runE2eBench(opts: { runs?: number; backends?: Array<'block' | 'iscsi'>; log?: (m: string) => void } = {}): Promise<Record<string, number>> {
-  const runs = opts.runs ?? Number(process.env.BENCH_E2E_RUNS ?? 10);
+  const runs = opts.runs ?? Number(process.env.BENCH_E2E_RUNS ?? 15);
   const backends = opts.backends ?? ((process.env.BENCH_E2E_BACKENDS ?? 'block,iscsi').split(',') as Array<'block' | 'iscsi'>);
   const log = opts.log ?? ((m: string) => console.log(m));
   const t0 = Date.now();
@@ -251,13 +288,15 @@ export async function runE2eBench(opts: { runs?: number; backends?: Array<'block
     log(`  host side: API call → QEMU resized                  ${f(r.host_side_total_ms)}`);
     log(`  host side: grow + rescan + resize                   ${f(r.host_side_primitives_ms)}`);
     log(`  host-side overhead                                  ${f(r.host_side_overhead_ms)}`);
+    log(`  to the guest kernel's capacity-change line: total ${f(r.kernel_total_ms)}, primitives ${f(r.kernel_primitives_ms)}, overhead ${f(r.kernel_overhead_ms)}`);
     log(`  per step (from the audit records):`);
     for (const [k, v] of Object.entries(r.steps_ms)) log(`    ${k.padEnd(48)} ${f(v)}`);
-    log(`    get_blockdev polls in wait_host: ${r.wait_host_polls}`);
+    log(`    get_blockdev polls in wait_host: median ${r.wait_host_polls}; ${r.runs_with_two_polls}/${r.runs} runs needed a 2nd poll`);
+    log(`    total when 1 poll ${f(r.total_one_poll_ms)}, when ≥2 polls ${f(r.total_two_polls_ms)}`);
     log(`  primitives:`);
     for (const [k, v] of Object.entries(r.primitive_ms)) log(`    ${k.padEnd(48)} ${f(v)}`);
     for (const [k, v] of Object.entries(r)) if (typeof v === 'number') out[`${r.backend}_${k}`] = v;
-    for (const [k, v] of Object.entries(r.primitive_ms)) out[`${r.backend}_primitive_${k}_ms`] = v;
+    for (const [k, v] of Object.entries(r.primitive_ms)) out[`${r.backend}_primitive_${k.replace(/\W+/g, '_')}_ms`] = v;
   }
   return out;
 }

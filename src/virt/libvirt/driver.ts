@@ -25,7 +25,8 @@
  */
 import { KeyedMutex } from '../../util/keyedMutex.js';
 import { errors, isServiceError, type ServiceError } from '../../errors.js';
-import type { AttachSpec, DriverCapabilities, DriverServer, VirtDriver } from '../driver.js';
+import type {
+  ExtendOptions, AttachSpec, DriverCapabilities, DriverServer, VirtDriver } from '../driver.js';
 import { buildDiskXml, nextFreeDevice, toDriverDisk, volumeDisks, type DomainDisk, type DomainInfo } from './domxml.js';
 import type { Guest, LiveSizeMethod } from './guest.js';
 import { Host } from './host.js';
@@ -145,27 +146,37 @@ export class LibvirtDriver implements VirtDriver {
     }
   }
 
-  async extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number> {
+  async extendAttached(serverId: string, volumeId: string, bytes: number, opts: ExtendOptions = {}): Promise<number> {
     if (!Number.isSafeInteger(bytes) || bytes <= 0) {
       throw errors.invalidInput(`size must be a positive whole number of bytes, got ${bytes}`);
     }
     // NOTE: read-check-resize must not interleave on one volume: two requests reading the same
     // size could otherwise resize in the wrong order, and the second one would shrink the disk.
-    return this.locks.run(`${serverId.toLowerCase()}/${volumeId}`, () => this.extendLocked(serverId, volumeId, bytes));
+    return this.locks.run(`${serverId.toLowerCase()}/${volumeId}`, () => this.extendLocked(serverId, volumeId, bytes, opts.currentGuestBytes));
   }
 
-  private async extendLocked(serverId: string, volumeId: string, bytes: number): Promise<number> {
+  private async extendLocked(serverId: string, volumeId: string, bytes: number, measuredNow?: number): Promise<number> {
     const { guest, disk } = await this.resolve(serverId, volumeId);
     const action = 'extend volume';
     let current: number;
-    try {
-      const st = await guest.state();
-      if (st.state !== 'active' && st.state !== 'paused') {
-        throw errors.instanceInvalidState(serverId, st.state, action);
+    if (measuredNow !== undefined) {
+      // The caller read the live size just now under the volume's lock (which proves the domain
+      // runs): a second QEMU round trip would only add latency. A domain stopped since then makes
+      // the resize itself fail, and that is mapped below.
+      current = measuredNow;
+    } else {
+      // State and live size in parallel; the state decides first, since a stopped domain has no live size.
+      const [st, live] = await Promise.allSettled([guest.state(), this.liveBytes(guest, disk)]);
+      try {
+        if (st.status === 'rejected') throw st.reason;
+        if (st.value.state !== 'active' && st.value.state !== 'paused') {
+          throw errors.instanceInvalidState(serverId, st.value.state, action);
+        }
+        if (live.status === 'rejected') throw live.reason;
+        current = live.value;
+      } catch (err) {
+        throw await this.mapVolumeError(err, guest, serverId, volumeId, action);
       }
-      current = await this.liveBytes(guest, disk);
-    } catch (err) {
-      throw await this.mapVolumeError(err, guest, serverId, volumeId, action);
     }
     // NOTE: libvirt 9 and QEMU shrink without complaint; refusing is our job, before any call.
     if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);

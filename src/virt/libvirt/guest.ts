@@ -44,6 +44,8 @@ interface CachedXml {
 }
 
 export class Guest {
+  /** When libvirtd last confirmed this domain by UUID (Host.lookup). */
+  lookedUpAt = 0;
   private cached: CachedXml | undefined;
 
   constructor(

@@ -15,6 +15,9 @@ export interface HostOptions {
   xmlCacheTtlMs?: number;
 }
 
+/** How long a looked-up domain handle is used without asking libvirtd again. */
+const LOOKUP_TTL_MS = 1_000;
+
 export class Host {
   readonly client: RemoteClient;
   private readonly guests = new Map<string, Guest>();
@@ -40,6 +43,10 @@ export class Host {
    */
   async lookup(uuid: string): Promise<Guest> {
     const key = uuid.toLowerCase();
+    const known = this.guests.get(key);
+    // libvirtd resolves every domain call by UUID, so a handle stays usable; re-looking it up on
+    // every call would only add a round trip. A recent lookup is trusted for LOOKUP_TTL_MS.
+    if (known && Date.now() - known.lookedUpAt < LOOKUP_TTL_MS) return known;
     try {
       const dom = await this.client.lookupByUuid(key);
       let guest = this.guests.get(key);
@@ -48,6 +55,7 @@ export class Host {
         guest = new Guest(this.client, key, dom, this.cacheTtlMs);
         this.guests.set(key, guest);
       }
+      guest.lookedUpAt = Date.now();
       return guest;
     } catch (err) {
       this.guests.delete(key);
