@@ -21,6 +21,7 @@
  *   node --import tsx bench/e2e.ts     (BENCH_E2E_RUNS=15, BENCH_E2E_BACKENDS=block,iscsi)
  */
 import { execFile } from 'node:child_process';
+import { watch } from 'node:fs';
 import { truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -50,26 +51,59 @@ const ms = (iso: string | null | undefined): number => {
 const wall = (): number => performance.timeOrigin + performance.now();
 
 /**
- * When the guest's own report first shows `to` for `dev` (the same OE-SIZES line as
- * Guest.waitForSize, polled every 2 ms rather than 20 so the figure is not quantised), and when
- * its kernel's `detected capacity change` line appeared (no 0.1 s reporter loop in that one).
+ * When the guest's own report first shows `to` for `dev` (the OE-SIZES line Guest.waitForSize
+ * reads), and when its kernel's `detected capacity change` line appeared (that one has no 0.1 s
+ * reporter loop behind it). Driven by inotify on the console log (plus a 50 ms safety poll)
+ * rather than a busy poll: the service runs in this process, and polling every few ms would
+ * steal its event loop during the very extend being timed.
  */
-async function guestSees(g: Guest, dev: string, from: number, to: number, mark: number, timeoutMs = 20_000): Promise<{ report: number; kernel: number }> {
-  const end = Date.now() + timeoutMs;
+function guestSees(g: Guest, dev: string, from: number, to: number, mark: number, timeoutMs = 20_000): Promise<{ report: number; kernel: number }> {
   const kre = new RegExp(`${dev}: detected capacity change from ${from / 512} to ${to / 512}\\b`);
-  let kernel: number | undefined;
-  for (;;) {
-    if (kernel === undefined && kre.test((await g.readLog()).slice(mark))) kernel = wall();
-    if ((await g.sizes())[dev] === to) {
-      const report = wall();
-      return { report, kernel: kernel ?? report };
-    }
-    if (Date.now() > end) {
-      await g.waitForSize(dev, to, 1); // throws WaitForSizeTimeout with what it saw
-      return { report: wall(), kernel: kernel ?? wall() };
-    }
-    await sleep(2);
-  }
+  const sre = new RegExp(`^OE-SIZES.* ${dev}=${to}(?: |$)`, 'm');
+  return new Promise((resolve, reject) => {
+    let kernel: number | undefined;
+    let busy = false;
+    let again = false;
+    let finished = false;
+    const finish = (err: Error | undefined, r?: { report: number; kernel: number }): void => {
+      if (finished) return;
+      finished = true;
+      watcher.close();
+      clearInterval(poll);
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve(r!);
+    };
+    const check = async (): Promise<void> => {
+      if (busy) {
+        again = true;
+        return;
+      }
+      busy = true;
+      try {
+        do {
+          again = false;
+          const tail = (await g.readLog()).slice(mark);
+          const now = wall();
+          if (kernel === undefined && kre.test(tail)) kernel = now;
+          if (sre.test(tail)) return finish(undefined, { report: now, kernel: kernel ?? now });
+        } while (again && !finished);
+      } catch (err) {
+        finish(err as Error);
+      } finally {
+        busy = false;
+      }
+    };
+    const watcher = watch(g.consoleLog, () => void check());
+    const poll = setInterval(() => void check(), 50);
+    const timer = setTimeout(() => {
+      void g.sizes().then(
+        (sz) => finish(new Error(`guest did not report ${dev}=${to} within ${timeoutMs} ms; last seen ${dev}=${sz[dev]}`)),
+        (err: unknown) => finish(err as Error),
+      );
+    }, timeoutMs);
+    void check();
+  });
 }
 
 /** 0–130 ms: the guest's size reporter runs every ~0.1 s; a random start keeps its phase from biasing one side. */
@@ -265,7 +299,8 @@ export async function runE2eBench(opts: { runs?: number; backends?: Array<'block
   const backends = opts.backends ?? ((process.env.BENCH_E2E_BACKENDS ?? 'block,iscsi').split(',') as Array<'block' | 'iscsi'>);
   const log = opts.log ?? ((m: string) => console.log(m));
   const t0 = Date.now();
-  const ls = await startLabService({ project: PROJECT, guestName: `oe-e2e-bench-${process.pid}` });
+  // BENCH_E2E_LOG=debug: the service's own log (pino JSON on stdout, ms timestamps) for a closer look at one step.
+  const ls = await startLabService({ project: PROJECT, guestName: `oe-e2e-bench-${process.pid}`, config: { logLevel: process.env.BENCH_E2E_LOG ?? 'silent' } });
   log(`lab, service and guest ready in ${Date.now() - t0} ms`);
   const client = new RemoteClient({ uri: ls.lab.libvirtUri });
   const results: BackendResult[] = [];

@@ -43,7 +43,7 @@ const SETTLE_MS = Number(process.env.BENCH_LIBVIRT_SETTLE_MS ?? 100);
 const PY = '/usr/bin/python3';
 
 type Method = 'a' | 'b' | 'c' | 'd' | 'e';
-const METHODS: Method[] = ['a', 'b', 'c', 'd', 'e'];
+const METHODS: Method[] = (process.env.BENCH_LIBVIRT_METHODS ?? 'abcde').split('') as Method[];
 const LABELS: Record<Method, string> = {
   a: 'POST assist_extend (HTTP API, whole stack)',
   b: "Nova's call: python3-libvirt blockResize",
@@ -226,6 +226,35 @@ function runTimed(cmd: string, args: string[]): Promise<{ ms: number; code: numb
 }
 
 /** A lean keep-alive HTTP client (fetch/undici costs ~1 ms a request of client-side CPU here). */
+/**
+ * The compute API as it runs in production: its own process (`online-extend serve`), so the
+ * bench's own work (guest console, python pipes) never shares its event loop.
+ */
+async function startApiProcess(libvirtUri: string, tenant: string, dir: string): Promise<{ url: string; token: string; child: ChildProcess }> {
+  const bin = fileURLToPath(new URL('../bin/online-extend.js', import.meta.url));
+  const dataDir = join(dir, 'api-process');
+  const token = await new Promise<string>((res, rej) => {
+    const c = spawn(process.execPath, [bin, 'token', 'create', '--project', tenant, '--user', 'bench', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    c.once('exit', (code) => (code === 0 ? res(out.trim()) : rej(new Error(`token create exited ${code}`))));
+  });
+  const child = spawn(
+    process.execPath,
+    [bin, 'serve', '--driver', 'libvirt', '--libvirt-uri', libvirtUri, '--port', '0', '--no-volume-api', '--data-dir', dataDir, '--default-project', tenant, '--sync-interval', '0'],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } },
+  );
+  const url = await new Promise<string>((res, rej) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on('line', (line) => {
+      const m = /compute API listening on (http:\/\/\S+)/.exec(line);
+      if (m) res(m[1]!);
+    });
+    child.once('exit', (code) => rej(new Error(`serve exited ${code}`)));
+  });
+  return { url, token, child };
+}
+
 function httpClient(base: string, token: string) {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const u = new URL(base);
@@ -302,6 +331,7 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
   let py: PyLibvirt | undefined;
   let plain: PlainQemu | undefined;
   let closeHttp: (() => void) | undefined;
+  let apiProcess: { child: ChildProcess; url: string; token: string } | undefined;
   try {
     env = await acquireLab(log);
     const { lab, work } = env;
@@ -336,7 +366,11 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     const p = py;
     const q = plain;
     const volPath = paths.volume(TENANT, g.uuid, volumeId);
-    const http = httpClient(a.url, a.token);
+    apiProcess = await startApiProcess(lab.libvirtUri, TENANT, work);
+    const http = httpClient(apiProcess.url, apiProcess.token);
+    // (a) is measured against the API in its own process; the profile pass below needs timers
+    // inside the stack, so it uses the same stack in this process.
+    let aClient = http;
     closeHttp = http.close;
     let step = 0;
     /** A fresh, larger size every call (1 MiB plus a varying number of sectors). */
@@ -348,7 +382,7 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
       a: async () => {
         const bytes = grow(cur);
         const t0 = nowMs();
-        const r = await http.call('POST', volPath, { onlineExtendVolume: { bytes } });
+        const r = await aClient.call('POST', volPath, { onlineExtendVolume: { bytes } });
         const ms = nowMs() - t0;
         lastA.send = t0;
         lastA.recv = t0 + ms;
@@ -443,6 +477,8 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     ];
     const perStep: Array<Record<string, number>> = [];
     const sequences = new Map<string, number>();
+    const inProcess = httpClient(a.url, a.token);
+    aClient = inProcess;
     try {
       for (let i = 0; i < PROFILE_STEPS; i++) {
         for (const k of Object.keys(prof)) prof[k] = [];
@@ -466,6 +502,8 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
       }
     } finally {
       for (const u of undo) u();
+      inProcess.close();
+      aClient = http;
     }
 
     // Baseline of our HTTP stack without the hypervisor: GET server show (HTTP, auth, policy, store).
@@ -528,6 +566,11 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     await py?.quit().catch(() => undefined);
     await plain?.stop().catch((e: unknown) => log(`stopping plain QEMU: ${String(e)}`));
     await api?.close().catch(() => undefined);
+    if (apiProcess?.child.exitCode === null) {
+      const exited = new Promise((r) => apiProcess!.child.once('exit', r));
+      apiProcess.child.kill('SIGTERM');
+      await Promise.race([exited, sleep(5000)]);
+    }
     await guest?.destroy().catch((e: unknown) => log(`destroying guest: ${String(e)}`));
     await env?.release().catch((e: unknown) => log(`releasing the lab: ${String(e)}`));
   }
