@@ -126,7 +126,7 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
         if (line !== last && o.format === 'table') out(`${((Date.now() - started) / 1000).toFixed(2)}s  ${line}`);
         last = line;
         if (Date.now() - started > Number(o.timeout) * 1000) throw new Error(`still extending after ${o.timeout}s (${line})`);
-        await new Promise((r) => setTimeout(r, 100));
+        await new Promise((r) => setTimeout(r, 20));
       }
     });
 

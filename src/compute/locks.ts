@@ -22,6 +22,13 @@ export class Coalescer {
     return slot.next;
   }
 
+  /** Resolves when no run for `key` is under way or queued (whatever their outcome). */
+  async settled(key: string): Promise<void> {
+    for (let slot = this.running.get(key); slot; slot = this.running.get(key)) {
+      await (slot.next ?? slot.current).catch(() => undefined);
+    }
+  }
+
   private advance(key: string, entry: { current: Promise<void>; next?: Promise<void> }): void {
     if (entry.next) {
       const next = entry.next;

@@ -82,7 +82,9 @@ export class ComputeManager {
     });
   }
 
-  getHostBytes(serverId: string, volumeId: string): Promise<number> {
+  /** The host's size, measured after any rescan of the volume under way has finished. */
+  async getHostBytes(serverId: string, volumeId: string): Promise<number> {
+    await this.rescans.settled(`${serverId}/${volumeId}`);
     return this.driver.getHostBytes(serverId, volumeId);
   }
 

@@ -34,6 +34,8 @@ export interface WorkflowOptions {
   /** Backoff for retries and host polling: first delay, and cap. */
   backoffBaseMs: number;
   backoffMaxMs: number;
+  /** First interval of the host-size polling (doubles up to backoffMaxMs). */
+  pollBaseMs: number;
   /** Sleep before every step. For crash-recovery tests only; 0 in production. */
   stepDelayMs: number;
 }
@@ -42,6 +44,7 @@ export const DEFAULT_WORKFLOW_OPTIONS: WorkflowOptions = {
   timeoutMs: 15 * 60_000,
   backoffBaseMs: 50,
   backoffMaxMs: 5_000,
+  pollBaseMs: 5,
   stepDelayMs: 0,
 };
 
@@ -168,7 +171,7 @@ export class ExtendWorkflow {
           await this.advance(v, next('assist'));
           return false;
         }
-        let delay = this.options.backoffBaseMs;
+        let delay = this.options.pollBaseMs;
         for (;;) {
           const r = await this.compute.getBlockdev(tenant, serverId, v.id);
           await this.note(state, v.id, r.requestId);

@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { Coalescer, KeyedMutex } from '../../src/compute/locks.js';
+
+const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
+
+describe('KeyedMutex', () => {
+  it('runs calls on one key one at a time, in order, and survives a failure', async () => {
+    const m = new KeyedMutex();
+    const log: string[] = [];
+    const job = (name: string, fail = false) => m.run('k', async () => {
+      log.push(`${name}+`);
+      await tick();
+      log.push(`${name}-`);
+      if (fail) throw new Error(name);
+      return name;
+    });
+    const results = await Promise.allSettled([job('a'), job('b', true), job('c')]);
+    expect(log).toEqual(['a+', 'a-', 'b+', 'b-', 'c+', 'c-']);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(m.size).toBe(0);
+  });
+
+  it('runs different keys in parallel', async () => {
+    const m = new KeyedMutex();
+    let running = 0;
+    let peak = 0;
+    const job = (k: string) => m.run(k, async () => {
+      peak = Math.max(peak, ++running);
+      await tick();
+      running--;
+    });
+    await Promise.all([job('a'), job('b'), job('c')]);
+    expect(peak).toBe(3);
+  });
+});
+
+describe('Coalescer', () => {
+  it('turns N requests during a run into at most one more run', async () => {
+    const c = new Coalescer();
+    let runs = 0;
+    const fn = async () => {
+      runs++;
+      await tick(10);
+    };
+    await Promise.all(Array.from({ length: 10 }, () => c.request('k', fn)));
+    expect(runs).toBe(2);
+  });
+
+  it('settles only after the follow-up run, so a read after it sees the newest result', async () => {
+    const c = new Coalescer();
+    let value = 0;
+    void c.request('k', async () => {
+      await tick(10);
+      value = 1;
+    });
+    void c.request('k', async () => {
+      await tick(10);
+      value = 2;
+    });
+    await c.settled('k');
+    expect(value).toBe(2);
+    await c.settled('other'); // nothing under way: resolves at once
+  });
+});
