@@ -7,7 +7,7 @@ import Fastify, { LogController, type FastifyError, type FastifyInstance, type F
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
-import { randomUUID } from 'node:crypto';
+import { newRequestId } from './requestId.js';
 import { errors, faultName, isServiceError, type ServiceError } from '../errors.js';
 import type { AuthContext, TokenAuthenticator } from '../auth/tokens.js';
 import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
@@ -88,7 +88,7 @@ export async function createServer(deps: ServerDeps): Promise<App> {
     bodyLimit: BODY_LIMIT,
     // Long ids reach the schema and get its clear 400 rather than a bare 414.
     routerOptions: { maxParamLength: 1024 },
-    genReqId: () => `req-${randomUUID()}`,
+    genReqId: () => newRequestId(),
     // No child logger per request: our log lines carry the request id as a field where it matters.
     childLoggerFactory: (logger) => logger,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },

@@ -62,3 +62,14 @@ describe('Coalescer', () => {
     await c.settled('other'); // nothing under way: resolves at once
   });
 });
+
+describe('newRequestId', () => {
+  it('makes req-<uuid v7> ids that sort by time and do not repeat', async () => {
+    const { newRequestId } = await import('../../src/api/requestId.js');
+    const ids = Array.from({ length: 1000 }, (_, i) => newRequestId(1_700_000_000_000 + i));
+    for (const id of ids) expect(id).toMatch(/^req-[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect([...ids].sort()).toEqual(ids);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(newRequestId(0x0123456789ab).slice(4, 17)).toBe('01234567-89ab');
+  });
+});
