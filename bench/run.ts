@@ -3,16 +3,18 @@
  * a TCG guest), then all results:
  *   api      issue A: the HTTP API on the fake driver vs a bare Fastify route (bench/api.ts)
  *   libvirt  issue B: assist_extend on a real guest vs python3-libvirt, virsh, QMP (bench/libvirt.ts)
- * `npm run bench -- api` or `npm run bench -- libvirt` runs one.
+ *   e2e      issue C: an in-use volume extend, API call → the guest reports it, vs the bare primitives (bench/e2e.ts)
+ * `npm run bench -- api` (or libvirt, e2e) runs one.
  */
 import { runApiBench } from './api.js';
 import { printLibvirtBench, runLibvirtBench } from './libvirt.js';
+import { runE2eBench } from './e2e.js';
 
 const args = process.argv.slice(2);
 const want = (name: string): boolean => args.length === 0 || args.includes(name);
-const unknown = args.filter((a) => a !== 'api' && a !== 'libvirt');
+const unknown = args.filter((a) => a !== 'api' && a !== 'libvirt' && a !== 'e2e');
 if (unknown.length) {
-  console.error(`unknown benchmark(s): ${unknown.join(' ')} (known: api, libvirt)`);
+  console.error(`unknown benchmark(s): ${unknown.join(' ')} (known: api, libvirt, e2e)`);
   process.exit(2);
 }
 
@@ -36,6 +38,13 @@ if (want('libvirt')) {
   results.libvirt = r;
   printLibvirtBench(r);
   if (!(r.a_over_c! <= 1.25 && r.a_over_d! <= 0.2)) ok = false;
+}
+
+if (want('e2e')) {
+  console.error('running the end-to-end volume extend benchmark (lab guest)…');
+  const r = await runE2eBench();
+  results.e2e = r;
+  for (const [k, v] of Object.entries(r)) if (k.endsWith('_overhead_ms') && !k.includes('host_side') && !(v <= 100)) ok = false;
 }
 
 console.log(`\nall results (JSON):\n${JSON.stringify(results, null, 2)}`);
