@@ -16,7 +16,7 @@ export interface HostOptions {
 }
 
 /** How long a looked-up domain handle is used without asking libvirtd again. */
-const LOOKUP_TTL_MS = 1_000;
+const LOOKUP_TTL_MS = 60_000;
 
 export class Host {
   readonly client: RemoteClient;
