@@ -9,12 +9,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { loadConfig } from './config.js';
+import { loadConfig, type Config } from './config.js';
 import { startService, type RunningService } from './app.js';
 import { SqliteStore } from './db/sqlite.js';
 import { issueToken } from './auth/tokens.js';
 import { ApiClient } from './httpClient.js';
-import { bootGuest, labDown, labUp, readLab, type Guest } from './lab/index.js';
+import { bootGuest, labDown, labUp, readLab, type Guest, type LabInfo } from './lab/index.js';
 import { formatBytes } from './cli/sizes.js';
 
 const GiB = 2 ** 30;
@@ -39,6 +39,23 @@ async function timed<T>(steps: Timed[], step: string, fn: () => Promise<T>): Pro
   return v;
 }
 
+/** The service's configuration for a lab: libvirt on the lab's libvirtd, backends on its tgtd, ephemeral ports. */
+export function labServiceConfig(lab: LabInfo, o: { dataDir: string; backends: string[]; projectId: string; logLevel: string }): Config {
+  return loadConfig({}, {
+    dataDir: o.dataDir,
+    driver: 'libvirt',
+    libvirtUri: lab.libvirtUri,
+    port: 0,
+    volumePort: 0,
+    backends: o.backends.join(','),
+    iscsiPortal: lab.tgtPortal,
+    tgtControlPort: lab.tgtControlPort,
+    defaultProject: o.projectId,
+    syncIntervalMs: 0,
+    logLevel: o.logLevel,
+  });
+}
+
 export async function runDemo(opts: DemoOptions): Promise<boolean> {
   const { out } = opts;
   const steps: Timed[] = [];
@@ -55,19 +72,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     out(`   libvirt ${lab.libvirtUri}, iSCSI portal ${lab.tgtPortal}`);
 
     out('2. starting the service (compute API + volume API, embedded SQLite)…');
-    const config = loadConfig({}, {
-      dataDir,
-      driver: 'libvirt',
-      libvirtUri: lab.libvirtUri,
-      port: 0,
-      volumePort: 0,
-      backends: opts.backends.join(','),
-      iscsiPortal: lab.tgtPortal,
-      tgtControlPort: lab.tgtControlPort,
-      defaultProject: PROJECT,
-      syncIntervalMs: 0,
-      logLevel: 'warn',
-    });
+    const config = labServiceConfig(lab, { dataDir, backends: opts.backends, projectId: PROJECT, logLevel: 'warn' });
     service = await timed(steps, 'service start', () => startService(config));
     const store = new SqliteStore(join(dataDir, 'online-extend.sqlite'));
     const { token } = await issueToken(store, { userId: 'demo', projectId: PROJECT, roles: ['admin'], ttlMs: 3_600_000 });

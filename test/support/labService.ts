@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startService, type RunningService } from '../../src/app.js';
 import { issueToken } from '../../src/auth/tokens.js';
-import { loadConfig, type Config } from '../../src/config.js';
+import type { Config } from '../../src/config.js';
+import { labServiceConfig } from '../../src/demo.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { ApiClient, ApiError } from '../../src/httpClient.js';
 import { bootGuest, labDown, labUp, type Guest, type LabInfo } from '../../src/lab/index.js';
@@ -111,20 +112,10 @@ export async function startLabService(opts: LabServiceOptions): Promise<LabServi
   try {
     lab = await labUp({ dir, log });
     const dataDir = join(dir, 'service');
-    const config = loadConfig({}, {
-      dataDir,
-      driver: 'libvirt',
-      libvirtUri: lab.libvirtUri,
-      port: 0,
-      volumePort: 0,
-      backends: 'file,block,iscsi',
-      iscsiPortal: lab.tgtPortal,
-      tgtControlPort: lab.tgtControlPort,
-      defaultProject: P,
-      syncIntervalMs: 0,
-      logLevel: 'silent',
+    const config: Config = {
+      ...labServiceConfig(lab, { dataDir, backends: ['file', 'block', 'iscsi'], projectId: P, logLevel: 'silent' }),
       ...opts.config,
-    });
+    };
     service = await startService(config);
     const store = new SqliteStore(join(dataDir, 'online-extend.sqlite'));
     let token: string;
