@@ -107,16 +107,25 @@ export class ComputeAPI {
       message = errorMessage(err);
       throw err;
     } finally {
-      // A read changes nothing, so its answer does not wait for its audit record; the record is
-      // committed with the next group of writes, within the same event-loop turn.
+      // A read changes nothing, so its answer does not wait for its audit record: the store
+      // commits it with the next group of writes, a few milliseconds later at most.
       void this.store
-        .recordAction({
-          ...this.newAction(ctx, server, ACTIONS.getBlockdev, { volume_id: volumeId, ...(bytes === undefined ? {} : { bytes }) }),
-          startTime,
-          finishTime: new Date().toISOString(),
-          result,
-          message,
-        }, { lazy: true })
+        .recordAction(
+          {
+            requestId: ctx.requestId,
+            serverId: server.id,
+            action: ACTIONS.getBlockdev.action,
+            event: ACTIONS.getBlockdev.event,
+            userId: ctx.userId,
+            projectId: ctx.projectId,
+            startTime,
+            finishTime: new Date().toISOString(),
+            result,
+            message,
+            details: bytes === undefined ? { volume_id: volumeId } : { volume_id: volumeId, bytes },
+          },
+          { lazy: true },
+        )
         .catch((err: unknown) => this.log.error({ err, requestId: ctx.requestId, serverId: server.id }, 'recording instance action failed'));
     }
   }

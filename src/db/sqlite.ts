@@ -94,6 +94,9 @@ function toVolumeAction(r: Row): VolumeActionRecord {
   };
 }
 
+/** Column order of the positional instance_actions inserts. */
+const ACTION_COLUMNS = ['request_id', 'server_id', 'action', 'event', 'user_id', 'project_id', 'start_time', 'finish_time', 'result', 'message', 'details'] as const;
+
 const VOLUME_COLUMNS: Record<string, string> = {
   projectId: 'project_id',
   name: 'name',
@@ -138,15 +141,10 @@ class GroupCommit {
 
   constructor(private readonly db: Database.Database) {}
 
-  write(run: () => void, lazy = false): Promise<void> {
+  write(run: () => void): Promise<void> {
     return new Promise((resolve, reject) => {
       this.queue.push({ run, resolve, reject });
-      if (this.queue.length >= MAX_BATCH || !lazy) {
-        this.immediate ??= setImmediate(() => this.flush());
-      } else if (!this.immediate && !this.timer) {
-        this.timer = setTimeout(() => this.flush(), LAZY_FLUSH_MS);
-        this.timer.unref();
-      }
+      this.immediate ??= setImmediate(() => this.flush());
     });
   }
 
@@ -175,6 +173,57 @@ class GroupCommit {
   }
 }
 
+/**
+ * Rows nobody waits for (the audit records of reads), inserted in bulk: one transaction per
+ * flush and one multi-row INSERT per CHUNK rows, so a row costs a few microseconds of SQLite.
+ * A failure is reported as a process warning: the answer these rows describe was already sent.
+ */
+const CHUNK = 32;
+
+class LazyRows {
+  private rows: unknown[][] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private readonly one: Database.Statement;
+  private readonly many: Database.Statement;
+
+  constructor(
+    private readonly db: Database.Database,
+    table: string,
+    columns: readonly string[],
+  ) {
+    const tuple = `(${columns.map(() => '?').join(', ')})`;
+    const head = `INSERT INTO ${table} (${columns.join(', ')}) VALUES `;
+    this.one = db.prepare(head + tuple);
+    this.many = db.prepare(head + Array.from({ length: CHUNK }, () => tuple).join(', '));
+  }
+
+  add(row: unknown[]): void {
+    this.rows.push(row);
+    if (this.rows.length >= MAX_BATCH) setImmediate(() => this.flush());
+    else if (!this.timer) {
+      this.timer = setTimeout(() => this.flush(), LAZY_FLUSH_MS);
+      this.timer.unref();
+    }
+  }
+
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const rows = this.rows;
+    this.rows = [];
+    if (rows.length === 0) return;
+    try {
+      this.db.transaction(() => {
+        let i = 0;
+        for (; i + CHUNK <= rows.length; i += CHUNK) this.many.run(rows.slice(i, i + CHUNK).flat());
+        for (; i < rows.length; i++) this.one.run(rows[i]);
+      })();
+    } catch (err) {
+      process.emitWarning(`${rows.length} audit records not written: ${(err as Error).message}`);
+    }
+  }
+}
+
 export class SqliteStore implements Store {
   readonly db: Database.Database;
   private readonly stmt;
@@ -184,11 +233,13 @@ export class SqliteStore implements Store {
    * store serves one host), so every write below clears what it changes.
    */
   private readonly serverCache = new Map<string, ServerRecord>();
+  private readonly lazyActions: LazyRows;
 
   constructor(path: string) {
     this.db = openSqlite(path);
     const db = this.db;
     this.group = new GroupCommit(db);
+    this.lazyActions = new LazyRows(db, 'instance_actions', ACTION_COLUMNS);
     this.stmt = {
       getServer: db.prepare('SELECT * FROM servers WHERE id = ?'),
       attachmentsOf: db.prepare('SELECT * FROM attachments WHERE server_id = ? ORDER BY device'),
@@ -218,10 +269,7 @@ export class SqliteStore implements Store {
         `UPDATE instance_actions SET finish_time = @finishTime, result = @result, message = @message,
            details = COALESCE(@details, details) WHERE request_id = @requestId AND server_id = @serverId`,
       ),
-      recordAction: db.prepare(
-        `INSERT INTO instance_actions (request_id, server_id, action, event, user_id, project_id, start_time, finish_time, result, message, details)
-         VALUES (@requestId, @serverId, @action, @event, @userId, @projectId, @startTime, @finishTime, @result, @message, @details)`,
-      ),
+      recordAction: db.prepare(`INSERT INTO instance_actions (${ACTION_COLUMNS.join(', ')}) VALUES (${ACTION_COLUMNS.map(() => '?').join(', ')})`),
       listActions: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? ORDER BY start_time DESC, rowid DESC'),
       getAction: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? AND request_id = ?'),
       putToken: db.prepare(
@@ -336,15 +384,18 @@ export class SqliteStore implements Store {
   }
 
   async recordAction(a: InstanceActionRecord, opts: { lazy?: boolean } = {}): Promise<void> {
-    const params = { ...a, details: JSON.stringify(a.details) };
-    return this.group.write(() => this.stmt.recordAction.run(params), opts.lazy);
+    const p = [a.requestId, a.serverId, a.action, a.event, a.userId, a.projectId, a.startTime, a.finishTime, a.result, a.message, JSON.stringify(a.details)];
+    if (opts.lazy) return this.lazyActions.add(p);
+    return this.group.write(() => this.stmt.recordAction.run(p));
   }
 
   async listActions(serverId: string): Promise<InstanceActionRecord[]> {
+    this.lazyActions.flush();
     return (this.stmt.listActions.all(serverId) as Row[]).map(toAction);
   }
 
   async getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined> {
+    this.lazyActions.flush();
     const row = this.stmt.getAction.get(serverId, requestId) as Row | undefined;
     return row ? toAction(row) : undefined;
   }
@@ -442,6 +493,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.lazyActions.flush();
     this.group.flush();
     this.db.close();
   }

@@ -59,6 +59,18 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       expect(await store.getAction('s2', 'req-1')).toBeUndefined();
     });
 
+    it('records lazy (unawaited) actions too, visible to the next read, bulk included', async () => {
+      const base = { serverId: 's3', action: 'get_blockdev', event: 'compute_get_blockdev', userId: 'u', projectId: 'p1', message: null, result: 'Success' as const };
+      for (let i = 0; i < 70; i++) {
+        const t = new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString();
+        void store.recordAction({ ...base, requestId: `req-lazy-${String(i).padStart(3, '0')}`, startTime: t, finishTime: t, details: { n: i } }, { lazy: true });
+      }
+      const list = await store.listActions('s3');
+      expect(list).toHaveLength(70);
+      expect(list[0]).toMatchObject({ requestId: 'req-lazy-069', details: { n: 69 }, result: 'Success' });
+      expect((await store.getAction('s3', 'req-lazy-000'))?.details).toEqual({ n: 0 });
+    });
+
     it('stores tokens by hash with their roles and expiry', async () => {
       await store.putToken({ hash: 'abc', userId: 'u', projectId: 'p', roles: ['admin', 'member'], createdAt: '2026-01-01T00:00:00.000Z', expiresAt: '2026-01-02T00:00:00.000Z' });
       expect(await store.getToken('abc')).toMatchObject({ userId: 'u', roles: ['admin', 'member'], expiresAt: '2026-01-02T00:00:00.000Z' });
