@@ -214,9 +214,14 @@ export class ComputeAPI {
     details: Record<string, unknown>,
     fn: () => Promise<{ value: T; details: Record<string, unknown> }>,
   ): Promise<T> {
-    await this.store.startAction(this.newAction(ctx, server, name, details));
+    // Not awaited: the store commits it at the end of this event-loop turn (group commit), which
+    // is before any reply from the hypervisor can arrive, so the start is on disk before the
+    // driver is asked to change anything, without making the caller wait for the commit.
+    const started = this.store.startAction(this.newAction(ctx, server, name, details));
+    started.catch((err: unknown) => this.log.error({ err, requestId: ctx.requestId, serverId: server.id }, 'recording instance action failed'));
     try {
       const out = await fn();
+      await started;
       await this.finish(ctx, server, 'Success', null, out.details);
       return out.value;
     } catch (err) {
