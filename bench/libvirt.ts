@@ -22,7 +22,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { createWriteStream, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createConnection, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -242,8 +242,10 @@ async function startApiProcess(libvirtUri: string, tenant: string, dir: string):
   const child = spawn(
     process.execPath,
     [bin, 'serve', '--driver', 'libvirt', '--libvirt-uri', libvirtUri, '--port', '0', '--no-volume-api', '--data-dir', dataDir, '--default-project', tenant, '--sync-interval', '0'],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: process.env.BENCH_LIBVIRT_API_LOG ? 'info' : 'warn' } },
   );
+  // BENCH_LIBVIRT_API_LOG=FILE keeps the API process's log (its per-resize timings) for inspection.
+  if (process.env.BENCH_LIBVIRT_API_LOG) child.stdout!.pipe(createWriteStream(process.env.BENCH_LIBVIRT_API_LOG));
   const url = await new Promise<string>((res, rej) => {
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => {
