@@ -11,8 +11,7 @@
  * plus a defined, shut-off domain with one volume.
  */
 import { randomUUID } from 'node:crypto';
-import { closeSync, openSync, readSync, truncateSync, writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -22,6 +21,7 @@ import type { AttachSpec } from '../../src/virt/driver.js';
 import { BlockBackend, FileBackend, IscsiBackend } from '../../src/volume/backends/index.js';
 import { acquireLab, e2eMissing, paths, startApi, type E2eApi, type E2eLab } from '../support/e2e.js';
 import { describeReal } from '../support/real.js';
+import { fileHeadMd5 } from '../support/files.js';
 
 const MiB = 1024 * 1024;
 const START = 32 * MiB;
@@ -37,16 +37,6 @@ interface Vol {
   rawFile?: string;
 }
 
-function fileHeadMd5(file: string, bytes: number): string {
-  const fd = openSync(file, 'r');
-  try {
-    const buf = Buffer.alloc(bytes);
-    readSync(fd, buf, 0, bytes, 0);
-    return createHash('md5').update(buf).digest('hex');
-  } finally {
-    closeSync(fd);
-  }
-}
 
 describeReal(e2eMissing())('online extend end to end (HTTP API → LibvirtDriver → lab guest)', () => {
   let env: E2eLab | undefined;

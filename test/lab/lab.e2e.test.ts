@@ -5,11 +5,12 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, openSync, readSync, closeSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeReal } from '../support/real.js';
 import { bootGuest, labDown, labLoopDevices, labUp, pidAlive, virsh, type Guest, type LabInfo } from '../../src/lab/index.js';
+import { fileHeadMd5 } from '../support/files.js';
 
 const MiB = 1024 * 1024;
 
@@ -27,16 +28,6 @@ function patternMd5(bytes: number): string {
   return createHash('md5').update(buf).digest('hex');
 }
 
-function fileHeadMd5(file: string, bytes: number): string {
-  const fd = openSync(file, 'r');
-  try {
-    const buf = Buffer.alloc(bytes);
-    readSync(fd, buf, 0, bytes, 0);
-    return createHash('md5').update(buf).digest('hex');
-  } finally {
-    closeSync(fd);
-  }
-}
 
 describeReal(whyNot())('lab (real libvirtd, tgtd and a TCG guest)', () => {
   let dir = '';
