@@ -78,7 +78,7 @@ export class ComputeAPI {
   async rescan(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     const attachment = this.attachment(server, volumeId);
     this.checkIdle(server, 'rescan volume');
-    if (!RESCANNABLE_STATES.has(server.state)) throw errors.instanceInvalidState(server.id, server.state, 'rescan volume');
+    server = await this.requireState(server, RESCANNABLE_STATES, 'rescan volume');
     await this.requireExtendCapability(server);
     const details = { volume_id: volumeId, device: attachment.device };
     await this.store.startAction(this.newAction(ctx, server, ACTIONS.rescan, details));
@@ -134,7 +134,7 @@ export class ComputeAPI {
   async assistExtend(ctx: RequestContext, server: ServerRecord, volumeId: string, bytes: number): Promise<number> {
     this.attachment(server, volumeId);
     this.checkIdle(server, 'extend volume');
-    if (!RESIZABLE_STATES.has(server.state)) throw errors.instanceInvalidState(server.id, server.state, 'extend volume');
+    server = await this.requireState(server, RESIZABLE_STATES, 'extend volume');
     await this.requireExtendCapability(server);
     return this.audited(ctx, server, ACTIONS.assistExtend, { volume_id: volumeId, requested_bytes: bytes }, async () => {
       const measured = await this.rpc.extendAttached(server.host, server.id, volumeId, bytes);
@@ -144,7 +144,7 @@ export class ComputeAPI {
 
   async attachVolume(ctx: RequestContext, server: ServerRecord, spec: AttachSpec): Promise<AttachmentRecord> {
     this.checkIdle(server, 'attach volume');
-    if (!RESIZABLE_STATES.has(server.state)) throw errors.instanceInvalidState(server.id, server.state, 'attach volume');
+    server = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
     const caps = await this.rpc.capabilities(server.host);
     if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
     const existing = server.attachments.find((a) => a.volumeId === spec.volumeId);
@@ -177,6 +177,18 @@ export class ComputeAPI {
     const a = server.attachments.find((x) => x.volumeId === volumeId);
     if (!a) throw errors.volumeNotAttached(volumeId, server.id);
     return a;
+  }
+
+  /**
+   * The server in one of `allowed` states, or 409. Our copy of the state may be stale (a guest
+   * started since the last sync), so a refusal is only given after asking the hypervisor again.
+   */
+  private async requireState(server: ServerRecord, allowed: ReadonlySet<string>, action: string): Promise<ServerRecord> {
+    if (allowed.has(server.state)) return server;
+    await this.rpc.syncInventory().catch((err: unknown) => this.log.warn({ err, serverId: server.id }, 'inventory sync failed'));
+    const fresh = (await this.store.getServer(server.id)) ?? server;
+    if (!allowed.has(fresh.state)) throw errors.instanceInvalidState(server.id, fresh.state, action);
+    return fresh;
   }
 
   private checkIdle(server: ServerRecord, action: string): void {

@@ -130,7 +130,11 @@ export class VolumeService {
       });
       return (await store.getVolume(volumeId))!;
     }
-    if (v.status !== 'in-use' || !v.serverId) throw errors.volumeInvalidState(volumeId, v.status, 'extend');
+    // error_extending: the operator may simply try again once the cause is fixed (Cinder would
+    // need a reset-state first); every step is idempotent, so a new run is safe.
+    if ((v.status !== 'in-use' && v.status !== 'error_extending') || !v.serverId) {
+      throw errors.volumeInvalidState(volumeId, v.status, 'extend');
+    }
 
     // 1. Can the compute host do it? Upstream extends the storage even when it cannot.
     let check;
@@ -141,7 +145,7 @@ export class VolumeService {
     }
     // 2. in-use → extending, conditionally: a concurrent extend loses here with 409.
     const now = Date.now();
-    const started = await store.updateVolume(volumeId, ['in-use'], {
+    const started = await store.updateVolume(volumeId, ['in-use', 'error_extending'], {
       status: 'extending',
       extend: {
         requestId: ctx.requestId,

@@ -118,6 +118,13 @@ describe('os-online_extend_volume: rules', () => {
     expect(t.driver.resizes).toBe(0);
   });
 
+  it('asks the hypervisor again before refusing for the state: a guest started since the last sync is served', async () => {
+    t.driver.setState(OFF_SERVER, 'active');
+    const res = await t.app.inject({ method: 'POST', url: url.volume(OFF_VOL, OFF_SERVER), headers: auth(), payload: { onlineExtendVolume: { bytes: 2 * GiB } } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().volume_blockdev.bytes).toBe(2 * GiB);
+  });
+
   it('answers 501 when the driver cannot extend, before calling it', async () => {
     await t.close();
     t = await makeComputeApp({ capabilities: { extendVolume: false } });

@@ -145,6 +145,10 @@ describe('extending an in-use volume (fake driver, file backend, real HTTP betwe
     expect(done.extend?.error).toMatch(/^step assist: .*state shutoff/);
     const actions = (await h.volume.request<{ volumeActions: Array<{ action: string; result: string; message: string }> }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-volume-actions`)).body.volumeActions;
     expect(actions.find((a) => a.action === 'extend')).toMatchObject({ result: 'Error', message: expect.stringMatching(/state shutoff/) });
+    // Once the cause is gone, the same extend can simply be asked for again.
+    (h.service.driver as FakeDriver).setState(SERVER, 'active');
+    await extend(v.id, 128 * MiB);
+    expect(await settle(v.id)).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB, extend: null });
   });
 
   it('retries an uncertain error (5xx) and finishes', async () => {
