@@ -124,6 +124,36 @@ class PyLibvirt {
   }
 }
 
+/** bench/http_client.ts in its own process: times (a) on its side, as Python times (b) and (c). */
+class HttpClientProc {
+  private readonly chan: LineChannel;
+  private constructor(private readonly child: ChildProcess) {
+    this.chan = new LineChannel(createInterface({ input: child.stdout! }), 'http_client.ts');
+  }
+
+  static async start(target: { url: string; token: string; path: string }): Promise<HttpClientProc> {
+    const script = fileURLToPath(new URL('./http_client.ts', import.meta.url));
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const c = new HttpClientProc(child);
+    await c.cmd(target);
+    return c;
+  }
+
+  async cmd(c: Record<string, unknown>): Promise<Record<string, unknown>> {
+    this.child.stdin!.write(`${JSON.stringify(c)}\n`);
+    const out = JSON.parse(await this.chan.next()) as Record<string, unknown>;
+    if (out.ok !== true) throw new Error(`http_client: ${String(out.status)} ${String(out.error)}`);
+    return out;
+  }
+
+  async quit(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    this.child.stdin!.end(`${JSON.stringify({ quit: true })}\n`);
+    await Promise.race([new Promise((r) => this.child.once('exit', r)), sleep(3000)]);
+    if (this.child.exitCode === null && this.child.pid) process.kill(this.child.pid, 'SIGKILL');
+  }
+}
+
 /** A plain QEMU (no libvirt) running the lab guest with one raw disk, and its QMP socket. */
 class PlainQemu {
   private sock: Socket | undefined;
@@ -334,6 +364,7 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
   let plain: PlainQemu | undefined;
   let closeHttp: (() => void) | undefined;
   let apiProcess: { child: ChildProcess; url: string; token: string } | undefined;
+  let aProc: HttpClientProc | undefined;
   try {
     env = await acquireLab(log);
     const { lab, work } = env;
@@ -373,6 +404,8 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     // (a) is measured against the API in its own process; the profile pass below needs timers
     // inside the stack, so it uses the same stack in this process.
     let aClient = http;
+    let profiling = false;
+    aProc = await HttpClientProc.start({ url: apiProcess.url, token: apiProcess.token, path: volPath });
     closeHttp = http.close;
     let step = 0;
     /** A fresh, larger size every call (1 MiB plus a varying number of sectors). */
@@ -383,6 +416,16 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     const call: Record<Method, () => Promise<{ ms: number; extra?: Record<string, number> }>> = {
       a: async () => {
         const bytes = grow(cur);
+        if (aProc && !profiling) {
+          // Timed inside the client process, as (b) and (c) are timed inside Python.
+          const t0 = nowMs();
+          const r = await aProc.cmd({ bytes });
+          const rt = nowMs() - t0;
+          if (r.bytes !== bytes) throw new Error(`assist_extend answered ${String(r.bytes)} for ${bytes}`);
+          cur = bytes;
+          await g.waitForSize('vdb', bytes, 10_000);
+          return { ms: r.ms as number, extra: { a_roundtrip: rt } };
+        }
         const t0 = nowMs();
         const r = await aClient.call('POST', volPath, { onlineExtendVolume: { bytes } });
         const ms = nowMs() - t0;
@@ -481,6 +524,7 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     const sequences = new Map<string, number>();
     const inProcess = httpClient(a.url, a.token);
     aClient = inProcess;
+    profiling = true;
     try {
       for (let i = 0; i < PROFILE_STEPS; i++) {
         for (const k of Object.keys(prof)) prof[k] = [];
@@ -565,6 +609,7 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     return out;
   } finally {
     closeHttp?.();
+    await aProc?.quit().catch(() => undefined);
     await py?.quit().catch(() => undefined);
     await plain?.stop().catch((e: unknown) => log(`stopping plain QEMU: ${String(e)}`));
     await api?.close().catch(() => undefined);

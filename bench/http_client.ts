@@ -1,0 +1,57 @@
+/**
+ * The client side of benchmark (a), in its own process, timing each call itself — as
+ * py_libvirt.py times (b) and (c) inside Python — so neither side pays for the benchmark's own
+ * event loop (guest console, pipes). Reads JSON lines on stdin, answers one JSON line per call:
+ *   {"url", "token", "path"}   then   {"bytes": N}  →  {"ok": true, "ms": …, "status": …, "bytes": …}
+ */
+import { Agent, request } from 'node:http';
+import { createInterface } from 'node:readline';
+
+let target: { url: URL; token: string; path: string } | undefined;
+const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+
+function post(bytes: number): Promise<{ status: number; body: string; ms: number }> {
+  const t = target!;
+  const payload = JSON.stringify({ onlineExtendVolume: { bytes } });
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const req = request(
+      {
+        agent,
+        host: t.url.hostname,
+        port: t.url.port,
+        method: 'POST',
+        path: t.path,
+        headers: { 'x-auth-token': t.token, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, ms: performance.now() - t0 }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+const rl = createInterface({ input: process.stdin });
+for await (const line of rl) {
+  const msg = JSON.parse(line) as { url?: string; token?: string; path?: string; bytes?: number; quit?: boolean };
+  if (msg.quit) break;
+  try {
+    if (msg.url) {
+      target = { url: new URL(msg.url), token: msg.token!, path: msg.path! };
+      process.stdout.write(`${JSON.stringify({ ok: true })}\n`);
+      continue;
+    }
+    const r = await post(msg.bytes!);
+    const got = r.body ? (JSON.parse(r.body) as { volume_blockdev?: { bytes?: number } }).volume_blockdev?.bytes : undefined;
+    process.stdout.write(`${JSON.stringify({ ok: r.status === 200, ms: r.ms, status: r.status, bytes: got, error: r.status === 200 ? undefined : r.body })}\n`);
+  } catch (err) {
+    process.stdout.write(`${JSON.stringify({ ok: false, error: (err as Error).message })}\n`);
+  }
+}
+agent.destroy();
