@@ -36,7 +36,6 @@ export type ErrorCode =
   | 'InstanceNotFound'
   | 'VolumeNotAttached'
   | 'VolumeNotFound'
-  | 'MethodNotAllowed'
   | 'InstanceInvalidState'
   | 'InstanceBusy'
   | 'HostSizeTooSmall'
@@ -91,7 +90,6 @@ export const errors = {
   volumeNotAttached: (volumeId: string, serverId: string) =>
     new ServiceError('VolumeNotAttached', 404, `Volume ${volumeId} is not attached to instance ${serverId}.`),
   volumeNotFound: (volumeId: string) => new ServiceError('VolumeNotFound', 404, `Volume ${volumeId} could not be found.`),
-  methodNotAllowed: (method: string) => new ServiceError('MethodNotAllowed', 405, `Method ${method} is not allowed here.`),
   instanceInvalidState: (serverId: string, state: string, action: string) =>
     new ServiceError(
       'InstanceInvalidState',
