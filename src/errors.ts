@@ -1,23 +1,38 @@
 /**
  * The one error catalogue. Every error the service can answer with is built here, carries its
- * HTTP status and Nova's fault name, and is rendered by the single error handler in api/.
+ * HTTP status, Nova's fault name and its classification, and is rendered by the single error
+ * handler in api/.
  *
- * `retryable` follows external-resizer's final-vs-uncertain split: a retryable error means the
- * operation may still succeed if tried again (timeouts, a daemon that is down); a final one
- * means trying again with the same input gives the same answer.
+ * Final or uncertain (kubernetes-csi external-resizer's `IsFinalError`): an error is classified
+ * where it is raised. An *uncertain* error (a timeout, a daemon that is down, a busy resource)
+ * means the operation may still succeed, or may even be under way, so the caller keeps its state
+ * and tries again with backoff. A *final* error means trying again with the same input gives the
+ * same answer, so the caller records the cause and stops. Unknown failures are final, as in
+ * external-resizer: retrying what nobody understood only hides the cause for longer.
+ *
+ * The classification travels across HTTP inside Nova's fault body (see `faultBody`), so a caller
+ * on the other side of the wire gets the same ServiceError back (httpClient.ts) and never has to
+ * branch on status codes or message text.
+ *
+ * Messages are public: they never contain host paths or command lines. What only an operator
+ * should see goes in `detail`, which is logged and never sent.
  */
 
-/** Nova's fault names by status (nova/api/openstack/wsgi.py), as the issue lists them. */
+/** Nova's fault names by status (nova/api/openstack/wsgi.py). */
 const FAULT_NAMES: Record<number, string> = {
   400: 'badRequest',
   401: 'unauthorized',
   403: 'forbidden',
   404: 'itemNotFound',
   405: 'badMethod',
+  406: 'notAcceptable',
+  408: 'requestTimeout',
   409: 'conflictingRequest',
   413: 'overLimit',
+  414: 'badRequest',
   415: 'badMediaType',
   429: 'overLimit',
+  431: 'badRequest',
   501: 'HTTPNotImplemented',
   503: 'serviceUnavailable',
 };
@@ -26,39 +41,82 @@ export function faultName(status: number): string {
   return FAULT_NAMES[status] ?? 'computeFault';
 }
 
-export type ErrorCode =
-  | 'BadRequest'
-  | 'InvalidInput'
-  | 'VolumeShrinkRefused'
-  | 'Unauthorized'
-  | 'Forbidden'
-  | 'NotFound'
-  | 'InstanceNotFound'
-  | 'VolumeNotAttached'
-  | 'VolumeNotFound'
-  | 'InstanceInvalidState'
-  | 'InstanceBusy'
-  | 'HostSizeTooSmall'
-  | 'VolumeInvalidState'
-  | 'PayloadTooLarge'
-  | 'ExtendVolumeNotSupported'
-  | 'DriverFailed'
-  | 'HypervisorUnreachable'
-  | 'BackendFailed'
-  | 'ComputeUnreachable'
-  | 'InternalError';
+/** Every error code, with its HTTP status and whether it is final by default. */
+export const CATALOGUE = {
+  BadRequest: { status: 400, final: true },
+  InvalidInput: { status: 400, final: true },
+  ProjectMismatch: { status: 400, final: true },
+  VolumeShrinkRefused: { status: 400, final: true },
+  SizeLimitExceeded: { status: 400, final: true },
+  Unauthorized: { status: 401, final: true },
+  Forbidden: { status: 403, final: true },
+  NotFound: { status: 404, final: true },
+  InstanceNotFound: { status: 404, final: true },
+  VolumeNotAttached: { status: 404, final: true },
+  VolumeNotFound: { status: 404, final: true },
+  MethodNotAllowed: { status: 405, final: true },
+  RequestTimeout: { status: 408, final: false },
+  InstanceInvalidState: { status: 409, final: true },
+  InstanceBusy: { status: 409, final: false },
+  HostSizeTooSmall: { status: 409, final: false },
+  VolumeInvalidState: { status: 409, final: true },
+  VolumeAttached: { status: 409, final: true },
+  VolumeBusy: { status: 409, final: false },
+  PayloadTooLarge: { status: 413, final: true },
+  UriTooLong: { status: 414, final: true },
+  HeadersTooLarge: { status: 431, final: true },
+  ExtendVolumeNotSupported: { status: 501, final: true },
+  DiskReadOnly: { status: 500, final: true },
+  DriverFailed: { status: 500, final: true },
+  HypervisorUnreachable: { status: 503, final: false },
+  BackendFailed: { status: 500, final: true },
+  ComputeUnreachable: { status: 503, final: false },
+  ServiceUnavailable: { status: 503, final: false },
+  InternalError: { status: 500, final: true },
+} as const satisfies Record<string, { status: number; final: boolean }>;
+
+export type ErrorCode = keyof typeof CATALOGUE;
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(CATALOGUE, code);
+}
+
+export interface ServiceErrorOptions {
+  /** Override the code's default classification (e.g. a driver failure that was a timeout). */
+  final?: boolean;
+  /** @deprecated spelling of `final: !retryable`, kept for the call sites that think in retries. */
+  retryable?: boolean;
+  /** The reason given by the source (driver, backend), without host paths; sent to clients. */
+  reason?: string;
+  /** Operator-only detail (paths, commands, stderr): logged, never sent. */
+  detail?: string;
+  cause?: unknown;
+  /** The request id of the remote call this error came back from, if any. */
+  requestId?: string;
+}
 
 export class ServiceError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
-  readonly retryable: boolean;
+  readonly final: boolean;
+  readonly reason: string | undefined;
+  readonly detail: string | undefined;
+  readonly requestId: string | undefined;
 
-  constructor(code: ErrorCode, status: number, message: string, opts: { retryable?: boolean; cause?: unknown } = {}) {
+  constructor(code: ErrorCode, message: string, opts: ServiceErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = code;
     this.code = code;
-    this.status = status;
-    this.retryable = opts.retryable ?? false;
+    this.status = CATALOGUE[code].status;
+    this.final = opts.final ?? (opts.retryable === undefined ? CATALOGUE[code].final : !opts.retryable);
+    this.reason = opts.reason;
+    this.detail = opts.detail;
+    this.requestId = opts.requestId;
+  }
+
+  /** The operation may still succeed if tried again (an uncertain error). */
+  get retryable(): boolean {
+    return !this.final;
   }
 
   get fault(): string {
@@ -70,58 +128,108 @@ export function isServiceError(err: unknown): err is ServiceError {
   return err instanceof ServiceError;
 }
 
+/** True when trying again cannot help: a final ServiceError. Anything else is uncertain. */
+export function isFinalError(err: unknown): boolean {
+  return isServiceError(err) && err.final;
+}
+
+/**
+ * Nova's fault body, `{"<faultName>": {"code": N, "message": "..."}}`, with three fields added
+ * inside the fault object (clients that read `code` and `message` are unaffected):
+ * `error_code` (the catalogue code), `final` (the classification) and, when the source gave one,
+ * `reason` (the driver's or backend's own words, without host paths).
+ */
+export function faultBody(err: ServiceError): Record<string, { code: number; message: string; error_code: ErrorCode; final: boolean; reason?: string }> {
+  return {
+    [err.fault]: {
+      code: err.status,
+      message: err.message,
+      error_code: err.code,
+      final: err.final,
+      ...(err.reason === undefined ? {} : { reason: err.reason }),
+    },
+  };
+}
+
+/** A size in bytes as a reader wants it: exact bytes plus a binary unit. */
+function sized(bytes: number): string {
+  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = bytes;
+  let u = 'bytes';
+  for (const unit of units) {
+    if (v < 1024) break;
+    v /= 1024;
+    u = unit;
+  }
+  return u === 'bytes' ? `${bytes} bytes` : `${bytes} bytes (${Number(v.toFixed(2))} ${u})`;
+}
+
 /** Factories: the only way the code base builds an error. */
 export const errors = {
-  badRequest: (message: string) => new ServiceError('BadRequest', 400, message),
-  invalidInput: (message: string) => new ServiceError('InvalidInput', 400, message),
-  shrinkRefused: (volumeId: string, requested: number, current: number) =>
+  badRequest: (message: string) => new ServiceError('BadRequest', message),
+  invalidInput: (message: string) => new ServiceError('InvalidInput', message),
+  projectMismatch: (urlProject: string, tokenProject: string) =>
+    new ServiceError('ProjectMismatch', `Malformed request URL: URL's project_id '${urlProject}' doesn't match Context's project_id '${tokenProject}'.`),
+  /**
+   * `subject` names what has the current size: `the guest sees` (compute) or `the volume has`
+   * (storage, an unattached volume).
+   */
+  shrinkRefused: (volumeId: string, requested: number, current: number, subject: 'the guest sees' | 'the volume has' = 'the guest sees') =>
     new ServiceError(
       'VolumeShrinkRefused',
-      400,
-      `Refusing to shrink volume ${volumeId}: requested ${requested} bytes is below the ${current} bytes the guest sees now; shrinking a live disk destroys data.`,
+      `Refusing to shrink volume ${volumeId}: requested ${requested} bytes is below the ${current} bytes ${subject} now; shrinking destroys data.`,
     ),
-  unauthorized: (message = 'The request you have made requires authentication.') =>
-    new ServiceError('Unauthorized', 401, message),
-  forbidden: (action: string) =>
-    new ServiceError('Forbidden', 403, `Policy doesn't allow ${action} to be performed.`),
-  notFound: (message = 'The resource could not be found.') => new ServiceError('NotFound', 404, message),
-  instanceNotFound: (serverId: string) =>
-    new ServiceError('InstanceNotFound', 404, `Instance ${serverId} could not be found.`),
-  volumeNotAttached: (volumeId: string, serverId: string) =>
-    new ServiceError('VolumeNotAttached', 404, `Volume ${volumeId} is not attached to instance ${serverId}.`),
-  volumeNotFound: (volumeId: string) => new ServiceError('VolumeNotFound', 404, `Volume ${volumeId} could not be found.`),
-  instanceInvalidState: (serverId: string, state: string, action: string) =>
+  sizeLimitExceeded: (volumeId: string | undefined, requested: number, limit: number, what: string) =>
     new ServiceError(
-      'InstanceInvalidState',
-      409,
-      `Cannot '${action}' instance ${serverId} while it is in state ${state}.`,
+      'SizeLimitExceeded',
+      `Requested ${requested} bytes${volumeId ? ` for volume ${volumeId}` : ''} is above what ${what} can hold: at most ${sized(limit)}.`,
     ),
+  unauthorized: (message = 'The request you have made requires authentication.') => new ServiceError('Unauthorized', message),
+  forbidden: (action: string) => new ServiceError('Forbidden', `Policy doesn't allow ${action} to be performed.`),
+  notFound: (message = 'The resource could not be found.') => new ServiceError('NotFound', message),
+  methodNotAllowed: (method: string, path: string) => new ServiceError('MethodNotAllowed', `Method ${method} is not allowed on ${path}.`),
+  instanceNotFound: (serverId: string) => new ServiceError('InstanceNotFound', `Instance ${serverId} could not be found.`),
+  volumeNotAttached: (volumeId: string, serverId: string) =>
+    new ServiceError('VolumeNotAttached', `Volume ${volumeId} is not attached to instance ${serverId}.`),
+  volumeNotFound: (volumeId: string) => new ServiceError('VolumeNotFound', `Volume ${volumeId} could not be found.`),
+  instanceInvalidState: (serverId: string, state: string, action: string) =>
+    new ServiceError('InstanceInvalidState', `Cannot '${action}' instance ${serverId} while it is in state ${state}.`),
   instanceBusy: (serverId: string, task: string, action: string) =>
-    new ServiceError('InstanceBusy', 409, `Cannot '${action}' instance ${serverId} while it is in task_state ${task}.`),
+    new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while it is in task_state ${task}.`),
   hostSizeTooSmall: (volumeId: string, requested: number, hostBytes: number | undefined) =>
     new ServiceError(
       'HostSizeTooSmall',
-      409,
       `The compute host does not see ${requested} bytes for volume ${volumeId} yet` +
         (hostBytes === undefined ? '' : ` (it sees ${hostBytes})`) +
         '; rescan first and wait until get_blockdev reports the new size.',
     ),
   volumeInvalidState: (volumeId: string, status: string, action: string) =>
-    new ServiceError('VolumeInvalidState', 409, `Cannot '${action}' volume ${volumeId} while its status is ${status}.`),
-  payloadTooLarge: (limit: number) => new ServiceError('PayloadTooLarge', 413, `Request body is larger than ${limit} bytes.`),
+    new ServiceError('VolumeInvalidState', `Cannot '${action}' volume ${volumeId} while its status is ${status}.`),
+  volumeAttached: (volumeId: string, serverId: string, action: string) =>
+    new ServiceError('VolumeAttached', `Cannot '${action}' volume ${volumeId}: it is attached to instance ${serverId}; detach it first.`),
+  /** Another operation on the volume holds it; it ends by itself, so trying again later may work. */
+  volumeBusy: (volumeId: string, status: string, action: string) =>
+    new ServiceError('VolumeBusy', `Cannot '${action}' volume ${volumeId} while its status is ${status}; try again when it is done.`),
+  payloadTooLarge: (limit: number) => new ServiceError('PayloadTooLarge', `Request body is larger than ${limit} bytes.`),
+  uriTooLong: (limit: number) => new ServiceError('UriTooLong', `Request URL is longer than ${limit} characters.`),
+  headersTooLarge: (limit: number) => new ServiceError('HeadersTooLarge', `Request headers are larger than ${limit} bytes.`),
+  requestTimeout: () => new ServiceError('RequestTimeout', 'The request was not received in time.'),
   extendNotSupported: (driver: string) =>
-    new ServiceError('ExtendVolumeNotSupported', 501, `Volume extend is not supported by the ${driver} hypervisor driver.`),
+    new ServiceError('ExtendVolumeNotSupported', `Volume extend is not supported by the ${driver} hypervisor driver.`),
   computeCannotExtend: (reason: string) =>
-    new ServiceError('ExtendVolumeNotSupported', 501, `The compute host cannot extend this attached volume: ${reason}`),
-  computeRefused: (volumeId: string, reason: string) =>
-    new ServiceError('VolumeInvalidState', 409, `Compute refused to extend volume ${volumeId}: ${reason}`),
-  driverFailed: (reason: string, opts: { retryable?: boolean; cause?: unknown } = {}) =>
-    new ServiceError('DriverFailed', 500, `Hypervisor driver failed: ${reason}`, opts),
+    new ServiceError('ExtendVolumeNotSupported', `The compute host cannot extend this attached volume: ${reason}`, { reason }),
+  diskReadOnly: (volumeId: string, device: string, serverId: string) =>
+    new ServiceError('DiskReadOnly', `Hypervisor driver failed: disk ${device} (volume ${volumeId}) of instance ${serverId} is read-only.`, {
+      reason: `disk ${device} is read-only`,
+    }),
+  driverFailed: (reason: string, opts: Omit<ServiceErrorOptions, 'reason'> = {}) =>
+    new ServiceError('DriverFailed', `Hypervisor driver failed: ${reason}`, { ...opts, reason }),
   hypervisorUnreachable: (uri: string, reason: string) =>
-    new ServiceError('HypervisorUnreachable', 500, `Cannot reach the hypervisor at ${uri}: ${reason}`, { retryable: true }),
-  backendFailed: (reason: string, opts: { retryable?: boolean; cause?: unknown } = {}) =>
-    new ServiceError('BackendFailed', 500, `Storage backend failed: ${reason}`, opts),
-  computeUnreachable: (reason: string) =>
-    new ServiceError('ComputeUnreachable', 503, `Compute API unreachable: ${reason}`, { retryable: true }),
-  internal: (message = 'An unexpected error occurred.') => new ServiceError('InternalError', 500, message),
+    new ServiceError('HypervisorUnreachable', `Cannot reach the hypervisor: ${reason}`, { reason, detail: `uri ${uri}` }),
+  backendFailed: (reason: string, opts: Omit<ServiceErrorOptions, 'reason'> = {}) =>
+    new ServiceError('BackendFailed', `Storage backend failed: ${reason}`, { ...opts, reason }),
+  computeUnreachable: (reason: string, opts: Omit<ServiceErrorOptions, 'reason'> = {}) =>
+    new ServiceError('ComputeUnreachable', `Compute API unreachable: ${reason}`, { ...opts, reason }),
+  serviceUnavailable: (message: string) => new ServiceError('ServiceUnavailable', message),
+  internal: (message = 'An unexpected error occurred.', opts: ServiceErrorOptions = {}) => new ServiceError('InternalError', message, opts),
 };

@@ -8,7 +8,7 @@ import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import { newRequestId } from './requestId.js';
-import { errors, faultName, isServiceError, type ServiceError } from '../errors.js';
+import { errors, faultBody, isServiceError, type ServiceError } from '../errors.js';
 import type { AuthContext, TokenAuthenticator } from '../auth/tokens.js';
 import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
 import type { RequestContext } from '../context.js';
@@ -59,7 +59,7 @@ function formatSchemaErrors(errs: AjvError[], dataVar: string): Error {
 }
 
 export function renderError(reply: FastifyReply, err: ServiceError): FastifyReply {
-  return reply.status(err.status).send({ [faultName(err.status)]: { code: err.status, message: err.message } });
+  return reply.status(err.status).send(faultBody(err));
 }
 
 /** Maps Fastify's own errors (parsing, content type, body size, validation) into the catalogue. */
@@ -115,7 +115,7 @@ export async function createServer(deps: ServerDeps): Promise<App> {
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const svc = toServiceError(err);
-    if (svc.status >= 500) req.log.error({ err, requestId: req.id }, 'request failed');
+    if (svc.status >= 500) req.log.error({ err, code: svc.code, final: svc.final, detail: svc.detail, requestId: req.id }, 'request failed');
     return renderError(reply, svc);
   });
 

@@ -6,8 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../context.js';
 import type { VolumeRecord, VolumeStore } from '../db/store.js';
-import { errors, isServiceError } from '../errors.js';
-import { ApiError } from '../httpClient.js';
+import { errors, isServiceError, ServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
 import type { ComputeForVolumes } from './computeClient.js';
 import { FIRST_STEP, type ExtendWorkflow } from './workflow.js';
@@ -201,13 +200,12 @@ export class VolumeService {
   }
 }
 
-/** What compute said when asked whether it can extend, as our own error. */
+/** What compute said when asked whether it can extend, as our own error (classification kept). */
 function computeRefusal(volumeId: string, err: unknown) {
-  if (isServiceError(err)) return err;
-  if (err instanceof ApiError) {
-    if (err.status === 501) return errors.computeCannotExtend(err.message);
-    if (err.status === 404 || err.status === 409) return errors.computeRefused(volumeId, err.message);
-    return errors.computeUnreachable(`HTTP ${err.status}: ${err.message}`);
+  if (!isServiceError(err)) return errors.computeUnreachable((err as Error).message);
+  if (err.code === 'ExtendVolumeNotSupported') return errors.computeCannotExtend(err.message);
+  if (err.status === 404 || err.status === 409) {
+    return new ServiceError('VolumeInvalidState', `Compute refused to extend volume ${volumeId}: ${err.message}`, { final: err.final, reason: err.reason ?? err.message });
   }
-  return errors.computeUnreachable((err as Error).message);
+  return err;
 }

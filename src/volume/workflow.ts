@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExtendState, ExtendStep, VolumeRecord, VolumeStore } from '../db/store.js';
 import { EXTEND_STEPS } from '../db/store.js';
-import { ApiError, isRetryable } from '../httpClient.js';
+import { isFinalError, isServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
 import type { ComputeForVolumes } from './computeClient.js';
 
@@ -133,7 +133,7 @@ export class ExtendWorkflow {
         if (done) return;
       } catch (err) {
         if (this.abort.signal.aborted) return;
-        if (err instanceof FinalError || !isRetryable(err)) {
+        if (err instanceof FinalError || isFinalError(err)) {
           await this.fail(v, `step ${state.step}: ${(err as Error).message}`);
           return;
         }
@@ -194,7 +194,7 @@ export class ExtendWorkflow {
           await this.note(state, v.id, r.requestId);
           measured = r.value;
         } catch (err) {
-          if (err instanceof ApiError && err.status === 409 && /rescan first/.test(err.message)) {
+          if (isServiceError(err) && err.code === 'HostSizeTooSmall') {
             // The host lost sight of the new size (a path came back stale): rescan again.
             await this.advance(v, { ...next('rescan'), attempts: state.attempts + 1 });
             return false;

@@ -135,7 +135,8 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
     it('refuses to resize a read-only disk', async (ctx) => {
       if (!h.readonlyVolumeId) return ctx.skip();
       const guest = await h.driver.getGuestBytes(h.serverId, h.readonlyVolumeId);
-      await expectServiceError(h.driver.extendAttached(h.serverId, h.readonlyVolumeId, guest + MiB), 'DriverFailed', 500);
+      const err = await expectServiceError(h.driver.extendAttached(h.serverId, h.readonlyVolumeId, guest + MiB), 'DiskReadOnly', 500);
+      expect(err.final).toBe(true);
       expect(await h.driver.getGuestBytes(h.serverId, h.readonlyVolumeId)).toBe(guest);
     });
   });

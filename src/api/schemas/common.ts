@@ -25,8 +25,14 @@ export const Bytes = Type.Integer({
 /** Nova's error body: `{"<faultName>": {"code": N, "message": "..."}}`. */
 export const Fault = Type.Record(
   Type.String(),
-  Type.Object({ code: Type.Integer(), message: Type.String() }),
-  { description: 'Nova-shaped fault, e.g. {"badRequest": {"code": 400, "message": "..."}}' },
+  Type.Object({
+    code: Type.Integer(),
+    message: Type.String(),
+    error_code: Type.String({ description: 'The error catalogue code (src/errors.ts), e.g. VolumeShrinkRefused' }),
+    final: Type.Boolean({ description: 'true: trying again with the same input gives the same answer; false: uncertain, try again later' }),
+    reason: Type.Optional(Type.String({ description: "The driver's or backend's own reason, when it gave one" })),
+  }),
+  { description: 'Nova-shaped fault, e.g. {"badRequest": {"code": 400, "message": "...", "error_code": "InvalidInput", "final": true}}' },
 );
 
 export function errorResponses(...codes: number[]): Record<number, TSchema> {

@@ -268,7 +268,7 @@ export class FakeDriver implements VirtDriver {
       }
       if (bytes < disk.guestBytes) throw errors.shrinkRefused(volumeId, bytes, disk.guestBytes);
       if (bytes === disk.guestBytes) return disk.guestBytes;
-      if (disk.readonly) throw errors.driverFailed(`disk ${disk.device} of instance ${serverId} is read-only`);
+      if (disk.readonly) throw errors.diskReadOnly(volumeId, disk.device, serverId);
       await this.refreshed(disk);
       if (disk.kind === 'file') {
         // QEMU grows the file itself; a raw file we can grow for real, as QEMU would.

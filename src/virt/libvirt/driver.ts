@@ -182,7 +182,7 @@ export class LibvirtDriver implements VirtDriver {
     if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
     if (bytes === current) return current;
     if (disk.readonly) {
-      throw errors.driverFailed(`disk ${disk.target} (volume ${volumeId}) of instance ${serverId} is read-only`);
+      throw errors.diskReadOnly(volumeId, disk.target, serverId);
     }
     if (disk.kind === 'block' && disk.source) {
       // Cheap (sysfs) and gives the message the host's figure; QEMU would refuse anyway.
