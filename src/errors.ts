@@ -57,6 +57,8 @@ export const CATALOGUE = {
   MethodNotAllowed: { status: 405, final: true },
   RequestTimeout: { status: 408, final: false },
   InstanceInvalidState: { status: 409, final: true },
+  /** The instance is shut off: nothing live can be done, but its disks can grow offline. */
+  InstanceStopped: { status: 409, final: true },
   InstanceBusy: { status: 409, final: false },
   HostSizeTooSmall: { status: 409, final: false },
   VolumeInvalidState: { status: 409, final: true },
@@ -192,8 +194,9 @@ export const errors = {
   volumeNotAttached: (volumeId: string, serverId: string) =>
     new ServiceError('VolumeNotAttached', `Volume ${volumeId} is not attached to instance ${serverId}.`),
   volumeNotFound: (volumeId: string) => new ServiceError('VolumeNotFound', `Volume ${volumeId} could not be found.`),
+  /** 409. A shut-off instance gets its own code (InstanceStopped): callers extend its disks offline. */
   instanceInvalidState: (serverId: string, state: string, action: string) =>
-    new ServiceError('InstanceInvalidState', `Cannot '${action}' instance ${serverId} while it is in state ${state}.`),
+    new ServiceError(state === 'shutoff' ? 'InstanceStopped' : 'InstanceInvalidState', `Cannot '${action}' instance ${serverId} while it is in state ${state}.`),
   instanceBusy: (serverId: string, task: string, action: string) =>
     new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while it is in task_state ${task}.`),
   hostSizeTooSmall: (volumeId: string, requested: number, hostBytes: number | undefined) =>

@@ -53,7 +53,8 @@ export class ApiClient {
     this.base = opts.url.replace(/\/+$/, '');
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T; requestId: string | undefined }> {
+  /** `opts.timeoutMs` bounds this one call (e.g. by a workflow's deadline); default the client's. */
+  async request<T>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number } = {}): Promise<{ status: number; body: T; requestId: string | undefined }> {
     let res: Response;
     const token = typeof this.opts.token === 'function' ? this.opts.token() : this.opts.token;
     try {
@@ -65,7 +66,7 @@ export class ApiClient {
           ...(body === undefined ? {} : { 'content-type': 'application/json' }),
         },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(this.opts.timeoutMs ?? 120_000),
+        signal: AbortSignal.timeout(Math.max(1, opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000)),
       });
     } catch (err) {
       // Not answered: the call may or may not have happened, so this is uncertain.

@@ -238,7 +238,7 @@ export class ComputeAPI {
       return out.value;
     } catch (err) {
       await this.finish(ctx, server, 'Error', errorMessage(err));
-      if (isServiceError(err) && (err.code === 'InstanceNotFound' || err.code === 'InstanceInvalidState')) {
+      if (isServiceError(err) && (err.code === 'InstanceNotFound' || err.code === 'InstanceInvalidState' || err.code === 'InstanceStopped')) {
         // The hypervisor knows better than our copy of its inventory.
         void this.rpc.syncInventory().catch(() => undefined);
       }

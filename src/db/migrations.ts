@@ -80,4 +80,8 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (volume_id, request_id)
   );
   `,
+  // 3: a version per volume for conditional updates that must see nothing changed
+  `
+  ALTER TABLE volumes ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+  `,
 ];

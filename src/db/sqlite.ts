@@ -10,6 +10,7 @@ import type {
   VolumeActionRecord,
   VolumeRecord,
   VolumeStatus,
+  VolumeGuard,
   AttachmentRecord,
   InstanceActionRecord,
   ServerRecord,
@@ -73,9 +74,14 @@ function toVolume(r: Row): VolumeRecord {
     serverProjectId: (r.server_project_id as string | null) ?? null,
     device: (r.device as string | null) ?? null,
     extend: r.extend ? (JSON.parse(r.extend as string) as VolumeRecord['extend']) : null,
+    version: (r.version as number | undefined) ?? 0,
     createdAt: r.created_at as string,
     updatedAt: r.updated_at as string,
   };
+}
+
+function isStatusList(g: readonly VolumeStatus[] | VolumeGuard): g is readonly VolumeStatus[] {
+  return Array.isArray(g);
 }
 
 function toVolumeAction(r: Row): VolumeActionRecord {
@@ -234,6 +240,8 @@ export class SqliteStore implements Store {
    */
   private readonly serverCache = new Map<string, ServerRecord>();
   private readonly lazyActions: LazyRows;
+  /** Conditional updates differ only by their columns and guard: a statement per distinct SQL. */
+  private readonly updateStatements = new Map<string, Database.Statement>();
 
   constructor(path: string) {
     this.db = openSqlite(path);
@@ -419,7 +427,7 @@ export class SqliteStore implements Store {
 
   // ---- volumes ----
 
-  async createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt'>): Promise<void> {
+  async createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void> {
     this.stmt.insertVolume.run({ ...v, extend: v.extend ? JSON.stringify(v.extend) : null, now: nowIso() });
   }
 
@@ -445,10 +453,11 @@ export class SqliteStore implements Store {
 
   async updateVolume(
     id: string,
-    expected: readonly VolumeStatus[],
-    patch: Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt'>>,
+    guard: readonly VolumeStatus[] | VolumeGuard,
+    patch: Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt' | 'version'>>,
   ): Promise<boolean> {
-    const sets: string[] = ['updated_at = @updatedAt'];
+    const g: VolumeGuard = isStatusList(guard) ? { status: guard } : guard;
+    const sets: string[] = ['updated_at = @updatedAt', 'version = version + 1'];
     const params: Record<string, unknown> = { id, updatedAt: nowIso() };
     for (const [key, value] of Object.entries(patch)) {
       const col = VOLUME_COLUMNS[key];
@@ -456,10 +465,31 @@ export class SqliteStore implements Store {
       sets.push(`${col} = @${key}`);
       params[key] = key === 'extend' ? (value ? JSON.stringify(value) : null) : value;
     }
-    const placeholders = expected.map((_, i) => `@s${i}`);
-    expected.forEach((st, i) => (params[`s${i}`] = st));
-    const res = this.db.prepare(`UPDATE volumes SET ${sets.join(', ')} WHERE id = @id AND status IN (${placeholders.join(', ')})`).run(params);
-    return res.changes === 1;
+    const where = ['id = @id'];
+    if (g.status) {
+      if (g.status.length === 0) return false;
+      where.push(`status IN (${g.status.map((st, i) => ((params[`s${i}`] = st), `@s${i}`)).join(', ')})`);
+    }
+    if (g.version !== undefined) {
+      where.push('version = @guardVersion');
+      params.guardVersion = g.version;
+    }
+    if (g.attached !== undefined) where.push(g.attached ? 'server_id IS NOT NULL' : 'server_id IS NULL');
+    if (g.sizeBelow !== undefined) {
+      where.push('size_bytes < @guardSizeBelow');
+      params.guardSizeBelow = g.sizeBelow;
+    }
+    if (g.extendRequestId !== undefined) {
+      where.push("json_extract(extend, '$.requestId') = @guardExtendRequestId");
+      params.guardExtendRequestId = g.extendRequestId;
+    }
+    const sql = `UPDATE volumes SET ${sets.join(', ')} WHERE ${where.join(' AND ')}`;
+    let stmt = this.updateStatements.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.updateStatements.set(sql, stmt);
+    }
+    return stmt.run(params).changes === 1;
   }
 
   async deleteVolume(id: string): Promise<void> {

@@ -109,6 +109,17 @@ export interface ExtendState {
   measuredBytes?: number;
   /** Why it failed, and at which step (error_extending only). */
   error: string | null;
+  /**
+   * `online`: the guest is resized live; `offline`: its server is stopped (the guest sees the size
+   * at next start); `detached`: no server, the storage alone grows (volume/workflow.ts).
+   */
+  mode?: 'online' | 'offline' | 'detached';
+  /** The storage size measured after the storage step (a retry may not ask for less). */
+  storageBytes?: number;
+  /** The last uncertain error while retrying, kept so a deadline reports the real cause. */
+  lastError?: { step: ExtendStep; code: string; message: string; at: string } | null;
+  /** Catalogue code of the error that ended the extend (error_extending only). */
+  errorCode?: string | null;
 }
 
 export interface VolumeRecord {
@@ -125,8 +136,27 @@ export interface VolumeRecord {
   serverProjectId: string | null;
   device: string | null;
   extend: ExtendState | null;
+  /** Incremented by every update: a conditional update may require the version it read. */
+  version: number;
   createdAt: string;
   updatedAt: string;
+}
+
+/**
+ * The condition of a conditional update (Cinder's conditional_update): every field given must
+ * hold at the moment the update applies, in the same statement, or nothing changes.
+ */
+export interface VolumeGuard {
+  /** The status must be one of these. */
+  status?: readonly VolumeStatus[];
+  /** The record must still be at this version (nothing changed since it was read). */
+  version?: number;
+  /** true: the volume must have an attachment; false: it must have none. */
+  attached?: boolean;
+  /** The recorded size must be strictly below this (an extend's target). */
+  sizeBelow?: number;
+  /** The extend in the record must still be this one (its request id). */
+  extendRequestId?: string;
 }
 
 export interface VolumeActionRecord {
@@ -145,14 +175,15 @@ export interface VolumeActionRecord {
 }
 
 export interface VolumeStore {
-  createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt'>): Promise<void>;
+  createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void>;
   getVolume(id: string): Promise<VolumeRecord | undefined>;
   listVolumes(filter?: { projectId?: string; status?: VolumeStatus }): Promise<VolumeRecord[]>;
   /**
-   * Conditional update: applies `patch` only while the volume's status is one of `expected`
-   * (a compare-and-swap, as Cinder's conditional update). True if applied.
+   * Conditional update: applies `patch` only while `guard` holds (a status list is shorthand for
+   * `{ status }`), in one statement (a compare-and-swap, as Cinder's conditional update). Bumps
+   * the version. True if applied.
    */
-  updateVolume(id: string, expected: readonly VolumeStatus[], patch: Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt'>>): Promise<boolean>;
+  updateVolume(id: string, guard: readonly VolumeStatus[] | VolumeGuard, patch: Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt' | 'version'>>): Promise<boolean>;
   deleteVolume(id: string): Promise<void>;
 
   startVolumeAction(a: Omit<VolumeActionRecord, 'finishTime' | 'result'>): Promise<void>;

@@ -1,3 +1,4 @@
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 
 const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
@@ -25,4 +26,17 @@ export async function qcow2VirtualBytes(path: string): Promise<number> {
 export async function fileDiskBytes(path: string, format: 'raw' | 'qcow2' = 'raw'): Promise<number> {
   if (format === 'qcow2') return qcow2VirtualBytes(path);
   return (await stat(path)).size;
+}
+
+/** `fileDiskBytes`, synchronously (a header read of 32 bytes or a stat). */
+export function fileDiskBytesSync(path: string, format: 'raw' | 'qcow2' = 'raw'): number {
+  if (format !== 'qcow2') return statSync(path).size;
+  const fd = openSync(path, 'r');
+  try {
+    const header = Buffer.alloc(32);
+    if (readSync(fd, header, 0, 32, 0) < 32 || header.readUInt32BE(0) !== QCOW2_MAGIC) throw new Error(`${path} is not a qcow2 image`);
+    return Number(header.readBigUInt64BE(24));
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -1,37 +1,58 @@
 /**
  * Attach and detach (Nova's attach flow): the compute API's os-volume_attachments routes call
  * this; it reserves the volume, asks its backend how the host reaches it (connection_info),
- * has compute plug it in, and records the attachment.
+ * has compute plug it in, and records the attachment. The lifecycle table (lifecycle.ts) decides
+ * whether the volume may move, and the move is a conditional update on the version read.
  */
 import type { ComputeAPI } from '../compute/api.js';
 import type { VolumeAttacher } from '../compute/attacher.js';
 import type { RequestContext } from '../context.js';
-import type { AttachmentRecord, ServerRecord, VolumeStore } from '../db/store.js';
+import type { AttachmentRecord, ServerRecord, VolumeRecord, VolumeStore } from '../db/store.js';
 import { errors } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
+import { decide, isAttached, outcome, type VolumeAction } from './lifecycle.js';
+
+const MAX_DECISIONS = 5;
 
 export class VolumeAttachService implements VolumeAttacher {
   constructor(
     private readonly deps: { store: VolumeStore; backends: ReadonlyMap<string, VolumeBackend>; compute: ComputeAPI },
   ) {}
 
+  /** Moves `v` as the table says for `action`, conditionally; decides again if it changed. */
+  private async begin(action: VolumeAction, volumeId: string, v: VolumeRecord): Promise<VolumeRecord> {
+    for (let attempt = 1; ; attempt++) {
+      const d = decide(action, v);
+      if (!d.ok) throw d.error;
+      if (await this.deps.store.updateVolume(volumeId, { status: [v.status], version: v.version, attached: isAttached(v) }, { status: d.to })) return v;
+      const now = await this.deps.store.getVolume(volumeId);
+      if (!now) throw errors.volumeNotFound(volumeId);
+      if (attempt >= MAX_DECISIONS) throw errors.volumeBusy(volumeId, now.status, action);
+      v = now;
+    }
+  }
+
   async attach(ctx: RequestContext, server: ServerRecord, volumeId: string, device?: string): Promise<AttachmentRecord> {
     const { store } = this.deps;
     const v = await store.getVolume(volumeId);
     if (!v || v.projectId !== server.projectId) throw errors.volumeNotFound(volumeId);
-    if (v.status === 'in-use' && v.serverId === server.id) return this.deps.compute.attachment(server, volumeId);
-    if (!(await store.updateVolume(volumeId, ['available'], { status: 'attaching' }))) {
-      throw errors.volumeInvalidState(volumeId, v.status, 'attach');
-    }
+    // Attaching what is already attached here is a no-op, as in Nova.
+    if (v.serverId === server.id && v.status === 'in-use') return this.deps.compute.attachment(server, volumeId);
+    await this.begin('attach', volumeId, v);
     try {
       const backend = this.deps.backends.get(v.backend);
-      if (!backend) throw errors.backendFailed(`backend ${v.backend} is not configured`);
+      if (!backend) throw errors.backendFailed(`volume type ${v.backend} is not configured on this service`);
       const connection = await backend.connection(volumeId);
       const att = await this.deps.compute.attachVolume(ctx, server, { ...connection, ...(device ? { device } : {}) });
-      await store.updateVolume(volumeId, ['attaching'], { status: 'in-use', serverId: server.id, serverProjectId: server.projectId, device: att.device });
+      await store.updateVolume(volumeId, ['attaching'], {
+        status: outcome('attach', 'done', true),
+        serverId: server.id,
+        serverProjectId: server.projectId,
+        device: att.device,
+      });
       return att;
     } catch (err) {
-      await store.updateVolume(volumeId, ['attaching'], { status: 'available' });
+      await store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'failed', false) });
       throw err;
     }
   }
@@ -39,17 +60,17 @@ export class VolumeAttachService implements VolumeAttacher {
   async detach(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     const { store } = this.deps;
     const v = await store.getVolume(volumeId);
-    if (v && v.serverId === server.id) {
-      if (!(await store.updateVolume(volumeId, ['in-use', 'error_extending'], { status: 'detaching' }))) {
-        throw errors.volumeInvalidState(volumeId, v.status, 'detach');
-      }
-    }
+    // A disk the hypervisor has but we never attached (no record, or recorded elsewhere) is
+    // unplugged without touching any volume record.
+    const ours = v !== undefined && v.serverId === server.id;
+    const before = ours ? await this.begin('detach', volumeId, v) : undefined;
     try {
       await this.deps.compute.detachVolume(ctx, server, volumeId);
     } catch (err) {
-      if (v) await store.updateVolume(volumeId, ['detaching'], { status: v.status });
+      // Still plugged in: back to the status it had.
+      if (before) await store.updateVolume(volumeId, ['detaching'], { status: before.status });
       throw err;
     }
-    if (v) await store.updateVolume(volumeId, ['detaching'], { status: 'available', serverId: null, serverProjectId: null, device: null });
+    if (before) await store.updateVolume(volumeId, ['detaching'], { status: 'available', serverId: null, serverProjectId: null, device: null });
   }
 }

@@ -1,14 +1,18 @@
 /**
- * VolumeService (Cinder's volume API and manager in one): volumes on storage backends, and the
- * extend of available and in-use volumes. The in-use extend runs as a durable workflow.
+ * VolumeService (Cinder's volume API and manager in one): volumes on storage backends, and their
+ * extend. Every action is decided by the lifecycle table (lifecycle.ts) and applied with a
+ * conditional update that requires the record to be exactly as it was when the decision was
+ * made, so a concurrent change makes the loser decide again on what is there now.
  */
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../context.js';
-import type { VolumeRecord, VolumeStore } from '../db/store.js';
+import type { ExtendState, VolumeGuard, VolumeRecord, VolumeStore } from '../db/store.js';
 import { errors, isServiceError, ServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
 import type { ComputeForVolumes } from './computeClient.js';
+import { decide, extendMode, isAttached, policiesFor, type ExtendMode, type VolumeAction } from './lifecycle.js';
 import { FIRST_STEP, type ExtendWorkflow } from './workflow.js';
 
 export interface CreateVolumeRequest {
@@ -17,6 +21,17 @@ export interface CreateVolumeRequest {
   backend: string;
   format?: 'raw' | 'qcow2';
 }
+
+type VolumePatch = Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt' | 'version'>>;
+
+/** Answers whether the caller's token passes a policy rule (the route binds it to the request). */
+export type PolicyCheck = (rule: string) => boolean;
+
+/** Conditional updates lost to concurrent changes before giving up with VolumeBusy (409). */
+const MAX_DECISIONS = 5;
+
+/** How long an extend of a detached volume may keep the request waiting before it answers 202. */
+const DETACHED_EXTEND_WAIT_MS = 30_000;
 
 export class VolumeService {
   constructor(
@@ -51,11 +66,18 @@ export class VolumeService {
     return this.deps.store.listVolumes({ projectId });
   }
 
+  /** The largest volume `backend` holds; SizeLimitExceeded (400) above it, before anything is made. */
+  private async checkFits(backend: VolumeBackend, volumeId: string | undefined, bytes: number, format: 'raw' | 'qcow2' | null): Promise<void> {
+    const limit = await backend.maxBytes(format ? { format } : undefined);
+    if (bytes > limit) throw errors.sizeLimitExceeded(volumeId, bytes, limit, `volume type "${backend.name}"${format ? ` (${format})` : ''}`);
+  }
+
   async create(ctx: RequestContext, projectId: string, req: CreateVolumeRequest): Promise<VolumeRecord> {
     const backendName = req.backend || this.deps.defaultBackend;
     const backend = this.backend(backendName);
-    const format = backendName === 'file' ? (req.format ?? 'raw') : null;
-    if (req.format && backendName !== 'file') throw errors.invalidInput(`Volume type "${backendName}" has no format option.`);
+    if (req.format && backend.attachedGrowth !== 'hypervisor') throw errors.invalidInput(`Volume type "${backendName}" has no format option.`);
+    const format = backend.attachedGrowth === 'hypervisor' ? (req.format ?? 'raw') : null;
+    await this.checkFits(backend, undefined, req.sizeBytes, format);
     const id = randomUUID();
     const { store } = this.deps;
     await store.createVolume({
@@ -83,12 +105,36 @@ export class VolumeService {
     return (await store.getVolume(id))!;
   }
 
-  async delete(ctx: RequestContext, projectId: string, volumeId: string): Promise<void> {
-    const v = await this.get(projectId, volumeId);
-    const { store } = this.deps;
-    if (!(await store.updateVolume(volumeId, ['available', 'error', 'error_extending'], { status: 'deleting' }))) {
-      throw errors.volumeInvalidState(volumeId, v.status, 'delete');
+  /**
+   * Decides `action` on the volume as it is now and moves it to the table's next status with a
+   * conditional update on the version it read: if anything changed meanwhile, it reads again and
+   * decides again. `check` may refuse (it sees the record the decision is about); `guard` and
+   * `patch` add to the update. Returns the record as it was before the change.
+   */
+  private async begin(
+    action: VolumeAction,
+    projectId: string,
+    volumeId: string,
+    opts: {
+      check?: (v: VolumeRecord) => Promise<void> | void;
+      guard?: (v: VolumeRecord) => VolumeGuard;
+      patch?: (v: VolumeRecord) => VolumePatch;
+    } = {},
+  ): Promise<VolumeRecord> {
+    for (let attempt = 1; ; attempt++) {
+      const v = await this.get(projectId, volumeId);
+      const d = decide(action, v);
+      if (!d.ok) throw d.error;
+      await opts.check?.(v);
+      const guard: VolumeGuard = { status: [v.status], version: v.version, attached: isAttached(v), ...opts.guard?.(v) };
+      if (await this.deps.store.updateVolume(volumeId, guard, { ...opts.patch?.(v), status: d.to })) return v;
+      if (attempt >= MAX_DECISIONS) throw errors.volumeBusy(volumeId, v.status, action);
     }
+  }
+
+  async delete(ctx: RequestContext, projectId: string, volumeId: string): Promise<void> {
+    const v = await this.begin('delete', projectId, volumeId);
+    const { store } = this.deps;
     await this.audit(ctx, volumeId, 'delete', {}, async () => {
       try {
         await this.backend(v.backend).delete(volumeId);
@@ -101,63 +147,42 @@ export class VolumeService {
   }
 
   /**
-   * Extend to `newBytes`. An available volume grows on its backend only, now. An in-use volume
-   * is checked with compute first (before the storage is touched), moved to `extending`, and
-   * grown by the workflow in the background; the caller polls the volume.
+   * Extend to `newBytes`. The lifecycle table decides whether the volume may be extended now;
+   * `allows` checks the policy rules the table names for it (an attached volume needs
+   * `volume:extend_attached_volume`, whatever its status). The target must be above the size
+   * recorded at the moment the change applies (checked inside the conditional update).
+   * An attached volume is checked with compute first (capability, 501; the server's state, 409
+   * where no extend can work) before anything changes; its extend then runs in the background
+   * (the caller polls the volume). A detached volume's storage is grown before the answer, unless
+   * that takes longer than DETACHED_EXTEND_WAIT_MS.
    */
-  async extend(ctx: RequestContext, projectId: string, volumeId: string, newBytes: number): Promise<VolumeRecord> {
-    const v = await this.get(projectId, volumeId);
-    const { store } = this.deps;
-    if (newBytes <= v.sizeBytes) {
-      throw errors.invalidInput(
-        `New size ${newBytes} bytes must be greater than the current size ${v.sizeBytes} bytes` +
-          (newBytes < v.sizeBytes ? ': volumes are never shrunk.' : '.'),
-      );
-    }
-    if (v.status === 'available') {
-      if (!(await store.updateVolume(volumeId, ['available'], { status: 'extending' }))) {
-        throw errors.volumeInvalidState(volumeId, (await store.getVolume(volumeId))?.status ?? 'deleted', 'extend');
-      }
-      await this.audit(ctx, volumeId, 'extend', { new_bytes: newBytes, attached: false }, async () => {
-        try {
-          const measured = await this.backend(v.backend).extend(volumeId, newBytes);
-          await store.updateVolume(volumeId, ['extending'], { status: 'available', sizeBytes: measured });
-        } catch (err) {
-          await store.updateVolume(volumeId, ['extending'], { status: 'available' });
-          throw err;
-        }
-      });
-      return (await store.getVolume(volumeId))!;
-    }
-    // error_extending: the operator may simply try again once the cause is fixed (Cinder would
-    // need a reset-state first); every step is idempotent, so a new run is safe.
-    if ((v.status !== 'in-use' && v.status !== 'error_extending') || !v.serverId) {
-      throw errors.volumeInvalidState(volumeId, v.status, 'extend');
-    }
-
-    // 1. Can the compute host do it? Upstream extends the storage even when it cannot.
-    let check;
-    try {
-      check = await this.deps.compute.getBlockdev(v.serverProjectId ?? v.projectId, v.serverId, volumeId);
-    } catch (err) {
-      throw computeRefusal(volumeId, err);
-    }
-    // 2. in-use → extending, conditionally: a concurrent extend loses here with 409.
+  async extend(ctx: RequestContext, projectId: string, volumeId: string, newBytes: number, allows: PolicyCheck = () => true): Promise<VolumeRecord> {
+    const { store, workflow } = this.deps;
+    let plan: { mode: ExtendMode | 'detached'; hostBytes: number | null; computeRequestIds: string[] } = { mode: 'detached', hostBytes: null, computeRequestIds: [] };
     const now = Date.now();
-    const started = await store.updateVolume(volumeId, ['in-use', 'error_extending'], {
-      status: 'extending',
-      extend: {
-        requestId: ctx.requestId,
-        targetBytes: newBytes,
-        step: FIRST_STEP,
-        startedAt: new Date(now).toISOString(),
-        deadline: new Date(now + this.deps.workflow.options.timeoutMs).toISOString(),
-        attempts: 0,
-        hostBytes: check.value,
-        error: null,
+    const v = await this.begin('extend', projectId, volumeId, {
+      check: async (cur) => {
+        for (const rule of policiesFor('extend', isAttached(cur))) if (!allows(rule)) throw errors.forbidden(rule);
+        checkTarget(cur, newBytes);
+        await this.checkFits(this.backend(cur.backend), cur.id, newBytes, cur.format);
+        plan = isAttached(cur) ? await this.planAttached(cur) : { mode: 'detached', hostBytes: null, computeRequestIds: [] };
       },
+      guard: () => ({ sizeBelow: newBytes }),
+      patch: () => ({
+        extend: {
+          requestId: ctx.requestId,
+          targetBytes: newBytes,
+          step: FIRST_STEP,
+          startedAt: new Date(now).toISOString(),
+          deadline: new Date(now + workflow.options.timeoutMs).toISOString(),
+          attempts: 0,
+          hostBytes: plan.hostBytes,
+          error: null,
+          mode: plan.mode,
+          lastError: null,
+        } satisfies ExtendState,
+      }),
     });
-    if (!started) throw errors.volumeInvalidState(volumeId, (await store.getVolume(volumeId))?.status ?? 'deleted', 'extend');
     await store.startVolumeAction({
       requestId: ctx.requestId,
       volumeId,
@@ -166,11 +191,38 @@ export class VolumeService {
       projectId: ctx.projectId,
       startTime: new Date(now).toISOString(),
       message: null,
-      computeRequestIds: check.requestId ? [check.requestId] : [],
-      details: { new_bytes: newBytes, from_bytes: v.sizeBytes, attached: true, server_id: v.serverId },
+      computeRequestIds: plan.computeRequestIds,
+      details: { new_bytes: newBytes, from_bytes: v.sizeBytes, attached: isAttached(v), mode: plan.mode, ...(v.serverId ? { server_id: v.serverId } : {}) },
     });
-    void this.deps.workflow.start(volumeId);
+    const run = workflow.start(volumeId);
+    if (plan.mode === 'detached') {
+      // Storage-only extends are quick: answer with their result, as before, unless they are not.
+      const waited = new AbortController();
+      const result = await Promise.race([run, sleep(DETACHED_EXTEND_WAIT_MS, undefined, { signal: waited.signal }).catch(() => undefined)]);
+      waited.abort();
+      if (result?.error) throw result.error;
+    }
     return (await store.getVolume(volumeId))!;
+  }
+
+  /**
+   * Asks compute whether it can extend this attached volume, and how: get_blockdev proves the
+   * capability (501 otherwise, before the storage is touched; upstream extends the storage
+   * anyway), the server's state picks online or offline, or refuses (409) where neither works.
+   */
+  private async planAttached(v: VolumeRecord): Promise<{ mode: ExtendMode; hostBytes: number; computeRequestIds: string[] }> {
+    const tenant = v.serverProjectId ?? v.projectId;
+    const serverId = v.serverId!;
+    try {
+      const [host, state] = await Promise.all([
+        this.deps.compute.getBlockdev(tenant, serverId, v.id),
+        this.deps.compute.getServerState(tenant, serverId),
+      ]);
+      const ids = [host.requestId, state.requestId].filter((x): x is string => x !== undefined);
+      return { mode: extendMode(serverId, state.value), hostBytes: host.value, computeRequestIds: ids };
+    } catch (err) {
+      throw computeRefusal(v.id, err);
+    }
   }
 
   listActions(volumeId: string) {
@@ -200,11 +252,29 @@ export class VolumeService {
   }
 }
 
+/**
+ * The target must be above the recorded size (400: never shrink, and equal is nothing to do),
+ * and not below what an earlier, failed extend already gave the storage (it cannot be taken back).
+ */
+function checkTarget(v: VolumeRecord, newBytes: number): void {
+  if (newBytes <= v.sizeBytes) {
+    throw errors.invalidInput(
+      `New size ${newBytes} bytes must be greater than the current size ${v.sizeBytes} bytes` + (newBytes < v.sizeBytes ? ': volumes are never shrunk.' : '.'),
+    );
+  }
+  const grown = v.status === 'error_extending' ? v.extend?.storageBytes : undefined;
+  if (grown !== undefined && newBytes < grown) {
+    throw errors.invalidInput(
+      `New size ${newBytes} bytes is below the ${grown} bytes the storage already has from the extend that failed; ask for at least ${grown} bytes: volumes are never shrunk.`,
+    );
+  }
+}
+
 /** What compute said when asked whether it can extend, as our own error (classification kept). */
-function computeRefusal(volumeId: string, err: unknown) {
+function computeRefusal(volumeId: string, err: unknown): ServiceError {
   if (!isServiceError(err)) return errors.computeUnreachable((err as Error).message);
   if (err.code === 'ExtendVolumeNotSupported') return errors.computeCannotExtend(err.message);
-  if (err.status === 404 || err.status === 409) {
+  if (err.code === 'InstanceNotFound' || err.code === 'VolumeNotAttached') {
     return new ServiceError('VolumeInvalidState', `Compute refused to extend volume ${volumeId}: ${err.message}`, { final: err.final, reason: err.reason ?? err.message });
   }
   return err;

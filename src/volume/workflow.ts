@@ -1,12 +1,22 @@
 /**
- * The extend workflow of an in-use volume: an explicit state machine stored in the volume's
- * record, so a crash or restart at any point resumes from the last completed step
- * (external-resizer's stored resize states, verbose on purpose).
+ * The extend workflow: an explicit state machine stored in the volume's record, so a crash or
+ * restart at any point resumes from the last completed step (external-resizer's stored resize
+ * states, verbose on purpose).
  *
- *   in-use ──extend──▶ extending{storage → rescan → wait_host → assist → confirm} ──▶ in-use (measured size)
- *                                          │ final error, or deadline passed
- *                                          ▼
- *                                    error_extending (step and reason recorded)
+ *   extending{storage → rescan → wait_host → assist → confirm} ──▶ in-use | available (measured size)
+ *                      │ final error, or the deadline passed
+ *                      ▼
+ *   error_extending (attached) | available (detached), with the step, the cause and its code
+ *
+ * Modes (ExtendState.mode), decided when the extend starts and revised from what compute says:
+ * - `online`: the guest runs. Storage grows (unless QEMU grows it itself: file volumes), the host
+ *   rescans, compute resizes the guest's disk live and measures what the guest sees.
+ * - `offline`: the server is shut off (Nova's and Proxmox's offline extend). Storage always grows
+ *   through the backend (nothing holds the image open), the host rescans, and the size the host
+ *   measures is the one the guest gets when it next starts. The verdict comes from compute itself:
+ *   assist_extend answers InstanceStopped only while the server really is stopped, so a guest that
+ *   started meanwhile is resized live instead.
+ * - `detached`: no server. The backend grows the storage and measures it.
  *
  * Recovery cases:
  * 1. Crash before `storage` finished: the backend's extend is idempotent; it runs again.
@@ -16,17 +26,26 @@
  * 4. Crash during `assist`: assist_extend at the size the guest already has is a no-op on
  *    compute, so it is sent again.
  * 5. Crash during `confirm`: nothing external happens there; it runs again.
- * Uncertain errors (timeouts, connection resets, 5xx) retry the same step with backoff until
- * the deadline; final errors (4xx, a backend refusing) end in error_extending at once.
- * No volume stays `extending` forever: each step checks the deadline first.
+ * 6. An `extending` record without a workflow state (left by an older version): the backend's
+ *    size is measured and the volume goes back to its resting status with it.
+ *
+ * Errors are classified where they are raised (errors.ts): a final one ends the extend at once
+ * with its cause and code; an uncertain one retries the step with backoff and is kept as
+ * `lastError`, so a deadline reports the real cause, not just "timed out".
+ *
+ * Supervision: every run is wrapped so that any exception it did not expect (the store failing
+ * with a full disk, a bug) restarts it from the stored state after a backoff, in the same
+ * process. A watchdog, independent of the runs, restarts runs that are missing and ends extends
+ * whose deadline passed even while their run is stuck in a call.
  */
 import type { Logger } from 'pino';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExtendState, ExtendStep, VolumeRecord, VolumeStore } from '../db/store.js';
 import { EXTEND_STEPS } from '../db/store.js';
-import { isFinalError, isServiceError } from '../errors.js';
+import { errors, isFinalError, isServiceError, ServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
-import type { ComputeForVolumes } from './computeClient.js';
+import type { CallOptions, ComputeForVolumes } from './computeClient.js';
+import { EXTEND_MODE_BY_SERVER_STATE, isAttached, outcome } from './lifecycle.js';
 
 export interface WorkflowOptions {
   /** Total time an extend may take before it ends in error_extending. Generous: storage can be slow. */
@@ -38,6 +57,8 @@ export interface WorkflowOptions {
   pollBaseMs: number;
   /** Sleep before every step. For crash-recovery tests only; 0 in production. */
   stepDelayMs: number;
+  /** How often the watchdog looks for extends without a run and for passed deadlines. */
+  watchdogMs: number;
 }
 
 export const DEFAULT_WORKFLOW_OPTIONS: WorkflowOptions = {
@@ -46,6 +67,7 @@ export const DEFAULT_WORKFLOW_OPTIONS: WorkflowOptions = {
   backoffMaxMs: 5_000,
   pollBaseMs: 5,
   stepDelayMs: 0,
+  watchdogMs: 1_000,
 };
 
 interface WorkflowDeps {
@@ -56,11 +78,24 @@ interface WorkflowDeps {
   options?: Partial<WorkflowOptions>;
 }
 
-class FinalError extends Error {}
+/** How a run ended: the volume as it is now, and the error that ended the extend, if it failed. */
+export interface ExtendResult {
+  volume: VolumeRecord | undefined;
+  error?: ServiceError;
+}
 
-/** A file volume has no host device: QEMU grows the file itself (Nova's NFS volumes). */
-function growsOnCompute(v: VolumeRecord): boolean {
-  return v.backend === 'file';
+export const FIRST_STEP: ExtendStep = EXTEND_STEPS[0];
+
+/** An error the workflow itself finds final (a state it cannot go on from). */
+function finalError(message: string): ServiceError {
+  return errors.internal(message, { final: true });
+}
+
+function asServiceError(err: unknown): ServiceError {
+  if (isServiceError(err)) return err;
+  // Unclassified (the store, a bug): uncertain, so it is retried until the deadline, which then
+  // reports it as the last cause.
+  return errors.internal(`unexpected failure: ${(err as Error)?.message ?? String(err)}`, { final: false, cause: err });
 }
 
 export class ExtendWorkflow {
@@ -69,8 +104,10 @@ export class ExtendWorkflow {
   private readonly compute: ComputeForVolumes;
   private readonly log: Logger;
   readonly options: WorkflowOptions;
-  private readonly running = new Map<string, Promise<void>>();
+  private readonly running = new Map<string, Promise<ExtendResult>>();
   private readonly abort = new AbortController();
+  private watchdog: NodeJS.Timeout | undefined;
+  private ticking = false;
 
   constructor(deps: WorkflowDeps) {
     this.store = deps.store;
@@ -80,30 +117,31 @@ export class ExtendWorkflow {
     this.options = { ...DEFAULT_WORKFLOW_OPTIONS, ...deps.options };
   }
 
-  /** Run (or join) the workflow of one volume in the background. */
-  start(volumeId: string): Promise<void> {
+  /** Run (or join) the workflow of one volume in the background; resolves when it stops. */
+  start(volumeId: string): Promise<ExtendResult> {
     let p = this.running.get(volumeId);
     if (!p) {
-      p = this.run(volumeId)
-        .catch((err: unknown) => {
-          if (!this.abort.signal.aborted) this.log.error({ err, volumeId }, 'extend workflow crashed');
-        })
-        .finally(() => this.running.delete(volumeId));
+      p = this.supervise(volumeId).finally(() => this.running.delete(volumeId));
       this.running.set(volumeId, p);
     }
     return p;
   }
 
-  /** At start-up: pick up every extend a previous process left unfinished. */
+  /** At start-up: pick up every extend a previous process left unfinished, and start the watchdog. */
   async resumeAll(): Promise<string[]> {
     const pending = await this.store.listVolumes({ status: 'extending' });
     for (const v of pending) {
-      if (v.extend) {
-        this.log.info({ volumeId: v.id, step: v.extend.step, requestId: v.extend.requestId }, 'resuming extend');
-        void this.start(v.id);
-      }
+      this.log.info({ volumeId: v.id, step: v.extend?.step, requestId: v.extend?.requestId }, 'resuming extend');
+      void this.start(v.id);
     }
+    this.startWatchdog();
     return pending.map((v) => v.id);
+  }
+
+  startWatchdog(): void {
+    if (this.watchdog || this.abort.signal.aborted) return;
+    this.watchdog = setInterval(() => void this.tick(), this.options.watchdogMs);
+    this.watchdog.unref();
   }
 
   /** Wait for the background run of a volume, if any. */
@@ -113,106 +151,221 @@ export class ExtendWorkflow {
 
   async close(): Promise<void> {
     this.abort.abort();
+    if (this.watchdog) clearInterval(this.watchdog);
     await Promise.allSettled([...this.running.values()]);
   }
 
-  private async run(volumeId: string): Promise<void> {
-    for (;;) {
-      if (this.abort.signal.aborted) return;
-      const v = await this.store.getVolume(volumeId);
-      if (!v || v.status !== 'extending' || !v.extend) return;
-      const state = v.extend;
-      if (Date.now() > Date.parse(state.deadline)) {
-        await this.fail(v, `timed out after ${this.options.timeoutMs} ms at step ${state.step}`);
-        return;
-      }
-      if (this.options.stepDelayMs > 0) await sleep(this.options.stepDelayMs, undefined, { signal: this.abort.signal }).catch(() => undefined);
-      if (this.abort.signal.aborted) return;
-      try {
-        const done = await this.step(v, state);
-        if (done) return;
-      } catch (err) {
-        if (this.abort.signal.aborted) return;
-        if (err instanceof FinalError || isFinalError(err)) {
-          await this.fail(v, `step ${state.step}: ${(err as Error).message}`);
-          return;
+  private get closed(): boolean {
+    return this.abort.signal.aborted;
+  }
+
+  private backoff(attempts: number, base = this.options.backoffBaseMs): number {
+    return Math.min(this.options.backoffMaxMs, base * 2 ** Math.min(attempts, 10));
+  }
+
+  private async pause(ms: number): Promise<void> {
+    await sleep(ms, undefined, { signal: this.abort.signal }).catch(() => undefined);
+  }
+
+  /**
+   * The watchdog's round: extends without a run in this process get one (a run that died, or
+   * one a restart has not picked up); extends past their deadline end now, even if their run is
+   * stuck in a call (its next stored change then finds the extend gone and stops).
+   */
+  private async tick(): Promise<void> {
+    if (this.ticking || this.closed) return;
+    this.ticking = true;
+    try {
+      const now = Date.now();
+      for (const v of await this.store.listVolumes({ status: 'extending' })) {
+        if (this.closed) return;
+        const late = v.extend !== null && now > Date.parse(v.extend.deadline) + this.options.watchdogMs;
+        if (late && this.running.has(v.id)) {
+          await this.failAtDeadline(v).catch((err: unknown) => this.log.error({ err, volumeId: v.id }, 'watchdog could not end an extend past its deadline'));
+        } else if (!this.running.has(v.id)) {
+          this.log.warn({ volumeId: v.id, step: v.extend?.step }, 'watchdog restarting an extend without a run');
+          void this.start(v.id);
         }
-        const attempts = state.attempts + 1;
-        await this.save(v, { ...state, attempts });
-        const delay = Math.min(this.options.backoffMaxMs, this.options.backoffBaseMs * 2 ** Math.min(attempts, 10));
-        this.log.warn({ volumeId, step: state.step, attempts, err: (err as Error).message }, 'extend step failed, retrying');
-        await sleep(delay, undefined, { signal: this.abort.signal }).catch(() => undefined);
+      }
+    } catch (err) {
+      this.log.error({ err }, 'extend watchdog round failed');
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  /** Runs `run` until it returns, restarting it after any exception it did not handle. */
+  private async supervise(volumeId: string): Promise<ExtendResult> {
+    for (let failures = 0; ; failures++) {
+      if (this.closed) return { volume: undefined };
+      try {
+        return await this.run(volumeId);
+      } catch (err) {
+        if (this.closed) return { volume: undefined };
+        this.log.error({ err, volumeId, failures: failures + 1 }, 'extend run failed; restarting it from the stored state');
+        await this.pause(this.backoff(failures, 100));
       }
     }
+  }
+
+  private async run(volumeId: string): Promise<ExtendResult> {
+    for (;;) {
+      if (this.closed) return { volume: undefined };
+      const v = await this.store.getVolume(volumeId);
+      if (!v || v.status !== 'extending') return { volume: v };
+      if (!v.extend) return { volume: await this.recoverStateless(v) };
+      const state = v.extend;
+      if (Date.now() > Date.parse(state.deadline)) {
+        const error = await this.failAtDeadline(v);
+        return { volume: await this.store.getVolume(volumeId), ...(error ? { error } : {}) };
+      }
+      if (this.options.stepDelayMs > 0) await this.pause(this.options.stepDelayMs);
+      if (this.closed) return { volume: undefined };
+      try {
+        if (await this.step(v, state)) return { volume: await this.store.getVolume(volumeId) };
+      } catch (err) {
+        if (this.closed) return { volume: undefined };
+        const error = asServiceError(err);
+        if (isFinalError(error)) {
+          await this.fail(v, state, error);
+          return { volume: await this.store.getVolume(volumeId), error };
+        }
+        const attempts = state.attempts + 1;
+        const lastError = { step: state.step, code: error.code, message: error.message, at: new Date().toISOString() };
+        await this.save(v, { ...state, attempts, lastError });
+        this.log.warn({ volumeId, step: state.step, attempts, code: error.code, err: error.message }, 'extend step failed, retrying');
+        await this.pause(this.backoff(attempts));
+      }
+    }
+  }
+
+  /** Case 6: an `extending` volume with no stored workflow: measure and put it back at rest. */
+  private async recoverStateless(v: VolumeRecord): Promise<VolumeRecord | undefined> {
+    const measured = await this.backend(v).getBytes(v.id);
+    await this.store.updateVolume(v.id, { status: ['extending'], version: v.version }, { status: outcome('extend', 'done', isAttached(v)), sizeBytes: measured });
+    this.log.warn({ volumeId: v.id, bytes: measured }, 'extending volume without a workflow state put back at rest');
+    return this.store.getVolume(v.id);
   }
 
   /** Runs one step; returns true when the workflow has finished. */
   private async step(v: VolumeRecord, state: ExtendState): Promise<boolean> {
     const tenant = v.serverProjectId ?? v.projectId;
     const serverId = v.serverId;
-    if (!serverId) throw new FinalError('the volume is not attached to a server');
+    const mode = state.mode ?? (serverId ? 'online' : 'detached');
     const backend = this.backend(v);
-    const next = (step: ExtendStep): ExtendState => ({ ...state, step, attempts: 0 });
+    // The hypervisor grows this kind of volume itself while the guest runs.
+    const qemuGrows = backend.attachedGrowth === 'hypervisor';
+    const next = (step: ExtendStep, more: Partial<ExtendState> = {}): ExtendState => ({ ...state, step, attempts: 0, lastError: null, ...more });
+    const call = (): CallOptions => ({ timeoutMs: Math.max(1, Date.parse(state.deadline) - Date.now()) });
+    if (mode !== 'detached' && !serverId) throw finalError('the volume is no longer attached to a server');
 
     switch (state.step) {
       case 'storage': {
-        if (!growsOnCompute(v)) await backend.extend(v.id, state.targetBytes);
-        await this.advance(v, next('rescan'));
+        if (mode === 'online' && qemuGrows) {
+          await this.advance(v, state, next('rescan'));
+          return false;
+        }
+        let storageBytes: number;
+        try {
+          storageBytes = await backend.extend(v.id, state.targetBytes);
+        } catch (err) {
+          // An offline image may have been opened by a guest that started meanwhile (qemu-img
+          // cannot take its lock then): if the server runs now, QEMU grows it through the resize.
+          if (mode === 'offline' && qemuGrows && serverId && !isFinalByNature(err)) {
+            const st = await this.compute.getServerState(tenant, serverId, call());
+            if (EXTEND_MODE_BY_SERVER_STATE[st.value] === 'online') {
+              await this.advance(v, state, next('rescan', { mode: 'online' }));
+              return false;
+            }
+          }
+          throw err;
+        }
+        await this.advance(v, state, next(mode === 'detached' ? 'confirm' : 'rescan', { storageBytes, ...(mode === 'detached' ? { measuredBytes: storageBytes } : {}) }));
         return false;
       }
       case 'rescan': {
-        const r = await this.compute.rescan(tenant, serverId, v.id);
+        const r = await this.compute.rescan(tenant, serverId!, v.id, call());
         await this.note(state, v.id, r.requestId);
-        await this.advance(v, next('wait_host'));
+        await this.advance(v, state, next('wait_host'));
         return false;
       }
       case 'wait_host': {
-        if (growsOnCompute(v)) {
-          await this.advance(v, next('assist'));
+        if (mode === 'online' && qemuGrows) {
+          await this.advance(v, state, next('assist'));
           return false;
         }
         let delay = this.options.pollBaseMs;
         for (;;) {
-          const r = await this.compute.getBlockdev(tenant, serverId, v.id);
+          const r = await this.compute.getBlockdev(tenant, serverId!, v.id, call());
           await this.note(state, v.id, r.requestId);
           if (r.value >= state.targetBytes) {
-            await this.advance(v, { ...next('assist'), hostBytes: r.value });
+            await this.advance(v, state, next('assist', { hostBytes: r.value }));
             return false;
           }
-          await this.save(v, { ...state, hostBytes: r.value });
+          if (r.value !== state.hostBytes) {
+            await this.save(v, { ...state, hostBytes: r.value });
+            state = { ...state, hostBytes: r.value };
+          }
           if (Date.now() + delay > Date.parse(state.deadline)) {
-            throw new FinalError(`the compute host still sees ${r.value} bytes, not ${state.targetBytes}, at the deadline`);
+            // Uncertain: the host may still catch up; the deadline ends it with this as the cause.
+            throw errors.hostSizeTooSmall(v.id, state.targetBytes, r.value);
           }
           await sleep(delay, undefined, { signal: this.abort.signal });
           delay = Math.min(this.options.backoffMaxMs, delay * 2);
         }
       }
       case 'assist': {
-        let measured: number;
         try {
-          const r = await this.compute.assistExtend(tenant, serverId, v.id, state.targetBytes);
+          const r = await this.compute.assistExtend(tenant, serverId!, v.id, state.targetBytes, call());
           await this.note(state, v.id, r.requestId);
-          measured = r.value;
+          await this.advance(v, state, next('confirm', { measuredBytes: r.value, mode: 'online' }));
+          return false;
         } catch (err) {
-          if (isServiceError(err) && err.code === 'HostSizeTooSmall') {
+          if (!isServiceError(err)) throw err;
+          if (err.code === 'HostSizeTooSmall') {
             // The host lost sight of the new size (a path came back stale): rescan again.
-            await this.advance(v, { ...next('rescan'), attempts: state.attempts + 1 });
+            await this.advance(v, state, { ...next('rescan'), attempts: state.attempts + 1 });
             return false;
           }
-          throw err;
+          if (err.code !== 'InstanceStopped') throw err;
+          if (err.requestId) await this.note(state, v.id, err.requestId);
+          if (qemuGrows && state.mode !== 'offline') {
+            // The storage step was left to QEMU, which is not running: grow it on the backend.
+            await this.advance(v, state, next('storage', { mode: 'offline' }));
+            return false;
+          }
+          // Offline: storage and host already have the size; the guest gets it when it starts.
+          const r = await this.compute.getBlockdev(tenant, serverId!, v.id, call());
+          await this.note(state, v.id, r.requestId);
+          if (r.value < state.targetBytes) {
+            await this.advance(v, state, next('rescan', { mode: 'offline', hostBytes: r.value }));
+            return false;
+          }
+          await this.advance(v, state, next('confirm', { measuredBytes: r.value, hostBytes: r.value, mode: 'offline' }));
+          return false;
         }
-        await this.advance(v, { ...next('confirm'), measuredBytes: measured });
-        return false;
       }
       case 'confirm': {
         const measured = state.measuredBytes ?? 0;
         if (measured < state.targetBytes) {
-          throw new FinalError(`the guest sees ${measured} bytes after the resize, not ${state.targetBytes}`);
+          throw finalError(`${mode === 'online' ? 'the guest sees' : 'the storage has'} ${measured} bytes after the extend, not ${state.targetBytes}`);
         }
-        const ok = await this.store.updateVolume(v.id, ['extending'], { status: 'in-use', sizeBytes: measured, extend: null });
+        const attached = isAttached(v);
+        const ok = await this.store.updateVolume(
+          v.id,
+          { status: ['extending'], extendRequestId: state.requestId },
+          { status: outcome('extend', 'done', attached), sizeBytes: measured, extend: null },
+        );
         if (ok) {
-          await this.store.finishVolumeAction(state.requestId, v.id, 'Success', `extended to ${measured} bytes (measured)`);
-          this.log.info({ volumeId: v.id, requestId: state.requestId, bytes: measured }, 'volume extended');
+          const how =
+            mode === 'online'
+              ? `extended to ${measured} bytes (measured in the guest)`
+              : mode === 'offline'
+                ? `extended offline to ${measured} bytes (measured on the host); the guest sees it when its server next starts`
+                : `extended to ${measured} bytes (measured on the storage)`;
+          await this.store.noteVolumeAction(state.requestId, v.id, [], { mode, bytes: measured });
+          await this.store.finishVolumeAction(state.requestId, v.id, 'Success', how);
+          this.log.info({ volumeId: v.id, requestId: state.requestId, bytes: measured, mode }, 'volume extended');
         }
         return true;
       }
@@ -221,32 +374,55 @@ export class ExtendWorkflow {
 
   private backend(v: VolumeRecord): VolumeBackend {
     const b = this.backends.get(v.backend);
-    if (!b) throw new FinalError(`backend ${v.backend} is not configured`);
+    if (!b) throw finalError(`volume type ${v.backend} is not configured on this service`);
     return b;
   }
 
-  private async advance(v: VolumeRecord, state: ExtendState): Promise<void> {
-    const ok = await this.store.updateVolume(v.id, ['extending'], { extend: state });
-    if (!ok) throw new FinalError('the volume left the extending state');
+  /** Store the next state; the extend must still be this one and still be running. */
+  private async advance(v: VolumeRecord, current: ExtendState, state: ExtendState): Promise<void> {
+    const ok = await this.store.updateVolume(v.id, { status: ['extending'], extendRequestId: current.requestId }, { extend: state });
+    if (!ok) throw finalError('the extend was ended by someone else (the watchdog at its deadline, or a newer request)');
     this.log.debug({ volumeId: v.id, step: state.step }, 'extend step done');
   }
 
   private async save(v: VolumeRecord, state: ExtendState): Promise<void> {
-    await this.store.updateVolume(v.id, ['extending'], { extend: state });
+    await this.store.updateVolume(v.id, { status: ['extending'], extendRequestId: state.requestId }, { extend: state });
   }
 
   private async note(state: ExtendState, volumeId: string, computeRequestId: string | undefined): Promise<void> {
     if (computeRequestId) await this.store.noteVolumeAction(state.requestId, volumeId, [computeRequestId]);
   }
 
-  private async fail(v: VolumeRecord, reason: string): Promise<void> {
-    const state = v.extend!;
-    const ok = await this.store.updateVolume(v.id, ['extending'], { status: 'error_extending', extend: { ...state, error: reason } });
+  private async fail(v: VolumeRecord, state: ExtendState, err: ServiceError): Promise<void> {
+    await this.end(v, state, `step ${state.step}: ${err.message}`, err.code);
+  }
+
+  /** Ends an extend whose deadline passed, keeping the last real cause. Returns the error it recorded. */
+  private async failAtDeadline(v: VolumeRecord): Promise<ServiceError | undefined> {
+    const state = v.extend;
+    if (!state) return undefined;
+    const last = state.lastError;
+    const reason = `timed out after ${this.options.timeoutMs} ms at step ${state.step}` + (last ? `; last error: ${last.message}` : '');
+    const error = new ServiceError('RequestTimeout', `Extend of volume ${v.id} ${reason}`);
+    return (await this.end(v, state, reason, last?.code ?? 'RequestTimeout')) ? error : undefined;
+  }
+
+  private async end(v: VolumeRecord, state: ExtendState, reason: string, code: string): Promise<boolean> {
+    const status = outcome('extend', 'failed', isAttached(v));
+    const ok = await this.store.updateVolume(
+      v.id,
+      { status: ['extending'], extendRequestId: state.requestId },
+      { status, extend: { ...state, error: reason, errorCode: code } },
+    );
     if (ok) {
       await this.store.finishVolumeAction(state.requestId, v.id, 'Error', reason);
-      this.log.error({ volumeId: v.id, requestId: state.requestId, step: state.step, reason }, 'extend failed');
+      this.log.error({ volumeId: v.id, requestId: state.requestId, step: state.step, code, reason }, 'extend failed');
     }
+    return ok;
   }
 }
 
-export const FIRST_STEP: ExtendStep = EXTEND_STEPS[0];
+/** A backend error that no change of the server's state can help. */
+function isFinalByNature(err: unknown): boolean {
+  return isServiceError(err) && (err.code === 'SizeLimitExceeded' || err.code === 'VolumeShrinkRefused' || err.code === 'VolumeNotFound');
+}

@@ -129,7 +129,7 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
 
     it('refuses to resize a disk of a server that is not running or paused', async (ctx) => {
       if (!h.stopped) return ctx.skip();
-      await expectServiceError(h.driver.extendAttached(h.stopped.serverId, h.stopped.volumeId, 4096 * MiB), 'InstanceInvalidState', 409);
+      await expectServiceError(h.driver.extendAttached(h.stopped.serverId, h.stopped.volumeId, 4096 * MiB), 'InstanceStopped', 409);
     });
 
     it('refuses to resize a read-only disk', async (ctx) => {

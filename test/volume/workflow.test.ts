@@ -133,22 +133,43 @@ describe('extending an in-use volume (fake driver, file backend, real HTTP betwe
     expect(await settle(v.id)).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
   });
 
-  it('ends in error_extending with the step and reason when compute answers a final error', async () => {
+  it('ends in error_extending at once, with the cause and its code, when compute answers a final error', async () => {
+    h = await makeService();
+    const v = await createVolume();
+    await attach(v.id);
+    const driver = h.service.driver as FakeDriver;
+    driver.injectFault('extendAttached', errors.diskReadOnly(v.id, 'vdb', SERVER), 1_000);
+    const started = Date.now();
+    await extend(v.id, 128 * MiB);
+    const done = await settle(v.id);
+    expect(done.status).toBe('error_extending');
+    expect(done.extend?.error).toMatch(/^step assist: .*read-only/);
+    expect((done.extend as { error_code?: string }).error_code).toBe('DiskReadOnly');
+    // Final: tried once, not retried until the deadline (15 min by default).
+    expect(driver.calls.extendAttached).toBe(1);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const actions = (await h.volume.request<{ volumeActions: Array<{ action: string; result: string; message: string }> }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-volume-actions`)).body.volumeActions;
+    expect(actions.find((a) => a.action === 'extend')).toMatchObject({ result: 'Error', message: expect.stringMatching(/read-only/) });
+    // Once the cause is gone, the same extend can simply be asked for again, and detach works meanwhile.
+    driver.clearFaults();
+    await extend(v.id, 128 * MiB);
+    expect(await settle(v.id)).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB, extend: null });
+  });
+
+  it('extends offline when the server was shut off behind the volume service’s back', async () => {
     h = await makeService({ config: { extendStepDelayMs: 100 } });
     const v = await createVolume();
     await attach(v.id);
     await extend(v.id, 128 * MiB);
-    // The guest is shut off behind the volume service's back: assist_extend answers 409, final.
-    (h.service.driver as FakeDriver).setState(SERVER, 'shutoff');
+    const driver = h.service.driver as FakeDriver;
+    driver.setState(SERVER, 'shutoff');
     const done = await settle(v.id);
-    expect(done.status).toBe('error_extending');
-    expect(done.extend?.error).toMatch(/^step assist: .*state shutoff/);
-    const actions = (await h.volume.request<{ volumeActions: Array<{ action: string; result: string; message: string }> }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-volume-actions`)).body.volumeActions;
-    expect(actions.find((a) => a.action === 'extend')).toMatchObject({ result: 'Error', message: expect.stringMatching(/state shutoff/) });
-    // Once the cause is gone, the same extend can simply be asked for again.
-    (h.service.driver as FakeDriver).setState(SERVER, 'active');
-    await extend(v.id, 128 * MiB);
-    expect(await settle(v.id)).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB, extend: null });
+    expect(done).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB, extend: null });
+    expect(statSync(fileOf(v.id)).size).toBe(128 * MiB);
+    // The guest gets the size when it next starts.
+    expect(driver.snapshot(SERVER).disks[0]!.guestBytes).toBe(64 * MiB);
+    driver.setState(SERVER, 'active');
+    expect(driver.snapshot(SERVER).disks[0]!.guestBytes).toBe(128 * MiB);
   });
 
   it('retries an uncertain error (5xx) and finishes', async () => {
@@ -169,7 +190,7 @@ describe('extending an in-use volume (fake driver, file backend, real HTTP betwe
     await extend(v.id, 128 * MiB);
     const done = await settle(v.id, 10_000);
     expect(done.status).toBe('error_extending');
-    expect(done.extend?.error).toMatch(/timed out after 1000 ms at step assist/);
+    expect(done.extend?.error).toMatch(/timed out after 1000 ms at step assist; last error: .*hypervisor busy/);
   });
 
   for (const step of ['storage', 'rescan', 'wait_host', 'assist', 'confirm']) {

@@ -47,6 +47,13 @@ export const ExtendView = Type.Union([
     deadline: Type.String(),
     attempts: Type.Integer(),
     error: Type.Union([Type.String(), Type.Null()]),
+    error_code: Type.Union([Type.String(), Type.Null()], { description: 'Catalogue code of the error that ended the extend' }),
+    mode: Type.Union([Type.Literal('online'), Type.Literal('offline'), Type.Literal('detached'), Type.Null()], {
+      description: 'online: the guest is resized live; offline: its server is shut off and sees the size when it next starts; detached: storage only',
+    }),
+    last_error: Type.Union([Type.Object({ step: Type.String(), code: Type.String(), message: Type.String(), at: Type.String() }), Type.Null()], {
+      description: 'The last uncertain error while the step is retried',
+    }),
   }),
 ]);
 

@@ -19,7 +19,9 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { stat, truncate } from 'node:fs/promises';
 import { errors, type ServiceError } from '../../errors.js';
-import { fileDiskBytes } from '../image.js';
+import { fileDiskBytes, fileDiskBytesSync } from '../image.js';
+import { maxFileBytes } from '../../util/fsLimits.js';
+import { dirname } from 'node:path';
 import type {
   AttachSpec,
   DiskKind,
@@ -126,6 +128,9 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
   };
 }
 
+/** States with a running QEMU: a disk's guest size is live only there. */
+const RUNNING: ReadonlySet<ServerState> = new Set(['active', 'paused']);
+
 async function growFile(path: string, bytes: number): Promise<void> {
   try {
     if ((await stat(path)).size < bytes) await truncate(path, bytes);
@@ -202,8 +207,19 @@ export class FakeDriver implements VirtDriver {
     this.persist();
   }
 
+  /**
+   * Change a server's power state. Starting a stopped server is a boot: the guest reads every
+   * disk's size afresh, so it sees what the host sees (that is how an offline extend reaches it).
+   */
   setState(serverId: string, state: ServerState): void {
-    this.server(serverId).state = state;
+    const server = this.server(serverId);
+    if (!RUNNING.has(server.state) && RUNNING.has(state)) {
+      for (const disk of server.disks) {
+        this.refreshedSync(disk);
+        disk.guestBytes = disk.hostBytes;
+      }
+    }
+    server.state = state;
     this.persist();
   }
 
@@ -271,8 +287,13 @@ export class FakeDriver implements VirtDriver {
       if (disk.readonly) throw errors.diskReadOnly(volumeId, disk.device, serverId);
       await this.refreshed(disk);
       if (disk.kind === 'file') {
-        // QEMU grows the file itself; a raw file we can grow for real, as QEMU would.
-        if (disk.source && (disk.format ?? 'raw') === 'raw') await growFile(disk.source, bytes);
+        // QEMU grows the file itself; a raw file we can grow for real, as QEMU would, within
+        // what its filesystem can hold (QEMU would fail with EFBIG half-way).
+        if (disk.source && (disk.format ?? 'raw') === 'raw') {
+          const limit = await maxFileBytes(dirname(disk.source)).catch(() => Number.MAX_SAFE_INTEGER);
+          if (bytes > limit) throw errors.sizeLimitExceeded(volumeId, bytes, limit, `the filesystem holding disk ${disk.device}`);
+          await growFile(disk.source, bytes);
+        }
         disk.backingBytes = Math.max(disk.backingBytes, bytes);
         disk.hostBytes = disk.backingBytes;
       } else if (bytes > disk.hostBytes) {
@@ -334,6 +355,18 @@ export class FakeDriver implements VirtDriver {
     if (fault) {
       if (--fault.times <= 0) this.faults.delete(method);
       throw fault.error;
+    }
+  }
+
+  /** `refreshed`, synchronously (for setState). */
+  private refreshedSync(disk: FakeDisk): void {
+    if (disk.kind === 'file' && disk.source) {
+      try {
+        disk.backingBytes = Math.max(disk.backingBytes, fileDiskBytesSync(disk.source, disk.format));
+        disk.hostBytes = disk.backingBytes;
+      } catch {
+        // The path is informational only in inventory files; keep the recorded sizes.
+      }
     }
   }
 

@@ -18,6 +18,19 @@ export interface BackendVolume {
 
 export interface VolumeBackend {
   readonly name: string; // 'file' | 'block' | 'iscsi'
+  /**
+   * Who grows an ATTACHED volume's storage while its guest runs: `storage` — this backend
+   * (`extend`), then the compute host rescans (block, iSCSI; Cinder + os-brick); `hypervisor` —
+   * QEMU grows it itself through the resize, since it has the file open (file volumes, Nova's NFS).
+   * A stopped guest holds nothing open, so offline extends always go through `extend`.
+   */
+  readonly attachedGrowth: 'storage' | 'hypervisor';
+  /**
+   * The largest volume this backend can hold, in bytes, measured on its storage (the largest file
+   * its filesystem takes, or the image format's own limit). Callers refuse larger sizes up front
+   * with errors.sizeLimitExceeded; `create` and `extend` also refuse them, before touching anything.
+   */
+  maxBytes(opts?: { format?: 'raw' | 'qcow2' }): Promise<number>;
   /** Create a volume of exactly `bytes` (multiple of 512). Idempotent for the same id and size. */
   create(volumeId: string, bytes: number, opts?: { format?: 'raw' | 'qcow2' }): Promise<BackendVolume>;
   /** Grow to `bytes`; returns the size measured afterwards. Idempotent: already at `bytes` → no-op. Below current → errors.shrinkRefused, nothing touched. */

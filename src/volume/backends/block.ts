@@ -18,7 +18,7 @@ import { resolve } from 'node:path';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
-import { KeyedLock, checkBytes, checkVolumeId, createAtomically, fileBytes, growFile, makeSparseFile, removeFile } from './common.js';
+import { KeyedLock, checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile } from './common.js';
 import { exec, execRaw, commandFailed } from './exec.js';
 
 export interface BlockBackendOptions {
@@ -30,6 +30,7 @@ export interface BlockBackendOptions {
 
 export class BlockBackend implements VolumeBackend {
   readonly name = 'block';
+  readonly attachedGrowth = 'storage' as const;
   readonly dir: string;
   private readonly timeoutMs: number;
   private readonly lock = new KeyedLock();
@@ -83,9 +84,15 @@ export class BlockBackend implements VolumeBackend {
     return { volumeId, kind: 'block', source: dev };
   }
 
+  /** The largest backing file the pool's filesystem holds. */
+  maxBytes(): Promise<number> {
+    return rawFileLimit(this.dir);
+  }
+
   async create(volumeId: string, bytes: number): Promise<BackendVolume> {
     checkVolumeId(volumeId);
     checkBytes(bytes);
+    checkFits(volumeId, bytes, await this.maxBytes(), 'the volume pool (its largest file)');
     return this.lock.run(volumeId, async () => {
       await mkdir(this.dir, { recursive: true });
       const file = this.pathOf(volumeId);
@@ -105,11 +112,12 @@ export class BlockBackend implements VolumeBackend {
   async extend(volumeId: string, bytes: number): Promise<number> {
     checkVolumeId(volumeId);
     checkBytes(bytes);
+    checkFits(volumeId, bytes, await this.maxBytes(), 'the volume pool (its largest file)');
     return this.lock.run(volumeId, async () => {
       const file = this.pathOf(volumeId);
       const current = await fileBytes(file);
       if (current === undefined) throw errors.volumeNotFound(volumeId);
-      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
+      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current, 'the volume has');
       if (bytes > current) await growFile(file, bytes);
       const after = await fileBytes(file);
       if (after === undefined) throw errors.volumeNotFound(volumeId);

@@ -19,7 +19,10 @@ import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
 import {
   KeyedLock,
+  QCOW2_MAX_BYTES,
   checkBytes,
+  checkFits,
+  rawFileLimit,
   checkVolumeId,
   createAtomically,
   fileBytes,
@@ -45,6 +48,7 @@ const FORMATS: readonly FileFormat[] = ['raw', 'qcow2'];
 
 export class FileBackend implements VolumeBackend {
   readonly name = 'file';
+  readonly attachedGrowth = 'hypervisor' as const;
   readonly dir: string;
   readonly defaultFormat: FileFormat;
   private readonly timeoutMs: number;
@@ -54,6 +58,14 @@ export class FileBackend implements VolumeBackend {
     this.dir = resolve(opts.dir);
     this.defaultFormat = opts.defaultFormat ?? 'raw';
     this.timeoutMs = opts.timeoutMs ?? 60_000;
+  }
+
+  async maxBytes(opts: { format?: FileFormat } = {}): Promise<number> {
+    return (opts.format ?? this.defaultFormat) === 'qcow2' ? QCOW2_MAX_BYTES : rawFileLimit(this.dir);
+  }
+
+  private async checkFits(volumeId: string, bytes: number, format: FileFormat): Promise<void> {
+    checkFits(volumeId, bytes, await this.maxBytes({ format }), format === 'qcow2' ? 'a qcow2 image' : 'the file volume pool (its largest file)');
   }
 
   /** The file a volume of the given format lives in. */
@@ -90,6 +102,7 @@ export class FileBackend implements VolumeBackend {
     checkBytes(bytes);
     const format = opts.format ?? this.defaultFormat;
     if (!FORMATS.includes(format)) throw errors.invalidInput(`Unknown volume format ${String(format)}.`);
+    await this.checkFits(volumeId, bytes, format);
     return this.lock.run(volumeId, async () => {
       await mkdir(this.dir, { recursive: true });
       let found = await this.locate(volumeId);
@@ -119,9 +132,10 @@ export class FileBackend implements VolumeBackend {
     checkBytes(bytes);
     return this.lock.run(volumeId, async () => {
       const { format, path } = await this.mustLocate(volumeId);
+      await this.checkFits(volumeId, bytes, format);
       const current = await this.measure(path, format);
       if (current === undefined) throw errors.volumeNotFound(volumeId);
-      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
+      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current, 'the volume has');
       if (bytes === current) return current;
       if (format === 'raw') {
         await growFile(path, bytes);

@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
-import { KeyedLock, checkBytes, checkVolumeId, createAtomically, fileBytes, growFile, makeSparseFile, removeFile } from './common.js';
+import { KeyedLock, checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile } from './common.js';
 import { Tgt, readCapacity, type TgtTarget } from './tgt.js';
 
 export const IQN_PREFIX = 'iqn.2026-11.dev.online-extend:';
@@ -48,6 +48,7 @@ const tidLock = new KeyedLock();
 
 export class IscsiBackend implements VolumeBackend {
   readonly name = 'iscsi';
+  readonly attachedGrowth = 'storage' as const;
   readonly dir: string;
   readonly portal: string;
   readonly tgt: Tgt;
@@ -136,9 +137,15 @@ export class IscsiBackend implements VolumeBackend {
     return { volumeId, kind: 'network', source: `${iqnOf(volumeId)}/${ISCSI_LUN}`, portal: this.portal };
   }
 
+  /** The largest backing file the pool's filesystem holds. */
+  maxBytes(): Promise<number> {
+    return rawFileLimit(this.dir);
+  }
+
   async create(volumeId: string, bytes: number): Promise<BackendVolume> {
     const file = this.pathOf(volumeId);
     checkBytes(bytes);
+    checkFits(volumeId, bytes, await this.maxBytes(), 'the volume pool (its largest file)');
     return this.lock.run(volumeId, async () => {
       await mkdir(this.dir, { recursive: true });
       if ((await fileBytes(file)) === undefined) {
@@ -156,10 +163,11 @@ export class IscsiBackend implements VolumeBackend {
   async extend(volumeId: string, bytes: number): Promise<number> {
     const file = this.pathOf(volumeId);
     checkBytes(bytes);
+    checkFits(volumeId, bytes, await this.maxBytes(), 'the volume pool (its largest file)');
     return this.lock.run(volumeId, async () => {
       const current = await fileBytes(file);
       if (current === undefined) throw errors.volumeNotFound(volumeId);
-      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
+      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current, 'the volume has');
       // Measure first: an extend to the current size then costs one READ CAPACITY and no tgtadm.
       let exported = await this.measure(volumeId).catch(() => undefined);
       let tid: number | undefined;

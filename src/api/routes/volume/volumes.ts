@@ -32,6 +32,9 @@ export function volumeView(v: VolumeRecord) {
           deadline: v.extend.deadline,
           attempts: v.extend.attempts,
           error: v.extend.error,
+          error_code: v.extend.errorCode ?? null,
+          mode: v.extend.mode ?? null,
+          last_error: v.extend.lastError ?? null,
         }
       : null,
     created_at: v.createdAt,
@@ -135,9 +138,9 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
       const body = req.body;
       const newBytes = 'os-extend' in body ? body['os-extend'].new_size * GiB : body['os-extend-bytes'].new_bytes;
       const ctx = await authorize(deps, req, 'volume:extend', { project_id });
-      const current = await volumes.get(project_id, volume_id);
-      if (current.status === 'in-use') await authorize(deps, req, 'volume:extend_attached_volume', { project_id });
-      await volumes.extend(ctx, project_id, volume_id, newBytes);
+      // The lifecycle table names the rules the volume needs (extend_attached_volume whenever
+      // it has an attachment); the service checks them on the record its decision is about.
+      await volumes.extend(ctx, project_id, volume_id, newBytes, (rule) => deps.policy.allows(rule, req.auth!, { project_id }));
       return reply.status(202).send();
     },
   );
