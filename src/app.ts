@@ -159,7 +159,7 @@ export async function startService(config: Config): Promise<RunningService> {
       backends,
       defaultBackend: config.defaultBackend,
       compute: new HttpComputeClient({ url: computeUrl, token }),
-      workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs },
+      workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
     });
     volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
     logger.info({ url: volumeUrl, backends: [...backends.keys()] }, 'volume API listening');

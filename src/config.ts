@@ -36,6 +36,8 @@ export interface Config {
   extendTimeoutMs: number;
   /** Sleep before every extend step: for crash-recovery tests only. */
   extendStepDelayMs: number;
+  /** How often the extend watchdog restarts missing runs and ends extends past their deadline. */
+  extendWatchdogMs: number;
   /** Run the volume API (Cinder's role) in this process too. */
   volumeApi: boolean;
 }
@@ -58,6 +60,7 @@ export const DEFAULTS: Config = {
   tgtControlPort: 0,
   extendTimeoutMs: 15 * 60_000,
   extendStepDelayMs: 0,
+  extendWatchdogMs: 1_000,
   volumeApi: true,
 };
 
@@ -77,7 +80,7 @@ const ENV_KEYS: Record<string, keyof Config> = {
   ONLINE_EXTEND_TGT_CONTROL_PORT: 'tgtControlPort',
 };
 
-const NUMERIC: ReadonlySet<keyof Config> = new Set(['port', 'volumePort', 'syncIntervalMs', 'tgtControlPort', 'extendTimeoutMs', 'extendStepDelayMs']);
+const NUMERIC: ReadonlySet<keyof Config> = new Set(['port', 'volumePort', 'syncIntervalMs', 'tgtControlPort', 'extendTimeoutMs', 'extendStepDelayMs', 'extendWatchdogMs']);
 const KNOWN_BACKENDS = new Set(['file', 'block', 'iscsi']);
 
 export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof Config, unknown>> = {}): Config {

@@ -60,9 +60,10 @@ export class VolumeAttachService implements VolumeAttacher {
   async detach(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     const { store } = this.deps;
     const v = await store.getVolume(volumeId);
-    // A disk the hypervisor has but we never attached (no record, or recorded elsewhere) is
-    // unplugged without touching any volume record.
-    const ours = v !== undefined && v.serverId === server.id;
+    // A volume of ours that is attached here, or not attached at all, is decided by the table; a
+    // disk we never attached (no record) or a volume attached to another server is left to
+    // compute, which unplugs the former and answers 404 for the latter.
+    const ours = v !== undefined && v.projectId === server.projectId && (v.serverId === server.id || v.serverId === null);
     const before = ours ? await this.begin('detach', volumeId, v) : undefined;
     try {
       await this.deps.compute.detachVolume(ctx, server, volumeId);

@@ -116,6 +116,8 @@ export class VolumeService {
     projectId: string,
     volumeId: string,
     opts: {
+      /** Runs before the table is asked: refusals that hold whatever the status (policy, a shrink). */
+      precheck?: (v: VolumeRecord) => void;
       check?: (v: VolumeRecord) => Promise<void> | void;
       guard?: (v: VolumeRecord) => VolumeGuard;
       patch?: (v: VolumeRecord) => VolumePatch;
@@ -123,6 +125,7 @@ export class VolumeService {
   ): Promise<VolumeRecord> {
     for (let attempt = 1; ; attempt++) {
       const v = await this.get(projectId, volumeId);
+      opts.precheck?.(v);
       const d = decide(action, v);
       if (!d.ok) throw d.error;
       await opts.check?.(v);
@@ -161,9 +164,12 @@ export class VolumeService {
     let plan: { mode: ExtendMode | 'detached'; hostBytes: number | null; computeRequestIds: string[] } = { mode: 'detached', hostBytes: null, computeRequestIds: [] };
     const now = Date.now();
     const v = await this.begin('extend', projectId, volumeId, {
-      check: async (cur) => {
+      // Sizes only grow: a target at or below the recorded size is wrong whatever is under way.
+      precheck: (cur) => {
         for (const rule of policiesFor('extend', isAttached(cur))) if (!allows(rule)) throw errors.forbidden(rule);
         checkTarget(cur, newBytes);
+      },
+      check: async (cur) => {
         await this.checkFits(this.backend(cur.backend), cur.id, newBytes, cur.format);
         plan = isAttached(cur) ? await this.planAttached(cur) : { mode: 'detached', hostBytes: null, computeRequestIds: [] };
       },

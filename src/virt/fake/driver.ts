@@ -165,7 +165,8 @@ export class FakeDriver implements VirtDriver {
   private faults = new Map<FakeMethod, { error: ServiceError; times: number }>();
   private inFlight = new Map<string, number>();
   private readonly statePath: string | undefined;
-  private readonly latencyMs: number;
+  /** Artificial latency of every call (a test control, as `injectFault`). */
+  latencyMs: number;
 
   constructor(opts: FakeDriverOptions = {}) {
     this.capabilities = { extendVolume: true, attachVolume: true, ...opts.capabilities };
