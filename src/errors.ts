@@ -136,6 +136,48 @@ export function isFinalError(err: unknown): boolean {
 }
 
 /**
+ * Errno and SQLite result codes of failures that pass with time: a full disk, a busy or locked
+ * database, an interrupted or timed-out call, a resource briefly unavailable.
+ */
+const UNCERTAIN_SYSTEM_CODES: ReadonlySet<string> = new Set([
+  'ENOSPC',
+  'EDQUOT',
+  'EAGAIN',
+  'EBUSY',
+  'EINTR',
+  'ETIMEDOUT',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'EMFILE',
+  'ENFILE',
+  'ENOMEM',
+  'SQLITE_FULL',
+  'SQLITE_BUSY',
+  'SQLITE_LOCKED',
+  'SQLITE_IOERR',
+  'SQLITE_INTERRUPT',
+]);
+
+/**
+ * An error nobody classified (a bug, the store, the OS) as a catalogue error: InternalError,
+ * uncertain when its errno or SQLite code says it passes with time (the prefix before `_` of an
+ * extended SQLite code, e.g. SQLITE_IOERR_WRITE, counts), final otherwise. The original is kept
+ * as the cause and in the detail; the message stays generic (it may hold paths).
+ */
+export function unexpectedError(err: unknown): ServiceError {
+  if (isServiceError(err)) return err;
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  const base = typeof code === 'string' ? code.replace(/^(SQLITE_[A-Z]+)_.*$/, '$1') : undefined;
+  const uncertain = base !== undefined && UNCERTAIN_SYSTEM_CODES.has(base);
+  return errors.internal(uncertain ? 'A temporary failure occurred; try again.' : 'An unexpected error occurred.', {
+    final: !uncertain,
+    cause: err,
+    detail: `${typeof code === 'string' ? `${code}: ` : ''}${(err as Error)?.message ?? String(err)}`,
+  });
+}
+
+/**
  * Nova's fault body, `{"<faultName>": {"code": N, "message": "..."}}`, with three fields added
  * inside the fault object (clients that read `code` and `message` are unaffected):
  * `error_code` (the catalogue code), `final` (the classification) and, when the source gave one,

@@ -8,7 +8,7 @@ import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import { newRequestId } from './requestId.js';
-import { errors, faultBody, isServiceError, type ServiceError } from '../errors.js';
+import { errors, faultBody, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
 import type { AuthContext, TokenAuthenticator } from '../auth/tokens.js';
 import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
 import type { RequestContext } from '../context.js';
@@ -77,7 +77,7 @@ function toServiceError(err: FastifyError): ServiceError {
       return errors.badRequest('Content-Length does not match the request body.');
   }
   if (err instanceof SyntaxError || err.statusCode === 400) return errors.badRequest(`Malformed request body: ${err.message}`);
-  return errors.internal();
+  return unexpectedError(err);
 }
 
 export async function createServer(deps: ServerDeps): Promise<App> {

@@ -42,7 +42,7 @@ import type { Logger } from 'pino';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExtendState, ExtendStep, VolumeRecord, VolumeStore } from '../db/store.js';
 import { EXTEND_STEPS } from '../db/store.js';
-import { errors, isFinalError, isServiceError, ServiceError } from '../errors.js';
+import { errors, isFinalError, isServiceError, ServiceError, unexpectedError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
 import type { CallOptions, ComputeForVolumes } from './computeClient.js';
 import { EXTEND_MODE_BY_SERVER_STATE, isAttached, outcome } from './lifecycle.js';
@@ -93,9 +93,8 @@ function finalError(message: string): ServiceError {
 
 function asServiceError(err: unknown): ServiceError {
   if (isServiceError(err)) return err;
-  // Unclassified (the store, a bug): uncertain, so it is retried until the deadline, which then
-  // reports it as the last cause.
-  return errors.internal(`unexpected failure: ${(err as Error)?.message ?? String(err)}`, { final: false, cause: err });
+  // Unclassified here (the store, the OS): classified by its errno or SQLite code.
+  return unexpectedError(err);
 }
 
 export class ExtendWorkflow {

@@ -30,8 +30,9 @@ export interface ServiceHarness {
   cleanup(): Promise<void>;
 }
 
-export async function makeService(opts: { inventory?: object; config?: Partial<Config> } = {}): Promise<ServiceHarness> {
-  const dir = mkdtempSync(join(tmpdir(), 'oe-svc-'));
+/** `dataRoot`: where the temp dir goes (a test may put the data dir on its own filesystem). */
+export async function makeService(opts: { inventory?: object; config?: Partial<Config>; dataRoot?: string } = {}): Promise<ServiceHarness> {
+  const dir = mkdtempSync(join(opts.dataRoot ?? tmpdir(), 'oe-svc-'));
   const inv = join(dir, 'inventory.json');
   writeFileSync(inv, JSON.stringify(opts.inventory ?? fakeInventory()));
   const base = loadConfig({}, { dataDir: join(dir, 'data'), driver: 'fake', fakeInventory: inv, port: 0, volumePort: 0, syncIntervalMs: 0, logLevel: 'silent' });

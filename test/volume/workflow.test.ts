@@ -212,3 +212,73 @@ describe('extending an in-use volume (fake driver, file backend, real HTTP betwe
     });
   }
 });
+
+describe('a volume with an attachment is never deleted', () => {
+  it('refuses to delete an attached volume whose extend timed out (error_extending), and the file stays', async () => {
+    h = await makeService({ config: { extendTimeoutMs: 1 } });
+    const v = await createVolume(GiB);
+    await attach(v.id);
+    await h.volume.request('POST', `/v3/${PROJECT}/volumes/${v.id}/action`, { 'os-extend': { new_size: 2 } });
+    const failed = await settle(v.id);
+    expect(failed.status).toBe('error_extending');
+    const err = (await h.volume.request('DELETE', `/v3/${PROJECT}/volumes/${v.id}`).catch((e: unknown) => e)) as ApiError;
+    expect(err.status).toBe(409);
+    expect(err.code).toBe('VolumeAttached');
+    expect(err.message).toMatch(/attached to instance/);
+    expect(await show(v.id)).toMatchObject({ status: 'error_extending' });
+    expect(statSync(fileOf(v.id)).size).toBeGreaterThanOrEqual(GiB);
+    // Detached, it can go.
+    await h.compute.request('DELETE', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments/${v.id}`);
+    expect((await h.volume.request('DELETE', `/v3/${PROJECT}/volumes/${v.id}`)).status).toBe(202);
+    expect(() => statSync(fileOf(v.id))).toThrow(/ENOENT/);
+  });
+});
+
+describe('extending the volume of a server in each state', () => {
+  const cases = [
+    { state: 'active', answer: 202, mode: 'online' },
+    { state: 'paused', answer: 202, mode: 'online' },
+    { state: 'shutoff', answer: 202, mode: 'offline' },
+    { state: 'suspended', answer: 409 },
+    { state: 'crashed', answer: 409 },
+    { state: 'building', answer: 409 },
+    { state: 'migrating', answer: 409 },
+    { state: 'error', answer: 409 },
+  ] as const;
+
+  it.each(cases)('server $state → $answer', async (c) => {
+    h = await makeService();
+    const v = await createVolume();
+    await attach(v.id);
+    const driver = h.service.driver as FakeDriver;
+    driver.setState(SERVER, c.state);
+    await h.service.syncInventory();
+    const res = await extend(v.id, 128 * MiB).then(
+      (r) => r.status,
+      (e: ApiError) => e,
+    );
+    const disk = () => driver.snapshot(SERVER).disks.find((d) => d.volumeId === v.id)!;
+    if (c.answer === 409) {
+      expect((res as ApiError).status).toBe(409);
+      expect((res as ApiError).code).toBe('InstanceInvalidState');
+      expect((res as ApiError).message).toMatch(new RegExp(`state ${c.state}`));
+      expect(await show(v.id)).toMatchObject({ status: 'in-use', size_bytes: 64 * MiB, extend: null });
+      expect(statSync(fileOf(v.id)).size).toBe(64 * MiB);
+      expect(driver.resizes).toBe(0);
+      return;
+    }
+    expect(res).toBe(202);
+    expect(await settle(v.id)).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB, extend: null });
+    expect(statSync(fileOf(v.id)).size).toBe(128 * MiB);
+    const actions = (await h.volume.request<{ volumeActions: Array<{ action: string; message: string; details: { mode?: string } }> }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-volume-actions`)).body.volumeActions;
+    expect(actions.find((a) => a.action === 'extend')?.details.mode).toBe(c.mode);
+    if (c.mode === 'online') {
+      expect(disk().guestBytes).toBe(128 * MiB);
+    } else {
+      expect(actions.find((a) => a.action === 'extend')?.message).toMatch(/offline.*next starts/);
+      expect(disk().guestBytes).toBe(64 * MiB);
+      driver.setState(SERVER, 'active');
+      expect(disk().guestBytes).toBe(128 * MiB);
+    }
+  });
+});
