@@ -27,6 +27,10 @@ function nowIso(): string {
 
 export function migrate(db: Database.Database): number {
   const current = db.pragma('user_version', { simple: true }) as number;
+  // A newer build's schema: running old statements against it could damage it.
+  if (current > MIGRATIONS.length) {
+    throw new Error(`database schema version ${current} is newer than this build knows (${MIGRATIONS.length}): run the newer online-extend`);
+  }
   for (let v = current; v < MIGRATIONS.length; v++) {
     db.transaction(() => {
       db.exec(MIGRATIONS[v]!);
