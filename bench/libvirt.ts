@@ -264,7 +264,7 @@ async function startApiProcess(libvirtUri: string, tenant: string, dir: string):
   const bin = fileURLToPath(new URL('../bin/online-extend.js', import.meta.url));
   const dataDir = join(dir, 'api-process');
   const token = await new Promise<string>((res, rej) => {
-    const c = spawn(process.execPath, [bin, 'token', 'create', '--project', tenant, '--user', 'bench', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const c = spawn(process.execPath, [bin, 'token', 'create', '--project', tenant, '--user', 'bench', '--roles', 'admin', '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     c.stdout.on('data', (d: Buffer) => (out += d.toString()));
     c.once('exit', (code) => (code === 0 ? res(out.trim()) : rej(new Error(`token create exited ${code}`))));

@@ -25,7 +25,8 @@ import { HttpComputeClient, type ComputeForVolumes } from './volume/computeClien
 import { ExtendWorkflow, type WorkflowOptions } from './volume/workflow.js';
 import { VolumeService } from './volume/service.js';
 import { VolumeAttachService } from './volume/attach.js';
-import { issueToken } from './auth/tokens.js';
+import { ServiceToken } from './auth/tokens.js';
+import { openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
 
 export interface ComputeAppDeps {
   store: Store;
@@ -119,8 +120,21 @@ export interface RunningService {
  * disabled, the volume API, which reaches compute over HTTP with its own service token.
  */
 export async function startService(config: Config): Promise<RunningService> {
+  // First of all: take the data dir (one serve per data dir), make it private and check the
+  // database; refuse to start otherwise (DataDirError, with what was found and what to do).
+  const dataDir = openDataDir(config.dataDir, { lock: true, backends: config.backends });
+  try {
+    return await runService(config, dataDir);
+  } catch (err) {
+    await dataDir.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function runService(config: Config, dataDir: OpenedDataDir): Promise<RunningService> {
   const logger = createLogger(config.logLevel);
-  const store = openStore(config);
+  const store = dataDir.store;
+  if (dataDir.secured.length) logger.warn({ files: dataDir.secured.length }, 'made data dir files private (0600/0700)');
   const driver = await createDriver(config, logger);
   const policy = config.policyFile ? PolicyEnforcer.fromFile(config.policyFile) : new PolicyEnforcer();
   const backends = createBackends(config);
@@ -150,15 +164,22 @@ export async function startService(config: Config): Promise<RunningService> {
 
   let volumeApp: VolumeApp | undefined;
   let volumeUrl: string | undefined;
+  let serviceToken: ServiceToken | undefined;
   if (config.volumeApi) {
-    const { token } = await issueToken(store, { userId: 'online-extend-volume', projectId: 'service', roles: ['admin', 'service'], ttlMs: 365 * 86_400_000 });
+    serviceToken = await ServiceToken.open({
+      store,
+      file: join(config.dataDir, SERVICE_TOKEN_FILE),
+      onError: (err) => logger.error({ err }, 'service token rotation failed'),
+    });
+    serviceToken.start();
+    const token = serviceToken;
     volumeApp = await buildVolumeApp({
       store,
       logger,
       policy,
       backends,
       defaultBackend: config.defaultBackend,
-      compute: new HttpComputeClient({ url: computeUrl, token }),
+      compute: new HttpComputeClient({ url: computeUrl, token: () => token.current() }),
       workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
     });
     volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
@@ -179,7 +200,8 @@ export async function startService(config: Config): Promise<RunningService> {
       }
       await computeApp.app.close();
       await computeApp.manager.close();
-      await store.close();
+      serviceToken?.stop();
+      await dataDir.close();
     },
   };
 }

@@ -1,10 +1,10 @@
 /** The `online-extend` command: argv → commands. Logic lives in the modules it calls. */
 import { Command, Option } from 'commander';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { loadConfig } from './config.js';
 import { startService } from './app.js';
-import { issueToken, parseDuration } from './auth/tokens.js';
-import { SqliteStore } from './db/sqlite.js';
+import { issueToken, parseDuration, parseRoles, rolesInPolicy, STANDARD_ROLES } from './auth/tokens.js';
+import { openDataDir } from './db/dataDir.js';
 import { ApiClient, ApiError } from './httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
@@ -12,6 +12,12 @@ import { registerVolumeCommands } from './cli/volume.js';
 import { registerLabCommands } from './lab/cli.js';
 
 type Out = (s: string) => void;
+
+function readPolicyRules(path: string): Record<string, unknown> {
+  const parsed = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`policy file ${path}: expected a JSON object of "name": "rule"`);
+  return parsed as Record<string, unknown>;
+}
 
 function clientFrom(opts: { url?: string; token?: string }, env: NodeJS.ProcessEnv, defaultUrl: string): ApiClient {
   const token = opts.token ?? env.ONLINE_EXTEND_TOKEN;
@@ -79,12 +85,16 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         extendTimeoutMs: o.extendTimeout,
         extendStepDelayMs: o.extendStepDelay,
       });
+      // Everything this process creates (the database, its WAL, qemu-img's images, …) is private
+      // to the service's user; startService also sets modes explicitly and fixes older files.
+      process.umask(0o077);
       const service = await startService(config);
-      out(`compute API listening on ${service.computeUrl} (driver ${config.driver}, data ${config.dataDir})`);
-      if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
+      // Handlers before the "listening" lines: whoever reads them may signal us at once.
       const stop = () => void service.close().then(() => process.exit(0));
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
+      out(`compute API listening on ${service.computeUrl} (driver ${config.driver}, data ${config.dataDir})`);
+      if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
       process.on('SIGHUP', () => void service.syncInventory().catch((err: unknown) => process.stderr.write(`inventory sync failed: ${(err as Error).message}\n`)));
     });
 
@@ -94,22 +104,26 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .description('issue a token (printed once; stored hashed)')
     .requiredOption('--project <id>', 'project id')
     .requiredOption('--user <id>', 'user id')
-    .option('--roles <roles>', 'comma-separated roles', 'admin')
+    .option('--roles <roles>', `comma-separated roles, required: ${STANDARD_ROLES.join(', ')} or those a policy file names`)
     .option('--ttl <duration>', 'lifetime, e.g. 30m, 1h, 7d', '1h')
     .option('--data-dir <dir>', 'state directory (default ./data)')
-    .action(async (o: { project: string; user: string; roles: string; ttl: string; dataDir?: string }) => {
-      const config = loadConfig(env, { dataDir: o.dataDir, driver: 'libvirt' });
-      const store = new SqliteStore(join(config.dataDir, 'online-extend.sqlite'));
+    .option('--policy <file>', 'policy overrides whose roles may be given too (env ONLINE_EXTEND_POLICY_FILE)')
+    .action(async (o: { project: string; user: string; roles?: string; ttl: string; dataDir?: string; policy?: string }) => {
+      // No default: a token's power is chosen, never inherited (it used to be admin).
+      if (o.roles === undefined) {
+        throw new Error(`--roles is required: name the token's roles, e.g. --roles member (standard roles: ${STANDARD_ROLES.join(', ')}; admin may do everything)`);
+      }
+      const config = loadConfig(env, { dataDir: o.dataDir, driver: 'libvirt', policyFile: o.policy });
+      const roles = parseRoles(o.roles, config.policyFile ? rolesInPolicy(readPolicyRules(config.policyFile)) : []);
+      const ttlMs = parseDuration(o.ttl);
+      // The same checks as serve (a damaged or missing database is refused), without serve's lock:
+      // tokens may be created while serve runs.
+      const dataDir = openDataDir(config.dataDir, { lock: false });
       try {
-        const { token: t } = await issueToken(store, {
-          projectId: o.project,
-          userId: o.user,
-          roles: o.roles.split(',').map((r) => r.trim()).filter(Boolean),
-          ttlMs: parseDuration(o.ttl),
-        });
+        const { token: t } = await issueToken(dataDir.store, { projectId: o.project, userId: o.user, roles, ttlMs });
         out(t);
       } finally {
-        await store.close();
+        await dataDir.close();
       }
     });
 

@@ -3,18 +3,68 @@
  * Keystone-v3-style `POST /v3/auth/tokens` could issue the same records later.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { errors } from '../errors.js';
 import type { ComputeStore, TokenRecord } from '../db/store.js';
+import { writePrivateFile } from '../util/privateFile.js';
 import type { Credentials } from './policy.js';
 
 export function hashToken(token: string): string {
   return createHash('sha256').update(token).digest('hex');
 }
 
+/**
+ * Keystone's default roles (admin, member, reader) and the role of service users. A token may
+ * carry others when a policy file names them.
+ */
+export const STANDARD_ROLES: readonly string[] = ['admin', 'member', 'reader', 'service'];
+
+/** What a policy check `role:X` can match, and what the store's comma-separated list can hold. */
+const ROLE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** Throws if a role name could not be stored or matched by a policy rule. */
+export function checkRoleNames(roles: readonly string[]): void {
+  for (const r of roles) {
+    if (!ROLE_NAME.test(r)) throw new Error(`invalid role name ${JSON.stringify(r)}: use letters, digits, '_', '.', '-' (at most 64)`);
+  }
+}
+
+/** The roles a policy file's rules name (`role:X`), so tokens may carry them. */
+export function rolesInPolicy(rules: Readonly<Record<string, unknown>>): string[] {
+  const found = new Set<string>();
+  for (const rule of Object.values(rules)) {
+    if (typeof rule !== 'string') continue;
+    for (const m of rule.matchAll(/(?:^|[\s(])role:([^\s()]+)/g)) if (ROLE_NAME.test(m[1]!)) found.add(m[1]!);
+  }
+  return [...found];
+}
+
+/**
+ * Parses `--roles admin,member`: at least one role, each a valid name and either a standard role
+ * (`STANDARD_ROLES`) or one of `known` (those a policy file names). Duplicates are dropped.
+ * Throws an Error whose message says what is accepted.
+ */
+export function parseRoles(text: string, known: Iterable<string> = []): string[] {
+  const roles = [...new Set(text.split(',').map((r) => r.trim()).filter(Boolean))];
+  if (roles.length === 0) throw new Error(`--roles needs at least one role, e.g. --roles member (standard roles: ${STANDARD_ROLES.join(', ')})`);
+  checkRoleNames(roles);
+  const allowed = new Set([...STANDARD_ROLES, ...known]);
+  const unknown = roles.filter((r) => !allowed.has(r));
+  if (unknown.length > 0) {
+    throw new Error(
+      `unknown role${unknown.length > 1 ? 's' : ''} ${unknown.map((r) => JSON.stringify(r)).join(', ')}: ` +
+        `use ${[...allowed].join(', ')}, or a role your --policy file names`,
+    );
+  }
+  return roles;
+}
+
 export async function issueToken(
   store: Pick<ComputeStore, 'putToken'>,
   opts: { userId: string; projectId: string; roles: string[]; ttlMs: number; now?: Date },
 ): Promise<{ token: string; record: TokenRecord }> {
+  checkRoleNames(opts.roles);
+  if (!(opts.ttlMs > 0)) throw new Error(`token lifetime must be positive, got ${opts.ttlMs} ms`);
   const now = opts.now ?? new Date();
   const token = `oe-${randomBytes(32).toString('base64url')}`;
   const record: TokenRecord = {
@@ -35,6 +85,154 @@ export function parseDuration(text: string): number {
   if (!m) throw new Error(`invalid duration "${text}" (use e.g. 30m, 1h, 7d)`);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h' | 'd'];
   return Number(m[1]) * unit;
+}
+
+/** The identity the volume service calls the compute API with (as Cinder calls Nova). */
+export const SERVICE_USER = 'online-extend-volume';
+export const SERVICE_PROJECT = 'service';
+export const SERVICE_ROLES: readonly string[] = ['admin', 'service'];
+
+export interface ServiceTokenOptions {
+  store: Pick<ComputeStore, 'putToken' | 'getToken' | 'listTokens' | 'deleteToken' | 'deleteExpiredTokens'>;
+  /** Where the current token is kept across restarts (JSON, written 0600). */
+  file: string;
+  /** Lifetime of each token (default 24 h). */
+  ttlMs?: number;
+  /** Rotate once less than this is left (default: half the lifetime). */
+  renewBeforeMs?: number;
+  /** The clock (tests move it). */
+  now?: () => Date;
+  /** Called when a scheduled rotation fails (it is retried a minute later). */
+  onError?: (err: unknown) => void;
+}
+
+interface TokenFile {
+  token: string;
+  expiresAt: string;
+}
+
+/**
+ * The volume service's token for the compute API: short-lived, kept in a private file so a
+ * restart reuses it, and rotated before it expires while the service runs.
+ *
+ * At most two service tokens are valid at once: the current one and, after a rotation while
+ * running, the previous one until it expires (a call in flight may still carry it). Expired
+ * tokens are removed from the store at every rotation.
+ */
+export class ServiceToken {
+  static readonly DEFAULT_TTL_MS = 24 * 3_600_000;
+  private static readonly RETRY_MS = 60_000;
+  /** setTimeout's largest delay. */
+  private static readonly MAX_DELAY_MS = 2 ** 31 - 1;
+
+  private token = '';
+  private record: TokenRecord | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly ttlMs: number;
+  private readonly renewBeforeMs: number;
+  private readonly now: () => Date;
+
+  private constructor(private readonly opts: ServiceTokenOptions) {
+    this.ttlMs = opts.ttlMs ?? ServiceToken.DEFAULT_TTL_MS;
+    this.renewBeforeMs = opts.renewBeforeMs ?? Math.floor(this.ttlMs / 2);
+    if (!(this.ttlMs > 0) || !(this.renewBeforeMs >= 0 && this.renewBeforeMs < this.ttlMs)) {
+      throw new Error(`service token: need 0 <= renewBeforeMs < ttlMs, got ${this.renewBeforeMs} and ${this.ttlMs}`);
+    }
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  /**
+   * Reuse the token in `file` if the store still holds it with more than `renewBeforeMs` left,
+   * else issue a new one; then revoke every other token of the service user and remove expired
+   * tokens. Call it only while holding the data dir (the lock): nobody else uses those tokens then.
+   */
+  static async open(opts: ServiceTokenOptions): Promise<ServiceToken> {
+    const t = new ServiceToken(opts);
+    const saved = t.readFile();
+    const record = saved ? await opts.store.getToken(hashToken(saved.token)) : undefined;
+    if (saved && record && record.userId === SERVICE_USER && !t.due(record)) {
+      t.token = saved.token;
+      t.record = record;
+    } else {
+      await t.issue();
+    }
+    for (const old of await opts.store.listTokens({ userId: SERVICE_USER })) {
+      if (old.hash !== t.record!.hash) await opts.store.deleteToken(old.hash);
+    }
+    await opts.store.deleteExpiredTokens(t.now());
+    return t;
+  }
+
+  /** The current token: pass `() => serviceToken.current()` to an ApiClient. */
+  current(): string {
+    return this.token;
+  }
+
+  /** Expiry of the current token (ISO 8601). */
+  get expiresAt(): string {
+    return this.record!.expiresAt;
+  }
+
+  /** Rotate if less than `renewBeforeMs` is left. True if it rotated. */
+  async refresh(): Promise<boolean> {
+    if (!this.due(this.record!)) return false;
+    await this.issue();
+    await this.opts.store.deleteExpiredTokens(this.now());
+    return true;
+  }
+
+  /** Rotate on time from now on (timers do not keep the process alive). */
+  start(): void {
+    this.schedule(Date.parse(this.record!.expiresAt) - this.renewBeforeMs - this.now().getTime());
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private schedule(delayMs: number): void {
+    this.stop();
+    this.timer = setTimeout(() => {
+      this.refresh().then(
+        () => this.start(),
+        (err: unknown) => {
+          this.opts.onError?.(err);
+          this.schedule(ServiceToken.RETRY_MS);
+        },
+      );
+    }, Math.min(Math.max(delayMs, 0), ServiceToken.MAX_DELAY_MS));
+    this.timer.unref();
+  }
+
+  private due(record: TokenRecord): boolean {
+    return Date.parse(record.expiresAt) - this.now().getTime() <= this.renewBeforeMs;
+  }
+
+  private async issue(): Promise<void> {
+    const { token, record } = await issueToken(this.opts.store, {
+      userId: SERVICE_USER,
+      projectId: SERVICE_PROJECT,
+      roles: [...SERVICE_ROLES],
+      ttlMs: this.ttlMs,
+      now: this.now(),
+    });
+    // The file first: if the process dies now, the next start finds this token and revokes
+    // nothing it needs.
+    writePrivateFile(this.opts.file, `${JSON.stringify({ token, expiresAt: record.expiresAt } satisfies TokenFile)}\n`);
+    this.token = token;
+    this.record = record;
+  }
+
+  private readFile(): TokenFile | undefined {
+    try {
+      const f = JSON.parse(readFileSync(this.opts.file, 'utf8')) as Partial<TokenFile>;
+      return typeof f.token === 'string' && f.token !== '' ? { token: f.token, expiresAt: String(f.expiresAt) } : undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof SyntaxError) return undefined;
+      throw err;
+    }
+  }
 }
 
 export interface AuthContext extends Credentials {

@@ -3,7 +3,7 @@
  * migrations by `PRAGMA user_version`.
  */
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type {
   ActionResult,
@@ -27,6 +27,10 @@ function nowIso(): string {
 
 export function migrate(db: Database.Database): number {
   const current = db.pragma('user_version', { simple: true }) as number;
+  // A newer build's schema: running old statements against it could damage it.
+  if (current > MIGRATIONS.length) {
+    throw new Error(`database schema version ${current} is newer than this build knows (${MIGRATIONS.length}): run the newer online-extend`);
+  }
   for (let v = current; v < MIGRATIONS.length; v++) {
     db.transaction(() => {
       db.exec(MIGRATIONS[v]!);
@@ -36,8 +40,19 @@ export function migrate(db: Database.Database): number {
   return MIGRATIONS.length;
 }
 
+/** Mode of the database and its -wal/-shm files: they hold token hashes and the volume inventory. */
+export const DB_FILE_MODE = 0o600;
+
 export function openSqlite(path: string): Database.Database {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  if (path !== ':memory:') {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // SQLite creates a database 0644, and its -wal/-shm files with the database file's mode:
+    // create the file 0600 first, and fix files an older version made.
+    if (!existsSync(path)) closeSync(openSync(path, 'a', DB_FILE_MODE));
+    for (const f of [path, `${path}-wal`, `${path}-shm`]) {
+      if (existsSync(f)) chmodSync(f, DB_FILE_MODE);
+    }
+  }
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
   // NORMAL in WAL mode: durable across a process crash (kill -9), may lose the last
@@ -58,6 +73,17 @@ function toAttachment(r: Row): AttachmentRecord {
     ...(r.format == null ? {} : { format: r.format as 'raw' | 'qcow2' }),
     ...(r.source == null ? {} : { source: r.source as string }),
     readonly: r.readonly === 1,
+  };
+}
+
+function toToken(r: Row): TokenRecord {
+  return {
+    hash: r.hash as string,
+    userId: r.user_id as string,
+    projectId: r.project_id as string,
+    roles: (r.roles as string).split(',').filter(Boolean),
+    createdAt: r.created_at as string,
+    expiresAt: r.expires_at as string,
   };
 }
 
@@ -285,6 +311,8 @@ export class SqliteStore implements Store {
          VALUES (@hash, @userId, @projectId, @roles, @createdAt, @expiresAt)`,
       ),
       getToken: db.prepare('SELECT * FROM tokens WHERE hash = ?'),
+      deleteToken: db.prepare('DELETE FROM tokens WHERE hash = ?'),
+      deleteExpiredTokens: db.prepare('DELETE FROM tokens WHERE expires_at <= ?'),
       insertVolume: db.prepare(
         `INSERT INTO volumes (id, project_id, name, size_bytes, status, backend, format, server_id, server_project_id, device, extend, created_at, updated_at)
          VALUES (@id, @projectId, @name, @sizeBytes, @status, @backend, @format, @serverId, @serverProjectId, @device, @extend, @now, @now)`,
@@ -414,15 +442,30 @@ export class SqliteStore implements Store {
 
   async getToken(hash: string): Promise<TokenRecord | undefined> {
     const r = this.stmt.getToken.get(hash) as Row | undefined;
-    if (!r) return undefined;
-    return {
-      hash: r.hash as string,
-      userId: r.user_id as string,
-      projectId: r.project_id as string,
-      roles: (r.roles as string).split(',').filter(Boolean),
-      createdAt: r.created_at as string,
-      expiresAt: r.expires_at as string,
-    };
+    return r ? toToken(r) : undefined;
+  }
+
+  async listTokens(filter: { userId?: string; projectId?: string } = {}): Promise<TokenRecord[]> {
+    const where: string[] = [];
+    const params: string[] = [];
+    if (filter.userId !== undefined) {
+      where.push('user_id = ?');
+      params.push(filter.userId);
+    }
+    if (filter.projectId !== undefined) {
+      where.push('project_id = ?');
+      params.push(filter.projectId);
+    }
+    const sql = `SELECT * FROM tokens ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, hash`;
+    return (this.db.prepare(sql).all(...params) as Row[]).map(toToken);
+  }
+
+  async deleteToken(hash: string): Promise<boolean> {
+    return this.stmt.deleteToken.run(hash).changes === 1;
+  }
+
+  async deleteExpiredTokens(now: Date = new Date()): Promise<number> {
+    return this.stmt.deleteExpiredTokens.run(now.toISOString()).changes;
   }
 
   // ---- volumes ----

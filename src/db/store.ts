@@ -77,6 +77,12 @@ export interface ComputeStore {
 
   putToken(token: TokenRecord): Promise<void>;
   getToken(hash: string): Promise<TokenRecord | undefined>;
+  /** Tokens (expired ones too), oldest first, optionally of one user and/or project. */
+  listTokens(filter?: { userId?: string; projectId?: string }): Promise<TokenRecord[]>;
+  /** Revoke one token. True if it existed. */
+  deleteToken(hash: string): Promise<boolean>;
+  /** Remove every token whose expiry is at or before `now` (default: the current time). Returns how many. */
+  deleteExpiredTokens(now?: Date): Promise<number>;
 }
 
 export type VolumeStatus =

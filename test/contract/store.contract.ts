@@ -77,5 +77,38 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       expect(await store.getToken('nope')).toBeUndefined();
       await expect(store.putToken({ hash: 'abc', userId: 'x', projectId: 'p', roles: [], createdAt: '', expiresAt: '' })).rejects.toThrow();
     });
+
+    it('lists tokens by user and project, oldest first', async () => {
+      const t = (hash: string, userId: string, projectId: string, createdAt: string) => ({ hash, userId, projectId, roles: ['member'], createdAt, expiresAt: '2100-01-01T00:00:00.000Z' });
+      await store.putToken(t('list-b', 'lister', 'p1', '2026-03-02T00:00:00.000Z'));
+      await store.putToken(t('list-a', 'lister', 'p1', '2026-03-01T00:00:00.000Z'));
+      await store.putToken(t('list-c', 'lister', 'p2', '2026-03-03T00:00:00.000Z'));
+      await store.putToken(t('list-d', 'other', 'p1', '2026-03-04T00:00:00.000Z'));
+      expect((await store.listTokens({ userId: 'lister' })).map((x) => x.hash)).toEqual(['list-a', 'list-b', 'list-c']);
+      expect((await store.listTokens({ userId: 'lister', projectId: 'p1' })).map((x) => x.hash)).toEqual(['list-a', 'list-b']);
+      expect((await store.listTokens({ projectId: 'p1' })).map((x) => x.hash)).toEqual(['list-a', 'list-b', 'list-d']);
+      expect((await store.listTokens()).map((x) => x.hash)).toEqual(expect.arrayContaining(['abc', 'list-a', 'list-b', 'list-c', 'list-d']));
+      expect(await store.listTokens({ userId: 'nobody' })).toEqual([]);
+    });
+
+    it('revokes one token by hash, and says whether it existed', async () => {
+      await store.putToken({ hash: 'revoke-me', userId: 'r', projectId: 'p', roles: ['reader'], createdAt: '2026-01-01T00:00:00.000Z', expiresAt: '2100-01-01T00:00:00.000Z' });
+      expect(await store.deleteToken('revoke-me')).toBe(true);
+      expect(await store.getToken('revoke-me')).toBeUndefined();
+      expect(await store.deleteToken('revoke-me')).toBe(false);
+      expect(await store.getToken('abc')).toBeDefined();
+    });
+
+    it('removes the tokens expired at a given time and keeps the others', async () => {
+      const t = (hash: string, expiresAt: string) => ({ hash, userId: 'exp', projectId: 'p', roles: ['member'], createdAt: '2026-01-01T00:00:00.000Z', expiresAt });
+      await store.putToken(t('exp-past', '2026-05-01T00:00:00.000Z'));
+      await store.putToken(t('exp-now', '2026-05-02T00:00:00.000Z'));
+      await store.putToken(t('exp-future', '2026-05-02T00:00:00.001Z'));
+      expect(await store.deleteExpiredTokens(new Date('2026-05-02T00:00:00.000Z'))).toBe(3); // with 'abc' (expired 2026-01-02)
+      expect((await store.listTokens({ userId: 'exp' })).map((x) => x.hash)).toEqual(['exp-future']);
+      expect(await store.getToken('abc')).toBeUndefined();
+      expect(await store.getToken('list-a')).toBeDefined();
+      expect(await store.deleteExpiredTokens(new Date('2026-05-02T00:00:00.000Z'))).toBe(0);
+    });
   });
 }

@@ -52,7 +52,7 @@ const show = async (p: Proc, id: string) => (await p.volume.request<{ volume: Vo
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'oe-crash-'));
   writeFileSync(join(dir, 'inv.json'), JSON.stringify(fakeInventory()));
-  token = execFileSync(process.execPath, [BIN, 'token', 'create', '--project', PROJECT, '--user', 'crash', '--data-dir', join(dir, 'data')], { encoding: 'utf8' }).trim();
+  token = execFileSync(process.execPath, [BIN, 'token', 'create', '--project', PROJECT, '--user', 'crash', '--roles', 'admin', '--data-dir', join(dir, 'data')], { encoding: 'utf8' }).trim();
 });
 
 afterAll(() => {

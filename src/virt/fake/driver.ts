@@ -16,7 +16,7 @@
  * State can be kept in a JSON file so it survives a restart of the service, as a real
  * hypervisor's would.
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { stat, truncate } from 'node:fs/promises';
 import { errors, type ServiceError } from '../../errors.js';
 import { fileDiskBytes, fileDiskBytesSync } from '../image.js';
@@ -408,7 +408,9 @@ export class FakeDriver implements VirtDriver {
   private persist(): void {
     if (!this.statePath) return;
     const tmp = `${this.statePath}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ servers: [...this.servers.values()] } satisfies PersistedState));
+    // 0600: the state names every guest's disks; `mode` only applies to a new file, hence chmod.
+    writeFileSync(tmp, JSON.stringify({ servers: [...this.servers.values()] } satisfies PersistedState), { mode: 0o600 });
+    chmodSync(tmp, 0o600);
     renameSync(tmp, this.statePath);
   }
 }

@@ -1,7 +1,7 @@
 /** Helpers shared by the storage backends: input checks, file sizes, atomic creation, per-volume locks. */
 import { qcow2VirtualBytes as qcow2HeaderBytes } from '../../virt/image.js';
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, stat, truncate, unlink } from 'node:fs/promises';
+import { chmod, link, mkdir, open, stat, truncate, unlink } from 'node:fs/promises';
 import { errors } from '../../errors.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
 
@@ -87,11 +87,19 @@ export async function growFile(path: string, bytes: number): Promise<void> {
  * hard-linked into place (never overwriting) and unlinked. So the final name exists only once
  * the content is complete: a crash leaves at most a `*.tmp-*` file, never a half-made volume.
  * Returns false if `path` already existed (another creator won).
+ *
+ * The volume is made 0600 before it appears, whatever made it: guest data is private, and a
+ * subprocess such as qemu-img creates files under its own umask.
  */
 export async function createAtomically(path: string, build: (tmp: string) => Promise<void>): Promise<boolean> {
   const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     await build(tmp);
+    try {
+      await chmod(tmp, VOLUME_FILE_MODE);
+    } catch (err) {
+      throw errors.backendFailed(`chmod ${tmp}: ${(err as Error).message}`, { cause: err });
+    }
     try {
       await link(tmp, path);
       return true;
@@ -104,10 +112,14 @@ export async function createAtomically(path: string, build: (tmp: string) => Pro
   }
 }
 
+/** Mode of volume files (guest data) and of the pool directories that hold them. */
+export const VOLUME_FILE_MODE = 0o600;
+export const VOLUME_DIR_MODE = 0o700;
+
 /** A sparse raw file of exactly `bytes`. */
 export async function makeSparseFile(path: string, bytes: number): Promise<void> {
   try {
-    const fh = await open(path, 'wx', 0o600);
+    const fh = await open(path, 'wx', VOLUME_FILE_MODE);
     try {
       await fh.truncate(bytes);
     } finally {

@@ -30,6 +30,7 @@ import {
   makeSparseFile,
   qcow2VirtualBytes,
   removeFile,
+  VOLUME_DIR_MODE,
 } from './common.js';
 import { exec } from './exec.js';
 
@@ -104,7 +105,7 @@ export class FileBackend implements VolumeBackend {
     if (!FORMATS.includes(format)) throw errors.invalidInput(`Unknown volume format ${String(format)}.`);
     await this.checkFits(volumeId, bytes, format);
     return this.lock.run(volumeId, async () => {
-      await mkdir(this.dir, { recursive: true });
+      await mkdir(this.dir, { recursive: true, mode: VOLUME_DIR_MODE });
       let found = await this.locate(volumeId);
       if (!found) {
         const path = this.pathOf(volumeId, format);
