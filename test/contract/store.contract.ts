@@ -110,5 +110,78 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       expect(await store.getToken('list-a')).toBeDefined();
       expect(await store.deleteExpiredTokens(new Date('2026-05-02T00:00:00.000Z'))).toBe(0);
     });
+
+    describe('volumes: conditional updates (compare-and-swap)', () => {
+      const base = {
+        projectId: 'p1',
+        name: 'v',
+        sizeBytes: 1024,
+        status: 'in-use' as const,
+        backend: 'file',
+        format: 'raw' as const,
+        serverId: 's1',
+        serverProjectId: 'p1',
+        device: 'vdb',
+        extend: null,
+      };
+      let n = 0;
+      const fresh = async (over: Record<string, unknown> = {}) => {
+        const id = `vol-cas-${n++}`;
+        await store.createVolume({ ...base, ...over, id });
+        return (await store.getVolume(id))!;
+      };
+
+      it('starts a volume at version 0 and bumps the version on every applied update', async () => {
+        const v = await fresh();
+        expect(v.version).toBe(0);
+        expect(await store.updateVolume(v.id, ['in-use'], { name: 'x' })).toBe(true);
+        expect((await store.getVolume(v.id))!.version).toBe(1);
+        expect(await store.updateVolume(v.id, ['available'], { name: 'y' })).toBe(false);
+        expect((await store.getVolume(v.id))!).toMatchObject({ version: 1, name: 'x' });
+      });
+
+      it('applies only while every part of the guard holds, in one statement', async () => {
+        const cases: Array<{ name: string; guard: Parameters<Store['updateVolume']>[1]; applies: boolean }> = [
+          { name: 'status matches', guard: { status: ['in-use', 'error_extending'] }, applies: true },
+          { name: 'status differs', guard: { status: ['available'] }, applies: false },
+          { name: 'no status allowed at all', guard: { status: [] }, applies: false },
+          { name: 'version matches', guard: { version: 0 }, applies: true },
+          { name: 'version is stale', guard: { version: 7 }, applies: false },
+          { name: 'attached, as required', guard: { attached: true }, applies: true },
+          { name: 'required detached, but attached', guard: { attached: false }, applies: false },
+          { name: 'size below the target', guard: { sizeBelow: 2048 }, applies: true },
+          { name: 'size equal to the target', guard: { sizeBelow: 1024 }, applies: false },
+          { name: 'size above the target', guard: { sizeBelow: 512 }, applies: false },
+          { name: 'all parts hold', guard: { status: ['in-use'], version: 0, attached: true, sizeBelow: 4096 }, applies: true },
+          { name: 'all but one hold', guard: { status: ['in-use'], version: 0, attached: true, sizeBelow: 1024 }, applies: false },
+        ];
+        for (const c of cases) {
+          const v = await fresh();
+          expect(await store.updateVolume(v.id, c.guard, { status: 'extending', sizeBytes: 9999 }), c.name).toBe(c.applies);
+          const after = (await store.getVolume(v.id))!;
+          if (c.applies) expect(after, c.name).toMatchObject({ status: 'extending', sizeBytes: 9999, version: 1 });
+          else expect(after, c.name).toEqual(v);
+        }
+      });
+
+      it('guards on the extend in the record by its request id', async () => {
+        const extend = { requestId: 'req-a', targetBytes: 2048, step: 'storage' as const, startedAt: 't', deadline: 't', attempts: 0, hostBytes: null, error: null };
+        const v = await fresh({ status: 'extending', extend });
+        expect(await store.updateVolume(v.id, { extendRequestId: 'req-b' }, { status: 'in-use' })).toBe(false);
+        expect(await store.updateVolume(v.id, { status: ['extending'], extendRequestId: 'req-a' }, { extend: { ...extend, step: 'rescan' } })).toBe(true);
+        expect((await store.getVolume(v.id))!.extend).toMatchObject({ requestId: 'req-a', step: 'rescan' });
+        const none = await fresh();
+        expect(await store.updateVolume(none.id, { extendRequestId: 'req-a' }, { status: 'available' })).toBe(false);
+      });
+
+      it('lets exactly one of many concurrent swaps from the same version win', async () => {
+        const v = await fresh();
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) => store.updateVolume(v.id, { status: ['in-use'], version: v.version }, { status: 'extending', sizeBytes: 2048 + i * 512 })),
+        );
+        expect(results.filter(Boolean)).toHaveLength(1);
+        expect((await store.getVolume(v.id))!.version).toBe(1);
+      });
+    });
   });
 }

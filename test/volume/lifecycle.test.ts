@@ -112,12 +112,7 @@ describe('the lifecycle table holds its invariants', () => {
   });
 });
 
-describe('every cell of the lifecycle table, through the APIs', () => {
-  it(`walks ${cells.length} cells (4 actions × 9 statuses × attached or not)`, () => {
-    expect(cells).toHaveLength(VOLUME_ACTIONS.length * VOLUME_STATUSES.length * 2);
-    expect(cells).toHaveLength(72);
-  });
-
+describe(`every cell of the lifecycle table (${VOLUME_ACTIONS.length} actions × ${VOLUME_STATUSES.length} statuses × attached or not), through the APIs`, () => {
   it.each(cells)('$action on a volume $status (attached: $attached) → $cell', async ({ action, status, attached, cell }) => {
     const { v, server } = await volumeIn(status, attached);
     const disksBefore = server ? driver().snapshot(server).disks : undefined;

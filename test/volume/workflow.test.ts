@@ -38,9 +38,9 @@ async function settle(id: string, timeoutMs = 10_000): Promise<VolumeView> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+/** What the guest sees: the fake hypervisor's guest view (get_blockdev would be the host's). */
 async function guestBytes(volumeId: string): Promise<number> {
-  const r = await h.compute.request<{ volume_blockdev: { bytes: number } }>('GET', `/v2/${PROJECT}/servers/${SERVER}/os-online_extend_volume/${volumeId}`);
-  return r.body.volume_blockdev.bytes;
+  return (h.service.driver as FakeDriver).snapshot(SERVER).disks.find((d) => d.volumeId === volumeId)!.guestBytes;
 }
 const fileOf = (id: string) => join(h.config.dataDir, 'volumes', 'file', `${id}.raw`);
 async function status(p: Promise<unknown>): Promise<number> {
