@@ -193,6 +193,20 @@ describe('extending an in-use volume (fake driver, file backend, real HTTP betwe
     expect(done.extend?.error).toMatch(/timed out after 1000 ms at step assist; last error: .*hypervisor busy/);
   });
 
+  it('ends an extend at its deadline even while its run is stuck (the watchdog, not the run, enforces it)', async () => {
+    // The run sleeps 60 s before its first step; the deadline is 1 s; the watchdog looks every 200 ms.
+    h = await makeService({ config: { extendTimeoutMs: 1000, extendStepDelayMs: 60_000, extendWatchdogMs: 200 } });
+    const v = await createVolume();
+    await attach(v.id);
+    const t0 = Date.now();
+    await extend(v.id, 128 * MiB);
+    const done = await settle(v.id, 10_000);
+    expect(done.status).toBe('error_extending');
+    expect(done.extend?.error).toMatch(/timed out after 1000 ms at step storage/);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(statSync(fileOf(v.id)).size).toBe(64 * MiB);
+  });
+
   for (const step of ['storage', 'rescan', 'wait_host', 'assist', 'confirm']) {
     it(`resumes after a restart at step ${step} and finishes with the measured size`, async () => {
       h = await makeService({ config: { extendStepDelayMs: 300 } });
