@@ -273,7 +273,8 @@ describeLibvirt('LibvirtDriver on a persistent domain (offline extend)', () => {
     // This domain boots no OS: nothing answers the unplug request, so QEMU keeps the live disk
     // until it stops; what matters here is the definition it will boot with next.
     const err = (await driver.detachVolume(uuid, 'vol-pf').catch((e: unknown) => e)) as ServiceError | undefined;
-    if (err) expect(err.code).toBe('DriverFailed');
+    // The live unplug waits for a guest that never answers: uncertain (it may still happen).
+    expect(err).toMatchObject({ code: 'DriverFailed', final: false });
     expect(await inactiveXml()).not.toContain('<serial>vol-pf</serial>');
     expect(await inactiveXml()).toContain('<serial>vol-pb</serial>');
   });
