@@ -350,13 +350,21 @@ export class Guest {
     this.destroyed = true;
     this.sock?.destroy();
     this.sock = undefined;
+    // A failure is judged by looking at the domain again (virsh's words are not a contract):
+    // gone, or not running, is what destroy wanted.
     const r = await run('virsh', ['-c', this.libvirtUri, 'destroy', this.uuid], { timeoutMs: 60_000 });
-    if (r.code !== 0 && !/not found|not running|no domain/i.test(r.stderr)) {
-      throw new Error(`virsh destroy ${this.name} failed: ${r.stderr.trim()}`);
-    }
+    if (r.code !== 0 && (await this.domainRuns()) === true) throw new Error(`virsh destroy ${this.name} failed: ${r.stderr.trim()}`);
     if (this.persistent) {
       const u = await run('virsh', ['-c', this.libvirtUri, 'undefine', this.uuid], { timeoutMs: 60_000 });
-      if (u.code !== 0 && !/not found|no domain/i.test(u.stderr)) throw new Error(`virsh undefine ${this.name} failed: ${u.stderr.trim()}`);
+      if (u.code !== 0 && (await this.domainRuns()) !== undefined) throw new Error(`virsh undefine ${this.name} failed: ${u.stderr.trim()}`);
     }
+  }
+
+  /** True if the domain runs, false if it is defined but shut off, undefined if there is none. */
+  private async domainRuns(): Promise<boolean | undefined> {
+    const r = await run('virsh', ['-c', this.libvirtUri, 'domid', this.uuid], { timeoutMs: 30_000 });
+    if (r.code !== 0) return undefined;
+    // `domid` prints the numeric id of a running domain and `-` for one that is shut off.
+    return /^\d+$/.test(r.stdout.trim());
   }
 }

@@ -329,7 +329,14 @@ export class FakeDriver implements VirtDriver {
       if (!used.has(`vd${String.fromCharCode(c)}`)) device = `vd${String.fromCharCode(c)}`;
     }
     if (device === undefined) throw errors.driverFailed(`no free device name on instance ${serverId}`);
-    const bytes = spec.kind === 'file' ? await fileDiskBytes(spec.source, spec.format) : 0;
+    let bytes = 0;
+    if (spec.kind === 'file') {
+      try {
+        bytes = await fileDiskBytes(spec.source, spec.format);
+      } catch (err) {
+        throw errors.driverFailed(errnoReason('read the size of the disk file', err), { final: classifyErrno(err).final, cause: err, detail: `${spec.source}: ${(err as Error).message}` });
+      }
+    }
     server.disks.push({
       volumeId: spec.volumeId,
       device,

@@ -26,6 +26,7 @@
 import { dirname } from 'node:path';
 import { KeyedMutex } from '../../util/keyedMutex.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
+import { errnoOf } from '../../util/errno.js';
 import { errors, isServiceError, type ServiceError } from '../../errors.js';
 import type { ExtendOptions, AttachSpec, DriverCapabilities, DriverServer, ServerState, VirtDriver } from '../driver.js';
 import { buildDiskXml, nextFreeDevice, toDriverDisk, volumeDisks, type DomainDisk, type DomainInfo } from './domxml.js';
@@ -300,7 +301,11 @@ export class LibvirtDriver implements VirtDriver {
       if (spec.device !== undefined && used.has(spec.device)) {
         throw errors.driverFailed(`device ${spec.device} is already in use on instance ${serverId}`);
       }
-      device = spec.device ?? nextFreeDevice(used);
+      try {
+        device = spec.device ?? nextFreeDevice(used);
+      } catch (err) {
+        throw errors.driverFailed(`no free device name on instance ${serverId}`, { cause: err });
+      }
     }
     try {
       await guest.attachDevice(buildDiskXml(spec, device), flags);
@@ -530,6 +535,7 @@ export class LibvirtDriver implements VirtDriver {
       return errors.driverFailed(`cannot ${ctx.action}: libvirtd sent a reply this driver cannot read`, { final: true, cause: err, detail: err.message });
     }
     this.log.error({ serverId: ctx.serverId, volumeId: ctx.volumeId, err }, 'unexpected libvirt driver failure');
-    return hostFailed(ctx.action, err);
+    if (errnoOf(err) !== undefined) return hostFailed(ctx.action, err);
+    return errors.driverFailed(`cannot ${ctx.action}: unexpected failure in the libvirt driver`, { final: true, cause: err, detail: (err as Error)?.message ?? String(err) });
   }
 }
