@@ -22,6 +22,13 @@
  * - Parsed domain XML is cached per domain id (a restart gives a new id) for a few seconds and
  *   dropped on attach/detach and on any miss, so the hot path is lookup + state + read + resize
  *   + read.
+ * - Persistent domains: attach and detach change the persistent definition too, so a shut-off
+ *   server keeps its volumes; rescan and host sizes work on it (offline extend), its guest size
+ *   and resizes answer InstanceStopped.
+ * - Errors: every failure is classified where it happens, never by libvirt's message text:
+ *   libvirt's by error number (LIBVIRT_ERRORS), after looking again at the domain and the host
+ *   (`reobserve`); the host's by errno or exit status (storage.ts). Public messages name no path
+ *   or command line; those go in `detail`.
  */
 import { dirname } from 'node:path';
 import { KeyedMutex } from '../../util/keyedMutex.js';
