@@ -16,6 +16,8 @@ export interface GuestInit {
   name: string;
   consoleLog: string;
   shellSocket: string;
+  /** A defined (persistent) domain: it can be powered off and started again; destroy() undefines it. */
+  persistent?: boolean;
 }
 
 export class GuestExecError extends Error {
@@ -59,6 +61,7 @@ export class Guest {
   readonly name: string;
   readonly consoleLog: string;
   readonly shellSocket: string;
+  readonly persistent: boolean;
 
   private log = '';
   private logBytes = 0;
@@ -76,6 +79,7 @@ export class Guest {
     this.name = init.name;
     this.consoleLog = init.consoleLog;
     this.shellSocket = init.shellSocket;
+    this.persistent = init.persistent ?? false;
   }
 
   // ------------------------------------------------------------------------------------------
@@ -317,14 +321,50 @@ export class Guest {
 
   // ------------------------------------------------------------------------------------------
 
-  /** Power the guest off (`virsh destroy`); a guest that is already gone is fine. */
+  /**
+   * Pull the plug (`virsh destroy`) of a persistent guest and keep it defined, to `start()` it
+   * again: a shut-off server whose disks stay in its definition.
+   */
+  async powerOff(): Promise<void> {
+    if (!this.persistent) throw new Error(`guest ${this.name} is transient: powering it off would remove it`);
+    this.sock?.destroy();
+    this.sock = undefined;
+    const r = await run('virsh', ['-c', this.libvirtUri, 'destroy', this.uuid], { timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`virsh destroy ${this.name} failed: ${r.stderr.trim()}`);
+  }
+
+  /** Start a powered-off persistent guest (`virsh start`) and wait until it is ready again. */
+  async start(readyTimeoutMs = 60_000): Promise<void> {
+    if (this.destroyed) throw new Error(`guest ${this.name} is destroyed`);
+    // The console log is rewritten by the new boot (append='off'): read it from its start.
+    this.log = '';
+    this.logBytes = 0;
+    this.rx = '';
+    const r = await run('virsh', ['-c', this.libvirtUri, 'start', this.uuid], { timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`virsh start ${this.name} failed: ${r.stderr.trim()}`);
+    await this.waitReady(readyTimeoutMs);
+  }
+
+  /** Power the guest off (`virsh destroy`), and undefine it if persistent; a guest that is already gone is fine. */
   async destroy(): Promise<void> {
     this.destroyed = true;
     this.sock?.destroy();
     this.sock = undefined;
+    // A failure is judged by looking at the domain again (virsh's words are not a contract):
+    // gone, or not running, is what destroy wanted.
     const r = await run('virsh', ['-c', this.libvirtUri, 'destroy', this.uuid], { timeoutMs: 60_000 });
-    if (r.code !== 0 && !/not found|not running|no domain/i.test(r.stderr)) {
-      throw new Error(`virsh destroy ${this.name} failed: ${r.stderr.trim()}`);
+    if (r.code !== 0 && (await this.domainRuns()) === true) throw new Error(`virsh destroy ${this.name} failed: ${r.stderr.trim()}`);
+    if (this.persistent) {
+      const u = await run('virsh', ['-c', this.libvirtUri, 'undefine', this.uuid], { timeoutMs: 60_000 });
+      if (u.code !== 0 && (await this.domainRuns()) !== undefined) throw new Error(`virsh undefine ${this.name} failed: ${u.stderr.trim()}`);
     }
+  }
+
+  /** True if the domain runs, false if it is defined but shut off, undefined if there is none. */
+  private async domainRuns(): Promise<boolean | undefined> {
+    const r = await run('virsh', ['-c', this.libvirtUri, 'domid', this.uuid], { timeoutMs: 30_000 });
+    if (r.code !== 0) return undefined;
+    // `domid` prints the numeric id of a running domain and `-` for one that is shut off.
+    return /^\d+$/.test(r.stdout.trim());
   }
 }

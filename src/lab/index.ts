@@ -579,6 +579,11 @@ export interface BootGuestOptions {
   /** Wait until the guest is ready (default true). */
   waitReady?: boolean;
   readyTimeoutMs?: number;
+  /**
+   * Define the domain (`virsh define` + `start`) instead of creating a transient one: it can then
+   * be shut off and started again with its disks, as a cloud's servers are.
+   */
+  persistent?: boolean;
 }
 
 /** Run virsh against the lab's libvirtd; throws on failure. */
@@ -586,7 +591,10 @@ export function virsh(lab: Pick<LabInfo, 'libvirtUri'>, args: string[], timeoutM
   return mustRun('virsh', ['-c', lab.libvirtUri, ...args], { timeoutMs });
 }
 
-/** Start a transient domain of the test guest (`virsh create`) and, by default, wait until it is ready. */
+/**
+ * Start a domain of the test guest, transient (`virsh create`) or defined (`persistent`), and,
+ * by default, wait until it is ready.
+ */
 export async function bootGuest(lab: LabInfo, opts: BootGuestOptions): Promise<Guest> {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(opts.name)) throw new Error(`bad guest name: ${opts.name}`);
   const guestsDir = join(lab.dir, 'guests');
@@ -623,8 +631,14 @@ export async function bootGuest(lab: LabInfo, opts: BootGuestOptions): Promise<G
   writeFileSync(xmlFile, xml);
   // A leftover domain of the same name (a crashed earlier run in this lab) is ours: replace it.
   await run('virsh', ['-c', lab.libvirtUri, 'destroy', opts.name], { timeoutMs: 60_000 });
-  await virsh(lab, ['create', xmlFile]);
-  const guest = new Guest({ libvirtUri: lab.libvirtUri, uuid, name: opts.name, consoleLog, shellSocket });
+  await run('virsh', ['-c', lab.libvirtUri, 'undefine', opts.name], { timeoutMs: 60_000 });
+  if (opts.persistent) {
+    await virsh(lab, ['define', xmlFile]);
+    await virsh(lab, ['start', uuid]);
+  } else {
+    await virsh(lab, ['create', xmlFile]);
+  }
+  const guest = new Guest({ libvirtUri: lab.libvirtUri, uuid, name: opts.name, consoleLog, shellSocket, persistent: opts.persistent ?? false });
   if (opts.waitReady !== false) {
     try {
       await guest.waitReady(opts.readyTimeoutMs ?? 60_000);

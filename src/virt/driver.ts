@@ -84,17 +84,23 @@ export interface VirtDriver {
   /**
    * Make the host see the volume's current storage size (os-brick's extend on the host: loop
    * LOOP_SET_CAPACITY, SCSI sysfs rescan). A no-op for file and network disks. Idempotent.
-   * Throws InstanceNotFound / VolumeNotAttached.
+   * Works whatever the server's state, a shut-off server included (offline extend: its disks
+   * stay attached in its persistent definition, and the host side has no QEMU in the way).
+   * Throws InstanceNotFound / VolumeNotAttached (404); DriverFailed (500, final or uncertain).
    */
   rescan(serverId: string, volumeId: string): Promise<void>;
 
   /**
    * The size in bytes the host sees for the volume, measured now (get_blockdev): block device
-   * size, file size, qcow2 virtual size, or the iSCSI LUN capacity.
+   * size, file size, qcow2 virtual size, or the iSCSI LUN capacity. Works on a shut-off server
+   * too: it is the size the guest gets when it next starts. Errors as `rescan`.
    */
   getHostBytes(serverId: string, volumeId: string): Promise<number>;
 
-  /** The size in bytes the guest sees now, read live from the hypervisor. */
+  /**
+   * The size in bytes the guest sees now, read live from the hypervisor. A server that is not
+   * running or paused has no live size: InstanceStopped (shut off) or InstanceInvalidState (409).
+   */
   getGuestBytes(serverId: string, volumeId: string): Promise<number>;
 
   /**
@@ -103,9 +109,13 @@ export interface VirtDriver {
    * - reads the live guest size first; `bytes` below it throws VolumeShrinkRefused and the disk
    *   is not touched; `bytes` equal to it returns at once without a resize;
    * - a `block` or `network` disk whose host size is below `bytes` throws HostSizeTooSmall (409);
-   *   a `file` disk may exceed its file size: QEMU grows the file;
-   * - a server neither running nor paused throws InstanceInvalidState (409);
-   * - a read-only disk or any other hypervisor failure throws DriverFailed (500).
+   *   a `file` disk may exceed its file size: QEMU grows the file, but a raw file is refused
+   *   with SizeLimitExceeded (400, final) above what its filesystem holds, before any resize;
+   * - a shut-off server throws InstanceStopped (409; its volumes are extended offline), any other
+   *   state but running or paused InstanceInvalidState (409);
+   * - a read-only disk throws DiskReadOnly (500, final);
+   * - any other hypervisor failure throws DriverFailed (500), final or uncertain as classified
+   *   where it happened; HypervisorUnreachable (503) when the hypervisor cannot be reached.
    *
    * `opts.currentGuestBytes`: the caller measured the guest size with getGuestBytes just now,
    * while holding the volume's lock, and already refused a shrink; the driver may use it instead
@@ -113,10 +123,14 @@ export interface VirtDriver {
    */
   extendAttached(serverId: string, volumeId: string, bytes: number, opts?: ExtendOptions): Promise<number>;
 
-  /** Hot-plug a volume; returns the device name the guest got. Requires `capabilities.attachVolume`. */
+  /**
+   * Hot-plug a volume; returns the device name the guest got. Requires `capabilities.attachVolume`.
+   * A server with a persistent definition keeps the disk in it, so it survives a shut-off and
+   * start (libvirt: VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG). Idempotent.
+   */
   attachVolume(serverId: string, spec: AttachSpec): Promise<string>;
 
-  /** Hot-unplug a volume. Requires `capabilities.attachVolume`. */
+  /** Hot-unplug a volume, from the running server and its persistent definition. Requires `capabilities.attachVolume`. */
   detachVolume(serverId: string, volumeId: string): Promise<void>;
 
   /** Release connections. */

@@ -16,8 +16,8 @@ export interface BackendHarness {
   backend: VolumeBackend;
   /** Remove whatever the harness made (volumes, loop devices, targets, directories). */
   teardown(): Promise<void>;
-  /** A second instance over the same storage, as a restarted volume service would build it. */
-  reopen?: () => VolumeBackend;
+  /** A second instance over the same storage, as a restarted volume service would build it (required: every backend can). */
+  reopen: () => VolumeBackend;
 }
 
 const MiB = 1024 * 1024;
@@ -214,7 +214,6 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
     });
 
     it('is found again, with the same connection, by a restarted service (no database)', async () => {
-      if (!h.reopen) return;
       const id = vol();
       const v = await backend.create(id, 4 * MiB);
       const restarted = h.reopen();

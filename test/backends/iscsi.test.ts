@@ -80,6 +80,25 @@ describeIscsi('iscsi backend (userspace tgtd)', () => {
     for (const id of ids) await backend.delete(id);
   });
 
+  it('gets exit 22 from tgtadm whatever the refusal, so it decides by reading the targets again', async () => {
+    const id = newVolumeId();
+    await backend.create(id, 4 * MiB);
+    const t = await backend.findTarget(id);
+    if (!t) return expect.fail('no target after create');
+    // "already exists" and "can't find" look the same by exit status.
+    expect((await backend.tgt.raw(['--op', 'new', '--mode', 'target', '--tid', String(t.tid), '-T', `${iqnOf(id)}-dup`])).code).toBe(22);
+    expect((await backend.tgt.raw(['--op', 'delete', '--mode', 'logicalunit', '--tid', '99999', '--lun', '1'])).code).toBe(22);
+    // A refresh whose LUN another caller already deleted: the delete fails, the re-read shows
+    // the LUN gone, and the refresh goes on to add it back over our file.
+    await backend.tgt.run(['--op', 'delete', '--mode', 'logicalunit', '--tid', String(t.tid), '--lun', '1']);
+    await truncate(join(dir, `${id}.raw`), 8 * MiB);
+    await backend.refreshLun(t.tid, join(dir, `${id}.raw`));
+    expect((await backend.findTarget(id))?.luns.find((l) => l.lun === 1)?.backingPath).toBe(join(dir, `${id}.raw`));
+    expect(await backend.getBytes(id)).toBe(8 * MiB);
+    await backend.delete(id);
+    expect(await backend.findTarget(id)).toBeUndefined();
+  });
+
   it('refuses ids tgt cannot put in an IQN', async () => {
     await expectServiceError(backend.create('Vol_1', 2 * MiB), 'InvalidInput');
   });

@@ -1,11 +1,16 @@
 /**
  * The virt driver contract: one suite, run against every driver (Nova's test_virt_drivers.py).
- * Each driver's test file only builds a harness: a running server with a block disk and a file
- * disk, and a way to grow the storage under a volume.
+ * Each driver's test file only builds a harness: a running server with a block disk, a raw file
+ * disk and a read-only disk, a shut-off server with a block disk, and a way to grow the storage
+ * under a volume. Every part is required, so every case runs on every driver (the fake can always
+ * provide them); nothing here is skipped.
  */
+import { stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VirtDriver } from '../../src/virt/driver.js';
 import { ServiceError } from '../../src/errors.js';
+import { maxFileBytes } from '../../src/util/fsLimits.js';
 
 export interface DriverHarness {
   driver: VirtDriver;
@@ -13,14 +18,17 @@ export interface DriverHarness {
   serverId: string;
   /** A `block` disk of the running server: its host view must grow before its guest view can. */
   blockVolumeId: string;
-  /** A `file` disk of the running server (raw or qcow2): QEMU grows the file itself. */
+  /**
+   * A raw `file` disk of the running server, backed by a real file (listed with its `source`):
+   * QEMU grows the file itself, within what the file's filesystem holds.
+   */
   fileVolumeId: string;
   /** Grow the storage under a volume, as a volume backend would; the host does not see it until rescan. */
   growStorage(volumeId: string, bytes: number): Promise<void>;
-  /** A shut-off server with an attached volume, if the driver can have one. */
-  stopped?: { serverId: string; volumeId: string };
-  /** A read-only disk of the running server, if the harness can provide one. */
-  readonlyVolumeId?: string;
+  /** A shut-off server (libvirt: a defined, persistent domain) with an attached `block` volume. */
+  stopped: { serverId: string; volumeId: string };
+  /** A read-only disk of the running server. */
+  readonlyVolumeId: string;
   /** The size the guest itself reports for a volume (real guests only). */
   guestReportedBytes?(volumeId: string, expected: number): Promise<number>;
   teardown(): Promise<void>;
@@ -127,13 +135,51 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
       await expectServiceError(h.driver.rescan(h.serverId, '00000000-0000-4000-8000-00000000beef'), 'VolumeNotAttached', 404);
     });
 
-    it('refuses to resize a disk of a server that is not running or paused', async (ctx) => {
-      if (!h.stopped) return ctx.skip();
-      await expectServiceError(h.driver.extendAttached(h.stopped.serverId, h.stopped.volumeId, 4096 * MiB), 'InstanceStopped', 409);
+    it('refuses to grow a raw file disk beyond what its filesystem holds (400 SizeLimitExceeded), and the disk is unchanged', async () => {
+      const listed = (await h.driver.listServers()).find((s) => s.id === h.serverId)?.disks.find((d) => d.volumeId === h.fileVolumeId);
+      expect(listed?.source, 'the file disk is listed with its file').toBeDefined();
+      const file = listed!.source!;
+      const limit = await maxFileBytes(dirname(file));
+      const guest = await h.driver.getGuestBytes(h.serverId, h.fileVolumeId);
+      const host = await h.driver.getHostBytes(h.serverId, h.fileVolumeId);
+      const onDisk = (await stat(file)).size;
+      const err = await expectServiceError(h.driver.extendAttached(h.serverId, h.fileVolumeId, limit + 512), 'SizeLimitExceeded', 400);
+      expect(err.final).toBe(true);
+      expect(err.message).toContain(String(limit));
+      expect(err.message).not.toContain(dirname(file));
+      expect(await h.driver.getGuestBytes(h.serverId, h.fileVolumeId)).toBe(guest);
+      expect(await h.driver.getHostBytes(h.serverId, h.fileVolumeId)).toBe(host);
+      expect((await stat(file)).size).toBe(onDisk);
     });
 
-    it('refuses to resize a read-only disk', async (ctx) => {
-      if (!h.readonlyVolumeId) return ctx.skip();
+    it('lists the shut-off server as shutoff, with its volume', async () => {
+      const server = (await h.driver.listServers()).find((s) => s.id === h.stopped.serverId);
+      expect(server?.state).toBe('shutoff');
+      expect(server?.disks.map((d) => d.volumeId)).toContain(h.stopped.volumeId);
+    });
+
+    it('rescans and measures the host side of a shut-off server\'s volume (offline extend)', async () => {
+      const { serverId, volumeId } = h.stopped;
+      const before = await h.driver.getHostBytes(serverId, volumeId);
+      await h.growStorage(volumeId, before + 64 * MiB);
+      expect(await h.driver.getHostBytes(serverId, volumeId)).toBe(before);
+      await h.driver.rescan(serverId, volumeId);
+      expect(await h.driver.getHostBytes(serverId, volumeId)).toBe(before + 64 * MiB);
+    });
+
+    it('has no live guest size for a shut-off server (409 InstanceStopped)', async () => {
+      await expectServiceError(h.driver.getGuestBytes(h.stopped.serverId, h.stopped.volumeId), 'InstanceStopped', 409);
+    });
+
+    it('refuses to resize a disk of a shut-off server (409 InstanceStopped), and the host side is unchanged', async () => {
+      const { serverId, volumeId } = h.stopped;
+      const host = await h.driver.getHostBytes(serverId, volumeId);
+      const err = await expectServiceError(h.driver.extendAttached(serverId, volumeId, host + 64 * MiB), 'InstanceStopped', 409);
+      expect(err.final).toBe(true);
+      expect(await h.driver.getHostBytes(serverId, volumeId)).toBe(host);
+    });
+
+    it('refuses to resize a read-only disk', async () => {
       const guest = await h.driver.getGuestBytes(h.serverId, h.readonlyVolumeId);
       const err = await expectServiceError(h.driver.extendAttached(h.serverId, h.readonlyVolumeId, guest + MiB), 'DiskReadOnly', 500);
       expect(err.final).toBe(true);

@@ -81,6 +81,8 @@ export interface LabService {
 export interface LabServiceOptions {
   project: string;
   guestName: string;
+  /** Define the guest's domain (it can be shut off and started again) instead of a transient one. */
+  persistentGuest?: boolean;
   config?: Partial<Config>;
   log?: (m: string) => void;
 }
@@ -126,7 +128,7 @@ export async function startLabService(opts: LabServiceOptions): Promise<LabServi
     }
     const compute = new ApiClient({ url: service.computeUrl, token });
     const volume = new ApiClient({ url: service.volumeUrl!, token });
-    guest = await bootGuest(lab, { name: opts.guestName, projectId: P });
+    guest = await bootGuest(lab, { name: opts.guestName, projectId: P, ...(opts.persistentGuest ? { persistent: true } : {}) });
     const g = guest;
     const svc = service;
     const volumes = new Set<string>();

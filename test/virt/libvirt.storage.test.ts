@@ -4,7 +4,8 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HostStorage, type RunCommand } from '../../src/virt/libvirt/storage.js';
+import { CommandFailed, HostStorage, hostFailed, runCommand, type RunCommand } from '../../src/virt/libvirt/storage.js';
+import { describeReal } from '../support/real.js';
 
 /** A fake sysfs with two SCSI disks (sdb at 2:0:0:1, sdc at 3:0:0:1) under multipath map dm-0. */
 async function fakeSysfs(root: string): Promise<void> {
@@ -106,8 +107,44 @@ describe('HostStorage', () => {
     await expect(bad.iscsiLunBytes('iqn.x:t/9', undefined)).rejects.toThrow(/unexpected/);
   });
 
-  const hasQemuImg = existsSync('/usr/bin/qemu-img');
-  it.skipIf(!hasQemuImg)('reads the virtual size of a qcow2 image from its header, and a raw file size', async () => {
+  it('turns a failed host tool into a DriverFailed without its command line: a timeout uncertain, an exit final', async () => {
+    const s = new HostStorage({ sysfsRoot: sys });
+    const timedOut = hostFailed('rescan the host block device', new CommandFailed('losetup', 'losetup -c /dev/loop7: killed', { timedOut: true }));
+    expect(timedOut).toMatchObject({ code: 'DriverFailed', final: false });
+    const exited = hostFailed('rescan the host block device', new CommandFailed('losetup', 'losetup -c /dev/loop7: no such device', { exitCode: 1 }));
+    expect(exited).toMatchObject({ code: 'DriverFailed', final: true });
+    expect(exited.message).toBe('Hypervisor driver failed: cannot rescan the host block device: losetup exited with status 1');
+    expect(exited.detail).toContain('/dev/loop7');
+    // A device without a sysfs entry: ENOENT, final, and the message names no path.
+    const gone = await s.blockDeviceBytes('/dev/loop999').catch((e: unknown) => hostFailed('read the host size of the volume', e));
+    expect(gone).toMatchObject({ code: 'DriverFailed', final: true });
+    expect((gone as Error).message).toContain('(ENOENT)');
+    expect((gone as Error).message).not.toContain(sys);
+  });
+
+  it('runs a real host tool and reports its exit status and timeout by kind', async () => {
+    const exit = await runCommand('sh', ['-c', 'echo nope >&2; exit 3']).catch((e: unknown) => e);
+    expect(exit).toBeInstanceOf(CommandFailed);
+    expect((exit as CommandFailed).outcome).toEqual({ exitCode: 3 });
+    expect((exit as CommandFailed).detail).toContain('nope');
+    const slow = await runCommand('sleep', ['5'], { timeoutMs: 100 }).catch((e: unknown) => e);
+    expect((slow as CommandFailed).outcome).toEqual({ timedOut: true });
+    const missing = await runCommand('no-such-tool-oe', []).catch((e: unknown) => e);
+    expect((missing as CommandFailed).outcome).toEqual({ errno: 'ENOENT' });
+  });
+});
+
+// qemu-img is a real part: in CI its absence fails the run; locally the block is skipped loudly.
+describeReal(existsSync('/usr/bin/qemu-img') ? undefined : 'qemu-img is not installed (apt-get install qemu-utils)')('HostStorage with qemu-img images', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'oe-storage-img-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('reads the virtual size of a qcow2 image from its header, and a raw file size', async () => {
     const q = join(dir, 'v.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', q, '3G']);
     const r = join(dir, 'v.raw');

@@ -10,7 +10,9 @@
  * - `extendAttached` never shrinks, is a no-op at the current size, and on a `block` or `network`
  *   disk refuses to pass the host's view (as QEMU does: "Cannot grow device files"). On a `file`
  *   disk QEMU grows the file itself, so storage and host views follow the guest's.
- * - Only running or paused servers can be resized; read-only disks cannot.
+ * - Only running or paused servers can be resized, or have a live guest size (a shut-off one
+ *   answers InstanceStopped); its host side still rescans and measures. Read-only disks cannot
+ *   be resized (DiskReadOnly); a raw file disk not past what its filesystem holds (SizeLimitExceeded).
  *
  * Faults can be injected per method; every method call and every actual resize is counted.
  * State can be kept in a JSON file so it survives a restart of the service, as a real
@@ -21,6 +23,7 @@ import { stat, truncate } from 'node:fs/promises';
 import { errors, type ServiceError } from '../../errors.js';
 import { fileDiskBytes, fileDiskBytesSync } from '../image.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
+import { classifyErrno, errnoOf, errnoReason } from '../../util/errno.js';
 import { dirname } from 'node:path';
 import type {
   AttachSpec,
@@ -136,7 +139,8 @@ async function growFile(path: string, bytes: number): Promise<void> {
     if ((await stat(path)).size < bytes) await truncate(path, bytes);
   } catch (err) {
     // Inventory paths may be informational only; a missing file keeps the recorded sizes.
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (errnoOf(err) === 'ENOENT') return;
+    throw errors.driverFailed(errnoReason('grow the disk file', err), { final: classifyErrno(err).final, cause: err, detail: `${path}: ${(err as Error).message}` });
   }
 }
 
@@ -267,7 +271,11 @@ export class FakeDriver implements VirtDriver {
 
   async getGuestBytes(serverId: string, volumeId: string): Promise<number> {
     await this.enter('getGuestBytes');
-    return this.disk(serverId, volumeId).guestBytes;
+    const disk = this.disk(serverId, volumeId);
+    // A guest that does not run sees nothing: its last size is what it saw before it stopped.
+    const state = this.server(serverId).state;
+    if (!RUNNING.has(state)) throw errors.instanceInvalidState(serverId, state, 'get guest size');
+    return disk.guestBytes;
   }
 
   async extendAttached(serverId: string, volumeId: string, bytes: number, _opts?: ExtendOptions): Promise<number> {
@@ -322,7 +330,14 @@ export class FakeDriver implements VirtDriver {
       if (!used.has(`vd${String.fromCharCode(c)}`)) device = `vd${String.fromCharCode(c)}`;
     }
     if (device === undefined) throw errors.driverFailed(`no free device name on instance ${serverId}`);
-    const bytes = spec.kind === 'file' ? await fileDiskBytes(spec.source, spec.format) : 0;
+    let bytes = 0;
+    if (spec.kind === 'file') {
+      try {
+        bytes = await fileDiskBytes(spec.source, spec.format);
+      } catch (err) {
+        throw errors.driverFailed(errnoReason('read the size of the disk file', err), { final: classifyErrno(err).final, cause: err, detail: `${spec.source}: ${(err as Error).message}` });
+      }
+    }
     server.disks.push({
       volumeId: spec.volumeId,
       device,

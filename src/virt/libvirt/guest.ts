@@ -3,7 +3,7 @@
  * Keeps the parsed domain XML of the running domain so the hot path does not refetch it.
  */
 import { parseDomainXml, type DomainInfo } from './domxml.js';
-import { BLOCK_RESIZE_BYTES, DomainAffect, DomainState, type RemoteClient } from './remote/client.js';
+import { BLOCK_RESIZE_BYTES, DomainState, DomainXmlFlags, type RemoteClient } from './remote/client.js';
 import { LibvirtError, VirErrorCode } from './remote/errors.js';
 import type { RemoteDomain } from './remote/protocol.js';
 import type { ServerState } from '../driver.js';
@@ -82,6 +82,20 @@ export class Guest {
     return { info, fromCache: false };
   }
 
+  /**
+   * The persistent configuration (what the domain boots with next time), parsed; undefined for a
+   * transient domain, which has none. Never cached: it changes only on attach/detach/define.
+   */
+  async persistentInfo(): Promise<DomainInfo | undefined> {
+    if (!(await this.client.isPersistent(this.dom))) return undefined;
+    return parseDomainXml(await this.client.getXmlDesc(this.dom, DomainXmlFlags.INACTIVE));
+  }
+
+  /** Whether the domain runs (has a QEMU process): the live definition exists only then. */
+  isActive(): Promise<boolean> {
+    return this.client.isActive(this.dom);
+  }
+
   async state(): Promise<{ state: ServerState; raw: number; reason: number }> {
     const s = await this.client.getState(this.dom);
     return { state: toServerState(s.state), raw: s.state, reason: s.reason };
@@ -110,17 +124,19 @@ export class Guest {
     return (await this.client.getBlockInfo(this.dom, target)).capacity;
   }
 
-  async attachDevice(xml: string): Promise<void> {
+  /** virDomainAttachDeviceFlags; `flags` is DomainAffect.LIVE and/or DomainAffect.CONFIG. */
+  async attachDevice(xml: string, flags: number): Promise<void> {
     try {
-      await this.client.attachDeviceFlags(this.dom, xml, DomainAffect.LIVE);
+      await this.client.attachDeviceFlags(this.dom, xml, flags);
     } finally {
       this.invalidate();
     }
   }
 
-  async detachDevice(xml: string): Promise<void> {
+  /** virDomainDetachDeviceFlags; `flags` is DomainAffect.LIVE and/or DomainAffect.CONFIG. */
+  async detachDevice(xml: string, flags: number): Promise<void> {
     try {
-      await this.client.detachDeviceFlags(this.dom, xml, DomainAffect.LIVE);
+      await this.client.detachDeviceFlags(this.dom, xml, flags);
     } finally {
       this.invalidate();
     }

@@ -1,27 +1,75 @@
 /**
  * The host side of a volume (os-brick's part): how big the host sees it, and making the host
  * see a grown LUN or loop device ("rescan").
+ *
+ * Failures are classified here, where they happen (`hostFailed`): a host tool that timed out is
+ * uncertain, one that exited non-zero is final, a file or device error goes by its errno
+ * (src/util/errno.ts). The public reason names the operation, never the path or command line;
+ * those go in `detail`.
  */
 import { execFile } from 'node:child_process';
 import { readFile, readdir, realpath, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { errors, isServiceError, type ServiceError } from '../../errors.js';
+import { classifyErrno, errnoOf } from '../../util/errno.js';
 import { fileDiskBytes } from '../image.js';
 import { DEFAULT_ISCSI_PORTAL } from './domxml.js';
 
-/** Runs a program, resolves with its stdout; rejects with its stderr in the message. */
+/** Runs a program, resolves with its stdout; rejects with a CommandFailed. */
 export type RunCommand = (file: string, args: string[], opts?: { timeoutMs?: number }) => Promise<string>;
+
+/** A host tool that did not succeed: how (timeout, exit status, could not start) and its output. */
+export class CommandFailed extends Error {
+  constructor(
+    readonly program: string,
+    /** The command line and its output, for `detail`. */
+    readonly detail: string,
+    readonly outcome: { timedOut: true } | { exitCode: number } | { errno: string | undefined },
+    opts: { cause?: unknown } = {},
+  ) {
+    super(`${program} failed`, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'CommandFailed';
+  }
+}
 
 export const runCommand: RunCommand = (file, args, opts = {}) =>
   new Promise((resolve, reject) => {
-    execFile(file, args, { timeout: opts.timeoutMs ?? 30_000, encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err) {
-        const detail = (stderr || stdout || '').trim() || err.message;
-        reject(new Error(`${file} ${args.join(' ')} failed: ${detail}`, { cause: err }));
-      } else {
+    const timeout = opts.timeoutMs ?? 30_000;
+    execFile(file, args, { timeout, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, stdout, stderr) => {
+      if (!err) {
         resolve(stdout);
+        return;
       }
+      const e = err as NodeJS.ErrnoException & { code?: unknown; killed?: boolean };
+      const output = ((stderr || stdout || '').trim() || err.message).slice(0, 2000);
+      const detail = `${[file, ...args].join(' ')}: ${output}`;
+      const outcome = e.killed === true ? { timedOut: true as const } : typeof e.code === 'number' ? { exitCode: e.code } : { errno: errnoOf(err) };
+      reject(new CommandFailed(basename(file), detail, outcome, { cause: err }));
     });
   });
+
+/**
+ * A host-side step (`what`, public words) failed: DriverFailed, final or uncertain at its
+ * source. `detail` receives paths and command lines; the message never does.
+ */
+export function hostFailed(what: string, err: unknown, opts: { detail?: string; transientExit?: boolean } = {}): ServiceError {
+  if (isServiceError(err)) return err;
+  if (err instanceof CommandFailed) {
+    const o = err.outcome;
+    if ('timedOut' in o) return errors.driverFailed(`cannot ${what}: ${err.program} timed out`, { final: false, cause: err, detail: err.detail });
+    if ('exitCode' in o) {
+      return errors.driverFailed(`cannot ${what}: ${err.program} exited with status ${o.exitCode}`, { final: !opts.transientExit, cause: err, detail: err.detail });
+    }
+    const c = classifyErrno({ code: o.errno });
+    return errors.driverFailed(`cannot ${what}: ${err.program} could not be started: ${c.reason}${c.errno ? ` (${c.errno})` : ''}`, { final: c.final, cause: err, detail: err.detail });
+  }
+  const c = classifyErrno(err);
+  return errors.driverFailed(`cannot ${what}: ${c.reason}${c.errno ? ` (${c.errno})` : ''}`, {
+    final: c.final,
+    cause: err,
+    detail: `${opts.detail ? `${opts.detail}: ` : ''}${(err as Error)?.message ?? String(err)}`,
+  });
+}
 
 export interface HostStorageOptions {
   /** Where sysfs is mounted; tests point it at a fake tree. */
@@ -54,7 +102,9 @@ export class HostStorage {
     const name = await this.blockDeviceName(path);
     const text = await readFile(join(this.sysfsRoot, 'class', 'block', name, 'size'), 'utf8');
     const sectors = Number(text.trim());
-    if (!Number.isSafeInteger(sectors)) throw new Error(`unreadable size for block device ${name}: ${text.trim()}`);
+    if (!Number.isSafeInteger(sectors)) {
+      throw errors.driverFailed('cannot read the size of the host block device: sysfs gave no number', { detail: `${name}: ${text.trim()}` });
+    }
     return sectors * 512;
   }
 
@@ -71,7 +121,9 @@ export class HostStorage {
     const url = `iscsi://${portal ?? DEFAULT_ISCSI_PORTAL}/${source}`;
     const out = await this.run('iscsi-readcapacity16', ['-s', url], { timeoutMs: 15_000 });
     const bytes = Number(out.trim().split(/\s+/).pop());
-    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new Error(`unexpected iscsi-readcapacity16 output for ${url}: ${out.trim()}`);
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      throw errors.driverFailed('cannot read the capacity of the iSCSI LUN: unexpected iscsi-readcapacity16 output', { detail: `${url}: ${out.trim()}` });
+    }
     return bytes;
   }
 

@@ -13,13 +13,15 @@
  * its own volume files. `connection()` re-attaches a loop device if the volume has none (after a
  * host reboot or a crash between the two steps of create), like Cinder's ensure_export.
  */
-import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
-import { KeyedLock, checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile } from './common.js';
+import { KeyedLock, checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile, ensureDir } from './common.js';
 import { exec, execRaw, commandFailed } from './exec.js';
+
+/** `/dev/loopN`: the only thing `losetup -f --show` may print. */
+const LOOP_DEVICE = /^\/dev\/loop\d+$/;
 
 export interface BlockBackendOptions {
   /** The pool directory holding the backing files (created if missing). */
@@ -48,7 +50,7 @@ export class BlockBackend implements VolumeBackend {
 
   /** Loop devices backed by this file (`losetup -j`, matched by device and inode), lowest first. */
   async loopDevices(file: string): Promise<string[]> {
-    const out = await exec('losetup', ['-j', file], { timeoutMs: this.timeoutMs, retryable: true });
+    const out = await exec('losetup', ['-j', file], { timeoutMs: this.timeoutMs, what: 'list the loop devices of the volume' });
     const devs: string[] = [];
     for (const line of out.split('\n')) {
       const m = /^(\/dev\/loop\d+):/.exec(line);
@@ -59,11 +61,14 @@ export class BlockBackend implements VolumeBackend {
 
   private async detach(dev: string, file: string): Promise<void> {
     const args = ['-d', dev];
-    const r = await execRaw('losetup', args, { timeoutMs: this.timeoutMs });
+    const what = 'detach the loop device of the volume';
+    const r = await execRaw('losetup', args, { timeoutMs: this.timeoutMs, what });
     if (r.code === 0) return;
-    // Already gone (another caller detached it)? Then that is fine.
+    // Decided by looking again, not by losetup's words: already gone (another caller detached
+    // it)? Then that is fine. Still there: the kernel refuses LOOP_CLR_FD only while the device
+    // is being set up or torn down by someone else (EBUSY/ENXIO), which passes: uncertain.
     if (!(await this.loopDevices(file)).includes(dev)) return;
-    throw commandFailed('losetup', args, r, true);
+    throw commandFailed('losetup', args, r, { final: false, what });
   }
 
   /** The loop device of a volume, attaching one if it has none. The file must exist. */
@@ -71,8 +76,20 @@ export class BlockBackend implements VolumeBackend {
     const file = this.pathOf(volumeId);
     const existing = await this.loopDevices(file);
     if (existing[0]) return existing[0];
-    const dev = (await exec('losetup', ['-f', '--show', file], { timeoutMs: this.timeoutMs, retryable: true })).trim();
-    if (!/^\/dev\/loop\d+$/.test(dev)) throw errors.backendFailed(`losetup -f --show ${file} printed ${JSON.stringify(dev)}`);
+    const args = ['-f', '--show', file];
+    const what = 'attach a loop device to the volume';
+    const r = await execRaw('losetup', args, { timeoutMs: this.timeoutMs, what });
+    if (r.code !== 0) {
+      // A concurrent caller may have attached the file first (and taken the free device we were
+      // given): look again rather than read losetup's message.
+      const now = await this.loopDevices(file);
+      if (now[0]) return now[0];
+      throw commandFailed('losetup', args, r, { what });
+    }
+    const dev = r.stdout.trim();
+    if (!LOOP_DEVICE.test(dev)) {
+      throw errors.backendFailed(`cannot ${what}: losetup printed no loop device`, { detail: `losetup -f --show ${file} printed ${JSON.stringify(dev)}` });
+    }
     // Another process may have attached the same file at the same moment: keep the lowest one.
     const all = await this.loopDevices(file);
     const keep = all[0] ?? dev;
@@ -94,10 +111,10 @@ export class BlockBackend implements VolumeBackend {
     checkBytes(bytes);
     checkFits(volumeId, bytes, await this.maxBytes(), 'the volume pool (its largest file)');
     return this.lock.run(volumeId, async () => {
-      await mkdir(this.dir, { recursive: true });
+      await ensureDir(this.dir);
       const file = this.pathOf(volumeId);
       if ((await fileBytes(file)) === undefined) {
-        await createAtomically(file, (tmp) => makeSparseFile(tmp, bytes));
+        await createAtomically(file, (tmp) => makeSparseFile(tmp, bytes, volumeId));
       }
       const have = await fileBytes(file);
       if (have !== bytes) {
@@ -118,7 +135,7 @@ export class BlockBackend implements VolumeBackend {
       const current = await fileBytes(file);
       if (current === undefined) throw errors.volumeNotFound(volumeId);
       if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current, 'the volume has');
-      if (bytes > current) await growFile(file, bytes);
+      if (bytes > current) await growFile(file, bytes, volumeId);
       const after = await fileBytes(file);
       if (after === undefined) throw errors.volumeNotFound(volumeId);
       return after;

@@ -1,8 +1,14 @@
-/** Helpers shared by the storage backends: input checks, file sizes, atomic creation, per-volume locks. */
+/**
+ * Helpers shared by the storage backends: input checks, file sizes, atomic creation, per-volume
+ * locks, and the classification of filesystem failures (by errno, src/util/errno.ts) into
+ * BackendFailed errors whose public reason names no path (the path goes in `detail`).
+ */
 import { qcow2VirtualBytes as qcow2HeaderBytes } from '../../virt/image.js';
 import { randomBytes } from 'node:crypto';
 import { chmod, link, mkdir, open, stat, truncate, unlink } from 'node:fs/promises';
-import { errors } from '../../errors.js';
+import { dirname } from 'node:path';
+import { errors, type ServiceError } from '../../errors.js';
+import { classifyErrno, errnoOf, errnoReason } from '../../util/errno.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
 
 /**
@@ -11,13 +17,46 @@ import { maxFileBytes } from '../../util/fsLimits.js';
  */
 export const QCOW2_MAX_BYTES = 2 ** 51;
 
+/**
+ * A filesystem operation on `path` failed: BackendFailed, final or uncertain by errno, with a
+ * public reason (`cannot grow the volume file: no space left on the storage (ENOSPC)`) and the
+ * path and the system's message in `detail`.
+ */
+export function fsFailed(what: string, path: string, err: unknown): ServiceError {
+  return errors.backendFailed(errnoReason(what, err), {
+    final: classifyErrno(err).final,
+    cause: err,
+    detail: `${path}: ${(err as Error)?.message ?? String(err)}`,
+  });
+}
+
+/**
+ * EFBIG while making `path` `bytes` long: the file would exceed what its filesystem holds. The
+ * limit is measured again to name it (SizeLimitExceeded, 400, final); if the measurement does not
+ * explain the refusal, it is a final BackendFailed with the errno.
+ */
+export async function tooLarge(what: string, path: string, bytes: number, err: unknown, volumeId?: string): Promise<ServiceError> {
+  const limit = await maxFileBytes(dirname(path)).catch(() => undefined);
+  if (limit !== undefined && bytes > limit) return errors.sizeLimitExceeded(volumeId, bytes, limit, 'the volume pool (its largest file)');
+  return fsFailed(what, path, err);
+}
+
+/** Create the pool directory (0700) if it is missing. */
+export async function ensureDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: VOLUME_DIR_MODE });
+  } catch (err) {
+    throw fsFailed('create the volume pool directory', dir, err);
+  }
+}
+
 /** The largest raw file the filesystem of `dir` holds (the directory is created if missing). */
 export async function rawFileLimit(dir: string): Promise<number> {
+  await ensureDir(dir);
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
     return await maxFileBytes(dir);
   } catch (err) {
-    throw errors.backendFailed('cannot measure the largest volume the storage holds', { cause: err, detail: `${dir}: ${(err as Error).message}` });
+    throw fsFailed('measure the largest volume the storage holds', dir, err);
   }
 }
 
@@ -43,7 +82,7 @@ export function checkBytes(bytes: number): void {
 }
 
 function isErrno(err: unknown, code: string): boolean {
-  return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;
+  return errnoOf(err) === code;
 }
 
 /** The size of a file, or undefined if it does not exist. */
@@ -52,7 +91,7 @@ export async function fileBytes(path: string): Promise<number | undefined> {
     return (await stat(path)).size;
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
-    throw errors.backendFailed(`stat ${path}: ${(err as Error).message}`, { cause: err });
+    throw fsFailed('read the size of the volume file', path, err);
   }
 }
 
@@ -66,19 +105,22 @@ export async function removeFile(path: string): Promise<void> {
     await unlink(path);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return;
-    throw errors.backendFailed(`unlink ${path}: ${(err as Error).message}`, { cause: err });
+    throw fsFailed('remove the volume file', path, err);
   }
 }
 
-/** Grow (never shrink) a file to `bytes`; sparse. */
-export async function growFile(path: string, bytes: number): Promise<void> {
+/** Grow (never shrink) a file to `bytes`; sparse. EFBIG → SizeLimitExceeded. */
+export async function growFile(path: string, bytes: number, volumeId?: string): Promise<void> {
   const now = await fileBytes(path);
-  if (now === undefined) throw errors.backendFailed(`${path} vanished while growing it`);
+  if (now === undefined) {
+    throw errors.backendFailed('cannot grow the volume file: it vanished while growing it', { detail: `${path} is gone` });
+  }
   if (now >= bytes) return;
   try {
     await truncate(path, bytes);
   } catch (err) {
-    throw errors.backendFailed(`truncate ${path} to ${bytes}: ${(err as Error).message}`, { cause: err });
+    if (isErrno(err, 'EFBIG')) throw await tooLarge('grow the volume file', path, bytes, err, volumeId);
+    throw fsFailed('grow the volume file', path, err);
   }
 }
 
@@ -98,14 +140,14 @@ export async function createAtomically(path: string, build: (tmp: string) => Pro
     try {
       await chmod(tmp, VOLUME_FILE_MODE);
     } catch (err) {
-      throw errors.backendFailed(`chmod ${tmp}: ${(err as Error).message}`, { cause: err });
+      throw fsFailed('restrict the new volume file to its owner', tmp, err);
     }
     try {
       await link(tmp, path);
       return true;
     } catch (err) {
       if (isErrno(err, 'EEXIST')) return false;
-      throw errors.backendFailed(`link ${tmp} ${path}: ${(err as Error).message}`, { cause: err });
+      throw fsFailed('put the new volume file in place', `${tmp} -> ${path}`, err);
     }
   } finally {
     await removeFile(tmp).catch(() => undefined);
@@ -116,8 +158,8 @@ export async function createAtomically(path: string, build: (tmp: string) => Pro
 export const VOLUME_FILE_MODE = 0o600;
 export const VOLUME_DIR_MODE = 0o700;
 
-/** A sparse raw file of exactly `bytes`. */
-export async function makeSparseFile(path: string, bytes: number): Promise<void> {
+/** A sparse raw file of exactly `bytes`. EFBIG → SizeLimitExceeded. */
+export async function makeSparseFile(path: string, bytes: number, volumeId?: string): Promise<void> {
   try {
     const fh = await open(path, 'wx', VOLUME_FILE_MODE);
     try {
@@ -126,7 +168,8 @@ export async function makeSparseFile(path: string, bytes: number): Promise<void>
       await fh.close();
     }
   } catch (err) {
-    throw errors.backendFailed(`create ${path} (${bytes} bytes): ${(err as Error).message}`, { cause: err });
+    if (isErrno(err, 'EFBIG')) throw await tooLarge('create the volume file', path, bytes, err, volumeId);
+    throw fsFailed('create the volume file', path, err);
   }
 }
 
@@ -139,7 +182,11 @@ export async function qcow2VirtualBytes(path: string): Promise<number | undefine
     return await qcow2HeaderBytes(path);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
-    throw errors.backendFailed(`${path}: ${(err as Error).message}`, { cause: err });
+    if (errnoOf(err) === undefined) {
+      // The file is there and readable, but its header is not qcow2's: final.
+      throw errors.backendFailed('cannot read the qcow2 header of the volume: the file is not a qcow2 image', { cause: err, detail: `${path}: ${(err as Error)?.message}` });
+    }
+    throw fsFailed('read the qcow2 header of the volume', path, err);
   }
 }
 

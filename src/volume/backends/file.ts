@@ -13,7 +13,6 @@
  * correctly while QEMU has the image open and after QEMU grew it.
  */
 import { resolve } from 'node:path';
-import { mkdir } from 'node:fs/promises';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
@@ -30,7 +29,7 @@ import {
   makeSparseFile,
   qcow2VirtualBytes,
   removeFile,
-  VOLUME_DIR_MODE,
+  ensureDir,
 } from './common.js';
 import { exec } from './exec.js';
 
@@ -105,13 +104,13 @@ export class FileBackend implements VolumeBackend {
     if (!FORMATS.includes(format)) throw errors.invalidInput(`Unknown volume format ${String(format)}.`);
     await this.checkFits(volumeId, bytes, format);
     return this.lock.run(volumeId, async () => {
-      await mkdir(this.dir, { recursive: true, mode: VOLUME_DIR_MODE });
+      await ensureDir(this.dir);
       let found = await this.locate(volumeId);
       if (!found) {
         const path = this.pathOf(volumeId, format);
         await createAtomically(path, async (tmp) => {
-          if (format === 'raw') await makeSparseFile(tmp, bytes);
-          else await exec('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, String(bytes)], { timeoutMs: this.timeoutMs });
+          if (format === 'raw') await makeSparseFile(tmp, bytes, volumeId);
+          else await exec('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, String(bytes)], { timeoutMs: this.timeoutMs, what: 'create the qcow2 image' });
         });
         found = await this.mustLocate(volumeId);
       }
@@ -139,9 +138,11 @@ export class FileBackend implements VolumeBackend {
       if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current, 'the volume has');
       if (bytes === current) return current;
       if (format === 'raw') {
-        await growFile(path, bytes);
+        await growFile(path, bytes, volumeId);
       } else {
-        await exec('qemu-img', ['resize', '-q', '-f', 'qcow2', path, String(bytes)], { timeoutMs: this.timeoutMs });
+        // Final on failure: qemu-img exits 1 for a locked image and for a bad one alike (the
+        // workflow looks at the server's state itself when an offline image turns out locked).
+        await exec('qemu-img', ['resize', '-q', '-f', 'qcow2', path, String(bytes)], { timeoutMs: this.timeoutMs, what: 'resize the qcow2 image' });
       }
       const after = await this.measure(path, format);
       if (after === undefined) throw errors.volumeNotFound(volumeId);

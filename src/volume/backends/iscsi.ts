@@ -15,13 +15,12 @@
  *
  * Volume ids must be lowercase `[a-z0-9.-]` here: tgt rejects other IQN characters.
  */
-import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
-import { KeyedLock, checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile } from './common.js';
+import { KeyedLock, checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile, ensureDir } from './common.js';
 import { Tgt, readCapacity, type TgtTarget } from './tgt.js';
 
 export const IQN_PREFIX = 'iqn.2026-11.dev.online-extend:';
@@ -83,19 +82,31 @@ export class IscsiBackend implements VolumeBackend {
         let tid = 1;
         while (used.has(tid)) tid++;
         const args = ['--op', 'new', '--mode', 'target', '--tid', String(tid), '-T', iqn];
-        const r = await this.tgt.raw(args);
+        const what = 'create the iSCSI target of the volume';
+        const r = await this.tgt.raw(args, what);
         if (r.code === 0) return { tid, iqn, luns: [], acls: [] };
-        // Another process took the tid (or made this very target): look again.
-        if (!Tgt.alreadyExists(r)) throw this.tgt.failed(args, r);
+        if (Tgt.unreachable(r)) throw this.tgt.failed(args, r, what);
+        // tgtadm exits 22 whatever the reason: look again. Another process took the tid, or made
+        // this very target: the next round finds it, or the next free tid. Neither: a refusal.
+        const after = await this.tgt.show();
+        if (after.some((t) => t.iqn === iqn || t.tid === tid)) continue;
+        throw this.tgt.failed(args, r, what);
       }
-      throw errors.backendFailed(`could not find a free tid for ${iqn}`, { retryable: true });
+      // Twenty rounds lost to other creators: they finish in milliseconds, so trying later works.
+      throw errors.backendFailed('cannot create the iSCSI target of the volume: no free target id after 20 tries', { final: false, detail: iqn });
     });
   }
 
   private async addLun(tid: number, file: string): Promise<void> {
     const args = ['--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(ISCSI_LUN), '-b', file];
-    const r = await this.tgt.raw(args);
-    if (r.code !== 0 && !Tgt.alreadyExists(r)) throw this.tgt.failed(args, r);
+    const what = 'export the volume as an iSCSI LUN';
+    const r = await this.tgt.raw(args, what);
+    if (r.code === 0) return;
+    if (Tgt.unreachable(r)) throw this.tgt.failed(args, r, what);
+    // Already there over our file (a concurrent ensure_export added it)? Then that is done.
+    const lun = (await this.tgt.show()).find((t) => t.tid === tid)?.luns.find((l) => l.lun === ISCSI_LUN);
+    if (lun?.backingPath === file) return;
+    throw this.tgt.failed(args, r, what);
   }
 
   /** Make sure target, LUN 1 over our file and the ALL ACL exist (Cinder's ensure_export). */
@@ -105,25 +116,41 @@ export class IscsiBackend implements VolumeBackend {
     const target = (await this.findTarget(volumeId)) ?? (await this.createTarget(iqn));
     const lun = target.luns.find((l) => l.lun === ISCSI_LUN);
     if (lun && lun.backingPath !== file) {
-      throw errors.backendFailed(`target ${iqn} (tid ${target.tid}) exports ${String(lun.backingPath)} as LUN ${ISCSI_LUN}, not ${file}`);
+      throw errors.backendFailed(`cannot export volume ${volumeId}: its iSCSI target exports another file as LUN ${ISCSI_LUN}`, {
+        detail: `target ${iqn} (tid ${target.tid}) exports ${String(lun.backingPath)} as LUN ${ISCSI_LUN}, not ${file}`,
+      });
     }
     if (!lun) await this.addLun(target.tid, file);
     if (!target.acls.includes('ALL')) {
       const args = ['--op', 'bind', '--mode', 'target', '--tid', String(target.tid), '-I', 'ALL'];
-      const r = await this.tgt.raw(args);
-      if (r.code !== 0 && !Tgt.alreadyExists(r)) throw this.tgt.failed(args, r);
+      const what = 'open the iSCSI target of the volume to initiators';
+      const r = await this.tgt.raw(args, what);
+      if (r.code !== 0) {
+        if (Tgt.unreachable(r)) throw this.tgt.failed(args, r, what);
+        const acls = (await this.tgt.show()).find((t) => t.tid === target.tid)?.acls ?? [];
+        if (!acls.includes('ALL')) throw this.tgt.failed(args, r, what);
+      }
     }
     return target.tid;
   }
 
-  /** tgt caches a LUN's size when it is added: delete and re-add LUN 1 to publish the file's size. */
+  /**
+   * tgt caches a LUN's size when it is added: delete and re-add LUN 1 to publish the file's size.
+   * A failed delete is judged by looking again: LUN 1 gone → done; the target gone → uncertain
+   * (a retry of the step exports it again); LUN 1 still there → it is active, the only refusal
+   * tgt has for deleting an existing LUN other than 0 (tgt_device_destroy: commands in flight),
+   * which drains in milliseconds: wait and try again, then give up as uncertain.
+   */
   async refreshLun(tid: number, file: string): Promise<void> {
     const args = ['--op', 'delete', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(ISCSI_LUN)];
+    const what = 'refresh the iSCSI LUN of the volume';
     for (let attempt = 0; ; attempt++) {
-      const r = await this.tgt.raw(args);
-      if (r.code === 0 || Tgt.notFound(r)) break;
-      // "still active": commands in flight on the LUN; they drain in milliseconds.
-      if (attempt >= 10 || !/active|busy/i.test(r.stderr)) throw this.tgt.failed(args, r);
+      const r = await this.tgt.raw(args, what);
+      if (r.code === 0) break;
+      if (Tgt.unreachable(r)) throw this.tgt.failed(args, r, what);
+      const target = (await this.tgt.show()).find((t) => t.tid === tid);
+      if (target && !target.luns.some((l) => l.lun === ISCSI_LUN)) break;
+      if (!target || attempt >= 10) throw this.tgt.failed(args, r, what, { final: false });
       await sleep(20);
     }
     await this.addLun(tid, file);
@@ -147,9 +174,9 @@ export class IscsiBackend implements VolumeBackend {
     checkBytes(bytes);
     checkFits(volumeId, bytes, await this.maxBytes(), 'the volume pool (its largest file)');
     return this.lock.run(volumeId, async () => {
-      await mkdir(this.dir, { recursive: true });
+      await ensureDir(this.dir);
       if ((await fileBytes(file)) === undefined) {
-        await createAtomically(file, (tmp) => makeSparseFile(tmp, bytes));
+        await createAtomically(file, (tmp) => makeSparseFile(tmp, bytes, volumeId));
       }
       const have = await fileBytes(file);
       if (have !== bytes) {
@@ -175,7 +202,7 @@ export class IscsiBackend implements VolumeBackend {
         tid = await this.ensureExport(volumeId);
         exported = await this.measure(volumeId);
       }
-      if (bytes > current) await growFile(file, bytes);
+      if (bytes > current) await growFile(file, bytes, volumeId);
       const fileNow = (await fileBytes(file)) ?? 0;
       // Refresh whenever the LUN lags the file: also resumes an extend that crashed after growing.
       if (exported !== fileNow) {
@@ -196,12 +223,12 @@ export class IscsiBackend implements VolumeBackend {
     } catch (err) {
       const target = await this.findTarget(volumeId).catch(() => undefined);
       if (target && !target.luns.some((l) => l.lun === ISCSI_LUN)) {
-        throw errors.backendFailed(`volume ${volumeId} has no LUN ${ISCSI_LUN} on ${iqnOf(volumeId)}; connection() re-exports it`, { retryable: true, cause: err });
+        throw errors.backendFailed(`volume ${volumeId} has no LUN ${ISCSI_LUN} on ${iqnOf(volumeId)}; connection() re-exports it`, { final: false, cause: err });
       }
       if (target === undefined) {
         const down = await this.tgt.show().then(() => false, () => true);
         if (!down) {
-          throw errors.backendFailed(`volume ${volumeId} is not exported (no target ${iqnOf(volumeId)}); connection() re-exports it`, { retryable: true, cause: err });
+          throw errors.backendFailed(`volume ${volumeId} is not exported (no target ${iqnOf(volumeId)}); connection() re-exports it`, { final: false, cause: err });
         }
       }
       throw err;
@@ -223,8 +250,13 @@ export class IscsiBackend implements VolumeBackend {
       const target = await this.findTarget(volumeId);
       if (target) {
         const args = ['--op', 'delete', '--mode', 'target', '--tid', String(target.tid), '--force'];
-        const r = await this.tgt.raw(args);
-        if (r.code !== 0 && !Tgt.notFound(r)) throw this.tgt.failed(args, r);
+        const what = 'delete the iSCSI target of the volume';
+        const r = await this.tgt.raw(args, what);
+        if (r.code !== 0) {
+          if (Tgt.unreachable(r)) throw this.tgt.failed(args, r, what);
+          // Gone already (a concurrent delete)? Then that is done.
+          if ((await this.findTarget(volumeId)) !== undefined) throw this.tgt.failed(args, r, what);
+        }
       }
       await removeFile(file);
     });

@@ -33,6 +33,7 @@ import {
   type TypedParamValue,
 } from './protocol.js';
 import { parseLibvirtUri, type ParsedUri } from './uri.js';
+import { classifyErrno } from '../../../util/errno.js';
 import { XdrReader, XdrWriter } from './xdr.js';
 
 export interface Logger {
@@ -174,26 +175,27 @@ export class RemoteClient {
       const sock = net.createConnection({ path: this.target.socketPath });
       const framer = new MessageFramer();
       let settled = false;
-      const fail = (reason: string, cause?: unknown): void => {
+      const fail = (reason: string, cause?: unknown, detail?: string): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        const err = new LibvirtConnectionError(this.uri, reason, { cause });
+        const err = new LibvirtConnectionError(this.uri, reason, { cause, ...(detail === undefined ? {} : { detail }) });
         if (this.socket === sock) this.teardown(err);
         sock.destroy();
         reject(err);
       };
       const timer = setTimeout(
-        () => fail(`no answer from ${this.target.socketPath} within ${this.connectTimeoutMs} ms`),
+        () => fail(`libvirtd did not answer within ${this.connectTimeoutMs} ms`, undefined, `socket ${this.target.socketPath}`),
         this.connectTimeoutMs,
       );
       sock.on('error', (err: NodeJS.ErrnoException) => {
-        const reason = `${err.code ?? 'error'} connecting to ${this.target.socketPath}: ${err.message}`;
-        if (!settled) fail(reason, err);
-        else this.onBroken(sock, `${err.code ?? 'socket error'}: ${err.message}`);
+        const c = classifyErrno(err);
+        const reason = `cannot connect to libvirtd's socket: ${c.reason}${c.errno ? ` (${c.errno})` : ''}`;
+        if (!settled) fail(reason, err, `socket ${this.target.socketPath}: ${err.message}`);
+        else this.onBroken(sock, `the connection to libvirtd failed${c.errno ? ` (${c.errno})` : ''}`, err.message);
       });
       sock.on('close', () => {
-        if (!settled) fail(`connection to ${this.target.socketPath} closed during open`);
+        if (!settled) fail('libvirtd closed the connection while it was being opened', undefined, `socket ${this.target.socketPath}`);
         else this.onBroken(sock, 'libvirtd closed the connection');
       });
       sock.on('data', (chunk: Buffer) => {
@@ -201,7 +203,7 @@ export class RemoteClient {
         try {
           msgs = framer.push(chunk);
         } catch (err) {
-          this.onBroken(sock, (err as Error).message);
+          this.onBroken(sock, 'libvirtd sent a message this client cannot frame', (err as Error).message);
           return;
         }
         for (const m of msgs) this.onMessage(sock, m);
@@ -223,19 +225,19 @@ export class RemoteClient {
           })
           .catch((err: Error) => {
             if (this.socket === sock) this.socket = undefined;
-            fail(`CONNECT_OPEN ${this.target.name} failed: ${err.message}`, err);
+            fail('libvirtd refused to open the connection', err, `CONNECT_OPEN ${this.target.name}: ${err.message}`);
           });
       });
     });
   }
 
-  private onBroken(sock: net.Socket, reason: string): void {
+  private onBroken(sock: net.Socket, reason: string, detail?: string): void {
     if (this.socket !== sock) {
       sock.destroy();
       return;
     }
-    this.log?.warn({ uri: this.uri, reason }, 'libvirt connection lost');
-    this.teardown(new LibvirtConnectionError(this.uri, reason));
+    this.log?.warn({ uri: this.uri, reason, detail }, 'libvirt connection lost');
+    this.teardown(new LibvirtConnectionError(this.uri, reason, detail === undefined ? {} : { detail }));
   }
 
   private teardown(err: Error): void {
@@ -363,6 +365,22 @@ export class RemoteClient {
     w.uint(0);
     const r = await this.remote(RemoteProc.DOMAIN_GET_STATE, w, opts);
     return { state: r.int(), reason: r.int() };
+  }
+
+  /** virDomainIsActive: whether the domain runs (has a QEMU). */
+  async isActive(dom: RemoteDomain, opts?: CallOptions): Promise<boolean> {
+    const w = new XdrWriter(96);
+    writeDomain(w, dom);
+    const r = await this.remote(RemoteProc.DOMAIN_IS_ACTIVE, w, opts);
+    return r.int() !== 0;
+  }
+
+  /** virDomainIsPersistent: whether the domain has a persistent (defined) configuration. */
+  async isPersistent(dom: RemoteDomain, opts?: CallOptions): Promise<boolean> {
+    const w = new XdrWriter(96);
+    writeDomain(w, dom);
+    const r = await this.remote(RemoteProc.DOMAIN_IS_PERSISTENT, w, opts);
+    return r.int() !== 0;
   }
 
   /** virDomainBlockResize; pass BLOCK_RESIZE_BYTES in flags for a size in bytes. */

@@ -4,13 +4,21 @@
  */
 import type { RemoteErrorBody } from './protocol.js';
 
-/** virErrorNumber values this code looks at (include/libvirt/virterror.h). */
+/**
+ * virErrorNumber values this code classifies (include/libvirt/virterror.h of libvirt 9.0; the
+ * numbers are ABI and never change). The driver's LIBVIRT_ERRORS table says what each means.
+ */
 export const VirErrorCode = {
   INTERNAL_ERROR: 1,
+  NO_MEMORY: 2,
   NO_SUPPORT: 3,
+  NO_CONNECT: 5,
+  INVALID_CONN: 6,
+  INVALID_DOMAIN: 7,
   INVALID_ARG: 8,
   OPERATION_FAILED: 9,
   XML_ERROR: 27,
+  OPERATION_DENIED: 29,
   SYSTEM_ERROR: 38,
   RPC: 39,
   NO_DOMAIN: 42,
@@ -18,8 +26,14 @@ export const VirErrorCode = {
   OPERATION_INVALID: 55,
   CONFIG_UNSUPPORTED: 67,
   OPERATION_TIMEOUT: 68,
+  ARGUMENT_UNSUPPORTED: 74,
+  OPERATION_ABORTED: 78,
+  BLOCK_COPY_ACTIVE: 83,
   OPERATION_UNSUPPORTED: 84,
+  AGENT_UNRESPONSIVE: 86,
+  RESOURCE_BUSY: 87,
   ACCESS_DENIED: 88,
+  AGENT_UNSYNCED: 97,
   DEVICE_MISSING: 99,
 } as const;
 
@@ -48,16 +62,22 @@ export class LibvirtError extends Error {
   }
 }
 
-/** The socket could not be reached, or the connection broke. Retrying may help. */
+/**
+ * The socket could not be reached, or the connection broke. Retrying may help. `reason` is
+ * public (no socket path: the driver sends it to clients); `detail` and the message, which name
+ * the URI and socket, are for logs.
+ */
 export class LibvirtConnectionError extends Error {
   readonly uri: string;
   readonly reason: string;
+  readonly detail: string | undefined;
 
-  constructor(uri: string, reason: string, opts: { cause?: unknown } = {}) {
-    super(`cannot reach libvirt at ${uri}: ${reason}`, opts.cause === undefined ? undefined : { cause: opts.cause });
+  constructor(uri: string, reason: string, opts: { cause?: unknown; detail?: string } = {}) {
+    super(`cannot reach libvirt at ${uri}: ${reason}${opts.detail ? ` (${opts.detail})` : ''}`, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'LibvirtConnectionError';
     this.uri = uri;
     this.reason = reason;
+    this.detail = opts.detail;
   }
 }
 
@@ -73,6 +93,11 @@ export class LibvirtTimeoutError extends Error {
     this.uri = uri;
     this.procedure = procedure;
     this.timeoutMs = timeoutMs;
+  }
+
+  /** The message without the URI (which names the socket path): safe to send. */
+  get reason(): string {
+    return `libvirtd did not answer ${this.procedure} within ${this.timeoutMs} ms`;
   }
 }
 
