@@ -34,6 +34,7 @@ const MAX_KEYS_QUOTED = 5;
 
 /** Fastify's `schemaErrorFormatter`: one message for the error the client most needs to fix. */
 export function formatSchemaErrors(errs: AjvError[], dataVar: string): Error {
+  if (errs.length === 0) return new Error(`Invalid input for field/attribute ${dataVar}`);
   const { at, what } = explain(errs);
   const field = `${dataVar}${at}`.replace(/\//g, '.');
   return new Error(`Invalid input for field/attribute ${field}: ${what}`);

@@ -113,6 +113,7 @@ function toServiceError(err: FastifyError): ServiceError {
       return errors.badRequest('Content-Length does not match the request body.');
   }
   if (err instanceof SyntaxError || err.statusCode === 400) return errors.badRequest(`Malformed request body: ${err.message}`);
+  if (err.statusCode === 404) return errors.notFound();
   return errors.internal();
 }
 
