@@ -234,7 +234,8 @@ export function checkProject(urlProject: string, auth: AuthContext): void {
 async function checkUrlProject(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest, urlProject: string): Promise<void> {
   // The alphabet first: a malformed URL is refused without a token lookup.
   if (!PROJECT_ID.test(urlProject)) throw errors.invalidInput(`Malformed request URL: a project id is ${PROJECT_ID_RULE}.`);
-  checkProject(urlProject, await authenticate(deps, req));
+  const auth = await authenticate(deps, req);
+  if (urlProject !== auth.projectId) checkProject(urlProject, auth);
 }
 
 /**
