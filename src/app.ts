@@ -15,7 +15,7 @@ import { ComputeAPI } from './compute/api.js';
 import type { VolumeAttacher } from './compute/attacher.js';
 import type { VirtDriver } from './virt/driver.js';
 import { FakeDriver } from './virt/fake/driver.js';
-import { createServer, type App } from './api/server.js';
+import { createServer, drainServer, httpLimitsFrom, type App, type HttpLimits } from './api/server.js';
 import { registerOnlineExtendVolume } from './api/routes/compute/onlineExtendVolume.js';
 import { registerServers } from './api/routes/compute/servers.js';
 import { registerVolumes } from './api/routes/volume/volumes.js';
@@ -36,6 +36,8 @@ export interface ComputeAppDeps {
   computeHost?: string;
   defaultProject?: string;
   attacher?: VolumeAttacher;
+  /** HTTP timeouts, connection cap and drain grace (Config defaults otherwise). */
+  http?: Partial<HttpLimits>;
 }
 
 export interface ComputeApp {
@@ -57,7 +59,7 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   const compute = new ComputeAPI({ store: deps.store, rpc: new LocalComputeRpc(manager), logger: deps.logger.child({ component: 'compute-api' }) });
   const auth = new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
-  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API' });
+  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', ...(deps.http ? { limits: deps.http } : {}) });
   const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.attacher ? { attacher: deps.attacher } : {}) };
   registerOnlineExtendVolume(app, routeDeps);
   registerServers(app, routeDeps);
@@ -73,6 +75,8 @@ export interface VolumeAppDeps {
   defaultBackend: string;
   compute: ComputeForVolumes;
   workflow?: Partial<WorkflowOptions>;
+  /** HTTP timeouts, connection cap and drain grace (Config defaults otherwise). */
+  http?: Partial<HttpLimits>;
 }
 
 export interface VolumeApp {
@@ -87,7 +91,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   const workflow = new ExtendWorkflow({ store: deps.store, backends: deps.backends, compute: deps.compute, logger, ...(deps.workflow ? { options: deps.workflow } : {}) });
   const volumes = new VolumeService({ store: deps.store, backends: deps.backends, compute: deps.compute, workflow, logger, defaultBackend: deps.defaultBackend });
   const auth = new TokenAuthenticator(deps.store);
-  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API' });
+  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', ...(deps.http ? { limits: deps.http } : {}) });
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
   return { app, volumes, workflow };
 }
@@ -153,6 +157,7 @@ async function runService(config: Config, dataDir: OpenedDataDir): Promise<Runni
     computeHost: config.computeHost,
     defaultProject: config.defaultProject,
     ...(config.volumeApi ? { attacher } : {}),
+    http: httpLimitsFrom(config),
   });
   attachRef.current = new VolumeAttachService({ store, backends, compute: computeApp.compute });
   const timer = config.syncIntervalMs > 0
@@ -181,6 +186,7 @@ async function runService(config: Config, dataDir: OpenedDataDir): Promise<Runni
       defaultBackend: config.defaultBackend,
       compute: new HttpComputeClient({ url: computeUrl, token: () => token.current() }),
       workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
+      http: httpLimitsFrom(config),
     });
     volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
     logger.info({ url: volumeUrl, backends: [...backends.keys()] }, 'volume API listening');
@@ -192,12 +198,21 @@ async function runService(config: Config, dataDir: OpenedDataDir): Promise<Runni
     syncInventory: () => computeApp.manager.syncInventory(),
     computeUrl,
     volumeUrl,
+    /**
+     * Bounded graceful shutdown: one deadline (`shutdownGraceMs` from now) for everything. The
+     * volume API drains first, while compute still answers the calls its requests make; the
+     * workflow stops at the deadline at the latest (its steps are stored, so an interrupted
+     * step resumes at the next start); then compute drains.
+     */
     close: async () => {
       if (timer) clearInterval(timer);
+      const deadline = Date.now() + config.shutdownGraceMs;
+      const untilDeadline = () => new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
       if (volumeApp) {
-        await volumeApp.workflow.close();
+        await Promise.all([drainServer(volumeApp.app, deadline), Promise.race([volumeApp.workflow.close(), untilDeadline()])]);
         await volumeApp.app.close();
       }
+      await drainServer(computeApp.app, deadline);
       await computeApp.app.close();
       await computeApp.manager.close();
       serviceToken?.stop();
@@ -216,7 +231,10 @@ export function openStore(config: Pick<Config, 'dataDir'>): Store {
 
 export async function createDriver(config: Config, logger: Logger): Promise<VirtDriver> {
   if (config.driver === 'fake') {
-    return FakeDriver.fromInventoryFile(config.fakeInventory!, { statePath: join(config.dataDir, 'fake-hypervisor.json') });
+    return FakeDriver.fromInventoryFile(config.fakeInventory!, {
+      statePath: join(config.dataDir, 'fake-hypervisor.json'),
+      ...(config.fakeLatencyMs > 0 ? { latencyMs: config.fakeLatencyMs } : {}),
+    });
   }
   const { LibvirtDriver } = await import('./virt/libvirt/driver.js');
   return new LibvirtDriver({ uri: config.libvirtUri, defaultProjectId: config.defaultProject, logger: logger.child({ component: 'libvirt' }) });

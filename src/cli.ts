@@ -66,6 +66,12 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--tgt-control-port <n>', "tgtadm's control port for the iscsi backend")
     .option('--extend-timeout <ms>', 'longest an in-use extend may take')
     .option('--extend-step-delay <ms>', 'sleep before each extend step (crash-recovery tests only)')
+    .option('--http-headers-timeout <ms>', 'request line and headers must arrive within this; also the longest a new connection may stay silent (default 10000)')
+    .option('--http-request-timeout <ms>', 'the whole request, body included, must arrive within this (default 30000)')
+    .option('--http-keep-alive-timeout <ms>', 'close a keep-alive connection idle this long (default 5000)')
+    .option('--http-max-connections <n>', 'open connections per API (default: from the open-files limit)')
+    .option('--shutdown-grace <ms>', 'on SIGTERM/SIGINT, let requests being served finish this long, then exit (default 10000)')
+    .option('--fake-latency <ms>', 'delay every fake-driver call (tests of slow requests only)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const config = loadConfig(env, {
         host: o.host,
@@ -84,15 +90,36 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         tgtControlPort: o.tgtControlPort,
         extendTimeoutMs: o.extendTimeout,
         extendStepDelayMs: o.extendStepDelay,
+        httpHeadersTimeoutMs: o.httpHeadersTimeout,
+        httpRequestTimeoutMs: o.httpRequestTimeout,
+        httpKeepAliveTimeoutMs: o.httpKeepAliveTimeout,
+        httpMaxConnections: o.httpMaxConnections,
+        shutdownGraceMs: o.shutdownGrace,
+        fakeLatencyMs: o.fakeLatency,
       });
       // Everything this process creates (the database, its WAL, qemu-img's images, …) is private
       // to the service's user; startService also sets modes explicitly and fixes older files.
       process.umask(0o077);
       const service = await startService(config);
       // Handlers before the "listening" lines: whoever reads them may signal us at once.
-      const stop = () => void service.close().then(() => process.exit(0));
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      // Bounded: close() drains within the grace; the timer is the backstop should anything
+      // after the drain hang. A second signal ends the process at once.
+      let stopping = false;
+      const stop = (signal: NodeJS.Signals) => {
+        if (stopping) process.exit(1);
+        stopping = true;
+        out(`${signal}: shutting down (grace ${config.shutdownGraceMs} ms)`);
+        setTimeout(() => process.exit(1), config.shutdownGraceMs + 5_000).unref();
+        void service.close().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            process.stderr.write(`shutdown failed: ${(err as Error).message}\n`);
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
       out(`compute API listening on ${service.computeUrl} (driver ${config.driver}, data ${config.dataDir})`);
       if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
       process.on('SIGHUP', () => void service.syncInventory().catch((err: unknown) => process.stderr.write(`inventory sync failed: ${(err as Error).message}\n`)));

@@ -2,6 +2,7 @@
  * Configuration, loaded once (from CLI flags over environment over defaults) and passed in.
  * Nothing below this module reads process.env.
  */
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 
@@ -40,7 +41,32 @@ export interface Config {
   extendWatchdogMs: number;
   /** Run the volume API (Cinder's role) in this process too. */
   volumeApi: boolean;
+  /**
+   * HTTP, per API: the request line and headers must arrive within this many ms of the start of a
+   * request, and a new connection may stay silent no longer (slowloris, idle connects: 408).
+   */
+  httpHeadersTimeoutMs: number;
+  /** HTTP: the whole request, body included, must arrive within this many ms (408). */
+  httpRequestTimeoutMs: number;
+  /** HTTP: a keep-alive connection idle this many ms after a response is closed (Node adds 1 s of margin). */
+  httpKeepAliveTimeoutMs: number;
+  /**
+   * HTTP: open connections per API. 0 (the default) = automatic: the soft open-files limit, less
+   * FD_RESERVE for the database, hypervisor and storage, shared between the APIs this process runs.
+   * At the cap, a new connection closes the least recently active one that is not serving a request.
+   */
+  httpMaxConnections: number;
+  /**
+   * On SIGTERM/SIGINT: requests already being served may finish for this many ms; then every
+   * connection is closed and the process exits. Connections with no complete request close at once.
+   */
+  shutdownGraceMs: number;
+  /** Artificial latency of every fake-driver call, in ms: for tests of slow requests only. */
+  fakeLatencyMs: number;
 }
+
+/** File descriptors kept for everything but HTTP connections (database, hypervisor, storage, logs). */
+export const FD_RESERVE = 128;
 
 export const DEFAULTS: Config = {
   host: '127.0.0.1',
@@ -62,6 +88,12 @@ export const DEFAULTS: Config = {
   extendStepDelayMs: 0,
   extendWatchdogMs: 1_000,
   volumeApi: true,
+  httpHeadersTimeoutMs: 10_000,
+  httpRequestTimeoutMs: 30_000,
+  httpKeepAliveTimeoutMs: 5_000,
+  httpMaxConnections: 0,
+  shutdownGraceMs: 10_000,
+  fakeLatencyMs: 0,
 };
 
 /** Environment variables that set config keys (documented in the README). */
@@ -80,7 +112,21 @@ const ENV_KEYS: Record<string, keyof Config> = {
   ONLINE_EXTEND_TGT_CONTROL_PORT: 'tgtControlPort',
 };
 
-const NUMERIC: ReadonlySet<keyof Config> = new Set(['port', 'volumePort', 'syncIntervalMs', 'tgtControlPort', 'extendTimeoutMs', 'extendStepDelayMs', 'extendWatchdogMs']);
+const NUMERIC: ReadonlySet<keyof Config> = new Set([
+  'port',
+  'volumePort',
+  'syncIntervalMs',
+  'tgtControlPort',
+  'extendTimeoutMs',
+  'extendStepDelayMs',
+  'extendWatchdogMs',
+  'httpHeadersTimeoutMs',
+  'httpRequestTimeoutMs',
+  'httpKeepAliveTimeoutMs',
+  'httpMaxConnections',
+  'shutdownGraceMs',
+  'fakeLatencyMs',
+]);
 const KNOWN_BACKENDS = new Set(['file', 'block', 'iscsi']);
 
 export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof Config, unknown>> = {}): Config {
@@ -107,5 +153,41 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof C
   if (!(merged.backends as string[]).includes(String(merged.defaultBackend))) merged.defaultBackend = (merged.backends as string[])[0] ?? 'file';
   merged.volumeApi = merged.volumeApi !== false && merged.volumeApi !== 'false';
   merged.dataDir = resolve(String(merged.dataDir));
+  for (const key of ['httpHeadersTimeoutMs', 'httpRequestTimeoutMs', 'httpKeepAliveTimeoutMs'] as const) {
+    if ((merged[key] as number) === 0) throw new Error(`config ${key}: must be above 0 (a connection without a deadline can be held forever)`);
+  }
+  if ((merged.httpHeadersTimeoutMs as number) > (merged.httpRequestTimeoutMs as number)) {
+    throw new Error('config httpHeadersTimeoutMs: must not exceed httpRequestTimeoutMs (the headers are part of the request)');
+  }
+  merged.httpMaxConnections = maxConnectionsPerApi(merged.httpMaxConnections as number, merged.volumeApi ? 2 : 1);
   return merged as unknown as Config;
+}
+
+/**
+ * The connection cap of one API: `configured` if above 0, else the soft open-files limit less
+ * FD_RESERVE, shared between `apis` servers (at least 16 each). Throws when a configured cap
+ * does not fit under the open-files limit: the cap would never be reached before EMFILE.
+ */
+export function maxConnectionsPerApi(configured: number, apis: number, fdLimit: number | undefined = softFdLimit()): number {
+  const n = Math.max(1, apis);
+  if (configured > 0) {
+    if (fdLimit !== undefined && configured * n + FD_RESERVE > fdLimit) {
+      throw new Error(
+        `config httpMaxConnections: ${configured} per API × ${n} API(s) + ${FD_RESERVE} reserved is above the open-files limit ${fdLimit}; lower it or raise \`ulimit -n\``,
+      );
+    }
+    return configured;
+  }
+  return Math.max(16, Math.floor(((fdLimit ?? 1024) - FD_RESERVE) / n));
+}
+
+/** The soft RLIMIT_NOFILE of this process (Linux), or undefined where it cannot be read. */
+export function softFdLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (!m) return undefined;
+    return m[1] === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(m[1]);
+  } catch {
+    return undefined;
+  }
 }

@@ -1,17 +1,32 @@
 /**
- * The Fastify instance every API of ours is built on: Nova's request ids and error bodies,
- * strict JSON validation (no coercion, no silently dropped fields), token authentication and
- * an OpenAPI document generated from the route schemas.
+ * The Fastify instance every API of ours is built on: Nova's request ids and error bodies on
+ * every answer (the router's and Node's own included), strict JSON validation (no coercion, no
+ * silently dropped fields), token authentication with the URL's project checked against the
+ * token's, HTTP timeouts and a connection cap, a bounded graceful drain, and an OpenAPI
+ * document generated from the route schemas.
  */
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import { newRequestId } from './requestId.js';
+import { formatSchemaErrors } from './schemaErrors.js';
+import { PROJECT_ID_PATTERN, PROJECT_ID_RULE } from './schemas/common.js';
+import {
+  attachTransportHandlers,
+  clientErrorHandler,
+  ConnectionGuard,
+  MAX_HEADER_BYTES,
+  MAX_URL_LENGTH,
+  type HttpLimits,
+} from './transport.js';
 import { errors, faultBody, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
 import type { AuthContext, TokenAuthenticator } from '../auth/tokens.js';
 import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
 import type { RequestContext } from '../context.js';
+import { DEFAULTS, maxConnectionsPerApi, type Config } from '../config.js';
+
+export type { HttpLimits } from './transport.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -26,6 +41,49 @@ export interface ServerDeps {
   auth: TokenAuthenticator;
   policy: PolicyEnforcer;
   title: string;
+  /** Timeouts, connection cap and drain grace; missing ones take the Config defaults. */
+  limits?: Partial<HttpLimits>;
+}
+
+/** The HTTP limits a Config asks for (each API gets the same). */
+export function httpLimitsFrom(config: Pick<Config, 'httpHeadersTimeoutMs' | 'httpRequestTimeoutMs' | 'httpKeepAliveTimeoutMs' | 'httpMaxConnections' | 'shutdownGraceMs'>): HttpLimits {
+  return {
+    headersTimeoutMs: config.httpHeadersTimeoutMs,
+    requestTimeoutMs: config.httpRequestTimeoutMs,
+    keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs,
+    maxConnections: config.httpMaxConnections,
+    shutdownGraceMs: config.shutdownGraceMs,
+  };
+}
+
+function withDefaults(l: Partial<HttpLimits> = {}): HttpLimits {
+  const d = httpLimitsFrom(DEFAULTS);
+  return {
+    headersTimeoutMs: l.headersTimeoutMs ?? d.headersTimeoutMs,
+    requestTimeoutMs: l.requestTimeoutMs ?? d.requestTimeoutMs,
+    keepAliveTimeoutMs: l.keepAliveTimeoutMs ?? d.keepAliveTimeoutMs,
+    // 0 is "automatic", as in Config.
+    maxConnections: l.maxConnections || maxConnectionsPerApi(0, 1),
+    shutdownGraceMs: l.shutdownGraceMs ?? d.shutdownGraceMs,
+  };
+}
+
+const guards = new WeakMap<object, ConnectionGuard>();
+
+/**
+ * Drains `app`'s HTTP server: stops accepting, closes connections that are not serving a
+ * complete request, lets the others finish until `deadline` (epoch ms), then cuts the rest.
+ * `app.close()` does the same with the server's own grace; call this first to share one
+ * deadline between several servers.
+ */
+export function drainServer(app: App, deadline: number): Promise<void> {
+  return guards.get(app)?.drain(deadline) ?? Promise.resolve();
+}
+
+/** Open connections, those serving a request, and those closed or refused at the cap. */
+export function connectionStats(app: App): { open: number; serving: number; evicted: number; dropped: number } {
+  const g = guards.get(app);
+  return g ? { open: g.open, serving: g.serving, evicted: g.evicted, dropped: g.dropped } : { open: 0, serving: 0, evicted: 0, dropped: 0 };
 }
 
 export type App = FastifyInstance<
@@ -35,28 +93,6 @@ export type App = FastifyInstance<
   Logger,
   TypeBoxTypeProvider
 >;
-
-interface AjvError {
-  keyword: string;
-  instancePath: string;
-  message?: string;
-  params: Record<string, unknown>;
-}
-
-/** Validation messages that name the field and say what is wrong with it. */
-function formatSchemaErrors(errs: AjvError[], dataVar: string): Error {
-  const e = errs[0]!;
-  const field = `${dataVar}${e.instancePath}`.replace(/\//g, '.');
-  let what = e.message ?? 'is invalid';
-  if (e.keyword === 'additionalProperties') {
-    what = `Additional properties are not allowed ('${String(e.params.additionalProperty)}' was unexpected)`;
-  } else if (e.keyword === 'required') {
-    what = `'${String(e.params.missingProperty)}' is a required property`;
-  } else if (e.keyword === 'multipleOf') {
-    what = `must be a multiple of ${String(e.params.multipleOf)}`;
-  }
-  return new Error(`Invalid input for field/attribute ${field}: ${what}`);
-}
 
 export function renderError(reply: FastifyReply, err: ServiceError): FastifyReply {
   return reply.status(err.status).send(faultBody(err));
@@ -77,24 +113,56 @@ function toServiceError(err: FastifyError): ServiceError {
       return errors.badRequest('Content-Length does not match the request body.');
   }
   if (err instanceof SyntaxError || err.statusCode === 400) return errors.badRequest(`Malformed request body: ${err.message}`);
+  if (err.statusCode === 404) return errors.notFound();
   return unexpectedError(err);
 }
 
+/** The Fastify router's own errors (a bad percent-escape, an over-long parameter), in our format. */
+function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  reply.header('x-openstack-request-id', req.id);
+  if (err.code === 'FST_ERR_BAD_URL') return renderError(reply, errors.badRequest('Malformed request URL: invalid percent-encoding.'));
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') return renderError(reply, errors.uriTooLong(MAX_URL_LENGTH));
+  req.log.error({ err, requestId: req.id }, 'router failed');
+  return renderError(reply, errors.internal());
+}
+
 export async function createServer(deps: ServerDeps): Promise<App> {
+  const limits = withDefaults(deps.limits);
   const app = Fastify({
     loggerInstance: deps.logger,
     // Requests are audited as instance actions; per-request logs would only slow the hot path.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
     bodyLimit: BODY_LIMIT,
-    // Long ids reach the schema and get its clear 400 rather than a bare 414.
-    routerOptions: { maxParamLength: 1024 },
+    // No parameter can be longer than the URL, so the URL limit (414, checked on every request)
+    // applies first; ids up to it reach the schema and get its clear 400.
+    routerOptions: { maxParamLength: MAX_URL_LENGTH },
     genReqId: () => newRequestId(),
     // No child logger per request: our log lines carry the request id as a field where it matters.
     childLoggerFactory: (logger) => logger,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
+    // `verbose` gives errors their schema and data, so a union reports the branch the client chose.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false, verbose: true } },
     schemaErrorFormatter: formatSchemaErrors as never,
-    return503OnClosing: true,
+    frameworkErrors: frameworkError as never,
+    clientErrorHandler: clientErrorHandler(deps.logger),
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    http: {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // Node checks the header and request deadlines on this period (30 s by default).
+      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+      maxHeaderSize: MAX_HEADER_BYTES,
+      // Node would answer a request without Host with a bare 400; the onRequest hook does it in our format.
+      requireHostHeader: false,
+    },
+    // The onRequest hook answers 503 in our format while draining.
+    return503OnClosing: false,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+
+  const guard = new ConnectionGuard(app.server, limits.maxConnections, deps.logger);
+  guards.set(app, guard);
+  attachTransportHandlers(app.server);
+  app.addHook('preClose', async () => guard.drain(Date.now() + limits.shutdownGraceMs));
 
   await app.register(swagger, {
     openapi: {
@@ -110,7 +178,16 @@ export async function createServer(deps: ServerDeps): Promise<App> {
 
   app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-openstack-request-id', req.id);
-    done();
+    if (guard.draining) {
+      reply.header('connection', 'close');
+      return done(errors.serviceUnavailable('The service is shutting down; try again shortly.'));
+    }
+    if (req.url.length > MAX_URL_LENGTH) return done(errors.uriTooLong(MAX_URL_LENGTH));
+    if (req.raw.httpVersion === '1.1' && req.headers.host === undefined) return done(errors.badRequest('An HTTP/1.1 request needs a Host header.'));
+    const params = req.params as Record<string, string | undefined> | undefined;
+    const project = params?.tenant_id ?? params?.project_id;
+    if (project === undefined) return done();
+    checkUrlProject(deps, req, project).then(() => done(), done);
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
@@ -126,11 +203,49 @@ export async function createServer(deps: ServerDeps): Promise<App> {
   return app;
 }
 
-/** Authenticates the request (X-Auth-Token) and checks `action` against the policy. */
-export async function authorize(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: FastifyRequest, action: string, target: PolicyTarget): Promise<RequestContext> {
+const PROJECT_ID = new RegExp(PROJECT_ID_PATTERN);
+
+/** The role of our own services' tokens (see `checkProject`). */
+export const SERVICE_ROLE = 'service';
+
+async function authenticate(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest): Promise<AuthContext> {
+  if (req.auth) return req.auth;
   const header = req.headers['x-auth-token'];
-  const auth = req.auth ?? (await deps.auth.authenticate(Array.isArray(header) ? header[0] : header));
-  req.auth = auth;
+  req.auth = await deps.auth.authenticate(Array.isArray(header) ? header[0] : header);
+  return req.auth;
+}
+
+/**
+ * The project in the URL (`/v2/{tenant_id}/…`, `/v3/{project_id}/…`) must be the token's, as
+ * Nova and Cinder check it ("Malformed request URL: URL's project_id … doesn't match Context's
+ * project_id …", 400) — for admins too: an admin acts on another project's resources through
+ * its own project's URL (Nova's all_tenants), never through the other project's.
+ *
+ * The one exception is a token with the `service` role: our volume service calls the compute
+ * API with its own token (project `service`) on the URL of the server's project, as an OpenStack
+ * service does with a keystonemiddleware service token. Policy still applies to it.
+ */
+export function checkProject(urlProject: string, auth: AuthContext): void {
+  if (!PROJECT_ID.test(urlProject)) throw errors.invalidInput(`Malformed request URL: a project id is ${PROJECT_ID_RULE}.`);
+  if (urlProject !== auth.projectId && !auth.roles.some((r) => r.toLowerCase() === SERVICE_ROLE)) throw errors.projectMismatch(urlProject, auth.projectId);
+}
+
+/** The onRequest check of every route with a project in its URL: id alphabet, token, project. */
+async function checkUrlProject(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest, urlProject: string): Promise<void> {
+  // The alphabet first: a malformed URL is refused without a token lookup.
+  if (!PROJECT_ID.test(urlProject)) throw errors.invalidInput(`Malformed request URL: a project id is ${PROJECT_ID_RULE}.`);
+  const auth = await authenticate(deps, req);
+  if (urlProject !== auth.projectId) checkProject(urlProject, auth);
+}
+
+/**
+ * Authenticates the request (X-Auth-Token, once per request) and checks `action` against the
+ * policy. A `project_id` in `target` is checked against the token's as `checkProject` does.
+ * Throws Unauthorized (401), ProjectMismatch or InvalidInput (400), Forbidden (403).
+ */
+export async function authorize(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: FastifyRequest, action: string, target: PolicyTarget): Promise<RequestContext> {
+  const auth = await authenticate(deps, req);
+  if (target.project_id !== undefined && target.project_id !== auth.projectId) checkProject(target.project_id, auth);
   if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
   return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
 }

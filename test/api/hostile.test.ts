@@ -79,7 +79,11 @@ const rows: Row[] = [
   { name: 'SQL injection in the volume id', method: 'GET', path: url.volume("1'%20OR%20'1'%3D'1"), status: 404, fault: 'itemNotFound', message: /is not attached/ },
   { name: 'an over-long server id', method: 'GET', path: url.volume(BLOCK_VOL, 'a'.repeat(300)), ...bad(/must NOT have more than 255 characters/) },
   { name: 'a server of another tenant', ...post({ onlineExtendVolume: { bytes: 2 * GiB } }, { path: url.volume(BLOCK_VOL, OTHER_SERVER) }), status: 404, fault: 'itemNotFound', message: /could not be found/ },
-  { name: 'our server through another tenant’s URL', ...post({ onlineExtendVolume: { bytes: 2 * GiB } }, { path: url.volume(BLOCK_VOL, SERVER, OTHER_TENANT), token: 'otherAdmin' }), status: 404, fault: 'itemNotFound', message: /could not be found/ },
+  { name: 'another tenant’s admin reaching our server through its own URL', ...post({ onlineExtendVolume: { bytes: 2 * GiB } }, { path: url.volume(BLOCK_VOL, SERVER, OTHER_TENANT), token: 'otherAdmin' }), status: 404, fault: 'itemNotFound', message: /could not be found/ },
+  { name: 'another tenant’s admin on our tenant’s URL', ...post({ onlineExtendVolume: { bytes: 2 * GiB } }, { token: 'otherAdmin' }), ...bad(/URL's project_id 'f66d7df4b59f4ab98a358a0dab0b238f' doesn't match Context's project_id '0ther0000000000000000000000000000'/) },
+  { name: 'our admin on another tenant’s URL', ...post({ onlineExtendVolume: { bytes: 2 * GiB } }, { path: url.volume(BLOCK_VOL, SERVER, OTHER_TENANT) }), ...bad(/doesn't match Context's project_id/) },
+  { name: 'path traversal in the tenant id', ...put({ onlineExtendVolume: { volume_id: BLOCK_VOL } }, { path: url.rescan(SERVER, '..%2F..%2Fetc') }), ...bad(/Malformed request URL: a project id is/) },
+  { name: 'CRLF in the tenant id', ...put({ onlineExtendVolume: { volume_id: BLOCK_VOL } }, { path: url.rescan(SERVER, 'a%0D%0Ab') }), ...bad(/Malformed request URL/) },
   { name: 'a volume of another server', ...post({ onlineExtendVolume: { bytes: 2 * GiB } }, { path: url.volume(OFF_VOL) }), status: 404, fault: 'itemNotFound', message: /not attached/ },
   { name: 'a shut-off server', ...post({ onlineExtendVolume: { bytes: 2 * GiB } }, { path: url.volume(OFF_VOL, OFF_SERVER) }), status: 409, fault: 'conflictingRequest', message: /state shutoff/ },
   { name: 'no token', ...post({ onlineExtendVolume: { bytes: 2 * GiB } }, { token: 'none' }), status: 401, fault: 'unauthorized', message: /requires authentication/ },
@@ -97,10 +101,6 @@ describe('hostile input changes nothing and reaches no driver', () => {
     t = await makeComputeApp();
   });
   afterAll(async () => t.close());
-
-  it('has at least 40 cases', () => {
-    expect(rows.length).toBeGreaterThanOrEqual(40);
-  });
 
   it.each(rows)('$name → $status', async (row) => {
     const before = observableState(t);

@@ -60,8 +60,8 @@ describe('volume API input', () => {
     expect(v).toMatchObject({ size_bytes: 64 * MiB, status: 'available' });
   });
 
-  it('answers 404 for a volume of another project and for an unknown one', async () => {
-    expect((await fails('GET', `/v3/other-project/volumes/${volumeId}`, undefined)).status).toBe(404);
+  it("answers 400 on another project's URL (not the token's) and 404 for an unknown volume", async () => {
+    expect((await fails('GET', `/v3/other-project/volumes/${volumeId}`, undefined)).code).toBe('ProjectMismatch');
     expect((await fails('POST', `/v3/${PROJECT}/volumes/00000000-0000-4000-8000-000000000000/action`, { 'os-extend': { new_size: 2 } })).status).toBe(404);
   });
 

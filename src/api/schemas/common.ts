@@ -15,6 +15,15 @@ export const Uuid = Type.String({
 /** Path ids are plain strings so an unknown or malformed id is a 404, as in Nova, not a 400. */
 export const PathId = Type.String({ minLength: 1, maxLength: 255 });
 
+/**
+ * The project (tenant) in a URL: Keystone-like ids, 1–64 characters of `A-Z a-z 0-9 _ . -`, and
+ * not `.` or `..`. Unlike server and volume ids, a project id outside this alphabet is a 400: it
+ * must equal the token's project anyway, and it ends up as the owner of what is created.
+ */
+export const PROJECT_ID_PATTERN = '^(?!\\.{1,2}$)[A-Za-z0-9_.-]{1,64}$';
+export const PROJECT_ID_RULE = "1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-' (not '.' or '..')";
+export const ProjectId = Type.String({ pattern: PROJECT_ID_PATTERN, description: `Project id: ${PROJECT_ID_RULE}; must be the token's project` });
+
 export const Bytes = Type.Integer({
   minimum: 512,
   maximum: MAX_VOLUME_BYTES,

@@ -1,10 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Bytes, PathId, Uuid } from './common.js';
+import { Bytes, PathId, ProjectId, Uuid } from './common.js';
 
-export const TenantParams = Type.Object({ tenant_id: PathId });
-export const ServerParams = Type.Object({ tenant_id: PathId, server_id: PathId });
-export const VolumeParams = Type.Object({ tenant_id: PathId, server_id: PathId, volume_id: PathId });
-export const ActionParams = Type.Object({ tenant_id: PathId, server_id: PathId, request_id: PathId });
+export const TenantParams = Type.Object({ tenant_id: ProjectId });
+export const ServerParams = Type.Object({ tenant_id: ProjectId, server_id: PathId });
+export const VolumeParams = Type.Object({ tenant_id: ProjectId, server_id: PathId, volume_id: PathId });
+export const ActionParams = Type.Object({ tenant_id: ProjectId, server_id: PathId, request_id: PathId });
 
 export const RescanBody = Type.Object(
   { onlineExtendVolume: Type.Object({ volume_id: Uuid }, { additionalProperties: false }) },

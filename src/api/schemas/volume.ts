@@ -1,10 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Bytes, MAX_VOLUME_BYTES, PathId } from './common.js';
+import { Bytes, MAX_VOLUME_BYTES, PathId, ProjectId } from './common.js';
 
 const MAX_GIB = MAX_VOLUME_BYTES / 2 ** 30;
 
-export const ProjectParams = Type.Object({ project_id: PathId });
-export const VolumeIdParams = Type.Object({ project_id: PathId, volume_id: PathId });
+export const ProjectParams = Type.Object({ project_id: ProjectId });
+export const VolumeIdParams = Type.Object({ project_id: ProjectId, volume_id: PathId });
 
 export const CreateVolumeBody = Type.Object(
   {
