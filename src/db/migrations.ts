@@ -80,4 +80,15 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (volume_id, request_id)
   );
   `,
+  // 3: indexes for keyset paging (list endpoints' limit/marker) and the inventory sync by difference
+  `
+  CREATE INDEX instance_actions_by_time ON instance_actions(server_id, start_time);
+  CREATE INDEX volume_actions_by_time ON volume_actions(volume_id, start_time);
+  CREATE INDEX volumes_by_created ON volumes(created_at, id);
+  CREATE INDEX volumes_project_by_created ON volumes(project_id, created_at, id);
+  CREATE INDEX servers_by_name ON servers(name, id);
+  CREATE INDEX servers_project_by_name ON servers(project_id, name, id);
+  CREATE INDEX servers_host_id ON servers(host, id);
+  DROP INDEX servers_host;
+  `,
 ];
