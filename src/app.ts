@@ -87,7 +87,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   const volumes = new VolumeService({ store: deps.store, backends: deps.backends, compute: deps.compute, workflow, logger, defaultBackend: deps.defaultBackend });
   const auth = new TokenAuthenticator(deps.store);
   const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API' });
-  registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
+  registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes, store: deps.store });
   return { app, volumes, workflow };
 }
 
