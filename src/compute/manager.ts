@@ -101,8 +101,8 @@ export class ComputeManager {
           readonly: d.readonly ?? false,
         })),
       });
-      // A host of thousands of servers: convert them a slice at a time, as the store writes them.
-      if (records.length % 1000 === 0) await yieldToEventLoop();
+      // A host of thousands of servers: convert them a slice at a time, as the store compares them.
+      if (records.length % 250 === 0) await yieldToEventLoop();
     }
     const result = await this.store.syncServers(this.host, records);
     this.log.debug({ host: this.host, servers: servers.length, ...result }, 'inventory synced');
