@@ -115,18 +115,19 @@ const VOLUME_COLUMNS: Record<string, string> = {
 };
 
 /**
- * The SQL of the paged listings, keyset-paged on the indexes of migration 3 so a page reads only
- * its own rows and needs no sort step, whatever the listing's length (test/contract/
- * sqlite-store.test.ts checks the query plans). Actions: newest first, ties in insertion order
- * (the rowid every index ends with), as Nova orders by created_at and id.
+ * The SQL of the paged listings, keyset-paged on an index so a page reads only its own rows and
+ * needs no sort step, whatever the listing's length (test/contract/sqlite-store.test.ts checks
+ * the query plans). Actions are listed newest first by request id, on their primary keys:
+ * request ids are time-ordered (version-7 UUIDs, api/requestId.ts), so this is the order they
+ * came in, as Nova lists by created_at; no index more to maintain on every audited call.
  */
 export const PAGE_SQL = {
-  actionMarker: 'SELECT start_time, rowid AS rid FROM instance_actions WHERE server_id = ? AND request_id = ?',
-  actionsFirst: 'SELECT * FROM instance_actions WHERE server_id = ? ORDER BY start_time DESC, rowid DESC LIMIT ?',
-  actionsAfter: 'SELECT * FROM instance_actions WHERE server_id = ? AND (start_time, rowid) < (?, ?) ORDER BY start_time DESC, rowid DESC LIMIT ?',
-  volumeActionMarker: 'SELECT start_time, rowid AS rid FROM volume_actions WHERE volume_id = ? AND request_id = ?',
-  volumeActionsFirst: 'SELECT * FROM volume_actions WHERE volume_id = ? ORDER BY start_time DESC, rowid DESC LIMIT ?',
-  volumeActionsAfter: 'SELECT * FROM volume_actions WHERE volume_id = ? AND (start_time, rowid) < (?, ?) ORDER BY start_time DESC, rowid DESC LIMIT ?',
+  actionMarker: 'SELECT 1 FROM instance_actions WHERE server_id = ? AND request_id = ?',
+  actionsFirst: 'SELECT * FROM instance_actions WHERE server_id = ? ORDER BY request_id DESC LIMIT ?',
+  actionsAfter: 'SELECT * FROM instance_actions WHERE server_id = ? AND request_id < ? ORDER BY request_id DESC LIMIT ?',
+  volumeActionMarker: 'SELECT 1 FROM volume_actions WHERE volume_id = ? AND request_id = ?',
+  volumeActionsFirst: 'SELECT * FROM volume_actions WHERE volume_id = ? ORDER BY request_id DESC LIMIT ?',
+  volumeActionsAfter: 'SELECT * FROM volume_actions WHERE volume_id = ? AND request_id < ? ORDER BY request_id DESC LIMIT ?',
 } as const;
 
 /** Servers by name, then id; named parameters @projectId, @marker and @markerName, @limit. */
@@ -269,7 +270,7 @@ export class SqliteStore implements Store {
            details = COALESCE(@details, details) WHERE request_id = @requestId AND server_id = @serverId`,
       ),
       recordAction: db.prepare(`INSERT INTO instance_actions (${ACTION_COLUMNS.join(', ')}) VALUES (${ACTION_COLUMNS.map(() => '?').join(', ')})`),
-      listActions: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? ORDER BY start_time DESC, rowid DESC'),
+      listActions: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? ORDER BY request_id DESC'),
       actionMarker: db.prepare(PAGE_SQL.actionMarker),
       actionsFirst: db.prepare(PAGE_SQL.actionsFirst),
       actionsAfter: db.prepare(PAGE_SQL.actionsAfter),
@@ -294,7 +295,7 @@ export class SqliteStore implements Store {
       finishVolumeAction: db.prepare(
         'UPDATE volume_actions SET finish_time = @finishTime, result = @result, message = @message WHERE request_id = @requestId AND volume_id = @volumeId',
       ),
-      listVolumeActions: db.prepare('SELECT * FROM volume_actions WHERE volume_id = ? ORDER BY start_time DESC, rowid DESC'),
+      listVolumeActions: db.prepare('SELECT * FROM volume_actions WHERE volume_id = ? ORDER BY request_id DESC'),
       volumeActionMarker: db.prepare(PAGE_SQL.volumeActionMarker),
       volumeActionsFirst: db.prepare(PAGE_SQL.volumeActionsFirst),
       volumeActionsAfter: db.prepare(PAGE_SQL.volumeActionsAfter),
@@ -502,9 +503,8 @@ export class SqliteStore implements Store {
   async listActions(serverId: string, page?: PageQuery): Promise<InstanceActionRecord[]> {
     if (!page) return (this.stmt.listActions.all(serverId) as Row[]).map(toAction);
     if (page.marker === undefined) return (this.stmt.actionsFirst.all(serverId, page.limit) as Row[]).map(toAction);
-    const m = this.stmt.actionMarker.get(serverId, page.marker) as Row | undefined;
-    if (!m) throw errors.markerNotFound(page.marker);
-    return (this.stmt.actionsAfter.all(serverId, m.start_time, m.rid, page.limit) as Row[]).map(toAction);
+    if (!this.stmt.actionMarker.get(serverId, page.marker)) throw errors.markerNotFound(page.marker);
+    return (this.stmt.actionsAfter.all(serverId, page.marker, page.limit) as Row[]).map(toAction);
   }
 
   async getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined> {
@@ -604,9 +604,8 @@ export class SqliteStore implements Store {
   async listVolumeActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]> {
     if (!page) return (this.stmt.listVolumeActions.all(volumeId) as Row[]).map(toVolumeAction);
     if (page.marker === undefined) return (this.stmt.volumeActionsFirst.all(volumeId, page.limit) as Row[]).map(toVolumeAction);
-    const m = this.stmt.volumeActionMarker.get(volumeId, page.marker) as Row | undefined;
-    if (!m) throw errors.markerNotFound(page.marker);
-    return (this.stmt.volumeActionsAfter.all(volumeId, m.start_time, m.rid, page.limit) as Row[]).map(toVolumeAction);
+    if (!this.stmt.volumeActionMarker.get(volumeId, page.marker)) throw errors.markerNotFound(page.marker);
+    return (this.stmt.volumeActionsAfter.all(volumeId, page.marker, page.limit) as Row[]).map(toVolumeAction);
   }
 
   async close(): Promise<void> {

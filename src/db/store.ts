@@ -104,7 +104,10 @@ export interface ComputeStore {
   finishAction(requestId: string, serverId: string, result: ActionResult, message: string | null, details?: Record<string, unknown>): Promise<void>;
   /** Record a whole action at once (start and finish). */
   recordAction(action: InstanceActionRecord): Promise<void>;
-  /** The server's actions, newest first. `page.marker` is a request id. Without `page`, all of them. */
+  /**
+   * The server's actions, newest first: by request id, descending (the service's request ids are
+   * time-ordered). `page.marker` is a request id. Without `page`, all of them.
+   */
   listActions(serverId: string, page?: PageQuery): Promise<InstanceActionRecord[]>;
   getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined>;
 
@@ -193,7 +196,7 @@ export interface VolumeStore {
   /** Append compute request ids and merge details while the action runs. */
   noteVolumeAction(requestId: string, volumeId: string, computeRequestIds: string[], details?: Record<string, unknown>): Promise<void>;
   finishVolumeAction(requestId: string, volumeId: string, result: ActionResult, message: string | null): Promise<void>;
-  /** The volume's actions, newest first. `page.marker` is a request id. Without `page`, all of them. */
+  /** The volume's actions, newest first by request id as `listActions`. `page.marker` is a request id. Without `page`, all of them. */
   listVolumeActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]>;
 }
 

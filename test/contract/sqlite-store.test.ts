@@ -34,10 +34,10 @@ describe('SqliteStore specifics', () => {
   }
 
   const paged: Array<{ name: string; sql: string; index: string }> = [
-    { name: 'instance actions, first page', sql: PAGE_SQL.actionsFirst, index: 'instance_actions_by_time' },
-    { name: 'instance actions, after a marker', sql: PAGE_SQL.actionsAfter, index: 'instance_actions_by_time' },
-    { name: 'volume actions, first page', sql: PAGE_SQL.volumeActionsFirst, index: 'volume_actions_by_time' },
-    { name: 'volume actions, after a marker', sql: PAGE_SQL.volumeActionsAfter, index: 'volume_actions_by_time' },
+    { name: 'instance actions, first page', sql: PAGE_SQL.actionsFirst, index: 'sqlite_autoindex_instance_actions_1' },
+    { name: 'instance actions, after a marker', sql: PAGE_SQL.actionsAfter, index: 'sqlite_autoindex_instance_actions_1' },
+    { name: 'volume actions, first page', sql: PAGE_SQL.volumeActionsFirst, index: 'sqlite_autoindex_volume_actions_1' },
+    { name: 'volume actions, after a marker', sql: PAGE_SQL.volumeActionsAfter, index: 'sqlite_autoindex_volume_actions_1' },
     { name: "a project's servers, first page", sql: serversSql({ project: true, marker: false, limit: true }), index: 'servers_project_by_name' },
     { name: "a project's servers, after a marker", sql: serversSql({ project: true, marker: true, limit: true }), index: 'servers_project_by_name' },
     { name: 'all servers, after a marker', sql: serversSql({ project: false, marker: true, limit: true }), index: 'servers_by_name' },

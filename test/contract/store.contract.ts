@@ -73,9 +73,8 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       expect(await store.getAction('s2', 'req-1')).toBeUndefined();
     });
 
-    it('pages instance actions newest first by limit and marker, ties in insertion order, with no gap or repeat', async () => {
+    it('pages instance actions newest first (by their time-ordered request ids) by limit and marker, with no gap or repeat', async () => {
       const base = { serverId: 's-paged', action: 'extend_volume', event: 'compute_extend_volume', userId: 'u', projectId: 'p1', message: null, result: 'Success' as const, details: {} };
-      // 25 actions over 10 distinct start times: ties must keep one order across pages.
       for (let i = 0; i < 25; i++) {
         const t = new Date(Date.UTC(2026, 0, 1, 0, 0, Math.floor(i / 3))).toISOString();
         await store.recordAction({ ...base, requestId: `req-p-${String(i).padStart(2, '0')}`, startTime: t, finishTime: t });
