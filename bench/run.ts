@@ -4,17 +4,20 @@
  *   api      issue A: the HTTP API on the fake driver vs a bare Fastify route (bench/api.ts)
  *   libvirt  issue B: assist_extend on a real guest vs python3-libvirt, virsh, QMP (bench/libvirt.ts)
  *   e2e      issue C: an in-use volume extend, API call → the guest reports it, vs the bare primitives (bench/e2e.ts)
- * `npm run bench -- api` (or libvirt, e2e) runs one.
+ *   inventory  issue D: get_blockdev latency on 10,000 servers x 4 volumes with the periodic inventory sync vs without (bench/inventory.ts)
+ * `npm run bench -- api` (or libvirt, e2e, inventory) runs one.
  */
 import { runApiBench } from './api.js';
 import { printLibvirtBench, runLibvirtBench } from './libvirt.js';
 import { runE2eBench } from './e2e.js';
+import { inventoryTargetsMet, printInventoryBench, runInventoryBench } from './inventory.js';
 
 const args = process.argv.slice(2);
 const want = (name: string): boolean => args.length === 0 || args.includes(name);
-const unknown = args.filter((a) => a !== 'api' && a !== 'libvirt' && a !== 'e2e');
+const KNOWN = ['api', 'libvirt', 'e2e', 'inventory'];
+const unknown = args.filter((a) => !KNOWN.includes(a));
 if (unknown.length) {
-  console.error(`unknown benchmark(s): ${unknown.join(' ')} (known: api, libvirt, e2e)`);
+  console.error(`unknown benchmark(s): ${unknown.join(' ')} (known: ${KNOWN.join(', ')})`);
   process.exit(2);
 }
 
@@ -30,6 +33,14 @@ if (want('api')) {
   console.log(`  GET get_blockdev        ${r.get_blockdev_rps!.toFixed(0)} req/s  p50 ${r.get_blockdev_p50_ms} ms  ratio ${r.get_blockdev_vs_bare!.toFixed(2)}x (target >= 0.5x)`);
   console.log(`  POST assist_extend      ${r.assist_extend_rps!.toFixed(0)} req/s  p50 ${r.assist_extend_p50_ms} ms  ratio ${r.assist_extend_vs_bare!.toFixed(2)}x`);
   if (!(r.get_blockdev_vs_bare! >= 0.5)) ok = false;
+}
+
+if (want('inventory')) {
+  console.error('running the inventory benchmark (fake driver, 10,000 servers)…');
+  const r = await runInventoryBench();
+  results.inventory = r;
+  printInventoryBench(r);
+  if (!inventoryTargetsMet(r)) ok = false;
 }
 
 if (want('libvirt')) {

@@ -48,6 +48,7 @@ export const CATALOGUE = {
   ProjectMismatch: { status: 400, final: true },
   VolumeShrinkRefused: { status: 400, final: true },
   SizeLimitExceeded: { status: 400, final: true },
+  MarkerNotFound: { status: 400, final: true },
   Unauthorized: { status: 401, final: true },
   Forbidden: { status: 403, final: true },
   NotFound: { status: 404, final: true },
@@ -228,6 +229,8 @@ export const errors = {
       'SizeLimitExceeded',
       `Requested ${requested} bytes${volumeId ? ` for volume ${volumeId}` : ''} is above what ${what} can hold: at most ${sized(limit)}.`,
     ),
+  /** A list's `marker` names no item of that listing (Nova's MarkerNotFound, a 400 there too). */
+  markerNotFound: (marker: string) => new ServiceError('MarkerNotFound', `Marker ${marker} could not be found.`),
   unauthorized: (message = 'The request you have made requires authentication.') => new ServiceError('Unauthorized', message),
   forbidden: (action: string) => new ServiceError('Forbidden', `Policy doesn't allow ${action} to be performed.`),
   notFound: (message = 'The resource could not be found.') => new ServiceError('NotFound', message),

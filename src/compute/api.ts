@@ -1,19 +1,19 @@
 /**
  * ComputeAPI (Nova's compute/api.py): everything the HTTP layer may ask of compute. It finds
  * the instance and the attachment, checks the instance state and the host's capabilities,
- * records each call as an instance action, and reaches the host only through ComputeRpc.
+ * records each call that changes something as an instance action (as Nova records mutating
+ * actions, never reads), and reaches the host only through ComputeRpc.
  */
 import type { Logger } from 'pino';
-import type { ActionResult, AttachmentRecord, ComputeStore, InstanceActionRecord, ServerRecord } from '../db/store.js';
+import type { ActionResult, AttachmentRecord, ComputeStore, InstanceActionRecord, PageQuery, ServerRecord } from '../db/store.js';
 import { errors, isServiceError } from '../errors.js';
 import type { RequestContext } from '../context.js';
 import type { AttachSpec } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
 
-/** Nova's instance action and event names for each call. */
+/** Nova's instance action and event names for each call that changes something. */
 export const ACTIONS = {
   rescan: { action: 'rescan_volume', event: 'compute_rescan_volume' },
-  getBlockdev: { action: 'get_blockdev', event: 'compute_get_blockdev' },
   assistExtend: { action: 'extend_volume', event: 'compute_extend_volume' },
   attach: { action: 'attach_volume', event: 'compute_attach_volume' },
   detach: { action: 'detach_volume', event: 'compute_detach_volume' },
@@ -27,7 +27,10 @@ export interface ComputeAPIOptions {
   store: ComputeStore;
   rpc: ComputeRpc;
   logger: Logger;
-  /** An unknown server id triggers an inventory sync at most this often. */
+  /**
+   * A request naming a server the store does not know may start an inventory sync (by
+   * difference) at most this often, whatever the number of such requests; default 1000 ms.
+   */
   syncOnMissIntervalMs?: number;
 }
 
@@ -36,7 +39,8 @@ export class ComputeAPI {
   private readonly rpc: ComputeRpc;
   private readonly log: Logger;
   private readonly syncOnMissIntervalMs: number;
-  private lastSyncOnMiss = 0;
+  private lastSyncOnMiss = Number.NEGATIVE_INFINITY;
+  private syncOnMiss: Promise<void> | undefined;
 
   constructor(opts: ComputeAPIOptions) {
     this.store = opts.store;
@@ -45,26 +49,49 @@ export class ComputeAPI {
     this.syncOnMissIntervalMs = opts.syncOnMissIntervalMs ?? 1000;
   }
 
-  /** The server if it exists and belongs to `tenantId`; 404 otherwise (never reveal other projects' servers). */
+  /**
+   * The server if it exists and belongs to `tenantId`; InstanceNotFound (404) otherwise (never
+   * reveal other projects' servers).
+   *
+   * The store's inventory is the answer. A domain created on the host since the last sync is
+   * found by an inventory sync that an unknown id may start, off the hot path and bounded: at
+   * most one per `syncOnMissIntervalMs` for the whole API, shared by every request that misses
+   * while it runs; a miss outside that window is a 404 at once and the next sync (periodic or
+   * miss) picks the server up. The sync writes only what changed (ComputeStore.syncServers).
+   */
   async getServer(tenantId: string, serverId: string): Promise<ServerRecord> {
     let server = await this.store.getServer(serverId);
-    if (!server && Date.now() - this.lastSyncOnMiss >= this.syncOnMissIntervalMs) {
-      // A domain created after our last sync: look again once.
-      this.lastSyncOnMiss = Date.now();
-      await this.rpc.syncInventory().catch((err: unknown) => this.log.warn({ err, serverId }, 'inventory sync failed'));
-      server = await this.store.getServer(serverId);
+    if (!server) {
+      const sync = this.syncOnMiss ?? this.startSyncOnMiss();
+      if (sync) {
+        await sync;
+        server = await this.store.getServer(serverId);
+      }
     }
     if (!server || server.projectId !== tenantId) throw errors.instanceNotFound(serverId);
     return server;
   }
 
-  listServers(tenantId: string): Promise<ServerRecord[]> {
-    return this.store.listServers({ projectId: tenantId });
+  private startSyncOnMiss(): Promise<void> | undefined {
+    const now = Date.now();
+    if (now - this.lastSyncOnMiss < this.syncOnMissIntervalMs) return undefined;
+    this.lastSyncOnMiss = now;
+    this.syncOnMiss = this.rpc
+      .syncInventory()
+      .catch((err: unknown) => this.log.warn({ err }, 'inventory sync failed'))
+      .finally(() => (this.syncOnMiss = undefined));
+    return this.syncOnMiss;
   }
 
-  async listActions(tenantId: string, serverId: string): Promise<InstanceActionRecord[]> {
+  /** A page of the tenant's servers, by name then id (`page.marker`: a server id). */
+  listServers(tenantId: string, page: PageQuery): Promise<ServerRecord[]> {
+    return this.store.listServers({ projectId: tenantId }, page);
+  }
+
+  /** A page of the server's instance actions, newest first (`page.marker`: a request id). */
+  async listActions(tenantId: string, serverId: string, page: PageQuery): Promise<InstanceActionRecord[]> {
     await this.getServer(tenantId, serverId);
-    return this.store.listActions(serverId);
+    return this.store.listActions(serverId, page);
   }
 
   async getAction(tenantId: string, serverId: string, requestId: string): Promise<InstanceActionRecord> {
@@ -91,43 +118,29 @@ export class ComputeAPI {
     );
   }
 
-  /** GET get_blockdev: the size the host sees now, measured. */
+  /**
+   * GET get_blockdev: the size in bytes the host sees now, measured. A read: it writes nothing
+   * (no instance action, as Nova records only what changes an instance); it leaves a debug log
+   * line with its request id, so a volume action's compute request ids can still be followed.
+   */
   async getBlockdev(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<number> {
     this.attachment(server, volumeId);
     await this.requireExtendCapability(server);
-    const startTime = new Date().toISOString();
-    let result: ActionResult = 'Error';
-    let message: string | null = null;
-    let bytes: number | undefined;
+    let bytes: number;
     try {
       bytes = await this.rpc.getHostBytes(server.host, server.id, volumeId);
-      result = 'Success';
-      return bytes;
     } catch (err) {
-      message = errorMessage(err);
+      if (this.log.isLevelEnabled('debug')) {
+        const code = isServiceError(err) ? err.code : 'InternalError';
+        this.log.debug({ requestId: ctx.requestId, userId: ctx.userId, serverId: server.id, volumeId, code }, 'volume host size read failed');
+      }
       throw err;
-    } finally {
-      // A read changes nothing, so its answer does not wait for its audit record: the store
-      // commits it with the next group of writes, a few milliseconds later at most.
-      void this.store
-        .recordAction(
-          {
-            requestId: ctx.requestId,
-            serverId: server.id,
-            action: ACTIONS.getBlockdev.action,
-            event: ACTIONS.getBlockdev.event,
-            userId: ctx.userId,
-            projectId: ctx.projectId,
-            startTime,
-            finishTime: new Date().toISOString(),
-            result,
-            message,
-            details: bytes === undefined ? { volume_id: volumeId } : { volume_id: volumeId, bytes },
-          },
-          { lazy: true },
-        )
-        .catch((err: unknown) => this.log.error({ err, requestId: ctx.requestId, serverId: server.id }, 'recording instance action failed'));
     }
+    // Guarded: at debug level off (the default) a read costs no log object at all.
+    if (this.log.isLevelEnabled('debug')) {
+      this.log.debug({ requestId: ctx.requestId, userId: ctx.userId, serverId: server.id, volumeId, bytes }, 'volume host size read');
+    }
+    return bytes;
   }
 
   /** POST assist_extend: grow the guest's view to `bytes`; returns the size measured afterwards. */

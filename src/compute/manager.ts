@@ -4,8 +4,9 @@
  * inventory in the store. It knows nothing of HTTP, tokens or policy.
  */
 import type { Logger } from 'pino';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { errors } from '../errors.js';
-import type { ComputeStore } from '../db/store.js';
+import type { ComputeStore, InventorySyncResult, ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities, VirtDriver } from '../virt/driver.js';
 import { Coalescer, KeyedMutex } from './locks.js';
 
@@ -25,7 +26,9 @@ export class ComputeManager {
   private readonly log: Logger;
   private readonly volumeLocks = new KeyedMutex();
   private readonly rescans = new Coalescer();
-  private syncing: Promise<void> | undefined;
+  /** The inventory sync under way, and the one queued to run after it. */
+  private syncing: Promise<InventorySyncResult> | undefined;
+  private syncQueued: Promise<InventorySyncResult> | undefined;
 
   constructor(opts: ComputeManagerOptions) {
     this.host = opts.host;
@@ -43,35 +46,67 @@ export class ComputeManager {
     return this.driver.name;
   }
 
-  /** Copy the driver's view of this host into the store. Concurrent callers share one run. */
-  syncInventory(): Promise<void> {
-    this.syncing ??= (async () => {
-      try {
-        const servers = await this.driver.listServers();
-        await this.store.syncServers(
-          this.host,
-          servers.map((s) => ({
-            id: s.id,
-            name: s.name,
-            projectId: s.projectId ?? this.defaultProjectId,
-            state: s.state,
-            attachments: s.disks.map((d) => ({
-              serverId: s.id,
-              volumeId: d.volumeId,
-              device: d.device,
-              kind: d.kind,
-              ...(d.format === undefined ? {} : { format: d.format }),
-              ...(d.source === undefined ? {} : { source: d.source }),
-              readonly: d.readonly ?? false,
-            })),
-          })),
-        );
-        this.log.debug({ host: this.host, servers: servers.length }, 'inventory synced');
-      } finally {
-        this.syncing = undefined;
-      }
-    })();
-    return this.syncing;
+  /**
+   * Copy the driver's view of this host into the store, by difference: the store writes only
+   * the servers that changed, a chunk at a time, yielding to the event loop in between, so a
+   * sync of a large host never holds requests up for long. Resolves once a sync that *started
+   * after this call* is done (a sync already under way may have listed the host before the
+   * caller's change): concurrent callers share one queued run, so syncs never overlap and never
+   * pile up. Throws what the driver's listServers throws (HypervisorUnreachable).
+   */
+  async syncInventory(): Promise<void> {
+    await this.syncInventoryCounted();
+  }
+
+  /** `syncInventory`, answering what the store wrote. */
+  syncInventoryCounted(): Promise<InventorySyncResult> {
+    if (this.syncQueued) return this.syncQueued;
+    if (!this.syncing) return this.startSync();
+    this.syncQueued = this.syncing
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .then(() => {
+        this.syncQueued = undefined;
+        return this.startSync();
+      });
+    return this.syncQueued;
+  }
+
+  private startSync(): Promise<InventorySyncResult> {
+    const run: Promise<InventorySyncResult> = this.syncOnce().finally(() => {
+      if (this.syncing === run) this.syncing = undefined;
+    });
+    this.syncing = run;
+    return run;
+  }
+
+  private async syncOnce(): Promise<InventorySyncResult> {
+    const servers = await this.driver.listServers();
+    const records: Array<Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>> = [];
+    for (const s of servers) {
+      records.push({
+        id: s.id,
+        name: s.name,
+        projectId: s.projectId ?? this.defaultProjectId,
+        state: s.state,
+        attachments: s.disks.map((d) => ({
+          serverId: s.id,
+          volumeId: d.volumeId,
+          device: d.device,
+          kind: d.kind,
+          ...(d.format === undefined ? {} : { format: d.format }),
+          ...(d.source === undefined ? {} : { source: d.source }),
+          readonly: d.readonly ?? false,
+        })),
+      });
+      // A host of thousands of servers: convert them a slice at a time, as the store compares them.
+      if (records.length % 250 === 0) await yieldToEventLoop();
+    }
+    const result = await this.store.syncServers(this.host, records);
+    this.log.debug({ host: this.host, servers: servers.length, ...result }, 'inventory synced');
+    return result;
   }
 
   /** Make the host see the volume's storage size. Duplicate requests coalesce. */

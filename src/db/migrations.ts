@@ -84,4 +84,15 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE volumes ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
   `,
+  // 4: indexes for keyset paging (list endpoints' limit/marker) and the inventory sync by
+  // difference. Actions page on their primary keys (request ids are time-ordered): an index more
+  // on instance_actions cost every audited call about a tenth of its time, measured.
+  `
+  CREATE INDEX volumes_by_created ON volumes(created_at, id);
+  CREATE INDEX volumes_project_by_created ON volumes(project_id, created_at, id);
+  CREATE INDEX servers_by_name ON servers(name, id);
+  CREATE INDEX servers_project_by_name ON servers(project_id, name, id);
+  CREATE INDEX servers_host_id ON servers(host, id);
+  DROP INDEX servers_host;
+  `,
 ];

@@ -5,8 +5,12 @@
 import Database from 'better-sqlite3';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { errors } from '../errors.js';
 import type {
   ActionResult,
+  InventorySyncResult,
+  PageQuery,
   VolumeActionRecord,
   VolumeRecord,
   VolumeStatus,
@@ -142,6 +146,38 @@ const VOLUME_COLUMNS: Record<string, string> = {
   extend: 'extend',
 };
 
+/**
+ * The SQL of the paged listings, keyset-paged on an index so a page reads only its own rows and
+ * needs no sort step, whatever the listing's length (test/contract/sqlite-store.test.ts checks
+ * the query plans). Actions are listed newest first by request id, on their primary keys:
+ * request ids are time-ordered (version-7 UUIDs, api/requestId.ts), so this is the order they
+ * came in, as Nova lists by created_at; no index more to maintain on every audited call.
+ */
+export const PAGE_SQL = {
+  actionMarker: 'SELECT 1 FROM instance_actions WHERE server_id = ? AND request_id = ?',
+  actionsFirst: 'SELECT * FROM instance_actions WHERE server_id = ? ORDER BY request_id DESC LIMIT ?',
+  actionsAfter: 'SELECT * FROM instance_actions WHERE server_id = ? AND request_id < ? ORDER BY request_id DESC LIMIT ?',
+  volumeActionMarker: 'SELECT 1 FROM volume_actions WHERE volume_id = ? AND request_id = ?',
+  volumeActionsFirst: 'SELECT * FROM volume_actions WHERE volume_id = ? ORDER BY request_id DESC LIMIT ?',
+  volumeActionsAfter: 'SELECT * FROM volume_actions WHERE volume_id = ? AND request_id < ? ORDER BY request_id DESC LIMIT ?',
+} as const;
+
+/** Servers by name, then id; named parameters @projectId, @marker and @markerName, @limit. */
+export function serversSql(o: { project: boolean; marker: boolean; limit: boolean }): string {
+  const where = [...(o.project ? ['project_id = @projectId'] : []), ...(o.marker ? ['(name, id) > (@markerName, @marker)'] : [])];
+  return `SELECT * FROM servers${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY name, id${o.limit ? ' LIMIT @limit' : ''}`;
+}
+
+/** Volumes oldest first; named parameters @projectId, @status, @marker and @markerCreated, @limit. */
+export function volumesSql(o: { project: boolean; status: boolean; marker: boolean; limit: boolean }): string {
+  const where = [
+    ...(o.project ? ['project_id = @projectId'] : []),
+    ...(o.status ? ['status = @status'] : []),
+    ...(o.marker ? ['(created_at, id) > (@markerCreated, @marker)'] : []),
+  ];
+  return `SELECT * FROM volumes${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id${o.limit ? ' LIMIT @limit' : ''}`;
+}
+
 function toAction(r: Row): InstanceActionRecord {
   return {
     requestId: r.request_id as string,
@@ -159,17 +195,13 @@ function toAction(r: Row): InstanceActionRecord {
 }
 
 /**
- * Group commit: writes share one transaction (one WAL append) instead of one each. A write the
- * caller waits for is committed at the end of the current event-loop turn; a write nobody waits
- * for (the audit record of a read) may wait up to `LAZY_FLUSH_MS` to share its commit with more.
+ * Group commit: writes share one transaction (one WAL append) instead of one each. A write is
+ * committed at the end of the current event-loop turn, together with every other write queued
+ * in that turn.
  */
-const LAZY_FLUSH_MS = 5;
-const MAX_BATCH = 512;
-
 class GroupCommit {
   private queue: Array<{ run: () => void; resolve: () => void; reject: (e: unknown) => void }> = [];
   private immediate: NodeJS.Immediate | undefined;
-  private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly db: Database.Database) {}
 
@@ -182,9 +214,7 @@ class GroupCommit {
 
   flush(): void {
     if (this.immediate) clearImmediate(this.immediate);
-    if (this.timer) clearTimeout(this.timer);
     this.immediate = undefined;
-    this.timer = undefined;
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
@@ -206,54 +236,20 @@ class GroupCommit {
 }
 
 /**
- * Rows nobody waits for (the audit records of reads), inserted in bulk: one transaction per
- * flush and one multi-row INSERT per CHUNK rows, so a row costs a few microseconds of SQLite.
- * A failure is reported as a process warning: the answer these rows describe was already sent.
+ * Servers per step of an inventory sync (compared, read at start, or written in one
+ * transaction). Between two steps the sync yields to the event loop, so requests never wait
+ * behind more than one step.
  */
-const CHUNK = 32;
+export const SYNC_CHUNK = 200;
 
-class LazyRows {
-  private rows: unknown[][] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private readonly one: Database.Statement;
-  private readonly many: Database.Statement;
+type DesiredServer = Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>;
 
-  constructor(
-    private readonly db: Database.Database,
-    table: string,
-    columns: readonly string[],
-  ) {
-    const tuple = `(${columns.map(() => '?').join(', ')})`;
-    const head = `INSERT INTO ${table} (${columns.join(', ')}) VALUES `;
-    this.one = db.prepare(head + tuple);
-    this.many = db.prepare(head + Array.from({ length: CHUNK }, () => tuple).join(', '));
-  }
-
-  add(row: unknown[]): void {
-    this.rows.push(row);
-    if (this.rows.length >= MAX_BATCH) setImmediate(() => this.flush());
-    else if (!this.timer) {
-      this.timer = setTimeout(() => this.flush(), LAZY_FLUSH_MS);
-      this.timer.unref();
-    }
-  }
-
-  flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    const rows = this.rows;
-    this.rows = [];
-    if (rows.length === 0) return;
-    try {
-      this.db.transaction(() => {
-        let i = 0;
-        for (; i + CHUNK <= rows.length; i += CHUNK) this.many.run(rows.slice(i, i + CHUNK).flat());
-        for (; i < rows.length; i++) this.one.run(rows[i]);
-      })();
-    } catch (err) {
-      process.emitWarning(`${rows.length} audit records not written: ${(err as Error).message}`);
-    }
-  }
+/** What `syncServers` compares: everything the driver reports about a server, in a fixed order. */
+function inventoryKey(s: Pick<ServerRecord, 'name' | 'projectId' | 'state'>, attachments: readonly AttachmentRecord[]): string {
+  const atts = attachments
+    .map((a) => [a.volumeId, a.device, a.kind, a.format ?? null, a.source ?? null, a.readonly])
+    .sort((x, y) => (x[0]! < y[0]! ? -1 : x[0]! > y[0]! ? 1 : 0));
+  return JSON.stringify([s.name, s.projectId, s.state, atts]);
 }
 
 export class SqliteStore implements Store {
@@ -265,28 +261,30 @@ export class SqliteStore implements Store {
    * store serves one host), so every write below clears what it changes.
    */
   private readonly serverCache = new Map<string, ServerRecord>();
-  private readonly lazyActions: LazyRows;
-  /** Conditional updates differ only by their columns and guard: a statement per distinct SQL. */
-  private readonly updateStatements = new Map<string, Database.Statement>();
+  /** Inventory syncs run one after another: each works through the servers in chunks. */
+  private syncQueue: Promise<unknown> = Promise.resolve();
+  /** Per host, what the store holds of each server as its `inventoryKey` (see `inventoryOf`). */
+  private readonly inventoryKeys = new Map<string, Map<string, string>>();
+  /** Statements built per shape (which filters and bounds a query has), prepared once each. */
+  private readonly shaped = new Map<string, Database.Statement>();
 
   constructor(path: string) {
     this.db = openSqlite(path);
     const db = this.db;
     this.group = new GroupCommit(db);
-    this.lazyActions = new LazyRows(db, 'instance_actions', ACTION_COLUMNS);
     this.stmt = {
       getServer: db.prepare('SELECT * FROM servers WHERE id = ?'),
       attachmentsOf: db.prepare('SELECT * FROM attachments WHERE server_id = ? ORDER BY device'),
-      listServers: db.prepare('SELECT * FROM servers ORDER BY name, id'),
-      listServersByProject: db.prepare('SELECT * FROM servers WHERE project_id = ? ORDER BY name, id'),
-      allAttachments: db.prepare('SELECT * FROM attachments ORDER BY server_id, device'),
+      attachmentsOfMany: db.prepare('SELECT * FROM attachments WHERE server_id IN (SELECT value FROM json_each(?)) ORDER BY server_id, device'),
       upsertServer: db.prepare(
         `INSERT INTO servers (id, name, project_id, host, state, task_state, updated_at)
          VALUES (@id, @name, @projectId, @host, @state, NULL, @now)
          ON CONFLICT(id) DO UPDATE SET name = excluded.name, project_id = excluded.project_id,
            host = excluded.host, state = excluded.state, updated_at = excluded.updated_at`,
       ),
-      serversOfHost: db.prepare('SELECT id FROM servers WHERE host = ?'),
+      inventoryFirst: db.prepare('SELECT * FROM servers WHERE host = @host ORDER BY id LIMIT @limit'),
+      inventoryAfter: db.prepare('SELECT * FROM servers WHERE host = @host AND id > @after ORDER BY id LIMIT @limit'),
+      updateServer: db.prepare('UPDATE servers SET name = @name, project_id = @projectId, state = @state, updated_at = @now WHERE id = @id'),
       deleteServer: db.prepare('DELETE FROM servers WHERE id = ?'),
       deleteAttachments: db.prepare('DELETE FROM attachments WHERE server_id = ?'),
       insertAttachment: db.prepare(
@@ -304,7 +302,10 @@ export class SqliteStore implements Store {
            details = COALESCE(@details, details) WHERE request_id = @requestId AND server_id = @serverId`,
       ),
       recordAction: db.prepare(`INSERT INTO instance_actions (${ACTION_COLUMNS.join(', ')}) VALUES (${ACTION_COLUMNS.map(() => '?').join(', ')})`),
-      listActions: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? ORDER BY start_time DESC, rowid DESC'),
+      listActions: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? ORDER BY request_id DESC'),
+      actionMarker: db.prepare(PAGE_SQL.actionMarker),
+      actionsFirst: db.prepare(PAGE_SQL.actionsFirst),
+      actionsAfter: db.prepare(PAGE_SQL.actionsAfter),
       getAction: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? AND request_id = ?'),
       putToken: db.prepare(
         `INSERT INTO tokens (hash, user_id, project_id, roles, created_at, expires_at)
@@ -328,7 +329,10 @@ export class SqliteStore implements Store {
       finishVolumeAction: db.prepare(
         'UPDATE volume_actions SET finish_time = @finishTime, result = @result, message = @message WHERE request_id = @requestId AND volume_id = @volumeId',
       ),
-      listVolumeActions: db.prepare('SELECT * FROM volume_actions WHERE volume_id = ? ORDER BY start_time DESC, rowid DESC'),
+      listVolumeActions: db.prepare('SELECT * FROM volume_actions WHERE volume_id = ? ORDER BY request_id DESC'),
+      volumeActionMarker: db.prepare(PAGE_SQL.volumeActionMarker),
+      volumeActionsFirst: db.prepare(PAGE_SQL.volumeActionsFirst),
+      volumeActionsAfter: db.prepare(PAGE_SQL.volumeActionsAfter),
     };
   }
 
@@ -345,30 +349,123 @@ export class SqliteStore implements Store {
     };
   }
 
-  async syncServers(host: string, servers: Array<Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>>): Promise<void> {
+  /** A statement for one shape of query, prepared on first use. */
+  private shapedStatement(sql: string): Database.Statement {
+    let st = this.shaped.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.shaped.set(sql, st);
+    }
+    return st;
+  }
+
+  syncServers(host: string, servers: DesiredServer[]): Promise<InventorySyncResult> {
+    const run = this.syncQueue.then(() => this.syncByDifference(host, servers));
+    this.syncQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Compare the driver's list with what the store holds (`inventoryKeys`, in memory: no read of
+   * the database for a server that did not change), then write the differences, SYNC_CHUNK
+   * servers a transaction, yielding to the event loop between chunks, so neither the comparison
+   * nor the writes of a large host hold requests up for long.
+   */
+  private async syncByDifference(host: string, servers: DesiredServer[]): Promise<InventorySyncResult> {
+    const held = await this.inventoryOf(host);
+    const result: InventorySyncResult = { added: 0, updated: 0, removed: 0, unchanged: 0 };
+    // A server listed twice counts once (the last listing), as the old full rewrite had it.
+    const listed = new Map(servers.map((s) => [s.id, s]));
+    const writes: Array<{ s: DesiredServer; key: string; added: boolean }> = [];
+    let n = 0;
+    for (const s of listed.values()) {
+      const key = inventoryKey(s, s.attachments);
+      const was = held.get(s.id);
+      if (was === key) result.unchanged++;
+      else writes.push({ s, key, added: was === undefined });
+      if (++n % SYNC_CHUNK === 0) await yieldToEventLoop();
+    }
+    const gone = [...held.keys()].filter((id) => !listed.has(id));
     const now = nowIso();
-    this.serverCache.clear();
-    this.db.transaction(() => {
-      const seen = new Set(servers.map((s) => s.id));
-      for (const row of this.stmt.serversOfHost.all(host) as Row[]) {
-        if (!seen.has(row.id as string)) this.stmt.deleteServer.run(row.id);
+    for (let i = 0; i < writes.length || i < gone.length; i += SYNC_CHUNK) {
+      if (i > 0) await yieldToEventLoop();
+      const chunk = writes.slice(i, i + SYNC_CHUNK);
+      const drop = gone.slice(i, i + SYNC_CHUNK);
+      this.db.transaction(() => {
+        for (const { s, added } of chunk) this.writeServer(host, s, added, now);
+        for (const id of drop) this.stmt.deleteServer.run(id);
+      })();
+      // Committed: now the in-memory copies follow.
+      for (const { s, key, added } of chunk) {
+        if (added) for (const other of this.inventoryKeys.values()) other.delete(s.id); // moved here from another host
+        held.set(s.id, key);
+        this.serverCache.delete(s.id);
+        if (added) result.added++;
+        else result.updated++;
       }
-      for (const s of servers) {
-        this.stmt.upsertServer.run({ id: s.id, name: s.name, projectId: s.projectId, host, state: s.state, now });
-        this.stmt.deleteAttachments.run(s.id);
-        for (const a of s.attachments) {
-          this.stmt.insertAttachment.run({
-            serverId: s.id,
-            volumeId: a.volumeId,
-            device: a.device,
-            kind: a.kind,
-            format: a.format ?? null,
-            source: a.source ?? null,
-            readonly: a.readonly ? 1 : 0,
-          });
-        }
+      for (const id of drop) {
+        held.delete(id);
+        this.serverCache.delete(id);
+        result.removed++;
       }
-    })();
+    }
+    return result;
+  }
+
+  private writeServer(host: string, s: DesiredServer, added: boolean, now: string): void {
+    if (added) {
+      // New, or moved here from another host: the upsert keeps its task state.
+      this.stmt.upsertServer.run({ id: s.id, name: s.name, projectId: s.projectId, host, state: s.state, now });
+    } else {
+      this.stmt.updateServer.run({ id: s.id, name: s.name, projectId: s.projectId, state: s.state, now });
+    }
+    this.stmt.deleteAttachments.run(s.id);
+    for (const a of s.attachments) {
+      this.stmt.insertAttachment.run({
+        serverId: s.id,
+        volumeId: a.volumeId,
+        device: a.device,
+        kind: a.kind,
+        format: a.format ?? null,
+        source: a.source ?? null,
+        readonly: a.readonly ? 1 : 0,
+      });
+    }
+  }
+
+  /**
+   * What the store holds for `host`, as inventory keys by server id: read from the database on
+   * the first sync of the host (SYNC_CHUNK servers a query, by id on servers_host_id, yielding
+   * in between), then kept in step by every sync. Sound because this process is the only writer
+   * of the inventory (the embedded store serves one host) and only syncServers writes what the
+   * keys cover (task states are not part of them).
+   */
+  private async inventoryOf(host: string): Promise<Map<string, string>> {
+    let held = this.inventoryKeys.get(host);
+    if (held) return held;
+    held = new Map();
+    let after: string | undefined;
+    for (;;) {
+      const rows = (after === undefined
+        ? this.stmt.inventoryFirst.all({ host, limit: SYNC_CHUNK })
+        : this.stmt.inventoryAfter.all({ host, after, limit: SYNC_CHUNK })) as Row[];
+      if (rows.length === 0) break;
+      const atts = new Map<string, AttachmentRecord[]>();
+      for (const a of (this.stmt.attachmentsOfMany.all(JSON.stringify(rows.map((r) => r.id))) as Row[]).map(toAttachment)) {
+        const list = atts.get(a.serverId);
+        if (list) list.push(a);
+        else atts.set(a.serverId, [a]);
+      }
+      for (const r of rows) {
+        const id = r.id as string;
+        held.set(id, inventoryKey({ name: r.name as string, projectId: r.project_id as string, state: r.state as ServerRecord['state'] }, atts.get(id) ?? []));
+      }
+      after = rows.at(-1)!.id as string;
+      if (rows.length < SYNC_CHUNK) break;
+      await yieldToEventLoop();
+    }
+    this.inventoryKeys.set(host, held);
+    return held;
   }
 
   async getServer(id: string): Promise<ServerRecord | undefined> {
@@ -381,15 +478,28 @@ export class SqliteStore implements Store {
     return server;
   }
 
-  async listServers(filter: { projectId?: string } = {}): Promise<ServerRecord[]> {
-    const rows = (filter.projectId === undefined
-      ? this.stmt.listServers.all()
-      : this.stmt.listServersByProject.all(filter.projectId)) as Row[];
+  async listServers(filter: { projectId?: string } = {}, page?: PageQuery): Promise<ServerRecord[]> {
+    const project = filter.projectId !== undefined;
+    const params: Record<string, unknown> = project ? { projectId: filter.projectId } : {};
+    if (page?.marker !== undefined) {
+      // The marker must be in this listing: another project's server id is "not found" too.
+      const m = this.shapedStatement(`SELECT name FROM servers WHERE id = @marker${project ? ' AND project_id = @projectId' : ''}`).get({
+        ...params,
+        marker: page.marker,
+      }) as Row | undefined;
+      if (!m) throw errors.markerNotFound(page.marker);
+      Object.assign(params, { marker: page.marker, markerName: m.name });
+    }
+    if (page) params.limit = page.limit;
+    const sql = serversSql({ project, marker: page?.marker !== undefined, limit: page !== undefined });
+    const rows = this.shapedStatement(sql).all(params) as Row[];
     const bySrv = new Map<string, AttachmentRecord[]>();
-    for (const a of (this.stmt.allAttachments.all() as Row[]).map(toAttachment)) {
-      const list = bySrv.get(a.serverId) ?? [];
-      list.push(a);
-      bySrv.set(a.serverId, list);
+    if (rows.length) {
+      for (const a of (this.stmt.attachmentsOfMany.all(JSON.stringify(rows.map((r) => r.id))) as Row[]).map(toAttachment)) {
+        const list = bySrv.get(a.serverId);
+        if (list) list.push(a);
+        else bySrv.set(a.serverId, [a]);
+      }
     }
     return rows.map((r) => this.toServer(r, bySrv.get(r.id as string) ?? []));
   }
@@ -419,19 +529,19 @@ export class SqliteStore implements Store {
     return this.group.write(() => this.stmt.finishAction.run(params));
   }
 
-  async recordAction(a: InstanceActionRecord, opts: { lazy?: boolean } = {}): Promise<void> {
+  async recordAction(a: InstanceActionRecord): Promise<void> {
     const p = [a.requestId, a.serverId, a.action, a.event, a.userId, a.projectId, a.startTime, a.finishTime, a.result, a.message, JSON.stringify(a.details)];
-    if (opts.lazy) return this.lazyActions.add(p);
     return this.group.write(() => this.stmt.recordAction.run(p));
   }
 
-  async listActions(serverId: string): Promise<InstanceActionRecord[]> {
-    this.lazyActions.flush();
-    return (this.stmt.listActions.all(serverId) as Row[]).map(toAction);
+  async listActions(serverId: string, page?: PageQuery): Promise<InstanceActionRecord[]> {
+    if (!page) return (this.stmt.listActions.all(serverId) as Row[]).map(toAction);
+    if (page.marker === undefined) return (this.stmt.actionsFirst.all(serverId, page.limit) as Row[]).map(toAction);
+    if (!this.stmt.actionMarker.get(serverId, page.marker)) throw errors.markerNotFound(page.marker);
+    return (this.stmt.actionsAfter.all(serverId, page.marker, page.limit) as Row[]).map(toAction);
   }
 
   async getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined> {
-    this.lazyActions.flush();
     const row = this.stmt.getAction.get(serverId, requestId) as Row | undefined;
     return row ? toAction(row) : undefined;
   }
@@ -479,19 +589,20 @@ export class SqliteStore implements Store {
     return r ? toVolume(r) : undefined;
   }
 
-  async listVolumes(filter: { projectId?: string; status?: VolumeStatus } = {}): Promise<VolumeRecord[]> {
-    const where: string[] = [];
-    const params: unknown[] = [];
-    if (filter.projectId !== undefined) {
-      where.push('project_id = ?');
-      params.push(filter.projectId);
+  async listVolumes(filter: { projectId?: string; status?: VolumeStatus } = {}, page?: PageQuery): Promise<VolumeRecord[]> {
+    const project = filter.projectId !== undefined;
+    const status = filter.status !== undefined;
+    const params: Record<string, unknown> = { ...(project ? { projectId: filter.projectId } : {}), ...(status ? { status: filter.status } : {}) };
+    if (page?.marker !== undefined) {
+      // The marker must be in this listing: another project's volume id is "not found" too.
+      const scope = `${project ? ' AND project_id = @projectId' : ''}${status ? ' AND status = @status' : ''}`;
+      const m = this.shapedStatement(`SELECT created_at FROM volumes WHERE id = @marker${scope}`).get({ ...params, marker: page.marker }) as Row | undefined;
+      if (!m) throw errors.markerNotFound(page.marker);
+      Object.assign(params, { marker: page.marker, markerCreated: m.created_at });
     }
-    if (filter.status !== undefined) {
-      where.push('status = ?');
-      params.push(filter.status);
-    }
-    const sql = `SELECT * FROM volumes ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id`;
-    return (this.db.prepare(sql).all(...params) as Row[]).map(toVolume);
+    if (page) params.limit = page.limit;
+    const sql = volumesSql({ project, status, marker: page?.marker !== undefined, limit: page !== undefined });
+    return (this.shapedStatement(sql).all(params) as Row[]).map(toVolume);
   }
 
   async updateVolume(
@@ -527,12 +638,7 @@ export class SqliteStore implements Store {
       params.guardExtendRequestId = g.extendRequestId;
     }
     const sql = `UPDATE volumes SET ${sets.join(', ')} WHERE ${where.join(' AND ')}`;
-    let stmt = this.updateStatements.get(sql);
-    if (!stmt) {
-      stmt = this.db.prepare(sql);
-      this.updateStatements.set(sql, stmt);
-    }
-    return stmt.run(params).changes === 1;
+    return this.shapedStatement(sql).run(params).changes === 1;
   }
 
   async deleteVolume(id: string): Promise<void> {
@@ -561,12 +667,14 @@ export class SqliteStore implements Store {
     this.stmt.finishVolumeAction.run({ requestId, volumeId, result, message, finishTime: nowIso() });
   }
 
-  async listVolumeActions(volumeId: string): Promise<VolumeActionRecord[]> {
-    return (this.stmt.listVolumeActions.all(volumeId) as Row[]).map(toVolumeAction);
+  async listVolumeActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]> {
+    if (!page) return (this.stmt.listVolumeActions.all(volumeId) as Row[]).map(toVolumeAction);
+    if (page.marker === undefined) return (this.stmt.volumeActionsFirst.all(volumeId, page.limit) as Row[]).map(toVolumeAction);
+    if (!this.stmt.volumeActionMarker.get(volumeId, page.marker)) throw errors.markerNotFound(page.marker);
+    return (this.stmt.volumeActionsAfter.all(volumeId, page.marker, page.limit) as Row[]).map(toVolumeAction);
   }
 
   async close(): Promise<void> {
-    this.lazyActions.flush();
     this.group.flush();
     this.db.close();
   }

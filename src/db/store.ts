@@ -47,6 +47,34 @@ export interface InstanceActionRecord {
   details: Record<string, unknown>;
 }
 
+/**
+ * One page of a listing, keyset-paged as Nova's and Cinder's `limit` and `marker`: the items
+ * after `marker`, in the listing's order. The store pages in SQL on an index, so a page costs
+ * the same whatever the listing's length. Callers apply their own default and maximum `limit`;
+ * to learn whether more items follow, ask for one more than you show.
+ */
+export interface PageQuery {
+  /** At most this many items (0 or more). */
+  limit: number;
+  /**
+   * The id of the last item of the previous page (a server id, volume id or request id); the
+   * page starts after it. A marker that is not in the listing throws MarkerNotFound (400).
+   */
+  marker?: string | undefined;
+}
+
+/** What `syncServers` wrote: only servers whose record or attachments changed are written. */
+export interface InventorySyncResult {
+  /** Servers new in the store (or moved here from another host). */
+  added: number;
+  /** Servers whose name, project, state or attachments changed. */
+  updated: number;
+  /** Servers of this host gone from the inventory. */
+  removed: number;
+  /** Servers left untouched: nothing about them changed. */
+  unchanged: number;
+}
+
 export interface TokenRecord {
   /** sha256 of the token, hex. The token itself is never stored. */
   hash: string;
@@ -58,21 +86,29 @@ export interface TokenRecord {
 }
 
 export interface ComputeStore {
-  /** Replace the inventory of `host` with `servers` in one transaction; servers gone from it are removed. */
-  syncServers(host: string, servers: Array<Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>>): Promise<void>;
+  /**
+   * Make the store's inventory of `host` equal `servers`: servers gone from the host are removed,
+   * task states are kept. By difference: only servers whose record or attachments changed are
+   * written (their `updatedAt` moves; an unchanged server's does not), in small transactions
+   * that let other work run between them. A reader may see a sync half applied, never a server
+   * half written.
+   */
+  syncServers(host: string, servers: Array<Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>>): Promise<InventorySyncResult>;
   getServer(id: string): Promise<ServerRecord | undefined>;
-  listServers(filter?: { projectId?: string }): Promise<ServerRecord[]>;
+  /** Servers by name, then id. `page.marker` is a server id. Without `page`, all of them. */
+  listServers(filter?: { projectId?: string }, page?: PageQuery): Promise<ServerRecord[]>;
   /** Conditional update of task_state: only if the current value equals `expected`. True if applied. */
   setTaskState(serverId: string, task: string | null, expected: string | null): Promise<boolean>;
 
   startAction(action: Omit<InstanceActionRecord, 'finishTime' | 'result'>): Promise<void>;
   finishAction(requestId: string, serverId: string, result: ActionResult, message: string | null, details?: Record<string, unknown>): Promise<void>;
+  /** Record a whole action at once (start and finish). */
+  recordAction(action: InstanceActionRecord): Promise<void>;
   /**
-   * Record a whole action at once (start and finish), for quick read-only calls. `lazy`: the
-   * caller does not wait for it, so the store may delay the commit briefly to batch it.
+   * The server's actions, newest first: by request id, descending (the service's request ids are
+   * time-ordered). `page.marker` is a request id. Without `page`, all of them.
    */
-  recordAction(action: InstanceActionRecord, opts?: { lazy?: boolean }): Promise<void>;
-  listActions(serverId: string): Promise<InstanceActionRecord[]>;
+  listActions(serverId: string, page?: PageQuery): Promise<InstanceActionRecord[]>;
   getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined>;
 
   putToken(token: TokenRecord): Promise<void>;
@@ -183,7 +219,8 @@ export interface VolumeActionRecord {
 export interface VolumeStore {
   createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void>;
   getVolume(id: string): Promise<VolumeRecord | undefined>;
-  listVolumes(filter?: { projectId?: string; status?: VolumeStatus }): Promise<VolumeRecord[]>;
+  /** Volumes oldest first (created_at, then id). `page.marker` is a volume id. Without `page`, all of them. */
+  listVolumes(filter?: { projectId?: string; status?: VolumeStatus }, page?: PageQuery): Promise<VolumeRecord[]>;
   /**
    * Conditional update: applies `patch` only while `guard` holds (a status list is shorthand for
    * `{ status }`), in one statement (a compare-and-swap, as Cinder's conditional update). Bumps
@@ -196,7 +233,8 @@ export interface VolumeStore {
   /** Append compute request ids and merge details while the action runs. */
   noteVolumeAction(requestId: string, volumeId: string, computeRequestIds: string[], details?: Record<string, unknown>): Promise<void>;
   finishVolumeAction(requestId: string, volumeId: string, result: ActionResult, message: string | null): Promise<void>;
-  listVolumeActions(volumeId: string): Promise<VolumeActionRecord[]>;
+  /** The volume's actions, newest first by request id as `listActions`. `page.marker` is a request id. Without `page`, all of them. */
+  listVolumeActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]>;
 }
 
 export type Store = ComputeStore & VolumeStore & {

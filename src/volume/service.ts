@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../context.js';
-import type { ExtendState, VolumeGuard, VolumeRecord, VolumeStore } from '../db/store.js';
+import type { ExtendState, PageQuery, VolumeActionRecord, VolumeGuard, VolumeRecord, VolumeStore } from '../db/store.js';
 import { errors, isServiceError, ServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
 import type { ComputeForVolumes } from './computeClient.js';
@@ -62,8 +62,9 @@ export class VolumeService {
     return v;
   }
 
-  list(projectId: string): Promise<VolumeRecord[]> {
-    return this.deps.store.listVolumes({ projectId });
+  /** One page of the project's volumes, oldest first (keyset paging in the store). */
+  list(projectId: string, page?: PageQuery): Promise<VolumeRecord[]> {
+    return this.deps.store.listVolumes({ projectId }, page);
   }
 
   /** The largest volume `backend` holds; SizeLimitExceeded (400) above it, before anything is made. */
@@ -231,8 +232,9 @@ export class VolumeService {
     }
   }
 
-  listActions(volumeId: string) {
-    return this.deps.store.listVolumeActions(volumeId);
+  /** One page of the volume's actions, newest first. */
+  listActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]> {
+    return this.deps.store.listVolumeActions(volumeId, page);
   }
 
   private async audit(ctx: RequestContext, volumeId: string, action: string, details: Record<string, unknown>, fn: () => Promise<void>): Promise<void> {

@@ -1,6 +1,7 @@
 /** The store contract: one suite, run against every Store implementation. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../../src/db/store.js';
+import type { ServerState } from '../../src/virt/driver.js';
 
 export function describeStoreContract(name: string, makeStore: () => Promise<{ store: Store; teardown(): Promise<void> }>): void {
   describe(`Store contract: ${name}`, () => {
@@ -11,11 +12,24 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
     });
     afterAll(async () => teardown());
 
+    const volume = (id: string, projectId: string) => ({
+      id,
+      projectId,
+      name: id,
+      sizeBytes: 2 ** 30,
+      status: 'available' as const,
+      backend: 'file',
+      format: 'raw' as const,
+      serverId: null,
+      serverProjectId: null,
+      device: null,
+      extend: null,
+    });
     const server = (id: string, projectId: string, volumes: string[]) => ({
       id,
       name: `vm-${id}`,
       projectId,
-      state: 'active' as const,
+      state: 'active' as ServerState,
       attachments: volumes.map((v, i) => ({ serverId: id, volumeId: v, device: `vd${'bcd'[i]}`, kind: 'block' as const, readonly: false })),
     });
 
@@ -59,16 +73,147 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       expect(await store.getAction('s2', 'req-1')).toBeUndefined();
     });
 
-    it('records lazy (unawaited) actions too, visible to the next read, bulk included', async () => {
-      const base = { serverId: 's3', action: 'get_blockdev', event: 'compute_get_blockdev', userId: 'u', projectId: 'p1', message: null, result: 'Success' as const };
-      for (let i = 0; i < 70; i++) {
-        const t = new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString();
-        void store.recordAction({ ...base, requestId: `req-lazy-${String(i).padStart(3, '0')}`, startTime: t, finishTime: t, details: { n: i } }, { lazy: true });
+    it('pages instance actions newest first (by their time-ordered request ids) by limit and marker, with no gap or repeat', async () => {
+      const base = { serverId: 's-paged', action: 'extend_volume', event: 'compute_extend_volume', userId: 'u', projectId: 'p1', message: null, result: 'Success' as const, details: {} };
+      for (let i = 0; i < 25; i++) {
+        const t = new Date(Date.UTC(2026, 0, 1, 0, 0, Math.floor(i / 3))).toISOString();
+        await store.recordAction({ ...base, requestId: `req-p-${String(i).padStart(2, '0')}`, startTime: t, finishTime: t });
       }
-      const list = await store.listActions('s3');
-      expect(list).toHaveLength(70);
-      expect(list[0]).toMatchObject({ requestId: 'req-lazy-069', details: { n: 69 }, result: 'Success' });
-      expect((await store.getAction('s3', 'req-lazy-000'))?.details).toEqual({ n: 0 });
+      const all = (await store.listActions('s-paged')).map((a) => a.requestId);
+      expect(all).toHaveLength(25);
+      expect(all[0]).toBe('req-p-24');
+      const seen: string[] = [];
+      let marker: string | undefined;
+      for (;;) {
+        const page = await store.listActions('s-paged', { limit: 7, marker });
+        expect(page.length).toBeLessThanOrEqual(7);
+        seen.push(...page.map((a) => a.requestId));
+        if (page.length < 7) break;
+        marker = page.at(-1)!.requestId;
+      }
+      expect(seen).toEqual(all);
+      expect(await store.listActions('s-paged', { limit: 0 })).toEqual([]);
+      expect(await store.listActions('s-paged', { limit: 5, marker: all.at(-1) })).toEqual([]);
+    });
+
+    it('refuses a marker that is not in the listing with MarkerNotFound, for every list', async () => {
+      await store.createVolume(volume('vol-m1', 'p-m'));
+      await store.startVolumeAction({ requestId: 'req-vm', volumeId: 'vol-m1', action: 'extend', userId: 'u', projectId: 'p-m', startTime: '2026-01-01T00:00:00.000Z', message: null, computeRequestIds: [], details: {} });
+      const cases: Array<[string, () => Promise<unknown>]> = [
+        ['instance actions, unknown request id', () => store.listActions('s-paged', { limit: 1, marker: 'req-nope' })],
+        ["instance actions, another server's request id", () => store.listActions('s1', { limit: 1, marker: 'req-p-00' })],
+        ['volume actions, unknown request id', () => store.listVolumeActions('vol-m1', { limit: 1, marker: 'req-nope' })],
+        ['volumes, unknown volume id', () => store.listVolumes({ projectId: 'p-m' }, { limit: 1, marker: 'vol-nope' })],
+        ["volumes, another project's volume id", () => store.listVolumes({ projectId: 'p-other' }, { limit: 1, marker: 'vol-m1' })],
+        ['servers, unknown server id', () => store.listServers({ projectId: 'p1' }, { limit: 1, marker: 's-nope' })],
+        ["servers, another project's server id", () => store.listServers({ projectId: 'p2' }, { limit: 1, marker: 's1' })],
+      ];
+      for (const [name, call] of cases) {
+        await expect(call(), name).rejects.toMatchObject({ code: 'MarkerNotFound', status: 400 });
+      }
+    });
+
+    it('pages volumes oldest first and volume actions newest first', async () => {
+      for (let i = 0; i < 5; i++) await store.createVolume(volume(`vol-pg-${i}`, 'p-pg'));
+      await store.createVolume(volume('vol-pg-other', 'p-pg-other'));
+      const all = (await store.listVolumes({ projectId: 'p-pg' })).map((v) => v.id);
+      expect(all.sort()).toEqual(['vol-pg-0', 'vol-pg-1', 'vol-pg-2', 'vol-pg-3', 'vol-pg-4']);
+      const inOrder = (await store.listVolumes({ projectId: 'p-pg' })).map((v) => v.id);
+      const first = await store.listVolumes({ projectId: 'p-pg' }, { limit: 2 });
+      const second = await store.listVolumes({ projectId: 'p-pg' }, { limit: 2, marker: first.at(-1)!.id });
+      const third = await store.listVolumes({ projectId: 'p-pg' }, { limit: 2, marker: second.at(-1)!.id });
+      expect([...first, ...second, ...third].map((v) => v.id)).toEqual(inOrder);
+      expect(third).toHaveLength(1);
+
+      for (let i = 0; i < 4; i++) {
+        await store.startVolumeAction({
+          requestId: `req-va-${i}`,
+          volumeId: 'vol-pg-0',
+          action: 'extend',
+          userId: 'u',
+          projectId: 'p-pg',
+          startTime: `2026-01-01T00:00:0${i}.000Z`,
+          message: null,
+          computeRequestIds: [],
+          details: {},
+        });
+      }
+      const a1 = await store.listVolumeActions('vol-pg-0', { limit: 3 });
+      const a2 = await store.listVolumeActions('vol-pg-0', { limit: 3, marker: a1.at(-1)!.requestId });
+      expect([...a1, ...a2].map((a) => a.requestId)).toEqual(['req-va-3', 'req-va-2', 'req-va-1', 'req-va-0']);
+    });
+
+    it('pages servers of a project by name, then id', async () => {
+      await store.syncServers('h-pg', ['c', 'a', 'b', 'a2'].map((n, i) => ({ ...server(`s-pg-${i}`, 'p-pg', []), name: n === 'a2' ? 'a' : n })));
+      const all = (await store.listServers({ projectId: 'p-pg' })).map((s) => s.id);
+      expect(all).toEqual(['s-pg-1', 's-pg-3', 's-pg-2', 's-pg-0']);
+      const p1 = await store.listServers({ projectId: 'p-pg' }, { limit: 3 });
+      const p2 = await store.listServers({ projectId: 'p-pg' }, { limit: 3, marker: p1.at(-1)!.id });
+      expect([...p1, ...p2].map((s) => s.id)).toEqual(all);
+      await store.syncServers('h-pg', []);
+    });
+
+    it('syncs by difference: an unchanged inventory writes nothing', async () => {
+      const inventory = [server('s-d1', 'p-d', ['v-d1', 'v-d2']), server('s-d2', 'p-d', ['v-d3']), server('s-d3', 'p-d', [])];
+      expect(await store.syncServers('h-d', inventory)).toEqual({ added: 3, updated: 0, removed: 0, unchanged: 0 });
+      const before = await store.listServers({ projectId: 'p-d' });
+      await new Promise((r) => setTimeout(r, 5)); // so a rewrite would show in updatedAt
+      expect(await store.syncServers('h-d', structuredClone(inventory).reverse())).toEqual({ added: 0, updated: 0, removed: 0, unchanged: 3 });
+      expect(await store.listServers({ projectId: 'p-d' })).toEqual(before);
+    });
+
+    it('syncs by difference: a changed attachment updates only that server', async () => {
+      const before = new Map((await store.listServers({ projectId: 'p-d' })).map((s) => [s.id, s]));
+      await new Promise((r) => setTimeout(r, 5));
+      const changed = [server('s-d1', 'p-d', ['v-d1', 'v-d2']), { ...server('s-d2', 'p-d', ['v-d3']), attachments: [{ ...server('s-d2', 'p-d', ['v-d3']).attachments[0]!, device: 'vdz' }] }, server('s-d3', 'p-d', [])];
+      expect(await store.syncServers('h-d', changed)).toEqual({ added: 0, updated: 1, removed: 0, unchanged: 2 });
+      const after = new Map((await store.listServers({ projectId: 'p-d' })).map((s) => [s.id, s]));
+      expect(after.get('s-d1')).toEqual(before.get('s-d1'));
+      expect(after.get('s-d3')).toEqual(before.get('s-d3'));
+      expect(after.get('s-d2')?.attachments.map((a) => a.device)).toEqual(['vdz']);
+      expect(after.get('s-d2')?.updatedAt).not.toBe(before.get('s-d2')?.updatedAt);
+      expect((await store.getServer('s-d2'))?.attachments.map((a) => a.device)).toEqual(['vdz']);
+    });
+
+    it('syncs by difference: a state change, a new and a removed server are each one write, and task states survive', async () => {
+      expect(await store.setTaskState('s-d3', 'migrating', null)).toBe(true);
+      const next = [{ ...server('s-d1', 'p-d', ['v-d1', 'v-d2']), state: 'paused' as ServerState }, server('s-d3', 'p-d', []), server('s-d0', 'p-d', ['v-d9'])];
+      expect(await store.syncServers('h-d', next)).toEqual({ added: 1, updated: 1, removed: 1, unchanged: 1 });
+      expect((await store.getServer('s-d1'))?.state).toBe('paused');
+      expect(await store.getServer('s-d2')).toBeUndefined();
+      expect((await store.getServer('s-d0'))?.attachments.map((a) => a.volumeId)).toEqual(['v-d9']);
+      expect((await store.getServer('s-d3'))?.taskState).toBe('migrating');
+      // A server another host now reports moves there: added on that host, its task state kept.
+      expect(await store.syncServers('h-d2', [server('s-d3', 'p-d', [])])).toEqual({ added: 1, updated: 0, removed: 0, unchanged: 0 });
+      expect(await store.getServer('s-d3')).toMatchObject({ host: 'h-d2', taskState: 'migrating' });
+      expect(await store.syncServers('h-d', [{ ...server('s-d1', 'p-d', ['v-d1', 'v-d2']), state: 'paused' as ServerState }, server('s-d0', 'p-d', ['v-d9'])])).toEqual({
+        added: 0,
+        updated: 0,
+        removed: 0,
+        unchanged: 2,
+      });
+      await store.syncServers('h-d', []);
+      await store.syncServers('h-d2', []);
+      expect(await store.listServers({ projectId: 'p-d' })).toEqual([]);
+    });
+
+    it('syncs a large host by difference across many chunks, ids in any script included', async () => {
+      // Ids whose order differs between UTF-16 (JavaScript) and UTF-8 bytes (SQL): a store that
+      // cut its chunks in one order and read ranges in the other would rewrite servers.
+      const id = (i: number) => (i % 3 === 0 ? `sx-\u{FFFD}-${i}` : i % 3 === 1 ? `sx-\u{1F600}-${i}` : `sx-${i}`);
+      const big = Array.from({ length: 1500 }, (_, i) => server(id(i), 'p-big', i % 2 ? [`vb-${i}`] : []));
+      expect(await store.syncServers('h-big', big)).toEqual({ added: 1500, updated: 0, removed: 0, unchanged: 0 });
+      expect(await store.syncServers('h-big', big)).toEqual({ added: 0, updated: 0, removed: 0, unchanged: 1500 });
+      // Changes spread over the whole range: first, middle and last ids removed, two added, one changed.
+      const next = big.filter((_, i) => i !== 0 && i !== 700 && i !== 1499);
+      next.push(server('sx-0000-new', 'p-big', []), server('sx-\u{1F600}-new', 'p-big', ['vb-new']));
+      next[10] = { ...next[10]!, state: 'shutoff' };
+      expect(await store.syncServers('h-big', next)).toEqual({ added: 2, updated: 1, removed: 3, unchanged: 1496 });
+      const ids = new Set((await store.listServers({ projectId: 'p-big' })).map((s) => s.id));
+      expect(ids).toEqual(new Set(next.map((s) => s.id)));
+      expect((await store.getServer(next[10]!.id))?.state).toBe('shutoff');
+      await store.syncServers('h-big', []);
+      expect(await store.listServers({ projectId: 'p-big' })).toEqual([]);
     });
 
     it('stores tokens by hash with their roles and expiry', async () => {

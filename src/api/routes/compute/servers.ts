@@ -1,12 +1,19 @@
-/** Read-only, Nova-shaped servers, volume attachments and instance actions. */
+/**
+ * Nova-shaped servers, volume attachments and instance actions. Lists are paged as Nova pages
+ * them: `limit` (default and maximum MAX_LIMIT) and `marker`, with a `rel: next` link
+ * (`servers_links`, or `links` for instance actions) while more items follow.
+ */
 import { Type } from '@sinclair/typebox';
 import type { App, ServerDeps } from '../../server.js';
 import { authorize } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
+import { ListQuery } from '../../schemas/paging.js';
+import { pageOf, pageResult, storePage } from '../../paging.js';
 import {
   ActionParams,
   AttachBody,
   InstanceAction,
+  Link,
   ServerDetail,
   ServerParams,
   ServerSummary,
@@ -87,24 +94,44 @@ export function registerServers(app: App, deps: ServerDeps & { compute: ComputeA
   const { compute } = deps;
   const tags = ['servers'];
 
+  const listSummary = 'A page of the tenant’s servers by name, then id; `marker` is a server id';
   app.get(
     '/v2/:tenant_id/servers',
-    { schema: { tags, params: TenantParams, response: { 200: Type.Object({ servers: Type.Array(ServerSummary) }), ...errorResponses(401, 403) } } },
+    {
+      schema: {
+        tags,
+        summary: listSummary,
+        params: TenantParams,
+        querystring: ListQuery,
+        response: { 200: Type.Object({ servers: Type.Array(ServerSummary), servers_links: Type.Optional(Type.Array(Link)) }), ...errorResponses(400, 401, 403) },
+      },
+    },
     async (req) => {
       const { tenant_id } = req.params;
       await authorize(deps, req, 'os_compute_api:servers:index', { project_id: tenant_id });
-      const servers = await compute.listServers(tenant_id);
-      return { servers: servers.map((s) => ({ id: s.id, name: s.name, links: links(tenant_id, s.id) })) };
+      const page = pageOf(req.query);
+      const { items, next } = pageResult(await compute.listServers(tenant_id, storePage(page)), page, (s) => s.id, req.url);
+      return { servers: items.map((s) => ({ id: s.id, name: s.name, links: links(tenant_id, s.id) })), ...(next ? { servers_links: next } : {}) };
     },
   );
 
   app.get(
     '/v2/:tenant_id/servers/detail',
-    { schema: { tags, params: TenantParams, response: { 200: Type.Object({ servers: Type.Array(ServerDetail) }), ...errorResponses(401, 403) } } },
+    {
+      schema: {
+        tags,
+        summary: listSummary,
+        params: TenantParams,
+        querystring: ListQuery,
+        response: { 200: Type.Object({ servers: Type.Array(ServerDetail), servers_links: Type.Optional(Type.Array(Link)) }), ...errorResponses(400, 401, 403) },
+      },
+    },
     async (req) => {
       const { tenant_id } = req.params;
       await authorize(deps, req, 'os_compute_api:servers:index', { project_id: tenant_id });
-      return { servers: (await compute.listServers(tenant_id)).map(serverView) };
+      const page = pageOf(req.query);
+      const { items, next } = pageResult(await compute.listServers(tenant_id, storePage(page)), page, (s) => s.id, req.url);
+      return { servers: items.map(serverView), ...(next ? { servers_links: next } : {}) };
     },
   );
 
@@ -181,14 +208,21 @@ export function registerServers(app: App, deps: ServerDeps & { compute: ComputeA
     {
       schema: {
         tags: ['os-instance-actions'],
+        summary: 'A page of the server’s instance actions (calls that changed something), newest first; `marker` is a request id',
         params: ServerParams,
-        response: { 200: Type.Object({ instanceActions: Type.Array(InstanceAction) }), ...errorResponses(401, 403, 404) },
+        querystring: ListQuery,
+        response: {
+          200: Type.Object({ instanceActions: Type.Array(InstanceAction), links: Type.Optional(Type.Array(Link)) }),
+          ...errorResponses(400, 401, 403, 404),
+        },
       },
     },
     async (req) => {
       const { tenant_id, server_id } = req.params;
       await authorize(deps, req, 'os_compute_api:os-instance-actions:list', { project_id: tenant_id });
-      return { instanceActions: (await compute.listActions(tenant_id, server_id)).map((a) => actionView(a, false)) };
+      const page = pageOf(req.query);
+      const { items, next } = pageResult(await compute.listActions(tenant_id, server_id, storePage(page)), page, (a) => a.requestId, req.url);
+      return { instanceActions: items.map((a) => actionView(a, false)), ...(next ? { links: next } : {}) };
     },
   );
 

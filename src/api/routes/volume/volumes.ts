@@ -7,6 +7,9 @@ import { CreateVolumeBody, ProjectParams, VolumeActionBody, VolumeActionView, Vo
 import type { VolumeService } from '../../../volume/service.js';
 import type { VolumeActionRecord, VolumeRecord } from '../../../db/store.js';
 import { errors } from '../../../errors.js';
+import { Link } from '../../schemas/compute.js';
+import { ListQuery } from '../../schemas/paging.js';
+import { pageOf, pageResult, storePage } from '../../paging.js';
 
 const GiB = 2 ** 30;
 const tags = ['volumes'];
@@ -57,7 +60,14 @@ function actionView(a: VolumeActionRecord) {
   };
 }
 
-export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeService }): void {
+/**
+ * The list endpoints page as Cinder's (`limit`/`marker`, paged in SQL by the store). A page of the project's volumes comes with `volumes_links`, a page of a volume's actions with
+ * `links` (shaped as Nova's instance actions), while more items follow.
+ */
+export function registerVolumes(
+  app: App,
+  deps: ServerDeps & { volumes: VolumeService },
+): void {
   const { volumes } = deps;
 
   app.post(
@@ -81,11 +91,21 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
   for (const path of ['/v3/:project_id/volumes', '/v3/:project_id/volumes/detail']) {
     app.get(
       path,
-      { schema: { tags, params: ProjectParams, response: { 200: Type.Object({ volumes: Type.Array(VolumeView) }), ...errorResponses(401, 403) } } },
+      {
+        schema: {
+          tags,
+          summary: 'A page of the project’s volumes, oldest first (created_at, then id); `marker` is a volume id',
+          params: ProjectParams,
+          querystring: ListQuery,
+          response: { 200: Type.Object({ volumes: Type.Array(VolumeView), volumes_links: Type.Optional(Type.Array(Link)) }), ...errorResponses(400, 401, 403) },
+        },
+      },
       async (req) => {
         const { project_id } = req.params;
         await authorize(deps, req, 'volume:get_all', { project_id });
-        return { volumes: (await volumes.list(project_id)).map(volumeView) };
+        const page = pageOf(req.query);
+        const { items, next } = pageResult(await volumes.list(project_id, storePage(page)), page, (v) => v.id, req.url);
+        return { volumes: items.map(volumeView), ...(next ? { volumes_links: next } : {}) };
       },
     );
   }
@@ -102,12 +122,25 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
 
   app.get(
     '/v3/:project_id/volumes/:volume_id/os-volume-actions',
-    { schema: { tags, params: VolumeIdParams, response: { 200: Type.Object({ volumeActions: Type.Array(VolumeActionView) }), ...errorResponses(401, 403, 404) } } },
+    {
+      schema: {
+        tags,
+        summary: 'A page of the volume’s actions, newest first; `marker` is a request id',
+        params: VolumeIdParams,
+        querystring: ListQuery,
+        response: {
+          200: Type.Object({ volumeActions: Type.Array(VolumeActionView), links: Type.Optional(Type.Array(Link)) }),
+          ...errorResponses(400, 401, 403, 404),
+        },
+      },
+    },
     async (req) => {
       const { project_id, volume_id } = req.params;
       await authorize(deps, req, 'volume:get', { project_id });
       await volumes.get(project_id, volume_id);
-      return { volumeActions: (await volumes.listActions(volume_id)).map(actionView) };
+      const page = pageOf(req.query);
+      const { items, next } = pageResult(await volumes.listActions(volume_id, storePage(page)), page, (a) => a.requestId, req.url);
+      return { volumeActions: items.map(actionView), ...(next ? { links: next } : {}) };
     },
   );
 

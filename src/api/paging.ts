@@ -1,0 +1,38 @@
+/**
+ * Paging of list endpoints, as Nova and Cinder do it: `limit` and `marker` query parameters in,
+ * a page of items and a `rel: next` link out when more items follow. The store pages in SQL
+ * (keyset), so a page costs the same whatever the listing's length.
+ */
+import type { PageQuery } from '../db/store.js';
+import { MAX_LIMIT, type ListQuery } from './schemas/paging.js';
+
+export interface Link {
+  rel: string;
+  href: string;
+}
+
+/** The page the client asked for, within MAX_LIMIT. */
+export function pageOf(query: ListQuery): { limit: number; marker: string | undefined } {
+  const limit = query.limit === undefined ? MAX_LIMIT : Math.min(Number(query.limit), MAX_LIMIT);
+  return { limit, marker: query.marker };
+}
+
+/** What to ask the store for: one item more than the page shows, to know whether more follow. */
+export function storePage(page: { limit: number; marker: string | undefined }): PageQuery {
+  return { limit: page.limit + 1, marker: page.marker };
+}
+
+/**
+ * The page to answer from the store's `rows` (fetched with `storePage`), and Nova's next-page
+ * link when more items follow: the same path with `limit` and the last item's id as `marker`.
+ * `url` is the request's URL (its query string is replaced).
+ */
+export function pageResult<T>(rows: T[], page: { limit: number }, idOf: (item: T) => string, url: string): { items: T[]; next: Link[] | undefined } {
+  if (rows.length <= page.limit) return { items: rows, next: undefined };
+  // `limit=0` asks for nothing; Nova gives no link for it either.
+  if (page.limit === 0) return { items: [], next: undefined };
+  const items = rows.slice(0, page.limit);
+  const path = url.split('?')[0]!;
+  const href = `${path}?limit=${page.limit}&marker=${encodeURIComponent(idOf(items.at(-1)!))}`;
+  return { items, next: [{ rel: 'next', href }] };
+}
