@@ -296,3 +296,32 @@ describe('extending the volume of a server in each state', () => {
     }
   });
 });
+
+describe('messages name what has the size', () => {
+  it('says what the volume has, not what a guest sees, when a retry on a detached volume is below its storage', async () => {
+    h = await makeService({ config: { extendStepDelayMs: 100 } });
+    const v = await createVolume();
+    await attach(v.id);
+    const driver = h.service.driver as FakeDriver;
+    // Offline, so the storage grows first; then the host size read fails for good.
+    driver.setState(SERVER, 'shutoff');
+    await h.service.syncInventory();
+    await extend(v.id, 192 * MiB);
+    driver.injectFault('getHostBytes', errors.driverFailed('host size unreadable'), 1_000);
+    const failed = await settle(v.id);
+    expect(failed.status).toBe('error_extending');
+    expect(statSync(fileOf(v.id)).size).toBe(192 * MiB);
+    driver.clearFaults();
+    // Still attached: a smaller retry is refused up front, naming what the storage already has.
+    const early = (await extend(v.id, 128 * MiB).catch((e: unknown) => e)) as ApiError;
+    expect(early.status).toBe(400);
+    expect(early.message).toMatch(/below the 201326592 bytes the storage already has/);
+    await h.compute.request('DELETE', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments/${v.id}`);
+    const err = (await extend(v.id, 128 * MiB).catch((e: unknown) => e)) as ApiError;
+    expect(err.status).toBe(400);
+    expect(err.code).toBe('VolumeShrinkRefused');
+    expect(err.message).toMatch(/the volume has now/);
+    expect(err.message).not.toMatch(/guest/);
+    expect(statSync(fileOf(v.id)).size).toBe(192 * MiB);
+  });
+});
