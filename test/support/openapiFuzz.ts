@@ -518,6 +518,8 @@ const EXTRA_HEADERS: Array<[string, string]> = [
   ['if-match', '*'],
   ['cookie', 'session=x'],
   ['authorization', 'Bearer oe-xyz'],
+  // A second token header: Node joins the two ("a, b").
+  ['x-auth-token', 'oe-second-token'],
   ['x-pad', 'p'.repeat(8000)],
   ['x-unicode', 'caf\u00e9'],
 ];
