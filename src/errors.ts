@@ -65,6 +65,10 @@ export const CATALOGUE = {
   VolumeInvalidState: { status: 409, final: true },
   VolumeAttached: { status: 409, final: true },
   VolumeBusy: { status: 409, final: false },
+  /** The device name asked for is taken on the instance (Nova's DevicePathInUse, 409). */
+  DevicePathInUse: { status: 409, final: true },
+  /** The instance has no free device name left (Nova's TooManyDiskDevices, 403). */
+  TooManyDiskDevices: { status: 403, final: true },
   PayloadTooLarge: { status: 413, final: true },
   UriTooLong: { status: 414, final: true },
   HeadersTooLarge: { status: 431, final: true },
@@ -239,6 +243,10 @@ export const errors = {
   volumeNotAttached: (volumeId: string, serverId: string) =>
     new ServiceError('VolumeNotAttached', `Volume ${volumeId} is not attached to instance ${serverId}.`),
   volumeNotFound: (volumeId: string) => new ServiceError('VolumeNotFound', `Volume ${volumeId} could not be found.`),
+  devicePathInUse: (device: string, serverId: string) =>
+    new ServiceError('DevicePathInUse', `The supplied device path (/dev/${device}) is in use on instance ${serverId}.`),
+  tooManyDiskDevices: (serverId: string) =>
+    new ServiceError('TooManyDiskDevices', `Instance ${serverId} has no free disk device name left; detach a volume first.`),
   /** 409. A shut-off instance gets its own code (InstanceStopped): callers extend its disks offline. */
   instanceInvalidState: (serverId: string, state: string, action: string) =>
     new ServiceError(state === 'shutoff' ? 'InstanceStopped' : 'InstanceInvalidState', `Cannot '${action}' instance ${serverId} while it is in state ${state}.`),

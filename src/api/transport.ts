@@ -43,8 +43,12 @@ const LINGER_MS = 1000;
 type ParserError = Error & { code?: string; reason?: string; rawPacket?: unknown };
 type HttpSocket = Socket & { _httpMessage?: ServerResponse | null };
 
-/** An HTTP/1.1 response with a fault body, for a socket that has no ServerResponse to use. */
-export function rawFault(err: ServiceError, requestId: string): string {
+/**
+ * An HTTP/1.1 response with a fault body, for a socket that has no ServerResponse to use. The
+ * answer to a HEAD request has the headers only (RFC 9110 §9.3.2): a body there would be read
+ * by the client as the start of the next response.
+ */
+export function rawFault(err: ServiceError, requestId: string, opts: { head?: boolean } = {}): string {
   const body = JSON.stringify(faultBody(err));
   return (
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\n` +
@@ -52,18 +56,43 @@ export function rawFault(err: ServiceError, requestId: string): string {
     `content-length: ${Buffer.byteLength(body)}\r\n` +
     `x-openstack-request-id: ${requestId}\r\n` +
     'connection: close\r\n\r\n' +
-    body
+    (opts.head ? '' : body)
   );
 }
 
-/** Writes `err` and closes the socket once it is flushed (or after LINGER_MS at the latest). */
-export function answerAndClose(socket: Socket, err: ServiceError, requestId: string): void {
+/**
+ * Writes `err` and closes the socket once it is flushed (or after LINGER_MS at the latest).
+ *
+ * When a request that arrived in full is being served on the socket, the failure is in bytes
+ * that came after it (a pipelined or trailing request): that request gets its own answer and the
+ * connection closes after it. Answering the failure instead would stand in for the request being
+ * acted on, and its client would take for refused what was done.
+ */
+export function answerAndClose(socket: Socket, err: ServiceError, requestId: string, opts: { head?: boolean } = {}): void {
   if (socket.destroyed) return;
   const inFlight = (socket as HttpSocket)._httpMessage;
+  if (inFlight && !inFlight.writableFinished && inFlight.req?.complete) {
+    if (!closingAfter.has(inFlight)) {
+      closingAfter.add(inFlight);
+      inFlight.shouldKeepAlive = false;
+      inFlight.once('finish', () => socket.destroySoon());
+    }
+    return;
+  }
   // A response already started on this socket cannot be followed by another one.
-  if (socket.writable && !inFlight?.headersSent) socket.write(rawFault(err, requestId));
+  if (socket.writable && !inFlight?.headersSent) socket.write(rawFault(err, requestId, opts));
   socket.destroySoon();
   setTimeout(() => socket.destroy(), LINGER_MS).unref();
+}
+
+/** Responses after which their connection closes (the parser failed on what followed them). */
+const closingAfter = new WeakSet<ServerResponse>();
+
+/** Whether the request a parser error is about is a HEAD (its answer then has no body). */
+function isHead(err: ParserError, socket: Socket): boolean {
+  const inFlight = (socket as HttpSocket)._httpMessage;
+  if (inFlight?.req) return inFlight.req.method === 'HEAD';
+  return Buffer.isBuffer(err.rawPacket) && err.rawPacket.subarray(0, 5).toString('latin1') === 'HEAD ';
 }
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/;
@@ -255,6 +284,6 @@ export function clientErrorHandler(log: Logger) {
     const requestId = typeof started === 'string' ? started : newRequestId();
     const level = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'debug' : 'info';
     log[level]({ code: svc.code, parserCode: err.code, requestId }, 'HTTP client error answered');
-    answerAndClose(socket, svc, requestId);
+    answerAndClose(socket, svc, requestId, { head: isHead(err, socket) });
   };
 }

@@ -155,11 +155,26 @@ export class ComputeAPI {
     });
   }
 
-  async attachVolume(ctx: RequestContext, server: ServerRecord, spec: AttachSpec): Promise<AttachmentRecord> {
+  /**
+   * Whether `server` can take a volume now (Nova's check_instance_state on attach_volume): idle,
+   * running or paused, on a driver that attaches, and the device name asked for (`spec.device`,
+   * e.g. `vdc`) free. The volume service asks before it reserves the volume, so a refusal here
+   * leaves the volume as it was. Returns the server as last reported. Throws InstanceBusy,
+   * InstanceStopped or InstanceInvalidState, DevicePathInUse (409), ExtendVolumeNotSupported (501).
+   */
+  async checkAttach(server: ServerRecord, spec: Pick<AttachSpec, 'volumeId' | 'device'>): Promise<ServerRecord> {
     this.checkIdle(server, 'attach volume');
-    server = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
-    const caps = await this.rpc.capabilities(server.host);
+    const fresh = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
+    const caps = await this.rpc.capabilities(fresh.host);
     if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
+    // Nova reserves the device name before the volume; a name another disk has is refused here.
+    const taken = fresh.attachments.find((a) => a.device === spec.device);
+    if (spec.device !== undefined && taken && taken.volumeId !== spec.volumeId) throw errors.devicePathInUse(spec.device, fresh.id);
+    return fresh;
+  }
+
+  async attachVolume(ctx: RequestContext, server: ServerRecord, spec: AttachSpec): Promise<AttachmentRecord> {
+    server = await this.checkAttach(server, spec);
     const existing = server.attachments.find((a) => a.volumeId === spec.volumeId);
     if (existing) return existing;
     const device = await this.audited(ctx, server, ACTIONS.attach, { volume_id: spec.volumeId }, async () => {

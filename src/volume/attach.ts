@@ -38,6 +38,9 @@ export class VolumeAttachService implements VolumeAttacher {
     if (!v || v.projectId !== server.projectId) throw errors.volumeNotFound(volumeId);
     // Attaching what is already attached here is a no-op, as in Nova.
     if (v.serverId === server.id && v.status === 'in-use') return this.deps.compute.attachment(server, volumeId);
+    // Compute's refusals (the server's state, a task under way, no attach support) come before
+    // the volume is reserved, as in Nova, so they leave it untouched (not even its version).
+    server = await this.deps.compute.checkAttach(server, { volumeId, ...(device ? { device } : {}) });
     await this.begin('attach', volumeId, v);
     try {
       const backend = this.deps.backends.get(v.backend);

@@ -171,7 +171,16 @@ export class VolumeService {
         checkTarget(cur, newBytes);
       },
       check: async (cur) => {
-        await this.checkFits(this.backend(cur.backend), cur.id, newBytes, cur.format);
+        const backend = this.backend(cur.backend);
+        await this.checkFits(backend, cur.id, newBytes, cur.format);
+        // The storage of a detached volume may hold more than its record says (a hypervisor grew
+        // the file while it was attached, an extend failed after its storage step): a target
+        // below that is a shrink, refused here, before anything changes (the workflow's storage
+        // step would refuse it too, but only after the volume went through `extending`).
+        if (!isAttached(cur)) {
+          const has = await backend.getBytes(cur.id);
+          if (newBytes < has) throw errors.shrinkRefused(cur.id, newBytes, has, 'the volume has');
+        }
         plan = isAttached(cur) ? await this.planAttached(cur) : { mode: 'detached', hostBytes: null, computeRequestIds: [] };
       },
       guard: () => ({ sizeBelow: newBytes }),

@@ -1,7 +1,8 @@
 /** The volume API's input rules: bad input is a clear 400 and changes nothing. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError } from '../../src/httpClient.js';
-import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
+import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
+import type { FakeDriver } from '../../src/virt/fake/driver.js';
 
 const MiB = 2 ** 20;
 let h: ServiceHarness;
@@ -72,5 +73,80 @@ describe('volume API input', () => {
     await h.compute.request('DELETE', `/v2/${PROJECT}/servers/5d7e0c4a-1111-4a22-9b33-0c4d5e6f7a8b/os-volume_attachments/${id}`);
     await h.volume.request('DELETE', `/v3/${PROJECT}/volumes/${id}`);
     expect((await fails('GET', `/v3/${PROJECT}/volumes/${id}`, undefined)).status).toBe(404);
+  });
+});
+
+/**
+ * Refusals found by the property-based fuzz (test/api/fuzz.test.ts), each once a refusal that
+ * had already changed the volume (its status went through attaching or extending and back, a new
+ * version) or answered 500. Each row sets its volume up through the APIs, asks, and checks the
+ * answer and that the volume is exactly as before (updated_at included: every change bumps it).
+ */
+describe('refusals found by the fuzz change nothing', () => {
+  const STOPPED = '5d7e0c4a-4444-4a22-9b33-0c4d5e6f7a8b';
+  const vol = async (size = 64 * MiB) => (await h.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { size_bytes: size } })).body.volume.id;
+  const attach = (server: string, volumeId: string, device?: string) =>
+    h.compute.request('POST', `/v2/${PROJECT}/servers/${server}/os-volume_attachments`, { volumeAttachment: { volumeId, ...(device ? { device } : {}) } });
+  const view = async (id: string) => (await h.volume.request<{ volume: Record<string, unknown> }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume;
+
+  beforeAll(async () => {
+    (h.service.driver as FakeDriver).addServer({ id: STOPPED, name: 'stopped', projectId: PROJECT, state: 'shutoff', disks: [] });
+    await h.service.syncInventory();
+  });
+
+  it.each([
+    {
+      name: 'attach to a shut-off server',
+      arrange: async (id: string) => ({ client: h.compute, method: 'POST', path: `/v2/${PROJECT}/servers/${STOPPED}/os-volume_attachments`, body: { volumeAttachment: { volumeId: id } } as unknown }),
+      status: 409,
+      code: 'InstanceStopped',
+    },
+    {
+      name: 'attach on a device name another volume has on that server',
+      arrange: async (id: string) => {
+        await attach(SERVER, await vol(), 'vdq');
+        return { client: h.compute, method: 'POST', path: `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, body: { volumeAttachment: { volumeId: id, device: '/dev/vdq' } } as unknown };
+      },
+      status: 409,
+      code: 'DevicePathInUse',
+    },
+    {
+      name: "extend a detached volume to less than its storage holds (grown by QEMU while attached, the record behind)",
+      arrange: async (id: string) => {
+        await attach(SERVER, id);
+        // assist_extend on a file disk: QEMU grows the file itself; the volume service is not told.
+        await h.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-online_extend_volume/${id}`, { onlineExtendVolume: { bytes: 128 * MiB } });
+        await h.compute.request('DELETE', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments/${id}`);
+        return { client: h.volume, method: 'POST', path: `/v3/${PROJECT}/volumes/${id}/action`, body: { 'os-extend-bytes': { new_bytes: 64 * MiB + 512 } } as unknown };
+      },
+      status: 400,
+      code: 'VolumeShrinkRefused',
+    },
+  ])('$name → $status $code, the volume as it was', async (row) => {
+    const id = await vol();
+    const req = await row.arrange(id);
+    const before = await view(id);
+    const err = await req.client.request(req.method, req.path, req.body).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err).toMatchObject({ status: row.status, code: row.code });
+    expect(await view(id)).toEqual(before);
+  });
+
+  it('answers 403 TooManyDiskDevices (not 500) when a server has no device name left, and the volume stays available', async () => {
+    const server = '5d7e0c4a-5555-4a22-9b33-0c4d5e6f7a8b';
+    (h.service.driver as FakeDriver).addServer({ id: server, name: 'full', projectId: PROJECT, state: 'active', disks: [] });
+    await h.service.syncInventory();
+    // The fake names disks vdb..vdz: 25 of them.
+    for (let i = 0; i < 25; i++) await attach(server, await vol(MiB));
+    const id = await vol(MiB);
+    const err = await attach(server, id).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ status: 403, code: 'TooManyDiskDevices' });
+    expect(await view(id)).toMatchObject({ status: 'available', attachments: [] });
   });
 });

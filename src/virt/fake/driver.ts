@@ -325,11 +325,13 @@ export class FakeDriver implements VirtDriver {
     const existing = server.disks.find((d) => d.volumeId === spec.volumeId);
     if (existing) return existing.device;
     const used = new Set(server.disks.map((d) => d.device));
+    // As libvirt: a device name is never given twice.
+    if (spec.device !== undefined && used.has(spec.device)) throw errors.devicePathInUse(spec.device, serverId);
     let device = spec.device;
     for (let c = 'b'.charCodeAt(0); device === undefined && c <= 'z'.charCodeAt(0); c++) {
       if (!used.has(`vd${String.fromCharCode(c)}`)) device = `vd${String.fromCharCode(c)}`;
     }
-    if (device === undefined) throw errors.driverFailed(`no free device name on instance ${serverId}`);
+    if (device === undefined) throw errors.tooManyDiskDevices(serverId);
     let bytes = 0;
     if (spec.kind === 'file') {
       try {

@@ -306,12 +306,12 @@ export class LibvirtDriver implements VirtDriver {
     if (device === undefined) {
       const used = new Set([...(live?.disks ?? []), ...(config?.disks ?? [])].map((d) => d.target));
       if (spec.device !== undefined && used.has(spec.device)) {
-        throw errors.driverFailed(`device ${spec.device} is already in use on instance ${serverId}`);
+        throw errors.devicePathInUse(spec.device, serverId);
       }
       try {
         device = spec.device ?? nextFreeDevice(used);
-      } catch (err) {
-        throw errors.driverFailed(`no free device name on instance ${serverId}`, { cause: err });
+      } catch {
+        throw errors.tooManyDiskDevices(serverId);
       }
     }
     try {
