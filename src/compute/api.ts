@@ -160,13 +160,16 @@ export class ComputeAPI {
    * running or paused, on a driver that attaches, and the device name asked for (`spec.device`,
    * e.g. `vdc`) free. The volume service asks before it reserves the volume, so a refusal here
    * leaves the volume as it was. Returns the server as last reported. Throws InstanceBusy,
-   * InstanceStopped or InstanceInvalidState, DevicePathInUse (409), ExtendVolumeNotSupported (501).
+   * InstanceStopped or InstanceInvalidState, DevicePathInUse (409), TooManyDiskDevices (403),
+   * ExtendVolumeNotSupported (501).
    */
   async checkAttach(server: ServerRecord, spec: Pick<AttachSpec, 'volumeId' | 'device'>): Promise<ServerRecord> {
     this.checkIdle(server, 'attach volume');
     const fresh = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
     const caps = await this.rpc.capabilities(fresh.host);
     if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
+    const already = fresh.attachments.some((a) => a.volumeId === spec.volumeId);
+    if (!already && fresh.attachments.length >= caps.capabilities.maxVolumesPerServer) throw errors.tooManyDiskDevices(fresh.id);
     // Nova reserves the device name before the volume; a name another disk has is refused here.
     const taken = fresh.attachments.find((a) => a.device === spec.device);
     if (spec.device !== undefined && taken && taken.volumeId !== spec.volumeId) throw errors.devicePathInUse(spec.device, fresh.id);

@@ -54,6 +54,12 @@ export interface DriverCapabilities {
   extendVolume: boolean;
   /** Can hot-plug and unplug volumes. */
   attachVolume: boolean;
+  /**
+   * How many volume disks one server can have (the device names the driver hands out: the fake
+   * `vdb`–`vdz`, libvirt `vdb`–`vdzz`). Compute refuses one more with TooManyDiskDevices (403)
+   * before the volume is reserved.
+   */
+  maxVolumesPerServer: number;
 }
 
 /** What the volume service hands the driver to attach a volume (Cinder's connection_info). */

@@ -142,11 +142,15 @@ describe('refusals found by the fuzz change nothing', () => {
     // The fake names disks vdb..vdz: 25 of them.
     for (let i = 0; i < 25; i++) await attach(server, await vol(MiB));
     const id = await vol(MiB);
+    const before = await view(id);
+    const calls = (h.service.driver as FakeDriver).calls.attachVolume;
     const err = await attach(server, id).then(
       () => undefined,
       (e: unknown) => e,
     );
     expect(err).toMatchObject({ status: 403, code: 'TooManyDiskDevices' });
-    expect(await view(id)).toMatchObject({ status: 'available', attachments: [] });
+    // Refused before the volume is reserved: nothing about it changed, not even its version.
+    expect(await view(id)).toEqual(before);
+    expect((h.service.driver as FakeDriver).calls.attachVolume).toBe(calls);
   });
 });

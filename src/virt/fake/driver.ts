@@ -126,10 +126,14 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
     capabilities: {
       extendVolume: inv.capabilities?.extend_volume ?? true,
       attachVolume: inv.capabilities?.attach_volume ?? true,
+      maxVolumesPerServer: FAKE_DEVICE_NAMES,
     },
     servers,
   };
 }
+
+/** Device names the fake hands out: vdb … vdz. */
+const FAKE_DEVICE_NAMES = 25;
 
 /** States with a running QEMU: a disk's guest size is live only there. */
 const RUNNING: ReadonlySet<ServerState> = new Set(['active', 'paused']);
@@ -173,7 +177,7 @@ export class FakeDriver implements VirtDriver {
   latencyMs: number;
 
   constructor(opts: FakeDriverOptions = {}) {
-    this.capabilities = { extendVolume: true, attachVolume: true, ...opts.capabilities };
+    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: FAKE_DEVICE_NAMES, ...opts.capabilities };
     this.statePath = opts.statePath;
     this.latencyMs = opts.latencyMs ?? 0;
     let initial = opts.servers ?? [];

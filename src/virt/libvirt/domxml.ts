@@ -141,9 +141,12 @@ export function toDriverDisk(d: DomainDisk): DriverDisk {
 }
 
 /** The next free `vdX` name (vdb first: vda is conventionally the root disk). */
+/** Device names `vda`…`vdzz`: 26 one-letter and 26×26 two-letter suffixes. */
+export const MAX_DEVICE_NAMES = 26 * 27;
+
 export function nextFreeDevice(used: Iterable<string>, prefix = 'vd'): string {
   const taken = new Set(used);
-  for (let i = 1; i < 26 * 27; i++) {
+  for (let i = 1; i < MAX_DEVICE_NAMES; i++) {
     const name = prefix + deviceSuffix(i);
     if (!taken.has(name)) return name;
   }

@@ -36,7 +36,7 @@ import { maxFileBytes } from '../../util/fsLimits.js';
 import { errnoOf } from '../../util/errno.js';
 import { errors, isServiceError, type ServiceError } from '../../errors.js';
 import type { ExtendOptions, AttachSpec, DriverCapabilities, DriverServer, ServerState, VirtDriver } from '../driver.js';
-import { buildDiskXml, nextFreeDevice, toDriverDisk, volumeDisks, type DomainDisk, type DomainInfo } from './domxml.js';
+import { buildDiskXml, MAX_DEVICE_NAMES, nextFreeDevice, toDriverDisk, volumeDisks, type DomainDisk, type DomainInfo } from './domxml.js';
 import type { Guest, LiveSizeMethod } from './guest.js';
 import { Host } from './host.js';
 import { DomainAffect } from './remote/client.js';
@@ -138,7 +138,7 @@ interface FailureContext {
 
 export class LibvirtDriver implements VirtDriver {
   readonly name = 'libvirt';
-  readonly capabilities: DriverCapabilities = { extendVolume: true, attachVolume: true };
+  readonly capabilities: DriverCapabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: MAX_DEVICE_NAMES - 1 };
 
   readonly host: Host;
   private readonly storage: HostStorage;
