@@ -25,6 +25,7 @@ import { HttpComputeClient, type ComputeForVolumes } from './volume/computeClien
 import { ExtendWorkflow, type WorkflowOptions } from './volume/workflow.js';
 import { VolumeService } from './volume/service.js';
 import { VolumeAttachService } from './volume/attach.js';
+import { InFlight, VolumeReconciler } from './volume/reconciler.js';
 import { ServiceToken } from './auth/tokens.js';
 import { openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
 
@@ -77,6 +78,8 @@ export interface VolumeAppDeps {
   workflow?: Partial<WorkflowOptions>;
   /** HTTP timeouts, connection cap and drain grace (Config defaults otherwise). */
   http?: Partial<HttpLimits>;
+  /** Operations under way in this process (shared with attach and the reconciler). */
+  inFlight?: InFlight;
 }
 
 export interface VolumeApp {
@@ -89,7 +92,15 @@ export interface VolumeApp {
 export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   const logger = deps.logger.child({ component: 'volume' });
   const workflow = new ExtendWorkflow({ store: deps.store, backends: deps.backends, compute: deps.compute, logger, ...(deps.workflow ? { options: deps.workflow } : {}) });
-  const volumes = new VolumeService({ store: deps.store, backends: deps.backends, compute: deps.compute, workflow, logger, defaultBackend: deps.defaultBackend });
+  const volumes = new VolumeService({
+    store: deps.store,
+    backends: deps.backends,
+    compute: deps.compute,
+    workflow,
+    logger,
+    defaultBackend: deps.defaultBackend,
+    inFlight: deps.inFlight ?? new InFlight(),
+  });
   const auth = new TokenAuthenticator(deps.store);
   const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', ...(deps.http ? { limits: deps.http } : {}) });
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
@@ -159,7 +170,9 @@ async function runService(config: Config, dataDir: OpenedDataDir): Promise<Runni
     ...(config.volumeApi ? { attacher } : {}),
     http: httpLimitsFrom(config),
   });
-  attachRef.current = new VolumeAttachService({ store, backends, compute: computeApp.compute });
+  // Volumes with an operation under way in this process, left alone by the reconciler.
+  const inFlight = new InFlight();
+  attachRef.current = new VolumeAttachService({ store, backends, compute: computeApp.compute, inFlight });
   const timer = config.syncIntervalMs > 0
     ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
     : undefined;
@@ -170,6 +183,7 @@ async function runService(config: Config, dataDir: OpenedDataDir): Promise<Runni
   let volumeApp: VolumeApp | undefined;
   let volumeUrl: string | undefined;
   let serviceToken: ServiceToken | undefined;
+  let reconciler: VolumeReconciler | undefined;
   if (config.volumeApi) {
     serviceToken = await ServiceToken.open({
       store,
@@ -187,11 +201,21 @@ async function runService(config: Config, dataDir: OpenedDataDir): Promise<Runni
       compute: new HttpComputeClient({ url: computeUrl, token: () => token.current() }),
       workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
       http: httpLimitsFrom(config),
+      inFlight,
     });
     volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
     logger.info({ url: volumeUrl, backends: [...backends.keys()] }, 'volume API listening');
     const resumed = await volumeApp.workflow.resumeAll();
     if (resumed.length) logger.info({ volumes: resumed }, 'resumed unfinished extends');
+    reconciler = new VolumeReconciler({
+      store,
+      backends,
+      compute: computeApp.compute,
+      inFlight,
+      logger: logger.child({ component: 'volume-reconciler' }),
+      options: { intervalMs: config.volumeReconcileMs, graceMs: config.volumeReconcileMs },
+    });
+    await reconciler.start();
   }
   return {
     driver,
@@ -209,7 +233,10 @@ async function runService(config: Config, dataDir: OpenedDataDir): Promise<Runni
       const deadline = Date.now() + config.shutdownGraceMs;
       const untilDeadline = () => new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
       if (volumeApp) {
-        await Promise.all([drainServer(volumeApp.app, deadline), Promise.race([volumeApp.workflow.close(), untilDeadline()])]);
+        await Promise.all([
+          drainServer(volumeApp.app, deadline),
+          Promise.race([Promise.all([volumeApp.workflow.close(), reconciler?.close()]), untilDeadline()]),
+        ]);
         await volumeApp.app.close();
       }
       await drainServer(computeApp.app, deadline);

@@ -39,6 +39,11 @@ export interface Config {
   extendStepDelayMs: number;
   /** How often the extend watchdog restarts missing runs and ends extends past their deadline. */
   extendWatchdogMs: number;
+  /**
+   * How often volumes left creating, attaching, detaching or deleting by an operation that did
+   * not finish are brought to an end (volume/reconciler.ts); also how long one must be untouched.
+   */
+  volumeReconcileMs: number;
   /** Run the volume API (Cinder's role) in this process too. */
   volumeApi: boolean;
   /**
@@ -87,6 +92,7 @@ export const DEFAULTS: Config = {
   extendTimeoutMs: 15 * 60_000,
   extendStepDelayMs: 0,
   extendWatchdogMs: 1_000,
+  volumeReconcileMs: 5_000,
   volumeApi: true,
   httpHeadersTimeoutMs: 10_000,
   httpRequestTimeoutMs: 30_000,
@@ -120,6 +126,7 @@ const NUMERIC: ReadonlySet<keyof Config> = new Set([
   'extendTimeoutMs',
   'extendStepDelayMs',
   'extendWatchdogMs',
+  'volumeReconcileMs',
   'httpHeadersTimeoutMs',
   'httpRequestTimeoutMs',
   'httpKeepAliveTimeoutMs',

@@ -204,6 +204,18 @@ export class ComputeAPI {
     });
   }
 
+  /**
+   * The server as the hypervisor has it now, not as last stored: the inventory is re-read first.
+   * For decisions that must not act on a stale copy (is this disk plugged in?). Throws
+   * InstanceNotFound when the server is gone or belongs to another project.
+   */
+  async freshServer(tenantId: string, serverId: string): Promise<ServerRecord> {
+    await this.rpc.syncInventory();
+    const server = await this.store.getServer(serverId);
+    if (!server || server.projectId !== tenantId) throw errors.instanceNotFound(serverId);
+    return server;
+  }
+
   attachment(server: ServerRecord, volumeId: string): AttachmentRecord {
     const a = server.attachments.find((x) => x.volumeId === volumeId);
     if (!a) throw errors.volumeNotAttached(volumeId, server.id);

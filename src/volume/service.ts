@@ -9,11 +9,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../context.js';
 import type { ExtendState, PageQuery, VolumeActionRecord, VolumeGuard, VolumeRecord, VolumeStore } from '../db/store.js';
-import { errors, isServiceError, ServiceError } from '../errors.js';
+import { errors, isFinalError, isServiceError, ServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
 import type { ComputeForVolumes } from './computeClient.js';
 import { decide, extendMode, isAttached, policiesFor, type ExtendMode, type VolumeAction } from './lifecycle.js';
 import { FIRST_STEP, type ExtendWorkflow } from './workflow.js';
+import type { InFlight } from './reconciler.js';
 
 export interface CreateVolumeRequest {
   name: string;
@@ -42,6 +43,8 @@ export class VolumeService {
       workflow: ExtendWorkflow;
       logger: Logger;
       defaultBackend: string;
+      /** Marks volumes with an operation under way here, for the reconciler. */
+      inFlight: InFlight;
     },
   ) {}
 
@@ -94,15 +97,20 @@ export class VolumeService {
       device: null,
       extend: null,
     });
-    await this.audit(ctx, id, 'create', { size_bytes: req.sizeBytes, backend: backendName }, async () => {
-      try {
-        const created = await backend.create(id, req.sizeBytes, format ? { format } : undefined);
-        await store.updateVolume(id, ['creating'], { status: 'available', sizeBytes: created.bytes });
-      } catch (err) {
-        await store.updateVolume(id, ['creating'], { status: 'error' });
-        throw err;
-      }
-    });
+    await this.deps.inFlight.run(id, () =>
+      this.audit(ctx, id, 'create', { size_bytes: req.sizeBytes, backend: backendName }, async () => {
+        let made;
+        try {
+          made = await backend.create(id, req.sizeBytes, format ? { format } : undefined);
+        } catch (err) {
+          // Final: the backend will not make it. Uncertain: it may have; the reconciler retries
+          // the (idempotent) create and settles the status.
+          if (isFinalError(err)) await store.updateVolume(id, ['creating'], { status: 'error' });
+          throw err;
+        }
+        await store.updateVolume(id, ['creating'], { status: 'available', sizeBytes: made.bytes });
+      }),
+    );
     return (await store.getVolume(id))!;
   }
 
@@ -137,16 +145,19 @@ export class VolumeService {
   }
 
   async delete(ctx: RequestContext, projectId: string, volumeId: string): Promise<void> {
-    const v = await this.begin('delete', projectId, volumeId);
-    const { store } = this.deps;
-    await this.audit(ctx, volumeId, 'delete', {}, async () => {
-      try {
-        await this.backend(v.backend).delete(volumeId);
-      } catch (err) {
-        await store.updateVolume(volumeId, ['deleting'], { status: 'error' });
-        throw err;
-      }
-      await store.deleteVolume(volumeId);
+    const { store, inFlight } = this.deps;
+    await inFlight.run(volumeId, async () => {
+      const v = await this.begin('delete', projectId, volumeId);
+      await this.audit(ctx, volumeId, 'delete', {}, async () => {
+        try {
+          await this.backend(v.backend).delete(volumeId);
+        } catch (err) {
+          // Final: what is left stays in `error`. Uncertain: the reconciler deletes it again.
+          if (isFinalError(err)) await store.updateVolume(volumeId, ['deleting'], { status: 'error' });
+          throw err;
+        }
+        await store.deleteVolume(volumeId);
+      });
     });
   }
 

@@ -1,10 +1,11 @@
 /**
- * A write failure mid-extend (the red team's "disk full for 5 s while 8 extends run"): the data
- * dir lives on a small tmpfs that is filled to the last byte while 8 in-use extends are under
- * way, then freed. Every store write and the fake hypervisor's state file fail with ENOSPC /
- * SQLITE_FULL meanwhile. The supervised workflow must ride it out in the same process: all 8
- * volumes end in-use at their new size within their deadline, and a new extend works after,
- * without a restart.
+ * A write failure mid-operation (the red team's "disk full for 5 s while 8 extends run"): the data
+ * dir lives on a small tmpfs that is filled to the last byte while work is under way, then freed.
+ * Every store write and the fake hypervisor's state file fail with ENOSPC / SQLITE_FULL meanwhile.
+ * - 8 in-use extends: the supervised workflow rides it out in the same process; all 8 volumes end
+ *   in-use at their new size within their deadline, and a new extend works after, no restart.
+ * - attaches and detaches whose last write fails: the reconciler brings each volume to the status
+ *   the hypervisor says (in-use if the disk is plugged in, available if not), no restart.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
@@ -24,7 +25,7 @@ function tmpfsMissing(): string | undefined {
   return undefined;
 }
 
-describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of 8 extends', () => {
+describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of work', () => {
   let mnt: string;
   let h: ServiceHarness | undefined;
 
@@ -40,7 +41,57 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of 8 e
     rmSync(mnt, { recursive: true, force: true });
   });
 
+  it('leaves no attach or detach half-done: once space is back the records agree with the hypervisor', async () => {
+    await h?.cleanup();
+    h = await makeService({ dataRoot: mnt, config: { volumeReconcileMs: 300, fakeLatencyMs: 300 } });
+    const svc = h;
+    const make = async (name: string) => (await svc.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name, size_bytes: 16 * MiB } })).body.volume.id;
+    const toAttach = [await make('a1'), await make('a2'), await make('a3')];
+    const toDetach = [await make('d1'), await make('d2'), await make('d3')];
+    for (const id of toDetach) await svc.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: id } });
+
+    const calls = [
+      ...toAttach.map((id) => svc.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: id } })),
+      ...toDetach.map((id) => svc.compute.request('DELETE', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments/${id}`)),
+    ].map((p) => p.then(() => 'ok', (e: { status?: number }) => String(e.status)));
+    // Fill the disk while the calls wait on the (slow) hypervisor, so their last writes fail.
+    await new Promise((r) => setTimeout(r, 100));
+    const filler = join(mnt, 'filler2');
+    const fd = openSync(filler, 'w');
+    try {
+      for (;;) writeSync(fd, Buffer.alloc(MiB));
+    } catch {
+      // full
+    }
+    try {
+      for (;;) writeSync(fd, Buffer.alloc(512));
+    } catch {
+      // to the last sector
+    }
+    closeSync(fd);
+    const answers = await Promise.all(calls);
+    await new Promise((r) => setTimeout(r, 1_500));
+    rmSync(filler);
+    console.log(`[diskfull] attach/detach answers while full: ${answers.join(', ')}`);
+
+    type Vol = { id: string; status: string; attachments: Array<{ server_id: string }> };
+    const end = Date.now() + 15_000;
+    let list: Vol[] = [];
+    for (;;) {
+      list = (await svc.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes;
+      if (list.every((v) => v.status === 'available' || v.status === 'in-use')) break;
+      if (Date.now() > end) throw new Error(`still transitional: ${JSON.stringify(list.map((v) => v.status))}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const plugged = new Set((svc.service.driver as FakeDriver).snapshot(SERVER).disks.map((d) => d.volumeId));
+    for (const v of list) {
+      expect(v.status, v.id).toBe(plugged.has(v.id) ? 'in-use' : 'available');
+      expect(v.attachments.length, v.id).toBe(plugged.has(v.id) ? 1 : 0);
+    }
+  }, 60_000);
+
   it('finishes every extend in the same process once space is back, and takes new ones', async () => {
+    await h?.cleanup();
     h = await makeService({ dataRoot: mnt, config: { extendStepDelayMs: 150, extendTimeoutMs: 30_000 } });
     const svc = h;
     const ids: string[] = [];

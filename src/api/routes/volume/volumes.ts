@@ -24,7 +24,8 @@ export function volumeView(v: VolumeRecord) {
     volume_type: v.backend,
     format: v.format,
     'os-vol-tenant-attr:tenant_id': v.projectId,
-    attachments: v.serverId ? [{ server_id: v.serverId, device: `/dev/${v.device ?? ''}`, attachment_id: v.id }] : [],
+    // Reserved for a server but not plugged in yet (attaching) is not an attachment to show.
+    attachments: v.serverId && v.device ? [{ server_id: v.serverId, device: `/dev/${v.device}`, attachment_id: v.id }] : [],
     extend: v.extend
       ? {
           request_id: v.extend.requestId,
