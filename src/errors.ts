@@ -175,12 +175,35 @@ export function unexpectedError(err: unknown): ServiceError {
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   const base = typeof code === 'string' ? code.replace(/^(SQLITE_[A-Z]+)_.*$/, '$1') : undefined;
   const uncertain = base !== undefined && UNCERTAIN_SYSTEM_CODES.has(base);
-  return errors.internal(uncertain ? 'A temporary failure occurred; try again.' : 'An unexpected error occurred.', {
+  const reason = base !== undefined && Object.hasOwn(SYSTEM_REASONS, base) ? `${SYSTEM_REASONS[base]} (${String(code)})` : undefined;
+  return errors.internal(uncertain ? `A temporary failure occurred${reason ? `: ${reason}` : ''}; try again.` : 'An unexpected error occurred.', {
     final: !uncertain,
     cause: err,
+    ...(reason ? { reason } : {}),
     detail: `${typeof code === 'string' ? `${code}: ` : ''}${(err as Error)?.message ?? String(err)}`,
   });
 }
+
+/** Public words for the system codes above (no paths: those stay in the detail). */
+const SYSTEM_REASONS: Readonly<Record<string, string>> = {
+  ENOSPC: "no space left on the service's disk",
+  EDQUOT: "the service's disk quota is exhausted",
+  EAGAIN: 'a resource is temporarily unavailable',
+  EBUSY: 'a resource is busy',
+  EINTR: 'a call was interrupted',
+  ETIMEDOUT: 'a call timed out',
+  ECONNRESET: 'a connection was reset',
+  ECONNREFUSED: 'a connection was refused',
+  EPIPE: 'a connection was closed',
+  EMFILE: 'the service has too many open files',
+  ENFILE: 'the system has too many open files',
+  ENOMEM: 'out of memory',
+  SQLITE_FULL: "the service's database cannot grow (its disk is full)",
+  SQLITE_BUSY: "the service's database is busy",
+  SQLITE_LOCKED: "the service's database is locked",
+  SQLITE_IOERR: "the service's database could not read or write its disk",
+  SQLITE_INTERRUPT: "a database call was interrupted",
+};
 
 /**
  * Nova's fault body, `{"<faultName>": {"code": N, "message": "..."}}`, with three fields added
@@ -192,12 +215,21 @@ export function faultBody(err: ServiceError): Record<string, { code: number; mes
   return {
     [err.fault]: {
       code: err.status,
-      message: err.message,
+      message: printable(err.message),
       error_code: err.code,
       final: err.final,
-      ...(err.reason === undefined ? {} : { reason: err.reason }),
+      ...(err.reason === undefined ? {} : { reason: printable(err.reason) }),
     },
   };
+}
+
+/**
+ * Messages echo what clients sent (ids, field names): control characters and the Unicode
+ * format characters that reorder or hide text (bidi overrides, zero-width) are shown as `\uXXXX`,
+ * so a message reads as what it is in a terminal or a log.
+ */
+function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** A size in bytes as a reader wants it: exact bytes plus a binary unit. */
@@ -210,8 +242,12 @@ function sized(bytes: number): string {
     v /= 1024;
     u = unit;
   }
-  return u === 'bytes' ? `${bytes} bytes` : `${bytes} bytes (${Number(v.toFixed(2))} ${u})`;
+  // Rounded down: a limit of 16 TiB − 4 KiB must not read as "16 TiB".
+  return u === 'bytes' ? `${bytes} bytes` : `${bytes} bytes (${Math.floor(v * 100) / 100} ${u})`;
 }
+
+/** Server states that end by themselves (Nova's building and migrating). */
+const TRANSIENT_SERVER_STATES: ReadonlySet<string> = new Set(['building', 'migrating']);
 
 /** Factories: the only way the code base builds an error. */
 export const errors = {
@@ -223,7 +259,7 @@ export const errors = {
    * `subject` names what has the current size: `the guest sees` (compute) or `the volume has`
    * (storage, an unattached volume).
    */
-  shrinkRefused: (volumeId: string, requested: number, current: number, subject: 'the guest sees' | 'the volume has' = 'the guest sees') =>
+  shrinkRefused: (volumeId: string, requested: number, current: number, subject: 'the guest sees' | 'the volume has' | 'the compute host sees' = 'the guest sees') =>
     new ServiceError(
       'VolumeShrinkRefused',
       `Refusing to shrink volume ${volumeId}: requested ${requested} bytes is below the ${current} bytes ${subject} now; shrinking destroys data.`,
@@ -249,7 +285,10 @@ export const errors = {
     new ServiceError('TooManyDiskDevices', `Instance ${serverId} has no free disk device name left; detach a volume first.`),
   /** 409. A shut-off instance gets its own code (InstanceStopped): callers extend its disks offline. */
   instanceInvalidState: (serverId: string, state: string, action: string) =>
-    new ServiceError(state === 'shutoff' ? 'InstanceStopped' : 'InstanceInvalidState', `Cannot '${action}' instance ${serverId} while it is in state ${state}.`),
+    new ServiceError(state === 'shutoff' ? 'InstanceStopped' : 'InstanceInvalidState', `Cannot '${action}' instance ${serverId} while it is in state ${state}.`, {
+      // A server being built or migrated gets out of that state by itself: trying again can work.
+      ...(TRANSIENT_SERVER_STATES.has(state) ? { final: false } : {}),
+    }),
   instanceBusy: (serverId: string, task: string, action: string) =>
     new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while it is in task_state ${task}.`),
   hostSizeTooSmall: (volumeId: string, requested: number, hostBytes: number | undefined) =>

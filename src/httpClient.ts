@@ -57,6 +57,7 @@ export class ApiClient {
   async request<T>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number } = {}): Promise<{ status: number; body: T; requestId: string | undefined }> {
     let res: Response;
     const token = typeof this.opts.token === 'function' ? this.opts.token() : this.opts.token;
+    const timeoutMs = Math.max(1, opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000);
     try {
       res = await fetch(`${this.base}${path}`, {
         method,
@@ -66,18 +67,21 @@ export class ApiClient {
           ...(body === undefined ? {} : { 'content-type': 'application/json' }),
         },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(Math.max(1, opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000)),
+        signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
-      // Not answered: the call may or may not have happened, so this is uncertain.
-      throw new ApiError('ComputeUnreachable', `${method} ${this.base}${path}: ${(err as Error).message}`, { cause: err, final: false });
+      // Not answered: the call may or may not have happened, so this is uncertain. The message
+      // names the call, not the address it went to (that goes in the detail).
+      const e = err as Error;
+      const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : 'no answer (connection failed)';
+      throw new ApiError('ComputeUnreachable', `${method} ${path}: ${why}`, { cause: err, final: false, reason: why, detail: `${this.base}${path}: ${e.message}` });
     }
     const requestId = res.headers.get('x-openstack-request-id') ?? undefined;
     let text: string;
     try {
       text = await res.text();
     } catch (err) {
-      throw new ApiError('ComputeUnreachable', `${method} ${this.base}${path}: the answer was cut off (${(err as Error).message})`, { cause: err, final: false });
+      throw new ApiError('ComputeUnreachable', `${method} ${path}: the answer was cut off`, { cause: err, final: false, detail: `${this.base}${path}: ${(err as Error).message}` });
     }
     let parsed: unknown;
     try {
@@ -87,7 +91,7 @@ export class ApiClient {
     }
     if (!res.ok) throw errorFromFault(res.status, parsed, requestId);
     if (text && parsed === undefined) {
-      throw new ApiError('InternalError', `${method} ${this.base}${path}: the answer (HTTP ${res.status}) is not JSON`, { final: false, ...(requestId ? { requestId } : {}) });
+      throw new ApiError('InternalError', `${method} ${path}: the answer (HTTP ${res.status}) is not JSON`, { final: false, ...(requestId ? { requestId } : {}) });
     }
     return { status: res.status, body: parsed as T, requestId };
   }

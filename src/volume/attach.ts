@@ -84,7 +84,21 @@ export class VolumeAttachService implements VolumeAttacher {
         if (isFinalError(err)) await store.updateVolume(volumeId, ['detaching'], { status: before.status });
         throw err;
       }
-      await store.updateVolume(volumeId, ['detaching'], { status: 'available', serverId: null, serverProjectId: null, device: null });
+      // A failed extend may have grown the storage (or QEMU the file) past the record: a
+      // detached volume's size is what its storage has, measured.
+      const grown = before.status === 'error_extending' ? await this.storageBytes(before) : undefined;
+      await store.updateVolume(volumeId, ['detaching'], {
+        status: 'available',
+        serverId: null,
+        serverProjectId: null,
+        device: null,
+        ...(grown !== undefined && grown > before.sizeBytes ? { sizeBytes: grown } : {}),
+      });
     });
+  }
+
+  private async storageBytes(v: VolumeRecord): Promise<number | undefined> {
+    const backend = this.deps.backends.get(v.backend);
+    return backend?.getBytes(v.id).catch(() => undefined);
   }
 }

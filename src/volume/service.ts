@@ -193,6 +193,7 @@ export class VolumeService {
           if (newBytes < has) throw errors.shrinkRefused(cur.id, newBytes, has, 'the volume has');
         }
         plan = isAttached(cur) ? await this.planAttached(cur) : { mode: 'detached', hostBytes: null, computeRequestIds: [] };
+        if (plan.hostBytes !== null) VolumeService.checkHostTarget(cur, newBytes, plan.hostBytes);
       },
       guard: () => ({ sizeBelow: newBytes }),
       patch: () => ({
@@ -250,6 +251,15 @@ export class VolumeService {
     } catch (err) {
       throw computeRefusal(v.id, err);
     }
+  }
+
+  /**
+   * The compute host may already see more than the record says (an extend that timed out after
+   * the storage or even the guest grew): a target below what it sees cannot be reached without a
+   * shrink, so it is refused now, before anything changes.
+   */
+  private static checkHostTarget(v: VolumeRecord, newBytes: number, hostBytes: number): void {
+    if (newBytes < hostBytes) throw errors.shrinkRefused(v.id, newBytes, hostBytes, 'the compute host sees');
   }
 
   /** One page of the volume's actions, newest first. */

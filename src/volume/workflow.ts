@@ -107,6 +107,11 @@ export class ExtendWorkflow {
   private readonly abort = new AbortController();
   private watchdog: NodeJS.Timeout | undefined;
   private ticking = false;
+  /**
+   * The last uncertain error of each running extend, also kept here: when the database itself
+   * is failing (a full disk), it cannot be stored, and a deadline must still report it.
+   */
+  private readonly lastErrors = new Map<string, NonNullable<ExtendState['lastError']>>();
 
   constructor(deps: WorkflowDeps) {
     this.store = deps.store;
@@ -198,9 +203,14 @@ export class ExtendWorkflow {
     for (let failures = 0; ; failures++) {
       if (this.closed) return { volume: undefined };
       try {
-        return await this.run(volumeId);
+        const result = await this.run(volumeId);
+        this.lastErrors.delete(volumeId);
+        return result;
       } catch (err) {
         if (this.closed) return { volume: undefined };
+        const e = asServiceError(err);
+        const prev = this.lastErrors.get(volumeId);
+        this.lastErrors.set(volumeId, { step: prev?.step ?? FIRST_STEP, code: e.code, message: e.message, at: new Date().toISOString() });
         this.log.error({ err, volumeId, failures: failures + 1 }, 'extend run failed; restarting it from the stored state');
         await this.pause(this.backoff(failures, 100));
       }
@@ -231,6 +241,7 @@ export class ExtendWorkflow {
         }
         const attempts = state.attempts + 1;
         const lastError = { step: state.step, code: error.code, message: error.message, at: new Date().toISOString() };
+        this.lastErrors.set(volumeId, lastError);
         await this.save(v, { ...state, attempts, lastError });
         this.log.warn({ volumeId, step: state.step, attempts, code: error.code, err: error.message }, 'extend step failed, retrying');
         await this.pause(this.backoff(attempts));
@@ -400,7 +411,7 @@ export class ExtendWorkflow {
   private async failAtDeadline(v: VolumeRecord): Promise<ServiceError | undefined> {
     const state = v.extend;
     if (!state) return undefined;
-    const last = state.lastError;
+    const last = this.lastErrors.get(v.id) ?? state.lastError;
     const reason = `timed out after ${this.options.timeoutMs} ms at step ${state.step}` + (last ? `; last error: ${last.message}` : '');
     const error = new ServiceError('RequestTimeout', `Extend of volume ${v.id} ${reason}`);
     return (await this.end(v, state, reason, last?.code ?? 'RequestTimeout')) ? error : undefined;

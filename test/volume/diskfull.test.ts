@@ -4,6 +4,8 @@
  * Every store write and the fake hypervisor's state file fail with ENOSPC / SQLITE_FULL meanwhile.
  * - 8 in-use extends: the supervised workflow rides it out in the same process; all 8 volumes end
  *   in-use at their new size within their deadline, and a new extend works after, no restart.
+ * - extends whose deadline passes while the disk is still full end with that cause, not just
+ *   "timed out" (the cause is kept in memory when it cannot be stored).
  * - attaches and detaches whose last write fails: the reconciler brings each volume to the status
  *   the hypervisor says (in-use if the disk is plugged in, available if not), no restart.
  */
@@ -87,6 +89,49 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of wor
     for (const v of list) {
       expect(v.status, v.id).toBe(plugged.has(v.id) ? 'in-use' : 'available');
       expect(v.attachments.length, v.id).toBe(plugged.has(v.id) ? 1 : 0);
+    }
+  }, 60_000);
+
+  it('keeps the real cause when the deadline passes while the disk is still full', async () => {
+    await h?.cleanup();
+    h = await makeService({ dataRoot: mnt, config: { extendStepDelayMs: 150, extendTimeoutMs: 2_000, extendWatchdogMs: 200 } });
+    const svc = h;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const v = (await svc.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: `late-${i}`, size_bytes: 16 * MiB } })).body.volume;
+      await svc.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: v.id } });
+      ids.push(v.id);
+    }
+    for (const id of ids) await svc.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: 32 * MiB } });
+    const filler = join(mnt, 'filler3');
+    const fd = openSync(filler, 'w');
+    try {
+      for (;;) writeSync(fd, Buffer.alloc(MiB));
+    } catch {
+      // full
+    }
+    try {
+      for (;;) writeSync(fd, Buffer.alloc(512));
+    } catch {
+      // to the last sector
+    }
+    closeSync(fd);
+    // Full for longer than the 2 s deadline.
+    await new Promise((r) => setTimeout(r, 4_000));
+    rmSync(filler);
+    type Vol = { id: string; status: string; extend: { error: string | null; error_code: string | null } | null };
+    const end = Date.now() + 15_000;
+    let list: Vol[] = [];
+    for (;;) {
+      list = (await svc.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes;
+      if (list.every((v) => v.status !== 'extending')) break;
+      if (Date.now() > end) throw new Error('still extending');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const v of list) {
+      expect(v.status, v.id).toBe('error_extending');
+      expect(v.extend?.error, v.id).toMatch(/timed out after 2000 ms at step \w+; last error: .*(disk is full|no space left)/);
+      expect(v.extend?.error_code, v.id).toBe('InternalError');
     }
   }, 60_000);
 

@@ -7,6 +7,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiError } from '../../src/httpClient.js';
 import { errors } from '../../src/errors.js';
+import { SqliteStore } from '../../src/db/sqlite.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
 import { fakeInventory, makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
 
@@ -298,7 +299,7 @@ describe('extending the volume of a server in each state', () => {
 });
 
 describe('messages name what has the size', () => {
-  it('says what the volume has, not what a guest sees, when a retry on a detached volume is below its storage', async () => {
+  it('names what has the size (the storage, not a guest) when a retry is below what a failed extend gave the storage', async () => {
     h = await makeService({ config: { extendStepDelayMs: 100 } });
     const v = await createVolume();
     await attach(v.id);
@@ -316,12 +317,35 @@ describe('messages name what has the size', () => {
     const early = (await extend(v.id, 128 * MiB).catch((e: unknown) => e)) as ApiError;
     expect(early.status).toBe(400);
     expect(early.message).toMatch(/below the 201326592 bytes the storage already has/);
+    // Detached, its size is what its storage has, measured.
     await h.compute.request('DELETE', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments/${v.id}`);
+    expect(await show(v.id)).toMatchObject({ status: 'available', size_bytes: 192 * MiB });
+    const err = (await extend(v.id, 128 * MiB).catch((e: unknown) => e)) as ApiError;
+    expect(err.status).toBe(400);
+    expect(err.message).toMatch(/current size 201326592 bytes: volumes are never shrunk/);
+    expect(err.message).not.toMatch(/guest/);
+    expect(statSync(fileOf(v.id)).size).toBe(192 * MiB);
+  });
+});
+
+describe('a retry after an extend that grew more than the record says', () => {
+  it('refuses up front (400, nothing changed) a target below what the compute host already sees', async () => {
+    h = await makeService();
+    const v = await createVolume();
+    await attach(v.id);
+    // An extend that timed out after the guest grew: compute has 192 MiB, the record 64 MiB.
+    await h.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-online_extend_volume/${v.id}`, { onlineExtendVolume: { bytes: 192 * MiB } });
+    const db = new SqliteStore(join(h.config.dataDir, 'online-extend.sqlite'));
+    await db.updateVolume(v.id, ['in-use'], { status: 'error_extending' });
+    const before = await db.getVolume(v.id);
     const err = (await extend(v.id, 128 * MiB).catch((e: unknown) => e)) as ApiError;
     expect(err.status).toBe(400);
     expect(err.code).toBe('VolumeShrinkRefused');
-    expect(err.message).toMatch(/the volume has now/);
-    expect(err.message).not.toMatch(/guest/);
-    expect(statSync(fileOf(v.id)).size).toBe(192 * MiB);
+    expect(err.message).toMatch(/below the 201326592 bytes the compute host sees/);
+    expect(await db.getVolume(v.id)).toEqual(before);
+    // The size it has, or more, finishes the job.
+    expect((await extend(v.id, 192 * MiB)).status).toBe(202);
+    expect(await settle(v.id)).toMatchObject({ status: 'in-use', size_bytes: 192 * MiB });
+    await db.close();
   });
 });
