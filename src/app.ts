@@ -60,7 +60,7 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   const compute = new ComputeAPI({ store: deps.store, rpc: new LocalComputeRpc(manager), logger: deps.logger.child({ component: 'compute-api' }) });
   const auth = new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
-  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', ...(deps.http ? { limits: deps.http } : {}) });
+  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
   const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.attacher ? { attacher: deps.attacher } : {}) };
   registerOnlineExtendVolume(app, routeDeps);
   registerServers(app, routeDeps);

@@ -9,6 +9,7 @@ import { ApiClient, ApiError } from './httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
 import { registerVolumeCommands } from './cli/volume.js';
+import { listAll, projectOf } from './cli/client.js';
 import { registerLabCommands } from './lab/cli.js';
 
 type Out = (s: string) => void;
@@ -154,7 +155,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       }
     });
 
-  const base = (o: ClientOpts) => `/v2/${encodeURIComponent(o.project ?? env.ONLINE_EXTEND_PROJECT ?? 'admin')}/servers`;
+  const base = (o: ClientOpts) => `/v2/${projectOf(o.project, env)}/servers`;
   const COMPUTE_URL = 'http://127.0.0.1:8774';
 
   clientOptions(program.command('rescan').description('make the compute host see the volume’s new size'))
@@ -194,7 +195,8 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
   clientOptions(program.command('servers').description('list servers and their attached volumes'))
     .action(async (o: Omit<ClientOpts, 'server' | 'volume'>) => {
       const c = clientFrom(o, env, COMPUTE_URL);
-      const res = await c.request<{ servers: Array<Record<string, unknown>> }>('GET', `${base(o as ClientOpts)}/detail`);
+      const servers = await listAll<Record<string, unknown>>(c, `${base(o as ClientOpts)}/detail`, 'servers');
+      const res = { body: { servers } };
       out(
         render(
           o.format,

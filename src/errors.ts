@@ -229,6 +229,7 @@ export function faultBody(err: ServiceError): Record<string, { code: number; mes
  * so a message reads as what it is in a terminal or a log.
  */
 function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   return text.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 

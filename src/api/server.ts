@@ -31,6 +31,8 @@ export type { HttpLimits } from './transport.js';
 declare module 'fastify' {
   interface FastifyRequest {
     auth?: AuthContext;
+    /** Whether this API lets `service` tokens act in any project (ServerDeps.serviceActsInAnyProject). */
+    serviceActsInAnyProject?: boolean;
   }
 }
 
@@ -43,6 +45,11 @@ export interface ServerDeps {
   title: string;
   /** Timeouts, connection cap and drain grace; missing ones take the Config defaults. */
   limits?: Partial<HttpLimits>;
+  /**
+   * Let tokens with the `service` role use URLs of any project (see `checkProject`). Only the
+   * compute API needs it (the volume service calls it for the server's project); off elsewhere.
+   */
+  serviceActsInAnyProject?: boolean;
 }
 
 /** The HTTP limits a Config asks for (each API gets the same). */
@@ -184,6 +191,7 @@ export async function createServer(deps: ServerDeps): Promise<App> {
     }
     if (req.url.length > MAX_URL_LENGTH) return done(errors.uriTooLong(MAX_URL_LENGTH));
     if (req.raw.httpVersion === '1.1' && req.headers.host === undefined) return done(errors.badRequest('An HTTP/1.1 request needs a Host header.'));
+    req.serviceActsInAnyProject = deps.serviceActsInAnyProject === true;
     const params = req.params as Record<string, string | undefined> | undefined;
     const project = params?.tenant_id ?? params?.project_id;
     if (project === undefined) return done();
@@ -221,13 +229,15 @@ async function authenticate(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest)
  * project_id …", 400) — for admins too: an admin acts on another project's resources through
  * its own project's URL (Nova's all_tenants), never through the other project's.
  *
- * The one exception is a token with the `service` role: our volume service calls the compute
- * API with its own token (project `service`) on the URL of the server's project, as an OpenStack
- * service does with a keystonemiddleware service token. Policy still applies to it.
+ * The one exception, on the compute API only (`serviceActsInAnyProject`), is a token with the
+ * `service` role: our volume service calls the compute API with its own token (project
+ * `service`) on the URL of the server's project, as an OpenStack service does with a
+ * keystonemiddleware service token. Policy still applies to it.
  */
-export function checkProject(urlProject: string, auth: AuthContext): void {
+export function checkProject(urlProject: string, auth: AuthContext, serviceActsInAnyProject: boolean): void {
   if (!PROJECT_ID.test(urlProject)) throw errors.invalidInput(`Malformed request URL: a project id is ${PROJECT_ID_RULE}.`);
-  if (urlProject !== auth.projectId && !auth.roles.some((r) => r.toLowerCase() === SERVICE_ROLE)) throw errors.projectMismatch(urlProject, auth.projectId);
+  const service = serviceActsInAnyProject && auth.roles.some((r) => r.toLowerCase() === SERVICE_ROLE);
+  if (urlProject !== auth.projectId && !service) throw errors.projectMismatch(urlProject, auth.projectId);
 }
 
 /** The onRequest check of every route with a project in its URL: id alphabet, token, project. */
@@ -235,7 +245,7 @@ async function checkUrlProject(deps: Pick<ServerDeps, 'auth'>, req: FastifyReque
   // The alphabet first: a malformed URL is refused without a token lookup.
   if (!PROJECT_ID.test(urlProject)) throw errors.invalidInput(`Malformed request URL: a project id is ${PROJECT_ID_RULE}.`);
   const auth = await authenticate(deps, req);
-  if (urlProject !== auth.projectId) checkProject(urlProject, auth);
+  if (urlProject !== auth.projectId) checkProject(urlProject, auth, req.serviceActsInAnyProject === true);
 }
 
 /**
@@ -245,7 +255,7 @@ async function checkUrlProject(deps: Pick<ServerDeps, 'auth'>, req: FastifyReque
  */
 export async function authorize(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: FastifyRequest, action: string, target: PolicyTarget): Promise<RequestContext> {
   const auth = await authenticate(deps, req);
-  if (target.project_id !== undefined && target.project_id !== auth.projectId) checkProject(target.project_id, auth);
+  if (target.project_id !== undefined && target.project_id !== auth.projectId) checkProject(target.project_id, auth, req.serviceActsInAnyProject === true);
   if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
   return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
 }

@@ -5,6 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { errors } from '../errors.js';
+import { isProjectId, isUserId, PROJECT_ID_RULE, USER_ID_RULE } from './ids.js';
 import type { ComputeStore, TokenRecord } from '../db/store.js';
 import { writePrivateFile } from '../util/privateFile.js';
 import type { Credentials } from './policy.js';
@@ -64,6 +65,9 @@ export async function issueToken(
   opts: { userId: string; projectId: string; roles: string[]; ttlMs: number; now?: Date },
 ): Promise<{ token: string; record: TokenRecord }> {
   checkRoleNames(opts.roles);
+  // A token for a project the API would refuse in every URL could never be used.
+  if (!isProjectId(opts.projectId)) throw new Error(`invalid project id ${JSON.stringify(opts.projectId)}: a project id is ${PROJECT_ID_RULE}`);
+  if (!isUserId(opts.userId)) throw new Error(`invalid user id ${JSON.stringify(opts.userId)}: a user id is ${USER_ID_RULE}`);
   if (!(opts.ttlMs > 0)) throw new Error(`token lifetime must be positive, got ${opts.ttlMs} ms`);
   const now = opts.now ?? new Date();
   const token = `oe-${randomBytes(32).toString('base64url')}`;

@@ -1,6 +1,7 @@
 /** `online-extend volume …`: the volume API's client commands. */
 import { Option, type Command } from 'commander';
 import { ApiClient } from '../httpClient.js';
+import { listAll, projectOf } from './client.js';
 import { render, type Format } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
 
@@ -42,7 +43,7 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
     cmd
       .option('--url <url>', 'volume API URL (env ONLINE_EXTEND_VOLUME_URL, default http://127.0.0.1:8776)')
       .option('--token <token>', 'auth token (env ONLINE_EXTEND_TOKEN)')
-      .option('--project <id>', 'project id (env ONLINE_EXTEND_PROJECT, default admin)')
+      .option('--project <id>', "project id, the token's (env ONLINE_EXTEND_PROJECT)")
       .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'));
   const client = (o: VolumeOpts, compute = false) => {
     const token = o.token ?? env.ONLINE_EXTEND_TOKEN;
@@ -52,7 +53,7 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
       : (o.url ?? env.ONLINE_EXTEND_VOLUME_URL ?? 'http://127.0.0.1:8776');
     return new ApiClient({ url, token });
   };
-  const project = (o: VolumeOpts) => encodeURIComponent(o.project ?? env.ONLINE_EXTEND_PROJECT ?? 'admin');
+  const project = (o: VolumeOpts) => projectOf(o.project, env);
   const get = async (o: VolumeOpts, id: string) =>
     (await client(o).request<{ volume: VolumeView }>('GET', `/v3/${project(o)}/volumes/${id}`)).body.volume;
   const show = (o: VolumeOpts, v: VolumeView) => out(render(o.format, { volume: v }, [row(v)]));
@@ -70,8 +71,8 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
     });
 
   common(volume.command('list').description('list volumes')).action(async (o: VolumeOpts) => {
-    const res = await client(o).request<{ volumes: VolumeView[] }>('GET', `/v3/${project(o)}/volumes/detail`);
-    out(render(o.format, res.body, res.body.volumes.map(row)));
+    const volumes = await listAll<VolumeView>(client(o), `/v3/${project(o)}/volumes/detail`, 'volumes');
+    out(render(o.format, { volumes }, volumes.map(row)));
   });
 
   common(volume.command('show').description('show a volume and its recent actions').argument('<id>')).action(async (id: string, o: VolumeOpts) => {
@@ -130,7 +131,7 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
       }
     });
 
-  common(volume.command('delete').description('delete an available volume').argument('<id>')).action(async (id: string, o: VolumeOpts) => {
+  common(volume.command('delete').description('delete a volume that is not attached (available, error or error_extending)').argument('<id>')).action(async (id: string, o: VolumeOpts) => {
     await client(o).request('DELETE', `/v3/${project(o)}/volumes/${id}`);
     out(o.format === 'json' ? JSON.stringify({ deleted: id }) : `deleted ${id}`);
   });

@@ -136,11 +136,14 @@ describe("the URL's project must be the token's", () => {
     expect(await observable()).toEqual(before);
   });
 
-  it("lets the project's own admin, and a service-role token from project 'service', read every route (the inverse)", async () => {
+  it("lets the project's own admin read every route, and a service-role token from project 'service' every compute route (the inverse)", async () => {
     for (const r of (await routes()).filter((x) => x.method === 'GET')) {
       for (const token of [tokens.ownAdmin, tokens.service]) {
         const res = await call(r.base, r.method, fill(r.template, PROJECT), token);
-        expect({ route: r.template, status: res.status }).toEqual({ route: r.template, status: 200 });
+        // The service exemption is the compute API's only (our volume service calls it); the
+        // volume API holds a service token to its own project like any other.
+        const expected = token === tokens.service && r.base === h.service.volumeUrl ? 400 : 200;
+        expect({ route: r.template, status: res.status }).toEqual({ route: r.template, status: expected });
       }
     }
   });

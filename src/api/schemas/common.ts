@@ -20,8 +20,8 @@ export const PathId = Type.String({ minLength: 1, maxLength: 255 });
  * not `.` or `..`. Unlike server and volume ids, a project id outside this alphabet is a 400: it
  * must equal the token's project anyway, and it ends up as the owner of what is created.
  */
-export const PROJECT_ID_PATTERN = '^(?!\\.{1,2}$)[A-Za-z0-9_.-]{1,64}$';
-export const PROJECT_ID_RULE = "1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-' (not '.' or '..')";
+import { PROJECT_ID_PATTERN, PROJECT_ID_RULE } from '../../auth/ids.js';
+export { PROJECT_ID_PATTERN, PROJECT_ID_RULE };
 export const ProjectId = Type.String({ pattern: PROJECT_ID_PATTERN, description: `Project id: ${PROJECT_ID_RULE}; must be the token's project` });
 
 export const Bytes = Type.Integer({

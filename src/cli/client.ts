@@ -1,0 +1,29 @@
+/** What the client commands share: the project they act in, and lists read to their end. */
+import type { ApiClient } from '../httpClient.js';
+
+/**
+ * The project in the URL: `--project`, else ONLINE_EXTEND_PROJECT. There is no default: the API
+ * refuses a URL whose project is not the token's (400), so guessing one only hides the mistake.
+ */
+export function projectOf(opt: string | undefined, env: NodeJS.ProcessEnv): string {
+  const project = opt ?? env.ONLINE_EXTEND_PROJECT;
+  if (!project) throw new Error("no project: pass --project or set ONLINE_EXTEND_PROJECT (the token's project)");
+  return encodeURIComponent(project);
+}
+
+/**
+ * Every item of a paged list (Nova's and Cinder's `limit`/`marker`): follows the `rel: next`
+ * links in `<key>_links` until there is none. Returns the items and the first page's body shape.
+ */
+export async function listAll<T>(client: ApiClient, path: string, key: string): Promise<T[]> {
+  const items: T[] = [];
+  let next: string | undefined = path;
+  for (let pages = 0; next !== undefined; pages++) {
+    if (pages > 100_000) throw new Error(`${path}: the listing does not end`);
+    const res: { body: Record<string, unknown> } = await client.request<Record<string, unknown>>('GET', next);
+    items.push(...((res.body[key] as T[] | undefined) ?? []));
+    const links = res.body[`${key}_links`] as Array<{ rel: string; href: string }> | undefined;
+    next = links?.find((l) => l.rel === 'next')?.href;
+  }
+  return items;
+}
