@@ -137,19 +137,22 @@ export interface RunningService {
 export async function startService(config: Config): Promise<RunningService> {
   // First of all: take the data dir (one serve per data dir), make it private and check the
   // database; refuse to start otherwise (DataDirError, with what was found and what to do).
-  const dataDir = openDataDir(config.dataDir, { lock: true, backends: config.backends });
+  const started = performance.now();
+  const dataDir = openDataDir(config.dataDir, { lock: true, backends: config.backends, allowOrphanVolumes: config.allowOrphanVolumes });
+  const checkMs = Math.round(performance.now() - started);
   try {
-    return await runService(config, dataDir);
+    return await runService(config, dataDir, checkMs);
   } catch (err) {
     await dataDir.close().catch(() => undefined);
     throw err;
   }
 }
 
-async function runService(config: Config, dataDir: OpenedDataDir): Promise<RunningService> {
+async function runService(config: Config, dataDir: OpenedDataDir, checkMs: number): Promise<RunningService> {
   const logger = createLogger(config.logLevel);
   const store = dataDir.store;
   if (dataDir.secured.length) logger.warn({ files: dataDir.secured.length }, 'made data dir files private (0600/0700)');
+  logDataDirCheck(logger, dataDir, checkMs);
   const driver = await createDriver(config, logger);
   const policy = config.policyFile ? PolicyEnforcer.fromFile(config.policyFile) : new PolicyEnforcer();
   const backends = createBackends(config);
@@ -246,6 +249,26 @@ async function runService(config: Config, dataDir: OpenedDataDir): Promise<Runni
       await dataDir.close();
     },
   };
+}
+
+/** What the start-up checks of the data dir found (openDataDir), for the operator. */
+function logDataDirCheck(logger: Logger, dataDir: OpenedDataDir, checkMs: number): void {
+  const v = dataDir.volumes;
+  logger.info(
+    { dataDir: dataDir.dir, databaseId: dataDir.databaseId, volumes: v?.volumes, volumeFiles: v?.files, orphanVolumeFiles: v?.orphans.length, ms: checkMs },
+    'data dir checked',
+  );
+  if (dataDir.adopted) logger.info({ databaseId: dataDir.databaseId }, 'data dir marker now records the database identity');
+  if (v && v.orphans.length > 0) {
+    // Only reached with --allow-orphan-volumes: loud, every time, until the operator deals with them.
+    logger.error(
+      { count: v.orphans.length, volumeIds: v.orphans.slice(0, 1000).map((f) => f.volumeId), files: v.orphans.slice(0, 1000).map((f) => `${f.backend}/${f.name}`) },
+      'volume files belong to no volume in the database: started anyway (--allow-orphan-volumes); they are left in place and served by nothing',
+    );
+  }
+  if (v && v.withoutFile.length > 0) {
+    logger.warn({ count: v.withoutFile.length, volumeIds: v.withoutFile.slice(0, 100) }, 'volumes in the database have no file under the data dir');
+  }
 }
 
 export function createLogger(level: string): Logger {

@@ -73,6 +73,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--http-max-connections <n>', 'open connections per API (default: from the open-files limit)')
     .option('--shutdown-grace <ms>', 'on SIGTERM/SIGINT, let requests being served finish this long, then exit (default 10000)')
     .option('--fake-latency <ms>', 'delay every fake-driver call (tests of slow requests only)')
+    .option('--allow-orphan-volumes', 'start even though volume files belong to no volume in the database (logged, left alone)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const config = loadConfig(env, {
         host: o.host,
@@ -97,6 +98,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         httpMaxConnections: o.httpMaxConnections,
         shutdownGraceMs: o.shutdownGrace,
         fakeLatencyMs: o.fakeLatency,
+        allowOrphanVolumes: o.allowOrphanVolumes,
       });
       // Everything this process creates (the database, its WAL, qemu-img's images, …) is private
       // to the service's user; startService also sets modes explicitly and fixes older files.

@@ -68,6 +68,12 @@ export interface Config {
   shutdownGraceMs: number;
   /** Artificial latency of every fake-driver call, in ms: for tests of slow requests only. */
   fakeLatencyMs: number;
+  /**
+   * Start even though volume files under `DATA_DIR/volumes/` belong to no volume in the database
+   * (they are logged at error level and left alone). A flag only (`serve --allow-orphan-volumes`),
+   * never from the environment: an override left set would hide the next lost database.
+   */
+  allowOrphanVolumes: boolean;
 }
 
 /** File descriptors kept for everything but HTTP connections (database, hypervisor, storage, logs). */
@@ -100,6 +106,7 @@ export const DEFAULTS: Config = {
   httpMaxConnections: 0,
   shutdownGraceMs: 10_000,
   fakeLatencyMs: 0,
+  allowOrphanVolumes: false,
 };
 
 /** Environment variables that set config keys (documented in the README). */
@@ -159,6 +166,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof C
   }
   if (!(merged.backends as string[]).includes(String(merged.defaultBackend))) merged.defaultBackend = (merged.backends as string[])[0] ?? 'file';
   merged.volumeApi = merged.volumeApi !== false && merged.volumeApi !== 'false';
+  merged.allowOrphanVolumes = merged.allowOrphanVolumes === true || merged.allowOrphanVolumes === 'true';
   merged.dataDir = resolve(String(merged.dataDir));
   for (const key of ['httpHeadersTimeoutMs', 'httpRequestTimeoutMs', 'httpKeepAliveTimeoutMs'] as const) {
     if ((merged[key] as number) === 0) throw new Error(`config ${key}: must be above 0 (a connection without a deadline can be held forever)`);

@@ -95,4 +95,12 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX servers_host_id ON servers(host, id);
   DROP INDEX servers_host;
   `,
+  // 5: the database's identity, recorded in the data dir's marker (db/dataDir.ts) so that a
+  // database swapped in from elsewhere (a fresh one, another host's) is refused at start rather
+  // than silently orphaning the volumes of the one it replaced. Random per database, made here by
+  // SQLite's own generator (seeded from the OS), so every database gets one when its schema is made.
+  `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+  INSERT INTO meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))));
+  `,
 ];

@@ -44,6 +44,23 @@ export function migrate(db: Database.Database): number {
   return MIGRATIONS.length;
 }
 
+/**
+ * The database's identity (schema 5 on; a random 32-hex-digit string made with its schema), or
+ * undefined where it has none: an older schema, or the row was removed.
+ */
+export function databaseIdOf(db: Database.Database): string | undefined {
+  const hasMeta = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined;
+  if (!hasMeta) return undefined;
+  const row = db.prepare("SELECT value FROM meta WHERE key = 'database_id'").get() as { value: string } | undefined;
+  return row?.value;
+}
+
+/** The database's identity, made now if the row is missing (needs schema 5 or later). */
+export function ensureDatabaseId(db: Database.Database): string {
+  db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))))").run();
+  return databaseIdOf(db)!;
+}
+
 /** Mode of the database and its -wal/-shm files: they hold token hashes and the volume inventory. */
 export const DB_FILE_MODE = 0o600;
 

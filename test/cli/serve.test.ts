@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -44,32 +44,46 @@ interface Serve {
   computeUrl: string;
   compute: ApiClient;
   volume: ApiClient;
+  /** Its stdout so far, line by line (the JSON log lines among them). */
+  stdout: string[];
 }
 
-function serveArgs(): string[] {
-  return ['serve', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--sync-interval', '0'];
+function serveArgs(...extra: string[]): string[] {
+  return ['serve', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--sync-interval', '0', ...extra];
 }
 
 /** Start `serve` and wait until both APIs listen. `umask` 022 shows serve narrows it itself. */
-async function serve(token: string): Promise<Serve> {
-  const child = spawn('/bin/sh', ['-c', 'umask 022 && exec "$0" "$@"', process.execPath, BIN, ...serveArgs()], {
+async function serve(token: string, opts: { args?: string[]; logLevel?: string } = {}): Promise<Serve> {
+  const child = spawn('/bin/sh', ['-c', 'umask 022 && exec "$0" "$@"', process.execPath, BIN, ...serveArgs(...(opts.args ?? []))], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' },
+    env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: opts.logLevel ?? 'warn' },
   });
   children.add(child);
   child.once('exit', () => children.delete(child));
   let stderr = '';
   child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
   const urls: string[] = [];
+  const stdout: string[] = [];
   await new Promise<void>((res, rej) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
+      stdout.push(line);
       const m = /API listening on (http:\/\/\S+)/.exec(line);
       if (m) urls.push(m[1]!);
       if (urls.length === 2) res();
     });
     child.once('exit', (code) => rej(new Error(`serve exited with ${code}: ${stderr}`)));
   });
-  return { child, computeUrl: urls[0]!, compute: new ApiClient({ url: urls[0]!, token }), volume: new ApiClient({ url: urls[1]!, token }) };
+  return { child, computeUrl: urls[0]!, compute: new ApiClient({ url: urls[0]!, token }), volume: new ApiClient({ url: urls[1]!, token }), stdout };
+}
+
+/** The first JSON log line of `p` whose message starts with `msg`, waiting for it (pino writes asynchronously). */
+async function logLine(p: Serve, msg: string): Promise<Record<string, unknown> | undefined> {
+  const until = Date.now() + 5_000;
+  for (;;) {
+    const found = p.stdout.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => String(l.msg).startsWith(msg));
+    if (found || Date.now() > until) return found;
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /** Stop `serve` with `signal`; SIGTERM must end it cleanly (exit status 0). */
@@ -241,6 +255,67 @@ describe('a data dir whose database is gone', () => {
   });
 });
 
+/** Every file under `dir` with its bytes, to show a refusal changed nothing (SQLite's -wal/-shm and the lock aside). */
+function contents(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (p: string) => {
+    for (const n of readdirSync(p)) {
+      const f = join(p, n);
+      if (statSync(f).isDirectory()) walk(f);
+      else if (!/-(wal|shm)$|serve\.lock$/.test(n)) out[f.slice(dir.length)] = readFileSync(f).toString('base64');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+describe('a data dir whose database is not its own, or lost volumes', () => {
+  it('refuses to start on a fresh database copied over a used data dir, naming both identities, and changes nothing', async () => {
+    const token = tokenCreate('--roles', 'admin');
+    const p = await serve(token);
+    for (const name of ['a', 'b', 'c']) await p.volume.request('POST', `/v3/${PROJECT}/volumes`, { volume: { name, size_bytes: 8 * MiB } });
+    await stop(p);
+    const marker = JSON.parse(readFileSync(join(data, 'data-dir.json'), 'utf8')) as { databaseId: string };
+    // A fresh data dir's database (token create makes one), copied in as an operator would.
+    const fresh = join(root, 'fresh');
+    expect(cli(['token', 'create', '--project', PROJECT, '--user', 'u', '--roles', 'admin', '--data-dir', fresh]).status).toBe(0);
+    for (const f of ['online-extend.sqlite-wal', 'online-extend.sqlite-shm']) rmSync(join(data, f), { force: true });
+    copyFileSync(join(fresh, 'online-extend.sqlite'), join(data, 'online-extend.sqlite'));
+    const before = contents(data);
+    const r = cli(serveArgs());
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`is not this data dir's: the marker ${join(data, 'data-dir.json')} records database ${marker.databaseId}`);
+    expect(r.stderr).toMatch(/but this one is database [0-9a-f]{32}\. It was replaced/);
+    expect(contents(data)).toEqual(before);
+  });
+
+  it('refuses volume files the database lost, then starts with --allow-orphan-volumes, logging them and the counts', async () => {
+    const token = tokenCreate('--roles', 'admin');
+    let p = await serve(token);
+    const ids: string[] = [];
+    for (const name of ['a', 'b', 'c']) ids.push((await p.volume.request<{ volume: Vol }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name, size_bytes: 8 * MiB } })).body.volume.id);
+    await stop(p);
+    const lost = ids[1]!;
+    const db = new Database(join(data, 'online-extend.sqlite'));
+    db.prepare('DELETE FROM volumes WHERE id = ?').run(lost);
+    db.close();
+    const before = contents(data);
+    const r = cli(serveArgs());
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`1 volume file(s) under ${join(data, 'volumes')} belong to no volume in the database`);
+    expect(r.stderr).toContain(`(file/${lost}.raw); it knows 2 volume(s)`);
+    expect(r.stderr).toContain('--allow-orphan-volumes');
+    expect(contents(data)).toEqual(before);
+
+    p = await serve(token, { args: ['--allow-orphan-volumes'], logLevel: 'info' });
+    expect(await logLine(p, 'data dir checked')).toMatchObject({ level: 30, volumes: 2, volumeFiles: 3, orphanVolumeFiles: 1 });
+    expect(await logLine(p, 'volume files belong to no volume')).toMatchObject({ level: 50, count: 1, volumeIds: [lost], files: [`file/${lost}.raw`] });
+    expect(existsSync(join(data, 'volumes', 'file', `${lost}.raw`))).toBe(true);
+    expect((await p.volume.request('GET', `/v3/${PROJECT}/volumes/${lost}`).catch((e: { status: number }) => e)).status).toBe(404);
+    await stop(p);
+  });
+});
+
 /** Every directory and file under `dir` with its permission bits (symlinks and sockets aside). */
 function modes(dir: string): Array<[string, string]> {
   const out: Array<[string, string]> = [];
@@ -287,8 +362,9 @@ describeReal(qemuImg ? undefined : 'qemu-img is not installed (apt-get install q
     for (const d of [data, join(data, 'volumes'), join(data, 'volumes', 'file')]) chmodSync(d, 0o755);
     for (const f of ['online-extend.sqlite', 'fake-hypervisor.json', `volumes/file/${q.id}.qcow2`]) chmodSync(join(data, f), 0o644);
     mkdirSync(join(data, 'volumes', 'block'), { mode: 0o755 });
-    writeFileSync(join(data, 'volumes', 'block', 'old.raw'), '', { mode: 0o666 });
-    chmodSync(join(data, 'volumes', 'block', 'old.raw'), 0o666);
+    // A half-made file (what a crash during create leaves): a volume file with no volume would be refused.
+    writeFileSync(join(data, 'volumes', 'block', 'old.raw.tmp-1-ab'), '', { mode: 0o666 });
+    chmodSync(join(data, 'volumes', 'block', 'old.raw.tmp-1-ab'), 0o666);
     expect(modes(data).some(([, m]) => m !== '600' && m !== '700')).toBe(true);
     p = await serve(token);
     expectPrivate(data);

@@ -1,11 +1,12 @@
 /**
  * The data dir's guarantees, in-process with real SQLite files: one holder at a time, a missing,
- * empty, damaged or too-new database refused (and nothing changed), everything private.
+ * empty, damaged or too-new database refused (and nothing changed), the database known to belong
+ * to its data dir (its identity in the marker) and to know every volume file, everything private.
  * Across processes (kill -9, two `serve`) see test/cli/serve.test.ts.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
@@ -20,8 +21,11 @@ import {
   inspectDatabase,
   lockDataDir,
   openDataDir,
+  readMarker,
   secureDataDir,
   type DataDirErrorCode,
+  type OpenDataDirOptions,
+  type OpenedDataDir,
 } from '../../src/db/dataDir.js';
 import { MIGRATIONS } from '../../src/db/migrations.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
@@ -46,19 +50,57 @@ function refusal(fn: () => unknown): DataDirError {
   throw new Error('expected a DataDirError, got none');
 }
 
-/** A data dir as a running service leaves it: a database with a volume, its file, the marker. */
-async function usedDataDir(opts: { rows?: number } = {}): Promise<void> {
-  const opened = openDataDir(dir, { lock: false, backends: ['file'] });
+/**
+ * A data dir as a running service leaves it: a database with `volumes` volumes (vol-1, vol-2, …)
+ * and their files, the marker, and with `fake` the fake hypervisor's state. `at` makes it elsewhere.
+ */
+async function usedDataDir(opts: { rows?: number; volumes?: number; fake?: boolean; at?: string; first?: number } = {}): Promise<void> {
+  const at = opts.at ?? dir;
+  const opened = openDataDir(at, { lock: false, backends: ['file'] });
   const store = opened.store;
-  await store.createVolume({
-    id: 'vol-1', projectId: 'p', name: 'v', sizeBytes: 1 << 20, status: 'available', backend: 'file', format: 'raw',
-    serverId: null, serverProjectId: null, device: null, extend: null,
-  });
+  const first = opts.first ?? 1;
+  for (let i = first; i < first + (opts.volumes ?? 1); i++) {
+    await store.createVolume({
+      id: `vol-${i}`, projectId: 'p', name: 'v', sizeBytes: 1 << 20, status: 'available', backend: 'file', format: i % 2 ? 'raw' : 'qcow2',
+      serverId: null, serverProjectId: null, device: null, extend: null,
+    });
+    writeFileSync(join(at, 'volumes', 'file', `vol-${i}.${i % 2 ? 'raw' : 'qcow2'}`), Buffer.alloc(512));
+  }
   for (let i = 0; i < (opts.rows ?? 0); i++) {
     await store.putToken({ hash: `h${String(i).padStart(6, '0')}`, userId: 'u', projectId: 'p', roles: ['member'], createdAt: '2026-01-01T00:00:00.000Z', expiresAt: '2100-01-01T00:00:00.000Z' });
   }
   await opened.close();
-  writeFileSync(join(dir, 'volumes', 'file', 'vol-1.raw'), Buffer.alloc(512));
+  if (opts.fake) writeFileSync(join(at, FAKE_STATE_FILE), '{"servers":[]}');
+}
+
+/** Put the database at `from` in place of this data dir's, as an operator's `cp` would (no WAL left). */
+function swapDatabase(from: string): void {
+  for (const f of [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`]) rmSync(join(dir, f), { force: true });
+  copyFileSync(from, join(dir, DB_FILE));
+}
+
+/** The schema before databases had an identity: what an older online-extend made. */
+const PRE_IDENTITY = MIGRATIONS.findIndex((m) => m.includes('CREATE TABLE meta'));
+
+/** A database as an older online-extend left it (no identity), knowing `volumeIds`. */
+function olderDatabase(path: string, volumeIds: readonly string[]): void {
+  const d = new Database(path);
+  for (let v = 0; v < PRE_IDENTITY; v++) {
+    d.exec(MIGRATIONS[v]!);
+    d.pragma(`user_version = ${v + 1}`);
+  }
+  const add = d.prepare(
+    "INSERT INTO volumes (id, project_id, name, size_bytes, status, backend, format, created_at, updated_at) VALUES (?, 'p', 'v', 512, 'available', 'file', 'raw', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+  );
+  for (const id of volumeIds) add.run(id);
+  d.close();
+}
+
+/** Run SQL on the data dir's database, as an operator with `sqlite3` would. */
+function sql(statement: string): void {
+  const d = new Database(join(dir, DB_FILE));
+  d.exec(statement);
+  d.close();
 }
 
 /**
@@ -204,8 +246,10 @@ describe('openDataDir on sound data dirs', () => {
   it('starts a fresh data dir, creating the database and the marker', async () => {
     const opened = openDataDir(dir, { lock: true, backends: ['file', 'block'] });
     await opened.close();
-    expect(inspectDatabase(join(dir, DB_FILE))).toEqual({ state: 'ok', schemaVersion: MIGRATIONS.length });
-    expect(JSON.parse(readFileSync(join(dir, MARKER_FILE), 'utf8'))).toMatchObject({ database: DB_FILE });
+    const inspected = inspectDatabase(join(dir, DB_FILE));
+    expect(inspected).toEqual({ state: 'ok', schemaVersion: MIGRATIONS.length, databaseId: expect.stringMatching(/^[0-9a-f]{32}$/) });
+    expect(JSON.parse(readFileSync(join(dir, MARKER_FILE), 'utf8'))).toMatchObject({ database: DB_FILE, databaseId: opened.databaseId });
+    expect(inspected.state === 'ok' && inspected.databaseId).toBe(opened.databaseId);
     expect(statSync(join(dir, 'volumes', 'block')).isDirectory()).toBe(true);
   });
 
@@ -221,7 +265,8 @@ describe('openDataDir on sound data dirs', () => {
     rmSync(join(dir, MARKER_FILE));
     const opened = openDataDir(dir, { lock: true });
     await opened.close();
-    expect(existsSync(join(dir, MARKER_FILE))).toBe(true);
+    expect(opened.adopted).toBe(true);
+    expect(readMarker(dir)?.databaseId).toBe(opened.databaseId);
   });
 
   it('treats a zero-length database with no trace of use as a fresh start', async () => {
@@ -246,6 +291,212 @@ describe('openDataDir on sound data dirs', () => {
     d.close();
     expect(() => new SqliteStore(join(dir, DB_FILE))).toThrow(/newer than this build knows/);
   });
+});
+
+describe('openDataDir refuses a database that is not the data dir’s, or that lost volumes, and changes nothing', () => {
+  interface Case {
+    name: string;
+    code: DataDirErrorCode;
+    /** Start from a used data dir with 200 volumes (their files, the marker, the fake's state), then break it. */
+    damage(): void | Promise<void>;
+    opts?: Partial<OpenDataDirOptions>;
+    says: RegExp[];
+  }
+  const other = () => join(root, 'other');
+  const cases: Case[] = [
+    {
+      name: 'a fresh database copied over it (valid, empty, its own identity)',
+      code: 'DatabaseMismatch',
+      damage: async () => {
+        await openDataDir(other(), { lock: false }).close();
+        swapDatabase(join(other(), DB_FILE));
+      },
+      says: [/is not this data dir's/, /the marker .*data-dir\.json records database [0-9a-f]{32} \(in use since /, /this one is database [0-9a-f]{32}/, /restore it from a backup/, /move the data dir aside/],
+    },
+    {
+      name: 'another data dir’s database, with volumes of its own',
+      code: 'DatabaseMismatch',
+      damage: async () => {
+        await usedDataDir({ at: other(), volumes: 3 });
+        swapDatabase(join(other(), DB_FILE));
+      },
+      says: [/is not this data dir's/, /this one is database [0-9a-f]{32}/],
+    },
+    {
+      name: 'a database an older online-extend made (no identity) copied over it',
+      code: 'DatabaseMismatch',
+      damage: () => {
+        mkdirSync(other(), { recursive: true });
+        olderDatabase(join(other(), 'old.sqlite'), []);
+        swapDatabase(join(other(), 'old.sqlite'));
+      },
+      says: [/has no identity \(one made by an older online-extend\)/, /remove the marker and start again/],
+    },
+    {
+      name: 'its database with the identity row deleted',
+      code: 'DatabaseMismatch',
+      damage: () => sql("DELETE FROM meta WHERE key = 'database_id'"),
+      says: [/has no identity/],
+    },
+    {
+      name: 'the identity mismatch also for a lock-free opener (token create)',
+      code: 'DatabaseMismatch',
+      damage: async () => {
+        await openDataDir(other(), { lock: false }).close();
+        swapDatabase(join(other(), DB_FILE));
+      },
+      opts: { lock: false },
+      says: [/is not this data dir's/],
+    },
+    {
+      name: 'its database with every volume row deleted while the 200 files remain',
+      code: 'OrphanVolumes',
+      damage: () => sql('DELETE FROM volumes'),
+      says: [/^200 volume file\(s\) under .*\/volumes belong to no volume in the database/, /\(file\/vol-1\.raw, file\/vol-10\.qcow2, .*, … 195 more\)/, /it knows 0 volume\(s\)/, /--allow-orphan-volumes/],
+    },
+    {
+      name: 'its own older backup, from before the last 50 volumes were made',
+      code: 'OrphanVolumes',
+      damage: async () => {
+        mkdirSync(other(), { recursive: true });
+        copyFileSync(join(dir, DB_FILE), join(other(), 'backup.sqlite'));
+        await usedDataDir({ volumes: 50, first: 201 });
+        swapDatabase(join(other(), 'backup.sqlite'));
+      },
+      says: [/^50 volume file\(s\) .* belong to no volume/, /file\/vol-201\.raw/, /it knows 200 volume\(s\)/, /Restore the database that knows them/],
+    },
+    {
+      name: 'a file in a backend that is not enabled, whose volume the database does not know',
+      code: 'OrphanVolumes',
+      damage: () => {
+        mkdirSync(join(dir, 'volumes', 'block'));
+        writeFileSync(join(dir, 'volumes', 'block', 'vol-lost.raw'), '');
+      },
+      says: [/^1 volume file\(s\) .*\(block\/vol-lost\.raw\)/, /it knows 200 volume\(s\)/],
+    },
+    {
+      name: 'a marker that is not JSON',
+      code: 'MarkerUnreadable',
+      damage: () => writeFileSync(join(dir, MARKER_FILE), '{"databaseId": "ab'),
+      says: [/data-dir\.json is not one online-extend wrote/, /remove the marker/],
+    },
+  ];
+
+  for (const c of cases) {
+    it(`refuses ${c.name}`, async () => {
+      await usedDataDir({ volumes: 200, fake: true });
+      await c.damage();
+      const before = snapshot(dir);
+      const err = refusal(() => openDataDir(dir, { lock: true, backends: ['file'], ...c.opts }));
+      expect(err.code).toBe(c.code);
+      for (const re of c.says) expect(err.message).toMatch(re);
+      // Nothing created or rewritten (the marker still names the old database), and the lock was given back.
+      expect(snapshot(dir)).toEqual(before);
+      lockDataDir(dir).release();
+    });
+  }
+});
+
+describe('openDataDir on data dirs whose database belongs to them', () => {
+  interface Case {
+    name: string;
+    /** Turn a used data dir with 200 volumes into the case. */
+    prepare(): void | Promise<void>;
+    opts?: Partial<OpenDataDirOptions>;
+    /** What must hold of the opened data dir; `markerBefore` is the marker as it was before. */
+    check(opened: OpenedDataDir, markerBefore: ReturnType<typeof readMarker>): void | Promise<void>;
+  }
+  const cases: Case[] = [
+    {
+      name: 'restarts a healthy data dir, checking its 200 files against its 200 volumes',
+      prepare: () => undefined,
+      check: async (o, before) => {
+        expect(o.volumes).toEqual({ files: 200, volumes: 200, orphans: [], withoutFile: [] });
+        expect(o.adopted).toBe(false);
+        expect(o.databaseId).toBe(before?.databaseId);
+        expect(await o.store.listVolumes({}, { limit: 1000 })).toHaveLength(200);
+      },
+    },
+    {
+      name: 'records the database’s identity in a marker from before identities, keeping its start date',
+      prepare: () => {
+        const m = readMarker(dir)!;
+        writeFileSync(join(dir, MARKER_FILE), JSON.stringify({ format: m.format, database: m.database, createdAt: '2025-01-02T03:04:05.000Z' }));
+      },
+      check: (o) => {
+        expect(o.adopted).toBe(true);
+        expect(readMarker(dir)).toEqual({ format: 'online-extend data dir', database: DB_FILE, createdAt: '2025-01-02T03:04:05.000Z', databaseId: o.databaseId });
+        expect(o.volumes?.orphans).toEqual([]);
+      },
+    },
+    {
+      name: 'upgrades a data dir an older online-extend left (old schema, old marker): migrates, gives the database an identity and records it',
+      prepare: () => {
+        for (const f of [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`]) rmSync(join(dir, f), { force: true });
+        olderDatabase(join(dir, DB_FILE), Array.from({ length: 200 }, (_, i) => `vol-${i + 1}`));
+        writeFileSync(join(dir, MARKER_FILE), JSON.stringify({ format: 'online-extend data dir', database: DB_FILE, createdAt: '2025-01-02T03:04:05.000Z' }));
+      },
+      check: (o) => {
+        expect(o.adopted).toBe(true);
+        expect(o.databaseId).toMatch(/^[0-9a-f]{32}$/);
+        expect(inspectDatabase(join(dir, DB_FILE))).toEqual({ state: 'ok', schemaVersion: MIGRATIONS.length, databaseId: o.databaseId });
+        expect(readMarker(dir)?.databaseId).toBe(o.databaseId);
+        expect(o.volumes).toMatchObject({ files: 200, volumes: 200, orphans: [] });
+      },
+    },
+    {
+      name: 'starts with --allow-orphan-volumes despite deleted volume rows, returning the orphans and leaving their files',
+      prepare: () => sql("DELETE FROM volumes WHERE id IN ('vol-7', 'vol-8')"),
+      opts: { allowOrphanVolumes: true },
+      check: (o, before) => {
+        expect([...o.volumes!.orphans].sort((a, b) => a.name.localeCompare(b.name))).toEqual([
+          { backend: 'file', name: 'vol-7.raw', volumeId: 'vol-7' },
+          { backend: 'file', name: 'vol-8.qcow2', volumeId: 'vol-8' },
+        ]);
+        expect(o.volumes).toMatchObject({ files: 200, volumes: 198 });
+        for (const f of ['vol-7.raw', 'vol-8.qcow2']) expect(existsSync(join(dir, 'volumes', 'file', f))).toBe(true);
+        expect(readMarker(dir)).toEqual(before);
+      },
+    },
+    {
+      name: 'lets a lock-free opener (token create) skip the volume check, which would race with a serving process',
+      prepare: () => sql('DELETE FROM volumes'),
+      opts: { lock: false },
+      check: (o) => expect(o.volumes).toBeUndefined(),
+    },
+    {
+      name: 'reports volumes whose status says they have storage but whose file is gone, without refusing',
+      prepare: () => {
+        rmSync(join(dir, 'volumes', 'file', 'vol-3.raw'));
+        sql("UPDATE volumes SET status = 'creating' WHERE id = 'vol-5'");
+        rmSync(join(dir, 'volumes', 'file', 'vol-5.raw'));
+      },
+      check: (o) => expect(o.volumes).toMatchObject({ files: 198, volumes: 200, orphans: [], withoutFile: ['vol-3'] }),
+    },
+    {
+      name: 'ignores half-made files (*.tmp-*) and names no backend makes',
+      prepare: () => {
+        writeFileSync(join(dir, 'volumes', 'file', 'vol-999.raw.tmp-123-abcd'), '');
+        writeFileSync(join(dir, 'volumes', 'file', 'README'), '');
+        mkdirSync(join(dir, 'volumes', 'file', 'lost+found'));
+      },
+      check: (o) => expect(o.volumes).toMatchObject({ files: 200, orphans: [] }),
+    },
+  ];
+
+  for (const c of cases) {
+    it(c.name, async () => {
+      await usedDataDir({ volumes: 200, fake: true });
+      await c.prepare();
+      const before = readMarker(dir);
+      const opened = openDataDir(dir, { lock: true, backends: ['file'], ...c.opts });
+      try {
+        await c.check(opened, before);
+      } finally {
+        await opened.close();
+      }
+    });
+  }
 });
 
 describe('file modes', () => {
