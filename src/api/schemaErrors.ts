@@ -85,6 +85,9 @@ function describe(e: AjvError): { at: string; what: string } {
     what = `'${String(e.params.missingProperty)}' is a required property`;
   } else if (e.keyword === 'multipleOf') {
     what = `must be a multiple of ${String(e.params.multipleOf)}`;
+  } else if (e.keyword === 'type' && Array.isArray(e.data) && e.params.type !== 'array' && e.data.every((x) => typeof x === 'string')) {
+    // A query parameter given twice (`?limit=1&limit=2`) arrives as an array of strings.
+    what = 'is given more than once; give it once';
   }
   return { at: e.instancePath, what };
 }

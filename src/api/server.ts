@@ -105,6 +105,27 @@ export function renderError(reply: FastifyReply, err: ServiceError): FastifyRepl
   return reply.status(err.status).send(faultBody(err));
 }
 
+/**
+ * Parses a JSON request body. Throws BadRequest: empty, malformed (with the parser's reason), or
+ * holding a `__proto__` key or a `constructor.prototype` (prototype pollution, as Fastify's
+ * secure-json-parse refuses them).
+ */
+export function parseJsonBody(text: string): unknown {
+  if (text.trim() === '') throw errors.badRequest('The request body is empty; a JSON object is required.');
+  let forbidden: string | undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text, (key, value: unknown) => {
+      if (key === '__proto__' || (key === 'constructor' && value !== null && typeof value === 'object' && Object.hasOwn(value, 'prototype'))) forbidden ??= key;
+      return value;
+    });
+  } catch (err) {
+    throw errors.badRequest(`Malformed request body: ${(err as Error).message}.`);
+  }
+  if (forbidden !== undefined) throw errors.badRequest(`Malformed request body: the key '${forbidden}'${forbidden === 'constructor' ? " with a 'prototype'" : ''} is not allowed.`);
+  return parsed;
+}
+
 /** Maps Fastify's own errors (parsing, content type, body size, validation) into the catalogue. */
 function toServiceError(err: FastifyError): ServiceError {
   if (isServiceError(err)) return err;
@@ -182,6 +203,16 @@ export async function createServer(deps: ServerDeps): Promise<App> {
 
   // Only JSON bodies: Fastify's text/plain parser would hand a string to the validator.
   app.removeContentTypeParser('text/plain');
+  // JSON bodies with messages that say what is wrong (Fastify's own says only "not valid JSON"),
+  // and keys that would reach an object's prototype refused by name.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, parseJsonBody(body as string));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
 
   app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-openstack-request-id', req.id);
