@@ -97,6 +97,8 @@ export function rawFault(err: ServiceError, requestId: string, opts: { head?: bo
 export function answerAndClose(socket: Socket, err: ServiceError, requestId: string, opts: { head?: boolean } = {}): void {
   if (socket.destroyed) return;
   const conn = connOf.get(socket);
+  // Already closing after its last answer (a refusal, or an earlier failure): nothing to add.
+  if (conn?.refusing) return;
   const pending = conn ? [...conn.inFlight.values()] : [(socket as HttpSocket)._httpMessage].filter((r): r is ServerResponse => !!r);
   const last = pending.filter((r) => !r.writableFinished && r.req?.complete).at(-1);
   if (last) {
