@@ -71,6 +71,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--http-request-timeout <ms>', 'the whole request, body included, must arrive within this (default 30000)')
     .option('--http-keep-alive-timeout <ms>', 'close a keep-alive connection idle this long (default 5000)')
     .option('--http-max-connections <n>', 'open connections per API (default: from the open-files limit)')
+    .option('--http-send-timeout <ms>', 'cut a connection whose client takes none of its answers for this long (default 10000)')
     .option('--shutdown-grace <ms>', 'on SIGTERM/SIGINT, let requests being served finish this long, then exit (default 10000)')
     .option('--fake-latency <ms>', 'delay every fake-driver call (tests of slow requests only)')
     .option('--allow-orphan-volumes', 'start even though volume files belong to no volume in the database (logged, left alone)')
@@ -96,6 +97,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         httpRequestTimeoutMs: o.httpRequestTimeout,
         httpKeepAliveTimeoutMs: o.httpKeepAliveTimeout,
         httpMaxConnections: o.httpMaxConnections,
+        httpSendTimeoutMs: o.httpSendTimeout,
         shutdownGraceMs: o.shutdownGrace,
         fakeLatencyMs: o.fakeLatency,
         allowOrphanVolumes: o.allowOrphanVolumes,

@@ -62,6 +62,13 @@ export interface Config {
    */
   httpMaxConnections: number;
   /**
+   * HTTP: a client must take its answers. A connection whose response bytes have waited in this
+   * process this many ms with no write completing is cut (a client that sends requests and never
+   * reads). Per connection there are also fixed bounds: 16 requests answered at once (pipelining)
+   * and 4 MiB of answers not yet taken.
+   */
+  httpSendTimeoutMs: number;
+  /**
    * On SIGTERM/SIGINT: requests already being served may finish for this many ms; then every
    * connection is closed and the process exits. Connections with no complete request close at once.
    */
@@ -104,6 +111,7 @@ export const DEFAULTS: Config = {
   httpRequestTimeoutMs: 30_000,
   httpKeepAliveTimeoutMs: 5_000,
   httpMaxConnections: 0,
+  httpSendTimeoutMs: 10_000,
   shutdownGraceMs: 10_000,
   fakeLatencyMs: 0,
   allowOrphanVolumes: false,
@@ -138,6 +146,7 @@ const NUMERIC: ReadonlySet<keyof Config> = new Set([
   'httpRequestTimeoutMs',
   'httpKeepAliveTimeoutMs',
   'httpMaxConnections',
+  'httpSendTimeoutMs',
   'shutdownGraceMs',
   'fakeLatencyMs',
 ]);
@@ -168,7 +177,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof C
   merged.volumeApi = merged.volumeApi !== false && merged.volumeApi !== 'false';
   merged.allowOrphanVolumes = merged.allowOrphanVolumes === true || merged.allowOrphanVolumes === 'true';
   merged.dataDir = resolve(String(merged.dataDir));
-  for (const key of ['httpHeadersTimeoutMs', 'httpRequestTimeoutMs', 'httpKeepAliveTimeoutMs'] as const) {
+  for (const key of ['httpHeadersTimeoutMs', 'httpRequestTimeoutMs', 'httpKeepAliveTimeoutMs', 'httpSendTimeoutMs'] as const) {
     if ((merged[key] as number) === 0) throw new Error(`config ${key}: must be above 0 (a connection without a deadline can be held forever)`);
   }
   if ((merged.httpHeadersTimeoutMs as number) > (merged.httpRequestTimeoutMs as number)) {

@@ -2,9 +2,10 @@
  * The Fastify instance every API of ours is built on: Nova's request ids and error bodies on
  * every answer (the router's and Node's own included), strict JSON validation (no coercion, no
  * silently dropped fields), token authentication with the URL's project checked against the
- * token's, HTTP timeouts and a connection cap, a bounded graceful drain, and an OpenAPI
- * document generated from the route schemas.
+ * token's, HTTP timeouts, a connection cap and bounds on what one connection may make the
+ * process hold, a bounded graceful drain, and an OpenAPI document generated from the route schemas.
  */
+import { createServer as createHttpServer } from 'node:http';
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -17,7 +18,10 @@ import {
   clientErrorHandler,
   ConnectionGuard,
   MAX_HEADER_BYTES,
+  MAX_PIPELINED,
+  MAX_UNSENT_BYTES,
   MAX_URL_LENGTH,
+  type ConnectionCounts,
   type HttpLimits,
 } from './transport.js';
 import { errors, faultBody, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
@@ -43,7 +47,7 @@ export interface ServerDeps {
   auth: TokenAuthenticator;
   policy: PolicyEnforcer;
   title: string;
-  /** Timeouts, connection cap and drain grace; missing ones take the Config defaults. */
+  /** Timeouts, connection cap, per-connection bounds and drain grace; missing ones take the defaults. */
   limits?: Partial<HttpLimits>;
   /**
    * Let tokens with the `service` role use URLs of any project (see `checkProject`). Only the
@@ -53,13 +57,18 @@ export interface ServerDeps {
 }
 
 /** The HTTP limits a Config asks for (each API gets the same). */
-export function httpLimitsFrom(config: Pick<Config, 'httpHeadersTimeoutMs' | 'httpRequestTimeoutMs' | 'httpKeepAliveTimeoutMs' | 'httpMaxConnections' | 'shutdownGraceMs'>): HttpLimits {
+export function httpLimitsFrom(
+  config: Pick<Config, 'httpHeadersTimeoutMs' | 'httpRequestTimeoutMs' | 'httpKeepAliveTimeoutMs' | 'httpMaxConnections' | 'httpSendTimeoutMs' | 'shutdownGraceMs'>,
+): HttpLimits {
   return {
     headersTimeoutMs: config.httpHeadersTimeoutMs,
     requestTimeoutMs: config.httpRequestTimeoutMs,
     keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs,
     maxConnections: config.httpMaxConnections,
     shutdownGraceMs: config.shutdownGraceMs,
+    sendTimeoutMs: config.httpSendTimeoutMs,
+    maxPipelined: MAX_PIPELINED,
+    maxUnsentBytes: MAX_UNSENT_BYTES,
   };
 }
 
@@ -72,6 +81,9 @@ function withDefaults(l: Partial<HttpLimits> = {}): HttpLimits {
     // 0 is "automatic", as in Config.
     maxConnections: l.maxConnections || maxConnectionsPerApi(0, 1),
     shutdownGraceMs: l.shutdownGraceMs ?? d.shutdownGraceMs,
+    sendTimeoutMs: l.sendTimeoutMs ?? d.sendTimeoutMs,
+    maxPipelined: l.maxPipelined ?? d.maxPipelined,
+    maxUnsentBytes: l.maxUnsentBytes ?? d.maxUnsentBytes,
   };
 }
 
@@ -87,10 +99,20 @@ export function drainServer(app: App, deadline: number): Promise<void> {
   return guards.get(app)?.drain(deadline) ?? Promise.resolve();
 }
 
-/** Open connections, those serving a request, and those closed or refused at the cap. */
-export function connectionStats(app: App): { open: number; serving: number; evicted: number; dropped: number } {
+/** What `app`'s connections are doing now, the response bytes they leave unsent, and what was cut or refused. */
+export interface ConnectionStats extends ConnectionCounts {
+  open: number;
+  /** Making the answer to a complete request. */
+  serving: number;
+  /** Every answer made, some bytes not yet taken by the kernel. */
+  writing: number;
+  unsentBytes: number;
+}
+
+export function connectionStats(app: App): ConnectionStats {
   const g = guards.get(app);
-  return g ? { open: g.open, serving: g.serving, evicted: g.evicted, dropped: g.dropped } : { open: 0, serving: 0, evicted: 0, dropped: 0 };
+  const none = { evicted: 0, dropped: 0, refusedPipelining: 0, cutStalled: 0, cutUnsent: 0 };
+  return g ? { open: g.open, serving: g.serving, writing: g.writing, unsentBytes: g.unsentBytes, ...g.counts } : { open: 0, serving: 0, writing: 0, unsentBytes: 0, ...none };
 }
 
 export type App = FastifyInstance<
@@ -156,6 +178,7 @@ function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyRe
 
 export async function createServer(deps: ServerDeps): Promise<App> {
   const limits = withDefaults(deps.limits);
+  let guard: ConnectionGuard | undefined;
   const app = Fastify({
     loggerInstance: deps.logger,
     // Requests are audited as instance actions; per-request logs would only slow the hot path.
@@ -172,25 +195,33 @@ export async function createServer(deps: ServerDeps): Promise<App> {
     schemaErrorFormatter: formatSchemaErrors as never,
     frameworkErrors: frameworkError as never,
     clientErrorHandler: clientErrorHandler(deps.logger),
-    keepAliveTimeout: limits.keepAliveTimeoutMs,
-    requestTimeout: limits.requestTimeoutMs,
-    http: {
-      headersTimeout: limits.headersTimeoutMs,
-      requestTimeout: limits.requestTimeoutMs,
-      // Node checks the header and request deadlines on this period (30 s by default).
-      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
-      maxHeaderSize: MAX_HEADER_BYTES,
-      // Node would answer a request without Host with a bare 400; the onRequest hook does it in our format.
-      requireHostHeader: false,
+    // Our own server, so that every request reaches the routes through the ConnectionGuard,
+    // which bounds how many of one connection's requests are answered at once.
+    serverFactory: (route) => {
+      const server = createHttpServer({
+        headersTimeout: limits.headersTimeoutMs,
+        requestTimeout: limits.requestTimeoutMs,
+        // Node checks the header and request deadlines on this period (30 s by default).
+        connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+        maxHeaderSize: MAX_HEADER_BYTES,
+        // Node would answer a request without Host with a bare 400; the onRequest hook does it in our format.
+        requireHostHeader: false,
+      });
+      server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+      guard = new ConnectionGuard(server, limits, deps.logger, route);
+      return server;
     },
+    // The drain (preClose) closes connections; Fastify closing idle ones after it changes nothing.
+    forceCloseConnections: false,
     // The onRequest hook answers 503 in our format while draining.
     return503OnClosing: false,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
-  const guard = new ConnectionGuard(app.server, limits.maxConnections, deps.logger);
-  guards.set(app, guard);
+  if (!guard) throw new Error('Fastify did not call serverFactory');
+  const connections = guard;
+  guards.set(app, connections);
   attachTransportHandlers(app.server);
-  app.addHook('preClose', async () => guard.drain(Date.now() + limits.shutdownGraceMs));
+  app.addHook('preClose', async () => connections.drain(Date.now() + limits.shutdownGraceMs));
 
   await app.register(swagger, {
     openapi: {
@@ -216,7 +247,7 @@ export async function createServer(deps: ServerDeps): Promise<App> {
 
   app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-openstack-request-id', req.id);
-    if (guard.draining) {
+    if (connections.draining) {
       reply.header('connection', 'close');
       return done(errors.serviceUnavailable('The service is shutting down; try again shortly.'));
     }
@@ -237,7 +268,13 @@ export async function createServer(deps: ServerDeps): Promise<App> {
 
   app.setNotFoundHandler((req, reply) => renderError(reply, errors.notFound(`No route for ${req.method} ${req.url.split('?')[0]}.`)));
 
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  // Serialized once (the routes are fixed once the app is ready): an unauthenticated client
+  // asking for it again and again costs no serialization, and every answer shares one buffer.
+  let openapi: Buffer | undefined;
+  app.get('/openapi.json', { schema: { hide: true } }, async (_req, reply) => {
+    openapi ??= Buffer.from(JSON.stringify(app.swagger()));
+    return reply.type('application/json; charset=utf-8').send(openapi);
+  });
 
   return app;
 }

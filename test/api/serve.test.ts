@@ -1,18 +1,19 @@
 /**
  * The real `online-extend serve` process under connection abuse and on SIGTERM: idle floods are
  * closed at the header timeout (the process's descriptors come back), the connection cap keeps
- * both APIs reachable at a low open-files limit, and SIGTERM finishes what is being served and
- * exits within the grace period even with half-sent requests open.
+ * both APIs reachable at a low open-files limit, clients that pipeline thousands of requests and
+ * never read cannot grow the process's memory or lock out either API, and SIGTERM finishes what
+ * is being served and exits within the grace period even with half-sent requests open.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { BIN, ensureBuilt } from '../support/build.js';
-import { openIdle, rawRequest, until } from '../support/rawHttp.js';
+import { openIdle, openNonReaders, pipelined, rawRequest, until } from '../support/rawHttp.js';
 
 const PROJECT = 'p-serve';
 const SERVER = '6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c';
@@ -53,6 +54,13 @@ async function serve(flags: string[], opts: { fdLimit?: number } = {}): Promise<
 
 /** Open file descriptors of a process (sockets included), read from /proc. */
 const fds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+
+/** Resident memory of a process in MiB (VmRSS, read from /proc). */
+function rssMiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) / 1024;
+}
 
 async function stop(s: Serve): Promise<void> {
   if (s.child.exitCode !== null || s.child.signalCode !== null) return;
@@ -117,6 +125,115 @@ describe('online-extend serve, a real process, under connection abuse', () => {
       const vol = await fetch(new URL(`/v3/${PROJECT}/volumes`, s.volume), { headers: { 'x-auth-token': token } });
       expect(vol.status).toBe(200);
       console.info(`serve at ulimit -n 1024: 2200 idle connects, process holds ${held} fds, ${compute.closed() + volume.closed()} closed at the cap; both APIs answered 200`);
+    } finally {
+      await stop(s);
+    }
+  });
+});
+
+/** The red team's client: the OpenAPI document asked for 5,000 times in one write, never read. */
+const OPENAPI_X5000 = 'GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(5000);
+
+/**
+ * Asks both APIs with a token, each on a new connection, every ~100 ms until `stop()`; each must
+ * answer within 5 s (the red team's timeout). Returns the statuses (0: no answer in time).
+ */
+function probeBothApis(s: Serve): { stop: () => Promise<{ compute: number[]; volume: number[] }> } {
+  const statuses = { compute: [] as number[], volume: [] as number[] };
+  let running = true;
+  const ask = async (port: string, path: string) => {
+    try {
+      return (await rawRequest(Number(port), `GET ${path} HTTP/1.1\r\nHost: api\r\nX-Auth-Token: ${token}\r\nConnection: close\r\n\r\n`, { timeoutMs: 5000 })).status;
+    } catch {
+      return 0;
+    }
+  };
+  const loop = (async () => {
+    while (running) {
+      const [c, v] = await Promise.all([ask(s.compute.port, blockdevPath), ask(s.volume.port, `/v3/${PROJECT}/volumes`)]);
+      statuses.compute.push(c);
+      statuses.volume.push(v);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return statuses;
+    },
+  };
+}
+
+describe('online-extend serve under clients that pipeline requests and never read', () => {
+  const cases = [
+    { name: 'defaults, 10 clients', flags: [] as string[], clients: 10, capFds: undefined as number | undefined },
+    { name: 'cap 50, 150 clients', flags: ['--http-max-connections', '50'], clients: 150, capFds: 50 },
+  ];
+  for (const { name, flags, clients, capFds } of cases) {
+    it(`with ${name} sending 5,000 requests each, keeps its memory bounded and both APIs answering, and cuts the clients`, async () => {
+      const s = await serve(flags);
+      try {
+        const pid = s.child.pid!;
+        // Warm up (the OpenAPI document is serialized on first use) and take the baseline.
+        for (let i = 0; i < 3; i++) {
+          expect((await fetch(new URL('/openapi.json', s.compute))).status).toBe(200);
+          expect((await fetch(new URL(blockdevPath, s.compute), { headers: { 'x-auth-token': token } })).status).toBe(200);
+        }
+        const baselineFds = fds(pid);
+        const baselineRss = rssMiB(pid);
+        let peakRss = baselineRss;
+        let peakFds = baselineFds;
+        const sampler = setInterval(() => {
+          peakRss = Math.max(peakRss, rssMiB(pid));
+          peakFds = Math.max(peakFds, fds(pid));
+        }, 50);
+        const probes = probeBothApis(s);
+        const attack = await openNonReaders(Number(s.compute.port), clients, OPENAPI_X5000, 10);
+        try {
+          // The server closes every attacking connection while its client still holds it.
+          await until(() => fds(pid) <= baselineFds + 4, 20_000, 'the attacking connections closed by the server');
+          const closedMs = Date.now();
+          await new Promise((r) => setTimeout(r, 1500));
+          const statuses = await probes.stop();
+          clearInterval(sampler);
+          const duringRss = rssMiB(pid);
+          expect(attack.closed()).toBe(0);
+          attack.release();
+          await until(() => attack.closed() === clients, 10_000, 'the clients see their connections closed');
+          await new Promise((r) => setTimeout(r, 1000));
+          const afterRss = rssMiB(pid);
+          console.info(
+            `serve, ${clients} clients × 5000 pipelined, never read (${flags.join(' ') || 'defaults'}): RSS ${baselineRss.toFixed(0)} MiB before, peak ${peakRss.toFixed(0)}, ` +
+              `${duringRss.toFixed(0)} at the end of the attack, ${afterRss.toFixed(0)} after the clients went; fds ${baselineFds} before, peak ${peakFds}; ` +
+              `probes ${statuses.compute.length} per API, all answered: compute ${statuses.compute.every((x) => x === 200)}, volume ${statuses.volume.every((x) => x === 200)}; attackers cut ${Date.now() - closedMs} ms before release`,
+          );
+          expect(statuses.compute.length).toBeGreaterThanOrEqual(3);
+          expect(statuses.compute.every((x) => x === 200)).toBe(true);
+          expect(statuses.volume.every((x) => x === 200)).toBe(true);
+          // Before the fix the same attack grew the process by 1.1 GiB per 1,000 requests per client.
+          expect(peakRss - baselineRss).toBeLessThan(64);
+          expect(afterRss - baselineRss).toBeLessThan(32);
+          if (capFds !== undefined) expect(peakFds).toBeLessThanOrEqual(baselineFds + capFds + 4);
+        } finally {
+          clearInterval(sampler);
+          attack.destroy();
+        }
+      } finally {
+        await stop(s);
+      }
+    });
+  }
+
+  it('still answers a client that pipelines a few requests, all of them, on one connection', async () => {
+    const s = await serve([]);
+    try {
+      const requests = [getBlockdev, `GET /openapi.json HTTP/1.1\r\nHost: api\r\n\r\n`, getBlockdev].map((r) => r.replace('TOKEN', token));
+      const { responses, closed } = await pipelined(Number(s.compute.port), requests, { expect: 3 });
+      expect(responses.map((r) => r.status)).toEqual([200, 200, 200]);
+      expect(JSON.parse(responses[0]!.body)).toEqual({ volume_blockdev: { id: VOLUME, bytes: GiB } });
+      expect(JSON.parse(responses[1]!.body)).toMatchObject({ openapi: '3.0.3' });
+      expect(closed).toBe(false);
     } finally {
       await stop(s);
     }

@@ -111,3 +111,79 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 10_000,
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Every complete HTTP/1.1 response in `buf`, in order (framed by Content-Length; none means no body). */
+export function parseResponses(buf: Buffer): Array<Omit<RawResponse, 'closed' | 'elapsedMs'>> {
+  const out: Array<Omit<RawResponse, 'closed' | 'elapsedMs'>> = [];
+  let rest = buf;
+  for (;;) {
+    const parsed = parse(rest);
+    if (!parsed || parsed.incomplete) return out;
+    const end = rest.indexOf('\r\n\r\n') + 4;
+    const length = Number(parsed.headers['content-length'] ?? 0);
+    out.push({ status: parsed.status, headers: parsed.headers, body: rest.subarray(end, end + length).toString('utf8') });
+    rest = rest.subarray(end + length);
+  }
+}
+
+/**
+ * Sends `requests` on one connection in a single write (HTTP/1.1 pipelining) and reads the
+ * answers until `expect` of them have arrived or the server closes the connection.
+ */
+export function pipelined(port: number, requests: string[], opts: { expect?: number; timeoutMs?: number } = {}): Promise<{ responses: Array<Omit<RawResponse, 'closed' | 'elapsedMs'>>; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`pipelined: ${parseResponses(buf).length} answers and no close within ${opts.timeoutMs ?? 10_000} ms`));
+    }, opts.timeoutMs ?? 10_000);
+    const done = (closed: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ responses: parseResponses(buf), closed });
+    };
+    socket.on('connect', () => socket.write(requests.join('')));
+    socket.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (opts.expect !== undefined && parseResponses(buf).length >= opts.expect) done(false);
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => done(true));
+  });
+}
+
+/**
+ * Opens `n` connections that each write `payload` once and then never read (a client that
+ * pipelines requests and leaves the answers on the wire). `release()` makes them read again:
+ * a connection the server has closed then ends; `closed()` counts those.
+ */
+export async function openNonReaders(port: number, n: number, payload: string, batch = 50): Promise<{ sockets: Socket[]; closed: () => number; release: () => void; destroy: () => void }> {
+  const sockets: Socket[] = [];
+  let closed = 0;
+  for (let i = 0; i < n; i += batch) {
+    const group = Array.from({ length: Math.min(batch, n - i) }, () => {
+      const s = connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      s.on('close', () => closed++);
+      s.on('data', () => undefined);
+      s.pause();
+      return new Promise<Socket>((res) =>
+        s
+          .once('connect', () => {
+            s.write(payload);
+            res(s);
+          })
+          .once('close', () => res(s)),
+      );
+    });
+    sockets.push(...(await Promise.all(group)));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    sockets,
+    closed: () => closed,
+    release: () => sockets.forEach((s) => s.resume()),
+    destroy: () => sockets.forEach((s) => s.destroy()),
+  };
+}
