@@ -77,7 +77,7 @@ export interface FakeInventoryFile {
   }>;
 }
 
-export type FakeMethod = 'listServers' | 'rescan' | 'getHostBytes' | 'getGuestBytes' | 'extendAttached' | 'attachVolume' | 'detachVolume';
+export type FakeMethod = 'listServers' | 'getServer' | 'rescan' | 'getHostBytes' | 'getGuestBytes' | 'extendAttached' | 'attachVolume' | 'detachVolume';
 
 export interface FakeDriverOptions {
   capabilities?: Partial<DriverCapabilities>;
@@ -132,6 +132,23 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
   };
 }
 
+function toDriverServer(s: FakeServer): DriverServer {
+  return {
+    id: s.id,
+    name: s.name,
+    ...(s.projectId === undefined ? {} : { projectId: s.projectId }),
+    state: s.state,
+    disks: s.disks.map((d): DriverDisk => ({
+      volumeId: d.volumeId,
+      device: d.device,
+      kind: d.kind,
+      ...(d.format === undefined ? {} : { format: d.format }),
+      ...(d.source === undefined ? {} : { source: d.source }),
+      ...(d.readonly === undefined ? {} : { readonly: d.readonly }),
+    })),
+  };
+}
+
 /** Device names the fake hands out: vdb … vdz. */
 const FAKE_DEVICE_NAMES = 25;
 
@@ -154,6 +171,7 @@ export class FakeDriver implements VirtDriver {
   /** Calls per method, including calls that failed. */
   readonly calls: Record<FakeMethod, number> = {
     listServers: 0,
+    getServer: 0,
     rescan: 0,
     getHostBytes: 0,
     getGuestBytes: 0,
@@ -237,6 +255,13 @@ export class FakeDriver implements VirtDriver {
     this.persist();
   }
 
+  /** The server was deleted on the host (a domain undefined, in libvirt's words). */
+  removeServer(serverId: string): void {
+    this.server(serverId);
+    this.servers.delete(serverId);
+    this.persist();
+  }
+
   snapshot(serverId: string): FakeServer {
     return structuredClone(this.server(serverId));
   }
@@ -245,20 +270,14 @@ export class FakeDriver implements VirtDriver {
 
   async listServers(): Promise<DriverServer[]> {
     await this.enter('listServers');
-    return [...this.servers.values()].map((s) => ({
-      id: s.id,
-      name: s.name,
-      ...(s.projectId === undefined ? {} : { projectId: s.projectId }),
-      state: s.state,
-      disks: s.disks.map((d): DriverDisk => ({
-        volumeId: d.volumeId,
-        device: d.device,
-        kind: d.kind,
-        ...(d.format === undefined ? {} : { format: d.format }),
-        ...(d.source === undefined ? {} : { source: d.source }),
-        ...(d.readonly === undefined ? {} : { readonly: d.readonly }),
-      })),
-    }));
+    return [...this.servers.values()].map(toDriverServer);
+  }
+
+  /** One server, from the map (what libvirt's lookup by UUID is to the fake). */
+  async getServer(serverId: string): Promise<DriverServer | undefined> {
+    await this.enter('getServer');
+    const s = this.servers.get(serverId);
+    return s && toDriverServer(s);
   }
 
   async rescan(serverId: string, volumeId: string): Promise<void> {
