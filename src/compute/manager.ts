@@ -51,6 +51,8 @@ export class ComputeManager {
   /** The number of the newest full listing handed to the store, and that write. */
   private listingQueued = 0;
   private listingWrite: Promise<unknown> = Promise.resolve();
+  /** The servers of the listing the store is writing now (ids indexed on first need), if any. */
+  private listingInStore: { servers: readonly InventoryServer[]; ids?: Set<string> } | undefined;
   /** Single-server observations newer than `listingQueued`, by server id (undefined: gone). */
   private readonly lookedUp = new Map<string, { seq: number; server: InventoryServer | undefined }>();
   /** When a fallback full sync last ran for a server the store did not know (drivers without getServer). */
@@ -136,9 +138,13 @@ export class ComputeManager {
       records = [...byId.values()];
     }
     this.listingQueued = seq;
+    const inStore = { servers: records };
+    this.listingInStore = inStore;
     const write = this.store.syncServers(this.host, records);
     this.listingWrite = write.catch(() => undefined);
-    const result = await write;
+    const result = await write.finally(() => {
+      if (this.listingInStore === inStore) this.listingInStore = undefined;
+    });
     this.log.debug({ host: this.host, servers: servers.length, ...result }, 'inventory synced');
     return result;
   }
@@ -152,7 +158,9 @@ export class ComputeManager {
    *
    * Ordering with full syncs (both are writes of the same inventory): whichever read the
    * hypervisor later wins. A lookup that a full listing started after is dropped in favour of
-   * the listing; a lookup newer than a listing still converting is merged into it.
+   * the listing; a lookup newer than a listing still converting is merged into it; a write goes
+   * after a listing the store is writing. A server found gone that neither the store nor that
+   * listing has needs no write at all, so a request naming an unknown id never waits for a sync.
    *
    * A driver without `getServer` gets a full sync instead; for a server the store does not
    * know (a request naming an unknown id) at most one such sync a second, the others answer
@@ -186,12 +194,26 @@ export class ComputeManager {
     this.lookedUp.delete(serverId);
     this.lookedUp.set(serverId, { seq, server });
     if (this.lookedUp.size > MAX_LOOKED_UP) this.lookedUp.delete(this.lookedUp.keys().next().value!);
+    if (!server && !(await this.recordedHere(serverId))) {
+      // Nothing to remove, and nothing on its way in: done, without queueing behind a sync the
+      // store may be writing (a request naming an unknown id would otherwise wait for all of it).
+      return;
+    }
     if (server) {
       const did = await this.store.upsertServer(this.host, server);
       if (did !== 'unchanged') this.log.debug({ host: this.host, serverId, did }, 'server synced');
     } else if (await this.store.removeServer(this.host, serverId)) {
       this.log.debug({ host: this.host, serverId }, 'server gone from the host');
     }
+  }
+
+  /** Whether the store has, or the listing it is writing will give it, `serverId` on this host. */
+  private async recordedHere(serverId: string): Promise<boolean> {
+    if ((await this.store.getServer(serverId))?.host === this.host) return true;
+    const listing = this.listingInStore;
+    if (!listing) return false;
+    listing.ids ??= new Set(listing.servers.map((s) => s.id));
+    return listing.ids.has(serverId);
   }
 
   private toInventory(s: DriverServer): InventoryServer {

@@ -55,6 +55,34 @@ function gate(): [Promise<void>, () => void] {
 /** Until every callback queued now (and the I/O they wait for) has run. */
 const settle = () => new Promise((r) => setTimeout(r, 10));
 
+/**
+ * The real SQLite store, whose inventory writes keep the order they were called in (as the store
+ * contract says) behind a queue of the test's own, which a sync can be held in (a long sync being
+ * written, on demand).
+ */
+class HeldStore extends SqliteStore {
+  hold: Promise<void> | undefined;
+  private order: Promise<unknown> = Promise.resolve();
+  private inOrder<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.order.then(fn);
+    this.order = run.catch(() => undefined);
+    return run;
+  }
+  override syncServers(...args: Parameters<SqliteStore['syncServers']>): Promise<InventorySyncResult> {
+    const hold = this.hold;
+    return this.inOrder(async () => {
+      await hold;
+      return super.syncServers(...args);
+    });
+  }
+  override upsertServer(...args: Parameters<SqliteStore['upsertServer']>) {
+    return this.inOrder(() => super.upsertServer(...args));
+  }
+  override removeServer(...args: Parameters<SqliteStore['removeServer']>) {
+    return this.inOrder(() => super.removeServer(...args));
+  }
+}
+
 /** The real SQLite store, whose syncServers waits at a gate the test opens. */
 class GatedStore extends SqliteStore {
   gate: Promise<void> | undefined;
@@ -204,6 +232,30 @@ describe('ComputeManager.syncServer', () => {
     open();
     expect((await lookup)?.state).toBe('shutoff');
     expect((await store.getServer(server(1).id))?.state).toBe('shutoff');
+  });
+
+  it('answers a miss at once while a sync is being written, unless that sync brings the server: then after it', async () => {
+    const held = new HeldStore(':memory:');
+    try {
+      const d = new FakeDriver({ servers: [server(1), server(8)] });
+      const m = new ComputeManager({ host: 'h1', driver: d, store: held, defaultProjectId: TENANT, logger: pino({ level: 'silent' }) });
+      const [hold, open] = gate();
+      held.hold = hold;
+      const sync = m.syncInventory(); // its listing has server 8; the store holds it, unwritten
+      await settle();
+      const race = (p: Promise<unknown>) => Promise.race([p.then(() => 'answered'), settle().then(() => 'waiting')]);
+      expect(await race(m.syncServer(server(99).id))).toBe('answered');
+      d.removeServer(server(8).id);
+      const gone = m.syncServer(server(8).id);
+      expect(await race(gone)).toBe('waiting');
+      open();
+      await sync;
+      expect(await gone).toBeUndefined();
+      expect(await held.getServer(server(8).id)).toBeUndefined();
+      expect(await held.getServer(server(1).id)).toBeDefined();
+    } finally {
+      await held.close();
+    }
   });
 
   describe('on a driver without getServer', () => {
