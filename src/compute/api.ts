@@ -28,10 +28,17 @@ export interface ComputeAPIOptions {
   rpc: ComputeRpc;
   logger: Logger;
   /**
-   * A request naming a server the store does not know may start an inventory sync (by
-   * difference) at most this often, whatever the number of such requests; default 1000 ms.
+   * A request naming a server the store does not know makes compute look that one server up on
+   * its host (ComputeRpc.syncServer): the same id at most once per this interval (default
+   * 1000 ms) ...
    */
   syncOnMissIntervalMs?: number;
+  /**
+   * ... and at most this many lookups of different ids per interval over the whole API (default
+   * 100), so a stream of made-up ids cannot keep the hypervisor busy. Past either bound a miss
+   * is a 404 at once; the periodic inventory sync still finds what was missed.
+   */
+  lookupsOnMissPerInterval?: number;
 }
 
 export class ComputeAPI {
@@ -39,14 +46,21 @@ export class ComputeAPI {
   private readonly rpc: ComputeRpc;
   private readonly log: Logger;
   private readonly syncOnMissIntervalMs: number;
-  private lastSyncOnMiss = Number.NEGATIVE_INFINITY;
-  private syncOnMiss: Promise<void> | undefined;
+  private readonly lookupsOnMissPerInterval: number;
+  /** Lookups on a miss under way, by server id: the misses of one id share one. */
+  private readonly missLookups = new Map<string, Promise<ServerRecord | undefined>>();
+  /**
+   * When each id was last looked up on a miss, oldest first; only ids of the current interval
+   * are kept, so it holds at most `lookupsOnMissPerInterval` entries.
+   */
+  private readonly missedAt = new Map<string, number>();
 
   constructor(opts: ComputeAPIOptions) {
     this.store = opts.store;
     this.rpc = opts.rpc;
     this.log = opts.logger;
     this.syncOnMissIntervalMs = opts.syncOnMissIntervalMs ?? 1000;
+    this.lookupsOnMissPerInterval = opts.lookupsOnMissPerInterval ?? 100;
   }
 
   /**
@@ -54,33 +68,38 @@ export class ComputeAPI {
    * reveal other projects' servers).
    *
    * The store's inventory is the answer. A domain created on the host since the last sync is
-   * found by an inventory sync that an unknown id may start, off the hot path and bounded: at
-   * most one per `syncOnMissIntervalMs` for the whole API, shared by every request that misses
-   * while it runs; a miss outside that window is a 404 at once and the next sync (periodic or
-   * miss) picks the server up. The sync writes only what changed (ComputeStore.syncServers).
+   * found by looking that one server up on the host (ComputeRpc.syncServer: one driver lookup
+   * and, if found, one server written to the store; never a listing of the whole host), which
+   * the request waits for. Bounded: misses of one id share one lookup and look it up at most
+   * once per `syncOnMissIntervalMs`, and the API looks up at most `lookupsOnMissPerInterval`
+   * ids per interval; a miss past either bound is a 404 at once, and the next periodic sync
+   * picks the server up. A failed lookup is logged and answered 404.
    */
   async getServer(tenantId: string, serverId: string): Promise<ServerRecord> {
-    let server = await this.store.getServer(serverId);
-    if (!server) {
-      const sync = this.syncOnMiss ?? this.startSyncOnMiss();
-      if (sync) {
-        await sync;
-        server = await this.store.getServer(serverId);
-      }
-    }
+    const server = (await this.store.getServer(serverId)) ?? (await this.lookUpOnMiss(serverId));
     if (!server || server.projectId !== tenantId) throw errors.instanceNotFound(serverId);
     return server;
   }
 
-  private startSyncOnMiss(): Promise<void> | undefined {
+  private lookUpOnMiss(serverId: string): Promise<ServerRecord | undefined> | undefined {
+    const running = this.missLookups.get(serverId);
+    if (running) return running;
     const now = Date.now();
-    if (now - this.lastSyncOnMiss < this.syncOnMissIntervalMs) return undefined;
-    this.lastSyncOnMiss = now;
-    this.syncOnMiss = this.rpc
-      .syncInventory()
-      .catch((err: unknown) => this.log.warn({ err }, 'inventory sync failed'))
-      .finally(() => (this.syncOnMiss = undefined));
-    return this.syncOnMiss;
+    for (const [id, at] of this.missedAt) {
+      if (now - at < this.syncOnMissIntervalMs) break;
+      this.missedAt.delete(id);
+    }
+    if (this.missedAt.has(serverId) || this.missedAt.size >= this.lookupsOnMissPerInterval) return undefined;
+    this.missedAt.set(serverId, now);
+    const lookup = this.rpc
+      .syncServer(undefined, serverId)
+      .catch((err: unknown) => {
+        this.log.warn({ err, serverId }, 'server lookup failed');
+        return undefined;
+      })
+      .finally(() => this.missLookups.delete(serverId));
+    this.missLookups.set(serverId, lookup);
+    return lookup;
   }
 
   /** A page of the tenant's servers, by name then id (`page.marker`: a server id). */
@@ -224,12 +243,17 @@ export class ComputeAPI {
 
   /**
    * The server in one of `allowed` states, or 409. Our copy of the state may be stale (a guest
-   * started since the last sync), so a refusal is only given after asking the hypervisor again.
+   * started since the last sync), so a refusal is only given after asking the hypervisor again,
+   * about this server only (ComputeRpc.syncServer, which also records what it finds). If the
+   * host cannot be asked, our copy decides; a server the host no longer has is InstanceNotFound.
    */
   private async requireState(server: ServerRecord, allowed: ReadonlySet<string>, action: string): Promise<ServerRecord> {
     if (allowed.has(server.state)) return server;
-    await this.rpc.syncInventory().catch((err: unknown) => this.log.warn({ err, serverId: server.id }, 'inventory sync failed'));
-    const fresh = (await this.store.getServer(server.id)) ?? server;
+    const fresh = await this.rpc.syncServer(server.host, server.id).catch((err: unknown) => {
+      this.log.warn({ err, serverId: server.id }, 'server sync failed');
+      return server;
+    });
+    if (!fresh) throw errors.instanceNotFound(server.id);
     if (!allowed.has(fresh.state)) throw errors.instanceInvalidState(server.id, fresh.state, action);
     return fresh;
   }
@@ -282,8 +306,8 @@ export class ComputeAPI {
     } catch (err) {
       await this.finish(ctx, server, 'Error', errorMessage(err));
       if (isServiceError(err) && (err.code === 'InstanceNotFound' || err.code === 'InstanceInvalidState' || err.code === 'InstanceStopped')) {
-        // The hypervisor knows better than our copy of its inventory.
-        void this.rpc.syncInventory().catch(() => undefined);
+        // The hypervisor knows better than our copy of its inventory: refresh this server's.
+        void this.rpc.syncServer(server.host, server.id).catch(() => undefined);
       }
       throw err;
     }

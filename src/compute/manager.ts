@@ -7,8 +7,19 @@ import type { Logger } from 'pino';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { errors } from '../errors.js';
 import type { ComputeStore, InventorySyncResult, ServerRecord } from '../db/store.js';
-import type { AttachSpec, DriverCapabilities, VirtDriver } from '../virt/driver.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, VirtDriver } from '../virt/driver.js';
 import { Coalescer, KeyedMutex } from './locks.js';
+
+/** A server as the inventory holds it, before the store adds host, task state and time. */
+type InventoryServer = Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>;
+
+/**
+ * Single-server observations kept to correct an older listing (see `syncServer`). A bound, not a
+ * working size: entries go as soon as a listing started after them is written (every sync
+ * interval); past the bound the oldest go first, and a listing older than them can then only
+ * leave one server stale until the next sync.
+ */
+const MAX_LOOKED_UP = 10_000;
 
 export interface ComputeManagerOptions {
   host: string;
@@ -29,6 +40,23 @@ export class ComputeManager {
   /** The inventory sync under way, and the one queued to run after it. */
   private syncing: Promise<InventorySyncResult> | undefined;
   private syncQueued: Promise<InventorySyncResult> | undefined;
+  /** Single-server syncs: one under way per server, and one queued after it. */
+  private readonly serverSyncs = new Coalescer();
+  /**
+   * Every read of the hypervisor's inventory (a full listing or one server) gets the next number
+   * when it starts: the higher number saw the newer state. The store applies inventory writes in
+   * the order they are called, so the manager keeps a write from undoing a newer one:
+   */
+  private observations = 0;
+  /** The number of the newest full listing handed to the store, and that write. */
+  private listingQueued = 0;
+  private listingWrite: Promise<unknown> = Promise.resolve();
+  /** The servers of the listing the store is writing now (ids indexed on first need), if any. */
+  private listingInStore: { servers: readonly InventoryServer[]; ids?: Set<string> } | undefined;
+  /** Single-server observations newer than `listingQueued`, by server id (undefined: gone). */
+  private readonly lookedUp = new Map<string, { seq: number; server: InventoryServer | undefined }>();
+  /** When a fallback full sync last ran for a server the store did not know (drivers without getServer). */
+  private lastFallbackSync = Number.NEGATIVE_INFINITY;
 
   constructor(opts: ComputeManagerOptions) {
     this.host = opts.host;
@@ -83,30 +111,127 @@ export class ComputeManager {
   }
 
   private async syncOnce(): Promise<InventorySyncResult> {
+    const seq = ++this.observations;
     const servers = await this.driver.listServers();
-    const records: Array<Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>> = [];
+    let records: InventoryServer[] = [];
     for (const s of servers) {
-      records.push({
-        id: s.id,
-        name: s.name,
-        projectId: s.projectId ?? this.defaultProjectId,
-        state: s.state,
-        attachments: s.disks.map((d) => ({
-          serverId: s.id,
-          volumeId: d.volumeId,
-          device: d.device,
-          kind: d.kind,
-          ...(d.format === undefined ? {} : { format: d.format }),
-          ...(d.source === undefined ? {} : { source: d.source }),
-          readonly: d.readonly ?? false,
-        })),
-      });
+      records.push(this.toInventory(s));
       // A host of thousands of servers: convert them a slice at a time, as the store compares them.
       if (records.length % 250 === 0) await yieldToEventLoop();
     }
-    const result = await this.store.syncServers(this.host, records);
+    // NOTE: from here to the store call nothing awaits, so no single-server sync slips between
+    // the merge below and the write's place in the store's queue.
+    // A server looked up alone after this listing started was seen later than the listing saw
+    // it: that view wins (a server created or removed since stays as it was looked up). Those
+    // looked up before it are covered by the listing from now on.
+    const newer: Array<[string, InventoryServer | undefined]> = [];
+    for (const [id, o] of this.lookedUp) {
+      if (o.seq > seq) newer.push([id, o.server]);
+      else this.lookedUp.delete(id);
+    }
+    if (newer.length > 0) {
+      const byId = new Map(records.map((r) => [r.id, r]));
+      for (const [id, server] of newer) {
+        if (server) byId.set(id, server);
+        else byId.delete(id);
+      }
+      records = [...byId.values()];
+    }
+    this.listingQueued = seq;
+    const inStore = { servers: records };
+    this.listingInStore = inStore;
+    const write = this.store.syncServers(this.host, records);
+    this.listingWrite = write.catch(() => undefined);
+    const result = await write.finally(() => {
+      if (this.listingInStore === inStore) this.listingInStore = undefined;
+    });
     this.log.debug({ host: this.host, servers: servers.length, ...result }, 'inventory synced');
     return result;
+  }
+
+  /**
+   * Bring one server's record up to date from the hypervisor (the driver's `getServer`): upsert
+   * it, or remove it if this host no longer has it, writing only if something changed
+   * (ComputeStore.upsertServer / removeServer). Answers the store's record after the write, or
+   * undefined if the store has none. As `syncInventory`, resolves once a lookup that started
+   * after this call is written; concurrent callers for one server share one queued lookup.
+   *
+   * Ordering with full syncs (both are writes of the same inventory): whichever read the
+   * hypervisor later wins. A lookup that a full listing started after is dropped in favour of
+   * the listing; a lookup newer than a listing still converting is merged into it; a write goes
+   * after a listing the store is writing. A server found gone that neither the store nor that
+   * listing has needs no write at all, so a request naming an unknown id never waits for a sync.
+   *
+   * A driver without `getServer` gets a full sync instead; for a server the store does not
+   * know (a request naming an unknown id) at most one such sync a second, the others answer
+   * from the store as it is. Throws what the driver throws (HypervisorUnreachable).
+   */
+  async syncServer(serverId: string): Promise<ServerRecord | undefined> {
+    if (this.driver.getServer) {
+      await this.serverSyncs.request(serverId, () => this.syncServerOnce(serverId));
+    } else {
+      const known = await this.store.getServer(serverId);
+      const now = Date.now();
+      if (known || now - this.lastFallbackSync >= 1000) {
+        if (!known) this.lastFallbackSync = now;
+        await this.syncInventory();
+      }
+    }
+    return this.store.getServer(serverId);
+  }
+
+  private async syncServerOnce(serverId: string): Promise<void> {
+    const seq = ++this.observations;
+    const found = await this.driver.getServer!(serverId);
+    if (seq < this.listingQueued) {
+      // A full listing that started after this lookup is already in the store's queue: it saw
+      // the server later. Wait for it, so the caller reads what it wrote.
+      await this.listingWrite;
+      return;
+    }
+    const server = found && this.toInventory(found);
+    // Newest first in the map's order, so the bound drops the oldest.
+    this.lookedUp.delete(serverId);
+    this.lookedUp.set(serverId, { seq, server });
+    if (this.lookedUp.size > MAX_LOOKED_UP) this.lookedUp.delete(this.lookedUp.keys().next().value!);
+    if (!server && !(await this.recordedHere(serverId))) {
+      // Nothing to remove, and nothing on its way in: done, without queueing behind a sync the
+      // store may be writing (a request naming an unknown id would otherwise wait for all of it).
+      return;
+    }
+    if (server) {
+      const did = await this.store.upsertServer(this.host, server);
+      if (did !== 'unchanged') this.log.debug({ host: this.host, serverId, did }, 'server synced');
+    } else if (await this.store.removeServer(this.host, serverId)) {
+      this.log.debug({ host: this.host, serverId }, 'server gone from the host');
+    }
+  }
+
+  /** Whether the store has, or the listing it is writing will give it, `serverId` on this host. */
+  private async recordedHere(serverId: string): Promise<boolean> {
+    if ((await this.store.getServer(serverId))?.host === this.host) return true;
+    const listing = this.listingInStore;
+    if (!listing) return false;
+    listing.ids ??= new Set(listing.servers.map((s) => s.id));
+    return listing.ids.has(serverId);
+  }
+
+  private toInventory(s: DriverServer): InventoryServer {
+    return {
+      id: s.id,
+      name: s.name,
+      projectId: s.projectId ?? this.defaultProjectId,
+      state: s.state,
+      attachments: s.disks.map((d) => ({
+        serverId: s.id,
+        volumeId: d.volumeId,
+        device: d.device,
+        kind: d.kind,
+        ...(d.format === undefined ? {} : { format: d.format }),
+        ...(d.source === undefined ? {} : { source: d.source }),
+        readonly: d.readonly ?? false,
+      })),
+    };
   }
 
   /** Make the host see the volume's storage size. Duplicate requests coalesce. */
@@ -142,14 +267,14 @@ export class ComputeManager {
 
   async attachVolume(serverId: string, spec: AttachSpec): Promise<string> {
     const device = await this.volumeLocks.run(spec.volumeId, () => this.driver.attachVolume(serverId, spec));
-    await this.syncInventory();
+    await this.syncServer(serverId);
     this.log.info({ serverId, volumeId: spec.volumeId, device }, 'volume attached');
     return device;
   }
 
   async detachVolume(serverId: string, volumeId: string): Promise<void> {
     await this.volumeLocks.run(volumeId, () => this.driver.detachVolume(serverId, volumeId));
-    await this.syncInventory();
+    await this.syncServer(serverId);
     this.log.info({ serverId, volumeId }, 'volume detached');
   }
 

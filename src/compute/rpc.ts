@@ -3,12 +3,19 @@
  * Today the only implementation calls the manager in-process; scale-out puts a message bus here
  * and runs one manager per hypervisor host, so the API never touches a driver directly.
  */
+import type { ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities } from '../virt/driver.js';
 import type { ComputeManager } from './manager.js';
 
 export interface ComputeRpc {
   capabilities(host: string): Promise<{ driver: string; capabilities: DriverCapabilities }>;
   syncInventory(host?: string): Promise<void>;
+  /**
+   * Bring one server's record up to date from its host (ComputeManager.syncServer) and answer
+   * the record the store then holds, or undefined. `host`: the host it is recorded on; undefined
+   * for a server no host is known for (asks every host).
+   */
+  syncServer(host: string | undefined, serverId: string): Promise<ServerRecord | undefined>;
   rescan(host: string, serverId: string, volumeId: string): Promise<void>;
   getHostBytes(host: string, serverId: string, volumeId: string): Promise<number>;
   getGuestBytes(host: string, serverId: string, volumeId: string): Promise<number>;
@@ -31,6 +38,9 @@ export class LocalComputeRpc implements ComputeRpc {
   }
   syncInventory(): Promise<void> {
     return this.manager.syncInventory();
+  }
+  syncServer(host: string | undefined, serverId: string): Promise<ServerRecord | undefined> {
+    return (host === undefined ? this.manager : this.on(host)).syncServer(serverId);
   }
   rescan(host: string, serverId: string, volumeId: string) {
     return this.on(host).rescan(serverId, volumeId);

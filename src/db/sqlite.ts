@@ -278,7 +278,10 @@ export class SqliteStore implements Store {
    * store serves one host), so every write below clears what it changes.
    */
   private readonly serverCache = new Map<string, ServerRecord>();
-  /** Inventory syncs run one after another: each works through the servers in chunks. */
+  /**
+   * Inventory writes (syncs, which work through the servers in chunks, and single-server
+   * writes) run one after another, in the order they were called.
+   */
   private syncQueue: Promise<unknown> = Promise.resolve();
   /** Per host, what the store holds of each server as its `inventoryKey` (see `inventoryOf`). */
   private readonly inventoryKeys = new Map<string, Map<string, string>>();
@@ -303,6 +306,7 @@ export class SqliteStore implements Store {
       inventoryAfter: db.prepare('SELECT * FROM servers WHERE host = @host AND id > @after ORDER BY id LIMIT @limit'),
       updateServer: db.prepare('UPDATE servers SET name = @name, project_id = @projectId, state = @state, updated_at = @now WHERE id = @id'),
       deleteServer: db.prepare('DELETE FROM servers WHERE id = ?'),
+      deleteServerOnHost: db.prepare('DELETE FROM servers WHERE id = ? AND host = ?'),
       deleteAttachments: db.prepare('DELETE FROM attachments WHERE server_id = ?'),
       insertAttachment: db.prepare(
         `INSERT INTO attachments (server_id, volume_id, device, kind, format, source, readonly)
@@ -377,9 +381,55 @@ export class SqliteStore implements Store {
   }
 
   syncServers(host: string, servers: DesiredServer[]): Promise<InventorySyncResult> {
-    const run = this.syncQueue.then(() => this.syncByDifference(host, servers));
+    return this.inventoryWrite(() => this.syncByDifference(host, servers));
+  }
+
+  upsertServer(host: string, server: DesiredServer): Promise<'added' | 'updated' | 'unchanged'> {
+    return this.inventoryWrite(() => this.upsertOne(host, server));
+  }
+
+  removeServer(host: string, serverId: string): Promise<boolean> {
+    return this.inventoryWrite(() => {
+      const removed = this.stmt.deleteServerOnHost.run(serverId, host).changes === 1; // attachments cascade
+      if (removed) {
+        this.inventoryKeys.get(host)?.delete(serverId);
+        this.serverCache.delete(serverId);
+      }
+      return removed;
+    });
+  }
+
+  /** Runs `fn` after every inventory write called before it. */
+  private inventoryWrite<T>(fn: () => T | Promise<T>): Promise<T> {
+    const run = this.syncQueue.then(fn);
     this.syncQueue = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * One server, by difference: compared with the host's in-memory copy if a sync loaded it, else
+   * with its row (one indexed read: a single-server write never loads a whole host), and the
+   * copy kept in step with what is written.
+   */
+  private upsertOne(host: string, s: DesiredServer): 'added' | 'updated' | 'unchanged' {
+    const key = inventoryKey(s, s.attachments);
+    const held = this.inventoryKeys.get(host);
+    let was: string | undefined;
+    if (held) was = held.get(s.id);
+    else {
+      const row = this.stmt.getServer.get(s.id) as Row | undefined;
+      if (row && row.host === host) {
+        const atts = (this.stmt.attachmentsOf.all(s.id) as Row[]).map(toAttachment);
+        was = inventoryKey({ name: row.name as string, projectId: row.project_id as string, state: row.state as ServerRecord['state'] }, atts);
+      }
+    }
+    if (was === key) return 'unchanged';
+    const added = was === undefined;
+    this.db.transaction(() => this.writeServer(host, s, added, nowIso()))();
+    if (added) for (const [h, other] of this.inventoryKeys) if (h !== host) other.delete(s.id); // moved here from another host
+    held?.set(s.id, key);
+    this.serverCache.delete(s.id);
+    return added ? 'added' : 'updated';
   }
 
   /**

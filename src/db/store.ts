@@ -94,6 +94,21 @@ export interface ComputeStore {
    * half written.
    */
   syncServers(host: string, servers: Array<Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>>): Promise<InventorySyncResult>;
+  /**
+   * One server of `host` as the hypervisor reports it now (a targeted sync, for a server the
+   * store may not know yet or whose state is stale): written only if its record or attachments
+   * differ from what the store holds, as `syncServers` does; its task state is kept; a server
+   * recorded on another host moves to `host`. Inventory writes (`syncServers`, `upsertServer`,
+   * `removeServer`) apply one after another in the order they were called, so a single-server
+   * write never lands inside a sync, and what a later sync compares against includes it.
+   * Answers what it did: `added` (new here, or moved here), `updated`, or `unchanged`.
+   */
+  upsertServer(host: string, server: Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>): Promise<'added' | 'updated' | 'unchanged'>;
+  /**
+   * Remove a server `host` no longer has, with its attachments, only if it is recorded on `host`
+   * (another host's server is left alone). Ordered as `upsertServer`. True if it was removed.
+   */
+  removeServer(host: string, serverId: string): Promise<boolean>;
   getServer(id: string): Promise<ServerRecord | undefined>;
   /** Servers by name, then id. `page.marker` is a server id. Without `page`, all of them. */
   listServers(filter?: { projectId?: string }, page?: PageQuery): Promise<ServerRecord[]>;

@@ -88,6 +88,20 @@ export interface VirtDriver {
   listServers(): Promise<DriverServer[]>;
 
   /**
+   * One server of this host, read now from the hypervisor, exactly as `listServers` would report
+   * it (same id spelling, name, project, state and disks); `undefined` when the host has no such
+   * server, including for an id that cannot name one. This is what keeps a request naming a
+   * server the inventory does not know yet from costing a listing of the whole host: the fake
+   * looks it up in its map, libvirt looks the domain up by UUID and reads its XML and state.
+   * Throws HypervisorUnreachable (503), or DriverFailed (500) when the hypervisor fails to
+   * answer about a server it has.
+   *
+   * Optional: the compute manager falls back to a full inventory sync (`listServers`) for a
+   * driver without it.
+   */
+  getServer?(serverId: string): Promise<DriverServer | undefined>;
+
+  /**
    * Make the host see the volume's current storage size (os-brick's extend on the host: loop
    * LOOP_SET_CAPACITY, SCSI sysfs rescan). A no-op for file and network disks. Idempotent.
    * Works whatever the server's state, a shut-off server included (offline extend: its disks

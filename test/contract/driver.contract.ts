@@ -69,6 +69,20 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
       expect(block?.device).toMatch(/^[vs]d[a-z]+$/);
     });
 
+    it('looks one server up by id exactly as the listing reports it, running or shut off', async () => {
+      expect(h.driver.getServer, 'the driver implements getServer').toBeTypeOf('function');
+      const listed = await h.driver.listServers();
+      for (const id of [h.serverId, h.stopped.serverId]) {
+        const one = await h.driver.getServer!(id);
+        expect(one, id).toEqual(listed.find((s) => s.id === id));
+      }
+    });
+
+    it('answers undefined, not an error, for a server the host does not have or an id that names none', async () => {
+      expect(await h.driver.getServer!('00000000-0000-4000-8000-000000000000')).toBeUndefined();
+      expect(await h.driver.getServer!('not-a-server-id')).toBeUndefined();
+    });
+
     it('declares the extend capability', () => {
       expect(h.driver.capabilities.extendVolume).toBe(true);
     });

@@ -1,7 +1,12 @@
-import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { FakeDriver } from '../../src/virt/fake/driver.js';
+import { basename, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FakeDriver, type FakeServer } from '../../src/virt/fake/driver.js';
+import { describeReal } from '../support/real.js';
+import { makeService, PROJECT, SERVER as SVC_SERVER } from '../support/service.js';
 import { describeDriverContract } from './driver.contract.js';
 
 const GiB = 1024 ** 3;
@@ -49,3 +54,161 @@ describeDriverContract('FakeDriver', async () => {
     },
   };
 });
+
+/**
+ * The fake sizes a `block` disk from its source (on the block volume backend it used to report 0
+ * bytes, so an extend waited in wait_host until its deadline). The kinds of source, table-driven.
+ */
+describe('FakeDriver: block disks sized from their source', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'oe-fake-block-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  const fileOf = async (bytes: number) => {
+    const f = join(await mkdtemp(join(dir, 'f-')), 'backing.raw');
+    await writeFile(f, '');
+    await truncate(f, bytes);
+    return f;
+  };
+
+  it('attaches a regular file named as a block device at its size, keeps the host size until rescan, then extends to the file size', async () => {
+    const f = await fileOf(64 * MiB);
+    const driver = new FakeDriver({ servers: [emptyServer()] });
+    await driver.attachVolume(SERVER, { volumeId: VOL, kind: 'block', source: f });
+    await expectSizesFollowStorage(driver, (b) => truncate(f, b));
+  });
+
+  it('keeps the recorded sizes of a block disk whose source does not exist (inventory files)', async () => {
+    const driver = new FakeDriver({
+      servers: [{ ...emptyServer(), disks: [{ volumeId: VOL, device: 'vdb', kind: 'block', source: join(dir, 'no-such-loop'), backingBytes: 2 * GiB, hostBytes: GiB, guestBytes: GiB }] }],
+    });
+    expect(await driver.getHostBytes(SERVER, VOL)).toBe(GiB);
+    await driver.rescan(SERVER, VOL);
+    expect(await driver.getHostBytes(SERVER, VOL)).toBe(2 * GiB);
+    expect(await driver.extendAttached(SERVER, VOL, 2 * GiB)).toBe(2 * GiB);
+  });
+
+  // A real block device node of this machine stands for the device; the sysfs tree is the test's
+  // own (what the kernel would show for it), so this needs no root.
+  const node = findBlockDeviceNode();
+  describeReal(node ? undefined : 'no block device node under /dev')('on a block device node (sysfs of the test\'s own)', () => {
+    async function sysfsFor(bytes: number, backingFile?: string): Promise<{ root: string; size: string }> {
+      const root = await mkdtemp(join(dir, 'sys-'));
+      const dev = join(root, 'class', 'block', basename(realpathSync(node!)));
+      await mkdir(join(dev, 'loop'), { recursive: true });
+      await writeFile(join(dev, 'size'), `${bytes / 512}\n`);
+      if (backingFile) await writeFile(join(dev, 'loop', 'backing_file'), `${backingFile}\n`);
+      return { root, size: join(dev, 'size') };
+    }
+
+    it('attaches a loop device at the kernel size (sysfs), keeps it until rescan, then extends to its backing file size', async () => {
+      const backing = await fileOf(64 * MiB);
+      const driver = new FakeDriver({ servers: [emptyServer()], sysfsRoot: (await sysfsFor(64 * MiB, backing)).root });
+      await driver.attachVolume(SERVER, { volumeId: VOL, kind: 'block', source: node! });
+      await expectSizesFollowStorage(driver, (b) => truncate(backing, b));
+    });
+
+    it('follows the kernel when a device grows by itself (an LVM volume, or a rescan done elsewhere)', async () => {
+      const sys = await sysfsFor(64 * MiB);
+      const driver = new FakeDriver({ servers: [emptyServer()], sysfsRoot: sys.root });
+      await driver.attachVolume(SERVER, { volumeId: VOL, kind: 'block', source: node! });
+      await writeFile(sys.size, `${(96 * MiB) / 512}\n`);
+      expect(await driver.getHostBytes(SERVER, VOL)).toBe(96 * MiB);
+      expect(await driver.getGuestBytes(SERVER, VOL)).toBe(64 * MiB);
+      expect(await driver.extendAttached(SERVER, VOL, 96 * MiB)).toBe(96 * MiB);
+    });
+  });
+
+  // A real loop device (root): the fake reads the kernel's own sysfs.
+  const noLoop = process.getuid?.() !== 0 ? 'loop devices need root' : !hasLosetup() ? 'losetup is not installed' : undefined;
+  describeReal(noLoop)('on a real loop device', () => {
+    let loop: string | undefined;
+    afterAll(() => {
+      if (loop) execFileSync('losetup', ['-d', loop]);
+    });
+
+    it('attaches it at its size, keeps it after its file grew until rescan, then extends the guest to the new size', async () => {
+      const backing = await fileOf(64 * MiB);
+      loop = execFileSync('losetup', ['-f', '--show', backing], { encoding: 'utf8' }).trim();
+      const driver = new FakeDriver({ servers: [emptyServer()] });
+      await driver.attachVolume(SERVER, { volumeId: VOL, kind: 'block', source: loop });
+      await expectSizesFollowStorage(driver, (b) => truncate(backing, b));
+      // The kernel still sees the old size: the fake recorded the rescan, it did not perform it.
+      expect(Number(readFileSync(`/sys/class/block/${basename(loop)}/size`, 'utf8')) * 512).toBe(64 * MiB);
+    });
+
+    it('extends an in-use volume of the block backend end to end (no wait in wait_host until the deadline)', async () => {
+      const h = await makeService({ config: { backends: ['block'], defaultBackend: 'block', extendTimeoutMs: 20_000 } });
+      const files = join(h.config.dataDir, 'volumes', 'block');
+      try {
+        const created = await h.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: 'blk', size_bytes: 64 * MiB } });
+        const id = created.body.volume.id;
+        await h.compute.request('POST', `/v2/${PROJECT}/servers/${SVC_SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: id } });
+        const driver = h.service.driver as FakeDriver;
+        expect(driver.snapshot(SVC_SERVER).disks.find((d) => d.volumeId === id)?.guestBytes).toBe(64 * MiB);
+        await h.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: 128 * MiB } });
+        let v: { status: string; size_bytes: number; extend: { step: string } | null };
+        const end = Date.now() + 10_000;
+        do {
+          await new Promise((r) => setTimeout(r, 20));
+          v = (await h.volume.request<{ volume: typeof v }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume;
+        } while (v.status === 'extending' && Date.now() < end);
+        expect(v, `still at step ${v.extend?.step}`).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
+        expect(driver.snapshot(SVC_SERVER).disks.find((d) => d.volumeId === id)?.guestBytes).toBe(128 * MiB);
+        await h.compute.request('DELETE', `/v2/${PROJECT}/servers/${SVC_SERVER}/os-volume_attachments/${id}`);
+        await h.volume.request('DELETE', `/v3/${PROJECT}/volumes/${id}`);
+      } finally {
+        // Loop devices are global to the machine: detach any the backend left behind.
+        for (const f of readdirSync(files, { withFileTypes: true }).filter((e) => e.isFile())) {
+          for (const line of execFileSync('losetup', ['-j', join(files, f.name)], { encoding: 'utf8' }).split('\n')) {
+            const dev = /^(\/dev\/loop\d+):/.exec(line)?.[1];
+            if (dev) execFileSync('losetup', ['-d', dev]);
+          }
+        }
+        await h.cleanup();
+      }
+    });
+  });
+});
+
+const MiB = 2 ** 20;
+const VOL = 'bbbbbbbb-0000-4000-8000-000000000001';
+const emptyServer = (): FakeServer => ({ id: SERVER, name: 'vm', state: 'active', disks: [] });
+
+/** A 64 MiB block disk just attached: host and guest see 64 MiB; storage grows to 128 MiB; rescan; extend. */
+async function expectSizesFollowStorage(driver: FakeDriver, growStorage: (bytes: number) => Promise<void>): Promise<void> {
+  expect(await driver.getHostBytes(SERVER, VOL)).toBe(64 * MiB);
+  expect(await driver.getGuestBytes(SERVER, VOL)).toBe(64 * MiB);
+  await growStorage(128 * MiB); // what the block volume backend does
+  expect(await driver.getHostBytes(SERVER, VOL)).toBe(64 * MiB);
+  await expect(driver.extendAttached(SERVER, VOL, 128 * MiB)).rejects.toMatchObject({ code: 'HostSizeTooSmall' });
+  await driver.rescan(SERVER, VOL);
+  expect(await driver.getHostBytes(SERVER, VOL)).toBe(128 * MiB);
+  expect(await driver.extendAttached(SERVER, VOL, 128 * MiB)).toBe(128 * MiB);
+  expect(await driver.getGuestBytes(SERVER, VOL)).toBe(128 * MiB);
+}
+
+/** A block device node of this machine (`/dev/loop0`, `/dev/vda`…), or undefined. */
+function findBlockDeviceNode(): string | undefined {
+  for (const name of readdirSync('/dev').sort()) {
+    const p = join('/dev', name);
+    try {
+      if (statSync(p).isBlockDevice()) return p;
+    } catch {
+      // gone meanwhile, or unreadable: look further
+    }
+  }
+  return undefined;
+}
+
+function hasLosetup(): boolean {
+  try {
+    execFileSync('losetup', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}

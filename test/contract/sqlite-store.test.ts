@@ -80,6 +80,34 @@ describe('SqliteStore specifics', () => {
     }
   });
 
+  it('compares a single-server write with the row when no sync loaded the host (a reopened store): unchanged writes nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oe-store-'));
+    const file = join(dir, 'db.sqlite');
+    const srv = (state: 'active' | 'paused') => ({
+      id: 'srv-1',
+      name: 'vm-1',
+      projectId: 'p',
+      state,
+      attachments: [{ serverId: 'srv-1', volumeId: 'vol-1', device: 'vdb', kind: 'block' as const, readonly: false }],
+    });
+    let store = new SqliteStore(file);
+    try {
+      await store.syncServers('h', [srv('active'), { ...srv('active'), id: 'srv-2', attachments: [] }]);
+      await store.close();
+      store = new SqliteStore(file);
+      const changes = () => (store.db.prepare('SELECT total_changes() AS n').get() as { n: number }).n;
+      expect(await store.upsertServer('h', srv('active'))).toBe('unchanged');
+      expect(await store.upsertServer('other-host', { ...srv('active'), id: 'srv-2', attachments: [] })).toBe('added');
+      expect(changes()).toBe(1);
+      expect(await store.upsertServer('h', srv('paused'))).toBe('updated');
+      // The first sync of the host after them loads it from the database and finds nothing to do.
+      expect(await store.syncServers('h', [srv('paused')])).toEqual({ added: 0, updated: 0, removed: 0, unchanged: 1 });
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('lets other work run between the chunks of a large sync', async () => {
     const store = new SqliteStore(':memory:');
     const inv = Array.from({ length: 5 * SYNC_CHUNK }, (_, i) => ({ id: `srv-${i}`, name: `vm-${i}`, projectId: 'p', state: 'active' as const, attachments: [] }));

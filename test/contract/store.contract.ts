@@ -216,6 +216,74 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       expect(await store.listServers({ projectId: 'p-big' })).toEqual([]);
     });
 
+    it('upserts one server by difference: added, unchanged (nothing written), updated with its task state kept', async () => {
+      expect(await store.upsertServer('h-u', server('s-u1', 'p-u', ['v-u1']))).toBe('added');
+      const added = await store.getServer('s-u1');
+      expect(added).toMatchObject({ host: 'h-u', projectId: 'p-u', state: 'active', taskState: null });
+      expect(added?.attachments.map((a) => a.volumeId)).toEqual(['v-u1']);
+      await new Promise((r) => setTimeout(r, 5)); // so a rewrite would show in updatedAt
+      expect(await store.upsertServer('h-u', server('s-u1', 'p-u', ['v-u1']))).toBe('unchanged');
+      expect(await store.getServer('s-u1')).toEqual(added);
+      expect(await store.setTaskState('s-u1', 'migrating', null)).toBe(true);
+      expect(await store.upsertServer('h-u', { ...server('s-u1', 'p-u', ['v-u1', 'v-u2']), state: 'paused' })).toBe('updated');
+      const updated = await store.getServer('s-u1');
+      expect(updated).toMatchObject({ host: 'h-u', state: 'paused', taskState: 'migrating' });
+      expect(updated?.attachments.map((a) => a.volumeId)).toEqual(['v-u1', 'v-u2']);
+      expect(updated?.updatedAt).not.toBe(added?.updatedAt);
+      await store.setTaskState('s-u1', null, 'migrating');
+    });
+
+    it('moves a server another host now reports to that host, and removes a server only from the host it is recorded on', async () => {
+      expect(await store.upsertServer('h-u2', server('s-u1', 'p-u', ['v-u1']))).toBe('added');
+      expect(await store.getServer('s-u1')).toMatchObject({ host: 'h-u2' });
+      expect(await store.removeServer('h-u', 's-u1')).toBe(false);
+      expect(await store.getServer('s-u1')).toMatchObject({ host: 'h-u2' });
+      expect(await store.removeServer('h-u2', 's-u1')).toBe(true);
+      expect(await store.getServer('s-u1')).toBeUndefined();
+      expect(await store.listServers({ projectId: 'p-u' })).toEqual([]);
+      expect(await store.removeServer('h-u2', 's-u1')).toBe(false);
+    });
+
+    it('keeps a host sync and single-server writes in step: a later sync compares against what they wrote', async () => {
+      const a = server('s-w1', 'p-w', ['v-w1']);
+      const b = server('s-w2', 'p-w', []);
+      const c = server('s-w3', 'p-w', ['v-w3']);
+      expect(await store.syncServers('h-w', [a, b])).toEqual({ added: 2, updated: 0, removed: 0, unchanged: 0 });
+      expect(await store.upsertServer('h-w', c)).toBe('added');
+      expect(await store.upsertServer('h-w', { ...a, state: 'shutoff' })).toBe('updated');
+      expect(await store.removeServer('h-w', b.id)).toBe(true);
+      // The sync sees the host as the single-server writes left it: nothing to write.
+      expect(await store.syncServers('h-w', [{ ...a, state: 'shutoff' }, c])).toEqual({ added: 0, updated: 0, removed: 0, unchanged: 2 });
+      // And an inventory without the upserted server removes it.
+      expect(await store.syncServers('h-w', [{ ...a, state: 'shutoff' }])).toEqual({ added: 0, updated: 0, removed: 1, unchanged: 1 });
+      expect(await store.getServer(c.id)).toBeUndefined();
+      // A server moved to another host by a single-server write is not the first host's any more.
+      expect(await store.upsertServer('h-w2', { ...a, state: 'shutoff' })).toBe('added');
+      expect(await store.syncServers('h-w', [])).toEqual({ added: 0, updated: 0, removed: 0, unchanged: 0 });
+      expect(await store.getServer(a.id)).toMatchObject({ host: 'h-w2' });
+      await store.syncServers('h-w2', []);
+    });
+
+    it('applies inventory writes in the order they were called, a single-server write after a sync under way', async () => {
+      const many = Array.from({ length: 700 }, (_, i) => server(`s-o${i}`, 'p-o', []));
+      const sync = store.syncServers('h-o', many);
+      const upsert = store.upsertServer('h-o', { ...server('s-o5', 'p-o', ['v-o5']), state: 'paused' });
+      const remove = store.removeServer('h-o', 's-o6');
+      expect(await sync).toEqual({ added: 700, updated: 0, removed: 0, unchanged: 0 });
+      expect(await upsert).toBe('updated');
+      expect(await remove).toBe(true);
+      expect(await store.getServer('s-o5')).toMatchObject({ state: 'paused' });
+      expect(await store.getServer('s-o6')).toBeUndefined();
+      // The reverse order: a sync called after a single-server write wins over it.
+      const upsert2 = store.upsertServer('h-o', { ...server('s-o7', 'p-o', []), state: 'crashed' });
+      const sync2 = store.syncServers('h-o', many);
+      expect(await upsert2).toBe('updated');
+      // s-o6 back, s-o5 and s-o7 as the inventory has them.
+      expect(await sync2).toEqual({ added: 1, updated: 2, removed: 0, unchanged: 697 });
+      expect(await store.getServer('s-o7')).toMatchObject({ state: 'active' });
+      await store.syncServers('h-o', []);
+    });
+
     it('stores tokens by hash with their roles and expiry', async () => {
       await store.putToken({ hash: 'abc', userId: 'u', projectId: 'p', roles: ['admin', 'member'], createdAt: '2026-01-01T00:00:00.000Z', expiresAt: '2026-01-02T00:00:00.000Z' });
       expect(await store.getToken('abc')).toMatchObject({ userId: 'u', roles: ['admin', 'member'], expiresAt: '2026-01-02T00:00:00.000Z' });

@@ -340,6 +340,46 @@ describe('LibvirtDriver on a scripted libvirtd', () => {
     expectCode(await caught(driver.getHostBytes(RUNNING, 'vol-block')), 'InstanceNotFound');
   });
 
+  describe('getServer: one domain by UUID', () => {
+    it.each([
+      ['a running domain', RUNNING],
+      ['a shut-off persistent domain', STOPPED],
+      ['a running transient domain', TRANSIENT],
+    ])('reports %s exactly as the listing does', async (_name, uuid) => {
+      const listed = (await driver.listServers()).find((x) => x.id === uuid);
+      expect(listed).toBeDefined();
+      expect(await driver.getServer(uuid)).toEqual(listed);
+    });
+
+    it('asks libvirtd afresh, so a domain started since its last lookup reports its new state', async () => {
+      expect((await driver.getServer(STOPPED))?.state).toBe('shutoff');
+      lv.start(STOPPED);
+      const lookups = lv.calledWith('DOMAIN_LOOKUP_BY_UUID').length;
+      expect((await driver.getServer(STOPPED))?.state).toBe('active');
+      expect(lv.calledWith('DOMAIN_LOOKUP_BY_UUID').length).toBe(lookups + 1);
+      expect(lv.calledWith('CONNECT_LIST_ALL_DOMAINS')).toEqual([]);
+    });
+
+    it('answers undefined for a UUID libvirtd does not know, and for one that vanishes between the lookup and its XML', async () => {
+      expect(await driver.getServer('44444444-4444-4444-8444-444444444444')).toBeUndefined();
+      lv.failures.set('DOMAIN_GET_XML_DESC', { code: VirErrorCode.NO_DOMAIN, message: 'Domain not found', before: (d) => lv.domains.delete(d.uuid) });
+      expect(await driver.getServer(RUNNING)).toBeUndefined();
+      // Gone for the other calls too: the driver forgot its handle.
+      expectCode(await caught(driver.getHostBytes(RUNNING, 'vol-block')), 'InstanceNotFound');
+    });
+
+    it('answers undefined for an id that is not a UUID without asking libvirtd', async () => {
+      const before = lv.calls.length;
+      expect(await driver.getServer('../../etc/passwd')).toBeUndefined();
+      expect(lv.calls.length).toBe(before);
+    });
+
+    it('classifies other failures as the other calls do (a broken call is uncertain)', async () => {
+      lv.failures.set('DOMAIN_GET_STATE', { code: VirErrorCode.RPC, message: 'An error occurred, but the cause is unknown' });
+      expectCode(await caught(driver.getServer(RUNNING)), 'DriverFailed', false);
+    });
+  });
+
   it('lists a shut-off persistent domain as shutoff, with the volumes of its definition', async () => {
     const s = (await driver.listServers()).find((x) => x.id === STOPPED);
     expect(lv.domains.get(STOPPED)?.state).toBe(DomainState.SHUTOFF);

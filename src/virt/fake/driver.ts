@@ -7,6 +7,12 @@
  *   the guest's view (`guestBytes`). Growing storage changes only `backingBytes`.
  * - `rescan` makes a `block` disk's host view catch up with its storage. `file` and `network`
  *   disks have no host device: the host always sees the storage size.
+ * - Disks with a real source follow it: a `file` disk its file (raw size or qcow2 virtual size);
+ *   a `block` disk on a real block device what the kernel sees (`/sys/class/block/<name>/size`)
+ *   as its host view and, for a loop device, its backing file as its storage (the block volume
+ *   backend grows the file; the device sees it after the host's rescan, which the fake records
+ *   rather than performs); a `block` disk on a regular file that file as its storage. A source
+ *   that does not exist (inventory files) keeps the recorded sizes.
  * - `extendAttached` never shrinks, is a no-op at the current size, and on a `block` or `network`
  *   disk refuses to pass the host's view (as QEMU does: "Cannot grow device files"). On a `file`
  *   disk QEMU grows the file itself, so storage and host views follow the guest's.
@@ -25,6 +31,7 @@ import { fileDiskBytes, fileDiskBytesSync } from '../image.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
 import { classifyErrno, errnoOf, errnoReason } from '../../util/errno.js';
 import { dirname } from 'node:path';
+import { measureBlockSource } from './blockSource.js';
 import type {
   AttachSpec,
   DiskKind,
@@ -77,7 +84,7 @@ export interface FakeInventoryFile {
   }>;
 }
 
-export type FakeMethod = 'listServers' | 'rescan' | 'getHostBytes' | 'getGuestBytes' | 'extendAttached' | 'attachVolume' | 'detachVolume';
+export type FakeMethod = 'listServers' | 'getServer' | 'rescan' | 'getHostBytes' | 'getGuestBytes' | 'extendAttached' | 'attachVolume' | 'detachVolume';
 
 export interface FakeDriverOptions {
   capabilities?: Partial<DriverCapabilities>;
@@ -86,6 +93,8 @@ export interface FakeDriverOptions {
   statePath?: string;
   /** Artificial latency of every call, to make concurrency observable in tests. */
   latencyMs?: number;
+  /** Where sysfs is mounted (`/sys`); tests point it at a tree of their own. */
+  sysfsRoot?: string;
 }
 
 interface PersistedState {
@@ -132,6 +141,23 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
   };
 }
 
+function toDriverServer(s: FakeServer): DriverServer {
+  return {
+    id: s.id,
+    name: s.name,
+    ...(s.projectId === undefined ? {} : { projectId: s.projectId }),
+    state: s.state,
+    disks: s.disks.map((d): DriverDisk => ({
+      volumeId: d.volumeId,
+      device: d.device,
+      kind: d.kind,
+      ...(d.format === undefined ? {} : { format: d.format }),
+      ...(d.source === undefined ? {} : { source: d.source }),
+      ...(d.readonly === undefined ? {} : { readonly: d.readonly }),
+    })),
+  };
+}
+
 /** Device names the fake hands out: vdb … vdz. */
 const FAKE_DEVICE_NAMES = 25;
 
@@ -154,6 +180,7 @@ export class FakeDriver implements VirtDriver {
   /** Calls per method, including calls that failed. */
   readonly calls: Record<FakeMethod, number> = {
     listServers: 0,
+    getServer: 0,
     rescan: 0,
     getHostBytes: 0,
     getGuestBytes: 0,
@@ -173,6 +200,7 @@ export class FakeDriver implements VirtDriver {
   private faults = new Map<FakeMethod, { error: ServiceError; times: number }>();
   private inFlight = new Map<string, number>();
   private readonly statePath: string | undefined;
+  private readonly sysfsRoot: string | undefined;
   /** Artificial latency of every call (a test control, as `injectFault`). */
   latencyMs: number;
 
@@ -180,6 +208,7 @@ export class FakeDriver implements VirtDriver {
     this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: FAKE_DEVICE_NAMES, ...opts.capabilities };
     this.statePath = opts.statePath;
     this.latencyMs = opts.latencyMs ?? 0;
+    this.sysfsRoot = opts.sysfsRoot;
     let initial = opts.servers ?? [];
     if (this.statePath) {
       try {
@@ -237,6 +266,13 @@ export class FakeDriver implements VirtDriver {
     this.persist();
   }
 
+  /** The server was deleted on the host (a domain undefined, in libvirt's words). */
+  removeServer(serverId: string): void {
+    this.server(serverId);
+    this.servers.delete(serverId);
+    this.persist();
+  }
+
   snapshot(serverId: string): FakeServer {
     return structuredClone(this.server(serverId));
   }
@@ -245,20 +281,14 @@ export class FakeDriver implements VirtDriver {
 
   async listServers(): Promise<DriverServer[]> {
     await this.enter('listServers');
-    return [...this.servers.values()].map((s) => ({
-      id: s.id,
-      name: s.name,
-      ...(s.projectId === undefined ? {} : { projectId: s.projectId }),
-      state: s.state,
-      disks: s.disks.map((d): DriverDisk => ({
-        volumeId: d.volumeId,
-        device: d.device,
-        kind: d.kind,
-        ...(d.format === undefined ? {} : { format: d.format }),
-        ...(d.source === undefined ? {} : { source: d.source }),
-        ...(d.readonly === undefined ? {} : { readonly: d.readonly }),
-      })),
-    }));
+    return [...this.servers.values()].map(toDriverServer);
+  }
+
+  /** One server, from the map (what libvirt's lookup by UUID is to the fake). */
+  async getServer(serverId: string): Promise<DriverServer | undefined> {
+    await this.enter('getServer');
+    const s = this.servers.get(serverId);
+    return s && toDriverServer(s);
   }
 
   async rescan(serverId: string, volumeId: string): Promise<void> {
@@ -336,12 +366,21 @@ export class FakeDriver implements VirtDriver {
       if (!used.has(`vd${String.fromCharCode(c)}`)) device = `vd${String.fromCharCode(c)}`;
     }
     if (device === undefined) throw errors.tooManyDiskDevices(serverId);
-    let bytes = 0;
+    // The guest sees what the host sees when the disk is plugged; the storage may be ahead of it
+    // (a loop device not rescanned since its file grew).
+    let hostBytes = 0;
+    let backingBytes = 0;
     if (spec.kind === 'file') {
       try {
-        bytes = await fileDiskBytes(spec.source, spec.format);
+        hostBytes = backingBytes = await fileDiskBytes(spec.source, spec.format);
       } catch (err) {
         throw errors.driverFailed(errnoReason('read the size of the disk file', err), { final: classifyErrno(err).final, cause: err, detail: `${spec.source}: ${(err as Error).message}` });
+      }
+    } else if (spec.kind === 'block') {
+      const sizes = measureBlockSource(spec.source, this.sysfsRoot);
+      if (sizes) {
+        hostBytes = sizes.deviceBytes ?? sizes.storageBytes;
+        backingBytes = Math.max(hostBytes, sizes.storageBytes);
       }
     }
     server.disks.push({
@@ -350,9 +389,9 @@ export class FakeDriver implements VirtDriver {
       kind: spec.kind,
       ...(spec.format === undefined ? {} : { format: spec.format }),
       source: spec.source,
-      backingBytes: bytes,
-      hostBytes: bytes,
-      guestBytes: bytes,
+      backingBytes,
+      hostBytes,
+      guestBytes: hostBytes,
     });
     this.persist();
     return device;
@@ -382,6 +421,7 @@ export class FakeDriver implements VirtDriver {
 
   /** `refreshed`, synchronously (for setState). */
   private refreshedSync(disk: FakeDisk): void {
+    this.refreshBlock(disk);
     if (disk.kind === 'file' && disk.source) {
       try {
         disk.backingBytes = Math.max(disk.backingBytes, fileDiskBytesSync(disk.source, disk.format));
@@ -392,8 +432,25 @@ export class FakeDriver implements VirtDriver {
     }
   }
 
-  /** A file disk with a real path follows the real file, so the fake can sit on a real file backend. */
+  /**
+   * A block disk on a real device or file follows it (see the header). Max: the fake records the
+   * host's rescan rather than performs it, so its host view may be ahead of the kernel's; and
+   * storage never shrinks under an attached volume.
+   */
+  private refreshBlock(disk: FakeDisk): void {
+    if (disk.kind !== 'block' || !disk.source) return;
+    const sizes = measureBlockSource(disk.source, this.sysfsRoot);
+    if (!sizes) return; // absent (inventory files): keep the recorded sizes
+    disk.backingBytes = Math.max(disk.backingBytes, sizes.storageBytes);
+    if (sizes.deviceBytes !== undefined) disk.hostBytes = Math.max(disk.hostBytes, sizes.deviceBytes);
+  }
+
+  /**
+   * A disk with a real source follows it, so the fake can sit on a real file or block backend:
+   * a file disk its file, a block disk its device or file (`refreshBlock`).
+   */
   private async refreshed(disk: FakeDisk): Promise<FakeDisk> {
+    this.refreshBlock(disk);
     if (disk.kind === 'file' && disk.source) {
       try {
         // Max: in the fake, QEMU's own growth of an attached file is recorded, not written.

@@ -40,6 +40,7 @@ import { buildDiskXml, MAX_DEVICE_NAMES, nextFreeDevice, toDriverDisk, volumeDis
 import type { Guest, LiveSizeMethod } from './guest.js';
 import { Host } from './host.js';
 import { DomainAffect } from './remote/client.js';
+import { uuidToBytes } from './remote/protocol.js';
 import { LibvirtConnectionError, LibvirtError, LibvirtProtocolError, LibvirtTimeoutError, VirErrorCode } from './remote/errors.js';
 import type { Logger } from './remote/client.js';
 import { HostStorage, hostFailed, type RunCommand } from './storage.js';
@@ -176,28 +177,48 @@ export class LibvirtDriver implements VirtDriver {
   async listServers(): Promise<DriverServer[]> {
     try {
       const guests = await this.host.listGuests();
-      const out = await Promise.all(
-        guests.map(async (g): Promise<DriverServer | undefined> => {
-          try {
-            const [{ info }, st] = await Promise.all([g.info({ fresh: true }), g.state()]);
-            const projectId = info.projectId ?? this.defaultProjectId;
-            return {
-              id: g.uuid,
-              name: info.name || g.name,
-              ...(projectId !== undefined ? { projectId } : {}),
-              state: st.state,
-              disks: volumeDisks(info).map(toDriverDisk),
-            };
-          } catch (err) {
-            // A domain that vanished between the list and the details is simply gone.
-            if (err instanceof LibvirtError && err.code === VirErrorCode.NO_DOMAIN) return undefined;
-            throw err;
-          }
-        }),
-      );
+      const out = await Promise.all(guests.map((g) => this.describeGuest(g)));
       return out.filter((s): s is DriverServer => s !== undefined);
     } catch (err) {
       throw this.mapError(err, { action: 'list servers' });
+    }
+  }
+
+  /**
+   * One domain by UUID: a fresh lookup (a handle cached by Host.lookup may belong to a domain
+   * undefined or restarted since), then its XML and state, read as listServers reads them. An id that is not
+   * a UUID names no domain: undefined without asking libvirtd.
+   */
+  async getServer(serverId: string): Promise<DriverServer | undefined> {
+    if (!uuidToBytes(serverId)) return undefined;
+    try {
+      const guest = await this.host.lookup(serverId, { fresh: true });
+      const server = await this.describeGuest(guest);
+      if (!server) this.host.forget(serverId);
+      return server;
+    } catch (err) {
+      // Host.lookup forgets a domain it no longer finds.
+      if (err instanceof LibvirtError && err.code === VirErrorCode.NO_DOMAIN) return undefined;
+      throw this.mapError(err, { serverId, action: 'look up instance' });
+    }
+  }
+
+  /** A domain as a DriverServer (fresh XML and state); undefined if it vanished meanwhile. */
+  private async describeGuest(g: Guest): Promise<DriverServer | undefined> {
+    try {
+      const [{ info }, st] = await Promise.all([g.info({ fresh: true }), g.state()]);
+      const projectId = info.projectId ?? this.defaultProjectId;
+      return {
+        id: g.uuid,
+        name: info.name || g.name,
+        ...(projectId !== undefined ? { projectId } : {}),
+        state: st.state,
+        disks: volumeDisks(info).map(toDriverDisk),
+      };
+    } catch (err) {
+      // A domain that vanished between the lookup (or list) and the details is simply gone.
+      if (err instanceof LibvirtError && err.code === VirErrorCode.NO_DOMAIN) return undefined;
+      throw err;
     }
   }
 

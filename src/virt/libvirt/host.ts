@@ -39,14 +39,15 @@ export class Host {
 
   /**
    * The guest with this UUID, looked up now (one round trip, which also tells a restarted domain
-   * by its new id). Throws LibvirtError NO_DOMAIN when there is none.
+   * by its new id). Throws LibvirtError NO_DOMAIN when there is none. `fresh`: ask libvirtd
+   * even if a recent lookup is known.
    */
-  async lookup(uuid: string): Promise<Guest> {
+  async lookup(uuid: string, opts: { fresh?: boolean } = {}): Promise<Guest> {
     const key = uuid.toLowerCase();
     const known = this.guests.get(key);
     // libvirtd resolves every domain call by UUID, so a handle stays usable; re-looking it up on
     // every call would only add a round trip. A recent lookup is trusted for LOOKUP_TTL_MS.
-    if (known && Date.now() - known.lookedUpAt < LOOKUP_TTL_MS) return known;
+    if (!opts.fresh && known && Date.now() - known.lookedUpAt < LOOKUP_TTL_MS) return known;
     try {
       const dom = await this.client.lookupByUuid(key);
       let guest = this.guests.get(key);
