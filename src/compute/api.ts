@@ -224,13 +224,13 @@ export class ComputeAPI {
   }
 
   /**
-   * The server as the hypervisor has it now, not as last stored: the inventory is re-read first.
+   * The server as the hypervisor has it now, not as last stored: that one server is looked up.
    * For decisions that must not act on a stale copy (is this disk plugged in?). Throws
    * InstanceNotFound when the server is gone or belongs to another project.
    */
   async freshServer(tenantId: string, serverId: string): Promise<ServerRecord> {
-    await this.rpc.syncInventory();
-    const server = await this.store.getServer(serverId);
+    const known = await this.store.getServer(serverId);
+    const server = await this.rpc.syncServer(known?.host, serverId);
     if (!server || server.projectId !== tenantId) throw errors.instanceNotFound(serverId);
     return server;
   }
