@@ -10,11 +10,10 @@
  * InstanceStopped and the host's measured size was confirmed); start the domain: the guest's own
  * report shows 2 GiB and the pattern reads back the same.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { ApiError } from '../../src/httpClient.js';
-import type { Guest } from '../../src/lab/index.js';
 import { e2eMissing } from '../support/e2e.js';
-import { startLabService, type LabService, type VolumeView } from '../support/labService.js';
+import { createAttached, guestData, useLabService } from '../support/labSuite.js';
 import { describeReal } from '../support/real.js';
 
 const GiB = 2 ** 30;
@@ -22,63 +21,16 @@ const PROJECT = 'e2eofflineproject';
 const PATTERN_MIB = 4;
 
 describeReal(e2eMissing())('offline extend of a shut-off persistent server\'s volume through the volume API (file raw, block)', () => {
-  let s: LabService | undefined;
-  const t0 = Date.now();
-  const log = (m: string): void => console.log(`[offline-e2e +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
+  const { S, G, log } = useLabService({ project: PROJECT, guestName: `oe-off-e2e-${process.pid}`, persistentGuest: true }, 'offline-e2e');
+  const data = guestData(G, PATTERN_MIB);
 
-  beforeAll(async () => {
-    s = await startLabService({ project: PROJECT, guestName: `oe-off-e2e-${process.pid}`, persistentGuest: true });
-    log(`lab, service and persistent guest ${s.guest.name} ready`);
-  }, 180_000);
 
-  afterAll(async () => {
-    const t = Date.now();
-    const errs = (await s?.close()) ?? [];
-    log(`teardown ${Date.now() - t} ms`);
-    if (errs.length) throw new Error(`cleanup failed: ${errs.join('; ')}`);
-  }, 120_000);
-
-  const S = (): LabService => {
-    if (!s) throw new Error('no lab service');
-    return s;
-  };
-  const G = (): Guest => S().guest;
-
-  function md5Of(out: string): string {
-    const m = /^([0-9a-f]{32})\b/m.exec(out);
-    if (!m?.[1]) throw new Error(`no md5 from the guest: ${out}`);
-    return m[1];
-  }
-  /** Random data over the first MiBs of the disk, written in the guest; its md5 as the guest reads it back. */
-  async function writePattern(dev: string): Promise<string> {
-    return md5Of(
-      await G().exec(
-        `dd if=/dev/urandom of=/dev/${dev} bs=1048576 count=${PATTERN_MIB} conv=fsync 2>/dev/null && ` +
-          `echo 3 > /proc/sys/vm/drop_caches && dd if=/dev/${dev} bs=1048576 count=${PATTERN_MIB} 2>/dev/null | md5sum`,
-        30_000,
-      ),
-    );
-  }
-  async function guestMd5(dev: string): Promise<string> {
-    return md5Of(await G().exec(`echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/${dev} bs=1048576 count=${PATTERN_MIB} 2>/dev/null | md5sum`, 30_000));
-  }
-
-  async function createAttached(body: Record<string, unknown>, bytes: number): Promise<{ v: VolumeView; dev: string }> {
-    const v = await S().createVolume(body);
-    expect(v).toMatchObject({ status: 'available', size_bytes: bytes });
-    await S().attach(v.id);
-    expect(await S().show(v.id)).toMatchObject({ status: 'in-use', attachments: [{ server_id: G().uuid }] });
-    const dev = await G().deviceForSerial(v.id, 20_000);
-    if (!dev) throw new Error(`the guest never showed volume ${v.id}`);
-    expect(await G().waitForSize(dev, bytes, 20_000)).toBe(bytes);
-    return { v, dev };
-  }
 
   async function extendOffline(create: Record<string, unknown>): Promise<void> {
     const ls = S();
     const g = G();
-    const { v, dev } = await createAttached(create, GiB);
-    const md5 = await writePattern(dev);
+    const { v, dev } = await createAttached(S(), create, GiB);
+    const md5 = await data.writePattern(dev);
 
     let t = Date.now();
     await g.powerOff();
@@ -106,7 +58,7 @@ describeReal(e2eMissing())('offline extend of a shut-off persistent server\'s vo
     const after = await g.deviceForSerial(v.id, 20_000);
     expect(after, 'the volume is still attached after the restart').toBeDefined();
     expect(await g.waitForSize(after!, 2 * GiB, 20_000)).toBe(2 * GiB);
-    expect(await guestMd5(after!)).toBe(md5);
+    expect(await data.md5(after!)).toBe(md5);
     expect(await ls.show(v.id)).toMatchObject({ status: 'in-use', size_bytes: 2 * GiB, attachments: [{ server_id: g.uuid }] });
 
     await ls.detach(v.id);

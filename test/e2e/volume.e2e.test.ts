@@ -10,11 +10,11 @@
  * failure paths (5xx retries, deadlines, restarts) are covered on the fake driver in
  * test/volume/workflow.test.ts and test/volume/crash.test.ts.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { ApiError } from '../../src/httpClient.js';
-import type { Guest } from '../../src/lab/index.js';
 import { e2eMissing } from '../support/e2e.js';
-import { startLabService, statusOf, type LabService, type VolumeView } from '../support/labService.js';
+import { statusOf, type VolumeView } from '../support/labService.js';
+import { createAttached, guestData, useLabService } from '../support/labSuite.js';
 import { describeReal } from '../support/real.js';
 
 const MiB = 2 ** 20;
@@ -23,58 +23,10 @@ const PROJECT = 'e2evolumeproject';
 const PATTERN_MIB = 4;
 
 describeReal(e2eMissing())('in-use extend through the volume API on a real guest (file raw/qcow2, block, iSCSI)', () => {
-  let s: LabService | undefined;
-  const t0 = Date.now();
-  const log = (m: string): void => console.log(`[volume-e2e +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
+  const { S, G, log } = useLabService({ project: PROJECT, guestName: `oe-vol-e2e-${process.pid}` }, 'volume-e2e');
+  const data = guestData(G, PATTERN_MIB);
 
-  beforeAll(async () => {
-    s = await startLabService({ project: PROJECT, guestName: `oe-vol-e2e-${process.pid}` });
-    log(`lab, service and guest ${s.guest.name} ready`);
-  }, 180_000);
 
-  afterAll(async () => {
-    const t = Date.now();
-    const errs = (await s?.close()) ?? [];
-    log(`teardown ${Date.now() - t} ms`);
-    if (errs.length) throw new Error(`cleanup failed: ${errs.join('; ')}`);
-  }, 120_000);
-
-  const S = (): LabService => {
-    if (!s) throw new Error('no lab service');
-    return s;
-  };
-  const G = (): Guest => S().guest;
-
-  /** Random data over the first MiBs of the disk, from inside the guest; its md5 as the guest reads it back. */
-  async function writePattern(dev: string): Promise<string> {
-    return md5Of(
-      await G().exec(
-        `dd if=/dev/urandom of=/dev/${dev} bs=1048576 count=${PATTERN_MIB} conv=fsync 2>/dev/null && ` +
-          `echo 3 > /proc/sys/vm/drop_caches && dd if=/dev/${dev} bs=1048576 count=${PATTERN_MIB} 2>/dev/null | md5sum`,
-        30_000,
-      ),
-    );
-  }
-  async function guestMd5(dev: string): Promise<string> {
-    return md5Of(await G().exec(`echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/${dev} bs=1048576 count=${PATTERN_MIB} 2>/dev/null | md5sum`, 30_000));
-  }
-  function md5Of(out: string): string {
-    const m = /^([0-9a-f]{32})\b/m.exec(out);
-    if (!m?.[1]) throw new Error(`no md5 from the guest: ${out}`);
-    return m[1];
-  }
-
-  /** Create through the volume API, attach through the compute API; the guest's device for it. */
-  async function createAttached(body: Record<string, unknown>, bytes: number): Promise<{ v: VolumeView; dev: string }> {
-    const v = await S().createVolume(body);
-    expect(v).toMatchObject({ status: 'available', size_bytes: bytes });
-    await S().attach(v.id);
-    expect(await S().show(v.id)).toMatchObject({ status: 'in-use', attachments: [{ server_id: G().uuid }] });
-    const dev = await G().deviceForSerial(v.id, 20_000);
-    if (!dev) throw new Error(`the guest never showed volume ${v.id}`);
-    expect(await G().waitForSize(dev, bytes, 20_000)).toBe(bytes);
-    return { v, dev };
-  }
 
   async function detachAndDelete(v: VolumeView, dev: string): Promise<void> {
     const mark = await G().logMark();
@@ -96,8 +48,8 @@ describeReal(e2eMissing())('in-use extend through the volume API on a real guest
   async function extendOnline(create: Record<string, unknown>, startBytes: number, action: Record<string, unknown>, target: number): Promise<void> {
     const ls = S();
     const g = G();
-    const { v, dev } = await createAttached(create, startBytes);
-    const md5 = await writePattern(dev);
+    const { v, dev } = await createAttached(S(), create, startBytes);
+    const md5 = await data.writePattern(dev);
 
     const mark = await g.logMark();
     const t = Date.now();
@@ -110,7 +62,7 @@ describeReal(e2eMissing())('in-use extend through the volume API on a real guest
     expect(await g.waitForSize(dev, target, 20_000)).toBe(target);
     log(`${String(create.volume_type)}${create.format ? `/${String(create.format)}` : ''}: ${startBytes} → ${target} bytes, guest reported it ${Date.now() - t} ms after the API call`);
     await g.waitForLog(new RegExp(`${dev}: detected capacity change from ${startBytes / 512} to ${target / 512}\\b`), 10_000, mark);
-    expect(await guestMd5(dev)).toBe(md5);
+    expect(await data.md5(dev)).toBe(md5);
 
     // The audit: the extend succeeded, with the compute calls it made (check, rescan, poll, assist).
     const actions = await ls.volumeActions(v.id);
@@ -150,7 +102,7 @@ describeReal(e2eMissing())('in-use extend through the volume API on a real guest
 
   it('refuses to shrink an in-use volume (400, also for an equal size) and the guest still sees its size', async () => {
     const start = 64 * MiB;
-    const { v, dev } = await createAttached({ name: 'shrink', size_bytes: start, volume_type: 'block' }, start);
+    const { v, dev } = await createAttached(S(), { name: 'shrink', size_bytes: start, volume_type: 'block' }, start);
     const mark = await G().logMark();
     for (const bytes of [start - MiB, start]) {
       const err = (await S().extend(v.id, { 'os-extend-bytes': { new_bytes: bytes } }).catch((e: unknown) => e)) as ApiError;
@@ -171,7 +123,7 @@ describeReal(e2eMissing())('in-use extend through the volume API on a real guest
 
   it('refuses a second extend while the first runs (409), then the first ends at its size', async () => {
     const start = 64 * MiB;
-    const { v, dev } = await createAttached({ name: 'twice', size_bytes: start, volume_type: 'block' }, start);
+    const { v, dev } = await createAttached(S(), { name: 'twice', size_bytes: start, volume_type: 'block' }, start);
     // Both requests are in flight together; exactly one moves the volume in-use → extending.
     const [a, b] = await Promise.all([
       statusOf(S().extend(v.id, { 'os-extend-bytes': { new_bytes: 80 * MiB } })),

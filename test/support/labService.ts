@@ -201,3 +201,4 @@ export async function startLabService(opts: LabServiceOptions): Promise<LabServi
     throw err;
   }
 }
+

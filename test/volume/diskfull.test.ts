@@ -21,6 +21,24 @@ import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/se
 const MiB = 2 ** 20;
 const N = 8;
 
+/** Fills the filesystem at `dir` to the last sector with one file; returns its path (rm it to free). */
+function fillDisk(dir: string, name: string): string {
+  const filler = join(dir, name);
+  const fd = openSync(filler, 'w');
+  try {
+    for (const size of [MiB, 512]) {
+      try {
+        for (;;) writeSync(fd, Buffer.alloc(size));
+      } catch (err) {
+        expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return filler;
+}
+
 function tmpfsMissing(): string | undefined {
   if (process.platform !== 'linux') return 'needs Linux (tmpfs)';
   if (process.getuid?.() !== 0) return 'needs root to mount a small tmpfs for the full disk';
@@ -58,19 +76,7 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of wor
     ].map((p) => p.then(() => 'ok', (e: { status?: number }) => String(e.status)));
     // Fill the disk while the calls wait on the (slow) hypervisor, so their last writes fail.
     await new Promise((r) => setTimeout(r, 100));
-    const filler = join(mnt, 'filler2');
-    const fd = openSync(filler, 'w');
-    try {
-      for (;;) writeSync(fd, Buffer.alloc(MiB));
-    } catch {
-      // full
-    }
-    try {
-      for (;;) writeSync(fd, Buffer.alloc(512));
-    } catch {
-      // to the last sector
-    }
-    closeSync(fd);
+    const filler = fillDisk(mnt, 'filler2');
     const answers = await Promise.all(calls);
     await new Promise((r) => setTimeout(r, 1_500));
     rmSync(filler);
@@ -103,19 +109,7 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of wor
       ids.push(v.id);
     }
     for (const id of ids) await svc.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: 32 * MiB } });
-    const filler = join(mnt, 'filler3');
-    const fd = openSync(filler, 'w');
-    try {
-      for (;;) writeSync(fd, Buffer.alloc(MiB));
-    } catch {
-      // full
-    }
-    try {
-      for (;;) writeSync(fd, Buffer.alloc(512));
-    } catch {
-      // to the last sector
-    }
-    closeSync(fd);
+    const filler = fillDisk(mnt, 'filler3');
     // Full for longer than the 2 s deadline.
     await new Promise((r) => setTimeout(r, 4_000));
     rmSync(filler);
@@ -148,20 +142,7 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of wor
     for (const id of ids) expect((await svc.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: 128 * MiB } })).status).toBe(202);
 
     // Fill the filesystem to the last byte, hold it full for 5 s, then free it.
-    const filler = join(mnt, 'filler');
-    const fd = openSync(filler, 'w');
-    const chunk = Buffer.alloc(MiB);
-    try {
-      for (;;) writeSync(fd, chunk);
-    } catch (err) {
-      expect((err as NodeJS.ErrnoException).code).toBe('ENOSPC');
-    }
-    try {
-      for (;;) writeSync(fd, chunk, 0, 512);
-    } catch {
-      // the last sectors are gone too
-    }
-    closeSync(fd);
+    const filler = fillDisk(mnt, 'filler');
     const fullUntil = Date.now() + 5_000;
     let stillExtending = 0;
     while (Date.now() < fullUntil) {
