@@ -1,0 +1,73 @@
+/**
+ * Opening an SQLite database file for the store: private file modes, WAL, pragmas, migrations by
+ * `PRAGMA user_version`, and the database's identity (schema 5 on).
+ */
+import Database from 'better-sqlite3';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { MIGRATIONS } from './migrations.js';
+
+/**
+ * Bring `db` to the newest schema this build knows, one transaction per migration. Returns the
+ * schema version reached (`MIGRATIONS.length`). Throws `Error` when the database's schema is newer
+ * than this build knows: running old statements against it could damage it.
+ */
+export function migrate(db: Database.Database): number {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new Error(`database schema version ${current} is newer than this build knows (${MIGRATIONS.length}): run the newer online-extend`);
+  }
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+  return MIGRATIONS.length;
+}
+
+/**
+ * The database's identity (schema 5 on; a random 32-hex-digit string made with its schema), or
+ * undefined where it has none: an older schema, or the row was removed.
+ */
+export function databaseIdOf(db: Database.Database): string | undefined {
+  const hasMeta = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").get() !== undefined;
+  if (!hasMeta) return undefined;
+  const row = db.prepare("SELECT value FROM meta WHERE key = 'database_id'").get() as { value: string } | undefined;
+  return row?.value;
+}
+
+/** The database's identity, made now if the row is missing (needs schema 5 or later). */
+export function ensureDatabaseId(db: Database.Database): string {
+  db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))))").run();
+  return databaseIdOf(db)!;
+}
+
+/** Mode of the database and its -wal/-shm files: they hold token hashes and the volume inventory. */
+export const DB_FILE_MODE = 0o600;
+
+/**
+ * Open (creating it 0600, its directory 0700) and migrate the database at `path` (`:memory:` for
+ * a private in-memory one). WAL, `synchronous = NORMAL`, foreign keys on, 5 s busy timeout.
+ * Throws what `migrate` throws, and better-sqlite3's errors for a file that is not a database.
+ */
+export function openSqlite(path: string): Database.Database {
+  if (path !== ':memory:') {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // SQLite creates a database 0644, and its -wal/-shm files with the database file's mode:
+    // create the file 0600 first, and fix files an older version made.
+    if (!existsSync(path)) closeSync(openSync(path, 'a', DB_FILE_MODE));
+    for (const f of [path, `${path}-wal`, `${path}-shm`]) {
+      if (existsSync(f)) chmodSync(f, DB_FILE_MODE);
+    }
+  }
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  // NORMAL in WAL mode: durable across a process crash (kill -9), may lose the last
+  // transactions only on power loss.
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  migrate(db);
+  return db;
+}
