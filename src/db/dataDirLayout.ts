@@ -1,0 +1,50 @@
+/**
+ * The data directory's layout: the names of what is in it, its modes, and the refusal to use it
+ * (DataDirError). See dataDir.ts for the directory as a whole and its guarantees.
+ */
+import { join } from 'node:path';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../util/privateFile.js';
+
+export const DB_FILE = 'online-extend.sqlite';
+export const MARKER_FILE = 'data-dir.json';
+export const LOCK_FILE = 'serve.lock';
+export const PID_FILE = 'serve.pid';
+export const SERVICE_TOKEN_FILE = 'service-token.json';
+export const FAKE_STATE_FILE = 'fake-hypervisor.json';
+export const VOLUMES_DIR = 'volumes';
+
+export const DIR_MODE = PRIVATE_DIR_MODE;
+export const FILE_MODE = PRIVATE_FILE_MODE;
+
+export type DataDirErrorCode =
+  /** Another process holds the data dir's lock. */
+  | 'DataDirLocked'
+  /** The database is missing or empty while the data dir shows it was in use. */
+  | 'DatabaseMissing'
+  /** The database fails SQLite's integrity check or is not a database. */
+  | 'DatabaseCorrupt'
+  /** The database's schema is newer than this build knows. */
+  | 'SchemaTooNew'
+  /** The marker is there but cannot be read, so the database's identity cannot be checked. */
+  | 'MarkerUnreadable'
+  /** The database is not the one the marker records (a fresh or foreign database swapped in). */
+  | 'DatabaseMismatch'
+  /** Volume files whose volume the database does not know. */
+  | 'OrphanVolumes';
+
+/** A refusal to use a data dir. `message` says what was found and what to do. */
+export class DataDirError extends Error {
+  constructor(
+    readonly code: DataDirErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+    this.name = 'DataDirError';
+  }
+}
+
+/** The database file of the data dir `dir`. */
+export function dbPath(dir: string): string {
+  return join(dir, DB_FILE);
+}
