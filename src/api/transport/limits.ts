@@ -1,0 +1,46 @@
+/**
+ * The limits of one HTTP server: timeouts, the connection cap, and what one connection may make
+ * the process hold (pipelined requests, unsent response bytes). Sizes in bytes, times in ms.
+ */
+
+/** Limits of one HTTP server (all times in milliseconds). */
+export interface HttpLimits {
+  /**
+   * The request line and headers must have arrived this long after the request began, and a new
+   * connection may stay silent no longer than this: slowloris and idle connects end here (408).
+   */
+  headersTimeoutMs: number;
+  /** The whole request, body included, must have arrived this long after it began (408). */
+  requestTimeoutMs: number;
+  /** A keep-alive connection idle this long after a response is closed. */
+  keepAliveTimeoutMs: number;
+  /**
+   * Open connections at most. A connection over the cap closes the least recently active one that
+   * has no complete request being served; if every connection is serving one, the new one is dropped.
+   */
+  maxConnections: number;
+  /** On close: how long requests already being served may take before their connections are cut. */
+  shutdownGraceMs: number;
+  /**
+   * A client must take the answers written to it: a connection whose response bytes have waited
+   * in this process this long with no write completing is cut, and what it held is freed.
+   */
+  sendTimeoutMs: number;
+  /**
+   * Requests of one connection being answered at once (HTTP/1.1 pipelining depth). The next one
+   * is refused with a 503 and the connection closes after the answers before it.
+   */
+  maxPipelined: number;
+  /** Response bytes one connection may leave waiting in this process; a connection over it is cut. */
+  maxUnsentBytes: number;
+}
+
+/** Requests answered at once per connection: browsers and HTTP libraries pipeline none or a few. */
+export const MAX_PIPELINED = 16;
+/** Unsent response bytes per connection: several of our largest answers (a 1,000-item page). */
+export const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
+
+/** Node's default header limit, stated: the request line counts too. */
+export const MAX_HEADER_BYTES = 16 * 1024;
+/** Our URLs are under 200 characters; anything far longer is refused before routing work. */
+export const MAX_URL_LENGTH = 2048;
