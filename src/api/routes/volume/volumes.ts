@@ -11,7 +11,7 @@ import { Link } from '../../schemas/compute.js';
 import { ListQuery } from '../../schemas/paging.js';
 import { pageOf, pageResult, storePage } from '../../paging.js';
 
-const GiB = 2 ** 30;
+import { GiB } from '../../../util/units.js';
 const tags = ['volumes'];
 
 export function volumeView(v: VolumeRecord) {
