@@ -1,15 +1,16 @@
 /** The `online-extend` command: argv → commands. Logic lives in the modules it calls. */
 import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { loadConfig } from './config.js';
+import { ConfigSchema, ConfigError, loadClientConfig, loadConfig, loadSettings, processEnv, type ClientConfig } from './config.js';
 import { startService } from './app.js';
 import { issueToken, parseDuration, parseRoles, rolesInPolicy, STANDARD_ROLES } from './auth/tokens.js';
 import { openDataDir } from './db/dataDir.js';
-import { ApiClient, ApiError } from './httpClient.js';
+import { ApiError } from './httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
 import { registerVolumeCommands } from './cli/volume.js';
-import { listAll, projectOf } from './cli/client.js';
+import { apiClient, listAll, projectOf } from './cli/client.js';
+import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './lab/cli.js';
 
 type Out = (s: string) => void;
@@ -20,10 +21,9 @@ function readPolicyRules(path: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
-function clientFrom(opts: { url?: string; token?: string }, env: NodeJS.ProcessEnv, defaultUrl: string): ApiClient {
-  const token = opts.token ?? env.ONLINE_EXTEND_TOKEN;
-  if (!token) throw new Error('no token: pass --token or set ONLINE_EXTEND_TOKEN (see `online-extend token create`)');
-  return new ApiClient({ url: opts.url ?? env.ONLINE_EXTEND_URL ?? defaultUrl, token });
+/** The client settings of a command: its flags over the environment (config.ts). */
+function clientConfig(o: { url?: string; token?: string; project?: string }, env: NodeJS.ProcessEnv): ClientConfig {
+  return loadClientConfig(env, { url: o.url, token: o.token, project: o.project });
 }
 
 function clientOptions(cmd: Command): Command {
@@ -43,6 +43,11 @@ interface ClientOpts {
   volume: string;
 }
 
+/**
+ * The `online-extend` program: `serve`, `token create`, the compute client commands, `demo`,
+ * `volume …` and `lab …`. Output goes to `out`; every setting comes from config.ts (`env` is the
+ * environment it reads).
+ */
 export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
   const program = new Command('online-extend')
     .description('Grow volumes attached to running libvirt/QEMU guests, online, with nothing lost')
@@ -54,6 +59,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--host <addr>', 'listen address', undefined)
     .option('--port <port>', 'listen port (default 8774)')
     .option('--data-dir <dir>', 'state directory (default ./data)')
+    .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
     .addOption(new Option('--driver <driver>', 'virt driver').choices(['libvirt', 'fake']))
     .option('--fake-inventory <file>', 'servers for the fake driver (JSON)')
     .option('--libvirt-uri <uri>', 'libvirt URI (default qemu:///system)')
@@ -101,7 +107,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         shutdownGraceMs: o.shutdownGrace,
         fakeLatencyMs: o.fakeLatency,
         allowOrphanVolumes: o.allowOrphanVolumes,
-      });
+      }, typeof o.config === 'string' ? o.config : undefined);
       // Everything this process creates (the database, its WAL, qemu-img's images, …) is private
       // to the service's user; startService also sets modes explicitly and fixes older files.
       process.umask(0o077);
@@ -140,12 +146,13 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--ttl <duration>', 'lifetime, e.g. 30m, 1h, 7d', '1h')
     .option('--data-dir <dir>', 'state directory (default ./data)')
     .option('--policy <file>', 'policy overrides whose roles may be given too (env ONLINE_EXTEND_POLICY_FILE)')
-    .action(async (o: { project: string; user: string; roles?: string; ttl: string; dataDir?: string; policy?: string }) => {
+    .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
+    .action(async (o: { project: string; user: string; roles?: string; ttl: string; dataDir?: string; policy?: string; config?: string }) => {
       // No default: a token's power is chosen, never inherited (it used to be admin).
       if (o.roles === undefined) {
         throw new Error(`--roles is required: name the token's roles, e.g. --roles member (standard roles: ${STANDARD_ROLES.join(', ')}; admin may do everything)`);
       }
-      const config = loadConfig(env, { dataDir: o.dataDir, driver: 'libvirt', policyFile: o.policy });
+      const config = loadConfig(env, { dataDir: o.dataDir, driver: 'libvirt', policyFile: o.policy }, o.config);
       const roles = parseRoles(o.roles, config.policyFile ? rolesInPolicy(readPolicyRules(config.policyFile)) : []);
       const ttlMs = parseDuration(o.ttl);
       // The same checks as serve (a damaged or missing database is refused), without serve's lock:
@@ -159,15 +166,15 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       }
     });
 
-  const base = (o: ClientOpts) => `/v2/${projectOf(o.project, env)}/servers`;
-  const COMPUTE_URL = 'http://127.0.0.1:8774';
+  const base = (c: ClientConfig) => `/v2/${projectOf(c)}/servers`;
 
   clientOptions(program.command('rescan').description('make the compute host see the volume’s new size'))
     .requiredOption('--server <id>', 'server id')
     .requiredOption('--volume <id>', 'volume id')
     .action(async (o: ClientOpts) => {
-      const c = clientFrom(o, env, COMPUTE_URL);
-      const res = await c.request('PUT', `${base(o)}/${o.server}/os-online_extend_volume`, { onlineExtendVolume: { volume_id: o.volume } });
+      const settings = clientConfig(o, env);
+      const c = apiClient(settings, 'compute');
+      const res = await c.request('PUT', `${base(settings)}/${o.server}/os-online_extend_volume`, { onlineExtendVolume: { volume_id: o.volume } });
       out(render(o.format, { status: res.status, request_id: res.requestId }, [{ status: res.status, request_id: res.requestId }]));
     });
 
@@ -175,8 +182,9 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .requiredOption('--server <id>', 'server id')
     .requiredOption('--volume <id>', 'volume id')
     .action(async (o: ClientOpts) => {
-      const c = clientFrom(o, env, COMPUTE_URL);
-      const res = await c.request<{ volume_blockdev: { id: string; bytes: number } }>('GET', `${base(o)}/${o.server}/os-online_extend_volume/${o.volume}`);
+      const settings = clientConfig(o, env);
+      const c = apiClient(settings, 'compute');
+      const res = await c.request<{ volume_blockdev: { id: string; bytes: number } }>('GET', `${base(settings)}/${o.server}/os-online_extend_volume/${o.volume}`);
       const b = res.body.volume_blockdev;
       out(render(o.format, res.body, [{ id: b.id, bytes: b.bytes, size: formatBytes(b.bytes) }]));
     });
@@ -186,10 +194,11 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .requiredOption('--volume <id>', 'volume id')
     .requiredOption('--size <size>', 'new size, e.g. 2GiB or bytes')
     .action(async (o: ClientOpts & { size: string }) => {
-      const c = clientFrom(o, env, COMPUTE_URL);
+      const settings = clientConfig(o, env);
+      const c = apiClient(settings, 'compute');
       const res = await c.request<{ volume_blockdev: { id: string; bytes: number } }>(
         'POST',
-        `${base(o)}/${o.server}/os-online_extend_volume/${o.volume}`,
+        `${base(settings)}/${o.server}/os-online_extend_volume/${o.volume}`,
         { onlineExtendVolume: { bytes: parseSize(o.size) } },
       );
       const b = res.body.volume_blockdev;
@@ -198,8 +207,9 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
 
   clientOptions(program.command('servers').description('list servers and their attached volumes'))
     .action(async (o: Omit<ClientOpts, 'server' | 'volume'>) => {
-      const c = clientFrom(o, env, COMPUTE_URL);
-      const servers = await listAll<Record<string, unknown>>(c, `${base(o as ClientOpts)}/detail`, 'servers');
+      const settings = clientConfig(o, env);
+      const c = apiClient(settings, 'compute');
+      const servers = await listAll<Record<string, unknown>>(c, `${base(settings)}/detail`, 'servers');
       const res = { body: { servers } };
       out(
         render(
@@ -224,7 +234,9 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--no-install', 'do not install missing Debian packages')
     .action(async (o: { backends: string; keepLab?: boolean; install: boolean }) => {
       const { runDemo } = await import('./demo.js');
-      const ok = await runDemo({ backends: o.backends.split(',').map((b) => b.trim()).filter(Boolean), keepLab: o.keepLab ?? false, install: o.install, out });
+      // Checked as the service's backends are (the same key of the same schema).
+      const { backends } = loadSettings(Type.Pick(ConfigSchema, ['backends']), { flags: { backends: o.backends } });
+      const ok = await runDemo({ backends, keepLab: o.keepLab ?? false, install: o.install, out });
       if (!ok) process.exitCode = 1;
     });
 
@@ -233,12 +245,21 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
   return program;
 }
 
-export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+/**
+ * Runs the command `argv` (process.argv's shape). Exit codes: 0 done, 2 a setting refused
+ * (ConfigError, naming the key), 1 any other failure.
+ */
+export async function main(argv: string[], env: NodeJS.ProcessEnv = processEnv()): Promise<void> {
   const out: Out = (s) => process.stdout.write(`${s}\n`);
   const program = buildProgram(out, env);
   try {
     await program.parseAsync(argv);
   } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`error: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
     if (err instanceof ApiError) {
       process.stderr.write(`error: HTTP ${err.status}: ${err.message}${err.requestId ? ` (${err.requestId})` : ''}\n`);
     } else {

@@ -1,217 +1,269 @@
 /**
- * Configuration, loaded once (from CLI flags over environment over defaults) and passed in.
- * Nothing below this module reads process.env.
+ * Configuration: every command's settings come from here, loaded once and passed in. Nothing
+ * else reads process.env.
+ *
+ * Each kind of command has ONE schema, written with TypeBox, which is at the same time the
+ * documentation of every key (meaning, unit, default, environment variable, flag) and the type
+ * (`Static`): `ConfigSchema` for the service (`serve`, `token create`, the demo's service) and
+ * `ClientConfigSchema` for the API client commands (`rescan`, `blockdev`, `assist-extend`,
+ * `servers`, `volume …`). One loader (`loadSettings`) reads both.
+ *
+ * Sources, highest first: command-line flags > environment variables > the JSON file given with
+ * `--config FILE` (service settings only; an object of the keys below, camelCase) > defaults.
+ * An empty environment variable counts as unset. Every value is checked against the schema
+ * (TypeBox's compiled checker) and a bad one is refused with a ConfigError naming the key and
+ * where the value came from; the CLI exits 2 on it.
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
+import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { maxConnectionsPerApi } from './config/fdLimit.js';
 
-export interface Config {
-  /** Address and port of the compute API (Nova's default port). */
-  host: string;
-  port: number;
-  /** Address and port of the volume API (Cinder's default port). */
-  volumeHost: string;
-  volumePort: number;
-  /** Directory for the SQLite database and other state. */
-  dataDir: string;
-  driver: 'fake' | 'libvirt';
-  fakeInventory?: string;
-  libvirtUri: string;
-  /** Project for servers whose domain XML names none. */
-  defaultProject: string;
-  policyFile?: string;
-  /** This compute host's name in the inventory. */
-  computeHost: string;
-  /** Re-read the hypervisor's inventory this often (0 = only at start and on demand). */
-  syncIntervalMs: number;
-  logLevel: string;
-  /** Volume backends to enable: any of file, block, iscsi. */
-  backends: string[];
-  /** Backend for volumes created without a volume_type. */
-  defaultBackend: string;
-  /** iSCSI portal (tgtd) and tgtadm's control port. */
-  iscsiPortal: string;
-  tgtControlPort: number;
-  /** Longest an in-use extend may take before it ends in error_extending. */
-  extendTimeoutMs: number;
-  /** Sleep before every extend step: for crash-recovery tests only. */
-  extendStepDelayMs: number;
-  /** How often the extend watchdog restarts missing runs and ends extends past their deadline. */
-  extendWatchdogMs: number;
-  /**
-   * How often volumes left creating, attaching, detaching or deleting by an operation that did
-   * not finish are brought to an end (volume/reconciler.ts); also how long one must be untouched.
-   */
-  volumeReconcileMs: number;
-  /** Run the volume API (Cinder's role) in this process too. */
-  volumeApi: boolean;
-  /**
-   * HTTP, per API: the request line and headers must arrive within this many ms of the start of a
-   * request, and a new connection may stay silent no longer (slowloris, idle connects: 408).
-   */
-  httpHeadersTimeoutMs: number;
-  /** HTTP: the whole request, body included, must arrive within this many ms (408). */
-  httpRequestTimeoutMs: number;
-  /** HTTP: a keep-alive connection idle this many ms after a response is closed (Node adds 1 s of margin). */
-  httpKeepAliveTimeoutMs: number;
-  /**
-   * HTTP: open connections per API. 0 (the default) = automatic: the soft open-files limit, less
-   * FD_RESERVE for the database, hypervisor and storage, shared between the APIs this process runs.
-   * At the cap, a new connection closes the least recently active one that is not serving a request.
-   */
-  httpMaxConnections: number;
-  /**
-   * HTTP: a client must take its answers. A connection whose response bytes have waited in this
-   * process this many ms with no write completing is cut (a client that sends requests and never
-   * reads). Per connection there are also fixed bounds: 16 requests answered at once (pipelining)
-   * and 4 MiB of answers not yet taken.
-   */
-  httpSendTimeoutMs: number;
-  /**
-   * On SIGTERM/SIGINT: requests already being served may finish for this many ms; then every
-   * connection is closed and the process exits. Connections with no complete request close at once.
-   */
-  shutdownGraceMs: number;
-  /** Artificial latency of every fake-driver call, in ms: for tests of slow requests only. */
-  fakeLatencyMs: number;
-  /**
-   * Start even though volume files under `DATA_DIR/volumes/` belong to no volume in the database
-   * (they are logged at error level and left alone). A flag only (`serve --allow-orphan-volumes`),
-   * never from the environment: an override left set would hide the next lost database.
-   */
-  allowOrphanVolumes: boolean;
+export { FD_RESERVE, maxConnectionsPerApi, softFdLimit } from './config/fdLimit.js';
+
+/**
+ * Where a key may be set besides the file, kept in the key's schema as documentation:
+ * `env` (variable name), `flag` (`serve`'s flag), `unit`, `choices` (the allowed values, for
+ * messages), `flagOnly` (never from the environment or a file).
+ */
+interface KeyDoc {
+  env?: string;
+  flag?: string;
+  unit?: string;
+  choices?: readonly string[];
+  flagOnly?: boolean;
 }
 
-/** File descriptors kept for everything but HTTP connections (database, hypervisor, storage, logs). */
-export const FD_RESERVE = 128;
+const int = (description: string, dflt: number, doc: KeyDoc, minimum = 0, maximum?: number) =>
+  Type.Integer({ description, default: dflt, minimum, ...(maximum === undefined ? {} : { maximum }), ...doc });
+const ms = (description: string, dflt: number, doc: Omit<KeyDoc, 'unit'> = {}, minimum = 0) => int(description, dflt, { ...doc, unit: 'ms' }, minimum);
+const port = (description: string, dflt: number, doc: KeyDoc) => int(description, dflt, { ...doc, unit: 'TCP port' }, 0, 65535);
+const str = (description: string, dflt: string, doc: KeyDoc = {}) => Type.String({ description, default: dflt, minLength: 1, ...doc });
+const oneOf = (choices: readonly string[]) => `^(${choices.join('|')})$`;
 
-export const DEFAULTS: Config = {
-  host: '127.0.0.1',
-  port: 8774,
-  volumeHost: '127.0.0.1',
-  volumePort: 8776,
-  dataDir: './data',
-  driver: 'libvirt',
-  libvirtUri: 'qemu:///system',
-  defaultProject: 'admin',
-  computeHost: hostname(),
-  syncIntervalMs: 10_000,
-  logLevel: 'info',
-  backends: ['file'],
-  defaultBackend: 'file',
-  iscsiPortal: '127.0.0.1:3260',
-  tgtControlPort: 0,
-  extendTimeoutMs: 15 * 60_000,
-  extendStepDelayMs: 0,
-  extendWatchdogMs: 1_000,
-  volumeReconcileMs: 5_000,
-  volumeApi: true,
-  httpHeadersTimeoutMs: 10_000,
-  httpRequestTimeoutMs: 30_000,
-  httpKeepAliveTimeoutMs: 5_000,
-  httpMaxConnections: 0,
-  httpSendTimeoutMs: 10_000,
-  shutdownGraceMs: 10_000,
-  fakeLatencyMs: 0,
-  allowOrphanVolumes: false,
-};
+/** Volume backends this build has. */
+export const KNOWN_BACKENDS = ['file', 'block', 'iscsi'] as const;
+/** pino's levels, and `silent`. */
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-/** Environment variables that set config keys (documented in the README). */
-const ENV_KEYS: Record<string, keyof Config> = {
-  ONLINE_EXTEND_HOST: 'host',
-  ONLINE_EXTEND_PORT: 'port',
-  ONLINE_EXTEND_VOLUME_PORT: 'volumePort',
-  ONLINE_EXTEND_DATA_DIR: 'dataDir',
-  ONLINE_EXTEND_DRIVER: 'driver',
-  ONLINE_EXTEND_LIBVIRT_URI: 'libvirtUri',
-  ONLINE_EXTEND_DEFAULT_PROJECT: 'defaultProject',
-  ONLINE_EXTEND_POLICY_FILE: 'policyFile',
-  ONLINE_EXTEND_LOG_LEVEL: 'logLevel',
-  ONLINE_EXTEND_BACKENDS: 'backends',
-  ONLINE_EXTEND_ISCSI_PORTAL: 'iscsiPortal',
-  ONLINE_EXTEND_TGT_CONTROL_PORT: 'tgtControlPort',
-};
+/** The service's settings: one key each, with its meaning, unit, default, env name and flag. */
+export const ConfigSchema = Type.Object(
+  {
+    host: str('Listen address of the compute API', '127.0.0.1', { env: 'ONLINE_EXTEND_HOST', flag: '--host' }),
+    port: port("Port of the compute API (Nova's default port; 0 = any free one)", 8774, { env: 'ONLINE_EXTEND_PORT', flag: '--port' }),
+    volumeHost: str('Listen address of the volume API', '127.0.0.1'),
+    volumePort: port("Port of the volume API (Cinder's default port; 0 = any free one)", 8776, { env: 'ONLINE_EXTEND_VOLUME_PORT', flag: '--volume-port' }),
+    dataDir: str('Directory of the SQLite database and other state (made absolute)', './data', { env: 'ONLINE_EXTEND_DATA_DIR', flag: '--data-dir', unit: 'path' }),
+    driver: Type.Union([Type.Literal('fake'), Type.Literal('libvirt')], {
+      description: 'Virt driver (`--fake-inventory` alone implies fake)',
+      default: 'libvirt',
+      env: 'ONLINE_EXTEND_DRIVER',
+      flag: '--driver',
+      choices: ['fake', 'libvirt'],
+    }),
+    fakeInventory: Type.Optional(Type.String({ description: "Servers for the fake driver (JSON file); required by it", minLength: 1, flag: '--fake-inventory', unit: 'path' })),
+    libvirtUri: str('libvirt URI', 'qemu:///system', { env: 'ONLINE_EXTEND_LIBVIRT_URI', flag: '--libvirt-uri' }),
+    defaultProject: str('Project of servers whose domain metadata names none', 'admin', { env: 'ONLINE_EXTEND_DEFAULT_PROJECT', flag: '--default-project' }),
+    policyFile: Type.Optional(Type.String({ description: 'Policy overrides (JSON, oslo.policy rules)', minLength: 1, env: 'ONLINE_EXTEND_POLICY_FILE', flag: '--policy', unit: 'path' })),
+    computeHost: str("This compute host's name in the inventory", hostname()),
+    syncIntervalMs: ms("Re-read the hypervisor's inventory this often (0 = only at start and on demand)", 10_000, { flag: '--sync-interval' }),
+    logLevel: Type.String({ description: 'Log level', default: 'info', pattern: oneOf(LOG_LEVELS), env: 'ONLINE_EXTEND_LOG_LEVEL', choices: LOG_LEVELS }),
+    backends: Type.Array(Type.String({ pattern: oneOf(KNOWN_BACKENDS) }), {
+      description: 'Volume backends to enable (comma-separated in env and flag)',
+      default: ['file'],
+      env: 'ONLINE_EXTEND_BACKENDS',
+      flag: '--backends',
+      choices: KNOWN_BACKENDS,
+    }),
+    defaultBackend: Type.String({ description: 'Backend of volumes created without a volume_type (the first enabled one if not enabled)', default: 'file', pattern: oneOf(KNOWN_BACKENDS), choices: KNOWN_BACKENDS }),
+    iscsiPortal: str('iSCSI portal (tgtd) of the iscsi backend', '127.0.0.1:3260', { env: 'ONLINE_EXTEND_ISCSI_PORTAL', flag: '--iscsi-portal', unit: 'host:port' }),
+    tgtControlPort: port("tgtadm's control port for the iscsi backend (0 = tgtadm's default)", 0, { env: 'ONLINE_EXTEND_TGT_CONTROL_PORT', flag: '--tgt-control-port' }),
+    extendTimeoutMs: ms('Longest an in-use extend may take before it ends in error_extending', 15 * 60_000, { flag: '--extend-timeout' }),
+    extendStepDelayMs: ms('Sleep before every extend step: for crash-recovery tests only', 0, { flag: '--extend-step-delay' }),
+    extendWatchdogMs: ms('How often the extend watchdog restarts missing runs and ends extends past their deadline', 1_000),
+    volumeReconcileMs: ms(
+      'How often volumes left creating, attaching, detaching or deleting by an operation that did not finish are brought to an end (volume/reconciler.ts); also how long one must be untouched',
+      5_000,
+    ),
+    volumeApi: Type.Boolean({ description: "Run the volume API (Cinder's role) in this process too", default: true, flag: '--no-volume-api' }),
+    httpHeadersTimeoutMs: ms(
+      'HTTP, per API: the request line and headers must arrive within this of the start of a request, and a new connection may stay silent no longer (slowloris, idle connects: 408); above 0, at most httpRequestTimeoutMs',
+      10_000,
+      { flag: '--http-headers-timeout' },
+      1,
+    ),
+    httpRequestTimeoutMs: ms('HTTP: the whole request, body included, must arrive within this (408); above 0', 30_000, { flag: '--http-request-timeout' }, 1),
+    httpKeepAliveTimeoutMs: ms('HTTP: a keep-alive connection idle this long after a response is closed (Node adds 1 s of margin); above 0', 5_000, { flag: '--http-keep-alive-timeout' }, 1),
+    httpMaxConnections: int(
+      'HTTP: open connections per API. 0 = automatic: the soft open-files limit, less FD_RESERVE for the database, hypervisor and storage, shared between the APIs this process runs. At the cap, a new connection closes the least recently active one that is not serving a request',
+      0,
+      { flag: '--http-max-connections', unit: 'connections' },
+    ),
+    httpSendTimeoutMs: ms(
+      'HTTP: a connection whose response bytes have waited in this process this long with no write completing is cut (a client that sends requests and never reads). Per connection there are also fixed bounds: 16 requests answered at once (pipelining) and 4 MiB of answers not yet taken; above 0',
+      10_000,
+      { flag: '--http-send-timeout' },
+      1,
+    ),
+    shutdownGraceMs: ms(
+      'On SIGTERM/SIGINT: requests already being served may finish for this long; then every connection is closed and the process exits. Connections with no complete request close at once',
+      10_000,
+      { flag: '--shutdown-grace' },
+    ),
+    fakeLatencyMs: ms('Artificial latency of every fake-driver call: for tests of slow requests only', 0, { flag: '--fake-latency' }),
+    allowOrphanVolumes: Type.Boolean({
+      description:
+        'Start even though volume files under DATA_DIR/volumes/ belong to no volume in the database (logged at error level, left alone). A flag only, never from the environment or a file: an override left set would hide the next lost database',
+      default: false,
+      flag: '--allow-orphan-volumes',
+      flagOnly: true,
+    }),
+  },
+  { additionalProperties: false },
+);
 
-const NUMERIC: ReadonlySet<keyof Config> = new Set([
-  'port',
-  'volumePort',
-  'syncIntervalMs',
-  'tgtControlPort',
-  'extendTimeoutMs',
-  'extendStepDelayMs',
-  'extendWatchdogMs',
-  'volumeReconcileMs',
-  'httpHeadersTimeoutMs',
-  'httpRequestTimeoutMs',
-  'httpKeepAliveTimeoutMs',
-  'httpMaxConnections',
-  'httpSendTimeoutMs',
-  'shutdownGraceMs',
-  'fakeLatencyMs',
-]);
-const KNOWN_BACKENDS = new Set(['file', 'block', 'iscsi']);
+/** The service's configuration, as `loadConfig` returns it (validated, derived keys filled in). */
+export type Config = Static<typeof ConfigSchema>;
 
-export function loadConfig(env: NodeJS.ProcessEnv, flags: Partial<Record<keyof Config, unknown>> = {}): Config {
-  const merged: Record<string, unknown> = { ...DEFAULTS };
-  for (const [name, key] of Object.entries(ENV_KEYS)) {
-    if (env[name] !== undefined && env[name] !== '') merged[key] = env[name];
+/** The client commands' settings (they talk to a running service over HTTP). */
+export const ClientConfigSchema = Type.Object(
+  {
+    url: Type.String({ description: 'Compute API URL', default: 'http://127.0.0.1:8774', pattern: '^https?://', env: 'ONLINE_EXTEND_URL', flag: '--url (volume attach/detach: --compute-url)' }),
+    volumeUrl: Type.String({ description: 'Volume API URL', default: 'http://127.0.0.1:8776', pattern: '^https?://', env: 'ONLINE_EXTEND_VOLUME_URL', flag: '--url (volume commands)' }),
+    token: Type.Optional(Type.String({ description: 'Auth token (see `online-extend token create`); required', minLength: 1, env: 'ONLINE_EXTEND_TOKEN', flag: '--token' })),
+    project: Type.Optional(Type.String({ description: "Project in the URL, the token's; required (no default: the API refuses another)", minLength: 1, env: 'ONLINE_EXTEND_PROJECT', flag: '--project' })),
+  },
+  { additionalProperties: false },
+);
+
+/** The client commands' configuration. */
+export type ClientConfig = Static<typeof ClientConfigSchema>;
+
+/** A refused setting: `key` is the config key, `message` names it and where its value came from. */
+export class ConfigError extends Error {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
   }
-  for (const [key, value] of Object.entries(flags)) if (value !== undefined) merged[key] = value;
-  for (const key of NUMERIC) {
-    const n = Number(merged[key]);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`config ${key}: expected a non-negative integer, got ${String(merged[key])}`);
-    merged[key] = n;
-  }
-  if (merged.driver !== 'fake' && merged.driver !== 'libvirt') {
-    throw new Error(`config driver: expected "fake" or "libvirt", got ${String(merged.driver)}`);
-  }
-  if (merged.driver === 'fake' && !merged.fakeInventory) {
-    throw new Error('the fake driver needs --fake-inventory FILE');
-  }
-  if (typeof merged.backends === 'string') merged.backends = merged.backends.split(',').map((b) => b.trim()).filter(Boolean);
-  for (const b of merged.backends as string[]) {
-    if (!KNOWN_BACKENDS.has(b)) throw new Error(`config backends: unknown backend "${b}" (use file, block, iscsi)`);
-  }
-  if (!(merged.backends as string[]).includes(String(merged.defaultBackend))) merged.defaultBackend = (merged.backends as string[])[0] ?? 'file';
-  merged.volumeApi = merged.volumeApi !== false && merged.volumeApi !== 'false';
-  merged.allowOrphanVolumes = merged.allowOrphanVolumes === true || merged.allowOrphanVolumes === 'true';
-  merged.dataDir = resolve(String(merged.dataDir));
-  for (const key of ['httpHeadersTimeoutMs', 'httpRequestTimeoutMs', 'httpKeepAliveTimeoutMs', 'httpSendTimeoutMs'] as const) {
-    if ((merged[key] as number) === 0) throw new Error(`config ${key}: must be above 0 (a connection without a deadline can be held forever)`);
-  }
-  if ((merged.httpHeadersTimeoutMs as number) > (merged.httpRequestTimeoutMs as number)) {
-    throw new Error('config httpHeadersTimeoutMs: must not exceed httpRequestTimeoutMs (the headers are part of the request)');
-  }
-  merged.httpMaxConnections = maxConnectionsPerApi(merged.httpMaxConnections as number, merged.volumeApi ? 2 : 1);
-  return merged as unknown as Config;
+}
+
+/** Values given per key (flags from the CLI, or a caller's overrides): strings or typed values. */
+export type Flags<C> = Partial<Record<keyof C, unknown>>;
+
+/** Where a value came from, for messages. */
+type Source = 'default' | 'file' | 'env' | 'flag';
+
+const compiled = new WeakMap<TObject, ReturnType<typeof TypeCompiler.Compile>>();
+
+/** What a schema accepts, in words (for messages). */
+function expected(s: TSchema): string {
+  if (Array.isArray(s.choices)) return `${s.type === 'array' ? 'a comma-separated list of' : 'one of'} ${(s.choices as string[]).join(', ')}`;
+  if (s.type === 'integer') return s.maximum !== undefined ? `an integer from ${s.minimum} to ${s.maximum}` : s.minimum ? `an integer of at least ${s.minimum}` : 'a non-negative integer';
+  if (s.type === 'boolean') return 'true or false';
+  if (s.pattern === '^https?://') return 'an http:// or https:// URL';
+  return 'a non-empty string';
+}
+
+/** A string from the environment, a flag or a file turned into the key's type, where it plainly is one. */
+function coerce(s: TSchema, v: unknown): unknown {
+  if (typeof v !== 'string') return v;
+  if (s.type === 'integer') return /^\d+$/.test(v.trim()) ? Number(v.trim()) : v;
+  if (s.type === 'boolean') return v === 'true' ? true : v === 'false' ? false : v;
+  if (s.type === 'array') return v.split(',').map((b) => b.trim()).filter(Boolean);
+  return v;
 }
 
 /**
- * The connection cap of one API: `configured` if above 0, else the soft open-files limit less
- * FD_RESERVE, shared between `apis` servers (at least 16 each). Throws when a configured cap
- * does not fit under the open-files limit: the cap would never be reached before EMFILE.
+ * THE loader: `schema`'s keys from `flags` over `env` over `file` over the schema's defaults,
+ * each coerced to its type and checked. Throws ConfigError naming the first bad key (an unknown
+ * key in the file, a flag-only key elsewhere, or a value the schema refuses).
  */
-export function maxConnectionsPerApi(configured: number, apis: number, fdLimit: number | undefined = softFdLimit()): number {
-  const n = Math.max(1, apis);
-  if (configured > 0) {
-    if (fdLimit !== undefined && configured * n + FD_RESERVE > fdLimit) {
-      throw new Error(
-        `config httpMaxConnections: ${configured} per API × ${n} API(s) + ${FD_RESERVE} reserved is above the open-files limit ${fdLimit}; lower it or raise \`ulimit -n\``,
-      );
-    }
-    return configured;
+export function loadSettings<S extends TObject>(schema: S, sources: { env?: NodeJS.ProcessEnv; flags?: Flags<Static<S>>; file?: Record<string, unknown> }): Static<S> {
+  const props = schema.properties as Record<string, TSchema>;
+  const merged: Record<string, unknown> = {};
+  const from: Record<string, string> = {};
+  const set = (key: string, value: unknown, source: Source, name?: string) => {
+    merged[key] = coerce(props[key]!, value);
+    from[key] = name ? `${source} ${name}` : source;
+  };
+  for (const [key, s] of Object.entries(props)) if (s.default !== undefined) set(key, structuredClone(s.default), 'default');
+  for (const [key, value] of Object.entries(sources.file ?? {})) {
+    if (!props[key]) throw new ConfigError(key, `config ${key}: not a setting (in the config file; known: ${Object.keys(props).join(', ')})`);
+    if (props[key].flagOnly) throw new ConfigError(key, `config ${key}: may only be given as the flag ${props[key].flag} (found in the config file)`);
+    set(key, value, 'file');
   }
-  return Math.max(16, Math.floor(((fdLimit ?? 1024) - FD_RESERVE) / n));
+  for (const [key, s] of Object.entries(props)) {
+    const name = s.env as string | undefined;
+    const value = name === undefined ? undefined : sources.env?.[name];
+    if (value !== undefined && value !== '') set(key, value, 'env', name);
+  }
+  for (const [key, value] of Object.entries(sources.flags ?? {})) {
+    if (value === undefined) continue;
+    if (!props[key]) throw new ConfigError(key, `config ${key}: not a setting`);
+    set(key, value, 'flag', props[key].flag as string | undefined);
+  }
+  let check = compiled.get(schema);
+  if (!check) compiled.set(schema, (check = TypeCompiler.Compile(schema)));
+  const first = check.Errors(merged).First();
+  if (first) {
+    const key = first.path.split('/')[1] ?? '';
+    const s = props[key];
+    if (!s) throw new ConfigError(key, `config: ${first.message}`);
+    throw new ConfigError(key, `config ${key}: expected ${expected(s)}, got ${JSON.stringify(merged[key])} (from ${from[key]})`);
+  }
+  return merged as Static<S>;
 }
 
-/** The soft RLIMIT_NOFILE of this process (Linux), or undefined where it cannot be read. */
-export function softFdLimit(): number | undefined {
+/** The JSON object in the config file `path`; throws ConfigError when it cannot be read or is not one. */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let parsed: unknown;
   try {
-    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-    if (!m) return undefined;
-    return m[1] === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(m[1]);
-  } catch {
-    return undefined;
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError('config', `config file ${path}: ${(err as Error).message}`);
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError('config', `config file ${path}: expected a JSON object of settings`);
+  return parsed as Record<string, unknown>;
 }
+
+/**
+ * The service's configuration: `loadSettings(ConfigSchema, …)`, then the rules between keys:
+ * the fake driver needs `fakeInventory`; `httpHeadersTimeoutMs` ≤ `httpRequestTimeoutMs`;
+ * `defaultBackend` falls back to the first enabled backend; `dataDir` is made absolute;
+ * `httpMaxConnections` 0 becomes the automatic cap (maxConnectionsPerApi). `file` is the path of
+ * a JSON config file, if any. Throws ConfigError.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv, flags: Flags<Config> = {}, file?: string): Config {
+  const c = loadSettings(ConfigSchema, { env, flags, ...(file === undefined ? {} : { file: readConfigFile(file) }) });
+  if (c.driver === 'fake' && !c.fakeInventory) throw new ConfigError('fakeInventory', 'the fake driver needs --fake-inventory FILE');
+  if (c.httpHeadersTimeoutMs > c.httpRequestTimeoutMs) {
+    throw new ConfigError('httpHeadersTimeoutMs', 'config httpHeadersTimeoutMs: must not exceed httpRequestTimeoutMs (the headers are part of the request)');
+  }
+  if (!c.backends.includes(c.defaultBackend)) c.defaultBackend = c.backends[0] ?? 'file';
+  c.dataDir = resolve(c.dataDir);
+  try {
+    c.httpMaxConnections = maxConnectionsPerApi(c.httpMaxConnections, c.volumeApi ? 2 : 1);
+  } catch (err) {
+    throw new ConfigError('httpMaxConnections', (err as Error).message);
+  }
+  return c;
+}
+
+/** The client commands' configuration (`loadSettings(ClientConfigSchema, …)`). Throws ConfigError. */
+export function loadClientConfig(env: NodeJS.ProcessEnv, flags: Flags<ClientConfig> = {}): ClientConfig {
+  return loadSettings(ClientConfigSchema, { env, flags });
+}
+
+/** The defaults of every service key, as documented in ConfigSchema. */
+export const DEFAULTS: Config = loadSettings(ConfigSchema, {});
+
+/** This process's environment: the one place the CLI reads it. */
+export function processEnv(): NodeJS.ProcessEnv {
+  return process.env;
+}
+

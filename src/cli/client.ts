@@ -1,14 +1,24 @@
-/** What the client commands share: the project they act in, and lists read to their end. */
-import type { ApiClient } from '../httpClient.js';
+/** What the client commands share: their settings, the client, the project they act in, lists read to their end. */
+import { ApiClient } from '../httpClient.js';
+import type { ClientConfig } from '../config.js';
 
 /**
- * The project in the URL: `--project`, else ONLINE_EXTEND_PROJECT. There is no default: the API
- * refuses a URL whose project is not the token's (400), so guessing one only hides the mistake.
+ * The HTTP client of the compute or volume API, with the configured token. Throws Error when no
+ * token is configured (`--token` or ONLINE_EXTEND_TOKEN).
  */
-export function projectOf(opt: string | undefined, env: NodeJS.ProcessEnv): string {
-  const project = opt ?? env.ONLINE_EXTEND_PROJECT;
-  if (!project) throw new Error("no project: pass --project or set ONLINE_EXTEND_PROJECT (the token's project)");
-  return encodeURIComponent(project);
+export function apiClient(config: ClientConfig, api: 'compute' | 'volume'): ApiClient {
+  if (!config.token) throw new Error('no token: pass --token or set ONLINE_EXTEND_TOKEN (see `online-extend token create`)');
+  return new ApiClient({ url: api === 'compute' ? config.url : config.volumeUrl, token: config.token });
+}
+
+/**
+ * The project in the URL, percent-encoded: `--project`, else ONLINE_EXTEND_PROJECT. There is no
+ * default: the API refuses a URL whose project is not the token's (400), so guessing one only
+ * hides the mistake. Throws Error when none is configured.
+ */
+export function projectOf(config: ClientConfig): string {
+  if (!config.project) throw new Error("no project: pass --project or set ONLINE_EXTEND_PROJECT (the token's project)");
+  return encodeURIComponent(config.project);
 }
 
 /**

@@ -1,7 +1,7 @@
 /** `online-extend volume …`: the volume API's client commands. */
 import { Option, type Command } from 'commander';
-import { ApiClient } from '../httpClient.js';
-import { listAll, projectOf } from './client.js';
+import { loadClientConfig, type ClientConfig } from '../config.js';
+import { apiClient, listAll, projectOf } from './client.js';
 import { render, type Format } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
 
@@ -37,6 +37,10 @@ const row = (v: VolumeView) => ({
   extend: v.extend ? `${v.extend.step}${v.extend.error ? `: ${v.extend.error}` : ''}` : '',
 });
 
+/**
+ * Adds `volume create|list|show|attach|detach|extend|delete` to `program`; output goes to `out`.
+ * Settings (URLs, token, project) come from `loadClientConfig(env, flags)`.
+ */
 export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.ProcessEnv): void {
   const volume = program.command('volume').description('volumes (the volume API, Cinder’s role)');
   const common = (cmd: Command) =>
@@ -45,15 +49,15 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
       .option('--token <token>', 'auth token (env ONLINE_EXTEND_TOKEN)')
       .option('--project <id>', "project id, the token's (env ONLINE_EXTEND_PROJECT)")
       .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'));
-  const client = (o: VolumeOpts, compute = false) => {
-    const token = o.token ?? env.ONLINE_EXTEND_TOKEN;
-    if (!token) throw new Error('no token: pass --token or set ONLINE_EXTEND_TOKEN (see `online-extend token create`)');
-    const url = compute
-      ? (o.computeUrl ?? env.ONLINE_EXTEND_URL ?? 'http://127.0.0.1:8774')
-      : (o.url ?? env.ONLINE_EXTEND_VOLUME_URL ?? 'http://127.0.0.1:8776');
-    return new ApiClient({ url, token });
+  // The settings of one command: its flags over the environment (config.ts), read once.
+  const settings = new WeakMap<VolumeOpts, ClientConfig>();
+  const config = (o: VolumeOpts) => {
+    let c = settings.get(o);
+    if (!c) settings.set(o, (c = loadClientConfig(env, { volumeUrl: o.url, url: o.computeUrl, token: o.token, project: o.project })));
+    return c;
   };
-  const project = (o: VolumeOpts) => projectOf(o.project, env);
+  const client = (o: VolumeOpts, compute = false) => apiClient(config(o), compute ? 'compute' : 'volume');
+  const project = (o: VolumeOpts) => projectOf(config(o));
   const get = async (o: VolumeOpts, id: string) =>
     (await client(o).request<{ volume: VolumeView }>('GET', `/v3/${project(o)}/volumes/${id}`)).body.volume;
   const show = (o: VolumeOpts, v: VolumeView) => out(render(o.format, { volume: v }, [row(v)]));

@@ -1,0 +1,145 @@
+/**
+ * The one configuration loader (src/config.ts): every bad value is refused with a ConfigError
+ * naming its key and where it came from; flags win over the environment, the environment over
+ * the config file, the file over the defaults; the schema documents every key, and the CLI and
+ * README name the same flags and environment variables.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { TSchema } from '@sinclair/typebox';
+import { ClientConfigSchema, ConfigError, ConfigSchema, DEFAULTS, loadClientConfig, loadConfig, type Config } from '../../src/config.js';
+import { buildProgram } from '../../src/cli.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'oe-config-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A config file holding `settings`; returns its path. */
+function file(name: string, settings: unknown): string {
+  const path = join(dir, name);
+  writeFileSync(path, typeof settings === 'string' ? settings : JSON.stringify(settings));
+  return path;
+}
+
+/** The ConfigError `fn` throws (fails the test if it throws none, or another error). */
+function refusal(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError, got none');
+}
+
+describe('bad values', () => {
+  type Case = [name: string, load: () => unknown, key: string, message: RegExp];
+  const cases: Case[] = [
+    ['a port that is not a number, from the environment', () => loadConfig({ ONLINE_EXTEND_PORT: 'abc' }), 'port', /config port: expected an integer from 0 to 65535, got "abc" \(from env ONLINE_EXTEND_PORT\)/],
+    ['a port past 65535, from a flag', () => loadConfig({}, { port: '70000' }), 'port', /config port: expected an integer from 0 to 65535, got 70000 \(from flag --port\)/],
+    ['a negative volume port', () => loadConfig({ ONLINE_EXTEND_VOLUME_PORT: '-1' }), 'volumePort', /config volumePort: .*got "-1" \(from env ONLINE_EXTEND_VOLUME_PORT\)/],
+    ['a fractional timeout', () => loadConfig({}, { extendTimeoutMs: '1.5' }), 'extendTimeoutMs', /config extendTimeoutMs: expected a non-negative integer, got "1.5" \(from flag --extend-timeout\)/],
+    ['a header timeout of 0 (a connection could be held forever)', () => loadConfig({}, { httpHeadersTimeoutMs: '0' }), 'httpHeadersTimeoutMs', /config httpHeadersTimeoutMs: expected an integer of at least 1, got 0/],
+    ['a send timeout of 0', () => loadConfig({}, { httpSendTimeoutMs: 0 }), 'httpSendTimeoutMs', /config httpSendTimeoutMs: expected an integer of at least 1/],
+    ['an unknown driver', () => loadConfig({ ONLINE_EXTEND_DRIVER: 'xen' }), 'driver', /config driver: expected one of fake, libvirt, got "xen" \(from env ONLINE_EXTEND_DRIVER\)/],
+    ['an unknown backend in the list', () => loadConfig({ ONLINE_EXTEND_BACKENDS: 'file, nfs' }), 'backends', /config backends: expected a comma-separated list of file, block, iscsi, got \["file","nfs"\]/],
+    ['an unknown log level', () => loadConfig({ ONLINE_EXTEND_LOG_LEVEL: 'loud' }), 'logLevel', /config logLevel: expected one of fatal, error, warn, info, debug, trace, silent, got "loud"/],
+    ['a boolean that is neither true nor false', () => loadConfig({}, { volumeApi: 'maybe' }), 'volumeApi', /config volumeApi: expected true or false, got "maybe" \(from flag --no-volume-api\)/],
+    ['an empty data dir from a flag', () => loadConfig({}, { dataDir: '' }), 'dataDir', /config dataDir: expected a non-empty string, got "" \(from flag --data-dir\)/],
+    ['a port of the wrong type in the config file', () => loadConfig({}, {}, file('port.json', { port: 'high' })), 'port', /config port: .*got "high" \(from file\)/],
+    ['an unknown key in the config file', () => loadConfig({}, {}, file('unknown.json', { prot: 8774 })), 'prot', /config prot: not a setting \(in the config file; known: host, port,/],
+    ['allowOrphanVolumes in the config file (a flag only)', () => loadConfig({}, {}, file('orphans.json', { allowOrphanVolumes: true })), 'allowOrphanVolumes', /may only be given as the flag --allow-orphan-volumes/],
+    ['a config file that is not JSON', () => loadConfig({}, {}, file('broken.json', '{ port: 1')), 'config', /config file .*broken\.json: /],
+    ['a config file that is a list', () => loadConfig({}, {}, file('list.json', [1, 2])), 'config', /expected a JSON object of settings/],
+    ['the fake driver without an inventory', () => loadConfig({}, { driver: 'fake' }), 'fakeInventory', /the fake driver needs --fake-inventory FILE/],
+    ['a header timeout above the request timeout', () => loadConfig({}, { httpHeadersTimeoutMs: 40_000 }), 'httpHeadersTimeoutMs', /must not exceed httpRequestTimeoutMs/],
+    ['a connection cap above the open-files limit', () => loadConfig({}, { httpMaxConnections: 2 ** 40 }), 'httpMaxConnections', /config httpMaxConnections: .* above the open-files limit/],
+    ['a client URL that is not http(s)', () => loadClientConfig({ ONLINE_EXTEND_URL: 'ftp://host' }), 'url', /config url: expected an http:\/\/ or https:\/\/ URL, got "ftp:\/\/host" \(from env ONLINE_EXTEND_URL\)/],
+    ['an empty token flag', () => loadClientConfig({}, { token: '' }), 'token', /config token: expected a non-empty string, got "" \(from flag --token\)/],
+  ];
+  for (const [name, load, key, message] of cases) {
+    it(`refuses ${name}, naming the key ${key}`, () => {
+      const err = refusal(load);
+      expect(err.key).toBe(key);
+      expect(err.message).toMatch(message);
+    });
+  }
+});
+
+describe('precedence: flag > env > file > default', () => {
+  const path = () => file('precedence.json', { port: 1001, logLevel: 'debug', backends: ['block'] });
+  type Case = [name: string, env: NodeJS.ProcessEnv, flags: Record<string, unknown>, withFile: boolean, port: number];
+  const cases: Case[] = [
+    ['the default when nothing sets it', {}, {}, false, 8774],
+    ['the file over the default', {}, {}, true, 1001],
+    ['the environment over the file', { ONLINE_EXTEND_PORT: '1002' }, {}, true, 1002],
+    ['a flag over the environment and the file', { ONLINE_EXTEND_PORT: '1002' }, { port: '1003' }, true, 1003],
+    ['a flag over the default', {}, { port: 1003 }, false, 1003],
+    ['the file when the variable is empty (empty counts as unset)', { ONLINE_EXTEND_PORT: '' }, {}, true, 1001],
+    ['the environment when the flag is not given (undefined)', { ONLINE_EXTEND_PORT: '1002' }, { port: undefined }, true, 1002],
+  ];
+  for (const [name, env, flags, withFile, port] of cases) {
+    it(`takes ${name}`, () => {
+      expect(loadConfig(env, flags as Partial<Record<keyof Config, unknown>>, withFile ? path() : undefined).port).toBe(port);
+    });
+  }
+
+  it('keeps keys the higher sources leave unset from the lower ones', () => {
+    const c = loadConfig({ ONLINE_EXTEND_LOG_LEVEL: 'warn' }, { port: '1003' }, path());
+    expect([c.port, c.logLevel, c.backends, c.defaultBackend, c.volumePort]).toEqual([1003, 'warn', ['block'], 'block', 8776]);
+  });
+
+  it('reads the client settings from flags over the environment over the defaults', () => {
+    const env = { ONLINE_EXTEND_URL: 'http://10.0.0.1:1', ONLINE_EXTEND_TOKEN: 'from-env', ONLINE_EXTEND_PROJECT: 'p-env' };
+    expect(loadClientConfig(env, { token: 'from-flag' })).toEqual({ url: 'http://10.0.0.1:1', volumeUrl: 'http://127.0.0.1:8776', token: 'from-flag', project: 'p-env' });
+    expect(loadClientConfig({})).toEqual({ url: 'http://127.0.0.1:8774', volumeUrl: 'http://127.0.0.1:8776' });
+  });
+});
+
+describe('derived values', () => {
+  it('makes the data dir absolute, falls back to the first enabled backend, and turns an automatic connection cap into a number', () => {
+    const c = loadConfig({ ONLINE_EXTEND_BACKENDS: 'iscsi,block', ONLINE_EXTEND_DATA_DIR: 'rel/data' });
+    expect(c.dataDir).toBe(resolve('rel/data'));
+    expect(c.defaultBackend).toBe('iscsi');
+    expect(c.httpMaxConnections).toBeGreaterThanOrEqual(16);
+  });
+
+  it('implies nothing from strings beyond their plain meaning: "false" turns the volume API off', () => {
+    expect([loadConfig({}, { volumeApi: 'false' }).volumeApi, loadConfig({}, { volumeApi: false }).volumeApi, loadConfig({}).volumeApi]).toEqual([false, false, true]);
+  });
+});
+
+describe('the schema as documentation', () => {
+  const props = Object.entries(ConfigSchema.properties as Record<string, TSchema>);
+
+  it('gives every service key a description and a default, unless it is optional', () => {
+    for (const [key, s] of props) {
+      expect(typeof s.description, key).toBe('string');
+      if (!((ConfigSchema.required ?? []) as string[]).includes(key)) continue;
+      expect(s.default, key).toBeDefined();
+      expect((DEFAULTS as Record<string, unknown>)[key], key).toEqual(s.default);
+    }
+  });
+
+  it("names only flags that `serve` has", () => {
+    const serve = buildProgram(() => undefined, {}).commands.find((c) => c.name() === 'serve')!;
+    const flags = new Set(serve.options.map((o) => o.long));
+    const named = props.flatMap(([, s]) => (typeof s.flag === 'string' ? [s.flag] : []));
+    expect(named.length).toBeGreaterThan(15);
+    for (const flag of named) expect(flags.has(flag), flag).toBe(true);
+  });
+
+  it('knows every ONLINE_EXTEND_ variable the README names', () => {
+    const readme = readFileSync(resolve(import.meta.dirname, '../../README.md'), 'utf8');
+    const named = new Set(readme.match(/ONLINE_EXTEND_[A-Z_]+[A-Z]/g) ?? []);
+    const known = new Set(
+      [...props, ...Object.entries(ClientConfigSchema.properties as Record<string, TSchema>)].flatMap(([, s]) => (typeof s.env === 'string' ? [s.env] : [])),
+    );
+    expect(named.size).toBeGreaterThan(5);
+    for (const env of named) expect(known.has(env), env).toBe(true);
+  });
+});
