@@ -8,6 +8,7 @@ import { openDataDir } from './db/dataDir.js';
 import { ApiError } from './httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
+import { registerConfigCommand } from './cli/settings.js';
 import { registerVolumeCommands } from './cli/volume.js';
 import { apiClient, listAll, projectOf } from './cli/client.js';
 import { Type } from '@sinclair/typebox';
@@ -241,6 +242,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     });
 
   registerVolumeCommands(program, out, env);
+  registerConfigCommand(program, out);
   registerLabCommands(program, out);
   return program;
 }

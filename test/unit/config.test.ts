@@ -143,3 +143,15 @@ describe('the schema as documentation', () => {
     for (const env of named) expect(known.has(env), env).toBe(true);
   });
 });
+
+describe('online-extend config', () => {
+  it('lists every key of both schemas with its env name, flag, unit and default, as JSON', async () => {
+    const lines: string[] = [];
+    await buildProgram((s) => lines.push(s), {}).parseAsync(['node', 'online-extend', 'config', '-f', 'json']);
+    const { settings } = JSON.parse(lines.join('\n')) as { settings: Array<{ for: string; key: string; env: string | null; flag: string | null; unit: string | null; default: unknown }> };
+    const keys = [...Object.keys(ConfigSchema.properties), ...Object.keys(ClientConfigSchema.properties)];
+    expect(settings.map((s) => s.key)).toEqual(keys);
+    expect(settings.find((s) => s.key === 'port')).toMatchObject({ for: 'service', env: 'ONLINE_EXTEND_PORT', flag: '--port', unit: 'TCP port', default: 8774 });
+    expect(settings.find((s) => s.key === 'token')).toMatchObject({ for: 'client', env: 'ONLINE_EXTEND_TOKEN', flag: '--token', default: null });
+  });
+});
