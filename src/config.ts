@@ -156,7 +156,7 @@ export class ConfigError extends Error {
 export type Flags<C> = Partial<Record<keyof C, unknown>>;
 
 /** Where a value came from, for messages. */
-type Source = 'default' | 'file' | 'env' | 'flag';
+type Source = 'default' | 'config file' | 'env' | 'flag';
 
 const compiled = new WeakMap<TObject, ReturnType<typeof TypeCompiler.Compile>>();
 
@@ -179,11 +179,12 @@ function coerce(s: TSchema, v: unknown): unknown {
 }
 
 /**
- * THE loader: `schema`'s keys from `flags` over `env` over `file` over the schema's defaults,
+ * THE loader: `schema`'s keys from `flags` over `env` over `file` (read from `filePath`, named in
+ * messages) over the schema's defaults,
  * each coerced to its type and checked. Throws ConfigError naming the first bad key (an unknown
  * key in the file, a flag-only key elsewhere, or a value the schema refuses).
  */
-export function loadSettings<S extends TObject>(schema: S, sources: { env?: NodeJS.ProcessEnv; flags?: Flags<Static<S>>; file?: Record<string, unknown> }): Static<S> {
+export function loadSettings<S extends TObject>(schema: S, sources: { env?: NodeJS.ProcessEnv; flags?: Flags<Static<S>>; file?: Record<string, unknown>; filePath?: string }): Static<S> {
   const props = schema.properties as Record<string, TSchema>;
   const merged: Record<string, unknown> = {};
   const from: Record<string, string> = {};
@@ -195,7 +196,7 @@ export function loadSettings<S extends TObject>(schema: S, sources: { env?: Node
   for (const [key, value] of Object.entries(sources.file ?? {})) {
     if (!props[key]) throw new ConfigError(key, `config ${key}: not a setting (in the config file; known: ${Object.keys(props).join(', ')})`);
     if (props[key].flagOnly) throw new ConfigError(key, `config ${key}: may only be given as the flag ${props[key].flag} (found in the config file)`);
-    set(key, value, 'file');
+    set(key, value, 'config file', sources.filePath);
   }
   for (const [key, s] of Object.entries(props)) {
     const name = s.env as string | undefined;
@@ -239,7 +240,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
  * a JSON config file, if any. Throws ConfigError.
  */
 export function loadConfig(env: NodeJS.ProcessEnv, flags: Flags<Config> = {}, file?: string): Config {
-  const c = loadSettings(ConfigSchema, { env, flags, ...(file === undefined ? {} : { file: readConfigFile(file) }) });
+  const c = loadSettings(ConfigSchema, { env, flags, ...(file === undefined ? {} : { file: readConfigFile(file), filePath: file }) });
   if (c.driver === 'fake' && !c.fakeInventory) throw new ConfigError('fakeInventory', 'the fake driver needs --fake-inventory FILE');
   if (c.httpHeadersTimeoutMs > c.httpRequestTimeoutMs) {
     throw new ConfigError('httpHeadersTimeoutMs', 'config httpHeadersTimeoutMs: must not exceed httpRequestTimeoutMs (the headers are part of the request)');
