@@ -8,7 +8,10 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
+import { pino } from 'pino';
+import { ComputeManager } from '../../src/compute/manager.js';
+import { SqliteStore } from '../../src/db/sqlite.js';
 import { ServiceError } from '../../src/errors.js';
 import { LibvirtDriver } from '../../src/virt/libvirt/driver.js';
 import { BLOCK_RESIZE_BYTES, DomainState, RemoteClient } from '../../src/virt/libvirt/remote/client.js';
@@ -175,11 +178,14 @@ describeLibvirt('LibvirtDriver on the lab guest', () => {
     expect(got % 512).toBe(0);
   });
 
-  it('serializes concurrent extends of one volume so a smaller request cannot shrink a larger one', async () => {
+  it('serializes concurrent extends of one volume (through the compute manager, which holds the lock) so a smaller request cannot shrink a larger one', async () => {
     const base = await driver.getGuestBytes(uuid, 'vol-f');
+    const store = new SqliteStore(join(lv.dir, 'manager.sqlite'));
+    onTestFinished(() => store.close());
+    const manager = new ComputeManager({ host: 'lab', driver, store, defaultProjectId: 'p', logger: pino({ level: 'silent' }) });
     const [big, small] = await Promise.allSettled([
-      driver.extendAttached(uuid, 'vol-f', base + 8 * MiB),
-      driver.extendAttached(uuid, 'vol-f', base + 4 * MiB),
+      manager.extendAttached(uuid, 'vol-f', base + 8 * MiB),
+      manager.extendAttached(uuid, 'vol-f', base + 4 * MiB),
     ]);
     expect(big).toEqual({ status: 'fulfilled', value: base + 8 * MiB });
     expect(small.status).toBe('rejected');
