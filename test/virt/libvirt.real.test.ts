@@ -345,6 +345,7 @@ describeDriverContract(
     const lv = await startLab();
     const client = new RemoteClient({ uri: lv.lab.libvirtUri });
     const loops: string[] = [];
+    let tgt: TestTgt | undefined;
     try {
       const blockFile = await volumeFile(lv, 'block.img', 64 * MiB);
       const loop = losetupAttach(blockFile);
@@ -352,9 +353,14 @@ describeDriverContract(
       const offFile = await volumeFile(lv, 'off.img', 8 * MiB);
       const offLoop = losetupAttach(offFile);
       loops.push(offLoop);
-      const ids = { block: randomUUID(), file: randomUUID(), ro: randomUUID(), off: randomUUID() };
-      const files: Record<string, string> = { [ids.block]: blockFile, [ids.off]: offFile };
-      const guestDev: Record<string, string> = { [ids.block]: 'vda', [ids.file]: 'vdb', [ids.ro]: 'vdc' };
+      const ids = { block: randomUUID(), file: randomUUID(), ro: randomUUID(), off: randomUUID(), net: randomUUID() };
+      // The iSCSI disk: a file exported as LUN 1 by the lab's tgtd, opened by QEMU's initiator.
+      tgt = tgtOn(lv.lab.tgtPortal, lv.lab.tgtControlPort);
+      const lunFile = await volumeFile(lv, 'lun.img', 32 * MiB);
+      const netIqn = `iqn.2024-01.dev.online-extend:contract-${ids.net.slice(0, 8)}`;
+      const netSource = tgt.export(netIqn, lunFile);
+      const files: Record<string, string> = { [ids.block]: blockFile, [ids.off]: offFile, [ids.net]: lunFile };
+      const guestDev: Record<string, string> = { [ids.block]: 'vda', [ids.file]: 'vdb', [ids.ro]: 'vdc', [ids.net]: 'vdd' };
       const guest = await bootGuest(lv.lab, {
         name: 'oe-contract',
         projectId: 'p-contract',
@@ -362,6 +368,7 @@ describeDriverContract(
           diskXml({ serial: ids.block, target: 'vda', type: 'block', path: loop }),
           diskXml({ serial: ids.file, target: 'vdb', type: 'file', path: await volumeFile(lv, 'file.raw', 32 * MiB) }),
           diskXml({ serial: ids.ro, target: 'vdc', type: 'file', path: await volumeFile(lv, 'ro.raw', 8 * MiB), readonly: true }),
+          diskXml({ serial: ids.net, target: 'vdd', type: 'network', path: netSource, portal: tgt.portal }),
         ],
       });
       const stoppedId = randomUUID();
@@ -375,11 +382,14 @@ describeDriverContract(
         blockVolumeId: ids.block,
         fileVolumeId: ids.file,
         readonlyVolumeId: ids.ro,
+        networkVolumeId: ids.net,
         stopped: { serverId: stoppedId, volumeId: ids.off },
         growStorage: async (volumeId: string, bytes: number) => {
           const f = files[volumeId];
           if (!f) throw new Error(`no storage for ${volumeId}`);
           await truncate(f, bytes);
+          // As the iSCSI backend's extend: tgt caches a LUN's size until it is re-added.
+          if (volumeId === ids.net) tgt!.reexpose(netIqn);
         },
         guestReportedBytes: async (volumeId: string, expected: number) => {
           const dev = guestDev[volumeId];
@@ -396,12 +406,14 @@ describeDriverContract(
           const off = await client.lookupByUuid(stoppedId).catch(() => undefined);
           if (off) await client.undefine(off).catch(() => undefined);
           await client.close();
+          await tgt?.stop();
           await lv.down();
           for (const l of loops) losetupDetach(l);
         },
       };
     } catch (err) {
       await client.close();
+      await tgt?.stop();
       await lv.down();
       for (const l of loops) losetupDetach(l);
       throw err;
