@@ -50,6 +50,7 @@ export class DomainDisks {
     this.maxFileBytes = opts.maxFileBytes;
   }
 
+  /** The domain with UUID `serverId`. Throws InstanceNotFound, HypervisorUnreachable, DriverFailed. */
   async lookup(serverId: string): Promise<Guest> {
     try {
       return await this.host.lookup(serverId);
@@ -75,6 +76,7 @@ export class DomainDisks {
     }
   }
 
+  /** The guest size of `disk` in bytes, read live from QEMU (raw libvirt errors: callers classify). */
   liveBytes(guest: Guest, disk: DomainDisk): Promise<number> {
     return guest.liveBytes(disk.target, this.liveSizeMethod, {
       ...(disk.alias !== undefined ? { alias: disk.alias } : {}),
@@ -99,6 +101,10 @@ export class DomainDisks {
     }
   }
 
+  /**
+   * The host size of `disk` in bytes, measured now: block device (sysfs), file (size or qcow2
+   * virtual size), iSCSI LUN (READ CAPACITY at the portal). Throws DriverFailed.
+   */
   async hostBytes(disk: DomainDisk): Promise<number> {
     const what = 'read the host size of the volume';
     try {
@@ -140,6 +146,7 @@ export class DomainDisks {
     }
   }
 
+  /** SizeLimitExceeded (400) for a raw file disk asked past what its filesystem holds. */
   tooLarge(volumeId: string, bytes: number, limit: number, disk: DomainDisk): ServiceError {
     return errors.sizeLimitExceeded(volumeId, bytes, limit, `the filesystem holding disk ${disk.target}`);
   }
