@@ -21,6 +21,7 @@ import { registerServers } from './api/routes/compute/servers.js';
 import { registerVolumes } from './api/routes/volume/volumes.js';
 import type { VolumeBackend } from './volume/backends/backend.js';
 import { BlockBackend, FileBackend, IscsiBackend } from './volume/backends/index.js';
+import { readCapacity } from './volume/backends/tgt.js';
 import { HttpComputeClient, type ComputeForVolumes } from './volume/computeClient.js';
 import { ExtendWorkflow, type WorkflowOptions } from './volume/workflow.js';
 import { VolumeService } from './volume/service.js';
@@ -284,6 +285,7 @@ export async function createDriver(config: Config, logger: Logger): Promise<Virt
     return FakeDriver.fromInventoryFile(config.fakeInventory!, {
       statePath: join(config.dataDir, 'fake-hypervisor.json'),
       ...(config.fakeLatencyMs > 0 ? { latencyMs: config.fakeLatencyMs } : {}),
+      readLunBytes: (lun) => readCapacity(lun.portal ?? config.iscsiPortal, lun.iqn, lun.lun), // iSCSI disks: the LUN's size as the iSCSI backend reads it
     });
   }
   const { LibvirtDriver } = await import('./virt/libvirt/driver.js');

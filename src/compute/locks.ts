@@ -1,4 +1,19 @@
-export { KeyedMutex } from '../util/keyedMutex.js';
+/**
+ * The compute manager's serialization, in one place (Nova's compute manager takes its locks the
+ * same way; the virt drivers below it take none of their own for the same operation):
+ *
+ * - Per volume, `KeyedMutex` (src/util/keyedMutex.ts, the one mutex of the code base) keyed by
+ *   volume id: extend (read guest size → refuse a shrink → resize), attach and detach of one
+ *   volume run one at a time. The driver's `extendAttached` relies on it (`currentGuestBytes` was
+ *   measured under this lock), so a driver never locks a volume again.
+ * - Per volume, `Coalescer` below: duplicate rescans share a run, and a host-size read waits for
+ *   the rescan under way (a rescan only ever grows what the host sees, so it need not exclude a
+ *   resize).
+ *
+ * What the manager's locks do not cover stays in the driver, under a name that says why: the
+ * libvirt driver's `domainDeviceLocks` (per domain) keeps two attaches of *different* volumes to
+ * one domain from picking the same free device name from the same domain XML.
+ */
 
 /**
  * Coalesces repeated requests for the same key: while a run is under way, further requests

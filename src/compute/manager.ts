@@ -8,7 +8,8 @@ import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { errors } from '../errors.js';
 import type { ComputeStore, InventorySyncResult, ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities, DriverServer, VirtDriver } from '../virt/driver.js';
-import { Coalescer, KeyedMutex } from './locks.js';
+import { Coalescer } from './locks.js';
+import { KeyedMutex } from '../util/keyedMutex.js';
 
 /** A server as the inventory holds it, before the store adds host, task state and time. */
 type InventoryServer = Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>;

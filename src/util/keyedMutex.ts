@@ -1,10 +1,13 @@
 /**
  * A mutex per key: calls with one key run one at a time, in arrival order; calls with different
- * keys run in parallel. A failed call does not block the next one. Shared by every layer.
+ * keys run in parallel. A failed call does not block the next one. THE keyed mutex of the code
+ * base, shared by every layer: the compute manager per volume (src/compute/locks.ts), the libvirt
+ * driver per domain for device names, the volume backends per volume and per iSCSI target.
  */
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<unknown>>();
 
+  /** Run `fn` once every earlier call with `key` has settled; resolves or rejects as `fn` does. */
   async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key) ?? Promise.resolve();
     const mine = previous.then(fn, fn);

@@ -5,6 +5,11 @@
  *
  * Drivers never import the API, the compute service or the database. They throw errors from the
  * catalogue in `../errors.ts` (which carry their HTTP status), so the layers above map nothing.
+ *
+ * Concurrency: a driver takes no lock per volume. Its caller, the compute manager, runs one
+ * operation per volume at a time (src/compute/locks.ts), as Nova's manager does. Calls on
+ * different volumes may overlap, attaches to one server included: a driver keeps those apart
+ * where they share something (the server's device names).
  */
 
 /** How the compute host reaches a volume. */
@@ -112,8 +117,10 @@ export interface VirtDriver {
 
   /**
    * The size in bytes the host sees for the volume, measured now (get_blockdev): block device
-   * size, file size, qcow2 virtual size, or the iSCSI LUN capacity. Works on a shut-off server
-   * too: it is the size the guest gets when it next starts. Errors as `rescan`.
+   * size (what the kernel sees: it changes on `rescan`), file size, qcow2 virtual size, or the
+   * iSCSI LUN capacity the target exports now (QEMU's own initiator reads it: it changes when the
+   * target re-exports a grown LUN, not on `rescan`). Works on a shut-off server too: it is the
+   * size the guest gets when it next starts. Errors as `rescan`.
    */
   getHostBytes(serverId: string, volumeId: string): Promise<number>;
 

@@ -1,8 +1,8 @@
 /**
  * The virt driver contract: one suite, run against every driver (Nova's test_virt_drivers.py).
  * Each driver's test file only builds a harness: a running server with a block disk, a raw file
- * disk and a read-only disk, a shut-off server with a block disk, and a way to grow the storage
- * under a volume. Every part is required, so every case runs on every driver (the fake can always
+ * disk, an iSCSI (network) disk and a read-only disk, a shut-off server with a block disk, and a
+ * way to grow the storage under a volume. Every part is required, so every case runs on every driver (the fake can always
  * provide them); nothing here is skipped.
  */
 import { stat } from 'node:fs/promises';
@@ -23,7 +23,16 @@ export interface DriverHarness {
    * QEMU grows the file itself, within what the file's filesystem holds.
    */
   fileVolumeId: string;
-  /** Grow the storage under a volume, as a volume backend would; the host does not see it until rescan. */
+  /**
+   * A `network` disk of the running server: an iSCSI LUN (source `iqn/lun`) that QEMU opens
+   * itself. The host reads its size from the target, as an initiator does.
+   */
+  networkVolumeId: string;
+  /**
+   * Grow the storage under a volume, as its volume backend's extend would. A block disk's host
+   * does not see it until rescan. For the network disk: what the iSCSI backend does, grow the
+   * LUN's file and have the target export the new size.
+   */
   growStorage(volumeId: string, bytes: number): Promise<void>;
   /** A shut-off server (libvirt: a defined, persistent domain) with an attached `block` volume. */
   stopped: { serverId: string; volumeId: string };
@@ -64,8 +73,11 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
       expect(server?.state).toBe('active');
       const block = server?.disks.find((d) => d.volumeId === h.blockVolumeId);
       const file = server?.disks.find((d) => d.volumeId === h.fileVolumeId);
+      const network = server?.disks.find((d) => d.volumeId === h.networkVolumeId);
       expect(block?.kind).toBe('block');
       expect(file?.kind).toBe('file');
+      expect(network?.kind).toBe('network');
+      expect(network?.source).toMatch(/^\S+\/\d+$/);
       expect(block?.device).toMatch(/^[vs]d[a-z]+$/);
     });
 
@@ -94,6 +106,30 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
       expect(guest).toBe(host);
     });
 
+    it('sizes every kind of disk: an untouched disk has a host size above zero, and the guest sees it', async () => {
+      for (const volumeId of [h.blockVolumeId, h.fileVolumeId, h.networkVolumeId]) {
+        const host = await h.driver.getHostBytes(h.serverId, volumeId);
+        expect(host, volumeId).toBeGreaterThan(0);
+        expect(await h.driver.getGuestBytes(h.serverId, volumeId), volumeId).toBe(host);
+      }
+    });
+
+    it('refuses to grow a network (iSCSI) disk past what the target exports (409 HostSizeTooSmall, "rescan first"), then grows it once the target exports more, a rescan changing nothing', async () => {
+      const before = await h.driver.getHostBytes(h.serverId, h.networkVolumeId);
+      const guest = await h.driver.getGuestBytes(h.serverId, h.networkVolumeId);
+      const err = await expectServiceError(h.driver.extendAttached(h.serverId, h.networkVolumeId, before + 64 * MiB), 'HostSizeTooSmall', 409);
+      expect(err.message).toMatch(/rescan first/);
+      expect(await h.driver.getGuestBytes(h.serverId, h.networkVolumeId)).toBe(guest);
+      await h.growStorage(h.networkVolumeId, before + 64 * MiB);
+      // QEMU's own initiator: the host reads the LUN's capacity from the target, no host rescan.
+      expect(await h.driver.getHostBytes(h.serverId, h.networkVolumeId)).toBe(before + 64 * MiB);
+      await h.driver.rescan(h.serverId, h.networkVolumeId);
+      expect(await h.driver.getHostBytes(h.serverId, h.networkVolumeId)).toBe(before + 64 * MiB);
+      expect(await h.driver.extendAttached(h.serverId, h.networkVolumeId, before + 64 * MiB)).toBe(before + 64 * MiB);
+      expect(await h.driver.getGuestBytes(h.serverId, h.networkVolumeId)).toBe(before + 64 * MiB);
+      if (h.guestReportedBytes) expect(await h.guestReportedBytes(h.networkVolumeId, before + 64 * MiB)).toBe(before + 64 * MiB);
+    });
+
     it('keeps the host size of a block disk until rescan, then sees the storage size', async () => {
       const before = await h.driver.getHostBytes(h.serverId, h.blockVolumeId);
       await h.growStorage(h.blockVolumeId, before + 64 * MiB);
@@ -117,6 +153,18 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
       expect(measured).toBe(host);
       expect(await h.driver.getGuestBytes(h.serverId, h.blockVolumeId)).toBe(host);
       if (h.guestReportedBytes) expect(await h.guestReportedBytes(h.blockVolumeId, host)).toBe(host);
+    });
+
+    it('refuses to grow a block disk whose storage grew until the host rescans (409 HostSizeTooSmall, "rescan first"), then grows it', async () => {
+      const guest = await h.driver.getGuestBytes(h.serverId, h.blockVolumeId);
+      await h.growStorage(h.blockVolumeId, guest + 32 * MiB);
+      const err = await expectServiceError(h.driver.extendAttached(h.serverId, h.blockVolumeId, guest + 32 * MiB), 'HostSizeTooSmall', 409);
+      expect(err.message).toMatch(/rescan first/);
+      expect(await h.driver.getGuestBytes(h.serverId, h.blockVolumeId)).toBe(guest);
+      await h.driver.rescan(h.serverId, h.blockVolumeId);
+      expect(await h.driver.getHostBytes(h.serverId, h.blockVolumeId)).toBe(guest + 32 * MiB);
+      expect(await h.driver.extendAttached(h.serverId, h.blockVolumeId, guest + 32 * MiB)).toBe(guest + 32 * MiB);
+      if (h.guestReportedBytes) expect(await h.guestReportedBytes(h.blockVolumeId, guest + 32 * MiB)).toBe(guest + 32 * MiB);
     });
 
     it('returns at once when asked for the size the guest already sees', async () => {

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +12,7 @@ import { describeDriverContract } from './driver.contract.js';
 const GiB = 1024 ** 3;
 const SERVER = '11111111-1111-4111-8111-111111111111';
 const STOPPED = '22222222-2222-4222-8222-222222222222';
+const CONTRACT_IQN = 'iqn.2026-11.dev.online-extend:contract';
 
 describeDriverContract('FakeDriver', async () => {
   // The file disk sits on a real (sparse) file, as it would on a file volume backend, so the
@@ -20,7 +21,13 @@ describeDriverContract('FakeDriver', async () => {
   const file = join(dir, 'vol-file.raw');
   await writeFile(file, '');
   await truncate(file, GiB);
+  // The iSCSI disk's LUN exports a real file; the fake reads its capacity as an initiator would
+  // (the test stands in for the target: growing the file is the backend's grow-and-re-export).
+  const lunFile = join(dir, 'lun-1.raw');
+  await writeFile(lunFile, '');
+  await truncate(lunFile, GiB);
   const driver = new FakeDriver({
+    readLunBytes: async (lun) => (lun.iqn === CONTRACT_IQN && lun.lun === 1 ? (await stat(lunFile)).size : undefined),
     servers: [
       {
         id: SERVER,
@@ -30,6 +37,7 @@ describeDriverContract('FakeDriver', async () => {
           { volumeId: 'aaaaaaaa-0000-4000-8000-000000000001', device: 'vdb', kind: 'block', backingBytes: GiB, hostBytes: GiB, guestBytes: GiB },
           { volumeId: 'aaaaaaaa-0000-4000-8000-000000000002', device: 'vdc', kind: 'file', format: 'raw', source: file, backingBytes: GiB, hostBytes: GiB, guestBytes: GiB },
           { volumeId: 'aaaaaaaa-0000-4000-8000-000000000003', device: 'vdd', kind: 'block', readonly: true, backingBytes: GiB, hostBytes: GiB, guestBytes: GiB },
+          { volumeId: 'aaaaaaaa-0000-4000-8000-000000000005', device: 'vde', kind: 'network', source: `${CONTRACT_IQN}/1`, portal: '127.0.0.1:3260', backingBytes: GiB, hostBytes: GiB, guestBytes: GiB },
         ],
       },
       {
@@ -46,8 +54,9 @@ describeDriverContract('FakeDriver', async () => {
     blockVolumeId: 'aaaaaaaa-0000-4000-8000-000000000001',
     fileVolumeId: 'aaaaaaaa-0000-4000-8000-000000000002',
     readonlyVolumeId: 'aaaaaaaa-0000-4000-8000-000000000003',
+    networkVolumeId: 'aaaaaaaa-0000-4000-8000-000000000005',
     stopped: { serverId: STOPPED, volumeId: 'aaaaaaaa-0000-4000-8000-000000000004' },
-    growStorage: async (volumeId, bytes) => driver.setBackingBytes(volumeId, bytes),
+    growStorage: async (volumeId, bytes) => (volumeId === 'aaaaaaaa-0000-4000-8000-000000000005' ? truncate(lunFile, bytes) : driver.setBackingBytes(volumeId, bytes)),
     teardown: async () => {
       await driver.close();
       await rm(dir, { recursive: true, force: true });
@@ -171,6 +180,105 @@ describe('FakeDriver: block disks sized from their source', () => {
         await h.cleanup();
       }
     });
+  });
+});
+
+/**
+ * Every kind of disk gets a size at attach from what connection_info names (it used to be 0 for
+ * block and iSCSI disks), and keeps the kind's rule for when the host sees growth.
+ */
+describe('FakeDriver: every kind of disk sized from connection_info', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'oe-fake-kinds-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  const sparse = async (name: string, bytes: number): Promise<string> => {
+    const f = join(dir, name);
+    await writeFile(f, '');
+    await truncate(f, bytes);
+    return f;
+  };
+  const IQN = 'iqn.2026-11.dev.online-extend:kinds';
+
+  type Case = { kind: 'file' | 'block' | 'network'; needsRescan: boolean; when: string };
+  const cases: Case[] = [
+    { kind: 'file', needsRescan: false, when: 'at once (the file is the host\'s view)' },
+    { kind: 'block', needsRescan: true, when: 'only after a rescan (as the kernel)' },
+    { kind: 'network', needsRescan: false, when: 'as soon as the target exports it (no host rescan)' },
+  ];
+
+  it.each(cases)('attaches a $kind disk at the size of its source, and the host sees its growth $when', async ({ kind, needsRescan }) => {
+    const backing = await sparse(`${kind}.raw`, 64 * MiB);
+    const lunsRead: unknown[] = [];
+    const driver = new FakeDriver({
+      servers: [emptyServer()],
+      readLunBytes: async (lun) => {
+        lunsRead.push(lun);
+        return lun.iqn === IQN ? (await stat(backing)).size : undefined;
+      },
+    });
+    const spec =
+      kind === 'network'
+        ? { volumeId: VOL, kind, source: `${IQN}/1`, portal: '127.0.0.1:3260' }
+        : { volumeId: VOL, kind, source: backing, ...(kind === 'file' ? { format: 'raw' as const } : {}) };
+    await driver.attachVolume(SERVER, spec);
+    expect(await driver.getHostBytes(SERVER, VOL)).toBe(64 * MiB);
+    expect(await driver.getGuestBytes(SERVER, VOL)).toBe(64 * MiB);
+    await truncate(backing, 96 * MiB); // what the volume backend's extend does
+    expect(await driver.getHostBytes(SERVER, VOL)).toBe(needsRescan ? 64 * MiB : 96 * MiB);
+    await driver.rescan(SERVER, VOL);
+    expect(await driver.getHostBytes(SERVER, VOL)).toBe(96 * MiB);
+    expect(await driver.extendAttached(SERVER, VOL, 96 * MiB)).toBe(96 * MiB);
+    expect(await driver.getGuestBytes(SERVER, VOL)).toBe(96 * MiB);
+    if (kind === 'network') expect(lunsRead[0]).toEqual({ iqn: IQN, lun: 1, portal: '127.0.0.1:3260' });
+    else expect(lunsRead).toEqual([]);
+  });
+
+  it('refuses an iSCSI disk past what the target exports with the libvirt driver\'s error (409 HostSizeTooSmall, "rescan first"), and the guest keeps its size', async () => {
+    const lun = await sparse('lun-refuse.raw', 64 * MiB);
+    const driver = new FakeDriver({ servers: [emptyServer()], readLunBytes: async () => (await stat(lun)).size });
+    await driver.attachVolume(SERVER, { volumeId: VOL, kind: 'network', source: `${IQN}/1` });
+    const err = await driver.extendAttached(SERVER, VOL, 128 * MiB).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'HostSizeTooSmall', status: 409 });
+    expect((err as Error).message).toMatch(/rescan first/);
+    expect(await driver.getGuestBytes(SERVER, VOL)).toBe(64 * MiB);
+    expect(driver.resizes).toBe(0);
+  });
+
+  it('sizes an iSCSI disk by what it is told when it has no way to read the LUN', async () => {
+    const driver = new FakeDriver({ servers: [emptyServer()] });
+    await driver.attachVolume(SERVER, { volumeId: VOL, kind: 'network', source: `${IQN}/1` });
+    driver.setBackingBytes(VOL, 80 * MiB); // the target exports the LUN with 80 MiB
+    expect(await driver.getHostBytes(SERVER, VOL)).toBe(80 * MiB);
+    expect(await driver.extendAttached(SERVER, VOL, 80 * MiB)).toBe(80 * MiB);
+  });
+
+  it('keeps the last size it read when the target cannot be read, and never shrinks it', async () => {
+    let answer: number | undefined = 64 * MiB;
+    const driver = new FakeDriver({
+      servers: [emptyServer()],
+      readLunBytes: async () => {
+        if (answer === undefined) throw new Error('target unreachable');
+        return answer;
+      },
+    });
+    await driver.attachVolume(SERVER, { volumeId: VOL, kind: 'network', source: `${IQN}/1` });
+    answer = undefined;
+    expect(await driver.getHostBytes(SERVER, VOL)).toBe(64 * MiB);
+    answer = 32 * MiB;
+    expect(await driver.getHostBytes(SERVER, VOL)).toBe(64 * MiB);
+  });
+
+  it('gives volumes attached to one server at the same time different device names', async () => {
+    const files = await Promise.all(['a', 'b', 'c'].map((n) => sparse(`race-${n}.raw`, 8 * MiB)));
+    const driver = new FakeDriver({ servers: [emptyServer()] });
+    const devices = await Promise.all(
+      files.map((f, i) => driver.attachVolume(SERVER, { volumeId: `cccccccc-0000-4000-8000-00000000000${i}`, kind: 'file', format: 'raw', source: f })),
+    );
+    expect(new Set(devices).size).toBe(3);
   });
 });
 

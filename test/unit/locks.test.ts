@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { Coalescer, KeyedMutex } from '../../src/compute/locks.js';
+import { Coalescer } from '../../src/compute/locks.js';
+import { KeyedMutex } from '../../src/util/keyedMutex.js';
 
 const tick = (ms = 5) => new Promise((r) => setTimeout(r, ms));
 

@@ -9,10 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ServiceError, type ErrorCode } from '../../src/errors.js';
-import { LIBVIRT_ERRORS, LibvirtDriver, classifyLibvirtError } from '../../src/virt/libvirt/driver.js';
+import { LibvirtDriver } from '../../src/virt/libvirt/driver.js';
+import { LIBVIRT_ERRORS, classifyLibvirtError } from '../../src/virt/libvirt/failures.js';
 import { DomainAffect, DomainState } from '../../src/virt/libvirt/remote/client.js';
 import { VirErrorCode } from '../../src/virt/libvirt/remote/errors.js';
 import type { RunCommand } from '../../src/virt/libvirt/storage.js';
+import { ComputeManager } from '../../src/compute/manager.js';
+import { SqliteStore } from '../../src/db/sqlite.js';
+import { pino } from 'pino';
 import { ScriptedLibvirtd, type ScriptedDisk } from './support/scriptedLibvirtd.js';
 
 const MiB = 2 ** 20;
@@ -273,6 +277,16 @@ describe('LibvirtDriver on a scripted libvirtd', () => {
       expect(lv.calledWith('DOMAIN_ATTACH_DEVICE_FLAGS')).toEqual([expect.objectContaining({ flags: DomainAffect.CONFIG, disk: 'vdf' })]);
     });
 
+    it('gives volumes attached to one domain at the same time different device names', async () => {
+      // The compute manager locks per volume; the device name is the domain's, so the driver
+      // serializes that choice per domain (hotplug.ts, domainDeviceLocks).
+      const devices = await Promise.all(
+        ['vol-x', 'vol-y', 'vol-z'].map((id) => driver.attachVolume(RUNNING, { volumeId: id, kind: 'block', source: `/dev/${id}` })),
+      );
+      expect(new Set(devices).size).toBe(3);
+      expect(lv.domains.get(RUNNING)!.live.filter((x) => x.serial.startsWith('vol-')).map((x) => x.target).sort()).toEqual(['vdb', 'vdc', 'vdd', ...devices].sort());
+    });
+
     it('attaches to a transient domain live only', async () => {
       await driver.attachVolume(TRANSIENT, { volumeId: 'vol-new', kind: 'block', source: '/dev/loop45' });
       expect(lv.calledWith('DOMAIN_ATTACH_DEVICE_FLAGS').map((c) => c.flags)).toEqual([DomainAffect.LIVE]);
@@ -378,6 +392,28 @@ describe('LibvirtDriver on a scripted libvirtd', () => {
       lv.failures.set('DOMAIN_GET_STATE', { code: VirErrorCode.RPC, message: 'An error occurred, but the cause is unknown' });
       expectCode(await caught(driver.getServer(RUNNING)), 'DriverFailed', false);
     });
+  });
+
+  it('serializes concurrent extends of one volume through the compute manager, so a smaller request cannot shrink a larger one', async () => {
+    // The driver takes no lock per volume: the manager, its one caller, does (src/compute/locks.ts).
+    const byBlockInfo = new LibvirtDriver({ uri: lv.uri, sysfsRoot: sys, liveSizeMethod: 'blockinfo', callTimeoutMs: 2_000 });
+    const store = new SqliteStore(join(dir, `manager-${Date.now()}.sqlite`));
+    const manager = new ComputeManager({ host: 'compute-1', driver: byBlockInfo, store, defaultProjectId: 'p', logger: pino({ level: 'silent' }) });
+    try {
+      await setHostSectors('loop42', 2 * GiB);
+      const [big, small] = await Promise.allSettled([
+        manager.extendAttached(RUNNING, 'vol-block', GiB + 8 * MiB),
+        manager.extendAttached(RUNNING, 'vol-block', GiB + 4 * MiB),
+      ]);
+      expect(big).toEqual({ status: 'fulfilled', value: GiB + 8 * MiB });
+      expect(small.status).toBe('rejected');
+      expect(((small as PromiseRejectedResult).reason as ServiceError).code).toBe('VolumeShrinkRefused');
+      expect(await byBlockInfo.getGuestBytes(RUNNING, 'vol-block')).toBe(GiB + 8 * MiB);
+      expect(lv.calledWith('DOMAIN_BLOCK_RESIZE').map((c) => c.bytes)).toEqual([GiB + 8 * MiB]);
+    } finally {
+      await manager.close();
+      await store.close();
+    }
   });
 
   it('lists a shut-off persistent domain as shutoff, with the volumes of its definition', async () => {

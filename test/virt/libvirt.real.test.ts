@@ -8,7 +8,10 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
+import { pino } from 'pino';
+import { ComputeManager } from '../../src/compute/manager.js';
+import { SqliteStore } from '../../src/db/sqlite.js';
 import { ServiceError } from '../../src/errors.js';
 import { LibvirtDriver } from '../../src/virt/libvirt/driver.js';
 import { BLOCK_RESIZE_BYTES, DomainState, RemoteClient } from '../../src/virt/libvirt/remote/client.js';
@@ -175,11 +178,14 @@ describeLibvirt('LibvirtDriver on the lab guest', () => {
     expect(got % 512).toBe(0);
   });
 
-  it('serializes concurrent extends of one volume so a smaller request cannot shrink a larger one', async () => {
+  it('serializes concurrent extends of one volume (through the compute manager, which holds the lock) so a smaller request cannot shrink a larger one', async () => {
     const base = await driver.getGuestBytes(uuid, 'vol-f');
+    const store = new SqliteStore(join(lv.dir, 'manager.sqlite'));
+    onTestFinished(() => store.close());
+    const manager = new ComputeManager({ host: 'lab', driver, store, defaultProjectId: 'p', logger: pino({ level: 'silent' }) });
     const [big, small] = await Promise.allSettled([
-      driver.extendAttached(uuid, 'vol-f', base + 8 * MiB),
-      driver.extendAttached(uuid, 'vol-f', base + 4 * MiB),
+      manager.extendAttached(uuid, 'vol-f', base + 8 * MiB),
+      manager.extendAttached(uuid, 'vol-f', base + 4 * MiB),
     ]);
     expect(big).toEqual({ status: 'fulfilled', value: base + 8 * MiB });
     expect(small.status).toBe('rejected');
@@ -339,6 +345,7 @@ describeDriverContract(
     const lv = await startLab();
     const client = new RemoteClient({ uri: lv.lab.libvirtUri });
     const loops: string[] = [];
+    let tgt: TestTgt | undefined;
     try {
       const blockFile = await volumeFile(lv, 'block.img', 64 * MiB);
       const loop = losetupAttach(blockFile);
@@ -346,9 +353,14 @@ describeDriverContract(
       const offFile = await volumeFile(lv, 'off.img', 8 * MiB);
       const offLoop = losetupAttach(offFile);
       loops.push(offLoop);
-      const ids = { block: randomUUID(), file: randomUUID(), ro: randomUUID(), off: randomUUID() };
-      const files: Record<string, string> = { [ids.block]: blockFile, [ids.off]: offFile };
-      const guestDev: Record<string, string> = { [ids.block]: 'vda', [ids.file]: 'vdb', [ids.ro]: 'vdc' };
+      const ids = { block: randomUUID(), file: randomUUID(), ro: randomUUID(), off: randomUUID(), net: randomUUID() };
+      // The iSCSI disk: a file exported as LUN 1 by the lab's tgtd, opened by QEMU's initiator.
+      tgt = tgtOn(lv.lab.tgtPortal, lv.lab.tgtControlPort);
+      const lunFile = await volumeFile(lv, 'lun.img', 32 * MiB);
+      const netIqn = `iqn.2024-01.dev.online-extend:contract-${ids.net.slice(0, 8)}`;
+      const netSource = tgt.export(netIqn, lunFile);
+      const files: Record<string, string> = { [ids.block]: blockFile, [ids.off]: offFile, [ids.net]: lunFile };
+      const guestDev: Record<string, string> = { [ids.block]: 'vda', [ids.file]: 'vdb', [ids.ro]: 'vdc', [ids.net]: 'vdd' };
       const guest = await bootGuest(lv.lab, {
         name: 'oe-contract',
         projectId: 'p-contract',
@@ -356,6 +368,7 @@ describeDriverContract(
           diskXml({ serial: ids.block, target: 'vda', type: 'block', path: loop }),
           diskXml({ serial: ids.file, target: 'vdb', type: 'file', path: await volumeFile(lv, 'file.raw', 32 * MiB) }),
           diskXml({ serial: ids.ro, target: 'vdc', type: 'file', path: await volumeFile(lv, 'ro.raw', 8 * MiB), readonly: true }),
+          diskXml({ serial: ids.net, target: 'vdd', type: 'network', path: netSource, portal: tgt.portal }),
         ],
       });
       const stoppedId = randomUUID();
@@ -369,11 +382,14 @@ describeDriverContract(
         blockVolumeId: ids.block,
         fileVolumeId: ids.file,
         readonlyVolumeId: ids.ro,
+        networkVolumeId: ids.net,
         stopped: { serverId: stoppedId, volumeId: ids.off },
         growStorage: async (volumeId: string, bytes: number) => {
           const f = files[volumeId];
           if (!f) throw new Error(`no storage for ${volumeId}`);
           await truncate(f, bytes);
+          // As the iSCSI backend's extend: tgt caches a LUN's size until it is re-added.
+          if (volumeId === ids.net) tgt!.reexpose(netIqn);
         },
         guestReportedBytes: async (volumeId: string, expected: number) => {
           const dev = guestDev[volumeId];
@@ -390,12 +406,14 @@ describeDriverContract(
           const off = await client.lookupByUuid(stoppedId).catch(() => undefined);
           if (off) await client.undefine(off).catch(() => undefined);
           await client.close();
+          await tgt?.stop();
           await lv.down();
           for (const l of loops) losetupDetach(l);
         },
       };
     } catch (err) {
       await client.close();
+      await tgt?.stop();
       await lv.down();
       for (const l of loops) losetupDetach(l);
       throw err;

@@ -1,0 +1,149 @@
+/**
+ * The fake hypervisor's state: its servers and their disks (each with three sizes, see
+ * driver.ts), the `--fake-inventory` file that seeds them, how they are listed as DriverServers,
+ * and the JSON file that keeps them across a restart of the service.
+ */
+import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { DiskKind, DriverCapabilities, DriverDisk, DriverServer, ServerState } from '../driver.js';
+
+/**
+ * One attached disk of the fake hypervisor. Sizes in bytes: `backingBytes` the storage's (file,
+ * loop backing file, the LUN the target exports), `hostBytes` what the host sees, `guestBytes`
+ * what the guest sees (see the model in driver.ts).
+ */
+export interface FakeDisk {
+  volumeId: string;
+  device: string;
+  kind: DiskKind;
+  format?: 'raw' | 'qcow2';
+  /** File or device path; for network (iSCSI) disks `iqn/lun`. */
+  source?: string;
+  /** For network (iSCSI) disks: the target's portal, `host:port`, as connection_info had it. */
+  portal?: string;
+  readonly?: boolean;
+  backingBytes: number;
+  hostBytes: number;
+  guestBytes: number;
+}
+
+/** One server (domain) of the fake hypervisor. */
+export interface FakeServer {
+  id: string;
+  name: string;
+  projectId?: string;
+  state: ServerState;
+  disks: FakeDisk[];
+}
+
+/** The `--fake-inventory` file format (snake_case, as the issue defines it). */
+export interface FakeInventoryFile {
+  capabilities?: { extend_volume?: boolean; attach_volume?: boolean };
+  servers: Array<{
+    id: string;
+    name?: string;
+    project_id?: string;
+    state?: ServerState;
+    disks?: Array<{
+      volume_id: string;
+      device: string;
+      bytes: number;
+      backing_bytes?: number;
+      kind?: DiskKind;
+      format?: 'raw' | 'qcow2';
+      source?: string;
+      readonly?: boolean;
+    }>;
+  }>;
+}
+
+/** Device names the fake hands out: vdb … vdz. */
+export const FAKE_DEVICE_NAMES = 25;
+
+/** States with a running QEMU: a disk's guest size is live only there. */
+export const RUNNING: ReadonlySet<ServerState> = new Set(['active', 'paused']);
+
+/**
+ * Parses a `--fake-inventory` file. A disk's `bytes` is what host and guest see, `backing_bytes`
+ * (default `bytes`) its storage; a block disk's host view starts at `bytes` (it catches up on
+ * rescan), other kinds see their storage. Throws Error naming the bad field.
+ */
+export function parseFakeInventory(text: string): { capabilities: DriverCapabilities; servers: FakeServer[] } {
+  const inv = JSON.parse(text) as FakeInventoryFile;
+  if (!inv || !Array.isArray(inv.servers)) throw new Error('fake inventory: "servers" must be an array');
+  const servers = inv.servers.map((s, i): FakeServer => {
+    if (typeof s.id !== 'string') throw new Error(`fake inventory: servers[${i}].id must be a string`);
+    return {
+      id: s.id,
+      name: s.name ?? `server-${s.id.slice(0, 8)}`,
+      ...(s.project_id === undefined ? {} : { projectId: s.project_id }),
+      state: s.state ?? 'active',
+      disks: (s.disks ?? []).map((d, j): FakeDisk => {
+        if (!Number.isSafeInteger(d.bytes) || d.bytes <= 0) {
+          throw new Error(`fake inventory: servers[${i}].disks[${j}].bytes must be a positive integer`);
+        }
+        const backing = d.backing_bytes ?? d.bytes;
+        const kind = d.kind ?? 'block';
+        return {
+          volumeId: d.volume_id,
+          device: d.device,
+          kind,
+          ...(d.format === undefined ? {} : { format: d.format }),
+          ...(d.source === undefined ? {} : { source: d.source }),
+          ...(d.readonly === undefined ? {} : { readonly: d.readonly }),
+          backingBytes: backing,
+          hostBytes: kind === 'block' ? d.bytes : backing,
+          guestBytes: d.bytes,
+        };
+      }),
+    };
+  });
+  return {
+    capabilities: {
+      extendVolume: inv.capabilities?.extend_volume ?? true,
+      attachVolume: inv.capabilities?.attach_volume ?? true,
+      maxVolumesPerServer: FAKE_DEVICE_NAMES,
+    },
+    servers,
+  };
+}
+
+/** A fake server as the VirtDriver contract lists it. */
+export function toDriverServer(s: FakeServer): DriverServer {
+  return {
+    id: s.id,
+    name: s.name,
+    ...(s.projectId === undefined ? {} : { projectId: s.projectId }),
+    state: s.state,
+    disks: s.disks.map((d): DriverDisk => ({
+      volumeId: d.volumeId,
+      device: d.device,
+      kind: d.kind,
+      ...(d.format === undefined ? {} : { format: d.format }),
+      ...(d.source === undefined ? {} : { source: d.source }),
+      ...(d.readonly === undefined ? {} : { readonly: d.readonly }),
+    })),
+  };
+}
+
+interface PersistedState {
+  servers: FakeServer[];
+}
+
+/** The servers saved at `path`, or undefined if there is no such file. Throws on a bad file. */
+export function loadFakeState(path: string): FakeServer[] | undefined {
+  try {
+    return (JSON.parse(readFileSync(path, 'utf8')) as PersistedState).servers;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return undefined;
+  }
+}
+
+/** Save the servers at `path` atomically (write, then rename), mode 0600. */
+export function saveFakeState(path: string, servers: Iterable<FakeServer>): void {
+  const tmp = `${path}.tmp`;
+  // 0600: the state names every guest's disks; `mode` only applies to a new file, hence chmod.
+  writeFileSync(tmp, JSON.stringify({ servers: [...servers] } satisfies PersistedState), { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, path);
+}

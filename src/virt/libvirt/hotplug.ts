@@ -1,0 +1,139 @@
+/**
+ * Hot-plug and unplug of volume disks on libvirt domains (virDomainAttachDeviceFlags /
+ * virDomainDetachDeviceFlags), live and in the persistent definition.
+ *
+ * Locking: the compute manager serializes every operation on one volume (src/compute/locks.ts);
+ * what it cannot see is the domain's device names. Two attaches of different volumes to one
+ * domain would read the same domain XML and pick the same free name, so the read → choose →
+ * plug section of an attach runs under `domainDeviceLocks`, keyed by domain (server id). A
+ * detach picks no name and does not take it (its wait for the guest to release the disk can take
+ * seconds and must not hold up other attaches).
+ */
+import { KeyedMutex } from '../../util/keyedMutex.js';
+import { errors } from '../../errors.js';
+import type { AttachSpec } from '../driver.js';
+import { buildDiskXml, nextFreeDevice, volumeDisks, type DomainDisk, type DomainInfo } from './domxml.js';
+import type { Guest } from './guest.js';
+import { DomainAffect } from './remote/client.js';
+import type { DomainDisks } from './disks.js';
+
+/** Attach and detach for LibvirtDriver (see the file header for the contract and the locking). */
+export class DiskHotplug {
+  /** Per domain (server id, lower case): the device-name choice of attaches, see the header. */
+  private readonly domainDeviceLocks = new KeyedMutex();
+
+  /**
+   * @param disks the driver's disk lookup and failure classification.
+   * @param detachTimeoutMs how long a detach waits for the guest to release the disk, in ms.
+   */
+  constructor(
+    private readonly disks: DomainDisks,
+    private readonly detachTimeoutMs: number,
+  ) {}
+
+  /**
+   * Hot-plugs the disk into the running domain and, when the domain is persistent, into its
+   * persistent definition too (VIR_DOMAIN_AFFECT_LIVE | VIR_DOMAIN_AFFECT_CONFIG), so the disk
+   * (and its `<serial>`) is still there after the domain is shut off and started again. A
+   * shut-off persistent domain gets it in its definition only. Idempotent per definition: a disk
+   * already in one of them is added only where it is missing, under the same device name.
+   * Returns the guest device name (`vdb`…). Throws DevicePathInUse, TooManyDiskDevices (403),
+   * InstanceNotFound (404), DriverFailed (500), HypervisorUnreachable (503).
+   */
+  attachVolume(serverId: string, spec: AttachSpec): Promise<string> {
+    // A domain's UUID may be spelled in either case: one lock per domain.
+    return this.domainDeviceLocks.run(serverId.toLowerCase(), () => this.attachLocked(serverId, spec));
+  }
+
+  private async attachLocked(serverId: string, spec: AttachSpec): Promise<string> {
+    const guest = await this.disks.lookup(serverId);
+    let live: DomainInfo | undefined;
+    let config: DomainInfo | undefined;
+    try {
+      const active = await guest.isActive();
+      [live, config] = await Promise.all([active ? guest.info({ fresh: true }).then((r) => r.info) : undefined, guest.persistentInfo()]);
+    } catch (err) {
+      throw this.disks.mapError(err, { serverId, action: 'attach volume' });
+    }
+    const inLive = live && volumeDisks(live).find((d) => d.serial === spec.volumeId);
+    const inConfig = config && volumeDisks(config).find((d) => d.serial === spec.volumeId);
+    const flags = (live && !inLive ? DomainAffect.LIVE : 0) | (config && !inConfig ? DomainAffect.CONFIG : 0);
+    const existing = inLive ?? inConfig;
+    if (flags === 0 && existing) return existing.target;
+    let device = existing?.target;
+    if (device === undefined) {
+      const used = new Set([...(live?.disks ?? []), ...(config?.disks ?? [])].map((d) => d.target));
+      if (spec.device !== undefined && used.has(spec.device)) {
+        throw errors.devicePathInUse(spec.device, serverId);
+      }
+      try {
+        device = spec.device ?? nextFreeDevice(used);
+      } catch {
+        throw errors.tooManyDiskDevices(serverId);
+      }
+    }
+    try {
+      await guest.attachDevice(buildDiskXml(spec, device), flags);
+    } catch (err) {
+      throw await this.disks.reobserve(err, guest, { serverId, volumeId: spec.volumeId, action: 'attach volume', live: (flags & DomainAffect.LIVE) !== 0, diskExpected: false });
+    }
+    this.disks.log.info({ serverId, volumeId: spec.volumeId, device, kind: spec.kind, live: (flags & DomainAffect.LIVE) !== 0, config: (flags & DomainAffect.CONFIG) !== 0 }, 'attached volume');
+    return device;
+  }
+
+  /**
+   * Unplugs the disk from wherever it is: the running domain (then waits until the guest released
+   * it) and the persistent definition. Idempotent: a disk already gone is fine.
+   */
+  async detachVolume(serverId: string, volumeId: string): Promise<void> {
+    const guest = await this.disks.lookup(serverId);
+    const find = async (): Promise<{ live: DomainDisk | undefined; config: DomainDisk | undefined }> => {
+      const active = await guest.isActive();
+      const [live, config] = await Promise.all([active ? guest.info({ fresh: true }).then((r) => r.info) : undefined, guest.persistentInfo()]);
+      return {
+        live: live && volumeDisks(live).find((d) => d.serial === volumeId),
+        config: config && volumeDisks(config).find((d) => d.serial === volumeId),
+      };
+    };
+    let where: Awaited<ReturnType<typeof find>>;
+    try {
+      where = await find();
+    } catch (err) {
+      throw this.disks.mapError(err, { serverId, volumeId, action: 'detach volume' });
+    }
+    const disk = where.live ?? where.config;
+    if (!disk) throw errors.volumeNotAttached(volumeId, serverId);
+    const flags = (where.live ? DomainAffect.LIVE : 0) | (where.config ? DomainAffect.CONFIG : 0);
+    try {
+      await guest.detachDevice(disk.xml, flags);
+    } catch (err) {
+      // Gone already (a concurrent detach, or the guest was quicker than our lookup)? Decided by
+      // looking again, not by libvirt's words.
+      const now = await find().catch(() => undefined);
+      if (!now || now.live || now.config) {
+        throw await this.disks.reobserve(err, guest, { serverId, volumeId, action: 'detach volume', live: where.live !== undefined, diskExpected: true });
+      }
+    }
+    if (where.live) await this.waitReleased(guest, serverId, volumeId, disk.target);
+    this.disks.log.info({ serverId, volumeId, device: disk.target }, 'detached volume');
+  }
+
+  /** NOTE: the guest must release the device (ACPI/PCI unplug); libvirt returns before it does. */
+  private async waitReleased(guest: Guest, serverId: string, volumeId: string, target: string): Promise<void> {
+    const deadline = Date.now() + this.detachTimeoutMs;
+    for (;;) {
+      let still: boolean;
+      try {
+        const { info } = await guest.info({ fresh: true });
+        still = volumeDisks(info).some((d) => d.serial === volumeId);
+      } catch (err) {
+        throw this.disks.mapError(err, { serverId, volumeId, action: 'detach volume' });
+      }
+      if (!still) return;
+      if (Date.now() >= deadline) {
+        throw errors.driverFailed(`instance ${serverId} did not release volume ${volumeId} (${target}) within ${this.detachTimeoutMs} ms`, { final: false });
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
