@@ -25,11 +25,10 @@
  * hypervisor's would.
  */
 import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { stat, truncate } from 'node:fs/promises';
 import { errors, type ServiceError } from '../../errors.js';
-import { fileDiskBytes, fileDiskBytesSync } from '../image.js';
+import { fileDiskBytes, fileDiskBytesSync, growDiskFile as growFile } from '../image.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
-import { classifyErrno, errnoOf, errnoReason } from '../../util/errno.js';
+import { classifyErrno, errnoReason } from '../../util/errno.js';
 import { dirname } from 'node:path';
 import { measureBlockSource } from './blockSource.js';
 import type {
@@ -163,16 +162,6 @@ const FAKE_DEVICE_NAMES = 25;
 
 /** States with a running QEMU: a disk's guest size is live only there. */
 const RUNNING: ReadonlySet<ServerState> = new Set(['active', 'paused']);
-
-async function growFile(path: string, bytes: number): Promise<void> {
-  try {
-    if ((await stat(path)).size < bytes) await truncate(path, bytes);
-  } catch (err) {
-    // Inventory paths may be informational only; a missing file keeps the recorded sizes.
-    if (errnoOf(err) === 'ENOENT') return;
-    throw errors.driverFailed(errnoReason('grow the disk file', err), { final: classifyErrno(err).final, cause: err, detail: `${path}: ${(err as Error).message}` });
-  }
-}
 
 export class FakeDriver implements VirtDriver {
   readonly name = 'fake';
