@@ -228,3 +228,34 @@ export async function runCommand(cmd: string, args: readonly string[], opts: Run
 export function exitFailed(r: CommandResult): CommandFailed {
   return new CommandFailed(basename(r.command), `${renderCommand(r.command, r.args)} exited with status ${r.code}: ${outputTail(r)}`, { exitCode: r.code }, { result: r });
 }
+
+/**
+ * Start a long-lived daemon (tgtd -f, …) that outlives this call: detached in its own process
+ * group, stdout and stderr appended to `logFile` (or discarded), not waited for. Resolves with its
+ * pid once it has been spawned; the caller records the pid and stops it by pid. Rejects with
+ * CommandFailed (`errno`) if it cannot be started.
+ */
+export function startDaemon(cmd: string, args: readonly string[], opts: { logFile?: string; env?: NodeJS.ProcessEnv } = {}): Promise<number> {
+  const line = renderCommand(cmd, args);
+  return new Promise((resolve, reject) => {
+    let fd: number | undefined;
+    try {
+      if (opts.logFile !== undefined) fd = openSync(opts.logFile, 'a');
+    } catch (err) {
+      reject(new CommandFailed(basename(cmd), `${line}: cannot open its log file ${opts.logFile}: ${(err as Error).message}`, { errno: errnoOf(err) }, { cause: err }));
+      return;
+    }
+    const child = spawn(cmd, [...args], {
+      detached: true,
+      stdio: fd === undefined ? 'ignore' : ['ignore', fd, fd],
+      ...(opts.env === undefined ? {} : { env: opts.env }),
+    });
+    if (fd !== undefined) closeSync(fd);
+    child.once('error', (e) => reject(new CommandFailed(basename(cmd), `${line}: ${e.message}`, { errno: errnoOf(e) }, { cause: e })));
+    child.once('spawn', () => {
+      child.unref();
+      if (child.pid === undefined) reject(new CommandFailed(basename(cmd), `${line}: no pid`, { errno: undefined }));
+      else resolve(child.pid);
+    });
+  });
+}

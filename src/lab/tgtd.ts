@@ -2,11 +2,11 @@
  * The lab's tgtd (userspace iSCSI target), through the host's tgtadm module (src/host/tgt.ts):
  * on 127.0.0.1:3260 with the default control channel when free, else on a private pair.
  */
-import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { startDaemon } from '../host/exec.js';
 import { Tgtadm, tgtRequest } from '../host/tgt.js';
 import { killAndWait, pidAlive, pidIs } from './proc.js';
 
@@ -48,16 +48,8 @@ export async function startTgtd(dir: string, log: (m: string) => void): Promise<
   for (const [port, control] of candidates) {
     if (!(await portFree(port))) continue;
     if (!controlFree(control) && (await tgtControlAnswers(control))) continue;
-    const fd = openSync(join(dir, 'tgtd.log'), 'a');
-    // A daemon that outlives this process: spawned detached, recorded by pid, stopped by stopTgtd.
-    const child = spawn('tgtd', ['-f', '--iscsi', `portal=127.0.0.1:${port}`, '-C', String(control)], {
-      detached: true,
-      stdio: ['ignore', fd, fd],
-    });
-    closeSync(fd);
-    child.unref();
-    const pid = child.pid;
-    if (!pid) throw new Error('could not spawn tgtd');
+    // A daemon that outlives this process: recorded by pid, stopped by stopTgtd.
+    const pid = await startDaemon('tgtd', ['-f', '--iscsi', `portal=127.0.0.1:${port}`, '-C', String(control)], { logFile: join(dir, 'tgtd.log') });
     const adm = new Tgtadm({ controlPort: control, timeoutMs: 5000 });
     let ok = false;
     const deadline = Date.now() + 10_000;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CommandFailed, renderCommand, runCommand, runCommandRaw } from '../../src/host/exec.js';
+import { CommandFailed, renderCommand, runCommand, runCommandRaw, startDaemon } from '../../src/host/exec.js';
 
 const failure = async (p: Promise<unknown>): Promise<CommandFailed> => {
   const err = await p.then(
@@ -118,6 +118,25 @@ describe('the host command runner', () => {
     process.kill(Number((await readFile(pidFile, 'utf8')).trim()), 'SIGKILL');
     const bad = await failure(runCommand('sh', ['-c', 'echo why-it-failed; exit 2'], { logFile: log }));
     expect(bad.detail).toContain('why-it-failed');
+  });
+
+  it('starts a daemon in its own process group, logging to a file, and hands back its pid to stop it by', async () => {
+    const log = join(dir, 'started-daemon.log');
+    const pid = await startDaemon('sh', ['-c', 'echo up; exec sleep 30'], { logFile: log });
+    try {
+      expect(alive(pid)).toBe(true);
+      // Its own process group: the group id is its pid.
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      expect(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2])).toBe(pid);
+      for (let i = 0; i < 40 && !(await readFile(log, 'utf8')).includes('up'); i++) await sleep(25);
+      expect(await readFile(log, 'utf8')).toBe('up\n');
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
+    for (let i = 0; i < 40 && alive(pid); i++) await sleep(25);
+    expect(alive(pid)).toBe(false);
+    const missing = await failure(startDaemon('no-such-daemon-oe', []));
+    expect(missing.outcome).toEqual({ errno: 'ENOENT' });
   });
 
   it.each([
