@@ -82,6 +82,7 @@ export interface CommandResult {
   stderr: string;
 }
 
+/** Options of runCommandRaw / runCommand. */
 export interface RunOptions {
   /** Kill the command after this many ms (default 30 s): outcome `timedOut`. */
   timeoutMs?: number;

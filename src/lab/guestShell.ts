@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from './proc.js';
 
+/** What a GuestShell needs: the domain (libvirt URI, uuid, name) and its two serial ports' ends. */
 export interface GuestShellInit {
   libvirtUri: string;
   uuid: string;
@@ -23,6 +24,7 @@ export interface GuestShellInit {
   persistent?: boolean;
 }
 
+/** A command run in the guest's shell exited non-zero: its command line, status and output. */
 export class GuestExecError extends Error {
   constructor(
     readonly cmd: string,
@@ -34,6 +36,7 @@ export class GuestExecError extends Error {
   }
 }
 
+/** The guest did not report `device` at `expected` bytes in time; `lastSeen` is its last report (bytes). */
 export class WaitForSizeTimeout extends Error {
   constructor(
     readonly device: string,

@@ -17,6 +17,7 @@ import { classifyErrno } from '../../util/errno.js';
 
 export { renderCommand };
 
+/** Options of exec / execRaw: a timeout and the operation in public words. */
 export interface ExecOptions {
   /** Kill the command after this many ms (default 30 s). A timeout is an uncertain failure. */
   timeoutMs?: number;
