@@ -47,13 +47,20 @@ export class CommandFailed extends Error {
     /** The command line and the output's tail, for the operator (`detail`), never for clients. */
     readonly detail: string,
     readonly outcome: CommandOutcome,
-    opts: { cause?: unknown; timeoutMs?: number; result?: CommandResult } = {},
+    opts: { cause?: unknown; timeoutMs?: number; result?: CommandResult; command?: string; args?: readonly string[] } = {},
   ) {
     super(`${program} ${describeOutcome(outcome, opts.timeoutMs)}`, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'CommandFailed';
     this.timeoutMs = opts.timeoutMs;
     this.result = opts.result;
+    this.command = opts.command ?? opts.result?.command ?? program;
+    this.args = opts.args ?? opts.result?.args ?? [];
   }
+
+  /** The program as given (path or name); operator-only, like `args`. */
+  readonly command: string;
+  /** Its arguments (may hold paths: never put them in a public message). */
+  readonly args: readonly string[];
 
   /** The timeout that fired, in ms (only for `timedOut`). */
   readonly timeoutMs: number | undefined;
@@ -142,7 +149,7 @@ export function runCommandRaw(cmd: string, args: readonly string[], opts: RunOpt
   const program = basename(cmd);
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) {
-      reject(new CommandFailed(program, `${line}: aborted before it started`, { aborted: true }));
+      reject(new CommandFailed(program, `${line}: aborted before it started`, { aborted: true }, { command: cmd, args }));
       return;
     }
     let fd: number | undefined;
@@ -150,7 +157,7 @@ export function runCommandRaw(cmd: string, args: readonly string[], opts: RunOpt
       try {
         fd = openSync(opts.logFile, 'a');
       } catch (err) {
-        reject(new CommandFailed(program, `${line}: cannot open its log file ${opts.logFile}: ${(err as Error).message}`, { errno: errnoOf(err) }, { cause: err }));
+        reject(new CommandFailed(program, `${line}: cannot open its log file ${opts.logFile}: ${(err as Error).message}`, { errno: errnoOf(err) }, { cause: err, command: cmd, args }));
         return;
       }
     }
@@ -207,7 +214,7 @@ export function runCommandRaw(cmd: string, args: readonly string[], opts: RunOpt
       settled = true;
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
-      reject(new CommandFailed(program, `${line}: ${e.message}`, { errno: errnoOf(e) }, { cause: e }));
+      reject(new CommandFailed(program, `${line}: ${e.message}`, { errno: errnoOf(e) }, { cause: e, command: cmd, args }));
     });
     // With a log file there are no pipes to wait for: the exit is the end.
     if (fd !== undefined) child.once('exit', (code, signal) => void finish(code, signal));
@@ -243,7 +250,7 @@ export function startDaemon(cmd: string, args: readonly string[], opts: { logFil
     try {
       if (opts.logFile !== undefined) fd = openSync(opts.logFile, 'a');
     } catch (err) {
-      reject(new CommandFailed(basename(cmd), `${line}: cannot open its log file ${opts.logFile}: ${(err as Error).message}`, { errno: errnoOf(err) }, { cause: err }));
+      reject(new CommandFailed(basename(cmd), `${line}: cannot open its log file ${opts.logFile}: ${(err as Error).message}`, { errno: errnoOf(err) }, { cause: err, command: cmd, args }));
       return;
     }
     const child = spawn(cmd, [...args], {
@@ -252,10 +259,10 @@ export function startDaemon(cmd: string, args: readonly string[], opts: { logFil
       ...(opts.env === undefined ? {} : { env: opts.env }),
     });
     if (fd !== undefined) closeSync(fd);
-    child.once('error', (e) => reject(new CommandFailed(basename(cmd), `${line}: ${e.message}`, { errno: errnoOf(e) }, { cause: e })));
+    child.once('error', (e) => reject(new CommandFailed(basename(cmd), `${line}: ${e.message}`, { errno: errnoOf(e) }, { cause: e, command: cmd, args })));
     child.once('spawn', () => {
       child.unref();
-      if (child.pid === undefined) reject(new CommandFailed(basename(cmd), `${line}: no pid`, { errno: undefined }));
+      if (child.pid === undefined) reject(new CommandFailed(basename(cmd), `${line}: no pid`, { errno: undefined }, { command: cmd, args }));
       else resolve(child.pid);
     });
   });

@@ -49,6 +49,8 @@ describe('the host command runner', () => {
     expect(err.detail).toContain('/tmp/secret/vol.raw');
     expect(err.detail).toContain('boom');
     expect(err.result?.code).toBe(3);
+    expect(err.command).toBe('sh');
+    expect(err.args).toEqual(['-c', 'echo boom >&2; exit 3', '/tmp/secret/vol.raw']);
   });
 
   it('never puts arguments or output in the message of any failure', async () => {
@@ -102,6 +104,8 @@ describe('the host command runner', () => {
     const err = await failure(runCommand('no-such-program-oe', ['/some/path']));
     expect(err.outcome).toEqual({ errno: 'ENOENT' });
     expect(err.message).toBe('no-such-program-oe could not be started (ENOENT)');
+    expect(err.command).toBe('no-such-program-oe');
+    expect(err.args).toEqual(['/some/path']);
     expect(err.detail).toContain('/some/path');
   });
 
