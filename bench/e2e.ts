@@ -30,7 +30,7 @@ import { promisify } from 'node:util';
 import { BLOCK_RESIZE_BYTES, RemoteClient } from '../src/virt/libvirt/remote/client.js';
 import type { RemoteDomain } from '../src/virt/libvirt/remote/protocol.js';
 import { BlockBackend, IscsiBackend } from '../src/volume/backends/index.js';
-import type { Guest } from '../src/lab/index.js';
+import type { GuestShell as Guest } from '../src/lab/index.js';
 import { startLabService, type InstanceActionView, type LabService } from '../test/support/labService.js';
 
 const run = promisify(execFile);

@@ -29,7 +29,7 @@ import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { bootGuest, type Guest } from '../src/lab/index.js';
+import { bootGuest, type GuestShell as Guest } from '../src/lab/index.js';
 import { buildDiskXml } from '../src/virt/libvirt/domxml.js';
 import { acquireLab, e2eMissing, median, paths, startApi, type E2eApi, type E2eLab } from '../test/support/e2e.js';
 

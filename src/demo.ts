@@ -9,12 +9,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { loadConfig, type Config } from './config.js';
 import { startService, type RunningService } from './app.js';
 import { SqliteStore } from './db/sqlite.js';
 import { issueToken } from './auth/tokens.js';
 import { ApiClient } from './httpClient.js';
-import { bootGuest, labDown, labUp, readLab, type Guest, type LabInfo } from './lab/index.js';
+import { bootGuest, labDown, labServiceConfig, labUp, readLab, type GuestShell } from './lab/index.js';
 import { formatBytes } from './cli/sizes.js';
 
 const GiB = 2 ** 30;
@@ -39,30 +38,13 @@ async function timed<T>(steps: Timed[], step: string, fn: () => Promise<T>): Pro
   return v;
 }
 
-/** The service's configuration for a lab: libvirt on the lab's libvirtd, backends on its tgtd, ephemeral ports. */
-export function labServiceConfig(lab: LabInfo, o: { dataDir: string; backends: string[]; projectId: string; logLevel: string }): Config {
-  return loadConfig({}, {
-    dataDir: o.dataDir,
-    driver: 'libvirt',
-    libvirtUri: lab.libvirtUri,
-    port: 0,
-    volumePort: 0,
-    backends: o.backends.join(','),
-    iscsiPortal: lab.tgtPortal,
-    tgtControlPort: lab.tgtControlPort,
-    defaultProject: o.projectId,
-    syncIntervalMs: 0,
-    logLevel: o.logLevel,
-  });
-}
-
 export async function runDemo(opts: DemoOptions): Promise<boolean> {
   const { out } = opts;
   const steps: Timed[] = [];
   const labWasUp = readLab() !== undefined;
   const dataDir = mkdtempSync(join(tmpdir(), 'oe-demo-'));
   let service: RunningService | undefined;
-  let guest: Guest | undefined;
+  let guest: GuestShell | undefined;
   let ok = true;
   const created: string[] = [];
   let clients: { compute: ApiClient; volume: ApiClient } | undefined;

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { labDown, labUp } from './index.js';
 
+/** Adds `lab up` and `lab down` to `program`; `out` receives their stdout lines. */
 export function registerLabCommands(program: Command, out: (s: string) => void): void {
   const lab = program
     .command('lab')

@@ -2,10 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import type { ServiceError } from '../../src/errors.js';
 import { exec, execRaw } from '../../src/volume/backends/exec.js';
-import { TGTADM_UNREACHABLE, Tgt, parseTargets } from '../../src/volume/backends/tgt.js';
+import { TGTADM_UNREACHABLE, Tgt } from '../../src/volume/backends/tgt.js';
 import { describeReal } from '../support/real.js';
 
-describe('backend exec helper', () => {
+describe('the backends\' exec adapter (host runner → BackendFailed)', () => {
   it('returns stdout of a successful command', async () => {
     expect(await exec('echo', ['hello'])).toBe('hello\n');
   });
@@ -63,54 +63,5 @@ describeReal(tgtadmMissing)('tgtadm exit status', () => {
     expect(Tgt.unreachable(r)).toBe(true);
     const err = (await tgt.show().catch((e: unknown) => e)) as ServiceError;
     expect(err).toMatchObject({ code: 'BackendFailed', final: false });
-  });
-});
-
-describe('parseTargets (tgtadm --op show)', () => {
-  const sample = `Target 1: iqn.2026-11.dev.online-extend:vol-a
-    System information:
-        Driver: iscsi
-        State: ready
-    I_T nexus information:
-    LUN information:
-        LUN: 0
-            Type: controller
-            Size: 0 MB, Block size: 1
-            Backing store path: None
-        LUN: 1
-            Type: disk
-            Size: 3000 MB, Block size: 512
-            Backing store type: rdwr
-            Backing store path: /pool/vol-a.raw
-            Backing store flags: 
-    Account information:
-    ACL information:
-        ALL
-Target 3: iqn.2026-11.dev.online-extend:vol-b
-    System information:
-        Driver: iscsi
-        State: ready
-    I_T nexus information:
-    LUN information:
-        LUN: 0
-            Type: controller
-            Backing store path: None
-    Account information:
-    ACL information:
-`;
-
-  it('reads tids, IQNs, LUN backing files and ACLs', () => {
-    expect(parseTargets(sample)).toEqual([
-      {
-        tid: 1,
-        iqn: 'iqn.2026-11.dev.online-extend:vol-a',
-        luns: [
-          { lun: 0, sizeText: '0 MB' },
-          { lun: 1, sizeText: '3000 MB', backingPath: '/pool/vol-a.raw' },
-        ],
-        acls: ['ALL'],
-      },
-      { tid: 3, iqn: 'iqn.2026-11.dev.online-extend:vol-b', luns: [{ lun: 0, sizeText: '' }], acls: [] },
-    ]);
   });
 });

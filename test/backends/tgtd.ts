@@ -4,8 +4,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execRaw } from '../../src/volume/backends/exec.js';
-import { Tgt } from '../../src/volume/backends/tgt.js';
+import { Tgtadm } from '../../src/host/tgt.js';
 
 export const PORTAL = '127.0.0.1:3260';
 
@@ -20,10 +19,8 @@ export function tgtdUnavailable(): string | undefined {
   return undefined;
 }
 
-async function answers(): Promise<boolean> {
-  const r = await execRaw('tgtadm', ['--lld', 'iscsi', '--op', 'show', '--mode', 'target'], { timeoutMs: 5000 });
-  return r.code === 0;
-}
+const tgt = new Tgtadm();
+const answers = (): Promise<boolean> => tgt.answers();
 
 export interface TgtdHandle {
   /** True if this handle started tgtd (and will stop it). */
@@ -48,23 +45,14 @@ export async function useTgtd(): Promise<TgtdHandle> {
       await sleep(50);
     }
   }
-  const tgt = new Tgt();
   return {
     started: child !== undefined,
     pid: child?.pid,
     async stop(dirs: string[]) {
-      const targets = await tgt.show().catch(() => []);
-      for (const t of targets) {
-        if (t.luns.some((l) => l.backingPath && dirs.some((d) => l.backingPath?.startsWith(`${d}/`)))) {
-          await tgt.raw(['--op', 'delete', '--mode', 'target', '--tid', String(t.tid), '--force']);
-        }
-      }
+      await tgt.deleteTargets((t) => t.luns.some((l) => l.backingPath && dirs.some((d) => l.backingPath?.startsWith(`${d}/`))));
       if (!child) return;
       // tgtd ignores SIGTERM while targets exist; targets are ours only if we started it.
-      for (const t of await tgt.show().catch(() => [])) {
-        await tgt.raw(['--op', 'delete', '--mode', 'target', '--tid', String(t.tid), '--force']);
-      }
-      await tgt.raw(['--op', 'delete', '--mode', 'system']);
+      await tgt.shutdown();
       const exited = new Promise<void>((resolve) => {
         if (child?.exitCode !== null) resolve();
         else child.once('exit', () => resolve());

@@ -15,7 +15,7 @@ import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { bootGuest, domainXml, virsh, type Guest } from '../../src/lab/index.js';
+import { bootGuest, domainXml, virsh, type GuestShell as Guest } from '../../src/lab/index.js';
 import { buildDiskXml } from '../../src/virt/libvirt/domxml.js';
 import type { AttachSpec } from '../../src/virt/driver.js';
 import { BlockBackend, FileBackend, IscsiBackend } from '../../src/volume/backends/index.js';

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeReal } from '../support/real.js';
-import { bootGuest, labDown, labLoopDevices, labUp, pidAlive, virsh, type Guest, type LabInfo } from '../../src/lab/index.js';
+import { bootGuest, labDown, labLoopDevices, labUp, pidAlive, virsh, type GuestShell, type LabInfo } from '../../src/lab/index.js';
 import { fileHeadMd5 } from '../support/files.js';
 
 const MiB = 1024 * 1024;
@@ -32,7 +32,7 @@ function patternMd5(bytes: number): string {
 describeReal(whyNot())('lab (real libvirtd, tgtd and a TCG guest)', () => {
   let dir = '';
   let lab: LabInfo | undefined;
-  let guest: Guest | undefined;
+  let guest: GuestShell | undefined;
   const log = (m: string): void => console.log(`[lab] ${m}`);
 
   beforeAll(async () => {

@@ -14,10 +14,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startService, type RunningService } from '../../src/app.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import type { Config } from '../../src/config.js';
-import { labServiceConfig } from '../../src/demo.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { ApiClient, ApiError } from '../../src/httpClient.js';
-import { bootGuest, labDown, labUp, type Guest, type LabInfo } from '../../src/lab/index.js';
+import { bootGuest, labDown, labServiceConfig, labUp, type GuestShell, type LabInfo } from '../../src/lab/index.js';
 
 export interface VolumeView {
   id: string;
@@ -60,7 +59,7 @@ export interface LabService {
   project: string;
   compute: ApiClient;
   volume: ApiClient;
-  guest: Guest;
+  guest: GuestShell;
   /** Volumes created through `createVolume` and not yet deleted (released by `close`). */
   readonly volumes: Set<string>;
   createVolume(body: Record<string, unknown>): Promise<VolumeView>;
@@ -104,7 +103,7 @@ export async function startLabService(opts: LabServiceOptions): Promise<LabServi
   const dir = mkdtempSync(join(tmpdir(), 'oe-vole2e-'));
   let lab: LabInfo | undefined;
   let service: RunningService | undefined;
-  let guest: Guest | undefined;
+  let guest: GuestShell | undefined;
   const teardown = async (errs: string[]): Promise<void> => {
     await guest?.destroy().catch((e: unknown) => errs.push(`guest destroy: ${(e as Error).message}`));
     await service?.close().catch((e: unknown) => errs.push(`service close: ${(e as Error).message}`));

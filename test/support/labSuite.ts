@@ -3,14 +3,14 @@
  * one lab service per `describe`, data written in the guest and read back, create-and-attach.
  */
 import { afterAll, beforeAll, expect } from 'vitest';
-import type { Guest } from '../../src/lab/index.js';
+import type { GuestShell } from '../../src/lab/index.js';
 import { startLabService, type LabService, type LabServiceOptions, type VolumeView } from './labService.js';
 
 /**
  * One lab service with a guest for a whole `describe` block: started before its tests, closed
  * (and its cleanup checked) after. `tag` prefixes the log lines; the accessors throw until started.
  */
-export function useLabService(opts: LabServiceOptions, tag: string): { S: () => LabService; G: () => Guest; log: (m: string) => void } {
+export function useLabService(opts: LabServiceOptions, tag: string): { S: () => LabService; G: () => GuestShell; log: (m: string) => void } {
   let s: LabService | undefined;
   const t0 = Date.now();
   const log = (m: string): void => console.log(`[${tag} +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
@@ -32,7 +32,7 @@ export function useLabService(opts: LabServiceOptions, tag: string): { S: () => 
 }
 
 /** A pattern of random data over the first `mib` MiB of a guest disk, and its md5 as the guest reads it. */
-export function guestData(G: () => Guest, mib = 4): { writePattern(dev: string): Promise<string>; md5(dev: string): Promise<string> } {
+export function guestData(G: () => GuestShell, mib = 4): { writePattern(dev: string): Promise<string>; md5(dev: string): Promise<string> } {
   const md5Of = (out: string): string => {
     const m = /^([0-9a-f]{32})\b/m.exec(out);
     if (!m?.[1]) throw new Error(`no md5 from the guest: ${out}`);

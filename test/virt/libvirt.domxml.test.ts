@@ -8,7 +8,8 @@ import {
   volumeDisks,
 } from '../../src/virt/libvirt/domxml.js';
 import { findQueryBlockSize } from '../../src/virt/libvirt/guest.js';
-import { escapeXml, parseXml } from '../../src/virt/libvirt/xml.js';
+import { escapeXml } from '../../src/util/xml.js';
+import { parseXml } from '../../src/virt/libvirt/xml.js';
 
 /** Live XML as libvirt 9.0 writes it (trimmed), with one disk of every kind we handle. */
 const LIVE_XML = `<domain type='qemu' id='4'>

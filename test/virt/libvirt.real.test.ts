@@ -20,7 +20,7 @@ import { bytesToUuid, type RemoteDomain } from '../../src/virt/libvirt/remote/pr
 import { describeDriverContract } from '../contract/driver.contract.js';
 import { describeReal } from '../support/real.js';
 import { diskXml, domainXml, losetupAttach, losetupDetach } from './support/domains.js';
-import { WaitForSizeTimeout, bootGuest, type Guest as LabGuest } from '../../src/lab/index.js';
+import { WaitForSizeTimeout, bootGuest, type GuestShell as LabGuest } from '../../src/lab/index.js';
 import { labMissing, startLab, type TestLab } from './support/lab.js';
 import { tgtOn, type TestTgt } from './support/tgtd.js';
 

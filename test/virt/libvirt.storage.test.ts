@@ -4,7 +4,8 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CommandFailed, HostStorage, hostFailed, runCommand, type RunCommand } from '../../src/virt/libvirt/storage.js';
+import { CommandFailed, runCommand } from '../../src/host/exec.js';
+import { HostStorage, hostFailed, type RunCommand } from '../../src/virt/libvirt/storage.js';
 import { describeReal } from '../support/real.js';
 
 /** A fake sysfs with two SCSI disks (sdb at 2:0:0:1, sdc at 3:0:0:1) under multipath map dm-0. */

@@ -13,9 +13,8 @@
  * A source that does not exist or cannot be read (inventory files name paths that need not
  * exist) keeps the recorded sizes. Sizes never shrink under an attached volume.
  */
-import { stat, truncate } from 'node:fs/promises';
 import { errors } from '../../errors.js';
-import { classifyErrno, errnoOf, errnoReason } from '../../util/errno.js';
+import { classifyErrno, errnoReason } from '../../util/errno.js';
 import type { AttachSpec } from '../driver.js';
 import { fileDiskBytes, fileDiskBytesSync } from '../image.js';
 import { measureBlockSource } from './blockSource.js';
@@ -155,18 +154,5 @@ export class FakeDiskModel {
     if (!lun || !this.readLunBytes) return undefined;
     const bytes = await this.readLunBytes(lun).catch(() => undefined);
     return bytes !== undefined && Number.isSafeInteger(bytes) && bytes >= 0 ? bytes : undefined;
-  }
-}
-
-/**
- * Grow a disk file to `bytes` as QEMU would (never shrinks it). A missing file is left alone
- * (inventory paths may be informational only). Throws DriverFailed, final or not by errno.
- */
-export async function growFile(path: string, bytes: number): Promise<void> {
-  try {
-    if ((await stat(path)).size < bytes) await truncate(path, bytes);
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return;
-    throw errors.driverFailed(errnoReason('grow the disk file', err), { final: classifyErrno(err).final, cause: err, detail: `${path}: ${(err as Error).message}` });
   }
 }

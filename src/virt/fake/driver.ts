@@ -43,7 +43,8 @@ import { dirname } from 'node:path';
 import { errors, type ServiceError } from '../../errors.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
 import type { AttachSpec, DriverCapabilities, DriverServer, ExtendOptions, ServerState, VirtDriver } from '../driver.js';
-import { FakeDiskModel, growFile, type LunReader } from './diskModel.js';
+import { growDiskFile } from '../image.js';
+import { FakeDiskModel, type LunReader } from './diskModel.js';
 import { FakeCallControls, type FakeMethod } from './faults.js';
 import { FAKE_DEVICE_NAMES, RUNNING, loadFakeState, parseFakeInventory, saveFakeState, toDriverServer, type FakeDisk, type FakeServer } from './state.js';
 
@@ -232,7 +233,7 @@ export class FakeDriver implements VirtDriver {
         if (disk.source && (disk.format ?? 'raw') === 'raw') {
           const limit = await maxFileBytes(dirname(disk.source)).catch(() => Number.MAX_SAFE_INTEGER);
           if (bytes > limit) throw errors.sizeLimitExceeded(volumeId, bytes, limit, `the filesystem holding disk ${disk.device}`);
-          await growFile(disk.source, bytes);
+          await growDiskFile(disk.source, bytes);
         }
         disk.backingBytes = Math.max(disk.backingBytes, bytes);
         disk.hostBytes = disk.backingBytes;

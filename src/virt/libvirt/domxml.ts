@@ -2,12 +2,17 @@
  * Domain XML: what the driver reads out of libvirt's domain description, and the `<disk>`
  * XML it builds for hot-plug.
  */
+import { DEFAULT_ISCSI_PORTAL } from '../../host/iscsi.js';
 import type { AttachSpec, DiskKind, DriverDisk } from '../driver.js';
-import { child, childrenNamed, escapeXml, localName, namespaceOf, parseXml, type XmlElement } from './xml.js';
+import { escapeXml } from '../../util/xml.js';
+import { child, childrenNamed, localName, namespaceOf, parseXml, type XmlElement } from './xml.js';
 
-/** The XML namespace of our domain metadata: `<oe:project xmlns:oe="…">PROJECT</oe:project>`. */
+/**
+ * The XML namespace of our domain metadata: `<oe:project xmlns:oe="…">PROJECT</oe:project>`.
+ * Defined here only; the lab's domain XML (src/lab) and the test fixtures import it.
+ */
 export const METADATA_NS = 'https://online-extend.dev/xmlns/1';
-export const DEFAULT_ISCSI_PORTAL = '127.0.0.1:3260';
+export { DEFAULT_ISCSI_PORTAL };
 
 /** One `<disk>` of the domain, with what the driver needs beyond DriverDisk. */
 export interface DomainDisk {

@@ -7,46 +7,19 @@
  * (src/util/errno.ts). The public reason names the operation, never the path or command line;
  * those go in `detail`.
  */
-import { execFile } from 'node:child_process';
 import { readFile, readdir, realpath, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { errors, isServiceError, type ServiceError } from '../../errors.js';
-import { classifyErrno, errnoOf } from '../../util/errno.js';
+import { CommandFailed, runCommand } from '../../host/exec.js';
+import { UnexpectedReadCapacityOutput, iscsiUrl, readLunCapacity } from '../../host/iscsi.js';
+import { classifyErrno } from '../../util/errno.js';
 import { fileDiskBytes } from '../image.js';
-import { DEFAULT_ISCSI_PORTAL } from './domxml.js';
 
-/** Runs a program, resolves with its stdout; rejects with a CommandFailed. */
+/**
+ * Runs a program, resolves with its stdout; rejects with a CommandFailed (src/host/exec.ts's
+ * runCommand, or a test's stand-in).
+ */
 export type RunCommand = (file: string, args: string[], opts?: { timeoutMs?: number }) => Promise<string>;
-
-/** A host tool that did not succeed: how (timeout, exit status, could not start) and its output. */
-export class CommandFailed extends Error {
-  constructor(
-    readonly program: string,
-    /** The command line and its output, for `detail`. */
-    readonly detail: string,
-    readonly outcome: { timedOut: true } | { exitCode: number } | { errno: string | undefined },
-    opts: { cause?: unknown } = {},
-  ) {
-    super(`${program} failed`, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.name = 'CommandFailed';
-  }
-}
-
-export const runCommand: RunCommand = (file, args, opts = {}) =>
-  new Promise((resolve, reject) => {
-    const timeout = opts.timeoutMs ?? 30_000;
-    execFile(file, args, { timeout, killSignal: 'SIGKILL', encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (!err) {
-        resolve(stdout);
-        return;
-      }
-      const e = err as NodeJS.ErrnoException & { code?: unknown; killed?: boolean };
-      const output = ((stderr || stdout || '').trim() || err.message).slice(0, 2000);
-      const detail = `${[file, ...args].join(' ')}: ${output}`;
-      const outcome = e.killed === true ? { timedOut: true as const } : typeof e.code === 'number' ? { exitCode: e.code } : { errno: errnoOf(err) };
-      reject(new CommandFailed(basename(file), detail, outcome, { cause: err }));
-    });
-  });
 
 /**
  * A host-side step (`what`, public words) failed: DriverFailed, final or uncertain at its
@@ -60,8 +33,12 @@ export function hostFailed(what: string, err: unknown, opts: { detail?: string; 
     if ('exitCode' in o) {
       return errors.driverFailed(`cannot ${what}: ${err.program} exited with status ${o.exitCode}`, { final: !opts.transientExit, cause: err, detail: err.detail });
     }
-    const c = classifyErrno({ code: o.errno });
-    return errors.driverFailed(`cannot ${what}: ${err.program} could not be started: ${c.reason}${c.errno ? ` (${c.errno})` : ''}`, { final: c.final, cause: err, detail: err.detail });
+    if ('errno' in o) {
+      const c = classifyErrno({ code: o.errno });
+      return errors.driverFailed(`cannot ${what}: ${err.program} could not be started: ${c.reason}${c.errno ? ` (${c.errno})` : ''}`, { final: c.final, cause: err, detail: err.detail });
+    }
+    // Killed by a signal nobody here sent: final; aborted by the caller: uncertain.
+    return errors.driverFailed(`cannot ${what}: ${err.message}`, { final: !('aborted' in o), cause: err, detail: err.detail });
   }
   const c = classifyErrno(err);
   return errors.driverFailed(`cannot ${what}: ${c.reason}${c.errno ? ` (${c.errno})` : ''}`, {
@@ -114,17 +91,17 @@ export class HostStorage {
   }
 
   /**
-   * The LUN capacity an initiator reads now (READ CAPACITY(16) through libiscsi).
-   * `source` is `iqn/lun` as in the domain XML.
+   * The LUN capacity in bytes an initiator reads now (READ CAPACITY(16) through libiscsi,
+   * src/host/iscsi.ts). `source` is `iqn/lun` as in the domain XML. Rejects with CommandFailed
+   * (classified by the caller with hostFailed) or a DriverFailed for output without a size.
    */
   async iscsiLunBytes(source: string, portal: string | undefined): Promise<number> {
-    const url = `iscsi://${portal ?? DEFAULT_ISCSI_PORTAL}/${source}`;
-    const out = await this.run('iscsi-readcapacity16', ['-s', url], { timeoutMs: 15_000 });
-    const bytes = Number(out.trim().split(/\s+/).pop());
-    if (!Number.isSafeInteger(bytes) || bytes < 0) {
-      throw errors.driverFailed('cannot read the capacity of the iSCSI LUN: unexpected iscsi-readcapacity16 output', { detail: `${url}: ${out.trim()}` });
+    try {
+      return await readLunCapacity(portal, source, { timeoutMs: 15_000, run: this.run });
+    } catch (err) {
+      if (!(err instanceof UnexpectedReadCapacityOutput)) throw err;
+      throw errors.driverFailed('cannot read the capacity of the iSCSI LUN: unexpected iscsi-readcapacity16 output', { detail: `${iscsiUrl(portal, source)}: ${err.output.trim()}` });
     }
-    return bytes;
   }
 
   /**

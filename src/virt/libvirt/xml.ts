@@ -1,6 +1,6 @@
 /**
- * A small, strict XML reader for libvirt's own well-formed output (domain XML), and an
- * escaper for the XML we send. No DTDs, no processing of namespaces beyond keeping prefixes.
+ * A small, strict XML reader for libvirt's own well-formed output (domain XML); the escaper
+ * for the XML we send is src/util/xml.ts's, re-exported here. No DTDs, no processing of namespaces beyond keeping prefixes.
  */
 
 export interface XmlElement {
@@ -32,10 +32,8 @@ export function decodeEntities(s: string): string {
   });
 }
 
-/** Escape for both text and attribute values (quoted with either quote). */
-export function escapeXml(s: string): string {
-  return s.replace(/[<>&"']/g, (c) => `&${{ '<': 'lt', '>': 'gt', '&': 'amp', '"': 'quot', "'": 'apos' }[c]!};`);
-}
+/** The escaper for the XML we send lives in src/util/xml.ts (one for the whole code base). */
+export { escapeXml } from '../../util/xml.js';
 
 const NAME_RE = /[A-Za-z_:][-A-Za-z0-9_:.]*/y;
 const ATTR_RE = /\s*([A-Za-z_:][-A-Za-z0-9_:.]*)\s*=\s*(?:"([^"]*)"|'([^']*)')/y;

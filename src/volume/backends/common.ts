@@ -3,11 +3,12 @@
  * locks, and the classification of filesystem failures (by errno, src/util/errno.ts) into
  * BackendFailed errors whose public reason names no path (the path goes in `detail`).
  */
-import { qcow2VirtualBytes as qcow2HeaderBytes } from '../../virt/image.js';
 import { randomBytes } from 'node:crypto';
-import { chmod, link, mkdir, open, stat, truncate, unlink } from 'node:fs/promises';
+import { chmod, link, mkdir, open, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { errors, type ServiceError } from '../../errors.js';
+import { growFile as growHostFile } from '../../host/files.js';
+import { NotQcow2Image, qcow2VirtualBytes } from '../../host/qcow2.js';
 import { classifyErrno, errnoOf, errnoReason } from '../../util/errno.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
 
@@ -109,16 +110,18 @@ export async function removeFile(path: string): Promise<void> {
   }
 }
 
-/** Grow (never shrink) a file to `bytes`; sparse. EFBIG → SizeLimitExceeded. */
+/**
+ * Grow (never shrink) the volume file at `path` to `bytes`; sparse (src/host/files.ts).
+ * Errors: a file that vanished → final BackendFailed; EFBIG → SizeLimitExceeded (400) when the
+ * filesystem's limit explains it; any other errno → BackendFailed by errno (fsFailed).
+ */
 export async function growFile(path: string, bytes: number, volumeId?: string): Promise<void> {
-  const now = await fileBytes(path);
-  if (now === undefined) {
-    throw errors.backendFailed('cannot grow the volume file: it vanished while growing it', { detail: `${path} is gone` });
-  }
-  if (now >= bytes) return;
   try {
-    await truncate(path, bytes);
+    await growHostFile(path, bytes);
   } catch (err) {
+    if (isErrno(err, 'ENOENT')) {
+      throw errors.backendFailed('cannot grow the volume file: it vanished while growing it', { cause: err, detail: `${path} is gone` });
+    }
     if (isErrno(err, 'EFBIG')) throw await tooLarge('grow the volume file', path, bytes, err, volumeId);
     throw fsFailed('grow the volume file', path, err);
   }
@@ -174,17 +177,18 @@ export async function makeSparseFile(path: string, bytes: number, volumeId?: str
 }
 
 /**
- * The virtual size of a qcow2 image from its header (no image lock needed, so it works while
- * QEMU has the image open). Undefined if the file does not exist.
+ * The virtual size in bytes of the qcow2 volume at `path`, from its header (src/host/qcow2.ts: no
+ * image lock needed, so it works while QEMU has the image open). Undefined if the file does not
+ * exist. Errors: not a qcow2 image → final BackendFailed; another errno → BackendFailed by errno.
  */
-export async function qcow2VirtualBytes(path: string): Promise<number | undefined> {
+export async function qcow2VolumeBytes(path: string): Promise<number | undefined> {
   try {
-    return await qcow2HeaderBytes(path);
+    return await qcow2VirtualBytes(path);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
-    if (errnoOf(err) === undefined) {
+    if (err instanceof NotQcow2Image) {
       // The file is there and readable, but its header is not qcow2's: final.
-      throw errors.backendFailed('cannot read the qcow2 header of the volume: the file is not a qcow2 image', { cause: err, detail: `${path}: ${(err as Error)?.message}` });
+      throw errors.backendFailed('cannot read the qcow2 header of the volume: the file is not a qcow2 image', { cause: err, detail: `${path}: ${err.message}` });
     }
     throw fsFailed('read the qcow2 header of the volume', path, err);
   }

@@ -1,19 +1,23 @@
 /**
- * The one way the storage backends shell out: `execFile` (no shell), a timeout, and a
- * `BackendFailed` error classified at its source:
+ * How the storage backends shell out: the host runner (src/host/exec.ts) with the backends'
+ * classification into `BackendFailed`, decided here, at the call site:
  * - a timeout is uncertain (the command may still finish, or have finished, its work);
  * - a command that could not start is classified by its errno (src/util/errno.ts);
+ * - a command killed by a signal is final;
  * - a non-zero exit is final, unless the caller declares that exit a known transient
  *   (`transient`), e.g. tgtadm's 107 when tgtd is not reachable.
  *
  * The public reason names the operation and the program, never its arguments (paths) or its
  * output; the command line, exit status and stderr go in `detail`, which is logged, never sent.
  */
-import { execFile } from 'node:child_process';
 import { basename } from 'node:path';
-import { errors, type ServiceError } from '../../errors.js';
+import { errors, isServiceError, type ServiceError } from '../../errors.js';
+import { CommandFailed, outputTail, renderCommand, runCommandRaw, type CommandResult } from '../../host/exec.js';
 import { classifyErrno } from '../../util/errno.js';
 
+export { renderCommand };
+
+/** Options of exec / execRaw: a timeout and the operation in public words. */
 export interface ExecOptions {
   /** Kill the command after this many ms (default 30 s). A timeout is an uncertain failure. */
   timeoutMs?: number;
@@ -21,26 +25,28 @@ export interface ExecOptions {
   what?: string;
 }
 
-export interface ExecResult {
-  /** Exit status; 0 on success. */
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-const DEFAULT_TIMEOUT_MS = 30_000;
-
-/** The command line as a shell would take it, for `detail` (operators copy it to reproduce). */
-export function renderCommand(cmd: string, args: readonly string[]): string {
-  return [cmd, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
-}
+/** A command that ran to completion: exit status (0 on success), stdout, stderr. */
+export type ExecResult = Pick<CommandResult, 'code' | 'stdout' | 'stderr'>;
 
 function describe(cmd: string, what: string | undefined): string {
   return what ?? `run ${basename(cmd)}`;
 }
 
-function outputOf(r: Pick<ExecResult, 'stdout' | 'stderr'>): string {
-  return (r.stderr.trim() || r.stdout.trim() || '(no output)').slice(0, 2000);
+/**
+ * The BackendFailed for a host command that did not run to completion (CommandFailed from
+ * src/host/exec.ts): timeout and abort uncertain, a signal final, a failed start by errno.
+ * Anything else passes through errors it already is, or becomes a final BackendFailed.
+ */
+export function backendCommandFailed(err: unknown, what: string): ServiceError {
+  if (isServiceError(err)) return err;
+  if (!(err instanceof CommandFailed)) return errors.backendFailed(`cannot ${what}`, { cause: err, detail: (err as Error)?.message ?? String(err) });
+  const o = err.outcome;
+  if ('errno' in o) {
+    const c = classifyErrno({ code: o.errno });
+    return errors.backendFailed(`cannot ${what}: ${err.program} could not be started: ${c.reason}${c.errno ? ` (${c.errno})` : ''}`, { final: c.final, cause: err, detail: err.detail });
+  }
+  const final = !('timedOut' in o || 'aborted' in o);
+  return errors.backendFailed(`cannot ${what}: ${err.message}`, { final, cause: err, detail: err.detail });
 }
 
 /**
@@ -48,47 +54,12 @@ function outputOf(r: Pick<ExecResult, 'stdout' | 'stderr'>): string {
  * Throws BackendFailed only when the command could not run to completion: it could not start
  * (classified by errno), was killed by a signal (final), or timed out (uncertain).
  */
-export function execRaw(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
-  const timeout = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const what = describe(cmd, opts.what);
-  return new Promise((resolve, reject) => {
-    execFile(
-      cmd,
-      args,
-      { timeout, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024, encoding: 'utf8' },
-      (err, stdout, stderr) => {
-        if (!err) {
-          resolve({ code: 0, stdout, stderr });
-          return;
-        }
-        const e = err as NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: string | null };
-        if (typeof e.code === 'number') {
-          resolve({ code: e.code, stdout, stderr });
-          return;
-        }
-        const line = renderCommand(cmd, args);
-        if (e.killed === true || e.signal) {
-          const timedOut = e.killed === true;
-          reject(
-            errors.backendFailed(timedOut ? `cannot ${what}: ${basename(cmd)} timed out after ${timeout} ms` : `cannot ${what}: ${basename(cmd)} was killed by ${e.signal ?? 'a signal'}`, {
-              final: !timedOut,
-              cause: err,
-              detail: `${line}${stderr ? `: ${stderr.trim().slice(0, 2000)}` : ''}`,
-            }),
-          );
-          return;
-        }
-        const c = classifyErrno(err);
-        reject(
-          errors.backendFailed(`cannot ${what}: ${basename(cmd)} could not be started: ${c.reason}${c.errno ? ` (${c.errno})` : ''}`, {
-            final: c.final,
-            cause: err,
-            detail: `${line}: ${e.message}`,
-          }),
-        );
-      },
-    );
-  });
+export async function execRaw(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  try {
+    return await runCommandRaw(cmd, args, { ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }) });
+  } catch (err) {
+    throw backendCommandFailed(err, describe(cmd, opts.what));
+  }
 }
 
 /** Run a command; a non-zero exit throws BackendFailed (final unless `transient` says otherwise). */
@@ -105,6 +76,6 @@ export async function exec(cmd: string, args: readonly string[], opts: ExecOptio
 export function commandFailed(cmd: string, args: readonly string[], r: ExecResult, opts: { final?: boolean; what?: string } = {}): ServiceError {
   return errors.backendFailed(`cannot ${describe(cmd, opts.what)}: ${basename(cmd)} exited with status ${r.code}`, {
     final: opts.final ?? true,
-    detail: `${renderCommand(cmd, args)} exited with status ${r.code}: ${outputOf(r)}`,
+    detail: `${renderCommand(cmd, args)} exited with status ${r.code}: ${outputTail(r)}`,
   });
 }

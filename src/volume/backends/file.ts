@@ -27,7 +27,7 @@ import {
   fileBytes,
   growFile,
   makeSparseFile,
-  qcow2VirtualBytes,
+  qcow2VolumeBytes,
   removeFile,
   ensureDir,
 } from './common.js';
@@ -90,7 +90,7 @@ export class FileBackend implements VolumeBackend {
   }
 
   private async measure(path: string, format: FileFormat): Promise<number | undefined> {
-    return format === 'qcow2' ? qcow2VirtualBytes(path) : fileBytes(path);
+    return format === 'qcow2' ? qcow2VolumeBytes(path) : fileBytes(path);
   }
 
   private spec(volumeId: string, format: FileFormat, path: string): AttachSpec {

@@ -21,6 +21,7 @@ import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
 import { KeyedLock, checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile, ensureDir } from './common.js';
+import { tgtRequest } from '../../host/tgt.js';
 import { Tgt, readCapacity, type TgtTarget } from './tgt.js';
 
 export const IQN_PREFIX = 'iqn.2026-11.dev.online-extend:';
@@ -81,7 +82,7 @@ export class IscsiBackend implements VolumeBackend {
         const used = new Set(targets.map((t) => t.tid));
         let tid = 1;
         while (used.has(tid)) tid++;
-        const args = ['--op', 'new', '--mode', 'target', '--tid', String(tid), '-T', iqn];
+        const args = tgtRequest.newTarget(tid, iqn);
         const what = 'create the iSCSI target of the volume';
         const r = await this.tgt.raw(args, what);
         if (r.code === 0) return { tid, iqn, luns: [], acls: [] };
@@ -98,7 +99,7 @@ export class IscsiBackend implements VolumeBackend {
   }
 
   private async addLun(tid: number, file: string): Promise<void> {
-    const args = ['--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(ISCSI_LUN), '-b', file];
+    const args = tgtRequest.newLun(tid, ISCSI_LUN, file);
     const what = 'export the volume as an iSCSI LUN';
     const r = await this.tgt.raw(args, what);
     if (r.code === 0) return;
@@ -122,7 +123,7 @@ export class IscsiBackend implements VolumeBackend {
     }
     if (!lun) await this.addLun(target.tid, file);
     if (!target.acls.includes('ALL')) {
-      const args = ['--op', 'bind', '--mode', 'target', '--tid', String(target.tid), '-I', 'ALL'];
+      const args = tgtRequest.bindAll(target.tid);
       const what = 'open the iSCSI target of the volume to initiators';
       const r = await this.tgt.raw(args, what);
       if (r.code !== 0) {
@@ -142,7 +143,7 @@ export class IscsiBackend implements VolumeBackend {
    * which drains in milliseconds: wait and try again, then give up as uncertain.
    */
   async refreshLun(tid: number, file: string): Promise<void> {
-    const args = ['--op', 'delete', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(ISCSI_LUN)];
+    const args = tgtRequest.deleteLun(tid, ISCSI_LUN);
     const what = 'refresh the iSCSI LUN of the volume';
     for (let attempt = 0; ; attempt++) {
       const r = await this.tgt.raw(args, what);
@@ -249,7 +250,7 @@ export class IscsiBackend implements VolumeBackend {
     return this.lock.run(volumeId, async () => {
       const target = await this.findTarget(volumeId);
       if (target) {
-        const args = ['--op', 'delete', '--mode', 'target', '--tid', String(target.tid), '--force'];
+        const args = tgtRequest.deleteTarget(target.tid, { force: true });
         const what = 'delete the iSCSI target of the volume';
         const r = await this.tgt.raw(args, what);
         if (r.code !== 0) {

@@ -4,7 +4,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { escapeXml } from '../../../src/virt/libvirt/xml.js';
+import { METADATA_NS } from '../../../src/virt/libvirt/domxml.js';
+import { escapeXml } from '../../../src/util/xml.js';
 
 export interface TestDisk {
   serial: string;
@@ -35,7 +36,7 @@ export function diskXml(d: TestDisk): string {
 export function domainXml(opts: { name: string; uuid?: string; disks: TestDisk[]; projectId?: string; consoleLog?: string }): string {
   const uuid = opts.uuid ?? randomUUID();
   const meta = opts.projectId
-    ? `<metadata><oe:project xmlns:oe="https://online-extend.dev/xmlns/1">${escapeXml(opts.projectId)}</oe:project></metadata>`
+    ? `<metadata><oe:project xmlns:oe="${METADATA_NS}">${escapeXml(opts.projectId)}</oe:project></metadata>`
     : '';
   return `<domain type='qemu'>
   <name>${escapeXml(opts.name)}</name>

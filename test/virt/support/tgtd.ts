@@ -1,5 +1,6 @@
 /** iSCSI targets for the libvirt driver's real tests, on the lab's tgtd. */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { tgtRequest, tgtadmArgs } from '../../../src/host/tgt.js';
 
 export interface TestTgt {
   portal: string;
@@ -15,29 +16,30 @@ export interface TestTgt {
  * removes only the targets made here.
  */
 export function tgtOn(portal: string, control: number): TestTgt {
-  const adm = (...args: string[]): string => execFileSync('tgtadm', ['-C', String(control), '--lld', 'iscsi', ...args], { encoding: 'utf8', stdio: 'pipe' });
+  // Synchronous on purpose: the tests call export/reexpose between awaits of their own.
+  const adm = (request: string[]): string => execFileSync('tgtadm', tgtadmArgs(control, request), { encoding: 'utf8', stdio: 'pipe' });
   const targets = new Map<string, { tid: number; file: string }>();
   const firstTid = 500 + Math.floor(Math.random() * 10000);
   return {
     portal,
     export(iqn, file) {
       const tid = firstTid + targets.size;
-      adm('--op', 'new', '--mode', 'target', '--tid', String(tid), '-T', iqn);
-      adm('--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', '1', '-b', file);
-      adm('--op', 'bind', '--mode', 'target', '--tid', String(tid), '-I', 'ALL');
+      adm(tgtRequest.newTarget(tid, iqn));
+      adm(tgtRequest.newLun(tid, 1, file));
+      adm(tgtRequest.bindAll(tid));
       targets.set(iqn, { tid, file });
       return `${iqn}/1`;
     },
     reexpose(iqn) {
       const t = targets.get(iqn);
       if (!t) throw new Error(`no target ${iqn}`);
-      adm('--op', 'delete', '--mode', 'logicalunit', '--tid', String(t.tid), '--lun', '1');
-      adm('--op', 'new', '--mode', 'logicalunit', '--tid', String(t.tid), '--lun', '1', '-b', t.file);
+      adm(tgtRequest.deleteLun(t.tid, 1));
+      adm(tgtRequest.newLun(t.tid, 1, t.file));
     },
     async stop() {
       for (const { tid } of targets.values()) {
         try {
-          adm('--op', 'delete', '--mode', 'target', '--tid', String(tid), '--force');
+          adm(tgtRequest.deleteTarget(tid, { force: true }));
         } catch {
           // gone
         }

@@ -1,5 +1,8 @@
 /**
- * A running lab test guest (see scripts/lab/guest-init.sh for the guest side):
+ * GuestShell: a shell over a running lab test guest's serial ports — its console log and a
+ * plain `sh` — to read what the guest itself sees (see scripts/lab/guest-init.sh for the guest
+ * side). Not src/virt/libvirt/guest.ts's libvirt guest (the driver's view of a domain).
+ *
  * - ttyS0 is a file (`consoleLog`): kernel messages, `OE-READY`, and `OE-SIZES vda=<bytes> …`
  *   lines, one whenever any disk's size changes (and one at start);
  * - ttyS1 is a unix socket (`shellSocket`, QEMU is the server) with a plain `sh` behind it.
@@ -10,7 +13,8 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run } from './proc.js';
 
-export interface GuestInit {
+/** What a GuestShell needs: the domain (libvirt URI, uuid, name) and its two serial ports' ends. */
+export interface GuestShellInit {
   libvirtUri: string;
   uuid: string;
   name: string;
@@ -20,6 +24,7 @@ export interface GuestInit {
   persistent?: boolean;
 }
 
+/** A command run in the guest's shell exited non-zero: its command line, status and output. */
 export class GuestExecError extends Error {
   constructor(
     readonly cmd: string,
@@ -31,6 +36,7 @@ export class GuestExecError extends Error {
   }
 }
 
+/** The guest did not report `device` at `expected` bytes in time; `lastSeen` is its last report (bytes). */
 export class WaitForSizeTimeout extends Error {
   constructor(
     readonly device: string,
@@ -55,7 +61,11 @@ export function parseSizes(payload: string): Record<string, number> {
   return out;
 }
 
-export class Guest {
+/**
+ * A running lab guest seen from inside: its console (sizes it reports, kernel lines) and its
+ * shell; also powers it off, starts and destroys it through virsh.
+ */
+export class GuestShell {
   readonly libvirtUri: string;
   readonly uuid: string;
   readonly name: string;
@@ -73,7 +83,7 @@ export class Guest {
   private readonly token = randomBytes(4).toString('hex');
   private destroyed = false;
 
-  constructor(init: GuestInit) {
+  constructor(init: GuestShellInit) {
     this.libvirtUri = init.libvirtUri;
     this.uuid = init.uuid;
     this.name = init.name;

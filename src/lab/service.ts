@@ -1,0 +1,23 @@
+/** The service's configuration for a lab (used by the demo and by the tests that run the whole product). */
+import { loadConfig, type Config } from '../config.js';
+import type { LabInfo } from './lab.js';
+
+/**
+ * The service's Config for `lab`: the libvirt driver on the lab's libvirtd, the backends on its
+ * tgtd, ephemeral ports (0) on 127.0.0.1, no inventory sync timer. Throws what loadConfig throws.
+ */
+export function labServiceConfig(lab: LabInfo, o: { dataDir: string; backends: string[]; projectId: string; logLevel: string }): Config {
+  return loadConfig({}, {
+    dataDir: o.dataDir,
+    driver: 'libvirt',
+    libvirtUri: lab.libvirtUri,
+    port: 0,
+    volumePort: 0,
+    backends: o.backends.join(','),
+    iscsiPortal: lab.tgtPortal,
+    tgtControlPort: lab.tgtControlPort,
+    defaultProject: o.projectId,
+    syncIntervalMs: 0,
+    logLevel: o.logLevel,
+  });
+}

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { LAB_PACKAGES, domainXml } from '../../src/lab/index.js';
+import { METADATA_NS, parseDomainXml } from '../../src/virt/libvirt/domxml.js';
+
+describe('the lab guest domain XML', () => {
+  const base = {
+    name: 'g1',
+    uuid: '7c9e6679-7425-40de-944b-e07fc1f90ae7',
+    kernel: '/cache/vmlinux',
+    initrd: '/cache/initramfs.gz',
+    cmdline: 'console=ttyS0 quiet',
+    consoleLog: "/lab/guests/g1's console.log",
+    shellSocket: '/lab/guests/g1.sock',
+  };
+
+  it('carries the project in the metadata namespace the libvirt driver reads', () => {
+    const xml = domainXml({ ...base, projectId: 'p<&>1' });
+    expect(xml).toContain(`xmlns:oe="${METADATA_NS}"`);
+    expect(parseDomainXml(xml)).toMatchObject({ name: 'g1', uuid: base.uuid, projectId: 'p<&>1' });
+  });
+
+  it('escapes paths and leaves the metadata out without a project', () => {
+    const xml = domainXml(base);
+    expect(xml).toContain("<source path='/lab/guests/g1&apos;s console.log' append='off'/>");
+    expect(xml).not.toContain('<metadata>');
+    expect(parseDomainXml(xml).projectId).toBeUndefined();
+  });
+});
+
+describe('the lab package list', () => {
+  it('holds only packages the lab uses (no N-API build tools: no binding is built)', () => {
+    expect(LAB_PACKAGES).not.toContain('libvirt-dev');
+    expect(LAB_PACKAGES).not.toContain('pkg-config');
+    expect(LAB_PACKAGES).toEqual(expect.arrayContaining(['qemu-system-x86', 'libvirt-daemon', 'tgt', 'libiscsi-bin', 'busybox-static']));
+  });
+});
