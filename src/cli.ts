@@ -5,7 +5,7 @@ import { loadConfig } from './config.js';
 import { startService } from './app.js';
 import { issueToken, parseDuration, parseRoles, rolesInPolicy, STANDARD_ROLES } from './auth/tokens.js';
 import { openDataDir } from './db/dataDir.js';
-import { ApiClient, ApiError } from './httpClient.js';
+import { ApiClient, ApiError } from './rpc/httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
 import { registerVolumeCommands } from './cli/volume.js';

@@ -13,7 +13,7 @@ import { loadConfig, type Config } from './config.js';
 import { startService, type RunningService } from './app.js';
 import { SqliteStore } from './db/sqlite.js';
 import { issueToken } from './auth/tokens.js';
-import { ApiClient } from './httpClient.js';
+import { ApiClient } from './rpc/httpClient.js';
 import { bootGuest, labDown, labUp, readLab, type Guest, type LabInfo } from './lab/index.js';
 import { formatBytes } from './cli/sizes.js';
 

@@ -1,5 +1,5 @@
 /** What the client commands share: the project they act in, and lists read to their end. */
-import type { ApiClient } from '../httpClient.js';
+import type { ApiClient } from '../rpc/httpClient.js';
 
 /**
  * The project in the URL: `--project`, else ONLINE_EXTEND_PROJECT. There is no default: the API

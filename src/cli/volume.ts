@@ -1,6 +1,6 @@
 /** `online-extend volume …`: the volume API's client commands. */
 import { Option, type Command } from 'commander';
-import { ApiClient } from '../httpClient.js';
+import { ApiClient } from '../rpc/httpClient.js';
 import { listAll, projectOf } from './client.js';
 import { render, type Format } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';

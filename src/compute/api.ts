@@ -20,6 +20,19 @@ export const ACTIONS = {
 } as const;
 type ActionName = (typeof ACTIONS)[keyof typeof ACTIONS];
 
+/**
+ * The task states (Nova's task_state, `OS-EXT-STS:task_state`) compute writes while an operation
+ * that must not overlap another of its kind on the same server runs: attach and detach (two
+ * plugs racing for one device name, an unplug under a plug). Written with the store's
+ * conditional update (null → task), cleared in `finally`, and cleared at start-up for a process
+ * that died with one set (`clearStaleTasks`). Extends write none: as in Nova, an extend of one
+ * volume does not block other volumes of the same server (the manager serialises calls per volume).
+ */
+export const VOLUME_TASKS = { attach: 'attaching_volume', detach: 'detaching_volume' } as const;
+/** See VOLUME_TASKS. */
+export type VolumeTask = keyof typeof VOLUME_TASKS;
+const VOLUME_TASK_STATES: ReadonlySet<string> = new Set(Object.values(VOLUME_TASKS));
+
 const RESIZABLE_STATES = new Set(['active', 'paused']);
 const RESCANNABLE_STATES = new Set(['active', 'paused', 'shutoff', 'suspended']);
 
@@ -123,7 +136,7 @@ export class ComputeAPI {
   /** PUT rescan: checks now, runs on the host in the background; the action finishes when it does. */
   async rescan(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     const attachment = this.attachment(server, volumeId);
-    this.checkIdle(server, 'rescan volume');
+    this.checkIdle(server, 'rescan volume', VOLUME_TASK_STATES);
     server = await this.requireState(server, RESCANNABLE_STATES, 'rescan volume');
     await this.requireExtendCapability(server);
     const details = { volume_id: volumeId, device: attachment.device };
@@ -165,7 +178,7 @@ export class ComputeAPI {
   /** POST assist_extend: grow the guest's view to `bytes`; returns the size measured afterwards. */
   async assistExtend(ctx: RequestContext, server: ServerRecord, volumeId: string, bytes: number): Promise<number> {
     this.attachment(server, volumeId);
-    this.checkIdle(server, 'extend volume');
+    this.checkIdle(server, 'extend volume', VOLUME_TASK_STATES);
     server = await this.requireState(server, RESIZABLE_STATES, 'extend volume');
     await this.requireExtendCapability(server);
     return this.audited(ctx, server, ACTIONS.assistExtend, { volume_id: volumeId, requested_bytes: bytes }, async () => {
@@ -183,7 +196,8 @@ export class ComputeAPI {
    * ExtendVolumeNotSupported (501).
    */
   async checkAttach(server: ServerRecord, spec: Pick<AttachSpec, 'volumeId' | 'device'>): Promise<ServerRecord> {
-    this.checkIdle(server, 'attach volume');
+    // The attach this check is part of may have set the server's task already (withTask).
+    this.checkIdle(server, 'attach volume', VOLUME_TASKS.attach);
     const fresh = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
     const caps = await this.rpc.capabilities(fresh.host);
     if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
@@ -216,11 +230,52 @@ export class ComputeAPI {
 
   async detachVolume(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     this.attachment(server, volumeId);
-    this.checkIdle(server, 'detach volume');
+    this.checkIdle(server, 'detach volume', VOLUME_TASKS.detach);
     await this.audited(ctx, server, ACTIONS.detach, { volume_id: volumeId }, async () => {
       await this.rpc.detachVolume(server.host, server.id, volumeId);
       return { value: undefined, details: { volume_id: volumeId } };
     });
+  }
+
+  /**
+   * Runs `fn` with the server's task state set to `VOLUME_TASKS[task]` (see VOLUME_TASKS): set
+   * with a conditional update from idle, so a second attach or detach on the same server while
+   * one is under way is refused with InstanceBusy (409) before anything is asked of the volume
+   * service, and cleared when `fn` ends, whatever its outcome.
+   */
+  async withTask<T>(ctx: RequestContext, server: ServerRecord, task: VolumeTask, fn: () => Promise<T>): Promise<T> {
+    const state = VOLUME_TASKS[task];
+    const action = `${task} volume`;
+    this.checkIdle(server, action);
+    if (!(await this.store.setTaskState(server.id, state, null))) {
+      const now = await this.store.getServer(server.id);
+      throw errors.instanceBusy(server.id, now?.taskState ?? state, action);
+    }
+    try {
+      return await fn();
+    } finally {
+      // A failed clear (the database refusing writes) leaves the task to the next start-up's
+      // clearStaleTasks; the caller's answer is what fn gave.
+      await this.store.setTaskState(server.id, null, state).catch((err: unknown) => {
+        this.log.error({ err, serverId: server.id, task: state, requestId: ctx.requestId }, 'could not clear the task state');
+      });
+    }
+  }
+
+  /**
+   * At start-up: clear the task states of VOLUME_TASKS left on `host`'s servers by a process that
+   * died with an attach or detach under way (Nova's init_host resets such tasks). Nothing of this
+   * process can be under way yet. The volumes of those operations are settled by the volume
+   * service's reconciler. Answers the ids of the servers cleared.
+   */
+  async clearStaleTasks(host: string): Promise<string[]> {
+    const cleared: string[] = [];
+    for (const s of await this.store.listServers()) {
+      if (s.host !== host || s.taskState === null || !VOLUME_TASK_STATES.has(s.taskState)) continue;
+      if (await this.store.setTaskState(s.id, null, s.taskState)) cleared.push(s.id);
+    }
+    if (cleared.length) this.log.warn({ servers: cleared }, 'cleared task states left by an earlier process');
+    return cleared;
   }
 
   /**
@@ -258,8 +313,11 @@ export class ComputeAPI {
     return fresh;
   }
 
-  private checkIdle(server: ServerRecord, action: string): void {
-    if (server.taskState !== null) throw errors.instanceBusy(server.id, server.taskState, action);
+  /** InstanceBusy (409) while the server has a task under way, unless it is one of `allowed`. */
+  private checkIdle(server: ServerRecord, action: string, allowed: ReadonlySet<string> | string = new Set()): void {
+    if (server.taskState === null) return;
+    if (typeof allowed === 'string' ? server.taskState === allowed : allowed.has(server.taskState)) return;
+    throw errors.instanceBusy(server.id, server.taskState, action);
   }
 
   private async requireExtendCapability(server: ServerRecord): Promise<void> {

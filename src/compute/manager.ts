@@ -248,10 +248,6 @@ export class ComputeManager {
     return this.driver.getHostBytes(serverId, volumeId);
   }
 
-  getGuestBytes(serverId: string, volumeId: string): Promise<number> {
-    return this.driver.getGuestBytes(serverId, volumeId);
-  }
-
   /** Grow the guest's view, one call per volume at a time; returns the measured guest size. */
   extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number> {
     return this.volumeLocks.run(volumeId, async () => {

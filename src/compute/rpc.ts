@@ -18,7 +18,6 @@ export interface ComputeRpc {
   syncServer(host: string | undefined, serverId: string): Promise<ServerRecord | undefined>;
   rescan(host: string, serverId: string, volumeId: string): Promise<void>;
   getHostBytes(host: string, serverId: string, volumeId: string): Promise<number>;
-  getGuestBytes(host: string, serverId: string, volumeId: string): Promise<number>;
   extendAttached(host: string, serverId: string, volumeId: string, bytes: number): Promise<number>;
   attachVolume(host: string, serverId: string, spec: AttachSpec): Promise<string>;
   detachVolume(host: string, serverId: string, volumeId: string): Promise<void>;
@@ -47,9 +46,6 @@ export class LocalComputeRpc implements ComputeRpc {
   }
   getHostBytes(host: string, serverId: string, volumeId: string) {
     return this.on(host).getHostBytes(serverId, volumeId);
-  }
-  getGuestBytes(host: string, serverId: string, volumeId: string) {
-    return this.on(host).getGuestBytes(serverId, volumeId);
   }
   extendAttached(host: string, serverId: string, volumeId: string, bytes: number) {
     return this.on(host).extendAttached(serverId, volumeId, bytes);

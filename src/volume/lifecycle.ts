@@ -19,7 +19,7 @@
  *   available | error | error_extending (detached) ─delete─▶ deleting ─▶ (gone)
  */
 import type { VolumeRecord, VolumeStatus } from '../db/store.js';
-import type { ServerState } from '../virt/driver.js';
+import type { ServerState } from '../rpc/shapes.js';
 import { errors, type ServiceError } from '../errors.js';
 
 export const VOLUME_STATUSES = [

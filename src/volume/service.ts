@@ -11,7 +11,7 @@ import type { RequestContext } from '../context.js';
 import type { ExtendState, PageQuery, VolumeActionRecord, VolumeGuard, VolumeRecord, VolumeStore } from '../db/store.js';
 import { errors, isFinalError, isServiceError, ServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
-import type { ComputeForVolumes } from './computeClient.js';
+import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import { decide, extendMode, isAttached, policiesFor, type ExtendMode, type VolumeAction } from './lifecycle.js';
 import { FIRST_STEP, type ExtendWorkflow } from './workflow.js';
 import type { InFlight } from './reconciler.js';

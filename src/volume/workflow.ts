@@ -44,7 +44,7 @@ import type { ExtendState, ExtendStep, VolumeRecord, VolumeStore } from '../db/s
 import { EXTEND_STEPS } from '../db/store.js';
 import { errors, isFinalError, isServiceError, ServiceError, unexpectedError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
-import type { CallOptions, ComputeForVolumes } from './computeClient.js';
+import type { CallOptions, ComputeForVolumes } from '../rpc/computeClient.js';
 import { EXTEND_MODE_BY_SERVER_STATE, isAttached, outcome } from './lifecycle.js';
 
 export interface WorkflowOptions {

@@ -16,7 +16,7 @@ import { issueToken } from '../../src/auth/tokens.js';
 import type { Config } from '../../src/config.js';
 import { labServiceConfig } from '../../src/demo.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
-import { ApiClient, ApiError } from '../../src/httpClient.js';
+import { ApiClient, ApiError } from '../../src/rpc/httpClient.js';
 import { bootGuest, labDown, labUp, type Guest, type LabInfo } from '../../src/lab/index.js';
 
 export interface VolumeView {
