@@ -29,7 +29,8 @@ import { BlockBackend, FileBackend, IscsiBackend } from './volume/backends/index
 import { HttpComputeClient, type ComputeForVolumes } from './rpc/computeClient.js';
 import { HttpVolumeClient, type VolumesForCompute } from './rpc/volumeClient.js';
 import { ServiceCatalog } from './rpc/catalog.js';
-import { ExtendWorkflow, type WorkflowOptions } from './volume/workflow.js';
+import { ExtendWorkflow } from './volume/extend/workflow.js';
+import type { WorkflowOptions } from './volume/extend/options.js';
 import { VolumeService } from './volume/service.js';
 import { VolumeAttachService } from './volume/attach.js';
 import { InFlight, VolumeReconciler } from './volume/reconciler.js';

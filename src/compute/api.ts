@@ -10,6 +10,7 @@ import { errors, isServiceError } from '../errors.js';
 import type { RequestContext } from '../context.js';
 import type { AttachSpec } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
+import { clearStaleTasks, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
 
 /** Nova's instance action and event names for each call that changes something. */
 export const ACTIONS = {
@@ -20,18 +21,6 @@ export const ACTIONS = {
 } as const;
 type ActionName = (typeof ACTIONS)[keyof typeof ACTIONS];
 
-/**
- * The task states (Nova's task_state, `OS-EXT-STS:task_state`) compute writes while an operation
- * that must not overlap another of its kind on the same server runs: attach and detach (two
- * plugs racing for one device name, an unplug under a plug). Written with the store's
- * conditional update (null → task), cleared in `finally`, and cleared at start-up for a process
- * that died with one set (`clearStaleTasks`). Extends write none: as in Nova, an extend of one
- * volume does not block other volumes of the same server (the manager serialises calls per volume).
- */
-export const VOLUME_TASKS = { attach: 'attaching_volume', detach: 'detaching_volume' } as const;
-/** See VOLUME_TASKS. */
-export type VolumeTask = keyof typeof VOLUME_TASKS;
-const VOLUME_TASK_STATES: ReadonlySet<string> = new Set(Object.values(VOLUME_TASKS));
 
 const RESIZABLE_STATES = new Set(['active', 'paused']);
 const RESCANNABLE_STATES = new Set(['active', 'paused', 'shutoff', 'suspended']);
@@ -237,45 +226,15 @@ export class ComputeAPI {
     });
   }
 
-  /**
-   * Runs `fn` with the server's task state set to `VOLUME_TASKS[task]` (see VOLUME_TASKS): set
-   * with a conditional update from idle, so a second attach or detach on the same server while
-   * one is under way is refused with InstanceBusy (409) before anything is asked of the volume
-   * service, and cleared when `fn` ends, whatever its outcome.
-   */
-  async withTask<T>(ctx: RequestContext, server: ServerRecord, task: VolumeTask, fn: () => Promise<T>): Promise<T> {
-    const state = VOLUME_TASKS[task];
-    const action = `${task} volume`;
-    this.checkIdle(server, action);
-    if (!(await this.store.setTaskState(server.id, state, null))) {
-      const now = await this.store.getServer(server.id);
-      throw errors.instanceBusy(server.id, now?.taskState ?? state, action);
-    }
-    try {
-      return await fn();
-    } finally {
-      // A failed clear (the database refusing writes) leaves the task to the next start-up's
-      // clearStaleTasks; the caller's answer is what fn gave.
-      await this.store.setTaskState(server.id, null, state).catch((err: unknown) => {
-        this.log.error({ err, serverId: server.id, task: state, requestId: ctx.requestId }, 'could not clear the task state');
-      });
-    }
+  /** Runs `fn` as the server's task `task` (tasks.ts `withTask`): InstanceBusy (409) if another task is under way. */
+  withTask<T>(ctx: RequestContext, server: ServerRecord, task: VolumeTask, fn: () => Promise<T>): Promise<T> {
+    this.checkIdle(server, `${task} volume`);
+    return withTask(this.store, this.log, ctx, server, task, fn);
   }
 
-  /**
-   * At start-up: clear the task states of VOLUME_TASKS left on `host`'s servers by a process that
-   * died with an attach or detach under way (Nova's init_host resets such tasks). Nothing of this
-   * process can be under way yet. The volumes of those operations are settled by the volume
-   * service's reconciler. Answers the ids of the servers cleared.
-   */
-  async clearStaleTasks(host: string): Promise<string[]> {
-    const cleared: string[] = [];
-    for (const s of await this.store.listServers()) {
-      if (s.host !== host || s.taskState === null || !VOLUME_TASK_STATES.has(s.taskState)) continue;
-      if (await this.store.setTaskState(s.id, null, s.taskState)) cleared.push(s.id);
-    }
-    if (cleared.length) this.log.warn({ servers: cleared }, 'cleared task states left by an earlier process');
-    return cleared;
+  /** At start-up: clear the volume tasks an earlier process left on `host` (tasks.ts `clearStaleTasks`). */
+  clearStaleTasks(host: string): Promise<string[]> {
+    return clearStaleTasks(this.store, this.log, host);
   }
 
   /**

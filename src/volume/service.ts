@@ -13,7 +13,8 @@ import { errors, isFinalError, isServiceError, ServiceError } from '../errors.js
 import type { VolumeBackend } from './backends/backend.js';
 import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import { decide, extendMode, isAttached, policiesFor, type ExtendMode, type VolumeAction } from './lifecycle.js';
-import { FIRST_STEP, type ExtendWorkflow } from './workflow.js';
+import type { ExtendWorkflow } from './extend/workflow.js';
+import { FIRST_STEP } from './extend/steps.js';
 import type { InFlight } from './reconciler.js';
 
 export interface CreateVolumeRequest {
