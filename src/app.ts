@@ -130,6 +130,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   return { app, volumes, attachments, workflow };
 }
 
+/** One storage backend per name in `config.backends` (file, block, iscsi), each under `<dataDir>/volumes/<name>`. */
 export function createBackends(config: Pick<Config, 'backends' | 'dataDir' | 'iscsiPortal' | 'tgtControlPort'>): Map<string, VolumeBackend> {
   const backends = new Map<string, VolumeBackend>();
   for (const name of config.backends) {
@@ -143,6 +144,7 @@ export function createBackends(config: Pick<Config, 'backends' | 'dataDir' | 'is
   return backends;
 }
 
+/** What `startService` runs: the APIs' URLs, the driver, and a bounded graceful `close`. */
 export interface RunningService {
   /** The virt driver in use (tests reach the fake's fault injection through it). */
   driver: VirtDriver;
@@ -291,14 +293,17 @@ function logDataDirCheck(logger: Logger, dataDir: OpenedDataDir, checkMs: number
   }
 }
 
+/** The service's pino logger at `level` (structured JSON lines). */
 export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'online-extend' } });
 }
 
+/** The SQLite store of `<dataDir>/online-extend.sqlite`. */
 export function openStore(config: Pick<Config, 'dataDir'>): Store {
   return new SqliteStore(join(config.dataDir, 'online-extend.sqlite'));
 }
 
+/** The virt driver `config.driver` names: the fake (its inventory file) or libvirt (loaded on demand). */
 export async function createDriver(config: Config, logger: Logger): Promise<VirtDriver> {
   if (config.driver === 'fake') {
     return FakeDriver.fromInventoryFile(config.fakeInventory!, {

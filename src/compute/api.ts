@@ -25,6 +25,7 @@ type ActionName = (typeof ACTIONS)[keyof typeof ACTIONS];
 const RESIZABLE_STATES = new Set(['active', 'paused']);
 const RESCANNABLE_STATES = new Set(['active', 'paused', 'shutoff', 'suspended']);
 
+/** What ComputeAPI is built from, and the bounds of looking up unknown servers on a miss. */
 export interface ComputeAPIOptions {
   store: ComputeStore;
   rpc: ComputeRpc;
@@ -43,6 +44,7 @@ export interface ComputeAPIOptions {
   lookupsOnMissPerInterval?: number;
 }
 
+/** See the module comment. */
 export class ComputeAPI {
   private readonly store: ComputeStore;
   private readonly rpc: ComputeRpc;

@@ -21,6 +21,7 @@ type InventoryServer = Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>;
  */
 const MAX_LOOKED_UP = 10_000;
 
+/** One host: its name, driver, store, and the project of servers the hypervisor does not record one for. */
 export interface ComputeManagerOptions {
   host: string;
   driver: VirtDriver;
@@ -29,6 +30,7 @@ export interface ComputeManagerOptions {
   logger: Logger;
 }
 
+/** See the module comment. */
 export class ComputeManager {
   readonly host: string;
   private readonly driver: VirtDriver;

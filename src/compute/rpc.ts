@@ -7,6 +7,7 @@ import type { ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities } from '../virt/driver.js';
 import type { ComputeManager } from './manager.js';
 
+/** The calls the compute API makes on a host (see the module comment); `host` names the host. */
 export interface ComputeRpc {
   capabilities(host: string): Promise<{ driver: string; capabilities: DriverCapabilities }>;
   syncInventory(host?: string): Promise<void>;
@@ -23,6 +24,7 @@ export interface ComputeRpc {
   detachVolume(host: string, serverId: string, volumeId: string): Promise<void>;
 }
 
+/** ComputeRpc to the one manager of this process; another host name is an error. */
 export class LocalComputeRpc implements ComputeRpc {
   constructor(private readonly manager: ComputeManager) {}
 

@@ -4,7 +4,7 @@
  * runs against every implementation. Methods are async so a networked store fits.
  */
 import type { DiskKind, ServerState } from '../virt/driver.js';
-import type { ExtendStep } from '../volume/extend/steps.js';
+import type { ExtendStep } from '../volume/extend/stepNames.js';
 
 export interface AttachmentRecord {
   serverId: string;
@@ -150,7 +150,7 @@ export type VolumeStatus =
 
 /**
  * A step of the extend workflow; the steps, their order and what each does live with the
- * workflow (volume/extend/steps.ts). A type-only import: the store holds the name, it decides nothing.
+ * workflow (volume/extend/stepNames.ts, steps.ts). A type-only import: the store holds the name, it decides nothing.
  */
 export type { ExtendStep };
 

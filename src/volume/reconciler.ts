@@ -43,14 +43,17 @@ export class InFlight {
   }
 }
 
+/** The statuses the reconciler brings to an end (see the module comment). */
 export const RECONCILED_STATUSES = ['creating', 'attaching', 'detaching', 'deleting'] as const satisfies readonly VolumeStatus[];
 
+/** How often the reconciler looks (ms), and how long a record must be untouched first (ms). */
 export interface ReconcilerOptions {
   intervalMs: number;
   /** A record changed more recently than this is left alone (its operation may be in another call). */
   graceMs: number;
 }
 
+/** Brings volumes left in a transitional status to an end (see the module comment): `start`, then `close`. */
 export class VolumeReconciler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;

@@ -14,9 +14,10 @@ import type { VolumeBackend } from './backends/backend.js';
 import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import { decide, extendMode, isAttached, policiesFor, type ExtendMode, type VolumeAction } from './lifecycle.js';
 import type { ExtendWorkflow } from './extend/workflow.js';
-import { FIRST_STEP } from './extend/steps.js';
+import { FIRST_STEP } from './extend/stepNames.js';
 import type { InFlight } from './reconciler.js';
 
+/** A volume to create: `sizeBytes` a positive multiple of 512, `backend` a configured volume type (empty: the default). */
 export interface CreateVolumeRequest {
   name: string;
   sizeBytes: number;
@@ -35,6 +36,7 @@ const MAX_DECISIONS = 5;
 /** How long an extend of a detached volume may keep the request waiting before it answers 202. */
 const DETACHED_EXTEND_WAIT_MS = 30_000;
 
+/** Volumes and their extend (see the module comment). */
 export class VolumeService {
   constructor(
     private readonly deps: {

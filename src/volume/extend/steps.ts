@@ -24,13 +24,8 @@ import type { CallOptions, ComputeForVolumes } from '../../rpc/computeClient.js'
 import type { VolumeBackend } from '../backends/backend.js';
 import { EXTEND_MODE_BY_SERVER_STATE, isAttached, outcome } from '../lifecycle.js';
 import type { WorkflowOptions } from './options.js';
+import type { ExtendStep } from './stepNames.js';
 
-/** The steps of the extend workflow, in order (stored as ExtendState.step). */
-export const EXTEND_STEPS = ['storage', 'rescan', 'wait_host', 'assist', 'confirm'] as const;
-/** One of EXTEND_STEPS. */
-export type ExtendStep = (typeof EXTEND_STEPS)[number];
-/** Where every extend starts. */
-export const FIRST_STEP: ExtendStep = EXTEND_STEPS[0];
 
 /** What a step needs: the store, compute (over its client), the volume's backend, the options and the workflow's abort signal. */
 export interface StepDeps {

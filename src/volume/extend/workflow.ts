@@ -46,7 +46,8 @@ import type { VolumeBackend } from '../backends/backend.js';
 import type { ComputeForVolumes } from '../../rpc/computeClient.js';
 import { isAttached, outcome } from '../lifecycle.js';
 import { DEFAULT_WORKFLOW_OPTIONS, type WorkflowOptions } from './options.js';
-import { finalError, FIRST_STEP, runStep, save, type StepDeps } from './steps.js';
+import { finalError, runStep, save, type StepDeps } from './steps.js';
+import { FIRST_STEP } from './stepNames.js';
 
 /** What the workflow is built from; `options` override DEFAULT_WORKFLOW_OPTIONS. */
 interface WorkflowDeps {
