@@ -140,7 +140,15 @@ export class VolumeService {
       opts.precheck?.(v);
       const d = decide(action, v);
       if (!d.ok) throw d.error;
-      await opts.check?.(v);
+      try {
+        await opts.check?.(v);
+      } catch (err) {
+        // The check may have judged a state that is gone (another extend grew the volume while
+        // compute was being asked): if the record changed meanwhile, decide again on what is there.
+        const now = await this.deps.store.getVolume(volumeId);
+        if (now && now.version !== v.version && attempt < MAX_DECISIONS) continue;
+        throw err;
+      }
       const guard: VolumeGuard = { status: [v.status], version: v.version, attached: isAttached(v), ...opts.guard?.(v) };
       if (await this.deps.store.updateVolume(volumeId, guard, { ...opts.patch?.(v), status: d.to })) return v;
       if (attempt >= MAX_DECISIONS) throw errors.volumeBusy(volumeId, v.status, action);
