@@ -1,6 +1,10 @@
 /**
  * Composition root: builds the store, driver, compute manager and APIs from a Config.
  * Tests build the same pieces with their own driver and store through `buildComputeApp`.
+ *
+ * Compute and the volume service never import each other: each reaches the other over HTTP
+ * through the RPC boundary (src/rpc: HttpComputeClient, HttpVolumeClient), and find each other's
+ * endpoint in a ServiceCatalog, filled as each API starts listening.
  */
 import pino, { type Logger } from 'pino';
 import { join } from 'node:path';
@@ -12,24 +16,29 @@ import { TokenAuthenticator } from './auth/tokens.js';
 import { ComputeManager } from './compute/manager.js';
 import { LocalComputeRpc } from './compute/rpc.js';
 import { ComputeAPI } from './compute/api.js';
-import type { VolumeAttacher } from './compute/attacher.js';
 import type { VirtDriver } from './virt/driver.js';
 import { FakeDriver } from './virt/fake/driver.js';
 import { createServer, drainServer, httpLimitsFrom, type App, type HttpLimits } from './api/server.js';
 import { registerOnlineExtendVolume } from './api/routes/compute/onlineExtendVolume.js';
 import { registerServers } from './api/routes/compute/servers.js';
+import { registerVolumeConnections } from './api/routes/compute/volumeConnections.js';
 import { registerVolumes } from './api/routes/volume/volumes.js';
+import { registerAttachments } from './api/routes/volume/attachments.js';
 import type { VolumeBackend } from './volume/backends/backend.js';
 import { BlockBackend, FileBackend, IscsiBackend } from './volume/backends/index.js';
 import { readCapacity } from './volume/backends/tgt.js';
-import { HttpComputeClient, type ComputeForVolumes } from './volume/computeClient.js';
-import { ExtendWorkflow, type WorkflowOptions } from './volume/workflow.js';
+import { HttpComputeClient, type ComputeForVolumes } from './rpc/computeClient.js';
+import { HttpVolumeClient, type VolumesForCompute } from './rpc/volumeClient.js';
+import { ServiceCatalog } from './rpc/catalog.js';
+import { ExtendWorkflow } from './volume/extend/workflow.js';
+import type { WorkflowOptions } from './volume/extend/options.js';
 import { VolumeService } from './volume/service.js';
 import { VolumeAttachService } from './volume/attach.js';
 import { InFlight, VolumeReconciler } from './volume/reconciler.js';
 import { ServiceToken } from './auth/tokens.js';
 import { openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
 
+/** What the compute API is built from (defaults: host `compute-1`, project `admin`, the default policy). */
 export interface ComputeAppDeps {
   store: Store;
   driver: VirtDriver;
@@ -37,11 +46,13 @@ export interface ComputeAppDeps {
   policy?: PolicyEnforcer;
   computeHost?: string;
   defaultProject?: string;
-  attacher?: VolumeAttacher;
+  /** The volume service, over its client: os-volume_attachments attach and detach through it (absent: not served). */
+  volumes?: VolumesForCompute;
   /** HTTP timeouts, connection cap and drain grace (Config defaults otherwise). */
   http?: Partial<HttpLimits>;
 }
 
+/** The compute API and the pieces behind it. */
 export interface ComputeApp {
   app: App;
   manager: ComputeManager;
@@ -50,6 +61,10 @@ export interface ComputeApp {
   policy: PolicyEnforcer;
 }
 
+/**
+ * The compute API (Nova's role) on `deps.driver`: routes registered, inventory synced, and task
+ * states a previous process left on this host cleared (ComputeAPI.clearStaleTasks).
+ */
 export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp> {
   const manager = new ComputeManager({
     host: deps.computeHost ?? 'compute-1',
@@ -62,13 +77,16 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   const auth = new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
   const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
-  const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.attacher ? { attacher: deps.attacher } : {}) };
+  const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.volumes ? { volumes: deps.volumes } : {}) };
   registerOnlineExtendVolume(app, routeDeps);
   registerServers(app, routeDeps);
+  registerVolumeConnections(app, routeDeps);
   await manager.syncInventory();
+  await compute.clearStaleTasks(manager.host);
   return { app, manager, compute, auth, policy };
 }
 
+/** What the volume API is built from. `compute`: how it reaches compute (HttpComputeClient). */
 export interface VolumeAppDeps {
   store: Store;
   logger: Logger;
@@ -83,9 +101,11 @@ export interface VolumeAppDeps {
   inFlight?: InFlight;
 }
 
+/** The volume API and the services behind it. */
 export interface VolumeApp {
   app: App;
   volumes: VolumeService;
+  attachments: VolumeAttachService;
   workflow: ExtendWorkflow;
 }
 
@@ -93,6 +113,8 @@ export interface VolumeApp {
 export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   const logger = deps.logger.child({ component: 'volume' });
   const workflow = new ExtendWorkflow({ store: deps.store, backends: deps.backends, compute: deps.compute, logger, ...(deps.workflow ? { options: deps.workflow } : {}) });
+  const inFlight = deps.inFlight ?? new InFlight();
+  const attachments = new VolumeAttachService({ store: deps.store, backends: deps.backends, compute: deps.compute, inFlight });
   const volumes = new VolumeService({
     store: deps.store,
     backends: deps.backends,
@@ -100,14 +122,16 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     workflow,
     logger,
     defaultBackend: deps.defaultBackend,
-    inFlight: deps.inFlight ?? new InFlight(),
+    inFlight,
   });
   const auth = new TokenAuthenticator(deps.store);
   const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', ...(deps.http ? { limits: deps.http } : {}) });
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
-  return { app, volumes, workflow };
+  registerAttachments(app, { logger: deps.logger, auth, policy: deps.policy, title: '', attachments });
+  return { app, volumes, attachments, workflow };
 }
 
+/** One storage backend per name in `config.backends` (file, block, iscsi), each under `<dataDir>/volumes/<name>`. */
 export function createBackends(config: Pick<Config, 'backends' | 'dataDir' | 'iscsiPortal' | 'tgtControlPort'>): Map<string, VolumeBackend> {
   const backends = new Map<string, VolumeBackend>();
   for (const name of config.backends) {
@@ -121,6 +145,7 @@ export function createBackends(config: Pick<Config, 'backends' | 'dataDir' | 'is
   return backends;
 }
 
+/** What `startService` runs: the APIs' URLs, the driver, and a bounded graceful `close`. */
 export interface RunningService {
   /** The virt driver in use (tests reach the fake's fault injection through it). */
   driver: VirtDriver;
@@ -157,13 +182,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   const driver = await createDriver(config, logger);
   const policy = config.policyFile ? PolicyEnforcer.fromFile(config.policyFile) : new PolicyEnforcer();
   const backends = createBackends(config);
-  // The compute routes need the attacher, and the attacher needs the compute API: build the
-  // attacher lazily once the compute side exists.
-  const attachRef: { current?: VolumeAttachService } = {};
-  const attacher: VolumeAttacher = {
-    attach: (ctx, server, volumeId, device) => attachRef.current!.attach(ctx, server, volumeId, device),
-    detach: (ctx, server, volumeId) => attachRef.current!.detach(ctx, server, volumeId),
-  };
+  // Each API finds the other's endpoint here once it listens (see ServiceCatalog).
+  const catalog = new ServiceCatalog();
   const computeApp = await buildComputeApp({
     store,
     driver,
@@ -171,17 +191,15 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     policy,
     computeHost: config.computeHost,
     defaultProject: config.defaultProject,
-    ...(config.volumeApi ? { attacher } : {}),
+    ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
     http: httpLimitsFrom(config),
   });
-  // Volumes with an operation under way in this process, left alone by the reconciler.
-  const inFlight = new InFlight();
-  attachRef.current = new VolumeAttachService({ store, backends, compute: computeApp.compute, inFlight });
   const timer = config.syncIntervalMs > 0
     ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
     : undefined;
   timer?.unref();
   const computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
+  catalog.register('compute', computeUrl);
   logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
 
   let volumeApp: VolumeApp | undefined;
@@ -196,25 +214,29 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     });
     serviceToken.start();
     const token = serviceToken;
+    const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: () => token.current() });
+    // Volumes with an operation under way in this process, left alone by the reconciler.
+    const inFlight = new InFlight();
     volumeApp = await buildVolumeApp({
       store,
       logger,
       policy,
       backends,
       defaultBackend: config.defaultBackend,
-      compute: new HttpComputeClient({ url: computeUrl, token: () => token.current() }),
+      compute,
       workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
       http: httpLimitsFrom(config),
       inFlight,
     });
     volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
+    catalog.register('volume', volumeUrl);
     logger.info({ url: volumeUrl, backends: [...backends.keys()] }, 'volume API listening');
     const resumed = await volumeApp.workflow.resumeAll();
     if (resumed.length) logger.info({ volumes: resumed }, 'resumed unfinished extends');
     reconciler = new VolumeReconciler({
       store,
       backends,
-      compute: computeApp.compute,
+      compute,
       inFlight,
       logger: logger.child({ component: 'volume-reconciler' }),
       options: { intervalMs: config.volumeReconcileMs, graceMs: config.volumeReconcileMs },
@@ -272,14 +294,17 @@ function logDataDirCheck(logger: Logger, dataDir: OpenedDataDir, checkMs: number
   }
 }
 
+/** The service's pino logger at `level` (structured JSON lines). */
 export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'online-extend' } });
 }
 
+/** The SQLite store of `<dataDir>/online-extend.sqlite`. */
 export function openStore(config: Pick<Config, 'dataDir'>): Store {
   return new SqliteStore(join(config.dataDir, 'online-extend.sqlite'));
 }
 
+/** The virt driver `config.driver` names: the fake (its inventory file) or libvirt (loaded on demand). */
 export async function createDriver(config: Config, logger: Logger): Promise<VirtDriver> {
   if (config.driver === 'fake') {
     return FakeDriver.fromInventoryFile(config.fakeInventory!, {

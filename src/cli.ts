@@ -5,7 +5,7 @@ import { ConfigSchema, ConfigError, loadClientConfig, loadConfig, loadSettings, 
 import { startService } from './app.js';
 import { issueToken, parseDuration, parseRoles, rolesInPolicy, STANDARD_ROLES } from './auth/tokens.js';
 import { openDataDir } from './db/dataDir.js';
-import { ApiError } from './httpClient.js';
+import { ApiError } from './rpc/httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
 import { registerConfigCommand } from './cli/settings.js';

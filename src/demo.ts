@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { startService, type RunningService } from './app.js';
 import { SqliteStore } from './db/sqlite.js';
 import { issueToken } from './auth/tokens.js';
-import { ApiClient } from './httpClient.js';
+import { ApiClient } from './rpc/httpClient.js';
 import { bootGuest, labDown, labServiceConfig, labUp, readLab, type GuestShell } from './lab/index.js';
 import { formatBytes } from './cli/sizes.js';
 

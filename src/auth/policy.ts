@@ -36,6 +36,8 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
   'os_compute_api:os-volumes-attachments:delete': 'rule:admin_api',
   'os_compute_api:os-instance-actions:list': 'rule:admin_api',
   'os_compute_api:os-instance-actions:show': 'rule:admin_api',
+  // Compute's internal routes for the volume service (plug, unplug, check, list connections).
+  'os_compute_api:os-volume-connections': 'rule:admin_api or role:service',
   'volume:create': 'rule:admin_api',
   'volume:get': 'rule:admin_api',
   'volume:get_all': 'rule:admin_api',

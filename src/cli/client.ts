@@ -1,5 +1,5 @@
 /** What the client commands share: their settings, the client, the project they act in, lists read to their end. */
-import { ApiClient } from '../httpClient.js';
+import { ApiClient } from '../rpc/httpClient.js';
 import type { ClientConfig } from '../config.js';
 
 /**

@@ -10,6 +10,7 @@ import { errors, isServiceError } from '../errors.js';
 import type { RequestContext } from '../context.js';
 import type { AttachSpec } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
+import { clearStaleTasks, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
 
 /** Nova's instance action and event names for each call that changes something. */
 export const ACTIONS = {
@@ -20,9 +21,11 @@ export const ACTIONS = {
 } as const;
 type ActionName = (typeof ACTIONS)[keyof typeof ACTIONS];
 
+
 const RESIZABLE_STATES = new Set(['active', 'paused']);
 const RESCANNABLE_STATES = new Set(['active', 'paused', 'shutoff', 'suspended']);
 
+/** What ComputeAPI is built from, and the bounds of looking up unknown servers on a miss. */
 export interface ComputeAPIOptions {
   store: ComputeStore;
   rpc: ComputeRpc;
@@ -41,6 +44,7 @@ export interface ComputeAPIOptions {
   lookupsOnMissPerInterval?: number;
 }
 
+/** See the module comment. */
 export class ComputeAPI {
   private readonly store: ComputeStore;
   private readonly rpc: ComputeRpc;
@@ -123,7 +127,7 @@ export class ComputeAPI {
   /** PUT rescan: checks now, runs on the host in the background; the action finishes when it does. */
   async rescan(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     const attachment = this.attachment(server, volumeId);
-    this.checkIdle(server, 'rescan volume');
+    this.checkIdle(server, 'rescan volume', VOLUME_TASK_STATES);
     server = await this.requireState(server, RESCANNABLE_STATES, 'rescan volume');
     await this.requireExtendCapability(server);
     const details = { volume_id: volumeId, device: attachment.device };
@@ -165,7 +169,7 @@ export class ComputeAPI {
   /** POST assist_extend: grow the guest's view to `bytes`; returns the size measured afterwards. */
   async assistExtend(ctx: RequestContext, server: ServerRecord, volumeId: string, bytes: number): Promise<number> {
     this.attachment(server, volumeId);
-    this.checkIdle(server, 'extend volume');
+    this.checkIdle(server, 'extend volume', VOLUME_TASK_STATES);
     server = await this.requireState(server, RESIZABLE_STATES, 'extend volume');
     await this.requireExtendCapability(server);
     return this.audited(ctx, server, ACTIONS.assistExtend, { volume_id: volumeId, requested_bytes: bytes }, async () => {
@@ -183,7 +187,8 @@ export class ComputeAPI {
    * ExtendVolumeNotSupported (501).
    */
   async checkAttach(server: ServerRecord, spec: Pick<AttachSpec, 'volumeId' | 'device'>): Promise<ServerRecord> {
-    this.checkIdle(server, 'attach volume');
+    // The attach this check is part of may have set the server's task already (withTask).
+    this.checkIdle(server, 'attach volume', VOLUME_TASKS.attach);
     const fresh = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
     const caps = await this.rpc.capabilities(fresh.host);
     if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
@@ -216,11 +221,22 @@ export class ComputeAPI {
 
   async detachVolume(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     this.attachment(server, volumeId);
-    this.checkIdle(server, 'detach volume');
+    this.checkIdle(server, 'detach volume', VOLUME_TASKS.detach);
     await this.audited(ctx, server, ACTIONS.detach, { volume_id: volumeId }, async () => {
       await this.rpc.detachVolume(server.host, server.id, volumeId);
       return { value: undefined, details: { volume_id: volumeId } };
     });
+  }
+
+  /** Runs `fn` as the server's task `task` (tasks.ts `withTask`): InstanceBusy (409) if another task is under way. */
+  withTask<T>(ctx: RequestContext, server: ServerRecord, task: VolumeTask, fn: () => Promise<T>): Promise<T> {
+    this.checkIdle(server, `${task} volume`);
+    return withTask(this.store, this.log, ctx, server, task, fn);
+  }
+
+  /** At start-up: clear the volume tasks an earlier process left on `host` (tasks.ts `clearStaleTasks`). */
+  clearStaleTasks(host: string): Promise<string[]> {
+    return clearStaleTasks(this.store, this.log, host);
   }
 
   /**
@@ -258,8 +274,11 @@ export class ComputeAPI {
     return fresh;
   }
 
-  private checkIdle(server: ServerRecord, action: string): void {
-    if (server.taskState !== null) throw errors.instanceBusy(server.id, server.taskState, action);
+  /** InstanceBusy (409) while the server has a task under way, unless it is one of `allowed`. */
+  private checkIdle(server: ServerRecord, action: string, allowed: ReadonlySet<string> | string = new Set()): void {
+    if (server.taskState === null) return;
+    if (typeof allowed === 'string' ? server.taskState === allowed : allowed.has(server.taskState)) return;
+    throw errors.instanceBusy(server.id, server.taskState, action);
   }
 
   private async requireExtendCapability(server: ServerRecord): Promise<void> {

@@ -22,6 +22,7 @@ type InventoryServer = Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>;
  */
 const MAX_LOOKED_UP = 10_000;
 
+/** One host: its name, driver, store, and the project of servers the hypervisor does not record one for. */
 export interface ComputeManagerOptions {
   host: string;
   driver: VirtDriver;
@@ -30,6 +31,7 @@ export interface ComputeManagerOptions {
   logger: Logger;
 }
 
+/** See the module comment. */
 export class ComputeManager {
   readonly host: string;
   private readonly driver: VirtDriver;
@@ -247,10 +249,6 @@ export class ComputeManager {
   async getHostBytes(serverId: string, volumeId: string): Promise<number> {
     await this.rescans.settled(`${serverId}/${volumeId}`);
     return this.driver.getHostBytes(serverId, volumeId);
-  }
-
-  getGuestBytes(serverId: string, volumeId: string): Promise<number> {
-    return this.driver.getGuestBytes(serverId, volumeId);
   }
 
   /** Grow the guest's view, one call per volume at a time; returns the measured guest size. */

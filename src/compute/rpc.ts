@@ -7,6 +7,7 @@ import type { ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities } from '../virt/driver.js';
 import type { ComputeManager } from './manager.js';
 
+/** The calls the compute API makes on a host (see the module comment); `host` names the host. */
 export interface ComputeRpc {
   capabilities(host: string): Promise<{ driver: string; capabilities: DriverCapabilities }>;
   syncInventory(host?: string): Promise<void>;
@@ -18,12 +19,12 @@ export interface ComputeRpc {
   syncServer(host: string | undefined, serverId: string): Promise<ServerRecord | undefined>;
   rescan(host: string, serverId: string, volumeId: string): Promise<void>;
   getHostBytes(host: string, serverId: string, volumeId: string): Promise<number>;
-  getGuestBytes(host: string, serverId: string, volumeId: string): Promise<number>;
   extendAttached(host: string, serverId: string, volumeId: string, bytes: number): Promise<number>;
   attachVolume(host: string, serverId: string, spec: AttachSpec): Promise<string>;
   detachVolume(host: string, serverId: string, volumeId: string): Promise<void>;
 }
 
+/** ComputeRpc to the one manager of this process; another host name is an error. */
 export class LocalComputeRpc implements ComputeRpc {
   constructor(private readonly manager: ComputeManager) {}
 
@@ -47,9 +48,6 @@ export class LocalComputeRpc implements ComputeRpc {
   }
   getHostBytes(host: string, serverId: string, volumeId: string) {
     return this.on(host).getHostBytes(serverId, volumeId);
-  }
-  getGuestBytes(host: string, serverId: string, volumeId: string) {
-    return this.on(host).getGuestBytes(serverId, volumeId);
   }
   extendAttached(host: string, serverId: string, volumeId: string, bytes: number) {
     return this.on(host).extendAttached(serverId, volumeId, bytes);

@@ -4,6 +4,7 @@
  * runs against every implementation. Methods are async so a networked store fits.
  */
 import type { DiskKind, ServerState } from '../virt/driver.js';
+import type { ExtendStep } from '../volume/extend/stepNames.js';
 
 export interface AttachmentRecord {
   serverId: string;
@@ -147,9 +148,11 @@ export type VolumeStatus =
   | 'error'
   | 'deleting';
 
-/** The steps of the extend workflow of an in-use volume, in order (volume/workflow.ts). */
-export const EXTEND_STEPS = ['storage', 'rescan', 'wait_host', 'assist', 'confirm'] as const;
-export type ExtendStep = (typeof EXTEND_STEPS)[number];
+/**
+ * A step of the extend workflow; the steps, their order and what each does live with the
+ * workflow (volume/extend/stepNames.ts, steps.ts). A type-only import: the store holds the name, it decides nothing.
+ */
+export type { ExtendStep };
 
 export interface ExtendState {
   requestId: string;
@@ -168,7 +171,7 @@ export interface ExtendState {
   error: string | null;
   /**
    * `online`: the guest is resized live; `offline`: its server is stopped (the guest sees the size
-   * at next start); `detached`: no server, the storage alone grows (volume/workflow.ts).
+   * at next start); `detached`: no server, the storage alone grows (volume/extend/workflow.ts).
    */
   mode?: 'online' | 'offline' | 'detached';
   /** The storage size measured after the storage step (a retry may not ask for less). */

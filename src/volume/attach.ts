@@ -1,23 +1,28 @@
 /**
- * Attach and detach (Nova's attach flow): the compute API's os-volume_attachments routes call
- * this; it reserves the volume, asks its backend how the host reaches it (connection_info),
- * has compute plug it in, and records the attachment. The lifecycle table (lifecycle.ts) decides
- * whether the volume may move, and the move is a conditional update on the version read.
+ * Attach and detach, driven by the volume service (Cinder's attachment flow, with the volume
+ * service in the driver's seat): compute's os-volume_attachments routes call it over HTTP
+ * (rpc/volumeClient.ts, with the user's token); it asks compute whether the server can take the
+ * volume, reserves the volume, asks its backend how the host reaches it (connection_info), has
+ * compute plug it in (rpc/computeClient.ts, with the service's token) and records the
+ * attachment. The lifecycle table (lifecycle.ts) decides whether the volume may move, and the
+ * move is a conditional update on the version read.
  */
-import type { ComputeAPI } from '../compute/api.js';
-import type { VolumeAttacher } from '../compute/attacher.js';
 import type { RequestContext } from '../context.js';
-import type { AttachmentRecord, ServerRecord, VolumeRecord, VolumeStore } from '../db/store.js';
+import type { VolumeRecord, VolumeStore } from '../db/store.js';
 import { errors, isFinalError } from '../errors.js';
+import type { ComputeForVolumes } from '../rpc/computeClient.js';
+import type { Connection } from '../rpc/shapes.js';
 import type { InFlight } from './reconciler.js';
 import type { VolumeBackend } from './backends/backend.js';
 import { decide, isAttached, outcome, type VolumeAction } from './lifecycle.js';
 
+/** Conditional updates lost to concurrent changes before giving up with VolumeBusy (409). */
 const MAX_DECISIONS = 5;
 
-export class VolumeAttachService implements VolumeAttacher {
+/** Attach and detach of this service's volumes (see the module comment). */
+export class VolumeAttachService {
   constructor(
-    private readonly deps: { store: VolumeStore; backends: ReadonlyMap<string, VolumeBackend>; compute: ComputeAPI; inFlight: InFlight },
+    private readonly deps: { store: VolumeStore; backends: ReadonlyMap<string, VolumeBackend>; compute: ComputeForVolumes; inFlight: InFlight },
   ) {}
 
   /** Moves `v` as the table says for `action`, conditionally; decides again if it changed. */
@@ -33,28 +38,33 @@ export class VolumeAttachService implements VolumeAttacher {
     }
   }
 
-  async attach(ctx: RequestContext, server: ServerRecord, volumeId: string, device?: string): Promise<AttachmentRecord> {
-    const { store } = this.deps;
+  /**
+   * Attach `volumeId` (of `projectId`, the server's project) to `serverId`, on `device` (`vdc`)
+   * if given; answers the attachment. Attaching what is already attached there is a no-op, as
+   * in Nova. Throws VolumeNotFound (404), the table's refusals (409), compute's refusals (see
+   * ComputeForVolumes.checkConnect: before the volume is reserved, so they leave it untouched,
+   * not even its version) and BackendFailed (500). An uncertain failure after compute was asked
+   * leaves the volume `attaching` for the reconciler, which looks at the server and decides.
+   */
+  async attach(_ctx: RequestContext, projectId: string, serverId: string, volumeId: string, device?: string): Promise<Connection> {
+    const { store, compute } = this.deps;
     const v = await store.getVolume(volumeId);
-    if (!v || v.projectId !== server.projectId) throw errors.volumeNotFound(volumeId);
-    // Attaching what is already attached here is a no-op, as in Nova.
-    if (v.serverId === server.id && v.status === 'in-use') return this.deps.compute.attachment(server, volumeId);
-    // Compute's refusals (the server's state, a task under way, no attach support) come before
-    // the volume is reserved, as in Nova, so they leave it untouched (not even its version).
-    server = await this.deps.compute.checkAttach(server, { volumeId, ...(device ? { device } : {}) });
+    if (!v || v.projectId !== projectId) throw errors.volumeNotFound(volumeId);
+    if (v.serverId === serverId && v.status === 'in-use' && v.device) return { serverId, volumeId, device: v.device };
+    await compute.checkConnect(projectId, serverId, volumeId, device);
     return this.deps.inFlight.run(volumeId, async () => {
       // The reservation names the server, so whoever finds the volume `attaching` later (the
       // reconciler, after a crash) knows where to look for the disk.
-      await this.begin('attach', volumeId, v, { serverId: server.id, serverProjectId: server.projectId });
+      await this.begin('attach', volumeId, v, { serverId, serverProjectId: projectId });
       let asked = false;
       try {
         const backend = this.deps.backends.get(v.backend);
         if (!backend) throw errors.backendFailed(`volume type ${v.backend} is not configured on this service`);
         const connection = await backend.connection(volumeId);
         asked = true;
-        const att = await this.deps.compute.attachVolume(ctx, server, { ...connection, ...(device ? { device } : {}) });
-        await store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'done', true), device: att.device });
-        return att;
+        const att = await compute.connect(projectId, serverId, { ...connection, ...(device ? { device } : {}) });
+        await store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'done', true), device: att.value.device });
+        return att.value;
       } catch (err) {
         // Compute refused for good: nothing is plugged in. Otherwise (a timeout, the database
         // failing after the plug) the disk may be on the server: the reconciler looks and decides.
@@ -66,26 +76,31 @@ export class VolumeAttachService implements VolumeAttacher {
     });
   }
 
-  async detach(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
-    const { store } = this.deps;
+  /**
+   * Detach `volumeId` from `serverId` (of `projectId`). A volume of ours attached there, or not
+   * attached at all, is decided by the table; a disk we never attached (no record) or a volume
+   * attached to another server is left to compute, which unplugs the former and answers
+   * VolumeNotAttached (404) for the latter. A failed extend may have grown the storage past the
+   * record: the detached volume's size is then what its storage has, measured.
+   */
+  async detach(_ctx: RequestContext, projectId: string, serverId: string, volumeId: string): Promise<void> {
+    const { store, compute } = this.deps;
     const v = await store.getVolume(volumeId);
-    // A volume of ours that is attached here, or not attached at all, is decided by the table; a
-    // disk we never attached (no record) or a volume attached to another server is left to
-    // compute, which unplugs the former and answers 404 for the latter.
-    const ours = v !== undefined && v.projectId === server.projectId && (v.serverId === server.id || v.serverId === null);
-    if (!ours) return this.deps.compute.detachVolume(ctx, server, volumeId);
+    const ours = v !== undefined && v.projectId === projectId && (v.serverId === serverId || v.serverId === null);
+    if (!ours) {
+      await compute.disconnect(projectId, serverId, volumeId);
+      return;
+    }
     return this.deps.inFlight.run(volumeId, async () => {
       const before = await this.begin('detach', volumeId, v);
       try {
-        await this.deps.compute.detachVolume(ctx, server, volumeId);
+        await compute.disconnect(projectId, serverId, volumeId);
       } catch (err) {
         // Compute refused for good: still plugged in, back to the status it had. Otherwise the
         // guest may still let go of it: the reconciler looks and decides.
         if (isFinalError(err)) await store.updateVolume(volumeId, ['detaching'], { status: before.status });
         throw err;
       }
-      // A failed extend may have grown the storage (or QEMU the file) past the record: a
-      // detached volume's size is what its storage has, measured.
       const grown = before.status === 'error_extending' ? await this.storageBytes(before) : undefined;
       await store.updateVolume(volumeId, ['detaching'], {
         status: 'available',

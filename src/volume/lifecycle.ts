@@ -19,9 +19,10 @@
  *   available | error | error_extending (detached) ─delete─▶ deleting ─▶ (gone)
  */
 import type { VolumeRecord, VolumeStatus } from '../db/store.js';
-import type { ServerState } from '../virt/driver.js';
+import type { ServerState } from '../rpc/shapes.js';
 import { errors, type ServiceError } from '../errors.js';
 
+/** Every volume status (Cinder's names), in the table's order. */
 export const VOLUME_STATUSES = [
   'creating',
   'available',
@@ -34,7 +35,9 @@ export const VOLUME_STATUSES = [
   'deleting',
 ] as const satisfies readonly VolumeStatus[];
 
+/** The actions the table decides. */
 export const VOLUME_ACTIONS = ['attach', 'detach', 'extend', 'delete'] as const;
+/** One of VOLUME_ACTIONS. */
 export type VolumeAction = (typeof VOLUME_ACTIONS)[number];
 
 /** Why an action is refused: each kind has one error (see `refusal`). */
@@ -113,10 +116,12 @@ export const OUTCOMES: Readonly<Record<Exclude<VolumeAction, 'detach' | 'delete'
 // detach: done → available; failed → back to the status it had (the disk is still plugged in).
 // delete: done → the record is removed; failed → error (the backend may be half gone).
 
+/** Whether the volume has an attachment (a server recorded), whatever its status. */
 export function isAttached(v: Pick<VolumeRecord, 'serverId'>): boolean {
   return v.serverId !== null;
 }
 
+/** What `decide` answers: the next status, or the refusal and its error. */
 export type Decision = { ok: true; to: VolumeStatus } | { ok: false; refusal: Refusal; error: ServiceError };
 
 /** The table's answer for `action` on `v` as it is now. */
@@ -138,6 +143,7 @@ export function startStatuses(action: VolumeAction, attached: boolean): VolumeSt
   return VOLUME_STATUSES.filter((s) => 'to' in LIFECYCLE[action][s][attached ? 'attached' : 'detached']);
 }
 
+/** The catalogue error of a refusal: VolumeAttached, VolumeBusy (uncertain) or VolumeInvalidState (409). */
 export function refusal(why: Refusal, action: VolumeAction, v: Pick<VolumeRecord, 'id' | 'status' | 'serverId'>): ServiceError {
   switch (why) {
     case 'attached':
@@ -177,6 +183,7 @@ export function policiesFor(action: VolumeAction, attached: boolean): string[] {
  */
 export type ExtendMode = 'online' | 'offline';
 
+/** See ExtendMode: the mode for each server state, or `refuse`. */
 export const EXTEND_MODE_BY_SERVER_STATE: Readonly<Record<ServerState, ExtendMode | 'refuse'>> = {
   active: 'online',
   paused: 'online',
@@ -190,6 +197,7 @@ export const EXTEND_MODE_BY_SERVER_STATE: Readonly<Record<ServerState, ExtendMod
   unknown: 'refuse',
 };
 
+/** The extend mode for a server in `state`; InstanceInvalidState (409) where no extend can work. */
 export function extendMode(serverId: string, state: ServerState): ExtendMode {
   const mode = EXTEND_MODE_BY_SERVER_STATE[state] ?? 'refuse';
   if (mode === 'refuse') throw errors.instanceInvalidState(serverId, state, 'extend attached volume');

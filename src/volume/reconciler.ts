@@ -17,9 +17,9 @@
  * then every `intervalMs` for records untouched for at least `graceMs`.
  */
 import type { Logger } from 'pino';
-import type { ComputeAPI } from '../compute/api.js';
 import type { VolumeRecord, VolumeStatus, VolumeStore } from '../db/store.js';
 import { isFinalError, isServiceError, unexpectedError } from '../errors.js';
+import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import type { VolumeBackend } from './backends/backend.js';
 
 /** Volumes with an operation under way in this process. */
@@ -43,14 +43,17 @@ export class InFlight {
   }
 }
 
+/** The statuses the reconciler brings to an end (see the module comment). */
 export const RECONCILED_STATUSES = ['creating', 'attaching', 'detaching', 'deleting'] as const satisfies readonly VolumeStatus[];
 
+/** How often the reconciler looks (ms), and how long a record must be untouched first (ms). */
 export interface ReconcilerOptions {
   intervalMs: number;
   /** A record changed more recently than this is left alone (its operation may be in another call). */
   graceMs: number;
 }
 
+/** Brings volumes left in a transitional status to an end (see the module comment): `start`, then `close`. */
 export class VolumeReconciler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
@@ -60,7 +63,8 @@ export class VolumeReconciler {
     private readonly deps: {
       store: VolumeStore;
       backends: ReadonlyMap<string, VolumeBackend>;
-      compute: Pick<ComputeAPI, 'freshServer'>;
+      /** Only `connections` is used: what the hypervisor has plugged into a server now. */
+      compute: Pick<ComputeForVolumes, 'connections'>;
       inFlight: InFlight;
       logger: Logger;
       options: ReconcilerOptions;
@@ -162,8 +166,8 @@ export class VolumeReconciler {
       return undefined;
     }
     try {
-      const server = await this.deps.compute.freshServer(v.serverProjectId ?? v.projectId, v.serverId);
-      const att = server.attachments.find((a) => a.volumeId === v.id);
+      const plugged = await this.deps.compute.connections(v.serverProjectId ?? v.projectId, v.serverId);
+      const att = plugged.value.find((a) => a.volumeId === v.id);
       return att ? { device: att.device } : false;
     } catch (err) {
       // The server is gone: so is the attachment.

@@ -11,11 +11,13 @@ import type { RequestContext } from '../context.js';
 import type { ExtendState, PageQuery, VolumeActionRecord, VolumeGuard, VolumeRecord, VolumeStore } from '../db/store.js';
 import { errors, isFinalError, isServiceError, ServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
-import type { ComputeForVolumes } from './computeClient.js';
+import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import { decide, extendMode, isAttached, policiesFor, type ExtendMode, type VolumeAction } from './lifecycle.js';
-import { FIRST_STEP, type ExtendWorkflow } from './workflow.js';
+import type { ExtendWorkflow } from './extend/workflow.js';
+import { FIRST_STEP } from './extend/stepNames.js';
 import type { InFlight } from './reconciler.js';
 
+/** A volume to create: `sizeBytes` a positive multiple of 512, `backend` a configured volume type (empty: the default). */
 export interface CreateVolumeRequest {
   name: string;
   sizeBytes: number;
@@ -34,6 +36,7 @@ const MAX_DECISIONS = 5;
 /** How long an extend of a detached volume may keep the request waiting before it answers 202. */
 const DETACHED_EXTEND_WAIT_MS = 30_000;
 
+/** Volumes and their extend (see the module comment). */
 export class VolumeService {
   constructor(
     private readonly deps: {
@@ -137,7 +140,15 @@ export class VolumeService {
       opts.precheck?.(v);
       const d = decide(action, v);
       if (!d.ok) throw d.error;
-      await opts.check?.(v);
+      try {
+        await opts.check?.(v);
+      } catch (err) {
+        // The check may have judged a state that is gone (another extend grew the volume while
+        // compute was being asked): if the record changed meanwhile, decide again on what is there.
+        const now = await this.deps.store.getVolume(volumeId);
+        if (now && now.version !== v.version && attempt < MAX_DECISIONS) continue;
+        throw err;
+      }
       const guard: VolumeGuard = { status: [v.status], version: v.version, attached: isAttached(v), ...opts.guard?.(v) };
       if (await this.deps.store.updateVolume(volumeId, guard, { ...opts.patch?.(v), status: d.to })) return v;
       if (attempt >= MAX_DECISIONS) throw errors.volumeBusy(volumeId, v.status, action);

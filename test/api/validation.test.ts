@@ -4,7 +4,7 @@
  * branch the client chose, not from the first branch Ajv tried.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiError } from '../../src/httpClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
 
 const MiB = 2 ** 20;

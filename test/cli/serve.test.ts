@@ -11,7 +11,7 @@ import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync,
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ApiClient } from '../../src/httpClient.js';
+import { ApiClient } from '../../src/rpc/httpClient.js';
 import { fakeInventory, PROJECT, SERVER } from '../support/service.js';
 import { describeReal } from '../support/real.js';
 

@@ -11,7 +11,7 @@
  * report shows 2 GiB and the pattern reads back the same.
  */
 import { expect, it } from 'vitest';
-import { ApiError } from '../../src/httpClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
 import { e2eMissing } from '../support/e2e.js';
 import { createAttached, guestData, useLabService } from '../support/labSuite.js';
 import { describeReal } from '../support/real.js';

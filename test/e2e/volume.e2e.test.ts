@@ -11,7 +11,7 @@
  * test/volume/workflow.test.ts and test/volume/crash.test.ts.
  */
 import { expect, it } from 'vitest';
-import { ApiError } from '../../src/httpClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
 import { e2eMissing } from '../support/e2e.js';
 import { statusOf, type VolumeView } from '../support/labService.js';
 import { createAttached, guestData, useLabService } from '../support/labSuite.js';

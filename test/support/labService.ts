@@ -15,7 +15,7 @@ import { startService, type RunningService } from '../../src/app.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import type { Config } from '../../src/config.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
-import { ApiClient, ApiError } from '../../src/httpClient.js';
+import { ApiClient, ApiError } from '../../src/rpc/httpClient.js';
 import { bootGuest, labDown, labServiceConfig, labUp, type GuestShell, type LabInfo } from '../../src/lab/index.js';
 
 export interface VolumeView {

@@ -6,7 +6,7 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { startService, type RunningService } from '../../src/app.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { issueToken } from '../../src/auth/tokens.js';
-import { ApiClient } from '../../src/httpClient.js';
+import { ApiClient } from '../../src/rpc/httpClient.js';
 
 export const PROJECT = 'p-demo';
 export const SERVER = '5d7e0c4a-1111-4a22-9b33-0c4d5e6f7a8b';

@@ -1,6 +1,6 @@
 /** The volume API's input rules: bad input is a clear 400 and changes nothing. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiError } from '../../src/httpClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
 

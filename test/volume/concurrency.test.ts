@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiError } from '../../src/httpClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
 import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
 

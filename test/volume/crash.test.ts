@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ApiClient } from '../../src/httpClient.js';
+import { ApiClient } from '../../src/rpc/httpClient.js';
 import { fakeInventory, PROJECT, SERVER } from '../support/service.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/online-extend.js');

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiError } from '../../src/httpClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import type { ExtendState, VolumeRecord, VolumeStatus } from '../../src/db/store.js';
 import { LIFECYCLE, VOLUME_ACTIONS, VOLUME_STATUSES, type VolumeAction } from '../../src/volume/lifecycle.js';

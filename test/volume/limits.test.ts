@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiError } from '../../src/httpClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
 import { maxFileBytes } from '../../src/util/fsLimits.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';

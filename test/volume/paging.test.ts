@@ -1,6 +1,6 @@
 /** The volume API's lists page as Cinder's do: `limit`, `marker`, and a next link while more follow. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ApiError } from '../../src/httpClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
 import { MAX_LIMIT } from '../../src/api/schemas/paging.js';
 import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
 

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiClient, ApiError } from '../../src/httpClient.js';
+import { ApiClient, ApiError } from '../../src/rpc/httpClient.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';

@@ -25,13 +25,14 @@ import { issueToken } from '../../src/auth/tokens.js';
 import { PolicyEnforcer } from '../../src/auth/policy.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { errors, ServiceError } from '../../src/errors.js';
-import { ApiClient } from '../../src/httpClient.js';
+import { ApiClient } from '../../src/rpc/httpClient.js';
+import { ServiceCatalog } from '../../src/rpc/catalog.js';
+import { HttpVolumeClient } from '../../src/rpc/volumeClient.js';
 import type { AttachSpec } from '../../src/virt/driver.js';
 import { FakeDriver, type IscsiLun } from '../../src/virt/fake/driver.js';
-import { VolumeAttachService } from '../../src/volume/attach.js';
 import type { BackendVolume, VolumeBackend } from '../../src/volume/backends/backend.js';
 import { FileBackend } from '../../src/volume/backends/file.js';
-import { HttpComputeClient } from '../../src/volume/computeClient.js';
+import { HttpComputeClient } from '../../src/rpc/computeClient.js';
 import { InFlight } from '../../src/volume/reconciler.js';
 
 const MiB = 2 ** 20;
@@ -144,19 +145,11 @@ async function startHost(kind: Kind, opts: { exportLagMs?: number } = {}): Promi
   });
   const policy = new PolicyEnforcer();
   const inFlight = new InFlight();
-  const attachRef: { current?: VolumeAttachService } = {};
-  const computeApp = await buildComputeApp({
-    store,
-    driver,
-    logger,
-    policy,
-    attacher: {
-      attach: (ctx, server, volumeId, device) => attachRef.current!.attach(ctx, server, volumeId, device),
-      detach: (ctx, server, volumeId) => attachRef.current!.detach(ctx, server, volumeId),
-    },
-  });
-  attachRef.current = new VolumeAttachService({ store, backends, compute: computeApp.compute, inFlight });
+  // Each API finds the other in the catalog once it listens, as `serve` wires them (app.ts).
+  const catalog = new ServiceCatalog();
+  const computeApp = await buildComputeApp({ store, driver, logger, policy, volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) });
   const computeUrl = await computeApp.app.listen({ host: '127.0.0.1', port: 0 });
+  catalog.register('compute', computeUrl);
   const { token } = await issueToken(store, { userId: 'tester', projectId: PROJECT, roles: ['admin'], ttlMs: 3_600_000 });
   const computeForVolumes = new HttpComputeClient({ url: computeUrl, token });
   const volumeApp = await buildVolumeApp({
@@ -170,6 +163,7 @@ async function startHost(kind: Kind, opts: { exportLagMs?: number } = {}): Promi
     inFlight,
   });
   const volumeUrl = await volumeApp.app.listen({ host: '127.0.0.1', port: 0 });
+  catalog.register('volume', volumeUrl);
   return {
     driver,
     backend,

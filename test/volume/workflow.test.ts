@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiError } from '../../src/httpClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
 import { errors } from '../../src/errors.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';

@@ -8,6 +8,7 @@ import type { ComputeAPI } from '../../../compute/api.js';
 const BASE = '/v2/:tenant_id/servers/:server_id/os-online_extend_volume';
 const TAGS = ['os-online_extend_volume'];
 
+/** Registers the three os-online_extend_volume routes (rescan, get_blockdev, assist_extend). */
 export function registerOnlineExtendVolume(app: App, deps: ServerDeps & { compute: ComputeAPI }): void {
   const { compute } = deps;
 

@@ -22,8 +22,9 @@ import {
   VolumeParams,
 } from '../../schemas/compute.js';
 import type { ComputeAPI } from '../../../compute/api.js';
-import type { AttachmentRecord, InstanceActionRecord, ServerRecord } from '../../../db/store.js';
-import type { VolumeAttacher } from '../../../compute/attacher.js';
+import type { InstanceActionRecord, ServerRecord } from '../../../db/store.js';
+import type { VolumesForCompute } from '../../../rpc/volumeClient.js';
+import type { Connection } from '../../../rpc/shapes.js';
 
 /** Nova's status names for our vm states. */
 const NOVA_STATUS: Record<string, string> = {
@@ -57,8 +58,14 @@ function serverView(s: ServerRecord) {
   };
 }
 
-function attachmentView(a: AttachmentRecord) {
+function attachmentView(a: Connection) {
   return { id: a.volumeId, serverId: a.serverId, volumeId: a.volumeId, device: `/dev/${a.device}` };
+}
+
+/** The caller's token (authorize has already accepted it), forwarded to the volume service. */
+function userToken(req: { headers: Record<string, string | string[] | undefined> }): string {
+  const t = req.headers['x-auth-token'];
+  return Array.isArray(t) ? (t[0] ?? '') : (t ?? '');
 }
 
 function actionView(a: InstanceActionRecord, withEvents: boolean) {
@@ -90,7 +97,12 @@ function actionView(a: InstanceActionRecord, withEvents: boolean) {
   };
 }
 
-export function registerServers(app: App, deps: ServerDeps & { compute: ComputeAPI; attacher?: VolumeAttacher }): void {
+/**
+ * The servers, os-volume_attachments and os-instance-actions routes. `volumes`: the volume
+ * service, which attach and detach go through (without it, as with the volume API disabled,
+ * only the attachment list is served).
+ */
+export function registerServers(app: App, deps: ServerDeps & { compute: ComputeAPI; volumes?: VolumesForCompute }): void {
   const { compute } = deps;
   const tags = ['servers'];
 
@@ -162,8 +174,10 @@ export function registerServers(app: App, deps: ServerDeps & { compute: ComputeA
     },
   );
 
-  const attacher = deps.attacher;
-  if (attacher) {
+  const volumes = deps.volumes;
+  if (volumes) {
+    // As Nova calls Cinder: the volume service is called with the user's own token, so its
+    // policy (volume:attach, volume:detach) and project checks apply to the user too.
     app.post(
       '/v2/:tenant_id/servers/:server_id/os-volume_attachments',
       {
@@ -178,9 +192,10 @@ export function registerServers(app: App, deps: ServerDeps & { compute: ComputeA
         const { tenant_id, server_id } = req.params;
         const ctx = await authorize(deps, req, 'os_compute_api:os-volumes-attachments:create', { project_id: tenant_id });
         const server = await compute.getServer(tenant_id, server_id);
-        const device = req.body.volumeAttachment.device?.replace('/dev/', '');
-        const att = await attacher.attach(ctx, server, req.body.volumeAttachment.volumeId, device);
-        return { volumeAttachment: attachmentView(att) };
+        const device = req.body.volumeAttachment.device?.replace('/dev/', '') ?? undefined;
+        const volumeId = req.body.volumeAttachment.volumeId;
+        const att = await compute.withTask(ctx, server, 'attach', () => volumes.attach(userToken(req), tenant_id, server.id, volumeId, device));
+        return { volumeAttachment: attachmentView(att.value) };
       },
     );
 
@@ -197,7 +212,7 @@ export function registerServers(app: App, deps: ServerDeps & { compute: ComputeA
         const { tenant_id, server_id, volume_id } = req.params;
         const ctx = await authorize(deps, req, 'os_compute_api:os-volumes-attachments:delete', { project_id: tenant_id });
         const server = await compute.getServer(tenant_id, server_id);
-        await attacher.detach(ctx, server, volume_id);
+        await compute.withTask(ctx, server, 'detach', () => volumes.detach(userToken(req), tenant_id, server.id, volume_id));
         return reply.status(202).send();
       },
     );

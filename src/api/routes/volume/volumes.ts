@@ -14,6 +14,7 @@ import { pageOf, pageResult, storePage } from '../../paging.js';
 import { GiB } from '../../../util/units.js';
 const tags = ['volumes'];
 
+/** A volume as the volume API shows it (Cinder's fields, plus `size_bytes` and `extend`; `size` in GiB, rounded down). */
 export function volumeView(v: VolumeRecord) {
   return {
     id: v.id,

@@ -1,19 +1,43 @@
 /**
- * A small client for our OpenStack-shaped APIs (Nova-style fault bodies), used by the CLI and by
- * the volume service to call compute. An error answer comes back as the same ServiceError the
- * server raised (code, status, final-or-uncertain, reason), so callers decide on the catalogue
- * code and the classification, never on status codes or message text.
+ * The RPC boundary's one HTTP client for our OpenStack-shaped APIs (Nova-style fault bodies):
+ * the volume service calls compute through it (computeClient.ts), compute calls the volume
+ * service through it (volumeClient.ts), and the CLI uses it too. An error answer comes back as
+ * the same ServiceError the server raised (code, status, final-or-uncertain, reason), so callers
+ * decide on the catalogue code and the classification, never on status codes or message text.
  */
-import { CATALOGUE, isErrorCode, ServiceError, type ErrorCode } from './errors.js';
+import { CATALOGUE, isErrorCode, ServiceError, type ErrorCode } from '../errors.js';
 
 /** A ServiceError that came back over HTTP, with the remote request id. */
 export class ApiError extends ServiceError {}
 
+/** How to reach one API. */
 export interface ApiClientOptions {
-  url: string;
+  /**
+   * Base URL, e.g. `http://127.0.0.1:8774`, or where to look it up at each call (a
+   * ServiceCatalog entry: the endpoint of a service that starts listening after this client is made).
+   */
+  url: string | (() => string);
   /** The token, or a function giving the current one (service tokens rotate). */
   token: string | (() => string);
+  /** Default bound of one call, in ms (120 000 if absent). */
   timeoutMs?: number;
+  /**
+   * The catalogue code of "no answer" (uncertain: the call may have happened). Default
+   * ComputeUnreachable (the volume service calling compute); the compute side calling the volume
+   * service uses ServiceUnavailable.
+   */
+  unreachableCode?: 'ComputeUnreachable' | 'ServiceUnavailable';
+}
+
+/** Per-call options of an RPC client: `timeoutMs` bounds the call (a workflow passes what is left of its deadline). */
+export interface CallOptions {
+  timeoutMs?: number;
+}
+
+/** What an RPC call answered, with the remote request id (for the caller's audit trail). */
+export interface RemoteCall<T> {
+  value: T;
+  requestId: string | undefined;
 }
 
 interface FaultFields {
@@ -47,19 +71,27 @@ function codeForStatus(status: number): ErrorCode {
   return status >= 500 ? 'InternalError' : 'BadRequest';
 }
 
+/**
+ * One API endpoint: `request` sends JSON with X-Auth-Token and answers the parsed body, or throws
+ * the ServiceError the answer's fault describes (ApiError), or an uncertain `unreachableCode`
+ * error when no answer came (timeout, refused connection, cut-off answer).
+ */
 export class ApiClient {
-  private readonly base: string;
-  constructor(private readonly opts: ApiClientOptions) {
-    this.base = opts.url.replace(/\/+$/, '');
+  constructor(private readonly opts: ApiClientOptions) {}
+
+  private get base(): string {
+    return (typeof this.opts.url === 'function' ? this.opts.url() : this.opts.url).replace(/\/+$/, '');
   }
 
   /** `opts.timeoutMs` bounds this one call (e.g. by a workflow's deadline); default the client's. */
-  async request<T>(method: string, path: string, body?: unknown, opts: { timeoutMs?: number } = {}): Promise<{ status: number; body: T; requestId: string | undefined }> {
+  async request<T>(method: string, path: string, body?: unknown, opts: CallOptions & { token?: string } = {}): Promise<{ status: number; body: T; requestId: string | undefined }> {
     let res: Response;
-    const token = typeof this.opts.token === 'function' ? this.opts.token() : this.opts.token;
+    const token = opts.token ?? (typeof this.opts.token === 'function' ? this.opts.token() : this.opts.token);
+    const unreachable = this.opts.unreachableCode ?? 'ComputeUnreachable';
     const timeoutMs = Math.max(1, opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000);
+    const base = this.base;
     try {
-      res = await fetch(`${this.base}${path}`, {
+      res = await fetch(`${base}${path}`, {
         method,
         headers: {
           'x-auth-token': token,
@@ -74,14 +106,14 @@ export class ApiClient {
       // names the call, not the address it went to (that goes in the detail).
       const e = err as Error;
       const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : 'no answer (connection failed)';
-      throw new ApiError('ComputeUnreachable', `${method} ${path}: ${why}`, { cause: err, final: false, reason: why, detail: `${this.base}${path}: ${e.message}` });
+      throw new ApiError(unreachable, `${method} ${path}: ${why}`, { cause: err, final: false, reason: why, detail: `${base}${path}: ${e.message}` });
     }
     const requestId = res.headers.get('x-openstack-request-id') ?? undefined;
     let text: string;
     try {
       text = await res.text();
     } catch (err) {
-      throw new ApiError('ComputeUnreachable', `${method} ${path}: the answer was cut off`, { cause: err, final: false, detail: `${this.base}${path}: ${(err as Error).message}` });
+      throw new ApiError(unreachable, `${method} ${path}: the answer was cut off`, { cause: err, final: false, detail: `${base}${path}: ${(err as Error).message}` });
     }
     let parsed: unknown;
     try {

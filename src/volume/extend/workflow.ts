@@ -40,36 +40,16 @@
  */
 import type { Logger } from 'pino';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ExtendState, ExtendStep, VolumeRecord, VolumeStore } from '../db/store.js';
-import { EXTEND_STEPS } from '../db/store.js';
-import { errors, isFinalError, isServiceError, ServiceError, unexpectedError } from '../errors.js';
-import type { VolumeBackend } from './backends/backend.js';
-import type { CallOptions, ComputeForVolumes } from './computeClient.js';
-import { EXTEND_MODE_BY_SERVER_STATE, isAttached, outcome } from './lifecycle.js';
+import type { ExtendState, VolumeRecord, VolumeStore } from '../../db/store.js';
+import { isFinalError, isServiceError, ServiceError, unexpectedError } from '../../errors.js';
+import type { VolumeBackend } from '../backends/backend.js';
+import type { ComputeForVolumes } from '../../rpc/computeClient.js';
+import { isAttached, outcome } from '../lifecycle.js';
+import { DEFAULT_WORKFLOW_OPTIONS, type WorkflowOptions } from './options.js';
+import { finalError, runStep, save, type StepDeps } from './steps.js';
+import { FIRST_STEP } from './stepNames.js';
 
-export interface WorkflowOptions {
-  /** Total time an extend may take before it ends in error_extending. Generous: storage can be slow. */
-  timeoutMs: number;
-  /** Backoff for retries and host polling: first delay, and cap. */
-  backoffBaseMs: number;
-  backoffMaxMs: number;
-  /** First interval of the host-size polling (doubles up to backoffMaxMs). */
-  pollBaseMs: number;
-  /** Sleep before every step. For crash-recovery tests only; 0 in production. */
-  stepDelayMs: number;
-  /** How often the watchdog looks for extends without a run and for passed deadlines. */
-  watchdogMs: number;
-}
-
-export const DEFAULT_WORKFLOW_OPTIONS: WorkflowOptions = {
-  timeoutMs: 15 * 60_000,
-  backoffBaseMs: 50,
-  backoffMaxMs: 5_000,
-  pollBaseMs: 5,
-  stepDelayMs: 0,
-  watchdogMs: 1_000,
-};
-
+/** What the workflow is built from; `options` override DEFAULT_WORKFLOW_OPTIONS. */
 interface WorkflowDeps {
   store: VolumeStore;
   backends: ReadonlyMap<string, VolumeBackend>;
@@ -84,19 +64,16 @@ export interface ExtendResult {
   error?: ServiceError;
 }
 
-export const FIRST_STEP: ExtendStep = EXTEND_STEPS[0];
-
-/** An error the workflow itself finds final (a state it cannot go on from). */
-function finalError(message: string): ServiceError {
-  return errors.internal(message, { final: true });
-}
-
 function asServiceError(err: unknown): ServiceError {
   if (isServiceError(err)) return err;
   // Unclassified here (the store, the OS): classified by its errno or SQLite code.
   return unexpectedError(err);
 }
 
+/**
+ * Runs the extends of the volume service (see the module comment): `start` one, `resumeAll` at
+ * start-up, `close` at shutdown.
+ */
 export class ExtendWorkflow {
   private readonly store: VolumeStore;
   private readonly backends: ReadonlyMap<string, VolumeBackend>;
@@ -231,7 +208,7 @@ export class ExtendWorkflow {
       if (this.options.stepDelayMs > 0) await this.pause(this.options.stepDelayMs);
       if (this.closed) return { volume: undefined };
       try {
-        if (await this.step(v, state)) return { volume: await this.store.getVolume(volumeId) };
+        if (await runStep(this.steps, v, state)) return { volume: await this.store.getVolume(volumeId) };
       } catch (err) {
         if (this.closed) return { volume: undefined };
         const error = asServiceError(err);
@@ -242,7 +219,7 @@ export class ExtendWorkflow {
         const attempts = state.attempts + 1;
         const lastError = { step: state.step, code: error.code, message: error.message, at: new Date().toISOString() };
         this.lastErrors.set(volumeId, lastError);
-        await this.save(v, { ...state, attempts, lastError });
+        await save(this.steps, v, { ...state, attempts, lastError });
         this.log.warn({ volumeId, step: state.step, attempts, code: error.code, err: error.message }, 'extend step failed, retrying');
         await this.pause(this.backoff(attempts));
       }
@@ -257,150 +234,16 @@ export class ExtendWorkflow {
     return this.store.getVolume(v.id);
   }
 
-  /** Runs one step; returns true when the workflow has finished. */
-  private async step(v: VolumeRecord, state: ExtendState): Promise<boolean> {
-    const tenant = v.serverProjectId ?? v.projectId;
-    const serverId = v.serverId;
-    const mode = state.mode ?? (serverId ? 'online' : 'detached');
-    const backend = this.backend(v);
-    // The hypervisor grows this kind of volume itself while the guest runs.
-    const qemuGrows = backend.attachedGrowth === 'hypervisor';
-    const next = (step: ExtendStep, more: Partial<ExtendState> = {}): ExtendState => ({ ...state, step, attempts: 0, lastError: null, ...more });
-    const call = (): CallOptions => ({ timeoutMs: Math.max(1, Date.parse(state.deadline) - Date.now()) });
-    if (mode !== 'detached' && !serverId) throw finalError('the volume is no longer attached to a server');
 
-    switch (state.step) {
-      case 'storage': {
-        if (mode === 'online' && qemuGrows) {
-          await this.advance(v, state, next('rescan'));
-          return false;
-        }
-        let storageBytes: number;
-        try {
-          storageBytes = await backend.extend(v.id, state.targetBytes);
-        } catch (err) {
-          // An offline image may have been opened by a guest that started meanwhile (qemu-img
-          // cannot take its lock then): if the server runs now, QEMU grows it through the resize.
-          if (mode === 'offline' && qemuGrows && serverId && !isFinalByNature(err)) {
-            const st = await this.compute.getServerState(tenant, serverId, call());
-            if (EXTEND_MODE_BY_SERVER_STATE[st.value] === 'online') {
-              await this.advance(v, state, next('rescan', { mode: 'online' }));
-              return false;
-            }
-          }
-          throw err;
-        }
-        await this.advance(v, state, next(mode === 'detached' ? 'confirm' : 'rescan', { storageBytes, ...(mode === 'detached' ? { measuredBytes: storageBytes } : {}) }));
-        return false;
-      }
-      case 'rescan': {
-        const r = await this.compute.rescan(tenant, serverId!, v.id, call());
-        await this.note(state, v.id, r.requestId);
-        await this.advance(v, state, next('wait_host'));
-        return false;
-      }
-      case 'wait_host': {
-        if (mode === 'online' && qemuGrows) {
-          await this.advance(v, state, next('assist'));
-          return false;
-        }
-        let delay = this.options.pollBaseMs;
-        for (;;) {
-          const r = await this.compute.getBlockdev(tenant, serverId!, v.id, call());
-          await this.note(state, v.id, r.requestId);
-          if (r.value >= state.targetBytes) {
-            await this.advance(v, state, next('assist', { hostBytes: r.value }));
-            return false;
-          }
-          if (r.value !== state.hostBytes) {
-            await this.save(v, { ...state, hostBytes: r.value });
-            state = { ...state, hostBytes: r.value };
-          }
-          if (Date.now() + delay > Date.parse(state.deadline)) {
-            // Uncertain: the host may still catch up; the deadline ends it with this as the cause.
-            throw errors.hostSizeTooSmall(v.id, state.targetBytes, r.value);
-          }
-          await sleep(delay, undefined, { signal: this.abort.signal });
-          delay = Math.min(this.options.backoffMaxMs, delay * 2);
-        }
-      }
-      case 'assist': {
-        try {
-          const r = await this.compute.assistExtend(tenant, serverId!, v.id, state.targetBytes, call());
-          await this.note(state, v.id, r.requestId);
-          await this.advance(v, state, next('confirm', { measuredBytes: r.value, mode: 'online' }));
-          return false;
-        } catch (err) {
-          if (!isServiceError(err)) throw err;
-          if (err.code === 'HostSizeTooSmall') {
-            // The host lost sight of the new size (a path came back stale): rescan again.
-            await this.advance(v, state, { ...next('rescan'), attempts: state.attempts + 1 });
-            return false;
-          }
-          if (err.code !== 'InstanceStopped') throw err;
-          if (err.requestId) await this.note(state, v.id, err.requestId);
-          if (qemuGrows && state.mode !== 'offline') {
-            // The storage step was left to QEMU, which is not running: grow it on the backend.
-            await this.advance(v, state, next('storage', { mode: 'offline' }));
-            return false;
-          }
-          // Offline: storage and host already have the size; the guest gets it when it starts.
-          const r = await this.compute.getBlockdev(tenant, serverId!, v.id, call());
-          await this.note(state, v.id, r.requestId);
-          if (r.value < state.targetBytes) {
-            await this.advance(v, state, next('rescan', { mode: 'offline', hostBytes: r.value }));
-            return false;
-          }
-          await this.advance(v, state, next('confirm', { measuredBytes: r.value, hostBytes: r.value, mode: 'offline' }));
-          return false;
-        }
-      }
-      case 'confirm': {
-        const measured = state.measuredBytes ?? 0;
-        if (measured < state.targetBytes) {
-          throw finalError(`${mode === 'online' ? 'the guest sees' : 'the storage has'} ${measured} bytes after the extend, not ${state.targetBytes}`);
-        }
-        const attached = isAttached(v);
-        const ok = await this.store.updateVolume(
-          v.id,
-          { status: ['extending'], extendRequestId: state.requestId },
-          { status: outcome('extend', 'done', attached), sizeBytes: measured, extend: null },
-        );
-        if (ok) {
-          const how =
-            mode === 'online'
-              ? `extended to ${measured} bytes (measured in the guest)`
-              : mode === 'offline'
-                ? `extended offline to ${measured} bytes (measured on the host); the guest sees it when its server next starts`
-                : `extended to ${measured} bytes (measured on the storage)`;
-          await this.store.noteVolumeAction(state.requestId, v.id, [], { mode, bytes: measured });
-          await this.store.finishVolumeAction(state.requestId, v.id, 'Success', how);
-          this.log.info({ volumeId: v.id, requestId: state.requestId, bytes: measured, mode }, 'volume extended');
-        }
-        return true;
-      }
-    }
+  /** What runStep needs from this workflow. */
+  private get steps(): StepDeps {
+    return { store: this.store, compute: this.compute, backend: (v) => this.backend(v), options: this.options, signal: this.abort.signal, log: this.log };
   }
 
   private backend(v: VolumeRecord): VolumeBackend {
     const b = this.backends.get(v.backend);
     if (!b) throw finalError(`volume type ${v.backend} is not configured on this service`);
     return b;
-  }
-
-  /** Store the next state; the extend must still be this one and still be running. */
-  private async advance(v: VolumeRecord, current: ExtendState, state: ExtendState): Promise<void> {
-    const ok = await this.store.updateVolume(v.id, { status: ['extending'], extendRequestId: current.requestId }, { extend: state });
-    if (!ok) throw finalError('the extend was ended by someone else (the watchdog at its deadline, or a newer request)');
-    this.log.debug({ volumeId: v.id, step: state.step }, 'extend step done');
-  }
-
-  private async save(v: VolumeRecord, state: ExtendState): Promise<void> {
-    await this.store.updateVolume(v.id, { status: ['extending'], extendRequestId: state.requestId }, { extend: state });
-  }
-
-  private async note(state: ExtendState, volumeId: string, computeRequestId: string | undefined): Promise<void> {
-    if (computeRequestId) await this.store.noteVolumeAction(state.requestId, volumeId, [computeRequestId]);
   }
 
   private async fail(v: VolumeRecord, state: ExtendState, err: ServiceError): Promise<void> {
@@ -430,9 +273,4 @@ export class ExtendWorkflow {
     }
     return ok;
   }
-}
-
-/** A backend error that no change of the server's state can help. */
-function isFinalByNature(err: unknown): boolean {
-  return isServiceError(err) && (err.code === 'SizeLimitExceeded' || err.code === 'VolumeShrinkRefused' || err.code === 'VolumeNotFound');
 }

@@ -1,0 +1,27 @@
+/** The extend workflow's timings (workflow.ts), all in milliseconds. */
+
+/** How long and how often the extend workflow waits; all in ms. */
+export interface WorkflowOptions {
+  /** Total time an extend may take before it ends in error_extending. Generous: storage can be slow. */
+  timeoutMs: number;
+  /** Backoff for retries and host polling: first delay, and cap. */
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** First interval of the host-size polling (doubles up to backoffMaxMs). */
+  pollBaseMs: number;
+  /** Sleep before every step. For crash-recovery tests only; 0 in production. */
+  stepDelayMs: number;
+  /** How often the watchdog looks for extends without a run and for passed deadlines. */
+  watchdogMs: number;
+}
+
+/** The defaults (app.ts overrides timeoutMs, stepDelayMs and watchdogMs from Config). */
+export const DEFAULT_WORKFLOW_OPTIONS: WorkflowOptions = {
+  timeoutMs: 15 * 60_000,
+  backoffBaseMs: 50,
+  backoffMaxMs: 5_000,
+  pollBaseMs: 5,
+  stepDelayMs: 0,
+  watchdogMs: 1_000,
+};
+

@@ -1,0 +1,194 @@
+/**
+ * The extend state machine: its steps, in order, and what each one does. The workflow
+ * (workflow.ts) stores the state after every step and runs `runStep` until it reports the end;
+ * see there for the modes, the recovery cases and the supervision.
+ *
+ *   storage → rescan → wait_host → assist → confirm
+ *
+ * - storage:   the backend grows the storage (skipped online when QEMU grows it itself: file volumes).
+ * - rescan:    compute makes the host see the storage's size (idempotent, answers at once).
+ * - wait_host: poll get_blockdev until the host sees the target (skipped when QEMU grows it).
+ * - assist:    compute grows the guest's view and measures it (assist_extend); a stopped server
+ *              answers InstanceStopped and the extend goes offline; HostSizeTooSmall sends it
+ *              back to rescan.
+ * - confirm:   the measured size is recorded and the volume goes back to rest.
+ *
+ * Every decision is on a catalogue code (InstanceStopped, HostSizeTooSmall) or a backend
+ * capability (`attachedGrowth`), never on a status code or message text.
+ */
+import type { Logger } from 'pino';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ExtendState, VolumeRecord, VolumeStore } from '../../db/store.js';
+import { errors, isServiceError, type ServiceError } from '../../errors.js';
+import type { CallOptions, ComputeForVolumes } from '../../rpc/computeClient.js';
+import type { VolumeBackend } from '../backends/backend.js';
+import { EXTEND_MODE_BY_SERVER_STATE, isAttached, outcome } from '../lifecycle.js';
+import type { WorkflowOptions } from './options.js';
+import type { ExtendStep } from './stepNames.js';
+
+
+/** What a step needs: the store, compute (over its client), the volume's backend, the options and the workflow's abort signal. */
+export interface StepDeps {
+  store: VolumeStore;
+  compute: ComputeForVolumes;
+  backend(v: VolumeRecord): VolumeBackend;
+  options: WorkflowOptions;
+  signal: AbortSignal;
+  log: Logger;
+}
+
+/** An error the workflow itself finds final (a state it cannot go on from): InternalError, final. */
+export function finalError(message: string): ServiceError {
+  return errors.internal(message, { final: true });
+}
+
+/**
+ * Runs the step `state.step` of volume `v`'s extend and stores the next state; answers true when
+ * the extend has finished (the volume is back at rest with its measured size). Throws what the
+ * step's call threw (the workflow retries an uncertain error and ends the extend on a final one).
+ */
+export async function runStep(d: StepDeps, v: VolumeRecord, state: ExtendState): Promise<boolean> {
+  const tenant = v.serverProjectId ?? v.projectId;
+  const serverId = v.serverId;
+  const mode = state.mode ?? (serverId ? 'online' : 'detached');
+  const backend = d.backend(v);
+  // The hypervisor grows this kind of volume itself while the guest runs.
+  const qemuGrows = backend.attachedGrowth === 'hypervisor';
+  const next = (step: ExtendStep, more: Partial<ExtendState> = {}): ExtendState => ({ ...state, step, attempts: 0, lastError: null, ...more });
+  const call = (): CallOptions => ({ timeoutMs: Math.max(1, Date.parse(state.deadline) - Date.now()) });
+  if (mode !== 'detached' && !serverId) throw finalError('the volume is no longer attached to a server');
+
+  switch (state.step) {
+    case 'storage': {
+      if (mode === 'online' && qemuGrows) {
+        await advance(d, v, state, next('rescan'));
+        return false;
+      }
+      let storageBytes: number;
+      try {
+        storageBytes = await backend.extend(v.id, state.targetBytes);
+      } catch (err) {
+        // An offline image may have been opened by a guest that started meanwhile (qemu-img
+        // cannot take its lock then): if the server runs now, QEMU grows it through the resize.
+        if (mode === 'offline' && qemuGrows && serverId && !isFinalByNature(err)) {
+          const st = await d.compute.getServerState(tenant, serverId, call());
+          if (EXTEND_MODE_BY_SERVER_STATE[st.value] === 'online') {
+            await advance(d, v, state, next('rescan', { mode: 'online' }));
+            return false;
+          }
+        }
+        throw err;
+      }
+      await advance(d, v, state, next(mode === 'detached' ? 'confirm' : 'rescan', { storageBytes, ...(mode === 'detached' ? { measuredBytes: storageBytes } : {}) }));
+      return false;
+    }
+    case 'rescan': {
+      const r = await d.compute.rescan(tenant, serverId!, v.id, call());
+      await note(d, state, v.id, r.requestId);
+      await advance(d, v, state, next('wait_host'));
+      return false;
+    }
+    case 'wait_host': {
+      if (mode === 'online' && qemuGrows) {
+        await advance(d, v, state, next('assist'));
+        return false;
+      }
+      let delay = d.options.pollBaseMs;
+      for (;;) {
+        const r = await d.compute.getBlockdev(tenant, serverId!, v.id, call());
+        await note(d, state, v.id, r.requestId);
+        if (r.value >= state.targetBytes) {
+          await advance(d, v, state, next('assist', { hostBytes: r.value }));
+          return false;
+        }
+        if (r.value !== state.hostBytes) {
+          await save(d, v, { ...state, hostBytes: r.value });
+          state = { ...state, hostBytes: r.value };
+        }
+        if (Date.now() + delay > Date.parse(state.deadline)) {
+          // Uncertain: the host may still catch up; the deadline ends it with this as the cause.
+          throw errors.hostSizeTooSmall(v.id, state.targetBytes, r.value);
+        }
+        await sleep(delay, undefined, { signal: d.signal });
+        delay = Math.min(d.options.backoffMaxMs, delay * 2);
+      }
+    }
+    case 'assist': {
+      try {
+        const r = await d.compute.assistExtend(tenant, serverId!, v.id, state.targetBytes, call());
+        await note(d, state, v.id, r.requestId);
+        await advance(d, v, state, next('confirm', { measuredBytes: r.value, mode: 'online' }));
+        return false;
+      } catch (err) {
+        if (!isServiceError(err)) throw err;
+        if (err.code === 'HostSizeTooSmall') {
+          // The host lost sight of the new size (a path came back stale): rescan again.
+          await advance(d, v, state, { ...next('rescan'), attempts: state.attempts + 1 });
+          return false;
+        }
+        if (err.code !== 'InstanceStopped') throw err;
+        if (err.requestId) await note(d, state, v.id, err.requestId);
+        if (qemuGrows && state.mode !== 'offline') {
+          // The storage step was left to QEMU, which is not running: grow it on the backend.
+          await advance(d, v, state, next('storage', { mode: 'offline' }));
+          return false;
+        }
+        // Offline: storage and host already have the size; the guest gets it when it starts.
+        const r = await d.compute.getBlockdev(tenant, serverId!, v.id, call());
+        await note(d, state, v.id, r.requestId);
+        if (r.value < state.targetBytes) {
+          await advance(d, v, state, next('rescan', { mode: 'offline', hostBytes: r.value }));
+          return false;
+        }
+        await advance(d, v, state, next('confirm', { measuredBytes: r.value, hostBytes: r.value, mode: 'offline' }));
+        return false;
+      }
+    }
+    case 'confirm': {
+      const measured = state.measuredBytes ?? 0;
+      if (measured < state.targetBytes) {
+        throw finalError(`${mode === 'online' ? 'the guest sees' : 'the storage has'} ${measured} bytes after the extend, not ${state.targetBytes}`);
+      }
+      const attached = isAttached(v);
+      const ok = await d.store.updateVolume(
+        v.id,
+        { status: ['extending'], extendRequestId: state.requestId },
+        { status: outcome('extend', 'done', attached), sizeBytes: measured, extend: null },
+      );
+      if (ok) {
+        const how =
+          mode === 'online'
+            ? `extended to ${measured} bytes (measured in the guest)`
+            : mode === 'offline'
+              ? `extended offline to ${measured} bytes (measured on the host); the guest sees it when its server next starts`
+              : `extended to ${measured} bytes (measured on the storage)`;
+        await d.store.noteVolumeAction(state.requestId, v.id, [], { mode, bytes: measured });
+        await d.store.finishVolumeAction(state.requestId, v.id, 'Success', how);
+        d.log.info({ volumeId: v.id, requestId: state.requestId, bytes: measured, mode }, 'volume extended');
+      }
+      return true;
+    }
+  }
+}
+
+/** Store the next state; the extend must still be this one and still be running. */
+export async function advance(d: Pick<StepDeps, 'store' | 'log'>, v: VolumeRecord, current: ExtendState, state: ExtendState): Promise<void> {
+  const ok = await d.store.updateVolume(v.id, { status: ['extending'], extendRequestId: current.requestId }, { extend: state });
+  if (!ok) throw finalError('the extend was ended by someone else (the watchdog at its deadline, or a newer request)');
+  d.log.debug({ volumeId: v.id, step: state.step }, 'extend step done');
+}
+
+/** Store `state` (progress, a retry's count and cause) while the extend is still this one. */
+export async function save(d: Pick<StepDeps, 'store'>, v: VolumeRecord, state: ExtendState): Promise<void> {
+  await d.store.updateVolume(v.id, { status: ['extending'], extendRequestId: state.requestId }, { extend: state });
+}
+
+/** Add a compute request id to the extend's volume action (its audit trail). */
+async function note(d: Pick<StepDeps, 'store'>, state: ExtendState, volumeId: string, computeRequestId: string | undefined): Promise<void> {
+  if (computeRequestId) await d.store.noteVolumeAction(state.requestId, volumeId, [computeRequestId]);
+}
+
+/** A backend error that no change of the server's state can help. */
+function isFinalByNature(err: unknown): boolean {
+  return isServiceError(err) && (err.code === 'SizeLimitExceeded' || err.code === 'VolumeShrinkRefused' || err.code === 'VolumeNotFound');
+}
