@@ -15,8 +15,8 @@ import { issueToken } from './auth/tokens.js';
 import { ApiClient } from './rpc/httpClient.js';
 import { bootGuest, labDown, labServiceConfig, labUp, readLab, type GuestShell } from './lab/index.js';
 import { formatBytes } from './cli/sizes.js';
+import { GiB } from './util/units.js';
 
-const GiB = 2 ** 30;
 const PROJECT = 'demo';
 
 export interface DemoOptions {

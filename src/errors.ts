@@ -17,6 +17,7 @@
  * Messages are public: they never contain host paths or command lines. What only an operator
  * should see goes in `detail`, which is logged and never sent.
  */
+import { describeBytes } from './util/units.js';
 
 /** Nova's fault names by status (nova/api/openstack/wsgi.py). */
 const FAULT_NAMES: Record<number, string> = {
@@ -233,20 +234,6 @@ function printable(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
-/** A size in bytes as a reader wants it: exact bytes plus a binary unit. */
-function sized(bytes: number): string {
-  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let v = bytes;
-  let u = 'bytes';
-  for (const unit of units) {
-    if (v < 1024) break;
-    v /= 1024;
-    u = unit;
-  }
-  // Rounded down: a limit of 16 TiB − 4 KiB must not read as "16 TiB".
-  return u === 'bytes' ? `${bytes} bytes` : `${bytes} bytes (${Math.floor(v * 100) / 100} ${u})`;
-}
-
 /** Server states that end by themselves (Nova's building and migrating). */
 const TRANSIENT_SERVER_STATES: ReadonlySet<string> = new Set(['building', 'migrating']);
 
@@ -268,7 +255,7 @@ export const errors = {
   sizeLimitExceeded: (volumeId: string | undefined, requested: number, limit: number, what: string) =>
     new ServiceError(
       'SizeLimitExceeded',
-      `Requested ${requested} bytes${volumeId ? ` for volume ${volumeId}` : ''} is above what ${what} can hold: at most ${sized(limit)}.`,
+      `Requested ${requested} bytes${volumeId ? ` for volume ${volumeId}` : ''} is above what ${what} can hold: at most ${describeBytes(limit)}.`,
     ),
   /** A list's `marker` names no item of that listing (Nova's MarkerNotFound, a 400 there too). */
   markerNotFound: (marker: string) => new ServiceError('MarkerNotFound', `Marker ${marker} could not be found.`),

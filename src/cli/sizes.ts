@@ -15,14 +15,4 @@ export function parseSize(text: string): number {
   return bytes;
 }
 
-/** `bytes` in the largest binary unit that divides it exactly (`2GiB`, `1536MiB`, `10B`). */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1 && v % 1024 === 0) {
-    v /= 1024;
-    i++;
-  }
-  return `${v}${units[i]}`;
-}
+export { formatBytesExact as formatBytes } from '../util/units.js';

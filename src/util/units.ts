@@ -35,3 +35,35 @@ export function gibToBytes(gib: number): number {
   if (!Number.isSafeInteger(gib) || gib < 0 || !Number.isSafeInteger(bytes)) throw new RangeError(`gibToBytes: expected a non-negative whole number of GiB, got ${gib}`);
   return bytes;
 }
+
+/**
+ * `bytes` in the largest binary unit that divides it exactly, with no space: `2GiB`, `1536MiB`,
+ * `10B` (what the CLI prints and reads back with its size parser: nothing is rounded).
+ */
+export function formatBytesExact(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = bytes;
+  let i = 0;
+  while (v >= KiB && i < units.length - 1 && v % KiB === 0) {
+    v /= KiB;
+    i++;
+  }
+  return `${v}${units[i]}`;
+}
+
+/**
+ * A size for a reader of an error message: the exact bytes plus the largest binary unit, rounded
+ * down to two decimals (a limit of 16 TiB − 4 KiB must not read as "16 TiB"):
+ * `17592186040320 bytes (15.99 TiB)`, `512 bytes`.
+ */
+export function describeBytes(bytes: number): string {
+  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = bytes;
+  let u = 'bytes';
+  for (const unit of units) {
+    if (v < KiB) break;
+    v /= KiB;
+    u = unit;
+  }
+  return u === 'bytes' ? `${bytes} bytes` : `${bytes} bytes (${Math.floor(v * 100) / 100} ${u})`;
+}

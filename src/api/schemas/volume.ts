@@ -1,7 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { GiB } from '../../util/units.js';
 import { Bytes, MAX_VOLUME_BYTES, PathId, ProjectId } from './common.js';
 
-const MAX_GIB = MAX_VOLUME_BYTES / 2 ** 30;
+const MAX_GIB = Math.floor(MAX_VOLUME_BYTES / GiB);
 
 export const ProjectParams = Type.Object({ project_id: ProjectId });
 export const VolumeIdParams = Type.Object({ project_id: ProjectId, volume_id: PathId });

@@ -17,8 +17,9 @@ import { resolve } from 'node:path';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
-import { KeyedLock, checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile, ensureDir } from './common.js';
+import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile, ensureDir } from './common.js';
 import { exec, execRaw, commandFailed } from './exec.js';
+import { KeyedMutex } from '../../util/keyedMutex.js';
 
 /** `/dev/loopN`: the only thing `losetup -f --show` may print. */
 const LOOP_DEVICE = /^\/dev\/loop\d+$/;
@@ -35,7 +36,7 @@ export class BlockBackend implements VolumeBackend {
   readonly attachedGrowth = 'storage' as const;
   readonly dir: string;
   private readonly timeoutMs: number;
-  private readonly lock = new KeyedLock();
+  private readonly lock = new KeyedMutex();
 
   constructor(opts: BlockBackendOptions) {
     this.dir = resolve(opts.dir);

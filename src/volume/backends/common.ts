@@ -193,9 +193,3 @@ export async function qcow2VolumeBytes(path: string): Promise<number | undefined
     throw fsFailed('read the qcow2 header of the volume', path, err);
   }
 }
-
-/**
- * Serialises operations per key inside this process (two requests for the same volume never
- * interleave their steps). Across processes the backends rely on idempotent steps instead.
- */
-export { KeyedMutex as KeyedLock } from '../../util/keyedMutex.js';

@@ -17,7 +17,6 @@ import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
 import {
-  KeyedLock,
   QCOW2_MAX_BYTES,
   checkBytes,
   checkFits,
@@ -32,6 +31,7 @@ import {
   ensureDir,
 } from './common.js';
 import { exec } from './exec.js';
+import { KeyedMutex } from '../../util/keyedMutex.js';
 
 export type FileFormat = 'raw' | 'qcow2';
 
@@ -52,7 +52,7 @@ export class FileBackend implements VolumeBackend {
   readonly dir: string;
   readonly defaultFormat: FileFormat;
   private readonly timeoutMs: number;
-  private readonly lock = new KeyedLock();
+  private readonly lock = new KeyedMutex();
 
   constructor(opts: FileBackendOptions) {
     this.dir = resolve(opts.dir);

@@ -20,9 +20,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
-import { KeyedLock, checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile, ensureDir } from './common.js';
+import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile, ensureDir } from './common.js';
 import { tgtRequest } from '../../host/tgt.js';
 import { Tgt, readCapacity, type TgtTarget } from './tgt.js';
+import { KeyedMutex } from '../../util/keyedMutex.js';
 
 export const IQN_PREFIX = 'iqn.2026-11.dev.online-extend:';
 export const ISCSI_LUN = 1;
@@ -44,7 +45,7 @@ export interface IscsiBackendOptions {
 }
 
 /** Target creation picks "the lowest free tid": serialise it within the process. */
-const tidLock = new KeyedLock();
+const tidLock = new KeyedMutex();
 
 export class IscsiBackend implements VolumeBackend {
   readonly name = 'iscsi';
@@ -53,7 +54,7 @@ export class IscsiBackend implements VolumeBackend {
   readonly portal: string;
   readonly tgt: Tgt;
   private readonly timeoutMs: number;
-  private readonly lock = new KeyedLock();
+  private readonly lock = new KeyedMutex();
 
   constructor(opts: IscsiBackendOptions) {
     this.dir = resolve(opts.dir);

@@ -11,7 +11,7 @@ import { Link } from '../../schemas/compute.js';
 import { ListQuery } from '../../schemas/paging.js';
 import { pageOf, pageResult, storePage } from '../../paging.js';
 
-import { GiB } from '../../../util/units.js';
+import { bytesToGiB, gibToBytes } from '../../../util/units.js';
 const tags = ['volumes'];
 
 /** A volume as the volume API shows it (Cinder's fields, plus `size_bytes` and `extend`; `size` in GiB, rounded down). */
@@ -19,7 +19,7 @@ export function volumeView(v: VolumeRecord) {
   return {
     id: v.id,
     name: v.name,
-    size: Math.floor(v.sizeBytes / GiB),
+    size: bytesToGiB(v.sizeBytes),
     size_bytes: v.sizeBytes,
     status: v.status,
     volume_type: v.backend,
@@ -82,7 +82,7 @@ export function registerVolumes(
       if ((b.size === undefined) === (b.size_bytes === undefined)) throw errors.invalidInput('Give exactly one of volume.size (GiB) and volume.size_bytes.');
       const v = await volumes.create(ctx, project_id, {
         name: b.name ?? '',
-        sizeBytes: b.size_bytes ?? b.size! * GiB,
+        sizeBytes: b.size_bytes ?? gibToBytes(b.size!),
         backend: b.volume_type ?? '',
         ...(b.format ? { format: b.format } : {}),
       });
@@ -171,7 +171,7 @@ export function registerVolumes(
     async (req, reply) => {
       const { project_id, volume_id } = req.params;
       const body = req.body;
-      const newBytes = 'os-extend' in body ? body['os-extend'].new_size * GiB : body['os-extend-bytes'].new_bytes;
+      const newBytes = 'os-extend' in body ? gibToBytes(body['os-extend'].new_size) : body['os-extend-bytes'].new_bytes;
       const ctx = await authorize(deps, req, 'volume:extend', { project_id });
       // The lifecycle table names the rules the volume needs (extend_attached_volume whenever
       // it has an attachment); the service checks them on the record its decision is about.
