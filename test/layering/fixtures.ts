@@ -240,13 +240,13 @@ export const HEALTHY: LayeringFixture[] = [
     rules: [],
   },
   {
-    name: 'is a host tool used by virt, a storage backend and the lab',
+    name: 'is a host tool used by virt, a storage backend and the lab (which also builds libvirt domain XML)',
     files: {
       'src/host/layeringHealthyTool.ts': "import { errors } from '../errors.js';\nimport '../util/errno.js';\nexport const tool = errors;\n",
       'src/virt/libvirt/layeringHealthy.ts': "import { tool } from '../../host/layeringHealthyTool.js';\nimport './domxml.js';\nexport const t = tool;\n",
       'src/volume/backends/layeringHealthy.ts':
         "import { tool } from '../../host/layeringHealthyTool.js';\nimport type { DiskKind } from '../../virt/driver.js';\nexport type K = DiskKind;\nexport const t = tool;\n",
-      'src/lab/layeringHealthy.ts': "import { tool } from '../host/layeringHealthyTool.js';\nexport const t = tool;\n",
+      'src/lab/layeringHealthy.ts': "import { tool } from '../host/layeringHealthyTool.js';\nimport { METADATA_NS } from '../virt/libvirt/domxml.js';\nexport const t = [tool, METADATA_NS];\n",
     },
     rules: [],
   },
