@@ -18,7 +18,7 @@ import { LocalComputeRpc } from './compute/rpc.js';
 import { ComputeAPI } from './compute/api.js';
 import type { VirtDriver } from './virt/driver.js';
 import { FakeDriver } from './virt/fake/driver.js';
-import { createServer, drainServer, httpLimitsFrom, type App, type HttpLimits } from './api/server.js';
+import { createServer, DEFAULT_HTTP_LIMITS, drainServer, type App, type HttpLimits } from './api/server.js';
 import { registerOnlineExtendVolume } from './api/routes/compute/onlineExtendVolume.js';
 import { registerServers } from './api/routes/compute/servers.js';
 import { registerVolumeConnections } from './api/routes/compute/volumeConnections.js';
@@ -129,6 +129,22 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
   registerAttachments(app, { logger: deps.logger, auth, policy: deps.policy, title: '', attachments });
   return { app, volumes, attachments, workflow };
+}
+
+/** The HTTP limits the configuration asks for (each API gets the same); per-connection bounds are fixed. */
+export function httpLimitsFrom(
+  config: Pick<Config, 'httpHeadersTimeoutMs' | 'httpRequestTimeoutMs' | 'httpKeepAliveTimeoutMs' | 'httpMaxConnections' | 'httpSendTimeoutMs' | 'shutdownGraceMs'>,
+): HttpLimits {
+  return {
+    headersTimeoutMs: config.httpHeadersTimeoutMs,
+    requestTimeoutMs: config.httpRequestTimeoutMs,
+    keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs,
+    maxConnections: config.httpMaxConnections,
+    shutdownGraceMs: config.shutdownGraceMs,
+    sendTimeoutMs: config.httpSendTimeoutMs,
+    maxPipelined: DEFAULT_HTTP_LIMITS.maxPipelined,
+    maxUnsentBytes: DEFAULT_HTTP_LIMITS.maxUnsentBytes,
+  };
 }
 
 /** One storage backend per name in `config.backends` (file, block, iscsi), each under `<dataDir>/volumes/<name>`. */

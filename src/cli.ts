@@ -12,7 +12,7 @@ import { registerConfigCommand } from './cli/settings.js';
 import { registerVolumeCommands } from './cli/volume.js';
 import { apiClient, listAll, projectOf } from './cli/client.js';
 import { Type } from '@sinclair/typebox';
-import { registerLabCommands } from './lab/cli.js';
+import { registerLabCommands } from './cli/lab.js';
 
 type Out = (s: string) => void;
 

@@ -19,9 +19,9 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { Type, type Static, type TObject, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { maxConnectionsPerApi } from './config/fdLimit.js';
+import { maxConnectionsPerApi } from './util/fdLimit.js';
 
-export { FD_RESERVE, maxConnectionsPerApi, softFdLimit } from './config/fdLimit.js';
+export { FD_RESERVE, maxConnectionsPerApi, softFdLimit } from './util/fdLimit.js';
 
 /**
  * Where a key may be set besides the file, kept in the key's schema as documentation:

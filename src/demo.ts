@@ -13,9 +13,10 @@ import { startService, type RunningService } from './app.js';
 import { SqliteStore } from './db/sqlite.js';
 import { issueToken } from './auth/tokens.js';
 import { ApiClient } from './rpc/httpClient.js';
-import { bootGuest, labDown, labServiceConfig, labUp, readLab, type GuestShell } from './lab/index.js';
+import { bootGuest, labDown, labServiceFlags, labUp, readLab, type GuestShell } from './lab/index.js';
 import { formatBytes } from './cli/sizes.js';
 import { GiB } from './util/units.js';
+import { loadConfig } from './config.js';
 
 const PROJECT = 'demo';
 
@@ -54,7 +55,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     out(`   libvirt ${lab.libvirtUri}, iSCSI portal ${lab.tgtPortal}`);
 
     out('2. starting the service (compute API + volume API, embedded SQLite)…');
-    const config = labServiceConfig(lab, { dataDir, backends: opts.backends, projectId: PROJECT, logLevel: 'warn' });
+    const config = loadConfig({}, labServiceFlags(lab, { dataDir, backends: opts.backends, projectId: PROJECT, logLevel: 'warn' }));
     service = await timed(steps, 'service start', () => startService(config));
     const store = new SqliteStore(join(dataDir, 'online-extend.sqlite'));
     const { token } = await issueToken(store, { userId: 'demo', projectId: PROJECT, roles: ['admin'], ttlMs: 3_600_000 });

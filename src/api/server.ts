@@ -18,8 +18,7 @@ import {
   clientErrorHandler,
   ConnectionGuard,
   MAX_HEADER_BYTES,
-  MAX_PIPELINED,
-  MAX_UNSENT_BYTES,
+  DEFAULT_HTTP_LIMITS,
   MAX_URL_LENGTH,
   type ConnectionCounts,
   type HttpLimits,
@@ -28,9 +27,9 @@ import { errors, faultBody, isServiceError, unexpectedError, type ServiceError }
 import type { AuthContext, TokenAuthenticator } from '../auth/tokens.js';
 import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
 import type { RequestContext } from '../context.js';
-import { DEFAULTS, maxConnectionsPerApi, type Config } from '../config.js';
+import { maxConnectionsPerApi } from '../util/fdLimit.js';
 
-export type { HttpLimits } from './transport.js';
+export { DEFAULT_HTTP_LIMITS, type HttpLimits } from './transport.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -56,24 +55,8 @@ export interface ServerDeps {
   serviceActsInAnyProject?: boolean;
 }
 
-/** The HTTP limits a Config asks for (each API gets the same). */
-export function httpLimitsFrom(
-  config: Pick<Config, 'httpHeadersTimeoutMs' | 'httpRequestTimeoutMs' | 'httpKeepAliveTimeoutMs' | 'httpMaxConnections' | 'httpSendTimeoutMs' | 'shutdownGraceMs'>,
-): HttpLimits {
-  return {
-    headersTimeoutMs: config.httpHeadersTimeoutMs,
-    requestTimeoutMs: config.httpRequestTimeoutMs,
-    keepAliveTimeoutMs: config.httpKeepAliveTimeoutMs,
-    maxConnections: config.httpMaxConnections,
-    shutdownGraceMs: config.shutdownGraceMs,
-    sendTimeoutMs: config.httpSendTimeoutMs,
-    maxPipelined: MAX_PIPELINED,
-    maxUnsentBytes: MAX_UNSENT_BYTES,
-  };
-}
-
 function withDefaults(l: Partial<HttpLimits> = {}): HttpLimits {
-  const d = httpLimitsFrom(DEFAULTS);
+  const d = DEFAULT_HTTP_LIMITS;
   return {
     headersTimeoutMs: l.headersTimeoutMs ?? d.headersTimeoutMs,
     requestTimeoutMs: l.requestTimeoutMs ?? d.requestTimeoutMs,

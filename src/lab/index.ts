@@ -6,7 +6,7 @@
  * by concern beside it: packages.ts (Debian packages), image.ts (guest kernel + initramfs),
  * libvirtd.ts, tgtd.ts, lab.ts (up/down, lab.json, the lock), domain.ts (domain XML, boot),
  * guestShell.ts (the guest seen from its serial ports), proc.ts (processes), service.ts (the
- * service's Config for a lab).
+ * service's settings for a lab)).
  *
  * Nothing here touches the host's /etc or /var: libvirtd runs in a private mount namespace with
  * private directories bound over its own (scripts/lab/start-libvirtd.sh). Everything labUp starts
@@ -18,6 +18,6 @@ export { defaultCacheDir, defaultLabDir, repoRoot } from './dirs.js';
 export { labDown, labHealthy, labLoopDevices, labUp, readLab, type LabInfo, type LabUpOptions } from './lab.js';
 export { PLACEHOLDER_VDA_BYTES, bootGuest, domainXml, virsh, type BootGuestOptions, type DomainXmlOptions } from './domain.js';
 export { GuestExecError, GuestShell, WaitForSizeTimeout, parseSizes, type GuestShellInit } from './guestShell.js';
-export { labServiceConfig } from './service.js';
+export { labServiceFlags } from './service.js';
 export { LAB_PACKAGES, missingPackages } from './packages.js';
 export { pidAlive, run, waitFor, type RunResult } from './proc.js';

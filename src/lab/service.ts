@@ -1,13 +1,13 @@
 /** The service's configuration for a lab (used by the demo and by the tests that run the whole product). */
-import { loadConfig, type Config } from '../config.js';
 import type { LabInfo } from './lab.js';
 
 /**
- * The service's Config for `lab`: the libvirt driver on the lab's libvirtd, the backends on its
- * tgtd, ephemeral ports (0) on 127.0.0.1, no inventory sync timer. Throws what loadConfig throws.
+ * The service's settings for `lab`, as flags for config.ts's loadConfig (the caller loads them):
+ * the libvirt driver on the lab's libvirtd, the backends on its tgtd, ephemeral ports (0) on
+ * 127.0.0.1, no inventory sync timer.
  */
-export function labServiceConfig(lab: LabInfo, o: { dataDir: string; backends: string[]; projectId: string; logLevel: string }): Config {
-  return loadConfig({}, {
+export function labServiceFlags(lab: LabInfo, o: { dataDir: string; backends: string[]; projectId: string; logLevel: string }) {
+  return {
     dataDir: o.dataDir,
     driver: 'libvirt',
     libvirtUri: lab.libvirtUri,
@@ -19,5 +19,5 @@ export function labServiceConfig(lab: LabInfo, o: { dataDir: string; backends: s
     defaultProject: o.projectId,
     syncIntervalMs: 0,
     logLevel: o.logLevel,
-  });
+  };
 }

@@ -16,7 +16,8 @@ import { issueToken } from '../../src/auth/tokens.js';
 import type { Config } from '../../src/config.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { ApiClient, ApiError } from '../../src/rpc/httpClient.js';
-import { bootGuest, labDown, labServiceConfig, labUp, type GuestShell, type LabInfo } from '../../src/lab/index.js';
+import { bootGuest, labDown, labServiceFlags, labUp, type GuestShell, type LabInfo } from '../../src/lab/index.js';
+import { loadConfig } from '../../src/config.js';
 
 export interface VolumeView {
   id: string;
@@ -114,7 +115,7 @@ export async function startLabService(opts: LabServiceOptions): Promise<LabServi
     lab = await labUp({ dir, log });
     const dataDir = join(dir, 'service');
     const config: Config = {
-      ...labServiceConfig(lab, { dataDir, backends: ['file', 'block', 'iscsi'], projectId: P, logLevel: 'silent' }),
+      ...loadConfig({}, labServiceFlags(lab, { dataDir, backends: ['file', 'block', 'iscsi'], projectId: P, logLevel: 'silent' })),
       ...opts.config,
     };
     service = await startService(config);

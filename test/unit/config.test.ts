@@ -11,6 +11,8 @@ import { join, resolve } from 'node:path';
 import type { TSchema } from '@sinclair/typebox';
 import { ClientConfigSchema, ConfigError, ConfigSchema, DEFAULTS, loadClientConfig, loadConfig, type Config } from '../../src/config.js';
 import { buildProgram } from '../../src/cli.js';
+import { httpLimitsFrom } from '../../src/app.js';
+import { DEFAULT_HTTP_LIMITS } from '../../src/api/server.js';
 
 let dir: string;
 beforeAll(() => {
@@ -123,6 +125,13 @@ describe('the schema as documentation', () => {
       expect(s.default, key).toBeDefined();
       expect((DEFAULTS as Record<string, unknown>)[key], key).toEqual(s.default);
     }
+  });
+
+  it("has the HTTP defaults an API server takes when its caller names none (DEFAULT_HTTP_LIMITS), so the two cannot drift", () => {
+    const fromConfig = httpLimitsFrom(DEFAULTS);
+    const { maxConnections, ...rest } = fromConfig;
+    expect(rest).toEqual(DEFAULT_HTTP_LIMITS);
+    expect(maxConnections).toBe(0); // automatic: derived from the open-files limit by the server
   });
 
   it("names only flags that `serve` has", () => {

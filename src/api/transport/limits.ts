@@ -35,10 +35,26 @@ export interface HttpLimits {
   maxUnsentBytes: number;
 }
 
+/**
+ * The limits a server gets where its caller names none (tests, tools). `serve` passes the
+ * configuration's (config.ts, keys http*, shutdownGraceMs), whose defaults are these: a unit test
+ * holds the two equal. The connection cap's default depends on the open-files limit
+ * (util/fdLimit.ts) and is computed when a server is made.
+ */
+export const DEFAULT_HTTP_LIMITS: Readonly<Omit<HttpLimits, 'maxConnections'>> = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  shutdownGraceMs: 10_000,
+  sendTimeoutMs: 10_000,
+  maxPipelined: 16,
+  maxUnsentBytes: 4 * 1024 * 1024,
+};
+
 /** Requests answered at once per connection: browsers and HTTP libraries pipeline none or a few. */
-export const MAX_PIPELINED = 16;
+export const MAX_PIPELINED = DEFAULT_HTTP_LIMITS.maxPipelined;
 /** Unsent response bytes per connection: several of our largest answers (a 1,000-item page). */
-export const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
+export const MAX_UNSENT_BYTES = DEFAULT_HTTP_LIMITS.maxUnsentBytes;
 
 /** Node's default header limit, stated: the request line counts too. */
 export const MAX_HEADER_BYTES = 16 * 1024;

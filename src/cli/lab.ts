@@ -1,6 +1,8 @@
-/** `online-extend lab up|down`: the test lab from the command line. Logic lives in ./index.ts. */
+/**
+ * `online-extend lab up|down`: the test lab (src/lab) from the command line. The lab is loaded
+ * only when one of these commands runs, so the rest of the CLI never loads test infrastructure.
+ */
 import type { Command } from 'commander';
-import { labDown, labUp } from './index.js';
 
 /** Adds `lab up` and `lab down` to `program`; `out` receives their stdout lines. */
 export function registerLabCommands(program: Command, out: (s: string) => void): void {
@@ -15,6 +17,7 @@ export function registerLabCommands(program: Command, out: (s: string) => void):
     .option('--cache-dir <dir>', 'guest image and libvirt capability cache (default $OE_LAB_CACHE or ~/.cache/online-extend)')
     .option('--no-install', 'do not apt-get install missing Debian packages')
     .action(async (opts: { dir?: string; cacheDir?: string; install: boolean }) => {
+      const { labUp } = await import('../lab/index.js');
       const info = await labUp({
         dir: opts.dir,
         cacheDir: opts.cacheDir,
@@ -29,6 +32,7 @@ export function registerLabCommands(program: Command, out: (s: string) => void):
     .description('stop everything `lab up` started (by pid), detach its loop devices, remove the lab directory')
     .option('--dir <dir>', 'lab directory (default <repo>/.lab)')
     .action(async (opts: { dir?: string }) => {
+      const { labDown } = await import('../lab/index.js');
       await labDown({ dir: opts.dir, log: (m) => process.stderr.write(`lab: ${m}\n`) });
       out('lab down');
     });
