@@ -6,6 +6,7 @@
 import type { PageQuery } from '../db/store.js';
 import { MAX_LIMIT, type ListQuery } from './schemas/paging.js';
 
+/** A link in Nova's and Cinder's `links` lists; list endpoints give `rel: 'next'` with the next page's URL. */
 export interface Link {
   rel: string;
   href: string;

@@ -41,6 +41,7 @@ declare module 'fastify' {
 
 export const BODY_LIMIT = 64 * 1024;
 
+/** What `createServer` needs: the logger, the token authenticator and policy enforcer every route checks with, and the OpenAPI title. */
 export interface ServerDeps {
   logger: Logger;
   auth: TokenAuthenticator;
@@ -92,12 +93,14 @@ export interface ConnectionStats extends ConnectionCounts {
   unsentBytes: number;
 }
 
+/** What `app`'s connections are doing now and the totals cut or refused so far; all zeros for an app not made by `createServer`. */
 export function connectionStats(app: App): ConnectionStats {
   const g = guards.get(app);
   const none = { evicted: 0, dropped: 0, refusedPipelining: 0, cutStalled: 0, cutUnsent: 0 };
   return g ? { open: g.open, serving: g.serving, writing: g.writing, unsentBytes: g.unsentBytes, ...g.counts } : { open: 0, serving: 0, writing: 0, unsentBytes: 0, ...none };
 }
 
+/** The Fastify instance our APIs are built on: Node's HTTP server, pino logger, TypeBox type provider. */
 export type App = FastifyInstance<
   import('node:http').Server,
   import('node:http').IncomingMessage,
@@ -106,6 +109,7 @@ export type App = FastifyInstance<
   TypeBoxTypeProvider
 >;
 
+/** Answers with `err`'s HTTP status and Nova's fault body (`faultBody`: `{"<fault>": {code, message, error_code, final, reason?}}`). */
 export function renderError(reply: FastifyReply, err: ServiceError): FastifyReply {
   return reply.status(err.status).send(faultBody(err));
 }
@@ -159,6 +163,10 @@ function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyRe
   return renderError(reply, errors.internal());
 }
 
+/**
+ * Builds the Fastify app with our transport limits, JSON parsing, request-id and project checks, error handler and
+ * `/openapi.json`; routes are registered by the caller. Rejects only on a programming error (plain Error).
+ */
 export async function createServer(deps: ServerDeps): Promise<App> {
   const limits = withDefaults(deps.limits);
   let guard: ConnectionGuard | undefined;

@@ -13,10 +13,12 @@ export const USER_ID_RULE = '1 to 255 characters, no control characters';
 // eslint-disable-next-line no-control-regex -- matching control characters is the point
 const USER_ID = /^[^\u0000-\u001f\u007f-\u009f]{1,255}$/;
 
+/** Whether `id` is a valid project id (`PROJECT_ID_RULE`). */
 export function isProjectId(id: string): boolean {
   return PROJECT_ID.test(id);
 }
 
+/** Whether `id` is a valid user id (`USER_ID_RULE`). */
 export function isUserId(id: string): boolean {
   return USER_ID.test(id);
 }

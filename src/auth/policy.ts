@@ -8,12 +8,14 @@
  */
 import { readFileSync } from 'node:fs';
 
+/** The caller as policy rules see it (oslo.policy's credentials): `user_id`, `project_id` and `role` checks read these. */
 export interface Credentials {
   userId: string;
   projectId: string;
   roles: readonly string[];
 }
 
+/** The object acted on, whose fields `%(name)s` references in a rule read (e.g. `project_id`); a missing field fails the check. */
 export type PolicyTarget = Record<string, string | undefined>;
 
 type Check =
@@ -53,6 +55,10 @@ function tokenize(rule: string): string[] {
   return rule.match(/[^\s()]*%\(\w+\)s[^\s()]*|[()]|[^\s()]+/g) ?? [];
 }
 
+/**
+ * Parses one oslo.policy-style rule (an empty rule always holds). Throws a plain Error on a syntax error: rules are
+ * configuration, checked at start.
+ */
 export function parseRule(rule: string): Check {
   const tokens = tokenize(rule);
   if (tokens.length === 0) return { t: 'true' };
@@ -103,6 +109,10 @@ export function parseRule(rule: string): Check {
   return check;
 }
 
+/**
+ * Checks actions against oslo.policy-style rules: `DEFAULT_POLICY` with the operator's overrides. The constructor throws a
+ * plain Error on a malformed rule or a `rule:` reference that is unknown or circular.
+ */
 export class PolicyEnforcer {
   private readonly rules = new Map<string, Check>();
 
@@ -115,6 +125,10 @@ export class PolicyEnforcer {
     for (const name of this.rules.keys()) this.evaluate(this.rules.get(name)!, { userId: '', projectId: '', roles: [] }, {}, [name]);
   }
 
+  /**
+   * An enforcer with the overrides of a JSON policy file (`{"name": "rule"}`). Throws a plain Error if the file cannot be
+   * read or parsed or a rule is invalid.
+   */
   static fromFile(path: string): PolicyEnforcer {
     const parsed = JSON.parse(readFileSync(path, 'utf8')) as unknown;
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
@@ -123,6 +137,7 @@ export class PolicyEnforcer {
     return new PolicyEnforcer(parsed as Record<string, string>);
   }
 
+  /** Whether `creds` may do `action` on `target`; an action with no rule is refused (false). Never throws once constructed. */
   allows(action: string, creds: Credentials, target: PolicyTarget): boolean {
     const rule = this.rules.get(action);
     if (!rule) return false;

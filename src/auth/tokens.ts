@@ -10,6 +10,7 @@ import type { ComputeStore, TokenRecord } from '../db/store.js';
 import { writePrivateFile } from '../util/privateFile.js';
 import type { Credentials } from './policy.js';
 
+/** The key a token is stored under: its sha256, hex (64 characters). The token itself is never stored. */
 export function hashToken(token: string): string {
   return createHash('sha256').update(token).digest('hex');
 }
@@ -60,6 +61,10 @@ export function parseRoles(text: string, known: Iterable<string> = []): string[]
   return roles;
 }
 
+/**
+ * Issues a new opaque token (`oe-` and 32 random bytes, base64url) valid for `ttlMs` ms from `now` and stores its hash.
+ * Returns the token (shown once) and the stored record. Throws a plain Error on an invalid role, project or user id or a non-positive lifetime.
+ */
 export async function issueToken(
   store: Pick<ComputeStore, 'putToken'>,
   opts: { userId: string; projectId: string; roles: string[]; ttlMs: number; now?: Date },
@@ -96,6 +101,7 @@ export const SERVICE_USER = 'online-extend-volume';
 export const SERVICE_PROJECT = 'service';
 export const SERVICE_ROLES: readonly string[] = ['admin', 'service'];
 
+/** How `ServiceToken.open` keeps the volume service's token; times in ms. */
 export interface ServiceTokenOptions {
   store: Pick<ComputeStore, 'putToken' | 'getToken' | 'listTokens' | 'deleteToken' | 'deleteExpiredTokens'>;
   /** Where the current token is kept across restarts (JSON, written 0600). */
@@ -190,6 +196,7 @@ export class ServiceToken {
     this.schedule(Date.parse(this.record!.expiresAt) - this.renewBeforeMs - this.now().getTime());
   }
 
+  /** Stop rotating (cancels the pending timer; the current token stays valid). */
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
@@ -239,6 +246,7 @@ export class ServiceToken {
   }
 }
 
+/** A valid token's caller: its credentials and its expiry (epoch ms). */
 export interface AuthContext extends Credentials {
   expiresAt: number;
 }
@@ -253,6 +261,7 @@ export class TokenAuthenticator {
 
   constructor(private readonly store: Pick<ComputeStore, 'getToken'>) {}
 
+  /** The caller of `token` (the X-Auth-Token value). Throws Unauthorized (401) when it is missing, unknown or expired. */
   async authenticate(token: string | undefined): Promise<AuthContext> {
     if (!token) throw errors.unauthorized();
     const now = Date.now();

@@ -44,6 +44,7 @@ export const Fault = Type.Record(
   { description: 'Nova-shaped fault, e.g. {"badRequest": {"code": 400, "message": "...", "error_code": "InvalidInput", "final": true}}' },
 );
 
+/** OpenAPI response schemas for the given HTTP statuses, each a Nova fault body (`Fault`); spread into a route's `response`. */
 export function errorResponses(...codes: number[]): Record<number, TSchema> {
   return Object.fromEntries(codes.map((c) => [c, Fault]));
 }

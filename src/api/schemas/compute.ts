@@ -10,12 +10,14 @@ export const RescanBody = Type.Object(
   { onlineExtendVolume: Type.Object({ volume_id: Uuid }, { additionalProperties: false }) },
   { additionalProperties: false },
 );
+/** Body of `os-online_extend_volume` rescan: `{"onlineExtendVolume": {"volume_id": <uuid>}}`. */
 export type RescanBody = Static<typeof RescanBody>;
 
 export const AssistExtendBody = Type.Object(
   { onlineExtendVolume: Type.Object({ bytes: Bytes }, { additionalProperties: false }) },
   { additionalProperties: false },
 );
+/** Body of `os-online_extend_volume` assist_extend: `{"onlineExtendVolume": {"bytes": N}}`, the new size in bytes (a multiple of 512). */
 export type AssistExtendBody = Static<typeof AssistExtendBody>;
 
 export const VolumeBlockdev = Type.Object({
@@ -65,6 +67,7 @@ export const AttachBody = Type.Object(
   },
   { additionalProperties: false },
 );
+/** Body of Nova's `POST os-volume_attachments`: the volume's UUID and an optional device name (`vdb`…`vdz`, with or without `/dev/`). */
 export type AttachBody = Static<typeof AttachBody>;
 
 export const InstanceActionEvent = Type.Object({

@@ -27,4 +27,5 @@ export const ListQuery = Type.Object(
   },
   { additionalProperties: false },
 );
+/** The `limit` and `marker` query strings of a list endpoint, as text (`limit` is parsed by `pageOf`). */
 export type ListQuery = Static<typeof ListQuery>;

@@ -22,6 +22,7 @@ export const CreateVolumeBody = Type.Object(
   },
   { additionalProperties: false },
 );
+/** Body of Cinder's `POST volumes`: the size in GiB (`size`) or exactly in bytes (`size_bytes`), backend (`volume_type`) and, for the file backend, `format`. */
 export type CreateVolumeBody = Static<typeof CreateVolumeBody>;
 
 /** One action per request, Cinder style: `os-extend` (GiB) or our exact-bytes `os-extend-bytes`. */
@@ -35,6 +36,7 @@ export const VolumeActionBody = Type.Union([
     { additionalProperties: false },
   ),
 ]);
+/** Body of `POST volumes/{id}/action`: `{"os-extend": {"new_size": GiB}}` or `{"os-extend-bytes": {"new_bytes": bytes}}`. */
 export type VolumeActionBody = Static<typeof VolumeActionBody>;
 
 export const ExtendView = Type.Union([
