@@ -20,6 +20,10 @@ import { loadConfig } from './config.js';
 
 const PROJECT = 'demo';
 
+/**
+ * What `online-extend demo` runs: the backends to show (file, block, iscsi), whether to leave the lab up and to install
+ * its Debian packages, and where to print.
+ */
 export interface DemoOptions {
   backends: string[];
   keepLab: boolean;
@@ -39,6 +43,10 @@ async function timed<T>(steps: Timed[], step: string, fn: () => Promise<T>): Pro
   return v;
 }
 
+/**
+ * Runs the demo (see the file header) and prints each step and its time. True when the guest saw every volume at exactly
+ * 2 GiB; throws (plain Error or ServiceError from the APIs) when a step fails. Cleans up what it started either way.
+ */
 export async function runDemo(opts: DemoOptions): Promise<boolean> {
   const { out } = opts;
   const steps: Timed[] = [];

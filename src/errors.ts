@@ -38,6 +38,7 @@ const FAULT_NAMES: Record<number, string> = {
   503: 'serviceUnavailable',
 };
 
+/** Nova's fault name for an HTTP status (the key of the fault body, e.g. 404 → `itemNotFound`); `computeFault` for any other. */
 export function faultName(status: number): string {
   return FAULT_NAMES[status] ?? 'computeFault';
 }
@@ -83,12 +84,15 @@ export const CATALOGUE = {
   InternalError: { status: 500, final: true },
 } as const satisfies Record<string, { status: number; final: boolean }>;
 
+/** A catalogue code (`CATALOGUE`'s keys), sent to clients as `error_code`. */
 export type ErrorCode = keyof typeof CATALOGUE;
 
+/** Whether `code` is a catalogue code (e.g. an `error_code` read back from a fault body). */
 export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === 'string' && Object.hasOwn(CATALOGUE, code);
 }
 
+/** How a ServiceError is built beyond its code and message: its classification, public reason and operator-only detail. */
 export interface ServiceErrorOptions {
   /** Override the code's default classification (e.g. a driver failure that was a timeout). */
   final?: boolean;
@@ -103,6 +107,10 @@ export interface ServiceErrorOptions {
   requestId?: string;
 }
 
+/**
+ * The one error type the service answers with: a catalogue `code` with its HTTP `status`, `final` (final or uncertain),
+ * a public `message` and `reason`, and an operator-only `detail`. Build it through `errors.*`.
+ */
 export class ServiceError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
@@ -127,11 +135,13 @@ export class ServiceError extends Error {
     return !this.final;
   }
 
+  /** Nova's fault name for this error's status: the key of its fault body (see `faultName`). */
   get fault(): string {
     return faultName(this.status);
   }
 }
 
+/** Whether `err` is a ServiceError (anything else is unclassified: see `unexpectedError`). */
 export function isServiceError(err: unknown): err is ServiceError {
   return err instanceof ServiceError;
 }

@@ -46,6 +46,7 @@ export { checkVolumeFiles, volumeFiles, type VolumeCheck, type VolumeFile } from
 
 // ---- opening ----------------------------------------------------------------------------------
 
+/** How `openDataDir` opens a data dir: whether to lock it, which backends' volume directories to make, and the volume-file check. */
 export interface OpenDataDirOptions {
   /** Take the data dir's lock (the serving process); CLI commands that only write tokens do not. */
   lock: boolean;
@@ -61,6 +62,7 @@ export interface OpenDataDirOptions {
   allowOrphanVolumes?: boolean;
 }
 
+/** A data dir opened by `openDataDir`: its store, its lock if taken, and what the checks at start found. */
 export interface OpenedDataDir {
   dir: string;
   store: SqliteStore;

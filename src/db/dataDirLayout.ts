@@ -16,6 +16,7 @@ export const VOLUMES_DIR = 'volumes';
 export const DIR_MODE = PRIVATE_DIR_MODE;
 export const FILE_MODE = PRIVATE_FILE_MODE;
 
+/** Why a data dir was refused (`DataDirError.code`); operator-facing, never an API error code. */
 export type DataDirErrorCode =
   /** Another process holds the data dir's lock. */
   | 'DataDirLocked'

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { writePrivateFile } from '../util/privateFile.js';
 import { DataDirError, DIR_MODE, FILE_MODE, LOCK_FILE, PID_FILE } from './dataDirLayout.js';
 
+/** The data dir's `serve` lock, held by this process until `release` or exit. */
 export interface DataDirLock {
   /** This process's pid, as recorded in `serve.pid`. */
   readonly pid: number;

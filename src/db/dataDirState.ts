@@ -41,6 +41,10 @@ export function secureDataDir(dir: string): string[] {
 
 // ---- soundness ------------------------------------------------------------------------------
 
+/**
+ * What `inspectDatabase` found: no file, an empty one (0 bytes or no schema yet; `bytes` is its size), or a database
+ * with a schema (`user_version`).
+ */
 export type DatabaseState =
   | { state: 'missing' }
   | { state: 'empty'; bytes: number }

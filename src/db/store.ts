@@ -6,6 +6,10 @@
 import type { DiskKind, ServerState } from '../virt/driver.js';
 import type { ExtendStep } from '../volume/extend/stepNames.js';
 
+/**
+ * A volume attached to a server, as the compute store records it from the driver's `DriverDisk` (device e.g. `vdb`;
+ * `source` is a host path or `iqn/lun`, not part of the API views).
+ */
 export interface AttachmentRecord {
   serverId: string;
   volumeId: string;
@@ -16,6 +20,7 @@ export interface AttachmentRecord {
   readonly: boolean;
 }
 
+/** A server of the compute host's inventory (Nova's instance), with its attachments; `updatedAt` is ISO 8601. */
 export interface ServerRecord {
   id: string;
   name: string;
@@ -28,8 +33,10 @@ export interface ServerRecord {
   attachments: AttachmentRecord[];
 }
 
+/** How an instance action or volume action ended (Nova's instance action event results). */
 export type ActionResult = 'Success' | 'Error';
 
+/** One Nova instance action (`os-instance-actions`) with its one event; times are ISO 8601, `finishTime` null while it runs. */
 export interface InstanceActionRecord {
   requestId: string;
   serverId: string;
@@ -76,6 +83,7 @@ export interface InventorySyncResult {
   unchanged: number;
 }
 
+/** A stored token (see auth/tokens.ts); times are ISO 8601. */
 export interface TokenRecord {
   /** sha256 of the token, hex. The token itself is never stored. */
   hash: string;
@@ -86,6 +94,10 @@ export interface TokenRecord {
   expiresAt: string;
 }
 
+/**
+ * The compute service's persistence: the host's server inventory, instance actions and tokens. Paging with a marker not in
+ * the listing throws MarkerNotFound (400); other failures are the implementation's own (SqliteStore: better-sqlite3's errors).
+ */
 export interface ComputeStore {
   /**
    * Make the store's inventory of `host` equal `servers`: servers gone from the host are removed,
@@ -137,6 +149,7 @@ export interface ComputeStore {
   deleteExpiredTokens(now?: Date): Promise<number>;
 }
 
+/** A volume's status, as Cinder's (`in-use` while attached, `error_extending` when an extend failed). */
 export type VolumeStatus =
   | 'creating'
   | 'available'
@@ -154,6 +167,7 @@ export type VolumeStatus =
  */
 export type { ExtendStep };
 
+/** The extend in progress on a volume (Cinder's extend, driven by the workflow in volume/extend/); sizes in bytes, times ISO 8601. */
 export interface ExtendState {
   requestId: string;
   targetBytes: number;
@@ -182,6 +196,7 @@ export interface ExtendState {
   errorCode?: string | null;
 }
 
+/** A Cinder volume as stored; `sizeBytes` is the size in bytes (the API shows GiB rounded down too); times ISO 8601. */
 export interface VolumeRecord {
   id: string;
   projectId: string;
@@ -219,6 +234,7 @@ export interface VolumeGuard {
   extendRequestId?: string;
 }
 
+/** One Cinder-side volume action (create, extend, attach, ...) and the compute calls it made; times ISO 8601. */
 export interface VolumeActionRecord {
   requestId: string;
   volumeId: string;
@@ -234,6 +250,10 @@ export interface VolumeActionRecord {
   details: Record<string, unknown>;
 }
 
+/**
+ * The volume service's persistence: volumes (updated by compare-and-swap) and their actions.
+ * Paging with a marker not in the listing throws MarkerNotFound (400).
+ */
 export interface VolumeStore {
   createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void>;
   getVolume(id: string): Promise<VolumeRecord | undefined>;
@@ -255,6 +275,7 @@ export interface VolumeStore {
   listVolumeActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]>;
 }
 
+/** The whole store both services share in one process (SqliteStore implements it); `close` releases the database. */
 export type Store = ComputeStore & VolumeStore & {
   close(): Promise<void>;
 };

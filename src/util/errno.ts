@@ -21,6 +21,7 @@
  * - Anything else: final, as in external-resizer: retrying what nobody understood only hides it.
  */
 
+/** How a host failure is classified (see the table above): final or uncertain, and a public reason without a path. */
 export interface ErrnoClass {
   final: boolean;
   /** A public reason: what went wrong, never where (no path). */
