@@ -21,6 +21,7 @@ export type DiskKind =
   /** A network disk QEMU opens itself (iSCSI, RBD): the target must expose the new size first. */
   | 'network';
 
+/** A server's power and task state as the driver reports it in Nova-like names (libvirt: `toServerState` maps virDomainState). */
 export type ServerState =
   | 'active'
   | 'paused'
@@ -32,6 +33,7 @@ export type ServerState =
   | 'error'
   | 'unknown';
 
+/** A disk of a server as the hypervisor reports it (libvirt: a `<disk>` of the domain XML). */
 export interface DriverDisk {
   /** The volume id (libvirt: the disk's `<serial>`). */
   volumeId: string;
@@ -45,6 +47,7 @@ export interface DriverDisk {
   readonly?: boolean;
 }
 
+/** A server on this host as the hypervisor reports it (libvirt: a domain, by UUID). */
 export interface DriverServer {
   id: string;
   name: string;
@@ -54,6 +57,7 @@ export interface DriverServer {
   disks: DriverDisk[];
 }
 
+/** What a driver can do; the compute API refuses what it cannot (e.g. ExtendVolumeNotSupported, 501). */
 export interface DriverCapabilities {
   /** Can grow an attached disk live (rescan, get_blockdev, assist_extend). Nova's `supports_extend_volume`. */
   extendVolume: boolean;
@@ -80,10 +84,15 @@ export interface AttachSpec {
   device?: string;
 }
 
+/** Options of `VirtDriver.extendAttached`; `currentGuestBytes` is the guest size in bytes the caller just measured. */
 export interface ExtendOptions {
   currentGuestBytes?: number;
 }
 
+/**
+ * A hypervisor driver (Nova's ComputeDriver): the operations compute needs to grow an attached volume and to hot-plug it.
+ * Sizes are bytes; errors are ServiceErrors from the catalogue, as each method says.
+ */
 export interface VirtDriver {
   /** Short name used in messages, e.g. `fake`, `libvirt`. */
   readonly name: string;

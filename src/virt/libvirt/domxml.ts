@@ -42,6 +42,7 @@ export interface DomainDisk {
   xml: string;
 }
 
+/** What the driver reads from a domain's XML: its UUID, name, project (our `<metadata>` element, if any) and the disks it can handle. */
 export interface DomainInfo {
   uuid: string;
   name: string;
@@ -51,6 +52,10 @@ export interface DomainInfo {
 
 const VOLUME_DEVICES = new Set(['disk', 'lun']);
 
+/**
+ * Parses libvirt's domain XML (virDomainGetXMLDesc). Disks of other types (dir, volume, nvme, ...) or without a target
+ * are left out. Throws XmlParseError when the XML is malformed, a plain Error when its root is not `<domain>`.
+ */
 export function parseDomainXml(xml: string): DomainInfo {
   const root = parseXml(xml);
   if (root.name !== 'domain') throw new Error(`expected <domain>, got <${root.name}>`);
@@ -137,6 +142,7 @@ export function volumeDisks(info: DomainInfo): DomainDisk[] {
   return info.disks.filter((d) => d.serial !== undefined && VOLUME_DEVICES.has(d.device));
 }
 
+/** A volume's `<disk>` as the driver contract's DriverDisk (`volumeId` from `<serial>`, `device` from `<target dev>`). */
 export function toDriverDisk(d: DomainDisk): DriverDisk {
   const out: DriverDisk = { volumeId: d.serial ?? '', device: d.target, kind: d.kind };
   if (d.kind === 'file' && d.format) out.format = d.format;
@@ -145,10 +151,13 @@ export function toDriverDisk(d: DomainDisk): DriverDisk {
   return out;
 }
 
-/** The next free `vdX` name (vdb first: vda is conventionally the root disk). */
 /** Device names `vda`…`vdzz`: 26 one-letter and 26×26 two-letter suffixes. */
 export const MAX_DEVICE_NAMES = 26 * 27;
 
+/**
+ * The next free `vdX` name (vdb first: vda is conventionally the root disk), up to `vdzz`. Throws a plain Error
+ * when all are taken (compute refuses an attach before that: TooManyDiskDevices, 403).
+ */
 export function nextFreeDevice(used: Iterable<string>, prefix = 'vd'): string {
   const taken = new Set(used);
   for (let i = 1; i < MAX_DEVICE_NAMES; i++) {

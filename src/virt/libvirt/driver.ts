@@ -50,6 +50,7 @@ import { HostStorage, hostFailed, type RunCommand } from './storage.js';
 import { DomainDisks } from './disks.js';
 import { DiskHotplug } from './hotplug.js';
 
+/** How to build a LibvirtDriver: the libvirt URI, the default project, timeouts in ms, and the host tools tests replace. */
 export interface LibvirtDriverOptions {
   /** libvirt URI: `qemu:///system` (default) or `qemu+unix:///system?socket=PATH`. */
   uri?: string;

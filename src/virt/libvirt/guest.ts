@@ -17,6 +17,10 @@ import type { ServerState } from '../driver.js';
  */
 export type LiveSizeMethod = 'blockinfo' | 'query-block';
 
+/**
+ * Maps a virDomainState to our ServerState: running or blocked is `active`, pmsuspended `suspended`; nostate,
+ * shutdown (being shut down) and unknown values are `unknown`.
+ */
 export function toServerState(state: number): ServerState {
   switch (state) {
     case DomainState.RUNNING:
@@ -43,6 +47,10 @@ interface CachedXml {
   info: DomainInfo;
 }
 
+/**
+ * One libvirt domain (Nova's libvirt Guest), by UUID. Its methods throw the remote client's errors (LibvirtError,
+ * LibvirtConnectionError, LibvirtTimeoutError); the driver maps them to the catalogue.
+ */
 export class Guest {
   /** When libvirtd last confirmed this domain by UUID (Host.lookup). */
   lookedUpAt = 0;
@@ -56,6 +64,7 @@ export class Guest {
     private readonly cacheTtlMs: number,
   ) {}
 
+  /** The domain's libvirt name (not its UUID). */
   get name(): string {
     return this.dom.name;
   }
@@ -66,6 +75,7 @@ export class Guest {
     this.dom = dom;
   }
 
+  /** Drop the cached live XML, so the next `info()` reads it from libvirtd. */
   invalidate(): void {
     this.cached = undefined;
   }
@@ -96,6 +106,7 @@ export class Guest {
     return this.client.isActive(this.dom);
   }
 
+  /** The domain's state (virDomainGetState) as a ServerState, with libvirt's raw state and reason numbers. */
   async state(): Promise<{ state: ServerState; raw: number; reason: number }> {
     const s = await this.client.getState(this.dom);
     return { state: toServerState(s.state), raw: s.state, reason: s.reason };

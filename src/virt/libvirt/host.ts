@@ -6,6 +6,7 @@ import { Guest } from './guest.js';
 import { RemoteClient, type Logger } from './remote/client.js';
 import { bytesToUuid } from './remote/protocol.js';
 
+/** How to reach libvirtd: the URI (see remote/uri.ts) and timeouts in ms (calls default 30 s, connecting 5 s, XML cache 5 s). */
 export interface HostOptions {
   uri: string;
   logger?: Logger;
@@ -18,6 +19,10 @@ export interface HostOptions {
 /** How long a looked-up domain handle is used without asking libvirtd again. */
 const LOOKUP_TTL_MS = 60_000;
 
+/**
+ * The connection to one libvirtd (Nova's libvirt Host): hands out Guest wrappers by UUID and keeps them between calls.
+ * Throws the remote client's errors (LibvirtError and its kin); the driver maps them to the catalogue.
+ */
 export class Host {
   readonly client: RemoteClient;
   private readonly guests = new Map<string, Guest>();
@@ -33,6 +38,7 @@ export class Host {
     this.cacheTtlMs = opts.xmlCacheTtlMs ?? 5_000;
   }
 
+  /** The libvirt URI this host connects to. */
   get uri(): string {
     return this.client.uri;
   }
@@ -83,10 +89,12 @@ export class Host {
     return out;
   }
 
+  /** Drop the kept Guest for `uuid` (its handle and cached XML), so the next `lookup` asks libvirtd. */
   forget(uuid: string): void {
     this.guests.delete(uuid.toLowerCase());
   }
 
+  /** Drop every Guest and close the connection to libvirtd. */
   async close(): Promise<void> {
     this.guests.clear();
     await this.client.close();

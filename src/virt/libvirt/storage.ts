@@ -48,12 +48,18 @@ export function hostFailed(what: string, err: unknown, opts: { detail?: string; 
   });
 }
 
+/** Where HostStorage finds sysfs and how it runs host tools (losetup, multipathd, iscsi-readcapacity16); tests replace both. */
 export interface HostStorageOptions {
   /** Where sysfs is mounted; tests point it at a fake tree. */
   sysfsRoot?: string;
   run?: RunCommand;
 }
 
+/**
+ * The host side of a volume (os-brick's part): sizes in bytes as the host sees them, and rescans. Methods reject with the
+ * raw failure (an fs error, CommandFailed) for the caller to classify with `hostFailed`, or with DriverFailed (500) where
+ * noted.
+ */
 export class HostStorage {
   readonly sysfsRoot: string;
   private readonly run: RunCommand;

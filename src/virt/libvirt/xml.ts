@@ -3,6 +3,7 @@
  * for the XML we send is src/util/xml.ts's, re-exported here. No DTDs, no processing of namespaces beyond keeping prefixes.
  */
 
+/** One parsed XML element: qualified name, attributes and text with entities decoded, child elements, and its source text. */
 export interface XmlElement {
   /** Qualified name as written, e.g. `disk`, `oe:project`. */
   name: string;
@@ -14,6 +15,7 @@ export interface XmlElement {
   source: string;
 }
 
+/** XML that `parseXml` cannot read; the message gives the character offset. */
 export class XmlParseError extends Error {
   constructor(message: string, at: number) {
     super(`${message} at offset ${at}`);
@@ -23,6 +25,10 @@ export class XmlParseError extends Error {
 
 const ENTITIES: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
 
+/**
+ * Decodes the five predefined entities and numeric character references; unknown entities are left as written.
+ * A numeric reference beyond U+10FFFF throws RangeError.
+ */
 export function decodeEntities(s: string): string {
   if (!s.includes('&')) return s;
   return s.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);/g, (whole, ent: string) => {
@@ -143,6 +149,7 @@ export function child(el: XmlElement | undefined, name: string): XmlElement | un
   return el?.children.find((c) => c.name === name);
 }
 
+/** Every child element named `name` (exact qualified name), in document order; none for an undefined `el`. */
 export function childrenNamed(el: XmlElement | undefined, name: string): XmlElement[] {
   return el ? el.children.filter((c) => c.name === name) : [];
 }

@@ -45,6 +45,7 @@ export const DomainXmlFlags = { SECURE: 1, INACTIVE: 2 } as const;
 /** virDomainStatsTypes (subset). */
 export const DomainStats = { STATE: 1, BLOCK: 32 } as const;
 
+/** virDomainGetBlockInfo's answer, in bytes: `capacity` (guest-visible size), `allocation` (host bytes in use), `physical`. */
 export interface BlockInfo {
   /** Bytes the guest sees. */
   capacity: number;
@@ -53,6 +54,7 @@ export interface BlockInfo {
   physical: number;
 }
 
+/** One domain of virConnectGetAllDomainStats: its handle and its typed parameters by name (e.g. `block.0.capacity`). */
 export interface DomainStatsRecord {
   dom: RemoteDomain;
   params: Map<string, TypedParamValue>;

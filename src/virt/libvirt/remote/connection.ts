@@ -40,6 +40,10 @@ export interface Logger {
   error(obj: object, msg: string): void;
 }
 
+/**
+ * How to reach libvirtd: the URI (default `qemu:///system`; a bad one throws a plain Error at construction) and timeouts in ms
+ * (calls 30 s, connecting 5 s by default).
+ */
 export interface RemoteClientOptions {
   /** `qemu:///system` or `qemu+unix:///system?socket=PATH`. */
   uri?: string;
@@ -50,6 +54,7 @@ export interface RemoteClientOptions {
   logger?: Logger;
 }
 
+/** Per-call options: `timeoutMs` overrides the connection's call timeout (ms); past it the call fails with LibvirtTimeoutError. */
 export interface CallOptions {
   timeoutMs?: number;
 }

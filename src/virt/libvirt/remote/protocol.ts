@@ -66,6 +66,7 @@ export const QemuProc = {
   DOMAIN_MONITOR_COMMAND: 1,
 } as const;
 
+/** The 24-byte header of a libvirt RPC message (virNetMessageHeader): program, version, procedure, MessageType, serial, MessageStatus. */
 export interface MessageHeader {
   program: number;
   version: number;
@@ -158,12 +159,14 @@ export interface RemoteDomain {
 
 export const UUID_BYTES = 16;
 
+/** Encode a remote_nonnull_domain (name, 16-byte UUID, id). */
 export function writeDomain(w: XdrWriter, d: RemoteDomain): void {
   w.string(d.name);
   w.fixedOpaque(d.uuid, UUID_BYTES);
   w.int(d.id);
 }
 
+/** Decode a remote_nonnull_domain (name, 16-byte UUID, id). Throws XdrError if the data is truncated. */
 export function readDomain(r: XdrReader): RemoteDomain {
   return { name: r.string(), uuid: r.fixedOpaque(UUID_BYTES), id: r.int() };
 }
@@ -186,6 +189,7 @@ export interface RemoteErrorBody {
   int2: number;
 }
 
+/** Decode a remote_error (the body of a reply with status ERROR); its domain and network fields are read and dropped. */
 export function readRemoteError(r: XdrReader): RemoteErrorBody {
   const code = r.int();
   const domain = r.int();
@@ -201,6 +205,7 @@ export function readRemoteError(r: XdrReader): RemoteErrorBody {
   return { code, domain, message, level, str1, str2, str3, int1, int2 };
 }
 
+/** Encode a remote_error without its domain and network fields (both absent); for test servers. */
 export function writeRemoteError(w: XdrWriter, e: RemoteErrorBody): void {
   w.int(e.code);
   w.int(e.domain);
@@ -218,6 +223,7 @@ export function writeRemoteError(w: XdrWriter, e: RemoteErrorBody): void {
 /** virTypedParameterType */
 export const TypedParamType = { INT: 1, UINT: 2, LLONG: 3, ULLONG: 4, DOUBLE: 5, BOOLEAN: 6, STRING: 7 } as const;
 
+/** A virTypedParameter's value: INT, UINT and DOUBLE as number, LLONG and ULLONG as bigint, BOOLEAN as boolean, STRING as string. */
 export type TypedParamValue = number | bigint | boolean | string;
 
 /** remote_typed_param: a field name and a discriminated value. 64-bit integers come back as bigint. */
@@ -263,6 +269,7 @@ export function uuidToBytes(uuid: string): Buffer | null {
   return Buffer.from(hex, 'hex');
 }
 
+/** 16 UUID bytes as lowercase 8-4-4-4-12 text (libvirt's and our server ids' spelling). */
 export function bytesToUuid(b: Buffer): string {
   const h = b.toString('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;

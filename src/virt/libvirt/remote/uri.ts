@@ -8,6 +8,7 @@
 
 export const DEFAULT_SYSTEM_SOCKET = '/run/libvirt/libvirt-sock';
 
+/** A libvirt URI resolved to the local unix socket to dial and the name to send in CONNECT_OPEN. */
 export interface ParsedUri {
   /** The URI as given (for messages). */
   uri: string;

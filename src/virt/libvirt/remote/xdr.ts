@@ -3,6 +3,7 @@
  * Everything is big-endian and padded to 4 bytes.
  */
 
+/** Malformed or out-of-range XDR: a value that does not fit its type, truncated data, a length above its bound. */
 export class XdrError extends Error {
   constructor(message: string) {
     super(message);
@@ -12,6 +13,7 @@ export class XdrError extends Error {
 
 const pad4 = (n: number): number => (4 - (n % 4)) % 4;
 
+/** Builds an XDR body in a growing buffer; every writer returns `this` to chain. Throws XdrError on out-of-range values. */
 export class XdrWriter {
   private buf: Buffer;
   private pos = 0;
@@ -29,6 +31,7 @@ export class XdrWriter {
     this.buf = next;
   }
 
+  /** A signed 32-bit int. Throws XdrError outside -2^31..2^31-1 or for a non-integer. */
   int(v: number): this {
     if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new XdrError(`int out of range: ${v}`);
     this.ensure(4);
@@ -37,6 +40,7 @@ export class XdrWriter {
     return this;
   }
 
+  /** An unsigned 32-bit int. Throws XdrError outside 0..2^32-1 or for a non-integer. */
   uint(v: number): this {
     if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new XdrError(`unsigned int out of range: ${v}`);
     this.ensure(4);
@@ -45,10 +49,12 @@ export class XdrWriter {
     return this;
   }
 
+  /** A bool: the int 1 or 0. */
   bool(v: boolean): this {
     return this.int(v ? 1 : 0);
   }
 
+  /** A signed 64-bit hyper. Throws XdrError outside -2^63..2^63-1 (and RangeError for a non-integer number, from BigInt). */
   hyper(v: number | bigint): this {
     const b = BigInt(v);
     if (b < -(1n << 63n) || b >= 1n << 63n) throw new XdrError(`hyper out of range: ${v}`);
@@ -58,6 +64,7 @@ export class XdrWriter {
     return this;
   }
 
+  /** An unsigned 64-bit hyper. Throws XdrError outside 0..2^64-1 (and RangeError for a non-integer number, from BigInt). */
   uhyper(v: number | bigint): this {
     const b = BigInt(v);
     if (b < 0n || b >= 1n << 64n) throw new XdrError(`unsigned hyper out of range: ${v}`);
@@ -67,6 +74,7 @@ export class XdrWriter {
     return this;
   }
 
+  /** An IEEE 754 double (8 bytes). */
   double(v: number): this {
     this.ensure(8);
     this.buf.writeDoubleBE(v, this.pos);
@@ -91,6 +99,7 @@ export class XdrWriter {
     return this.fixedOpaque(data, data.length);
   }
 
+  /** A string: UTF-8 bytes as variable-length opaque. */
   string(s: string): this {
     return this.opaque(Buffer.from(s, 'utf8'));
   }
@@ -103,6 +112,7 @@ export class XdrWriter {
     return this;
   }
 
+  /** A variable-length array: the count (uint), then each item as `write` encodes it. */
   array<T>(items: readonly T[], write: (w: this, v: T) => void): this {
     this.uint(items.length);
     for (const item of items) write(this, item);
@@ -117,6 +127,7 @@ export class XdrWriter {
     return this;
   }
 
+  /** Bytes written so far. */
   get length(): number {
     return this.pos;
   }
@@ -127,6 +138,7 @@ export class XdrWriter {
   }
 }
 
+/** Reads XDR from `buf` between `offset` and `end`. Every reader throws XdrError on truncated data or a bound exceeded. */
 export class XdrReader {
   private pos: number;
 
@@ -144,6 +156,7 @@ export class XdrReader {
     }
   }
 
+  /** A signed 32-bit int. */
   int(): number {
     this.need(4);
     const v = this.buf.readInt32BE(this.pos);
@@ -151,6 +164,7 @@ export class XdrReader {
     return v;
   }
 
+  /** An unsigned 32-bit int. */
   uint(): number {
     this.need(4);
     const v = this.buf.readUInt32BE(this.pos);
@@ -158,12 +172,14 @@ export class XdrReader {
     return v;
   }
 
+  /** A bool; throws XdrError for any int but 0 and 1. */
   bool(): boolean {
     const v = this.int();
     if (v !== 0 && v !== 1) throw new XdrError(`invalid XDR bool ${v}`);
     return v === 1;
   }
 
+  /** A signed 64-bit hyper as bigint. */
   hyperBig(): bigint {
     this.need(8);
     const v = this.buf.readBigInt64BE(this.pos);
@@ -171,6 +187,7 @@ export class XdrReader {
     return v;
   }
 
+  /** An unsigned 64-bit hyper as bigint. */
   uhyperBig(): bigint {
     this.need(8);
     const v = this.buf.readBigUInt64BE(this.pos);
@@ -183,10 +200,12 @@ export class XdrReader {
     return toSafeNumber(this.hyperBig());
   }
 
+  /** An unsigned hyper as a number; throws XdrError if it is above Number.MAX_SAFE_INTEGER. */
   uhyper(): number {
     return toSafeNumber(this.uhyperBig());
   }
 
+  /** An IEEE 754 double (8 bytes). */
   double(): number {
     this.need(8);
     const v = this.buf.readDoubleBE(this.pos);
@@ -194,6 +213,7 @@ export class XdrReader {
     return v;
   }
 
+  /** Fixed-length opaque: `length` bytes (copied) and their padding. */
   fixedOpaque(length: number): Buffer {
     this.need(length + pad4(length));
     const out = Buffer.from(this.buf.subarray(this.pos, this.pos + length));
@@ -201,20 +221,24 @@ export class XdrReader {
     return out;
   }
 
+  /** Variable-length opaque: length word, bytes, padding. Throws XdrError when the length is above `max` bytes. */
   opaque(max = Number.MAX_SAFE_INTEGER): Buffer {
     const len = this.uint();
     if (len > max) throw new XdrError(`XDR opaque length ${len} exceeds ${max}`);
     return this.fixedOpaque(len);
   }
 
+  /** A string (UTF-8 opaque) of at most `max` bytes. */
   string(max?: number): string {
     return this.opaque(max).toString('utf8');
   }
 
+  /** An optional value (`T *` in XDR): a bool, then the value if present; null when absent. */
   optional<T>(read: (r: this) => T): T | null {
     return this.bool() ? read(this) : null;
   }
 
+  /** A variable-length array: the count (uint; XdrError above `max`), then each item as `read` decodes it. */
   array<T>(read: (r: this) => T, max = 1_000_000): T[] {
     const n = this.uint();
     if (n > max) throw new XdrError(`XDR array length ${n} exceeds ${max}`);
@@ -223,10 +247,12 @@ export class XdrReader {
     return out;
   }
 
+  /** Bytes from the start of the buffer to the next read. */
   get offset(): number {
     return this.pos;
   }
 
+  /** Bytes left before `end`. */
   get remaining(): number {
     return this.end - this.pos;
   }
