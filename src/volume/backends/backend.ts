@@ -10,12 +10,19 @@
  */
 import type { AttachSpec } from '../../virt/driver.js';
 
+/** A volume as a backend made it: its id, its size in bytes, and how a compute host attaches it (Cinder's connection_info). */
 export interface BackendVolume {
   volumeId: string;
   bytes: number;
   connection: AttachSpec;
 }
 
+/**
+ * A storage backend (Cinder's volume driver). Sizes are bytes, multiples of 512. Methods throw ServiceErrors:
+ * InvalidInput (400) for a bad id or size, SizeLimitExceeded (400), VolumeShrinkRefused (400), VolumeNotFound (404),
+ * VolumeInvalidState (409: `create` of an existing volume with another size or format), BackendFailed (500, final or
+ * uncertain by errno).
+ */
 export interface VolumeBackend {
   readonly name: string; // 'file' | 'block' | 'iscsi'
   /**

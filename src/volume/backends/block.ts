@@ -24,6 +24,7 @@ import { KeyedMutex } from '../../util/keyedMutex.js';
 /** `/dev/loopN`: the only thing `losetup -f --show` may print. */
 const LOOP_DEVICE = /^\/dev\/loop\d+$/;
 
+/** Where BlockBackend keeps its backing files, and losetup's timeout in ms. */
 export interface BlockBackendOptions {
   /** The pool directory holding the backing files (created if missing). */
   dir: string;
@@ -31,6 +32,10 @@ export interface BlockBackendOptions {
   timeoutMs?: number;
 }
 
+/**
+ * Block volumes (see the file header): a loop device over `<dir>/<volumeId>.raw`, attached as a `block` disk. Errors as
+ * VolumeBackend's; losetup failures are BackendFailed. One operation per volume at a time (KeyedMutex).
+ */
 export class BlockBackend implements VolumeBackend {
   readonly name = 'block';
   readonly attachedGrowth = 'storage' as const;
@@ -107,6 +112,10 @@ export class BlockBackend implements VolumeBackend {
     return rawFileLimit(this.dir);
   }
 
+  /**
+   * Create the sparse backing file of exactly `bytes` (atomically, 0600) and a loop device over it. Idempotent for the same
+   * size; another size throws VolumeInvalidState (409). Also InvalidInput, SizeLimitExceeded (400), BackendFailed.
+   */
   async create(volumeId: string, bytes: number): Promise<BackendVolume> {
     checkVolumeId(volumeId);
     checkBytes(bytes);
@@ -143,12 +152,20 @@ export class BlockBackend implements VolumeBackend {
     });
   }
 
+  /**
+   * The storage size in bytes: the backing file's, not the loop device's (which changes only on the host's rescan).
+   * VolumeNotFound (404) without a file.
+   */
   async getBytes(volumeId: string): Promise<number> {
     const bytes = await fileBytes(this.pathOf(volumeId));
     if (bytes === undefined) throw errors.volumeNotFound(volumeId);
     return bytes;
   }
 
+  /**
+   * A `block` AttachSpec with the volume's loop device, attaching one if it has none (Cinder's ensure_export).
+   * VolumeNotFound (404) without a file; BackendFailed if losetup fails.
+   */
   async connection(volumeId: string): Promise<AttachSpec> {
     checkVolumeId(volumeId);
     return this.lock.run(volumeId, async () => {
@@ -157,6 +174,7 @@ export class BlockBackend implements VolumeBackend {
     });
   }
 
+  /** Detach the volume's loop devices, then remove its file. Idempotent. */
   async delete(volumeId: string): Promise<void> {
     checkVolumeId(volumeId);
     return this.lock.run(volumeId, async () => {
@@ -168,6 +186,7 @@ export class BlockBackend implements VolumeBackend {
     });
   }
 
+  /** Whether the backing file exists. InvalidInput (400) for an id that cannot name one. */
   async exists(volumeId: string): Promise<boolean> {
     return (await fileBytes(this.pathOf(volumeId))) !== undefined;
   }

@@ -69,6 +69,10 @@ export function checkFits(volumeId: string, bytes: number, limit: number, what: 
 /** Volume ids become file names (and IQN suffixes): keep them to a safe alphabet. */
 const VOLUME_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
+/**
+ * InvalidInput (400) unless `volumeId` matches `pattern` (default: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with a
+ * punctuation character) and holds no `..`: volume ids become file names and IQN suffixes.
+ */
 export function checkVolumeId(volumeId: string, pattern: RegExp = VOLUME_ID): void {
   if (typeof volumeId !== 'string' || !pattern.test(volumeId) || volumeId.includes('..')) {
     throw errors.invalidInput(`Invalid volume id ${JSON.stringify(volumeId)}: expected ${pattern.source}.`);
@@ -96,6 +100,7 @@ export async function fileBytes(path: string): Promise<number | undefined> {
   }
 }
 
+/** Whether the file exists. Throws BackendFailed (by errno) when it cannot be checked. */
 export async function fileExists(path: string): Promise<boolean> {
   return (await fileBytes(path)) !== undefined;
 }

@@ -33,8 +33,10 @@ import {
 import { exec } from './exec.js';
 import { KeyedMutex } from '../../util/keyedMutex.js';
 
+/** The image format of a file volume: raw (sparse) or qcow2. */
 export type FileFormat = 'raw' | 'qcow2';
 
+/** Where FileBackend keeps its files, the default format, and qemu-img's timeout in ms. */
 export interface FileBackendOptions {
   /** The pool directory (created if missing). */
   dir: string;
@@ -46,6 +48,10 @@ export interface FileBackendOptions {
 
 const FORMATS: readonly FileFormat[] = ['raw', 'qcow2'];
 
+/**
+ * File volumes (see the file header): `<dir>/<volumeId>.raw` or `.qcow2`, attached as a `file` disk QEMU opens itself.
+ * Errors as VolumeBackend's; one operation per volume at a time (KeyedMutex).
+ */
 export class FileBackend implements VolumeBackend {
   readonly name = 'file';
   readonly attachedGrowth = 'hypervisor' as const;
@@ -60,6 +66,10 @@ export class FileBackend implements VolumeBackend {
     this.timeoutMs = opts.timeoutMs ?? 60_000;
   }
 
+  /**
+   * The largest volume in bytes: QCOW2_MAX_BYTES (2 PiB) for qcow2, else the largest file the pool's filesystem holds
+   * (measured; BackendFailed if it cannot be).
+   */
   async maxBytes(opts: { format?: FileFormat } = {}): Promise<number> {
     return (opts.format ?? this.defaultFormat) === 'qcow2' ? QCOW2_MAX_BYTES : rawFileLimit(this.dir);
   }
@@ -97,6 +107,10 @@ export class FileBackend implements VolumeBackend {
     return { volumeId, kind: 'file', format, source: path };
   }
 
+  /**
+   * Create the file of exactly `bytes` (raw: sparse; qcow2: `qemu-img create`), atomically and 0600. Idempotent for the same
+   * size and format; another one throws VolumeInvalidState (409). Also InvalidInput, SizeLimitExceeded (400), BackendFailed.
+   */
   async create(volumeId: string, bytes: number, opts: { format?: FileFormat } = {}): Promise<BackendVolume> {
     checkVolumeId(volumeId);
     checkBytes(bytes);
@@ -150,6 +164,10 @@ export class FileBackend implements VolumeBackend {
     });
   }
 
+  /**
+   * The volume's size in bytes now: the raw file's size or the qcow2 virtual size from its header. VolumeNotFound (404) if
+   * no file holds it.
+   */
   async getBytes(volumeId: string): Promise<number> {
     const { format, path } = await this.mustLocate(volumeId);
     const bytes = await this.measure(path, format);
@@ -157,11 +175,13 @@ export class FileBackend implements VolumeBackend {
     return bytes;
   }
 
+  /** A `file` AttachSpec with the file's path and format. VolumeNotFound (404) if no file holds it. */
   async connection(volumeId: string): Promise<AttachSpec> {
     const { format, path } = await this.mustLocate(volumeId);
     return this.spec(volumeId, format, path);
   }
 
+  /** Remove the volume's file (either format). Idempotent: a missing file is no error. */
   async delete(volumeId: string): Promise<void> {
     checkVolumeId(volumeId);
     return this.lock.run(volumeId, async () => {
@@ -169,6 +189,7 @@ export class FileBackend implements VolumeBackend {
     });
   }
 
+  /** Whether a file holds the volume. InvalidInput (400) for an id that cannot name one. */
   async exists(volumeId: string): Promise<boolean> {
     return (await this.locate(volumeId)) !== undefined;
   }

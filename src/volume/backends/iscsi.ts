@@ -29,10 +29,15 @@ export const IQN_PREFIX = 'iqn.2026-11.dev.online-extend:';
 export const ISCSI_LUN = 1;
 const ISCSI_VOLUME_ID = /^[a-z0-9][a-z0-9.-]{0,127}$/;
 
+/** The volume's target IQN: `IQN_PREFIX` + volume id (the id is checked by `pathOf`, not here). */
 export function iqnOf(volumeId: string): string {
   return `${IQN_PREFIX}${volumeId}`;
 }
 
+/**
+ * Where IscsiBackend keeps its backing files, the portal initiators use, tgtd's control port, and the timeout in ms of
+ * each tgtadm and iscsi-readcapacity16 call.
+ */
 export interface IscsiBackendOptions {
   /** The pool directory holding the backing files (created if missing). */
   dir: string;
@@ -47,6 +52,10 @@ export interface IscsiBackendOptions {
 /** Target creation picks "the lowest free tid": serialise it within the process. */
 const tidLock = new KeyedMutex();
 
+/**
+ * iSCSI volumes (see the file header): a file exported by tgtd as LUN 1 of its own target, attached as a `network` disk.
+ * Errors as VolumeBackend's; tgtadm and iscsi-readcapacity16 failures are BackendFailed (tgtd unreachable: uncertain).
+ */
 export class IscsiBackend implements VolumeBackend {
   readonly name = 'iscsi';
   readonly attachedGrowth = 'storage' as const;
@@ -63,6 +72,7 @@ export class IscsiBackend implements VolumeBackend {
     this.tgt = new Tgt({ controlPort: opts.controlPort, timeoutMs: this.timeoutMs });
   }
 
+  /** The backing file of a volume. InvalidInput (400) unless the id is lowercase `[a-z0-9.-]` (tgt's IQN alphabet), 1–128 long. */
   pathOf(volumeId: string): string {
     checkVolumeId(volumeId, ISCSI_VOLUME_ID);
     return `${this.dir}/${volumeId}.raw`;
@@ -171,6 +181,10 @@ export class IscsiBackend implements VolumeBackend {
     return rawFileLimit(this.dir);
   }
 
+  /**
+   * Create the sparse backing file of exactly `bytes` (atomically, 0600) and export it (target, LUN 1, ALL ACL). Idempotent
+   * for the same size; another size throws VolumeInvalidState (409). Also InvalidInput, SizeLimitExceeded (400), BackendFailed.
+   */
   async create(volumeId: string, bytes: number): Promise<BackendVolume> {
     const file = this.pathOf(volumeId);
     checkBytes(bytes);
@@ -189,6 +203,10 @@ export class IscsiBackend implements VolumeBackend {
     });
   }
 
+  /**
+   * Grow the file to `bytes`, then refresh LUN 1 whenever the exported size lags the file; returns the LUN capacity in bytes
+   * an initiator reads afterwards. VolumeNotFound (404) without a file, VolumeShrinkRefused (400) below its size.
+   */
   async extend(volumeId: string, bytes: number): Promise<number> {
     const file = this.pathOf(volumeId);
     checkBytes(bytes);
@@ -237,6 +255,10 @@ export class IscsiBackend implements VolumeBackend {
     }
   }
 
+  /**
+   * A `network` AttachSpec (`IQN/1` and the portal), re-exporting the volume if its target, LUN or ACL is missing (Cinder's
+   * ensure_export). VolumeNotFound (404) without a file.
+   */
   async connection(volumeId: string): Promise<AttachSpec> {
     const file = this.pathOf(volumeId);
     return this.lock.run(volumeId, async () => {
@@ -246,6 +268,7 @@ export class IscsiBackend implements VolumeBackend {
     });
   }
 
+  /** Delete the volume's target (forced, even with initiators logged in), then its file. Idempotent. */
   async delete(volumeId: string): Promise<void> {
     const file = this.pathOf(volumeId);
     return this.lock.run(volumeId, async () => {
@@ -264,6 +287,7 @@ export class IscsiBackend implements VolumeBackend {
     });
   }
 
+  /** Whether the backing file exists. InvalidInput (400) for an id outside the iSCSI alphabet. */
   async exists(volumeId: string): Promise<boolean> {
     return (await fileBytes(this.pathOf(volumeId))) !== undefined;
   }
