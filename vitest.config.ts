@@ -1,29 +1,33 @@
+import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
 
 /**
- * Test files that need the real host: a lab (private libvirtd, tgtd, a booted guest), root (loop devices,
- * mounts) or a server the test does not start in-process. The convention: such a file is named
- * `*.e2e.test.ts` (boots guests) or `*.real.test.ts` (root or a real hypervisor/target); everything
- * else is in the fast tier, automatically. `test/e2e/**` and `test/lab/**` count as real whatever the name.
+ * Three tiers, chosen by a file's name or folder (a new file falls into one without a list to edit):
+ *
+ * - `real`: needs the real host — a lab (private libvirtd, tgtd, a booted guest), root (loop devices,
+ *   mounts, a tgtd it starts) or a real hypervisor: `test/e2e/**`, `test/lab/**`, `*.e2e.test.ts`
+ *   (boots guests), `*.real.test.ts`. Files run one at a time (a guest takes about one core under TCG).
+ * - `load`: needs no lab and no root, but loads the machine on purpose and judges the service by
+ *   what it does under that load (floods of thousands of connections, 1,000 concurrent extends,
+ *   thousands of fuzzed requests, `serve` processes signalled mid-request): `*.load.test.ts`. Files
+ *   run one at a time, alone, so a window (a header timeout, the compute client's timeout) is the
+ *   service's and not the neighbours'.
+ * - `fast` (`npm run test:fast`): everything else — every test that needs no root, no lab and no
+ *   external server, files in parallel.
+ *
+ * `npm test` runs the three, fast first (a broken build fails before any guest boots).
  */
-export const REAL_TESTS = [
-  'test/e2e/**',
-  'test/lab/**',
-  '**/*.e2e.test.ts',
-  '**/*.real.test.ts',
-  // Need root and a real part, named before the convention (rename to *.real.test.ts, then drop these):
-  'test/backends/block.test.ts', // loop devices (losetup, root)
-  'test/backends/iscsi.test.ts', // a userspace tgtd it starts (root)
-  'test/volume/diskfull.test.ts', // mounts a small tmpfs (root)
-];
+export const REAL_TESTS = ['test/e2e/**', 'test/lab/**', '**/*.e2e.test.ts', '**/*.real.test.ts'];
+export const LOAD_TESTS = ['**/*.load.test.ts'];
+
+const asFiles = (globs: string[]): string[] => globs.map((g) => (g.endsWith('/**') ? `${g}/*.test.ts` : g));
 
 export default defineConfig({
   test: {
-    // Files run one after another, in both tiers: real guests take about one core each under TCG, and
-    // the fast tier's timing tests (header timeouts under a 2,000-connection flood, 1,000 concurrent
-    // extends against the compute client's timeout) missed their windows in 3 runs out of 3 with two
-    // files at a time on this 2-core machine. `-- --fileParallelism --maxWorkers=N` to try on a larger one.
-    fileParallelism: false,
+    // The fast tier's files mostly wait (HTTP round trips, backoff timers, child processes), so
+    // more workers than cores pays; the other tiers run in a single fork, one file at a time.
+    maxWorkers: Math.max(2, availableParallelism() * 2),
+    minWorkers: 1,
     testTimeout: 30_000,
     hookTimeout: 180_000,
     reporters: ['default', './test/support/summary-reporter.ts'],
@@ -33,19 +37,31 @@ export default defineConfig({
         test: {
           name: 'fast',
           include: ['test/**/*.test.ts'],
-          exclude: REAL_TESTS,
+          exclude: [...REAL_TESTS, ...LOAD_TESTS],
           // Tests that spawn bin/online-extend.js need dist/ to match src/.
           globalSetup: ['./test/support/ensure-built.ts'],
-          // In `npm test`, the fast tier runs first: a broken build fails before any guest boots.
           sequence: { groupOrder: 0 },
         },
       },
       {
         extends: true,
         test: {
-          name: 'real',
-          include: REAL_TESTS.map((g) => (g.endsWith('/**') ? `${g}/*.test.ts` : g)),
+          name: 'load',
+          include: asFiles(LOAD_TESTS),
+          globalSetup: ['./test/support/ensure-built.ts'],
+          // One child process, one file after another.
+          poolOptions: { forks: { singleFork: true } },
           sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'real',
+          include: asFiles(REAL_TESTS),
+          // One child process, one file after another.
+          poolOptions: { forks: { singleFork: true } },
+          sequence: { groupOrder: 2 },
         },
       },
     ],

@@ -165,7 +165,7 @@ export function describeBackendContract(name: string, makeBackend: () => Promise
       const oldEnd = await qemuIo(conn, `read -P 0xa5 ${4 * MiB - 4096} 4k`);
       expect(oldEnd.ok, oldEnd.output).toBe(true);
       if (conn.kind !== 'block') {
-        // A block device shows the new size only after the host's rescan (tested in block.test.ts).
+        // A block device shows the new size only after the host's rescan (tested in block.real.test.ts).
         const fresh = await qemuIo(conn, `read -P 0 ${8 * MiB} 64k`);
         expect(fresh.ok, fresh.output).toBe(true);
       }

@@ -61,12 +61,12 @@ beforeAll(async () => {
 describe('the test tiers', () => {
   it('hold every test file exactly once', () => {
     expect(listed.map((f) => f.file).sort()).toEqual(testFilesOnDisk().sort());
-    expect(new Set(listed.map((f) => f.tier))).toEqual(new Set(['fast', 'real']));
+    expect(new Set(listed.map((f) => f.tier))).toEqual(new Set(['fast', 'load', 'real']));
   });
 
   it('keep the lab and the files named for real parts out of the fast tier', () => {
     const fast = listed.filter((f) => f.tier === 'fast').map((f) => f.file);
-    expect(fast.filter((f) => /\.(e2e|real)\.test\.ts$/.test(f) || /^test\/(e2e|lab)\//.test(f))).toEqual([]);
+    expect(fast.filter((f) => /\.(e2e|real|load)\.test\.ts$/.test(f) || /^test\/(e2e|lab)\//.test(f))).toEqual([]);
     expect(fast.length).toBeGreaterThan(listed.length / 2);
   });
 

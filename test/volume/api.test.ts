@@ -77,7 +77,7 @@ describe('volume API input', () => {
 });
 
 /**
- * Refusals found by the property-based fuzz (test/api/fuzz.test.ts), each once a refusal that
+ * Refusals found by the property-based fuzz (test/api/fuzz.load.test.ts), each once a refusal that
  * had already changed the volume (its status went through attaching or extending and back, a new
  * version) or answered 500. Each row sets its volume up through the APIs, asks, and checks the
  * answer and that the volume is exactly as before (updated_at included: every change bumps it).
