@@ -18,6 +18,7 @@
  * should see goes in `detail`, which is logged and never sent.
  */
 import { describeBytes } from './util/units.js';
+import { ERRNO_CLASSES } from './util/errno.js';
 
 /** Nova's fault names by status (nova/api/openstack/wsgi.py). */
 const FAULT_NAMES: Record<number, string> = {
@@ -152,28 +153,17 @@ export function isFinalError(err: unknown): boolean {
 }
 
 /**
- * Errno and SQLite result codes of failures that pass with time: a full disk, a busy or locked
- * database, an interrupted or timed-out call, a resource briefly unavailable.
+ * SQLite result codes of failures that pass with time: a full disk, a busy or locked database, an
+ * I/O error, an interrupted call. Operating-system errors are classified by util/errno.ts's table,
+ * the one for every layer, so a failure is final or uncertain the same way wherever it is caught.
  */
-const UNCERTAIN_SYSTEM_CODES: ReadonlySet<string> = new Set([
-  'ENOSPC',
-  'EDQUOT',
-  'EAGAIN',
-  'EBUSY',
-  'EINTR',
-  'ETIMEDOUT',
-  'ECONNRESET',
-  'ECONNREFUSED',
-  'EPIPE',
-  'EMFILE',
-  'ENFILE',
-  'ENOMEM',
-  'SQLITE_FULL',
-  'SQLITE_BUSY',
-  'SQLITE_LOCKED',
-  'SQLITE_IOERR',
-  'SQLITE_INTERRUPT',
-]);
+const UNCERTAIN_SQLITE_CODES: ReadonlySet<string> = new Set(['SQLITE_FULL', 'SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_IOERR', 'SQLITE_INTERRUPT']);
+
+/** Whether a system or SQLite code (extended SQLite codes by their base) names a failure that passes with time. */
+function isUncertainSystemCode(base: string): boolean {
+  if (base.startsWith('SQLITE_')) return UNCERTAIN_SQLITE_CODES.has(base);
+  return Object.hasOwn(ERRNO_CLASSES, base) && !ERRNO_CLASSES[base]!.final;
+}
 
 /**
  * An error nobody classified (a bug, the store, the OS) as a catalogue error: InternalError,
@@ -185,7 +175,7 @@ export function unexpectedError(err: unknown): ServiceError {
   if (isServiceError(err)) return err;
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   const base = typeof code === 'string' ? code.replace(/^(SQLITE_[A-Z]+)_.*$/, '$1') : undefined;
-  const uncertain = base !== undefined && UNCERTAIN_SYSTEM_CODES.has(base);
+  const uncertain = base !== undefined && isUncertainSystemCode(base);
   const reason = base !== undefined && Object.hasOwn(SYSTEM_REASONS, base) ? `${SYSTEM_REASONS[base]} (${String(code)})` : undefined;
   return errors.internal(uncertain ? `A temporary failure occurred${reason ? `: ${reason}` : ''}; try again.` : 'An unexpected error occurred.', {
     final: !uncertain,
@@ -195,7 +185,7 @@ export function unexpectedError(err: unknown): ServiceError {
   });
 }
 
-/** Public words for the system codes above (no paths: those stay in the detail). */
+/** Public words for the uncertain system and SQLite codes (no paths: those stay in the detail). */
 const SYSTEM_REASONS: Readonly<Record<string, string>> = {
   ENOSPC: "no space left on the service's disk",
   EDQUOT: "the service's disk quota is exhausted",
@@ -209,6 +199,7 @@ const SYSTEM_REASONS: Readonly<Record<string, string>> = {
   EMFILE: 'the service has too many open files',
   ENFILE: 'the system has too many open files',
   ENOMEM: 'out of memory',
+  EIO: "an I/O error on the service's disk",
   SQLITE_FULL: "the service's database cannot grow (its disk is full)",
   SQLITE_BUSY: "the service's database is busy",
   SQLITE_LOCKED: "the service's database is locked",

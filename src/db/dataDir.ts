@@ -10,7 +10,7 @@
  *     fake-hypervisor.json             the fake driver's state
  *     volumes/<backend>/…              the volumes' backing files
  *
- * Three guarantees, checked before the service touches anything (`openDataDir`):
+ * Four guarantees, checked before the service touches anything (`openDataDir`):
  *  - one `serve` per data dir: an OS lock (fcntl, through SQLite) that the kernel drops when the
  *    holder dies, so a restart right after `kill -9` works at once;
  *  - a database that is missing, empty, damaged or from a newer build is never used as if it

@@ -3,6 +3,9 @@
  * feeds the OpenAPI document: one source of truth.
  */
 import { Type, type TSchema } from '@sinclair/typebox';
+import { PROJECT_ID_PATTERN, PROJECT_ID_RULE } from '../../auth/ids.js';
+
+export { PROJECT_ID_PATTERN, PROJECT_ID_RULE };
 
 /** 1 PiB: far above any single volume we expect, low enough to stay an exact JSON integer. */
 export const MAX_VOLUME_BYTES = 2 ** 50;
@@ -20,8 +23,6 @@ export const PathId = Type.String({ minLength: 1, maxLength: 255 });
  * not `.` or `..`. Unlike server and volume ids, a project id outside this alphabet is a 400: it
  * must equal the token's project anyway, and it ends up as the owner of what is created.
  */
-import { PROJECT_ID_PATTERN, PROJECT_ID_RULE } from '../../auth/ids.js';
-export { PROJECT_ID_PATTERN, PROJECT_ID_RULE };
 export const ProjectId = Type.String({ pattern: PROJECT_ID_PATTERN, description: `Project id: ${PROJECT_ID_RULE}; must be the token's project` });
 
 export const Bytes = Type.Integer({
