@@ -253,25 +253,35 @@ export interface AuthContext extends Credentials {
 
 /**
  * Validates tokens against the store, with a small in-memory cache of valid ones so the hot path
- * does not hash-and-query on every request. A cached entry never outlives its token.
+ * does not hash-and-query on every request. A cached entry never outlives its token, and is read
+ * again from the store once it is `revalidateMs` old (default 2 s): a token deleted from the store
+ * (a rotated service token's predecessor removed, a revoked one) stops working within that window,
+ * as with keystonemiddleware's token cache, whose window is minutes.
  */
 export class TokenAuthenticator {
-  private readonly cache = new Map<string, AuthContext>();
+  private readonly cache = new Map<string, AuthContext & { checkedAt: number }>();
   private static readonly MAX_CACHE = 10_000;
+  private readonly revalidateMs: number;
 
-  constructor(private readonly store: Pick<ComputeStore, 'getToken'>) {}
+  /** `opts.revalidateMs`: how long a cached token is trusted before the store is read again (ms, default 2000). */
+  constructor(
+    private readonly store: Pick<ComputeStore, 'getToken'>,
+    opts: { revalidateMs?: number } = {},
+  ) {
+    this.revalidateMs = opts.revalidateMs ?? 2_000;
+  }
 
-  /** The caller of `token` (the X-Auth-Token value). Throws Unauthorized (401) when it is missing, unknown or expired. */
+  /** The caller of `token` (the X-Auth-Token value). Throws Unauthorized (401) when it is missing, unknown, revoked or expired. */
   async authenticate(token: string | undefined): Promise<AuthContext> {
     if (!token) throw errors.unauthorized();
     const now = Date.now();
     const cached = this.cache.get(token);
-    if (cached && cached.expiresAt > now) return cached;
+    if (cached && cached.expiresAt > now && now - cached.checkedAt < this.revalidateMs) return cached;
     if (cached) this.cache.delete(token);
     const record = await this.store.getToken(hashToken(token));
     const expiresAt = record ? Date.parse(record.expiresAt) : 0;
     if (!record || expiresAt <= now) throw errors.unauthorized('The token is invalid or has expired.');
-    const ctx: AuthContext = { userId: record.userId, projectId: record.projectId, roles: record.roles, expiresAt };
+    const ctx = { userId: record.userId, projectId: record.projectId, roles: record.roles, expiresAt, checkedAt: now };
     if (this.cache.size >= TokenAuthenticator.MAX_CACHE) this.cache.clear();
     this.cache.set(token, ctx);
     return ctx;

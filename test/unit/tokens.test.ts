@@ -173,6 +173,19 @@ describe('ServiceToken', () => {
     expect(t.current()).toBe(third);
   });
 
+  it('stops accepting a token deleted from the store once its cache entry is revalidated', async () => {
+    vi.useFakeTimers({ now: new Date(), toFake: ['Date'] });
+    const auth = new TokenAuthenticator(store, { revalidateMs: 1000 });
+    const { token } = await issueToken(store, { userId: 'u-revoked', projectId: 'p', roles: ['member'], ttlMs: HOUR });
+    expect((await auth.authenticate(token)).userId).toBe('u-revoked');
+    expect(await store.deleteToken(hashToken(token))).toBe(true);
+    // Within the window the cached entry answers; after it, the store's answer does.
+    expect((await auth.authenticate(token)).userId).toBe('u-revoked');
+    vi.setSystemTime(Date.now() + 1001);
+    await expect(auth.authenticate(token)).rejects.toThrow(/invalid or has expired/);
+    vi.useRealTimers();
+  });
+
   it('refuses a renewal margin that is not shorter than the lifetime', async () => {
     await expect(open({ ttlMs: HOUR, renewBeforeMs: HOUR })).rejects.toThrow(/renewBeforeMs < ttlMs/);
   });
