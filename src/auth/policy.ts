@@ -38,8 +38,10 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
   'os_compute_api:os-volumes-attachments:delete': 'rule:admin_api',
   'os_compute_api:os-instance-actions:list': 'rule:admin_api',
   'os_compute_api:os-instance-actions:show': 'rule:admin_api',
-  // Compute's internal routes for the volume service (plug, unplug, check, list connections).
-  'os_compute_api:os-volume-connections': 'rule:admin_api or role:service',
+  // Compute's internal routes for the volume service (plug, unplug, check, list connections): the
+  // service role only, not admins. A connection names a host path; only the volume service, which
+  // made the volume, may ask compute to hand one to a guest (Nova takes connection_info from Cinder).
+  'os_compute_api:os-volume-connections': 'role:service',
   'volume:create': 'rule:admin_api',
   'volume:get': 'rule:admin_api',
   'volume:get_all': 'rule:admin_api',

@@ -2,7 +2,7 @@
  * How the volume service reaches compute: over real HTTP with its own service token, as Cinder
  * reaches Nova. The extend calls are the spec's os-online_extend_volume; attach and detach and
  * the reconciler's look at a server go through compute's internal os-volume_connections routes
- * (service or admin only). Each call answers the compute request id for the volume's audit;
+ * (the service role only). Each call answers the compute request id for the volume's audit;
  * failures come back as the ServiceError compute raised (code and final-or-uncertain kept).
  */
 import { ApiClient, type ApiClientOptions, type CallOptions, type RemoteCall } from './httpClient.js';

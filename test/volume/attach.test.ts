@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { ApiError } from '../../src/rpc/httpClient.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
-import { issueToken } from '../../src/auth/tokens.js';
+import { issueToken, SERVICE_PROJECT, SERVICE_ROLES } from '../../src/auth/tokens.js';
 import { errors } from '../../src/errors.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
@@ -64,16 +64,36 @@ describe('attach and detach go compute → volume service → compute over HTTP'
     expect(await failure(detach(id))).toMatchObject({ status: 404, code: 'NotFound' });
   });
 
-  it("refuses compute's internal connection routes to a member of the server's project (403), and keeps them out of the OpenAPI document", async () => {
+  it.each([
+    ['a member of the server\'s project', ['member']],
+    ['an admin of the server\'s project (admins are not the volume service)', ['admin']],
+    ['a reader', ['reader']],
+  ])("refuses compute's internal connection routes to %s (403): nothing is plugged in, whatever the body names", async (_who, roles) => {
     h = await makeService();
     const store = new SqliteStore(join(h.config.dataDir, 'online-extend.sqlite'));
-    const member = (await issueToken(store, { userId: 'm', projectId: PROJECT, roles: ['member'], ttlMs: 60_000 })).token;
+    const token = (await issueToken(store, { userId: 'caller', projectId: PROJECT, roles, ttlMs: 60_000 })).token;
     await store.close();
-    const res = await fetch(`${h.service.computeUrl}/v2/${PROJECT}/servers/${SERVER}/os-volume_connections`, { headers: { 'x-auth-token': member } });
-    expect(res.status).toBe(403);
-    expect(((await res.json()) as { forbidden: { error_code: string } }).forbidden.error_code).toBe('Forbidden');
+    const url = `${h.service.computeUrl}/v2/${PROJECT}/servers/${SERVER}/os-volume_connections`;
+    const headers = { 'x-auth-token': token, 'content-type': 'application/json' };
+    const before = driver().snapshot(SERVER).disks.length;
+    const list = await fetch(url, { headers });
+    expect(list.status).toBe(403);
+    expect(((await list.json()) as { forbidden: { error_code: string } }).forbidden.error_code).toBe('Forbidden');
+    const volumeId = '0b5b5f8e-1111-4a22-8b33-4c44d55e66f7';
+    const plug = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ connection: { volumeId, kind: 'file', source: '/etc/passwd' } }) });
+    expect(plug.status).toBe(403);
+    expect(driver().snapshot(SERVER).disks.length).toBe(before);
+  });
+
+  it("keeps compute's internal connection routes out of the OpenAPI document, and answers the volume service's token", async () => {
+    h = await makeService();
     const doc = (await (await fetch(`${h.service.computeUrl}/openapi.json`)).json()) as { paths: Record<string, unknown> };
     expect(Object.keys(doc.paths).filter((p) => p.includes('os-volume_connections'))).toEqual([]);
+    const store = new SqliteStore(join(h.config.dataDir, 'online-extend.sqlite'));
+    const service = (await issueToken(store, { userId: 'volume-service', projectId: SERVICE_PROJECT, roles: [...SERVICE_ROLES], ttlMs: 60_000 })).token;
+    await store.close();
+    const res = await fetch(`${h.service.computeUrl}/v2/${PROJECT}/servers/${SERVER}/os-volume_connections`, { headers: { 'x-auth-token': service } });
+    expect(res.status).toBe(200);
   });
 });
 

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildComputeApp, buildVolumeApp } from '../../src/app.js';
-import { issueToken } from '../../src/auth/tokens.js';
+import { issueToken, SERVICE_PROJECT, SERVICE_ROLES } from '../../src/auth/tokens.js';
 import { PolicyEnforcer } from '../../src/auth/policy.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { errors, ServiceError } from '../../src/errors.js';
@@ -151,7 +151,9 @@ async function startHost(kind: Kind, opts: { exportLagMs?: number } = {}): Promi
   const computeUrl = await computeApp.app.listen({ host: '127.0.0.1', port: 0 });
   catalog.register('compute', computeUrl);
   const { token } = await issueToken(store, { userId: 'tester', projectId: PROJECT, roles: ['admin'], ttlMs: 3_600_000 });
-  const computeForVolumes = new HttpComputeClient({ url: computeUrl, token });
+  // The volume service calls compute with a service token, as `serve` does (auth/tokens.ts ServiceToken).
+  const service = await issueToken(store, { userId: 'volume-service', projectId: SERVICE_PROJECT, roles: [...SERVICE_ROLES], ttlMs: 3_600_000 });
+  const computeForVolumes = new HttpComputeClient({ url: computeUrl, token: service.token });
   const volumeApp = await buildVolumeApp({
     store,
     logger,

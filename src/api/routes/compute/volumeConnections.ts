@@ -2,7 +2,8 @@
  * Compute's internal routes for the volume service (the RPC boundary's compute side, called by
  * rpc/computeClient.ts): check whether a server can take a volume, plug a volume in as its
  * connection_info says, unplug it, and list what the hypervisor has plugged in now (for the
- * volume reconciler). Service or admin only (`os_compute_api:os-volume-connections`). Hidden
+ * volume reconciler). The service role only (`os_compute_api:os-volume-connections`): a
+ * connection names a host path, so only the volume service may hand one to a guest. Hidden
  * from the public OpenAPI document: they are how our two services talk, not Nova's API; users
  * attach through os-volume_attachments.
  */
