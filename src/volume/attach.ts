@@ -9,7 +9,7 @@
  */
 import type { RequestContext } from '../context.js';
 import type { VolumeRecord, VolumeStore } from '../db/store.js';
-import { errors, isFinalError } from '../errors.js';
+import { errors, isFinalError, isServiceError } from '../errors.js';
 import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import type { Connection } from '../rpc/shapes.js';
 import type { InFlight } from './reconciler.js';
@@ -96,10 +96,16 @@ export class VolumeAttachService {
       try {
         await compute.disconnect(projectId, serverId, volumeId);
       } catch (err) {
-        // Compute refused for good: still plugged in, back to the status it had. Otherwise the
-        // guest may still let go of it: the reconciler looks and decides.
-        if (isFinalError(err)) await store.updateVolume(volumeId, ['detaching'], { status: before.status });
-        throw err;
+        // The disk is already gone from the server (unplugged behind our back, e.g. `virsh
+        // detach-disk`): the detach is done, as Nova finishes one whose disk is not found. Without
+        // this the volume would stay in-use forever: not detachable, deletable or extendable.
+        const alreadyGone = isServiceError(err) && err.code === 'VolumeNotAttached' && before.serverId === serverId;
+        if (!alreadyGone) {
+          // Compute refused for good: still plugged in, back to the status it had. Otherwise the
+          // guest may still let go of it: the reconciler looks and decides.
+          if (isFinalError(err)) await store.updateVolume(volumeId, ['detaching'], { status: before.status });
+          throw err;
+        }
       }
       const grown = before.status === 'error_extending' ? await this.storageBytes(before) : undefined;
       await store.updateVolume(volumeId, ['detaching'], {

@@ -55,6 +55,31 @@ describe('attach and detach go compute → volume service → compute over HTTP'
     expect(driver().snapshot(SERVER).disks.map((d) => d.volumeId)).not.toContain(id);
   });
 
+  it.each([
+    ['before the inventory sees it', false],
+    ['after an inventory sync saw it', true],
+  ])('finishes the detach of a volume whose disk was unplugged behind its back (%s), as Nova does: available, and deletable', async (_when, sync) => {
+    h = await makeService();
+    const id = await createVolume();
+    await attach(id);
+    await driver().detachVolume(SERVER, id); // `virsh detach-disk` by hand
+    if (sync) await h.service.syncInventory();
+    await detach(id);
+    expect(await view(id)).toMatchObject({ status: 'available', attachments: [] });
+    expect(driver().snapshot(SERVER).disks.map((d) => d.volumeId)).not.toContain(id);
+    const del = await svc().volume.request('DELETE', `/v3/${PROJECT}/volumes/${id}`);
+    expect(del.status).toBe(202);
+  });
+
+  it('still refuses to detach a volume attached to another server, and changes nothing', async () => {
+    h = await makeService();
+    const id = await createVolume();
+    await attach(id);
+    const other = '99999999-0000-4000-8000-000000000001';
+    expect(await failure(svc().compute.request('DELETE', `/v2/${PROJECT}/servers/${other}/os-volume_attachments/${id}`))).toMatchObject({ status: 404 });
+    expect(await view(id)).toMatchObject({ status: 'in-use', attachments: [{ server_id: SERVER }] });
+  });
+
   it('serves no attach or detach route when the volume API is disabled, as before', async () => {
     h = await makeService();
     const id = await createVolume();
