@@ -214,50 +214,65 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
     : undefined;
   timer?.unref();
-  const computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
-  catalog.register('compute', computeUrl);
-  logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
-
   let volumeApp: VolumeApp | undefined;
   let volumeUrl: string | undefined;
   let serviceToken: ServiceToken | undefined;
   let reconciler: VolumeReconciler | undefined;
-  if (config.volumeApi) {
-    serviceToken = await ServiceToken.open({
-      store,
-      file: join(config.dataDir, SERVICE_TOKEN_FILE),
-      onError: (err) => logger.error({ err }, 'service token rotation failed'),
-    });
-    serviceToken.start();
-    const token = serviceToken;
-    const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: () => token.current() });
-    // Volumes with an operation under way in this process, left alone by the reconciler.
-    const inFlight = new InFlight();
-    volumeApp = await buildVolumeApp({
-      store,
-      logger,
-      policy,
-      backends,
-      defaultBackend: config.defaultBackend,
-      compute,
-      workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
-      http: httpLimitsFrom(config),
-      inFlight,
-    });
-    volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
-    catalog.register('volume', volumeUrl);
-    logger.info({ url: volumeUrl, backends: [...backends.keys()] }, 'volume API listening');
-    const resumed = await volumeApp.workflow.resumeAll();
-    if (resumed.length) logger.info({ volumes: resumed }, 'resumed unfinished extends');
-    reconciler = new VolumeReconciler({
-      store,
-      backends,
-      compute,
-      inFlight,
-      logger: logger.child({ component: 'volume-reconciler' }),
-      options: { intervalMs: config.volumeReconcileMs, graceMs: config.volumeReconcileMs },
-    });
-    await reconciler.start();
+  let computeUrl: string;
+  try {
+    computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
+    catalog.register('compute', computeUrl);
+    logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
+
+    if (config.volumeApi) {
+      serviceToken = await ServiceToken.open({
+        store,
+        file: join(config.dataDir, SERVICE_TOKEN_FILE),
+        onError: (err) => logger.error({ err }, 'service token rotation failed'),
+      });
+      serviceToken.start();
+      const token = serviceToken;
+      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: () => token.current() });
+      // Volumes with an operation under way in this process, left alone by the reconciler.
+      const inFlight = new InFlight();
+      volumeApp = await buildVolumeApp({
+        store,
+        logger,
+        policy,
+        backends,
+        defaultBackend: config.defaultBackend,
+        compute,
+        workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
+        http: httpLimitsFrom(config),
+        inFlight,
+      });
+      volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
+      catalog.register('volume', volumeUrl);
+      logger.info({ url: volumeUrl, backends: [...backends.keys()] }, 'volume API listening');
+      const resumed = await volumeApp.workflow.resumeAll();
+      if (resumed.length) logger.info({ volumes: resumed }, 'resumed unfinished extends');
+      reconciler = new VolumeReconciler({
+        store,
+        backends,
+        compute,
+        inFlight,
+        logger: logger.child({ component: 'volume-reconciler' }),
+        options: { intervalMs: config.volumeReconcileMs, graceMs: config.volumeReconcileMs },
+      });
+      await reconciler.start();
+    }
+  } catch (err) {
+    // A part failed to start (a port taken, the token, the reconciler): stop what did start, so
+    // the process exits with the error instead of running half a service (the data dir is
+    // released by startService).
+    if (timer) clearInterval(timer);
+    await reconciler?.close().catch(() => undefined);
+    await volumeApp?.workflow.close().catch(() => undefined);
+    await volumeApp?.app.close().catch(() => undefined);
+    await computeApp.app.close().catch(() => undefined);
+    await computeApp.manager.close().catch(() => undefined);
+    serviceToken?.stop();
+    throw err;
   }
   return {
     driver,

@@ -11,6 +11,7 @@ import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync,
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { createServer, type AddressInfo } from 'node:net';
 import { ApiClient } from '../../src/rpc/httpClient.js';
 import { fakeInventory, PROJECT, SERVER } from '../support/service.js';
 import { describeReal } from '../support/real.js';
@@ -168,6 +169,26 @@ describe('one serve per data dir', () => {
     expect(existsSync(join(data, 'serve.pid'))).toBe(false);
     const third = await serve(token);
     await stop(third);
+  });
+});
+
+describe('a port that is taken', () => {
+  it.each([['--port'], ['--volume-port']])('makes serve exit non-zero with the error when %s is taken, leaving nothing listening, and the data dir free', async (flag) => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const r = cli(serveArgs(flag, String(port)));
+      expect(r.status).not.toBe(0);
+      expect(r.status).not.toBeNull(); // exited by itself, not by the 30 s timeout
+      expect(r.stderr).toMatch(/EADDRINUSE/);
+    } finally {
+      await new Promise((r) => taken.close(r));
+    }
+    // The lock went with the process: the next serve starts.
+    const token = tokenCreate('--roles', 'admin');
+    const s = await serve(token);
+    expect((await s.compute.request('GET', `/v2/${PROJECT}/servers`)).status).toBe(200);
   });
 });
 
