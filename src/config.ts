@@ -71,7 +71,8 @@ export const ConfigSchema = Type.Object(
     syncIntervalMs: ms("Re-read the hypervisor's inventory this often (0 = only at start and on demand)", 10_000, { flag: '--sync-interval' }),
     logLevel: Type.String({ description: 'Log level', default: 'info', pattern: oneOf(LOG_LEVELS), env: 'ONLINE_EXTEND_LOG_LEVEL', choices: LOG_LEVELS }),
     backends: Type.Array(Type.String({ pattern: oneOf(KNOWN_BACKENDS) }), {
-      description: 'Volume backends to enable (comma-separated in env and flag)',
+      description: 'Volume backends to enable (comma-separated in env and flag); at least one',
+      minItems: 1,
       default: ['file'],
       env: 'ONLINE_EXTEND_BACKENDS',
       flag: '--backends',
@@ -80,12 +81,14 @@ export const ConfigSchema = Type.Object(
     defaultBackend: Type.String({ description: 'Backend of volumes created without a volume_type (the first enabled one if not enabled)', default: 'file', pattern: oneOf(KNOWN_BACKENDS), choices: KNOWN_BACKENDS }),
     iscsiPortal: str('iSCSI portal (tgtd) of the iscsi backend', '127.0.0.1:3260', { env: 'ONLINE_EXTEND_ISCSI_PORTAL', flag: '--iscsi-portal', unit: 'host:port' }),
     tgtControlPort: port("tgtadm's control port for the iscsi backend (0 = tgtadm's default)", 0, { env: 'ONLINE_EXTEND_TGT_CONTROL_PORT', flag: '--tgt-control-port' }),
-    extendTimeoutMs: ms('Longest an in-use extend may take before it ends in error_extending', 15 * 60_000, { flag: '--extend-timeout' }),
+    extendTimeoutMs: ms('Longest an in-use extend may take before it ends in error_extending; above 0', 15 * 60_000, { flag: '--extend-timeout' }, 1),
     extendStepDelayMs: ms('Sleep before every extend step: for crash-recovery tests only', 0, { flag: '--extend-step-delay' }),
-    extendWatchdogMs: ms('How often the extend watchdog restarts missing runs and ends extends past their deadline', 1_000),
+    extendWatchdogMs: ms('How often the extend watchdog restarts missing runs and ends extends past their deadline; above 0', 1_000, {}, 1),
     volumeReconcileMs: ms(
-      'How often volumes left creating, attaching, detaching or deleting by an operation that did not finish are brought to an end (volume/reconciler.ts); also how long one must be untouched',
+      'How often volumes left creating, attaching, detaching or deleting by an operation that did not finish are brought to an end (volume/reconciler.ts); also how long one must be untouched; above 0',
       5_000,
+      {},
+      1,
     ),
     volumeApi: Type.Boolean({ description: "Run the volume API (Cinder's role) in this process too", default: true, flag: '--no-volume-api' }),
     httpHeadersTimeoutMs: ms(
