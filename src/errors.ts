@@ -76,6 +76,7 @@ export const CATALOGUE = {
   UriTooLong: { status: 414, final: true },
   HeadersTooLarge: { status: 431, final: true },
   ExtendVolumeNotSupported: { status: 501, final: true },
+  VolumeServiceNotConfigured: { status: 501, final: true },
   DiskReadOnly: { status: 500, final: true },
   DriverFailed: { status: 500, final: true },
   HypervisorUnreachable: { status: 503, final: false },
@@ -315,5 +316,8 @@ export const errors = {
   computeUnreachable: (reason: string, opts: Omit<ServiceErrorOptions, 'reason'> = {}) =>
     new ServiceError('ComputeUnreachable', `Compute API unreachable: ${reason}`, { ...opts, reason }),
   serviceUnavailable: (message: string) => new ServiceError('ServiceUnavailable', message),
+  /** A compute service running without a volume service (`serve --no-volume-api`) asked to attach or detach. */
+  volumeServiceNotConfigured: (action: 'attach' | 'detach') =>
+    new ServiceError('VolumeServiceNotConfigured', `Cannot ${action} volumes: this compute service runs without a volume service (serve --no-volume-api).`),
   internal: (message = 'An unexpected error occurred.', opts: ServiceErrorOptions = {}) => new ServiceError('InternalError', message, opts),
 };

@@ -80,13 +80,17 @@ describe('attach and detach go compute → volume service → compute over HTTP'
     expect(await view(id)).toMatchObject({ status: 'in-use', attachments: [{ server_id: SERVER }] });
   });
 
-  it('serves no attach or detach route when the volume API is disabled, as before', async () => {
+  it('answers attach and detach with 501 VolumeServiceNotConfigured when the volume API is disabled, and changes nothing', async () => {
     h = await makeService();
     const id = await createVolume();
     await h.stop();
     await h.start({ volumeApi: false });
-    expect(await failure(attach(id))).toMatchObject({ status: 404, code: 'NotFound' });
-    expect(await failure(detach(id))).toMatchObject({ status: 404, code: 'NotFound' });
+    expect(await failure(attach(id))).toMatchObject({ status: 501, code: 'VolumeServiceNotConfigured', final: true });
+    expect(await failure(detach(id))).toMatchObject({ status: 501, code: 'VolumeServiceNotConfigured', final: true });
+    expect(await taskState()).toBeNull();
+    expect(driver().snapshot(SERVER).disks.map((d) => d.volumeId)).not.toContain(id);
+    // The checks come first: an unknown server is still a 404.
+    expect(await failure(svc().compute.request('POST', `/v2/${PROJECT}/servers/99999999-0000-4000-8000-000000000001/os-volume_attachments`, { volumeAttachment: { volumeId: id } }))).toMatchObject({ status: 404 });
   });
 
   it.each([

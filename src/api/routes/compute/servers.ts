@@ -25,6 +25,7 @@ import type { ComputeAPI } from '../../../compute/api.js';
 import type { InstanceActionRecord, ServerRecord } from '../../../db/store.js';
 import type { VolumesForCompute } from '../../../rpc/volumeClient.js';
 import type { Connection } from '../../../rpc/shapes.js';
+import { errors } from '../../../errors.js';
 
 /** Nova's status names for our vm states. */
 const NOVA_STATUS: Record<string, string> = {
@@ -99,8 +100,8 @@ function actionView(a: InstanceActionRecord, withEvents: boolean) {
 
 /**
  * The servers, os-volume_attachments and os-instance-actions routes. `volumes`: the volume
- * service, which attach and detach go through (without it, as with the volume API disabled,
- * only the attachment list is served).
+ * service, which attach and detach go through; without it (`serve --no-volume-api`) they answer
+ * 501 VolumeServiceNotConfigured after the usual checks, and the attachment list is still served.
  */
 export function registerServers(app: App, deps: ServerDeps & { compute: ComputeAPI; volumes?: VolumesForCompute }): void {
   const { compute } = deps;
@@ -175,7 +176,11 @@ export function registerServers(app: App, deps: ServerDeps & { compute: ComputeA
   );
 
   const volumes = deps.volumes;
-  if (volumes) {
+  const volumeService = (action: 'attach' | 'detach'): VolumesForCompute => {
+    if (!volumes) throw errors.volumeServiceNotConfigured(action);
+    return volumes;
+  };
+  {
     // As Nova calls Cinder: the volume service is called with the user's own token, so its
     // policy (volume:attach, volume:detach) and project checks apply to the user too.
     app.post(
@@ -194,7 +199,8 @@ export function registerServers(app: App, deps: ServerDeps & { compute: ComputeA
         const server = await compute.getServer(tenant_id, server_id);
         const device = req.body.volumeAttachment.device?.replace('/dev/', '') ?? undefined;
         const volumeId = req.body.volumeAttachment.volumeId;
-        const att = await compute.withTask(ctx, server, 'attach', () => volumes.attach(userToken(req), tenant_id, server.id, volumeId, device));
+        const service = volumeService('attach');
+        const att = await compute.withTask(ctx, server, 'attach', () => service.attach(userToken(req), tenant_id, server.id, volumeId, device));
         return { volumeAttachment: attachmentView(att.value) };
       },
     );
@@ -205,14 +211,15 @@ export function registerServers(app: App, deps: ServerDeps & { compute: ComputeA
         schema: {
           tags: ['os-volume_attachments'],
           params: VolumeParams,
-          response: { 202: { type: 'null' }, ...errorResponses(401, 403, 404, 409, 500) },
+          response: { 202: { type: 'null' }, ...errorResponses(401, 403, 404, 409, 500, 501) },
         },
       },
       async (req, reply) => {
         const { tenant_id, server_id, volume_id } = req.params;
         const ctx = await authorize(deps, req, 'os_compute_api:os-volumes-attachments:delete', { project_id: tenant_id });
         const server = await compute.getServer(tenant_id, server_id);
-        await compute.withTask(ctx, server, 'detach', () => volumes.detach(userToken(req), tenant_id, server.id, volume_id));
+        const service = volumeService('detach');
+        await compute.withTask(ctx, server, 'detach', () => service.detach(userToken(req), tenant_id, server.id, volume_id));
         return reply.status(202).send();
       },
     );
