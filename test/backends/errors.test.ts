@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServiceError } from '../../src/errors.js';
 import { ERRNO_CLASSES, classifyErrno } from '../../src/util/errno.js';
 import { PROBE_CEILING, maxFileBytes } from '../../src/util/fsLimits.js';
-import { fileBytes, fsFailed, growFile, makeSparseFile } from '../../src/volume/backends/common.js';
+import { fileBytes, fsFailed, growVolumeFile, makeSparseFile } from '../../src/volume/backends/common.js';
 import { FileBackend } from '../../src/volume/backends/file.js';
 import { describeReal } from '../support/real.js';
 
@@ -107,7 +107,7 @@ describeReal(noLimit)('EFBIG from the filesystem', () => {
   it('turns EFBIG while growing a volume file into SizeLimitExceeded (400, final) and leaves the file as it was', async () => {
     const f = join(dir, 'grow.raw');
     await makeSparseFile(f, 1024 * 1024, 'vol-grow');
-    const err = await caught(growFile(f, tmpLimit + 512, 'vol-grow'));
+    const err = await caught(growVolumeFile(f, tmpLimit + 512, 'vol-grow'));
     expect(err).toMatchObject({ code: 'SizeLimitExceeded', status: 400, final: true });
     expect(err.message).toContain(String(tmpLimit));
     expect(err.message).toContain('vol-grow');

@@ -17,7 +17,7 @@ import { resolve } from 'node:path';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
-import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile, ensureDir } from './common.js';
+import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growVolumeFile, makeSparseFile, removeFile, ensureDir } from './common.js';
 import { exec, execRaw, commandFailed } from './exec.js';
 import { KeyedMutex } from '../../util/keyedMutex.js';
 
@@ -145,7 +145,7 @@ export class BlockBackend implements VolumeBackend {
       const current = await fileBytes(file);
       if (current === undefined) throw errors.volumeNotFound(volumeId);
       if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current, 'the volume has');
-      if (bytes > current) await growFile(file, bytes, volumeId);
+      if (bytes > current) await growVolumeFile(file, bytes, volumeId);
       const after = await fileBytes(file);
       if (after === undefined) throw errors.volumeNotFound(volumeId);
       return after;

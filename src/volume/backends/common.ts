@@ -120,7 +120,7 @@ export async function removeFile(path: string): Promise<void> {
  * Errors: a file that vanished → final BackendFailed; EFBIG → SizeLimitExceeded (400) when the
  * filesystem's limit explains it; any other errno → BackendFailed by errno (fsFailed).
  */
-export async function growFile(path: string, bytes: number, volumeId?: string): Promise<void> {
+export async function growVolumeFile(path: string, bytes: number, volumeId?: string): Promise<void> {
   try {
     await growHostFile(path, bytes);
   } catch (err) {

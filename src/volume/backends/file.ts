@@ -24,7 +24,7 @@ import {
   checkVolumeId,
   createAtomically,
   fileBytes,
-  growFile,
+  growVolumeFile,
   makeSparseFile,
   qcow2VolumeBytes,
   removeFile,
@@ -152,7 +152,7 @@ export class FileBackend implements VolumeBackend {
       if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current, 'the volume has');
       if (bytes === current) return current;
       if (format === 'raw') {
-        await growFile(path, bytes, volumeId);
+        await growVolumeFile(path, bytes, volumeId);
       } else {
         // Final on failure: qemu-img exits 1 for a locked image and for a bad one alike (the
         // workflow looks at the server's state itself when an offline image turns out locked).

@@ -20,7 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
 import type { BackendVolume, VolumeBackend } from './backend.js';
-import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growFile, makeSparseFile, removeFile, ensureDir } from './common.js';
+import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growVolumeFile, makeSparseFile, removeFile, ensureDir } from './common.js';
 import { tgtRequest } from '../../host/tgt.js';
 import { Tgt, readCapacity, type TgtTarget } from './tgt.js';
 import { KeyedMutex } from '../../util/keyedMutex.js';
@@ -222,7 +222,7 @@ export class IscsiBackend implements VolumeBackend {
         tid = await this.ensureExport(volumeId);
         exported = await this.measure(volumeId);
       }
-      if (bytes > current) await growFile(file, bytes, volumeId);
+      if (bytes > current) await growVolumeFile(file, bytes, volumeId);
       const fileNow = (await fileBytes(file)) ?? 0;
       // Refresh whenever the LUN lags the file: also resumes an extend that crashed after growing.
       if (exported !== fileNow) {
