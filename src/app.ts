@@ -76,7 +76,7 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   const compute = new ComputeAPI({ store: deps.store, rpc: new LocalComputeRpc(manager), logger: deps.logger.child({ component: 'compute-api' }) });
   const auth = new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
-  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
+  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
   const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.volumes ? { volumes: deps.volumes } : {}) };
   registerOnlineExtendVolume(app, routeDeps);
   registerServers(app, routeDeps);
@@ -125,7 +125,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     inFlight,
   });
   const auth = new TokenAuthenticator(deps.store);
-  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', ...(deps.http ? { limits: deps.http } : {}) });
+  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}) });
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
   registerAttachments(app, { logger: deps.logger, auth, policy: deps.policy, title: '', attachments });
   return { app, volumes, attachments, workflow };

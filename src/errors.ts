@@ -27,7 +27,7 @@ const FAULT_NAMES: Record<number, string> = {
   403: 'forbidden',
   404: 'itemNotFound',
   405: 'badMethod',
-  406: 'notAcceptable',
+  // No 406: Nova's and Cinder's fault maps lack it, so their 406 (a microversion out of range) is a computeFault.
   408: 'requestTimeout',
   409: 'conflictingRequest',
   413: 'overLimit',
@@ -59,6 +59,8 @@ export const CATALOGUE = {
   VolumeNotAttached: { status: 404, final: true },
   VolumeNotFound: { status: 404, final: true },
   MethodNotAllowed: { status: 405, final: true },
+  /** The microversion asked for is outside what the API advertises (Nova's and Cinder's InvalidGlobalAPIVersion, 406). */
+  VersionNotAcceptable: { status: 406, final: true },
   RequestTimeout: { status: 408, final: false },
   InstanceInvalidState: { status: 409, final: true },
   /** The instance is shut off: nothing live can be done, but its disks can grow offline. */
@@ -264,6 +266,12 @@ export const errors = {
   unauthorized: (message = 'The request you have made requires authentication.') => new ServiceError('Unauthorized', message),
   forbidden: (action: string) => new ServiceError('Forbidden', `Policy doesn't allow ${action} to be performed.`),
   notFound: (message = 'The resource could not be found.') => new ServiceError('NotFound', message),
+  /** 400: a microversion that is not `MajorNum.MinorNum` (Nova's and Cinder's InvalidAPIVersionString); `version` as the client sent it. */
+  invalidApiVersion: (version: string) =>
+    new ServiceError('BadRequest', `API Version String ${version} is of invalid format. Must be of format MajorNum.MinorNum.`),
+  /** 406: a microversion outside [min, max] (Nova's and Cinder's InvalidGlobalAPIVersion); versions as `X.Y`. */
+  versionNotAcceptable: (requested: string, min: string, max: string) =>
+    new ServiceError('VersionNotAcceptable', `Version ${requested} is not supported by the API. Minimum is ${min} and maximum is ${max}.`),
   methodNotAllowed: (method: string, path: string) => new ServiceError('MethodNotAllowed', `Method ${method} is not allowed on ${path}.`),
   instanceNotFound: (serverId: string) => new ServiceError('InstanceNotFound', `Instance ${serverId} could not be found.`),
   volumeNotAttached: (volumeId: string, serverId: string) =>

@@ -28,6 +28,7 @@ import type { AuthContext, TokenAuthenticator } from '../auth/tokens.js';
 import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
 import type { RequestContext } from '../context.js';
 import { maxConnectionsPerApi } from '../util/fdLimit.js';
+import { echoVersion, negotiateVersion, versionsFor, type ApiService, type ApiVersion } from './microversion.js';
 
 export { DEFAULT_HTTP_LIMITS, type HttpLimits } from './transport.js';
 
@@ -54,6 +55,12 @@ export interface ServerDeps {
    * compute API needs it (the volume service calls it for the server's project); off elsewhere.
    */
   serviceActsInAnyProject?: boolean;
+}
+
+/** What `createServer` needs beyond the route dependencies: which OpenStack service the API speaks for (its microversions). */
+export interface CreateServerOptions extends ServerDeps {
+  /** `compute` (Nova's microversions and headers) or `volume` (Cinder's): see microversion.ts. */
+  service: ApiService;
 }
 
 function withDefaults(l: Partial<HttpLimits> = {}): HttpLimits {
@@ -114,13 +121,16 @@ export function renderError(reply: FastifyReply, err: ServiceError): FastifyRepl
   return reply.status(err.status).send(faultBody(err));
 }
 
+/** What an empty body that a route needs is refused with (BadRequest). */
+const EMPTY_BODY = 'The request body is empty; a JSON object is required.';
+
 /**
  * Parses a JSON request body. Throws BadRequest: empty, malformed (with the parser's reason), or
  * holding a `__proto__` key or a `constructor.prototype` (prototype pollution, as Fastify's
  * secure-json-parse refuses them).
  */
 export function parseJsonBody(text: string): unknown {
-  if (text.trim() === '') throw errors.badRequest('The request body is empty; a JSON object is required.');
+  if (text.trim() === '') throw errors.badRequest(EMPTY_BODY);
   let forbidden: string | undefined;
   let parsed: unknown;
   try {
@@ -143,7 +153,7 @@ function toServiceError(err: FastifyError): ServiceError {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return errors.badRequest('Unsupported Content-Type: send the request body as application/json.');
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return errors.badRequest('The request body is empty; a JSON object is required.');
+      return errors.badRequest(EMPTY_BODY);
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return errors.payloadTooLarge(BODY_LIMIT);
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
@@ -164,10 +174,11 @@ function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyRe
 }
 
 /**
- * Builds the Fastify app with our transport limits, JSON parsing, request-id and project checks, error handler and
+ * Builds the Fastify app with our transport limits, JSON parsing, request-id and project checks,
+ * `deps.service`'s microversion negotiation and echo (`req.apiVersion`), error handler and
  * `/openapi.json`; routes are registered by the caller. Rejects only on a programming error (plain Error).
  */
-export async function createServer(deps: ServerDeps): Promise<App> {
+export async function createServer(deps: CreateServerOptions): Promise<App> {
   const limits = withDefaults(deps.limits);
   let guard: ConnectionGuard | undefined;
   const app = Fastify({
@@ -229,6 +240,10 @@ export async function createServer(deps: ServerDeps): Promise<App> {
   // and keys that would reach an object's prototype refused by name.
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    // OpenStack clients send `Content-Type: application/json` with no body on DELETE (tempest's
+    // rest_client does on its DELETEs): no body, not a malformed one. A route that needs a body
+    // refuses its absence in the preValidation hook below.
+    if (body === '') return done(null, undefined);
     try {
       done(null, parseJsonBody(body as string));
     } catch (err) {
@@ -249,6 +264,31 @@ export async function createServer(deps: ServerDeps): Promise<App> {
     const project = params?.tenant_id ?? params?.project_id;
     if (project === undefined) return done();
     checkUrlProject(deps, req, project).then(() => done(), done);
+  });
+
+  // Microversions: negotiated after the token and project checks (as in Nova, where
+  // keystonemiddleware answers 401 before the API reads the version), echoed on every answer.
+  const versions = versionsFor(deps.service);
+  app.decorateRequest('apiVersion', null as unknown as ApiVersion);
+  app.addHook('onRequest', (req, _reply, done) => {
+    try {
+      req.apiVersion = negotiateVersion(req.headers, versions);
+    } catch (err) {
+      req.apiVersionRefused = true;
+      return done(err as Error);
+    }
+    done();
+  });
+  app.addHook('onSend', (req, reply, payload, done) => {
+    echoVersion(req, reply, versions);
+    done(null, payload);
+  });
+
+  // A route with a body schema needs a body: an empty one (which the JSON parser lets through
+  // for body-less methods) gets the same clear 400 as before, not the schema's "must be object".
+  app.addHook('preValidation', (req, _reply, done) => {
+    if (req.body === undefined && req.routeOptions.schema?.body !== undefined) return done(errors.badRequest(EMPTY_BODY));
+    done();
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {

@@ -1,0 +1,191 @@
+/**
+ * Microversions, as Nova and Cinder negotiate them (nova/api/openstack/wsgi.py
+ * `set_api_version_request` through microversion_parse, cinder/api/openstack/wsgi.py): one
+ * module for both APIs, told which service it speaks for.
+ *
+ * - `OpenStack-API-Version: compute 2.1` / `volume 3.0`. One value may name several services,
+ *   comma-separated (repeated headers arrive joined the same way); the service name is matched
+ *   case-insensitively and the last entry for it wins, as microversion_parse reads it.
+ * - Compute also reads the legacy `X-OpenStack-Nova-API-Version: 2.1` when the standard header
+ *   has no compute entry (novaclient sends only the legacy one below 2.27; Cinder calls Nova that way).
+ * - No version → the minimum. `latest` → the maximum.
+ * - A version that is not `MajorNum.MinorNum` → 400; one outside [min, max] → 406 (a
+ *   `computeFault`: 406 is not in either service's fault map). On the volume API a standard
+ *   header without a `volume` entry is refused too (Cinder raises VersionNotFoundForAPIMethod
+ *   there, an Invalid: 400); Nova falls back to the legacy header or the minimum.
+ * - Every answer of the API carries the version chosen, errors included, plus `Vary`. When
+ *   negotiation itself fails (the 400 and the 406 above) no version was chosen and none is echoed.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { errors } from '../errors.js';
+
+/** The OpenStack service type an API speaks for, as it appears in `OpenStack-API-Version`. */
+export type ApiService = 'compute' | 'volume';
+
+/** The standard header (RFC 7230 names are case-insensitive; Node gives them lower-cased). */
+export const API_VERSION_HEADER = 'OpenStack-API-Version';
+/** Nova's legacy header, read and echoed by the compute API only. */
+export const LEGACY_COMPUTE_VERSION_HEADER = 'X-OpenStack-Nova-API-Version';
+
+/** Nova's and Cinder's version grammar (api_version_request.py): no leading zeros, minor may be 0. */
+const VERSION = /^([1-9]\d*)\.([1-9]\d*|0)$/;
+
+/** A microversion `major.minor`, compared numerically (2.10 is above 2.9). Immutable. */
+export class ApiVersion {
+  constructor(
+    readonly major: number,
+    readonly minor: number,
+  ) {}
+
+  /** `X.Y` parsed with Nova's grammar; undefined for anything else (`2`, `2.01`, ` 2.1`, `v2.1`). */
+  static parse(text: string): ApiVersion | undefined {
+    const m = VERSION.exec(text);
+    return m ? new ApiVersion(Number(m[1]), Number(m[2])) : undefined;
+  }
+
+  /** Negative, zero or positive as this version is below, equal to or above `other`. */
+  compare(other: ApiVersion): number {
+    return this.major - other.major || this.minor - other.minor;
+  }
+
+  /** Whether this version is `other` or later: how a handler gates a shape change (`req.apiVersion.atLeast(COMPUTE_2_51)`). */
+  atLeast(other: ApiVersion): boolean {
+    return this.compare(other) >= 0;
+  }
+
+  /** `X.Y`, as the headers and messages write it. */
+  toString(): string {
+    return `${this.major}.${this.minor}`;
+  }
+}
+
+/** What one API advertises: its service type, the lowest and highest microversion it serves, and the legacy header it also reads. */
+export interface MicroversionRange {
+  service: ApiService;
+  min: ApiVersion;
+  max: ApiVersion;
+  /** Lower-case name of a legacy request header read when the standard one names no version for this service. */
+  legacyHeader?: string;
+}
+
+/**
+ * The compute API's range. Max 2.1 on purpose: the max is a promise that every shape change up
+ * to it is implemented (novaclient, openstacksdk and OSC negotiate up to it), and today's views
+ * do not even match 2.1's (see docs/notes/f-openstack-on-the-wire.md §1, §3). It rises to 2.51
+ * (what Cinder's volume-extended event needs) with the deltas it brings.
+ */
+export const COMPUTE_VERSIONS: MicroversionRange = {
+  service: 'compute',
+  min: new ApiVersion(2, 1),
+  max: new ApiVersion(2, 1),
+  legacyHeader: LEGACY_COMPUTE_VERSION_HEADER.toLowerCase(),
+};
+
+/**
+ * The volume API's range. Max 3.0 on purpose, as for compute: 3.13 (`group_id`), 3.21 and 3.42
+ * (extending an in-use volume) are not implemented as Cinder shapes them yet, and ≥3.27 would
+ * announce Cinder's own attachments API, which ours is not.
+ */
+export const VOLUME_VERSIONS: MicroversionRange = {
+  service: 'volume',
+  min: new ApiVersion(3, 0),
+  max: new ApiVersion(3, 0),
+};
+
+/** The range the API of `service` advertises. */
+export function versionsFor(service: ApiService): MicroversionRange {
+  return service === 'compute' ? COMPUTE_VERSIONS : VOLUME_VERSIONS;
+}
+
+function headerText(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(',') : value;
+}
+
+/** The standard header's entry for `service`: the last `service X.Y` item, undefined when none names it. */
+function standardEntry(value: string, service: ApiService): string | undefined {
+  let found: string | undefined;
+  for (const item of value.split(',')) {
+    const m = /^(\S+)\s+(.*)$/.exec(item.trim());
+    if (m && m[1]!.toLowerCase() === service) found = m[2]!.trim();
+  }
+  return found;
+}
+
+/**
+ * The microversion a request asks `range`'s API for, negotiated. Returns the version to serve:
+ * the minimum when none is asked, the maximum for `latest`.
+ * Throws BadRequest (400) for a malformed version, or on the volume API for a standard header
+ * without a `volume` entry; VersionNotAcceptable (406) for a version outside [min, max].
+ */
+export function negotiateVersion(headers: IncomingHttpHeaders, range: MicroversionRange): ApiVersion {
+  let asked: string | undefined;
+  const standard = headerText(headers[API_VERSION_HEADER.toLowerCase()]);
+  if (standard !== undefined) {
+    asked = standardEntry(standard, range.service);
+    if (asked === undefined && range.service === 'volume') {
+      throw errors.badRequest(`The ${API_VERSION_HEADER} header names no version for the volume API; send 'volume X.Y' (${range.min}–${range.max}) or no header.`);
+    }
+  }
+  if (asked === undefined && range.legacyHeader !== undefined) {
+    const legacy = headerText(headers[range.legacyHeader]);
+    if (legacy !== undefined) asked = legacy.split(',').at(-1)!.trim();
+  }
+  if (asked === undefined) return range.min;
+  if (asked === 'latest') return range.max;
+  const version = ApiVersion.parse(asked);
+  if (!version) throw errors.invalidApiVersion(asked);
+  if (version.compare(range.min) < 0 || version.compare(range.max) > 0) throw errors.versionNotAcceptable(String(version), String(range.min), String(range.max));
+  return version;
+}
+
+/** The headers that echo `version` on an answer of `range`'s API (Nova's `compute X.Y` and legacy `X.Y`; Cinder's `volume X.Y`). */
+export function versionHeaders(range: MicroversionRange, version: ApiVersion): Record<string, string> {
+  const out: Record<string, string> = { [API_VERSION_HEADER]: `${range.service} ${version}` };
+  if (range.legacyHeader !== undefined) out[LEGACY_COMPUTE_VERSION_HEADER] = String(version);
+  return out;
+}
+
+/** The names `Vary` gets on an answer of `range`'s API: the answer depends on the version headers. */
+export function varyNames(range: MicroversionRange): string[] {
+  return range.legacyHeader !== undefined ? [API_VERSION_HEADER, LEGACY_COMPUTE_VERSION_HEADER] : [API_VERSION_HEADER];
+}
+
+/**
+ * Echoes the version `req` was served at on `reply`: the version headers, and the names added
+ * to `Vary` (kept with any already there, each once). A request whose negotiation did not run
+ * (refused before it: 503 draining, 414, a router error) is negotiated here; if that fails
+ * too, or failed before (the 400 and the 406), nothing is echoed.
+ */
+export function echoVersion(req: FastifyRequest, reply: FastifyReply, range: MicroversionRange): void {
+  let version = req.apiVersion as ApiVersion | null | undefined;
+  if (version == null && !req.apiVersionRefused) {
+    try {
+      version = negotiateVersion(req.headers, range);
+    } catch {
+      return;
+    }
+  }
+  if (version == null) return;
+  for (const [name, value] of Object.entries(versionHeaders(range, version))) reply.header(name, value);
+  const current = reply.getHeader('vary');
+  const names = (Array.isArray(current) ? current.join(',') : current === undefined ? '' : String(current))
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  for (const n of varyNames(range)) if (!names.some((s) => s.toLowerCase() === n.toLowerCase())) names.push(n);
+  reply.header('vary', names.join(', '));
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The microversion this request is served at (see `negotiateVersion`). Set by createServer's
+     * onRequest hook before any route handler runs: handlers read it without a check. Hooks that
+     * run before negotiation (or after it failed) see null.
+     */
+    apiVersion: ApiVersion;
+    /** Negotiation ran and refused the request (400 or 406): no version to echo. */
+    apiVersionRefused?: boolean;
+  }
+}
