@@ -180,6 +180,7 @@ function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyRe
  */
 export async function createServer(deps: CreateServerOptions): Promise<App> {
   const limits = withDefaults(deps.limits);
+  const versions = versionsFor(deps.service);
   let guard: ConnectionGuard | undefined;
   const app = Fastify({
     loggerInstance: deps.logger,
@@ -195,7 +196,11 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     // `verbose` gives errors their schema and data, so a union reports the branch the client chose.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false, verbose: true } },
     schemaErrorFormatter: formatSchemaErrors as never,
-    frameworkErrors: frameworkError as never,
+    // The router's errors skip the onSend hooks: the version is echoed here.
+    frameworkErrors: ((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+      echoVersion(req, reply, versions);
+      return frameworkError(err, req, reply);
+    }) as never,
     clientErrorHandler: clientErrorHandler(deps.logger),
     // Our own server, so that every request reaches the routes through the ConnectionGuard,
     // which bounds how many of one connection's requests are answered at once.
@@ -268,8 +273,8 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
 
   // Microversions: negotiated after the token and project checks (as in Nova, where
   // keystonemiddleware answers 401 before the API reads the version), echoed on every answer.
-  const versions = versionsFor(deps.service);
   app.decorateRequest('apiVersion', null as unknown as ApiVersion);
+  app.decorateRequest('apiVersionRefused', false);
   app.addHook('onRequest', (req, _reply, done) => {
     try {
       req.apiVersion = negotiateVersion(req.headers, versions);

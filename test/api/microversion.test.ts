@@ -126,6 +126,8 @@ describe('microversion negotiation over HTTP', () => {
     { name: 'an unknown server (404)', which: 'compute' as const, path: `/v2/${PROJECT}/servers/${UNKNOWN_UUID}`, token: true, status: 404 },
     { name: 'an unknown volume (404)', which: 'volume' as const, path: `/v3/${PROJECT}/volumes/${UNKNOWN_UUID}`, token: true, status: 404 },
     { name: 'no route (404)', which: 'compute' as const, path: '/v2/nowhere', token: true, status: 404 },
+    { name: "a bad percent-escape the router refuses (400)", which: 'compute' as const, path: '/v2/%zz/servers', token: true, status: 400 },
+    { name: "a bad percent-escape the router refuses (400)", which: 'volume' as const, path: '/v3/%zz/volumes', token: true, status: 400 },
     { name: 'no token (401)', which: 'compute' as const, path: probe.compute, token: false, status: 401 },
     { name: 'no token (401)', which: 'volume' as const, path: probe.volume, token: false, status: 401 },
   ])('$which: an error answer still carries the version and Vary: $name', async (c) => {
