@@ -167,9 +167,15 @@ export function echoVersion(req: FastifyRequest, reply: FastifyReply, range: Mic
     }
   }
   if (version == null) return;
-  for (const [name, value] of Object.entries(versionHeaders(range, version))) reply.header(name, value);
+  const echo = echoOf(range, version);
+  for (const [name, value] of echo.headers) reply.header(name, value);
   const current = reply.getHeader('vary');
-  const names = (Array.isArray(current) ? current.join(',') : current === undefined ? '' : String(current))
+  if (current === undefined) {
+    // The common case, on every answer: no Vary yet.
+    reply.header('vary', echo.vary);
+    return;
+  }
+  const names = (Array.isArray(current) ? current.join(',') : String(current))
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s !== '');
@@ -177,8 +183,25 @@ export function echoVersion(req: FastifyRequest, reply: FastifyReply, range: Mic
   reply.header('vary', names.join(', '));
 }
 
+/** The echo of each (range, version), built once: this runs on every answer. */
+const ECHOES = new WeakMap<MicroversionRange, Map<string, { headers: Array<[string, string]>; vary: string }>>();
+
+function echoOf(range: MicroversionRange, version: ApiVersion): { headers: Array<[string, string]>; vary: string } {
+  let byVersion = ECHOES.get(range);
+  if (!byVersion) ECHOES.set(range, (byVersion = new Map()));
+  const key = String(version);
+  let echo = byVersion.get(key);
+  if (!echo) {
+    echo = { headers: Object.entries(versionHeaders(range, version)), vary: varyNames(range).join(', ') };
+    byVersion.set(key, echo);
+  }
+  return echo;
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
+    /** Why negotiation refused the request (400/406), answered after the token and project checks; null otherwise. */
+    apiVersionError: Error | null;
     /**
      * The microversion this request is served at (see `negotiateVersion`). Set by createServer's
      * onRequest hook before any route handler runs: handlers read it without a check. Hooks that

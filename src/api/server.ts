@@ -258,6 +258,15 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
 
   app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-openstack-request-id', req.id);
+    // The microversion is negotiated first, so every answer from here on (a 401 included) echoes
+    // it; a refusal is answered after the token and project checks (see below).
+    try {
+      req.apiVersion = negotiateVersion(req.headers, versions);
+      echoVersion(req, reply, versions);
+    } catch (err) {
+      req.apiVersionRefused = true;
+      req.apiVersionError = err as Error;
+    }
     if (connections.draining) {
       reply.header('connection', 'close');
       return done(errors.serviceUnavailable('The service is shutting down; try again shortly.'));
@@ -271,22 +280,14 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     checkUrlProject(deps, req, project).then(() => done(), done);
   });
 
-  // Microversions: negotiated after the token and project checks (as in Nova, where
-  // keystonemiddleware answers 401 before the API reads the version), echoed on every answer.
+  // Microversions: a version the API cannot serve is refused after the token and project checks
+  // (as in Nova, where keystonemiddleware answers 401 before the API reads the version). The
+  // echo was set with the other headers in the first hook: no onSend hook on the hot path.
   app.decorateRequest('apiVersion', null as unknown as ApiVersion);
   app.decorateRequest('apiVersionRefused', false);
+  app.decorateRequest('apiVersionError', null as unknown as Error | null);
   app.addHook('onRequest', (req, _reply, done) => {
-    try {
-      req.apiVersion = negotiateVersion(req.headers, versions);
-    } catch (err) {
-      req.apiVersionRefused = true;
-      return done(err as Error);
-    }
-    done();
-  });
-  app.addHook('onSend', (req, reply, payload, done) => {
-    echoVersion(req, reply, versions);
-    done(null, payload);
+    done(req.apiVersionError ?? undefined);
   });
 
   // A route with a body schema needs a body: an empty one (which the JSON parser lets through
