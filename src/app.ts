@@ -24,6 +24,7 @@ import { registerServers } from './api/routes/compute/servers.js';
 import { registerVolumeConnections } from './api/routes/compute/volumeConnections.js';
 import { registerVolumes } from './api/routes/volume/volumes.js';
 import { registerAttachments } from './api/routes/volume/attachments.js';
+import { registerComputeVersions, registerVolumeVersions } from './api/routes/versions.js';
 import type { VolumeBackend } from './volume/backends/backend.js';
 import { BlockBackend, FileBackend, IscsiBackend } from './volume/backends/index.js';
 import { readCapacity } from './volume/backends/tgt.js';
@@ -78,6 +79,7 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   const policy = deps.policy ?? new PolicyEnforcer();
   const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
   const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.volumes ? { volumes: deps.volumes } : {}) };
+  registerComputeVersions(app);
   registerOnlineExtendVolume(app, routeDeps);
   registerServers(app, routeDeps);
   registerVolumeConnections(app, routeDeps);
@@ -126,6 +128,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   });
   const auth = new TokenAuthenticator(deps.store);
   const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}) });
+  registerVolumeVersions(app);
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
   registerAttachments(app, { logger: deps.logger, auth, policy: deps.policy, title: '', attachments });
   return { app, volumes, attachments, workflow };

@@ -38,6 +38,13 @@ declare module 'fastify' {
     /** Whether this API lets `service` tokens act in any project (ServerDeps.serviceActsInAnyProject). */
     serviceActsInAnyProject?: boolean;
   }
+  interface FastifyContextConfig {
+    /**
+     * The route is not microversioned (the version documents, as Nova's `support_api_request_version
+     * = False` and Cinder's versions app): no negotiation, no refusal and no echo.
+     */
+    unversioned?: boolean;
+  }
 }
 
 export const BODY_LIMIT = 64 * 1024;
@@ -260,12 +267,14 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     reply.header('x-openstack-request-id', req.id);
     // The microversion is negotiated first, so every answer from here on (a 401 included) echoes
     // it; a refusal is answered after the token and project checks (see below).
-    try {
-      req.apiVersion = negotiateVersion(req.headers, versions);
-      echoVersion(req, reply, versions);
-    } catch (err) {
-      req.apiVersionRefused = true;
-      req.apiVersionError = err as Error;
+    if (req.routeOptions.config.unversioned !== true) {
+      try {
+        req.apiVersion = negotiateVersion(req.headers, versions);
+        echoVersion(req, reply, versions);
+      } catch (err) {
+        req.apiVersionRefused = true;
+        req.apiVersionError = err as Error;
+      }
     }
     if (connections.draining) {
       reply.header('connection', 'close');

@@ -20,7 +20,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { request as httpRequest } from 'node:http';
 import { rawRequest } from '../support/rawHttp.js';
 import { caseArb, describeWire, materialize, routeLabel, routesOf, type FuzzCase, type Route } from '../support/openapiFuzz.js';
-import { bodyHints, judge, keepAliveRetries, makeFuzzWorld, pathHints, PROJECT, SnapshotResolver, type FuzzWorld, type Snapshot } from '../support/fuzzService.js';
+import { bodyHints, isAnswer, judge, keepAliveRetries, makeFuzzWorld, pathHints, PROJECT, SnapshotResolver, type FuzzWorld, type Snapshot } from '../support/fuzzService.js';
 
 const SEED = process.env.OE_FUZZ_SEED ? Number(process.env.OE_FUZZ_SEED) : Math.floor(Math.random() * 2 ** 31);
 const PATH = process.env.OE_FUZZ_PATH || undefined;
@@ -133,8 +133,8 @@ describe('hostile requests generated from /openapi.json of both APIs', () => {
       tally.byStatus.set(answer.status, (tally.byStatus.get(answer.status) ?? 0) + 1);
       const t = tally.byRoute.get(routeLabel(c.route))!;
       t.tried++;
-      if (answer.status < 300) t.accepted++;
-      const code = answer.status >= 300 ? (errorCodeOf(answer.body) ?? (c.method === 'HEAD' ? '(HEAD)' : '?')) : undefined;
+      if (isAnswer(answer.status)) t.accepted++;
+      const code = !isAnswer(answer.status) ? (errorCodeOf(answer.body) ?? (c.method === 'HEAD' ? '(HEAD)' : '?')) : undefined;
       if (code) tally.byCode.set(code, (tally.byCode.get(code) ?? 0) + 1);
 
       const line = `${routeLabel(c.route)}: ${describeWire(wire)}\n      → ${answer.status} (${answer.via}) ${answer.body.slice(0, 400)}`;
@@ -143,7 +143,7 @@ describe('hostile requests generated from /openapi.json of both APIs', () => {
       const problems = judge(wire, answer, w.hostPaths);
       if (problems.length) throw new Error(`${problems.join('; ')}\n    ${line}`);
 
-      if (answer.status >= 300) {
+      if (!isAnswer(answer.status)) {
         const after = await w.snapshot();
         if (!unchanged(baseline, after, errorCodeOf(answer.body))) {
           throw new Error(`a refused request changed state:\n    ${diff(baseline, after)}\n    ${line}\n  the requests before it:\n    ${recent.slice(0, -1).join('\n    ')}`);

@@ -94,7 +94,11 @@ async function routes(): Promise<Array<{ base: string; method: string; template:
   const out: Array<{ base: string; method: string; template: string }> = [];
   for (const base of [h.service.computeUrl, h.service.volumeUrl!]) {
     const doc = (await (await fetch(`${base}/openapi.json`)).json()) as { paths: Record<string, Record<string, unknown>> };
-    for (const [template, ops] of Object.entries(doc.paths)) for (const m of Object.keys(ops)) out.push({ base, method: m.toUpperCase(), template });
+    // Only the routes with a project in the URL: the version documents (`/`, `/v2.1`, `/v3`) have none.
+    for (const [template, ops] of Object.entries(doc.paths)) {
+      if (!/\{(tenant_id|project_id)\}/.test(template)) continue;
+      for (const m of Object.keys(ops)) out.push({ base, method: m.toUpperCase(), template });
+    }
   }
   return out;
 }

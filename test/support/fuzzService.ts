@@ -485,6 +485,11 @@ function parseResponse(text: string): Answer | undefined {
 
 const REQUEST_ID = /^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
+/** Whether `status` is an answer, not a refusal: 2xx, and the 300 Multiple Choices of the volume API's version list (Cinder's `GET /`). */
+export function isAnswer(status: number): boolean {
+  return status < 300 || status === 300;
+}
+
 /** What is wrong with an answer, if anything: each item is one broken rule. */
 export function judge(w: WireRequest, a: Answer, hostPaths: string[]): string[] {
   const problems: string[] = [];
@@ -495,7 +500,7 @@ export function judge(w: WireRequest, a: Answer, hostPaths: string[]): string[] 
   for (const p of hostPaths) if (a.body.includes(p)) problems.push(`a host path (${p}) in the answer`);
   const ct = String(a.headers['content-type'] ?? '');
   const head = w.method === 'HEAD';
-  if (a.status >= 300) {
+  if (!isAnswer(a.status)) {
     if (!/^application\/json/.test(ct)) problems.push(`content-type ${JSON.stringify(ct)}, not JSON`);
     if (!head) {
       let body: unknown;
