@@ -159,7 +159,7 @@ export function varyNames(range: MicroversionRange): string[] {
  */
 export function echoVersion(req: FastifyRequest, reply: FastifyReply, range: MicroversionRange): void {
   let version = req.apiVersion as ApiVersion | null | undefined;
-  if (version == null && !req.apiVersionRefused) {
+  if (version == null && req.apiVersionError == null) {
     try {
       version = negotiateVersion(req.headers, range);
     } catch {
@@ -208,7 +208,5 @@ declare module 'fastify' {
      * run before negotiation (or after it failed) see null.
      */
     apiVersion: ApiVersion;
-    /** Negotiation ran and refused the request (400 or 406): no version to echo. */
-    apiVersionRefused?: boolean;
   }
 }

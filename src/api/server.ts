@@ -272,7 +272,6 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
         req.apiVersion = negotiateVersion(req.headers, versions);
         echoVersion(req, reply, versions);
       } catch (err) {
-        req.apiVersionRefused = true;
         req.apiVersionError = err as Error;
       }
     }
@@ -293,7 +292,6 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
   // (as in Nova, where keystonemiddleware answers 401 before the API reads the version). The
   // echo was set with the other headers in the first hook: no onSend hook on the hot path.
   app.decorateRequest('apiVersion', null as unknown as ApiVersion);
-  app.decorateRequest('apiVersionRefused', false);
   app.decorateRequest('apiVersionError', null as unknown as Error | null);
   app.addHook('onRequest', (req, _reply, done) => {
     done(req.apiVersionError ?? undefined);
