@@ -31,6 +31,49 @@ export interface ServerRecord {
   taskState: string | null;
   updatedAt: string;
   attachments: AttachmentRecord[];
+  /** Who created it (POST /servers); absent for a domain found on the host. */
+  userId?: string;
+  /** When it was created (ISO 8601); absent for a domain found on the host (then `updatedAt` stands in). */
+  createdAt?: string;
+  /** The image (ImageRecord.id) it was built from; absent or null for a domain found on the host. */
+  imageRef?: string | null;
+  /** The flavor (FlavorRecord.id) it was built with; absent or null for a domain found on the host. */
+  flavorRef?: string | null;
+  /** Nova's server metadata (string → string). */
+  metadata?: Record<string, string>;
+}
+
+/** A flavor (Nova's): the size of a server. Units as Nova's API: RAM and swap in MiB, disks in GiB. */
+export interface FlavorRecord {
+  id: string;
+  name: string;
+  vcpus: number;
+  ramMb: number;
+  diskGb: number;
+  ephemeralGb: number;
+  swapMb: number;
+  isPublic: boolean;
+  description: string | null;
+}
+
+/**
+ * An image (Glance's) a server boots from: a disk image, or a kernel and ramdisk pair (as Glance
+ * images with `kernel_id`/`ramdisk_id` properties). Paths are host paths (never sent to clients).
+ */
+export interface ImageRecord {
+  id: string;
+  name: string;
+  /** `disk`: `diskPath` is the boot disk (qcow2 or raw, copied per server); `kernel`: boots `kernelPath` with `ramdiskPath`. */
+  kind: 'disk' | 'kernel';
+  diskPath: string | null;
+  diskFormat: 'qcow2' | 'raw' | null;
+  kernelPath: string | null;
+  ramdiskPath: string | null;
+  /** Kernel command line for `kernel` images. */
+  cmdline: string | null;
+  minDiskGb: number;
+  minRamMb: number;
+  createdAt: string;
 }
 
 /** How an instance action or volume action ended (Nova's instance action event results). */
