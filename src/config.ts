@@ -115,6 +115,22 @@ export const ConfigSchema = Type.Object(
       10_000,
       { flag: '--shutdown-grace' },
     ),
+    auth: Type.String({
+      description:
+        "How tokens are checked: `token` (this service's own tokens, from `token create` or the embedded Keystone endpoint), `keystone` (validated against a real Keystone at keystoneUrl, as keystonemiddleware does), `noauth` (Cinder's noauth: `X-Auth-Token: user:project` is trusted; labs only)",
+      default: 'token',
+      pattern: oneOf(['token', 'keystone', 'noauth']),
+      env: 'ONLINE_EXTEND_AUTH',
+      flag: '--auth',
+      choices: ['token', 'keystone', 'noauth'],
+    }),
+    identityPort: port("Port of the embedded Keystone v3 endpoint (Keystone's default port; 0 = any free one)", 5000, { env: 'ONLINE_EXTEND_IDENTITY_PORT', flag: '--identity-port' }),
+    imagePort: port("Port of the image API (Glance's default port; 0 = any free one)", 9292, { env: 'ONLINE_EXTEND_IMAGE_PORT', flag: '--image-port' }),
+    keystoneUrl: Type.Optional(Type.String({ description: 'With auth=keystone: the real Keystone (its /v3 URL)', minLength: 1, env: 'ONLINE_EXTEND_KEYSTONE_URL', flag: '--keystone-url', unit: 'URL' })),
+    keystoneServiceUser: str('With auth=keystone: the service user this service validates tokens as (it needs the service or admin role)', 'online-extend', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_USER', flag: '--keystone-service-user' }),
+    keystoneServiceProject: str('With auth=keystone: the service user\'s project', 'service', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_PROJECT', flag: '--keystone-service-project' }),
+    keystoneServicePasswordFile: Type.Optional(Type.String({ description: 'With auth=keystone: file holding the service user\'s password', minLength: 1, env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_PASSWORD_FILE', flag: '--keystone-service-password-file', unit: 'path' })),
+    keystoneTokenCacheMs: ms('With auth=keystone: how long a validation (valid or not) is cached (keystonemiddleware token_cache_time; short so that a revoked token stops working soon)', 5_000, { flag: '--keystone-token-cache' }),
     fakeLatencyMs: ms('Artificial latency of every fake-driver call: for tests of slow requests only', 0, { flag: '--fake-latency' }),
     allowOrphanVolumes: Type.Boolean({
       description:
