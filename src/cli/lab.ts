@@ -1,5 +1,5 @@
 /**
- * `online-extend lab up|down`: the test lab (src/lab) from the command line. The lab is loaded
+ * `online-extend lab up|down|install-clients`: the test lab (src/lab) from the command line. The lab is loaded
  * only when one of these commands runs, so the rest of the CLI never loads test infrastructure.
  */
 import type { Command } from 'commander';
@@ -25,6 +25,17 @@ export function registerLabCommands(program: Command, out: (s: string) => void):
         log: (m) => process.stderr.write(`lab: ${m}\n`),
       });
       out(JSON.stringify(info, null, 2));
+    });
+
+  lab
+    .command('install-clients')
+    .description("install Debian's OpenStack clients, tempest and keystone for the peer-suite tests (apt-get --no-install-recommends, as root; nothing to do when installed)")
+    .action(async () => {
+      const { CLIENT_PACKAGES, installClientPackages } = await import('../lab/index.js');
+      const started = Date.now();
+      const installed = await installClientPackages((m) => process.stderr.write(`lab: ${m}\n`));
+      const secs = ((Date.now() - started) / 1000).toFixed(1);
+      out(installed.length === 0 ? `clients: all ${CLIENT_PACKAGES.length} packages already installed (${secs} s)` : `clients: installed ${installed.join(' ')} (${secs} s)`);
     });
 
   lab

@@ -21,6 +21,21 @@ export const LAB_PACKAGES = [
   'cpio',
 ] as const;
 
+/**
+ * Debian's OpenStack clients and tempest, for the peer-suite tests (test/clients): the three CLIs
+ * (`openstack` 6.0, `cinder` 9.1, `nova` 18.1), tempest 33, python3-rfc3987 (without it tempest's
+ * jsonschema skips `uri` formats: it is only a Recommends of python3-jsonschema) and
+ * python3-keystone (a real Keystone for the `--auth keystone` tests; it starts no service).
+ */
+export const CLIENT_PACKAGES = [
+  'python3-openstackclient',
+  'python3-cinderclient',
+  'python3-novaclient',
+  'tempest',
+  'python3-rfc3987',
+  'python3-keystone',
+] as const;
+
 const aptEnv = (): NodeJS.ProcessEnv => ({ ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
 let aptUpdated = false;
 
@@ -45,10 +60,14 @@ export async function missingPackages(pkgs: readonly string[] = LAB_PACKAGES): P
   return pkgs.filter((p) => !installed.has(p));
 }
 
-/** Install the missing LAB_PACKAGES. Throws if some are missing and this is not root, or apt fails. */
-export async function installPackages(log: (m: string) => void): Promise<void> {
-  const missing = await missingPackages();
-  if (missing.length === 0) return;
+/**
+ * Install the missing packages of `pkgs` (default LAB_PACKAGES) with --no-install-recommends.
+ * Returns the ones it installed (none when all were there: no apt-get runs). Throws if some are
+ * missing and this is not root, or apt fails.
+ */
+export async function installPackages(log: (m: string) => void, pkgs: readonly string[] = LAB_PACKAGES): Promise<string[]> {
+  const missing = await missingPackages(pkgs);
+  if (missing.length === 0) return [];
   if (process.getuid?.() !== 0) throw new Error(`missing packages (need root to install): ${missing.join(' ')}`);
   await aptUpdate(log);
   log(`apt-get install ${missing.join(' ')}`);
@@ -57,4 +76,10 @@ export async function installPackages(log: (m: string) => void): Promise<void> {
     ['install', '-y', '--no-install-recommends', '-o', 'DPkg::Lock::Timeout=300', ...missing],
     { timeoutMs: 1_200_000, env: aptEnv() },
   );
+  return missing;
+}
+
+/** Install the missing CLIENT_PACKAGES (see installPackages); returns the ones it installed. */
+export async function installClientPackages(log: (m: string) => void): Promise<string[]> {
+  return installPackages(log, CLIENT_PACKAGES);
 }
