@@ -23,6 +23,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describeReal } from '../support/real.js';
+import { ensureBuilt } from '../support/build.js';
 import {
   clientsMissing,
   firstErrorLine,
@@ -462,6 +463,8 @@ describeReal(clientsMissing())("Debian's OpenStack clients against serve --drive
   let results: Measured[] = [];
 
   beforeAll(async () => {
+    // The real tier has no build step of its own: serve runs from dist/.
+    ensureBuilt();
     root = tempRoot('oe-matrix-');
     const main = ROWS.filter((r) => r.mode !== 'noauth');
     const noauth = ROWS.filter((r) => r.mode === 'noauth');

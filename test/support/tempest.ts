@@ -160,25 +160,44 @@ export async function runTempest(testId: string, dir: string, etc: string, timeo
   return { exitCode, tests, trace: `${trace.stdout}${trace.stderr}`, stderr, log: existsSync(logFile) ? readFileSync(logFile, 'utf8') : '', ms: Date.now() - started };
 }
 
+/** A test id without tempest's attribute suffix (`…test_extend_attached_volume[compute,id-…]`). */
+export function baseTestId(id: string): string {
+  return id.replace(/\[[^\]]*\]$/, '');
+}
+
 /** Undefined when exactly `testId` ran and passed (1 test, 0 skipped, 0 failed); else what happened. */
 export function tempestVerdict(run: TempestRun, testId: string): string | undefined {
   const ran = run.tests.filter((t) => t.status !== 'exists');
-  if (ran.length === 1 && ran[0]!.id === testId && ran[0]!.status === 'success') return undefined;
+  if (ran.length === 1 && baseTestId(ran[0]!.id) === testId && ran[0]!.status === 'success') return undefined;
   const counts = ran.length === 0 ? 'no test ran' : ran.map((t) => `${t.id}: ${t.status}`).join('; ');
   return `${counts} (exit ${run.exitCode})`;
 }
 
-/** The lines of tempest.log that show failed requests (status ≥ 400), at most `n`: what the server answered. */
+/** The requests in tempest.log that failed (status ≥ 400), at most `n`, each with the body the server answered. */
 export function failedRequests(log: string, n = 5): string[] {
-  return log
-    .split('\n')
-    .filter((l) => /Request \(.*\): [45]\d\d /.test(l))
-    .slice(0, n)
-    .map((l) => l.replace(/^.*?(Request \()/, '$1').slice(0, 300));
+  const lines = log.split('\n');
+  const out: string[] = [];
+  lines.forEach((l, i) => {
+    if (out.length >= n || !/Request \(.*\): [45]\d\d /.test(l)) return;
+    // debug = true logs, after the request line: request headers and body, then response headers and body.
+    const rest = lines.slice(i + 1, i + 8);
+    const resp = rest.findIndex((x) => x.includes('Response - Headers'));
+    const body = resp < 0 ? undefined : rest.slice(resp + 1).find((x) => /^\s+Body: /.test(x));
+    const what = l.replace(/^.*?Request \([^)]*\): /, '');
+    out.push(`${what}${body ? ` → ${body.trim().slice(0, 240)}` : ''}`);
+  });
+  return out;
 }
 
-/** The last error line of the trace (an exception's message), for a one-line summary. */
+/** The exception that ended the test (its last `pkg.Class: message` line and a following `Details:` line), or a skip reason. */
 export function lastErrorLine(run: TempestRun): string {
-  const lines = `${run.trace}\n${run.stderr}`.split('\n').filter((l) => /Error|Exception|SKIPPED|Failure|assert/i.test(l));
-  return (lines.at(-1) ?? '(none)').trim().slice(0, 300);
+  const lines = `${run.trace}\n${run.stderr}`.split('\n').map((l) => l.replace(/^\s*b['"]\s*/, '').replace(/['"]$/, '').trim());
+  let found = '(none)';
+  lines.forEach((l, i) => {
+    if (/SKIPPED:/.test(l) || /^[\w.]*(Error|Exception|exceptions\.\w+|Mismatch\w*|Timeout\w*)\b[\w.]*: /.test(l)) {
+      const next = lines[i + 1] ?? '';
+      found = /^Details:/.test(next) ? `${l} ${next}` : l;
+    }
+  });
+  return found.slice(0, 300);
 }
