@@ -184,7 +184,7 @@ export function failedRequests(log: string, n = 5): string[] {
     const resp = rest.findIndex((x) => x.includes('Response - Headers'));
     const body = resp < 0 ? undefined : rest.slice(resp + 1).find((x) => /^\s+Body: /.test(x));
     const what = l.replace(/^.*?Request \([^)]*\): /, '');
-    out.push(`${what}${body ? ` → ${body.trim().slice(0, 240)}` : ''}`);
+    out.push(`${what}${body ? ` → ${body.trim().replace(/\s+_log_request_full .*$/, '').slice(0, 240)}` : ''}`);
   });
   return out;
 }
