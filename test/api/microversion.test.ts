@@ -203,7 +203,7 @@ describe('body-less requests with a JSON content type', () => {
     expect(a.status, a.body).toBe(202);
     expect(a.body).toBe('');
     expectEcho(a, 'volume', '3.0');
-    expect((await send(api('volume'), 'GET', `/v3/${PROJECT}/volumes/${id}`, { 'x-auth-token': h.token })).status).toBe(404);
+    expect((await send(api('volume'), 'GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`, { 'x-auth-token': h.token })).status).toBe(404);
   });
 
   it('detaches a volume on a DELETE with Content-Type: application/json and no body (202)', async () => {
