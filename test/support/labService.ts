@@ -146,9 +146,10 @@ export async function startLabService(opts: LabServiceOptions): Promise<LabServi
       guest: g,
       volumes,
       async createVolume(body) {
-        const v = (await volume.request<{ volume: VolumeView }>('POST', `/v3/${P}/volumes`, { volume: body })).body.volume;
-        volumes.add(v.id);
-        return v;
+        const { id } = (await volume.request<{ volume: { id: string } }>('POST', `/v3/${P}/volumes`, { volume: body })).body.volume;
+        volumes.add(id);
+        // Cinder's answer has the size in GiB only: our own view has the exact bytes.
+        return (await volume.request<{ volume: VolumeView }>('GET', `${vpath(id)}/os-online-extend`)).body.volume;
       },
       async show(id) {
         return (await volume.request<{ volume: VolumeView }>('GET', `${vpath(id)}/os-online-extend`)).body.volume;
