@@ -103,4 +103,13 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
   INSERT INTO meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))));
   `,
+  // 6: Cinder's volume fields the volume API shows (v3 views): who created it, its description
+  // and metadata (JSON text), and when its attachment was made. NULL on volumes made before.
+  `
+  ALTER TABLE volumes ADD COLUMN user_id TEXT;
+  ALTER TABLE volumes ADD COLUMN description TEXT;
+  ALTER TABLE volumes ADD COLUMN metadata TEXT;
+  ALTER TABLE volumes ADD COLUMN attached_at TEXT;
+  CREATE INDEX volumes_by_name ON volumes(name);
+  `,
 ];
