@@ -72,15 +72,26 @@ function userCreate(dataDir: string, a: { username: string; password: string; pr
   if (r.status !== 0) throw new Error(`user create ${a.username} failed: ${r.stderr.split('\n')[0]}`);
 }
 
-/** Registers the flavor and the image (the lab's guest kernel + initramfs on libvirt) through the CLI; returns their ids. */
-function registerImageAndFlavor(dataDir: string, lab: E2eLab | undefined): { imageRef: string; flavorRef: string } {
-  const flavor = oeCli(['flavor', 'create', '--name', 'oe.tiny', '--vcpus', '1', '--ram', '256', '--disk', '0', '-f', 'json', '--data-dir', dataDir]);
-  if (flavor.status !== 0) throw new Error(`flavor create failed: ${flavor.stderr.split('\n')[0]}`);
-  const image = lab
-    ? oeCli(['image', 'create', '--name', 'oe-guest', '--kernel', lab.lab.kernel, '--ramdisk', lab.lab.initrd, '--cmdline', lab.lab.cmdline, '-f', 'json', '--data-dir', dataDir])
-    : oeCli(['image', 'create', '--name', 'oe-fake', '-f', 'json', '--data-dir', dataDir]);
-  if (image.status !== 0) throw new Error(`image create failed: ${image.stderr.split('\n')[0]}`);
-  return { imageRef: (JSON.parse(image.stdout) as { id: string }).id, flavorRef: (JSON.parse(flavor.stdout) as { id: string }).id };
+/**
+ * Registers an image and a flavor through the CLI; returns their ids. On libvirt, `lab register`
+ * registers the lab's guest (kernel + initramfs) as both; on the fake driver, a small raw disk
+ * image and a 1-vCPU flavor (the fake boots nothing).
+ */
+function registerImageAndFlavor(root: string, dataDir: string, lab: E2eLab | undefined): { imageRef: string; flavorRef: string } {
+  const first = (r: { stderr: string }) => r.stderr.split('\n')[0];
+  if (lab) {
+    const r = oeCli(['lab', 'register', '--dir', lab.lab.dir, '--data-dir', dataDir]);
+    if (r.status !== 0) throw new Error(`lab register failed: ${first(r)}`);
+    const ids = JSON.parse(r.stdout) as { image: string; flavor: string };
+    return { imageRef: ids.image, flavorRef: ids.flavor };
+  }
+  const disk = join(root, 'fake-disk.raw');
+  writeFileSync(disk, Buffer.alloc(1 << 20));
+  const flavor = oeCli(['flavor', 'create', '--name', 'oe.tiny', '--vcpus', '1', '--ram', '256', '--disk', '1', '--data-dir', dataDir]);
+  if (flavor.status !== 0) throw new Error(`flavor create failed: ${first(flavor)}`);
+  const image = oeCli(['image', 'create', '--name', 'oe-fake', '--disk', disk, '--disk-format', 'raw', '--data-dir', dataDir]);
+  if (image.status !== 0) throw new Error(`image create failed: ${first(image)}`);
+  return { imageRef: image.stdout, flavorRef: flavor.stdout };
 }
 
 /** The whole run of one variant; never throws (the outcome says where it stopped). */
@@ -96,13 +107,12 @@ async function runVariant(variant: Variant, root: string, cleanups: Array<() => 
     if (variant === 'libvirt') {
       // Do not boot a lab for a CLI that is not there.
       await stage('image and flavor', () => {
-        const help = oeCli(['help']).stdout;
-        for (const cmd of ['image', 'flavor']) if (!new RegExp(`^\\s+${cmd}\\b`, 'm').test(help)) throw new Error(`no \`online-extend ${cmd}\` command`);
+        if (!/^\s+register\b/m.test(oeCli(['lab', 'help']).stdout)) throw new Error('no `online-extend lab register` command');
       });
       lab = await stage('image and flavor', () => acquireLab());
       cleanups.push(() => lab!.release());
     }
-    const refs = await stage('image and flavor', () => registerImageAndFlavor(data, lab));
+    const refs = await stage('image and flavor', () => registerImageAndFlavor(root, data, lab));
     const served: Served = await stage('serve', () => {
       if (variant === 'fake') {
         writeFileSync(join(root, 'inventory.json'), JSON.stringify({ capabilities: { extend_volume: true }, servers: [] }));
