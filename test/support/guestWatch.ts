@@ -7,13 +7,14 @@
  * attachment naming a server), then reads that server's domain XML from libvirt while it exists:
  * the console log (serial port 0, where the lab guest's init prints `OE-SIZES vda=… vdb=…` on
  * every size change) and the shell socket (serial port 1). Through the shell it finds the guest's
- * own device for the volume by its `<serial>` (the volume id), records the size the guest reports
- * for it, then waits for the volume to reach the target size in the volume API and for the guest
- * to report that size itself. The console log is the guest's own account, and it stays readable
- * after the server is gone only if the driver keeps it, so it is read while the run goes on.
+ * own device for the volume by its `<serial>` (the volume id), waits for the volume to reach the
+ * target size in the volume API and for the guest to report that size itself, and reads from the
+ * console every size the guest reported for that device (the first is what it saw at attach if
+ * it had booted by then). The console log is the guest's own account; it goes with
+ * the server's instance directory, so it is read while the run goes on.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { GuestShell, virsh } from '../../src/lab/index.js';
+import { GuestShell, parseSizes, virsh } from '../../src/lab/index.js';
 import type { FixtureApi } from './clients.js';
 
 export interface GuestObservation {
@@ -21,9 +22,21 @@ export interface GuestObservation {
   serverId: string;
   /** The guest's name for the disk (from its serial), e.g. `vdb`. */
   device: string;
-  /** What the guest reported for it once attached, and after the extend (bytes). */
+  /** The first size the guest reported for it (at attach, if it had booted by then), and after the extend (bytes). */
   beforeBytes: number;
   afterBytes: number;
+  /** Every size the guest reported for it, in order, repeats dropped. */
+  history: number[];
+}
+
+/** The successive sizes `device` had in a console log's `OE-SIZES` lines (repeats dropped). */
+export function sizeHistory(log: string, device: string): number[] {
+  const out: number[] = [];
+  for (const m of log.matchAll(/^OE-SIZES((?: [A-Za-z0-9]+=\d+)*) *$/gm)) {
+    const bytes = parseSizes(m[1]!)[device];
+    if (bytes !== undefined && out.at(-1) !== bytes) out.push(bytes);
+  }
+  return out;
 }
 
 export interface GuestWatch {
@@ -61,8 +74,6 @@ export function watchGuestSize(api: FixtureApi, libvirtUri: string, targetGiB: n
     await guest.waitReady(Math.max(1_000, deadline - Date.now()));
     const device = await guest.deviceForSerial(vol.id, 30_000);
     if (!device) throw new Error(`the guest shows no disk with serial ${vol.id}`);
-    const beforeBytes = (await guest.sizes())[device];
-    if (beforeBytes === undefined) throw new Error(`the guest reports no size for ${device}`);
     for (;;) {
       alive();
       const v = await api.getVolume(vol.id);
@@ -70,7 +81,11 @@ export function watchGuestSize(api: FixtureApi, libvirtUri: string, targetGiB: n
       await sleep(100);
     }
     const afterBytes = await guest.waitForSize(device, targetGiB * 2 ** 30, Math.max(1_000, deadline - Date.now()));
-    return { volumeId: vol.id, serverId, device, beforeBytes, afterBytes };
+    // The console holds a line for every change the guest saw since its init started: the first
+    // size is the one at attach when the guest had booted by then (tempest attaches as soon as the
+    // server is ACTIVE, which may be before the guest's init runs).
+    const history = sizeHistory(await guest.readLog(), device);
+    return { volumeId: vol.id, serverId, device, beforeBytes: history[0]!, afterBytes, history };
   })();
   result.catch(() => undefined);
   return { result, stop: () => (stopped = true) };
