@@ -264,6 +264,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: Flags<Config> = {}, fi
   if (c.httpHeadersTimeoutMs > c.httpRequestTimeoutMs) {
     throw new ConfigError('httpHeadersTimeoutMs', 'config httpHeadersTimeoutMs: must not exceed httpRequestTimeoutMs (the headers are part of the request)');
   }
+  if (c.auth === 'keystone' && !c.keystoneUrl) throw new ConfigError('keystoneUrl', 'config keystoneUrl: auth keystone needs the Keystone URL (--keystone-url http://HOST:5000/v3)');
+  if (c.auth === 'keystone' && !c.keystoneServicePasswordFile) {
+    throw new ConfigError('keystoneServicePasswordFile', "config keystoneServicePasswordFile: auth keystone needs the file holding the service user's password");
+  }
   if (!c.backends.includes(c.defaultBackend)) c.defaultBackend = c.backends[0] ?? 'file';
   c.dataDir = resolve(c.dataDir);
   try {
