@@ -1,5 +1,6 @@
 /**
- * `serve --auth keystone` against Debian's real Keystone (test/support/keystone.ts): tokens that
+ * `online-extend serve --auth keystone` (the built bin, fake driver) against Debian's real
+ * Keystone (test/support/keystone.ts): tokens that
  * Keystone issued carry their user, project and roles into our policy; a revoked token stops
  * working within the cache time; bad tokens get 401 with `WWW-Authenticate`; Keystone away is a
  * 503 (uncertain), and the volume service reaches compute with the Keystone service user's token.
@@ -8,8 +9,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/config.js';
-import { startService, type RunningService } from '../../src/app.js';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { BIN, ensureBuilt } from '../support/build.js';
 import { describeReal } from '../support/real.js';
 import { keystoneMissing, startKeystone, type KeystoneHarness } from '../support/keystone.js';
 
@@ -35,8 +38,19 @@ async function call(base: string, method: string, path: string, token: string, b
   return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as Answer['body']) : {} };
 }
 
-/** Start the whole service (fake driver) with auth=keystone against `ks`; servers in the member's and the admin's projects. */
-async function serveWithKeystone(ks: KeystoneHarness, root: string, cacheMs: number): Promise<RunningService> {
+/** A running `online-extend serve` process and its APIs' URLs. */
+interface Served {
+  computeUrl: string;
+  volumeUrl: string;
+  /** SIGTERM by pid, and wait for the exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * `online-extend serve --driver fake --auth keystone …` against `ks` (the built bin, as an operator
+ * runs it); servers in the member's and the admin's projects.
+ */
+async function serveWithKeystone(ks: KeystoneHarness, root: string, cacheMs: number): Promise<Served> {
   const inv = join(root, 'inventory.json');
   writeFileSync(
     inv,
@@ -52,45 +66,56 @@ async function serveWithKeystone(ks: KeystoneHarness, root: string, cacheMs: num
   const policy = join(root, 'policy.json');
   const memberOrAdmin = 'role:admin or role:member';
   writeFileSync(policy, JSON.stringify({ 'os_compute_api:servers:index': memberOrAdmin, 'volume:create': memberOrAdmin, 'volume:get': memberOrAdmin, 'volume:get_all': memberOrAdmin }));
-  const config = loadConfig(
-    {},
-    {
-      dataDir: join(root, 'data'),
-      driver: 'fake',
-      fakeInventory: inv,
-      port: 0,
-      volumePort: 0,
-      syncIntervalMs: 0,
-      logLevel: 'silent',
-      policyFile: policy,
-      auth: 'keystone',
-      keystoneUrl: ks.url,
-      keystoneServiceUser: ks.service.name,
-      keystoneServiceProject: ks.service.projectName,
-      keystoneServicePasswordFile: ks.service.passwordFile,
-      keystoneTokenCacheMs: cacheMs,
-    },
-  );
-  return startService(config);
+  // dist/ must match src/ (the real tier has no global build step).
+  ensureBuilt();
+  const args = ['serve', '--driver', 'fake', '--fake-inventory', inv, '--data-dir', join(root, 'data'), '--port', '0', '--volume-port', '0', '--sync-interval', '0', '--policy', policy];
+  args.push('--auth', 'keystone', '--keystone-url', ks.url, '--keystone-service-user', ks.service.name, '--keystone-service-project', ks.service.projectName);
+  args.push('--keystone-service-password-file', ks.service.passwordFile, '--keystone-token-cache', String(cacheMs));
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
+  let stderr = '';
+  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const gone = once(child, 'exit');
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await gone;
+    clearTimeout(t);
+  };
+  const urls: string[] = [];
+  try {
+    await new Promise<void>((res, rej) => {
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const m = /API listening on (http:\/\/\S+)/.exec(line);
+        if (m) urls.push(m[1]!);
+        if (urls.length === 2) res();
+      });
+      child.once('exit', (code) => rej(new Error(`serve exited with ${code}: ${stderr}`)));
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { computeUrl: urls[0]!, volumeUrl: urls[1]!, stop };
 }
 
 type Vol = { id: string; status: string; size_bytes: number };
 
 /** Create a volume in the admin's project, attach it to the admin's server (volume service → compute with the service token), extend it in use. */
-async function attachAndExtend(svc: RunningService, ks: KeystoneHarness, token: string): Promise<Vol> {
+async function attachAndExtend(svc: Served, ks: KeystoneHarness, token: string): Promise<Vol> {
   const p = ks.admin.projectId;
-  const created = await call(svc.volumeUrl!, 'POST', `/v3/${p}/volumes`, token, { volume: { name: 'ks', size_bytes: 64 * MiB } });
+  const created = await call(svc.volumeUrl, 'POST', `/v3/${p}/volumes`, token, { volume: { name: 'ks', size_bytes: 64 * MiB } });
   expect(created.status).toBe(202);
   const id = (created.body.volume as unknown as Vol).id;
   const attached = await call(svc.computeUrl, 'POST', `/v2/${p}/servers/${ADMIN_SERVER}/os-volume_attachments`, token, { volumeAttachment: { volumeId: id } });
   expect(attached.status).toBe(200);
-  const extend = await call(svc.volumeUrl!, 'POST', `/v3/${p}/volumes/${id}/action`, token, { 'os-extend-bytes': { new_bytes: 128 * MiB } });
+  const extend = await call(svc.volumeUrl, 'POST', `/v3/${p}/volumes/${id}/action`, token, { 'os-extend-bytes': { new_bytes: 128 * MiB } });
   expect(extend.status).toBe(202);
   const until = Date.now() + 20_000;
   let v: Vol;
   do {
     await sleep(50);
-    v = (await call(svc.volumeUrl!, 'GET', `/v3/${p}/volumes/${id}`, token)).body.volume as unknown as Vol;
+    v = (await call(svc.volumeUrl, 'GET', `/v3/${p}/volumes/${id}`, token)).body.volume as unknown as Vol;
   } while (v.status === 'extending' && Date.now() < until);
   return v;
 }
@@ -104,7 +129,7 @@ function expectKeystone401(a: Answer, ks: KeystoneHarness): void {
 describeReal(keystoneMissing())('serve --auth keystone against a real Keystone', () => {
   const CACHE_MS = 1_000;
   let ks: KeystoneHarness;
-  let svc: RunningService;
+  let svc: Served;
   let root: string;
 
   beforeAll(async () => {
@@ -114,7 +139,7 @@ describeReal(keystoneMissing())('serve --auth keystone against a real Keystone',
     svc = await serveWithKeystone(ks, root, CACHE_MS);
   });
   afterAll(async () => {
-    await svc?.close();
+    await svc?.stop();
     await ks?.stop();
     if (root) rmSync(root, { recursive: true, force: true });
   });
@@ -125,9 +150,9 @@ describeReal(keystoneMissing())('serve --auth keystone against a real Keystone',
     const servers = await call(svc.computeUrl, 'GET', `/v2/${p}/servers`, token);
     expect(servers.status).toBe(200);
     expect((servers.body.servers as unknown as { id: string }[]).map((s) => s.id)).toEqual([MEMBER_SERVER]);
-    const created = await call(svc.volumeUrl!, 'POST', `/v3/${p}/volumes`, token, { volume: { name: 'member-vol', size_bytes: 8 * MiB } });
+    const created = await call(svc.volumeUrl, 'POST', `/v3/${p}/volumes`, token, { volume: { name: 'member-vol', size_bytes: 8 * MiB } });
     expect(created.status).toBe(202);
-    const listed = await call(svc.volumeUrl!, 'GET', `/v3/${p}/volumes`, token);
+    const listed = await call(svc.volumeUrl, 'GET', `/v3/${p}/volumes`, token);
     expect(listed.status).toBe(200);
     expect((listed.body.volumes as unknown as { name: string }[]).map((v) => v.name)).toContain('member-vol');
     // Admin-only by the spec's policy: the member is known (not 401) but not allowed.
@@ -160,7 +185,7 @@ describeReal(keystoneMissing())('serve --auth keystone against a real Keystone',
     // The last validation was before the revocation: its cache entry ends within CACHE_MS of it.
     await sleep(CACHE_MS + 100);
     expectKeystone401(await call(svc.computeUrl, 'GET', path, token), ks);
-    expectKeystone401(await call(svc.volumeUrl!, 'GET', `/v3/${ks.member.projectId}/volumes`, token), ks);
+    expectKeystone401(await call(svc.volumeUrl, 'GET', `/v3/${ks.member.projectId}/volumes`, token), ks);
   });
 
   it.each([
@@ -169,7 +194,7 @@ describeReal(keystoneMissing())('serve --auth keystone against a real Keystone',
     { name: 'a token with a space (never sent on to Keystone)', token: 'two words' },
   ])('answers $name with 401 and WWW-Authenticate naming Keystone, on both APIs', async ({ token }) => {
     expectKeystone401(await call(svc.computeUrl, 'GET', `/v2/${ks.member.projectId}/servers`, token), ks);
-    expectKeystone401(await call(svc.volumeUrl!, 'GET', `/v3/${ks.member.projectId}/volumes`, token), ks);
+    expectKeystone401(await call(svc.volumeUrl, 'GET', `/v3/${ks.member.projectId}/volumes`, token), ks);
   });
 
   it('answers 401 with WWW-Authenticate when no token is sent', async () => {
@@ -198,7 +223,7 @@ describeReal(keystoneMissing())('serve --auth keystone against a real Keystone',
 describeReal(keystoneMissing())('serve --auth keystone with tokens that live 6 s', () => {
   const LIFE_S = 6;
   let ks: KeystoneHarness;
-  let svc: RunningService;
+  let svc: Served;
   let root: string;
 
   beforeAll(async () => {
@@ -208,7 +233,7 @@ describeReal(keystoneMissing())('serve --auth keystone with tokens that live 6 s
     svc = await serveWithKeystone(ks, root, 600_000);
   });
   afterAll(async () => {
-    await svc?.close();
+    await svc?.stop();
     await ks?.stop();
     if (root) rmSync(root, { recursive: true, force: true });
   });

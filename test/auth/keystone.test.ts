@@ -8,7 +8,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { BIN } from '../support/build.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -316,6 +318,14 @@ describe('auth=keystone configuration', () => {
     const config = loadConfig({}, { ...base(), auth: 'keystone', keystoneUrl: ks.url, keystoneServicePasswordFile: join(dir, 'missing') });
     expect(() => keystoneFrom(config)).toThrow(ConfigError);
     expect(() => keystoneFrom(config)).toThrow(/missing: ENOENT/);
+  });
+
+  it('makes `serve --auth keystone` without --keystone-url exit 2 naming the setting, before touching the data dir', () => {
+    const data = join(dir, 'data');
+    const r = spawnSync(process.execPath, [BIN, 'serve', '--driver', 'fake', '--fake-inventory', join(dir, 'inv.json'), '--data-dir', data, '--auth', 'keystone'], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/keystoneUrl: auth keystone needs the Keystone URL/);
+    expect(existsSync(data)).toBe(false);
   });
 
   it('builds no Keystone authenticator for auth=token', () => {
