@@ -162,7 +162,9 @@ function announceKeystone(app: App, auth: ServerDeps['auth']): void {
  */
 export function keystoneFrom(config: Config, logger?: Logger): KeystoneAuthenticator | undefined {
   if (config.auth !== 'keystone') return undefined;
-  if (!config.keystoneUrl) throw new ConfigError('keystoneUrl', 'config keystoneUrl: auth keystone needs the Keystone URL (--keystone-url http://HOST:5000/v3)');
+  if (!/^https?:\/\/[^/]/.test(config.keystoneUrl ?? '')) {
+    throw new ConfigError('keystoneUrl', 'config keystoneUrl: auth keystone needs the Keystone URL, an http:// or https:// URL (--keystone-url http://HOST:5000/v3)');
+  }
   if (!config.keystoneServicePasswordFile) {
     throw new ConfigError('keystoneServicePasswordFile', "config keystoneServicePasswordFile: auth keystone needs the file holding the service user's password (--keystone-service-password-file)");
   }

@@ -255,7 +255,8 @@ export function readConfigFile(path: string): Record<string, unknown> {
  * The service's configuration: `loadSettings(ConfigSchema, …)`, then the rules between keys:
  * the fake driver needs `fakeInventory`; `httpHeadersTimeoutMs` ≤ `httpRequestTimeoutMs`;
  * `defaultBackend` falls back to the first enabled backend; `dataDir` is made absolute;
- * `httpMaxConnections` 0 becomes the automatic cap (maxConnectionsPerApi). `file` is the path of
+ * `httpMaxConnections` 0 becomes the automatic cap (maxConnectionsPerApi); `auth` keystone needs
+ * `keystoneUrl` and `keystoneServicePasswordFile`. `file` is the path of
  * a JSON config file, if any. Throws ConfigError.
  */
 export function loadConfig(env: NodeJS.ProcessEnv, flags: Flags<Config> = {}, file?: string): Config {
@@ -264,7 +265,9 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: Flags<Config> = {}, fi
   if (c.httpHeadersTimeoutMs > c.httpRequestTimeoutMs) {
     throw new ConfigError('httpHeadersTimeoutMs', 'config httpHeadersTimeoutMs: must not exceed httpRequestTimeoutMs (the headers are part of the request)');
   }
-  if (c.auth === 'keystone' && !c.keystoneUrl) throw new ConfigError('keystoneUrl', 'config keystoneUrl: auth keystone needs the Keystone URL (--keystone-url http://HOST:5000/v3)');
+  if (c.auth === 'keystone' && !/^https?:\/\/[^/]/.test(c.keystoneUrl ?? '')) {
+    throw new ConfigError('keystoneUrl', `config keystoneUrl: auth keystone needs the Keystone URL, an http:// or https:// URL (--keystone-url http://HOST:5000/v3), got ${JSON.stringify(c.keystoneUrl ?? null)}`);
+  }
   if (c.auth === 'keystone' && !c.keystoneServicePasswordFile) {
     throw new ConfigError('keystoneServicePasswordFile', "config keystoneServicePasswordFile: auth keystone needs the file holding the service user's password");
   }

@@ -291,6 +291,7 @@ describe('auth=keystone configuration', () => {
 
   it.each([
     { name: 'without keystoneUrl', flags: { keystoneServicePasswordFile: '/x' }, key: 'keystoneUrl' },
+    { name: 'with a keystoneUrl that is not an http(s) URL', flags: { keystoneUrl: 'keystone:5000', keystoneServicePasswordFile: '/x' }, key: 'keystoneUrl' },
     { name: 'without keystoneServicePasswordFile', flags: { keystoneUrl: 'http://127.0.0.1:5000/v3' }, key: 'keystoneServicePasswordFile' },
   ])('is refused $name (ConfigError naming the key)', ({ flags, key }) => {
     const err = (() => {
