@@ -5,7 +5,7 @@
  * working within the cache time; bad tokens get 401 with `WWW-Authenticate`; Keystone away is a
  * 503 (uncertain), and the volume service reaches compute with the Keystone service user's token.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -218,35 +218,31 @@ describeReal(keystoneMissing())('serve --auth keystone against a real Keystone',
     }
     expect((await call(svc.computeUrl, 'GET', path, token)).status).toBe(200);
   });
-});
 
-describeReal(keystoneMissing())('serve --auth keystone with tokens that live 6 s', () => {
-  const LIFE_S = 6;
-  let ks: KeystoneHarness;
-  let svc: Served;
-  let root: string;
+  // Last: Keystone is restarted (same data and keys) to issue tokens that live 6 s.
+  describe('with tokens that live 6 s', () => {
+    const LIFE_S = 6;
+    let short: Served;
 
-  beforeAll(async () => {
-    root = mkdtempSync(join(tmpdir(), 'oe-ks-'));
-    ks = await startKeystone({ tokenExpirationS: LIFE_S });
-    // A cache time far past the tokens' life: only their expiry can end a cached validation.
-    svc = await serveWithKeystone(ks, root, 600_000);
-  });
-  afterAll(async () => {
-    await svc?.stop();
-    await ks?.stop();
-    if (root) rmSync(root, { recursive: true, force: true });
-  });
+    beforeAll(async () => {
+      await ks.restart({ tokenExpirationS: LIFE_S });
+      // A cache time far past the tokens' life: only their expiry can end a cached validation.
+      short = await serveWithKeystone(ks, mkdtempSync(join(root, 'short-')), 600_000);
+    });
+    afterAll(async () => {
+      await short?.stop();
+    });
 
-  it('refuses an expired token with 401 and WWW-Authenticate even while its validation is cached, and renews its own service token past its life', async () => {
-    const token = await ks.token(ks.admin);
-    const path = `/v2/${ks.admin.projectId}/servers`;
-    expect((await call(svc.computeUrl, 'GET', path, token)).status).toBe(200);
-    // Past the token's expires_at (whole seconds at Keystone) and so past the first service token's.
-    await sleep((LIFE_S + 1) * 1000);
-    expectKeystone401(await call(svc.computeUrl, 'GET', path, token), ks);
-    // The volume service still reaches compute: its Keystone token was renewed before it expired.
-    const v = await attachAndExtend(svc, ks, await ks.token(ks.admin));
-    expect(v).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
+    it('refuses an expired token with 401 and WWW-Authenticate even while its validation is cached, and renews its own service token past its life', async () => {
+      const token = await ks.token(ks.admin);
+      const path = `/v2/${ks.admin.projectId}/servers`;
+      expect((await call(short.computeUrl, 'GET', path, token)).status).toBe(200);
+      // Past the token's expires_at (whole seconds at Keystone) and so past the first service token's.
+      await sleep((LIFE_S + 1) * 1000);
+      expectKeystone401(await call(short.computeUrl, 'GET', path, token), ks);
+      // The volume service still reaches compute: its Keystone token was renewed before it expired.
+      const v = await attachAndExtend(short, ks, await ks.token(ks.admin));
+      expect(v).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
+    });
   });
 });

@@ -48,7 +48,11 @@ export interface KeystoneHarness {
   revoke(token: string): Promise<void>;
   /** End the Keystone process (its data stays: `restart` serves it again on the same port). */
   kill(): Promise<void>;
-  restart(): Promise<void>;
+  /**
+   * Serve again (after `kill`, or ending it first), on the same port with the same data and keys:
+   * tokens issued before stay valid. `tokenExpirationS` changes the life of tokens issued from now on.
+   */
+  restart(opts?: { tokenExpirationS?: number }): Promise<void>;
   /** End the process and remove the dir. */
   stop(): Promise<void>;
 }
@@ -92,28 +96,30 @@ export async function startKeystone(opts: { tokenExpirationS?: number } = {}): P
     const port = await freePort();
     const url = `http://127.0.0.1:${port}/v3`;
     const conf = join(dir, 'keystone.conf');
-    writeFileSync(
-      conf,
-      [
-        '[DEFAULT]',
-        'use_stderr = true',
-        '[database]',
-        `connection = sqlite:///${join(dir, 'keystone.db')}`,
-        '[token]',
-        'provider = fernet',
-        `expiration = ${opts.tokenExpirationS ?? 3600}`,
-        // bcrypt's fewest rounds: Keystone hashes every password it sets and checks (12 rounds cost ~0.3 s each here).
-        '[identity]',
-        'password_hash_rounds = 4',
-        '[fernet_tokens]',
-        `key_repository = ${join(dir, 'fernet')}`,
-        '[fernet_receipts]',
-        `key_repository = ${join(dir, 'fernet-receipts')}`,
-        '[credential]',
-        `key_repository = ${join(dir, 'credential')}`,
-        '',
-      ].join('\n'),
-    );
+    const writeConf = (expirationS: number) =>
+      writeFileSync(
+        conf,
+        [
+          '[DEFAULT]',
+          'use_stderr = true',
+          '[database]',
+          `connection = sqlite:///${join(dir, 'keystone.db')}`,
+          '[token]',
+          'provider = fernet',
+          `expiration = ${expirationS}`,
+          // bcrypt's fewest rounds: Keystone hashes every password it sets and checks (12 rounds cost ~0.3 s each here).
+          '[identity]',
+          'password_hash_rounds = 4',
+          '[fernet_tokens]',
+          `key_repository = ${join(dir, 'fernet')}`,
+          '[fernet_receipts]',
+          `key_repository = ${join(dir, 'fernet-receipts')}`,
+          '[credential]',
+          `key_repository = ${join(dir, 'credential')}`,
+          '',
+        ].join('\n'),
+      );
+    writeConf(opts.tokenExpirationS ?? 3600);
     // The key repositories belong to whoever runs the tests (keystone-manage wants names).
     const owner = ['--keystone-user', userInfo().username, '--keystone-group', execFileSync('id', ['-gn'], { encoding: 'utf8' }).trim()];
     const adminPassword = randomBytes(12).toString('hex');
@@ -216,8 +222,9 @@ export async function startKeystone(opts: { tokenExpirationS?: number } = {}): P
         if (res.status !== 204) throw new Error(`revoke: HTTP ${res.status}: ${await res.text()}`);
       },
       kill,
-      restart: async () => {
+      restart: async (o = {}) => {
         await kill();
+        if (o.tokenExpirationS !== undefined) writeConf(o.tokenExpirationS);
         await serve();
       },
       stop: async () => {
