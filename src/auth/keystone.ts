@@ -12,12 +12,16 @@
  * - Every answer, valid and invalid, is cached for `cacheMs` (keystonemiddleware's
  *   token_cache_time, its invalid-token cache included), never past the token's `expires_at`:
  *   a revoked token keeps working for at most `cacheMs` after its last validation.
+ * - The service user needs, on its project, the `service` role (Keystone lets it validate tokens;
+ *   compute's connection routes want it) and, with the default policy, `admin` (the spec's
+ *   admin-only routes the volume service calls: get_blockdev, assist_extend).
  * - Keystone down, slow (timeout) or failing (5xx), or refusing our own credentials: 503
  *   IdentityUnreachable (uncertain: try again), never a 401, never cached.
  * - Concurrent validations of one token share one request to Keystone.
  */
 import type { Logger } from 'pino';
 import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { errors, ServiceError } from '../errors.js';
 import { hashToken, type AuthContext } from './tokens.js';
 import { isProjectId } from './ids.js';
@@ -56,8 +60,11 @@ interface KeystoneToken {
 /** What a token must look like to be sent to Keystone in a header (Fernet tokens are ~200 URL-safe characters). */
 const TOKEN_SHAPE = /^[\x21-\x7e]{1,8192}$/;
 
-/** Retry delays of a failed service-token renewal (then the last one, again and again). */
-const RENEW_RETRY_MS = [1_000, 5_000, 15_000, 60_000];
+/**
+ * Retry delays of a failed service-token renewal (then the last one, again and again): short, so
+ * that once Keystone is back the volume service has a valid token again within seconds.
+ */
+const RENEW_RETRY_MS = [1_000, 2_000, 5_000];
 
 /**
  * Validates X-Auth-Token values against Keystone (the TokenAuthenticator's `authenticate`, for
@@ -78,6 +85,12 @@ export class KeystoneAuthenticator {
   private timer: NodeJS.Timeout | undefined;
   private failures = 0;
   private logger: Logger | undefined;
+  /**
+   * What `serviceToken()` gives while there is no valid service token: random per process, it
+   * names nobody; `authenticate` answers it with 503 IdentityUnreachable (uncertain), so the volume
+   * service's calls to compute wait for Keystone instead of failing for good on a 401.
+   */
+  private readonly noToken = `oe-keystone-pending-${randomBytes(16).toString('hex')}`;
   private stopped = false;
 
   constructor(private readonly opts: KeystoneOptions) {
@@ -126,6 +139,7 @@ export class KeystoneAuthenticator {
    */
   async authenticate(token: string | undefined): Promise<AuthContext> {
     if (!token) throw errors.unauthorized();
+    if (token === this.noToken) throw this.unreachable('this service has no valid Keystone token yet');
     if (!TOKEN_SHAPE.test(token)) throw errors.unauthorized('The token is invalid or has expired.');
     const key = hashToken(token);
     let v = this.cached(key);
@@ -175,9 +189,14 @@ export class KeystoneAuthenticator {
     this.timer = undefined;
   }
 
-  /** The current service token ('' before the first one): pass `() => keystone.serviceToken()` to an ApiClient. */
+  /**
+   * The current service token: pass `() => keystone.serviceToken()` to an ApiClient. Before the
+   * first one, or once it has expired without a renewal (Keystone away), a placeholder that this
+   * authenticator answers with 503 IdentityUnreachable (see `noToken`).
+   */
   serviceToken(): string {
-    return this.service?.token ?? '';
+    const s = this.service;
+    return s && s.expiresAt > this.now() ? s.token : this.noToken;
   }
 
   /** Expiry of the current service token (epoch ms), if there is one. */

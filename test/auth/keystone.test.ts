@@ -246,6 +246,21 @@ describe("KeystoneAuthenticator: this service's own token", () => {
     expect(ks.validations).toEqual(['t1', 't1']);
   });
 
+  it('gives, while it has no valid service token, a placeholder that its own check answers with 503 (uncertain), never asking Keystone', async () => {
+    ks.serviceLifeMs = 60_000;
+    const a = make();
+    const before = a.serviceToken();
+    expect((await failure(a.authenticate(before))).code).toBe('IdentityUnreachable');
+    await a.start();
+    expect(a.serviceToken()).toBe('svc-1');
+    ks.validateStatus = 503;
+    clock += 60_000;
+    expect(a.serviceToken()).toBe(before);
+    const err = await failure(a.authenticate(a.serviceToken()));
+    expect(err).toMatchObject({ code: 'IdentityUnreachable', final: false, reason: 'this service has no valid Keystone token yet' });
+    expect(ks.validations).toEqual([]);
+  });
+
   it("answers 503 (not 401) when Keystone refuses this service's credentials", async () => {
     known('t1');
     const a = make({ password: 'wrong' });
