@@ -237,11 +237,10 @@ export async function startService(config: Config): Promise<RunningService> {
   }
 }
 
-async function runService(config: Config, dataDir: OpenedDataDir, checkMs: number, keystone: KeystoneAuthenticator | undefined): Promise<RunningService> {
+async function runService(config: Config, dataDir: OpenedDataDir, checkMs: number, keystoneAuth: KeystoneAuthenticator | undefined): Promise<RunningService> {
   const logger = createLogger(config.logLevel);
   // auth=keystone: one authenticator (one cache, one service token) for both APIs. Keystone being
   // away at start does not stop the service: it answers 503 until Keystone is back.
-  const keystoneAuth = keystone;
   if (keystoneAuth) {
     keystoneAuth.useLogger(logger.child({ component: 'keystone' }));
     await keystoneAuth.startInBackground();
