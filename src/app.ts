@@ -18,7 +18,7 @@ import { LocalComputeRpc } from './compute/rpc.js';
 import { ComputeAPI } from './compute/api.js';
 import type { VirtDriver } from './virt/driver.js';
 import { FakeDriver } from './virt/fake/driver.js';
-import { createServer, DEFAULT_HTTP_LIMITS, drainServer, type App, type HttpLimits } from './api/server.js';
+import { createServer, DEFAULT_HTTP_LIMITS, drainServer, type App, type HttpLimits, type ServerDeps } from './api/server.js';
 import { registerOnlineExtendVolume } from './api/routes/compute/onlineExtendVolume.js';
 import { registerServers } from './api/routes/compute/servers.js';
 import { registerVolumeConnections } from './api/routes/compute/volumeConnections.js';
@@ -37,6 +37,8 @@ import { VolumeService } from './volume/service.js';
 import { VolumeAttachService } from './volume/attach.js';
 import { InFlight, VolumeReconciler } from './volume/reconciler.js';
 import { ServiceToken } from './auth/tokens.js';
+import { KeystoneAuthenticator } from './auth/keystone.js';
+import { ConfigError } from './config.js';
 import { openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
 
 /** What the compute API is built from (defaults: host `compute-1`, project `admin`, the default policy). */
@@ -51,6 +53,8 @@ export interface ComputeAppDeps {
   volumes?: VolumesForCompute;
   /** HTTP timeouts, connection cap and drain grace (Config defaults otherwise). */
   http?: Partial<HttpLimits>;
+  /** How tokens are checked (default: the store's tokens, TokenAuthenticator). */
+  auth?: ServerDeps['auth'];
 }
 
 /** The compute API and the pieces behind it. */
@@ -58,7 +62,7 @@ export interface ComputeApp {
   app: App;
   manager: ComputeManager;
   compute: ComputeAPI;
-  auth: TokenAuthenticator;
+  auth: ServerDeps['auth'];
   policy: PolicyEnforcer;
 }
 
@@ -75,9 +79,10 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     logger: deps.logger.child({ component: 'compute-manager' }),
   });
   const compute = new ComputeAPI({ store: deps.store, rpc: new LocalComputeRpc(manager), logger: deps.logger.child({ component: 'compute-api' }) });
-  const auth = new TokenAuthenticator(deps.store);
+  const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
   const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
+  announceKeystone(app, auth);
   const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.volumes ? { volumes: deps.volumes } : {}) };
   registerComputeVersions(app);
   registerOnlineExtendVolume(app, routeDeps);
@@ -101,6 +106,8 @@ export interface VolumeAppDeps {
   http?: Partial<HttpLimits>;
   /** Operations under way in this process (shared with attach and the reconciler). */
   inFlight?: InFlight;
+  /** How tokens are checked (default: the store's tokens, TokenAuthenticator). */
+  auth?: ServerDeps['auth'];
 }
 
 /** The volume API and the services behind it. */
@@ -126,12 +133,46 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     defaultBackend: deps.defaultBackend,
     inFlight,
   });
-  const auth = new TokenAuthenticator(deps.store);
+  const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}) });
+  announceKeystone(app, auth);
   registerVolumeVersions(app);
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
   registerAttachments(app, { logger: deps.logger, auth, policy: deps.policy, title: '', attachments });
   return { app, volumes, attachments, workflow };
+}
+
+/**
+ * With a Keystone authenticator, every 401 names Keystone in `WWW-Authenticate`, as
+ * keystonemiddleware's rejections do (`Keystone uri="<keystoneUrl>"`), so a client knows where to
+ * get a token. An onError hook: nothing on the path of successful requests.
+ */
+function announceKeystone(app: App, auth: ServerDeps['auth']): void {
+  if (!(auth instanceof KeystoneAuthenticator)) return;
+  const value = auth.wwwAuthenticate;
+  app.addHook('onError', (_req, reply, err, done) => {
+    if ((err as { status?: unknown }).status === 401 || reply.statusCode === 401) reply.header('www-authenticate', value);
+    done();
+  });
+}
+
+/**
+ * The Keystone authenticator `auth=keystone` asks for (undefined for the other modes). Throws
+ * ConfigError when keystoneUrl or keystoneServicePasswordFile is missing or the file unreadable.
+ */
+export function keystoneFrom(config: Config, logger?: Logger): KeystoneAuthenticator | undefined {
+  if (config.auth !== 'keystone') return undefined;
+  if (!/^https?:\/\/[^/]/.test(config.keystoneUrl ?? '')) {
+    throw new ConfigError('keystoneUrl', 'config keystoneUrl: auth keystone needs the Keystone URL, an http:// or https:// URL (--keystone-url http://HOST:5000/v3)');
+  }
+  if (!config.keystoneServicePasswordFile) {
+    throw new ConfigError('keystoneServicePasswordFile', "config keystoneServicePasswordFile: auth keystone needs the file holding the service user's password (--keystone-service-password-file)");
+  }
+  try {
+    return KeystoneAuthenticator.fromConfig(config, logger);
+  } catch (err) {
+    throw new ConfigError('keystoneServicePasswordFile', `config keystoneServicePasswordFile: ${(err as Error).message}`);
+  }
 }
 
 /** The HTTP limits the configuration asks for (each API gets the same); per-connection bounds are fixed. */
@@ -183,18 +224,27 @@ export async function startService(config: Config): Promise<RunningService> {
   // First of all: take the data dir (one serve per data dir), make it private and check the
   // database; refuse to start otherwise (DataDirError, with what was found and what to do).
   const started = performance.now();
+  // auth=keystone's settings are checked (and the password file read) before anything is touched.
+  const keystone = keystoneFrom(config);
   const dataDir = openDataDir(config.dataDir, { lock: true, backends: config.backends, allowOrphanVolumes: config.allowOrphanVolumes });
   const checkMs = Math.round(performance.now() - started);
   try {
-    return await runService(config, dataDir, checkMs);
+    return await runService(config, dataDir, checkMs, keystone);
   } catch (err) {
+    keystone?.stop();
     await dataDir.close().catch(() => undefined);
     throw err;
   }
 }
 
-async function runService(config: Config, dataDir: OpenedDataDir, checkMs: number): Promise<RunningService> {
+async function runService(config: Config, dataDir: OpenedDataDir, checkMs: number, keystoneAuth: KeystoneAuthenticator | undefined): Promise<RunningService> {
   const logger = createLogger(config.logLevel);
+  // auth=keystone: one authenticator (one cache, one service token) for both APIs. Keystone being
+  // away at start does not stop the service: it answers 503 until Keystone is back.
+  if (keystoneAuth) {
+    keystoneAuth.useLogger(logger.child({ component: 'keystone' }));
+    await keystoneAuth.startInBackground();
+  }
   const store = dataDir.store;
   if (dataDir.secured.length) logger.warn({ files: dataDir.secured.length }, 'made data dir files private (0600/0700)');
   logDataDirCheck(logger, dataDir, checkMs);
@@ -212,6 +262,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     defaultProject: config.defaultProject,
     ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
     http: httpLimitsFrom(config),
+    ...(keystoneAuth ? { auth: keystoneAuth } : {}),
   });
   const timer = config.syncIntervalMs > 0
     ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
@@ -228,14 +279,22 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
 
     if (config.volumeApi) {
-      serviceToken = await ServiceToken.open({
-        store,
-        file: join(config.dataDir, SERVICE_TOKEN_FILE),
-        onError: (err) => logger.error({ err }, 'service token rotation failed'),
-      });
-      serviceToken.start();
-      const token = serviceToken;
-      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: () => token.current() });
+      let currentToken: () => string;
+      if (keystoneAuth) {
+        // auth=keystone: compute checks tokens with Keystone, so the volume service calls it with
+        // a Keystone token of the service user (renewed by the authenticator), as Cinder calls Nova.
+        currentToken = () => keystoneAuth.serviceToken();
+      } else {
+        serviceToken = await ServiceToken.open({
+          store,
+          file: join(config.dataDir, SERVICE_TOKEN_FILE),
+          onError: (err) => logger.error({ err }, 'service token rotation failed'),
+        });
+        serviceToken.start();
+        const token = serviceToken;
+        currentToken = () => token.current();
+      }
+      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken });
       // Volumes with an operation under way in this process, left alone by the reconciler.
       const inFlight = new InFlight();
       volumeApp = await buildVolumeApp({
@@ -248,6 +307,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
         http: httpLimitsFrom(config),
         inFlight,
+        ...(keystoneAuth ? { auth: keystoneAuth } : {}),
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
       catalog.register('volume', volumeUrl);
@@ -275,6 +335,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     await computeApp.app.close().catch(() => undefined);
     await computeApp.manager.close().catch(() => undefined);
     serviceToken?.stop();
+    keystoneAuth?.stop();
     throw err;
   }
   return {
@@ -303,6 +364,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       await computeApp.app.close();
       await computeApp.manager.close();
       serviceToken?.stop();
+      keystoneAuth?.stop();
       await dataDir.close();
     },
   };

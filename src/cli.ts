@@ -82,6 +82,12 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--shutdown-grace <ms>', 'on SIGTERM/SIGINT, let requests being served finish this long, then exit (default 10000)')
     .option('--fake-latency <ms>', 'delay every fake-driver call (tests of slow requests only)')
     .option('--allow-orphan-volumes', 'start even though volume files belong to no volume in the database (logged, left alone)')
+    .addOption(new Option('--auth <mode>', 'how tokens are checked: token (default), keystone, noauth').choices(['token', 'keystone', 'noauth']))
+    .option('--keystone-url <url>', "with --auth keystone: the Keystone to validate tokens with (its /v3 URL)")
+    .option('--keystone-service-user <name>', 'with --auth keystone: the service user (default online-extend; needs the service and admin roles)')
+    .option('--keystone-service-project <name>', "with --auth keystone: the service user's project (default service)")
+    .option('--keystone-service-password-file <file>', "with --auth keystone: file holding the service user's password (read once at start)")
+    .option('--keystone-token-cache <ms>', 'with --auth keystone: how long a validation, valid or not, is trusted (default 5000)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const config = loadConfig(env, {
         host: o.host,
@@ -108,6 +114,12 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         shutdownGraceMs: o.shutdownGrace,
         fakeLatencyMs: o.fakeLatency,
         allowOrphanVolumes: o.allowOrphanVolumes,
+        auth: o.auth,
+        keystoneUrl: o.keystoneUrl,
+        keystoneServiceUser: o.keystoneServiceUser,
+        keystoneServiceProject: o.keystoneServiceProject,
+        keystoneServicePasswordFile: o.keystoneServicePasswordFile,
+        keystoneTokenCacheMs: o.keystoneTokenCache,
       }, typeof o.config === 'string' ? o.config : undefined);
       // Everything this process creates (the database, its WAL, qemu-img's images, …) is private
       // to the service's user; startService also sets modes explicitly and fixes older files.

@@ -127,7 +127,7 @@ export const ConfigSchema = Type.Object(
     identityPort: port("Port of the embedded Keystone v3 endpoint (Keystone's default port; 0 = any free one)", 5000, { env: 'ONLINE_EXTEND_IDENTITY_PORT', flag: '--identity-port' }),
     imagePort: port("Port of the image API (Glance's default port; 0 = any free one)", 9292, { env: 'ONLINE_EXTEND_IMAGE_PORT', flag: '--image-port' }),
     keystoneUrl: Type.Optional(Type.String({ description: 'With auth=keystone: the real Keystone (its /v3 URL)', minLength: 1, env: 'ONLINE_EXTEND_KEYSTONE_URL', flag: '--keystone-url', unit: 'URL' })),
-    keystoneServiceUser: str('With auth=keystone: the service user this service validates tokens as (it needs the service or admin role)', 'online-extend', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_USER', flag: '--keystone-service-user' }),
+    keystoneServiceUser: str('With auth=keystone: the service user this service validates tokens and calls compute as (it needs the service and, with the default policy, admin roles on its project)', 'online-extend', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_USER', flag: '--keystone-service-user' }),
     keystoneServiceProject: str('With auth=keystone: the service user\'s project', 'service', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_PROJECT', flag: '--keystone-service-project' }),
     keystoneServicePasswordFile: Type.Optional(Type.String({ description: 'With auth=keystone: file holding the service user\'s password', minLength: 1, env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_PASSWORD_FILE', flag: '--keystone-service-password-file', unit: 'path' })),
     keystoneTokenCacheMs: ms('With auth=keystone: how long a validation (valid or not) is cached (keystonemiddleware token_cache_time; short so that a revoked token stops working soon)', 5_000, { flag: '--keystone-token-cache' }),
@@ -255,7 +255,8 @@ export function readConfigFile(path: string): Record<string, unknown> {
  * The service's configuration: `loadSettings(ConfigSchema, …)`, then the rules between keys:
  * the fake driver needs `fakeInventory`; `httpHeadersTimeoutMs` ≤ `httpRequestTimeoutMs`;
  * `defaultBackend` falls back to the first enabled backend; `dataDir` is made absolute;
- * `httpMaxConnections` 0 becomes the automatic cap (maxConnectionsPerApi). `file` is the path of
+ * `httpMaxConnections` 0 becomes the automatic cap (maxConnectionsPerApi); `auth` keystone needs
+ * `keystoneUrl` and `keystoneServicePasswordFile`. `file` is the path of
  * a JSON config file, if any. Throws ConfigError.
  */
 export function loadConfig(env: NodeJS.ProcessEnv, flags: Flags<Config> = {}, file?: string): Config {
@@ -263,6 +264,12 @@ export function loadConfig(env: NodeJS.ProcessEnv, flags: Flags<Config> = {}, fi
   if (c.driver === 'fake' && !c.fakeInventory) throw new ConfigError('fakeInventory', 'the fake driver needs --fake-inventory FILE');
   if (c.httpHeadersTimeoutMs > c.httpRequestTimeoutMs) {
     throw new ConfigError('httpHeadersTimeoutMs', 'config httpHeadersTimeoutMs: must not exceed httpRequestTimeoutMs (the headers are part of the request)');
+  }
+  if (c.auth === 'keystone' && !/^https?:\/\/[^/]/.test(c.keystoneUrl ?? '')) {
+    throw new ConfigError('keystoneUrl', `config keystoneUrl: auth keystone needs the Keystone URL, an http:// or https:// URL (--keystone-url http://HOST:5000/v3), got ${JSON.stringify(c.keystoneUrl ?? null)}`);
+  }
+  if (c.auth === 'keystone' && !c.keystoneServicePasswordFile) {
+    throw new ConfigError('keystoneServicePasswordFile', "config keystoneServicePasswordFile: auth keystone needs the file holding the service user's password");
   }
   if (!c.backends.includes(c.defaultBackend)) c.defaultBackend = c.backends[0] ?? 'file';
   c.dataDir = resolve(c.dataDir);

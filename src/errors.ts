@@ -84,6 +84,8 @@ export const CATALOGUE = {
   HypervisorUnreachable: { status: 503, final: false },
   BackendFailed: { status: 500, final: true },
   ComputeUnreachable: { status: 503, final: false },
+  /** Keystone (auth=keystone) could not say whether a token is valid: down, slow, failing, or refusing our service credentials. */
+  IdentityUnreachable: { status: 503, final: false },
   ServiceUnavailable: { status: 503, final: false },
   InternalError: { status: 500, final: true },
 } as const satisfies Record<string, { status: number; final: boolean }>;
@@ -323,6 +325,9 @@ export const errors = {
     new ServiceError('BackendFailed', `Storage backend failed: ${reason}`, { ...opts, reason }),
   computeUnreachable: (reason: string, opts: Omit<ServiceErrorOptions, 'reason'> = {}) =>
     new ServiceError('ComputeUnreachable', `Compute API unreachable: ${reason}`, { ...opts, reason }),
+  /** 503, uncertain: a token could not be validated because Keystone gave no usable answer (never a 401: the token may be fine). */
+  identityUnreachable: (reason: string, opts: Omit<ServiceErrorOptions, 'reason'> = {}) =>
+    new ServiceError('IdentityUnreachable', `Identity service (Keystone) unavailable: ${reason}; try again.`, { ...opts, reason }),
   serviceUnavailable: (message: string) => new ServiceError('ServiceUnavailable', message),
   /** A compute service running without a volume service (`serve --no-volume-api`) asked to attach or detach. */
   volumeServiceNotConfigured: (action: 'attach' | 'detach') =>

@@ -52,7 +52,8 @@ export const BODY_LIMIT = 64 * 1024;
 /** What `createServer` needs: the logger, the token authenticator and policy enforcer every route checks with, and the OpenAPI title. */
 export interface ServerDeps {
   logger: Logger;
-  auth: TokenAuthenticator;
+  /** Checks X-Auth-Token: the store's tokens (TokenAuthenticator) or a real Keystone's (KeystoneAuthenticator). */
+  auth: Pick<TokenAuthenticator, 'authenticate'>;
   policy: PolicyEnforcer;
   title: string;
   /** Timeouts, connection cap, per-connection bounds and drain grace; missing ones take the defaults. */
