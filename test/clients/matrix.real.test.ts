@@ -8,6 +8,9 @@
  *   `--os-auth-type admin_token --os-endpoint`), at the standard URLs (`/v2.1`, `/v3/{project}`);
  * - `password`: Keystone v3 password auth through the embedded Keystone endpoint (a user made by
  *   `online-extend user create … --password-stdin`; the endpoints come from the token's catalog);
+ * - `keystone`: Keystone v3 password auth through a real Keystone (Debian's, started by
+ *   test/support/keystone.ts, with this service registered in its catalog) and serve `--auth
+ *   keystone` validating the tokens against it;
  * - `noauth`: Cinder's noauth (`X-Auth-Token: user:project`) against a serve with `auth: noauth`.
  *
  * Rows are data: COMMANDS × the modes each supports. Every row runs (a few at a time; each
@@ -23,6 +26,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describeReal } from '../support/real.js';
+import { keystoneMissing, startKeystone, type KeystoneHarness } from '../support/keystone.js';
 import { ensureBuilt } from '../support/build.js';
 import {
   clientsMissing,
@@ -46,7 +50,8 @@ const RESULTS = resolve(import.meta.dirname, '../../test-results/client-matrix.m
 /** Rows run this many at a time (each client is a Python process that mostly waits on its start-up and on HTTP). */
 const CONCURRENCY = 4;
 
-type Mode = 'token' | 'password' | 'noauth';
+type Mode = 'token' | 'password' | 'keystone' | 'noauth';
+const MODES: Mode[] = ['token', 'password', 'keystone', 'noauth'];
 type Tool = 'openstack' | 'cinder' | 'nova';
 
 /** What a row gets: its own server (in the fake inventory), and the volume it asked for. */
@@ -122,21 +127,21 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack server list',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     args: () => ['server', 'list', '-f', 'json'],
     proves: (r, f) => listHas(r, f.serverName, 'Name', 'name'),
   },
   {
     name: 'openstack server show',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     args: (f) => ['server', 'show', f.serverName, '-f', 'json'],
     proves: (r, f) => (field(json(r), 'id') === f.serverId && field(json(r), 'name') === f.serverName ? undefined : `no id ${f.serverId} / name ${f.serverName} in the output`),
   },
   {
     name: 'openstack server volume list',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'in-use',
     args: (f) => ['server', 'volume', 'list', f.serverName, '-f', 'json'],
     proves: (r, f) => listHas(r, f.volumeId, 'Volume ID', 'volume_id', 'volumeId'),
@@ -144,7 +149,7 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack server event list',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'in-use',
     args: (f) => ['server', 'event', 'list', f.serverName, '-f', 'json'],
     proves: (r, f) => listHas(r, f.requestId, 'Request ID', 'request_id'),
@@ -152,7 +157,7 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack server event show',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'in-use',
     args: (f) => ['server', 'event', 'show', f.serverName, f.requestId, '-f', 'json'],
     proves: (r, f) => (field(json(r), 'request_id') === f.requestId && field(json(r), 'action') === 'attach_volume' ? undefined : `no attach_volume action ${f.requestId} in the output`),
@@ -160,7 +165,7 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack volume list',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'available',
     args: () => ['volume', 'list', '-f', 'json'],
     proves: (r, f) => listHas(r, f.volumeName, 'Name', 'Display Name', 'name'),
@@ -168,7 +173,7 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack volume show',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'available',
     args: (f) => ['volume', 'show', f.volumeName, '-f', 'json'],
     proves: (r, f) => (field(json(r), 'id') === f.volumeId && field(json(r), 'size') === 1 ? undefined : `no id ${f.volumeId} with size 1 in the output`),
@@ -176,7 +181,7 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack volume create',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     args: (f) => ['volume', 'create', '--size', '1', f.newName, '-f', 'json'],
     async proves(r, f) {
       const id = field(json(r), 'id');
@@ -188,7 +193,7 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack volume set --size (3.42, in-use)',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'in-use',
     args: (f) => ['--os-volume-api-version', '3.42', 'volume', 'set', '--size', '2', f.volumeName],
     proves: (_r, f) => grewTo(f, 2),
@@ -196,7 +201,7 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack volume delete',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'available',
     args: (f) => ['volume', 'delete', f.volumeName],
     async proves(_r, f) {
@@ -207,7 +212,7 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack server add volume',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'available',
     args: (f) => ['server', 'add', 'volume', f.serverName, f.volumeName],
     async proves(_r, f) {
@@ -218,7 +223,7 @@ const COMMANDS: Command[] = [
   {
     name: 'openstack server remove volume',
     tool: 'openstack',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'in-use',
     args: (f) => ['server', 'remove', 'volume', f.serverName, f.volumeName],
     async proves(_r, f) {
@@ -229,7 +234,7 @@ const COMMANDS: Command[] = [
   {
     name: 'cinder list',
     tool: 'cinder',
-    modes: ['token', 'password', 'noauth'],
+    modes: ['token', 'password', 'keystone', 'noauth'],
     volume: 'available',
     args: () => ['list'],
     proves: (r, f) => tableHas(r, f.volumeId),
@@ -237,7 +242,7 @@ const COMMANDS: Command[] = [
   {
     name: 'cinder show',
     tool: 'cinder',
-    modes: ['token', 'password', 'noauth'],
+    modes: ['token', 'password', 'keystone', 'noauth'],
     volume: 'available',
     args: (f) => ['show', f.volumeId],
     proves: (r, f) => (tableProp(r, 'id') === f.volumeId && tableProp(r, 'size') === '1' ? undefined : `no id ${f.volumeId} with size 1 in the table`),
@@ -245,7 +250,7 @@ const COMMANDS: Command[] = [
   {
     name: 'cinder extend (3.42, in-use)',
     tool: 'cinder',
-    modes: ['token', 'password', 'noauth'],
+    modes: ['token', 'password', 'keystone', 'noauth'],
     volume: 'in-use',
     args: (f) => ['--os-volume-api-version', '3.42', 'extend', f.volumeId, '2'],
     proves: (_r, f) => grewTo(f, 2),
@@ -253,14 +258,14 @@ const COMMANDS: Command[] = [
   {
     name: 'nova list',
     tool: 'nova',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     args: () => ['list'],
     proves: (r, f) => tableHas(r, f.serverName),
   },
   {
     name: 'nova volume-attachments',
     tool: 'nova',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'in-use',
     args: (f) => ['volume-attachments', f.serverName],
     proves: (r, f) => tableHas(r, f.volumeId),
@@ -268,7 +273,7 @@ const COMMANDS: Command[] = [
   {
     name: 'nova instance-action-list',
     tool: 'nova',
-    modes: ['token', 'password'],
+    modes: ['token', 'password', 'keystone'],
     volume: 'in-use',
     args: (f) => ['instance-action-list', f.serverName],
     proves: (r, f) => tableHas(r, f.requestId),
@@ -281,24 +286,42 @@ const COMMANDS: Command[] = [
  * list can shrink as the pieces land.
  */
 const EXPECTED_FAILURES: Record<string, string> = {
-  ...expectFail('compute routes under /v2.1 (GET /v2.1/servers/detail → 404)', 'openstack server list | token', 'nova list | token'),
+  ...expectFail('compute routes under /v2.1 (GET /v2.1/servers/detail → 404)', ...rowsOf(['openstack server list | token', 'nova list'], ['token', 'keystone'])),
   ...expectFail(
     'finding a server by name: GET /v2.1/servers/NAME, then /v2.1/servers?name=NAME → 404 (compute routes under /v2.1 and the ?name= filter)',
-    'openstack server show | token',
-    'openstack server volume list | token',
-    'openstack server event list | token',
-    'openstack server event show | token',
-    'openstack server add volume | token',
-    'openstack server remove volume | token',
-    'nova volume-attachments | token',
-    'nova instance-action-list | token',
+    ...rowsOf(
+      [
+        'openstack server show',
+        'openstack server volume list',
+        'openstack server event list',
+        'openstack server event show',
+        'openstack server add volume',
+        'openstack server remove volume',
+        'nova volume-attachments',
+        'nova instance-action-list',
+      ],
+      ['token', 'keystone'],
+    ),
   ),
-  ...expectFail('noauth not wired: serve with auth=noauth answers `user:project` with 401', 'cinder list | noauth', 'cinder show | noauth', 'cinder extend (3.42, in-use) | noauth'),
+  ...expectFail(
+    'no image API in the catalog: with a catalog, openstack needs a public `image` endpoint before it lists servers or creates a volume',
+    'openstack server list | keystone',
+    'openstack volume create | keystone',
+  ),
+  ...expectFail('noauth not wired: serve with auth=noauth answers `user:project` with 401', ...rowsOf(['cinder list', 'cinder show', 'cinder extend (3.42, in-use)'], ['noauth'])),
   ...expectFail(
     'no embedded Keystone yet (no `online-extend user create`, no identity endpoint)',
-    ...COMMANDS.map((c) => `${c.name} | password`),
+    ...rowsOf(
+      COMMANDS.map((c) => c.name),
+      ['password'],
+    ),
   ),
 };
+
+/** The row keys of `commands` × `modes` (a command given as `name | mode` is taken as is). */
+function rowsOf(commands: string[], modes: Mode[]): string[] {
+  return commands.flatMap((c) => (c.includes(' | ') ? [c] : modes.map((m) => `${c} | ${m}`)));
+}
 
 function expectFail(reason: string, ...keys: string[]): Record<string, string> {
   return Object.fromEntries(keys.map((k) => [k, reason]));
@@ -332,72 +355,156 @@ interface Measured {
   ms: number;
 }
 
-function inventory(rows: Row[]): object {
+function inventory(rows: Row[], project: string): object {
   return {
     capabilities: { extend_volume: true },
-    servers: rows.map((r) => ({ id: r.serverId, name: r.serverName, project_id: PROJECT, state: 'active', disks: [] })),
+    servers: rows.map((r) => ({ id: r.serverId, name: r.serverName, project_id: project, state: 'active', disks: [] })),
   };
 }
 
-/** One serve (its data dir, inventory and admin token), for the rows of some modes. */
+/** Keystone v3 password credentials for the clients. */
+interface PasswordAuth {
+  /** `http://127.0.0.1:P/v3` */
+  authUrl: string;
+  username: string;
+  password: string;
+  project: string;
+}
+
+/** One serve (its data dir, inventory, admin token and the project its servers are in), for the rows of some modes. */
 interface Instance {
   served: Served;
+  project: string;
   token: string;
   /** The token the native fixture calls use (under noauth: `user:project`). */
   fixtureToken: string;
-  /** Why password auth cannot be tried on it, or undefined. */
-  noPassword: string | undefined;
+  /** The password auth its rows use, or why there is none. */
+  password?: PasswordAuth;
+  noPassword?: string;
+  stop(): Promise<void>;
 }
 
-async function startInstance(root: string, name: string, rows: Row[], env: Record<string, string> = {}): Promise<Instance> {
+/** Rows whose instance could not start: each is reported as not run, with `reason`. */
+type Unavailable = { unavailable: string };
+
+function instanceDir(root: string, name: string, rows: Row[], project: string): { data: string; inv: string } {
   const dir = join(root, name);
   mkdirSync(dir, { recursive: true });
   const inv = join(dir, 'inventory.json');
-  writeFileSync(inv, JSON.stringify(inventory(rows)));
-  const data = join(dir, 'data');
+  writeFileSync(inv, JSON.stringify(inventory(rows, project)));
+  return { data: join(dir, 'data'), inv };
+}
+
+/** serve --driver fake with this service's own tokens (`token` and the embedded Keystone's `password`), or with `env` (noauth). */
+async function startInstance(root: string, name: string, rows: Row[], env: Record<string, string> = {}): Promise<Instance> {
+  const { data, inv } = instanceDir(root, name, rows, PROJECT);
   const t = oeCli(['token', 'create', '--project', PROJECT, '--user', 'mx-token-admin', '--roles', 'admin', '--ttl', '1h', '--data-dir', data]);
   if (t.status !== 0) throw new Error(`token create failed: ${t.stderr}`);
   const u = oeCli(['user', 'create', '--project', PROJECT, '--user', USER, '--roles', 'admin,member', '--password-stdin', '--data-dir', data], `${PASSWORD}\n`);
   const served = await startServe({ dataDir: data, args: ['--driver', 'fake', '--fake-inventory', inv], env });
-  let noPassword: string | undefined;
-  if (u.status !== 0) noPassword = `not run: \`online-extend user create\` failed: ${u.stderr.split('\n')[0]}`;
-  else if (!served.urls.identity) noPassword = 'not run: serve announced no identity (Keystone) endpoint';
+  const inst: Instance = { served, project: PROJECT, token: t.stdout, fixtureToken: t.stdout, stop: () => served.stop() };
+  if (u.status !== 0) inst.noPassword = `not run: \`online-extend user create\` failed: ${u.stderr.split('\n')[0]}`;
+  else if (!served.urls.identity) inst.noPassword = 'not run: serve announced no identity (Keystone) endpoint';
+  else inst.password = { authUrl: `${served.urls.identity}/v3`, username: USER, password: PASSWORD, project: PROJECT };
   // Under noauth the service trusts `user:project`; until noauth is wired, the admin token serves.
-  let fixtureToken = t.stdout;
   if (env.ONLINE_EXTEND_AUTH === 'noauth') {
     const probe = await fetch(`${served.urls.volume}/v3/${PROJECT}/volumes`, { headers: { 'x-auth-token': `admin:${PROJECT}` } });
-    if (probe.ok) fixtureToken = `admin:${PROJECT}`;
+    if (probe.ok) inst.fixtureToken = `admin:${PROJECT}`;
   }
-  return { served, token: t.stdout, fixtureToken, noPassword };
+  return inst;
+}
+
+/**
+ * Debian's Keystone (test/support/keystone.ts) with this service in its catalog, and serve
+ * --auth keystone validating against it; the clients log in as Keystone's bootstrap admin.
+ */
+async function startKeystoneInstance(root: string, rows: Row[]): Promise<Instance | Unavailable> {
+  const missing = keystoneMissing();
+  if (missing) return { unavailable: `not run: ${missing}` };
+  const ks = await startKeystone();
+  try {
+    const { data, inv } = instanceDir(root, 'keystone', rows, ks.admin.projectId);
+    const served = await startServe({
+      dataDir: data,
+      args: ['--driver', 'fake', '--fake-inventory', inv, '--auth', 'keystone', '--keystone-url', ks.url, '--keystone-service-user', ks.service.name, '--keystone-service-project', ks.service.projectName, '--keystone-service-password-file', ks.service.passwordFile],
+    });
+    await registerCatalog(ks, served.urls);
+    const token = await ks.token(ks.admin);
+    return {
+      served,
+      project: ks.admin.projectId,
+      token,
+      fixtureToken: token,
+      password: { authUrl: ks.url, username: ks.admin.name, password: ks.admin.password, project: ks.admin.projectName },
+      stop: async () => {
+        await served.stop();
+        await ks.stop();
+      },
+    };
+  } catch (err) {
+    await ks.stop();
+    throw err;
+  }
+}
+
+/**
+ * Registers this service's APIs in Keystone's catalog (public endpoints in RegionOne) through
+ * Keystone's API, as an operator (or devstack) would. Debian's Keystone 22 on SQLite here often
+ * leaves its database locked after a write or a login (the next write waits 5 s and answers 500
+ * "database is locked"), so each write goes to a freshly restarted Keystone (the harness keeps
+ * its data, keys and port; tokens stay valid).
+ */
+async function registerCatalog(ks: KeystoneHarness, urls: Record<string, string>): Promise<void> {
+  const post = async (path: string, body: unknown): Promise<Record<string, { id: string }>> => {
+    await ks.restart();
+    const token = await ks.token(ks.admin);
+    const res = await fetch(`${ks.url}${path}`, { method: 'POST', headers: { 'x-auth-token': token, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    if (!res.ok) throw new Error(`POST ${path}: HTTP ${res.status} ${await res.text()}`);
+    return (await res.json()) as Record<string, { id: string }>;
+  };
+  // Keystone fills in $(project_id)s per token.
+  const entries: Array<[string, string, string]> = [
+    ['compute', 'nova', `${urls.compute}/v2.1`],
+    ['volumev3', 'cinderv3', `${urls.volume}/v3/$(project_id)s`],
+    ['block-storage', 'cinder', `${urls.volume}/v3/$(project_id)s`],
+    ...(urls.image ? [['image', 'glance', urls.image] as [string, string, string]] : []),
+  ];
+  for (const [type, name, url] of entries) {
+    const service = (await post('/services', { service: { type, name, enabled: true } })).service!;
+    await post('/endpoints', { endpoint: { service_id: service.id, interface: 'public', region_id: 'RegionOne', url } });
+  }
 }
 
 /** The argv prefix, environment and clouds.yaml of `tool` in `mode` against `inst`. */
 function auth(tool: Tool, mode: Mode, inst: Instance): { argv: string[]; env: Record<string, string>; clouds?: string } {
-  const { compute, volume, identity } = inst.served.urls;
+  const { compute, volume } = inst.served.urls;
   const computeUrl = `${compute}/v2.1`;
-  const volumeUrl = `${volume}/v3/${PROJECT}`;
-  const password = ['--os-auth-url', `${identity}/v3`, '--os-username', USER, '--os-password', PASSWORD, '--os-project-name', PROJECT, '--os-user-domain-name', 'Default', '--os-project-domain-name', 'Default'];
+  const volumeUrl = `${volume}/v3/${inst.project}`;
+  // measure() runs password and keystone rows only where the instance has password auth.
+  const pw = inst.password ?? { authUrl: '', username: '', password: '', project: '' };
+  const password = ['--os-auth-url', pw.authUrl, '--os-username', pw.username, '--os-password', pw.password, '--os-project-name', pw.project, '--os-user-domain-name', 'Default', '--os-project-domain-name', 'Default'];
   if (tool === 'openstack') {
     const clouds =
       mode === 'token'
         ? // admin_token gives every service its one endpoint; the block-storage override separates volumes.
           `clouds:\n  oe:\n    auth_type: admin_token\n    auth:\n      endpoint: ${computeUrl}\n      token: ${inst.token}\n    block_storage_endpoint_override: ${volumeUrl}\n`
-        : `clouds:\n  oe:\n    auth_type: password\n    auth:\n      auth_url: ${identity}/v3\n      username: ${USER}\n      password: ${PASSWORD}\n      project_name: ${PROJECT}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n`;
+        : `clouds:\n  oe:\n    auth_type: password\n    auth:\n      auth_url: ${pw.authUrl}\n      username: ${pw.username}\n      password: ${pw.password}\n      project_name: ${pw.project}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n`;
     return { argv: ['openstack', '--os-cloud', 'oe'], env: {}, clouds };
   }
   if (tool === 'cinder') {
-    if (mode === 'token') return { argv: ['cinder', '--os-auth-type', 'admin_token', '--os-endpoint', volumeUrl, '--os-token', inst.token, '--os-project-id', PROJECT], env: {} };
-    if (mode === 'noauth') return { argv: ['cinder', '--os-auth-type', 'noauth', '--os-endpoint', volumeUrl, '--os-user-id', 'admin', '--os-project-id', PROJECT], env: {} };
+    if (mode === 'token') return { argv: ['cinder', '--os-auth-type', 'admin_token', '--os-endpoint', volumeUrl, '--os-token', inst.token, '--os-project-id', inst.project], env: {} };
+    if (mode === 'noauth') return { argv: ['cinder', '--os-auth-type', 'noauth', '--os-endpoint', volumeUrl, '--os-user-id', 'admin', '--os-project-id', inst.project], env: {} };
     return { argv: ['cinder', ...password], env: {} };
   }
   // novaclient insists on a project and an auth URL even with admin_token; neither is used.
-  if (mode === 'token') return { argv: ['nova', '--os-auth-type', 'admin_token', '--os-endpoint', computeUrl, '--os-token', inst.token], env: { OS_PROJECT_ID: PROJECT, OS_AUTH_URL: 'http://127.0.0.1:9/v3' } };
+  if (mode === 'token') return { argv: ['nova', '--os-auth-type', 'admin_token', '--os-endpoint', computeUrl, '--os-token', inst.token], env: { OS_PROJECT_ID: inst.project, OS_AUTH_URL: 'http://127.0.0.1:9/v3' } };
   return { argv: ['nova', ...password], env: {} };
 }
 
-async function measure(row: Row, inst: Instance, homes: string): Promise<Measured> {
-  if (row.mode === 'password' && inst.noPassword) return { row, ran: false, code: null, error: inst.noPassword, ms: 0 };
-  const api = fixtureApi(inst.served.urls as { compute: string; volume: string }, inst.fixtureToken, PROJECT);
+async function measure(row: Row, inst: Instance | Unavailable, homes: string): Promise<Measured> {
+  if ('unavailable' in inst) return { row, ran: false, code: null, error: inst.unavailable, ms: 0 };
+  if ((row.mode === 'password' || row.mode === 'keystone') && !inst.password) return { row, ran: false, code: null, error: inst.noPassword ?? 'not run: no password auth', ms: 0 };
+  const api = fixtureApi(inst.served.urls as { compute: string; volume: string }, inst.fixtureToken, inst.project);
   const f: Fixture = { serverId: row.serverId, serverName: row.serverName, volumeId: '', volumeName: '', requestId: '', newName: `${row.serverName}-new`, api };
   try {
     if (row.command.volume) {
@@ -424,7 +531,7 @@ function median(xs: number[]): number {
 }
 
 function report(results: Measured[]): string {
-  const modes: Mode[] = ['token', 'password', 'noauth'];
+  const modes = MODES;
   const cell = (c: Command, m: Mode): string => {
     const r = results.find((x) => x.row.command === c && x.row.mode === m);
     if (!r) return '—';
@@ -458,11 +565,15 @@ describeReal(clientsMissing())("Debian's OpenStack clients against serve --drive
     // The real tier has no build step of its own: serve runs from dist/.
     ensureBuilt();
     root = tempRoot('oe-matrix-');
-    const main = ROWS.filter((r) => r.mode !== 'noauth');
-    const noauth = ROWS.filter((r) => r.mode === 'noauth');
-    const [one, two] = await Promise.all([startInstance(root, 'token', main), startInstance(root, 'noauth', noauth, { ONLINE_EXTEND_AUTH: 'noauth' })]);
-    instances.push(one, two);
-    results = await pool(ROWS, CONCURRENCY, (row) => measure(row, row.mode === 'noauth' ? two : one, join(root, 'homes')));
+    const of = (...modes: Mode[]) => ROWS.filter((r) => modes.includes(r.mode));
+    const [own, noauth, keystone] = await Promise.all([
+      startInstance(root, 'token', of('token', 'password')),
+      startInstance(root, 'noauth', of('noauth'), { ONLINE_EXTEND_AUTH: 'noauth' }),
+      startKeystoneInstance(root, of('keystone')).catch((err: Error) => ({ unavailable: `not run: Keystone or serve --auth keystone failed: ${err.message.split('\n')[0]}` })),
+    ]);
+    for (const i of [own, noauth, keystone]) if (!('unavailable' in i)) instances.push(i);
+    const instanceOf = (m: Mode) => (m === 'noauth' ? noauth : m === 'keystone' ? keystone : own);
+    results = await pool(ROWS, CONCURRENCY, (row) => measure(row, instanceOf(row.mode), join(root, 'homes')));
     const text = report(results);
     mkdirSync(resolve(RESULTS, '..'), { recursive: true });
     writeFileSync(RESULTS, text);
@@ -472,7 +583,7 @@ describeReal(clientsMissing())("Debian's OpenStack clients against serve --drive
   }, 600_000);
 
   afterAll(async () => {
-    await Promise.all(instances.map((i) => i.served.stop()));
+    await Promise.all(instances.map((i) => i.stop()));
     if (root) rmSync(root, { recursive: true, force: true });
   });
 
