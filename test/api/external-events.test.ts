@@ -264,7 +264,7 @@ describe('volume-extended survives a restart', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('runs again at start-up an action a dead process left unfinished, and finishes it', async () => {
+  it('runs again at start-up an action a dead process left unfinished and finishes it; one whose server is gone ends as Error', async () => {
     const store = new SqliteStore(join(dir, 'db.sqlite'));
     try {
       const servers = sampleServers();
@@ -280,12 +280,18 @@ describe('volume-extended survives a restart', () => {
         requestId: 'req-00000000-0000-7000-8000-000000000002', serverId: SERVER, action: 'extend_volume', event: 'compute_extend_volume',
         userId: 'admin', projectId: TENANT, startTime: new Date().toISOString(), message: null, details: { volume_id: FILE_VOL, requested_bytes: 2 * GiB },
       });
+      // One whose server is gone by now: finished as Error, not left open forever.
+      await store.startAction({
+        requestId: 'req-00000000-0000-7000-8000-000000000003', serverId: UNKNOWN, action: 'extend_volume', event: 'compute_extend_volume',
+        userId: 'cinder', projectId: 'service', startTime: new Date().toISOString(), message: null, details: { trigger: 'volume-extended', volume_ids: [BLOCK_VOL] },
+      });
       const driver = new FakeDriver({ servers });
       const built = await buildComputeApp({ store, driver, logger: pino({ level: 'silent' }), policy: new PolicyEnforcer() });
       await built.compute.externalEventsSettled();
       expect(driver.snapshot(SERVER).disks[0]).toMatchObject({ volumeId: BLOCK_VOL, hostBytes: 3 * GiB, guestBytes: 3 * GiB });
       expect(await store.getAction(SERVER, 'req-00000000-0000-7000-8000-000000000001')).toMatchObject({ result: 'Success', details: { resumed: true, volumes: [{ outcome: 'grown', bytes: 3 * GiB }] } });
       expect(await store.getAction(SERVER, 'req-00000000-0000-7000-8000-000000000002')).toMatchObject({ finishTime: null, result: null });
+      expect(await store.getAction(UNKNOWN, 'req-00000000-0000-7000-8000-000000000003')).toMatchObject({ result: 'Error', message: `Instance ${UNKNOWN} could not be found.` });
       await built.app.close();
     } finally {
       await store.close();
