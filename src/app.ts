@@ -22,6 +22,7 @@ import { createServer, DEFAULT_HTTP_LIMITS, drainServer, type App, type HttpLimi
 import { registerOnlineExtendVolume } from './api/routes/compute/onlineExtendVolume.js';
 import { registerServers } from './api/routes/compute/servers.js';
 import { registerVolumeConnections } from './api/routes/compute/volumeConnections.js';
+import { registerExternalEvents } from './api/routes/compute/externalEvents.js';
 import { registerVolumes } from './api/routes/volume/volumes.js';
 import { registerAttachments } from './api/routes/volume/attachments.js';
 import { registerComputeVersions, registerVolumeVersions } from './api/routes/versions.js';
@@ -88,8 +89,11 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   registerOnlineExtendVolume(app, routeDeps);
   registerServers(app, routeDeps);
   registerVolumeConnections(app, routeDeps);
+  registerExternalEvents(app, routeDeps);
   await manager.syncInventory();
   await compute.clearStaleTasks(manager.host);
+  // volume-extended events an earlier process accepted but did not finish: run again (idempotent).
+  await compute.resumeExternalEvents(manager.host);
   return { app, manager, compute, auth, policy };
 }
 

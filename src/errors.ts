@@ -70,6 +70,11 @@ export const CATALOGUE = {
   VolumeInvalidState: { status: 409, final: true },
   VolumeAttached: { status: 409, final: true },
   VolumeBusy: { status: 409, final: false },
+  /**
+   * Nova's InvalidVolume (400) on attach: the volume is already attached to this instance, or
+   * (not multiattach) to another. Final: it holds until the volume is detached.
+   */
+  InvalidVolume: { status: 400, final: true },
   /** The device name asked for is taken on the instance (Nova's DevicePathInUse, 409). */
   DevicePathInUse: { status: 409, final: true },
   /** The instance has no free device name left (Nova's TooManyDiskDevices, 403). */
@@ -279,8 +284,14 @@ export const errors = {
   volumeNotAttached: (volumeId: string, serverId: string) =>
     new ServiceError('VolumeNotAttached', `Volume ${volumeId} is not attached to instance ${serverId}.`),
   volumeNotFound: (volumeId: string) => new ServiceError('VolumeNotFound', `Volume ${volumeId} could not be found.`),
+  /** Nova's words exactly (DevicePathInUse); the instance goes to the operator's detail. */
   devicePathInUse: (device: string, serverId: string) =>
-    new ServiceError('DevicePathInUse', `The supplied device path (/dev/${device}) is in use on instance ${serverId}.`),
+    new ServiceError('DevicePathInUse', `The supplied device path (/dev/${device}) is in use.`, { detail: `instance ${serverId}` }),
+  /** Attach of a volume already attached to this instance (Nova's InvalidVolume, 400). */
+  volumeAlreadyAttached: (volumeId: string) => new ServiceError('InvalidVolume', `Invalid volume: volume ${volumeId} already attached`),
+  /** Attach of a volume (not multiattach) attached to other instances (Nova's InvalidVolume, 400). */
+  volumeAttachedToInstances: (volumeId: string, serverIds: readonly string[]) =>
+    new ServiceError('InvalidVolume', `Invalid volume: volume ${volumeId} is already attached to instances: ${serverIds.join(' ')}`),
   tooManyDiskDevices: (serverId: string) =>
     new ServiceError('TooManyDiskDevices', `Instance ${serverId} has no free disk device name left; detach a volume first.`),
   /** 409. A shut-off instance gets its own code (InstanceStopped): callers extend its disks offline. */

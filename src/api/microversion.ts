@@ -70,15 +70,15 @@ export interface MicroversionRange {
 }
 
 /**
- * The compute API's range. Max 2.1 on purpose: the max is a promise that every shape change up
- * to it is implemented (novaclient, openstacksdk and OSC negotiate up to it), and today's views
- * do not even match 2.1's (see docs/notes/f-openstack-on-the-wire.md §1, §3). It rises to 2.51
- * (what Cinder's volume-extended event needs) with the deltas it brings.
+ * The compute API's range. Max 2.51: what Cinder's volume-extended external event needs (Cinder
+ * sends `X-OpenStack-Nova-API-Version: 2.51`). The max is a promise that every shape change up
+ * to it is implemented (novaclient, openstacksdk and OSC negotiate up to it); see
+ * docs/notes/f-openstack-on-the-wire.md §1, §3 for the deltas up to 2.51.
  */
 export const COMPUTE_VERSIONS: MicroversionRange = {
   service: 'compute',
   min: new ApiVersion(2, 1),
-  max: new ApiVersion(2, 1),
+  max: new ApiVersion(2, 51),
   legacyHeader: LEGACY_COMPUTE_VERSION_HEADER.toLowerCase(),
 };
 

@@ -38,6 +38,8 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
   'os_compute_api:os-volumes-attachments:delete': 'rule:admin_api',
   'os_compute_api:os-instance-actions:list': 'rule:admin_api',
   'os_compute_api:os-instance-actions:show': 'rule:admin_api',
+  // Current Nova's rule:service_or_admin: Cinder posts volume-extended with its service user.
+  'os_compute_api:os-server-external-events:create': 'role:admin or role:service',
   // Compute's internal routes for the volume service (plug, unplug, check, list connections): the
   // service role only, not admins. A connection names a host path; only the volume service, which
   // made the volume, may ask compute to hand one to a guest (Nova takes connection_info from Cinder).

@@ -11,6 +11,7 @@ import type { RequestContext } from '../context.js';
 import type { AttachSpec } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
 import { clearStaleTasks, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
+import { ServerExternalEvents, type ExternalEvent, type ExternalEventAnswer } from './externalEvents.js';
 
 /** Nova's instance action and event names for each call that changes something. */
 export const ACTIONS = {
@@ -58,6 +59,8 @@ export class ComputeAPI {
    * are kept, so it holds at most `lookupsOnMissPerInterval` entries.
    */
   private readonly missedAt = new Map<string, number>();
+  /** os-server-external-events (externalEvents.ts). */
+  private readonly events: ServerExternalEvents;
 
   constructor(opts: ComputeAPIOptions) {
     this.store = opts.store;
@@ -65,6 +68,33 @@ export class ComputeAPI {
     this.log = opts.logger;
     this.syncOnMissIntervalMs = opts.syncOnMissIntervalMs ?? 1000;
     this.lookupsOnMissPerInterval = opts.lookupsOnMissPerInterval ?? 100;
+    this.events = new ServerExternalEvents({
+      store: this.store,
+      rpc: this.rpc,
+      log: this.log,
+      // Events name servers of any project (the caller is a service or an admin), as Nova looks them up.
+      findServer: async (id) => (await this.store.getServer(id)) ?? (await this.lookUpOnMiss(id)),
+    });
+  }
+
+  /**
+   * POST os-server-external-events: each event answered (ServerExternalEvents.accept: 200, or
+   * failed 404 unknown server / 400 no tag / 422 no host); an accepted `volume-extended` records
+   * an `extend_volume` action in the caller's name and grows the guest to what the host sees
+   * afterwards. Throws only what the store throws when recording the action.
+   */
+  externalInstanceEvents(ctx: RequestContext, events: readonly ExternalEvent[]): Promise<ExternalEventAnswer[]> {
+    return this.events.accept(ctx, events);
+  }
+
+  /** At start-up: run again the `volume-extended` actions an earlier process left unfinished on `host` (ServerExternalEvents.resume). */
+  resumeExternalEvents(host: string): Promise<string[]> {
+    return this.events.resume(host);
+  }
+
+  /** Resolves once no external event's work is under way (tests; a shutdown that wants to wait). */
+  externalEventsSettled(): Promise<void> {
+    return this.events.settled();
   }
 
   /**

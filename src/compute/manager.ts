@@ -5,11 +5,24 @@
  */
 import type { Logger } from 'pino';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { errors } from '../errors.js';
+import { errors, isServiceError } from '../errors.js';
 import type { ComputeStore, InventorySyncResult, ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities, DriverServer, VirtDriver } from '../virt/driver.js';
 import { Coalescer } from './locks.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
+
+/**
+ * What `extendToHostSize` did, sizes in bytes: `grown` (the guest went from `guestBytes` to
+ * `bytes`, measured, for the host's `hostBytes`), `unchanged` (the host sees no more than the
+ * guest: nothing to do, and never a shrink), `offline` (the server is shut off: the host side is
+ * rescanned and the guest sees `hostBytes` when it next starts), `not_attached` (the server has
+ * no such disk: nothing done).
+ */
+export type HostSizeExtend =
+  | { outcome: 'grown'; hostBytes: number; guestBytes: number; bytes: number }
+  | { outcome: 'unchanged'; hostBytes: number; guestBytes: number }
+  | { outcome: 'offline'; hostBytes: number }
+  | { outcome: 'not_attached' };
 
 /** A server as the inventory holds it, before the store adds host, task state and time. */
 type InventoryServer = Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>;
@@ -253,15 +266,52 @@ export class ComputeManager {
 
   /** Grow the guest's view, one call per volume at a time; returns the measured guest size. */
   extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number> {
+    return this.volumeLocks.run(volumeId, async () => this.growGuest(serverId, volumeId, bytes, await this.driver.getGuestBytes(serverId, volumeId)));
+  }
+
+  /**
+   * Nova's compute `extend_volume` (what a `volume-extended` external event asks of the host):
+   * rescan the volume, measure the size the host now sees, and grow the guest's view to it,
+   * never smaller. All of it under the volume's lock, so it queues behind (and ahead of) the
+   * spec's assist_extend, attach and detach of that volume. Answers what was done (see
+   * `HostSizeExtend`); a server that does not have the volume attached is an answer
+   * (`not_attached`), not an error, as Nova warns and does nothing. Throws
+   * ExtendVolumeNotSupported (501) when the driver cannot extend, and what the driver's
+   * rescan, getHostBytes, getGuestBytes and extendAttached throw; InstanceNotFound (404) when
+   * the host no longer has the server.
+   */
+  extendToHostSize(serverId: string, volumeId: string): Promise<HostSizeExtend> {
     return this.volumeLocks.run(volumeId, async () => {
-      // Never shrink: measure first and refuse before the driver is asked to resize anything.
-      const current = await this.driver.getGuestBytes(serverId, volumeId);
-      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
-      if (bytes === current) return current;
-      const measured = await this.driver.extendAttached(serverId, volumeId, bytes, { currentGuestBytes: current });
-      this.log.info({ serverId, volumeId, bytes, measured }, 'attached volume extended');
-      return measured;
+      // The hypervisor, not our copy of its inventory, says whether the disk is plugged in.
+      const server = await this.syncServer(serverId);
+      if (!server) throw errors.instanceNotFound(serverId);
+      if (!server.attachments.some((a) => a.volumeId === volumeId)) return { outcome: 'not_attached' };
+      if (!this.driver.capabilities.extendVolume) throw errors.extendNotSupported(this.driver.name);
+      await this.rescan(serverId, volumeId);
+      const hostBytes = await this.getHostBytes(serverId, volumeId);
+      let guestBytes: number;
+      try {
+        guestBytes = await this.driver.getGuestBytes(serverId, volumeId);
+      } catch (err) {
+        // Shut off: the host side is rescanned, and the guest reads the new size when it next
+        // starts (as Nova's libvirt driver skips the live resize of a guest that is not running).
+        if (isServiceError(err) && err.code === 'InstanceStopped') return { outcome: 'offline', hostBytes };
+        throw err;
+      }
+      if (hostBytes <= guestBytes) return { outcome: 'unchanged', hostBytes, guestBytes };
+      const bytes = await this.growGuest(serverId, volumeId, hostBytes, guestBytes);
+      return { outcome: 'grown', hostBytes, guestBytes, bytes };
     });
+  }
+
+  /** Under the volume's lock: grow the guest from `current` (just measured) to `bytes`; never shrinks. */
+  private async growGuest(serverId: string, volumeId: string, bytes: number, current: number): Promise<number> {
+    // Never shrink: measured first, refused before the driver is asked to resize anything.
+    if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
+    if (bytes === current) return current;
+    const measured = await this.driver.extendAttached(serverId, volumeId, bytes, { currentGuestBytes: current });
+    this.log.info({ serverId, volumeId, bytes, measured }, 'attached volume extended');
+    return measured;
   }
 
   async attachVolume(serverId: string, spec: AttachSpec): Promise<string> {

@@ -5,7 +5,7 @@
  */
 import type { ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities } from '../virt/driver.js';
-import type { ComputeManager } from './manager.js';
+import type { ComputeManager, HostSizeExtend } from './manager.js';
 
 /** The calls the compute API makes on a host (see the module comment); `host` names the host. */
 export interface ComputeRpc {
@@ -20,6 +20,8 @@ export interface ComputeRpc {
   rescan(host: string, serverId: string, volumeId: string): Promise<void>;
   getHostBytes(host: string, serverId: string, volumeId: string): Promise<number>;
   extendAttached(host: string, serverId: string, volumeId: string, bytes: number): Promise<number>;
+  /** Rescan, measure and grow the guest to what the host sees, never smaller (ComputeManager.extendToHostSize). */
+  extendToHostSize(host: string, serverId: string, volumeId: string): Promise<HostSizeExtend>;
   attachVolume(host: string, serverId: string, spec: AttachSpec): Promise<string>;
   detachVolume(host: string, serverId: string, volumeId: string): Promise<void>;
 }
@@ -51,6 +53,9 @@ export class LocalComputeRpc implements ComputeRpc {
   }
   extendAttached(host: string, serverId: string, volumeId: string, bytes: number) {
     return this.on(host).extendAttached(serverId, volumeId, bytes);
+  }
+  extendToHostSize(host: string, serverId: string, volumeId: string) {
+    return this.on(host).extendToHostSize(serverId, volumeId);
   }
   attachVolume(host: string, serverId: string, spec: AttachSpec) {
     return this.on(host).attachVolume(serverId, spec);

@@ -64,6 +64,8 @@ export class SqliteStore implements Store {
       actionsFirst: db.prepare(PAGE_SQL.actionsFirst),
       actionsAfter: db.prepare(PAGE_SQL.actionsAfter),
       getAction: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? AND request_id = ?'),
+      // No index on purpose: read once at start-up; an index would cost every audited call.
+      unfinishedActions: db.prepare('SELECT * FROM instance_actions WHERE action = ? AND finish_time IS NULL ORDER BY request_id'),
       putToken: db.prepare(
         `INSERT INTO tokens (hash, user_id, project_id, roles, created_at, expires_at)
          VALUES (@hash, @userId, @projectId, @roles, @createdAt, @expiresAt)`,
@@ -154,6 +156,10 @@ export class SqliteStore implements Store {
     if (page.marker === undefined) return (this.stmt.actionsFirst.all(serverId, page.limit) as Row[]).map(toAction);
     if (!this.stmt.actionMarker.get(serverId, page.marker)) throw errors.markerNotFound(page.marker);
     return (this.stmt.actionsAfter.all(serverId, page.marker, page.limit) as Row[]).map(toAction);
+  }
+
+  async listUnfinishedActions(action: string): Promise<InstanceActionRecord[]> {
+    return (this.stmt.unfinishedActions.all(action) as Row[]).map(toAction);
   }
 
   async getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined> {

@@ -181,6 +181,12 @@ export interface ComputeStore {
    */
   listActions(serverId: string, page?: PageQuery): Promise<InstanceActionRecord[]>;
   getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined>;
+  /**
+   * Every action named `action` that has no finish time yet, oldest first (by request id): at
+   * start-up, what a process that died left under way. Reads the whole table (no index): for
+   * start-up only.
+   */
+  listUnfinishedActions(action: string): Promise<InstanceActionRecord[]>;
 
   putToken(token: TokenRecord): Promise<void>;
   getToken(hash: string): Promise<TokenRecord | undefined>;

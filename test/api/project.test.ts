@@ -83,6 +83,8 @@ function bodyFor(method: string, path: string): unknown {
     'POST /v2/{tenant_id}/servers/{server_id}/os-online_extend_volume/{volume_id}': { onlineExtendVolume: { bytes: 128 * MiB } },
     'POST /v2/{tenant_id}/servers/{server_id}/os-volume_attachments': { volumeAttachment: { volumeId: available } },
     'POST /v3/{project_id}/volumes': { volume: { size_bytes: 64 * MiB } },
+    'POST /v2.1/{project_id}/os-server-external-events': { events: [{ name: 'network-changed', server_uuid: SERVER }] },
+    'POST /v2/{tenant_id}/os-server-external-events': { events: [{ name: 'network-changed', server_uuid: SERVER }] },
     'POST /v3/{project_id}/volumes/{volume_id}/action': { 'os-extend-bytes': { new_bytes: 128 * MiB } },
   };
   if (method === 'GET' || method === 'DELETE') return undefined;

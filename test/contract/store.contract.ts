@@ -73,6 +73,18 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       expect(await store.getAction('s2', 'req-1')).toBeUndefined();
     });
 
+    it('lists the unfinished actions of one name, oldest first, on every server', async () => {
+      const base = { action: 'attach_volume', event: 'compute_attach_volume', userId: 'u', projectId: 'p1', message: null, startTime: '2026-01-01T00:00:00.000Z', details: { n: 1 } };
+      await store.startAction({ ...base, serverId: 's-u2', requestId: 'req-u-2' });
+      await store.startAction({ ...base, serverId: 's-u1', requestId: 'req-u-1' });
+      await store.startAction({ ...base, serverId: 's-u1', requestId: 'req-u-3' });
+      await store.finishAction('req-u-3', 's-u1', 'Success', null);
+      await store.startAction({ ...base, action: 'detach_volume', serverId: 's-u1', requestId: 'req-u-4' });
+      const open = await store.listUnfinishedActions('attach_volume');
+      expect(open.map((a) => [a.serverId, a.requestId])).toEqual([['s-u1', 'req-u-1'], ['s-u2', 'req-u-2']]);
+      expect(open[0]).toMatchObject({ finishTime: null, result: null, details: { n: 1 } });
+    });
+
     it('pages instance actions newest first (by their time-ordered request ids) by limit and marker, with no gap or repeat', async () => {
       const base = { serverId: 's-paged', action: 'extend_volume', event: 'compute_extend_volume', userId: 'u', projectId: 'p1', message: null, result: 'Success' as const, details: {} };
       for (let i = 0; i < 25; i++) {

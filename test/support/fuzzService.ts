@@ -372,7 +372,17 @@ export const bodyHints: Hints = (key) => {
     case 'size':
       return fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 1, max: 2 }) }, { weight: 1, arbitrary: fc.constantFrom(16_383, 16_384, 2 ** 20) });
     case 'name':
-      return fc.string({ maxLength: 24 });
+      // Volume names are free text; os-server-external-events names come from a list.
+      return fc.oneof(
+        { weight: 2, arbitrary: fc.string({ maxLength: 24 }) },
+        { weight: 4, arbitrary: fc.constantFrom('network-changed', 'network-vif-plugged', 'network-vif-deleted') },
+        // Refused below 2.51 (the fuzz sends no version), accepted and acting from it.
+        { weight: 1, arbitrary: fc.constant('volume-extended') },
+      );
+    case 'server_uuid':
+      return fc.oneof({ weight: 4, arbitrary: fc.constant<Val>(ref('attachmentServer')) }, { weight: 2, arbitrary: some('server') }, { weight: 1, arbitrary: fc.uuid() });
+    case 'tag':
+      return fc.oneof({ weight: 4, arbitrary: fc.constant<Val>(ref('attachmentVolume')) }, { weight: 1, arbitrary: fc.string({ maxLength: 24 }) });
     case 'volume_type':
       return fc.constantFrom('file', '');
     case 'format':
