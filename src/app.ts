@@ -12,7 +12,11 @@ import type { Config } from './config.js';
 import { SqliteStore } from './db/sqlite.js';
 import type { Store } from './db/store.js';
 import { PolicyEnforcer } from './auth/policy.js';
-import { TokenAuthenticator } from './auth/tokens.js';
+import { TokenAuthenticator, type Authenticator } from './auth/tokens.js';
+import { NoAuthAuthenticator } from './auth/noauth.js';
+import { IdentityService } from './identity/keystone.js';
+import { buildIdentityApp } from './identity/app.js';
+import { SqliteUserStore } from './db/users.js';
 import { ComputeManager } from './compute/manager.js';
 import { LocalComputeRpc } from './compute/rpc.js';
 import { ComputeAPI } from './compute/api.js';
@@ -51,6 +55,8 @@ export interface ComputeAppDeps {
   volumes?: VolumesForCompute;
   /** HTTP timeouts, connection cap and drain grace (Config defaults otherwise). */
   http?: Partial<HttpLimits>;
+  /** How callers are authenticated (default: a TokenAuthenticator on `store`). */
+  auth?: Authenticator;
 }
 
 /** The compute API and the pieces behind it. */
@@ -58,7 +64,7 @@ export interface ComputeApp {
   app: App;
   manager: ComputeManager;
   compute: ComputeAPI;
-  auth: TokenAuthenticator;
+  auth: Authenticator;
   policy: PolicyEnforcer;
 }
 
@@ -75,7 +81,7 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     logger: deps.logger.child({ component: 'compute-manager' }),
   });
   const compute = new ComputeAPI({ store: deps.store, rpc: new LocalComputeRpc(manager), logger: deps.logger.child({ component: 'compute-api' }) });
-  const auth = new TokenAuthenticator(deps.store);
+  const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
   const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
   const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.volumes ? { volumes: deps.volumes } : {}) };
@@ -101,6 +107,8 @@ export interface VolumeAppDeps {
   http?: Partial<HttpLimits>;
   /** Operations under way in this process (shared with attach and the reconciler). */
   inFlight?: InFlight;
+  /** How callers are authenticated (default: a TokenAuthenticator on `store`). */
+  auth?: Authenticator;
 }
 
 /** The volume API and the services behind it. */
@@ -126,7 +134,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     defaultBackend: deps.defaultBackend,
     inFlight,
   });
-  const auth = new TokenAuthenticator(deps.store);
+  const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}) });
   registerVolumeVersions(app);
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
@@ -172,6 +180,8 @@ export interface RunningService {
   syncInventory(): Promise<void>;
   computeUrl: string;
   volumeUrl: string | undefined;
+  /** The embedded Keystone's base URL (auth `token` only; its API is under `/v3`). */
+  identityUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -203,6 +213,13 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   const backends = createBackends(config);
   // Each API finds the other's endpoint here once it listens (see ServiceCatalog).
   const catalog = new ServiceCatalog();
+  // One authenticator (one token cache) for both APIs, so a token revoked through the embedded
+  // Keystone stops working on both at once.
+  const storedTokens = new TokenAuthenticator(store);
+  const auth: Authenticator = config.auth === 'noauth' ? new NoAuthAuthenticator(storedTokens) : storedTokens;
+  if (config.auth === 'noauth') {
+    logger.warn({ auth: 'noauth' }, 'noauth: X-Auth-Token USER:PROJECT is trusted as an admin of PROJECT without any check (Cinder noauth; labs only); the embedded Keystone is not started');
+  }
   const computeApp = await buildComputeApp({
     store,
     driver,
@@ -212,6 +229,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     defaultProject: config.defaultProject,
     ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
     http: httpLimitsFrom(config),
+    auth,
   });
   const timer = config.syncIntervalMs > 0
     ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
@@ -221,6 +239,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   let volumeUrl: string | undefined;
   let serviceToken: ServiceToken | undefined;
   let reconciler: VolumeReconciler | undefined;
+  let identityApp: Awaited<ReturnType<typeof buildIdentityApp>> | undefined;
+  let identityUrl: string | undefined;
   let computeUrl: string;
   try {
     computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
@@ -248,6 +268,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
         http: httpLimitsFrom(config),
         inFlight,
+        auth,
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
       catalog.register('volume', volumeUrl);
@@ -264,11 +285,28 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       });
       await reconciler.start();
     }
+
+    if (config.auth === 'token') {
+      // The embedded Keystone v3: tokens from passwords (`user create`), with a catalog of the
+      // URLs the APIs above actually listen on.
+      const identity = new IdentityService({
+        store,
+        users: new SqliteUserStore(store.db),
+        endpoints: catalog,
+        tokenTtlMs: config.identityTokenTtlMs,
+        onRevoke: (token) => auth.forget?.(token),
+      });
+      identityApp = await buildIdentityApp({ identity, logger, baseUrl: catalog.endpoint('identity'), limits: httpLimitsFrom(config) });
+      identityUrl = await identityApp.listen({ host: config.host, port: config.identityPort });
+      catalog.register('identity', identityUrl);
+      logger.info({ url: identityUrl }, 'identity API (Keystone v3) listening');
+    }
   } catch (err) {
     // A part failed to start (a port taken, the token, the reconciler): stop what did start, so
     // the process exits with the error instead of running half a service (the data dir is
     // released by startService).
     if (timer) clearInterval(timer);
+    await identityApp?.close().catch(() => undefined);
     await reconciler?.close().catch(() => undefined);
     await volumeApp?.workflow.close().catch(() => undefined);
     await volumeApp?.app.close().catch(() => undefined);
@@ -282,6 +320,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     syncInventory: () => computeApp.manager.syncInventory(),
     computeUrl,
     volumeUrl,
+    identityUrl,
     /**
      * Bounded graceful shutdown: one deadline (`shutdownGraceMs` from now) for everything. The
      * volume API drains first, while compute still answers the calls its requests make; the
@@ -292,6 +331,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       if (timer) clearInterval(timer);
       const deadline = Date.now() + config.shutdownGraceMs;
       const untilDeadline = () => new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
+      // No new tokens while the APIs drain.
+      if (identityApp) await Promise.race([identityApp.close(), untilDeadline()]);
       if (volumeApp) {
         await Promise.all([
           drainServer(volumeApp.app, deadline),
