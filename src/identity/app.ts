@@ -18,7 +18,7 @@
  */
 import { createServer as createHttpServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { errors, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
 import type { IdentityService } from './keystone.js';
@@ -99,7 +99,7 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
   const limits = deps.limits ?? {};
   const app = Fastify({
     loggerInstance: deps.logger.child({ component: 'identity' }),
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
     // Keystone's request ids.
     genReqId: () => `req-${randomUUID()}`,
