@@ -240,7 +240,8 @@ describe('GET, HEAD and DELETE /v3/auth/tokens', () => {
 
   it('answers 401 with WWW-Authenticate when the caller has no valid token, whatever the subject', async () => {
     const { token } = await login();
-    for (const headers of [{ 'x-subject-token': token }, { 'x-auth-token': 'oe-nonsense', 'x-subject-token': token }]) {
+    const callers: Array<Record<string, string>> = [{ 'x-subject-token': token }, { 'x-auth-token': 'oe-nonsense', 'x-subject-token': token }];
+    for (const headers of callers) {
       for (const method of ['GET', 'DELETE']) {
         const r = await call(idUrl, method, '/v3/auth/tokens', { headers });
         expect(r.status).toBe(401);
