@@ -10,6 +10,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { errors } from '../errors.js';
 import { hashToken, issueToken } from '../auth/tokens.js';
+import { isProjectId } from '../auth/ids.js';
 import type { ComputeStore, TokenAuthRecord, TokenRecord, UserStore } from '../db/store.js';
 import { buildCatalog, stableId, type CatalogEntry, type EndpointSource } from './catalog.js';
 import { DEFAULT_DOMAIN, parseAuthRequest } from './request.js';
@@ -59,6 +60,11 @@ function newAuditId(): string {
 /** The audit id of a token made elsewhere (`token create`, the service token): derived from its hash, so stable. */
 function derivedAuditId(hash: string): string {
   return createHash('sha256').update(`audit:${hash}`).digest().subarray(0, 16).toString('base64url');
+}
+
+/** 401 for credentials that are right but hold no role in `projectId` (named only when it is a valid project id: messages echo no arbitrary input). */
+function noAccess(userId: string, projectId: string) {
+  return errors.unauthorized(isProjectId(projectId) ? `User ${userId} has no access to project ${projectId}.` : undefined);
 }
 
 /** A bounded number of concurrent password checks, so a flood of logins cannot take every core and all memory. */
@@ -117,7 +123,7 @@ export class IdentityService {
       const password = req.identity.password;
       const ok = await this.gate.run(() => verifyPassword(password, user?.passwordHash));
       if (!user || !ok) throw errors.unauthorized();
-      if (req.projectId !== user.projectId) throw errors.unauthorized(`User ${user.id} has no access to project ${req.projectId}.`);
+      if (req.projectId !== user.projectId) throw noAccess(user.id, req.projectId);
       ({ id: userId, roles, projectId } = user);
       expiresMs = now.getTime() + this.opts.tokenTtlMs;
       auth = { methods: ['password'], auditIds: [newAuditId()] };
@@ -129,7 +135,7 @@ export class IdentityService {
       // (`token create`) keeps its own, and only its own project.
       const user = await this.opts.users.getUserById(parent.userId);
       const allowed = user ? { projectId: user.projectId, roles: user.roles } : { projectId: parent.projectId, roles: parent.roles };
-      if (req.projectId !== allowed.projectId) throw errors.unauthorized(`User ${parent.userId} has no access to project ${req.projectId}.`);
+      if (req.projectId !== allowed.projectId) throw noAccess(parent.userId, req.projectId);
       ({ projectId, roles } = allowed);
       userId = parent.userId;
       // As Keystone: a token made from a token expires with it.
