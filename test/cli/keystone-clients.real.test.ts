@@ -37,7 +37,7 @@ const auth = (password = PASSWORD) => [
 ];
 
 describeReal(missing.length ? `Debian's OpenStack clients are not installed (${missing.join(', ')}): apt-get install python3-openstackclient python3-cinderclient` : undefined)(
-  "Debian's openstack and cinder clients with password auth through the embedded Keystone",
+  "Debian's openstack and cinder clients against serve: password auth through the embedded Keystone, and noauth",
   () => {
     let volumeId: string;
 
@@ -104,6 +104,38 @@ describeReal(missing.length ? `Debian's OpenStack clients are not installed (${m
       expect(r.code).toBe(0);
       const row = r.stdout.split('\n').find((l) => l.includes(volumeId));
       expect(row).toMatch(new RegExp(`\\|\\s*${volumeId}\\s*\\|\\s*available\\s*\\|\\s*matrix-vol\\s*\\|\\s*1\\s*\\|`));
+    });
+
+    it("cinder with noauth is refused by a serve that is not in noauth mode (401)", async () => {
+      const r = await client('/usr/bin/cinder', ['--os-auth-type', 'noauth', '--os-endpoint', `${urls.volume}/v3/${PROJECT}`, '--os-user-id', 'alice', '--os-project-id', PROJECT, 'list']);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/HTTP 401/);
+    });
+
+    it("cinder with noauth lists a noauth serve's volumes", async () => {
+      const data = join(root, 'noauth-data');
+      const lab = spawn(process.execPath, [BIN, 'serve', '--auth', 'noauth', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--sync-interval', '0'], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'error' },
+      });
+      try {
+        const volume = await new Promise<string>((resolve, reject) => {
+          createInterface({ input: lab.stdout! }).on('line', (line) => {
+            const m = /^volume API listening on (http:\/\/[\d.:]+)/.exec(line);
+            if (m) resolve(m[1]!);
+          });
+          lab.once('exit', (code) => reject(new Error(`serve exited with ${code}`)));
+        });
+        const v = await fetch(`${volume}/v3/${PROJECT}/volumes`, { method: 'POST', headers: { 'x-auth-token': `alice:${PROJECT}`, 'content-type': 'application/json' }, body: JSON.stringify({ volume: { size: 1, name: 'lab-vol' } }) });
+        const id = ((await v.json()) as { volume: { id: string } }).volume.id;
+        const r = await client('/usr/bin/cinder', ['--os-auth-type', 'noauth', '--os-endpoint', `${volume}/v3/${PROJECT}`, '--os-user-id', 'alice', '--os-project-id', PROJECT, 'list']);
+        expect(r.code).toBe(0);
+        expect(r.stdout).toMatch(new RegExp(`\\|\\s*${id}\\s*\\|\\s*available\\s*\\|\\s*lab-vol\\s*\\|`));
+      } finally {
+        const exited = new Promise((r) => lab.once('exit', r));
+        lab.kill('SIGTERM');
+        await exited;
+      }
     });
 
     it.each([['openstack', ['--os-identity-api-version', '3', 'volume', 'list']], ['cinder', ['list']]])('%s fails with a wrong password, saying the authentication failed', async (name, args) => {
