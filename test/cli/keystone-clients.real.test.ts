@@ -13,9 +13,11 @@ import { createInterface } from 'node:readline';
 import { describeReal } from '../support/real.js';
 import { BIN, ensureBuilt } from '../support/build.js';
 import { fakeInventory, PROJECT } from '../support/service.js';
+import { tempestMissing } from '../support/tempestSchemas.js';
 
 const CLIENTS = ['/usr/bin/openstack', '/usr/bin/cinder'];
 const missing = CLIENTS.filter((c) => !existsSync(c));
+const noTempest = tempestMissing();
 const PASSWORD = 'client matrix pw';
 
 let root: string;
@@ -36,7 +38,11 @@ const auth = (password = PASSWORD) => [
   '--os-project-name', PROJECT, '--os-user-domain-name', 'Default', '--os-project-domain-name', 'Default',
 ];
 
-describeReal(missing.length ? `Debian's OpenStack clients are not installed (${missing.join(', ')}): apt-get install python3-openstackclient python3-cinderclient` : undefined)(
+describeReal(
+  missing.length
+    ? `Debian's OpenStack clients are not installed (${missing.join(', ')}): apt-get install python3-openstackclient python3-cinderclient`
+    : noTempest,
+)(
   "Debian's openstack and cinder clients against serve: password auth through the embedded Keystone, and noauth",
   () => {
     let volumeId: string;
@@ -104,6 +110,25 @@ describeReal(missing.length ? `Debian's OpenStack clients are not installed (${m
       expect(r.code).toBe(0);
       const row = r.stdout.split('\n').find((l) => l.includes(volumeId));
       expect(row).toMatch(new RegExp(`\\|\\s*${volumeId}\\s*\\|\\s*available\\s*\\|\\s*matrix-vol\\s*\\|\\s*1\\s*\\|`));
+    });
+
+    it("tempest's own Keystone v3 auth provider gets a token and finds volumev3, compute and identity in its catalog", async () => {
+      const script = [
+        'import json, sys',
+        'from tempest.lib import auth',
+        "c = auth.KeystoneV3Credentials(username='alice', password=sys.argv[2], user_domain_name='Default', project_name=sys.argv[3], project_domain_name='Default')",
+        'p = auth.KeystoneV3AuthProvider(c, sys.argv[1])',
+        'p.get_token()',
+        "urls = {s: p.base_url({'service': s, 'endpoint_type': 'publicURL', 'region': 'RegionOne'}) for s in ('volumev3', 'compute', 'identity')}",
+        "print(json.dumps({'expired': p.is_expired(p.auth_data), 'project_id': p.credentials.project_id, 'urls': urls}))",
+      ].join('\n');
+      const r = await client('/usr/bin/python3', ['-c', script, `${urls.identity}/v3`, PASSWORD, PROJECT]);
+      expect(r.stderr).toBe('');
+      expect(JSON.parse(r.stdout)).toEqual({
+        expired: false,
+        project_id: PROJECT,
+        urls: { volumev3: `${urls.volume}/v3/${PROJECT}`, compute: `${urls.compute}/v2.1`, identity: `${urls.identity}/v3` },
+      });
     });
 
     it("cinder with noauth is refused by a serve that is not in noauth mode (401)", async () => {
