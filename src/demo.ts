@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { startService, type RunningService } from './app.js';
 import { SqliteStore } from './db/sqlite.js';
 import { issueToken } from './auth/tokens.js';
-import { ApiClient } from './rpc/httpClient.js';
+import { ApiClient, VOLUME_LATEST } from './rpc/httpClient.js';
 import { bootGuest, labDown, labServiceFlags, labUp, readLab, type GuestShell } from './lab/index.js';
 import { formatBytes } from './cli/sizes.js';
 import { GiB } from './util/units.js';
@@ -69,7 +69,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     const { token } = await issueToken(store, { userId: 'demo', projectId: PROJECT, roles: ['admin'], ttlMs: 3_600_000 });
     await store.close();
     const compute = new ApiClient({ url: service.computeUrl, token });
-    const volume = new ApiClient({ url: service.volumeUrl!, token });
+    const volume = new ApiClient({ url: service.volumeUrl!, token, headers: VOLUME_LATEST });
     clients = { compute, volume };
     out(`   compute ${service.computeUrl}, volume ${service.volumeUrl}`);
 
@@ -99,7 +99,13 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       let status = 'extending';
       let lastStep = '';
       while (status === 'extending') {
-        const cur = (await volume.request<{ volume: { status: string; size_bytes: number; extend: { step: string; error: string | null } | null } }>('GET', `/v3/${PROJECT}/volumes/${v.id}`)).body.volume;
+        // Our own view of the volume carries the extend's step (Cinder's has only the status).
+        const cur = (
+          await volume.request<{ volume: { status: string; size_bytes: number; extend: { step: string; error: string | null } | null } }>(
+            'GET',
+            `/v3/${PROJECT}/volumes/${v.id}/os-online-extend`,
+          )
+        ).body.volume;
         status = cur.status;
         if (cur.extend && cur.extend.step !== lastStep) {
           lastStep = cur.extend.step;

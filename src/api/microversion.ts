@@ -83,14 +83,16 @@ export const COMPUTE_VERSIONS: MicroversionRange = {
 };
 
 /**
- * The volume API's range. Max 3.0 on purpose, as for compute: 3.13 (`group_id`), 3.21 and 3.42
- * (extending an in-use volume) are not implemented as Cinder shapes them yet, and ≥3.27 would
- * announce Cinder's own attachments API, which ours is not.
+ * The volume API's range: up to 3.42, extending an in-use volume (what tempest's attached-extend
+ * test and `openstack volume set --size` on an attached volume need), with every view change up
+ * to it (3.13 `group_id`, 3.21 `provider_id` for admins, 3.33 refusing unknown list filters: see
+ * routes/volume/volumes.ts). Not higher: ≥3.27 would announce Cinder's own attachments API,
+ * which our `/v3/{p}/attachments` is not, and 3.48 adds `shared_targets`/`service_uuid`.
  */
 export const VOLUME_VERSIONS: MicroversionRange = {
   service: 'volume',
   min: new ApiVersion(3, 0),
-  max: new ApiVersion(3, 0),
+  max: new ApiVersion(3, 42),
 };
 
 /** The range the API of `service` advertises. */

@@ -1,5 +1,5 @@
 /** What the client commands share: their settings, the client, the project they act in, lists read to their end. */
-import { ApiClient } from '../rpc/httpClient.js';
+import { ApiClient, VOLUME_LATEST } from '../rpc/httpClient.js';
 import type { ClientConfig } from '../config.js';
 
 /**
@@ -8,7 +8,8 @@ import type { ClientConfig } from '../config.js';
  */
 export function apiClient(config: ClientConfig, api: 'compute' | 'volume'): ApiClient {
   if (!config.token) throw new Error('no token: pass --token or set ONLINE_EXTEND_TOKEN (see `online-extend token create`)');
-  return new ApiClient({ url: api === 'compute' ? config.url : config.volumeUrl, token: config.token });
+  // The volume API at its latest microversion: extending an attached volume needs 3.42.
+  return api === 'compute' ? new ApiClient({ url: config.url, token: config.token }) : new ApiClient({ url: config.volumeUrl, token: config.token, headers: VOLUME_LATEST });
 }
 
 /**
@@ -33,7 +34,9 @@ export async function listAll<T>(client: ApiClient, path: string, key: string): 
     const res: { body: Record<string, unknown> } = await client.request<Record<string, unknown>>('GET', next);
     items.push(...((res.body[key] as T[] | undefined) ?? []));
     const links = res.body[`${key}_links`] as Array<{ rel: string; href: string }> | undefined;
-    next = links?.find((l) => l.rel === 'next')?.href;
+    const href = links?.find((l) => l.rel === 'next')?.href;
+    // Cinder's and Nova's next links are absolute (built from the Host): the client asks by path.
+    next = href === undefined ? undefined : /^https?:\/\//i.test(href) ? ((u) => u.pathname + u.search)(new URL(href)) : href;
   }
   return items;
 }

@@ -15,6 +15,7 @@ interface VolumeOpts {
   format: Format;
 }
 
+/** Our own view of a volume (GET …/volumes/{id}/os-online-extend): exact bytes, backend and the extend in progress. */
 interface VolumeView {
   id: string;
   name: string;
@@ -59,7 +60,7 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
   const client = (o: VolumeOpts, compute = false) => apiClient(config(o), compute ? 'compute' : 'volume');
   const project = (o: VolumeOpts) => projectOf(config(o));
   const get = async (o: VolumeOpts, id: string) =>
-    (await client(o).request<{ volume: VolumeView }>('GET', `/v3/${project(o)}/volumes/${id}`)).body.volume;
+    (await client(o).request<{ volume: VolumeView }>('GET', `/v3/${project(o)}/volumes/${id}/os-online-extend`)).body.volume;
   const show = (o: VolumeOpts, v: VolumeView) => out(render(o.format, { volume: v }, [row(v)]));
 
   common(volume.command('create').description('create a volume'))
@@ -68,14 +69,15 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
     .option('--type <backend>', 'backend: file, block or iscsi')
     .addOption(new Option('--image-format <fmt>', 'file backend format').choices(['raw', 'qcow2']))
     .action(async (o: VolumeOpts & { size: string; name: string; type?: string; imageFormat?: string }) => {
-      const res = await client(o).request<{ volume: VolumeView }>('POST', `/v3/${project(o)}/volumes`, {
+      const res = await client(o).request<{ volume: { id: string } }>('POST', `/v3/${project(o)}/volumes`, {
         volume: { name: o.name, size_bytes: parseSize(o.size), ...(o.type ? { volume_type: o.type } : {}), ...(o.imageFormat ? { format: o.imageFormat } : {}) },
       });
-      show(o, res.body.volume);
+      // Cinder's answer has the size in GiB only: show ours, with the exact bytes.
+      show(o, await get(o, res.body.volume.id));
     });
 
   common(volume.command('list').description('list volumes')).action(async (o: VolumeOpts) => {
-    const volumes = await listAll<VolumeView>(client(o), `/v3/${project(o)}/volumes/detail`, 'volumes');
+    const volumes = await listAll<VolumeView>(client(o), `/v3/${project(o)}/volumes/os-online-extend`, 'volumes');
     out(render(o.format, { volumes }, volumes.map(row)));
   });
 

@@ -103,7 +103,16 @@ export const MIGRATIONS: readonly string[] = [
   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
   INSERT INTO meta (key, value) VALUES ('database_id', lower(hex(randomblob(16))));
   `,
-  // 6: the embedded Keystone's users (identity/): a project's name is its id, every user is in
+  // 6: Cinder's volume fields the volume API shows (v3 views): who created it, its description
+  // and metadata (JSON text), and when its attachment was made. NULL on volumes made before.
+  `
+  ALTER TABLE volumes ADD COLUMN user_id TEXT;
+  ALTER TABLE volumes ADD COLUMN description TEXT;
+  ALTER TABLE volumes ADD COLUMN metadata TEXT;
+  ALTER TABLE volumes ADD COLUMN attached_at TEXT;
+  CREATE INDEX volumes_by_name ON volumes(name);
+  `,
+  // 7: the embedded Keystone's users (identity/): a project's name is its id, every user is in
   // the default domain. How each token was obtained (Keystone's methods and audit ids) sits
   // beside its token row and goes with it (the foreign key cascades; foreign_keys is on).
   `

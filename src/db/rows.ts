@@ -78,6 +78,10 @@ export function toVolume(r: Row): VolumeRecord {
     version: (r.version as number | undefined) ?? 0,
     createdAt: r.created_at as string,
     updatedAt: r.updated_at as string,
+    userId: (r.user_id as string | null | undefined) ?? null,
+    description: (r.description as string | null | undefined) ?? null,
+    metadata: r.metadata ? (JSON.parse(r.metadata as string) as Record<string, string>) : {},
+    attachedAt: (r.attached_at as string | null | undefined) ?? null,
   };
 }
 
@@ -135,4 +139,8 @@ export const VOLUME_COLUMNS: Record<string, string> = {
   serverProjectId: 'server_project_id',
   device: 'device',
   extend: 'extend',
+  userId: 'user_id',
+  description: 'description',
+  metadata: 'metadata',
+  attachedAt: 'attached_at',
 };

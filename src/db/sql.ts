@@ -25,11 +25,12 @@ export function serversSql(o: { project: boolean; marker: boolean; limit: boolea
   return `SELECT * FROM servers${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY name, id${o.limit ? ' LIMIT @limit' : ''}`;
 }
 
-/** Volumes oldest first; named parameters @projectId, @status, @marker and @markerCreated, @limit. */
-export function volumesSql(o: { project: boolean; status: boolean; marker: boolean; limit: boolean }): string {
+/** Volumes oldest first; named parameters @projectId, @status, @name, @marker and @markerCreated, @limit. */
+export function volumesSql(o: { project: boolean; status: boolean; name?: boolean; marker: boolean; limit: boolean }): string {
   const where = [
     ...(o.project ? ['project_id = @projectId'] : []),
     ...(o.status ? ['status = @status'] : []),
+    ...(o.name ? ['name = @name'] : []),
     ...(o.marker ? ['(created_at, id) > (@markerCreated, @marker)'] : []),
   ];
   return `SELECT * FROM volumes${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at, id${o.limit ? ' LIMIT @limit' : ''}`;

@@ -72,8 +72,8 @@ export class SqliteStore implements Store {
       deleteToken: db.prepare('DELETE FROM tokens WHERE hash = ?'),
       deleteExpiredTokens: db.prepare('DELETE FROM tokens WHERE expires_at <= ?'),
       insertVolume: db.prepare(
-        `INSERT INTO volumes (id, project_id, name, size_bytes, status, backend, format, server_id, server_project_id, device, extend, created_at, updated_at)
-         VALUES (@id, @projectId, @name, @sizeBytes, @status, @backend, @format, @serverId, @serverProjectId, @device, @extend, @now, @now)`,
+        `INSERT INTO volumes (id, project_id, name, size_bytes, status, backend, format, server_id, server_project_id, device, extend, created_at, updated_at, user_id, description, metadata, attached_at)
+         VALUES (@id, @projectId, @name, @sizeBytes, @status, @backend, @format, @serverId, @serverProjectId, @device, @extend, @now, @now, @userId, @description, @metadata, @attachedAt)`,
       ),
       getVolume: db.prepare('SELECT * FROM volumes WHERE id = ?'),
       deleteVolume: db.prepare('DELETE FROM volumes WHERE id = ?'),
@@ -196,7 +196,15 @@ export class SqliteStore implements Store {
   // ---- volumes ----
 
   async createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void> {
-    this.stmt.insertVolume.run({ ...v, extend: v.extend ? JSON.stringify(v.extend) : null, now: nowIso() });
+    this.stmt.insertVolume.run({
+      ...v,
+      extend: v.extend ? JSON.stringify(v.extend) : null,
+      now: nowIso(),
+      userId: v.userId ?? null,
+      description: v.description ?? null,
+      metadata: v.metadata && Object.keys(v.metadata).length > 0 ? JSON.stringify(v.metadata) : null,
+      attachedAt: v.attachedAt ?? null,
+    });
   }
 
   async getVolume(id: string): Promise<VolumeRecord | undefined> {
@@ -204,19 +212,24 @@ export class SqliteStore implements Store {
     return r ? toVolume(r) : undefined;
   }
 
-  async listVolumes(filter: { projectId?: string; status?: VolumeStatus } = {}, page?: PageQuery): Promise<VolumeRecord[]> {
+  async listVolumes(filter: { projectId?: string; status?: VolumeStatus; name?: string } = {}, page?: PageQuery): Promise<VolumeRecord[]> {
     const project = filter.projectId !== undefined;
     const status = filter.status !== undefined;
-    const params: Record<string, unknown> = { ...(project ? { projectId: filter.projectId } : {}), ...(status ? { status: filter.status } : {}) };
+    const name = filter.name !== undefined;
+    const params: Record<string, unknown> = {
+      ...(project ? { projectId: filter.projectId } : {}),
+      ...(status ? { status: filter.status } : {}),
+      ...(name ? { name: filter.name } : {}),
+    };
     if (page?.marker !== undefined) {
       // The marker must be in this listing: another project's volume id is "not found" too.
-      const scope = `${project ? ' AND project_id = @projectId' : ''}${status ? ' AND status = @status' : ''}`;
+      const scope = `${project ? ' AND project_id = @projectId' : ''}${status ? ' AND status = @status' : ''}${name ? ' AND name = @name' : ''}`;
       const m = this.shaped.get(`SELECT created_at FROM volumes WHERE id = @marker${scope}`).get({ ...params, marker: page.marker }) as Row | undefined;
       if (!m) throw errors.markerNotFound(page.marker);
       Object.assign(params, { marker: page.marker, markerCreated: m.created_at });
     }
     if (page) params.limit = page.limit;
-    const sql = volumesSql({ project, status, marker: page?.marker !== undefined, limit: page !== undefined });
+    const sql = volumesSql({ project, status, name, marker: page?.marker !== undefined, limit: page !== undefined });
     return (this.shaped.get(sql).all(params) as Row[]).map(toVolume);
   }
 
@@ -232,7 +245,7 @@ export class SqliteStore implements Store {
       const col = VOLUME_COLUMNS[key];
       if (!col) throw new Error(`updateVolume: unknown field ${key}`);
       sets.push(`${col} = @${key}`);
-      params[key] = key === 'extend' ? (value ? JSON.stringify(value) : null) : value;
+      params[key] = key === 'extend' || key === 'metadata' ? (value && (key === 'extend' || Object.keys(value).length > 0) ? JSON.stringify(value) : null) : value;
     }
     const where = ['id = @id'];
     if (g.status) {

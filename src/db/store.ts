@@ -258,6 +258,14 @@ export interface VolumeRecord {
   version: number;
   createdAt: string;
   updatedAt: string;
+  /** Who created it (Cinder's user_id); absent or null on volumes made before it was recorded. */
+  userId?: string | null;
+  /** Cinder's description; absent or null when none was given. */
+  description?: string | null;
+  /** Cinder's volume metadata (string → string); absent means none. */
+  metadata?: Record<string, string>;
+  /** When its attachment was made (ISO 8601); null or absent while it has none. */
+  attachedAt?: string | null;
 }
 
 /**
@@ -300,8 +308,8 @@ export interface VolumeActionRecord {
 export interface VolumeStore {
   createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void>;
   getVolume(id: string): Promise<VolumeRecord | undefined>;
-  /** Volumes oldest first (created_at, then id). `page.marker` is a volume id. Without `page`, all of them. */
-  listVolumes(filter?: { projectId?: string; status?: VolumeStatus }, page?: PageQuery): Promise<VolumeRecord[]>;
+  /** Volumes oldest first (created_at, then id), optionally of one project, status and exact name. `page.marker` is a volume id. Without `page`, all of them. */
+  listVolumes(filter?: { projectId?: string; status?: VolumeStatus; name?: string }, page?: PageQuery): Promise<VolumeRecord[]>;
   /**
    * Conditional update: applies `patch` only while `guard` holds (a status list is shorthand for
    * `{ status }`), in one statement (a compare-and-swap, as Cinder's conditional update). Bumps

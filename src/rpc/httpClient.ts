@@ -27,7 +27,12 @@ export interface ApiClientOptions {
    * service uses ServiceUnavailable.
    */
   unreachableCode?: 'ComputeUnreachable' | 'ServiceUnavailable';
+  /** Headers sent on every call, e.g. `OpenStack-API-Version: volume latest` (VOLUME_LATEST). */
+  headers?: Record<string, string>;
 }
+
+/** The header our own clients send the volume API: its latest microversion (extending attached volumes needs 3.42). */
+export const VOLUME_LATEST: Readonly<Record<string, string>> = { 'OpenStack-API-Version': 'volume latest' };
 
 /** Per-call options of an RPC client: `timeoutMs` bounds the call (a workflow passes what is left of its deadline). */
 export interface CallOptions {
@@ -94,6 +99,7 @@ export class ApiClient {
       res = await fetch(`${base}${path}`, {
         method,
         headers: {
+          ...this.opts.headers,
           'x-auth-token': token,
           accept: 'application/json',
           ...(body === undefined ? {} : { 'content-type': 'application/json' }),

@@ -63,7 +63,7 @@ export class VolumeAttachService {
         const connection = await backend.connection(volumeId);
         asked = true;
         const att = await compute.connect(projectId, serverId, { ...connection, ...(device ? { device } : {}) });
-        await store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'done', true), device: att.value.device });
+        await store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'done', true), device: att.value.device, attachedAt: new Date().toISOString() });
         return att.value;
       } catch (err) {
         // Compute refused for good: nothing is plugged in. Otherwise (a timeout, the database
@@ -113,6 +113,7 @@ export class VolumeAttachService {
         serverId: null,
         serverProjectId: null,
         device: null,
+        attachedAt: null,
         ...(grown !== undefined && grown > before.sizeBytes ? { sizeBytes: grown } : {}),
       });
     });

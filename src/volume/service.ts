@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../context.js';
-import type { ExtendState, PageQuery, VolumeActionRecord, VolumeGuard, VolumeRecord, VolumeStore } from '../db/store.js';
+import type { ExtendState, PageQuery, VolumeActionRecord, VolumeGuard, VolumeRecord, VolumeStatus, VolumeStore } from '../db/store.js';
 import { errors, isFinalError, isServiceError, ServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
 import type { ComputeForVolumes } from '../rpc/computeClient.js';
@@ -23,6 +23,10 @@ export interface CreateVolumeRequest {
   sizeBytes: number;
   backend: string;
   format?: 'raw' | 'qcow2';
+  /** Cinder's description (null or absent: none). */
+  description?: string | null;
+  /** Cinder's volume metadata (string → string). */
+  metadata?: Record<string, string>;
 }
 
 type VolumePatch = Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt' | 'version'>>;
@@ -68,9 +72,13 @@ export class VolumeService {
     return v;
   }
 
-  /** One page of the project's volumes, oldest first (keyset paging in the store). */
-  list(projectId: string, page?: PageQuery): Promise<VolumeRecord[]> {
-    return this.deps.store.listVolumes({ projectId }, page);
+  /**
+   * One page of volumes, oldest first (keyset paging in the store): the project's, or every
+   * project's when `projectId` is undefined (an admin's `all_tenants`); `status` and `name`
+   * filter exactly, as Cinder's.
+   */
+  list(projectId: string | undefined, page?: PageQuery, filter: { status?: VolumeStatus; name?: string } = {}): Promise<VolumeRecord[]> {
+    return this.deps.store.listVolumes({ ...(projectId !== undefined ? { projectId } : {}), ...filter }, page);
   }
 
   /** The largest volume `backend` holds; SizeLimitExceeded (400) above it, before anything is made. */
@@ -99,6 +107,10 @@ export class VolumeService {
       serverProjectId: null,
       device: null,
       extend: null,
+      userId: ctx.userId,
+      description: req.description ?? null,
+      metadata: req.metadata ?? {},
+      attachedAt: null,
     });
     await this.deps.inFlight.run(id, () =>
       this.audit(ctx, id, 'create', { size_bytes: req.sizeBytes, backend: backendName }, async () => {
@@ -182,13 +194,32 @@ export class VolumeService {
    * (the caller polls the volume). A detached volume's storage is grown before the answer, unless
    * that takes longer than DETACHED_EXTEND_WAIT_MS.
    */
-  async extend(ctx: RequestContext, projectId: string, volumeId: string, newBytes: number, allows: PolicyCheck = () => true): Promise<VolumeRecord> {
+  async extend(
+    ctx: RequestContext,
+    projectId: string,
+    volumeId: string,
+    newBytes: number,
+    allows: PolicyCheck = () => true,
+    opts: {
+      /**
+       * The caller may extend only a volume without an attachment (Cinder below volume microversion
+       * 3.42 extends `available` volumes only): an attached one is refused with Cinder's 400
+       * (InvalidVolume), before anything changes.
+       */
+      detachedOnly?: boolean;
+    } = {},
+  ): Promise<VolumeRecord> {
     const { store, workflow } = this.deps;
     let plan: { mode: ExtendMode | 'detached'; hostBytes: number | null; computeRequestIds: string[] } = { mode: 'detached', hostBytes: null, computeRequestIds: [] };
     const now = Date.now();
     const v = await this.begin('extend', projectId, volumeId, {
       // Sizes only grow: a target at or below the recorded size is wrong whatever is under way.
       precheck: (cur) => {
+        if (opts.detachedOnly && isAttached(cur)) {
+          throw errors.badRequest(
+            `Invalid volume: Volume ${cur.id} status must be 'available' to extend, currently ${cur.status}: extending an attached volume needs volume API microversion 3.42 or later.`,
+          );
+        }
         for (const rule of policiesFor('extend', isAttached(cur))) if (!allows(rule)) throw errors.forbidden(rule);
         checkTarget(cur, newBytes);
       },

@@ -202,7 +202,7 @@ describe('answers the fuzz found wrong on the wire', () => {
     expect(res.status).toBe(202);
     expect(res.headers['x-openstack-request-id']).toMatch(REQUEST_ID);
     expect(res.closed).toBe(true);
-    const gone = await w.h.volume.request('GET', `/v3/${PROJECT}/volumes/${id}`).then(
+    const gone = await w.h.volume.request('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`).then(
       () => undefined,
       (e: unknown) => e,
     );

@@ -57,7 +57,7 @@ interface Row {
 }
 
 const NOT_ACCEPTABLE_COMPUTE = (v: string) => `Version ${v} is not supported by the API. Minimum is 2.1 and maximum is 2.1.`;
-const NOT_ACCEPTABLE_VOLUME = (v: string) => `Version ${v} is not supported by the API. Minimum is 3.0 and maximum is 3.0.`;
+const NOT_ACCEPTABLE_VOLUME = (v: string) => `Version ${v} is not supported by the API. Minimum is 3.0 and maximum is 3.42.`;
 const INVALID = (v: string) => `API Version String ${v} is of invalid format. Must be of format MajorNum.MinorNum.`;
 
 const rows: Row[] = [
@@ -82,9 +82,12 @@ const rows: Row[] = [
   { name: 'no header gets the minimum', api: 'volume', headers: {}, status: 200, echo: '3.0' },
   { name: 'volume 3.0', api: 'volume', headers: { 'OpenStack-API-Version': 'volume 3.0' }, status: 200, echo: '3.0' },
   { name: 'the service name capitalised', api: 'volume', headers: { 'openstack-api-version': 'Volume 3.0' }, status: 200, echo: '3.0' },
-  { name: 'latest gets the maximum', api: 'volume', headers: { 'OpenStack-API-Version': 'volume latest' }, status: 200, echo: '3.0' },
+  { name: 'latest gets the maximum', api: 'volume', headers: { 'OpenStack-API-Version': 'volume latest' }, status: 200, echo: '3.42' },
   { name: 'several services in one header', api: 'volume', headers: { 'OpenStack-API-Version': 'compute 2.51, volume 3.0' }, status: 200, echo: '3.0' },
-  { name: "tempest's volume 3.42, above the maximum", api: 'volume', headers: { 'OpenStack-API-Version': 'volume 3.42' }, status: 406, message: NOT_ACCEPTABLE_VOLUME('3.42') },
+  { name: "tempest's volume 3.42, the maximum", api: 'volume', headers: { 'OpenStack-API-Version': 'volume 3.42' }, status: 200, echo: '3.42' },
+  { name: 'volume 3.13, between', api: 'volume', headers: { 'OpenStack-API-Version': 'volume 3.13' }, status: 200, echo: '3.13' },
+  { name: "cinderclient's default 3.70, above the maximum", api: 'volume', headers: { 'OpenStack-API-Version': 'volume 3.70' }, status: 406, message: NOT_ACCEPTABLE_VOLUME('3.70') },
+  { name: 'volume 3.43, just above the maximum', api: 'volume', headers: { 'OpenStack-API-Version': 'volume 3.43' }, status: 406, message: NOT_ACCEPTABLE_VOLUME('3.43') },
   { name: 'a version below the minimum', api: 'volume', headers: { 'OpenStack-API-Version': 'volume 2.0' }, status: 406, message: NOT_ACCEPTABLE_VOLUME('2.0') },
   { name: 'a version without a minor number', api: 'volume', headers: { 'OpenStack-API-Version': 'volume 3' }, status: 400, message: INVALID('3') },
   { name: 'a header with no volume entry (Cinder refuses it)', api: 'volume', headers: { 'OpenStack-API-Version': 'compute 2.1' }, status: 400 },
@@ -135,7 +138,8 @@ describe('microversion negotiation over HTTP', () => {
     if (c.token) headers['x-auth-token'] = h.token;
     const a = await send(api(c.which), 'GET', c.path, headers);
     expect(a.status).toBe(c.status);
-    expectEcho(a, c.which, c.which === 'compute' ? '2.1' : '3.0');
+    // `latest`: each API's maximum.
+    expectEcho(a, c.which, c.which === 'compute' ? '2.1' : '3.42');
   });
 
   it('adds its names to a Vary header once, whatever the case the header was asked with', async () => {
@@ -203,7 +207,7 @@ describe('body-less requests with a JSON content type', () => {
     expect(a.status, a.body).toBe(202);
     expect(a.body).toBe('');
     expectEcho(a, 'volume', '3.0');
-    expect((await send(api('volume'), 'GET', `/v3/${PROJECT}/volumes/${id}`, { 'x-auth-token': h.token })).status).toBe(404);
+    expect((await send(api('volume'), 'GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`, { 'x-auth-token': h.token })).status).toBe(404);
   });
 
   it('detaches a volume on a DELETE with Content-Type: application/json and no body (202)', async () => {

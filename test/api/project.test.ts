@@ -157,7 +157,7 @@ describe("the URL's project must be the token's", () => {
     const deadline = Date.now() + 10_000;
     let v: { status: string; size_bytes: number } | undefined;
     while (Date.now() < deadline) {
-      v = (await h.volume.request<{ volume: { status: string; size_bytes: number } }>('GET', `/v3/${PROJECT}/volumes/${attached}`)).body.volume;
+      v = (await h.volume.request<{ volume: { status: string; size_bytes: number } }>('GET', `/v3/${PROJECT}/volumes/${attached}/os-online-extend`)).body.volume;
       if (v.status !== 'extending') break;
       await new Promise((r) => setTimeout(r, 20));
     }

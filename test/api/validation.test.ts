@@ -26,7 +26,7 @@ async function refusal(client: 'volume' | 'compute', method: string, path: strin
   return err as ApiError;
 }
 
-const volume = async () => (await h.volume.request<{ volume: { size_bytes: number; status: string } }>('GET', `/v3/${PROJECT}/volumes/${volumeId}`)).body.volume;
+const volume = async () => (await h.volume.request<{ volume: { size_bytes: number; status: string } }>('GET', `/v3/${PROJECT}/volumes/${volumeId}/os-online-extend`)).body.volume;
 
 describe('a volume action body (a union of Cinder actions) is judged by the action the client chose', () => {
   it.each([

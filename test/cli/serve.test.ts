@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createServer, type AddressInfo } from 'node:net';
-import { ApiClient } from '../../src/rpc/httpClient.js';
+import { ApiClient, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
 import { fakeInventory, PROJECT, SERVER } from '../support/service.js';
 import { describeReal } from '../support/real.js';
 
@@ -74,7 +74,7 @@ async function serve(token: string, opts: { args?: string[]; logLevel?: string }
     });
     child.once('exit', (code) => rej(new Error(`serve exited with ${code}: ${stderr}`)));
   });
-  return { child, computeUrl: urls[0]!, compute: new ApiClient({ url: urls[0]!, token }), volume: new ApiClient({ url: urls[1]!, token }), stdout };
+  return { child, computeUrl: urls[0]!, compute: new ApiClient({ url: urls[0]!, token }), volume: new ApiClient({ url: urls[1]!, token, headers: VOLUME_LATEST }), stdout };
 }
 
 /** The first JSON log line of `p` whose message starts with `msg`, waiting for it (pino writes asynchronously). */
@@ -134,7 +134,7 @@ async function extendInUse(p: Serve, name: string): Promise<Vol> {
   let cur = v;
   do {
     await new Promise((r) => setTimeout(r, 20));
-    cur = (await p.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${v.id}`)).body.volume;
+    cur = (await p.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-online-extend`)).body.volume;
   } while (cur.status === 'extending' && Date.now() < until);
   return cur;
 }
@@ -332,7 +332,7 @@ describe('a data dir whose database is not its own, or lost volumes', () => {
     expect(await logLine(p, 'data dir checked')).toMatchObject({ level: 30, volumes: 2, volumeFiles: 3, orphanVolumeFiles: 1 });
     expect(await logLine(p, 'volume files belong to no volume')).toMatchObject({ level: 50, count: 1, volumeIds: [lost], files: [`file/${lost}.raw`] });
     expect(existsSync(join(data, 'volumes', 'file', `${lost}.raw`))).toBe(true);
-    expect((await p.volume.request('GET', `/v3/${PROJECT}/volumes/${lost}`).catch((e: { status: number }) => e)).status).toBe(404);
+    expect((await p.volume.request('GET', `/v3/${PROJECT}/volumes/${lost}/os-online-extend`).catch((e: { status: number }) => e)).status).toBe(404);
     await stop(p);
   });
 });

@@ -163,7 +163,7 @@ describe('FakeDriver: block disks sized from their source', () => {
         const end = Date.now() + 10_000;
         do {
           await new Promise((r) => setTimeout(r, 20));
-          v = (await h.volume.request<{ volume: typeof v }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume;
+          v = (await h.volume.request<{ volume: typeof v }>('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`)).body.volume;
         } while (v.status === 'extending' && Date.now() < end);
         expect(v, `still at step ${v.extend?.step}`).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
         expect(driver.snapshot(SVC_SERVER).disks.find((d) => d.volumeId === id)?.guestBytes).toBe(128 * MiB);

@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { issueToken } from '../../src/auth/tokens.js';
-import { ApiClient } from '../../src/rpc/httpClient.js';
+import { ApiClient, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
 import { CATALOGUE, faultName, isErrorCode } from '../../src/errors.js';
 import { FakeDriver, type FakeServer } from '../../src/virt/fake/driver.js';
 import type { VolumeStatus } from '../../src/db/store.js';
@@ -134,7 +134,7 @@ export async function makeFuzzWorld(): Promise<FuzzWorld> {
     none: undefined,
   };
   const other = {
-    volume: new ApiClient({ url: h.service.volumeUrl!, token: tokens.otherAdmin! }),
+    volume: new ApiClient({ url: h.service.volumeUrl!, token: tokens.otherAdmin!, headers: VOLUME_LATEST }),
     compute: new ApiClient({ url: h.service.computeUrl, token: tokens.otherAdmin! }),
   };
 

@@ -15,7 +15,7 @@ import { startService, type RunningService } from '../../src/app.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import type { Config } from '../../src/config.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
-import { ApiClient, ApiError } from '../../src/rpc/httpClient.js';
+import { ApiClient, ApiError, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
 import { bootGuest, labDown, labServiceFlags, labUp, type GuestShell, type LabInfo } from '../../src/lab/index.js';
 import { loadConfig } from '../../src/config.js';
 
@@ -127,7 +127,7 @@ export async function startLabService(opts: LabServiceOptions): Promise<LabServi
       await store.close();
     }
     const compute = new ApiClient({ url: service.computeUrl, token });
-    const volume = new ApiClient({ url: service.volumeUrl!, token });
+    const volume = new ApiClient({ url: service.volumeUrl!, token, headers: VOLUME_LATEST });
     guest = await bootGuest(lab, { name: opts.guestName, projectId: P, ...(opts.persistentGuest ? { persistent: true } : {}) });
     const g = guest;
     const svc = service;
@@ -146,12 +146,13 @@ export async function startLabService(opts: LabServiceOptions): Promise<LabServi
       guest: g,
       volumes,
       async createVolume(body) {
-        const v = (await volume.request<{ volume: VolumeView }>('POST', `/v3/${P}/volumes`, { volume: body })).body.volume;
-        volumes.add(v.id);
-        return v;
+        const { id } = (await volume.request<{ volume: { id: string } }>('POST', `/v3/${P}/volumes`, { volume: body })).body.volume;
+        volumes.add(id);
+        // Cinder's answer has the size in GiB only: our own view has the exact bytes.
+        return (await volume.request<{ volume: VolumeView }>('GET', `${vpath(id)}/os-online-extend`)).body.volume;
       },
       async show(id) {
-        return (await volume.request<{ volume: VolumeView }>('GET', vpath(id))).body.volume;
+        return (await volume.request<{ volume: VolumeView }>('GET', `${vpath(id)}/os-online-extend`)).body.volume;
       },
       async attach(id) {
         await compute.request('POST', attachments, { volumeAttachment: { volumeId: id } });

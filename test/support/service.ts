@@ -6,7 +6,7 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { startService, type RunningService } from '../../src/app.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { issueToken } from '../../src/auth/tokens.js';
-import { ApiClient } from '../../src/rpc/httpClient.js';
+import { ApiClient, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
 
 export const PROJECT = 'p-demo';
 export const SERVER = '5d7e0c4a-1111-4a22-9b33-0c4d5e6f7a8b';
@@ -50,7 +50,7 @@ export async function makeService(opts: { inventory?: object; config?: Partial<C
       h.config = { ...base, ...opts.config, ...overrides };
       h.service = await startService(h.config);
       h.compute = new ApiClient({ url: h.service.computeUrl, token });
-      h.volume = new ApiClient({ url: h.service.volumeUrl!, token });
+      h.volume = new ApiClient({ url: h.service.volumeUrl!, token, headers: VOLUME_LATEST });
     },
     async stop() {
       await h.service.close();

@@ -24,7 +24,7 @@ const driver = () => svc().service.driver as FakeDriver;
 const createVolume = async () => (await svc().volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { size_bytes: 64 * MiB } })).body.volume.id;
 const attach = (volumeId: string) => svc().compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId } });
 const detach = (volumeId: string) => svc().compute.request('DELETE', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments/${volumeId}`);
-const view = async (id: string) => (await svc().volume.request<{ volume: Record<string, unknown> }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume;
+const view = async (id: string) => (await svc().volume.request<{ volume: Record<string, unknown> }>('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`)).body.volume;
 const taskState = async () =>
   (await svc().compute.request<{ server: { 'OS-EXT-STS:task_state': string | null } }>('GET', `/v2/${PROJECT}/servers/${SERVER}`)).body.server['OS-EXT-STS:task_state'];
 const failure = (p: Promise<unknown>) =>

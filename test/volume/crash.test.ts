@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ApiClient } from '../../src/rpc/httpClient.js';
+import { ApiClient, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
 import { fakeInventory, PROJECT, SERVER } from '../support/service.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/online-extend.js');
@@ -44,11 +44,11 @@ async function serve(extra: string[]): Promise<Proc> {
     });
     child.once('exit', (code) => rej(new Error(`serve exited with ${code}`)));
   });
-  return { child, compute: new ApiClient({ url: urls[0]!, token }), volume: new ApiClient({ url: urls[1]!, token }) };
+  return { child, compute: new ApiClient({ url: urls[0]!, token }), volume: new ApiClient({ url: urls[1]!, token, headers: VOLUME_LATEST }) };
 }
 
 type Vol = { id: string; status: string; size_bytes: number; extend: { step: string; error: string | null } | null };
-const show = async (p: Proc, id: string) => (await p.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume;
+const show = async (p: Proc, id: string) => (await p.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`)).body.volume;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'oe-crash-'));

@@ -86,7 +86,7 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of wor
     const end = Date.now() + 15_000;
     let list: Vol[] = [];
     for (;;) {
-      list = (await svc.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes;
+      list = (await svc.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes/os-online-extend`)).body.volumes;
       if (list.every((v) => v.status === 'available' || v.status === 'in-use')) break;
       if (Date.now() > end) throw new Error(`still transitional: ${JSON.stringify(list.map((v) => v.status))}`);
       await new Promise((r) => setTimeout(r, 100));
@@ -117,7 +117,7 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of wor
     const end = Date.now() + 15_000;
     let list: Vol[] = [];
     for (;;) {
-      list = (await svc.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes;
+      list = (await svc.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes/os-online-extend`)).body.volumes;
       if (list.every((v) => v.status !== 'extending')) break;
       if (Date.now() > end) throw new Error('still extending');
       await new Promise((r) => setTimeout(r, 100));
@@ -146,7 +146,7 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of wor
     const fullUntil = Date.now() + 5_000;
     let stillExtending = 0;
     while (Date.now() < fullUntil) {
-      const list = (await svc.volume.request<{ volumes: Array<{ status: string }> }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes;
+      const list = (await svc.volume.request<{ volumes: Array<{ status: string }> }>('GET', `/v3/${PROJECT}/volumes/os-online-extend`)).body.volumes;
       expect(list.every((v) => v.status === 'extending' || v.status === 'in-use')).toBe(true);
       stillExtending = list.filter((v) => v.status === 'extending').length;
       await new Promise((r) => setTimeout(r, 100));
@@ -157,7 +157,7 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of wor
     type Vol = { id: string; status: string; size_bytes: number; extend: { error: string | null } | null };
     let list: Vol[] = [];
     while (Date.now() < end) {
-      list = (await svc.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes;
+      list = (await svc.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes/os-online-extend`)).body.volumes;
       if (list.every((v) => v.status !== 'extending')) break;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -174,7 +174,7 @@ describeReal(tmpfsMissing())('a full disk for a few seconds in the middle of wor
     // And the same process takes new extends.
     expect((await svc.volume.request('POST', `/v3/${PROJECT}/volumes/${ids[0]}/action`, { 'os-extend-bytes': { new_bytes: 192 * MiB } })).status).toBe(202);
     for (let i = 0; i < 200; i++) {
-      const v = (await svc.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${ids[0]}`)).body.volume;
+      const v = (await svc.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${ids[0]}/os-online-extend`)).body.volume;
       if (v.status !== 'extending') {
         expect(v).toMatchObject({ status: 'in-use', size_bytes: 192 * MiB });
         return;

@@ -26,7 +26,7 @@ beforeAll(async () => {
 afterAll(async () => h?.cleanup());
 
 type Vol = { id: string; status: string; size_bytes: number };
-const list = async () => (await h.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes;
+const list = async () => (await h.volume.request<{ volumes: Vol[] }>('GET', `/v3/${PROJECT}/volumes/os-online-extend`)).body.volumes;
 const files = () => {
   try {
     return readdirSync(join(h.config.dataDir, 'volumes', 'file'));
@@ -77,7 +77,8 @@ describe('sizes the storage cannot hold', () => {
 
   it('creates a qcow2 volume far above the raw limit (the image format holds it, the file stays small)', async () => {
     if (limit >= PiB) return;
-    const v = (await h.volume.request<{ volume: Vol }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: 'big', size_bytes: PiB, format: 'qcow2' } })).body.volume;
+    const made = (await h.volume.request<{ volume: Vol }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: 'big', size_bytes: PiB, format: 'qcow2' } })).body.volume;
+    const v = (await h.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${made.id}/os-online-extend`)).body.volume;
     expect(v).toMatchObject({ status: 'available', size_bytes: PiB });
     await h.volume.request('DELETE', `/v3/${PROJECT}/volumes/${v.id}`);
   });
@@ -86,7 +87,7 @@ describe('sizes the storage cannot hold', () => {
     const v = (await h.volume.request<{ volume: Vol }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: 'small', size_bytes: 64 * MiB } })).body.volume;
     const err = await refused(h.volume.request('POST', `/v3/${PROJECT}/volumes/${v.id}/action`, { 'os-extend-bytes': { new_bytes: Math.min(PiB, limit + 512) } }));
     expectLimitError(err, Math.min(PiB, limit + 512), limit);
-    expect((await h.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${v.id}`)).body.volume).toMatchObject({ status: 'available', size_bytes: 64 * MiB });
+    expect((await h.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-online-extend`)).body.volume).toMatchObject({ status: 'available', size_bytes: 64 * MiB });
     expect(statSync(join(h.config.dataDir, 'volumes', 'file', `${v.id}.raw`)).size).toBe(64 * MiB);
     await h.volume.request('DELETE', `/v3/${PROJECT}/volumes/${v.id}`);
   });
@@ -97,7 +98,7 @@ describe('sizes the storage cannot hold', () => {
     const target = Math.min(PiB, limit + 512);
     const err = await refused(h.volume.request('POST', `/v3/${PROJECT}/volumes/${v.id}/action`, { 'os-extend-bytes': { new_bytes: target } }));
     expectLimitError(err, target, limit);
-    expect((await h.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${v.id}`)).body.volume).toMatchObject({ status: 'in-use', size_bytes: 64 * MiB });
+    expect((await h.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-online-extend`)).body.volume).toMatchObject({ status: 'in-use', size_bytes: 64 * MiB });
 
     // compute's own assist_extend on the same file disk: 400 too, before any resize.
     const driver = h.service.driver as FakeDriver;

@@ -40,8 +40,10 @@ describe('GET volumes pages as Cinder does', () => {
       const body: { volumes: Array<{ id: string }>; volumes_links?: Links } = (await h.volume.request<{ volumes: Array<{ id: string }>; volumes_links?: Links }>('GET', next)).body;
       seen.push(...body.volumes.map((v) => v.id));
       pages.push(body.volumes.length);
-      if (body.volumes_links) expect(body.volumes_links).toEqual([{ rel: 'next', href: `/v3/${PROJECT}${suffix}?limit=2&marker=${body.volumes.at(-1)!.id}` }]);
-      next = body.volumes_links?.[0]?.href;
+      // Cinder's next link is absolute, built from the request's Host.
+      if (body.volumes_links) expect(body.volumes_links).toEqual([{ rel: 'next', href: `${h.service.volumeUrl}/v3/${PROJECT}${suffix}?limit=2&marker=${body.volumes.at(-1)!.id}` }]);
+      const href = body.volumes_links?.[0]?.href;
+      next = href === undefined ? undefined : href.slice(h.service.volumeUrl!.length);
     }
     expect(pages).toEqual([2, 2, 1]);
     expect(seen).toEqual(ids);
@@ -74,7 +76,8 @@ describe('the volume lists refuse bad paging input with a 400', () => {
   ];
   const bad = [
     { name: 'a negative limit', query: 'limit=-2', code: 'InvalidInput', message: /querystring\.limit/ },
-    { name: 'an unknown parameter', query: 'sort=name', code: 'InvalidInput', message: /'sort' was unexpected/ },
+    // Sorting is refused by name on the volume lists (Cinder's parameter, not offered), as an unknown key on the actions list.
+    { name: 'sorting or an unknown parameter', query: 'sort=name', code: 'InvalidInput', message: /'sort' (was unexpected|is not supported here)/ },
     { name: 'a marker that does not exist', query: 'marker=9c1f0000-0000-4000-8000-000000000000', code: 'MarkerNotFound', message: /^Marker 9c1f0000-0000-4000-8000-000000000000 could not be found\.$/ },
   ];
   it.each(lists.flatMap((l) => bad.map((b) => ({ ...l, ...b }))))('$list: $name → 400 $code', async ({ path, query, code, message }) => {

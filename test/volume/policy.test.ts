@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiClient, ApiError } from '../../src/rpc/httpClient.js';
+import { ApiClient, ApiError, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
@@ -27,12 +27,12 @@ beforeAll(async () => {
   const db = new SqliteStore(join(h.config.dataDir, 'online-extend.sqlite'));
   const { token } = await issueToken(db, { userId: 'member', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 });
   await db.close();
-  member = new ApiClient({ url: h.service.volumeUrl!, token });
+  member = new ApiClient({ url: h.service.volumeUrl!, token, headers: VOLUME_LATEST });
 });
 afterAll(async () => h?.cleanup());
 
 type Vol = { id: string; status: string; size_bytes: number };
-const show = async (id: string) => (await h.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume;
+const show = async (id: string) => (await h.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`)).body.volume;
 async function settle(id: string): Promise<Vol> {
   for (let i = 0; i < 500; i++) {
     const v = await show(id);

@@ -25,7 +25,7 @@ import { issueToken, SERVICE_PROJECT, SERVICE_ROLES } from '../../src/auth/token
 import { PolicyEnforcer } from '../../src/auth/policy.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { errors, ServiceError } from '../../src/errors.js';
-import { ApiClient } from '../../src/rpc/httpClient.js';
+import { ApiClient, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
 import { ServiceCatalog } from '../../src/rpc/catalog.js';
 import { HttpVolumeClient } from '../../src/rpc/volumeClient.js';
 import type { AttachSpec } from '../../src/virt/driver.js';
@@ -170,7 +170,7 @@ async function startHost(kind: Kind, opts: { exportLagMs?: number } = {}): Promi
     driver,
     backend,
     compute: new ApiClient({ url: computeUrl, token }),
-    volume: new ApiClient({ url: volumeUrl, token }),
+    volume: new ApiClient({ url: volumeUrl, token, headers: VOLUME_LATEST }),
     computeForVolumes,
     async close() {
       backend.close();
@@ -196,7 +196,7 @@ async function createAndAttach(h: Host, bytes: number): Promise<string> {
 async function settle(h: Host, id: string, timeoutMs = 10_000): Promise<VolumeView> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const v = (await h.volume.request<{ volume: VolumeView }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume;
+    const v = (await h.volume.request<{ volume: VolumeView }>('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`)).body.volume;
     if (v.status !== 'extending') return v;
     if (Date.now() > end) throw new Error(`volume ${id} still extending at step ${v.extend?.step}`);
     await new Promise((r) => setTimeout(r, 20));

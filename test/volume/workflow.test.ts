@@ -22,7 +22,7 @@ async function createVolume(bytes = 64 * MiB, extra: Record<string, unknown> = {
   return (await h.volume.request<{ volume: VolumeView }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: 'data', size_bytes: bytes, ...extra } })).body.volume;
 }
 async function show(id: string): Promise<VolumeView> {
-  return (await h.volume.request<{ volume: VolumeView }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume;
+  return (await h.volume.request<{ volume: VolumeView }>('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`)).body.volume;
 }
 async function attach(id: string): Promise<void> {
   await h.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: id } });

@@ -1,29 +1,81 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { GiB } from '../../util/units.js';
 import { Bytes, MAX_VOLUME_BYTES, PathId, ProjectId } from './common.js';
+import { ListQuery } from './paging.js';
 
-const MAX_GIB = Math.floor(MAX_VOLUME_BYTES / GiB);
+/** The largest size in GiB a volume may have (MAX_VOLUME_BYTES). */
+export const MAX_GIB = Math.floor(MAX_VOLUME_BYTES / GiB);
 
 export const ProjectParams = Type.Object({ project_id: ProjectId });
 export const VolumeIdParams = Type.Object({ project_id: ProjectId, volume_id: PathId });
 
+/** Cinder's nullable id fields of a create body (a uuid or null); naming a value asks for a feature we do not have (see the route). */
+const NullableId = Type.Union([Type.String({ maxLength: 255 }), Type.Null()]);
+const NullableText = Type.Union([Type.String({ maxLength: 255 }), Type.Null()]);
+
+/** Cinder's volume metadata: string keys of 1–255 characters to strings of at most 255. */
+export const VolumeMetadata = Type.Record(Type.String({ minLength: 1, maxLength: 255 }), Type.String({ maxLength: 255 }));
+
+/**
+ * Body of Cinder's `POST /v3/{project_id}/volumes` (cinder/api/schemas/volumes.py `create`): the
+ * `volume` object accepts unknown keys and takes Cinder's optional fields as null, as
+ * cinderclient sends them. Our own extras: `size_bytes` (exact bytes, instead of `size` in GiB)
+ * and `format` (the file backend's raw or qcow2). Fields naming features this service lacks
+ * (snapshot_id, source_volid, imageRef, backup_id, consistencygroup_id, group_id, multiattach
+ * true) are refused by the route with a 400 naming them.
+ */
 export const CreateVolumeBody = Type.Object(
   {
     volume: Type.Object(
       {
-        name: Type.Optional(Type.String({ maxLength: 255 })),
-        size: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_GIB, description: 'Size in GiB (Cinder)' })),
-        size_bytes: Type.Optional(Bytes),
-        volume_type: Type.Optional(Type.String({ description: 'Backend: file, block or iscsi' })),
-        format: Type.Optional(Type.Union([Type.Literal('raw'), Type.Literal('qcow2')], { description: 'For the file backend' })),
+        name: Type.Optional(NullableText),
+        display_name: Type.Optional(NullableText),
+        description: Type.Optional(NullableText),
+        display_description: Type.Optional(NullableText),
+        size: Type.Optional(
+          Type.Union([Type.Integer({ minimum: 1, maximum: MAX_GIB }), Type.String({ pattern: '^[0-9]{1,20}$' }), Type.Null()], {
+            description: 'Size in GiB (Cinder: an integer, or its decimal text)',
+          }),
+        ),
+        size_bytes: Type.Optional(Type.Union([Bytes, Type.Null()], { description: 'Ours: the size in exact bytes, instead of `size`' })),
+        volume_type: Type.Optional(Type.Union([Type.String({ maxLength: 255 }), Type.Null()], { description: 'Backend: file, block or iscsi (null or empty: the default)' })),
+        availability_zone: Type.Optional(Type.Union([Type.String({ maxLength: 255 }), Type.Null()], { description: 'Only `nova` exists' })),
+        metadata: Type.Optional(Type.Union([VolumeMetadata, Type.Null()])),
+        format: Type.Optional(Type.Union([Type.Literal('raw'), Type.Literal('qcow2')], { description: 'Ours: the file backend’s format' })),
+        multiattach: Type.Optional(Type.Union([Type.Boolean(), Type.Null()], { description: 'Only false: a volume attaches to one server' })),
+        snapshot_id: Type.Optional(NullableId),
+        source_volid: Type.Optional(NullableId),
+        imageRef: Type.Optional(NullableId),
+        image_id: Type.Optional(NullableId),
+        backup_id: Type.Optional(NullableId),
+        consistencygroup_id: Type.Optional(NullableId),
+        group_id: Type.Optional(NullableId),
       },
-      { additionalProperties: false },
+      { additionalProperties: true },
     ),
+    'OS-SCH-HNT:scheduler_hints': Type.Optional(Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()], { description: 'Accepted and ignored: one host serves every volume' })),
   },
   { additionalProperties: false },
 );
-/** Body of Cinder's `POST volumes`: the size in GiB (`size`) or exactly in bytes (`size_bytes`), backend (`volume_type`) and, for the file backend, `format`. */
+/** Body of `POST volumes` (see CreateVolumeBody). */
 export type CreateVolumeBody = Static<typeof CreateVolumeBody>;
+
+/**
+ * Query of the volume lists, as Cinder's: paging, exact `name` and `status` filters, and
+ * `all_tenants` (an admin's listing of every project; ignored for others, as Cinder does).
+ * Other keys are checked by the route (see `volumeFilters`).
+ */
+export const VolumeListQuery = Type.Object(
+  {
+    ...ListQuery.properties,
+    name: Type.Optional(Type.String({ maxLength: 255 })),
+    status: Type.Optional(Type.String({ maxLength: 255 })),
+    all_tenants: Type.Optional(Type.String({ maxLength: 16, description: 'A boolean as Cinder reads one: 1/0, true/false, yes/no, on/off, y/n, t/f' })),
+  },
+  { additionalProperties: true },
+);
+/** The volume lists' query (see VolumeListQuery). */
+export type VolumeListQuery = Static<typeof VolumeListQuery>;
 
 /** One action per request, Cinder style: `os-extend` (GiB) or our exact-bytes `os-extend-bytes`. */
 export const VolumeActionBody = Type.Union([
@@ -60,7 +112,67 @@ export const ExtendView = Type.Union([
   }),
 ]);
 
-export const VolumeView = Type.Object({
+/** Cinder's link (self, bookmark, next): absolute URLs built from the request's Host. */
+export const CinderLink = Type.Object({ rel: Type.String(), href: Type.String() });
+
+/** An attachment as Cinder's volume views list it (`id` is the volume id; `host_name` only for admins and services). */
+export const CinderAttachment = Type.Object({
+  id: Type.String(),
+  attachment_id: Type.String(),
+  volume_id: Type.String(),
+  server_id: Type.String(),
+  host_name: Type.Union([Type.String(), Type.Null()]),
+  device: Type.Union([Type.String(), Type.Null()]),
+  attached_at: Type.Union([Type.String(), Type.Null()]),
+});
+
+/**
+ * A volume as Cinder 3.x shows it (cinder/api/v3/views/volumes.py `detail`), up to microversion
+ * 3.42: the same keys on create, show, detail and update, plus `group_id` from 3.13 and, for
+ * admins, `migration_status` and `provider_id` (3.21). Show and detail add the extension keys
+ * (`os-vol-tenant-attr:tenant_id`; for admins `os-vol-host-attr:host` and
+ * `os-vol-mig-status-attr:*`); create and update never carry them. Nothing else: tempest's
+ * schemas refuse unknown keys (our extras are on `…/os-online-extend`).
+ */
+export const CinderVolume = Type.Object({
+  id: Type.String(),
+  name: Type.Union([Type.String(), Type.Null()]),
+  status: Type.String(),
+  size: Type.Integer({ description: 'GiB, rounded down' }),
+  availability_zone: Type.String(),
+  created_at: Type.String(),
+  updated_at: Type.Union([Type.String(), Type.Null()]),
+  description: Type.Union([Type.String(), Type.Null()]),
+  volume_type: Type.Union([Type.String(), Type.Null()]),
+  snapshot_id: Type.Null(),
+  source_volid: Type.Null(),
+  metadata: Type.Record(Type.String(), Type.String()),
+  links: Type.Array(CinderLink),
+  user_id: Type.String(),
+  bootable: Type.Union([Type.Literal('true'), Type.Literal('false')]),
+  encrypted: Type.Boolean(),
+  replication_status: Type.Union([Type.String(), Type.Null()]),
+  consistencygroup_id: Type.Null(),
+  multiattach: Type.Boolean(),
+  attachments: Type.Array(CinderAttachment),
+  migration_status: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  group_id: Type.Optional(Type.Null()),
+  provider_id: Type.Optional(Type.Null()),
+  'os-vol-tenant-attr:tenant_id': Type.Optional(Type.String()),
+  'os-vol-host-attr:host': Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  'os-vol-mig-status-attr:migstat': Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  'os-vol-mig-status-attr:name_id': Type.Optional(Type.Union([Type.String(), Type.Null()])),
+});
+
+/** A volume in Cinder's summary list (`GET volumes`). */
+export const CinderVolumeSummary = Type.Object({ id: Type.String(), name: Type.Union([Type.String(), Type.Null()]), links: Type.Array(CinderLink) });
+
+/**
+ * Our own view of a volume, off Cinder's (`GET …/volumes/{id}/os-online-extend` and
+ * `GET …/volumes/os-online-extend`): the exact size in bytes, the file backend's format and the
+ * extend in progress or failed, with the status they go with.
+ */
+export const OnlineExtendView = Type.Object({
   id: Type.String(),
   name: Type.String(),
   size: Type.Integer({ description: 'GiB, rounded down' }),
@@ -68,7 +180,7 @@ export const VolumeView = Type.Object({
   status: Type.String(),
   volume_type: Type.String(),
   format: Type.Union([Type.String(), Type.Null()]),
-  'os-vol-tenant-attr:tenant_id': Type.String(),
+  project_id: Type.String(),
   attachments: Type.Array(Type.Object({ server_id: Type.String(), device: Type.String(), attachment_id: Type.String() })),
   extend: ExtendView,
   created_at: Type.String(),

@@ -1,21 +1,154 @@
-/** Cinder-shaped volume API (v3): volumes and their extend actions. */
+/**
+ * Cinder-shaped volume API (v3, microversions 3.0–3.42): volumes and their extend, with Cinder's
+ * views (cinder/api/v3/views/volumes.py) and nothing more on them, since tempest's schemas refuse
+ * unknown keys. Our own extras (exact bytes, format, the extend in progress, the audit) are on
+ * routes of our own: `…/volumes/{id}/os-online-extend`, `…/volumes/os-online-extend` and
+ * `…/volumes/{id}/os-volume-actions`.
+ */
+import { hostname } from 'node:os';
 import { Type } from '@sinclair/typebox';
+import type { FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
 import { authorize } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
-import { CreateVolumeBody, ProjectParams, VolumeActionBody, VolumeActionView, VolumeIdParams, VolumeView } from '../../schemas/volume.js';
+import {
+  CinderLink,
+  CinderVolume,
+  CinderVolumeSummary,
+  CreateVolumeBody,
+  MAX_GIB,
+  OnlineExtendView,
+  ProjectParams,
+  VolumeActionBody,
+  VolumeActionView,
+  VolumeIdParams,
+  VolumeListQuery,
+} from '../../schemas/volume.js';
 import type { VolumeService } from '../../../volume/service.js';
-import type { VolumeActionRecord, VolumeRecord } from '../../../db/store.js';
+import type { VolumeActionRecord, VolumeRecord, VolumeStatus } from '../../../db/store.js';
 import { errors } from '../../../errors.js';
 import { Link } from '../../schemas/compute.js';
 import { ListQuery } from '../../schemas/paging.js';
-import { pageOf, pageResult, storePage } from '../../paging.js';
-
+import { pageOf, pageResult, storePage, type Link as PageLink } from '../../paging.js';
+import { ApiVersion } from '../../microversion.js';
+import type { AuthContext } from '../../../auth/tokens.js';
 import { bytesToGiB, gibToBytes } from '../../../util/units.js';
+
 const tags = ['volumes'];
 
-/** A volume as the volume API shows it (Cinder's fields, plus `size_bytes` and `extend`; `size` in GiB, rounded down). */
-export function volumeView(v: VolumeRecord) {
+/** 3.13: volumes show `group_id`. */
+const VOLUME_3_13 = new ApiVersion(3, 13);
+/** 3.21: admins see `provider_id`. */
+const VOLUME_3_21 = new ApiVersion(3, 21);
+/** 3.33: Cinder refuses list filters it does not know ("Invalid filters …"); below, it drops them. */
+const VOLUME_3_33 = new ApiVersion(3, 33);
+/** 3.42: an attached (in-use) volume may be extended. */
+export const VOLUME_3_42 = new ApiVersion(3, 42);
+
+/** The one availability zone (Cinder's default name). */
+export const AVAILABILITY_ZONE = 'nova';
+
+/**
+ * The base of absolute links, `http://host:port`, from the request's Host as Cinder builds them
+ * (no configured public URL). An HTTP/1.0 request without Host gets the address it reached.
+ */
+function baseUrl(req: FastifyRequest): string {
+  const host = req.headers.host ?? `${req.socket.localAddress}:${req.socket.localPort}`;
+  return `http://${host}`;
+}
+
+/** Who asks, as the views need it: admins see the admin-only keys, admins and services see attachment hosts. */
+interface Viewer {
+  admin: boolean;
+  service: boolean;
+}
+
+function viewerOf(deps: ServerDeps, auth: AuthContext): Viewer {
+  return {
+    admin: deps.policy.allows('admin_api', auth, {}),
+    service: auth.roles.some((r) => r.toLowerCase() === 'service'),
+  };
+}
+
+/** What a Cinder view is built from besides the volume: links base and project, microversion, viewer, this host's name. */
+export interface CinderViewContext {
+  base: string;
+  /** The project in the request URL (Cinder's links carry the caller's). */
+  projectId: string;
+  version: ApiVersion;
+  viewer: Viewer;
+  /** This service's host, shown to admins as Cinder's `host@backend#pool`. */
+  host: string;
+}
+
+function links(c: CinderViewContext, id: string): Array<{ rel: string; href: string }> {
+  const p = encodeURIComponent(c.projectId);
+  return [
+    { rel: 'self', href: `${c.base}/v3/${p}/volumes/${id}` },
+    { rel: 'bookmark', href: `${c.base}/${p}/volumes/${id}` },
+  ];
+}
+
+/** A volume in Cinder's summary list: `{id, name, links}`. */
+export function cinderSummary(v: VolumeRecord, c: CinderViewContext) {
+  return { id: v.id, name: v.name, links: links(c, v.id) };
+}
+
+/**
+ * A volume as Cinder 3.x shows it at `c.version` (see CinderVolume). `extensions`: the
+ * show/detail extension keys (`os-vol-*`), which Cinder's create and update answers lack.
+ */
+export function cinderVolumeView(v: VolumeRecord, c: CinderViewContext, extensions: boolean) {
+  const { admin, service } = c.viewer;
+  // Reserved for a server but not plugged in yet (attaching) is not an attachment to show, as
+  // Cinder lists only attachments in status `attached`.
+  const attached = v.serverId !== null && v.device !== null;
+  return {
+    id: v.id,
+    name: v.name,
+    status: v.status,
+    size: bytesToGiB(v.sizeBytes),
+    availability_zone: AVAILABILITY_ZONE,
+    created_at: v.createdAt,
+    updated_at: v.updatedAt,
+    description: v.description ?? null,
+    volume_type: v.backend,
+    snapshot_id: null,
+    source_volid: null,
+    metadata: v.metadata ?? {},
+    links: links(c, v.id),
+    // Volumes made before the creator was recorded have none; the schema wants a string.
+    user_id: v.userId ?? '',
+    bootable: 'false' as const,
+    encrypted: false,
+    replication_status: 'disabled',
+    consistencygroup_id: null,
+    multiattach: false,
+    attachments: attached
+      ? [
+          {
+            id: v.id,
+            attachment_id: v.id,
+            volume_id: v.id,
+            server_id: v.serverId!,
+            host_name: admin || service ? c.host : null,
+            device: `/dev/${v.device}`,
+            attached_at: v.attachedAt ?? null,
+          },
+        ]
+      : [],
+    ...(admin ? { migration_status: null } : {}),
+    ...(c.version.atLeast(VOLUME_3_13) ? { group_id: null } : {}),
+    ...(admin && c.version.atLeast(VOLUME_3_21) ? { provider_id: null } : {}),
+    ...(extensions ? { 'os-vol-tenant-attr:tenant_id': v.projectId } : {}),
+    ...(extensions && admin
+      ? { 'os-vol-host-attr:host': `${c.host}@${v.backend}#${v.backend}`, 'os-vol-mig-status-attr:migstat': null, 'os-vol-mig-status-attr:name_id': null }
+      : {}),
+  };
+}
+
+/** Our own view (OnlineExtendView): exact bytes, format and the extend, with the status they go with. */
+export function onlineExtendView(v: VolumeRecord) {
   return {
     id: v.id,
     name: v.name,
@@ -24,8 +157,7 @@ export function volumeView(v: VolumeRecord) {
     status: v.status,
     volume_type: v.backend,
     format: v.format,
-    'os-vol-tenant-attr:tenant_id': v.projectId,
-    // Reserved for a server but not plugged in yet (attaching) is not an attachment to show.
+    project_id: v.projectId,
     attachments: v.serverId && v.device ? [{ server_id: v.serverId, device: `/dev/${v.device}`, attachment_id: v.id }] : [],
     extend: v.extend
       ? {
@@ -62,63 +194,196 @@ function actionView(a: VolumeActionRecord) {
   };
 }
 
+/** Query keys of the lists that are not filters (Cinder removes them before filtering). */
+const PAGING_KEYS = new Set(['limit', 'marker']);
+/** Filters the lists apply. */
+const FILTER_KEYS = new Set(['name', 'status', 'all_tenants']);
+/** Cinder's ordering and counting parameters: answering in another order or without the count would mislead, so they are refused at every version. */
+const UNSUPPORTED_LIST_KEYS = new Set(['sort', 'sort_key', 'sort_dir', 'offset', 'with_count']);
+
+/** Cinder's booleans (oslo strutils.bool_from_string, strict), as `all_tenants` is read. */
+function cinderBool(name: string, text: string): boolean {
+  const t = text.trim().toLowerCase();
+  if (['1', 't', 'true', 'on', 'y', 'yes'].includes(t)) return true;
+  if (['0', 'f', 'false', 'off', 'n', 'no'].includes(t)) return false;
+  throw errors.invalidInput(`Invalid value '${text}' for ${name}: acceptable values are 1/0, true/false, yes/no, on/off, y/n, t/f.`);
+}
+
 /**
- * The list endpoints page as Cinder's (`limit`/`marker`, paged in SQL by the store). A page of the project's volumes comes with `volumes_links`, a page of a volume's actions with
- * `links` (shaped as Nova's instance actions), while more items follow.
+ * The filters of a volume list, as Cinder reads them: `name` and `status` exactly; `all_tenants`
+ * lists every project for admins and is ignored for others (Cinder's get_all). Unknown keys are
+ * dropped below 3.33 (Cinder's remove_invalid_filter_options) and refused from 3.33 with Cinder's
+ * "Invalid filters … are found in query options." (Cinder lets admins filter on any column; we
+ * cannot, so we refuse rather than ignore). Sorting and counting are refused at every version.
  */
-export function registerVolumes(
-  app: App,
-  deps: ServerDeps & { volumes: VolumeService },
-): void {
+export function volumeFilters(query: Record<string, unknown>, version: ApiVersion, admin: boolean): { allProjects: boolean; name?: string; status?: VolumeStatus } {
+  const unknown: string[] = [];
+  for (const key of Object.keys(query)) {
+    if (UNSUPPORTED_LIST_KEYS.has(key)) throw errors.invalidInput(`The volume list parameter '${key}' is not supported here: volumes are listed oldest first (created_at, then id), without a count.`);
+    if (!PAGING_KEYS.has(key) && !FILTER_KEYS.has(key)) unknown.push(key);
+  }
+  if (unknown.length > 0 && version.atLeast(VOLUME_3_33)) throw errors.invalidInput(`Invalid filters ${unknown.join(',')} are found in query options.`);
+  const q = query as VolumeListQuery;
+  const allProjects = admin && q.all_tenants !== undefined && cinderBool('all_tenants', q.all_tenants);
+  if (!admin && q.all_tenants !== undefined) cinderBool('all_tenants', q.all_tenants);
+  return { allProjects, ...(q.name !== undefined ? { name: q.name } : {}), ...(q.status !== undefined ? { status: q.status as VolumeStatus } : {}) };
+}
+
+/** Cinder's next-page link: the same URL, absolute, its other parameters kept, with `limit` and the last id as `marker`. */
+function nextLink(req: FastifyRequest, limit: number, marker: string): Array<{ rel: string; href: string }> {
+  const url = new URL(req.url, baseUrl(req));
+  url.searchParams.set('limit', String(limit));
+  url.searchParams.set('marker', marker);
+  return [{ rel: 'next', href: url.toString() }];
+}
+
+/** Create-body fields naming features this service does not have (a value asks for one). */
+const UNSUPPORTED_CREATE_FIELDS: ReadonlyArray<readonly [string, string]> = [
+  ['snapshot_id', 'volumes from snapshots'],
+  ['source_volid', 'volume clones'],
+  ['imageRef', 'volumes from images'],
+  ['image_id', 'volumes from images'],
+  ['backup_id', 'volumes from backups'],
+  ['consistencygroup_id', 'consistency groups'],
+  ['group_id', 'groups'],
+];
+
+/** Whether a create field is unset as Cinder's clients leave it: absent, null or empty. */
+function unset(value: unknown): boolean {
+  return value === undefined || value === null || value === '';
+}
+
+/**
+ * Registers the volume routes. Lists page as Cinder's (`limit`/`marker`, paged in SQL by the
+ * store): a page of volumes comes with `volumes_links`, a page of a volume's actions with `links`
+ * (shaped as Nova's instance actions), while more items follow. `volumeHost`: this service's
+ * host name in `os-vol-host-attr:host` and attachments' `host_name` (default: the OS's).
+ */
+export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeService; volumeHost?: string }): void {
   const { volumes } = deps;
+  const host = deps.volumeHost ?? hostname();
+  const viewContext = (req: FastifyRequest, projectId: string): CinderViewContext => ({
+    base: baseUrl(req),
+    projectId,
+    version: req.apiVersion,
+    viewer: viewerOf(deps, req.auth!),
+    host,
+  });
 
   app.post(
     '/v3/:project_id/volumes',
-    { schema: { tags, params: ProjectParams, body: CreateVolumeBody, response: { 202: Type.Object({ volume: VolumeView }), ...errorResponses(400, 401, 403, 500) } } },
+    {
+      schema: {
+        tags,
+        summary: 'Create a volume (Cinder’s body; ours also takes size_bytes and format)',
+        params: ProjectParams,
+        body: CreateVolumeBody,
+        response: { 202: Type.Object({ volume: CinderVolume }), ...errorResponses(400, 401, 403, 500) },
+      },
+    },
     async (req, reply) => {
       const { project_id } = req.params;
       const ctx = await authorize(deps, req, 'volume:create', { project_id });
       const b = req.body.volume;
-      if ((b.size === undefined) === (b.size_bytes === undefined)) throw errors.invalidInput('Give exactly one of volume.size (GiB) and volume.size_bytes.');
+      for (const [field, feature] of UNSUPPORTED_CREATE_FIELDS) {
+        if (!unset((b as Record<string, unknown>)[field])) throw errors.invalidInput(`volume.${field} is not supported: this service does not offer ${feature}.`);
+      }
+      if (b.multiattach === true) throw errors.invalidInput('volume.multiattach true is not supported: a volume attaches to one server at a time.');
+      if (!unset(b.availability_zone) && b.availability_zone !== AVAILABILITY_ZONE) {
+        throw errors.invalidInput(`Availability zone '${b.availability_zone}' is invalid: the only one is '${AVAILABILITY_ZONE}'.`);
+      }
+      const size = b.size ?? undefined;
+      const sizeBytes = b.size_bytes ?? undefined;
+      if ((size === undefined) === (sizeBytes === undefined)) throw errors.invalidInput('Give exactly one of volume.size (GiB) and volume.size_bytes.');
+      const gib = typeof size === 'string' ? Number(size) : size;
+      if (gib !== undefined && (gib < 1 || gib > MAX_GIB)) throw errors.invalidInput(`Invalid input for field/attribute volume.size: ${size} is not a size in GiB from 1 to ${MAX_GIB}.`);
       const v = await volumes.create(ctx, project_id, {
-        name: b.name ?? '',
-        sizeBytes: b.size_bytes ?? gibToBytes(b.size!),
+        name: b.name ?? b.display_name ?? '',
+        sizeBytes: sizeBytes ?? gibToBytes(gib!),
         backend: b.volume_type ?? '',
         ...(b.format ? { format: b.format } : {}),
+        description: b.description ?? b.display_description ?? null,
+        metadata: b.metadata ?? {},
       });
-      return reply.status(202).send({ volume: volumeView(v) });
+      return reply.status(202).send({ volume: cinderVolumeView(v, viewContext(req, project_id), false) });
     },
   );
 
-  for (const path of ['/v3/:project_id/volumes', '/v3/:project_id/volumes/detail']) {
-    app.get(
-      path,
-      {
-        schema: {
-          tags,
-          summary: 'A page of the project’s volumes, oldest first (created_at, then id); `marker` is a volume id',
-          params: ProjectParams,
-          querystring: ListQuery,
-          response: { 200: Type.Object({ volumes: Type.Array(VolumeView), volumes_links: Type.Optional(Type.Array(Link)) }), ...errorResponses(400, 401, 403) },
-        },
-      },
-      async (req) => {
-        const { project_id } = req.params;
-        await authorize(deps, req, 'volume:get_all', { project_id });
-        const page = pageOf(req.query);
-        const { items, next } = pageResult(await volumes.list(project_id, storePage(page)), page, (v) => v.id, req.url);
-        return { volumes: items.map(volumeView), ...(next ? { volumes_links: next } : {}) };
-      },
-    );
-  }
+  // The three lists share their query (the schema helper's union type leaves params untyped).
+  const listQuery = async (req: FastifyRequest) => {
+    const { project_id } = req.params as { project_id: string };
+    const query = req.query as VolumeListQuery;
+    await authorize(deps, req, 'volume:get_all', { project_id });
+    const filters = volumeFilters(query, req.apiVersion, viewerOf(deps, req.auth!).admin);
+    const page = pageOf(query);
+    const rows = await volumes.list(filters.allProjects ? undefined : project_id, storePage(page), {
+      ...(filters.name !== undefined ? { name: filters.name } : {}),
+      ...(filters.status !== undefined ? { status: filters.status } : {}),
+    });
+    const { items, next } = pageResult(rows, page, (v) => v.id, req.url);
+    return { items, next: next ? nextLink(req, page.limit, items.at(-1)!.id) : undefined };
+  };
+  const listSchema = (item: typeof CinderVolume | typeof CinderVolumeSummary | typeof OnlineExtendView, summary: string) => ({
+    tags,
+    summary,
+    params: ProjectParams,
+    querystring: VolumeListQuery,
+    response: { 200: Type.Object({ volumes: Type.Array(item), volumes_links: Type.Optional(Type.Array(CinderLink)) }), ...errorResponses(400, 401, 403) },
+  });
+
+  app.get(
+    '/v3/:project_id/volumes',
+    { schema: listSchema(CinderVolumeSummary, 'A page of volumes (id, name, links), oldest first; filters name, status, all_tenants (admins); `marker` is a volume id') },
+    async (req) => {
+      const { items, next } = await listQuery(req);
+      const c = viewContext(req, (req.params as { project_id: string }).project_id);
+      return { volumes: items.map((v) => cinderSummary(v, c)), ...(next ? { volumes_links: next } : {}) };
+    },
+  );
+
+  app.get(
+    '/v3/:project_id/volumes/detail',
+    { schema: listSchema(CinderVolume, 'A page of volumes in detail, oldest first; filters name, status, all_tenants (admins); `marker` is a volume id') },
+    async (req) => {
+      const { items, next } = await listQuery(req);
+      const c = viewContext(req, (req.params as { project_id: string }).project_id);
+      return { volumes: items.map((v) => cinderVolumeView(v, c, true)), ...(next ? { volumes_links: next } : {}) };
+    },
+  );
+
+  app.get(
+    '/v3/:project_id/volumes/os-online-extend',
+    { schema: listSchema(OnlineExtendView, 'Ours: a page of volumes with their exact size in bytes, format and extend in progress; same query as the Cinder lists') },
+    async (req) => {
+      const { items, next } = await listQuery(req);
+      return { volumes: items.map(onlineExtendView), ...(next ? { volumes_links: next } : {}) };
+    },
+  );
 
   app.get(
     '/v3/:project_id/volumes/:volume_id',
-    { schema: { tags, params: VolumeIdParams, response: { 200: Type.Object({ volume: VolumeView }), ...errorResponses(401, 403, 404) } } },
+    { schema: { tags, params: VolumeIdParams, response: { 200: Type.Object({ volume: CinderVolume }), ...errorResponses(401, 403, 404) } } },
     async (req) => {
       const { project_id, volume_id } = req.params;
       await authorize(deps, req, 'volume:get', { project_id });
-      return { volume: volumeView(await volumes.get(project_id, volume_id)) };
+      return { volume: cinderVolumeView(await volumes.get(project_id, volume_id), viewContext(req, project_id), true) };
+    },
+  );
+
+  app.get(
+    '/v3/:project_id/volumes/:volume_id/os-online-extend',
+    {
+      schema: {
+        tags,
+        summary: 'Ours: the volume’s exact size in bytes, format and the extend in progress or failed (step, target, error), with its status',
+        params: VolumeIdParams,
+        response: { 200: Type.Object({ volume: OnlineExtendView }), ...errorResponses(401, 403, 404) },
+      },
+    },
+    async (req) => {
+      const { project_id, volume_id } = req.params;
+      await authorize(deps, req, 'volume:get', { project_id });
+      return { volume: onlineExtendView(await volumes.get(project_id, volume_id)) };
     },
   );
 
@@ -127,7 +392,7 @@ export function registerVolumes(
     {
       schema: {
         tags,
-        summary: 'A page of the volume’s actions, newest first; `marker` is a request id',
+        summary: 'Ours: a page of the volume’s actions, newest first; `marker` is a request id',
         params: VolumeIdParams,
         querystring: ListQuery,
         response: {
@@ -142,13 +407,13 @@ export function registerVolumes(
       await volumes.get(project_id, volume_id);
       const page = pageOf(req.query);
       const { items, next } = pageResult(await volumes.listActions(volume_id, storePage(page)), page, (a) => a.requestId, req.url);
-      return { volumeActions: items.map(actionView), ...(next ? { links: next } : {}) };
+      return { volumeActions: items.map(actionView), ...(next ? { links: next satisfies PageLink[] } : {}) };
     },
   );
 
   app.delete(
     '/v3/:project_id/volumes/:volume_id',
-    { schema: { tags, params: VolumeIdParams, response: { 202: { type: 'null' }, ...errorResponses(401, 403, 404, 409, 500) } } },
+    { schema: { tags, summary: 'Delete a volume that is not attached: 202 with no body', params: VolumeIdParams, response: { 202: { type: 'null' }, ...errorResponses(401, 403, 404, 409, 500) } } },
     async (req, reply) => {
       const { project_id, volume_id } = req.params;
       const ctx = await authorize(deps, req, 'volume:delete', { project_id });
@@ -162,7 +427,8 @@ export function registerVolumes(
     {
       schema: {
         tags,
-        summary: 'os-extend (GiB) or os-extend-bytes (exact bytes): in-use volumes are extended online, in the background',
+        summary:
+          'os-extend (GiB) or our os-extend-bytes (exact bytes): 202 with no body, the volume already `extending` (an attached one needs microversion 3.42 and is extended online, in the background)',
         params: VolumeIdParams,
         body: VolumeActionBody,
         response: { 202: { type: 'null' }, ...errorResponses(400, 401, 403, 404, 409, 500, 501, 503) },
@@ -175,7 +441,9 @@ export function registerVolumes(
       const ctx = await authorize(deps, req, 'volume:extend', { project_id });
       // The lifecycle table names the rules the volume needs (extend_attached_volume whenever
       // it has an attachment); the service checks them on the record its decision is about.
-      await volumes.extend(ctx, project_id, volume_id, newBytes, (rule) => deps.policy.allows(rule, req.auth!, { project_id }));
+      await volumes.extend(ctx, project_id, volume_id, newBytes, (rule) => deps.policy.allows(rule, req.auth!, { project_id }), {
+        detachedOnly: !req.apiVersion.atLeast(VOLUME_3_42),
+      });
       return reply.status(202).send();
     },
   );
