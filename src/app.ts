@@ -12,7 +12,11 @@ import type { Config } from './config.js';
 import { SqliteStore } from './db/sqlite.js';
 import type { Store } from './db/store.js';
 import { PolicyEnforcer } from './auth/policy.js';
-import { TokenAuthenticator } from './auth/tokens.js';
+import { TokenAuthenticator, type Authenticator } from './auth/tokens.js';
+import { NoAuthAuthenticator } from './auth/noauth.js';
+import { IdentityService } from './identity/keystone.js';
+import { buildIdentityApp } from './identity/app.js';
+import { SqliteUserStore } from './db/users.js';
 import { ComputeManager } from './compute/manager.js';
 import { LocalComputeRpc } from './compute/rpc.js';
 import { ComputeAPI } from './compute/api.js';
@@ -54,8 +58,8 @@ export interface ComputeAppDeps {
   volumes?: VolumesForCompute;
   /** HTTP timeouts, connection cap and drain grace (Config defaults otherwise). */
   http?: Partial<HttpLimits>;
-  /** How tokens are checked (default: the store's tokens, TokenAuthenticator). */
-  auth?: ServerDeps['auth'];
+  /** How callers are authenticated (default: a TokenAuthenticator on `store`). */
+  auth?: Authenticator;
 }
 
 /** The compute API and the pieces behind it. */
@@ -63,7 +67,7 @@ export interface ComputeApp {
   app: App;
   manager: ComputeManager;
   compute: ComputeAPI;
-  auth: ServerDeps['auth'];
+  auth: Authenticator;
   policy: PolicyEnforcer;
 }
 
@@ -110,8 +114,8 @@ export interface VolumeAppDeps {
   http?: Partial<HttpLimits>;
   /** Operations under way in this process (shared with attach and the reconciler). */
   inFlight?: InFlight;
-  /** How tokens are checked (default: the store's tokens, TokenAuthenticator). */
-  auth?: ServerDeps['auth'];
+  /** How callers are authenticated (default: a TokenAuthenticator on `store`). */
+  auth?: Authenticator;
 }
 
 /** The volume API and the services behind it. */
@@ -217,6 +221,8 @@ export interface RunningService {
   syncInventory(): Promise<void>;
   computeUrl: string;
   volumeUrl: string | undefined;
+  /** The embedded Keystone's base URL (auth `token` only; its API is under `/v3`). */
+  identityUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -257,6 +263,13 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   const backends = createBackends(config);
   // Each API finds the other's endpoint here once it listens (see ServiceCatalog).
   const catalog = new ServiceCatalog();
+  // One authenticator (one token cache) for both APIs, so a token revoked through the embedded
+  // Keystone stops working on both at once.
+  const storedTokens = new TokenAuthenticator(store);
+  const auth: Authenticator = keystoneAuth ?? (config.auth === 'noauth' ? new NoAuthAuthenticator(storedTokens) : storedTokens);
+  if (config.auth === 'noauth') {
+    logger.warn({ auth: 'noauth' }, 'noauth: X-Auth-Token USER:PROJECT is trusted as an admin of PROJECT without any check (Cinder noauth; labs only); the embedded Keystone is not started');
+  }
   const computeApp = await buildComputeApp({
     store,
     driver,
@@ -266,7 +279,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     defaultProject: config.defaultProject,
     ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
     http: httpLimitsFrom(config),
-    ...(keystoneAuth ? { auth: keystoneAuth } : {}),
+    auth,
   });
   const timer = config.syncIntervalMs > 0
     ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
@@ -276,6 +289,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   let volumeUrl: string | undefined;
   let serviceToken: ServiceToken | undefined;
   let reconciler: VolumeReconciler | undefined;
+  let identityApp: Awaited<ReturnType<typeof buildIdentityApp>> | undefined;
+  let identityUrl: string | undefined;
   let computeUrl: string;
   try {
     computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
@@ -311,7 +326,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
         http: httpLimitsFrom(config),
         inFlight,
-        ...(keystoneAuth ? { auth: keystoneAuth } : {}),
+        auth,
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
       catalog.register('volume', volumeUrl);
@@ -328,11 +343,28 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       });
       await reconciler.start();
     }
+
+    if (config.auth === 'token') {
+      // The embedded Keystone v3: tokens from passwords (`user create`), with a catalog of the
+      // URLs the APIs above actually listen on.
+      const identity = new IdentityService({
+        store,
+        users: new SqliteUserStore(store.db),
+        endpoints: catalog,
+        tokenTtlMs: config.identityTokenTtlMs,
+        onRevoke: (token) => auth.forget?.(token),
+      });
+      identityApp = await buildIdentityApp({ identity, logger, baseUrl: catalog.endpoint('identity'), limits: httpLimitsFrom(config) });
+      identityUrl = await identityApp.listen({ host: config.host, port: config.identityPort });
+      catalog.register('identity', identityUrl);
+      logger.info({ url: identityUrl }, 'identity API (Keystone v3) listening');
+    }
   } catch (err) {
     // A part failed to start (a port taken, the token, the reconciler): stop what did start, so
     // the process exits with the error instead of running half a service (the data dir is
     // released by startService).
     if (timer) clearInterval(timer);
+    await identityApp?.close().catch(() => undefined);
     await reconciler?.close().catch(() => undefined);
     await volumeApp?.workflow.close().catch(() => undefined);
     await volumeApp?.app.close().catch(() => undefined);
@@ -347,6 +379,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     syncInventory: () => computeApp.manager.syncInventory(),
     computeUrl,
     volumeUrl,
+    identityUrl,
     /**
      * Bounded graceful shutdown: one deadline (`shutdownGraceMs` from now) for everything. The
      * volume API drains first, while compute still answers the calls its requests make; the
@@ -357,6 +390,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       if (timer) clearInterval(timer);
       const deadline = Date.now() + config.shutdownGraceMs;
       const untilDeadline = () => new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
+      // No new tokens while the APIs drain.
+      if (identityApp) await Promise.race([identityApp.close(), untilDeadline()]);
       if (volumeApp) {
         await Promise.all([
           drainServer(volumeApp.app, deadline),

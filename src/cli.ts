@@ -13,6 +13,7 @@ import { registerVolumeCommands } from './cli/volume.js';
 import { apiClient, listAll, projectOf } from './cli/client.js';
 import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './cli/lab.js';
+import { registerUserCommands } from './cli/users.js';
 
 type Out = (s: string) => void;
 
@@ -82,12 +83,14 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--shutdown-grace <ms>', 'on SIGTERM/SIGINT, let requests being served finish this long, then exit (default 10000)')
     .option('--fake-latency <ms>', 'delay every fake-driver call (tests of slow requests only)')
     .option('--allow-orphan-volumes', 'start even though volume files belong to no volume in the database (logged, left alone)')
-    .addOption(new Option('--auth <mode>', 'how tokens are checked: token (default), keystone, noauth').choices(['token', 'keystone', 'noauth']))
+    .addOption(new Option('--auth <mode>', 'token (default: own tokens and the embedded Keystone), keystone (a real Keystone), noauth (labs only)').choices(['token', 'keystone', 'noauth']))
     .option('--keystone-url <url>', "with --auth keystone: the Keystone to validate tokens with (its /v3 URL)")
     .option('--keystone-service-user <name>', 'with --auth keystone: the service user (default online-extend; needs the service and admin roles)')
     .option('--keystone-service-project <name>', "with --auth keystone: the service user's project (default service)")
     .option('--keystone-service-password-file <file>', "with --auth keystone: file holding the service user's password (read once at start)")
     .option('--keystone-token-cache <ms>', 'with --auth keystone: how long a validation, valid or not, is trusted (default 5000)')
+    .option('--identity-port <port>', 'embedded Keystone v3 port (default 5000; auth token only)')
+    .option('--identity-token-ttl <ms>', 'lifetime of tokens the embedded Keystone issues (default 3600000)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const config = loadConfig(env, {
         host: o.host,
@@ -120,6 +123,8 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         keystoneServiceProject: o.keystoneServiceProject,
         keystoneServicePasswordFile: o.keystoneServicePasswordFile,
         keystoneTokenCacheMs: o.keystoneTokenCache,
+        identityPort: o.identityPort,
+        identityTokenTtlMs: o.identityTokenTtl,
       }, typeof o.config === 'string' ? o.config : undefined);
       // Everything this process creates (the database, its WAL, qemu-img's images, …) is private
       // to the service's user; startService also sets modes explicitly and fixes older files.
@@ -146,6 +151,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       process.on('SIGTERM', stop);
       out(`compute API listening on ${service.computeUrl} (driver ${config.driver}, data ${config.dataDir})`);
       if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
+      if (service.identityUrl) out(`identity (Keystone v3) listening on ${service.identityUrl}/v3`);
       process.on('SIGHUP', () => void service.syncInventory().catch((err: unknown) => process.stderr.write(`inventory sync failed: ${(err as Error).message}\n`)));
     });
 
@@ -254,6 +260,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     });
 
   registerVolumeCommands(program, out, env);
+  registerUserCommands(program, out, env);
   registerConfigCommand(program, out);
   registerLabCommands(program, out);
   return program;

@@ -24,7 +24,7 @@ import {
   type HttpLimits,
 } from './transport.js';
 import { errors, faultBody, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
-import type { AuthContext, TokenAuthenticator } from '../auth/tokens.js';
+import type { AuthContext, Authenticator } from '../auth/tokens.js';
 import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
 import type { RequestContext } from '../context.js';
 import { maxConnectionsPerApi } from '../util/fdLimit.js';
@@ -52,8 +52,8 @@ export const BODY_LIMIT = 64 * 1024;
 /** What `createServer` needs: the logger, the token authenticator and policy enforcer every route checks with, and the OpenAPI title. */
 export interface ServerDeps {
   logger: Logger;
-  /** Checks X-Auth-Token: the store's tokens (TokenAuthenticator) or a real Keystone's (KeystoneAuthenticator). */
-  auth: Pick<TokenAuthenticator, 'authenticate'>;
+  /** Checks X-Auth-Token: the store's tokens (TokenAuthenticator), noauth's, or a real Keystone's (KeystoneAuthenticator). */
+  auth: Authenticator;
   policy: PolicyEnforcer;
   title: string;
   /** Timeouts, connection cap, per-connection bounds and drain grace; missing ones take the defaults. */

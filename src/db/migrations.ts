@@ -112,4 +112,24 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE volumes ADD COLUMN attached_at TEXT;
   CREATE INDEX volumes_by_name ON volumes(name);
   `,
+  // 7: the embedded Keystone's users (identity/): a project's name is its id, every user is in
+  // the default domain. How each token was obtained (Keystone's methods and audit ids) sits
+  // beside its token row and goes with it (the foreign key cascades; foreign_keys is on).
+  `
+  CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    project_id TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  );
+  CREATE TABLE token_auth (
+    hash TEXT PRIMARY KEY REFERENCES tokens(hash) ON DELETE CASCADE,
+    methods TEXT NOT NULL,
+    audit_ids TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX tokens_user ON tokens(user_id);
+  `,
 ];

@@ -336,3 +336,48 @@ export interface VolumeStore {
 export type Store = ComputeStore & VolumeStore & {
   close(): Promise<void>;
 };
+
+/**
+ * A user of the embedded Keystone (identity/): one project, its roles there, and a password kept
+ * only as a KDF hash (identity/password.ts). Projects have no table: a project's name is its id,
+ * and every user and project is in Keystone's `default` domain (`Default`). Times are ISO 8601.
+ */
+export interface UserRecord {
+  /** Keystone-style id: 32 lowercase hex digits, made once when the user is created. */
+  id: string;
+  /** Unique; what `--os-username` names. */
+  name: string;
+  projectId: string;
+  roles: string[];
+  /** `scrypt$N=…,r=…,p=…$<salt>$<hash>` (identity/password.ts): never the password itself. */
+  passwordHash: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** How a token was obtained (the embedded Keystone's `methods` and `audit_ids`), kept beside its TokenRecord. */
+export interface TokenAuthRecord {
+  /** The token's hash (TokenRecord.hash); the row goes when the token does. */
+  hash: string;
+  /** Keystone's auth methods, e.g. `["password"]`. */
+  methods: string[];
+  /** The token's own audit id first, then its parent's when it was made from another token. */
+  auditIds: string[];
+}
+
+/** The embedded Keystone's users (identity/), beside the tokens of ComputeStore. */
+export interface UserStore {
+  /** Add a user. Throws a plain Error when the name or id is taken. */
+  createUser(user: UserRecord): Promise<void>;
+  /** Replace the project, roles and password hash of the user `user.id` (its name and creation time stay). True if it existed. */
+  updateUser(user: Pick<UserRecord, 'id' | 'projectId' | 'roles' | 'passwordHash' | 'updatedAt'>): Promise<boolean>;
+  getUserByName(name: string): Promise<UserRecord | undefined>;
+  getUserById(id: string): Promise<UserRecord | undefined>;
+  /** Every user, by name. */
+  listUsers(): Promise<UserRecord[]>;
+  /** True if it existed. Its tokens are the caller's to revoke. */
+  deleteUser(id: string): Promise<boolean>;
+  /** Record how the stored token `auth.hash` was obtained; removed with the token. */
+  putTokenAuth(auth: TokenAuthRecord): Promise<void>;
+  getTokenAuth(hash: string): Promise<TokenAuthRecord | undefined>;
+}
