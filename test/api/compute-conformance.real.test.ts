@@ -16,15 +16,14 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import pino from 'pino';
 import { buildComputeApp, type ComputeApp } from '../../src/app.js';
-import { SqliteStore } from '../../src/db/sqlite.js';
-import type { FlavorRecord, PageQuery, ServerRecord } from '../../src/db/store.js';
+import type { FlavorRecord, ServerRecord } from '../../src/db/store.js';
 import { FakeDriver } from '../../src/virt/fake/driver.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import { PolicyEnforcer } from '../../src/auth/policy.js';
 import { COMPUTE_VERSIONS } from '../../src/api/microversion.js';
 import { describeReal } from '../support/real.js';
 import { judge, tempestMissing, type TempestCase } from '../support/tempestSchemas.js';
-import { BLOCK_VOL, FILE_VOL, GiB, OFF_SERVER, OTHER_SERVER, OTHER_TENANT, SERVER, TENANT, sampleServers } from '../support/computeApp.js';
+import { BLOCK_VOL, CreatedServersStore, FILE_VOL, GiB, OFF_SERVER, OTHER_SERVER, OTHER_TENANT, SERVER, TENANT, sampleServers } from '../support/computeApp.js';
 import { makeService, PROJECT, SERVER as SERVICE_SERVER, type ServiceHarness } from '../support/service.js';
 
 /** tempest's ServersClient.schema_versions_info, the rows up to 2.51: [min, max, module]. */
@@ -59,17 +58,6 @@ const CREATED: Record<string, Partial<ServerRecord>> = {
 };
 const FLAVORS = new Map<string, FlavorRecord>([['f-small', { id: 'f-small', name: 'm1.small', vcpus: 1, ramMb: 512, diskGb: 1, ephemeralGb: 0, swapMb: 0, isPublic: true, description: null }]]);
 
-/** A SQLite store whose server records carry CREATED's fields, as the servers work will store them. */
-class CreatedServersStore extends SqliteStore {
-  override async getServer(id: string): Promise<ServerRecord | undefined> {
-    const s = await super.getServer(id);
-    return s && { ...s, ...CREATED[s.id] };
-  }
-  override async listServers(filter?: { projectId?: string }, page?: PageQuery): Promise<ServerRecord[]> {
-    return (await super.listServers(filter, page)).map((s) => ({ ...s, ...CREATED[s.id] }));
-  }
-}
-
 interface Caller {
   name: string;
   token: string;
@@ -94,7 +82,7 @@ describeTempest('tempest judges the compute API at 2.1–2.51', () => {
   const actions = { ok: '', failed: '' };
 
   beforeAll(async () => {
-    store = new CreatedServersStore(':memory:');
+    store = new CreatedServersStore(':memory:', CREATED);
     built = await buildComputeApp({
       store,
       driver: new FakeDriver({ servers: sampleServers() }),
