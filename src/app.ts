@@ -10,7 +10,7 @@ import pino, { type Logger } from 'pino';
 import { join } from 'node:path';
 import type { Config } from './config.js';
 import { SqliteStore } from './db/sqlite.js';
-import type { Store } from './db/store.js';
+import type { FlavorRecord, Store } from './db/store.js';
 import { PolicyEnforcer } from './auth/policy.js';
 import { TokenAuthenticator, type Authenticator } from './auth/tokens.js';
 import { NoAuthAuthenticator } from './auth/noauth.js';
@@ -60,6 +60,8 @@ export interface ComputeAppDeps {
   http?: Partial<HttpLimits>;
   /** How callers are authenticated (default: a TokenAuthenticator on `store`). */
   auth?: Authenticator;
+  /** A server's flavor by id, for Nova's 2.47 flavor dict (absent: servers show `flavor: {}` from 2.47). */
+  lookupFlavor?: (id: string) => Promise<FlavorRecord | undefined>;
 }
 
 /** The compute API and the pieces behind it. */
@@ -88,7 +90,15 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   const policy = deps.policy ?? new PolicyEnforcer();
   const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
   announceKeystone(app, auth);
-  const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.volumes ? { volumes: deps.volumes } : {}) };
+  const routeDeps = {
+    logger: deps.logger,
+    auth,
+    policy,
+    title: '',
+    compute,
+    ...(deps.volumes ? { volumes: deps.volumes } : {}),
+    ...(deps.lookupFlavor ? { lookupFlavor: deps.lookupFlavor } : {}),
+  };
   registerComputeVersions(app);
   registerOnlineExtendVolume(app, routeDeps);
   registerServers(app, routeDeps);

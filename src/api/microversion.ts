@@ -70,10 +70,11 @@ export interface MicroversionRange {
 }
 
 /**
- * The compute API's range. Max 2.51: what Cinder's volume-extended external event needs (Cinder
- * sends `X-OpenStack-Nova-API-Version: 2.51`). The max is a promise that every shape change up
- * to it is implemented (novaclient, openstacksdk and OSC negotiate up to it); see
- * docs/notes/f-openstack-on-the-wire.md §1, §3 for the deltas up to 2.51.
+ * The compute API's range: 2.1–2.51. The max is a promise that every shape change up to it is
+ * implemented (novaclient, openstacksdk and OSC negotiate up to it): the server views carry the
+ * deltas of 2.3, 2.9, 2.16, 2.19, 2.26 and 2.47 and instance action events those of 2.51
+ * (routes/compute/views.ts; docs/notes/f-openstack-on-the-wire.md §1.2–§1.4). 2.51 is what
+ * Cinder's volume-extended event needs; the next deltas (2.58, 2.62, 2.63, …) come with a higher max.
  */
 export const COMPUTE_VERSIONS: MicroversionRange = {
   service: 'compute',

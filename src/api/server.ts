@@ -372,3 +372,27 @@ export async function authorize(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: 
   if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
   return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
 }
+
+/**
+ * Authenticates the request and checks `action` against the policy on `target` as it is (Nova's
+ * `context.can(action, target)`): the target's `project_id` is the owner of what is acted on,
+ * which may be another project than the token's (an admin reading another project's server by
+ * id). The URL's project, if any, was checked against the token's by the onRequest hook.
+ * Throws Unauthorized (401), Forbidden (403).
+ */
+export async function authorizeOn(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: FastifyRequest, action: string, target: PolicyTarget): Promise<RequestContext> {
+  const auth = await authenticate(deps, req);
+  if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
+  return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
+}
+
+/** Whether the (authenticated) caller passes `action` on `target` (Nova's `context.can(…, fatal=False)`); never throws past authentication (401). */
+export async function allowed(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: FastifyRequest, action: string, target: PolicyTarget): Promise<boolean> {
+  const auth = await authenticate(deps, req);
+  return deps.policy.allows(action, auth, target);
+}
+
+/** The caller of `req` (X-Auth-Token, authenticated once per request). Throws Unauthorized (401). */
+export function caller(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest): Promise<AuthContext> {
+  return authenticate(deps, req);
+}

@@ -115,6 +115,19 @@ export class ComputeAPI {
     return server;
   }
 
+  /**
+   * The server by id as a caller of `projectId` may see it (Nova's `compute_api.get`, whose
+   * lookup is limited to the caller's project unless the caller is an admin): any project's
+   * server when `anyProject`, else only `projectId`'s. InstanceNotFound (404) otherwise. Misses
+   * are looked up on the host as `getServer` does. The caller then checks its policy on the
+   * server's owner (`server.projectId`).
+   */
+  async findServer(serverId: string, projectId: string, anyProject: boolean): Promise<ServerRecord> {
+    const server = (await this.store.getServer(serverId)) ?? (await this.lookUpOnMiss(serverId));
+    if (!server || (!anyProject && server.projectId !== projectId)) throw errors.instanceNotFound(serverId);
+    return server;
+  }
+
   private lookUpOnMiss(serverId: string): Promise<ServerRecord | undefined> | undefined {
     const running = this.missLookups.get(serverId);
     if (running) return running;
@@ -136,21 +149,37 @@ export class ComputeAPI {
     return lookup;
   }
 
-  /** A page of the tenant's servers, by name then id (`page.marker`: a server id). */
-  listServers(tenantId: string, page: PageQuery): Promise<ServerRecord[]> {
-    return this.store.listServers({ projectId: tenantId }, page);
+  /**
+   * A page of servers by name then id (`page.marker`: a server id): of `filter.projectId`, or of
+   * every project when it is undefined, keeping only those `filter.matches` accepts (Nova's
+   * `name` filter). Filtered in batches of the store's keyset pages, so a page costs what it
+   * skips, never the whole listing at once. MarkerNotFound (400) for a marker not in the listing.
+   */
+  async listServers(filter: { projectId?: string | undefined; matches?: ((s: ServerRecord) => boolean) | undefined }, page: PageQuery): Promise<ServerRecord[]> {
+    const projectFilter = filter.projectId === undefined ? {} : { projectId: filter.projectId };
+    const matches = filter.matches;
+    if (!matches) return this.store.listServers(projectFilter, page);
+    const out: ServerRecord[] = [];
+    const batch = Math.max(page.limit, 100);
+    let marker = page.marker;
+    while (out.length < page.limit) {
+      const rows = await this.store.listServers(projectFilter, { limit: batch, marker });
+      for (const s of rows) if (matches(s) && out.length < page.limit) out.push(s);
+      if (rows.length < batch) break;
+      marker = rows.at(-1)!.id;
+    }
+    return out;
   }
 
-  /** A page of the server's instance actions, newest first (`page.marker`: a request id). */
-  async listActions(tenantId: string, serverId: string, page: PageQuery): Promise<InstanceActionRecord[]> {
-    await this.getServer(tenantId, serverId);
-    return this.store.listActions(serverId, page);
+  /** A page of `server`'s instance actions, newest first (`page.marker`: a request id); `server` as `findServer` gave it. */
+  actionsOf(server: ServerRecord, page: PageQuery): Promise<InstanceActionRecord[]> {
+    return this.store.listActions(server.id, page);
   }
 
-  async getAction(tenantId: string, serverId: string, requestId: string): Promise<InstanceActionRecord> {
-    await this.getServer(tenantId, serverId);
-    const action = await this.store.getAction(serverId, requestId);
-    if (!action) throw errors.notFound(`Action ${requestId} on instance ${serverId} could not be found.`);
+  /** One of `server`'s instance actions; NotFound (404) when it has none with `requestId`. */
+  async actionOf(server: ServerRecord, requestId: string): Promise<InstanceActionRecord> {
+    const action = await this.store.getAction(server.id, requestId);
+    if (!action) throw errors.notFound(`Action ${requestId} on instance ${server.id} could not be found.`);
     return action;
   }
 

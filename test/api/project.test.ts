@@ -77,7 +77,8 @@ afterAll(async () => h.cleanup());
 
 /** A valid body for every route that takes one: without the project check, each would succeed. */
 function bodyFor(method: string, path: string): unknown {
-  const key = `${method} ${path}`;
+  // Compute routes are served under /v2/{tenant_id} and /v2.1/{project_id} alike.
+  const key = `${method} ${path.replace(/^\/v2\.1\/\{project_id\}/, '/v2/{tenant_id}')}`;
   const bodies: Record<string, unknown> = {
     'PUT /v2/{tenant_id}/servers/{server_id}/os-online_extend_volume': { onlineExtendVolume: { volume_id: attached } },
     'POST /v2/{tenant_id}/servers/{server_id}/os-online_extend_volume/{volume_id}': { onlineExtendVolume: { bytes: 128 * MiB } },
