@@ -6,7 +6,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { ApiVersion } from '../microversion.js';
-import { ProjectId, Uuid } from './common.js';
+import { Uuid } from './common.js';
 
 /** The event names each microversion adds (2.76 `power-update` and later are above what we serve). */
 export const EVENT_NAMES_SINCE: ReadonlyArray<{ since: ApiVersion; names: readonly string[] }> = [
@@ -61,7 +61,3 @@ export const ExternalEventAnswer = Type.Object(
 
 export const ExternalEventsAnswer = Type.Object({ events: Type.Array(ExternalEventAnswer) }, { additionalProperties: false });
 
-/** `/v2.1/{project_id}/…` */
-export const ProjectParams = Type.Object({ project_id: ProjectId });
-/** `/v2/{tenant_id}/…` */
-export const TenantParams = Type.Object({ tenant_id: ProjectId });

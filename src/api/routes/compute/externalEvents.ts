@@ -12,47 +12,38 @@
 import type { App, ServerDeps } from '../../server.js';
 import { authorize } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
-import { eventNamesAt, ExternalEventsAnswer, ExternalEventsBody, ProjectParams, TenantParams } from '../../schemas/externalEvents.js';
+import { eventNamesAt, ExternalEventsAnswer, ExternalEventsBody } from '../../schemas/externalEvents.js';
 import type { ComputeAPI } from '../../../compute/api.js';
 import { errors } from '../../../errors.js';
+import { computeRoute } from './route.js';
 
 const RULE = 'os_compute_api:os-server-external-events:create';
 
-/** The three URL prefixes of a compute route (project from the token, or in the URL). */
-const PREFIXES = [
-  { prefix: '/v2.1', params: undefined },
-  { prefix: '/v2.1/:project_id', params: ProjectParams },
-  { prefix: '/v2/:tenant_id', params: TenantParams },
-] as const;
-
-/** Registers `POST os-server-external-events` under the three prefixes (see the module comment). */
+/** Registers `POST os-server-external-events` under the three compute prefixes (see the module comment). */
 export function registerExternalEvents(app: App, deps: ServerDeps & { compute: ComputeAPI }): void {
   const { compute } = deps;
-  for (const { prefix, params } of PREFIXES) {
-    app.post(
-      `${prefix}/os-server-external-events`,
-      {
-        schema: {
-          tags: ['os-server-external-events'],
-          summary: 'Tell compute about events of its servers; `volume-extended` (2.51) grows the guest to the size the host sees',
-          ...(params ? { params } : {}),
-          body: ExternalEventsBody,
-          response: { 200: ExternalEventsAnswer, 207: ExternalEventsAnswer, ...errorResponses(400, 401, 403) },
-        },
-      },
-      async (req, reply) => {
-        // Before the policy check, as Nova validates the body (by version) before it.
-        const allowed = eventNamesAt(req.apiVersion);
-        const i = req.body.events.findIndex((e) => !allowed.includes(e.name));
-        if (i >= 0) {
-          throw errors.invalidInput(
-            `Invalid input for field/attribute body.events.${i}.name: must be one of ${allowed.map((n) => JSON.stringify(n)).join(', ')} at microversion ${req.apiVersion}`,
-          );
-        }
-        const ctx = await authorize(deps, req, RULE, {});
-        const events = await compute.externalInstanceEvents(ctx, req.body.events);
-        return reply.status(events.every((e) => e.code === 200) ? 200 : 207).send({ events });
-      },
-    );
-  }
+  computeRoute(app, {
+    method: 'POST',
+    path: '/os-server-external-events',
+    params: {},
+    body: ExternalEventsBody,
+    schema: {
+      tags: ['os-server-external-events'],
+      summary: 'Tell compute about events of its servers; `volume-extended` (2.51) grows the guest to the size the host sees',
+      response: { 200: ExternalEventsAnswer, 207: ExternalEventsAnswer, ...errorResponses(400, 401, 403) },
+    },
+    handler: async (req, reply) => {
+      // Before the policy check, as Nova validates the body (by version) before it.
+      const allowed = eventNamesAt(req.apiVersion);
+      const i = req.body.events.findIndex((e) => !allowed.includes(e.name));
+      if (i >= 0) {
+        throw errors.invalidInput(
+          `Invalid input for field/attribute body.events.${i}.name: must be one of ${allowed.map((n) => JSON.stringify(n)).join(', ')} at microversion ${req.apiVersion}`,
+        );
+      }
+      const ctx = await authorize(deps, req, RULE, {});
+      const events = await compute.externalInstanceEvents(ctx, req.body.events);
+      return reply.status(events.every((e) => e.code === 200) ? 200 : 207).send({ events });
+    },
+  });
 }
