@@ -37,7 +37,7 @@ import { VolumeService } from './volume/service.js';
 import { VolumeAttachService } from './volume/attach.js';
 import { InFlight, VolumeReconciler } from './volume/reconciler.js';
 import { ServiceToken } from './auth/tokens.js';
-import { openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
+import { INSTANCES_DIR, openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
 
 /** What the compute API is built from (defaults: host `compute-1`, project `admin`, the default policy). */
 export interface ComputeAppDeps {
@@ -348,5 +348,10 @@ export async function createDriver(config: Config, logger: Logger): Promise<Virt
     });
   }
   const { LibvirtDriver } = await import('./virt/libvirt/driver.js');
-  return new LibvirtDriver({ uri: config.libvirtUri, defaultProjectId: config.defaultProject, logger: logger.child({ component: 'libvirt' }) });
+  return new LibvirtDriver({
+    uri: config.libvirtUri,
+    defaultProjectId: config.defaultProject,
+    logger: logger.child({ component: 'libvirt' }),
+    instancesDir: join(config.dataDir, INSTANCES_DIR),
+  });
 }

@@ -79,6 +79,8 @@ export const CATALOGUE = {
   HeadersTooLarge: { status: 431, final: true },
   ExtendVolumeNotSupported: { status: 501, final: true },
   VolumeServiceNotConfigured: { status: 501, final: true },
+  /** The hypervisor driver cannot create servers (POST /servers). */
+  CreateServerNotSupported: { status: 501, final: true },
   DiskReadOnly: { status: 500, final: true },
   DriverFailed: { status: 500, final: true },
   HypervisorUnreachable: { status: 503, final: false },
@@ -309,6 +311,8 @@ export const errors = {
   requestTimeout: () => new ServiceError('RequestTimeout', 'The request was not received in time.'),
   extendNotSupported: (driver: string) =>
     new ServiceError('ExtendVolumeNotSupported', `Volume extend is not supported by the ${driver} hypervisor driver.`),
+  createServerNotSupported: (driver: string) =>
+    new ServiceError('CreateServerNotSupported', `Creating servers is not supported by the ${driver} hypervisor driver.`),
   computeCannotExtend: (reason: string) =>
     new ServiceError('ExtendVolumeNotSupported', `The compute host cannot extend this attached volume: ${reason}`, { reason }),
   diskReadOnly: (volumeId: string, device: string, serverId: string) =>
