@@ -22,6 +22,10 @@ import { createServer, DEFAULT_HTTP_LIMITS, drainServer, type App, type HttpLimi
 import { registerOnlineExtendVolume } from './api/routes/compute/onlineExtendVolume.js';
 import { registerServers } from './api/routes/compute/servers.js';
 import { registerVolumeConnections } from './api/routes/compute/volumeConnections.js';
+import { registerServerLifecycle } from './api/routes/compute/serverLifecycle.js';
+import { registerFlavors } from './api/routes/compute/flavors.js';
+import { registerImageApi } from './api/routes/image/images.js';
+import { ServerLifecycle } from './compute/servers.js';
 import { registerVolumes } from './api/routes/volume/volumes.js';
 import { registerAttachments } from './api/routes/volume/attachments.js';
 import { registerComputeVersions, registerVolumeVersions } from './api/routes/versions.js';
@@ -58,6 +62,8 @@ export interface ComputeApp {
   app: App;
   manager: ComputeManager;
   compute: ComputeAPI;
+  /** POST and DELETE /servers: builds and deletes in the background (`servers.idle()` waits for them). */
+  servers: ServerLifecycle;
   auth: TokenAuthenticator;
   policy: PolicyEnforcer;
 }
@@ -74,7 +80,15 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     defaultProjectId: deps.defaultProject ?? 'admin',
     logger: deps.logger.child({ component: 'compute-manager' }),
   });
-  const compute = new ComputeAPI({ store: deps.store, rpc: new LocalComputeRpc(manager), logger: deps.logger.child({ component: 'compute-api' }) });
+  const rpc = new LocalComputeRpc(manager);
+  const compute = new ComputeAPI({ store: deps.store, rpc, logger: deps.logger.child({ component: 'compute-api' }) });
+  const servers = new ServerLifecycle({
+    store: deps.store,
+    rpc,
+    host: manager.host,
+    logger: deps.logger.child({ component: 'compute-servers' }),
+    ...(deps.volumes ? { volumes: deps.volumes } : {}),
+  });
   const auth = new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
   const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
@@ -83,9 +97,23 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   registerOnlineExtendVolume(app, routeDeps);
   registerServers(app, routeDeps);
   registerVolumeConnections(app, routeDeps);
+  registerServerLifecycle(app, { ...routeDeps, servers });
+  registerFlavors(app, { ...routeDeps, store: deps.store });
+  // Before the first sync: a build an earlier process left half done fails (its record is kept).
+  await servers.recover(manager.host);
   await manager.syncInventory();
   await compute.clearStaleTasks(manager.host);
-  return { app, manager, compute, auth, policy };
+  return { app, manager, compute, servers, auth, policy };
+}
+
+/**
+ * The image API (Glance's reads, routes/image/images.ts) on its own app: the images servers are
+ * built from, for clients that look them up in the catalog.
+ */
+export async function buildImageApp(deps: { store: Store; logger: Logger; auth: TokenAuthenticator; policy: PolicyEnforcer; http?: Partial<HttpLimits> }): Promise<App> {
+  const app = await createServer({ logger: deps.logger, auth: deps.auth, policy: deps.policy, title: 'online-extend image API', service: 'compute', ...(deps.http ? { limits: deps.http } : {}) });
+  registerImageApi(app, { logger: deps.logger, auth: deps.auth, policy: deps.policy, title: '', store: deps.store });
+  return app;
 }
 
 /** What the volume API is built from. `compute`: how it reaches compute (HttpComputeClient). */
@@ -172,6 +200,8 @@ export interface RunningService {
   syncInventory(): Promise<void>;
   computeUrl: string;
   volumeUrl: string | undefined;
+  /** The image API (Glance's reads). */
+  imageUrl: string;
   close(): Promise<void>;
 }
 
@@ -222,10 +252,16 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   let serviceToken: ServiceToken | undefined;
   let reconciler: VolumeReconciler | undefined;
   let computeUrl: string;
+  let imageApp: App | undefined;
+  let imageUrl: string;
   try {
     computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
     catalog.register('compute', computeUrl);
     logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
+    imageApp = await buildImageApp({ store, logger, auth: computeApp.auth, policy, http: httpLimitsFrom(config) });
+    imageUrl = await imageApp.listen({ host: config.host, port: config.imagePort });
+    catalog.register('image', imageUrl);
+    logger.info({ url: imageUrl }, 'image API listening');
 
     if (config.volumeApi) {
       serviceToken = await ServiceToken.open({
@@ -272,6 +308,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     await reconciler?.close().catch(() => undefined);
     await volumeApp?.workflow.close().catch(() => undefined);
     await volumeApp?.app.close().catch(() => undefined);
+    await imageApp?.close().catch(() => undefined);
     await computeApp.app.close().catch(() => undefined);
     await computeApp.manager.close().catch(() => undefined);
     serviceToken?.stop();
@@ -282,6 +319,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     syncInventory: () => computeApp.manager.syncInventory(),
     computeUrl,
     volumeUrl,
+    imageUrl,
     /**
      * Bounded graceful shutdown: one deadline (`shutdownGraceMs` from now) for everything. The
      * volume API drains first, while compute still answers the calls its requests make; the
@@ -299,7 +337,11 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         ]);
         await volumeApp.app.close();
       }
-      await drainServer(computeApp.app, deadline);
+      const images = imageApp;
+      await Promise.all([drainServer(computeApp.app, deadline), drainServer(images, deadline)]);
+      await images.close();
+      // Builds and deletes under way finish (bounded by the same deadline) before the driver closes.
+      await Promise.race([computeApp.servers.idle(), untilDeadline()]);
       await computeApp.app.close();
       await computeApp.manager.close();
       serviceToken?.stop();

@@ -68,6 +68,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--policy <file>', 'policy overrides (JSON, oslo.policy rules)')
     .option('--sync-interval <ms>', 're-read the hypervisor inventory this often')
     .option('--volume-port <port>', 'volume API port (default 8776)')
+    .option('--image-port <port>', 'image API port (default 9292; 0 = any free one)')
     .option('--no-volume-api', 'run only the compute API')
     .option('--backends <list>', 'volume backends: file,block,iscsi (default file)')
     .option('--iscsi-portal <addr>', 'tgtd portal for the iscsi backend (default 127.0.0.1:3260)')
@@ -94,6 +95,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         policyFile: o.policy,
         syncIntervalMs: o.syncInterval,
         volumePort: o.volumePort,
+        imagePort: o.imagePort,
         volumeApi: o.volumeApi,
         backends: o.backends,
         iscsiPortal: o.iscsiPortal,
@@ -134,6 +136,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       process.on('SIGTERM', stop);
       out(`compute API listening on ${service.computeUrl} (driver ${config.driver}, data ${config.dataDir})`);
       if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
+      out(`image API listening on ${service.imageUrl}`);
       process.on('SIGHUP', () => void service.syncInventory().catch((err: unknown) => process.stderr.write(`inventory sync failed: ${(err as Error).message}\n`)));
     });
 

@@ -13,6 +13,7 @@ export function labServiceFlags(lab: LabInfo, o: { dataDir: string; backends: st
     libvirtUri: lab.libvirtUri,
     port: 0,
     volumePort: 0,
+    imagePort: 0,
     backends: o.backends.join(','),
     iscsiPortal: lab.tgtPortal,
     tgtControlPort: lab.tgtControlPort,

@@ -7,8 +7,8 @@
  */
 import { errors } from '../errors.js';
 
-/** The services of the catalog: Nova's `compute` and Cinder's `volumev3`, by our names. */
-export type ServiceName = 'compute' | 'volume';
+/** The services of the catalog: Nova's `compute`, Cinder's `volumev3` and Glance's `image`, by our names. */
+export type ServiceName = 'compute' | 'volume' | 'image';
 
 /** Endpoints by service name; see the module comment. */
 export class ServiceCatalog {
