@@ -66,6 +66,7 @@ export const CreateServerBody = Type.Object(
   },
   { additionalProperties: false },
 );
+/** The create body as the handler sees it (see CreateServerBody). */
 export type CreateServerBody = Static<typeof CreateServerBody>;
 
 /** Nova's create answer at 2.1 (tempest's `create_server_with_admin_pass`). */
