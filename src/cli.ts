@@ -13,6 +13,7 @@ import { registerVolumeCommands } from './cli/volume.js';
 import { apiClient, listAll, projectOf } from './cli/client.js';
 import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './cli/lab.js';
+import { registerCatalogCommands } from './cli/catalog.js';
 
 type Out = (s: string) => void;
 
@@ -245,8 +246,9 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     });
 
   registerVolumeCommands(program, out, env);
+  registerCatalogCommands(program, out, env);
   registerConfigCommand(program, out);
-  registerLabCommands(program, out);
+  registerLabCommands(program, out, env);
   return program;
 }
 
