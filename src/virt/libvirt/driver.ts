@@ -166,7 +166,7 @@ export class LibvirtDriver implements VirtDriver {
       const projectId = info.projectId ?? this.defaultProjectId;
       return {
         id: g.uuid,
-        name: info.name || g.name,
+        name: info.title || info.name || g.name,
         ...(projectId !== undefined ? { projectId } : {}),
         state: st.state,
         disks: volumeDisks(info).map(toDriverDisk),

@@ -58,6 +58,11 @@ export interface ServerXmlOptions {
   virtType: 'qemu' | 'kvm';
 }
 
+/** A server name as a domain `<title>`: libvirt refuses control characters (newlines) there. */
+function titleOf(name: string): string {
+  return [...name].map((c) => (c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f ? ' ' : c)).join('');
+}
+
 /** The persistent domain of a server: flavor's vCPUs and RAM, the image's boot, root disk vda, two serial ports, ACPI for hot-plug. */
 export function serverDomainXml(o: ServerXmlOptions): string {
   const e = escapeXml;
@@ -75,7 +80,7 @@ export function serverDomainXml(o: ServerXmlOptions): string {
   return `<domain type='${o.virtType}'>
   <name>${e(`instance-${spec.id.toLowerCase()}`)}</name>
   <uuid>${e(spec.id.toLowerCase())}</uuid>
-  <title>${e(spec.name)}</title>
+  <title>${e(titleOf(spec.name))}</title>
   <metadata>
     <oe:project xmlns:oe="${METADATA_NS}">${e(spec.projectId)}</oe:project>
   </metadata>
