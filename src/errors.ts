@@ -289,6 +289,9 @@ export const errors = {
       // A server being built or migrated gets out of that state by itself: trying again can work.
       ...(TRANSIENT_SERVER_STATES.has(state) ? { final: false } : {}),
     }),
+  /** 409: DELETE /servers on a domain this service did not create (found on the host): it is the operator's to remove. */
+  instanceNotOurs: (serverId: string) =>
+    new ServiceError('InstanceInvalidState', `Cannot 'delete' instance ${serverId}: it was not created through this API (a domain found on the host); remove it on the hypervisor.`),
   instanceBusy: (serverId: string, task: string, action: string) =>
     new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while it is in task_state ${task}.`),
   hostSizeTooSmall: (volumeId: string, requested: number, hostBytes: number | undefined) =>

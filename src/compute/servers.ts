@@ -117,9 +117,12 @@ export class ServerLifecycle {
    * Starts deleting `server` (task_state `deleting`, the `delete` action) and finishes in the
    * background (see the module comment). `token`: the caller's, which the volume service's
    * detaches are made with (as Nova calls Cinder with the user's token). Throws InstanceBusy (409)
-   * while another task than a build is under way (an attach, a detach, a delete).
+   * while another task than a build is under way (an attach, a detach, a delete), and
+   * InstanceInvalidState (409) for a server this API did not create (a domain found on the host).
    */
   async delete(ctx: RequestContext, server: ServerRecord, token: string): Promise<void> {
+    // A domain found on the host (the operator's, or the lab's) is never destroyed from the API.
+    if (server.createdAt === undefined) throw errors.instanceNotOurs(server.id);
     const from = server.taskState;
     if ((from !== null && !BUILDING.has(from)) || !(await this.store.setTaskState(server.id, DELETING, from))) {
       const now = await this.store.getServer(server.id);

@@ -181,6 +181,15 @@ describe('DELETE /servers/{id}', () => {
     expect(await t.driver.getServer(building)).toBeUndefined();
   });
 
+  it('refuses to delete a domain it did not create (found on the host: 409), which runs on', async () => {
+    const { SERVER } = await import('../support/computeApp.js');
+    const res = await del(t.tokens.admin, SERVER);
+    expect(res.statusCode).toBe(409);
+    expect(res.json().conflictingRequest.message).toMatch(/not created through this API/);
+    expect((await t.driver.getServer(SERVER))?.state).toBe('active');
+    expect(t.driver.calls.destroy).toBe(0);
+  });
+
   it('refuses a second delete while the first runs (409) and answers 404 for an unknown server', async () => {
     const id = (await create(t.tokens.admin, good)).json().server.id as string;
     await t.servers.idle();
