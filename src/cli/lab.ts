@@ -6,8 +6,14 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config.js';
 import { openDataDir } from '../db/dataDir.js';
 import type { Store } from '../db/store.js';
-import type { LabInfo } from '../lab/index.js';
 import { addFlavor, addImage, newFlavor, newImage } from './catalog.js';
+
+/** The lab's guest files (a LabInfo has them): named here so the CLI loads no lab module until a command needs one. */
+export interface LabGuestFiles {
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+}
 
 /**
  * Register the lab's guest in `store` as an image and a flavor (src/lab labGuestCatalog), both
@@ -15,7 +21,7 @@ import { addFlavor, addImage, newFlavor, newImage } from './catalog.js';
  * boots it. Idempotent: an image of that id is replaced (the lab's guest image may have been
  * rebuilt at other paths), a flavor of that id is kept. Answers the two ids.
  */
-export async function registerLabGuest(store: Store, lab: LabInfo): Promise<{ image: string; flavor: string }> {
+export async function registerLabGuest(store: Store, lab: LabGuestFiles): Promise<{ image: string; flavor: string }> {
   const { labGuestCatalog } = await import('../lab/index.js');
   const spec = labGuestCatalog(lab);
   await store.deleteImage(spec.image.id);

@@ -32,7 +32,7 @@ export const LAB_GUEST_ID = 'lab-guest';
  * of 1 vCPU, 256 MiB and a 1 GiB root disk (`vda`, so the volumes a server takes are `vdb`… in
  * the guest as in libvirt). `online-extend lab register` registers both in a data dir.
  */
-export function labGuestCatalog(lab: LabInfo) {
+export function labGuestCatalog(lab: Pick<LabInfo, 'kernel' | 'initrd' | 'cmdline'>) {
   return {
     image: { id: LAB_GUEST_ID, name: LAB_GUEST_ID, kernel: lab.kernel, ramdisk: lab.initrd, cmdline: lab.cmdline, minRam: 128 },
     flavor: { id: LAB_GUEST_ID, name: LAB_GUEST_ID, vcpus: 1, ram: 256, disk: 1 },

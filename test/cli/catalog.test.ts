@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import { buildProgram } from '../../src/cli.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { registerLabGuest } from '../../src/cli/lab.js';
-import type { LabInfo } from '../../src/lab/index.js';
 
 let root: string;
 let data: string;
@@ -100,7 +99,7 @@ describe('image create', () => {
 describe('the lab guest as an image and a flavor', () => {
   it('registers both under lab-guest, idempotently, the image following a rebuilt guest', async () => {
     await cli('flavor', 'list'); // makes the data dir
-    const lab = { kernel: join(root, 'vmlinux'), initrd: join(root, 'initrd.gz'), cmdline: 'console=ttyS0 quiet' } as LabInfo;
+    const lab = { kernel: join(root, 'vmlinux'), initrd: join(root, 'initrd.gz'), cmdline: 'console=ttyS0 quiet' };
     expect(await inStore((s) => registerLabGuest(s, lab))).toEqual({ image: 'lab-guest', flavor: 'lab-guest' });
     writeFileSync(join(root, 'vmlinux2'), 'kernel');
     expect(await inStore((s) => registerLabGuest(s, { ...lab, kernel: join(root, 'vmlinux2') }))).toEqual({ image: 'lab-guest', flavor: 'lab-guest' });
