@@ -55,6 +55,7 @@ describe('POST /servers', () => {
     const res = await create(t.tokens.admin, { ...good, metadata: { role: 'db' }, networks: 'none' });
     expect(res.statusCode).toBe(202);
     expect(res.headers['x-openstack-request-id']).toMatch(/^req-/);
+    expect(res.headers.location).toBe(`http://localhost:80/v2.1/${TENANT}/servers/${res.json().server.id}`);
     const body = res.json();
     expect(Object.keys(body.server).sort()).toEqual(['OS-DCF:diskConfig', 'adminPass', 'id', 'links', 'security_groups']);
     expect(body.server.security_groups).toEqual([{ name: 'default' }]);

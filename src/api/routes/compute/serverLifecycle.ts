@@ -140,10 +140,13 @@ export function registerServerLifecycle(app: App, deps: ServerDeps & { compute: 
         const ctx = await authorize(deps, req, 'os_compute_api:servers:create', { project_id: tenant });
         const s = req.body.server;
         const created = await servers.create(ctx, { name: s.name, imageRef: refId(s.imageRef), flavorRef: refId(s.flavorRef), metadata: s.metadata ?? {} });
+        const links = serverLinks(req, created.server.id);
+        // Nova's create adds the server's self link as Location (servers.py _add_location).
+        reply.header('location', links[0]!.href);
         return reply.status(202).send({
           server: {
             id: created.server.id,
-            links: serverLinks(req, created.server.id),
+            links,
             'OS-DCF:diskConfig': 'MANUAL',
             security_groups: [{ name: 'default' }],
             adminPass: created.adminPass,
