@@ -37,9 +37,10 @@ describeReal(tempestMissing())('server create/delete and flavors, judged by temp
     cases.push(await call('GET', `${prefix}/flavors/detail`, 'compute.v2_1.flavors.list_flavors_details'));
     cases.push(await call('GET', `${prefix}/flavors/flv`, 'compute.v2_1.flavors.create_update_get_flavor_details'));
     cases.push(await call('GET', `${prefix}/flavors/swapped`, 'compute.v2_1.flavors.create_update_get_flavor_details'));
+    cases.push(await call('GET', `${prefix}/flavors/flv/os-extra_specs`, 'compute.v2_1.flavors_extra_specs.set_get_flavor_extra_specs'));
     const verdicts = judge(cases);
     expect(verdicts.filter((v) => !v.ok)).toEqual([]);
-    expect(verdicts).toHaveLength(6);
+    expect(verdicts).toHaveLength(7);
     await t.servers.idle();
   });
 });

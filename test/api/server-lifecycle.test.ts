@@ -243,6 +243,12 @@ describe('GET /flavors', () => {
     expect(missing.json().itemNotFound.message).toBe('Flavor nope could not be found.');
   });
 
+  it('has no extra specs: an empty set for a flavor, 404 for an unknown one', async () => {
+    const get = (id: string) => t.app.inject({ method: 'GET', url: `/v2.1/${TENANT}/flavors/${id}/os-extra_specs`, headers: { 'x-auth-token': t.tokens.member } });
+    expect((await get(FLAVOR)).json()).toEqual({ extra_specs: {} });
+    expect((await get('nope')).statusCode).toBe(404);
+  });
+
   it('needs a token (401)', async () => {
     expect((await t.app.inject({ method: 'GET', url: '/v2.1/flavors' })).statusCode).toBe(401);
   });

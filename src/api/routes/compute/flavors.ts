@@ -2,7 +2,7 @@
  * Nova's flavor reads: GET /flavors (id, name, links), /flavors/detail and /flavors/{id}, under
  * every compute prefix. Flavors are registered with the CLI (`online-extend flavor create`).
  * Shapes as Nova's at each microversion: swap is `""` when 0 before 2.75 (0 from then on),
- * `description` from 2.55. Any authenticated caller may read them (Nova checks no policy on them:
+ * `description` from 2.55; `os-extra_specs` is always empty. Any authenticated caller may read them (Nova checks no policy on them:
  * `os_compute_api:flavors:index` defaults to `@`).
  */
 import { Type } from '@sinclair/typebox';
@@ -101,6 +101,17 @@ export function registerFlavors(app: App, deps: ServerDeps & { store: ComputeSto
         const f = await deps.store.getFlavor(flavor_id);
         if (!f) throw errors.notFound(`Flavor ${flavor_id} could not be found.`);
         return { flavor: flavorView(req, f) };
+      },
+    );
+    // Flavors here have no extra specs; openstacksdk reads them for every flavor it shows (below 2.61).
+    app.get(
+      `${prefix}/flavors/:flavor_id/os-extra_specs`,
+      { schema: { tags, params: Type.Object({ ...params, flavor_id: PathId }), response: { 200: Type.Object({ extra_specs: Type.Record(Type.String(), Type.String()) }), ...errorResponses(401, 403, 404) } } },
+      async (req) => {
+        await authorize(deps, req, RULE, {});
+        const { flavor_id } = req.params as { flavor_id: string };
+        if (!(await deps.store.getFlavor(flavor_id))) throw errors.notFound(`Flavor ${flavor_id} could not be found.`);
+        return { extra_specs: {} };
       },
     );
   }
