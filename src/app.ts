@@ -27,6 +27,10 @@ import { registerOnlineExtendVolume } from './api/routes/compute/onlineExtendVol
 import { registerServers } from './api/routes/compute/servers.js';
 import { registerVolumeConnections } from './api/routes/compute/volumeConnections.js';
 import { registerExternalEvents } from './api/routes/compute/externalEvents.js';
+import { registerServerLifecycle } from './api/routes/compute/serverLifecycle.js';
+import { registerFlavors } from './api/routes/compute/flavors.js';
+import { registerImageApi } from './api/routes/image/images.js';
+import { ServerLifecycle } from './compute/servers.js';
 import { registerVolumes } from './api/routes/volume/volumes.js';
 import { registerAttachments } from './api/routes/volume/attachments.js';
 import { registerComputeVersions, registerVolumeVersions } from './api/routes/versions.js';
@@ -44,7 +48,7 @@ import { InFlight, VolumeReconciler } from './volume/reconciler.js';
 import { ServiceToken } from './auth/tokens.js';
 import { KeystoneAuthenticator } from './auth/keystone.js';
 import { ConfigError } from './config.js';
-import { openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
+import { INSTANCES_DIR, openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
 
 /** What the compute API is built from (defaults: host `compute-1`, project `admin`, the default policy). */
 export interface ComputeAppDeps {
@@ -69,6 +73,8 @@ export interface ComputeApp {
   app: App;
   manager: ComputeManager;
   compute: ComputeAPI;
+  /** POST and DELETE /servers: builds and deletes in the background (`servers.idle()` waits for them). */
+  servers: ServerLifecycle;
   auth: Authenticator;
   policy: PolicyEnforcer;
 }
@@ -85,7 +91,15 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     defaultProjectId: deps.defaultProject ?? 'admin',
     logger: deps.logger.child({ component: 'compute-manager' }),
   });
-  const compute = new ComputeAPI({ store: deps.store, rpc: new LocalComputeRpc(manager), logger: deps.logger.child({ component: 'compute-api' }) });
+  const rpc = new LocalComputeRpc(manager);
+  const compute = new ComputeAPI({ store: deps.store, rpc, logger: deps.logger.child({ component: 'compute-api' }) });
+  const servers = new ServerLifecycle({
+    store: deps.store,
+    rpc,
+    host: manager.host,
+    logger: deps.logger.child({ component: 'compute-servers' }),
+    ...(deps.volumes ? { volumes: deps.volumes } : {}),
+  });
   const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
   const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
@@ -104,11 +118,25 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   registerServers(app, routeDeps);
   registerVolumeConnections(app, routeDeps);
   registerExternalEvents(app, routeDeps);
+  registerServerLifecycle(app, { ...routeDeps, servers });
+  registerFlavors(app, { ...routeDeps, store: deps.store });
+  // Before the first sync: a build an earlier process left half done fails (its record is kept).
+  await servers.recover(manager.host);
   await manager.syncInventory();
   await compute.clearStaleTasks(manager.host);
   // volume-extended events an earlier process accepted but did not finish: run again (idempotent).
   await compute.resumeExternalEvents(manager.host);
-  return { app, manager, compute, auth, policy };
+  return { app, manager, compute, servers, auth, policy };
+}
+
+/**
+ * The image API (Glance's reads, routes/image/images.ts) on its own app: the images servers are
+ * built from, for clients that look them up in the catalog.
+ */
+export async function buildImageApp(deps: { store: Store; logger: Logger; auth: Authenticator; policy: PolicyEnforcer; http?: Partial<HttpLimits> }): Promise<App> {
+  const app = await createServer({ logger: deps.logger, auth: deps.auth, policy: deps.policy, title: 'online-extend image API', service: 'compute', ...(deps.http ? { limits: deps.http } : {}) });
+  registerImageApi(app, { logger: deps.logger, auth: deps.auth, policy: deps.policy, title: '', store: deps.store });
+  return app;
 }
 
 /** What the volume API is built from. `compute`: how it reaches compute (HttpComputeClient). */
@@ -233,6 +261,8 @@ export interface RunningService {
   volumeUrl: string | undefined;
   /** The embedded Keystone's base URL (auth `token` only; its API is under `/v3`). */
   identityUrl: string | undefined;
+  /** The image API (Glance's reads). */
+  imageUrl: string;
   close(): Promise<void>;
 }
 
@@ -302,10 +332,16 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   let identityApp: Awaited<ReturnType<typeof buildIdentityApp>> | undefined;
   let identityUrl: string | undefined;
   let computeUrl: string;
+  let imageApp: App | undefined;
+  let imageUrl: string;
   try {
     computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
     catalog.register('compute', computeUrl);
     logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
+    imageApp = await buildImageApp({ store, logger, auth: computeApp.auth, policy, http: httpLimitsFrom(config) });
+    imageUrl = await imageApp.listen({ host: config.host, port: config.imagePort });
+    catalog.register('image', imageUrl);
+    logger.info({ url: imageUrl }, 'image API listening');
 
     if (config.volumeApi) {
       let currentToken: () => string;
@@ -378,6 +414,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     await reconciler?.close().catch(() => undefined);
     await volumeApp?.workflow.close().catch(() => undefined);
     await volumeApp?.app.close().catch(() => undefined);
+    await imageApp?.close().catch(() => undefined);
     await computeApp.app.close().catch(() => undefined);
     await computeApp.manager.close().catch(() => undefined);
     serviceToken?.stop();
@@ -390,6 +427,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     computeUrl,
     volumeUrl,
     identityUrl,
+    imageUrl,
     /**
      * Bounded graceful shutdown: one deadline (`shutdownGraceMs` from now) for everything. The
      * volume API drains first, while compute still answers the calls its requests make; the
@@ -409,7 +447,11 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         ]);
         await volumeApp.app.close();
       }
-      await drainServer(computeApp.app, deadline);
+      const images = imageApp;
+      await Promise.all([drainServer(computeApp.app, deadline), drainServer(images, deadline)]);
+      await images.close();
+      // Builds and deletes under way finish (bounded by the same deadline) before the driver closes.
+      await Promise.race([computeApp.servers.idle(), untilDeadline()]);
       await computeApp.app.close();
       await computeApp.manager.close();
       serviceToken?.stop();
@@ -459,5 +501,10 @@ export async function createDriver(config: Config, logger: Logger): Promise<Virt
     });
   }
   const { LibvirtDriver } = await import('./virt/libvirt/driver.js');
-  return new LibvirtDriver({ uri: config.libvirtUri, defaultProjectId: config.defaultProject, logger: logger.child({ component: 'libvirt' }) });
+  return new LibvirtDriver({
+    uri: config.libvirtUri,
+    defaultProjectId: config.defaultProject,
+    logger: logger.child({ component: 'libvirt' }),
+    instancesDir: join(config.dataDir, INSTANCES_DIR),
+  });
 }

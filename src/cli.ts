@@ -14,6 +14,7 @@ import { apiClient, listAll, projectOf } from './cli/client.js';
 import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './cli/lab.js';
 import { registerUserCommands } from './cli/users.js';
+import { registerCatalogCommands } from './cli/catalog.js';
 
 type Out = (s: string) => void;
 
@@ -69,6 +70,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--policy <file>', 'policy overrides (JSON, oslo.policy rules)')
     .option('--sync-interval <ms>', 're-read the hypervisor inventory this often')
     .option('--volume-port <port>', 'volume API port (default 8776)')
+    .option('--image-port <port>', 'image API port (default 9292; 0 = any free one)')
     .option('--no-volume-api', 'run only the compute API')
     .option('--backends <list>', 'volume backends: file,block,iscsi (default file)')
     .option('--iscsi-portal <addr>', 'tgtd portal for the iscsi backend (default 127.0.0.1:3260)')
@@ -103,6 +105,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         policyFile: o.policy,
         syncIntervalMs: o.syncInterval,
         volumePort: o.volumePort,
+        imagePort: o.imagePort,
         volumeApi: o.volumeApi,
         backends: o.backends,
         iscsiPortal: o.iscsiPortal,
@@ -152,6 +155,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       out(`compute API listening on ${service.computeUrl} (driver ${config.driver}, data ${config.dataDir})`);
       if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
       if (service.identityUrl) out(`identity (Keystone v3) listening on ${service.identityUrl}/v3`);
+      out(`image API listening on ${service.imageUrl}`);
       process.on('SIGHUP', () => void service.syncInventory().catch((err: unknown) => process.stderr.write(`inventory sync failed: ${(err as Error).message}\n`)));
     });
 
@@ -261,8 +265,9 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
 
   registerVolumeCommands(program, out, env);
   registerUserCommands(program, out, env);
+  registerCatalogCommands(program, out, env);
   registerConfigCommand(program, out);
-  registerLabCommands(program, out);
+  registerLabCommands(program, out, env);
   return program;
 }
 

@@ -84,6 +84,8 @@ export const CATALOGUE = {
   HeadersTooLarge: { status: 431, final: true },
   ExtendVolumeNotSupported: { status: 501, final: true },
   VolumeServiceNotConfigured: { status: 501, final: true },
+  /** The hypervisor driver cannot create servers (POST /servers). */
+  CreateServerNotSupported: { status: 501, final: true },
   DiskReadOnly: { status: 500, final: true },
   DriverFailed: { status: 500, final: true },
   HypervisorUnreachable: { status: 503, final: false },
@@ -300,6 +302,9 @@ export const errors = {
       // A server being built or migrated gets out of that state by itself: trying again can work.
       ...(TRANSIENT_SERVER_STATES.has(state) ? { final: false } : {}),
     }),
+  /** 409: DELETE /servers on a domain this service did not create (found on the host): it is the operator's to remove. */
+  instanceNotOurs: (serverId: string) =>
+    new ServiceError('InstanceInvalidState', `Cannot 'delete' instance ${serverId}: it was not created through this API (a domain found on the host); remove it on the hypervisor.`),
   instanceBusy: (serverId: string, task: string, action: string) =>
     new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while it is in task_state ${task}.`),
   hostSizeTooSmall: (volumeId: string, requested: number, hostBytes: number | undefined) =>
@@ -322,6 +327,8 @@ export const errors = {
   requestTimeout: () => new ServiceError('RequestTimeout', 'The request was not received in time.'),
   extendNotSupported: (driver: string) =>
     new ServiceError('ExtendVolumeNotSupported', `Volume extend is not supported by the ${driver} hypervisor driver.`),
+  createServerNotSupported: (driver: string) =>
+    new ServiceError('CreateServerNotSupported', `Creating servers is not supported by the ${driver} hypervisor driver.`),
   computeCannotExtend: (reason: string) =>
     new ServiceError('ExtendVolumeNotSupported', `The compute host cannot extend this attached volume: ${reason}`, { reason }),
   diskReadOnly: (volumeId: string, device: string, serverId: string) =>

@@ -45,6 +45,14 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
   'os_compute_api:servers:show:host_status': 'rule:context_is_admin',
   'os_compute_api:os-volumes-attachments:index': 'rule:project_reader_or_admin',
   'os_compute_api:os-volumes-attachments:show': 'rule:project_reader_or_admin',
+  // Upstream's defaults: a project's members create servers in it and delete its servers (Nova's
+  // PROJECT_MEMBER / PROJECT_MEMBER_OR_ADMIN); flavors and images are readable by any caller.
+  project_member_api: 'role:member and project_id:%(project_id)s',
+  'os_compute_api:servers:create': 'rule:project_member_api or rule:admin_api',
+  'os_compute_api:servers:delete': 'rule:project_member_api or rule:admin_api',
+  'os_compute_api:flavors:index': '@',
+  get_images: '@',
+  get_image: '@',
   'os_compute_api:os-volumes-attachments:create': 'rule:admin_api',
   'os_compute_api:os-volumes-attachments:delete': 'rule:admin_api',
   'os_compute_api:os-instance-actions:list': 'rule:project_reader_or_admin',

@@ -10,7 +10,7 @@ import { errors, isServiceError } from '../errors.js';
 import type { RequestContext } from '../context.js';
 import type { AttachSpec } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
-import { clearStaleTasks, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
+import { clearStaleTasks, DELETING, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
 import { ServerExternalEvents, type ExternalEvent, type ExternalEventAnswer } from './externalEvents.js';
 
 /** Nova's instance action and event names for each call that changes something. */
@@ -24,6 +24,8 @@ type ActionName = (typeof ACTIONS)[keyof typeof ACTIONS];
 
 
 const RESIZABLE_STATES = new Set(['active', 'paused']);
+/** Task states a volume may be unplugged in: its own detach, and the delete of its server. */
+const DETACH_ALLOWED_TASKS: ReadonlySet<string> = new Set([VOLUME_TASKS.detach, DELETING]);
 const RESCANNABLE_STATES = new Set(['active', 'paused', 'shutoff', 'suspended']);
 
 /** What ComputeAPI is built from, and the bounds of looking up unknown servers on a miss. */
@@ -280,7 +282,8 @@ export class ComputeAPI {
 
   async detachVolume(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     this.attachment(server, volumeId);
-    this.checkIdle(server, 'detach volume', VOLUME_TASKS.detach);
+    // A server being deleted has its volumes detached first (compute/servers.ts).
+    this.checkIdle(server, 'detach volume', DETACH_ALLOWED_TASKS);
     await this.audited(ctx, server, ACTIONS.detach, { volume_id: volumeId }, async () => {
       await this.rpc.detachVolume(server.host, server.id, volumeId);
       return { value: undefined, details: { volume_id: volumeId } };

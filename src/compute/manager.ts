@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { errors, isServiceError } from '../errors.js';
 import type { ComputeStore, InventorySyncResult, ServerRecord } from '../db/store.js';
-import type { AttachSpec, DriverCapabilities, DriverServer, VirtDriver } from '../virt/driver.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, SpawnSpec, VirtDriver } from '../virt/driver.js';
 import { Coalescer } from './locks.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
 
@@ -71,6 +71,12 @@ export class ComputeManager {
   private listingInStore: { servers: readonly InventoryServer[]; ids?: Set<string> } | undefined;
   /** Single-server observations newer than `listingQueued`, by server id (undefined: gone). */
   private readonly lookedUp = new Map<string, { seq: number; server: InventoryServer | undefined }>();
+  /**
+   * Servers the driver is spawning now: the store's record (vm_state `building`, kept by the
+   * store while the host does not list it) is compute's until the build ends, so inventory reads
+   * leave them out (a half-made domain must not turn a `building` server `shutoff`).
+   */
+  private readonly spawning = new Set<string>();
   /** When a fallback full sync last ran for a server the store did not know (drivers without getServer). */
   private lastFallbackSync = Number.NEGATIVE_INFINITY;
 
@@ -131,6 +137,7 @@ export class ComputeManager {
     const servers = await this.driver.listServers();
     let records: InventoryServer[] = [];
     for (const s of servers) {
+      if (this.spawning.has(s.id)) continue;
       records.push(this.toInventory(s));
       // A host of thousands of servers: convert them a slice at a time, as the store compares them.
       if (records.length % 250 === 0) await yieldToEventLoop();
@@ -197,6 +204,7 @@ export class ComputeManager {
   }
 
   private async syncServerOnce(serverId: string): Promise<void> {
+    if (this.spawning.has(serverId)) return;
     const seq = ++this.observations;
     const found = await this.driver.getServer!(serverId);
     if (seq < this.listingQueued) {
@@ -325,6 +333,29 @@ export class ComputeManager {
     await this.volumeLocks.run(volumeId, () => this.driver.detachVolume(serverId, volumeId));
     await this.syncServer(serverId);
     this.log.info({ serverId, volumeId }, 'volume detached');
+  }
+
+  /**
+   * Create and start the server (the driver's spawn, CreateServerNotSupported without it);
+   * resolves once it runs. Inventory reads leave it out until then (see `spawning`).
+   */
+  async spawn(spec: SpawnSpec): Promise<DriverServer> {
+    if (!this.driver.capabilities.spawnServer || !this.driver.spawn) throw errors.createServerNotSupported(this.driver.name);
+    this.spawning.add(spec.id);
+    try {
+      const server = await this.driver.spawn(spec);
+      this.log.info({ serverId: spec.id }, 'server spawned');
+      return server;
+    } finally {
+      this.spawning.delete(spec.id);
+    }
+  }
+
+  /** Delete the server on the host (the driver's destroy; idempotent), then re-read it, which drops it from the inventory. */
+  async destroy(serverId: string): Promise<void> {
+    if (!this.driver.capabilities.spawnServer || !this.driver.destroy) throw errors.createServerNotSupported(this.driver.name);
+    await this.driver.destroy(serverId);
+    this.log.info({ serverId }, 'server destroyed');
   }
 
   close(): Promise<void> {

@@ -4,7 +4,7 @@
  * and runs one manager per hypervisor host, so the API never touches a driver directly.
  */
 import type { ServerRecord } from '../db/store.js';
-import type { AttachSpec, DriverCapabilities } from '../virt/driver.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, SpawnSpec } from '../virt/driver.js';
 import type { ComputeManager, HostSizeExtend } from './manager.js';
 
 /** The calls the compute API makes on a host (see the module comment); `host` names the host. */
@@ -24,6 +24,10 @@ export interface ComputeRpc {
   extendToHostSize(host: string, serverId: string, volumeId: string): Promise<HostSizeExtend>;
   attachVolume(host: string, serverId: string, spec: AttachSpec): Promise<string>;
   detachVolume(host: string, serverId: string, volumeId: string): Promise<void>;
+  /** Create and start a server on `host` (ComputeManager.spawn); resolves once it runs. */
+  spawn(host: string, spec: SpawnSpec): Promise<DriverServer>;
+  /** Delete a server and what was made for it on `host` (ComputeManager.destroy); idempotent. */
+  destroy(host: string, serverId: string): Promise<void>;
 }
 
 /** ComputeRpc to the one manager of this process; another host name is an error. */
@@ -62,5 +66,11 @@ export class LocalComputeRpc implements ComputeRpc {
   }
   detachVolume(host: string, serverId: string, volumeId: string) {
     return this.on(host).detachVolume(serverId, volumeId);
+  }
+  spawn(host: string, spec: SpawnSpec) {
+    return this.on(host).spawn(spec);
+  }
+  destroy(host: string, serverId: string) {
+    return this.on(host).destroy(serverId);
   }
 }

@@ -50,7 +50,7 @@ interface Serve {
 }
 
 function serveArgs(...extra: string[]): string[] {
-  return ['serve', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--sync-interval', '0', ...extra];
+  return ['serve', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--image-port', '0', '--sync-interval', '0', ...extra];
 }
 
 /** Start `serve` and wait until both APIs listen. `umask` 022 shows serve narrows it itself. */

@@ -105,6 +105,8 @@ export type RefKind =
   | 'otherVolume'
   | 'attachmentServer'
   | 'attachmentVolume'
+  /** A server created through POST /servers (falls back to a seeded one while there is none). */
+  | 'createdServer'
   | 'action'
   | 'bytesAbove'
   | 'gibAbove';
