@@ -111,7 +111,8 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     title: '',
     compute,
     ...(deps.volumes ? { volumes: deps.volumes } : {}),
-    ...(deps.lookupFlavor ? { lookupFlavor: deps.lookupFlavor } : {}),
+    // Nova's 2.47 flavor dict: the flavor the server was built with, from the store unless a test gives its own.
+    lookupFlavor: deps.lookupFlavor ?? ((id: string) => deps.store.getFlavor(id)),
   };
   registerComputeVersions(app);
   registerOnlineExtendVolume(app, routeDeps);

@@ -48,13 +48,15 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
   // Upstream's defaults: a project's members create servers in it and delete its servers (Nova's
   // PROJECT_MEMBER / PROJECT_MEMBER_OR_ADMIN); flavors and images are readable by any caller.
   project_member_api: 'role:member and project_id:%(project_id)s',
-  'os_compute_api:servers:create': 'rule:project_member_api or rule:admin_api',
-  'os_compute_api:servers:delete': 'rule:project_member_api or rule:admin_api',
+  project_member_or_admin: 'rule:project_member_api or rule:admin_api',
+  'os_compute_api:servers:create': 'rule:project_member_or_admin',
+  'os_compute_api:servers:delete': 'rule:project_member_or_admin',
   'os_compute_api:flavors:index': '@',
   get_images: '@',
   get_image: '@',
-  'os_compute_api:os-volumes-attachments:create': 'rule:admin_api',
-  'os_compute_api:os-volumes-attachments:delete': 'rule:admin_api',
+  // Nova's PROJECT_MEMBER_OR_ADMIN: a project's members attach and detach volumes of its servers.
+  'os_compute_api:os-volumes-attachments:create': 'rule:project_member_or_admin',
+  'os_compute_api:os-volumes-attachments:delete': 'rule:project_member_or_admin',
   'os_compute_api:os-instance-actions:list': 'rule:project_reader_or_admin',
   'os_compute_api:os-instance-actions:show': 'rule:project_reader_or_admin',
   // Events before 2.51, and their tracebacks at any version: admins (Nova's PROJECT_ADMIN).
@@ -69,14 +71,16 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
   // service role only, not admins. A connection names a host path; only the volume service, which
   // made the volume, may ask compute to hand one to a guest (Nova takes connection_info from Cinder).
   'os_compute_api:os-volume-connections': 'role:service',
-  'volume:create': 'rule:admin_api',
-  'volume:get': 'rule:admin_api',
-  'volume:get_all': 'rule:admin_api',
-  'volume:delete': 'rule:admin_api',
-  'volume:extend': 'rule:admin_api',
-  'volume:extend_attached_volume': 'rule:admin_api',
-  'volume:attach': 'rule:admin_api',
-  'volume:detach': 'rule:admin_api',
+  // Cinder's defaults (admin or owner): a project's members create, extend (attached too, which
+  // needs microversion 3.42), attach, detach and delete its volumes; its readers read them.
+  'volume:create': 'rule:project_member_or_admin',
+  'volume:get': 'rule:project_reader_or_admin',
+  'volume:get_all': 'rule:project_reader_or_admin',
+  'volume:delete': 'rule:project_member_or_admin',
+  'volume:extend': 'rule:project_member_or_admin',
+  'volume:extend_attached_volume': 'rule:project_member_or_admin',
+  'volume:attach': 'rule:project_member_or_admin',
+  'volume:detach': 'rule:project_member_or_admin',
 };
 
 function tokenize(rule: string): string[] {

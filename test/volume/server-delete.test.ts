@@ -91,7 +91,7 @@ describe('deleting a server with an attached volume', () => {
     const asMember = new ApiClient({ url: h.service.computeUrl, token: member });
     expect((await asMember.request('DELETE', `/v2/${PROJECT}/servers/${id}`)).status).toBe(204);
     const actions = await until(async () => {
-      const list = (await h!.compute.request<{ instanceActions: Array<{ action: string; result: string | null; message: string | null }> }>('GET', `/v2/${PROJECT}/servers/${id}/os-instance-actions`)).body.instanceActions;
+      const list = (await h!.compute.request<{ instanceActionDetails: Array<{ action: string; result: string | null; message: string | null }> }>('GET', `/v2/${PROJECT}/servers/${id}/os-instance-action-details`)).body.instanceActionDetails;
       return list.find((a) => a.action === 'delete' && a.result !== null) && list;
     });
     expect(actions.find((a) => a.action === 'delete')).toMatchObject({ result: 'Error' });

@@ -99,6 +99,8 @@ export const ServerDetail = Type.Object(
     links: Type.Array(Link),
     'OS-DCF:diskConfig': Type.String(),
     progress: Type.Optional(Type.Integer()),
+    /** Nova's fault of a server in ERROR (a failed build): code, message, when. */
+    fault: Type.Optional(Type.Object({ code: Type.Integer(), created: Type.String(), message: Type.String() })),
     'OS-EXT-AZ:availability_zone': Type.String(),
     config_drive: Type.String(),
     key_name: Type.Union([Type.String(), Type.Null()]),

@@ -118,6 +118,8 @@ export function serverDetail(s: ServerRecord, ctx: ServerViewContext): Record<st
     'OS-DCF:diskConfig': 'MANUAL',
   };
   if (PROGRESS_STATUSES.has(nova.status)) view.progress = 0;
+  // Nova shows the fault of a server in ERROR only (a failed build says why here).
+  if (nova.status === 'ERROR' && s.fault) view.fault = { code: s.fault.code, created: s.fault.created, message: s.fault.message };
   view['OS-EXT-AZ:availability_zone'] = AVAILABILITY_ZONE;
   view.config_drive = '';
   view.key_name = null;
