@@ -271,7 +271,7 @@ async function startApiProcess(libvirtUri: string, tenant: string, dir: string):
   });
   const child = spawn(
     process.execPath,
-    [bin, 'serve', '--driver', 'libvirt', '--libvirt-uri', libvirtUri, '--port', '0', '--no-volume-api', '--data-dir', dataDir, '--default-project', tenant, '--sync-interval', '0'],
+    [bin, 'serve', '--driver', 'libvirt', '--libvirt-uri', libvirtUri, '--port', '0', '--image-port', '0', '--no-volume-api', '--data-dir', dataDir, '--default-project', tenant, '--sync-interval', '0'],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: process.env.BENCH_LIBVIRT_API_LOG ? 'info' : 'warn' } },
   );
   // BENCH_LIBVIRT_API_LOG=FILE keeps the API process's log (its per-resize timings) for inspection.

@@ -10,9 +10,13 @@ import pino, { type Logger } from 'pino';
 import { join } from 'node:path';
 import type { Config } from './config.js';
 import { SqliteStore } from './db/sqlite.js';
-import type { Store } from './db/store.js';
+import type { FlavorRecord, Store } from './db/store.js';
 import { PolicyEnforcer } from './auth/policy.js';
-import { TokenAuthenticator } from './auth/tokens.js';
+import { TokenAuthenticator, type Authenticator } from './auth/tokens.js';
+import { NoAuthAuthenticator } from './auth/noauth.js';
+import { IdentityService } from './identity/keystone.js';
+import { buildIdentityApp } from './identity/app.js';
+import { SqliteUserStore } from './db/users.js';
 import { ComputeManager } from './compute/manager.js';
 import { LocalComputeRpc } from './compute/rpc.js';
 import { ComputeAPI } from './compute/api.js';
@@ -22,6 +26,11 @@ import { createServer, DEFAULT_HTTP_LIMITS, drainServer, type App, type HttpLimi
 import { registerOnlineExtendVolume } from './api/routes/compute/onlineExtendVolume.js';
 import { registerServers } from './api/routes/compute/servers.js';
 import { registerVolumeConnections } from './api/routes/compute/volumeConnections.js';
+import { registerExternalEvents } from './api/routes/compute/externalEvents.js';
+import { registerServerLifecycle } from './api/routes/compute/serverLifecycle.js';
+import { registerFlavors } from './api/routes/compute/flavors.js';
+import { registerImageApi } from './api/routes/image/images.js';
+import { ServerLifecycle } from './compute/servers.js';
 import { registerVolumes } from './api/routes/volume/volumes.js';
 import { registerAttachments } from './api/routes/volume/attachments.js';
 import { registerComputeVersions, registerVolumeVersions } from './api/routes/versions.js';
@@ -39,7 +48,7 @@ import { InFlight, VolumeReconciler } from './volume/reconciler.js';
 import { ServiceToken } from './auth/tokens.js';
 import { KeystoneAuthenticator } from './auth/keystone.js';
 import { ConfigError } from './config.js';
-import { openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
+import { INSTANCES_DIR, openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
 
 /** What the compute API is built from (defaults: host `compute-1`, project `admin`, the default policy). */
 export interface ComputeAppDeps {
@@ -53,8 +62,10 @@ export interface ComputeAppDeps {
   volumes?: VolumesForCompute;
   /** HTTP timeouts, connection cap and drain grace (Config defaults otherwise). */
   http?: Partial<HttpLimits>;
-  /** How tokens are checked (default: the store's tokens, TokenAuthenticator). */
-  auth?: ServerDeps['auth'];
+  /** How callers are authenticated (default: a TokenAuthenticator on `store`). */
+  auth?: Authenticator;
+  /** A server's flavor by id, for Nova's 2.47 flavor dict (absent: servers show `flavor: {}` from 2.47). */
+  lookupFlavor?: (id: string) => Promise<FlavorRecord | undefined>;
 }
 
 /** The compute API and the pieces behind it. */
@@ -62,7 +73,9 @@ export interface ComputeApp {
   app: App;
   manager: ComputeManager;
   compute: ComputeAPI;
-  auth: ServerDeps['auth'];
+  /** POST and DELETE /servers: builds and deletes in the background (`servers.idle()` waits for them). */
+  servers: ServerLifecycle;
+  auth: Authenticator;
   policy: PolicyEnforcer;
 }
 
@@ -78,19 +91,53 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     defaultProjectId: deps.defaultProject ?? 'admin',
     logger: deps.logger.child({ component: 'compute-manager' }),
   });
-  const compute = new ComputeAPI({ store: deps.store, rpc: new LocalComputeRpc(manager), logger: deps.logger.child({ component: 'compute-api' }) });
+  const rpc = new LocalComputeRpc(manager);
+  const compute = new ComputeAPI({ store: deps.store, rpc, logger: deps.logger.child({ component: 'compute-api' }) });
+  const servers = new ServerLifecycle({
+    store: deps.store,
+    rpc,
+    host: manager.host,
+    logger: deps.logger.child({ component: 'compute-servers' }),
+    ...(deps.volumes ? { volumes: deps.volumes } : {}),
+  });
   const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
   const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
   announceKeystone(app, auth);
-  const routeDeps = { logger: deps.logger, auth, policy, title: '', compute, ...(deps.volumes ? { volumes: deps.volumes } : {}) };
+  const routeDeps = {
+    logger: deps.logger,
+    auth,
+    policy,
+    title: '',
+    compute,
+    ...(deps.volumes ? { volumes: deps.volumes } : {}),
+    // Nova's 2.47 flavor dict: the flavor the server was built with, from the store unless a test gives its own.
+    lookupFlavor: deps.lookupFlavor ?? ((id: string) => deps.store.getFlavor(id)),
+  };
   registerComputeVersions(app);
   registerOnlineExtendVolume(app, routeDeps);
   registerServers(app, routeDeps);
   registerVolumeConnections(app, routeDeps);
+  registerExternalEvents(app, routeDeps);
+  registerServerLifecycle(app, { ...routeDeps, servers });
+  registerFlavors(app, { ...routeDeps, store: deps.store });
+  // Before the first sync: a build an earlier process left half done fails (its record is kept).
+  await servers.recover(manager.host);
   await manager.syncInventory();
   await compute.clearStaleTasks(manager.host);
-  return { app, manager, compute, auth, policy };
+  // volume-extended events an earlier process accepted but did not finish: run again (idempotent).
+  await compute.resumeExternalEvents(manager.host);
+  return { app, manager, compute, servers, auth, policy };
+}
+
+/**
+ * The image API (Glance's reads, routes/image/images.ts) on its own app: the images servers are
+ * built from, for clients that look them up in the catalog.
+ */
+export async function buildImageApp(deps: { store: Store; logger: Logger; auth: Authenticator; policy: PolicyEnforcer; http?: Partial<HttpLimits> }): Promise<App> {
+  const app = await createServer({ logger: deps.logger, auth: deps.auth, policy: deps.policy, title: 'online-extend image API', service: 'compute', ...(deps.http ? { limits: deps.http } : {}) });
+  registerImageApi(app, { logger: deps.logger, auth: deps.auth, policy: deps.policy, title: '', store: deps.store });
+  return app;
 }
 
 /** What the volume API is built from. `compute`: how it reaches compute (HttpComputeClient). */
@@ -106,8 +153,8 @@ export interface VolumeAppDeps {
   http?: Partial<HttpLimits>;
   /** Operations under way in this process (shared with attach and the reconciler). */
   inFlight?: InFlight;
-  /** How tokens are checked (default: the store's tokens, TokenAuthenticator). */
-  auth?: ServerDeps['auth'];
+  /** How callers are authenticated (default: a TokenAuthenticator on `store`). */
+  auth?: Authenticator;
 }
 
 /** The volume API and the services behind it. */
@@ -213,6 +260,10 @@ export interface RunningService {
   syncInventory(): Promise<void>;
   computeUrl: string;
   volumeUrl: string | undefined;
+  /** The embedded Keystone's base URL (auth `token` only; its API is under `/v3`). */
+  identityUrl: string | undefined;
+  /** The image API (Glance's reads). */
+  imageUrl: string;
   close(): Promise<void>;
 }
 
@@ -253,6 +304,13 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   const backends = createBackends(config);
   // Each API finds the other's endpoint here once it listens (see ServiceCatalog).
   const catalog = new ServiceCatalog();
+  // One authenticator (one token cache) for both APIs, so a token revoked through the embedded
+  // Keystone stops working on both at once.
+  const storedTokens = new TokenAuthenticator(store);
+  const auth: Authenticator = keystoneAuth ?? (config.auth === 'noauth' ? new NoAuthAuthenticator(storedTokens) : storedTokens);
+  if (config.auth === 'noauth') {
+    logger.warn({ auth: 'noauth' }, 'noauth: X-Auth-Token USER:PROJECT is trusted as an admin of PROJECT without any check (Cinder noauth; labs only); the embedded Keystone is not started');
+  }
   const computeApp = await buildComputeApp({
     store,
     driver,
@@ -262,7 +320,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     defaultProject: config.defaultProject,
     ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
     http: httpLimitsFrom(config),
-    ...(keystoneAuth ? { auth: keystoneAuth } : {}),
+    auth,
   });
   const timer = config.syncIntervalMs > 0
     ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
@@ -272,11 +330,19 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   let volumeUrl: string | undefined;
   let serviceToken: ServiceToken | undefined;
   let reconciler: VolumeReconciler | undefined;
+  let identityApp: Awaited<ReturnType<typeof buildIdentityApp>> | undefined;
+  let identityUrl: string | undefined;
   let computeUrl: string;
+  let imageApp: App | undefined;
+  let imageUrl: string;
   try {
     computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
     catalog.register('compute', computeUrl);
     logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
+    imageApp = await buildImageApp({ store, logger, auth: computeApp.auth, policy, http: httpLimitsFrom(config) });
+    imageUrl = await imageApp.listen({ host: config.host, port: config.imagePort });
+    catalog.register('image', imageUrl);
+    logger.info({ url: imageUrl }, 'image API listening');
 
     if (config.volumeApi) {
       let currentToken: () => string;
@@ -307,7 +373,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
         http: httpLimitsFrom(config),
         inFlight,
-        ...(keystoneAuth ? { auth: keystoneAuth } : {}),
+        auth,
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
       catalog.register('volume', volumeUrl);
@@ -324,14 +390,32 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       });
       await reconciler.start();
     }
+
+    if (config.auth === 'token') {
+      // The embedded Keystone v3: tokens from passwords (`user create`), with a catalog of the
+      // URLs the APIs above actually listen on.
+      const identity = new IdentityService({
+        store,
+        users: new SqliteUserStore(store.db),
+        endpoints: catalog,
+        tokenTtlMs: config.identityTokenTtlMs,
+        onRevoke: (token) => auth.forget?.(token),
+      });
+      identityApp = await buildIdentityApp({ identity, logger, baseUrl: catalog.endpoint('identity'), limits: httpLimitsFrom(config) });
+      identityUrl = await identityApp.listen({ host: config.host, port: config.identityPort });
+      catalog.register('identity', identityUrl);
+      logger.info({ url: identityUrl }, 'identity API (Keystone v3) listening');
+    }
   } catch (err) {
     // A part failed to start (a port taken, the token, the reconciler): stop what did start, so
     // the process exits with the error instead of running half a service (the data dir is
     // released by startService).
     if (timer) clearInterval(timer);
+    await identityApp?.close().catch(() => undefined);
     await reconciler?.close().catch(() => undefined);
     await volumeApp?.workflow.close().catch(() => undefined);
     await volumeApp?.app.close().catch(() => undefined);
+    await imageApp?.close().catch(() => undefined);
     await computeApp.app.close().catch(() => undefined);
     await computeApp.manager.close().catch(() => undefined);
     serviceToken?.stop();
@@ -343,6 +427,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     syncInventory: () => computeApp.manager.syncInventory(),
     computeUrl,
     volumeUrl,
+    identityUrl,
+    imageUrl,
     /**
      * Bounded graceful shutdown: one deadline (`shutdownGraceMs` from now) for everything. The
      * volume API drains first, while compute still answers the calls its requests make; the
@@ -353,6 +439,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       if (timer) clearInterval(timer);
       const deadline = Date.now() + config.shutdownGraceMs;
       const untilDeadline = () => new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
+      // No new tokens while the APIs drain.
+      if (identityApp) await Promise.race([identityApp.close(), untilDeadline()]);
       if (volumeApp) {
         await Promise.all([
           drainServer(volumeApp.app, deadline),
@@ -360,7 +448,11 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         ]);
         await volumeApp.app.close();
       }
-      await drainServer(computeApp.app, deadline);
+      const images = imageApp;
+      await Promise.all([drainServer(computeApp.app, deadline), drainServer(images, deadline)]);
+      await images.close();
+      // Builds and deletes under way finish (bounded by the same deadline) before the driver closes.
+      await Promise.race([computeApp.servers.idle(), untilDeadline()]);
       await computeApp.app.close();
       await computeApp.manager.close();
       serviceToken?.stop();
@@ -410,5 +502,10 @@ export async function createDriver(config: Config, logger: Logger): Promise<Virt
     });
   }
   const { LibvirtDriver } = await import('./virt/libvirt/driver.js');
-  return new LibvirtDriver({ uri: config.libvirtUri, defaultProjectId: config.defaultProject, logger: logger.child({ component: 'libvirt' }) });
+  return new LibvirtDriver({
+    uri: config.libvirtUri,
+    defaultProjectId: config.defaultProject,
+    logger: logger.child({ component: 'libvirt' }),
+    instancesDir: join(config.dataDir, INSTANCES_DIR),
+  });
 }

@@ -13,6 +13,8 @@ import { registerVolumeCommands } from './cli/volume.js';
 import { apiClient, listAll, projectOf } from './cli/client.js';
 import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './cli/lab.js';
+import { registerUserCommands } from './cli/users.js';
+import { registerCatalogCommands } from './cli/catalog.js';
 
 type Out = (s: string) => void;
 
@@ -68,6 +70,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--policy <file>', 'policy overrides (JSON, oslo.policy rules)')
     .option('--sync-interval <ms>', 're-read the hypervisor inventory this often')
     .option('--volume-port <port>', 'volume API port (default 8776)')
+    .option('--image-port <port>', 'image API port (default 9292; 0 = any free one)')
     .option('--no-volume-api', 'run only the compute API')
     .option('--backends <list>', 'volume backends: file,block,iscsi (default file)')
     .option('--iscsi-portal <addr>', 'tgtd portal for the iscsi backend (default 127.0.0.1:3260)')
@@ -82,12 +85,14 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--shutdown-grace <ms>', 'on SIGTERM/SIGINT, let requests being served finish this long, then exit (default 10000)')
     .option('--fake-latency <ms>', 'delay every fake-driver call (tests of slow requests only)')
     .option('--allow-orphan-volumes', 'start even though volume files belong to no volume in the database (logged, left alone)')
-    .addOption(new Option('--auth <mode>', 'how tokens are checked: token (default), keystone, noauth').choices(['token', 'keystone', 'noauth']))
+    .addOption(new Option('--auth <mode>', 'token (default: own tokens and the embedded Keystone), keystone (a real Keystone), noauth (labs only)').choices(['token', 'keystone', 'noauth']))
     .option('--keystone-url <url>', "with --auth keystone: the Keystone to validate tokens with (its /v3 URL)")
     .option('--keystone-service-user <name>', 'with --auth keystone: the service user (default online-extend; needs the service and admin roles)')
     .option('--keystone-service-project <name>', "with --auth keystone: the service user's project (default service)")
     .option('--keystone-service-password-file <file>', "with --auth keystone: file holding the service user's password (read once at start)")
     .option('--keystone-token-cache <ms>', 'with --auth keystone: how long a validation, valid or not, is trusted (default 5000)')
+    .option('--identity-port <port>', 'embedded Keystone v3 port (default 5000; auth token only)')
+    .option('--identity-token-ttl <ms>', 'lifetime of tokens the embedded Keystone issues (default 3600000)')
     .action(async (o: Record<string, string | boolean | undefined>) => {
       const config = loadConfig(env, {
         host: o.host,
@@ -100,6 +105,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         policyFile: o.policy,
         syncIntervalMs: o.syncInterval,
         volumePort: o.volumePort,
+        imagePort: o.imagePort,
         volumeApi: o.volumeApi,
         backends: o.backends,
         iscsiPortal: o.iscsiPortal,
@@ -120,6 +126,8 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         keystoneServiceProject: o.keystoneServiceProject,
         keystoneServicePasswordFile: o.keystoneServicePasswordFile,
         keystoneTokenCacheMs: o.keystoneTokenCache,
+        identityPort: o.identityPort,
+        identityTokenTtlMs: o.identityTokenTtl,
       }, typeof o.config === 'string' ? o.config : undefined);
       // Everything this process creates (the database, its WAL, qemu-img's images, …) is private
       // to the service's user; startService also sets modes explicitly and fixes older files.
@@ -146,6 +154,8 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       process.on('SIGTERM', stop);
       out(`compute API listening on ${service.computeUrl} (driver ${config.driver}, data ${config.dataDir})`);
       if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
+      if (service.identityUrl) out(`identity (Keystone v3) listening on ${service.identityUrl}/v3`);
+      out(`image API listening on ${service.imageUrl}`);
       process.on('SIGHUP', () => void service.syncInventory().catch((err: unknown) => process.stderr.write(`inventory sync failed: ${(err as Error).message}\n`)));
     });
 
@@ -254,8 +264,10 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     });
 
   registerVolumeCommands(program, out, env);
+  registerUserCommands(program, out, env);
+  registerCatalogCommands(program, out, env);
   registerConfigCommand(program, out);
-  registerLabCommands(program, out);
+  registerLabCommands(program, out, env);
   return program;
 }
 

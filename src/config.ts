@@ -125,6 +125,12 @@ export const ConfigSchema = Type.Object(
       choices: ['token', 'keystone', 'noauth'],
     }),
     identityPort: port("Port of the embedded Keystone v3 endpoint (Keystone's default port; 0 = any free one)", 5000, { env: 'ONLINE_EXTEND_IDENTITY_PORT', flag: '--identity-port' }),
+    identityTokenTtlMs: ms(
+      "Lifetime of a token the embedded Keystone issues for a password (Keystone's [token] expiration, 1 h); a token made from a token expires with it; above 0",
+      3_600_000,
+      { env: 'ONLINE_EXTEND_IDENTITY_TOKEN_TTL_MS', flag: '--identity-token-ttl' },
+      1,
+    ),
     imagePort: port("Port of the image API (Glance's default port; 0 = any free one)", 9292, { env: 'ONLINE_EXTEND_IMAGE_PORT', flag: '--image-port' }),
     keystoneUrl: Type.Optional(Type.String({ description: 'With auth=keystone: the real Keystone (its /v3 URL)', minLength: 1, env: 'ONLINE_EXTEND_KEYSTONE_URL', flag: '--keystone-url', unit: 'URL' })),
     keystoneServiceUser: str('With auth=keystone: the service user this service validates tokens and calls compute as (it needs the service and, with the default policy, admin roles on its project)', 'online-extend', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_USER', flag: '--keystone-service-user' }),

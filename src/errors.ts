@@ -70,6 +70,11 @@ export const CATALOGUE = {
   VolumeInvalidState: { status: 409, final: true },
   VolumeAttached: { status: 409, final: true },
   VolumeBusy: { status: 409, final: false },
+  /**
+   * Nova's InvalidVolume (400) on attach: the volume is already attached to this instance, or
+   * (not multiattach) to another. Final: it holds until the volume is detached.
+   */
+  InvalidVolume: { status: 400, final: true },
   /** The device name asked for is taken on the instance (Nova's DevicePathInUse, 409). */
   DevicePathInUse: { status: 409, final: true },
   /** The instance has no free device name left (Nova's TooManyDiskDevices, 403). */
@@ -79,6 +84,8 @@ export const CATALOGUE = {
   HeadersTooLarge: { status: 431, final: true },
   ExtendVolumeNotSupported: { status: 501, final: true },
   VolumeServiceNotConfigured: { status: 501, final: true },
+  /** The hypervisor driver cannot create servers (POST /servers). */
+  CreateServerNotSupported: { status: 501, final: true },
   DiskReadOnly: { status: 500, final: true },
   DriverFailed: { status: 500, final: true },
   HypervisorUnreachable: { status: 503, final: false },
@@ -279,8 +286,14 @@ export const errors = {
   volumeNotAttached: (volumeId: string, serverId: string) =>
     new ServiceError('VolumeNotAttached', `Volume ${volumeId} is not attached to instance ${serverId}.`),
   volumeNotFound: (volumeId: string) => new ServiceError('VolumeNotFound', `Volume ${volumeId} could not be found.`),
+  /** Nova's words exactly (DevicePathInUse); the instance goes to the operator's detail. */
   devicePathInUse: (device: string, serverId: string) =>
-    new ServiceError('DevicePathInUse', `The supplied device path (/dev/${device}) is in use on instance ${serverId}.`),
+    new ServiceError('DevicePathInUse', `The supplied device path (/dev/${device}) is in use.`, { detail: `instance ${serverId}` }),
+  /** Attach of a volume already attached to this instance (Nova's InvalidVolume, 400). */
+  volumeAlreadyAttached: (volumeId: string) => new ServiceError('InvalidVolume', `Invalid volume: volume ${volumeId} already attached`),
+  /** Attach of a volume (not multiattach) attached to other instances (Nova's InvalidVolume, 400). */
+  volumeAttachedToInstances: (volumeId: string, serverIds: readonly string[]) =>
+    new ServiceError('InvalidVolume', `Invalid volume: volume ${volumeId} is already attached to instances: ${serverIds.join(' ')}`),
   tooManyDiskDevices: (serverId: string) =>
     new ServiceError('TooManyDiskDevices', `Instance ${serverId} has no free disk device name left; detach a volume first.`),
   /** 409. A shut-off instance gets its own code (InstanceStopped): callers extend its disks offline. */
@@ -289,6 +302,9 @@ export const errors = {
       // A server being built or migrated gets out of that state by itself: trying again can work.
       ...(TRANSIENT_SERVER_STATES.has(state) ? { final: false } : {}),
     }),
+  /** 409: DELETE /servers on a domain this service did not create (found on the host): it is the operator's to remove. */
+  instanceNotOurs: (serverId: string) =>
+    new ServiceError('InstanceInvalidState', `Cannot 'delete' instance ${serverId}: it was not created through this API (a domain found on the host); remove it on the hypervisor.`),
   instanceBusy: (serverId: string, task: string, action: string) =>
     new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while it is in task_state ${task}.`),
   hostSizeTooSmall: (volumeId: string, requested: number, hostBytes: number | undefined) =>
@@ -311,6 +327,8 @@ export const errors = {
   requestTimeout: () => new ServiceError('RequestTimeout', 'The request was not received in time.'),
   extendNotSupported: (driver: string) =>
     new ServiceError('ExtendVolumeNotSupported', `Volume extend is not supported by the ${driver} hypervisor driver.`),
+  createServerNotSupported: (driver: string) =>
+    new ServiceError('CreateServerNotSupported', `Creating servers is not supported by the ${driver} hypervisor driver.`),
   computeCannotExtend: (reason: string) =>
     new ServiceError('ExtendVolumeNotSupported', `The compute host cannot extend this attached volume: ${reason}`, { reason }),
   diskReadOnly: (volumeId: string, device: string, serverId: string) =>

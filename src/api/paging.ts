@@ -23,17 +23,41 @@ export function storePage(page: { limit: number; marker: string | undefined }): 
   return { limit: page.limit + 1, marker: page.marker };
 }
 
+/** How `pageResult` writes the next-page link. */
+export interface NextLinkOptions {
+  /** `http://host:port` to make the link absolute, as Nova's links are; relative (the path only) without it. */
+  origin?: string;
+  /**
+   * Keep the request's other query parameters (filters such as `name` or `all_tenants`), sorted
+   * by name, with `marker` set to the last item: Nova's `_get_next_link`. Without it the link
+   * carries only `limit` and `marker`.
+   */
+  keepQuery?: boolean;
+}
+
 /**
  * The page to answer from the store's `rows` (fetched with `storePage`), and Nova's next-page
- * link when more items follow: the same path with `limit` and the last item's id as `marker`.
- * `url` is the request's URL (its query string is replaced).
+ * link when more items follow: the same path with `limit` and the last item's id as `marker`
+ * (see NextLinkOptions for absolute links and kept filters). `url` is the request's URL.
  */
-export function pageResult<T>(rows: T[], page: { limit: number }, idOf: (item: T) => string, url: string): { items: T[]; next: Link[] | undefined } {
+export function pageResult<T>(rows: T[], page: { limit: number }, idOf: (item: T) => string, url: string, opts: NextLinkOptions = {}): { items: T[]; next: Link[] | undefined } {
   if (rows.length <= page.limit) return { items: rows, next: undefined };
   // `limit=0` asks for nothing; Nova gives no link for it either.
   if (page.limit === 0) return { items: [], next: undefined };
   const items = rows.slice(0, page.limit);
-  const path = url.split('?')[0]!;
-  const href = `${path}?limit=${page.limit}&marker=${encodeURIComponent(idOf(items.at(-1)!))}`;
-  return { items, next: [{ rel: 'next', href }] };
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  const marker = idOf(items.at(-1)!);
+  let query: string;
+  if (opts.keepQuery) {
+    const params = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+    params.delete('marker');
+    params.set('limit', String(page.limit));
+    params.append('marker', marker);
+    params.sort();
+    query = params.toString();
+  } else {
+    query = `limit=${page.limit}&marker=${encodeURIComponent(marker)}`;
+  }
+  return { items, next: [{ rel: 'next', href: `${opts.origin ?? ''}${path}?${query}` }] };
 }

@@ -24,7 +24,7 @@ import {
   type HttpLimits,
 } from './transport.js';
 import { errors, faultBody, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
-import type { AuthContext, TokenAuthenticator } from '../auth/tokens.js';
+import type { AuthContext, Authenticator } from '../auth/tokens.js';
 import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
 import type { RequestContext } from '../context.js';
 import { maxConnectionsPerApi } from '../util/fdLimit.js';
@@ -52,8 +52,8 @@ export const BODY_LIMIT = 64 * 1024;
 /** What `createServer` needs: the logger, the token authenticator and policy enforcer every route checks with, and the OpenAPI title. */
 export interface ServerDeps {
   logger: Logger;
-  /** Checks X-Auth-Token: the store's tokens (TokenAuthenticator) or a real Keystone's (KeystoneAuthenticator). */
-  auth: Pick<TokenAuthenticator, 'authenticate'>;
+  /** Checks X-Auth-Token: the store's tokens (TokenAuthenticator), noauth's, or a real Keystone's (KeystoneAuthenticator). */
+  auth: Authenticator;
   policy: PolicyEnforcer;
   title: string;
   /** Timeouts, connection cap, per-connection bounds and drain grace; missing ones take the defaults. */
@@ -371,4 +371,28 @@ export async function authorize(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: 
   if (target.project_id !== undefined && target.project_id !== auth.projectId) checkProject(target.project_id, auth, req.serviceActsInAnyProject === true);
   if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
   return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
+}
+
+/**
+ * Authenticates the request and checks `action` against the policy on `target` as it is (Nova's
+ * `context.can(action, target)`): the target's `project_id` is the owner of what is acted on,
+ * which may be another project than the token's (an admin reading another project's server by
+ * id). The URL's project, if any, was checked against the token's by the onRequest hook.
+ * Throws Unauthorized (401), Forbidden (403).
+ */
+export async function authorizeOn(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: FastifyRequest, action: string, target: PolicyTarget): Promise<RequestContext> {
+  const auth = await authenticate(deps, req);
+  if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
+  return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
+}
+
+/** Whether the (authenticated) caller passes `action` on `target` (Nova's `context.can(…, fatal=False)`); never throws past authentication (401). */
+export async function allowed(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: FastifyRequest, action: string, target: PolicyTarget): Promise<boolean> {
+  const auth = await authenticate(deps, req);
+  return deps.policy.allows(action, auth, target);
+}
+
+/** The caller of `req` (X-Auth-Token, authenticated once per request). Throws Unauthorized (401). */
+export function caller(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest): Promise<AuthContext> {
+  return authenticate(deps, req);
 }

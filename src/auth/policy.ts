@@ -31,25 +31,56 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
   'os_compute_api:os-online-extend-volume:rescan': 'rule:admin_api',
   'os_compute_api:os-online-extend-volume:get_blockdev': 'rule:admin_api',
   'os_compute_api:os-online-extend-volume:assist_extend': 'rule:admin_api',
-  'os_compute_api:servers:index': 'rule:admin_api',
-  'os_compute_api:servers:show': 'rule:admin_api',
-  'os_compute_api:os-volumes-attachments:index': 'rule:admin_api',
-  'os_compute_api:os-volumes-attachments:create': 'rule:admin_api',
-  'os_compute_api:os-volumes-attachments:delete': 'rule:admin_api',
-  'os_compute_api:os-instance-actions:list': 'rule:admin_api',
-  'os_compute_api:os-instance-actions:show': 'rule:admin_api',
+  // Nova's defaults for reads: an admin, or a reader (or member) of the server's project
+  // (PROJECT_READER_OR_ADMIN); the target's project_id is the server's owner, so an admin's
+  // by-id reads cross projects and a member of another project is refused.
+  context_is_admin: 'role:admin',
+  project_reader_or_admin: 'rule:context_is_admin or (project_id:%(project_id)s and (role:reader or role:member))',
+  'os_compute_api:servers:index': 'rule:project_reader_or_admin',
+  'os_compute_api:servers:detail': 'rule:project_reader_or_admin',
+  'os_compute_api:servers:show': 'rule:project_reader_or_admin',
+  'os_compute_api:servers:index:get_all_tenants': 'rule:context_is_admin',
+  'os_compute_api:servers:detail:get_all_tenants': 'rule:context_is_admin',
+  'os_compute_api:os-extended-server-attributes': 'rule:context_is_admin',
+  'os_compute_api:servers:show:host_status': 'rule:context_is_admin',
+  'os_compute_api:os-volumes-attachments:index': 'rule:project_reader_or_admin',
+  'os_compute_api:os-volumes-attachments:show': 'rule:project_reader_or_admin',
+  // Upstream's defaults: a project's members create servers in it and delete its servers (Nova's
+  // PROJECT_MEMBER / PROJECT_MEMBER_OR_ADMIN); flavors and images are readable by any caller.
+  project_member_api: 'role:member and project_id:%(project_id)s',
+  project_member_or_admin: 'rule:project_member_api or rule:admin_api',
+  'os_compute_api:servers:create': 'rule:project_member_or_admin',
+  'os_compute_api:servers:delete': 'rule:project_member_or_admin',
+  'os_compute_api:flavors:index': '@',
+  get_images: '@',
+  get_image: '@',
+  // Nova's PROJECT_MEMBER_OR_ADMIN: a project's members attach and detach volumes of its servers.
+  'os_compute_api:os-volumes-attachments:create': 'rule:project_member_or_admin',
+  'os_compute_api:os-volumes-attachments:delete': 'rule:project_member_or_admin',
+  'os_compute_api:os-instance-actions:list': 'rule:project_reader_or_admin',
+  'os_compute_api:os-instance-actions:show': 'rule:project_reader_or_admin',
+  // Events before 2.51, and their tracebacks at any version: admins (Nova's PROJECT_ADMIN).
+  'os_compute_api:os-instance-actions:events': 'rule:context_is_admin',
+  // Our own extension: the instance actions with what Nova's view does not carry (finish time,
+  // result, message, details); read as the instance actions are.
+  'os_compute_api:os-instance-action-details:list': 'rule:project_reader_or_admin',
+  'os_compute_api:os-instance-action-details:show': 'rule:project_reader_or_admin',
+  // Current Nova's rule:service_or_admin: Cinder posts volume-extended with its service user.
+  'os_compute_api:os-server-external-events:create': 'role:admin or role:service',
   // Compute's internal routes for the volume service (plug, unplug, check, list connections): the
   // service role only, not admins. A connection names a host path; only the volume service, which
   // made the volume, may ask compute to hand one to a guest (Nova takes connection_info from Cinder).
   'os_compute_api:os-volume-connections': 'role:service',
-  'volume:create': 'rule:admin_api',
-  'volume:get': 'rule:admin_api',
-  'volume:get_all': 'rule:admin_api',
-  'volume:delete': 'rule:admin_api',
-  'volume:extend': 'rule:admin_api',
-  'volume:extend_attached_volume': 'rule:admin_api',
-  'volume:attach': 'rule:admin_api',
-  'volume:detach': 'rule:admin_api',
+  // Cinder's defaults (admin or owner): a project's members create, extend (attached too, which
+  // needs microversion 3.42), attach, detach and delete its volumes; its readers read them.
+  'volume:create': 'rule:project_member_or_admin',
+  'volume:get': 'rule:project_reader_or_admin',
+  'volume:get_all': 'rule:project_reader_or_admin',
+  'volume:delete': 'rule:project_member_or_admin',
+  'volume:extend': 'rule:project_member_or_admin',
+  'volume:extend_attached_volume': 'rule:project_member_or_admin',
+  'volume:attach': 'rule:project_member_or_admin',
+  'volume:detach': 'rule:project_member_or_admin',
 };
 
 function tokenize(rule: string): string[] {

@@ -252,13 +252,24 @@ export interface AuthContext extends Credentials {
 }
 
 /**
+ * What the APIs authenticate callers with (createServer's `auth`): TokenAuthenticator (this
+ * service's tokens), NoAuthAuthenticator (Cinder's noauth), or a Keystone-backed one.
+ */
+export interface Authenticator {
+  /** The caller of `token` (the X-Auth-Token value). Throws Unauthorized (401) when it is not accepted. */
+  authenticate(token: string | undefined): Promise<AuthContext>;
+  /** Drop whatever is cached about `token` (it was just revoked in this process). */
+  forget?(token: string): void;
+}
+
+/**
  * Validates tokens against the store, with a small in-memory cache of valid ones so the hot path
  * does not hash-and-query on every request. A cached entry never outlives its token, and is read
  * again from the store once it is `revalidateMs` old (default 2 s): a token deleted from the store
  * (a rotated service token's predecessor removed, a revoked one) stops working within that window,
  * as with keystonemiddleware's token cache, whose window is minutes.
  */
-export class TokenAuthenticator {
+export class TokenAuthenticator implements Authenticator {
   private readonly cache = new Map<string, AuthContext & { checkedAt: number }>();
   private static readonly MAX_CACHE = 10_000;
   private readonly revalidateMs: number;
@@ -285,5 +296,10 @@ export class TokenAuthenticator {
     if (this.cache.size >= TokenAuthenticator.MAX_CACHE) this.cache.clear();
     this.cache.set(token, ctx);
     return ctx;
+  }
+
+  /** Drop `token` from the cache: a token revoked in this process stops working at once, not within `revalidateMs`. */
+  forget(token: string): void {
+    this.cache.delete(token);
   }
 }

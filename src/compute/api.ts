@@ -10,7 +10,8 @@ import { errors, isServiceError } from '../errors.js';
 import type { RequestContext } from '../context.js';
 import type { AttachSpec } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
-import { clearStaleTasks, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
+import { clearStaleTasks, DELETING, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
+import { ServerExternalEvents, type ExternalEvent, type ExternalEventAnswer } from './externalEvents.js';
 
 /** Nova's instance action and event names for each call that changes something. */
 export const ACTIONS = {
@@ -23,6 +24,8 @@ type ActionName = (typeof ACTIONS)[keyof typeof ACTIONS];
 
 
 const RESIZABLE_STATES = new Set(['active', 'paused']);
+/** Task states a volume may be unplugged in: its own detach, and the delete of its server. */
+const DETACH_ALLOWED_TASKS: ReadonlySet<string> = new Set([VOLUME_TASKS.detach, DELETING]);
 const RESCANNABLE_STATES = new Set(['active', 'paused', 'shutoff', 'suspended']);
 
 /** What ComputeAPI is built from, and the bounds of looking up unknown servers on a miss. */
@@ -58,6 +61,8 @@ export class ComputeAPI {
    * are kept, so it holds at most `lookupsOnMissPerInterval` entries.
    */
   private readonly missedAt = new Map<string, number>();
+  /** os-server-external-events (externalEvents.ts). */
+  private readonly events: ServerExternalEvents;
 
   constructor(opts: ComputeAPIOptions) {
     this.store = opts.store;
@@ -65,6 +70,33 @@ export class ComputeAPI {
     this.log = opts.logger;
     this.syncOnMissIntervalMs = opts.syncOnMissIntervalMs ?? 1000;
     this.lookupsOnMissPerInterval = opts.lookupsOnMissPerInterval ?? 100;
+    this.events = new ServerExternalEvents({
+      store: this.store,
+      rpc: this.rpc,
+      log: this.log,
+      // Events name servers of any project (the caller is a service or an admin), as Nova looks them up.
+      findServer: async (id) => (await this.store.getServer(id)) ?? (await this.lookUpOnMiss(id)),
+    });
+  }
+
+  /**
+   * POST os-server-external-events: each event answered (ServerExternalEvents.accept: 200, or
+   * failed 404 unknown server / 400 no tag / 422 no host); an accepted `volume-extended` records
+   * an `extend_volume` action in the caller's name and grows the guest to what the host sees
+   * afterwards. Throws only what the store throws when recording the action.
+   */
+  externalInstanceEvents(ctx: RequestContext, events: readonly ExternalEvent[]): Promise<ExternalEventAnswer[]> {
+    return this.events.accept(ctx, events);
+  }
+
+  /** At start-up: run again the `volume-extended` actions an earlier process left unfinished on `host` (ServerExternalEvents.resume). */
+  resumeExternalEvents(host: string): Promise<string[]> {
+    return this.events.resume(host);
+  }
+
+  /** Resolves once no external event's work is under way (tests; a shutdown that wants to wait). */
+  externalEventsSettled(): Promise<void> {
+    return this.events.settled();
   }
 
   /**
@@ -82,6 +114,19 @@ export class ComputeAPI {
   async getServer(tenantId: string, serverId: string): Promise<ServerRecord> {
     const server = (await this.store.getServer(serverId)) ?? (await this.lookUpOnMiss(serverId));
     if (!server || server.projectId !== tenantId) throw errors.instanceNotFound(serverId);
+    return server;
+  }
+
+  /**
+   * The server by id as a caller of `projectId` may see it (Nova's `compute_api.get`, whose
+   * lookup is limited to the caller's project unless the caller is an admin): any project's
+   * server when `anyProject`, else only `projectId`'s. InstanceNotFound (404) otherwise. Misses
+   * are looked up on the host as `getServer` does. The caller then checks its policy on the
+   * server's owner (`server.projectId`).
+   */
+  async findServer(serverId: string, projectId: string, anyProject: boolean): Promise<ServerRecord> {
+    const server = (await this.store.getServer(serverId)) ?? (await this.lookUpOnMiss(serverId));
+    if (!server || (!anyProject && server.projectId !== projectId)) throw errors.instanceNotFound(serverId);
     return server;
   }
 
@@ -106,21 +151,37 @@ export class ComputeAPI {
     return lookup;
   }
 
-  /** A page of the tenant's servers, by name then id (`page.marker`: a server id). */
-  listServers(tenantId: string, page: PageQuery): Promise<ServerRecord[]> {
-    return this.store.listServers({ projectId: tenantId }, page);
+  /**
+   * A page of servers by name then id (`page.marker`: a server id): of `filter.projectId`, or of
+   * every project when it is undefined, keeping only those `filter.matches` accepts (Nova's
+   * `name` filter). Filtered in batches of the store's keyset pages, so a page costs what it
+   * skips, never the whole listing at once. MarkerNotFound (400) for a marker not in the listing.
+   */
+  async listServers(filter: { projectId?: string | undefined; matches?: ((s: ServerRecord) => boolean) | undefined }, page: PageQuery): Promise<ServerRecord[]> {
+    const projectFilter = filter.projectId === undefined ? {} : { projectId: filter.projectId };
+    const matches = filter.matches;
+    if (!matches) return this.store.listServers(projectFilter, page);
+    const out: ServerRecord[] = [];
+    const batch = Math.max(page.limit, 100);
+    let marker = page.marker;
+    while (out.length < page.limit) {
+      const rows = await this.store.listServers(projectFilter, { limit: batch, marker });
+      for (const s of rows) if (matches(s) && out.length < page.limit) out.push(s);
+      if (rows.length < batch) break;
+      marker = rows.at(-1)!.id;
+    }
+    return out;
   }
 
-  /** A page of the server's instance actions, newest first (`page.marker`: a request id). */
-  async listActions(tenantId: string, serverId: string, page: PageQuery): Promise<InstanceActionRecord[]> {
-    await this.getServer(tenantId, serverId);
-    return this.store.listActions(serverId, page);
+  /** A page of `server`'s instance actions, newest first (`page.marker`: a request id); `server` as `findServer` gave it. */
+  actionsOf(server: ServerRecord, page: PageQuery): Promise<InstanceActionRecord[]> {
+    return this.store.listActions(server.id, page);
   }
 
-  async getAction(tenantId: string, serverId: string, requestId: string): Promise<InstanceActionRecord> {
-    await this.getServer(tenantId, serverId);
-    const action = await this.store.getAction(serverId, requestId);
-    if (!action) throw errors.notFound(`Action ${requestId} on instance ${serverId} could not be found.`);
+  /** One of `server`'s instance actions; NotFound (404) when it has none with `requestId`. */
+  async actionOf(server: ServerRecord, requestId: string): Promise<InstanceActionRecord> {
+    const action = await this.store.getAction(server.id, requestId);
+    if (!action) throw errors.notFound(`Action ${requestId} on instance ${server.id} could not be found.`);
     return action;
   }
 
@@ -221,7 +282,8 @@ export class ComputeAPI {
 
   async detachVolume(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     this.attachment(server, volumeId);
-    this.checkIdle(server, 'detach volume', VOLUME_TASKS.detach);
+    // A server being deleted has its volumes detached first (compute/servers.ts).
+    this.checkIdle(server, 'detach volume', DETACH_ALLOWED_TASKS);
     await this.audited(ctx, server, ACTIONS.detach, { volume_id: volumeId }, async () => {
       await this.rpc.detachVolume(server.host, server.id, volumeId);
       return { value: undefined, details: { volume_id: volumeId } };

@@ -5,11 +5,24 @@
  */
 import type { Logger } from 'pino';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { errors } from '../errors.js';
+import { errors, isServiceError } from '../errors.js';
 import type { ComputeStore, InventorySyncResult, ServerRecord } from '../db/store.js';
-import type { AttachSpec, DriverCapabilities, DriverServer, VirtDriver } from '../virt/driver.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, SpawnSpec, VirtDriver } from '../virt/driver.js';
 import { Coalescer } from './locks.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
+
+/**
+ * What `extendToHostSize` did, sizes in bytes: `grown` (the guest went from `guestBytes` to
+ * `bytes`, measured, for the host's `hostBytes`), `unchanged` (the host sees no more than the
+ * guest: nothing to do, and never a shrink), `offline` (the server is shut off: the host side is
+ * rescanned and the guest sees `hostBytes` when it next starts), `not_attached` (the server has
+ * no such disk: nothing done).
+ */
+export type HostSizeExtend =
+  | { outcome: 'grown'; hostBytes: number; guestBytes: number; bytes: number }
+  | { outcome: 'unchanged'; hostBytes: number; guestBytes: number }
+  | { outcome: 'offline'; hostBytes: number }
+  | { outcome: 'not_attached' };
 
 /** A server as the inventory holds it, before the store adds host, task state and time. */
 type InventoryServer = Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>;
@@ -58,6 +71,12 @@ export class ComputeManager {
   private listingInStore: { servers: readonly InventoryServer[]; ids?: Set<string> } | undefined;
   /** Single-server observations newer than `listingQueued`, by server id (undefined: gone). */
   private readonly lookedUp = new Map<string, { seq: number; server: InventoryServer | undefined }>();
+  /**
+   * Servers the driver is spawning now: the store's record (vm_state `building`, kept by the
+   * store while the host does not list it) is compute's until the build ends, so inventory reads
+   * leave them out (a half-made domain must not turn a `building` server `shutoff`).
+   */
+  private readonly spawning = new Set<string>();
   /** When a fallback full sync last ran for a server the store did not know (drivers without getServer). */
   private lastFallbackSync = Number.NEGATIVE_INFINITY;
 
@@ -118,6 +137,7 @@ export class ComputeManager {
     const servers = await this.driver.listServers();
     let records: InventoryServer[] = [];
     for (const s of servers) {
+      if (this.spawning.has(s.id)) continue;
       records.push(this.toInventory(s));
       // A host of thousands of servers: convert them a slice at a time, as the store compares them.
       if (records.length % 250 === 0) await yieldToEventLoop();
@@ -184,6 +204,7 @@ export class ComputeManager {
   }
 
   private async syncServerOnce(serverId: string): Promise<void> {
+    if (this.spawning.has(serverId)) return;
     const seq = ++this.observations;
     const found = await this.driver.getServer!(serverId);
     if (seq < this.listingQueued) {
@@ -253,15 +274,52 @@ export class ComputeManager {
 
   /** Grow the guest's view, one call per volume at a time; returns the measured guest size. */
   extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number> {
+    return this.volumeLocks.run(volumeId, async () => this.growGuest(serverId, volumeId, bytes, await this.driver.getGuestBytes(serverId, volumeId)));
+  }
+
+  /**
+   * Nova's compute `extend_volume` (what a `volume-extended` external event asks of the host):
+   * rescan the volume, measure the size the host now sees, and grow the guest's view to it,
+   * never smaller. All of it under the volume's lock, so it queues behind (and ahead of) the
+   * spec's assist_extend, attach and detach of that volume. Answers what was done (see
+   * `HostSizeExtend`); a server that does not have the volume attached is an answer
+   * (`not_attached`), not an error, as Nova warns and does nothing. Throws
+   * ExtendVolumeNotSupported (501) when the driver cannot extend, and what the driver's
+   * rescan, getHostBytes, getGuestBytes and extendAttached throw; InstanceNotFound (404) when
+   * the host no longer has the server.
+   */
+  extendToHostSize(serverId: string, volumeId: string): Promise<HostSizeExtend> {
     return this.volumeLocks.run(volumeId, async () => {
-      // Never shrink: measure first and refuse before the driver is asked to resize anything.
-      const current = await this.driver.getGuestBytes(serverId, volumeId);
-      if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
-      if (bytes === current) return current;
-      const measured = await this.driver.extendAttached(serverId, volumeId, bytes, { currentGuestBytes: current });
-      this.log.info({ serverId, volumeId, bytes, measured }, 'attached volume extended');
-      return measured;
+      // The hypervisor, not our copy of its inventory, says whether the disk is plugged in.
+      const server = await this.syncServer(serverId);
+      if (!server) throw errors.instanceNotFound(serverId);
+      if (!server.attachments.some((a) => a.volumeId === volumeId)) return { outcome: 'not_attached' };
+      if (!this.driver.capabilities.extendVolume) throw errors.extendNotSupported(this.driver.name);
+      await this.rescan(serverId, volumeId);
+      const hostBytes = await this.getHostBytes(serverId, volumeId);
+      let guestBytes: number;
+      try {
+        guestBytes = await this.driver.getGuestBytes(serverId, volumeId);
+      } catch (err) {
+        // Shut off: the host side is rescanned, and the guest reads the new size when it next
+        // starts (as Nova's libvirt driver skips the live resize of a guest that is not running).
+        if (isServiceError(err) && err.code === 'InstanceStopped') return { outcome: 'offline', hostBytes };
+        throw err;
+      }
+      if (hostBytes <= guestBytes) return { outcome: 'unchanged', hostBytes, guestBytes };
+      const bytes = await this.growGuest(serverId, volumeId, hostBytes, guestBytes);
+      return { outcome: 'grown', hostBytes, guestBytes, bytes };
     });
+  }
+
+  /** Under the volume's lock: grow the guest from `current` (just measured) to `bytes`; never shrinks. */
+  private async growGuest(serverId: string, volumeId: string, bytes: number, current: number): Promise<number> {
+    // Never shrink: measured first, refused before the driver is asked to resize anything.
+    if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
+    if (bytes === current) return current;
+    const measured = await this.driver.extendAttached(serverId, volumeId, bytes, { currentGuestBytes: current });
+    this.log.info({ serverId, volumeId, bytes, measured }, 'attached volume extended');
+    return measured;
   }
 
   async attachVolume(serverId: string, spec: AttachSpec): Promise<string> {
@@ -275,6 +333,29 @@ export class ComputeManager {
     await this.volumeLocks.run(volumeId, () => this.driver.detachVolume(serverId, volumeId));
     await this.syncServer(serverId);
     this.log.info({ serverId, volumeId }, 'volume detached');
+  }
+
+  /**
+   * Create and start the server (the driver's spawn, CreateServerNotSupported without it);
+   * resolves once it runs. Inventory reads leave it out until then (see `spawning`).
+   */
+  async spawn(spec: SpawnSpec): Promise<DriverServer> {
+    if (!this.driver.capabilities.spawnServer || !this.driver.spawn) throw errors.createServerNotSupported(this.driver.name);
+    this.spawning.add(spec.id);
+    try {
+      const server = await this.driver.spawn(spec);
+      this.log.info({ serverId: spec.id }, 'server spawned');
+      return server;
+    } finally {
+      this.spawning.delete(spec.id);
+    }
+  }
+
+  /** Delete the server on the host (the driver's destroy; idempotent), then re-read it, which drops it from the inventory. */
+  async destroy(serverId: string): Promise<void> {
+    if (!this.driver.capabilities.spawnServer || !this.driver.destroy) throw errors.createServerNotSupported(this.driver.name);
+    await this.driver.destroy(serverId);
+    this.log.info({ serverId }, 'server destroyed');
   }
 
   close(): Promise<void> {

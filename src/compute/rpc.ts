@@ -4,8 +4,8 @@
  * and runs one manager per hypervisor host, so the API never touches a driver directly.
  */
 import type { ServerRecord } from '../db/store.js';
-import type { AttachSpec, DriverCapabilities } from '../virt/driver.js';
-import type { ComputeManager } from './manager.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, SpawnSpec } from '../virt/driver.js';
+import type { ComputeManager, HostSizeExtend } from './manager.js';
 
 /** The calls the compute API makes on a host (see the module comment); `host` names the host. */
 export interface ComputeRpc {
@@ -20,8 +20,14 @@ export interface ComputeRpc {
   rescan(host: string, serverId: string, volumeId: string): Promise<void>;
   getHostBytes(host: string, serverId: string, volumeId: string): Promise<number>;
   extendAttached(host: string, serverId: string, volumeId: string, bytes: number): Promise<number>;
+  /** Rescan, measure and grow the guest to what the host sees, never smaller (ComputeManager.extendToHostSize). */
+  extendToHostSize(host: string, serverId: string, volumeId: string): Promise<HostSizeExtend>;
   attachVolume(host: string, serverId: string, spec: AttachSpec): Promise<string>;
   detachVolume(host: string, serverId: string, volumeId: string): Promise<void>;
+  /** Create and start a server on `host` (ComputeManager.spawn); resolves once it runs. */
+  spawn(host: string, spec: SpawnSpec): Promise<DriverServer>;
+  /** Delete a server and what was made for it on `host` (ComputeManager.destroy); idempotent. */
+  destroy(host: string, serverId: string): Promise<void>;
 }
 
 /** ComputeRpc to the one manager of this process; another host name is an error. */
@@ -52,10 +58,19 @@ export class LocalComputeRpc implements ComputeRpc {
   extendAttached(host: string, serverId: string, volumeId: string, bytes: number) {
     return this.on(host).extendAttached(serverId, volumeId, bytes);
   }
+  extendToHostSize(host: string, serverId: string, volumeId: string) {
+    return this.on(host).extendToHostSize(serverId, volumeId);
+  }
   attachVolume(host: string, serverId: string, spec: AttachSpec) {
     return this.on(host).attachVolume(serverId, spec);
   }
   detachVolume(host: string, serverId: string, volumeId: string) {
     return this.on(host).detachVolume(serverId, volumeId);
+  }
+  spawn(host: string, spec: SpawnSpec) {
+    return this.on(host).spawn(spec);
+  }
+  destroy(host: string, serverId: string) {
+    return this.on(host).destroy(serverId);
   }
 }

@@ -17,6 +17,8 @@ import type { RequestContext } from '../context.js';
 export const VOLUME_TASKS = { attach: 'attaching_volume', detach: 'detaching_volume' } as const;
 /** See VOLUME_TASKS. */
 export type VolumeTask = keyof typeof VOLUME_TASKS;
+/** Nova's task state while a server is deleted (compute/servers.ts); its volumes are detached in it. */
+export const DELETING = 'deleting';
 /** The values of VOLUME_TASKS. */
 export const VOLUME_TASK_STATES: ReadonlySet<string> = new Set(Object.values(VOLUME_TASKS));
 

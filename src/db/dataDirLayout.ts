@@ -12,6 +12,8 @@ export const PID_FILE = 'serve.pid';
 export const SERVICE_TOKEN_FILE = 'service-token.json';
 export const FAKE_STATE_FILE = 'fake-hypervisor.json';
 export const VOLUMES_DIR = 'volumes';
+/** Servers created through the API: one directory each (the libvirt driver's root disk copy, console). */
+export const INSTANCES_DIR = 'instances';
 
 export const DIR_MODE = PRIVATE_DIR_MODE;
 export const FILE_MODE = PRIVATE_FILE_MODE;

@@ -6,7 +6,7 @@
 import type Database from 'better-sqlite3';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { errors } from '../errors.js';
-import type { AttachmentRecord, InventorySyncResult, PageQuery, ServerRecord } from './store.js';
+import type { AttachmentRecord, InventorySyncResult, NewServerRecord, PageQuery, ServerRecord, ServerStatePatch } from './store.js';
 import { nowIso, toAttachment, toServer, type Row } from './rows.js';
 import { serversSql, type ShapedStatements } from './sql.js';
 import type { WriteQueue } from './writeQueue.js';
@@ -50,6 +50,21 @@ function prepare(db: Database.Database) {
       `INSERT INTO attachments (server_id, volume_id, device, kind, format, source, readonly)
        VALUES (@serverId, @volumeId, @device, @kind, @format, @source, @readonly)`,
     ),
+    createServer: db.prepare(
+      `INSERT INTO servers (id, name, project_id, host, state, task_state, updated_at, user_id, created_at, image_ref, flavor_ref, metadata)
+       VALUES (@id, @name, @projectId, @host, 'building', @taskState, @createdAt, @userId, @createdAt, @imageRef, @flavorRef, @metadata)
+       ON CONFLICT(id) DO NOTHING`,
+    ),
+    setStateFromNull: db.prepare(
+      `UPDATE servers SET state = @state, task_state = @taskState, fault = CASE WHEN @setFault THEN @fault ELSE fault END, updated_at = @now
+       WHERE id = @id AND task_state IS NULL`,
+    ),
+    setStateFrom: db.prepare(
+      `UPDATE servers SET state = @state, task_state = @taskState, fault = CASE WHEN @setFault THEN @fault ELSE fault END, updated_at = @now
+       WHERE id = @id AND task_state = @expected`,
+    ),
+    // A server compute builds is its own record while building or failed (see ComputeStore).
+    keptWithoutDomain: db.prepare(`SELECT 1 FROM servers WHERE id = ? AND created_at IS NOT NULL AND state IN ('building', 'error')`),
     setTaskStateFromNull: db.prepare('UPDATE servers SET task_state = ? WHERE id = ? AND task_state IS NULL'),
     setTaskStateFrom: db.prepare('UPDATE servers SET task_state = ? WHERE id = ? AND task_state = ?'),
   };
@@ -91,6 +106,7 @@ export class SqliteInventory {
   /** See Store.removeServer. */
   removeServer(host: string, serverId: string): Promise<boolean> {
     return this.writes.sequence(async () => {
+      if (this.stmt.keptWithoutDomain.get(serverId)) return false;
       const removed = (await this.writes.write(() => this.stmt.deleteServerOnHost.run(serverId, host).changes)) === 1; // attachments cascade
       if (removed) {
         this.inventoryKeys.get(host)?.delete(serverId);
@@ -147,7 +163,7 @@ export class SqliteInventory {
       else writes.push({ s, key, added: was === undefined });
       if (++n % SYNC_CHUNK === 0) await yieldToEventLoop();
     }
-    const gone = [...held.keys()].filter((id) => !listed.has(id));
+    const gone = [...held.keys()].filter((id) => !listed.has(id) && !this.stmt.keptWithoutDomain.get(id));
     const now = nowIso();
     for (let i = 0; i < writes.length || i < gone.length; i += SYNC_CHUNK) {
       const chunk = writes.slice(i, i + SYNC_CHUNK);
@@ -266,6 +282,72 @@ export class SqliteInventory {
     const rows = this.shaped.get(sql).all(params) as Row[];
     const bySrv = this.attachmentsByServer(rows);
     return rows.map((r) => toServer(r, bySrv.get(r.id as string) ?? []));
+  }
+
+  /** See Store.createServer. */
+  createServer(host: string, s: NewServerRecord): Promise<boolean> {
+    return this.writes.sequence(async () => {
+      const params = {
+        id: s.id,
+        name: s.name,
+        projectId: s.projectId,
+        host,
+        taskState: s.taskState,
+        userId: s.userId,
+        createdAt: s.createdAt,
+        imageRef: s.imageRef,
+        flavorRef: s.flavorRef,
+        metadata: JSON.stringify(s.metadata),
+      };
+      const created = (await this.writes.write(() => this.stmt.createServer.run(params).changes)) === 1;
+      if (created) this.refreshKey(s.id);
+      return created;
+    });
+  }
+
+  /** See Store.setServerState. */
+  setServerState(serverId: string, patch: ServerStatePatch, expectedTask: string | null): Promise<boolean> {
+    return this.writes.sequence(async () => {
+      const params = {
+        id: serverId,
+        state: patch.state,
+        taskState: patch.taskState,
+        setFault: patch.fault === undefined ? 0 : 1,
+        fault: patch.fault ? JSON.stringify(patch.fault) : null,
+        now: nowIso(),
+        ...(expectedTask === null ? {} : { expected: expectedTask }),
+      };
+      const st = expectedTask === null ? this.stmt.setStateFromNull : this.stmt.setStateFrom;
+      const applied = (await this.writes.write(() => st.run(params).changes)) === 1;
+      // The state moved outside a sync: the host's copy follows what the store now holds.
+      if (applied) this.refreshKey(serverId);
+      return applied;
+    });
+  }
+
+  /** See Store.deleteServer. */
+  deleteServer(serverId: string): Promise<boolean> {
+    return this.writes.sequence(async () => {
+      const removed = (await this.writes.write(() => this.stmt.deleteServer.run(serverId).changes)) === 1; // attachments cascade
+      this.forget(serverId);
+      return removed;
+    });
+  }
+
+  /** Bring the server's entry in its host's copy (if loaded) in step with its row, after a write outside a sync. */
+  private refreshKey(serverId: string): void {
+    this.forget(serverId);
+    const row = this.stmt.getServer.get(serverId) as Row | undefined;
+    const held = row && this.inventoryKeys.get(row.host as string);
+    if (!row || !held) return;
+    const atts = (this.stmt.attachmentsOf.all(serverId) as Row[]).map(toAttachment);
+    held.set(serverId, inventoryKey({ name: row.name as string, projectId: row.project_id as string, state: row.state as ServerRecord['state'] }, atts));
+  }
+
+  /** Drop a server from the cache and every host's copy (its next sync compares it afresh). */
+  private forget(serverId: string): void {
+    this.serverCache.delete(serverId);
+    for (const held of this.inventoryKeys.values()) held.delete(serverId);
   }
 
   /** See Store.setTaskState: true when the server's task state was `expected` and is now `task`. */

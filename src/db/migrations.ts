@@ -112,4 +112,59 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE volumes ADD COLUMN attached_at TEXT;
   CREATE INDEX volumes_by_name ON volumes(name);
   `,
+  // 7: the embedded Keystone's users (identity/): a project's name is its id, every user is in
+  // the default domain. How each token was obtained (Keystone's methods and audit ids) sits
+  // beside its token row and goes with it (the foreign key cascades; foreign_keys is on).
+  `
+  CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    project_id TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  );
+  CREATE TABLE token_auth (
+    hash TEXT PRIMARY KEY REFERENCES tokens(hash) ON DELETE CASCADE,
+    methods TEXT NOT NULL,
+    audit_ids TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX tokens_user ON tokens(user_id);
+  `,
+  // 8: servers created through the API (POST /servers): who made them, when, from which image and
+  // flavor, Nova's metadata and the fault of a failed build; the flavors and images they are built
+  // from (registered with the CLI). The inventory sync never writes these columns.
+  `
+  ALTER TABLE servers ADD COLUMN user_id TEXT;
+  ALTER TABLE servers ADD COLUMN created_at TEXT;
+  ALTER TABLE servers ADD COLUMN image_ref TEXT;
+  ALTER TABLE servers ADD COLUMN flavor_ref TEXT;
+  ALTER TABLE servers ADD COLUMN metadata TEXT;
+  ALTER TABLE servers ADD COLUMN fault TEXT;
+  CREATE TABLE flavors (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    vcpus INTEGER NOT NULL,
+    ram_mb INTEGER NOT NULL,
+    disk_gb INTEGER NOT NULL,
+    ephemeral_gb INTEGER NOT NULL DEFAULT 0,
+    swap_mb INTEGER NOT NULL DEFAULT 0,
+    is_public INTEGER NOT NULL DEFAULT 1,
+    description TEXT
+  );
+  CREATE TABLE images (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    disk_path TEXT,
+    disk_format TEXT,
+    kernel_path TEXT,
+    ramdisk_path TEXT,
+    cmdline TEXT,
+    min_disk_gb INTEGER NOT NULL DEFAULT 0,
+    min_ram_mb INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+  );
+  `,
 ];

@@ -5,6 +5,9 @@
 import type {
   ActionResult,
   AttachmentRecord,
+  FlavorRecord,
+  ImageRecord,
+  ServerFault,
   InstanceActionRecord,
   ServerRecord,
   TokenRecord,
@@ -46,6 +49,43 @@ export function toServer(r: Row, attachments: AttachmentRecord[]): ServerRecord 
     taskState: (r.task_state as string | null) ?? null,
     updatedAt: r.updated_at as string,
     attachments,
+    ...(r.user_id == null ? {} : { userId: r.user_id as string }),
+    ...(r.created_at == null ? {} : { createdAt: r.created_at as string }),
+    ...(r.created_at == null ? {} : { imageRef: (r.image_ref as string | null) ?? null, flavorRef: (r.flavor_ref as string | null) ?? null }),
+    ...(r.metadata == null ? {} : { metadata: JSON.parse(r.metadata as string) as Record<string, string> }),
+    ...(r.fault == null ? {} : { fault: JSON.parse(r.fault as string) as ServerFault }),
+  };
+}
+
+/** A `flavors` row; `is_public` is stored 0/1. */
+export function toFlavor(r: Row): FlavorRecord {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    vcpus: r.vcpus as number,
+    ramMb: r.ram_mb as number,
+    diskGb: r.disk_gb as number,
+    ephemeralGb: r.ephemeral_gb as number,
+    swapMb: r.swap_mb as number,
+    isPublic: r.is_public === 1,
+    description: (r.description as string | null) ?? null,
+  };
+}
+
+/** An `images` row. */
+export function toImage(r: Row): ImageRecord {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    kind: r.kind as ImageRecord['kind'],
+    diskPath: (r.disk_path as string | null) ?? null,
+    diskFormat: (r.disk_format as ImageRecord['diskFormat']) ?? null,
+    kernelPath: (r.kernel_path as string | null) ?? null,
+    ramdiskPath: (r.ramdisk_path as string | null) ?? null,
+    cmdline: (r.cmdline as string | null) ?? null,
+    minDiskGb: r.min_disk_gb as number,
+    minRamMb: r.min_ram_mb as number,
+    createdAt: r.created_at as string,
   };
 }
 

@@ -11,7 +11,11 @@ import type Database from 'better-sqlite3';
 import { errors } from '../errors.js';
 import type {
   ActionResult,
+  FlavorRecord,
+  ImageRecord,
   InventorySyncResult,
+  NewServerRecord,
+  ServerStatePatch,
   PageQuery,
   VolumeActionRecord,
   VolumeRecord,
@@ -23,7 +27,7 @@ import type {
   TokenRecord,
 } from './store.js';
 import { SqliteInventory, type DesiredServer } from './inventory.js';
-import { ACTION_COLUMNS, isStatusList, nowIso, toAction, toToken, toVolume, toVolumeAction, VOLUME_COLUMNS, type Row } from './rows.js';
+import { ACTION_COLUMNS, isStatusList, nowIso, toAction, toFlavor, toImage, toToken, toVolume, toVolumeAction, VOLUME_COLUMNS, type Row } from './rows.js';
 import { PAGE_SQL, ShapedStatements, volumesSql } from './sql.js';
 import { openSqlite } from './sqliteOpen.js';
 import { WriteQueue } from './writeQueue.js';
@@ -64,6 +68,8 @@ export class SqliteStore implements Store {
       actionsFirst: db.prepare(PAGE_SQL.actionsFirst),
       actionsAfter: db.prepare(PAGE_SQL.actionsAfter),
       getAction: db.prepare('SELECT * FROM instance_actions WHERE server_id = ? AND request_id = ?'),
+      // No index on purpose: read once at start-up; an index would cost every audited call.
+      unfinishedActions: db.prepare('SELECT * FROM instance_actions WHERE action = ? AND finish_time IS NULL ORDER BY request_id'),
       putToken: db.prepare(
         `INSERT INTO tokens (hash, user_id, project_id, roles, created_at, expires_at)
          VALUES (@hash, @userId, @projectId, @roles, @createdAt, @expiresAt)`,
@@ -90,6 +96,20 @@ export class SqliteStore implements Store {
       volumeActionMarker: db.prepare(PAGE_SQL.volumeActionMarker),
       volumeActionsFirst: db.prepare(PAGE_SQL.volumeActionsFirst),
       volumeActionsAfter: db.prepare(PAGE_SQL.volumeActionsAfter),
+      putFlavor: db.prepare(
+        `INSERT INTO flavors (id, name, vcpus, ram_mb, disk_gb, ephemeral_gb, swap_mb, is_public, description)
+         VALUES (@id, @name, @vcpus, @ramMb, @diskGb, @ephemeralGb, @swapMb, @isPublic, @description) ON CONFLICT(id) DO NOTHING`,
+      ),
+      getFlavor: db.prepare('SELECT * FROM flavors WHERE id = ?'),
+      listFlavors: db.prepare('SELECT * FROM flavors ORDER BY ram_mb, id'),
+      deleteFlavor: db.prepare('DELETE FROM flavors WHERE id = ?'),
+      putImage: db.prepare(
+        `INSERT INTO images (id, name, kind, disk_path, disk_format, kernel_path, ramdisk_path, cmdline, min_disk_gb, min_ram_mb, created_at)
+         VALUES (@id, @name, @kind, @diskPath, @diskFormat, @kernelPath, @ramdiskPath, @cmdline, @minDiskGb, @minRamMb, @createdAt) ON CONFLICT(id) DO NOTHING`,
+      ),
+      getImage: db.prepare('SELECT * FROM images WHERE id = ?'),
+      listImages: db.prepare('SELECT * FROM images ORDER BY created_at, id'),
+      deleteImage: db.prepare('DELETE FROM images WHERE id = ?'),
     };
   }
 
@@ -117,6 +137,54 @@ export class SqliteStore implements Store {
 
   setTaskState(serverId: string, task: string | null, expected: string | null): Promise<boolean> {
     return this.inventory.setTaskState(serverId, task, expected);
+  }
+
+  createServer(host: string, server: NewServerRecord): Promise<boolean> {
+    return this.inventory.createServer(host, server);
+  }
+
+  setServerState(serverId: string, patch: ServerStatePatch, expectedTask: string | null): Promise<boolean> {
+    return this.inventory.setServerState(serverId, patch, expectedTask);
+  }
+
+  deleteServer(serverId: string): Promise<boolean> {
+    return this.inventory.deleteServer(serverId);
+  }
+
+  // ---- flavors and images (registered with the CLI, read on every use: another process may add them) ----
+
+  async putFlavor(f: FlavorRecord): Promise<boolean> {
+    return this.stmt.putFlavor.run({ ...f, isPublic: f.isPublic ? 1 : 0 }).changes === 1;
+  }
+
+  async getFlavor(id: string): Promise<FlavorRecord | undefined> {
+    const r = this.stmt.getFlavor.get(id) as Row | undefined;
+    return r ? toFlavor(r) : undefined;
+  }
+
+  async listFlavors(): Promise<FlavorRecord[]> {
+    return (this.stmt.listFlavors.all() as Row[]).map(toFlavor);
+  }
+
+  async deleteFlavor(id: string): Promise<boolean> {
+    return this.stmt.deleteFlavor.run(id).changes === 1;
+  }
+
+  async putImage(i: ImageRecord): Promise<boolean> {
+    return this.stmt.putImage.run(i).changes === 1;
+  }
+
+  async getImage(id: string): Promise<ImageRecord | undefined> {
+    const r = this.stmt.getImage.get(id) as Row | undefined;
+    return r ? toImage(r) : undefined;
+  }
+
+  async listImages(): Promise<ImageRecord[]> {
+    return (this.stmt.listImages.all() as Row[]).map(toImage);
+  }
+
+  async deleteImage(id: string): Promise<boolean> {
+    return this.stmt.deleteImage.run(id).changes === 1;
   }
 
   // ---- instance actions (group-committed), tokens ----
@@ -154,6 +222,10 @@ export class SqliteStore implements Store {
     if (page.marker === undefined) return (this.stmt.actionsFirst.all(serverId, page.limit) as Row[]).map(toAction);
     if (!this.stmt.actionMarker.get(serverId, page.marker)) throw errors.markerNotFound(page.marker);
     return (this.stmt.actionsAfter.all(serverId, page.marker, page.limit) as Row[]).map(toAction);
+  }
+
+  async listUnfinishedActions(action: string): Promise<InstanceActionRecord[]> {
+    return (this.stmt.unfinishedActions.all(action) as Row[]).map(toAction);
   }
 
   async getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined> {

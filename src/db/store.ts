@@ -41,6 +41,28 @@ export interface ServerRecord {
   flavorRef?: string | null;
   /** Nova's server metadata (string → string). */
   metadata?: Record<string, string>;
+  /** Why its build failed (vm state `error`), as Nova's instance fault; absent otherwise. */
+  fault?: ServerFault;
+}
+
+/** Nova's instance fault: the HTTP-like code, the public message and when it happened (ISO 8601). */
+export interface ServerFault {
+  code: number;
+  message: string;
+  created: string;
+}
+
+/** A server compute builds (POST /servers), as `createServer` inserts it: vm state `building`. */
+export type NewServerRecord = Required<Pick<ServerRecord, 'id' | 'name' | 'projectId' | 'userId' | 'createdAt' | 'imageRef' | 'flavorRef' | 'metadata'>> & {
+  /** The build's first task state (Nova's `scheduling`). */
+  taskState: string;
+};
+
+/** What `setServerState` writes: vm state, task state and (null: none) the fault, together. */
+export interface ServerStatePatch {
+  state: ServerState;
+  taskState: string | null;
+  fault?: ServerFault | null;
 }
 
 /** A flavor (Nova's): the size of a server. Units as Nova's API: RAM and swap in MiB, disks in GiB. */
@@ -171,6 +193,37 @@ export interface ComputeStore {
   /** Conditional update of task_state: only if the current value equals `expected`. True if applied. */
   setTaskState(serverId: string, task: string | null, expected: string | null): Promise<boolean>;
 
+  // Servers compute builds itself (POST /servers). Such a server is compute's record before it is
+  // the hypervisor's: while it is `building` or in `error` (a failed build leaves no domain) and
+  // the host does not list it, `syncServers` and `removeServer` keep it; `deleteServer` removes
+  // it. Inventory writes never touch the creation fields (user, created, image, flavor,
+  // metadata, fault).
+
+  /** Insert a server being built on `host` (vm state `building`). False if the id is taken. Ordered as `upsertServer`. */
+  createServer(host: string, server: NewServerRecord): Promise<boolean>;
+  /**
+   * Conditional update of a server's vm state, task state and fault in one write: only if its
+   * task state is `expectedTask` (a build's steps, its end or failure; a delete). True if applied.
+   */
+  setServerState(serverId: string, patch: ServerStatePatch, expectedTask: string | null): Promise<boolean>;
+  /** Remove a server and its attachments whatever its host or state (a delete done). True if it existed. */
+  deleteServer(serverId: string): Promise<boolean>;
+
+  /** Store a flavor; false (nothing written) if its id is taken. */
+  putFlavor(flavor: FlavorRecord): Promise<boolean>;
+  getFlavor(id: string): Promise<FlavorRecord | undefined>;
+  /** Every flavor, by RAM, then id (Nova lists by flavorid; ours are names or UUIDs). */
+  listFlavors(): Promise<FlavorRecord[]>;
+  /** True if it existed. Servers built with it keep its id (Nova shows a deleted flavor as `{}`). */
+  deleteFlavor(id: string): Promise<boolean>;
+  /** Store an image; false (nothing written) if its id is taken. */
+  putImage(image: ImageRecord): Promise<boolean>;
+  getImage(id: string): Promise<ImageRecord | undefined>;
+  /** Every image, oldest first (created_at, then id). */
+  listImages(): Promise<ImageRecord[]>;
+  /** True if it existed. Servers built from it keep their own copy of its disk. */
+  deleteImage(id: string): Promise<boolean>;
+
   startAction(action: Omit<InstanceActionRecord, 'finishTime' | 'result'>): Promise<void>;
   finishAction(requestId: string, serverId: string, result: ActionResult, message: string | null, details?: Record<string, unknown>): Promise<void>;
   /** Record a whole action at once (start and finish). */
@@ -181,6 +234,12 @@ export interface ComputeStore {
    */
   listActions(serverId: string, page?: PageQuery): Promise<InstanceActionRecord[]>;
   getAction(serverId: string, requestId: string): Promise<InstanceActionRecord | undefined>;
+  /**
+   * Every action named `action` that has no finish time yet, oldest first (by request id): at
+   * start-up, what a process that died left under way. Reads the whole table (no index): for
+   * start-up only.
+   */
+  listUnfinishedActions(action: string): Promise<InstanceActionRecord[]>;
 
   putToken(token: TokenRecord): Promise<void>;
   getToken(hash: string): Promise<TokenRecord | undefined>;
@@ -330,3 +389,48 @@ export interface VolumeStore {
 export type Store = ComputeStore & VolumeStore & {
   close(): Promise<void>;
 };
+
+/**
+ * A user of the embedded Keystone (identity/): one project, its roles there, and a password kept
+ * only as a KDF hash (identity/password.ts). Projects have no table: a project's name is its id,
+ * and every user and project is in Keystone's `default` domain (`Default`). Times are ISO 8601.
+ */
+export interface UserRecord {
+  /** Keystone-style id: 32 lowercase hex digits, made once when the user is created. */
+  id: string;
+  /** Unique; what `--os-username` names. */
+  name: string;
+  projectId: string;
+  roles: string[];
+  /** `scrypt$N=…,r=…,p=…$<salt>$<hash>` (identity/password.ts): never the password itself. */
+  passwordHash: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** How a token was obtained (the embedded Keystone's `methods` and `audit_ids`), kept beside its TokenRecord. */
+export interface TokenAuthRecord {
+  /** The token's hash (TokenRecord.hash); the row goes when the token does. */
+  hash: string;
+  /** Keystone's auth methods, e.g. `["password"]`. */
+  methods: string[];
+  /** The token's own audit id first, then its parent's when it was made from another token. */
+  auditIds: string[];
+}
+
+/** The embedded Keystone's users (identity/), beside the tokens of ComputeStore. */
+export interface UserStore {
+  /** Add a user. Throws a plain Error when the name or id is taken. */
+  createUser(user: UserRecord): Promise<void>;
+  /** Replace the project, roles and password hash of the user `user.id` (its name and creation time stay). True if it existed. */
+  updateUser(user: Pick<UserRecord, 'id' | 'projectId' | 'roles' | 'passwordHash' | 'updatedAt'>): Promise<boolean>;
+  getUserByName(name: string): Promise<UserRecord | undefined>;
+  getUserById(id: string): Promise<UserRecord | undefined>;
+  /** Every user, by name. */
+  listUsers(): Promise<UserRecord[]>;
+  /** True if it existed. Its tokens are the caller's to revoke. */
+  deleteUser(id: string): Promise<boolean>;
+  /** Record how the stored token `auth.hash` was obtained; removed with the token. */
+  putTokenAuth(auth: TokenAuthRecord): Promise<void>;
+  getTokenAuth(hash: string): Promise<TokenAuthRecord | undefined>;
+}

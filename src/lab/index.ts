@@ -18,6 +18,6 @@ export { defaultCacheDir, defaultLabDir, repoRoot } from './dirs.js';
 export { labDown, labHealthy, labLoopDevices, labUp, readLab, type LabInfo, type LabUpOptions } from './lab.js';
 export { PLACEHOLDER_VDA_BYTES, bootGuest, domainXml, virsh, type BootGuestOptions, type DomainXmlOptions } from './domain.js';
 export { GuestExecError, GuestShell, WaitForSizeTimeout, parseSizes, type GuestShellInit } from './guestShell.js';
-export { labServiceFlags } from './service.js';
+export { LAB_GUEST_ID, labGuestCatalog, labServiceFlags } from './service.js';
 export { CLIENT_PACKAGES, LAB_PACKAGES, installClientPackages, missingPackages } from './packages.js';
 export { pidAlive, run, waitFor, type RunResult } from './proc.js';

@@ -7,8 +7,11 @@
  */
 import { errors } from '../errors.js';
 
-/** The services of the catalog: Nova's `compute` and Cinder's `volumev3`, by our names. */
-export type ServiceName = 'compute' | 'volume';
+/**
+ * The services of the catalog, by our names: Nova's `compute`, Cinder's `volumev3`, Keystone's
+ * `identity` (the embedded one) and Glance's `image` (when served).
+ */
+export type ServiceName = 'compute' | 'volume' | 'identity' | 'image';
 
 /** Endpoints by service name; see the module comment. */
 export class ServiceCatalog {
@@ -17,6 +20,11 @@ export class ServiceCatalog {
   /** Record where `service` listens (its base URL, e.g. `http://127.0.0.1:8776`). */
   register(service: ServiceName, url: string): void {
     this.endpoints.set(service, url);
+  }
+
+  /** Every endpoint registered so far (base URLs by service), for the embedded Keystone's catalog. */
+  urls(): Partial<Record<ServiceName, string>> {
+    return Object.fromEntries(this.endpoints);
   }
 
   /** A lookup of `service` for an RPC client's `url` option: resolved at each call. */

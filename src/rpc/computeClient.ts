@@ -6,7 +6,7 @@
  * failures come back as the ServiceError compute raised (code and final-or-uncertain kept).
  */
 import { ApiClient, type ApiClientOptions, type CallOptions, type RemoteCall } from './httpClient.js';
-import type { ConnectBody, Connection, ConnectionInfo, ServerState } from './shapes.js';
+import { serverStateFromNova, type ConnectBody, type Connection, type ConnectionInfo, type ServerState } from './shapes.js';
 
 export type { CallOptions, RemoteCall as ComputeCall } from './httpClient.js';
 
@@ -75,8 +75,10 @@ export class HttpComputeClient implements ComputeForVolumes {
   }
 
   async getServerState(tenantId: string, serverId: string, opts: CallOptions = {}): Promise<RemoteCall<ServerState>> {
-    const res = await this.api.request<{ server: { 'OS-EXT-STS:vm_state': ServerState } }>('GET', this.server(tenantId, serverId), undefined, opts);
-    return { value: res.body.server['OS-EXT-STS:vm_state'], requestId: res.requestId };
+    type View = { status: string; 'OS-EXT-STS:vm_state': string; 'OS-EXT-STS:power_state': number };
+    const res = await this.api.request<{ server: View }>('GET', this.server(tenantId, serverId), undefined, opts);
+    const s = res.body.server;
+    return { value: serverStateFromNova({ vmState: s['OS-EXT-STS:vm_state'], powerState: s['OS-EXT-STS:power_state'], status: s.status }), requestId: res.requestId };
   }
 
   async checkConnect(tenantId: string, serverId: string, volumeId: string, device: string | undefined, opts: CallOptions = {}): Promise<RemoteCall<void>> {

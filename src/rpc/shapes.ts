@@ -16,6 +16,41 @@ import { Type, type Static } from '@sinclair/typebox';
  */
 export type ServerState = 'active' | 'paused' | 'shutoff' | 'suspended' | 'crashed' | 'building' | 'migrating' | 'error' | 'unknown';
 
+/** How Nova's API shows a server in one of our states: `OS-EXT-STS:vm_state`, `OS-EXT-STS:power_state` and `status`. */
+export interface NovaServerState {
+  vmState: string;
+  powerState: number;
+  status: string;
+}
+
+/**
+ * Each ServerState as Nova shows it (nova/compute/vm_states.py, power_state.py, and the status
+ * map of nova/api/openstack/common.py): shutoff is vm_state `stopped` (status SHUTOFF), a
+ * crashed guest is `error` with power state CRASHED, a migrating one is `active` with status
+ * MIGRATING, and a state the driver could not name is `error` with NOSTATE and status UNKNOWN.
+ * One row per state and no two rows alike, so compute's view can be read back
+ * (`serverStateFromNova`) by the volume service.
+ */
+export const NOVA_SERVER_STATES: Readonly<Record<ServerState, NovaServerState>> = {
+  active: { vmState: 'active', powerState: 1, status: 'ACTIVE' },
+  paused: { vmState: 'paused', powerState: 3, status: 'PAUSED' },
+  shutoff: { vmState: 'stopped', powerState: 4, status: 'SHUTOFF' },
+  suspended: { vmState: 'suspended', powerState: 7, status: 'SUSPENDED' },
+  crashed: { vmState: 'error', powerState: 6, status: 'ERROR' },
+  building: { vmState: 'building', powerState: 0, status: 'BUILD' },
+  migrating: { vmState: 'active', powerState: 1, status: 'MIGRATING' },
+  error: { vmState: 'error', powerState: 0, status: 'ERROR' },
+  unknown: { vmState: 'error', powerState: 0, status: 'UNKNOWN' },
+};
+
+/** The ServerState a Nova server view shows (vm_state, power_state, status; see NOVA_SERVER_STATES); `unknown` for any other combination. */
+export function serverStateFromNova(view: { vmState: string; powerState: number; status: string }): ServerState {
+  for (const [state, nova] of Object.entries(NOVA_SERVER_STATES) as Array<[ServerState, NovaServerState]>) {
+    if (nova.vmState === view.vmState && nova.powerState === view.powerState && nova.status === view.status) return state;
+  }
+  return 'unknown';
+}
+
 /**
  * How the compute host reaches a volume (Cinder's connection_info), as the volume service's
  * backend describes it: `kind` file (QEMU opens a file), block (a host block device) or network

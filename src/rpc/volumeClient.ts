@@ -14,8 +14,8 @@ import type { AttachmentCreateBody, Connection } from './shapes.js';
 export interface VolumesForCompute {
   /**
    * Attach `volumeId` to `serverId` (on `device`, e.g. `vdc`, if given) with the caller's
-   * `token`; answers the attachment. Attaching what is already attached there is a no-op.
-   * VolumeNotFound (404), VolumeInvalidState / VolumeBusy (409), compute's refusals (see
+   * `token`; answers the attachment. VolumeNotFound (404), InvalidVolume (400: already
+   * attached), VolumeInvalidState / VolumeBusy (409), compute's refusals (see
    * ComputeForVolumes.checkConnect) before anything changes.
    */
   attach(token: string, projectId: string, serverId: string, volumeId: string, device: string | undefined, opts?: CallOptions): Promise<RemoteCall<Connection>>;

@@ -69,6 +69,36 @@ export interface DriverCapabilities {
    * before the volume is reserved.
    */
   maxVolumesPerServer: number;
+  /**
+   * Can create and delete servers (`spawn`, `destroy`; Nova's POST and DELETE /servers). Compute
+   * refuses a create on a host without it with CreateServerNotSupported (501).
+   */
+  spawnServer: boolean;
+}
+
+/**
+ * The image a server boots from (Glance's, as the image catalogue records it); paths are host
+ * paths the driver reads, never boots in place: `disk` is copied per server (qcow2 or raw);
+ * `kernel` boots the kernel with its ramdisk and command line (Glance's kernel_id/ramdisk_id).
+ */
+export type SpawnImage =
+  | { kind: 'disk'; diskPath: string; diskFormat: 'raw' | 'qcow2' }
+  | { kind: 'kernel'; kernelPath: string; ramdiskPath: string; cmdline: string };
+
+/** What `spawn` builds: a server's identity, owner, image and size (Nova's flavor; RAM in MiB, the root disk in GiB). */
+export interface SpawnSpec {
+  id: string;
+  name: string;
+  projectId: string;
+  userId: string;
+  image: SpawnImage;
+  vcpus: number;
+  ramMb: number;
+  /**
+   * The root disk (`vda`) in GiB: a disk image's copy is grown to it (0: the image's size); a
+   * kernel image gets an empty root disk of this size (0: none).
+   */
+  rootDiskGb: number;
 }
 
 /** What the volume service hands the driver to attach a volume (Cinder's connection_info). */
@@ -168,6 +198,25 @@ export interface VirtDriver {
 
   /** Hot-unplug a volume, from the running server and its persistent definition. Requires `capabilities.attachVolume`. */
   detachVolume(serverId: string, volumeId: string): Promise<void>;
+
+  /**
+   * Create the server `spec` describes on this host and start it (Nova's spawn); resolves once it
+   * runs, with the server as `getServer` reports it (state `active`, no volume disks). Requires
+   * `capabilities.spawnServer`. The server is persistent: it survives being shut off, and
+   * `listServers` reports it with `spec.projectId`. A failed spawn leaves nothing behind (no
+   * definition, no disk copy) and throws DriverFailed (500: an unreadable image, a refused
+   * definition), InstanceInvalidState (409: the id is taken on this host) or
+   * HypervisorUnreachable (503).
+   */
+  spawn?(spec: SpawnSpec): Promise<DriverServer>;
+
+  /**
+   * Stop and delete the server with everything `spawn` made for it (libvirt: destroy, undefine,
+   * the per-server directory). Volume disks still plugged in are unplugged with it; the caller
+   * detaches volumes first. Idempotent: a server the host does not have is fine. Requires
+   * `capabilities.spawnServer`. Throws DriverFailed (500), HypervisorUnreachable (503).
+   */
+  destroy?(serverId: string): Promise<void>;
 
   /** Release connections. */
   close(): Promise<void>;

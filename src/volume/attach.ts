@@ -14,7 +14,7 @@ import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import type { Connection } from '../rpc/shapes.js';
 import type { InFlight } from './reconciler.js';
 import type { VolumeBackend } from './backends/backend.js';
-import { decide, isAttached, outcome, type VolumeAction } from './lifecycle.js';
+import { decide, isAttached, outcome, type Decision, type VolumeAction } from './lifecycle.js';
 
 /** Conditional updates lost to concurrent changes before giving up with VolumeBusy (409). */
 const MAX_DECISIONS = 5;
@@ -25,11 +25,20 @@ export class VolumeAttachService {
     private readonly deps: { store: VolumeStore; backends: ReadonlyMap<string, VolumeBackend>; compute: ComputeForVolumes; inFlight: InFlight },
   ) {}
 
-  /** Moves `v` as the table says for `action`, conditionally; decides again if it changed. */
-  private async begin(action: VolumeAction, volumeId: string, v: VolumeRecord, patch: Partial<Pick<VolumeRecord, 'serverId' | 'serverProjectId'>> = {}): Promise<VolumeRecord> {
+  /**
+   * Moves `v` as the table says for `action`, conditionally; decides again if it changed.
+   * `serverId`: for attach, the server asked for (an attached volume is refused as Nova does, see `attachRefusal`).
+   */
+  private async begin(
+    action: VolumeAction,
+    volumeId: string,
+    v: VolumeRecord,
+    patch: Partial<Pick<VolumeRecord, 'serverId' | 'serverProjectId'>> = {},
+    serverId?: string,
+  ): Promise<VolumeRecord> {
     for (let attempt = 1; ; attempt++) {
       const d = decide(action, v);
-      if (!d.ok) throw d.error;
+      if (!d.ok) throw action === 'attach' && serverId !== undefined ? attachRefusal(d, v, serverId) : d.error;
       if (await this.deps.store.updateVolume(volumeId, { status: [v.status], version: v.version, attached: isAttached(v) }, { ...patch, status: d.to })) return v;
       const now = await this.deps.store.getVolume(volumeId);
       if (!now) throw errors.volumeNotFound(volumeId);
@@ -40,8 +49,9 @@ export class VolumeAttachService {
 
   /**
    * Attach `volumeId` (of `projectId`, the server's project) to `serverId`, on `device` (`vdc`)
-   * if given; answers the attachment. Attaching what is already attached there is a no-op, as
-   * in Nova. Throws VolumeNotFound (404), the table's refusals (409), compute's refusals (see
+   * if given; answers the attachment. A volume already attached is refused as Nova refuses it
+   * (InvalidVolume, 400: "already attached" to this server, "already attached to instances" to
+   * another; volumes are not multiattach). Throws VolumeNotFound (404), the table's other refusals (409), compute's refusals (see
    * ComputeForVolumes.checkConnect: before the volume is reserved, so they leave it untouched,
    * not even its version) and BackendFailed (500). An uncertain failure after compute was asked
    * leaves the volume `attaching` for the reconciler, which looks at the server and decides.
@@ -50,12 +60,15 @@ export class VolumeAttachService {
     const { store, compute } = this.deps;
     const v = await store.getVolume(volumeId);
     if (!v || v.projectId !== projectId) throw errors.volumeNotFound(volumeId);
-    if (v.serverId === serverId && v.status === 'in-use' && v.device) return { serverId, volumeId, device: v.device };
+    // Nova checks the volume before the server's device names: an attached volume is refused
+    // first (400 InvalidVolume), whatever device was asked for.
+    const d = decide('attach', v);
+    if (!d.ok && d.refusal === 'attached') throw attachRefusal(d, v, serverId);
     await compute.checkConnect(projectId, serverId, volumeId, device);
     return this.deps.inFlight.run(volumeId, async () => {
       // The reservation names the server, so whoever finds the volume `attaching` later (the
       // reconciler, after a crash) knows where to look for the disk.
-      await this.begin('attach', volumeId, v, { serverId, serverProjectId: projectId });
+      await this.begin('attach', volumeId, v, { serverId, serverProjectId: projectId }, serverId);
       let asked = false;
       try {
         const backend = this.deps.backends.get(v.backend);
@@ -123,4 +136,14 @@ export class VolumeAttachService {
     const backend = this.deps.backends.get(v.backend);
     return backend?.getBytes(v.id).catch(() => undefined);
   }
+}
+
+/**
+ * Attach of a volume the table refuses: Nova's InvalidVolume (400) when the volume is attached
+ * (compute/api.py `_check_volume_already_attached`): "already attached" to `serverId` itself,
+ * "already attached to instances: …" to another; any other refusal as the table says.
+ */
+function attachRefusal(d: Extract<Decision, { ok: false }>, v: VolumeRecord, serverId: string) {
+  if (d.refusal !== 'attached' || v.serverId === null) return d.error;
+  return v.serverId === serverId ? errors.volumeAlreadyAttached(v.id) : errors.volumeAttachedToInstances(v.id, [v.serverId]);
 }

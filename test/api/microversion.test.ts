@@ -56,7 +56,8 @@ interface Row {
   message?: string;
 }
 
-const NOT_ACCEPTABLE_COMPUTE = (v: string) => `Version ${v} is not supported by the API. Minimum is 2.1 and maximum is 2.1.`;
+const COMPUTE_MAX = String(COMPUTE_VERSIONS.max);
+const NOT_ACCEPTABLE_COMPUTE = (v: string) => `Version ${v} is not supported by the API. Minimum is 2.1 and maximum is ${COMPUTE_MAX}.`;
 const NOT_ACCEPTABLE_VOLUME = (v: string) => `Version ${v} is not supported by the API. Minimum is 3.0 and maximum is 3.42.`;
 const INVALID = (v: string) => `API Version String ${v} is of invalid format. Must be of format MajorNum.MinorNum.`;
 
@@ -64,13 +65,14 @@ const rows: Row[] = [
   { name: 'no header gets the minimum', api: 'compute', headers: {}, status: 200, echo: '2.1' },
   { name: 'compute 2.1', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 2.1' }, status: 200, echo: '2.1' },
   { name: 'the service name in capitals', api: 'compute', headers: { 'openstack-api-version': 'COMPUTE 2.1' }, status: 200, echo: '2.1' },
-  { name: 'latest gets the maximum', api: 'compute', headers: { 'OpenStack-API-Version': 'compute latest' }, status: 200, echo: '2.1' },
+  { name: 'latest gets the maximum', api: 'compute', headers: { 'OpenStack-API-Version': 'compute latest' }, status: 200, echo: COMPUTE_MAX },
   { name: 'several services in one header', api: 'compute', headers: { 'OpenStack-API-Version': 'volume 3.71, compute 2.1, placement 1.39' }, status: 200, echo: '2.1' },
-  { name: 'several services, the compute entry out of range', api: 'compute', headers: { 'OpenStack-API-Version': 'volume 3.0, compute 2.51' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('2.51') },
+  { name: 'several services, the compute entry out of range', api: 'compute', headers: { 'OpenStack-API-Version': 'volume 3.0, compute 2.52' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('2.52') },
   { name: 'a header naming only another service falls back to the minimum', api: 'compute', headers: { 'OpenStack-API-Version': 'volume 3.0' }, status: 200, echo: '2.1' },
   { name: 'the legacy header', api: 'compute', headers: { 'X-OpenStack-Nova-API-Version': '2.1' }, status: 200, echo: '2.1' },
-  { name: 'the legacy header at latest', api: 'compute', headers: { 'X-OpenStack-Nova-API-Version': 'latest' }, status: 200, echo: '2.1' },
-  { name: 'the legacy header out of range (Cinder calling Nova at 2.51)', api: 'compute', headers: { 'X-OpenStack-Nova-API-Version': '2.51' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('2.51') },
+  { name: 'the legacy header at latest', api: 'compute', headers: { 'X-OpenStack-Nova-API-Version': 'latest' }, status: 200, echo: COMPUTE_MAX },
+  { name: 'the legacy header at 2.51 (Cinder calling Nova)', api: 'compute', headers: { 'X-OpenStack-Nova-API-Version': '2.51' }, status: 200, echo: '2.51' },
+  { name: 'the legacy header out of range', api: 'compute', headers: { 'X-OpenStack-Nova-API-Version': '2.52' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('2.52') },
   { name: 'the standard header wins over the legacy one', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 2.1', 'X-OpenStack-Nova-API-Version': '2.99' }, status: 200, echo: '2.1' },
   { name: 'a version above the maximum', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 3.0' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('3.0') },
   { name: 'a version below the minimum', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 2.0' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('2.0') },
@@ -139,7 +141,7 @@ describe('microversion negotiation over HTTP', () => {
     const a = await send(api(c.which), 'GET', c.path, headers);
     expect(a.status).toBe(c.status);
     // `latest`: each API's maximum.
-    expectEcho(a, c.which, c.which === 'compute' ? '2.1' : '3.42');
+    expectEcho(a, c.which, c.which === 'compute' ? COMPUTE_MAX : '3.42');
   });
 
   it('adds its names to a Vary header once, whatever the case the header was asked with', async () => {
@@ -182,8 +184,8 @@ describe('negotiateVersion', () => {
     app.get('/probe', async (req) => ({ version: String(req.apiVersion), atLeast21: req.apiVersion.atLeast(new ApiVersion(2, 1)) }));
     try {
       const r = await app.inject({ method: 'GET', url: '/probe', headers: { 'x-openstack-nova-api-version': 'latest' } });
-      expect(r.json()).toEqual({ version: '2.1', atLeast21: true });
-      expect(r.headers['openstack-api-version']).toBe('compute 2.1');
+      expect(r.json()).toEqual({ version: COMPUTE_MAX, atLeast21: true });
+      expect(r.headers['openstack-api-version']).toBe(`compute ${COMPUTE_MAX}`);
     } finally {
       await app.close();
       await store.close();

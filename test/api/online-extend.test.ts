@@ -185,18 +185,32 @@ describe('auth and policy', () => {
 });
 
 describe('audit: instance actions', () => {
-  it('records each call with its request id, user, project, start, finish and result', async () => {
+  it('records each call with its request id, user, project, start, finish, result and details (os-instance-action-details)', async () => {
+    const ok = await grow(2 * GiB, FILE_VOL);
+    const bad = await grow(512, FILE_VOL);
+    const okId = ok.headers['x-openstack-request-id'];
+    const badId = bad.headers['x-openstack-request-id'];
+    const list = await t.app.inject({ method: 'GET', url: `/v2/${TENANT}/servers/${SERVER}/os-instance-action-details`, headers: auth() });
+    const recorded = list.json().instanceActionDetails as Array<Record<string, unknown>>;
+    const mine = recorded.find((a) => a.request_id === okId)!;
+    expect(mine).toMatchObject({ action: 'extend_volume', event: 'compute_extend_volume', user_id: 'user-admin', project_id: TENANT, result: 'Success' });
+    expect(mine.finish_time).not.toBeNull();
+    expect(mine.details).toMatchObject({ volume_id: FILE_VOL, requested_bytes: 2 * GiB });
+    const failed = await t.app.inject({ method: 'GET', url: `/v2/${TENANT}/servers/${SERVER}/os-instance-action-details/${badId}`, headers: auth() });
+    expect(failed.json().instanceActionDetail).toMatchObject({ request_id: badId, result: 'Error', message: expect.stringMatching(/shrink/) });
+  });
+
+  it("shows Nova's view on os-instance-actions: the seven keys, message 'Error' on failure, events with result", async () => {
     const ok = await grow(2 * GiB, FILE_VOL);
     const bad = await grow(512, FILE_VOL);
     const list = await t.app.inject({ method: 'GET', url: `/v2/${TENANT}/servers/${SERVER}/os-instance-actions`, headers: auth() });
-    const actions = list.json().instanceActions as Array<Record<string, unknown>>;
-    const okId = ok.headers['x-openstack-request-id'];
-    const mine = actions.find((a) => a.request_id === okId)!;
-    expect(mine).toMatchObject({ action: 'extend_volume', user_id: 'user-admin', project_id: TENANT, result: 'Success' });
-    expect(mine.finish_time).not.toBeNull();
+    const mine = (list.json().instanceActions as Array<Record<string, unknown>>).find((a) => a.request_id === ok.headers['x-openstack-request-id'])!;
+    expect(Object.keys(mine).sort()).toEqual(['action', 'instance_uuid', 'message', 'project_id', 'request_id', 'start_time', 'user_id']);
+    expect(mine).toMatchObject({ action: 'extend_volume', message: null });
     const one = await t.app.inject({ method: 'GET', url: `/v2/${TENANT}/servers/${SERVER}/os-instance-actions/${bad.headers['x-openstack-request-id']}`, headers: auth() });
-    expect(one.json().instanceAction).toMatchObject({ result: 'Error', events: [{ event: 'compute_extend_volume', result: 'Error' }] });
-    expect(one.json().instanceAction.message).toMatch(/shrink/);
+    expect(one.json().instanceAction).toMatchObject({ message: 'Error', events: [{ event: 'compute_extend_volume', result: 'Error', traceback: expect.stringMatching(/shrink/) }] });
+    expect(one.json().instanceAction).not.toHaveProperty('result');
+    expect(one.json().instanceAction).not.toHaveProperty('finish_time');
   });
 });
 

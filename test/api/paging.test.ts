@@ -16,6 +16,8 @@ let t: TestComputeApp;
 const auth = () => ({ 'x-auth-token': t.tokens.admin });
 const get = (path: string) => t.app.inject({ method: 'GET', url: path, headers: auth() });
 const actionsUrl = (server = SERVER) => `/v2/${TENANT}/servers/${server}/os-instance-actions`;
+/** Where inject's requests say they went (Host: localhost:80): next links are absolute, as Nova's. */
+const ORIGIN = 'http://localhost:80';
 
 beforeEach(async () => {
   t = await makeComputeApp();
@@ -94,7 +96,7 @@ describe('GET os-instance-actions pages as Nova does', () => {
     expect(body.instanceActions).toHaveLength(MAX_LIMIT);
     expect(first.payload.length).toBeLessThan(MAX_LIMIT * 600);
     expect(body.instanceActions[0]!.request_id).toBe('req-00099999');
-    expect(body.links).toEqual([{ rel: 'next', href: `${actionsUrl()}?limit=${MAX_LIMIT}&marker=req-00099000` }]);
+    expect(body.links).toEqual([{ rel: 'next', href: `${ORIGIN}${actionsUrl()}?limit=${MAX_LIMIT}&marker=req-00099000` }]);
 
     const second = (await get(body.links![0]!.href)).json() as typeof body;
     expect(second.instanceActions).toHaveLength(MAX_LIMIT);
@@ -140,7 +142,6 @@ describe('list endpoints refuse bad paging input with a 400 in the error format'
     { name: 'a fractional limit', query: 'limit=1.5', message: /querystring\.limit/ },
     { name: 'limit given twice', query: 'limit=1&limit=2', message: /querystring\.limit/ },
     { name: 'an empty marker', query: 'marker=', message: /querystring\.marker/ },
-    { name: 'an unknown parameter', query: 'offset=10', message: /'offset' was unexpected/ },
     { name: 'a marker that does not exist', query: 'marker=req-nope', message: /^Marker req-nope could not be found\.$/ },
   ];
   const lists = [
@@ -155,6 +156,11 @@ describe('list endpoints refuse bad paging input with a 400 in the error format'
     expect(res.statusCode).toBe(400);
     expect(res.headers['x-openstack-request-id']).toMatch(/^req-/);
     expect(res.json().badRequest.message).toMatch(message);
+  });
+
+  it.each(lists)('$list: ignores parameters it does not know, as Nova below 2.75 (200)', async ({ path }) => {
+    const res = await get(`${path()}?offset=10&sort_key=foo&changes-since=2026-01-01`);
+    expect(res.statusCode).toBe(200);
   });
 
   it("refuses another server's action as a marker", async () => {
@@ -173,7 +179,7 @@ describe('GET servers pages as Nova does', () => {
     };
     expect(first.servers).toHaveLength(1);
     expect(first.servers[0]!.name).toBe('db-1'); // by name: db-1, then web-1
-    expect(first.servers_links).toEqual([{ rel: 'next', href: `/v2/${TENANT}${suffix}?limit=1&marker=${OFF_SERVER}` }]);
+    expect(first.servers_links).toEqual([{ rel: 'next', href: `${ORIGIN}/v2/${TENANT}${suffix}?limit=1&marker=${OFF_SERVER}` }]);
     const second = (await get(first.servers_links![0]!.href)).json() as typeof first;
     expect(second.servers.map((s) => s.id)).toEqual([SERVER]);
     expect(second.servers_links).toBeUndefined();

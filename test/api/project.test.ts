@@ -16,6 +16,7 @@ import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/se
 const MiB = 2 ** 20;
 const OTHER = 'project-b';
 const REQUEST_ID = /^req-[0-9a-f-]{36}$/;
+const FLAVOR = 'f-small';
 
 interface Answer {
   status: number;
@@ -65,6 +66,7 @@ beforeAll(async () => {
   tokens.otherAdmin = await mk(OTHER, ['admin']);
   tokens.otherMember = await mk(OTHER, ['member']);
   tokens.service = await mk('service', ['admin', 'service']);
+  await store.putFlavor({ id: FLAVOR, name: 'small', vcpus: 1, ramMb: 128, diskGb: 1, ephemeralGb: 0, swapMb: 0, isPublic: true, description: null });
   await store.close();
   const create = async () => (await h.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { size_bytes: 64 * MiB } })).body.volume.id;
   attached = await create();
@@ -77,12 +79,17 @@ afterAll(async () => h.cleanup());
 
 /** A valid body for every route that takes one: without the project check, each would succeed. */
 function bodyFor(method: string, path: string): unknown {
-  const key = `${method} ${path}`;
+  // Compute routes are served under /v2/{tenant_id} and /v2.1/{project_id} alike.
+  const key = `${method} ${path.replace(/^\/v2\.1\/\{project_id\}/, '/v2/{tenant_id}')}`;
   const bodies: Record<string, unknown> = {
     'PUT /v2/{tenant_id}/servers/{server_id}/os-online_extend_volume': { onlineExtendVolume: { volume_id: attached } },
     'POST /v2/{tenant_id}/servers/{server_id}/os-online_extend_volume/{volume_id}': { onlineExtendVolume: { bytes: 128 * MiB } },
     'POST /v2/{tenant_id}/servers/{server_id}/os-volume_attachments': { volumeAttachment: { volumeId: available } },
     'POST /v3/{project_id}/volumes': { volume: { size_bytes: 64 * MiB } },
+    'POST /v2.1/{project_id}/os-server-external-events': { events: [{ name: 'network-changed', server_uuid: SERVER }] },
+    'POST /v2/{tenant_id}/os-server-external-events': { events: [{ name: 'network-changed', server_uuid: SERVER }] },
+    'POST /v2/{tenant_id}/servers': { server: { name: 'vm', imageRef: 'img', flavorRef: FLAVOR } },
+    'POST /v2.1/{project_id}/servers': { server: { name: 'vm', imageRef: 'img', flavorRef: FLAVOR } },
     'POST /v3/{project_id}/volumes/{volume_id}/action': { 'os-extend-bytes': { new_bytes: 128 * MiB } },
   };
   if (method === 'GET' || method === 'DELETE') return undefined;
@@ -109,7 +116,8 @@ function fill(template: string, project: string): string {
     .replace('{project_id}', project)
     .replace('{server_id}', SERVER)
     .replace('{volume_id}', attached)
-    .replace('{request_id}', actionId);
+    .replace('{request_id}', actionId)
+    .replace('{flavor_id}', FLAVOR);
 }
 
 /** Everything a request could have changed, seen by the owner of project A and by project B. */

@@ -31,7 +31,7 @@ interface Serve {
 }
 
 async function serve(flags: string[], opts: { fdLimit?: number } = {}): Promise<Serve> {
-  const args = [BIN, 'serve', '--fake-inventory', join(dir, 'inv.json'), '--data-dir', join(dir, 'data'), '--port', '0', '--volume-port', '0', '--sync-interval', '0', ...flags];
+  const args = [BIN, 'serve', '--fake-inventory', join(dir, 'inv.json'), '--data-dir', join(dir, 'data'), '--port', '0', '--volume-port', '0', '--identity-port', '0', '--image-port', '0', '--sync-interval', '0', ...flags];
   // `ulimit -n` in a shell that then becomes node: the limit the red-team run had.
   const child = opts.fdLimit
     ? spawn('/bin/sh', ['-c', `ulimit -n ${opts.fdLimit} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } })

@@ -50,7 +50,7 @@ interface Serve {
 }
 
 function serveArgs(...extra: string[]): string[] {
-  return ['serve', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--sync-interval', '0', ...extra];
+  return ['serve', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--image-port', '0', '--sync-interval', '0', ...extra];
 }
 
 /** Start `serve` and wait until both APIs listen. `umask` 022 shows serve narrows it itself. */
@@ -173,7 +173,7 @@ describe('one serve per data dir', () => {
 });
 
 describe('a port that is taken', () => {
-  it.each([['--port'], ['--volume-port']])('makes serve exit non-zero with the error when %s is taken, leaving nothing listening, and the data dir free', async (flag) => {
+  it.each([['--port'], ['--volume-port'], ['--identity-port']])('makes serve exit non-zero with the error when %s is taken, leaving nothing listening, and the data dir free', async (flag) => {
     const taken = createServer();
     await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
     const port = (taken.address() as AddressInfo).port;

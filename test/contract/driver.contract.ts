@@ -8,7 +8,8 @@
 import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { VirtDriver } from '../../src/virt/driver.js';
+import { randomUUID } from 'node:crypto';
+import type { SpawnImage, VirtDriver } from '../../src/virt/driver.js';
 import { ServiceError } from '../../src/errors.js';
 import { maxFileBytes } from '../../src/util/fsLimits.js';
 
@@ -38,6 +39,11 @@ export interface DriverHarness {
   stopped: { serverId: string; volumeId: string };
   /** A read-only disk of the running server. */
   readonlyVolumeId: string;
+  /**
+   * What a new server can be built from (spawn): a bootable image for this driver, and a raw file
+   * a test can attach to the new server as a volume.
+   */
+  spawn: { image: SpawnImage; volumeFile: string };
   /** The size the guest itself reports for a volume (real guests only). */
   guestReportedBytes?(volumeId: string, expected: number): Promise<number>;
   teardown(): Promise<void>;
@@ -93,6 +99,39 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
     it('answers undefined, not an error, for a server the host does not have or an id that names none', async () => {
       expect(await h.driver.getServer!('00000000-0000-4000-8000-000000000000')).toBeUndefined();
       expect(await h.driver.getServer!('not-a-server-id')).toBeUndefined();
+    });
+
+    it('declares the spawn capability', () => {
+      expect(h.driver.capabilities.spawnServer).toBe(true);
+      expect(typeof h.driver.spawn).toBe('function');
+      expect(typeof h.driver.destroy).toBe('function');
+    });
+
+    it('spawns a server from an image and a flavor: it runs, listed with its name and project and no volumes; destroyed with a volume attached, everything goes, and again is fine', async () => {
+      const id = randomUUID();
+      const spawned = await h.driver.spawn!({ id, name: 'spawned vm', projectId: 'p-spawn', userId: 'u-spawn', image: h.spawn.image, vcpus: 1, ramMb: 256, rootDiskGb: 1 });
+      try {
+        expect(spawned).toMatchObject({ id, name: 'spawned vm', projectId: 'p-spawn', state: 'active', disks: [] });
+        expect((await h.driver.listServers()).find((s) => s.id === id)).toEqual(spawned);
+        // The root disk is vda: the first volume is vdb, in the guest as in the hypervisor.
+        expect(await h.driver.attachVolume(id, { volumeId: 'vol-on-spawned', kind: 'file', format: 'raw', source: h.spawn.volumeFile })).toBe('vdb');
+        expect((await h.driver.getServer!(id))?.disks.map((d) => d.volumeId)).toEqual(['vol-on-spawned']);
+      } finally {
+        await h.driver.destroy!(id);
+      }
+      expect(await h.driver.getServer!(id)).toBeUndefined();
+      expect((await h.driver.listServers()).some((s) => s.id === id)).toBe(false);
+      await h.driver.destroy!(id);
+    });
+
+    it('refuses to spawn an id the host already has (409), and that server runs on as it was', async () => {
+      const before = await h.driver.getServer!(h.serverId);
+      await expectServiceError(
+        h.driver.spawn!({ id: h.serverId, name: 'again', projectId: 'p-spawn', userId: 'u', image: h.spawn.image, vcpus: 1, ramMb: 256, rootDiskGb: 1 }),
+        'InstanceInvalidState',
+        409,
+      );
+      expect(await h.driver.getServer!(h.serverId)).toEqual(before);
     });
 
     it('declares the extend capability', () => {

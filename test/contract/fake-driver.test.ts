@@ -57,6 +57,8 @@ describeDriverContract('FakeDriver', async () => {
     networkVolumeId: 'aaaaaaaa-0000-4000-8000-000000000005',
     stopped: { serverId: STOPPED, volumeId: 'aaaaaaaa-0000-4000-8000-000000000004' },
     growStorage: async (volumeId, bytes) => (volumeId === 'aaaaaaaa-0000-4000-8000-000000000005' ? truncate(lunFile, bytes) : driver.setBackingBytes(volumeId, bytes)),
+    // The fake reads no image: any kernel image will do.
+    spawn: { image: { kind: 'kernel', kernelPath: join(dir, 'vmlinux'), ramdiskPath: join(dir, 'initrd.gz'), cmdline: 'console=ttyS0' }, volumeFile: file },
     teardown: async () => {
       await driver.close();
       await rm(dir, { recursive: true, force: true });

@@ -59,6 +59,109 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       await store.setTaskState('s1', null, 'migrating');
     });
 
+    describe('servers compute builds (POST /servers)', () => {
+      const built = (id: string) => ({
+        id,
+        name: `built-${id}`,
+        projectId: 'p-built',
+        userId: 'u-built',
+        createdAt: '2026-11-30T04:00:00.000Z',
+        imageRef: 'img-1',
+        flavorRef: 'flv-1',
+        metadata: { role: 'db' },
+        taskState: 'scheduling',
+      });
+
+      it('creates a building server with its creation fields, and refuses an id that is taken', async () => {
+        expect(await store.createServer('hb', built('b1'))).toBe(true);
+        const s = await store.getServer('b1');
+        expect(s).toMatchObject({ state: 'building', taskState: 'scheduling', host: 'hb', userId: 'u-built', createdAt: '2026-11-30T04:00:00.000Z' });
+        expect(s).toMatchObject({ imageRef: 'img-1', flavorRef: 'flv-1', metadata: { role: 'db' } });
+        expect(await store.createServer('hb', { ...built('b1'), name: 'other' })).toBe(false);
+        expect((await store.getServer('b1'))?.name).toBe('built-b1');
+      });
+
+      it('keeps a building or failed server the host does not list, and drops it once it is active and gone', async () => {
+        await store.createServer('hb', built('b2'));
+        await store.syncServers('hb', []);
+        expect((await store.getServer('b2'))?.state).toBe('building');
+        expect(await store.removeServer('hb', 'b2')).toBe(false);
+        const fault = { code: 500, message: 'no luck', created: '2026-11-30T04:00:01.000Z' };
+        expect(await store.setServerState('b2', { state: 'error', taskState: null, fault }, 'scheduling')).toBe(true);
+        await store.syncServers('hb', []);
+        expect((await store.getServer('b2'))?.fault).toEqual(fault);
+        expect(await store.setServerState('b2', { state: 'active', taskState: null, fault: null }, null)).toBe(true);
+        expect((await store.getServer('b2'))?.fault).toBeUndefined();
+        await store.syncServers('hb', []);
+        expect(await store.getServer('b2')).toBeUndefined();
+      });
+
+      it('moves vm state and task state together only from the expected task state', async () => {
+        await store.createServer('hb', built('b3'));
+        expect(await store.setServerState('b3', { state: 'building', taskState: 'spawning' }, 'networking')).toBe(false);
+        expect(await store.setServerState('b3', { state: 'building', taskState: 'networking' }, 'scheduling')).toBe(true);
+        expect(await store.setServerState('b3', { state: 'active', taskState: null }, 'networking')).toBe(true);
+        expect(await store.getServer('b3')).toMatchObject({ state: 'active', taskState: null });
+      });
+
+      it('keeps the creation fields when the host lists the server and a sync rewrites it', async () => {
+        await store.createServer('hb', built('b4'));
+        await store.setServerState('b4', { state: 'active', taskState: null }, 'scheduling');
+        await store.syncServers('hb', [{ id: 'b4', name: 'renamed', projectId: 'p-built', state: 'shutoff', attachments: [] }]);
+        await store.upsertServer('hb', { id: 'b4', name: 'renamed', projectId: 'p-built', state: 'active', attachments: [] });
+        expect(await store.getServer('b4')).toMatchObject({ name: 'renamed', state: 'active', userId: 'u-built', imageRef: 'img-1', metadata: { role: 'db' } });
+      });
+
+      it('deletes a server whatever its state, with its attachments', async () => {
+        await store.createServer('hb', built('b5'));
+        expect(await store.deleteServer('b5')).toBe(true);
+        expect(await store.getServer('b5')).toBeUndefined();
+        expect(await store.deleteServer('b5')).toBe(false);
+        for (const id of ['b1', 'b3', 'b4']) await store.deleteServer(id);
+      });
+    });
+
+    describe('flavors and images', () => {
+      const flavor = (id: string, ramMb: number) => ({ id, name: `f-${id}`, vcpus: 1, ramMb, diskGb: 1, ephemeralGb: 0, swapMb: 0, isPublic: true, description: null });
+      const image = (id: string, createdAt: string) => ({
+        id,
+        name: `i-${id}`,
+        kind: 'kernel' as const,
+        diskPath: null,
+        diskFormat: null,
+        kernelPath: '/k',
+        ramdiskPath: '/r',
+        cmdline: 'console=ttyS0',
+        minDiskGb: 0,
+        minRamMb: 64,
+        createdAt,
+      });
+
+      it('stores, lists (by RAM), reads and deletes flavors; an id is never stored twice', async () => {
+        expect(await store.putFlavor(flavor('big', 2048))).toBe(true);
+        expect(await store.putFlavor(flavor('small', 256))).toBe(true);
+        expect(await store.putFlavor({ ...flavor('small', 512), name: 'again' })).toBe(false);
+        expect((await store.listFlavors()).map((f) => f.id)).toEqual(['small', 'big']);
+        expect(await store.getFlavor('small')).toEqual(flavor('small', 256));
+        expect(await store.deleteFlavor('small')).toBe(true);
+        expect(await store.deleteFlavor('small')).toBe(false);
+        expect(await store.getFlavor('small')).toBeUndefined();
+        await store.deleteFlavor('big');
+      });
+
+      it('stores, lists (oldest first), reads and deletes images of both kinds', async () => {
+        const disk = { ...image('d', '2026-01-02T00:00:00.000Z'), kind: 'disk' as const, diskPath: '/img.qcow2', diskFormat: 'qcow2' as const, kernelPath: null, ramdiskPath: null, cmdline: null };
+        expect(await store.putImage(disk)).toBe(true);
+        expect(await store.putImage(image('k', '2026-01-01T00:00:00.000Z'))).toBe(true);
+        expect(await store.putImage(image('k', '2026-01-03T00:00:00.000Z'))).toBe(false);
+        expect((await store.listImages()).map((i) => i.id)).toEqual(['k', 'd']);
+        expect(await store.getImage('d')).toEqual(disk);
+        expect(await store.deleteImage('k')).toBe(true);
+        expect(await store.getImage('k')).toBeUndefined();
+        await store.deleteImage('d');
+      });
+    });
+
     it('records instance actions from start to finish, newest first', async () => {
       const base = { serverId: 's1', action: 'extend_volume', event: 'compute_extend_volume', userId: 'u', projectId: 'p1', message: null };
       await store.startAction({ ...base, requestId: 'req-1', startTime: '2026-01-01T00:00:00.000Z', details: { bytes: 1 } });
@@ -71,6 +174,18 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       expect(one?.finishTime).not.toBeNull();
       expect(one?.details).toEqual({ bytes: 2 });
       expect(await store.getAction('s2', 'req-1')).toBeUndefined();
+    });
+
+    it('lists the unfinished actions of one name, oldest first, on every server', async () => {
+      const base = { action: 'attach_volume', event: 'compute_attach_volume', userId: 'u', projectId: 'p1', message: null, startTime: '2026-01-01T00:00:00.000Z', details: { n: 1 } };
+      await store.startAction({ ...base, serverId: 's-u2', requestId: 'req-u-2' });
+      await store.startAction({ ...base, serverId: 's-u1', requestId: 'req-u-1' });
+      await store.startAction({ ...base, serverId: 's-u1', requestId: 'req-u-3' });
+      await store.finishAction('req-u-3', 's-u1', 'Success', null);
+      await store.startAction({ ...base, action: 'detach_volume', serverId: 's-u1', requestId: 'req-u-4' });
+      const open = await store.listUnfinishedActions('attach_volume');
+      expect(open.map((a) => [a.serverId, a.requestId])).toEqual([['s-u1', 'req-u-1'], ['s-u2', 'req-u-2']]);
+      expect(open[0]).toMatchObject({ finishTime: null, result: null, details: { n: 1 } });
     });
 
     it('pages instance actions newest first (by their time-ordered request ids) by limit and marker, with no gap or repeat', async () => {

@@ -266,10 +266,13 @@ describeReal(e2eMissing())('online extend end to end (HTTP API → LibvirtDriver
     const one = await A().call('GET', `${paths.actions(TENANT, server())}/${requestId}`);
     expect(one.status, JSON.stringify(one.body)).toBe(200);
     const action = (one.body as { instanceAction: Record<string, unknown> }).instanceAction;
-    expect(action).toMatchObject({ action: 'extend_volume', request_id: requestId, instance_uuid: server(), result: 'Success' });
-    expect(action.details).toMatchObject({ volume_id: v.id, requested_bytes: before + MiB, bytes: before + MiB });
-    const list = await A().call('GET', paths.actions(TENANT, server()));
-    const actions = (list.body as { instanceActions: Array<{ action: string; result: string }> }).instanceActions;
+    expect(action).toMatchObject({ action: 'extend_volume', request_id: requestId, instance_uuid: server(), message: null, events: [{ event: 'compute_extend_volume', result: 'Success' }] });
+    const detail = await A().call('GET', `${paths.actionDetails(TENANT, server())}/${requestId}`);
+    const recorded = (detail.body as { instanceActionDetail: Record<string, unknown> }).instanceActionDetail;
+    expect(recorded).toMatchObject({ action: 'extend_volume', request_id: requestId, result: 'Success' });
+    expect(recorded.details).toMatchObject({ volume_id: v.id, requested_bytes: before + MiB, bytes: before + MiB });
+    const list = await A().call('GET', paths.actionDetails(TENANT, server()));
+    const actions = (list.body as { instanceActionDetails: Array<{ action: string; result: string }> }).instanceActionDetails;
     expect(actions.filter((a) => a.action === 'extend_volume' && a.result === 'Success').length).toBeGreaterThanOrEqual(5);
     await G().waitForSize(v.dev, before + MiB, 10_000);
   });

@@ -6,6 +6,27 @@ import { FakeDriver, type FakeServer } from '../../src/virt/fake/driver.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import { PolicyEnforcer } from '../../src/auth/policy.js';
 import type { DriverCapabilities } from '../../src/virt/driver.js';
+import type { FlavorRecord, PageQuery, ServerRecord } from '../../src/db/store.js';
+
+/**
+ * A SQLite store whose server records carry `created`'s fields (user, creation time, image,
+ * flavor, metadata), as POST /servers will store them; the store does not persist them yet.
+ */
+export class CreatedServersStore extends SqliteStore {
+  constructor(
+    path: string,
+    private readonly created: Readonly<Record<string, Partial<ServerRecord>>>,
+  ) {
+    super(path);
+  }
+  override async getServer(id: string): Promise<ServerRecord | undefined> {
+    const s = await super.getServer(id);
+    return s && { ...s, ...this.created[s.id] };
+  }
+  override async listServers(filter?: { projectId?: string }, page?: PageQuery): Promise<ServerRecord[]> {
+    return (await super.listServers(filter, page)).map((s) => ({ ...s, ...this.created[s.id] }));
+  }
+}
 
 export const GiB = 1024 ** 3;
 export const TENANT = 'f66d7df4b59f4ab98a358a0dab0b238f';
@@ -58,9 +79,16 @@ export interface TestComputeApp extends ComputeApp {
 }
 
 export async function makeComputeApp(
-  opts: { capabilities?: Partial<DriverCapabilities>; policy?: Record<string, string>; latencyMs?: number } = {},
+  opts: {
+    capabilities?: Partial<DriverCapabilities>;
+    policy?: Record<string, string>;
+    latencyMs?: number;
+    /** Creation fields of servers by id (see CreatedServersStore). */
+    created?: Record<string, Partial<ServerRecord>>;
+    lookupFlavor?: (id: string) => Promise<FlavorRecord | undefined>;
+  } = {},
 ): Promise<TestComputeApp> {
-  const store = new SqliteStore(':memory:');
+  const store = opts.created ? new CreatedServersStore(':memory:', opts.created) : new SqliteStore(':memory:');
   const driver = new FakeDriver({
     servers: sampleServers(),
     ...(opts.capabilities ? { capabilities: opts.capabilities } : {}),
@@ -71,6 +99,7 @@ export async function makeComputeApp(
     driver,
     logger: pino({ level: 'silent' }),
     policy: new PolicyEnforcer(opts.policy ?? {}),
+    ...(opts.lookupFlavor ? { lookupFlavor: opts.lookupFlavor } : {}),
   });
   const mk = async (projectId: string, roles: string[], ttlMs = 3_600_000, now?: Date) =>
     (await issueToken(store, { userId: `user-${roles.join('-')}`, projectId, roles, ttlMs, ...(now ? { now } : {}) })).token;

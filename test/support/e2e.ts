@@ -138,6 +138,8 @@ export const paths = {
   rescan: (tenant: string, server: string) => `/v2/${tenant}/servers/${server}/os-online_extend_volume`,
   volume: (tenant: string, server: string, volume: string) => `/v2/${tenant}/servers/${server}/os-online_extend_volume/${volume}`,
   actions: (tenant: string, server: string) => `/v2/${tenant}/servers/${server}/os-instance-actions`,
+  /** Our extension with each action's finish time, result, message and details. */
+  actionDetails: (tenant: string, server: string) => `/v2/${tenant}/servers/${server}/os-instance-action-details`,
 };
 
 export const median = (xs: number[]): number => {

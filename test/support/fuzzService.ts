@@ -45,6 +45,9 @@ const ATTACH_TO = [ACTIVE_1, ACTIVE_2, PAUSED];
 const MIN_AVAILABLE = 3;
 const MIN_ATTACHED = 4;
 export const ALL_SERVERS = [...PROJECT_SERVERS, OTHER_SERVER];
+/** The image and flavor POST /servers may name. */
+export const FUZZ_IMAGE = 'fuzz-image';
+export const FUZZ_FLAVOR = 'fuzz-flavor';
 
 /** Statuses that end by themselves: a snapshot taken while one is present is not at rest. */
 const TRANSIENT: ReadonlySet<VolumeStatus> = new Set(['creating', 'attaching', 'detaching', 'extending', 'deleting']);
@@ -61,6 +64,8 @@ export interface VolumeView {
 
 export interface Snapshot {
   volumes: VolumeView[];
+  /** Servers created through POST /servers: id, vm state, task state (a build or delete under way moves them). */
+  created: Array<[string, string, string | null]>;
   servers: FakeServer[];
   resizes: number;
   calls: { rescan: number; extendAttached: number; attachVolume: number; detachVolume: number };
@@ -123,6 +128,9 @@ export async function makeFuzzWorld(): Promise<FuzzWorld> {
   const driver = h.service.driver;
   if (!(driver instanceof FakeDriver)) throw new Error('the fuzz needs the fake driver');
   const db = new SqliteStore(join(h.config.dataDir, 'online-extend.sqlite'));
+  // What POST /servers builds from (the fake reads no image).
+  await db.putImage({ id: FUZZ_IMAGE, name: 'fuzz', kind: 'kernel', diskPath: null, diskFormat: null, kernelPath: '/nonexistent/vmlinux', ramdiskPath: '/nonexistent/initrd', cmdline: '', minDiskGb: 0, minRamMb: 0, createdAt: '2026-11-30T00:00:00.000Z' });
+  await db.putFlavor({ id: FUZZ_FLAVOR, name: 'fuzz', vcpus: 1, ramMb: 64, diskGb: 1, ephemeralGb: 0, swapMb: 0, isPublic: true, description: null });
   const mk = async (projectId: string, roles: string[], ttlMs = 3_600_000, now?: Date) =>
     (await issueToken(db, { userId: `fuzz-${roles.join('-')}`, projectId, roles, ttlMs, ...(now ? { now } : {}) })).token;
   const tokens: Record<TokenKind, string | undefined> = {
@@ -179,8 +187,12 @@ export async function makeFuzzWorld(): Promise<FuzzWorld> {
         files[name] = [-1, -1];
       }
     }
+    const created = (await db.listServers({ projectId: PROJECT }))
+      .filter((s) => s.createdAt !== undefined)
+      .map((s): [string, string, string | null] => [s.id, s.state, s.taskState])
+      .sort((a, b) => a[0].localeCompare(b[0]));
     const { rescan, extendAttached, attachVolume, detachVolume } = driver.calls;
-    return { volumes, servers: ALL_SERVERS.map((id) => driver.snapshot(id)), resizes: driver.resizes, calls: { rescan, extendAttached, attachVolume, detachVolume }, files };
+    return { volumes, created, servers: ALL_SERVERS.map((id) => driver.snapshot(id)), resizes: driver.resizes, calls: { rescan, extendAttached, attachVolume, detachVolume }, files };
   };
 
   const agent = new Agent({ keepAlive: true, maxSockets: 4 });
@@ -275,6 +287,8 @@ export class SnapshotResolver implements Resolver {
         return (this.server = this.nth(PROJECT_SERVERS, ref.i)!);
       case 'otherServer':
         return (this.server = OTHER_SERVER);
+      case 'createdServer':
+        return (this.server = this.nth(this.s.created.map(([id]) => id), ref.i) ?? ACTIVE_1);
       case 'volume':
         return this.volumes((v) => v.projectId === PROJECT, ref.i);
       case 'availableVolume':
@@ -322,6 +336,13 @@ export const pathHints: PathHints = (route, p) => {
         { weight: 6, arbitrary: fc.constant(at('attachmentServer')) },
         { weight: 3, arbitrary: path(some('server')) },
         { weight: 1, arbitrary: fc.constant(at('otherServer')) },
+        // DELETE /servers acts only on servers it created.
+        { weight: route.method === 'DELETE' && !route.path.includes('{volume_id}') ? 12 : 0, arbitrary: path(some('createdServer')) },
+      );
+    case 'flavor_id':
+      return fc.oneof(
+        { weight: 5, arbitrary: fc.constant<PathValue>({ text: FUZZ_FLAVOR, encoding: 'component' }) },
+        { weight: 1, arbitrary: fc.constant<PathValue>({ text: 'no-such-flavor', encoding: 'component' }) },
       );
     case 'volume_id':
       // Under a server: the volume attached to it (the case's pick names both); else any volume.
@@ -372,13 +393,27 @@ export const bodyHints: Hints = (key) => {
     case 'size':
       return fc.oneof({ weight: 9, arbitrary: fc.integer({ min: 1, max: 2 }) }, { weight: 1, arbitrary: fc.constantFrom(16_383, 16_384, 2 ** 20) });
     case 'name':
-      return fc.string({ maxLength: 24 });
+      // Volume names are free text; os-server-external-events names come from a list.
+      return fc.oneof(
+        { weight: 2, arbitrary: fc.string({ maxLength: 24 }) },
+        { weight: 4, arbitrary: fc.constantFrom('network-changed', 'network-vif-plugged', 'network-vif-deleted') },
+        // Refused below 2.51 (the fuzz sends no version), accepted and acting from it.
+        { weight: 1, arbitrary: fc.constant('volume-extended') },
+      );
+    case 'server_uuid':
+      return fc.oneof({ weight: 4, arbitrary: fc.constant<Val>(ref('attachmentServer')) }, { weight: 2, arbitrary: some('server') }, { weight: 1, arbitrary: fc.uuid() });
+    case 'tag':
+      return fc.oneof({ weight: 4, arbitrary: fc.constant<Val>(ref('attachmentVolume')) }, { weight: 1, arbitrary: fc.string({ maxLength: 24 }) });
     case 'volume_type':
       return fc.constantFrom('file', '');
     case 'format':
       return fc.constantFrom('raw', 'raw', 'qcow2');
     case 'device':
       return fc.constantFrom<Val>(null, 'vdb', '/dev/vdc', 'vdq', 'vdy');
+    case 'imageRef':
+      return fc.constantFrom<Val>(FUZZ_IMAGE, FUZZ_IMAGE, FUZZ_IMAGE, `http://glance/v2/images/${FUZZ_IMAGE}`, 'no-such-image');
+    case 'flavorRef':
+      return fc.constantFrom<Val>(FUZZ_FLAVOR, FUZZ_FLAVOR, FUZZ_FLAVOR, 'no-such-flavor');
   }
   return undefined;
 };

@@ -41,12 +41,15 @@ export interface VolumeActionView {
   details: Record<string, unknown>;
 }
 
+/** An instance action as our os-instance-action-details extension shows it (Nova's own view has no finish time, result or details). */
 export interface InstanceActionView {
   action: string;
+  event: string;
   request_id: string;
   start_time: string;
   finish_time: string | null;
   result: string | null;
+  message: string | null;
   details: Record<string, unknown> | null;
 }
 
@@ -73,6 +76,7 @@ export interface LabService {
   /** Poll the volume (every `intervalMs`) until it is no longer `extending`. */
   settle(id: string, timeoutMs?: number, intervalMs?: number): Promise<VolumeView>;
   volumeActions(id: string): Promise<VolumeActionView[]>;
+  /** The guest's instance actions with their results and details (os-instance-action-details). */
   instanceActions(): Promise<InstanceActionView[]>;
   /** Release everything (volumes via the APIs, guest, service, lab, temp dir). Never throws. */
   close(): Promise<string[]>;
@@ -181,7 +185,7 @@ export async function startLabService(opts: LabServiceOptions): Promise<LabServi
         return (await volume.request<{ volumeActions: VolumeActionView[] }>('GET', `${vpath(id)}/os-volume-actions`)).body.volumeActions;
       },
       async instanceActions() {
-        return (await compute.request<{ instanceActions: InstanceActionView[] }>('GET', `/v2/${P}/servers/${g.uuid}/os-instance-actions`)).body.instanceActions;
+        return (await compute.request<{ instanceActionDetails: InstanceActionView[] }>('GET', `/v2/${P}/servers/${g.uuid}/os-instance-action-details`)).body.instanceActionDetails;
       },
       async close() {
         const errs: string[] = [];

@@ -36,6 +36,7 @@ export interface JsonSchema {
   multipleOf?: number;
   nullable?: boolean;
   items?: JsonSchema;
+  minItems?: number;
 }
 
 export interface RouteParam {
@@ -104,6 +105,8 @@ export type RefKind =
   | 'otherVolume'
   | 'attachmentServer'
   | 'attachmentVolume'
+  /** A server created through POST /servers (falls back to a seeded one while there is none). */
+  | 'createdServer'
   | 'action'
   | 'bytesAbove'
   | 'gibAbove';
@@ -308,7 +311,7 @@ function validByType(s: JsonSchema, hints: Hints, key: string): fc.Arbitrary<Val
         .map(([a, b]) => new Obj([...a, ...b]));
     }
     case 'array':
-      return fc.array(validFor(s.items ?? {}, hints, key), { maxLength: 3 });
+      return fc.array(validFor(s.items ?? {}, hints, key), { minLength: s.minItems ?? 0, maxLength: Math.max(3, s.minItems ?? 0) });
     case 'integer':
     case 'number': {
       const step = s.multipleOf ?? 1;

@@ -35,7 +35,7 @@ export async function makeService(opts: { inventory?: object; config?: Partial<C
   const dir = mkdtempSync(join(opts.dataRoot ?? tmpdir(), 'oe-svc-'));
   const inv = join(dir, 'inventory.json');
   writeFileSync(inv, JSON.stringify(opts.inventory ?? fakeInventory()));
-  const base = loadConfig({}, { dataDir: join(dir, 'data'), driver: 'fake', fakeInventory: inv, port: 0, volumePort: 0, syncIntervalMs: 0, logLevel: 'silent' });
+  const base = loadConfig({}, { dataDir: join(dir, 'data'), driver: 'fake', fakeInventory: inv, port: 0, volumePort: 0, identityPort: 0, imagePort: 0, syncIntervalMs: 0, logLevel: 'silent' });
   const tokenStore = new SqliteStore(join(base.dataDir, 'online-extend.sqlite'));
   const { token } = await issueToken(tokenStore, { userId: 'tester', projectId: PROJECT, roles: ['admin'], ttlMs: 3_600_000 });
   await tokenStore.close();

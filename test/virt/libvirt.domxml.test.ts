@@ -10,6 +10,7 @@ import {
 import { findQueryBlockSize } from '../../src/virt/libvirt/guest.js';
 import { escapeXml } from '../../src/util/xml.js';
 import { parseXml } from '../../src/virt/libvirt/xml.js';
+import { instanceFiles, serverDomainXml } from '../../src/virt/libvirt/spawn.js';
 
 /** Live XML as libvirt 9.0 writes it (trimmed), with one disk of every kind we handle. */
 const LIVE_XML = `<domain type='qemu' id='4'>
@@ -189,5 +190,57 @@ describe('findQueryBlockSize', () => {
     expect(findQueryBlockSize(reply, { alias: 'scsi0-0-0-0' })).toBe(2097152);
     expect(findQueryBlockSize(reply, { sourceIndex: 1 })).toBe(2097152);
     expect(findQueryBlockSize(reply, { alias: 'virtio-disk9' })).toBeUndefined();
+  });
+});
+
+describe('the domain of a server created through the API (spawn.ts)', () => {
+  const id = 'ABCDEF01-2345-4678-9abc-def012345678';
+  const files = instanceFiles('/srv/oe/instances', id);
+  const spec = {
+    id,
+    name: 'web <1>\nfront',
+    projectId: 'p & q',
+    userId: 'u',
+    vcpus: 2,
+    ramMb: 384,
+    rootDiskGb: 1,
+    image: { kind: 'kernel' as const, kernelPath: '/k/vmlinux', ramdiskPath: '/k/initrd.gz', cmdline: "console=ttyS0 'quiet'" },
+  };
+
+  it('keeps its files in one directory per server, named by the lower-case UUID, and refuses an id that is not a UUID', () => {
+    expect(files).toEqual({
+      dir: `/srv/oe/instances/${id.toLowerCase()}`,
+      disk: `/srv/oe/instances/${id.toLowerCase()}/disk`,
+      consoleLog: `/srv/oe/instances/${id.toLowerCase()}/console.log`,
+      consoleSocket: `/srv/oe/instances/${id.toLowerCase()}/console.sock`,
+    });
+    expect(() => instanceFiles('/srv', '../../etc')).toThrow(/not a UUID/);
+    expect(instanceFiles(`/${'d'.repeat(80)}`, id).consoleSocket).toBeUndefined();
+  });
+
+  it('reads back as the server: its UUID, display name (title), project, and a root disk that is not a volume', () => {
+    const xml = serverDomainXml({ spec, files, rootDisk: { format: 'raw' }, virtType: 'qemu' });
+    const info = parseDomainXml(xml);
+    expect(info).toMatchObject({ uuid: id.toLowerCase(), name: `instance-${id.toLowerCase()}`, title: 'web <1> front', projectId: 'p & q' });
+    expect(info.disks.map((d) => [d.target, d.source])).toEqual([['vda', files.disk]]);
+    expect(volumeDisks(info)).toEqual([]);
+    const root = parseXml(xml);
+    const os = root.children.find((c) => c.name === 'os')!;
+    expect(os.children.map((c) => [c.name, c.text])).toEqual([
+      ['type', 'hvm'],
+      ['kernel', '/k/vmlinux'],
+      ['initrd', '/k/initrd.gz'],
+      ['cmdline', "console=ttyS0 'quiet'"],
+    ]);
+    expect(root.children.find((c) => c.name === 'vcpu')?.text).toBe('2');
+    expect(root.children.find((c) => c.name === 'memory')).toMatchObject({ text: '384', attrs: { unit: 'MiB' } });
+  });
+
+  it('boots a disk image from its root disk, and a kernel image without a root disk has no disk at all', () => {
+    const disk = parseXml(serverDomainXml({ spec: { ...spec, image: { kind: 'disk', diskPath: '/img.qcow2', diskFormat: 'qcow2' } }, files, rootDisk: { format: 'qcow2' }, virtType: 'kvm' }));
+    expect(disk.attrs.type).toBe('kvm');
+    expect(disk.children.find((c) => c.name === 'os')!.children.map((c) => c.name)).toEqual(['type', 'boot']);
+    const none = parseDomainXml(serverDomainXml({ spec, files, rootDisk: undefined, virtType: 'qemu' }));
+    expect(none.disks).toEqual([]);
   });
 });

@@ -375,10 +375,14 @@ describeDriverContract(
       await client.defineXml(
         domainXml({ name: 'oe-contract-off', uuid: stoppedId, disks: [{ serial: ids.off, target: 'vdb', type: 'block', path: offLoop }] }),
       );
-      const driver = new LibvirtDriver({ uri: lv.lab.libvirtUri });
+      const driver = new LibvirtDriver({ uri: lv.lab.libvirtUri, instancesDir: join(lv.dir, 'instances') });
       return {
         driver,
         serverId: guest.uuid,
+        spawn: {
+          image: { kind: 'kernel', kernelPath: lv.lab.kernel, ramdiskPath: lv.lab.initrd, cmdline: lv.lab.cmdline },
+          volumeFile: await volumeFile(lv, 'spawned-vol.raw', 8 * MiB),
+        },
         blockVolumeId: ids.block,
         fileVolumeId: ids.file,
         readonlyVolumeId: ids.ro,

@@ -28,7 +28,7 @@ let token: string;
 const children = new Set<ChildProcess>();
 
 async function serve(extra: string[]): Promise<Proc> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--fake-inventory', join(dir, 'inv.json'), '--data-dir', join(dir, 'data'), '--port', '0', '--volume-port', '0', '--sync-interval', '0', ...extra], {
+  const child = spawn(process.execPath, [BIN, 'serve', '--fake-inventory', join(dir, 'inv.json'), '--data-dir', join(dir, 'data'), '--port', '0', '--volume-port', '0', '--identity-port', '0', '--image-port', '0', '--sync-interval', '0', ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' },
   });

@@ -66,7 +66,7 @@ async function volumeIn(status: VolumeStatus, attached: boolean): Promise<{ v: V
 function ask(action: VolumeAction, v: VolumeRecord, server: string | undefined): Promise<unknown> {
   switch (action) {
     case 'attach':
-      // An attached volume is offered to another server: the table's answer, not Nova's no-op.
+      // An attached volume is offered to another server.
       return h.compute.request('POST', `/v2/${PROJECT}/servers/${OTHER_SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: v.id } });
     case 'detach':
       return h.compute.request('DELETE', `/v2/${PROJECT}/servers/${server ?? SERVERS[0]}/os-volume_attachments/${v.id}`);
@@ -123,8 +123,11 @@ describe(`every cell of the lifecycle table (${VOLUME_ACTIONS.length} actions ×
     );
     if ('refuse' in cell) {
       expect(outcome, 'refused').toBeInstanceOf(ApiError);
-      expect(outcome!.status).toBe(409);
-      expect(outcome!.code).toBe(REFUSAL_CODES[cell.refuse]);
+      // An attached volume offered to another server: Nova's InvalidVolume (400), not the table's 409.
+      const nova = action === 'attach' && cell.refuse === 'attached';
+      expect(outcome!.status).toBe(nova ? 400 : 409);
+      expect(outcome!.code).toBe(nova ? 'InvalidVolume' : REFUSAL_CODES[cell.refuse]);
+      if (nova) expect(outcome!.message).toBe(`Invalid volume: volume ${v.id} is already attached to instances: ${server}`);
       expect(outcome!.final).toBe(cell.refuse !== 'busy');
       // Nothing changed: the record to its version, the file, the hypervisor's disks.
       expect(await db.getVolume(v.id)).toEqual(v);

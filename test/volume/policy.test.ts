@@ -21,7 +21,7 @@ let member: ApiClient;
 beforeAll(async () => {
   h = await makeService();
   const policy = join(h.dir, 'policy.json');
-  writeFileSync(policy, JSON.stringify({ 'volume:extend': 'role:member or role:admin', 'volume:get': 'role:member or role:admin' }));
+  writeFileSync(policy, JSON.stringify({ 'volume:extend': 'role:member or role:admin', 'volume:get': 'role:member or role:admin', 'volume:extend_attached_volume': 'role:admin' }));
   await h.stop();
   await h.start({ policyFile: policy });
   const db = new SqliteStore(join(h.config.dataDir, 'online-extend.sqlite'));

@@ -42,7 +42,7 @@ import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { errors, type ServiceError } from '../../errors.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
-import type { AttachSpec, DriverCapabilities, DriverServer, ExtendOptions, ServerState, VirtDriver } from '../driver.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, ExtendOptions, ServerState, SpawnSpec, VirtDriver } from '../driver.js';
 import { growDiskFile } from '../image.js';
 import { FakeDiskModel, type LunReader } from './diskModel.js';
 import { FakeCallControls, type FakeMethod } from './faults.js';
@@ -89,7 +89,7 @@ export class FakeDriver implements VirtDriver {
   private readonly statePath: string | undefined;
 
   constructor(opts: FakeDriverOptions = {}) {
-    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: FAKE_DEVICE_NAMES, ...opts.capabilities };
+    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: FAKE_DEVICE_NAMES, spawnServer: true, ...opts.capabilities };
     this.statePath = opts.statePath;
     this.controls = new FakeCallControls(opts.latencyMs ?? 0);
     this.model = new FakeDiskModel(opts.sysfsRoot, opts.readLunBytes);
@@ -286,6 +286,40 @@ export class FakeDriver implements VirtDriver {
     server.disks = server.disks.filter((d) => d.volumeId !== volumeId);
     this.persist();
   }
+
+  /**
+   * A server in memory, with no disks: `building` while the call runs (its latency), `active`
+   * when it returns; an injected fault leaves nothing behind. The image and flavor are recorded
+   * as given (`spawned`), not read: the fake has no disks of its own.
+   */
+  async spawn(spec: SpawnSpec): Promise<DriverServer> {
+    if (!this.capabilities.spawnServer) throw errors.createServerNotSupported(this.name);
+    if (this.servers.has(spec.id)) throw errors.instanceInvalidState(spec.id, this.servers.get(spec.id)!.state, 'spawn');
+    const server: FakeServer = { id: spec.id, name: spec.name, projectId: spec.projectId, state: 'building', disks: [] };
+    this.servers.set(spec.id, server);
+    try {
+      await this.controls.enter('spawn');
+    } catch (err) {
+      this.servers.delete(spec.id);
+      throw err;
+    }
+    server.state = 'active';
+    this.spawned.set(spec.id, structuredClone(spec));
+    this.persist();
+    return toDriverServer(server);
+  }
+
+  /** Removes the server and its disks; a server the fake does not have is fine. */
+  async destroy(serverId: string): Promise<void> {
+    if (!this.capabilities.spawnServer) throw errors.createServerNotSupported(this.name);
+    await this.controls.enter('destroy');
+    this.servers.delete(serverId);
+    this.spawned.delete(serverId);
+    this.persist();
+  }
+
+  /** What `spawn` was asked to build, by server id (a test control: the fake reads no image). */
+  readonly spawned = new Map<string, SpawnSpec>();
 
   async close(): Promise<void> {}
 

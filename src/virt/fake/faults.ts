@@ -6,7 +6,17 @@
 import type { ServiceError } from '../../errors.js';
 
 /** The FakeDriver methods that count calls and can be made to fail. */
-export type FakeMethod = 'listServers' | 'getServer' | 'rescan' | 'getHostBytes' | 'getGuestBytes' | 'extendAttached' | 'attachVolume' | 'detachVolume';
+export type FakeMethod =
+  | 'listServers'
+  | 'getServer'
+  | 'rescan'
+  | 'getHostBytes'
+  | 'getGuestBytes'
+  | 'extendAttached'
+  | 'attachVolume'
+  | 'detachVolume'
+  | 'spawn'
+  | 'destroy';
 
 /** Call counting, latency and injected faults for FakeDriver. */
 export class FakeCallControls {
@@ -20,6 +30,8 @@ export class FakeCallControls {
     extendAttached: 0,
     attachVolume: 0,
     detachVolume: 0,
+    spawn: 0,
+    destroy: 0,
   };
   /** Artificial latency of every call, in ms. */
   latencyMs: number;

@@ -37,7 +37,7 @@ export interface FakeServer {
 
 /** The `--fake-inventory` file format (snake_case, as the issue defines it). */
 export interface FakeInventoryFile {
-  capabilities?: { extend_volume?: boolean; attach_volume?: boolean };
+  capabilities?: { extend_volume?: boolean; attach_volume?: boolean; spawn_server?: boolean };
   servers: Array<{
     id: string;
     name?: string;
@@ -102,6 +102,7 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
       extendVolume: inv.capabilities?.extend_volume ?? true,
       attachVolume: inv.capabilities?.attach_volume ?? true,
       maxVolumesPerServer: FAKE_DEVICE_NAMES,
+      spawnServer: inv.capabilities?.spawn_server ?? true,
     },
     servers,
   };

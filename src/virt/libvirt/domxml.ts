@@ -46,6 +46,8 @@ export interface DomainDisk {
 export interface DomainInfo {
   uuid: string;
   name: string;
+  /** `<title>`: the server's display name for domains this service created (spawn.ts), whose `<name>` is `instance-<uuid>`. */
+  title?: string;
   projectId?: string;
   disks: DomainDisk[];
 }
@@ -62,11 +64,12 @@ export function parseDomainXml(xml: string): DomainInfo {
   const uuid = child(root, 'uuid')?.text.trim() ?? '';
   const name = child(root, 'name')?.text.trim() ?? '';
   const projectId = readProject(root);
+  const title = child(root, 'title')?.text.trim();
   const disks = childrenNamed(child(root, 'devices'), 'disk').flatMap((d) => {
     const disk = parseDisk(d);
     return disk ? [disk] : [];
   });
-  return { uuid, name, ...(projectId !== undefined ? { projectId } : {}), disks };
+  return { uuid, name, ...(title ? { title } : {}), ...(projectId !== undefined ? { projectId } : {}), disks };
 }
 
 function readProject(root: XmlElement): string | undefined {

@@ -39,7 +39,7 @@
  */
 import { maxFileBytes } from '../../util/fsLimits.js';
 import { errors } from '../../errors.js';
-import type { ExtendOptions, AttachSpec, DriverCapabilities, DriverServer, VirtDriver } from '../driver.js';
+import type { ExtendOptions, AttachSpec, DriverCapabilities, DriverServer, SpawnSpec, VirtDriver } from '../driver.js';
 import { MAX_DEVICE_NAMES, toDriverDisk, volumeDisks } from './domxml.js';
 import type { Guest, LiveSizeMethod } from './guest.js';
 import { Host } from './host.js';
@@ -49,6 +49,7 @@ import type { Logger } from './remote/client.js';
 import { HostStorage, hostFailed, type RunCommand } from './storage.js';
 import { DomainDisks } from './disks.js';
 import { DiskHotplug } from './hotplug.js';
+import { ServerSpawner } from './spawn.js';
 
 /** How to build a LibvirtDriver: the libvirt URI, the default project, timeouts in ms, and the host tools tests replace. */
 export interface LibvirtDriverOptions {
@@ -70,6 +71,14 @@ export interface LibvirtDriverOptions {
   run?: RunCommand;
   /** The largest file a directory's filesystem holds (src/util/fsLimits.ts); tests replace it. */
   maxFileBytes?: (dir: string) => Promise<number>;
+  /**
+   * Where servers created through the API keep their files, one directory each (spawn.ts); the
+   * service passes `<data dir>/instances`. Without it the driver cannot create servers
+   * (`capabilities.spawnServer` false).
+   */
+  instancesDir?: string;
+  /** Domain type of the servers it creates: `qemu` (TCG, default) or `kvm`. */
+  virtType?: 'qemu' | 'kvm';
 }
 
 const noopLogger: Logger = { info() {}, warn() {}, debug() {}, error() {} };
@@ -77,16 +86,18 @@ const noopLogger: Logger = { info() {}, warn() {}, debug() {}, error() {} };
 /** The VirtDriver contract on a libvirt/QEMU host (see the file header). */
 export class LibvirtDriver implements VirtDriver {
   readonly name = 'libvirt';
-  readonly capabilities: DriverCapabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: MAX_DEVICE_NAMES - 1 };
+  readonly capabilities: DriverCapabilities;
 
   readonly host: Host;
   private readonly disks: DomainDisks;
   private readonly hotplug: DiskHotplug;
   private readonly log: Logger;
   private readonly defaultProjectId: string | undefined;
+  private readonly spawner: ServerSpawner | undefined;
 
   constructor(opts: LibvirtDriverOptions = {}) {
     this.log = opts.logger ?? noopLogger;
+    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: MAX_DEVICE_NAMES - 1, spawnServer: opts.instancesDir !== undefined };
     this.host = new Host({
       uri: opts.uri ?? 'qemu:///system',
       logger: this.log,
@@ -106,6 +117,9 @@ export class LibvirtDriver implements VirtDriver {
     });
     this.hotplug = new DiskHotplug(this.disks, opts.detachTimeoutMs ?? 20_000);
     this.defaultProjectId = opts.defaultProjectId;
+    this.spawner = opts.instancesDir === undefined
+      ? undefined
+      : new ServerSpawner(this.host, opts.instancesDir, opts.virtType ?? 'qemu', (err, ctx) => this.disks.mapError(err, ctx));
   }
 
   /** The libvirt URI this driver speaks to. */
@@ -152,7 +166,7 @@ export class LibvirtDriver implements VirtDriver {
       const projectId = info.projectId ?? this.defaultProjectId;
       return {
         id: g.uuid,
-        name: info.name || g.name,
+        name: info.title || info.name || g.name,
         ...(projectId !== undefined ? { projectId } : {}),
         state: st.state,
         disks: volumeDisks(info).map(toDriverDisk),
@@ -252,6 +266,23 @@ export class LibvirtDriver implements VirtDriver {
   /** See DiskHotplug.detachVolume (hotplug.ts). */
   detachVolume(serverId: string, volumeId: string): Promise<void> {
     return this.hotplug.detachVolume(serverId, volumeId);
+  }
+
+  /** See VirtDriver.spawn and spawn.ts: a persistent domain from the image and flavor, started; answers it as getServer does. */
+  async spawn(spec: SpawnSpec): Promise<DriverServer> {
+    if (!this.spawner) throw errors.createServerNotSupported(this.name);
+    await this.spawner.spawn(spec);
+    this.log.info({ serverId: spec.id, vcpus: spec.vcpus, ramMb: spec.ramMb, image: spec.image.kind }, 'spawned instance');
+    const server = await this.getServer(spec.id);
+    if (!server) throw errors.driverFailed(`instance ${spec.id} vanished right after it started`, { final: false });
+    return server;
+  }
+
+  /** See VirtDriver.destroy and spawn.ts. */
+  async destroy(serverId: string): Promise<void> {
+    if (!this.spawner) throw errors.createServerNotSupported(this.name);
+    await this.spawner.destroy(serverId);
+    this.log.info({ serverId }, 'destroyed instance');
   }
 
   /** Close the connection to libvirtd. */

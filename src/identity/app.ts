@@ -1,0 +1,180 @@
+/**
+ * The embedded Keystone v3 over HTTP, its own Fastify app on its own port (Keystone's 5000 by
+ * default), answering as Keystone 22 does:
+ *
+ *   GET  /                 300, `{"versions": {"values": [<v3>]}}` and `Location`
+ *   GET  /v3, /v3/         200, `{"version": <v3>}` (id v3.14, status stable)
+ *   POST /v3/auth/tokens   201, `X-Subject-Token`, `{"token": …}` (`?nocatalog` omits the catalog)
+ *   GET  /v3/auth/tokens   200 with the body of `X-Subject-Token`; HEAD: 200, no body
+ *   DELETE /v3/auth/tokens 204: `X-Subject-Token` revoked
+ *
+ * GET, HEAD and DELETE need the caller's own token (`X-Auth-Token`; 401 with
+ * `WWW-Authenticate: Keystone uri="…"` without a valid one) and Keystone 22's policy
+ * (identity:validate_token, identity:revoke_token): the `service` or `admin` role, or the subject
+ * token's own user (403 otherwise). An unknown, revoked or expired subject is 404.
+ *
+ * Errors are Keystone's, `{"error": {"code", "message", "title"}}`, not Nova's fault bodies: this
+ * app is Keystone. Every error is a catalogue error (errors.ts), rendered here.
+ */
+import { createServer as createHttpServer } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import Fastify, { LogController, type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { errors, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
+import type { IdentityService } from './keystone.js';
+
+/** HTTP bounds of the identity port (the same numbers as the other APIs'; src/app.ts passes them). */
+export interface IdentityHttpLimits {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  /** 0: no cap. */
+  maxConnections: number;
+}
+
+/** What the identity app is built from. */
+export interface IdentityAppDeps {
+  identity: IdentityService;
+  logger: Logger;
+  /** The base URL it listens on (known after listen: read at each request), for its links and `WWW-Authenticate`. */
+  baseUrl: () => string;
+  limits?: Partial<IdentityHttpLimits>;
+}
+
+/** Keystone's titles by status (keystone/exception.py). */
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  409: 'Conflict',
+  413: 'Request Entity Too Large',
+  415: 'Unsupported Media Type',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+/** Keystone's error body for `err`: `{"error": {"code", "message", "title"}}`. */
+export function keystoneErrorBody(err: ServiceError): { error: { code: number; message: string; title: string } } {
+  return { error: { code: err.status, message: err.message, title: TITLES[err.status] ?? 'Error' } };
+}
+
+/** Keystone 22's version document of v3 (keystone/api/discovery.py), its self link under `base`. */
+export function v3Version(base: string): Record<string, unknown> {
+  return {
+    id: 'v3.14',
+    status: 'stable',
+    updated: '2020-04-07T00:00:00Z',
+    links: [{ rel: 'self', href: `${base}/v3/` }],
+    'media-types': [{ base: 'application/json', type: 'application/vnd.openstack.identity-v3+json' }],
+  };
+}
+
+const BODY_LIMIT = 64 * 1024;
+
+function header(req: FastifyRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function toServiceError(err: FastifyError): ServiceError {
+  if (isServiceError(err)) return err;
+  switch (err.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return errors.badRequest('Unsupported Content-Type: send the request body as application/json.');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return errors.badRequest('The request body is empty; a JSON object is required.');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return errors.payloadTooLarge(BODY_LIMIT);
+  }
+  if (err instanceof SyntaxError || err.statusCode === 400) return errors.badRequest(`Malformed request body: ${err.message}`);
+  return unexpectedError(err);
+}
+
+/** Builds the identity app (routes in the module comment); call `listen` on it. */
+export async function buildIdentityApp(deps: IdentityAppDeps) {
+  const { identity } = deps;
+  const limits = deps.limits ?? {};
+  const app = Fastify({
+    loggerInstance: deps.logger.child({ component: 'identity' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT,
+    // Keystone's request ids.
+    genReqId: () => `req-${randomUUID()}`,
+    serverFactory: (handler) => {
+      const server = createHttpServer(
+        { headersTimeout: limits.headersTimeoutMs ?? 10_000, requestTimeout: limits.requestTimeoutMs ?? 30_000 },
+        handler,
+      );
+      server.keepAliveTimeout = limits.keepAliveTimeoutMs ?? 5_000;
+      if (limits.maxConnections) server.maxConnections = limits.maxConnections;
+      return server;
+    },
+  });
+
+  const render = (reply: FastifyReply, err: ServiceError) => {
+    if (err.status === 401) reply.header('www-authenticate', `Keystone uri="${deps.baseUrl()}"`);
+    return reply.status(err.status).type('application/json').send(keystoneErrorBody(err));
+  };
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('x-openstack-request-id', req.id);
+    reply.header('vary', 'X-Auth-Token');
+  });
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const e = toServiceError(err);
+    if (e.status >= 500) req.log.error({ err, detail: e.detail, requestId: req.id }, 'identity request failed');
+    return render(reply, e);
+  });
+  app.setNotFoundHandler((req, reply) => render(reply, errors.notFound('The resource could not be found.')));
+
+  app.get('/', async (_req, reply) => {
+    const base = deps.baseUrl();
+    return reply.status(300).header('location', `${base}/v3/`).send({ versions: { values: [v3Version(base)] } });
+  });
+  for (const path of ['/v3', '/v3/']) app.get(path, async () => ({ version: v3Version(deps.baseUrl()) }));
+
+  const withCatalog = (req: FastifyRequest) => !Object.hasOwn((req.query ?? {}) as object, 'nocatalog');
+
+  app.post('/v3/auth/tokens', async (req, reply) => {
+    const { token, body } = await identity.authenticate(req.body, { catalog: withCatalog(req) });
+    return reply.status(201).header('x-subject-token', token).send(body);
+  });
+
+  /** The caller (X-Auth-Token) may act on the subject token: Keystone 22's identity:validate_token / revoke_token. */
+  const authorizeSubject = async (req: FastifyRequest, action: string): Promise<string> => {
+    const caller = await identity.lookup(header(req, 'x-auth-token'));
+    if (!caller) throw errors.unauthorized();
+    const subject = header(req, 'x-subject-token');
+    const target = await identity.lookup(subject);
+    if (!target) throw errors.notFound('Could not find token.');
+    const privileged = caller.roles.some((r) => r === 'service' || r === 'admin');
+    if (!privileged && caller.userId !== target.userId) throw errors.forbidden(action);
+    return subject!;
+  };
+
+  app.get('/v3/auth/tokens', async (req, reply) => {
+    const subject = await authorizeSubject(req, 'identity:validate_token');
+    const body = await identity.validate(subject, { catalog: withCatalog(req) });
+    return reply.header('x-subject-token', subject).send(body);
+  });
+
+  app.delete('/v3/auth/tokens', async (req, reply) => {
+    const subject = await authorizeSubject(req, 'identity:revoke_token');
+    await identity.revoke(subject);
+    return reply.status(204).send();
+  });
+
+  // An empty body with the JSON content type (clients send it on GET and DELETE) is no body;
+  // POST then refuses it as it refuses any body that is not an auth request.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, text, done) => {
+    try {
+      done(null, text === '' ? undefined : (JSON.parse(String(text)) as unknown));
+    } catch (err) {
+      done(errors.badRequest(`Malformed request body: ${(err as Error).message}.`), undefined);
+    }
+  });
+  return app;
+}
