@@ -286,46 +286,21 @@ const COMMANDS: Command[] = [
  * list can shrink as the pieces land.
  */
 const EXPECTED_FAILURES: Record<string, string> = {
-  ...expectFail('compute routes under /v2.1 (GET /v2.1/servers/detail → 404)', ...rowsOf(['openstack server list | token', 'nova list'], ['token', 'keystone'])),
   ...expectFail(
-    'finding a server by name: GET /v2.1/servers/NAME, then /v2.1/servers?name=NAME → 404 (compute routes under /v2.1 and the ?name= filter)',
-    ...rowsOf(
-      [
-        'openstack server show',
-        'openstack server volume list',
-        'openstack server event list',
-        'openstack server event show',
-        'openstack server add volume',
-        'openstack server remove volume',
-        'nova volume-attachments',
-        'nova instance-action-list',
-      ],
-      ['token', 'keystone'],
-    ),
-  ),
-  ...expectFail(
-    'no image API in the catalog: with a catalog, openstack needs a public `image` endpoint before it lists servers or creates a volume',
-    'openstack server list | keystone',
-    'openstack volume create | keystone',
-  ),
-  ...expectFail('noauth not wired: serve with auth=noauth answers `user:project` with 401', ...rowsOf(['cinder list', 'cinder show', 'cinder extend (3.42, in-use)'], ['noauth'])),
-  ...expectFail(
-    'no embedded Keystone yet (no `online-extend user create`, no identity endpoint)',
-    ...rowsOf(
-      COMMANDS.map((c) => c.name),
-      ['password'],
-    ),
+    "servers found on the hypervisor (the fake inventory's, or domains this API did not create) have no flavor: GET /v2.1/servers/detail shows `\"flavor\": {}` at 2.1 (tempest's schema allows it, as for a deleted flavor); openstack 6.0's server list reads s.flavor['id'] below 2.47 and fails with KeyError 'id'",
+    ...rowsOf(['openstack server list'], ['token', 'password', 'keystone']),
   ),
 };
+
+function expectFail(reason: string, ...keys: string[]): Record<string, string> {
+  return Object.fromEntries(keys.map((k) => [k, reason]));
+}
 
 /** The row keys of `commands` × `modes` (a command given as `name | mode` is taken as is). */
 function rowsOf(commands: string[], modes: Mode[]): string[] {
   return commands.flatMap((c) => (c.includes(' | ') ? [c] : modes.map((m) => `${c} | ${m}`)));
 }
 
-function expectFail(reason: string, ...keys: string[]): Record<string, string> {
-  return Object.fromEntries(keys.map((k) => [k, reason]));
-}
 
 interface Row {
   key: string;
