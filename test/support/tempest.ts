@@ -8,11 +8,14 @@
  * 0 both times). The subunit stream gives every test id with its status (`success`, `fail`,
  * `skip`, and `setUpClass (…)` pseudo-tests for class-level skips and errors), read with
  * `subunit2csv`; `subunit-trace` renders the same stream for people (skip reasons, tracebacks).
+ * On the lab, tempest_gated_run.py runs it the same way with two timing gates (guestWatch.ts).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clientEnv } from './clients.js';
+
+const GATED_RUNNER = join(import.meta.dirname, 'tempest_gated_run.py');
 
 export const EXTEND_ATTACHED_TEST = 'tempest.api.volume.test_volumes_extend.VolumesExtendAttachedTest.test_extend_attached_volume';
 
@@ -124,15 +127,21 @@ export interface TempestRun {
   ms: number;
 }
 
-/** Runs one tempest test by id in `dir` (config from writeTempestConfig); resolves when it ends or after `timeoutMs`. */
-export async function runTempest(testId: string, dir: string, etc: string, timeoutMs: number): Promise<TempestRun> {
+/**
+ * Runs one tempest test by id in `dir` (config from writeTempestConfig); resolves when it ends or
+ * after `timeoutMs`. With `gateDir`, through tempest_gated_run.py (its extend and detach wait for
+ * a watcher's gate files there; see guestWatch.ts).
+ */
+export async function runTempest(testId: string, dir: string, etc: string, timeoutMs: number, gateDir?: string): Promise<TempestRun> {
   const { spawn } = await import('node:child_process');
   const home = join(dir, 'home');
   mkdirSync(home, { recursive: true });
   const started = Date.now();
   const stream = join(dir, 'run.subunit');
   const { exitCode, stderr } = await new Promise<{ exitCode: number | null; stderr: string }>((res) => {
-    const child = spawn('/usr/bin/python3', ['-m', 'subunit.run', testId], { cwd: dir, env: clientEnv(home, { TEMPEST_CONFIG_DIR: etc }), stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = gateDir ? [GATED_RUNNER, testId] : ['-m', 'subunit.run', testId];
+    const env = clientEnv(home, { TEMPEST_CONFIG_DIR: etc, ...(gateDir ? { OE_GATE_DIR: gateDir } : {}) });
+    const child = spawn('/usr/bin/python3', args, { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     child.stdout.on('data', (b: Buffer) => out.push(b));
