@@ -397,26 +397,29 @@ async function startKeystoneInstance(root: string, rows: Row[]): Promise<Instanc
   const missing = keystoneMissing();
   if (missing) return { unavailable: `not run: ${missing}` };
   const ks = await startKeystone();
+  let served: Served | undefined;
   try {
     const { data, inv } = instanceDir(root, 'keystone', rows, ks.admin.projectId);
-    const served = await startServe({
+    served = await startServe({
       dataDir: data,
       args: ['--driver', 'fake', '--fake-inventory', inv, '--auth', 'keystone', '--keystone-url', ks.url, '--keystone-service-user', ks.service.name, '--keystone-service-project', ks.service.projectName, '--keystone-service-password-file', ks.service.passwordFile],
     });
     await registerCatalog(ks, served.urls);
     const token = await ks.token(ks.admin);
+    const running = served;
     return {
-      served,
+      served: running,
       project: ks.admin.projectId,
       token,
       fixtureToken: token,
       password: { authUrl: ks.url, username: ks.admin.name, password: ks.admin.password, project: ks.admin.projectName },
       stop: async () => {
-        await served.stop();
+        await running.stop();
         await ks.stop();
       },
     };
   } catch (err) {
+    await served?.stop();
     await ks.stop();
     throw err;
   }
