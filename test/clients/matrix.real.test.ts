@@ -544,12 +544,16 @@ describeReal(clientsMissing())("Debian's OpenStack clients against serve --drive
     ensureBuilt();
     root = tempRoot('oe-matrix-');
     const of = (...modes: Mode[]) => ROWS.filter((r) => modes.includes(r.mode));
-    const [own, noauth, keystone] = await Promise.all([
+    const started = await Promise.allSettled([
       startInstance(root, 'token', of('token', 'password')),
       startInstance(root, 'noauth', of('noauth'), { ONLINE_EXTEND_AUTH: 'noauth' }),
-      startKeystoneInstance(root, of('keystone')).catch((err: Error) => ({ unavailable: `not run: Keystone or serve --auth keystone failed: ${err.message.split('\n')[0]}` })),
+      startKeystoneInstance(root, of('keystone')).catch((err: Error): Unavailable => ({ unavailable: `not run: Keystone or serve --auth keystone failed: ${err.message.split('\n')[0]}` })),
     ]);
-    for (const i of [own, noauth, keystone]) if (!('unavailable' in i)) instances.push(i);
+    // Whatever started is stopped by afterAll, even if another one failed.
+    for (const r of started) if (r.status === 'fulfilled' && !('unavailable' in r.value)) instances.push(r.value);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const [own, noauth, keystone] = started.map((r) => (r as PromiseFulfilledResult<Instance | Unavailable>).value) as [Instance, Instance, Instance | Unavailable];
     const instanceOf = (m: Mode) => (m === 'noauth' ? noauth : m === 'keystone' ? keystone : own);
     results = await pool(ROWS, CONCURRENCY, (row) => measure(row, instanceOf(row.mode), join(root, 'homes')));
     const text = report(results);
