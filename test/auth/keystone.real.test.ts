@@ -68,7 +68,7 @@ async function serveWithKeystone(ks: KeystoneHarness, root: string, cacheMs: num
   writeFileSync(policy, JSON.stringify({ 'os_compute_api:servers:index': memberOrAdmin, 'volume:create': memberOrAdmin, 'volume:get': memberOrAdmin, 'volume:get_all': memberOrAdmin }));
   // dist/ must match src/ (the real tier has no global build step).
   ensureBuilt();
-  const args = ['serve', '--driver', 'fake', '--fake-inventory', inv, '--data-dir', join(root, 'data'), '--port', '0', '--volume-port', '0', '--sync-interval', '0', '--policy', policy];
+  const args = ['serve', '--driver', 'fake', '--fake-inventory', inv, '--data-dir', join(root, 'data'), '--port', '0', '--volume-port', '0', '--image-port', '0', '--sync-interval', '0', '--policy', policy];
   args.push('--auth', 'keystone', '--keystone-url', ks.url, '--keystone-service-user', ks.service.name, '--keystone-service-project', ks.service.projectName);
   args.push('--keystone-service-password-file', ks.service.passwordFile, '--keystone-token-cache', String(cacheMs));
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
