@@ -31,7 +31,8 @@ interface Answer {
 async function call(base: string, method: string, path: string, token: string, body?: unknown): Promise<Answer> {
   const res = await fetch(`${base}${path}`, {
     method,
-    headers: { 'x-auth-token': token, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    // Volume calls at Cinder's 3.42, which extending an attached volume needs (compute ignores the header).
+    headers: { 'x-auth-token': token, 'openstack-api-version': 'volume 3.42', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   const text = await res.text();
@@ -115,7 +116,7 @@ async function attachAndExtend(svc: Served, ks: KeystoneHarness, token: string):
   let v: Vol;
   do {
     await sleep(50);
-    v = (await call(svc.volumeUrl, 'GET', `/v3/${p}/volumes/${id}`, token)).body.volume as unknown as Vol;
+    v = (await call(svc.volumeUrl, 'GET', `/v3/${p}/volumes/${id}/os-online-extend`, token)).body.volume as unknown as Vol;
   } while (v.status === 'extending' && Date.now() < until);
   return v;
 }
