@@ -295,7 +295,8 @@ export class FakeDriver implements VirtDriver {
   async spawn(spec: SpawnSpec): Promise<DriverServer> {
     if (!this.capabilities.spawnServer) throw errors.createServerNotSupported(this.name);
     if (this.servers.has(spec.id)) throw errors.instanceInvalidState(spec.id, this.servers.get(spec.id)!.state, 'spawn');
-    const server: FakeServer = { id: spec.id, name: spec.name, projectId: spec.projectId, state: 'building', disks: [] };
+    // The domain gets the flavor's size, as a real hypervisor's would: listed back as measured.
+    const server: FakeServer = { id: spec.id, name: spec.name, projectId: spec.projectId, state: 'building', disks: [], vcpus: spec.vcpus, memoryMb: spec.ramMb };
     this.servers.set(spec.id, server);
     try {
       await this.controls.enter('spawn');
