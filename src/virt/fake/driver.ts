@@ -158,6 +158,20 @@ export class FakeDriver implements VirtDriver {
     this.persist();
   }
 
+  /**
+   * Change what the hypervisor reports of a server's size (an operator resized the domain on the
+   * host): vCPUs and memory in MiB; `undefined` makes the fake report none, as a driver that
+   * could not read it.
+   */
+  setSize(serverId: string, size: { vcpus: number | undefined; memoryMb: number | undefined }): void {
+    const server = this.server(serverId);
+    if (size.vcpus === undefined) delete server.vcpus;
+    else server.vcpus = size.vcpus;
+    if (size.memoryMb === undefined) delete server.memoryMb;
+    else server.memoryMb = size.memoryMb;
+    this.persist();
+  }
+
   /** A server was created on the host. */
   addServer(server: FakeServer): void {
     this.servers.set(server.id, structuredClone(server));
