@@ -15,7 +15,7 @@ import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { loadConfig } from '../config.js';
 import { openDataDir } from '../db/dataDir.js';
-import type { FlavorRecord, ImageRecord, Store } from '../db/store.js';
+import { HOST_DEFINED_FLAVOR, type FlavorRecord, type ImageRecord, type Store } from '../db/store.js';
 import { render, type Format } from './output.js';
 
 type Out = (s: string) => void;
@@ -133,6 +133,8 @@ export function newImage(o: ImageOptions, now: Date = new Date()): ImageRecord {
 
 /** Store `flavor`; a plain Error if its id is taken. Answers its id. */
 export async function addFlavor(store: Store, flavor: FlavorRecord): Promise<string> {
+  // The compute API shows this id for servers found on the host (their size is not a flavor's).
+  if (flavor.id === HOST_DEFINED_FLAVOR) throw new Error(`the flavor id ${HOST_DEFINED_FLAVOR} is reserved for servers found on the host`);
   if (!(await store.putFlavor(flavor))) throw new Error(`a flavor with id ${flavor.id} exists already`);
   return flavor.id;
 }

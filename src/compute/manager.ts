@@ -246,6 +246,9 @@ export class ComputeManager {
       name: s.name,
       projectId: s.projectId ?? this.defaultProjectId,
       state: s.state,
+      // What the hypervisor measured, or nothing: never a default (the API says "not measured").
+      ...(s.vcpus === undefined ? {} : { vcpus: s.vcpus }),
+      ...(s.memoryMb === undefined ? {} : { memoryMb: s.memoryMb }),
       attachments: s.disks.map((d) => ({
         serverId: s.id,
         volumeId: d.volumeId,

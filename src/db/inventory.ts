@@ -1,7 +1,8 @@
 /**
- * The compute inventory in SQLite: servers and their attachments as the hypervisor reports them
- * (`syncServers`, `upsertServer`, `removeServer`), read by the compute API (`getServer`,
- * `listServers`), and a server's task state. One part of SqliteStore.
+ * The compute inventory in SQLite: servers (with the vCPUs and memory the driver measured) and
+ * their attachments as the hypervisor reports them (`syncServers`, `upsertServer`,
+ * `removeServer`), read by the compute API (`getServer`, `listServers`), and a server's task
+ * state. One part of SqliteStore.
  */
 import type Database from 'better-sqlite3';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
@@ -22,11 +23,25 @@ export const SYNC_CHUNK = 200;
 export type DesiredServer = Omit<ServerRecord, 'updatedAt' | 'taskState' | 'host'>;
 
 /** What `syncServers` compares: everything the driver reports about a server, in a fixed order. */
-function inventoryKey(s: Pick<ServerRecord, 'name' | 'projectId' | 'state'>, attachments: readonly AttachmentRecord[]): string {
+function inventoryKey(s: Pick<ServerRecord, 'name' | 'projectId' | 'state' | 'vcpus' | 'memoryMb'>, attachments: readonly AttachmentRecord[]): string {
   const atts = attachments
     .map((a) => [a.volumeId, a.device, a.kind, a.format ?? null, a.source ?? null, a.readonly])
     .sort((x, y) => (x[0]! < y[0]! ? -1 : x[0]! > y[0]! ? 1 : 0));
-  return JSON.stringify([s.name, s.projectId, s.state, atts]);
+  return JSON.stringify([s.name, s.projectId, s.state, s.vcpus ?? null, s.memoryMb ?? null, atts]);
+}
+
+/** `inventoryKey` of a `servers` row and its attachments. */
+function rowKey(r: Row, attachments: readonly AttachmentRecord[]): string {
+  return inventoryKey(
+    {
+      name: r.name as string,
+      projectId: r.project_id as string,
+      state: r.state as ServerRecord['state'],
+      ...(r.vcpus == null ? {} : { vcpus: r.vcpus as number }),
+      ...(r.memory_mb == null ? {} : { memoryMb: r.memory_mb as number }),
+    },
+    attachments,
+  );
 }
 
 function prepare(db: Database.Database) {
@@ -35,14 +50,17 @@ function prepare(db: Database.Database) {
     attachmentsOf: db.prepare('SELECT * FROM attachments WHERE server_id = ? ORDER BY device'),
     attachmentsOfMany: db.prepare('SELECT * FROM attachments WHERE server_id IN (SELECT value FROM json_each(?)) ORDER BY server_id, device'),
     upsertServer: db.prepare(
-      `INSERT INTO servers (id, name, project_id, host, state, task_state, updated_at)
-       VALUES (@id, @name, @projectId, @host, @state, NULL, @now)
+      `INSERT INTO servers (id, name, project_id, host, state, task_state, updated_at, vcpus, memory_mb)
+       VALUES (@id, @name, @projectId, @host, @state, NULL, @now, @vcpus, @memoryMb)
        ON CONFLICT(id) DO UPDATE SET name = excluded.name, project_id = excluded.project_id,
-         host = excluded.host, state = excluded.state, updated_at = excluded.updated_at`,
+         host = excluded.host, state = excluded.state, updated_at = excluded.updated_at,
+         vcpus = excluded.vcpus, memory_mb = excluded.memory_mb`,
     ),
     inventoryFirst: db.prepare('SELECT * FROM servers WHERE host = @host ORDER BY id LIMIT @limit'),
     inventoryAfter: db.prepare('SELECT * FROM servers WHERE host = @host AND id > @after ORDER BY id LIMIT @limit'),
-    updateServer: db.prepare('UPDATE servers SET name = @name, project_id = @projectId, state = @state, updated_at = @now WHERE id = @id'),
+    updateServer: db.prepare(
+      'UPDATE servers SET name = @name, project_id = @projectId, state = @state, vcpus = @vcpus, memory_mb = @memoryMb, updated_at = @now WHERE id = @id',
+    ),
     deleteServer: db.prepare('DELETE FROM servers WHERE id = ?'),
     deleteServerOnHost: db.prepare('DELETE FROM servers WHERE id = ? AND host = ?'),
     deleteAttachments: db.prepare('DELETE FROM attachments WHERE server_id = ?'),
@@ -130,7 +148,7 @@ export class SqliteInventory {
       const row = this.stmt.getServer.get(s.id) as Row | undefined;
       if (row && row.host === host) {
         const atts = (this.stmt.attachmentsOf.all(s.id) as Row[]).map(toAttachment);
-        was = inventoryKey({ name: row.name as string, projectId: row.project_id as string, state: row.state as ServerRecord['state'] }, atts);
+        was = rowKey(row, atts);
       }
     }
     if (was === key) return 'unchanged';
@@ -191,11 +209,12 @@ export class SqliteInventory {
   }
 
   private writeServer(host: string, s: DesiredServer, added: boolean, now: string): void {
+    const size = { vcpus: s.vcpus ?? null, memoryMb: s.memoryMb ?? null };
     if (added) {
       // New, or moved here from another host: the upsert keeps its task state.
-      this.stmt.upsertServer.run({ id: s.id, name: s.name, projectId: s.projectId, host, state: s.state, now });
+      this.stmt.upsertServer.run({ id: s.id, name: s.name, projectId: s.projectId, host, state: s.state, now, ...size });
     } else {
-      this.stmt.updateServer.run({ id: s.id, name: s.name, projectId: s.projectId, state: s.state, now });
+      this.stmt.updateServer.run({ id: s.id, name: s.name, projectId: s.projectId, state: s.state, now, ...size });
     }
     this.stmt.deleteAttachments.run(s.id);
     for (const a of s.attachments) {
@@ -231,7 +250,7 @@ export class SqliteInventory {
       const atts = this.attachmentsByServer(rows);
       for (const r of rows) {
         const id = r.id as string;
-        held.set(id, inventoryKey({ name: r.name as string, projectId: r.project_id as string, state: r.state as ServerRecord['state'] }, atts.get(id) ?? []));
+        held.set(id, rowKey(r, atts.get(id) ?? []));
       }
       after = rows.at(-1)!.id as string;
       if (rows.length < SYNC_CHUNK) break;
@@ -341,7 +360,7 @@ export class SqliteInventory {
     const held = row && this.inventoryKeys.get(row.host as string);
     if (!row || !held) return;
     const atts = (this.stmt.attachmentsOf.all(serverId) as Row[]).map(toAttachment);
-    held.set(serverId, inventoryKey({ name: row.name as string, projectId: row.project_id as string, state: row.state as ServerRecord['state'] }, atts));
+    held.set(serverId, rowKey(row, atts));
   }
 
   /** Drop a server from the cache and every host's copy (its next sync compares it afresh). */

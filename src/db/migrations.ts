@@ -167,4 +167,11 @@ export const MIGRATIONS: readonly string[] = [
     created_at TEXT NOT NULL
   );
   `,
+  // 9: what the hypervisor reports of a server's size (vCPUs, memory in MiB), written by the
+  // inventory sync; NULL when the driver could not measure it. A server found on the host has no
+  // flavor: the API shows its host-defined size from these.
+  `
+  ALTER TABLE servers ADD COLUMN vcpus INTEGER;
+  ALTER TABLE servers ADD COLUMN memory_mb INTEGER;
+  `,
 ];

@@ -54,6 +54,8 @@ export function toServer(r: Row, attachments: AttachmentRecord[]): ServerRecord 
     ...(r.created_at == null ? {} : { imageRef: (r.image_ref as string | null) ?? null, flavorRef: (r.flavor_ref as string | null) ?? null }),
     ...(r.metadata == null ? {} : { metadata: JSON.parse(r.metadata as string) as Record<string, string> }),
     ...(r.fault == null ? {} : { fault: JSON.parse(r.fault as string) as ServerFault }),
+    ...(r.vcpus == null ? {} : { vcpus: r.vcpus as number }),
+    ...(r.memory_mb == null ? {} : { memoryMb: r.memory_mb as number }),
   };
 }
 

@@ -43,6 +43,10 @@ export interface ServerRecord {
   metadata?: Record<string, string>;
   /** Why its build failed (vm state `error`), as Nova's instance fault; absent otherwise. */
   fault?: ServerFault;
+  /** vCPUs the hypervisor reports the server has (DriverServer.vcpus); absent when not measured. */
+  vcpus?: number;
+  /** Memory in MiB the hypervisor reports (DriverServer.memoryMb); absent when not measured. */
+  memoryMb?: number;
 }
 
 /** Nova's instance fault: the HTTP-like code, the public message and when it happened (ISO 8601). */
@@ -64,6 +68,12 @@ export interface ServerStatePatch {
   taskState: string | null;
   fault?: ServerFault | null;
 }
+
+/**
+ * The flavor id the compute API shows for a server found on the host (no flavorRef: its size was
+ * defined on the host). Reserved: no registered flavor may take it (the CLI refuses it).
+ */
+export const HOST_DEFINED_FLAVOR = 'host-defined';
 
 /** A flavor (Nova's): the size of a server. Units as Nova's API: RAM and swap in MiB, disks in GiB. */
 export interface FlavorRecord {

@@ -55,6 +55,16 @@ export interface DriverServer {
   projectId?: string;
   state: ServerState;
   disks: DriverDisk[];
+  /**
+   * vCPUs the server has, as the hypervisor reports them (libvirt: `<vcpu>`, or its `current`
+   * attribute when fewer are online); absent when the driver could not read them. Never a guess.
+   */
+  vcpus?: number;
+  /**
+   * Memory the server boots with, in MiB (libvirt: `<memory>`, converted from its unit, rounded
+   * down to whole MiB); absent when the driver could not read it. Never a guess.
+   */
+  memoryMb?: number;
 }
 
 /** What a driver can do; the compute API refuses what it cannot (e.g. ExtendVolumeNotSupported, 501). */

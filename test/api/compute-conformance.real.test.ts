@@ -8,22 +8,24 @@
  * tempest/lib/services/compute/servers_client.py, rows up to 2.51), and `list_instance_actions`
  * is always the 2.1 schema, as tempest's client uses it.
  *
- * Servers built through the API carry a user, an image and a flavor, which the store does not
- * persist yet (the servers work adds those columns): a store that adds them to its records
- * stands in for it here. Attach (POST, 200) is judged on the whole service, whose volume API
- * the attach goes through.
+ * The servers judged are of every kind the API shows: servers created through POST /servers with
+ * a registered flavor and image (one ACTIVE, one in ERROR after a failed spawn, whose `fault` is
+ * shown), and servers found on the host (the fake driver's inventory: one whose vCPUs and memory
+ * the driver measured, one it could not measure), each read by id and in the lists. Attach
+ * (POST, 200) is judged on the whole service, whose volume API the attach goes through.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import pino from 'pino';
 import { buildComputeApp, type ComputeApp } from '../../src/app.js';
-import type { FlavorRecord, ServerRecord } from '../../src/db/store.js';
+import { SqliteStore } from '../../src/db/sqlite.js';
 import { FakeDriver } from '../../src/virt/fake/driver.js';
+import { errors } from '../../src/errors.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import { PolicyEnforcer } from '../../src/auth/policy.js';
 import { COMPUTE_VERSIONS } from '../../src/api/microversion.js';
 import { describeReal } from '../support/real.js';
 import { judge, tempestMissing, type TempestCase } from '../support/tempestSchemas.js';
-import { BLOCK_VOL, CreatedServersStore, FILE_VOL, GiB, OFF_SERVER, OTHER_SERVER, OTHER_TENANT, SERVER, TENANT, sampleServers } from '../support/computeApp.js';
+import { BLOCK_VOL, FILE_VOL, GiB, OFF_SERVER, OTHER_TENANT, SERVER, TENANT, createServerThroughApi, registerCatalog, sampleServers } from '../support/computeApp.js';
 import { makeService, PROJECT, SERVER as SERVICE_SERVER, type ServiceHarness } from '../support/service.js';
 
 /** tempest's ServersClient.schema_versions_info, the rows up to 2.51: [min, max, module]. */
@@ -50,14 +52,6 @@ function moduleFor(version: string): string {
   return row[2];
 }
 
-/** What POST /servers would have stored: the creation fields of ServerRecord (see the module comment). */
-const CREATED: Record<string, Partial<ServerRecord>> = {
-  [SERVER]: { userId: 'user-member', createdAt: '2026-11-01T10:00:00Z', imageRef: 'c1d0e7a2-5b6f-4a3e-9d8c-7b6a5f4e3d2c', flavorRef: 'f-small', metadata: { role: 'web' } },
-  [OFF_SERVER]: { userId: 'user-member', createdAt: '2026-11-02T10:00:00Z', imageRef: null, flavorRef: 'f-small', metadata: {} },
-  [OTHER_SERVER]: { userId: 'user-other', createdAt: '2026-11-03T10:00:00Z', imageRef: null, flavorRef: 'f-small' },
-};
-const FLAVORS = new Map<string, FlavorRecord>([['f-small', { id: 'f-small', name: 'm1.small', vcpus: 1, ramMb: 512, diskGb: 1, ephemeralGb: 0, swapMb: 0, isPublic: true, description: null }]]);
-
 interface Caller {
   name: string;
   token: string;
@@ -74,22 +68,21 @@ interface Captured extends TempestCase {
 const describeTempest = describeReal(tempestMissing());
 
 describeTempest('tempest judges the compute API at 2.1–2.51', () => {
-  let store: CreatedServersStore;
+  let store: SqliteStore;
   let built: ComputeApp;
+  let driver: FakeDriver;
+  /** The servers read by id: kind → id. */
+  const servers: Record<string, string> = { 'found, measured': SERVER, 'found, not measured': OFF_SERVER };
   let base: string;
   let h: ServiceHarness;
   const callers: Caller[] = [];
   const actions = { ok: '', failed: '' };
 
   beforeAll(async () => {
-    store = new CreatedServersStore(':memory:', CREATED);
-    built = await buildComputeApp({
-      store,
-      driver: new FakeDriver({ servers: sampleServers() }),
-      logger: pino({ level: 'silent' }),
-      policy: new PolicyEnforcer(),
-      lookupFlavor: async (id) => FLAVORS.get(id),
-    });
+    store = new SqliteStore(':memory:');
+    await registerCatalog(store);
+    driver = new FakeDriver({ servers: sampleServers() });
+    built = await buildComputeApp({ store, driver, logger: pino({ level: 'silent' }), policy: new PolicyEnforcer() });
     base = await built.app.listen({ host: '127.0.0.1', port: 0 });
     const mk = async (userId: string, projectId: string, roles: string[]) => (await issueToken(store, { userId, projectId, roles, ttlMs: 3_600_000 })).token;
     callers.push(
@@ -108,6 +101,10 @@ describeTempest('tempest judges the compute API at 2.1–2.51', () => {
     };
     actions.ok = await grow(2 * GiB);
     actions.failed = await grow(512);
+    // Servers created through the API by the member: one built, one whose spawn failed.
+    servers.created = await createServerThroughApi(built, callers[0]!.token, { name: 'made', metadata: { role: 'web' } });
+    driver.injectFault('spawn', errors.driverFailed('no room on the host'));
+    servers['created, failed'] = await createServerThroughApi(built, callers[0]!.token, { name: 'failed' });
     h = await makeService();
   });
 
@@ -131,6 +128,17 @@ describeTempest('tempest judges the compute API at 2.1–2.51', () => {
     expect(String(COMPUTE_VERSIONS.max)).toBe(VERSIONS.at(-1));
   });
 
+  it('has the kinds of server it judges: created ACTIVE and ERROR with a fault, found with and without a measured size', async () => {
+    const created = await store.getServer(servers.created!);
+    expect(created).toMatchObject({ state: 'active', flavorRef: 'f-small', imageRef: expect.any(String), userId: 'user-member' });
+    expect(await store.getServer(servers['created, failed']!)).toMatchObject({ state: 'error', flavorRef: 'f-small', fault: { code: 500 } });
+    expect(await store.getServer(SERVER)).toMatchObject({ vcpus: 2, memoryMb: 2048 });
+    const off = await store.getServer(OFF_SERVER);
+    expect(off?.flavorRef ?? null).toBeNull();
+    expect(off).not.toHaveProperty('vcpus');
+    expect(off).not.toHaveProperty('memoryMb');
+  });
+
   it("passes tempest's schemas for servers, attachments and instance actions at every version, caller and URL form", async () => {
     const cases: Captured[] = [];
     for (const version of VERSIONS) {
@@ -144,7 +152,7 @@ describeTempest('tempest judges the compute API at 2.1–2.51', () => {
             await capture(at('/servers'), c.token, version, `${mod}.list_servers`, what('GET /servers')),
             await capture(at('/servers?limit=1&name=-1'), c.token, version, `${mod}.list_servers`, what('GET /servers?limit=1&name=-1')),
             await capture(at('/servers/detail'), c.token, version, `${mod}.list_servers_detail`, what('GET /servers/detail')),
-            await capture(at(srv), c.token, version, `${mod}.get_server`, what('GET /servers/{id}')),
+            ...(await Promise.all(Object.entries(servers).map(([kind, id]) => capture(at(`/servers/${id}`), c.token, version, `${mod}.get_server`, what(`GET /servers/{${kind}}`))))),
             await capture(at(`${srv}/os-volume_attachments`), c.token, version, `${mod}.list_volume_attachments`, what('GET os-volume_attachments')),
             await capture(at(`${srv}/os-volume_attachments/${BLOCK_VOL}`), c.token, version, `${mod}.show_volume_attachment`, what('GET os-volume_attachments/{id}')),
             await capture(at(`${srv}/os-instance-actions`), c.token, version, 'compute.v2_1.servers.list_instance_actions', what('GET os-instance-actions')),
@@ -157,10 +165,21 @@ describeTempest('tempest judges the compute API at 2.1–2.51', () => {
         }
       }
     }
-    expect(cases).toHaveLength(VERSIONS.length * 3 * (3 * 9 + 2));
+    expect(cases).toHaveLength(VERSIONS.length * 3 * (3 * (8 + Object.keys(servers).length) + 2));
     const verdicts = judge(cases);
     const failures = cases.flatMap((c, i) => (verdicts[i]!.ok ? [] : [`${c.what} (${c.schema}): ${verdicts[i]!.error}\n${JSON.stringify(c.body)}`]));
     expect(failures, failures.slice(0, 5).join('\n\n')).toEqual([]);
+    // What was judged is what the cases are about: the failed build's fault, each kind's flavor.
+    const shown = (kind: string, version: string) =>
+      cases.filter((c) => c.version === version && c.what.endsWith(`GET /servers/{${kind}}`)).map((c) => (c.body as { server: Record<string, unknown> }).server);
+    for (const version of VERSIONS) {
+      const at247 = minor(version) >= 47;
+      for (const s of shown('created, failed', version)) expect(s).toMatchObject({ status: 'ERROR', fault: { code: 500, message: expect.stringContaining('no room') } });
+      for (const s of shown('created', version)) expect(s.flavor).toMatchObject(at247 ? { original_name: 'm1.small', vcpus: 2 } : { id: 'f-small' });
+      for (const s of shown('found, measured', version)) expect(s.flavor).toMatchObject(at247 ? { original_name: 'host-defined', vcpus: 2, ram: 2048 } : { id: 'host-defined' });
+      for (const s of shown('found, not measured', version)) expect(s.flavor).toMatchObject(at247 ? { original_name: 'host-defined', vcpus: 0, ram: 0 } : { id: 'host-defined' });
+      expect(shown('found, not measured', version)).toHaveLength(9);
+    }
     // tempest's compute client also requires the version it asked for echoed exactly.
     for (const c of cases) expect({ what: c.what, echo: c.echo }).toEqual({ what: c.what, echo: c.version });
   });

@@ -6,24 +6,35 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { issueToken } from '../../src/auth/tokens.js';
-import type { FlavorRecord } from '../../src/db/store.js';
 import { NOVA_SERVER_STATES, serverStateFromNova, type ServerState } from '../../src/rpc/shapes.js';
 import { nameFilter } from '../../src/api/routes/compute/nameFilter.js';
-import { hostId } from '../../src/api/routes/compute/views.js';
+import { HOST_DEFINED_FLAVOR_ID, UNMEASURED_EXTRA_SPEC, hostId } from '../../src/api/routes/compute/views.js';
 import { isServiceError } from '../../src/errors.js';
-import { BLOCK_VOL, FILE_VOL, GiB, OFF_SERVER, OTHER_SERVER, OTHER_TENANT, SERVER, TENANT, makeComputeApp, type TestComputeApp } from '../support/computeApp.js';
+import {
+  BLOCK_VOL,
+  FILE_VOL,
+  GiB,
+  OFF_SERVER,
+  OTHER_SERVER,
+  OTHER_TENANT,
+  SERVER,
+  TENANT,
+  TEST_FLAVOR as FLAVOR,
+  TEST_IMAGE,
+  createServerThroughApi,
+  makeComputeApp,
+  registerCatalog,
+  type TestComputeApp,
+} from '../support/computeApp.js';
 
-const FLAVOR: FlavorRecord = { id: 'f-small', name: 'm1.small', vcpus: 2, ramMb: 2048, diskGb: 20, ephemeralGb: 1, swapMb: 512, isPublic: true, description: null };
-const IMAGE = 'c1d0e7a2-5b6f-4a3e-9d8c-7b6a5f4e3d2c';
+const IMAGE = TEST_IMAGE.id;
 
 let t: TestComputeApp;
 let otherMember: string;
 
 beforeEach(async () => {
-  t = await makeComputeApp({
-    created: { [SERVER]: { userId: 'user-1', createdAt: '2026-11-01T10:00:00Z', imageRef: IMAGE, flavorRef: FLAVOR.id, metadata: { role: 'web' } } },
-    lookupFlavor: async (id) => (id === FLAVOR.id ? FLAVOR : undefined),
-  });
+  t = await makeComputeApp();
+  await registerCatalog(t.store);
   otherMember = (await issueToken(t.store, { userId: 'other-member', projectId: OTHER_TENANT, roles: ['member'], ttlMs: 3_600_000 })).token;
 });
 afterEach(async () => t.close());
@@ -96,6 +107,15 @@ describe('every compute route is served under /v2.1, /v2.1/{project_id} and /v2/
       { rel: 'self', href: `http://127.0.0.1:8774${self}` },
       { rel: 'bookmark', href: `http://127.0.0.1:8774${bookmark}` },
     ]);
+    const p = prefix === '/v2.1' ? '' : `/${TENANT}`;
+    // Found on the host: no image; the host-defined flavor, which links where no flavor is.
+    expect(server.image).toBe('');
+    expect(server.flavor).toEqual({ id: HOST_DEFINED_FLAVOR_ID, links: [{ rel: 'bookmark', href: `http://127.0.0.1:8774${p}/flavors/${HOST_DEFINED_FLAVOR_ID}` }] });
+  });
+
+  it.each(['/v2.1', `/v2.1/${TENANT}`, `/v2/${TENANT}`])('%s: a server created through the API links its image and flavor, with the project only when the URL had one', async (prefix) => {
+    const id = await createServerThroughApi(t, t.tokens.admin);
+    const server = (await t.app.inject({ method: 'GET', url: `${prefix}/servers/${id}`, headers: { 'x-auth-token': t.tokens.admin, host: '127.0.0.1:8774' } })).json().server;
     const p = prefix === '/v2.1' ? '' : `/${TENANT}`;
     expect(server.image).toEqual({ id: IMAGE, links: [{ rel: 'bookmark', href: `http://127.0.0.1:8774${p}/images/${IMAGE}` }] });
     expect(server.flavor).toEqual({ id: FLAVOR.id, links: [{ rel: 'bookmark', href: `http://127.0.0.1:8774${p}/flavors/${FLAVOR.id}` }] });
@@ -224,23 +244,52 @@ describe("Nova's server view at each microversion and for each caller", () => {
     }
   });
 
-  it("shows the flavor's own fields from 2.47 (ram, disk, vcpus, …) and {id, links} before", async () => {
-    expect((await show(t.tokens.member, '2.46')).flavor).toMatchObject({ id: FLAVOR.id });
-    expect((await show(t.tokens.member, '2.47')).flavor).toEqual({ original_name: 'm1.small', vcpus: 2, ram: 2048, disk: 20, ephemeral: 1, swap: 512, extra_specs: {} });
+  it("shows a created server's flavor by its own fields from 2.47 (ram, disk, vcpus, …) and as {id, links} before", async () => {
+    const id = await createServerThroughApi(t, t.tokens.member);
+    const at = async (version: string) => (await call('GET', `/v2.1/servers/${id}`, t.tokens.member, { version })).json().server.flavor;
+    expect(await at('2.46')).toMatchObject({ id: FLAVOR.id });
+    expect(await at('2.47')).toEqual({ original_name: 'm1.small', vcpus: 2, ram: 2048, disk: 20, ephemeral: 1, swap: 512, extra_specs: {} });
   });
 
-  it("shows a server found on the host (no image, flavor or user recorded) as Nova shows those absences", async () => {
+  it.each([
+    { version: '2.1', flavor: { id: HOST_DEFINED_FLAVOR_ID } },
+    { version: '2.46', flavor: { id: HOST_DEFINED_FLAVOR_ID } },
+    { version: '2.47', flavor: { original_name: HOST_DEFINED_FLAVOR_ID, vcpus: 2, ram: 2048, disk: 0, ephemeral: 0, swap: 0, extra_specs: {} } },
+    { version: '2.51', flavor: { original_name: HOST_DEFINED_FLAVOR_ID, vcpus: 2, ram: 2048, disk: 0, ephemeral: 0, swap: 0, extra_specs: {} } },
+  ])('$version: a server found on the host shows the host-defined flavor, with the vCPUs and RAM the driver measured from 2.47', async ({ version, flavor }) => {
+    const f = (await show(t.tokens.member, version)).flavor as Record<string, unknown>;
+    expect(version === '2.47' || version === '2.51' ? f : { id: f.id }).toEqual(flavor);
+  });
+
+  it.each(['2.47', '2.51'])('%s: a server whose size the driver could not measure shows 0 for it, named in extra_specs, never a made-up size', async (version) => {
+    const s = (await call('GET', `/v2.1/servers/${OFF_SERVER}`, t.tokens.member, { version })).json().server;
+    expect(s.flavor).toEqual({ original_name: HOST_DEFINED_FLAVOR_ID, vcpus: 0, ram: 0, disk: 0, ephemeral: 0, swap: 0, extra_specs: { [UNMEASURED_EXTRA_SPEC]: 'vcpus,ram' } });
+  });
+
+  it("shows a server found on the host (no image or user recorded) as Nova shows those absences", async () => {
     const s = (await call('GET', `/v2.1/servers/${OFF_SERVER}`, t.tokens.member, { version: '2.47' })).json().server;
-    expect(s).toMatchObject({ image: '', flavor: {}, user_id: '', metadata: {}, status: 'SHUTOFF', 'OS-EXT-STS:vm_state': 'stopped', 'OS-EXT-STS:power_state': 4 });
+    expect(s).toMatchObject({ image: '', user_id: '', metadata: {}, status: 'SHUTOFF', 'OS-EXT-STS:vm_state': 'stopped', 'OS-EXT-STS:power_state': 4 });
     expect(s.created).toBe(s.updated);
     expect(s).not.toHaveProperty('progress');
+  });
+
+  it('answers 404 for GET /flavors/host-defined: no flavor has it, its sizes are per server', async () => {
+    expect((await call('GET', `/v2.1/flavors/${HOST_DEFINED_FLAVOR_ID}`, t.tokens.member)).statusCode).toBe(404);
   });
 
   it('gives hostId as sha224(project + host) hex, and progress 0 for an ACTIVE server', async () => {
     const s = await show(t.tokens.member, '2.1');
     expect(s.hostId).toBe(hostId(TENANT, 'compute-1'));
     expect(s.hostId).toMatch(/^[0-9a-f]{56}$/);
-    expect(s).toMatchObject({ progress: 0, status: 'ACTIVE', user_id: 'user-1', created: '2026-11-01T10:00:00Z', metadata: { role: 'web' }, addresses: {} });
+    expect(s).toMatchObject({ progress: 0, status: 'ACTIVE', addresses: {} });
+  });
+
+  it("shows a created server's user, creation time and metadata", async () => {
+    const before = new Date().toISOString();
+    const id = await createServerThroughApi(t, t.tokens.member, { metadata: { role: 'web' } });
+    const s = (await call('GET', `/v2.1/servers/${id}`, t.tokens.member)).json().server;
+    expect(s).toMatchObject({ status: 'ACTIVE', user_id: 'user-member', metadata: { role: 'web' } });
+    expect(s.created >= before).toBe(true);
   });
 
   it('lists attached volumes with delete_on_termination from 2.3 only', async () => {

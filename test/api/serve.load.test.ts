@@ -198,7 +198,11 @@ describe('online-extend serve under clients that pipeline requests and never rea
           const statuses = await probes.stop();
           clearInterval(sampler);
           const duringRss = rssMiB(pid);
-          expect(attack.closed()).toBe(0);
+          // The clients never close on their own before release: any close they saw came from the
+          // server. A connection cut while requests are still unread on it (at a cap of 50 with 150
+          // clients: about the 100 over the cap) is reset by the kernel, which a paused client sees
+          // at once; the others see the server's FIN only when they read. Reported, not asserted.
+          const seenBeforeRelease = attack.closed();
           attack.release();
           await until(() => attack.closed() === clients, 10_000, 'the clients see their connections closed');
           await new Promise((r) => setTimeout(r, 1000));
@@ -206,7 +210,7 @@ describe('online-extend serve under clients that pipeline requests and never rea
           console.info(
             `serve, ${clients} clients × 5000 pipelined, never read (${flags.join(' ') || 'defaults'}): RSS ${baselineRss.toFixed(0)} MiB before, peak ${peakRss.toFixed(0)}, ` +
               `${duringRss.toFixed(0)} at the end of the attack, ${afterRss.toFixed(0)} after the clients went; fds ${baselineFds} before, peak ${peakFds}; ` +
-              `probes ${statuses.compute.length} per API, all answered: compute ${statuses.compute.every((x) => x === 200)}, volume ${statuses.volume.every((x) => x === 200)}; attackers cut ${Date.now() - closedMs} ms before release`,
+              `${seenBeforeRelease} of the clients saw the cut before release; probes ${statuses.compute.length} per API, all answered: compute ${statuses.compute.every((x) => x === 200)}, volume ${statuses.volume.every((x) => x === 200)}; attackers cut ${Date.now() - closedMs} ms before release`,
           );
           expect(statuses.compute.length).toBeGreaterThanOrEqual(3);
           expect(statuses.compute.every((x) => x === 200)).toBe(true);

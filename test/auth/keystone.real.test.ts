@@ -31,7 +31,8 @@ interface Answer {
 async function call(base: string, method: string, path: string, token: string, body?: unknown): Promise<Answer> {
   const res = await fetch(`${base}${path}`, {
     method,
-    headers: { 'x-auth-token': token, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    // Volume calls at Cinder's 3.42, which extending an attached volume needs (compute ignores the header).
+    headers: { 'x-auth-token': token, 'openstack-api-version': 'volume 3.42', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   const text = await res.text();
@@ -68,7 +69,7 @@ async function serveWithKeystone(ks: KeystoneHarness, root: string, cacheMs: num
   writeFileSync(policy, JSON.stringify({ 'os_compute_api:servers:index': memberOrAdmin, 'volume:create': memberOrAdmin, 'volume:get': memberOrAdmin, 'volume:get_all': memberOrAdmin }));
   // dist/ must match src/ (the real tier has no global build step).
   ensureBuilt();
-  const args = ['serve', '--driver', 'fake', '--fake-inventory', inv, '--data-dir', join(root, 'data'), '--port', '0', '--volume-port', '0', '--sync-interval', '0', '--policy', policy];
+  const args = ['serve', '--driver', 'fake', '--fake-inventory', inv, '--data-dir', join(root, 'data'), '--port', '0', '--volume-port', '0', '--image-port', '0', '--sync-interval', '0', '--policy', policy];
   args.push('--auth', 'keystone', '--keystone-url', ks.url, '--keystone-service-user', ks.service.name, '--keystone-service-project', ks.service.projectName);
   args.push('--keystone-service-password-file', ks.service.passwordFile, '--keystone-token-cache', String(cacheMs));
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
@@ -115,7 +116,7 @@ async function attachAndExtend(svc: Served, ks: KeystoneHarness, token: string):
   let v: Vol;
   do {
     await sleep(50);
-    v = (await call(svc.volumeUrl, 'GET', `/v3/${p}/volumes/${id}`, token)).body.volume as unknown as Vol;
+    v = (await call(svc.volumeUrl, 'GET', `/v3/${p}/volumes/${id}/os-online-extend`, token)).body.volume as unknown as Vol;
   } while (v.status === 'extending' && Date.now() < until);
   return v;
 }

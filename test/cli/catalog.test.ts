@@ -57,6 +57,7 @@ describe('flavor create', () => {
     ['RAM that is not a number', ['--vcpus', '1', '--ram', 'lots', '--disk', '1'], /--ram \(MiB\) must be a whole number/],
     ['a negative disk', ['--vcpus', '1', '--ram', '64', '--disk', '-1'], /--disk \(GiB\) must be a whole number/],
     ['an id with a slash', ['--id', 'a/b', '--vcpus', '1', '--ram', '64', '--disk', '1'], /--id must be/],
+    ['the id servers found on the host show (host-defined)', ['--id', 'host-defined', '--vcpus', '1', '--ram', '64', '--disk', '1'], /reserved for servers found on the host/],
   ])('refuses %s, naming the option, and writes nothing', async (_name, args, message) => {
     await expect(cli('flavor', 'create', '--name', 'x', ...args)).rejects.toThrow(message);
     expect(await inStore((s) => s.listFlavors()).catch(() => [])).toEqual([]);

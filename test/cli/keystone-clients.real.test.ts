@@ -59,7 +59,7 @@ describeReal(
         c.stdin!.end(`${PASSWORD}\n`);
       });
       expect(created).toBe(0);
-      serve = spawn(process.execPath, [BIN, 'serve', '--driver', 'fake', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--sync-interval', '0'], {
+      serve = spawn(process.execPath, [BIN, 'serve', '--driver', 'fake', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--image-port', '0', '--sync-interval', '0'], {
         stdio: ['ignore', 'pipe', 'inherit'],
         env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' },
       });
@@ -139,7 +139,7 @@ describeReal(
 
     it("cinder with noauth lists a noauth serve's volumes", async () => {
       const data = join(root, 'noauth-data');
-      const lab = spawn(process.execPath, [BIN, 'serve', '--auth', 'noauth', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--sync-interval', '0'], {
+      const lab = spawn(process.execPath, [BIN, 'serve', '--auth', 'noauth', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--image-port', '0', '--sync-interval', '0'], {
         stdio: ['ignore', 'pipe', 'inherit'],
         env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'error' },
       });

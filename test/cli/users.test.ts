@@ -47,7 +47,7 @@ interface Serve {
 }
 
 async function serve(...extra: string[]): Promise<Serve> {
-  const args = ['serve', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--sync-interval', '0', ...extra];
+  const args = ['serve', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--image-port', '0', '--sync-interval', '0', ...extra];
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
   children.add(child);
   child.once('exit', () => children.delete(child));

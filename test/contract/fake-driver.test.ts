@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FakeDriver, type FakeServer } from '../../src/virt/fake/driver.js';
+import { FakeDriver, parseFakeInventory, type FakeServer } from '../../src/virt/fake/driver.js';
 import { describeReal } from '../support/real.js';
 import { makeService, PROJECT, SERVER as SVC_SERVER } from '../support/service.js';
 import { describeDriverContract } from './driver.contract.js';
@@ -322,3 +322,36 @@ function hasLosetup(): boolean {
     return false;
   }
 }
+
+describe('FakeDriver: the size of its servers (vCPUs, memory)', () => {
+  const inventory = (server: Record<string, unknown>) => JSON.stringify({ servers: [{ id: 'srv-1', ...server }] });
+
+  it('reports the vcpus and memory_mb an inventory file gives a server, and none for a server without them (no default is made up)', async () => {
+    const inv = parseFakeInventory(JSON.stringify({ servers: [{ id: 'a', vcpus: 2, memory_mb: 1024 }, { id: 'b' }, { id: 'c', vcpus: 1 }] }));
+    const driver = new FakeDriver({ servers: inv.servers });
+    const [a, b, c] = await Promise.all(['a', 'b', 'c'].map((id) => driver.getServer(id)));
+    expect(a).toMatchObject({ vcpus: 2, memoryMb: 1024 });
+    expect(b).not.toHaveProperty('vcpus');
+    expect(b).not.toHaveProperty('memoryMb');
+    expect(c).toMatchObject({ vcpus: 1 });
+    expect(c).not.toHaveProperty('memoryMb');
+    expect((await driver.listServers()).find((s) => s.id === 'a')).toEqual(a);
+  });
+
+  it.each([
+    ['vcpus', 0],
+    ['vcpus', 1.5],
+    ['vcpus', '2'],
+    ['memory_mb', -1],
+    ['memory_mb', null],
+  ])('refuses an inventory whose %s is %j, naming the field', (field, value) => {
+    expect(() => parseFakeInventory(inventory({ [field]: value }))).toThrow(new RegExp(`servers\\[0\\]\\.${field} must be a positive integer`));
+  });
+
+  it('builds a server with the size spawn asks for, and reports it', async () => {
+    const driver = new FakeDriver();
+    const spawned = await driver.spawn({ id: 'srv-new', name: 'n', projectId: 'p', userId: 'u', image: { kind: 'disk', diskPath: '/i.qcow2', diskFormat: 'qcow2' }, vcpus: 3, ramMb: 640, rootDiskGb: 0 });
+    expect(spawned).toMatchObject({ vcpus: 3, memoryMb: 640 });
+    expect(await driver.getServer('srv-new')).toMatchObject({ vcpus: 3, memoryMb: 640 });
+  });
+});

@@ -59,6 +59,26 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       await store.setTaskState('s1', null, 'migrating');
     });
 
+    it('records the vCPUs and memory a sync reports, rewrites a server whose size changed, and records none where none was measured', async () => {
+      const sized = { ...server('s-size', 'p1', []), vcpus: 2, memoryMb: 2048 };
+      await store.syncServers('h-size', [sized, server('s-unsized', 'p1', [])]);
+      expect(await store.getServer('s-size')).toMatchObject({ vcpus: 2, memoryMb: 2048 });
+      const unsized = await store.getServer('s-unsized');
+      expect(unsized).not.toHaveProperty('vcpus');
+      expect(unsized).not.toHaveProperty('memoryMb');
+      expect(await store.syncServers('h-size', [sized, server('s-unsized', 'p1', [])])).toMatchObject({ updated: 0, unchanged: 2 });
+      expect(await store.syncServers('h-size', [{ ...sized, memoryMb: 4096 }, { ...server('s-unsized', 'p1', []), vcpus: 1 }])).toMatchObject({ updated: 2, unchanged: 0 });
+      expect(await store.getServer('s-size')).toMatchObject({ vcpus: 2, memoryMb: 4096 });
+      expect(await store.getServer('s-unsized')).toMatchObject({ vcpus: 1 });
+      // One server alone: a size the driver no longer measures is gone from the record too.
+      expect(await store.upsertServer('h-size', server('s-size', 'p1', []))).toBe('updated');
+      expect(await store.getServer('s-size')).not.toHaveProperty('vcpus');
+      expect(await store.upsertServer('h-size', { ...sized, vcpus: 8 })).toBe('updated');
+      expect((await store.listServers({ projectId: 'p1' })).find((x) => x.id === 's-size')).toMatchObject({ vcpus: 8, memoryMb: 2048 });
+      expect(await store.upsertServer('h-size', { ...sized, vcpus: 8 })).toBe('unchanged');
+      await store.syncServers('h-size', []);
+    });
+
     describe('servers compute builds (POST /servers)', () => {
       const built = (id: string) => ({
         id,

@@ -6,27 +6,7 @@ import { FakeDriver, type FakeServer } from '../../src/virt/fake/driver.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import { PolicyEnforcer } from '../../src/auth/policy.js';
 import type { DriverCapabilities } from '../../src/virt/driver.js';
-import type { FlavorRecord, PageQuery, ServerRecord } from '../../src/db/store.js';
-
-/**
- * A SQLite store whose server records carry `created`'s fields (user, creation time, image,
- * flavor, metadata), as POST /servers will store them; the store does not persist them yet.
- */
-export class CreatedServersStore extends SqliteStore {
-  constructor(
-    path: string,
-    private readonly created: Readonly<Record<string, Partial<ServerRecord>>>,
-  ) {
-    super(path);
-  }
-  override async getServer(id: string): Promise<ServerRecord | undefined> {
-    const s = await super.getServer(id);
-    return s && { ...s, ...this.created[s.id] };
-  }
-  override async listServers(filter?: { projectId?: string }, page?: PageQuery): Promise<ServerRecord[]> {
-    return (await super.listServers(filter, page)).map((s) => ({ ...s, ...this.created[s.id] }));
-  }
-}
+import type { FlavorRecord, ImageRecord } from '../../src/db/store.js';
 
 export const GiB = 1024 ** 3;
 export const TENANT = 'f66d7df4b59f4ab98a358a0dab0b238f';
@@ -48,6 +28,8 @@ export function sampleServers(): FakeServer[] {
       name: 'web-1',
       projectId: TENANT,
       state: 'active',
+      vcpus: 2,
+      memoryMb: 2048,
       disks: [
         { volumeId: BLOCK_VOL, device: 'vdb', kind: 'block', backingBytes: 2 * GiB, hostBytes: GiB, guestBytes: GiB },
         { volumeId: FILE_VOL, device: 'vdc', kind: 'file', backingBytes: GiB, hostBytes: GiB, guestBytes: GiB },
@@ -66,6 +48,8 @@ export function sampleServers(): FakeServer[] {
       name: 'other',
       projectId: OTHER_TENANT,
       state: 'active',
+      vcpus: 1,
+      memoryMb: 512,
       disks: [{ volumeId: OTHER_VOL, device: 'vdb', kind: 'block', backingBytes: 2 * GiB, hostBytes: 2 * GiB, guestBytes: GiB }],
     },
   ];
@@ -83,12 +67,10 @@ export async function makeComputeApp(
     capabilities?: Partial<DriverCapabilities>;
     policy?: Record<string, string>;
     latencyMs?: number;
-    /** Creation fields of servers by id (see CreatedServersStore). */
-    created?: Record<string, Partial<ServerRecord>>;
     lookupFlavor?: (id: string) => Promise<FlavorRecord | undefined>;
   } = {},
 ): Promise<TestComputeApp> {
-  const store = opts.created ? new CreatedServersStore(':memory:', opts.created) : new SqliteStore(':memory:');
+  const store = new SqliteStore(':memory:');
   const driver = new FakeDriver({
     servers: sampleServers(),
     ...(opts.capabilities ? { capabilities: opts.capabilities } : {}),
@@ -134,4 +116,48 @@ export function observableState(t: TestComputeApp) {
     extendCalls: t.driver.calls.extendAttached,
     rescanCalls: t.driver.calls.rescan,
   };
+}
+
+/** A registered flavor and image servers are built from in API tests (`registerCatalog`). */
+export const TEST_FLAVOR: FlavorRecord = { id: 'f-small', name: 'm1.small', vcpus: 2, ramMb: 2048, diskGb: 20, ephemeralGb: 1, swapMb: 512, isPublic: true, description: null };
+export const TEST_IMAGE: ImageRecord = {
+  id: 'c1d0e7a2-5b6f-4a3e-9d8c-7b6a5f4e3d2c',
+  name: 'cirros',
+  kind: 'kernel',
+  diskPath: null,
+  diskFormat: null,
+  kernelPath: '/boot/vmlinux',
+  ramdiskPath: '/boot/initramfs.gz',
+  cmdline: 'console=ttyS0',
+  minDiskGb: 0,
+  minRamMb: 128,
+  createdAt: '2026-11-30T00:00:00.000Z',
+};
+
+/** Register TEST_FLAVOR and TEST_IMAGE in `store`, as `online-extend flavor/image create` would. */
+export async function registerCatalog(store: SqliteStore): Promise<void> {
+  await store.putFlavor(TEST_FLAVOR);
+  await store.putImage(TEST_IMAGE);
+}
+
+/**
+ * Create a server through POST /servers (TEST_IMAGE, TEST_FLAVOR unless `server` says otherwise)
+ * as `token`'s caller, and wait until its build ended (ACTIVE, or ERROR for a failed spawn).
+ * Answers its id.
+ */
+export async function createServerThroughApi(
+  t: Pick<TestComputeApp, 'app' | 'servers'>,
+  token: string,
+  server: Record<string, unknown> = {},
+  project = TENANT,
+): Promise<string> {
+  const res = await t.app.inject({
+    method: 'POST',
+    url: `/v2.1/${project}/servers`,
+    headers: { 'x-auth-token': token },
+    payload: { server: { name: 'vm-created', imageRef: TEST_IMAGE.id, flavorRef: TEST_FLAVOR.id, ...server } },
+  });
+  if (res.statusCode !== 202) throw new Error(`POST /servers answered ${res.statusCode}: ${res.body}`);
+  await t.servers.idle();
+  return (res.json() as { server: { id: string } }).server.id;
 }

@@ -111,6 +111,30 @@ describe('ComputeManager.syncInventory', () => {
     expect((await store.getServer(server(2).id))?.state).toBe('paused');
   });
 
+  it('stores the vCPUs and memory the driver reports, follows a resize on the host, and stores none where the driver measured none', async () => {
+    const [a, b] = [server(1).id, server(2).id];
+    driver.setSize(a, { vcpus: 4, memoryMb: 8192 });
+    await manager.syncInventory();
+    expect(await store.getServer(a)).toMatchObject({ vcpus: 4, memoryMb: 8192 });
+    expect(await store.getServer(b)).not.toHaveProperty('vcpus');
+    expect(await store.getServer(b)).not.toHaveProperty('memoryMb');
+    driver.setSize(a, { vcpus: 2, memoryMb: undefined });
+    driver.setSize(b, { vcpus: undefined, memoryMb: 1024 });
+    expect(await manager.syncInventoryCounted()).toEqual({ added: 0, updated: 2, removed: 0, unchanged: 1 });
+    expect(await store.getServer(a)).toMatchObject({ vcpus: 2 });
+    expect(await store.getServer(a)).not.toHaveProperty('memoryMb');
+    expect(await store.getServer(b)).toMatchObject({ memoryMb: 1024 });
+    // One server looked up alone writes its size as a listing does.
+    driver.setSize(b, { vcpus: 3, memoryMb: 1024 });
+    expect(await manager.syncServer(b)).toMatchObject({ vcpus: 3, memoryMb: 1024 });
+  });
+
+  it('stores the size a server was spawned with, as the driver reports it back', async () => {
+    await driver.spawn({ id: 'spawned-1', name: 'new', projectId: TENANT, userId: 'u', image: { kind: 'disk', diskPath: '/x.qcow2', diskFormat: 'qcow2' }, vcpus: 2, ramMb: 768, rootDiskGb: 0 });
+    await manager.syncInventory();
+    expect(await store.getServer('spawned-1')).toMatchObject({ vcpus: 2, memoryMb: 768 });
+  });
+
   it('runs again after a sync under way when asked meanwhile, so a change made after its listing reaches the store', async () => {
     await manager.syncInventory();
     let open!: () => void;

@@ -80,6 +80,46 @@ describe('parseDomainXml', () => {
     expect(info.projectId).toBe('proj-a');
   });
 
+  it('reads the memory the domain boots with in MiB (libvirt writes KiB), and no vCPUs where the XML has no <vcpu>', () => {
+    expect(info.memoryMb).toBe(64);
+    expect(info).not.toHaveProperty('vcpus');
+  });
+
+  /** A minimal domain with `inner` in it. */
+  const domain = (inner: string) => `<domain type='kvm'><name>d</name><uuid>11111111-2222-3333-4444-555555555555</uuid>${inner}</domain>`;
+
+  it.each([
+    { xml: "<vcpu placement='static'>4</vcpu>", vcpus: 4 },
+    { xml: "<vcpu placement='static' current='2'>8</vcpu>", vcpus: 2 },
+    { xml: '<vcpu> 3 </vcpu>', vcpus: 3 },
+    { xml: '<vcpu>0</vcpu>', vcpus: undefined },
+    { xml: '<vcpu>two</vcpu>', vcpus: undefined },
+    { xml: "<vcpu current='x'>4</vcpu>", vcpus: undefined },
+    { xml: '', vcpus: undefined },
+  ])('reads $xml as vcpus $vcpus: the vCPUs online at boot, nothing when it cannot tell', ({ xml, vcpus }) => {
+    expect(parseDomainXml(domain(xml)).vcpus).toBe(vcpus);
+  });
+
+  it.each([
+    { xml: '<memory>2097152</memory>', memoryMb: 2048 },
+    { xml: "<memory unit='KiB'>1048576</memory><currentMemory unit='KiB'>524288</currentMemory>", memoryMb: 1024 },
+    { xml: "<memory unit='k'>1536</memory>", memoryMb: 1 },
+    { xml: "<memory unit='MiB'>384</memory>", memoryMb: 384 },
+    { xml: "<memory unit='M'>384</memory>", memoryMb: 384 },
+    { xml: "<memory unit='GiB'>2</memory>", memoryMb: 2048 },
+    { xml: "<memory unit='g'>1</memory>", memoryMb: 1024 },
+    { xml: "<memory unit='MB'>1000</memory>", memoryMb: 953 },
+    { xml: "<memory unit='KB'>1048576</memory>", memoryMb: 1000 },
+    { xml: "<memory unit='bytes'>1073741824</memory>", memoryMb: 1024 },
+    { xml: "<memory unit='b'>1048575</memory>", memoryMb: undefined },
+    { xml: "<memory unit='TiB'>1</memory>", memoryMb: 1024 * 1024 },
+    { xml: "<memory unit='furlongs'>1</memory>", memoryMb: undefined },
+    { xml: '<memory>-1</memory>', memoryMb: undefined },
+    { xml: "<maxMemory slots='16' unit='KiB'>4194304</maxMemory>", memoryMb: undefined },
+  ])('reads $xml as $memoryMb MiB: <memory> in its unit, rounded down, nothing when it cannot tell', ({ xml, memoryMb }) => {
+    expect(parseDomainXml(domain(xml)).memoryMb).toBe(memoryMb);
+  });
+
   it('treats only disks with a serial as volumes (not the root disk, not a cdrom)', () => {
     expect(volumeDisks(info).map((d) => d.serial)).toEqual(['vol-raw', 'vol-qcow2', 'vol-block', 'vol-iscsi']);
     expect(info.disks.map((d) => d.target)).toEqual(['vdb', 'vdc', 'vdd', 'sda', 'vda', 'hdc']);
@@ -234,6 +274,7 @@ describe('the domain of a server created through the API (spawn.ts)', () => {
     ]);
     expect(root.children.find((c) => c.name === 'vcpu')?.text).toBe('2');
     expect(root.children.find((c) => c.name === 'memory')).toMatchObject({ text: '384', attrs: { unit: 'MiB' } });
+    expect(info).toMatchObject({ vcpus: 2, memoryMb: 384 });
   });
 
   it('boots a disk image from its root disk, and a kernel image without a root disk has no disk at all', () => {

@@ -354,6 +354,17 @@ describe('LibvirtDriver on a scripted libvirtd', () => {
     expectCode(await caught(driver.getHostBytes(RUNNING, 'vol-block')), 'InstanceNotFound');
   });
 
+  it('reports the vCPUs and memory the domain XML gives, and none for a domain whose XML has neither', async () => {
+    const SIZED = '55555555-5555-4555-8555-555555555555';
+    lv.addDomain({ uuid: SIZED, name: 'sized', active: true, persistent: true, live: [], config: [], sizeXml: "<memory unit='KiB'>1048576</memory><vcpu current='2'>4</vcpu>" });
+    const listed = await driver.listServers();
+    expect(listed.find((x) => x.id === SIZED)).toMatchObject({ vcpus: 2, memoryMb: 1024 });
+    expect(await driver.getServer(SIZED)).toMatchObject({ vcpus: 2, memoryMb: 1024 });
+    const bare = listed.find((x) => x.id === RUNNING)!;
+    expect(bare).not.toHaveProperty('vcpus');
+    expect(bare).not.toHaveProperty('memoryMb');
+  });
+
   describe('getServer: one domain by UUID', () => {
     it.each([
       ['a running domain', RUNNING],

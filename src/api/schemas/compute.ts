@@ -78,7 +78,8 @@ export const ServerSummary = Type.Object({
  * Nova's server detail (GET one, `/servers/detail`). Which keys appear depends on the
  * microversion and the caller (routes/compute/views.ts); the keys Nova always sends are
  * required here, the others listed as optional. `image` is `{id, links}` or `""`; `flavor` is
- * `{id, links}` before 2.47, the flavor's own fields from 2.47, `{}` when unknown.
+ * `{id, links}` before 2.47, the flavor's own fields from 2.47, `{}` when its flavor is gone; a
+ * server found on the host shows the host-defined flavor (views.ts `hostDefinedFlavorView`).
  */
 export const ServerDetail = Type.Object(
   {

@@ -158,6 +158,20 @@ export class FakeDriver implements VirtDriver {
     this.persist();
   }
 
+  /**
+   * Change what the hypervisor reports of a server's size (an operator resized the domain on the
+   * host): vCPUs and memory in MiB; `undefined` makes the fake report none, as a driver that
+   * could not read it.
+   */
+  setSize(serverId: string, size: { vcpus: number | undefined; memoryMb: number | undefined }): void {
+    const server = this.server(serverId);
+    if (size.vcpus === undefined) delete server.vcpus;
+    else server.vcpus = size.vcpus;
+    if (size.memoryMb === undefined) delete server.memoryMb;
+    else server.memoryMb = size.memoryMb;
+    this.persist();
+  }
+
   /** A server was created on the host. */
   addServer(server: FakeServer): void {
     this.servers.set(server.id, structuredClone(server));
@@ -295,7 +309,8 @@ export class FakeDriver implements VirtDriver {
   async spawn(spec: SpawnSpec): Promise<DriverServer> {
     if (!this.capabilities.spawnServer) throw errors.createServerNotSupported(this.name);
     if (this.servers.has(spec.id)) throw errors.instanceInvalidState(spec.id, this.servers.get(spec.id)!.state, 'spawn');
-    const server: FakeServer = { id: spec.id, name: spec.name, projectId: spec.projectId, state: 'building', disks: [] };
+    // The domain gets the flavor's size, as a real hypervisor's would: listed back as measured.
+    const server: FakeServer = { id: spec.id, name: spec.name, projectId: spec.projectId, state: 'building', disks: [], vcpus: spec.vcpus, memoryMb: spec.ramMb };
     this.servers.set(spec.id, server);
     try {
       await this.controls.enter('spawn');

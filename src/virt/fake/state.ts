@@ -33,6 +33,10 @@ export interface FakeServer {
   projectId?: string;
   state: ServerState;
   disks: FakeDisk[];
+  /** vCPUs the domain has; absent: the fake reports none (a driver that could not read them). */
+  vcpus?: number;
+  /** Memory in MiB; absent: the fake reports none. */
+  memoryMb?: number;
 }
 
 /** The `--fake-inventory` file format (snake_case, as the issue defines it). */
@@ -43,6 +47,13 @@ export interface FakeInventoryFile {
     name?: string;
     project_id?: string;
     state?: ServerState;
+    /**
+     * The domain's vCPUs and memory (MiB), positive integers. Each is optional and has no
+     * default: a server without them is reported without them, as a driver reports a domain it
+     * could not measure (the API then shows the host-defined flavor as unmeasured).
+     */
+    vcpus?: number;
+    memory_mb?: number;
     disks?: Array<{
       volume_id: string;
       device: string;
@@ -72,11 +83,17 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
   if (!inv || !Array.isArray(inv.servers)) throw new Error('fake inventory: "servers" must be an array');
   const servers = inv.servers.map((s, i): FakeServer => {
     if (typeof s.id !== 'string') throw new Error(`fake inventory: servers[${i}].id must be a string`);
+    for (const field of ['vcpus', 'memory_mb'] as const) {
+      const v = s[field];
+      if (v !== undefined && (!Number.isSafeInteger(v) || v <= 0)) throw new Error(`fake inventory: servers[${i}].${field} must be a positive integer`);
+    }
     return {
       id: s.id,
       name: s.name ?? `server-${s.id.slice(0, 8)}`,
       ...(s.project_id === undefined ? {} : { projectId: s.project_id }),
       state: s.state ?? 'active',
+      ...(s.vcpus === undefined ? {} : { vcpus: s.vcpus }),
+      ...(s.memory_mb === undefined ? {} : { memoryMb: s.memory_mb }),
       disks: (s.disks ?? []).map((d, j): FakeDisk => {
         if (!Number.isSafeInteger(d.bytes) || d.bytes <= 0) {
           throw new Error(`fake inventory: servers[${i}].disks[${j}].bytes must be a positive integer`);
@@ -115,6 +132,8 @@ export function toDriverServer(s: FakeServer): DriverServer {
     name: s.name,
     ...(s.projectId === undefined ? {} : { projectId: s.projectId }),
     state: s.state,
+    ...(s.vcpus === undefined ? {} : { vcpus: s.vcpus }),
+    ...(s.memoryMb === undefined ? {} : { memoryMb: s.memoryMb }),
     disks: s.disks.map((d): DriverDisk => ({
       volumeId: d.volumeId,
       device: d.device,

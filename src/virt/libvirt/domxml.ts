@@ -49,6 +49,10 @@ export interface DomainInfo {
   /** `<title>`: the server's display name for domains this service created (spawn.ts), whose `<name>` is `instance-<uuid>`. */
   title?: string;
   projectId?: string;
+  /** vCPUs online at boot: `<vcpu current>` if set, else `<vcpu>`; absent when missing or not a positive integer. */
+  vcpus?: number;
+  /** `<memory>` in MiB (its `unit` applied, rounded down); absent when missing, malformed or under 1 MiB. */
+  memoryMb?: number;
   disks: DomainDisk[];
 }
 
@@ -69,7 +73,65 @@ export function parseDomainXml(xml: string): DomainInfo {
     const disk = parseDisk(d);
     return disk ? [disk] : [];
   });
-  return { uuid, name, ...(title ? { title } : {}), ...(projectId !== undefined ? { projectId } : {}), disks };
+  const vcpus = readVcpus(root);
+  const memoryMb = readMemoryMb(root);
+  return {
+    uuid,
+    name,
+    ...(title ? { title } : {}),
+    ...(projectId !== undefined ? { projectId } : {}),
+    ...(vcpus !== undefined ? { vcpus } : {}),
+    ...(memoryMb !== undefined ? { memoryMb } : {}),
+    disks,
+  };
+}
+
+/** A positive decimal integer, or undefined (libvirt writes plain digits; anything else is not trusted). */
+function positiveInt(text: string | undefined): number | undefined {
+  const t = text?.trim();
+  if (!t || !/^\d+$/.test(t)) return undefined;
+  const n = Number(t);
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+/**
+ * `<vcpu current='N'>MAX</vcpu>`: MAX vCPUs can be plugged, N are online at boot (all of them
+ * without `current`). The guest has N: that is what Nova's flavor `vcpus` means.
+ */
+function readVcpus(root: XmlElement): number | undefined {
+  const el = child(root, 'vcpu');
+  if (!el) return undefined;
+  return el.attrs.current !== undefined ? positiveInt(el.attrs.current) : positiveInt(el.text);
+}
+
+/**
+ * Bytes per libvirt memory unit, read as libvirt reads it (virScaleInteger: case-insensitive;
+ * `b`/`bytes`; `k`, `KiB`: 1024; `KB`: 1000; likewise M, G, T, P, E); KiB without one. libvirt
+ * writes its own XML in KiB; other units come from hand-written definitions.
+ */
+function memoryUnitBytes(unit: string | undefined): number | undefined {
+  if (unit === undefined) return 1024;
+  const u = unit.toLowerCase();
+  if (u === 'b' || u === 'bytes') return 1;
+  const m = /^([kmgtpe])(ib|b)?$/.exec(u);
+  if (!m) return undefined;
+  const power = 'kmgtpe'.indexOf(m[1]!) + 1;
+  return m[2] === 'b' ? 1000 ** power : 1024 ** power;
+}
+
+/**
+ * `<memory unit=…>`: the memory the guest boots with (Nova's flavor `ram`; `<currentMemory>` is
+ * the balloon's target and `<maxMemory>` the hot-plug limit, neither what the guest was given).
+ * In MiB, rounded down: never more than the guest has.
+ */
+function readMemoryMb(root: XmlElement): number | undefined {
+  const el = child(root, 'memory');
+  if (!el) return undefined;
+  const amount = positiveInt(el.text);
+  const unit = memoryUnitBytes(el.attrs.unit);
+  if (amount === undefined || unit === undefined) return undefined;
+  const mib = Math.floor((amount * unit) / 1024 ** 2);
+  return mib > 0 ? mib : undefined;
 }
 
 function readProject(root: XmlElement): string | undefined {

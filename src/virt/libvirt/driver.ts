@@ -169,6 +169,8 @@ export class LibvirtDriver implements VirtDriver {
         name: info.title || info.name || g.name,
         ...(projectId !== undefined ? { projectId } : {}),
         state: st.state,
+        ...(info.vcpus !== undefined ? { vcpus: info.vcpus } : {}),
+        ...(info.memoryMb !== undefined ? { memoryMb: info.memoryMb } : {}),
         disks: volumeDisks(info).map(toDriverDisk),
       };
     } catch (err) {

@@ -57,6 +57,8 @@ export interface ScriptedDomain {
   state: number;
   live: ScriptedDisk[];
   config: ScriptedDisk[];
+  /** Extra elements of the domain XML before `<devices>` (e.g. `<vcpu>`, `<memory>`); none by default. */
+  sizeXml?: string;
 }
 
 /** A failure to answer with, once, for a procedure; `before` may change the model first. */
@@ -90,7 +92,7 @@ function diskXml(d: ScriptedDisk): string {
 }
 
 function domainXml(d: ScriptedDomain, disks: ScriptedDisk[]): string {
-  return `<domain type='qemu'><name>${escapeXml(d.name)}</name><uuid>${d.uuid}</uuid><devices>${disks.map(diskXml).join('')}</devices></domain>`;
+  return `<domain type='qemu'><name>${escapeXml(d.name)}</name><uuid>${d.uuid}</uuid>${d.sizeXml ?? ''}<devices>${disks.map(diskXml).join('')}</devices></domain>`;
 }
 
 class Fault extends Error {

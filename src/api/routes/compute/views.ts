@@ -7,13 +7,15 @@
  *
  * Where our record has no value Nova would have, the view says so as Nova does for the same
  * absence: a server found on the host (not built through the API) has no image (`""`, as a
- * server booted from a volume), no flavor (`{}`, as a server whose flavor is gone), no user
- * (`user_id` `""`: we do not invent an owner), and its `created` is its last update.
+ * server booted from a volume), no user (`user_id` `""`: we do not invent an owner), and its
+ * `created` is its last update. It has no flavor either, but clients need one (openstackclient
+ * reads `flavor.id` before 2.47, tempest requires it from 2.3): it shows the host-defined
+ * flavor, see `hostDefinedFlavorView`.
  */
 import { createHash } from 'node:crypto';
 import type { ApiVersion } from '../../microversion.js';
 import { ApiVersion as Version } from '../../microversion.js';
-import type { FlavorRecord, InstanceActionRecord, ServerRecord } from '../../../db/store.js';
+import { HOST_DEFINED_FLAVOR, type FlavorRecord, type InstanceActionRecord, type ServerRecord } from '../../../db/store.js';
 import { NOVA_SERVER_STATES } from '../../../rpc/shapes.js';
 import type { Connection } from '../../../rpc/shapes.js';
 import type { ComputeScope } from './route.js';
@@ -83,9 +85,51 @@ export interface ServerViewContext {
   flavor?: FlavorRecord | undefined;
 }
 
-/** Nova's flavor of a server: `{id, links}` before 2.47, the flavor's own fields from 2.47, `{}` when there is none (a deleted flavor in Nova). */
+/**
+ * The flavor id a server found on the host shows (before 2.47): its size was defined on the host,
+ * not by a flavor. No flavor has this id: GET /flavors/host-defined answers 404 (Nova's answer
+ * for a flavor that is gone, which openstackclient shows as the bare id), because its numbers
+ * differ per server (they are in the server's own view from 2.47), and the CLI refuses to
+ * register a flavor under it.
+ */
+export const HOST_DEFINED_FLAVOR_ID = HOST_DEFINED_FLAVOR;
+
+/**
+ * The extra spec that names what the driver could not measure of a host-defined flavor, as a
+ * comma-separated list of `vcpus` and `ram` (whose values then show 0, which no real domain has).
+ */
+export const UNMEASURED_EXTRA_SPEC = 'online_extend:unmeasured';
+
+/**
+ * The flavor of a server found on the host (no flavorRef): before 2.47 `{id: "host-defined",
+ * links}`; from 2.47 its size as the driver measured it (DriverServer.vcpus, memoryMb):
+ * `{original_name: "host-defined", vcpus, ram (MiB), disk: 0, ephemeral: 0, swap: 0,
+ * extra_specs}`. Nothing is invented: the root disk, ephemeral disk and swap are not measured
+ * and show 0 (Nova's "no fixed size"); a vCPU count or memory the driver could not read shows 0,
+ * a value no running domain has, and is named in extra_specs[UNMEASURED_EXTRA_SPEC] (tempest's
+ * schema requires integers, so `null` is not an option).
+ */
+function hostDefinedFlavorView(s: ServerRecord, ctx: ServerViewContext): Record<string, unknown> {
+  if (!ctx.version.atLeast(V2_47)) return { id: HOST_DEFINED_FLAVOR_ID, links: bookmark(ctx.scope, 'flavors', HOST_DEFINED_FLAVOR_ID) };
+  const unmeasured = [...(s.vcpus === undefined ? ['vcpus'] : []), ...(s.memoryMb === undefined ? ['ram'] : [])];
+  return {
+    vcpus: s.vcpus ?? 0,
+    ram: s.memoryMb ?? 0,
+    disk: 0,
+    ephemeral: 0,
+    swap: 0,
+    original_name: HOST_DEFINED_FLAVOR_ID,
+    extra_specs: unmeasured.length === 0 ? {} : { [UNMEASURED_EXTRA_SPEC]: unmeasured.join(',') },
+  };
+}
+
+/**
+ * Nova's flavor of a server: `{id, links}` before 2.47, the flavor's own fields from 2.47, `{}`
+ * when its flavor is no longer registered (as Nova shows a flavor gone from its records); a
+ * server without a flavorRef (found on the host) shows the host-defined flavor.
+ */
 function flavorView(s: ServerRecord, ctx: ServerViewContext): Record<string, unknown> {
-  if (!s.flavorRef) return {};
+  if (!s.flavorRef) return hostDefinedFlavorView(s, ctx);
   if (!ctx.version.atLeast(V2_47)) return { id: s.flavorRef, links: bookmark(ctx.scope, 'flavors', s.flavorRef) };
   const f = ctx.flavor;
   if (!f) return {};
