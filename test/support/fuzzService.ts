@@ -25,7 +25,7 @@ import type { VolumeStatus } from '../../src/db/store.js';
 import { makeService, PROJECT, type ServiceHarness } from './service.js';
 import { rawRequest } from './rawHttp.js';
 import fc from 'fast-check';
-import { GiB, MiB, Ref, type Hints, type PathHints, type PathValue, type RefKind, type Resolver, type TokenKind, type Val, type WireRequest } from './openapiFuzz.js';
+import { GiB, MiB, Obj, Ref, type Hints, type PathHints, type PathValue, type RefKind, type Resolver, type TokenKind, type Val, type WireRequest } from './openapiFuzz.js';
 
 export { PROJECT };
 export const OTHER_PROJECT = 'p-other';
@@ -411,7 +411,41 @@ export const bodyHints: Hints = (key) => {
     case 'device':
       return fc.constantFrom<Val>(null, 'vdb', '/dev/vdc', 'vdq', 'vdy');
     case 'imageRef':
-      return fc.constantFrom<Val>(FUZZ_IMAGE, FUZZ_IMAGE, FUZZ_IMAGE, `http://glance/v2/images/${FUZZ_IMAGE}`, 'no-such-image');
+      // A server needs one; a volume accepts only null (an image-backed volume is refused).
+      return fc.constantFrom<Val>(FUZZ_IMAGE, FUZZ_IMAGE, FUZZ_IMAGE, `http://glance/v2/images/${FUZZ_IMAGE}`, 'no-such-image', null, null);
+    // Cinder's create fields for features we do not have: mostly null (as cinderclient sends
+    // them, accepted), sometimes a value (400 naming the feature).
+    case 'snapshot_id':
+    case 'source_volid':
+    case 'image_id':
+    case 'backup_id':
+    case 'consistencygroup_id':
+    case 'group_id':
+      return fc.oneof({ weight: 6, arbitrary: fc.constant<Val>(null) }, { weight: 1, arbitrary: fc.uuid() });
+    case 'volume':
+      // A valid create names exactly one size (size in GiB or our size_bytes); generated freely,
+      // both or neither are given most of the time (400) and valid creates are too rare to count
+      // on. The hostile variants still break each field of the schema one at a time.
+      return fc
+        .tuple(
+          fc.oneof(
+            fc.integer({ min: 1, max: 2 ** 17 }).map((k): [string, Val] => ['size_bytes', k * 512]),
+            fc.constant<[string, Val]>(['size', 1]),
+          ),
+          fc.constantFrom<Array<[string, Val]>>([], [['name', 'fuzz']], [['volume_type', 'file'], ['description', null], ['snapshot_id', null], ['metadata', null]]),
+        )
+        .map(([size, rest]) => new Obj([size, ...rest]));
+    // Cinder's free-text and metadata fields: valid-looking (the hostile ones are tried on `name`).
+    case 'display_name':
+    case 'description':
+    case 'display_description':
+      return fc.constantFrom<Val>(null, '', 'data', 'a volume');
+    case 'metadata':
+      return fc.constantFrom<Val>(null, new Obj([]), new Obj([['purpose', 'fuzz']]));
+    case 'multiattach':
+      return fc.constantFrom<Val>(null, false, false, true);
+    case 'availability_zone':
+      return fc.constantFrom<Val>(null, 'nova', 'nova', 'elsewhere');
     case 'flavorRef':
       return fc.constantFrom<Val>(FUZZ_FLAVOR, FUZZ_FLAVOR, FUZZ_FLAVOR, 'no-such-flavor');
   }
