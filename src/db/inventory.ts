@@ -50,8 +50,8 @@ function prepare(db: Database.Database) {
     attachmentsOf: db.prepare('SELECT * FROM attachments WHERE server_id = ? ORDER BY device'),
     attachmentsOfMany: db.prepare('SELECT * FROM attachments WHERE server_id IN (SELECT value FROM json_each(?)) ORDER BY server_id, device'),
     upsertServer: db.prepare(
-      `INSERT INTO servers (id, name, project_id, host, state, task_state, updated_at, vcpus, memory_mb)
-       VALUES (@id, @name, @projectId, @host, @state, NULL, @now, @vcpus, @memoryMb)
+      `INSERT INTO servers (id, name, project_id, host, state, task_state, updated_at, vcpus, memory_mb, discovered_at)
+       VALUES (@id, @name, @projectId, @host, @state, NULL, @now, @vcpus, @memoryMb, @now)
        ON CONFLICT(id) DO UPDATE SET name = excluded.name, project_id = excluded.project_id,
          host = excluded.host, state = excluded.state, updated_at = excluded.updated_at,
          vcpus = excluded.vcpus, memory_mb = excluded.memory_mb`,

@@ -174,4 +174,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE servers ADD COLUMN vcpus INTEGER;
   ALTER TABLE servers ADD COLUMN memory_mb INTEGER;
   `,
+  // 10: when a server found on the host was first seen (Nova's `created` for it; a server made
+  // through POST /servers has created_at). Rows from before: their last update stands in once.
+  `
+  ALTER TABLE servers ADD COLUMN discovered_at TEXT;
+  UPDATE servers SET discovered_at = updated_at WHERE created_at IS NULL;
+  `,
 ];

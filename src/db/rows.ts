@@ -51,6 +51,7 @@ export function toServer(r: Row, attachments: AttachmentRecord[]): ServerRecord 
     attachments,
     ...(r.user_id == null ? {} : { userId: r.user_id as string }),
     ...(r.created_at == null ? {} : { createdAt: r.created_at as string }),
+    ...(r.discovered_at == null ? {} : { discoveredAt: r.discovered_at as string }),
     ...(r.created_at == null ? {} : { imageRef: (r.image_ref as string | null) ?? null, flavorRef: (r.flavor_ref as string | null) ?? null }),
     ...(r.metadata == null ? {} : { metadata: JSON.parse(r.metadata as string) as Record<string, string> }),
     ...(r.fault == null ? {} : { fault: JSON.parse(r.fault as string) as ServerFault }),

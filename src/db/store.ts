@@ -33,8 +33,10 @@ export interface ServerRecord {
   attachments: AttachmentRecord[];
   /** Who created it (POST /servers); absent for a domain found on the host. */
   userId?: string;
-  /** When it was created (ISO 8601); absent for a domain found on the host (then `updatedAt` stands in). */
+  /** When it was created (ISO 8601); absent for a domain found on the host (then `discoveredAt` stands in). */
   createdAt?: string;
+  /** When the inventory first saw a domain found on the host (ISO 8601); absent for servers made through POST /servers. */
+  discoveredAt?: string;
   /** The image (ImageRecord.id) it was built from; absent or null for a domain found on the host. */
   imageRef?: string | null;
   /** The flavor (FlavorRecord.id) it was built with; absent or null for a domain found on the host. */

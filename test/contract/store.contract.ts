@@ -44,6 +44,18 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       expect((await store.listServers({ projectId: 'p1' })).map((s) => s.id).sort()).toEqual(['s1', 's3']);
     });
 
+    it('records when a server found on the host was first seen, and keeps it while the server changes', async () => {
+      await store.syncServers('h-seen', [server('s-seen', 'p1', [])]);
+      const first = await store.getServer('s-seen');
+      expect(first?.discoveredAt).toEqual(expect.any(String));
+      expect(first).not.toHaveProperty('createdAt');
+      await new Promise((r) => setTimeout(r, 5));
+      await store.syncServers('h-seen', [server('s-seen', 'p1', ['v-seen'])]);
+      const later = await store.getServer('s-seen');
+      expect(later?.updatedAt).not.toBe(first?.updatedAt);
+      expect(later?.discoveredAt).toBe(first?.discoveredAt);
+    });
+
     it('applies a task state only from the expected one', async () => {
       expect(await store.setTaskState('s1', 'migrating', null)).toBe(true);
       expect(await store.setTaskState('s1', 'resizing', null)).toBe(false);

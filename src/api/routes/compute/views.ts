@@ -152,7 +152,8 @@ export function serverDetail(s: ServerRecord, ctx: ServerViewContext): Record<st
     hostId: hostId(s.projectId, s.host),
     image: s.imageRef ? { id: s.imageRef, links: bookmark(ctx.scope, 'images', s.imageRef) } : '',
     flavor: flavorView(s, ctx),
-    created: s.createdAt ?? s.updatedAt,
+    // A server found on the host: when the inventory first saw it (never moves with its updates).
+    created: s.createdAt ?? s.discoveredAt ?? s.updatedAt,
     updated: s.updatedAt,
     // No networking here: Nova's answer for a server without ports.
     addresses: {},
