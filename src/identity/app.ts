@@ -124,7 +124,10 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
   });
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = toServiceError(err);
-    if (e.status >= 500) req.log.error({ err, detail: e.detail, requestId: req.id }, 'identity request failed');
+    // A 503 is load shedding (too many password checks waiting): expected under a flood, so a
+    // warning without a stack, not an error per refused request.
+    if (e.status === 503) req.log.warn({ code: e.code, requestId: req.id }, 'identity request shed');
+    else if (e.status >= 500) req.log.error({ err, detail: e.detail, requestId: req.id }, 'identity request failed');
     return render(reply, e);
   });
   app.setNotFoundHandler((req, reply) => render(reply, errors.notFound('The resource could not be found.')));
@@ -138,7 +141,7 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
   const withCatalog = (req: FastifyRequest) => !Object.hasOwn((req.query ?? {}) as object, 'nocatalog');
 
   app.post('/v3/auth/tokens', async (req, reply) => {
-    const { token, body } = await identity.authenticate(req.body, { catalog: withCatalog(req) });
+    const { token, body } = await identity.authenticate(req.body, { catalog: withCatalog(req), client: req.ip });
     return reply.status(201).header('x-subject-token', token).send(body);
   });
 

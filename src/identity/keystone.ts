@@ -43,6 +43,11 @@ export interface IdentityServiceOptions {
   kdfConcurrency?: number;
   /** How many may wait; beyond that, 503 (default 64). */
   kdfQueue?: number;
+  /**
+   * How many of one client's (one remote address's) may wait (default 8): a client flooding
+   * logins fills its own share, not the whole queue, so other clients' logins still get in.
+   */
+  kdfQueuePerClient?: number;
   /** The clock (tests move it). */
   now?: () => Date;
 }
@@ -71,15 +76,26 @@ function noAccess(userId: string, projectId: string) {
 class KdfGate {
   private running = 0;
   private readonly waiting: Array<() => void> = [];
+  /** Waiting checks per client, for the per-client share of the queue. */
+  private readonly waitingBy = new Map<string, number>();
   constructor(
     private readonly concurrency: number,
     private readonly queue: number,
+    private readonly queuePerClient: number,
   ) {}
 
-  async run<T>(work: () => Promise<T>): Promise<T> {
+  async run<T>(work: () => Promise<T>, client: string): Promise<T> {
     if (this.running >= this.concurrency) {
-      if (this.waiting.length >= this.queue) throw errors.serviceUnavailable('Too many authentication requests at once; try again shortly.');
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      const mine = this.waitingBy.get(client) ?? 0;
+      if (this.waiting.length >= this.queue || mine >= this.queuePerClient) throw errors.serviceUnavailable('Too many authentication requests at once; try again shortly.');
+      this.waitingBy.set(client, mine + 1);
+      try {
+        await new Promise<void>((resolve) => this.waiting.push(resolve));
+      } finally {
+        const left = (this.waitingBy.get(client) ?? 1) - 1;
+        if (left > 0) this.waitingBy.set(client, left);
+        else this.waitingBy.delete(client);
+      }
     } else this.running++;
     try {
       return await work();
@@ -99,7 +115,7 @@ export class IdentityService {
   constructor(private readonly opts: IdentityServiceOptions) {
     if (!(opts.tokenTtlMs > 0)) throw new Error(`identity token lifetime must be positive, got ${opts.tokenTtlMs} ms`);
     this.now = opts.now ?? (() => new Date());
-    this.gate = new KdfGate(opts.kdfConcurrency ?? 2, opts.kdfQueue ?? 64);
+    this.gate = new KdfGate(opts.kdfConcurrency ?? 2, opts.kdfQueue ?? 64, opts.kdfQueuePerClient ?? 8);
   }
 
   /**
@@ -107,9 +123,10 @@ export class IdentityService {
    * Returns the token (for `X-Subject-Token`) and its body. Throws BadRequest (malformed,
    * unscoped), Unauthorized (wrong password, unknown user, invalid token, no access to the
    * project: one message for the credentials, so it never tells whether a user exists),
-   * ServiceUnavailable (too many password checks waiting).
+   * ServiceUnavailable (too many password checks waiting, or too many of `opts.client`'s: its
+   * remote address).
    */
-  async authenticate(body: unknown, opts: { catalog: boolean }): Promise<{ token: string; body: { token: KeystoneToken } }> {
+  async authenticate(body: unknown, opts: { catalog: boolean; client?: string }): Promise<{ token: string; body: { token: KeystoneToken } }> {
     const req = parseAuthRequest(body);
     const now = this.now();
     let userId: string;
@@ -121,7 +138,7 @@ export class IdentityService {
       const who = req.identity.user;
       const user = 'id' in who ? await this.opts.users.getUserById(who.id) : await this.opts.users.getUserByName(who.name);
       const password = req.identity.password;
-      const ok = await this.gate.run(() => verifyPassword(password, user?.passwordHash));
+      const ok = await this.gate.run(() => verifyPassword(password, user?.passwordHash), opts.client ?? '');
       if (!user || !ok) throw errors.unauthorized();
       if (req.projectId !== user.projectId) throw noAccess(user.id, req.projectId);
       ({ id: userId, roles, projectId } = user);
