@@ -138,7 +138,7 @@ export function negotiateVersion(headers: IncomingHttpHeaders, range: Microversi
   if (asked === 'latest') return range.max;
   const version = ApiVersion.parse(asked);
   if (!version) throw errors.invalidApiVersion(asked);
-  if (version.compare(range.min) < 0 || version.compare(range.max) > 0) throw errors.versionNotAcceptable(String(version), String(range.min), String(range.max));
+  if (version.compare(range.min) < 0 || version.compare(range.max) > 0) throw errors.versionNotAcceptable(asked, String(range.min), String(range.max)); // as sent: a huge minor is past exact numbers
   return version;
 }
 

@@ -75,6 +75,7 @@ const rows: Row[] = [
   { name: 'the legacy header out of range', api: 'compute', headers: { 'X-OpenStack-Nova-API-Version': '2.52' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('2.52') },
   { name: 'the standard header wins over the legacy one', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 2.1', 'X-OpenStack-Nova-API-Version': '2.99' }, status: 200, echo: '2.1' },
   { name: 'a version above the maximum', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 3.0' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('3.0') },
+  { name: 'a minor past exact numbers, quoted as sent', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 2.99999999999999999999' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('2.99999999999999999999') },
   { name: 'a version below the minimum', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 2.0' }, status: 406, message: NOT_ACCEPTABLE_COMPUTE('2.0') },
   { name: 'a version without a minor number', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 2' }, status: 400, message: INVALID('2') },
   { name: 'a minor number with a leading zero', api: 'compute', headers: { 'OpenStack-API-Version': 'compute 2.01' }, status: 400, message: INVALID('2.01') },
