@@ -32,7 +32,8 @@ function field(obj: Json, key: string, where: string): Json {
 
 function text(obj: Json, key: string, where: string): string {
   const v = obj[key];
-  if (typeof v !== 'string' || v.length === 0 || v.length > 4096) throw errors.badRequest(`Invalid input for field '${where}${key}': expected a non-empty string.`);
+  if (typeof v !== 'string' || v.length === 0) throw errors.badRequest(`Invalid input for field '${where}${key}': expected a non-empty string.`);
+  if (v.length > 4096) throw errors.badRequest(`Invalid input for field '${where}${key}': longer than 4096 characters.`);
   return v;
 }
 

@@ -140,6 +140,7 @@ describe('POST /v3/auth/tokens', () => {
     ['a project by name without a domain', () => ({ body: passwordAuth(alice(), { project: { name: PROJECT } }) }), 400, /needs its domain/],
     ['no identity', () => ({ body: { auth: { scope: { project: { id: PROJECT } } } } }), 400, /auth\.identity/],
     ['no password', () => ({ body: passwordAuth({ name: 'alice', domain: { name: 'Default' } }) }), 400, /password\.user\.password/],
+    ['a password longer than 4096 characters, saying so', () => ({ body: passwordAuth(alice('p'.repeat(4097))) }), 400, /password': longer than 4096 characters/],
     ['malformed JSON', () => ({ raw: '{"auth":' }), 400, /Malformed request body/],
     ['an empty body', () => ({ raw: '' }), 400, /expected a JSON object/],
   ];
