@@ -201,6 +201,32 @@ describe('DELETE /servers/{id}', () => {
   });
 });
 
+describe('a delete an earlier process left under way (recover at start)', () => {
+  it('is resumed: the server destroyed and gone, its open delete action finished Success; a second recover changes nothing', async () => {
+    const id = (await create(t.tokens.admin, good)).json().server.id as string;
+    await t.servers.idle();
+    // As a process that died after accepting the delete: task_state deleting, the action open.
+    expect(await t.store.setTaskState(id, 'deleting', null)).toBe(true);
+    await t.store.startAction({ requestId: 'req-died', serverId: id, action: 'delete', event: 'compute_terminate_instance', userId: 'user-admin', projectId: TENANT, startTime: new Date().toISOString(), message: null, details: {} });
+    expect(await t.servers.recover(t.manager.host)).toEqual([id]);
+    await t.servers.idle();
+    expect(await t.store.getServer(id)).toBeUndefined();
+    expect(await t.driver.getServer(id)).toBeUndefined();
+    expect((await t.store.listActions(id)).find((a) => a.requestId === 'req-died')).toMatchObject({ result: 'Success' });
+    expect(await t.servers.recover(t.manager.host)).toEqual([]);
+  });
+
+  it('records a delete action when the process died before writing one, and finishes it', async () => {
+    const id = (await create(t.tokens.admin, good)).json().server.id as string;
+    await t.servers.idle();
+    expect(await t.store.setTaskState(id, 'deleting', null)).toBe(true);
+    await t.servers.recover(t.manager.host);
+    await t.servers.idle();
+    expect(await t.store.getServer(id)).toBeUndefined();
+    expect((await t.store.listActions(id)).filter((a) => a.action === 'delete').map((a) => a.result)).toEqual(['Success']);
+  });
+});
+
 describe('policy: members and projects', () => {
   it('lets a project member create and delete their own server', async () => {
     const res = await create(t.tokens.member, good);
