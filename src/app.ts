@@ -10,7 +10,7 @@ import pino, { type Logger } from 'pino';
 import { join } from 'node:path';
 import type { Config } from './config.js';
 import { SqliteStore } from './db/sqlite.js';
-import type { FlavorRecord, Store } from './db/store.js';
+import type { FlavorRecord, ServerRecord, Store } from './db/store.js';
 import { PolicyEnforcer } from './auth/policy.js';
 import { TokenAuthenticator, type Authenticator } from './auth/tokens.js';
 import { NoAuthAuthenticator } from './auth/noauth.js';
@@ -45,10 +45,13 @@ import type { WorkflowOptions } from './volume/extend/options.js';
 import { VolumeService } from './volume/service.js';
 import { VolumeAttachService } from './volume/attach.js';
 import { InFlight, VolumeReconciler } from './volume/reconciler.js';
-import { ServiceToken } from './auth/tokens.js';
+import { issueToken, ServiceToken } from './auth/tokens.js';
 import { KeystoneAuthenticator } from './auth/keystone.js';
 import { ConfigError } from './config.js';
 import { INSTANCES_DIR, openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
+
+/** The user compute's own calls to the volume service are made as (a delete resumed at start-up). */
+const COMPUTE_USER = 'online-extend-compute';
 
 /** What the compute API is built from (defaults: host `compute-1`, project `admin`, the default policy). */
 export interface ComputeAppDeps {
@@ -66,6 +69,8 @@ export interface ComputeAppDeps {
   auth?: Authenticator;
   /** A server's flavor by id, for Nova's 2.47 flavor dict (absent: servers show `flavor: {}` from 2.47). */
   lookupFlavor?: (id: string) => Promise<FlavorRecord | undefined>;
+  /** A token for the volume service in a server's project, for deletes resumed at start-up (ServerLifecycleOptions.recoveryToken). */
+  recoveryToken?: (server: ServerRecord) => Promise<string>;
 }
 
 /** The compute API and the pieces behind it. */
@@ -99,6 +104,7 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     host: manager.host,
     logger: deps.logger.child({ component: 'compute-servers' }),
     ...(deps.volumes ? { volumes: deps.volumes } : {}),
+    ...(deps.recoveryToken ? { recoveryToken: deps.recoveryToken } : {}),
   });
   const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
@@ -319,6 +325,13 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     computeHost: config.computeHost,
     defaultProject: config.defaultProject,
     ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
+    // A delete resumed at start-up has no caller's token: compute's own short-lived one, a member
+    // of the server's project (what volume:detach asks), under its own user so the volume
+    // service's token rotation (which revokes its user's other tokens) leaves it alone. Not with
+    // Keystone (its tokens are Keystone's to issue): such a delete ends in error, to be repeated.
+    ...(config.volumeApi && config.auth !== 'keystone'
+      ? { recoveryToken: async (s: ServerRecord) => (await issueToken(store, { userId: COMPUTE_USER, projectId: s.projectId, roles: ['member', 'reader'], ttlMs: 10 * 60_000 })).token }
+      : {}),
     http: httpLimitsFrom(config),
     auth,
   });

@@ -307,6 +307,9 @@ export const errors = {
     new ServiceError('InstanceInvalidState', `Cannot 'delete' instance ${serverId}: it was not created through this API (a domain found on the host); remove it on the hypervisor.`),
   instanceBusy: (serverId: string, task: string, action: string) =>
     new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while it is in task_state ${task}.`),
+  /** 409, uncertain: DELETE /servers while an attached volume is attaching, detaching or extending (its detach would be refused); try again when it is done. */
+  instanceVolumeBusy: (serverId: string, volumeId: string, status: string, action: string) =>
+    new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while its volume ${volumeId} is ${status}; try again when it is done.`),
   hostSizeTooSmall: (volumeId: string, requested: number, hostBytes: number | undefined) =>
     new ServiceError(
       'HostSizeTooSmall',

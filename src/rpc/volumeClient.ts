@@ -7,7 +7,7 @@
  * (`volume:attach`, `volume:detach`) and project checks apply to the user, and the volume's
  * audit names the user. Each call therefore takes the token of the request it serves.
  */
-import { ApiClient, type ApiClientOptions, type CallOptions, type RemoteCall } from './httpClient.js';
+import { ApiClient, ApiError, type ApiClientOptions, type CallOptions, type RemoteCall } from './httpClient.js';
 import type { AttachmentCreateBody, Connection } from './shapes.js';
 
 /** Everything compute asks of the volume service. `projectId` is the server's (and the volume's) project. */
@@ -21,6 +21,20 @@ export interface VolumesForCompute {
   attach(token: string, projectId: string, serverId: string, volumeId: string, device: string | undefined, opts?: CallOptions): Promise<RemoteCall<Connection>>;
   /** Detach `volumeId` from `serverId` with the caller's `token`. VolumeNotAttached (404), VolumeBusy (409). */
   detach(token: string, projectId: string, serverId: string, volumeId: string, opts?: CallOptions): Promise<RemoteCall<void>>;
+  /**
+   * The volume's status and the servers it is attached to, read with the caller's `token`
+   * (Cinder's GET /volumes/{id}); undefined when the volume service has no such volume (a disk
+   * found on the host, not one of its volumes). Throws what the volume API answers otherwise.
+   */
+  volume(token: string, projectId: string, volumeId: string, opts?: CallOptions): Promise<RemoteCall<VolumeState | undefined>>;
+}
+
+/** What compute reads of a volume before and during a server delete (see VolumesForCompute.volume). */
+export interface VolumeState {
+  /** Cinder's status: `available`, `in-use`, `attaching`, `detaching`, `extending`, … */
+  status: string;
+  /** The servers it is attached to (Cinder's `attachments[].server_id`). */
+  serverIds: string[];
 }
 
 /** VolumesForCompute over HTTP (see the module comment). */
@@ -46,5 +60,17 @@ export class HttpVolumeClient implements VolumesForCompute {
     const path = `${this.attachments(projectId)}/${encodeURIComponent(volumeId)}?instance_uuid=${encodeURIComponent(serverId)}`;
     const res = await this.api.request('DELETE', path, undefined, { ...opts, token });
     return { value: undefined, requestId: res.requestId };
+  }
+
+  async volume(token: string, projectId: string, volumeId: string, opts: CallOptions = {}): Promise<RemoteCall<VolumeState | undefined>> {
+    const path = `/v3/${encodeURIComponent(projectId)}/volumes/${encodeURIComponent(volumeId)}`;
+    try {
+      const res = await this.api.request<{ volume: { status: string; attachments?: Array<{ server_id?: string }> } }>('GET', path, undefined, { ...opts, token });
+      const v = res.body.volume;
+      return { value: { status: v.status, serverIds: (v.attachments ?? []).flatMap((a) => (a.server_id ? [a.server_id] : [])) }, requestId: res.requestId };
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 'VolumeNotFound') return { value: undefined, requestId: err.requestId };
+      throw err;
+    }
   }
 }

@@ -1,7 +1,7 @@
 // POST /servers and DELETE /servers/{id} on the fake driver: Nova's build and delete states, the
 // create and delete actions, validation, policy (members create and delete their own servers),
 // and the flavor reads.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import { OTHER_TENANT, TENANT, makeComputeApp, type TestComputeApp } from '../support/computeApp.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import type { ServerStatePatch } from '../../src/db/store.js';
@@ -198,6 +198,74 @@ describe('DELETE /servers/{id}', () => {
     expect((await del(t.tokens.admin, id)).statusCode).toBe(204);
     expect((await del(t.tokens.admin, id)).statusCode).toBe(409);
     expect((await del(t.tokens.admin, '99999999-9999-4999-8999-999999999999')).statusCode).toBe(404);
+  });
+});
+
+describe('a delete an earlier process left under way (recover at start)', () => {
+  it('is resumed: the server destroyed and gone, its open delete action finished Success; a second recover changes nothing', async () => {
+    const id = (await create(t.tokens.admin, good)).json().server.id as string;
+    await t.servers.idle();
+    // As a process that died after accepting the delete: task_state deleting, the action open.
+    expect(await t.store.setTaskState(id, 'deleting', null)).toBe(true);
+    await t.store.startAction({ requestId: 'req-died', serverId: id, action: 'delete', event: 'compute_terminate_instance', userId: 'user-admin', projectId: TENANT, startTime: new Date().toISOString(), message: null, details: {} });
+    expect(await t.servers.recover(t.manager.host)).toEqual([id]);
+    await t.servers.idle();
+    expect(await t.store.getServer(id)).toBeUndefined();
+    expect(await t.driver.getServer(id)).toBeUndefined();
+    expect((await t.store.listActions(id)).find((a) => a.requestId === 'req-died')).toMatchObject({ result: 'Success' });
+    expect(await t.servers.recover(t.manager.host)).toEqual([]);
+  });
+
+  it('records a delete action when the process died before writing one, and finishes it', async () => {
+    const id = (await create(t.tokens.admin, good)).json().server.id as string;
+    await t.servers.idle();
+    expect(await t.store.setTaskState(id, 'deleting', null)).toBe(true);
+    await t.servers.recover(t.manager.host);
+    await t.servers.idle();
+    expect(await t.store.getServer(id)).toBeUndefined();
+    expect((await t.store.listActions(id)).filter((a) => a.action === 'delete').map((a) => a.result)).toEqual(['Success']);
+  });
+});
+
+describe('a delete whose detach the volume service keeps refusing for now', () => {
+  it('retries within its bound, then ends as Nova ends a failed delete: ERROR with the fault, task_state null, the action Error; nothing destroyed', async () => {
+    const pino = (await import('pino')).default;
+    const { LocalComputeRpc } = await import('../../src/compute/rpc.js');
+    const { ServerLifecycle } = await import('../../src/compute/servers.js');
+    const { errors } = await import('../../src/errors.js');
+    const id = (await create(t.tokens.admin, good)).json().server.id as string;
+    await t.servers.idle();
+    const vol = '11111111-2222-4333-8444-555555555555';
+    const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'oe-del-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'vol.raw'), Buffer.alloc(1024 * 1024));
+    await t.driver.attachVolume(id, { volumeId: vol, kind: 'file', format: 'raw', source: join(dir, 'vol.raw') });
+    await t.manager.syncInventory();
+    const server = (await t.store.getServer(id))!;
+    expect(server.attachments.map((a) => a.volumeId)).toEqual([vol]);
+    // The volume service's answers: the volume reads idle (so the delete is accepted), its detach is refused for now, every time.
+    let detaches = 0;
+    const volumes = {
+      attach: () => Promise.reject(new Error('not used')),
+      detach: () => {
+        detaches++;
+        return Promise.reject(errors.volumeBusy(vol, 'extending', 'detach'));
+      },
+      volume: () => Promise.resolve({ value: { status: 'in-use', serverIds: [id] }, requestId: undefined }),
+    };
+    const lifecycle = new ServerLifecycle({ store: t.store, rpc: new LocalComputeRpc(t.manager), logger: pino({ level: 'silent' }), host: t.manager.host, volumes, detachRetryMs: 400 });
+    const ctx = { requestId: 'req-bounded', userId: 'user-admin', projectId: TENANT, roles: ['admin'] };
+    await lifecycle.delete(ctx, server, 'token');
+    await lifecycle.idle();
+    expect(detaches).toBeGreaterThan(1);
+    const after = (await t.store.getServer(id))!;
+    expect(after).toMatchObject({ state: 'error', taskState: null, fault: { code: 409, message: expect.stringContaining(`Cannot 'detach' volume ${vol}`) } });
+    expect((await show(id)).json().server).toMatchObject({ status: 'ERROR', fault: { code: 409 } });
+    expect((await t.store.getAction(id, 'req-bounded'))).toMatchObject({ action: 'delete', result: 'Error' });
+    expect(await t.driver.getServer(id)).toBeDefined();
   });
 });
 

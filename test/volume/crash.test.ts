@@ -2,7 +2,9 @@
  * Crash test: the real `online-extend serve` process is killed with SIGKILL during each step of
  * an in-use extend, then started again on the same data directory. Every volume must end
  * `in-use` at the new size — in the record, on the storage, on the host and in the guest — since a kill
- * is not a final error: never stuck, never silently wrong.
+ * is not a final error: never stuck, never silently wrong. Also a server delete killed while it
+ * detaches its volume: the next start finishes it (as Nova's init_host completes interrupted
+ * deletes): the server gone, the volume available with no attachment, the delete action finished.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
@@ -10,7 +12,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { ApiClient, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
+import { ApiClient, ApiError, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
+import { SqliteStore } from '../../src/db/sqlite.js';
 import { fakeInventory, PROJECT, SERVER } from '../support/service.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/online-extend.js');
@@ -95,4 +98,58 @@ describe('kill -9 during each extend step, then restart', () => {
       await new Promise((r) => p.child.once('exit', r));
     });
   }
+});
+
+describe('kill -9 during a server delete, then restart', () => {
+  it('finishes the delete at the next start: the server gone, the volume available with no attachment, the delete action finished', async () => {
+    const db = join(dir, 'data', 'online-extend.sqlite');
+    const store = new SqliteStore(db);
+    try {
+      await store.putImage({ id: 'img-crash', name: 'guest', kind: 'disk', diskPath: '/nonexistent/guest.qcow2', diskFormat: 'qcow2', kernelPath: null, ramdiskPath: null, cmdline: null, minDiskGb: 0, minRamMb: 0, createdAt: '2026-11-30T00:00:00.000Z' });
+      await store.putFlavor({ id: 'f-crash', name: 'small', vcpus: 1, ramMb: 128, diskGb: 1, ephemeralGb: 0, swapMb: 0, isPublic: true, description: null });
+    } finally {
+      await store.close();
+    }
+    // Every fake-driver call takes 300 ms: the delete is caught while the volume is detaching.
+    let p = await serve(['--fake-latency', '300']);
+    const serverStatus = (q: Proc, id: string) =>
+      q.compute.request<{ server: { status: string; 'OS-EXT-STS:task_state': string | null } }>('GET', `/v2/${PROJECT}/servers/${id}`).then(
+        (r) => r.body.server,
+        (e: unknown) => (e instanceof ApiError && e.status === 404 ? undefined : Promise.reject(e)),
+      );
+    const waitFor = async (what: string, fn: () => Promise<boolean>, ms = 20_000) => {
+      const end = Date.now() + ms;
+      while (!(await fn())) {
+        if (Date.now() > end) throw new Error(`never saw ${what}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    const id = (await p.compute.request<{ server: { id: string } }>('POST', `/v2.1/${PROJECT}/servers`, { server: { name: 'crash-delete', imageRef: 'img-crash', flavorRef: 'f-crash' } })).body.server.id;
+    await waitFor('the server ACTIVE', async () => (await serverStatus(p, id))?.status === 'ACTIVE');
+    const v = (await p.volume.request<{ volume: Vol }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: 'crash-delete', size_bytes: 64 * MiB } })).body.volume;
+    await p.compute.request('POST', `/v2/${PROJECT}/servers/${id}/os-volume_attachments`, { volumeAttachment: { volumeId: v.id } });
+    expect((await p.compute.request('DELETE', `/v2/${PROJECT}/servers/${id}`)).status).toBe(204);
+    await waitFor('the volume detaching', async () => (await show(p, v.id)).status === 'detaching');
+    expect((await serverStatus(p, id))?.['OS-EXT-STS:task_state']).toBe('deleting');
+    p.child.kill('SIGKILL');
+    await new Promise((r) => p.child.once('exit', r));
+
+    p = await serve([]);
+    await waitFor('the server gone', async () => (await serverStatus(p, id)) === undefined);
+    const vol = (await p.volume.request<{ volume: { status: string; attachments: unknown[] } }>('GET', `/v3/${PROJECT}/volumes/${v.id}`)).body.volume;
+    expect(vol).toMatchObject({ status: 'available', attachments: [] });
+    // Nothing on the host points at the gone server, and the volume can be deleted.
+    const fake = JSON.parse(readFileSync(join(dir, 'data', 'fake-hypervisor.json'), 'utf8')) as { servers: Array<{ id: string }> };
+    expect(fake.servers.map((s) => s.id)).not.toContain(id);
+    expect((await p.volume.request('DELETE', `/v3/${PROJECT}/volumes/${v.id}`)).status).toBe(202);
+    const reader = new SqliteStore(db);
+    try {
+      const actions = await reader.listActions(id);
+      expect(actions.filter((a) => a.action === 'delete').map((a) => a.result)).toEqual(['Success']);
+    } finally {
+      await reader.close();
+    }
+    p.child.kill('SIGTERM');
+    await new Promise((r) => p.child.once('exit', r));
+  });
 });

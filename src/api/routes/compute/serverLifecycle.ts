@@ -160,9 +160,9 @@ export function registerServerLifecycle(app: App, deps: ServerDeps & { compute: 
       {
         schema: {
           tags,
-          summary: 'Delete a server (204; its volumes are detached first, then it goes: GET answers 404)',
+          summary: 'Delete a server (204; its volumes are detached first, then it goes: GET answers 404). 409 while a volume of it is attaching, detaching or extending',
           params: Type.Object({ ...params, server_id: PathId }),
-          response: { 204: { type: 'null' }, ...errorResponses(401, 403, 404, 409) },
+          response: { 204: { type: 'null' }, ...errorResponses(401, 403, 404, 409, 503) },
         },
       },
       async (req: FastifyRequest<{ Params: { server_id: string } }>, reply: FastifyReply) => {
