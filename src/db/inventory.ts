@@ -44,6 +44,13 @@ function rowKey(r: Row, attachments: readonly AttachmentRecord[]): string {
   );
 }
 
+/**
+ * The state a sync writes: the hypervisor's, except that a server the API put in ERROR with a
+ * fault (a failed build or delete) stays in ERROR, as Nova's vm_state ERROR stays until the
+ * server is deleted, whatever the guest's power state.
+ */
+const KEEP_FAULTED_ERROR = (reported: string) => `CASE WHEN servers.state = 'error' AND servers.fault IS NOT NULL THEN servers.state ELSE ${reported} END`;
+
 function prepare(db: Database.Database) {
   return {
     getServer: db.prepare('SELECT * FROM servers WHERE id = ?'),
@@ -53,13 +60,13 @@ function prepare(db: Database.Database) {
       `INSERT INTO servers (id, name, project_id, host, state, task_state, updated_at, vcpus, memory_mb, discovered_at)
        VALUES (@id, @name, @projectId, @host, @state, NULL, @now, @vcpus, @memoryMb, @now)
        ON CONFLICT(id) DO UPDATE SET name = excluded.name, project_id = excluded.project_id,
-         host = excluded.host, state = excluded.state, updated_at = excluded.updated_at,
+         host = excluded.host, state = ${KEEP_FAULTED_ERROR('excluded.state')}, updated_at = excluded.updated_at,
          vcpus = excluded.vcpus, memory_mb = excluded.memory_mb`,
     ),
     inventoryFirst: db.prepare('SELECT * FROM servers WHERE host = @host ORDER BY id LIMIT @limit'),
     inventoryAfter: db.prepare('SELECT * FROM servers WHERE host = @host AND id > @after ORDER BY id LIMIT @limit'),
     updateServer: db.prepare(
-      'UPDATE servers SET name = @name, project_id = @projectId, state = @state, vcpus = @vcpus, memory_mb = @memoryMb, updated_at = @now WHERE id = @id',
+      `UPDATE servers SET name = @name, project_id = @projectId, state = ${KEEP_FAULTED_ERROR('@state')}, vcpus = @vcpus, memory_mb = @memoryMb, updated_at = @now WHERE id = @id`,
     ),
     deleteServer: db.prepare('DELETE FROM servers WHERE id = ?'),
     deleteServerOnHost: db.prepare('DELETE FROM servers WHERE id = ? AND host = ?'),

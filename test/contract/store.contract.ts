@@ -128,6 +128,20 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
         expect(await store.getServer('b2')).toBeUndefined();
       });
 
+      it('keeps a server the API put in ERROR with a fault in ERROR while the host reports its guest running, until the API changes it', async () => {
+        await store.createServer('hb', built('b5'));
+        const fault = { code: 409, message: 'delete failed', created: '2026-11-30T04:00:02.000Z' };
+        expect(await store.setServerState('b5', { state: 'error', taskState: null, fault }, 'scheduling')).toBe(true);
+        await store.syncServers('hb', [server('b5', 'p1', [])]);
+        expect(await store.getServer('b5')).toMatchObject({ state: 'error', fault });
+        await store.upsertServer('hb', server('b5', 'p1', []));
+        expect(await store.getServer('b5')).toMatchObject({ state: 'error', fault });
+        // Without a fault, the hypervisor's state is written as before.
+        expect(await store.setServerState('b5', { state: 'error', taskState: null, fault: null }, null)).toBe(true);
+        await store.syncServers('hb', [server('b5', 'p1', [])]);
+        expect((await store.getServer('b5'))?.state).toBe('active');
+      });
+
       it('moves vm state and task state together only from the expected task state', async () => {
         await store.createServer('hb', built('b3'));
         expect(await store.setServerState('b3', { state: 'building', taskState: 'spawning' }, 'networking')).toBe(false);
