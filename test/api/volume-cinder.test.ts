@@ -217,11 +217,17 @@ describe('list filters as Cinder', () => {
     expect(Object.fromEntries(next.searchParams)).toEqual({ name: 'filter-a', limit: '1', marker: mine[0] });
   });
 
-  it('drops an unknown filter below 3.33 and refuses it from 3.33, as Cinder', async () => {
-    expect(await ids('name=filter-b&colour=red', h.token, '3.32')).toEqual([mine[1]]);
-    const a = await call('GET', `${volumesPath}/detail?name=filter-b&colour=red`, { version: '3.33' });
+  it("drops a member's unknown filter below 3.33 and refuses it from 3.33, as Cinder", async () => {
+    expect(await ids('name=filter-b&colour=red', h.member, '3.32')).toEqual([mine[1]]);
+    const a = await call('GET', `${volumesPath}/detail?name=filter-b&colour=red`, { token: h.member, version: '3.33' });
     expect(a.status).toBe(400);
     expect((a.json as { badRequest: { message: string } }).badRequest.message).toBe('Invalid filters colour are found in query options.');
+  });
+
+  it.each(['3.0', '3.32', '3.42'])("refuses an admin's unknown filter at %s, since Cinder would filter on it and we cannot: never more than asked", async (version) => {
+    const a = await call('GET', `${volumesPath}/detail?all_tenants=1&user_id=someone`, { version });
+    expect(a.status, a.text).toBe(400);
+    expect((a.json as { badRequest: { message: string } }).badRequest.message).toBe('Invalid filters user_id are found in query options.');
   });
 
   it.each(['sort=name', 'sort_key=name&sort_dir=asc', 'with_count=true', 'offset=1', 'all_tenants=maybe'])('refuses %s at every version with a 400', async (query) => {

@@ -41,7 +41,7 @@ const tags = ['volumes'];
 const VOLUME_3_13 = new ApiVersion(3, 13);
 /** 3.21: admins see `provider_id`. */
 const VOLUME_3_21 = new ApiVersion(3, 21);
-/** 3.33: Cinder refuses list filters it does not know ("Invalid filters …"); below, it drops them. */
+/** 3.33: Cinder refuses a non-admin's list filters it does not know ("Invalid filters …"); below, it drops them. */
 const VOLUME_3_33 = new ApiVersion(3, 33);
 /** 3.42: an attached (in-use) volume may be extended. */
 export const VOLUME_3_42 = new ApiVersion(3, 42);
@@ -215,10 +215,11 @@ function cinderBool(name: string, text: string): boolean {
 /**
  * The filters of a volume list, as Cinder reads them: `name` and `status` exactly; `all_tenants`
  * lists every project for admins and is ignored for others (Cinder's get_all); `project_id`, for
- * admins, the owner (see `listScope`). Unknown keys (for non-admins, `project_id` too) are
- * dropped below 3.33 (Cinder's remove_invalid_filter_options) and refused from 3.33 with Cinder's
- * "Invalid filters … are found in query options." (Cinder lets admins filter on any column; we
- * cannot, so we refuse rather than ignore). Sorting and counting are refused at every version.
+ * admins, the owner (see `listScope`). A non-admin's unknown keys (`project_id` too) are dropped
+ * below 3.33 (Cinder's remove_invalid_filter_options) and refused from 3.33 with Cinder's
+ * "Invalid filters … are found in query options.". An admin's are refused at every version: Cinder
+ * filters admins' lists on any column at every version, and we cannot, so we refuse rather than
+ * answer with more than was asked. Sorting and counting are refused at every version.
  */
 export function volumeFilters(
   query: Record<string, unknown>,
@@ -230,7 +231,7 @@ export function volumeFilters(
     if (UNSUPPORTED_LIST_KEYS.has(key)) throw errors.invalidInput(`The volume list parameter '${key}' is not supported here: volumes are listed oldest first (created_at, then id), without a count.`);
     if (!PAGING_KEYS.has(key) && !FILTER_KEYS.has(key) && !(admin && ADMIN_FILTER_KEYS.has(key))) unknown.push(key);
   }
-  if (unknown.length > 0 && version.atLeast(VOLUME_3_33)) throw errors.invalidInput(`Invalid filters ${unknown.join(',')} are found in query options.`);
+  if (unknown.length > 0 && (admin || version.atLeast(VOLUME_3_33))) throw errors.invalidInput(`Invalid filters ${unknown.join(',')} are found in query options.`);
   const q = query as VolumeListQuery;
   const allProjects = admin && q.all_tenants !== undefined && cinderBool('all_tenants', q.all_tenants);
   if (!admin && q.all_tenants !== undefined) cinderBool('all_tenants', q.all_tenants);
