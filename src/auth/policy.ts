@@ -77,6 +77,7 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
   'volume:get': 'rule:project_reader_or_admin',
   'volume:get_all': 'rule:project_reader_or_admin',
   'volume:delete': 'rule:project_member_or_admin',
+  'volume:update': 'rule:project_member_or_admin',
   'volume:extend': 'rule:project_member_or_admin',
   'volume:extend_attached_volume': 'rule:project_member_or_admin',
   'volume:attach': 'rule:project_member_or_admin',

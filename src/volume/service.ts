@@ -29,6 +29,13 @@ export interface CreateVolumeRequest {
   metadata?: Record<string, string>;
 }
 
+/** What Cinder's update may change (absent: unchanged; `description` null: none; `metadata` replaces the set). */
+export interface VolumeUpdate {
+  name?: string;
+  description?: string | null;
+  metadata?: Record<string, string>;
+}
+
 type VolumePatch = Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt' | 'version'>>;
 
 /** Answers whether the caller's token passes a policy rule (the route binds it to the request). */
@@ -65,11 +72,28 @@ export class VolumeService {
     return b;
   }
 
-  /** The volume if it exists in `projectId`; 404 otherwise. */
-  async get(projectId: string, volumeId: string): Promise<VolumeRecord> {
+  /**
+   * The volume if it exists in `projectId`, or in any project when `anyProject` (an admin acting
+   * by id, as Cinder's `volume_api.get`; the caller then checks its policy on the volume's owner,
+   * `projectId` of the record); VolumeNotFound (404) otherwise, never revealing other projects' volumes.
+   */
+  async get(projectId: string, volumeId: string, anyProject = false): Promise<VolumeRecord> {
     const v = await this.deps.store.getVolume(volumeId);
-    if (!v || v.projectId !== projectId) throw errors.volumeNotFound(volumeId);
+    if (!v || (!anyProject && v.projectId !== projectId)) throw errors.volumeNotFound(volumeId);
     return v;
+  }
+
+  /**
+   * Cinder's update: sets the name, description and metadata given (metadata replaces the whole
+   * set, as Cinder's), whatever the volume's status, and returns the volume as it is now.
+   * `anyProject` as `get`. Throws VolumeNotFound (404), also if it is deleted meanwhile.
+   */
+  async update(projectId: string, volumeId: string, patch: VolumeUpdate, opts: { anyProject?: boolean } = {}): Promise<VolumeRecord> {
+    await this.get(projectId, volumeId, opts.anyProject);
+    // No guard: these fields are independent of the lifecycle; a concurrent decision on the
+    // volume sees the version move and decides again.
+    if (Object.keys(patch).length > 0 && !(await this.deps.store.updateVolume(volumeId, {}, patch))) throw errors.volumeNotFound(volumeId);
+    return this.get(projectId, volumeId, opts.anyProject);
   }
 
   /**
@@ -140,6 +164,8 @@ export class VolumeService {
     projectId: string,
     volumeId: string,
     opts: {
+      /** Find the volume in any project (an admin by id; see `get`). */
+      anyProject?: boolean;
       /** Runs before the table is asked: refusals that hold whatever the status (policy, a shrink). */
       precheck?: (v: VolumeRecord) => void;
       check?: (v: VolumeRecord) => Promise<void> | void;
@@ -148,7 +174,7 @@ export class VolumeService {
     } = {},
   ): Promise<VolumeRecord> {
     for (let attempt = 1; ; attempt++) {
-      const v = await this.get(projectId, volumeId);
+      const v = await this.get(projectId, volumeId, opts.anyProject);
       opts.precheck?.(v);
       const d = decide(action, v);
       if (!d.ok) throw d.error;
@@ -167,10 +193,11 @@ export class VolumeService {
     }
   }
 
-  async delete(ctx: RequestContext, projectId: string, volumeId: string): Promise<void> {
+  /** Deletes a volume without an attachment (`anyProject` as `get`). */
+  async delete(ctx: RequestContext, projectId: string, volumeId: string, opts: { anyProject?: boolean } = {}): Promise<void> {
     const { store, inFlight } = this.deps;
     await inFlight.run(volumeId, async () => {
-      const v = await this.begin('delete', projectId, volumeId);
+      const v = await this.begin('delete', projectId, volumeId, { anyProject: opts.anyProject === true });
       await this.audit(ctx, volumeId, 'delete', {}, async () => {
         try {
           await this.backend(v.backend).delete(volumeId);
@@ -207,12 +234,15 @@ export class VolumeService {
        * (InvalidVolume), before anything changes.
        */
       detachedOnly?: boolean;
+      /** Find the volume in any project (an admin by id; see `get`). */
+      anyProject?: boolean;
     } = {},
   ): Promise<VolumeRecord> {
     const { store, workflow } = this.deps;
     let plan: { mode: ExtendMode | 'detached'; hostBytes: number | null; computeRequestIds: string[] } = { mode: 'detached', hostBytes: null, computeRequestIds: [] };
     const now = Date.now();
     const v = await this.begin('extend', projectId, volumeId, {
+      anyProject: opts.anyProject === true,
       // Sizes only grow: a target at or below the recorded size is wrong whatever is under way.
       precheck: (cur) => {
         if (opts.detachedOnly && isAttached(cur)) {

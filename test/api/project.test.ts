@@ -91,6 +91,7 @@ function bodyFor(method: string, path: string): unknown {
     'POST /v2/{tenant_id}/servers': { server: { name: 'vm', imageRef: 'img', flavorRef: FLAVOR } },
     'POST /v2.1/{project_id}/servers': { server: { name: 'vm', imageRef: 'img', flavorRef: FLAVOR } },
     'POST /v3/{project_id}/volumes/{volume_id}/action': { 'os-extend-bytes': { new_bytes: 128 * MiB } },
+    'PUT /v3/{project_id}/volumes/{volume_id}': { volume: { name: 'renamed' } },
   };
   if (method === 'GET' || method === 'DELETE') return undefined;
   if (!(key in bodies)) throw new Error(`no body for ${key}: add one to this table`);

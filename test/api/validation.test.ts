@@ -35,8 +35,10 @@ describe('a volume action body (a union of Cinder actions) is judged by the acti
     { name: 'os-extend-bytes without new_bytes', body: { 'os-extend-bytes': {} }, message: "Invalid input for field/attribute body.os-extend-bytes: 'new_bytes' is a required property" },
     { name: 'os-extend-bytes not an object', body: { 'os-extend-bytes': 5 }, message: 'Invalid input for field/attribute body.os-extend-bytes: must be object' },
     { name: 'os-extend-bytes with an unknown field', body: { 'os-extend-bytes': { new_bytes: 128 * MiB, force: true } }, message: /body\.os-extend-bytes: Additional properties are not allowed \('force' was unexpected\)/ },
-    { name: 'os-extend with new_size 0', body: { 'os-extend': { new_size: 0 } }, message: 'Invalid input for field/attribute body.os-extend.new_size: must be >= 1' },
-    { name: 'os-extend with new_size as a string', body: { 'os-extend': { new_size: '2' } }, message: 'Invalid input for field/attribute body.os-extend.new_size: must be integer' },
+    { name: 'os-extend with new_size 0', body: { 'os-extend': { new_size: 0 } }, message: 'Invalid input for field/attribute body.os-extend.new_size: must be >= 1 or must be string' },
+    // Cinder's volume_size takes an integer or its decimal text ("2" is accepted), nothing else.
+    { name: 'os-extend with new_size as text that is no integer', body: { 'os-extend': { new_size: '2.5' } }, message: 'Invalid input for field/attribute body.os-extend.new_size: must be integer or must match pattern "^[0-9]{1,20}$"' },
+    { name: 'os-extend with new_size as decimal text of 0', body: { 'os-extend': { new_size: '0' } }, message: /^Invalid input for field\/attribute os-extend\.new_size: 0 is not a size in GiB from 1 to \d+\.$/ },
     { name: 'an action plus an unknown top-level field', body: { 'os-extend-bytes': { new_bytes: 128 * MiB }, force: 1 }, message: /body: Additional properties are not allowed \('force' was unexpected\)/ },
     { name: 'no action at all', body: {}, message: "Invalid input for field/attribute body: must contain exactly one of 'os-extend', 'os-extend-bytes' (got none)" },
     { name: 'two actions at once', body: { 'os-extend': { new_size: 2 }, 'os-extend-bytes': { new_bytes: 128 * MiB } }, message: /must contain exactly one of 'os-extend', 'os-extend-bytes' \(got 'os-extend', 'os-extend-bytes'\)/ },

@@ -180,6 +180,30 @@ describe('list filters as Cinder', () => {
     expect(await ids(c.query)).toEqual(c.want());
   });
 
+  it.each(['3.0', '3.33', '3.42'])("an admin's project_id with all_tenants lists that project's only, on every list (%s)", async (version) => {
+    expect(await ids(`all_tenants=1&project_id=${OTHER}&name=filter-a`, h.token, version)).toEqual([theirs]);
+    expect(await ids(`all_tenants=1&project_id=${PROJECT}&name=filter-a`, h.token, version)).toEqual([mine[0], mine[2]]);
+    expect(await ids('all_tenants=1&project_id=p-nobody', h.token, version)).toEqual([]);
+    for (const list of ['', '/os-online-extend']) {
+      const a = await call('GET', `${volumesPath}${list}?all_tenants=1&project_id=${OTHER}&name=filter-a`, { version });
+      expect(a.status, a.text).toBe(200);
+      expect((a.json as { volumes: Array<{ id: string }> }).volumes.map((v) => v.id)).toEqual([theirs]);
+    }
+  });
+
+  it("keeps an admin's project_id without all_tenants within the admin's own project, never listing another's", async () => {
+    expect(await ids(`project_id=${PROJECT}&name=filter-a`)).toEqual([mine[0], mine[2]]);
+    expect(await ids(`project_id=${OTHER}&name=filter-a`)).toEqual([]);
+    expect(await ids(`all_tenants=0&project_id=${OTHER}`)).toEqual([]);
+  });
+
+  it("treats a member's project_id as Cinder does: dropped below 3.33, refused from 3.33", async () => {
+    expect(await ids(`all_tenants=1&project_id=${OTHER}&name=filter-a`, h.member, '3.32')).toEqual([mine[0], mine[2]]);
+    const a = await call('GET', `${volumesPath}/detail?project_id=${OTHER}`, { token: h.member, version: '3.33' });
+    expect(a.status).toBe(400);
+    expect((a.json as { badRequest: { message: string } }).badRequest.message).toBe('Invalid filters project_id are found in query options.');
+  });
+
   it("ignores all_tenants for a member, as Cinder does: the project's own", async () => {
     expect(await ids('all_tenants=1&name=filter-a', h.member)).toEqual([mine[0], mine[2]]);
   });
@@ -193,11 +217,17 @@ describe('list filters as Cinder', () => {
     expect(Object.fromEntries(next.searchParams)).toEqual({ name: 'filter-a', limit: '1', marker: mine[0] });
   });
 
-  it('drops an unknown filter below 3.33 and refuses it from 3.33, as Cinder', async () => {
-    expect(await ids('name=filter-b&colour=red', h.token, '3.32')).toEqual([mine[1]]);
-    const a = await call('GET', `${volumesPath}/detail?name=filter-b&colour=red`, { version: '3.33' });
+  it("drops a member's unknown filter below 3.33 and refuses it from 3.33, as Cinder", async () => {
+    expect(await ids('name=filter-b&colour=red', h.member, '3.32')).toEqual([mine[1]]);
+    const a = await call('GET', `${volumesPath}/detail?name=filter-b&colour=red`, { token: h.member, version: '3.33' });
     expect(a.status).toBe(400);
     expect((a.json as { badRequest: { message: string } }).badRequest.message).toBe('Invalid filters colour are found in query options.');
+  });
+
+  it.each(['3.0', '3.32', '3.42'])("refuses an admin's unknown filter at %s, since Cinder would filter on it and we cannot: never more than asked", async (version) => {
+    const a = await call('GET', `${volumesPath}/detail?all_tenants=1&user_id=someone`, { version });
+    expect(a.status, a.text).toBe(400);
+    expect((a.json as { badRequest: { message: string } }).badRequest.message).toBe('Invalid filters user_id are found in query options.');
   });
 
   it.each(['sort=name', 'sort_key=name&sort_dir=asc', 'with_count=true', 'offset=1', 'all_tenants=maybe'])('refuses %s at every version with a 400', async (query) => {
@@ -250,5 +280,127 @@ describe('shapes by microversion and viewer', () => {
       { rel: 'self', href: `http://volumes.example:8776/v3/${PROJECT}/volumes/${id}` },
       { rel: 'bookmark', href: `http://volumes.example:8776/${PROJECT}/volumes/${id}` },
     ]);
+  });
+});
+
+describe("an admin acts on any project's volume by id, as Cinder; others see a 404", () => {
+  let theirs: string;
+  const theirPath = () => `${volumesPath}/${theirs}`;
+  beforeAll(async () => {
+    const a = await wire(h.service.volumeUrl!, 'POST', `/v3/${OTHER}/volumes`, otherAdmin, '3.42', { volume: { size: 1, name: 'theirs' } });
+    theirs = (a.json as { volume: { id: string } }).volume.id;
+    for (let i = 0; i < 1000 && (await ours(theirs)).status !== 'available'; i++) await new Promise((r) => setTimeout(r, 20));
+  });
+  afterAll(async () => {
+    await wire(h.service.volumeUrl!, 'DELETE', `/v3/${OTHER}/volumes/${theirs}`, otherAdmin, '3.42');
+  });
+
+  it.each([
+    { name: 'show', method: 'GET', path: '' },
+    { name: 'our show', method: 'GET', path: '/os-online-extend' },
+    { name: 'its actions', method: 'GET', path: '/os-volume-actions' },
+    { name: 'os-extend', method: 'POST', path: '/action', body: { 'os-extend': { new_size: 2 } } },
+    { name: 'os-extend-bytes', method: 'POST', path: '/action', body: { 'os-extend-bytes': { new_bytes: 2 * GiB } } },
+    { name: 'update', method: 'PUT', path: '', body: { volume: { name: 'taken' } } },
+    { name: 'delete', method: 'DELETE', path: '' },
+  ])("a member of another project gets a 404 on $name, and the volume is unchanged", async (c) => {
+    const a = await call(c.method, `${theirPath()}${c.path}`, { token: h.member, body: c.body });
+    expect(a.status, a.text).toBe(404);
+    expect((a.json as { itemNotFound: { message: string } }).itemNotFound.message).toMatch(theirs);
+    const v = (await wire(h.service.volumeUrl!, 'GET', `/v3/${OTHER}/volumes/${theirs}/os-online-extend`, otherAdmin, '3.42')).json as { volume: Json };
+    expect(v.volume).toMatchObject({ name: 'theirs', size_bytes: GiB, status: 'available' });
+  });
+
+  it('an admin of another project reads, renames, extends, lists the actions of and deletes it through its own URL', async () => {
+    expect(await show(theirs)).toMatchObject({ id: theirs, 'os-vol-tenant-attr:tenant_id': OTHER, name: 'theirs' });
+    expect(await ours(theirs)).toMatchObject({ id: theirs, project_id: OTHER });
+    const put = await call('PUT', theirPath(), { body: { volume: { name: 'renamed-by-admin' } } });
+    expect(put.status, put.text).toBe(200);
+    const extend = await call('POST', `${theirPath()}/action`, { version: '3.0', body: { 'os-extend': { new_size: '2' } } });
+    expect(extend.status, extend.text).toBe(202);
+    expect(await settle(theirs, 'available')).toMatchObject({ size: 2, name: 'renamed-by-admin' });
+    const actions = await call('GET', `${theirPath()}/os-volume-actions`);
+    expect((actions.json as { volumeActions: Array<{ action: string; project_id: string }> }).volumeActions[0]).toMatchObject({ action: 'extend', project_id: PROJECT });
+    expect((await call('DELETE', theirPath())).status).toBe(202);
+    for (let i = 0; i < 1000 && (await call('GET', theirPath())).status !== 404; i++) await new Promise((r) => setTimeout(r, 20));
+    expect((await wire(h.service.volumeUrl!, 'GET', `/v3/${OTHER}/volumes/${theirs}`, otherAdmin, '3.42')).status).toBe(404);
+  });
+});
+
+describe("PUT /volumes/{id}: Cinder's update", () => {
+  let id: string;
+  beforeAll(async () => {
+    id = await create({ size: 1, name: 'before', description: 'old', metadata: { keep: 'no' } });
+    await settle(id, 'available');
+  });
+  afterAll(async () => {
+    await call('DELETE', `${volumesPath}/${id}`);
+  });
+
+  it.each([
+    { name: 'a new name (cinder rename, openstack volume set --name)', body: { name: 'after' }, shows: { name: 'after', description: 'old', metadata: { keep: 'no' } } },
+    { name: "Cinder's v1 names", body: { display_name: 'dn', display_description: 'dd' }, shows: { name: 'dn', description: 'dd' } },
+    { name: 'a description null (none)', body: { description: null }, shows: { description: null } },
+    { name: 'metadata, replacing the whole set', body: { metadata: { a: 'b' } }, shows: { metadata: { a: 'b' } } },
+    { name: 'nothing', body: {}, shows: {} },
+  ])('sets $name: 200 with the volume as it is now, shown the same afterwards', async (c) => {
+    const before = await show(id);
+    const a = await call('PUT', `${volumesPath}/${id}`, { token: h.member, body: { volume: c.body } });
+    expect(a.status, a.text).toBe(200);
+    const v = (a.json as { volume: Json }).volume;
+    expect(v).toMatchObject({ ...c.shows, id, status: 'available', size: 1 });
+    // Cinder's update view has no show extensions (tempest's update_volume schema refuses them).
+    expect(v).not.toHaveProperty(['os-vol-tenant-attr:tenant_id']);
+    const after = await show(id);
+    expect(after).toMatchObject(c.shows);
+    if (Object.keys(c.body).length > 0) expect(after.updated_at).not.toBe(before.updated_at);
+  });
+
+  it.each([
+    { name: 'an unknown key', body: { volume: { size: 2 } }, status: 400 },
+    { name: 'no volume object', body: { name: 'x' }, status: 400 },
+    { name: 'a name too long', body: { volume: { name: 'x'.repeat(256) } }, status: 400 },
+    { name: 'metadata that is not strings', body: { volume: { metadata: { a: 1 } } }, status: 400 },
+  ])('refuses $name with a 400, changing nothing', async (c) => {
+    const before = await show(id);
+    const a = await call('PUT', `${volumesPath}/${id}`, { body: c.body });
+    expect(a.status, a.text).toBe(c.status);
+    expect(await show(id)).toEqual(before);
+  });
+
+  it('answers 404 for a volume that does not exist', async () => {
+    const a = await call('PUT', `${volumesPath}/0f0e0d0c-0000-4000-8000-00000000dead`, { body: { volume: { name: 'x' } } });
+    expect(a.status).toBe(404);
+  });
+});
+
+describe("os-extend's new_size as Cinder's volume_size", () => {
+  let id: string;
+  beforeAll(async () => {
+    id = await create({ size: 1 });
+    await settle(id, 'available');
+  });
+  afterAll(async () => {
+    await call('DELETE', `${volumesPath}/${id}`);
+  });
+
+  it.each([
+    { new_size: '0', message: /os-extend\.new_size: 0 is not a size in GiB/ },
+    { new_size: '99999999999', message: /os-extend\.new_size: 99999999999 is not a size in GiB/ },
+    { new_size: 'two', message: /new_size/ },
+    { new_size: '2.5', message: /new_size/ },
+    { new_size: 2.5, message: /new_size/ },
+    { new_size: '', message: /new_size/ },
+  ])('refuses $new_size with a 400, changing nothing', async (c) => {
+    const a = await call('POST', `${volumesPath}/${id}/action`, { body: { 'os-extend': { new_size: c.new_size } } });
+    expect(a.status, a.text).toBe(400);
+    expect((a.json as { badRequest: { message: string } }).badRequest.message).toMatch(c.message);
+    expect(await ours(id)).toMatchObject({ size_bytes: GiB, status: 'available', extend: null });
+  });
+
+  it('takes its decimal text as the integer', async () => {
+    const a = await call('POST', `${volumesPath}/${id}/action`, { body: { 'os-extend': { new_size: '3' } } });
+    expect([a.status, a.text]).toEqual([202, '']);
+    expect(await settle(id, 'available')).toMatchObject({ size: 3 });
   });
 });

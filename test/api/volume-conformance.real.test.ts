@@ -2,7 +2,7 @@
  * Tempest judges the volume API: live answers at volume microversions 3.0 and 3.42, for a project
  * member and an admin, checked with tempest's own strict schemas (the ones its v3 volumes client
  * validates with for each call: create_volume, show_volume, list_volumes_no_detail,
- * list_volumes_with_detail, extend_volume and delete_volume, which have no body), plus the
+ * list_volumes_with_detail, update_volume, extend_volume and delete_volume, which have no body), plus the
  * microversion echo tempest's volume client requires. Needs Debian's tempest package.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -53,6 +53,9 @@ describe.each(VERSIONS.flatMap((version) => ROLES.map((role) => ({ version, role
     const extended = await call('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend': { new_size: 2 } });
     answers.push(['extend_volume', extended]);
     answers.push(['show_volume', await settle(id, 'available')]);
+    // Cinder's update (cinder rename, openstack volume set --name): tempest's update_volume.
+    const updated = await call('PUT', `/v3/${PROJECT}/volumes/${id}`, { volume: { name: `renamed-${version}`, description: 'd', metadata: { k: 'v' } } });
+    answers.push(['update_volume', updated]);
     answers.push(['delete_volume', await call('DELETE', `/v3/${PROJECT}/volumes/${id}`)]);
 
     const verdicts = judge(answers.map(([schema, a]) => caseOf(schema, a)));
@@ -62,6 +65,7 @@ describe.each(VERSIONS.flatMap((version) => ROLES.map((role) => ({ version, role
     // Tempest's extend and delete schemas have no body: not a byte.
     expect([extended.text, answers.at(-1)![1].text]).toEqual(['', '']);
     expect((answers[7]![1].json as { volume: { size: number } }).volume.size).toBe(2);
+    expect((updated.json as { volume: Record<string, unknown> }).volume).toMatchObject({ name: `renamed-${version}`, description: 'd', metadata: { k: 'v' }, size: 2 });
     expect((await call('GET', `/v3/${PROJECT}/volumes/${id}`)).status).toBe(404);
   });
 

@@ -514,6 +514,15 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
         expect((await store.getVolume(v.id))!).toMatchObject({ version: 1, name: 'x' });
       });
 
+      it("sets Cinder's update fields (name, description, metadata) with an empty guard, whatever the status, and a missing volume answers false", async () => {
+        const v = await fresh({ description: 'old', metadata: { a: '1', b: '2' } });
+        expect(await store.updateVolume(v.id, {}, { name: 'renamed', description: null, metadata: { c: '3' } })).toBe(true);
+        expect(await store.getVolume(v.id)).toMatchObject({ name: 'renamed', description: null, metadata: { c: '3' }, status: 'in-use', version: v.version + 1 });
+        expect(await store.updateVolume(v.id, {}, { metadata: {} })).toBe(true);
+        expect((await store.getVolume(v.id))!.metadata ?? {}).toEqual({});
+        expect(await store.updateVolume('vol-cas-none', {}, { name: 'x' })).toBe(false);
+      });
+
       it('applies only while every part of the guard holds, in one statement', async () => {
         const cases: Array<{ name: string; guard: Parameters<Store['updateVolume']>[1]; applies: boolean }> = [
           { name: 'status matches', guard: { status: ['in-use', 'error_extending'] }, applies: true },

@@ -21,7 +21,7 @@ export interface WireAnswer {
 
 /** Cinder's default rules for what the tests do, admin-or-owner (cinder/policies/volumes.py, volume_actions.py). */
 export const MEMBER_POLICY: Record<string, string> = Object.fromEntries(
-  ['volume:create', 'volume:get', 'volume:get_all', 'volume:delete', 'volume:extend', 'volume:extend_attached_volume', 'volume:attach', 'volume:detach'].map((r) => [
+  ['volume:create', 'volume:get', 'volume:get_all', 'volume:delete', 'volume:update', 'volume:extend', 'volume:extend_attached_volume', 'volume:attach', 'volume:detach'].map((r) => [
     r,
     'role:admin or project_id:%(project_id)s',
   ]),

@@ -17,6 +17,15 @@ const NullableText = Type.Union([Type.String({ maxLength: 255 }), Type.Null()]);
 export const VolumeMetadata = Type.Record(Type.String({ minLength: 1, maxLength: 255 }), Type.String({ maxLength: 255 }));
 
 /**
+ * A size in GiB as Cinder's `volume_size` (cinder/api/validation/parameter_types.py): an integer,
+ * or its decimal text (`"2"`); create's `size` and os-extend's `new_size` both take it. The text's
+ * range is checked where it is read (`sizeGiB` in the volume routes).
+ */
+export const VolumeSizeGiB = Type.Union([Type.Integer({ minimum: 1, maximum: MAX_GIB }), Type.String({ pattern: '^[0-9]{1,20}$' })], {
+  description: 'Size in GiB (Cinder: an integer, or its decimal text)',
+});
+
+/**
  * Body of Cinder's `POST /v3/{project_id}/volumes` (cinder/api/schemas/volumes.py `create`): the
  * `volume` object accepts unknown keys and takes Cinder's optional fields as null, as
  * cinderclient sends them. Our own extras: `size_bytes` (exact bytes, instead of `size` in GiB)
@@ -32,11 +41,7 @@ export const CreateVolumeBody = Type.Object(
         display_name: Type.Optional(NullableText),
         description: Type.Optional(NullableText),
         display_description: Type.Optional(NullableText),
-        size: Type.Optional(
-          Type.Union([Type.Integer({ minimum: 1, maximum: MAX_GIB }), Type.String({ pattern: '^[0-9]{1,20}$' }), Type.Null()], {
-            description: 'Size in GiB (Cinder: an integer, or its decimal text)',
-          }),
-        ),
+        size: Type.Optional(Type.Union([VolumeSizeGiB, Type.Null()])),
         size_bytes: Type.Optional(Type.Union([Bytes, Type.Null()], { description: 'Ours: the size in exact bytes, instead of `size`' })),
         volume_type: Type.Optional(Type.Union([Type.String({ maxLength: 255 }), Type.Null()], { description: 'Backend: file, block or iscsi (null or empty: the default)' })),
         availability_zone: Type.Optional(Type.Union([Type.String({ maxLength: 255 }), Type.Null()], { description: 'Only `nova` exists' })),
@@ -61,8 +66,32 @@ export const CreateVolumeBody = Type.Object(
 export type CreateVolumeBody = Static<typeof CreateVolumeBody>;
 
 /**
- * Query of the volume lists, as Cinder's: paging, exact `name` and `status` filters, and
- * `all_tenants` (an admin's listing of every project; ignored for others, as Cinder does).
+ * Body of Cinder's `PUT /v3/{project_id}/volumes/{volume_id}` (cinder/api/schemas/volumes.py
+ * `update`): the name and description (or their v1 names) and the metadata, which replaces the
+ * volume's whole metadata as Cinder's does. No other key.
+ */
+export const UpdateVolumeBody = Type.Object(
+  {
+    volume: Type.Object(
+      {
+        name: Type.Optional(NullableText),
+        display_name: Type.Optional(NullableText),
+        description: Type.Optional(NullableText),
+        display_description: Type.Optional(NullableText),
+        metadata: Type.Optional(Type.Union([VolumeMetadata, Type.Null()])),
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+/** Body of `PUT volumes/{id}` (see UpdateVolumeBody). */
+export type UpdateVolumeBody = Static<typeof UpdateVolumeBody>;
+
+/**
+ * Query of the volume lists, as Cinder's: paging, exact `name` and `status` filters,
+ * `all_tenants` (an admin's listing of every project; ignored for others, as Cinder does) and,
+ * for admins, `project_id` (the owner).
  * Other keys are checked by the route (see `volumeFilters`).
  */
 export const VolumeListQuery = Type.Object(
@@ -71,6 +100,7 @@ export const VolumeListQuery = Type.Object(
     name: Type.Optional(Type.String({ maxLength: 255 })),
     status: Type.Optional(Type.String({ maxLength: 255 })),
     all_tenants: Type.Optional(Type.String({ maxLength: 16, description: 'A boolean as Cinder reads one: 1/0, true/false, yes/no, on/off, y/n, t/f' })),
+    project_id: Type.Optional(Type.String({ maxLength: 255, description: "Admins only: the owner's project (with all_tenants; without it, within the caller's own)" })),
   },
   { additionalProperties: true },
 );
@@ -80,7 +110,7 @@ export type VolumeListQuery = Static<typeof VolumeListQuery>;
 /** One action per request, Cinder style: `os-extend` (GiB) or our exact-bytes `os-extend-bytes`. */
 export const VolumeActionBody = Type.Union([
   Type.Object(
-    { 'os-extend': Type.Object({ new_size: Type.Integer({ minimum: 1, maximum: MAX_GIB }) }, { additionalProperties: false }) },
+    { 'os-extend': Type.Object({ new_size: VolumeSizeGiB }, { additionalProperties: false }) },
     { additionalProperties: false },
   ),
   Type.Object(
@@ -88,7 +118,7 @@ export const VolumeActionBody = Type.Union([
     { additionalProperties: false },
   ),
 ]);
-/** Body of `POST volumes/{id}/action`: `{"os-extend": {"new_size": GiB}}` or `{"os-extend-bytes": {"new_bytes": bytes}}`. */
+/** Body of `POST volumes/{id}/action`: `{"os-extend": {"new_size": GiB or its text}}` or `{"os-extend-bytes": {"new_bytes": bytes}}`. */
 export type VolumeActionBody = Static<typeof VolumeActionBody>;
 
 export const ExtendView = Type.Union([

@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
-import { authorize } from '../../server.js';
+import { allowed, authorize, authorizeOn } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import {
   CinderLink,
@@ -19,6 +19,7 @@ import {
   MAX_GIB,
   OnlineExtendView,
   ProjectParams,
+  UpdateVolumeBody,
   VolumeActionBody,
   VolumeActionView,
   VolumeIdParams,
@@ -40,7 +41,7 @@ const tags = ['volumes'];
 const VOLUME_3_13 = new ApiVersion(3, 13);
 /** 3.21: admins see `provider_id`. */
 const VOLUME_3_21 = new ApiVersion(3, 21);
-/** 3.33: Cinder refuses list filters it does not know ("Invalid filters …"); below, it drops them. */
+/** 3.33: Cinder refuses a non-admin's list filters it does not know ("Invalid filters …"); below, it drops them. */
 const VOLUME_3_33 = new ApiVersion(3, 33);
 /** 3.42: an attached (in-use) volume may be extended. */
 export const VOLUME_3_42 = new ApiVersion(3, 42);
@@ -198,6 +199,8 @@ function actionView(a: VolumeActionRecord) {
 const PAGING_KEYS = new Set(['limit', 'marker']);
 /** Filters the lists apply. */
 const FILTER_KEYS = new Set(['name', 'status', 'all_tenants']);
+/** Filters the lists apply for admins only (Cinder lets admins filter on any column; others' `project_id` is an unknown key). */
+const ADMIN_FILTER_KEYS = new Set(['project_id']);
 /** Cinder's ordering and counting parameters: answering in another order or without the count would mislead, so they are refused at every version. */
 const UNSUPPORTED_LIST_KEYS = new Set(['sort', 'sort_key', 'sort_dir', 'offset', 'with_count']);
 
@@ -211,22 +214,53 @@ function cinderBool(name: string, text: string): boolean {
 
 /**
  * The filters of a volume list, as Cinder reads them: `name` and `status` exactly; `all_tenants`
- * lists every project for admins and is ignored for others (Cinder's get_all). Unknown keys are
- * dropped below 3.33 (Cinder's remove_invalid_filter_options) and refused from 3.33 with Cinder's
- * "Invalid filters … are found in query options." (Cinder lets admins filter on any column; we
- * cannot, so we refuse rather than ignore). Sorting and counting are refused at every version.
+ * lists every project for admins and is ignored for others (Cinder's get_all); `project_id`, for
+ * admins, the owner (see `listScope`). A non-admin's unknown keys (`project_id` too) are dropped
+ * below 3.33 (Cinder's remove_invalid_filter_options) and refused from 3.33 with Cinder's
+ * "Invalid filters … are found in query options.". An admin's are refused at every version: Cinder
+ * filters admins' lists on any column at every version, and we cannot, so we refuse rather than
+ * answer with more than was asked. Sorting and counting are refused at every version.
  */
-export function volumeFilters(query: Record<string, unknown>, version: ApiVersion, admin: boolean): { allProjects: boolean; name?: string; status?: VolumeStatus } {
+export function volumeFilters(
+  query: Record<string, unknown>,
+  version: ApiVersion,
+  admin: boolean,
+): { allProjects: boolean; projectId?: string; name?: string; status?: VolumeStatus } {
   const unknown: string[] = [];
   for (const key of Object.keys(query)) {
     if (UNSUPPORTED_LIST_KEYS.has(key)) throw errors.invalidInput(`The volume list parameter '${key}' is not supported here: volumes are listed oldest first (created_at, then id), without a count.`);
-    if (!PAGING_KEYS.has(key) && !FILTER_KEYS.has(key)) unknown.push(key);
+    if (!PAGING_KEYS.has(key) && !FILTER_KEYS.has(key) && !(admin && ADMIN_FILTER_KEYS.has(key))) unknown.push(key);
   }
-  if (unknown.length > 0 && version.atLeast(VOLUME_3_33)) throw errors.invalidInput(`Invalid filters ${unknown.join(',')} are found in query options.`);
+  if (unknown.length > 0 && (admin || version.atLeast(VOLUME_3_33))) throw errors.invalidInput(`Invalid filters ${unknown.join(',')} are found in query options.`);
   const q = query as VolumeListQuery;
   const allProjects = admin && q.all_tenants !== undefined && cinderBool('all_tenants', q.all_tenants);
   if (!admin && q.all_tenants !== undefined) cinderBool('all_tenants', q.all_tenants);
-  return { allProjects, ...(q.name !== undefined ? { name: q.name } : {}), ...(q.status !== undefined ? { status: q.status as VolumeStatus } : {}) };
+  return {
+    allProjects,
+    ...(admin && q.project_id !== undefined ? { projectId: q.project_id } : {}),
+    ...(q.name !== undefined ? { name: q.name } : {}),
+    ...(q.status !== undefined ? { status: q.status as VolumeStatus } : {}),
+  };
+}
+
+/**
+ * The projects a list covers: a project id, `undefined` for every project, or `null` for none.
+ * An admin's `project_id` with `all_tenants` names the owner (Cinder's get_all filters on it);
+ * without `all_tenants` the list stays within the caller's project (Cinder's
+ * get_all_by_project), so a `project_id` naming another project lists nothing rather than
+ * something other than what was asked.
+ */
+export function listScope(filters: { allProjects: boolean; projectId?: string }, ownProject: string): string | undefined | null {
+  if (filters.projectId === undefined) return filters.allProjects ? undefined : ownProject;
+  if (filters.allProjects || filters.projectId === ownProject) return filters.projectId;
+  return null;
+}
+
+/** A size in GiB as VolumeSizeGiB lets it through, as a number; InvalidInput (400) naming `field` outside 1..MAX_GIB. */
+function sizeGiB(field: string, size: number | string): number {
+  const gib = typeof size === 'string' ? Number(size) : size;
+  if (!Number.isSafeInteger(gib) || gib < 1 || gib > MAX_GIB) throw errors.invalidInput(`Invalid input for field/attribute ${field}: ${size} is not a size in GiB from 1 to ${MAX_GIB}.`);
+  return gib;
 }
 
 /** Cinder's next-page link: the same URL, absolute, its other parameters kept, with `limit` and the last id as `marker`. */
@@ -270,6 +304,18 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     host,
   });
 
+  /**
+   * Cinder's `volume_api.get` then its policy check on the volume's owner: an admin
+   * (`context_is_admin`) finds a volume of any project by id; others only their project's (404
+   * otherwise, revealing nothing). Throws VolumeNotFound (404), Unauthorized (401), Forbidden (403).
+   */
+  const findVolume = async (req: FastifyRequest, projectId: string, volumeId: string, action: string) => {
+    const anyProject = await allowed(deps, req, 'context_is_admin', {});
+    const volume = await volumes.get(projectId, volumeId, anyProject);
+    const ctx = await authorizeOn(deps, req, action, { project_id: volume.projectId });
+    return { volume, ctx, anyProject };
+  };
+
   app.post(
     '/v3/:project_id/volumes',
     {
@@ -295,11 +341,9 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
       const size = b.size ?? undefined;
       const sizeBytes = b.size_bytes ?? undefined;
       if ((size === undefined) === (sizeBytes === undefined)) throw errors.invalidInput('Give exactly one of volume.size (GiB) and volume.size_bytes.');
-      const gib = typeof size === 'string' ? Number(size) : size;
-      if (gib !== undefined && (gib < 1 || gib > MAX_GIB)) throw errors.invalidInput(`Invalid input for field/attribute volume.size: ${size} is not a size in GiB from 1 to ${MAX_GIB}.`);
       const v = await volumes.create(ctx, project_id, {
         name: b.name ?? b.display_name ?? '',
-        sizeBytes: sizeBytes ?? gibToBytes(gib!),
+        sizeBytes: sizeBytes ?? gibToBytes(sizeGiB('volume.size', size!)),
         backend: b.volume_type ?? '',
         ...(b.format ? { format: b.format } : {}),
         description: b.description ?? b.display_description ?? null,
@@ -316,7 +360,9 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     await authorize(deps, req, 'volume:get_all', { project_id });
     const filters = volumeFilters(query, req.apiVersion, viewerOf(deps, req.auth!).admin);
     const page = pageOf(query);
-    const rows = await volumes.list(filters.allProjects ? undefined : project_id, storePage(page), {
+    const scope = listScope(filters, project_id);
+    if (scope === null) return { items: [] as VolumeRecord[], next: undefined };
+    const rows = await volumes.list(scope, storePage(page), {
       ...(filters.name !== undefined ? { name: filters.name } : {}),
       ...(filters.status !== undefined ? { status: filters.status } : {}),
     });
@@ -365,8 +411,8 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     { schema: { tags, params: VolumeIdParams, response: { 200: Type.Object({ volume: CinderVolume }), ...errorResponses(401, 403, 404) } } },
     async (req) => {
       const { project_id, volume_id } = req.params;
-      await authorize(deps, req, 'volume:get', { project_id });
-      return { volume: cinderVolumeView(await volumes.get(project_id, volume_id), viewContext(req, project_id), true) };
+      const { volume } = await findVolume(req, project_id, volume_id, 'volume:get');
+      return { volume: cinderVolumeView(volume, viewContext(req, project_id), true) };
     },
   );
 
@@ -382,8 +428,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     },
     async (req) => {
       const { project_id, volume_id } = req.params;
-      await authorize(deps, req, 'volume:get', { project_id });
-      return { volume: onlineExtendView(await volumes.get(project_id, volume_id)) };
+      return { volume: onlineExtendView((await findVolume(req, project_id, volume_id, 'volume:get')).volume) };
     },
   );
 
@@ -403,11 +448,43 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     },
     async (req) => {
       const { project_id, volume_id } = req.params;
-      await authorize(deps, req, 'volume:get', { project_id });
-      await volumes.get(project_id, volume_id);
+      await findVolume(req, project_id, volume_id, 'volume:get');
       const page = pageOf(req.query);
       const { items, next } = pageResult(await volumes.listActions(volume_id, storePage(page)), page, (a) => a.requestId, req.url);
       return { volumeActions: items.map(actionView), ...(next ? { links: next satisfies PageLink[] } : {}) };
+    },
+  );
+
+  app.put(
+    '/v3/:project_id/volumes/:volume_id',
+    {
+      schema: {
+        tags,
+        summary: 'Cinder’s update: the name, description and metadata (which replaces the set); 200 with the volume',
+        params: VolumeIdParams,
+        body: UpdateVolumeBody,
+        response: { 200: Type.Object({ volume: CinderVolume }), ...errorResponses(400, 401, 403, 404) },
+      },
+    },
+    async (req) => {
+      const { project_id, volume_id } = req.params;
+      const { anyProject } = await findVolume(req, project_id, volume_id, 'volume:update');
+      const b = req.body.volume;
+      // Cinder's v1 names count when the v2 name is absent, as on create.
+      const name = b.name !== undefined ? b.name : b.display_name;
+      const description = b.description !== undefined ? b.description : b.display_description;
+      const v = await volumes.update(
+        project_id,
+        volume_id,
+        {
+          ...(name !== undefined ? { name: name ?? '' } : {}),
+          ...(description !== undefined ? { description } : {}),
+          ...(b.metadata !== undefined ? { metadata: b.metadata ?? {} } : {}),
+        },
+        { anyProject },
+      );
+      // Cinder's update answers with the detail view without the show extensions (tempest's update_volume is create_volume's).
+      return { volume: cinderVolumeView(v, viewContext(req, project_id), false) };
     },
   );
 
@@ -416,8 +493,8 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     { schema: { tags, summary: 'Delete a volume that is not attached: 202 with no body', params: VolumeIdParams, response: { 202: { type: 'null' }, ...errorResponses(401, 403, 404, 409, 500) } } },
     async (req, reply) => {
       const { project_id, volume_id } = req.params;
-      const ctx = await authorize(deps, req, 'volume:delete', { project_id });
-      await volumes.delete(ctx, project_id, volume_id);
+      const { ctx, anyProject } = await findVolume(req, project_id, volume_id, 'volume:delete');
+      await volumes.delete(ctx, project_id, volume_id, { anyProject });
       return reply.status(202).send();
     },
   );
@@ -437,12 +514,15 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     async (req, reply) => {
       const { project_id, volume_id } = req.params;
       const body = req.body;
-      const newBytes = 'os-extend' in body ? gibToBytes(body['os-extend'].new_size) : body['os-extend-bytes'].new_bytes;
-      const ctx = await authorize(deps, req, 'volume:extend', { project_id });
+      const newBytes = 'os-extend' in body ? gibToBytes(sizeGiB('os-extend.new_size', body['os-extend'].new_size)) : body['os-extend-bytes'].new_bytes;
+      const { volume, ctx, anyProject } = await findVolume(req, project_id, volume_id, 'volume:extend');
       // The lifecycle table names the rules the volume needs (extend_attached_volume whenever
-      // it has an attachment); the service checks them on the record its decision is about.
-      await volumes.extend(ctx, project_id, volume_id, newBytes, (rule) => deps.policy.allows(rule, req.auth!, { project_id }), {
+      // it has an attachment); the service checks them on the record its decision is about,
+      // with its owner as the target (the owner of a volume never changes).
+      const target = { project_id: volume.projectId };
+      await volumes.extend(ctx, project_id, volume_id, newBytes, (rule) => deps.policy.allows(rule, req.auth!, target), {
         detachedOnly: !req.apiVersion.atLeast(VOLUME_3_42),
+        anyProject,
       });
       return reply.status(202).send();
     },
