@@ -22,6 +22,7 @@ import Fastify, { LogController, type FastifyError, type FastifyReply, type Fast
 import type { Logger } from 'pino';
 import { errors, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
 import type { IdentityService } from './keystone.js';
+import { isProjectId } from '../auth/ids.js';
 
 /** HTTP bounds of the identity port (the same numbers as the other APIs'; src/app.ts passes them). */
 export interface IdentityHttpLimits {
@@ -167,6 +168,45 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
     const subject = await authorizeSubject(req, 'identity:revoke_token');
     await identity.revoke(subject);
     return reply.status(204).send();
+  });
+
+  /**
+   * Keystone's project reads, enough for clients that resolve a project name (`openstack volume
+   * list --project NAME`): `GET /v3/projects[?name=|?id=]` for admins and services
+   * (identity:list_projects), `GET /v3/projects/{id}` for them or a token of that project
+   * (identity:get_project). A project is known when a user has a role in it; its name is its id.
+   */
+  const projectView = (id: string) => ({
+    id,
+    name: id,
+    domain_id: 'default',
+    description: '',
+    enabled: true,
+    is_domain: false,
+    parent_id: 'default',
+    tags: [],
+    options: {},
+    links: { self: `${deps.baseUrl()}/v3/projects/${encodeURIComponent(id)}` },
+  });
+  const caller = async (req: FastifyRequest) => {
+    const c = await identity.lookup(header(req, 'x-auth-token'));
+    if (!c) throw errors.unauthorized();
+    return { ...c, privileged: c.roles.some((r) => r === 'service' || r === 'admin') };
+  };
+  app.get('/v3/projects', async (req) => {
+    const c = await caller(req);
+    if (!c.privileged) throw errors.forbidden('identity:list_projects');
+    const q = (req.query ?? {}) as Record<string, unknown>;
+    const wanted = [q.name, q.id].filter((v): v is string => typeof v === 'string');
+    const ids = (await identity.projectIds()).filter((id) => wanted.every((w) => w === id));
+    return { projects: ids.map(projectView), links: { self: `${deps.baseUrl()}/v3/projects`, previous: null, next: null } };
+  });
+  app.get('/v3/projects/:project_id', async (req) => {
+    const c = await caller(req);
+    const { project_id: id } = req.params as { project_id: string };
+    if (!c.privileged && c.projectId !== id) throw errors.forbidden('identity:get_project');
+    if (!(await identity.projectIds()).includes(id)) throw errors.notFound(`Could not find project: ${isProjectId(id) ? id : '(invalid id)'}.`);
+    return { project: projectView(id) };
   });
 
   // An empty body with the JSON content type (clients send it on GET and DELETE) is no body;

@@ -165,6 +165,14 @@ export class IdentityService {
     return { token, body: { token: await this.render(record, { hash: record.hash, ...auth }, opts.catalog) } };
   }
 
+  /**
+   * The projects this Keystone knows: those its users have roles in (a project's name is its id;
+   * there is no project table). Sorted.
+   */
+  async projectIds(): Promise<string[]> {
+    return [...new Set((await this.opts.users.listUsers()).map((u) => u.projectId))].sort();
+  }
+
   /** The stored, unexpired token `token`, or undefined (unknown, revoked or expired). */
   async lookup(token: string | undefined): Promise<TokenRecord | undefined> {
     if (!token) return undefined;

@@ -281,6 +281,40 @@ describe('GET, HEAD and DELETE /v3/auth/tokens', () => {
   });
 });
 
+describe('GET /v3/projects (what clients resolve a project name with)', () => {
+  const bob = () => ({ name: 'bob', domain: { name: 'Default' }, password: PASSWORD });
+  it('lists the projects its users have roles in to an admin, filtered by name, each named by its id', async () => {
+    const { token } = await login();
+    const all = await call(idUrl, 'GET', '/v3/projects', { headers: { 'x-auth-token': token } });
+    expect(all.status).toBe(200);
+    expect((all.body as { projects: Array<{ id: string }> }).projects.map((p) => p.id)).toEqual([PROJECT, 'other-project', 'service'].sort());
+    const one = await call(idUrl, 'GET', '/v3/projects?name=other-project', { headers: { 'x-auth-token': token } });
+    expect((one.body as { projects: unknown[] }).projects).toEqual([expect.objectContaining({ id: 'other-project', name: 'other-project', domain_id: 'default', enabled: true })]);
+    const none = await call(idUrl, 'GET', '/v3/projects?name=nowhere', { headers: { 'x-auth-token': token } });
+    expect((none.body as { projects: unknown[] }).projects).toEqual([]);
+  });
+
+  it.each([
+    ['an admin reads any known project', () => login(), 'other-project', 200],
+    ['a member reads its own project', () => login(bob()), PROJECT, 200],
+    ['a member may not read another project', () => login(bob()), 'other-project', 403],
+    ['an unknown project is 404', () => login(), 'nowhere', 404],
+  ] as const)('GET /v3/projects/{id}: %s', async (_name, who, id, status) => {
+    const { token } = await who();
+    const r = await call(idUrl, 'GET', `/v3/projects/${id}`, { headers: { 'x-auth-token': token } });
+    expect(r.status).toBe(status);
+    if (status === 200) expect((r.body as { project: { id: string } }).project.id).toBe(id);
+    else expect(r.body).toMatchObject({ error: { code: status } });
+  });
+
+  it('refuses the list to a member (403) and any read without a token (401)', async () => {
+    const { token } = await login(bob());
+    expect((await call(idUrl, 'GET', '/v3/projects', { headers: { 'x-auth-token': token } })).status).toBe(403);
+    expect((await call(idUrl, 'GET', '/v3/projects')).status).toBe(401);
+    expect((await call(idUrl, 'GET', `/v3/projects/${PROJECT}`)).status).toBe(401);
+  });
+});
+
 describe('the catalog', () => {
   type Entry = { id: string; type: string; name: string; endpoints: Array<{ id: string; interface: string; region: string; region_id: string; url: string }> };
   const catalogOf = async (user = alice(), scope?: unknown) => (await login(user, scope)).body.catalog as Entry[];
