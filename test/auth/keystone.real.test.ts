@@ -9,10 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import { BIN, ensureBuilt } from '../support/build.js';
+import { ensureBuilt } from '../support/build.js';
+import { startServe } from '../support/clients.js';
 import { describeReal } from '../support/real.js';
 import { keystoneMissing, startKeystone, type KeystoneHarness } from '../support/keystone.js';
 
@@ -69,35 +67,11 @@ async function serveWithKeystone(ks: KeystoneHarness, root: string, cacheMs: num
   writeFileSync(policy, JSON.stringify({ 'os_compute_api:servers:index': memberOrAdmin, 'volume:create': memberOrAdmin, 'volume:get': memberOrAdmin, 'volume:get_all': memberOrAdmin }));
   // dist/ must match src/ (the real tier has no global build step).
   ensureBuilt();
-  const args = ['serve', '--driver', 'fake', '--fake-inventory', inv, '--data-dir', join(root, 'data'), '--port', '0', '--volume-port', '0', '--image-port', '0', '--sync-interval', '0', '--policy', policy];
+  const args = ['--driver', 'fake', '--fake-inventory', inv, '--policy', policy];
   args.push('--auth', 'keystone', '--keystone-url', ks.url, '--keystone-service-user', ks.service.name, '--keystone-service-project', ks.service.projectName);
   args.push('--keystone-service-password-file', ks.service.passwordFile, '--keystone-token-cache', String(cacheMs));
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
-  let stderr = '';
-  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const gone = once(child, 'exit');
-    child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    await gone;
-    clearTimeout(t);
-  };
-  const urls: string[] = [];
-  try {
-    await new Promise<void>((res, rej) => {
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const m = /API listening on (http:\/\/\S+)/.exec(line);
-        if (m) urls.push(m[1]!);
-        if (urls.length === 2) res();
-      });
-      child.once('exit', (code) => rej(new Error(`serve exited with ${code}: ${stderr}`)));
-    });
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { computeUrl: urls[0]!, volumeUrl: urls[1]!, stop };
+  const served = await startServe({ dataDir: join(root, 'data'), args });
+  return { computeUrl: served.urls.compute!, volumeUrl: served.urls.volume!, stop: served.stop };
 }
 
 type Vol = { id: string; status: string; size_bytes: number };

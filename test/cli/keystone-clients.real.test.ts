@@ -5,13 +5,13 @@
  * Needs the clients (a real part): skipped locally without them, fails in CI.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { describeReal } from '../support/real.js';
-import { BIN, ensureBuilt } from '../support/build.js';
+import { ensureBuilt } from '../support/build.js';
+import { oeCli, startServe, type Served } from '../support/clients.js';
 import { fakeInventory, PROJECT } from '../support/service.js';
 import { tempestMissing } from '../support/tempestSchemas.js';
 
@@ -21,8 +21,8 @@ const noTempest = tempestMissing();
 const PASSWORD = 'client matrix pw';
 
 let root: string;
-let serve: ChildProcess | undefined;
-const urls: Record<string, string> = {};
+let serve: Served | undefined;
+let urls: Record<string, string> = {};
 
 /** Run one of Debian's clients with a private HOME and Debian's Python, as a user would. */
 function client(bin: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -53,24 +53,9 @@ describeReal(
       mkdirSync(join(root, 'home'));
       const data = join(root, 'data');
       writeFileSync(join(root, 'inv.json'), JSON.stringify(fakeInventory()));
-      const created = await new Promise<number | null>((resolve) => {
-        const c = spawn(process.execPath, [BIN, 'user', 'create', '--project', PROJECT, '--user', 'alice', '--roles', 'admin,member', '--password-stdin', '--data-dir', data], { stdio: ['pipe', 'ignore', 'inherit'] });
-        c.once('exit', resolve);
-        c.stdin!.end(`${PASSWORD}\n`);
-      });
-      expect(created).toBe(0);
-      serve = spawn(process.execPath, [BIN, 'serve', '--driver', 'fake', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--image-port', '0', '--sync-interval', '0'], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-        env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' },
-      });
-      await new Promise<void>((resolve, reject) => {
-        createInterface({ input: serve!.stdout! }).on('line', (line) => {
-          const m = /^(compute API|volume API|identity \(Keystone v3\)) listening on (http:\/\/[\d.:]+)/.exec(line);
-          if (m) urls[m[1]!.split(' ')[0]!] = m[2]!;
-          if (urls.identity) resolve();
-        });
-        serve!.once('exit', (code) => reject(new Error(`serve exited with ${code}`)));
-      });
+      expect(oeCli(['user', 'create', '--project', PROJECT, '--user', 'alice', '--roles', 'admin,member', '--password-stdin', '--data-dir', data], `${PASSWORD}\n`).status).toBe(0);
+      serve = await startServe({ dataDir: data, args: ['--driver', 'fake', '--fake-inventory', join(root, 'inv.json')] });
+      urls = serve.urls;
       // A volume to list, made with a token from the same Keystone.
       const res = await fetch(`${urls.identity}/v3/auth/tokens`, {
         method: 'POST',
@@ -84,11 +69,7 @@ describeReal(
     });
 
     afterAll(async () => {
-      if (serve && serve.exitCode === null) {
-        const exited = new Promise((r) => serve!.once('exit', r));
-        serve.kill('SIGTERM');
-        await exited;
-      }
+      await serve?.stop();
       if (root) rmSync(root, { recursive: true, force: true });
     });
 
@@ -139,27 +120,16 @@ describeReal(
 
     it("cinder with noauth lists a noauth serve's volumes", async () => {
       const data = join(root, 'noauth-data');
-      const lab = spawn(process.execPath, [BIN, 'serve', '--auth', 'noauth', '--fake-inventory', join(root, 'inv.json'), '--data-dir', data, '--port', '0', '--volume-port', '0', '--identity-port', '0', '--image-port', '0', '--sync-interval', '0'], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-        env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'error' },
-      });
+      const lab = await startServe({ dataDir: data, args: ['--auth', 'noauth', '--fake-inventory', join(root, 'inv.json')] });
       try {
-        const volume = await new Promise<string>((resolve, reject) => {
-          createInterface({ input: lab.stdout! }).on('line', (line) => {
-            const m = /^volume API listening on (http:\/\/[\d.:]+)/.exec(line);
-            if (m) resolve(m[1]!);
-          });
-          lab.once('exit', (code) => reject(new Error(`serve exited with ${code}`)));
-        });
+        const volume = lab.urls.volume!;
         const v = await fetch(`${volume}/v3/${PROJECT}/volumes`, { method: 'POST', headers: { 'x-auth-token': `alice:${PROJECT}`, 'content-type': 'application/json' }, body: JSON.stringify({ volume: { size: 1, name: 'lab-vol' } }) });
         const id = ((await v.json()) as { volume: { id: string } }).volume.id;
         const r = await client('/usr/bin/cinder', ['--os-auth-type', 'noauth', '--os-endpoint', `${volume}/v3/${PROJECT}`, '--os-user-id', 'alice', '--os-project-id', PROJECT, 'list']);
         expect(r.code).toBe(0);
         expect(r.stdout).toMatch(new RegExp(`\\|\\s*${id}\\s*\\|\\s*available\\s*\\|\\s*lab-vol\\s*\\|`));
       } finally {
-        const exited = new Promise((r) => lab.once('exit', r));
-        lab.kill('SIGTERM');
-        await exited;
+        await lab.stop();
       }
     });
 

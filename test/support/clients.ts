@@ -101,9 +101,10 @@ export interface Served {
 /**
  * Starts `node bin/online-extend.js serve` on free ports (every port 0, the embedded Keystone
  * and image ports included, through their environment keys) with `dataDir`, and resolves once
- * the compute and volume APIs listen plus `settleMs` for any further API to announce itself.
+ * every API listens: `serve` announces the image API last, after the compute, volume and (auth
+ * `token`) identity APIs. Rejects with its output if it exits first.
  */
-export async function startServe(opts: { dataDir: string; args: string[]; env?: Record<string, string>; settleMs?: number }): Promise<Served> {
+export async function startServe(opts: { dataDir: string; args: string[]; env?: Record<string, string> }): Promise<Served> {
   const child = spawn(process.execPath, [BIN, 'serve', '--data-dir', opts.dataDir, '--port', '0', '--volume-port', '0', '--sync-interval', '0', ...opts.args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
@@ -125,28 +126,19 @@ export async function startServe(opts: { dataDir: string; args: string[]; env?: 
       clearTimeout(t);
     }
   };
-  for (const s of [child.stdout!, child.stderr!]) {
-    createInterface({ input: s }).on('line', (line) => {
-      output.push(line);
-      // "compute API listening on http://127.0.0.1:P (…)", "identity API listening on …"
-      const m = /^(\w+)\b.*\blistening on (http:\/\/127\.0\.0\.1:\d+)/.exec(line);
-      if (m) urls[m[1]!.toLowerCase()] = m[2]!;
-    });
-  }
   try {
     await new Promise<void>((res, rej) => {
-      const t = setInterval(() => {
-        if (urls.compute && urls.volume) {
-          clearInterval(t);
-          res();
-        }
-      }, 20);
-      void exited.then(() => {
-        clearInterval(t);
-        rej(new Error(`serve exited (${child.exitCode}): ${output.join('\n')}`));
-      });
+      for (const s of [child.stdout!, child.stderr!]) {
+        createInterface({ input: s }).on('line', (line) => {
+          output.push(line);
+          // "compute API listening on http://127.0.0.1:P (…)", "identity (Keystone v3) listening on …"
+          const m = /^(\w+)\b.*\blistening on (http:\/\/127\.0\.0\.1:\d+)/.exec(line);
+          if (m) urls[m[1]!.toLowerCase()] = m[2]!;
+          if (urls.image) res();
+        });
+      }
+      void exited.then(() => rej(new Error(`serve exited (${child.exitCode}): ${output.join('\n')}`)));
     });
-    await new Promise((r) => setTimeout(r, opts.settleMs ?? 500));
   } catch (err) {
     await stop();
     throw err;
