@@ -180,4 +180,26 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE servers ADD COLUMN discovered_at TEXT;
   UPDATE servers SET discovered_at = updated_at WHERE created_at IS NULL;
   `,
+  // 11 (G): compute services and their heartbeats (Nova's services table), and the lease that
+  // makes one workflow worker at a time drive a volume's extend (kept out of the volume row so a
+  // renewal never bumps the volume's version). Times are ISO 8601 text, compared as text.
+  `
+  CREATE TABLE services (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    host TEXT NOT NULL,
+    binary TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    disabled_reason TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (host, binary)
+  );
+  CREATE TABLE extend_leases (
+    volume_id TEXT PRIMARY KEY REFERENCES volumes(id) ON DELETE CASCADE,
+    owner TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+  );
+  CREATE INDEX extend_leases_owner ON extend_leases(owner);
+  `,
 ];

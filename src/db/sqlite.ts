@@ -23,6 +23,7 @@ import type {
   VolumeGuard,
   InstanceActionRecord,
   ServerRecord,
+  ServiceRecord,
   Store,
   TokenRecord,
 } from './store.js';
@@ -265,6 +266,72 @@ export class SqliteStore implements Store {
     return this.stmt.deleteExpiredTokens.run(now.toISOString()).changes;
   }
 
+  // ---- compute services (G) ----
+
+  async serviceHeartbeat(host: string, binary: string, topic: string, now: Date = new Date()): Promise<ServiceRecord> {
+    const at = now.toISOString();
+    const row = this.db
+      .prepare(
+        `INSERT INTO services (host, binary, topic, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (host, binary) DO UPDATE SET updated_at = excluded.updated_at, topic = excluded.topic RETURNING *`,
+      )
+      .get(host, binary, topic, at, at) as ServiceRow;
+    return serviceFromRow(row);
+  }
+
+  async listServices(filter: { host?: string; binary?: string } = {}): Promise<ServiceRecord[]> {
+    const rows = this.db
+      .prepare('SELECT * FROM services WHERE (@host IS NULL OR host = @host) AND (@binary IS NULL OR binary = @binary) ORDER BY id')
+      .all({ host: filter.host ?? null, binary: filter.binary ?? null }) as ServiceRow[];
+    return rows.map(serviceFromRow);
+  }
+
+  async setServiceDisabled(host: string, binary: string, disabled: boolean, reason: string | null): Promise<boolean> {
+    return this.db.prepare('UPDATE services SET disabled = ?, disabled_reason = ? WHERE host = ? AND binary = ?').run(disabled ? 1 : 0, disabled ? reason : null, host, binary).changes > 0;
+  }
+
+  async deleteService(id: number): Promise<boolean> {
+    return this.db.prepare('DELETE FROM services WHERE id = ?').run(id).changes > 0;
+  }
+
+  // ---- extend leases (G) ----
+
+  async claimExtend(volumeId: string, owner: string, ttlMs: number, now: Date = new Date()): Promise<boolean> {
+    // One statement: the volume must be extending; an existing lease is taken only if it is ours or expired.
+    const row = this.db
+      .prepare(
+        `INSERT INTO extend_leases (volume_id, owner, expires_at)
+           SELECT id, @owner, @expires FROM volumes WHERE id = @volumeId AND status = 'extending'
+         ON CONFLICT (volume_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+           WHERE extend_leases.owner = excluded.owner OR extend_leases.expires_at <= @now
+         RETURNING owner`,
+      )
+      .get({ volumeId, owner, expires: new Date(now.getTime() + ttlMs).toISOString(), now: now.toISOString() }) as { owner: string } | undefined;
+    return row?.owner === owner;
+  }
+
+  async renewExtendLeases(owner: string, ttlMs: number, now: Date = new Date()): Promise<string[]> {
+    const rows = this.db
+      .prepare('UPDATE extend_leases SET expires_at = @expires WHERE owner = @owner AND expires_at > @now RETURNING volume_id')
+      .all({ owner, expires: new Date(now.getTime() + ttlMs).toISOString(), now: now.toISOString() }) as Array<{ volume_id: string }>;
+    return rows.map((r) => r.volume_id).sort();
+  }
+
+  async releaseExtend(volumeId: string, owner: string): Promise<void> {
+    this.db.prepare('DELETE FROM extend_leases WHERE volume_id = ? AND owner = ?').run(volumeId, owner);
+  }
+
+  async listClaimableExtends(now: Date = new Date(), limit = 1000): Promise<string[]> {
+    const rows = this.db
+      .prepare(
+        `SELECT v.id FROM volumes v LEFT JOIN extend_leases l ON l.volume_id = v.id
+         WHERE v.status = 'extending' AND (l.volume_id IS NULL OR l.expires_at <= ?)
+         ORDER BY v.created_at, v.id LIMIT ?`,
+      )
+      .all(now.toISOString(), limit) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
+  }
+
   // ---- volumes ----
 
   async createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void> {
@@ -378,4 +445,19 @@ export class SqliteStore implements Store {
     this.writes.flush();
     this.db.close();
   }
+}
+
+interface ServiceRow {
+  id: number;
+  host: string;
+  binary: string;
+  topic: string;
+  disabled: number;
+  disabled_reason: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+function serviceFromRow(r: ServiceRow): ServiceRecord {
+  return { id: r.id, host: r.host, binary: r.binary, topic: r.topic, disabled: r.disabled === 1, disabledReason: r.disabled_reason, createdAt: r.created_at, updatedAt: r.updated_at };
 }

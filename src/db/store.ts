@@ -261,6 +261,38 @@ export interface ComputeStore {
   deleteToken(hash: string): Promise<boolean>;
   /** Remove every token whose expiry is at or before `now` (default: the current time). Returns how many. */
   deleteExpiredTokens(now?: Date): Promise<number>;
+
+  // Compute services (Nova's `services` table): each compute agent reports it is alive; the API
+  // routes calls only to hosts whose heartbeat is recent and lists them in os-services.
+
+  /**
+   * A heartbeat of the service `binary` (e.g. `nova-compute`) on `host`: creates its row the
+   * first time (a new stable `id`, `createdAt` = `now`), else sets `updatedAt` = `now`. Answers
+   * the row as stored. `now` defaults to the current time (the agent's clock, as Nova's).
+   */
+  serviceHeartbeat(host: string, binary: string, topic: string, now?: Date): Promise<ServiceRecord>;
+  /** Services by id, optionally of one host and/or binary. */
+  listServices(filter?: { host?: string; binary?: string }): Promise<ServiceRecord[]>;
+  /** Disable or enable a service (Nova's os-services disable/enable). False if no such service. */
+  setServiceDisabled(host: string, binary: string, disabled: boolean, reason: string | null): Promise<boolean>;
+  /** Remove a service's row (Nova's DELETE os-services/{id}). True if it existed. */
+  deleteService(id: number): Promise<boolean>;
+}
+
+/** One compute service as Nova's `services` row; times ISO 8601. "Up" is decided by the reader (updatedAt within service_down_time). */
+export interface ServiceRecord {
+  /** Stable integer id (Nova's `id`). */
+  id: number;
+  host: string;
+  /** `nova-compute` for the compute agents (what clients filter on). */
+  binary: string;
+  /** RPC topic, `compute`. */
+  topic: string;
+  disabled: boolean;
+  disabledReason: string | null;
+  /** Last heartbeat. */
+  updatedAt: string;
+  createdAt: string;
 }
 
 /** A volume's status, as Cinder's (`in-use` while attached, `error_extending` when an extend failed). */
@@ -395,6 +427,24 @@ export interface VolumeStore {
   finishVolumeAction(requestId: string, volumeId: string, result: ActionResult, message: string | null): Promise<void>;
   /** The volume's actions, newest first by request id as `listActions`. `page.marker` is a request id. Without `page`, all of them. */
   listVolumeActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]>;
+
+  // Extend leases (G): several workflow workers share one database; each extend is driven by
+  // exactly one of them at a time, and a dead worker's extend is taken over once its lease ends.
+  // A lease lives in its own table, not in the volume row, so renewing it never bumps the
+  // volume's version (which conditional updates compare).
+
+  /**
+   * Claim or renew the lease on the extend of `volumeId` for `owner` until `now + ttlMs`, in one
+   * statement: granted only while the volume is `extending` and the lease is free, expired at
+   * `now`, or already `owner`'s. True if `owner` holds it after the call.
+   */
+  claimExtend(volumeId: string, owner: string, ttlMs: number, now?: Date): Promise<boolean>;
+  /** Renew every lease `owner` holds that has not expired at `now`; answers the volume ids it still holds. */
+  renewExtendLeases(owner: string, ttlMs: number, now?: Date): Promise<string[]>;
+  /** Give up `owner`'s lease on a volume's extend (its run ended, or the worker stops); no-op if not held. */
+  releaseExtend(volumeId: string, owner: string): Promise<void>;
+  /** Ids of `extending` volumes whose lease is free or expired at `now`, oldest first, at most `limit`: what a worker may take over. */
+  listClaimableExtends(now?: Date, limit?: number): Promise<string[]>;
 }
 
 /** The whole store both services share in one process (SqliteStore implements it); `close` releases the database. */

@@ -566,5 +566,88 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
         expect((await store.getVolume(v.id))!.version).toBe(1);
       });
     });
+
+    describe('compute services (heartbeats)', () => {
+      it('creates a service at its first heartbeat and moves only its updatedAt after, keeping its id', async () => {
+        const t0 = new Date('2026-01-01T00:00:00.000Z');
+        const a = await store.serviceHeartbeat('svc-h1', 'nova-compute', 'compute', t0);
+        expect(a).toMatchObject({ host: 'svc-h1', binary: 'nova-compute', topic: 'compute', disabled: false, disabledReason: null, createdAt: t0.toISOString(), updatedAt: t0.toISOString() });
+        const t1 = new Date(t0.getTime() + 10_000);
+        const b = await store.serviceHeartbeat('svc-h1', 'nova-compute', 'compute', t1);
+        expect(b).toEqual({ ...a, updatedAt: t1.toISOString() });
+        const other = await store.serviceHeartbeat('svc-h2', 'nova-compute', 'compute', t1);
+        expect(other.id).not.toBe(a.id);
+        expect((await store.listServices({ binary: 'nova-compute' })).filter((s) => s.host.startsWith('svc-')).map((s) => s.host)).toEqual(['svc-h1', 'svc-h2']);
+        expect(await store.listServices({ host: 'svc-h2' })).toEqual([other]);
+        expect(await store.listServices({ host: 'svc-none' })).toEqual([]);
+      });
+
+      it('disables with a reason and enables (reason cleared), and deletes by id', async () => {
+        const s = await store.serviceHeartbeat('svc-d', 'nova-compute', 'compute');
+        expect(await store.setServiceDisabled('svc-d', 'nova-compute', true, 'maintenance')).toBe(true);
+        expect((await store.listServices({ host: 'svc-d' }))[0]).toMatchObject({ disabled: true, disabledReason: 'maintenance' });
+        // A heartbeat does not re-enable it.
+        await store.serviceHeartbeat('svc-d', 'nova-compute', 'compute');
+        expect((await store.listServices({ host: 'svc-d' }))[0]).toMatchObject({ disabled: true });
+        expect(await store.setServiceDisabled('svc-d', 'nova-compute', false, 'ignored')).toBe(true);
+        expect((await store.listServices({ host: 'svc-d' }))[0]).toMatchObject({ disabled: false, disabledReason: null });
+        expect(await store.setServiceDisabled('svc-none', 'nova-compute', true, null)).toBe(false);
+        expect(await store.deleteService(s.id)).toBe(true);
+        expect(await store.deleteService(s.id)).toBe(false);
+        expect(await store.listServices({ host: 'svc-d' })).toEqual([]);
+      });
+    });
+
+    describe('extend leases (one workflow worker per extend)', () => {
+      const extending = async (id: string) => {
+        const extend = { requestId: `req-${id}`, targetBytes: 2 ** 31, step: 'storage' as const, startedAt: 't', deadline: 't', attempts: 0, hostBytes: null, error: null };
+        await store.createVolume({ ...volume(id, 'p-lease'), status: 'extending', extend });
+      };
+      const t0 = new Date('2026-01-01T00:00:00.000Z');
+      const at = (ms: number) => new Date(t0.getTime() + ms);
+
+      it('grants a free lease, renews it for its owner, refuses it to another until it expires, then hands it over', async () => {
+        await extending('lease-1');
+        expect(await store.claimExtend('lease-1', 'w1', 1000, t0)).toBe(true);
+        expect(await store.claimExtend('lease-1', 'w2', 1000, at(500))).toBe(false);
+        expect(await store.claimExtend('lease-1', 'w1', 1000, at(900))).toBe(true); // renewed to 1900
+        expect(await store.claimExtend('lease-1', 'w2', 1000, at(1500))).toBe(false);
+        expect(await store.listClaimableExtends(at(1500))).not.toContain('lease-1');
+        expect(await store.listClaimableExtends(at(1900))).toContain('lease-1');
+        expect(await store.claimExtend('lease-1', 'w2', 1000, at(1900))).toBe(true);
+        // The old owner's renewal finds it gone.
+        expect(await store.renewExtendLeases('w1', 1000, at(1950))).not.toContain('lease-1');
+        expect(await store.renewExtendLeases('w2', 1000, at(1950))).toContain('lease-1');
+      });
+
+      it('grants no lease on a volume that is not extending, or that does not exist', async () => {
+        await store.createVolume(volume('lease-idle', 'p-lease'));
+        expect(await store.claimExtend('lease-idle', 'w1', 1000, t0)).toBe(false);
+        expect(await store.claimExtend('lease-none', 'w1', 1000, t0)).toBe(false);
+        expect(await store.listClaimableExtends(t0)).not.toContain('lease-idle');
+      });
+
+      it('lets exactly one of many concurrent claims win', async () => {
+        await extending('lease-race');
+        const won = await Promise.all(Array.from({ length: 20 }, (_, i) => store.claimExtend('lease-race', `w${i}`, 60_000)));
+        expect(won.filter(Boolean)).toHaveLength(1);
+      });
+
+      it('renews only unexpired leases, releases only its own, and drops the lease with the volume', async () => {
+        await extending('lease-2');
+        await extending('lease-3');
+        expect(await store.claimExtend('lease-2', 'w9', 1000, t0)).toBe(true);
+        expect(await store.claimExtend('lease-3', 'w9', 5000, t0)).toBe(true);
+        expect(await store.renewExtendLeases('w9', 1000, at(2000))).toEqual(['lease-3']);
+        await store.releaseExtend('lease-3', 'someone-else');
+        expect(await store.claimExtend('lease-3', 'w8', 1000, at(2100))).toBe(false);
+        await store.releaseExtend('lease-3', 'w9');
+        expect(await store.claimExtend('lease-3', 'w8', 1000, at(2100))).toBe(true);
+        await store.deleteVolume('lease-3');
+        expect(await store.renewExtendLeases('w8', 1000, at(2200))).toEqual([]);
+        await extending('lease-3b');
+        expect(await store.listClaimableExtends(at(2200))).toContain('lease-3b');
+      });
+    });
   });
 }
