@@ -137,6 +137,30 @@ export const ConfigSchema = Type.Object(
     keystoneServiceProject: str('With auth=keystone: the service user\'s project', 'service', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_PROJECT', flag: '--keystone-service-project' }),
     keystoneServicePasswordFile: Type.Optional(Type.String({ description: 'With auth=keystone: file holding the service user\'s password', minLength: 1, env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_PASSWORD_FILE', flag: '--keystone-service-password-file', unit: 'path' })),
     keystoneTokenCacheMs: ms('With auth=keystone: how long a validation (valid or not) is cached (keystonemiddleware token_cache_time; short so that a revoked token stops working soon)', 5_000, { flag: '--keystone-token-cache' }),
+    // Scale-out (G): `online-extend api` and `compute-agent` share state and talk over a broker.
+    databaseUrl: Type.Optional(
+      Type.String({
+        description:
+          'The shared database (postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, `?host=/dir` for a unix socket; sqlite:///PATH for one host). Unset: the SQLite file in the data dir (serve\'s embedded default)',
+        minLength: 1,
+        pattern: '^(postgresql|postgres|sqlite)://',
+        env: 'ONLINE_EXTEND_DATABASE_URL',
+        unit: 'URL',
+      }),
+    ),
+    transportUrl: Type.Optional(
+      Type.String({
+        description: "The message broker of compute RPC, as oslo.messaging's transport_url (rabbit://USER:PASSWORD@HOST:PORT/VHOST). Unset: compute calls stay in this process (serve)",
+        minLength: 1,
+        pattern: '^rabbit://',
+        env: 'ONLINE_EXTEND_TRANSPORT_URL',
+        unit: 'URL',
+      }),
+    ),
+    rpcTimeoutMs: ms("Deadline of one compute RPC call over the broker (oslo.messaging's rpc_response_timeout); above 0", 60_000, { env: 'ONLINE_EXTEND_RPC_TIMEOUT_MS' }, 1),
+    serviceHeartbeatMs: ms("How often a compute agent writes its heartbeat (Nova's report_interval); above 0", 5_000, {}, 1),
+    serviceDownTimeMs: ms("A compute service whose last heartbeat is older than this is down: calls to its host fail at once with 503 (Nova's service_down_time); above 0", 30_000, {}, 1),
+    extendLeaseMs: ms('A workflow worker holds the extend it drives for this long and renews it at a third of it; a dead worker\'s extend is taken over after it; above 0', 15_000, {}, 1),
     fakeLatencyMs: ms('Artificial latency of every fake-driver call: for tests of slow requests only', 0, { flag: '--fake-latency' }),
     allowOrphanVolumes: Type.Boolean({
       description:

@@ -94,6 +94,10 @@ export const CATALOGUE = {
   /** Keystone (auth=keystone) could not say whether a token is valid: down, slow, failing, or refusing our service credentials. */
   IdentityUnreachable: { status: 503, final: false },
   ServiceUnavailable: { status: 503, final: false },
+  /** The compute agent of the server's host is down (stale heartbeat, no consumer on its queue) or did not answer in time (G). */
+  ComputeHostUnavailable: { status: 503, final: false },
+  /** The message broker (RabbitMQ) cannot be reached (G). */
+  MessagingUnavailable: { status: 503, final: false },
   InternalError: { status: 500, final: true },
 } as const satisfies Record<string, { status: number; final: boolean }>;
 
@@ -350,6 +354,11 @@ export const errors = {
   identityUnreachable: (reason: string, opts: Omit<ServiceErrorOptions, 'reason'> = {}) =>
     new ServiceError('IdentityUnreachable', `Identity service (Keystone) unavailable: ${reason}; try again.`, { ...opts, reason }),
   serviceUnavailable: (message: string) => new ServiceError('ServiceUnavailable', message),
+  /** 503, uncertain: the compute agent of `host` is down or did not answer; `reason` says which (no host path). */
+  computeHostUnavailable: (host: string, reason: string) =>
+    new ServiceError('ComputeHostUnavailable', `Compute host ${host} is unavailable: ${reason}; try again.`, { reason }),
+  /** 503, uncertain: the message broker cannot be reached. */
+  messagingUnavailable: (reason: string) => new ServiceError('MessagingUnavailable', `The message broker is unavailable: ${reason}; try again.`, { reason }),
   /** A compute service running without a volume service (`serve --no-volume-api`) asked to attach or detach. */
   volumeServiceNotConfigured: (action: 'attach' | 'detach') =>
     new ServiceError('VolumeServiceNotConfigured', `Cannot ${action} volumes: this compute service runs without a volume service (serve --no-volume-api).`),
