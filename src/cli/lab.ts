@@ -1,5 +1,5 @@
 /**
- * `online-extend lab up|down|register|install-clients`: the test lab (src/lab) from the command line. The lab is
+ * `online-extend lab up|down|register|install-clients|install-scale`: the test lab (src/lab) from the command line. The lab is
  * loaded only when one of these commands runs, so the rest of the CLI never loads test infrastructure.
  */
 import type { Command } from 'commander';
@@ -62,6 +62,17 @@ export function registerLabCommands(program: Command, out: (s: string) => void, 
       const installed = await installClientPackages((m) => process.stderr.write(`lab: ${m}\n`));
       const secs = ((Date.now() - started) / 1000).toFixed(1);
       out(installed.length === 0 ? `clients: all ${CLIENT_PACKAGES.length} packages already installed (${secs} s)` : `clients: installed ${installed.join(' ')} (${secs} s)`);
+    });
+
+  lab
+    .command('install-scale')
+    .description('install PostgreSQL and RabbitMQ for the multi-host tests and the scale benchmark (apt-get --no-install-recommends, as root; starts no service; nothing to do when installed)')
+    .action(async () => {
+      const { SCALE_PACKAGES, installScalePackages } = await import('../lab/index.js');
+      const started = Date.now();
+      const installed = await installScalePackages((m) => process.stderr.write(`lab: ${m}\n`));
+      const secs = ((Date.now() - started) / 1000).toFixed(1);
+      out(installed.length === 0 ? `scale-out engines: all ${SCALE_PACKAGES.length} packages already installed (${secs} s)` : `scale-out engines: installed ${installed.join(' ')} (${secs} s)`);
     });
 
   lab

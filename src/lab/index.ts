@@ -19,5 +19,5 @@ export { labDown, labHealthy, labLoopDevices, labUp, readLab, type LabInfo, type
 export { PLACEHOLDER_VDA_BYTES, bootGuest, domainXml, virsh, type BootGuestOptions, type DomainXmlOptions } from './domain.js';
 export { GuestExecError, GuestShell, WaitForSizeTimeout, parseSizes, type GuestShellInit } from './guestShell.js';
 export { LAB_GUEST_ID, labGuestCatalog, labServiceFlags } from './service.js';
-export { CLIENT_PACKAGES, LAB_PACKAGES, installClientPackages, missingPackages } from './packages.js';
+export { CLIENT_PACKAGES, LAB_PACKAGES, SCALE_PACKAGES, installClientPackages, installScalePackages, missingPackages } from './packages.js';
 export { pidAlive, run, waitFor, type RunResult } from './proc.js';

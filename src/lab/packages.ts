@@ -36,6 +36,13 @@ export const CLIENT_PACKAGES = [
   'python3-keystone',
 ] as const;
 
+/**
+ * The engines of a scaled-out deployment (G), for the multi-host tests and `npm run bench --
+ * scale`: PostgreSQL 15 and RabbitMQ 3.10. Installing them starts no service here (no systemd):
+ * the tests start their own, in temporary directories, and stop them by pid.
+ */
+export const SCALE_PACKAGES = ['postgresql', 'rabbitmq-server'] as const;
+
 const aptEnv = (): NodeJS.ProcessEnv => ({ ...process.env, DEBIAN_FRONTEND: 'noninteractive' });
 let aptUpdated = false;
 
@@ -82,4 +89,9 @@ export async function installPackages(log: (m: string) => void, pkgs: readonly s
 /** Install the missing CLIENT_PACKAGES (see installPackages); returns the ones it installed. */
 export async function installClientPackages(log: (m: string) => void): Promise<string[]> {
   return installPackages(log, CLIENT_PACKAGES);
+}
+
+/** Install the missing SCALE_PACKAGES (see installPackages); returns the ones it installed. */
+export async function installScalePackages(log: (m: string) => void): Promise<string[]> {
+  return installPackages(log, SCALE_PACKAGES);
 }
