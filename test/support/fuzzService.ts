@@ -353,7 +353,7 @@ export const pathHints: PathHints = (route, p) => {
       // actions go mostly to available volumes, or valid ones would be too rare to count on.
       return fc.oneof(
         { weight: 4, arbitrary: path(some('volume')) },
-        { weight: route.path.endsWith('/action') ? 12 : 3, arbitrary: path(some('availableVolume')) },
+        { weight: route.path.endsWith('/action') ? 30 : 3, arbitrary: path(some('availableVolume')) },
         { weight: 3, arbitrary: path(some('attachedVolume')) },
         { weight: 1, arbitrary: path(some('otherVolume')) },
       );
@@ -369,9 +369,11 @@ export const bodyHints: Hints = (key, schema) => {
   switch (key) {
     case 'volume_id':
     case 'volumeId':
+      // `volume_id` is rescan's (valid only for the volume attached to the server in the path),
+      // `volumeId` an attach's (valid only for an available volume): each mostly gets its own.
       return fc.oneof(
-        { weight: 4, arbitrary: fc.constant<Val>(ref('attachmentVolume')) },
-        { weight: 4, arbitrary: some('availableVolume') },
+        { weight: key === 'volume_id' ? 10 : 4, arbitrary: fc.constant<Val>(ref('attachmentVolume')) },
+        { weight: key === 'volumeId' ? 8 : 2, arbitrary: some('availableVolume') },
         { weight: 2, arbitrary: some('volume') },
         { weight: 1, arbitrary: fc.uuid() },
       );
