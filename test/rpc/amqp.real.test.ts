@@ -267,6 +267,47 @@ d('compute RPC over RabbitMQ', () => {
     expect(rpc.inFlight).toBe(0);
   });
 
+  it('runs no more calls at once than its prefetch allows', async () => {
+    const servers: FakeServer[] = Array.from({ length: 6 }, (_, i) => ({
+      id: `pf-${i}`,
+      name: `pf${i}`,
+      state: 'active',
+      disks: [{ volumeId: `pf-vol-${i}`, device: 'vdb', kind: 'file', backingBytes: 2 * MiB, hostBytes: 2 * MiB, guestBytes: MiB }],
+    }));
+    const bounded = await side('compute-bounded', servers);
+    bounded.driver.latencyMs = 200;
+    const conn = await AmqpConnection.open(rabbit.url, { logger: log });
+    const srv = new ComputeRpcServer({ connection: conn, manager: bounded.manager, logger: log, prefetch: 2 });
+    closers.push(async () => {
+      await srv.close(0);
+      await conn.close();
+      await bounded.store.close();
+    });
+    await srv.start();
+    const grown = await Promise.all(servers.map((s) => rpc.extendAttached('compute-bounded', s.id, s.disks[0]!.volumeId, 2 * MiB)));
+    expect(grown).toEqual(servers.map(() => 2 * MiB));
+    expect(bounded.driver.calls.extendAttached).toBe(6);
+    expect(bounded.driver.maxConcurrentOverall).toBe(2);
+  });
+
+  it('connects with the URL’s credentials and never logs its password', async () => {
+    const lines: string[] = [];
+    const capture = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });
+    const t = parseTransportUrl(rabbit.url);
+    const wrong = rabbit.url.replace(`:${t.password}@`, ':not-the-password-42@');
+    const bad = await AmqpConnection.open(wrong, { logger: capture, reconnectMaxMs: 200 });
+    try {
+      await expect(bad.waitConnected(1_500)).rejects.toMatchObject({ code: 'MessagingUnavailable', final: false });
+      await expect(bad.channel()).rejects.toMatchObject({ code: 'MessagingUnavailable' });
+    } finally {
+      await bad.close();
+    }
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.join('\n')).toContain(':***@');
+    expect(lines.join('\n')).not.toContain('not-the-password-42');
+    expect(clientConn.connected).toBe(true);
+  });
+
   it('answers syncServer without a host at once and has every agent record the server', async () => {
     remote.driver.addServer({ id: 'srv-late', name: 'late', projectId: 'p', state: 'active', disks: [] });
     expect(await remote.store.getServer('srv-late')).toBeUndefined();
@@ -295,11 +336,13 @@ d('compute RPC over RabbitMQ', () => {
     const underway = rejection(rpc.getHostBytes(HOST, SERVER, BLOCK_VOL));
     await new Promise((r) => setTimeout(r, 200));
     await rabbit.stop();
+    const stoppedAt = Date.now();
     remote.driver.latencyMs = 0;
     expect(await underway).toMatchObject({ code: 'MessagingUnavailable', final: false });
     // While it is away: every call fails at once.
     for (let i = 0; i < 3; i++) expect(await rejection(rpc.capabilities(HOST))).toMatchObject({ code: 'MessagingUnavailable', final: false });
-    await new Promise((r) => setTimeout(r, 2_000));
+    // Away for 10 s, as the issue's fault: longer than the reconnect backoff's longest pause.
+    await new Promise((r) => setTimeout(r, Math.max(0, stoppedAt + 10_000 - Date.now())));
     expect(await rejection(rpc.getHostBytes(HOST, SERVER, BLOCK_VOL))).toMatchObject({ code: 'MessagingUnavailable', final: false });
     await rabbit.start();
     // Client and server reconnect by themselves; until the agent's queue is back a call is returned at once.
