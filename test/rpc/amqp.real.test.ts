@@ -330,6 +330,30 @@ d('compute RPC over RabbitMQ', () => {
     }
   });
 
+  it('fails fast with MessagingUnavailable while the broker blocks publishers on a resource alarm', async () => {
+    const blocking = new AmqpComputeRpc({ connection: clientConn, timeoutMs: 2_000, logger: log });
+    closers.push(() => blocking.close());
+    await blocking.ready(5_000);
+    // A memory watermark of 0 sets the memory alarm off at once: RabbitMQ blocks every publishing connection.
+    rabbit.ctl('set_vm_memory_high_watermark', '0');
+    try {
+      const until = Date.now() + 10_000;
+      // The broker tells a connection it is blocked when it next publishes: that call waits for its deadline.
+      while (clientConn.blocked === undefined && Date.now() < until) {
+        const e = await rejection(blocking.capabilities(HOST)).catch(() => undefined);
+        if (e) expect(e.final).toBe(false);
+        if (clientConn.blocked === undefined) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(clientConn.blocked).toBeDefined();
+      expect(await rejection(rpc.getHostBytes(HOST, SERVER, BLOCK_VOL))).toMatchObject({ code: 'MessagingUnavailable', final: false });
+    } finally {
+      rabbit.ctl('set_vm_memory_high_watermark', '0.4');
+    }
+    const until = Date.now() + 10_000;
+    while (clientConn.blocked !== undefined && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    expect(await rpc.getHostBytes(HOST, SERVER, BLOCK_VOL)).toBe(await local.driver.getHostBytes(SERVER, BLOCK_VOL));
+  }, 40_000);
+
   it('fails fast with MessagingUnavailable while RabbitMQ is stopped, and works again once it is back without restarting either side', async () => {
     // A call under way when the broker goes: uncertain, at once.
     remote.driver.latencyMs = 3_000;

@@ -39,6 +39,8 @@ export interface RabbitHarness {
   stop(): Promise<void>;
   /** stop() and remove the dir. */
   remove(): Promise<void>;
+  /** Run `rabbitmqctl ARGS` against the node; throws with its output when it fails. */
+  ctl(...args: string[]): string;
 }
 
 async function portFree(port: number): Promise<boolean> {
@@ -183,6 +185,11 @@ export async function startRabbitMQ(): Promise<RabbitHarness> {
       harness.startMs = performance.now() - t0;
     },
     stop,
+    ctl: (...args: string[]) => {
+      const r = spawnSync(join(SBIN, 'rabbitmqctl'), args, { env, encoding: 'utf8', timeout: 60_000 });
+      if (r.status !== 0) throw new Error(`rabbitmqctl ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr || r.stdout}`);
+      return r.stdout;
+    },
     remove: async () => {
       await stop();
       rmSync(dir, { recursive: true, force: true });

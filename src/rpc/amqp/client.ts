@@ -4,9 +4,9 @@
  * agent (server.ts) through RabbitMQ's direct reply-to, matched by correlation id.
  *
  * Failing fast, never hanging:
- * - broker away (not connected, or the connection lost while a call waits): MessagingUnavailable
- *   (503, uncertain) at once; a call under way when the connection drops may have run, hence
- *   uncertain.
+ * - broker away (not connected, or the connection lost while a call waits) or blocking
+ *   publishers (a memory or disk alarm): MessagingUnavailable (503, uncertain) at once; a call
+ *   under way when the connection drops may have run, hence uncertain.
  * - no agent for the host: calls are published `mandatory`, and an agent's queue exists only while
  *   it consumes (server.ts), so the broker returns the call at once (basic.return):
  *   ComputeHostUnavailable (503, uncertain) "no compute agent is listening".
@@ -174,6 +174,7 @@ export class AmqpComputeRpc implements ComputeRpc {
   private call<M extends RpcMethod, R>(host: string, method: M, args: RpcArgs<M>): Promise<R> {
     const ch = this.ch;
     if (!ch) return Promise.reject(errors.messagingUnavailable(this.closed ? 'the RPC client is closed' : 'not connected to the message broker'));
+    if (this.conn.blocked !== undefined) return Promise.reject(errors.messagingUnavailable(`the message broker refuses messages for now (${this.conn.blocked})`));
     if (!validHost(host)) return Promise.reject(errors.computeHostUnavailable(host.slice(0, 100), 'no compute agent can serve this host name'));
     const id = randomUUID();
     const timeoutMs = this.timeoutMs;
@@ -206,6 +207,7 @@ export class AmqpComputeRpc implements ComputeRpc {
   private async castAll<M extends RpcMethod>(method: M, args: RpcArgs<M>): Promise<void> {
     const ch = this.ch;
     if (!ch) throw errors.messagingUnavailable(this.closed ? 'the RPC client is closed' : 'not connected to the message broker');
+    if (this.conn.blocked !== undefined) throw errors.messagingUnavailable(`the message broker refuses messages for now (${this.conn.blocked})`);
     try {
       ch.publish(FANOUT_EXCHANGE, '', Buffer.from(JSON.stringify({ method, args })), {
         expiration: String(this.timeoutMs),

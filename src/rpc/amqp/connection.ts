@@ -6,7 +6,8 @@
  * `reconnectMaxMs` at most between attempts) and never gives up. The RPC client and server built
  * on it (client.ts, server.ts) re-create their channels on every `connect`; while the broker is
  * away, `channel()` fails at once with MessagingUnavailable (503, uncertain), so no call waits
- * for a broker that is not there. TCP_NODELAY is set (without it each RPC round trip waits
+ * for a broker that is not there. `blocked` says when the broker refuses messages for now (a
+ * resource alarm), so the client refuses calls at once then too. TCP_NODELAY is set (without it each RPC round trip waits
  * ~40 ms for Nagle's algorithm, measured in shared/notes/scale-out.md) and AMQP heartbeats make
  * a broker that vanished without closing the socket noticed within about two heartbeats.
  *
@@ -82,6 +83,7 @@ export class AmqpConnection {
   readonly broker: string;
   private model: ChannelModel | undefined;
   private closed = false;
+  private blockedBy: string | undefined;
   private readonly events = new EventEmitter();
   private readonly log: Logger;
 
@@ -97,14 +99,24 @@ export class AmqpConnection {
     recovering.on('connect', (model: ChannelModel) => {
       if (this.closed) return;
       this.model = model;
+      this.blockedBy = undefined;
       failures = 0;
       // A channel error on the connection's own bookkeeping must not crash the process.
       model.on('error', (err: Error) => this.log.warn({ err: err.message, broker: this.broker }, 'AMQP connection error'));
       this.log.info({ broker: this.broker }, 'connected to the message broker');
       this.events.emit('connect', model);
     });
+    recovering.on('blocked', (reason: string) => {
+      this.blockedBy = reason;
+      this.log.warn({ broker: this.broker, reason }, 'the message broker blocks publishing (resource alarm)');
+    });
+    recovering.on('unblocked', () => {
+      this.blockedBy = undefined;
+      this.log.info({ broker: this.broker }, 'the message broker accepts messages again');
+    });
     recovering.on('disconnect', (err: Error) => {
       this.model = undefined;
+      this.blockedBy = undefined;
       if (this.closed) return;
       this.log.warn({ broker: this.broker, err: err.message }, 'lost the message broker; reconnecting');
       this.events.emit('disconnect', err);
@@ -157,6 +169,15 @@ export class AmqpConnection {
   /** Whether the connection is up now. */
   get connected(): boolean {
     return this.model !== undefined;
+  }
+
+  /**
+   * Why the broker blocks this connection's publishing now (RabbitMQ's connection.blocked, sent
+   * on a memory or disk alarm), or undefined. A message published meanwhile waits in the socket
+   * until the alarm clears, so callers refuse at once instead.
+   */
+  get blocked(): string | undefined {
+    return this.blockedBy;
   }
 
   /**
