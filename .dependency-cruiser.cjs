@@ -3,7 +3,7 @@
 // one fails with its rule's name, so a rule that stops biting fails CI.
 //
 // The architecture (README "Layers"), top to bottom:
-//   entry points  src/cli.ts, src/cli/**, src/app.ts (composition root), src/demo.ts, src/cli/labMain.ts
+//   entry points  src/cli.ts, src/cli/**, src/app.ts (composition root), src/agent.ts (the compute agent's), src/demo.ts, src/cli/labMain.ts
 //   api           src/api/** (Fastify routes, TypeBox schemas, transport), src/auth/** at its edge
 //   services      src/compute/** | src/volume/** (not backends) — they talk only through src/rpc/**
 //   rpc           src/rpc/** (and src/httpClient.ts until it moves there): the RPC boundary
@@ -17,7 +17,7 @@
 // a layer, the rule sets dependencyTypesNot: ['type-only'] and says why.
 
 /** The composition roots: the only modules that read the configuration and pick implementations. */
-const ENTRY = '^src/(app|cli|demo)\\.ts$|^src/cli/';
+const ENTRY = '^src/(app|agent|cli|demo)\\.ts$|^src/cli/';
 /** Where the process starts: everything in src/ must be reachable from here. */
 const ROOTS = '^src/cli\\.ts$|^src/cli/labMain\\.ts$';
 const API = '^src/api/';
