@@ -113,14 +113,19 @@ export class PgInventory {
   }
 
   /**
-   * Read what the store holds of `host` (two queries), compare with the driver's list (yielding
-   * every SYNC_CHUNK servers), then write the differences SYNC_CHUNK servers a transaction.
+   * Read what the store holds of `host` (two queries on one snapshot: servers and attachments
+   * agree even while another process writes), compare with the driver's list (yielding every
+   * SYNC_CHUNK servers), then write the differences SYNC_CHUNK servers a transaction.
    */
   private async syncByDifference(host: string, servers: DesiredServer[]): Promise<InventorySyncResult> {
-    const [held, atts] = await Promise.all([
-      this.pool.query('SELECT * FROM servers WHERE host = $1', [host]),
-      this.pool.query('SELECT a.* FROM attachments a JOIN servers s ON s.id = a.server_id WHERE s.host = $1 ORDER BY a.server_id, a.device', [host]),
-    ]);
+    const [held, atts] = await inTransaction(
+      this.pool,
+      async (c) => [
+        await c.query('SELECT * FROM servers WHERE host = $1', [host]),
+        await c.query('SELECT a.* FROM attachments a JOIN servers s ON s.id = a.server_id WHERE s.host = $1 ORDER BY a.server_id, a.device', [host]),
+      ],
+      'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
+    );
     const heldRows = new Map((held.rows as Row[]).map((r) => [r.id as string, r]));
     const heldAtts = groupAttachments(atts.rows as Row[]);
     const result: InventorySyncResult = { added: 0, updated: 0, removed: 0, unchanged: 0 };

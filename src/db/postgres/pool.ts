@@ -35,12 +35,15 @@ export function createPool(url: string, max = PG_POOL_SIZE): pg.Pool {
   return pool;
 }
 
-/** Run `fn` in one transaction on one connection of `pool`: committed if it resolves, rolled back if it throws (and the error rethrown). */
-export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Run `fn` in one transaction on one connection of `pool`: committed if it resolves, rolled back
+ * if it throws (and the error rethrown). `begin` may name the isolation (e.g. a read-only snapshot).
+ */
+export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
   const c = await pool.connect();
   let broken: Error | undefined;
   try {
-    await c.query('BEGIN');
+    await c.query(begin);
     const out = await fn(c);
     await c.query('COMMIT');
     return out;
