@@ -91,6 +91,48 @@ describePg('PostgreSQL 15', () => {
     }
   });
 
+  it('reads every page of a paged listing through an index, with no sort step (query plans)', async () => {
+    const store = await PgStore.open(await freshDb());
+    try {
+      await store.createVolume({ id: 'pl-v1', projectId: 'p', name: 'v', sizeBytes: 1, status: 'available', backend: 'file', format: 'raw', serverId: null, serverProjectId: null, device: null, extend: null });
+      await store.syncServers('pl-h', [{ id: 'pl-s1', name: 'vm', projectId: 'p', state: 'active', attachments: [] }]);
+      await store.recordAction({ requestId: 'pl-r1', serverId: 'pl-s1', action: 'a', event: 'e', userId: 'u', projectId: 'p', startTime: 't', finishTime: 't', result: 'Success', message: null, details: {} });
+      await store.startVolumeAction({ requestId: 'pl-r2', volumeId: 'pl-v1', action: 'a', userId: 'u', projectId: 'p', startTime: 't', message: null, computeRequestIds: [], details: {} });
+      // Record what the listings send, then ask PostgreSQL how it would run each page's query.
+      const sent: Array<{ sql: string; params: unknown[] }> = [];
+      const query = store.pool.query.bind(store.pool);
+      store.pool.query = ((sql: string, params?: unknown[]) => (sent.push({ sql, params: params ?? [] }), query(sql, params))) as typeof store.pool.query;
+      const pages: Array<{ name: string; list: () => Promise<unknown>; index: RegExp }> = [
+        { name: "a server's actions, first page", list: () => store.listActions('pl-s1', { limit: 5 }), index: /instance_actions_pkey/ },
+        { name: "a server's actions, after a marker", list: () => store.listActions('pl-s1', { limit: 5, marker: 'pl-r1' }), index: /instance_actions_pkey/ },
+        { name: "a volume's actions, after a marker", list: () => store.listVolumeActions('pl-v1', { limit: 5, marker: 'pl-r2' }), index: /volume_actions_pkey/ },
+        { name: "a project's servers, first page", list: () => store.listServers({ projectId: 'p' }, { limit: 5 }), index: /servers_project_by_name/ },
+        { name: "a project's servers, after a marker", list: () => store.listServers({ projectId: 'p' }, { limit: 5, marker: 'pl-s1' }), index: /servers_project_by_name/ },
+        { name: 'all servers, after a marker', list: () => store.listServers({}, { limit: 5, marker: 'pl-s1' }), index: /servers_by_name/ },
+        { name: "a project's volumes, after a marker", list: () => store.listVolumes({ projectId: 'p' }, { limit: 5, marker: 'pl-v1' }), index: /volumes_project_by_created/ },
+        { name: 'all volumes, after a marker', list: () => store.listVolumes({}, { limit: 5, marker: 'pl-v1' }), index: /volumes_by_created/ },
+      ];
+      const c = await store.pool.connect();
+      try {
+        // Tables of a few rows are cheapest to scan whole: plan as for large ones.
+        await c.query('SET enable_seqscan = off');
+        for (const page of pages) {
+          sent.length = 0;
+          await page.list();
+          const listing = sent.find((q) => /LIMIT/.test(q.sql))!;
+          const plan = ((await c.query(`EXPLAIN ${listing.sql}`, listing.params)).rows as Array<{ 'QUERY PLAN': string }>).map((r) => r['QUERY PLAN']).join('\n');
+          // The page's bounds are the index scan's own conditions (not a filter after it), and no sort follows.
+          expect(plan, page.name).toMatch(new RegExp(`Index Scan (Backward )?using ${page.index.source} `));
+          expect(plan, page.name).not.toMatch(/Sort|Filter/);
+        }
+      } finally {
+        c.release();
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
   it('migrates an empty database once when two stores open it at the same moment', async () => {
     const url = await freshDb();
     const [a, b] = await Promise.all([PgStore.open(url), PgStore.open(url)]);
