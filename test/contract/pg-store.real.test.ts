@@ -204,6 +204,27 @@ describePg('PostgreSQL 15', () => {
     }
   });
 
+  it("compares a host's sync with what other processes wrote since (no inventory cached in a process)", async () => {
+    const url = await freshDb();
+    const [agent, api] = await Promise.all([PgStore.open(url), PgStore.open(url)]);
+    try {
+      const vm = (id: string, state: 'active' | 'paused' = 'active') => ({ id, name: id, projectId: 'p', state, attachments: [] });
+      expect(await agent.syncServers('mp-h', [vm('mp-1'), vm('mp-2')])).toEqual({ added: 2, updated: 0, removed: 0, unchanged: 0 });
+      // The API process builds a server on the host and deletes another.
+      expect(await api.createServer('mp-h', { id: 'mp-3', name: 'mp-3', projectId: 'p', userId: 'u', createdAt: '2026-01-01T00:00:00.000Z', imageRef: 'i', flavorRef: 'f', metadata: {}, taskState: 'scheduling' })).toBe(true);
+      expect(await api.deleteServer('mp-2')).toBe(true);
+      // The agent's next sync: mp-2 is still on the host (added back), the building mp-3 is kept.
+      expect(await agent.syncServers('mp-h', [vm('mp-1'), vm('mp-2')])).toEqual({ added: 1, updated: 0, removed: 0, unchanged: 1 });
+      expect(await api.getServer('mp-3')).toMatchObject({ state: 'building', host: 'mp-h' });
+      // Another process moved mp-1 to another host: for this host's sync it is new again.
+      expect(await api.upsertServer('mp-h2', vm('mp-1', 'paused'))).toBe('added');
+      expect(await agent.syncServers('mp-h', [vm('mp-1'), vm('mp-2')])).toEqual({ added: 1, updated: 0, removed: 0, unchanged: 1 });
+      expect(await api.getServer('mp-1')).toMatchObject({ host: 'mp-h', state: 'active' });
+    } finally {
+      await Promise.all([agent.close(), api.close()]);
+    }
+  });
+
   it('keeps users and token auth records: create, read, update, list, delete, a taken name refused, auth gone with its token', async () => {
     const store = await PgStore.open(await freshDb());
     const users = new PgUserStore(store.pool);
