@@ -1,4 +1,7 @@
-/** Schema migrations, applied in order; the index + 1 is the schema version (PRAGMA user_version). */
+/**
+ * Schema migrations, applied in order; the index + 1 is the schema version (PRAGMA user_version).
+ * A new one here gets its PostgreSQL twin, same number, in db/postgres/migrations.ts.
+ */
 export const MIGRATIONS: readonly string[] = [
   // 1: compute inventory, audit, tokens
   `

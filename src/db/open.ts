@@ -29,7 +29,9 @@ export async function openStoreUrl(url: string): Promise<OpenedStore> {
     return { kind: 'sqlite', store, users: new SqliteUserStore(store.db), close: () => store.close() };
   }
   if (scheme === 'postgresql' || scheme === 'postgres') {
-    throw new Error('database URL postgresql://: the PostgreSQL store is not built yet');
+    const { openPostgres } = await import('./postgres/index.js');
+    const { store, users } = await openPostgres(url);
+    return { kind: 'postgresql', store, users, close: () => store.close() };
   }
   throw new Error(`database URL: unknown scheme ${scheme ?? '(none)'}: give postgresql://… or sqlite:///path`);
 }

@@ -1,6 +1,6 @@
 /**
- * The persistence contract. SQLite (embedded, the default) implements it now; PostgreSQL will
- * implement the same interface for scale-out. One contract suite (test/contract/store.contract.ts)
+ * The persistence contract. SQLite (embedded, the default, db/sqlite.ts) and PostgreSQL (scale-out,
+ * db/postgres/) implement it. One contract suite (test/contract/store.contract.ts)
  * runs against every implementation. Methods are async so a networked store fits.
  */
 import type { DiskKind, ServerState } from '../virt/driver.js';

@@ -1,0 +1,44 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { openStoreUrl } from '../../src/db/open.js';
+import { redactDatabaseUrl } from '../../src/db/postgres/index.js';
+
+describe('opening a store from --database-url', () => {
+  it.each([
+    { url: 'postgresql://oe:s3cret@db.example:5432/oe', shown: 'postgresql://oe:***@db.example:5432/oe' },
+    { url: 'postgres://oe:p%40ss%3Aw@127.0.0.1/oe?host=/run/pg', shown: 'postgres://oe:***@127.0.0.1/oe?host=/run/pg' },
+    { url: 'postgresql://oe@/oe?host=/run/pg', shown: 'postgresql://oe@/oe?host=/run/pg' },
+    { url: 'postgresql://oe:s3cret@[::1/oe', shown: 'postgresql://oe:***@[::1/oe' },
+  ])('shows $url as $shown in errors', ({ url, shown }) => {
+    expect(redactDatabaseUrl(url)).toBe(shown);
+  });
+
+  it('opens sqlite:///PATH as the SQLite store with its users', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oe-open-'));
+    try {
+      const opened = await openStoreUrl(`sqlite://${join(dir, 'db.sqlite')}`);
+      expect(opened.kind).toBe('sqlite');
+      await opened.users.createUser({ id: 'a'.repeat(32), name: 'a', projectId: 'p', roles: [], passwordHash: 'h', createdAt: 't', updatedAt: 't' });
+      expect((await opened.users.listUsers()).map((u) => u.name)).toEqual(['a']);
+      await opened.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it.each(['postgresql', 'postgres'])('fails to open a %s:// URL no server answers with an error that names the URL but not its password', async (scheme) => {
+    // Port 1 on the loopback: nothing listens there, the connection is refused at once.
+    const err = await openStoreUrl(`${scheme}://oe:s3cret-pw@127.0.0.1:1/oe`).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).toContain(`${scheme}://oe:***@127.0.0.1:1/oe`);
+    expect(err?.message).not.toContain('s3cret-pw');
+  });
+
+  it('refuses an unknown scheme, naming it', async () => {
+    await expect(openStoreUrl('mysql://u:pw@h/db')).rejects.toThrow(/unknown scheme mysql/);
+  });
+});
