@@ -96,6 +96,8 @@ export const CATALOGUE = {
   ServiceUnavailable: { status: 503, final: false },
   /** The compute agent of the server's host is down (stale heartbeat, no consumer on its queue) or did not answer in time (G). */
   ComputeHostUnavailable: { status: 503, final: false },
+  /** The shared database (PostgreSQL) cannot be reached, or closed the connection (restart, failover) (G). */
+  DatabaseUnavailable: { status: 503, final: false },
   /** The message broker (RabbitMQ) cannot be reached (G). */
   MessagingUnavailable: { status: 503, final: false },
   InternalError: { status: 500, final: true },
@@ -189,9 +191,17 @@ function isUncertainSystemCode(base: string): boolean {
  */
 export function unexpectedError(err: unknown): ServiceError {
   if (isServiceError(err)) return err;
+  if (isDatabaseConnectionError(err)) {
+    return new ServiceError('DatabaseUnavailable', 'The database is unavailable; try again.', {
+      cause: err,
+      reason: 'the connection to the database failed',
+      detail: `${String((err as { code?: unknown }).code ?? '')}: ${(err as Error).message}`,
+    });
+  }
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   const base = typeof code === 'string' ? code.replace(/^(SQLITE_[A-Z]+)_.*$/, '$1') : undefined;
-  const uncertain = base !== undefined && isUncertainSystemCode(base);
+  // A socket connect that failed (a peer restarting: ENOENT on a unix socket too) passes with time.
+  const uncertain = (base !== undefined && isUncertainSystemCode(base)) || (err as { syscall?: unknown })?.syscall === 'connect';
   const reason = base !== undefined && Object.hasOwn(SYSTEM_REASONS, base) ? `${SYSTEM_REASONS[base]} (${String(code)})` : undefined;
   return errors.internal(uncertain ? `A temporary failure occurred${reason ? `: ${reason}` : ''}; try again.` : 'An unexpected error occurred.', {
     final: !uncertain,
@@ -199,6 +209,22 @@ export function unexpectedError(err: unknown): ServiceError {
     ...(reason ? { reason } : {}),
     detail: `${typeof code === 'string' ? `${code}: ` : ''}${(err as Error)?.message ?? String(err)}`,
   });
+}
+
+/**
+ * PostgreSQL's SQLSTATEs of a lost or refused connection (class 08; 57P01–57P03: the server is
+ * shutting down, crashed or starting; 53300: too many connections) and the npm `pg` client's own
+ * connection failures (which carry no SQLSTATE: a socket connect that failed, or its messages).
+ * All pass with time (a restart, a failover): uncertain, 503.
+ */
+function isDatabaseConnectionError(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { code?: unknown; message?: unknown; syscall?: unknown; severity?: unknown };
+  const code = typeof e.code === 'string' ? e.code : '';
+  // A pg DatabaseError has a severity and a five-character SQLSTATE.
+  if (typeof e.severity === 'string' && /^(08...|57P0[123]|53300)$/.test(code)) return true;
+  const message = typeof e.message === 'string' ? e.message : '';
+  return /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection terminated unexpectedly)/.test(message);
 }
 
 /** Public words for the uncertain system and SQLite codes (no paths: those stay in the detail). */

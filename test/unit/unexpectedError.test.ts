@@ -41,3 +41,34 @@ describe('unexpectedError', () => {
     expect(err.message).toMatch(/temporary failure.*I\/O error.*\(EIO\).*try again/);
   });
 });
+
+describe('unexpectedError on a shared database (PostgreSQL through npm pg)', () => {
+  const pgError = (code: string, message = 'terminating connection due to administrator command') => Object.assign(new Error(message), { code, severity: 'FATAL' });
+
+  it.each([
+    ['57P01 (admin shutdown: a restart)', pgError('57P01')],
+    ['57P03 (the server is starting)', pgError('57P03', 'the database system is starting up')],
+    ['08006 (connection failure)', pgError('08006', 'connection failure')],
+    ['53300 (too many connections)', pgError('53300', 'sorry, too many clients already')],
+    ['the client lost its connection', new Error('Connection terminated unexpectedly')],
+    ['the pool found no connection in time', new Error('timeout exceeded when trying to connect')],
+  ])('makes %s a 503 DatabaseUnavailable, uncertain, with nothing of the server in the message', (_, err) => {
+    const e = unexpectedError(err);
+    expect(e).toMatchObject({ code: 'DatabaseUnavailable', status: 503, final: false });
+    expect(e.message).toBe('The database is unavailable; try again.');
+  });
+
+  it.each([
+    ['23505 (unique violation: a bug or a race, not an outage)', pgError('23505', 'duplicate key value violates unique constraint'), true],
+    ['42P01 (undefined table)', pgError('42P01', 'relation "x" does not exist'), true],
+  ])('leaves %s an InternalError (final=%s)', (_, err, final) => {
+    expect(unexpectedError(err)).toMatchObject({ code: 'InternalError', final });
+  });
+
+  it.each(['ENOENT', 'ECONNREFUSED'])('treats a failed socket connect (%s: a peer restarting) as uncertain', (code) => {
+    const err = Object.assign(new Error(`connect ${code} /run/postgresql/.s.PGSQL.5432`), { code, syscall: 'connect' });
+    expect(unexpectedError(err).final).toBe(false);
+    // ENOENT elsewhere (a missing file) stays final.
+    if (code === 'ENOENT') expect(unexpectedError(Object.assign(new Error('open ENOENT'), { code, syscall: 'open' })).final).toBe(true);
+  });
+});
