@@ -5,7 +5,8 @@
  * leaves nothing behind. Never addresses a namespace's IP from the root namespace.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labLoopDevices, pidAlive, run, virsh } from '../../src/lab/index.js';
@@ -17,7 +18,32 @@ import { listNetns, netnsNameOf, rootHasRouteFor } from '../support/netns.js';
 const MiB = 1024 * 1024;
 const TUNNEL_SCRIPT = fileURLToPath(new URL('../support/netns-tunnel.mjs', import.meta.url));
 
-describeReal(await whyNoMultiHost())('multi-host harness (two hosts in network namespaces, a libvirtd and a TCG guest each)', () => {
+const why = await whyNoMultiHost();
+
+describeReal(why)('multi-host harness start that fails half way', () => {
+  it('removes the namespaces and the run dir it had made, and throws', async () => {
+    const ours = async (): Promise<string[]> => [
+      ...(await listNetns()).filter((n) => n.startsWith(`oe${process.pid}`)),
+      ...readdirSync(tmpdir()).filter((n) => n.startsWith(`oe-mh-${process.pid}-`) || n.startsWith(`oe${process.pid}`)),
+    ];
+    const before = await ours();
+    let seen: string[] = [];
+    // A cache dir below a plain file (ENOTDIR; not below /proc, where Node 20's recursive mkdir
+    // loops forever): the topology comes up, then the libvirtds and the image fail.
+    const file = join(tmpdir(), `oe${process.pid}-not-a-dir`);
+    writeFileSync(file, '');
+    try {
+      const failing = startMultiHost({ cacheDir: join(file, 'cache'), log: (m) => (seen = [...seen, m]) });
+      await expect(failing).rejects.toThrow();
+    } finally {
+      rmSync(file, { force: true });
+    }
+    expect(seen.some((m) => /^topology oe\d+[a-z] /.test(m))).toBe(true);
+    expect(await ours()).toEqual(before);
+  }, 60_000);
+});
+
+describeReal(why)('multi-host harness (two hosts in network namespaces, a libvirtd and a TCG guest each)', () => {
   let mh: MultiHost | undefined;
   const t0 = Date.now();
   const log = (m: string): void => console.log(`[multihost +${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
@@ -49,6 +75,8 @@ describeReal(await whyNoMultiHost())('multi-host harness (two hosts in network n
       expect(addr.stdout).toContain(`inet ${m.address}/24`);
       const lo = await run('ip', ['-n', m.ns, '-o', 'link', 'show', 'lo']);
       expect(lo.stdout).toMatch(/[<,]UP[,>]/);
+      const [cmd, args] = topo.wrap(role, 'ip', ['netns', 'identify']);
+      expect((await run(cmd, args)).stdout.trim()).toBe(m.ns);
       // Only the default route (out of the machine) would carry it: the reason never to send one.
       expect(await rootHasRouteFor(m.address)).toBe(false);
     }
@@ -67,7 +95,7 @@ describeReal(await whyNoMultiHost())('multi-host harness (two hosts in network n
     pids.set(server.pid, 'test server in h1');
     // spawnIn hands out the real process, already in h1 (ip netns exec has exec'd it).
     expect(netnsNameOf(server.pid)).toBe(h1.ns);
-    await new Promise<void>((res) => server.child.stdout?.on('data', (d: Buffer) => d.toString().includes('LISTENING') && res()));
+    await server.waitForOutput(/^LISTENING$/m, 10_000);
 
     const tunnel = await topo.tunnel(h1.address, 8089);
     const body = await (await fetch(`${tunnel.url}/`)).text();

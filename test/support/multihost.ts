@@ -20,7 +20,7 @@
  * it found (empty: clean). Setup that fails half way closes what it had started.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -29,6 +29,7 @@ import {
   buildGuestImage,
   defaultCacheDir,
   labLoopDevices,
+  pidAlive,
   run,
   startLibvirtd,
   stopLibvirtd,
@@ -120,6 +121,33 @@ export async function whyNoMultiHost(): Promise<string | undefined> {
 }
 
 /**
+ * Remove run dirs (`<tmp>/oe-mh-<pid>-*`) a killed earlier run left, when `<pid>` is gone and no
+ * live process names the dir on its command line (an orphaned libvirtd or QEMU would).
+ */
+function sweepStaleRunDirs(log: (m: string) => void): void {
+  const cmdlines: string[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      cmdlines.push(readFileSync(`/proc/${e}/cmdline`, 'utf8'));
+    } catch {
+      /* gone */
+    }
+  }
+  for (const e of readdirSync(tmpdir())) {
+    const m = /^oe-mh-(\d+)-/.exec(e);
+    if (!m || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
+    const path = join(tmpdir(), e);
+    if (cmdlines.some((c) => c.includes(`${path}/`))) {
+      log(`stale run dir ${path} is still in use by a process: left alone`);
+      continue;
+    }
+    rmSync(path, { recursive: true, force: true });
+    log(`removed stale run dir ${path}`);
+  }
+}
+
+/**
  * Start the topology, one private libvirtd per host (in parallel), and by default one guest per
  * host (in parallel). Throws if a part does not come up, after stopping what did.
  */
@@ -128,9 +156,10 @@ export async function startMultiHost(opts: MultiHostOptions = {}): Promise<Multi
   const roles = opts.hosts ?? ['h1', 'h2'];
   if (roles.includes('ctl')) throw new Error('`ctl` is the control namespace, not a host');
   const cacheDir = opts.cacheDir ?? defaultCacheDir();
+  sweepStaleRunDirs(log);
   const t0 = Date.now();
   const timings: Record<string, number> = {};
-  const dir = mkdtempSync(join(tmpdir(), 'oe-mh-'));
+  const dir = mkdtempSync(join(tmpdir(), `oe-mh-${process.pid}-`));
   const sharedDataDir = join(dir, 'shared');
   const filePoolDir = join(sharedDataDir, 'volumes', 'file');
   mkdirSync(filePoolDir, { recursive: true });
@@ -171,6 +200,8 @@ export async function startMultiHost(opts: MultiHostOptions = {}): Promise<Multi
     // The guest image (cached after the first build) and the libvirtds are independent.
     t = Date.now();
     const imageP = opts.guests === false ? Promise.resolve(undefined) : buildGuestImage(cacheDir, { log });
+    // Awaited below, unless a libvirtd fails first: then its rejection must not go unhandled.
+    imageP.catch(() => undefined);
     const daemons = await Promise.allSettled(
       roles.map(async (role) => {
         const hostDir = join(dir, role);

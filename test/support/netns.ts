@@ -54,6 +54,13 @@ export interface NsProcess {
   child: ChildProcess;
   /** Resolves when it exits, with its code or signal. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /**
+   * The last 256 KiB of its stdout and stderr, interleaved (piped stdio is always drained, so a
+   * chatty process never blocks on a full pipe).
+   */
+  output(): string;
+  /** Resolve with the first match of `re` in output(); throws if it exits first or after `timeoutMs` (default 30 s). */
+  waitForOutput(re: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
   /** SIGTERM, then SIGKILL after `timeoutMs` (default 5 s); resolves once it is gone (/proc/PID/stat). */
   stop(timeoutMs?: number): Promise<void>;
 }
@@ -86,6 +93,12 @@ export interface Topology {
   ns(role: string): string;
   /** Run a command to completion inside role's namespace (`ip netns exec`); never throws. */
   runIn(role: string, cmd: string, args: string[], opts?: { timeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<RunResult>;
+  /**
+   * `[cmd, args]` that run `cmd args` inside role's namespace (`ip netns exec NS cmd args`), for
+   * harnesses that spawn by themselves (pg_ctl, rabbitmq-server): the process execs in place, so
+   * a pid they read (pid file, child.pid) is the real one.
+   */
+  wrap(role: string, cmd: string, args: string[]): [string, string[]];
   /** Start a long-lived process inside role's namespace; tracked and stopped by teardown if still running. */
   spawnIn(role: string, cmd: string, args: string[], opts?: SpawnOptions): Promise<NsProcess>;
   /** Pids of the live processes whose network namespace is role's (scan of /proc/<pid>/ns/net). */
@@ -225,6 +238,44 @@ export async function stopPid(pid: number, timeoutMs = 5000): Promise<boolean> {
 }
 
 /**
+ * Remove what a killed earlier run left (a test worker killed by a timeout never tears down):
+ * namespaces named `oe<pid><letter>-<role>` whose `<pid>` is no longer alive and that hold no
+ * process, and those topologies' temp dirs. A namespace that still holds a process is left alone
+ * (reported through `log`): its processes are not ours to kill. Resolves with the pids whose
+ * leftovers were all removed.
+ */
+export async function sweepStaleTopologies(log: (m: string) => void = () => {}): Promise<number[]> {
+  const byPid = new Map<number, string[]>();
+  for (const n of await listNetns()) {
+    const m = /^oe(\d+)[a-z]-[a-z][a-z0-9]{0,7}$/.exec(n);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || pidAlive(pid)) continue;
+    byPid.set(pid, [...(byPid.get(pid) ?? []), n]);
+  }
+  const clean: number[] = [];
+  for (const [pid, names] of byPid) {
+    let all = true;
+    for (const n of names) {
+      const ident = netnsIdentity(n);
+      const busy = readdirSync('/proc').some((e) => /^\d+$/.test(e) && netnsOfPid(Number(e)) === ident && pidAlive(Number(e)));
+      if (busy) {
+        all = false;
+        log(`stale namespace ${n} (owner pid ${pid} gone) still holds processes: left alone`);
+        continue;
+      }
+      await run('ip', ['netns', 'del', n]);
+      log(`removed stale namespace ${n}`);
+    }
+    if (all) {
+      for (const e of readdirSync(tmpdir())) if (new RegExp(`^oe${pid}[a-z]-`).test(e)) rmSync(join(tmpdir(), e), { recursive: true, force: true });
+      clean.push(pid);
+    }
+  }
+  return clean;
+}
+
+/**
  * Build a private topology (see the module comment): 0.3 s for three members. Throws if a step
  * fails, after removing what it had made.
  */
@@ -234,6 +285,7 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
   if (roles.length === 0 || roles.length > 80) throw new Error('a topology needs 1 to 80 members');
   for (const r of roles) if (!/^[a-z][a-z0-9]{0,7}$/.test(r)) throw new Error(`bad member role: ${r}`);
   if (new Set(roles).size !== roles.length) throw new Error('member roles must be distinct');
+  if (topologies === 0) await sweepStaleTopologies(log);
   const letter = String.fromCharCode(97 + (topologies++ % 26));
   const id = `oe${process.pid}${letter}`;
   const switchNs = `${id}-sw`;
@@ -346,6 +398,13 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
       const err = await new Promise<Error>((res) => child.once('error', res));
       throw new Error(`cannot start ip netns exec ${ns} ${cmd}: ${err.message}`);
     }
+    let tail = '';
+    const keep = (d: Buffer): void => {
+      tail += d.toString();
+      if (tail.length > 262_144) tail = tail.slice(-262_144);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
       if (child.exitCode !== null || child.signalCode !== null) res({ code: child.exitCode, signal: child.signalCode });
       else child.once('exit', (code, signal) => res({ code, signal }));
@@ -355,6 +414,17 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
       ns,
       child,
       exited,
+      output: () => tail,
+      async waitForOutput(re, timeoutMs = 30_000) {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const m = re.exec(tail);
+          if (m) return m;
+          if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${cmd} in ${ns} exited (${child.exitCode ?? child.signalCode}) before printing ${re}: ${tail.slice(-2000)}`);
+          if (Date.now() > deadline) throw new Error(`${cmd} in ${ns} did not print ${re} within ${timeoutMs} ms: ${tail.slice(-2000)}`);
+          await sleep(20);
+        }
+      },
       async stop(timeoutMs = 5000) {
         spawned.delete(pid);
         if (child.exitCode !== null || child.signalCode !== null) return;
@@ -393,24 +463,7 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
     if (have && pidAlive(have.proc.pid)) return have;
     const socket = join(dir, `${via}-tunnel.sock`);
     const proc = await spawnIn(via, process.execPath, [TUNNEL_SCRIPT, socket, member(via).ns, subnet, '127.0.0.0/8']);
-    let out = '';
-    let err = '';
-    proc.child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    await new Promise<void>((res, rej) => {
-      const t = setTimeout(() => rej(new Error(`tunnel helper in ${via} not ready in 10 s: ${err}`)), 10_000);
-      proc.child.stdout?.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (/^READY \d+$/m.test(out)) {
-          clearTimeout(t);
-          res();
-        }
-      });
-      void proc.exited.then(({ code }) => {
-        clearTimeout(t);
-        rej(new Error(`tunnel helper in ${via} exited (${code}): ${err}`));
-      });
-    });
-    proc.child.stdout?.resume();
+    await proc.waitForOutput(/^READY \d+$/m, 10_000);
     const h = { proc, socket };
     helpers.set(via, h);
     return h;
@@ -466,6 +519,7 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
     member,
     ns: (role) => member(role).ns,
     runIn: (role, cmd, args, ropts = {}) => run('ip', ['netns', 'exec', member(role).ns, cmd, ...args], { timeoutMs: ropts.timeoutMs ?? 60_000, ...(ropts.env ? { env: ropts.env } : {}) }),
+    wrap: (role, cmd, args) => ['ip', ['netns', 'exec', member(role).ns, cmd, ...args]],
     spawnIn,
     pidsIn: (role) => pidsInNs(member(role).ns),
     tunnel,
