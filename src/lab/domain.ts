@@ -98,11 +98,14 @@ export function virsh(lab: Pick<LabInfo, 'libvirtUri'>, args: string[], timeoutM
   return mustRun('virsh', ['-c', lab.libvirtUri, ...args], { timeoutMs });
 }
 
+/** What bootGuest needs of a lab: its dir (guests' files go in `<dir>/guests`), libvirtd and guest image. */
+export type GuestHost = Pick<LabInfo, 'dir' | 'libvirtUri' | 'kernel' | 'initrd' | 'cmdline'>;
+
 /**
  * Start a domain of the test guest, transient (`virsh create`) or defined (`persistent`), and,
  * by default, wait until it is ready. Throws if it does not start or get ready (then it is destroyed).
  */
-export async function bootGuest(lab: LabInfo, opts: BootGuestOptions): Promise<GuestShell> {
+export async function bootGuest(lab: GuestHost, opts: BootGuestOptions): Promise<GuestShell> {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(opts.name)) throw new Error(`bad guest name: ${opts.name}`);
   const guestsDir = join(lab.dir, 'guests');
   mkdirSync(guestsDir, { recursive: true });

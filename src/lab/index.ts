@@ -16,8 +16,10 @@
  */
 export { defaultCacheDir, defaultLabDir, repoRoot } from './dirs.js';
 export { labDown, labHealthy, labLoopDevices, labUp, readLab, type LabInfo, type LabUpOptions } from './lab.js';
-export { PLACEHOLDER_VDA_BYTES, bootGuest, domainXml, virsh, type BootGuestOptions, type DomainXmlOptions } from './domain.js';
+export { PLACEHOLDER_VDA_BYTES, bootGuest, domainXml, virsh, type BootGuestOptions, type GuestHost, type DomainXmlOptions } from './domain.js';
 export { GuestExecError, GuestShell, WaitForSizeTimeout, parseSizes, type GuestShellInit } from './guestShell.js';
 export { LAB_GUEST_ID, labGuestCatalog, labServiceFlags } from './service.js';
 export { CLIENT_PACKAGES, LAB_PACKAGES, SCALE_PACKAGES, installClientPackages, installScalePackages, missingPackages } from './packages.js';
 export { pidAlive, run, waitFor, type RunResult } from './proc.js';
+export { startLibvirtd, stopLibvirtd, type LabLibvirtd, type StartLibvirtdOptions } from './libvirtd.js';
+export { buildGuestImage, GUEST_CMDLINE, type GuestImage } from './image.js';

@@ -30,18 +30,27 @@ export async function libvirtAnswers(uri: string): Promise<boolean> {
   return r.code === 0;
 }
 
+/** Options of startLibvirtd. */
+export interface StartLibvirtdOptions {
+  /**
+   * Run libvirtd (and so its QEMUs) inside this named network namespace (`ip netns exec NAME`):
+   * a simulated hypervisor host. Clients still reach it by its unix socket path.
+   */
+  netns?: string;
+}
+
 /**
  * Start the lab's libvirtd for `dir` (its QEMU capability cache under `cacheDir`) and wait until
  * it answers. Throws if it does not come up (the message names its log).
  */
-export async function startLibvirtd(dir: string, cacheDir: string, log: (m: string) => void): Promise<LabLibvirtd> {
+export async function startLibvirtd(dir: string, cacheDir: string, log: (m: string) => void, opts: StartLibvirtdOptions = {}): Promise<LabLibvirtd> {
   const started = Date.now();
   const pidFile = join(dir, 'libvirt', 'libvirtd.pid');
   const socket = libvirtSocketOf(dir);
   if (socket.length > 107) throw new Error(`lab dir too long for a unix socket path: ${socket}`);
-  await runLogged('sh', [join(LAB_SCRIPTS, 'start-libvirtd.sh'), dir, join(cacheDir, 'libvirt-cache')], join(dir, 'start-libvirtd.log'), {
-    timeoutMs: 60_000,
-  });
+  const script = [join(LAB_SCRIPTS, 'start-libvirtd.sh'), dir, join(cacheDir, 'libvirt-cache')];
+  const [cmd, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, 'sh', ...script]] : ['sh', script];
+  await runLogged(cmd, args, join(dir, 'start-libvirtd.log'), { timeoutMs: 60_000 });
   const pid = await waitFor('libvirtd pid file', 10_000, () => {
     const n = Number.parseInt(safeRead(pidFile).trim(), 10);
     return Number.isFinite(n) && n > 0 ? n : undefined;

@@ -19,6 +19,8 @@ export const LAB_PACKAGES = [
   'busybox-static',
   'xz-utils',
   'cpio',
+  // `ip netns` for the multi-host harness (hosts in network namespaces: test/support/netns.ts).
+  'iproute2',
 ] as const;
 
 /**
