@@ -7,9 +7,7 @@
  * serves compute RPC for `compute.<config.computeHost>`, writes the host's `nova-compute`
  * heartbeat every `config.serviceHeartbeatMs`, and resolves to something with `close()`.
  */
-import type { Config } from './config.js';
-
-/** Not built yet in this branch: throws. */
-export function startComputeAgent(config: Config): Promise<{ close(): Promise<void> }> {
+/** Not built yet in this branch: throws. (Takes the CLI's Config; typed structurally, as src/config.ts is the entry points' alone.) */
+export function startComputeAgent(config: { computeHost: string }): Promise<{ close(): Promise<void> }> {
   return Promise.reject(new Error(`compute-agent ${config.computeHost}: the compute agent is not built in this branch yet (src/agent.ts placeholder)`));
 }

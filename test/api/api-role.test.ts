@@ -47,6 +47,10 @@ const beat = (host: string, ageMs = 0) => shared.store.serviceHeartbeat(host, NO
 /** Past the services cache (ComputeServices: 1 s), so a heartbeat just written is what the API reads. */
 const pastCache = () => new Promise((r) => setTimeout(r, 1_100));
 
+/** A parsed JSON body, read loosely (each test asserts the shape it reads). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON answers, read field by field
+type Json = Record<string, any>;
+
 async function call(base: string, method: string, path: string, token: string, body?: unknown, headers: Record<string, string> = {}) {
   const res = await fetch(`${base}${path}`, {
     method,
@@ -54,7 +58,7 @@ async function call(base: string, method: string, path: string, token: string, b
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   const text = await res.text();
-  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, any>) : null };
+  return { status: res.status, body: text ? (JSON.parse(text) as Json) : null };
 }
 
 beforeAll(async () => {

@@ -40,9 +40,9 @@ export class MultiHostRpc implements ComputeRpc {
     return this.on('capabilities', host).capabilities(host);
   }
   async syncInventory(host?: string): Promise<void> {
-    if (host !== undefined) return this.on('syncInventory', host).syncInventory(host);
+    if (host !== undefined) return this.on('syncInventory', host).syncInventory();
     this.calls.push({ method: 'syncInventory', host: undefined });
-    for (const [h, rpc] of this.hosts) await rpc.syncInventory(h);
+    for (const rpc of this.hosts.values()) await rpc.syncInventory();
   }
   async syncServer(host: string | undefined, serverId: string): Promise<ServerRecord | undefined> {
     if (host !== undefined) return this.on('syncServer', host).syncServer(host, serverId);
