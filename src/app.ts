@@ -722,7 +722,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
 const API_SERVICE_TOKEN_TTL_MS = 3_600_000;
 
 /**
- * SEAM (G, to be wired at merge): the compute RPC a deployment's `api` process uses, from
+ * The compute RPC a deployment's `api` process uses, from
  * `config.transportUrl` (AmqpComputeRpc, src/rpc/amqp/client.ts, over the connection of
  * src/rpc/amqp/connection.ts). Throws ConfigError without `transportUrl`.
  */
@@ -730,8 +730,20 @@ export async function openComputeRpc(config: Config, logger: Logger): Promise<{ 
   if (!config.transportUrl) {
     throw new ConfigError('transportUrl', 'config transportUrl: the api role reaches the compute agents over the message broker: give --transport-url rabbit://USER:PASSWORD@HOST:PORT/VHOST');
   }
-  logger.debug({ component: 'compute-rpc' }, 'opening compute RPC');
-  throw new Error('the AMQP compute RPC is not wired in yet (src/rpc/amqp/client.ts)');
+  // Loaded when used: only the api role brings the broker client with it.
+  const { AmqpConnection } = await import('./rpc/amqp/connection.js');
+  const { AmqpComputeRpc } = await import('./rpc/amqp/client.js');
+  // Answers at once even while the broker is away: calls fail fast (MessagingUnavailable) until it is back.
+  const connection = await AmqpConnection.open(config.transportUrl, { logger, name: 'online-extend api' });
+  const rpc = new AmqpComputeRpc({ connection, timeoutMs: config.rpcTimeoutMs, logger });
+  logger.info({ broker: connection.broker }, 'compute RPC over the message broker');
+  return {
+    rpc,
+    close: async () => {
+      await rpc.close();
+      await connection.close();
+    },
+  };
 }
 
 /** What the start-up checks of the data dir found (openDataDir), for the operator. */

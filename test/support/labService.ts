@@ -27,7 +27,15 @@ export interface VolumeView {
   volume_type: string;
   format: string | null;
   attachments: Array<{ server_id: string; device: string }>;
-  extend: { request_id: string; step: string; target_bytes: number; error: string | null; attempts: number } | null;
+  extend: {
+    request_id: string;
+    step: string;
+    target_bytes: number;
+    error: string | null;
+    attempts: number;
+    /** The last retryable error of the extend (it goes on). */
+    last_error?: { step: string; code: string; message: string; at: string } | null;
+  } | null;
 }
 
 export interface VolumeActionView {

@@ -78,11 +78,23 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** Turns a command into the one that runs it elsewhere (e.g. `Topology.wrap(role, …)`: inside a network namespace). */
+export type CommandWrapper = (cmd: string, args: string[]) => [string, string[]];
+
+/** Options of startPostgres. */
+export interface PostgresOptions {
+  /** Run every server binary through this (the server then lives where the wrapper puts it). */
+  wrap?: CommandWrapper;
+  /** TCP listen address (default 127.0.0.1); `url()` names it. */
+  listen?: string;
+}
+
 /** Run a PostgreSQL binary (as `postgres` when we are root); throws with its stderr on failure. */
-async function pgBin(bin: string, args: string[], timeoutMs = 60_000): Promise<void> {
-  const [file, argv] = asRoot ? ['/usr/sbin/runuser', ['-u', 'postgres', '--', join(PG_BIN, bin), ...args]] : [join(PG_BIN, bin), args];
+async function pgBin(bin: string, args: string[], timeoutMs = 60_000, wrap?: CommandWrapper): Promise<void> {
+  const direct: [string, string[]] = asRoot ? ['/usr/sbin/runuser', ['-u', 'postgres', '--', join(PG_BIN, bin), ...args]] : [join(PG_BIN, bin), args];
+  const [file, argv] = wrap ? wrap(...direct) : direct;
   try {
-    await run(file, argv, { timeout: timeoutMs, env: { PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' } });
+    await run(file, argv, { timeout: timeoutMs, env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin', LANG: 'C.UTF-8' } });
   } catch (e) {
     const err = e as Error & { stderr?: string; stdout?: string };
     throw new Error(`${bin} ${args[0] ?? ''} failed: ${err.message}\n${err.stderr ?? ''}${err.stdout ?? ''}`);
@@ -108,8 +120,14 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
   return true;
 }
 
-/** Start a fresh cluster; see the module comment. Throws when initdb or start fails (the dir is removed then). */
-export async function startPostgres(): Promise<PostgresHarness> {
+/**
+ * Start a fresh cluster; see the module comment. With `opts.wrap` (a network namespace) the
+ * server listens on `opts.listen`, accepts trusted TCP connections from its own subnet
+ * (`samenet`), and this process reaches it through its unix socket only (createDatabase).
+ * Throws when initdb or start fails (the dir is removed then).
+ */
+export async function startPostgres(opts: PostgresOptions = {}): Promise<PostgresHarness> {
+  const listen = opts.listen ?? '127.0.0.1';
   const dir = mkdtempSync(join(tmpdir(), 'oe-pg-'));
   const data = join(dir, 'data');
   const socketDir = join(dir, 'sock');
@@ -131,7 +149,7 @@ export async function startPostgres(): Promise<PostgresHarness> {
       join(data, 'postgresql.conf'),
       [
         '',
-        "listen_addresses = '127.0.0.1'",
+        `listen_addresses = '${listen}'`,
         `port = ${port}`,
         `unix_socket_directories = '${socketDir}'`,
         'fsync = off',
@@ -142,9 +160,11 @@ export async function startPostgres(): Promise<PostgresHarness> {
         '',
       ].join('\n'),
     );
+    // Clients in the other namespaces of the topology (the compute agents) connect over TCP.
+    if (opts.wrap) appendFileSync(join(data, 'pg_hba.conf'), '\nhost all all samenet trust\n');
     const start = async (): Promise<number> => {
       const t = Date.now();
-      await pgBin('pg_ctl', ['start', '-D', data, '-l', log, '-w', '-t', '60']);
+      await pgBin('pg_ctl', ['start', '-D', data, '-l', log, '-w', '-t', '60'], 60_000, opts.wrap);
       pid = Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
       return Date.now() - t;
     };
@@ -152,7 +172,7 @@ export async function startPostgres(): Promise<PostgresHarness> {
     const stopServer = async (): Promise<void> => {
       if (!pid || !alive(pid)) return;
       try {
-        await pgBin('pg_ctl', ['stop', '-D', data, '-m', 'fast', '-w', '-t', '30']);
+        await pgBin('pg_ctl', ['stop', '-D', data, '-m', 'fast', '-w', '-t', '30'], 60_000, opts.wrap);
       } catch {
         // pg_ctl could not stop it: end it by pid.
         if (alive(pid)) process.kill(pid, 'SIGQUIT');
@@ -162,7 +182,8 @@ export async function startPostgres(): Promise<PostgresHarness> {
         await waitGone(pid, 5_000);
       }
     };
-    const url = (db: string) => `postgresql://postgres@127.0.0.1:${port}/${encodeURIComponent(db)}`;
+    const url = (db: string) => `postgresql://postgres@${listen}:${port}/${encodeURIComponent(db)}`;
+    const socketUrl = (db: string) => `postgresql://postgres@/${encodeURIComponent(db)}?host=${encodeURIComponent(socketDir)}&port=${port}`;
     const h: PostgresHarness = {
       get pid() {
         return pid;
@@ -170,9 +191,10 @@ export async function startPostgres(): Promise<PostgresHarness> {
       port,
       socketDir,
       url,
-      socketUrl: (db) => `postgresql://postgres@/${encodeURIComponent(db)}?host=${encodeURIComponent(socketDir)}&port=${port}`,
+      socketUrl,
       async createDatabase(name) {
-        const c = new pg.Client({ connectionString: url('postgres') });
+        // Never the TCP address of a wrapped server: it may be in another network namespace.
+        const c = new pg.Client({ connectionString: opts.wrap ? socketUrl('postgres') : url('postgres') });
         await c.connect();
         try {
           await c.query(`CREATE DATABASE ${c.escapeIdentifier(name)}`);

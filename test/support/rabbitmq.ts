@@ -74,6 +74,12 @@ function tcpOpen(port: number): Promise<boolean> {
   });
 }
 
+/** Whether a TCP connection to host:port opens from where `wrap` runs commands (bash's /dev/tcp). */
+function wrappedTcpOpen(wrap: NonNullable<RabbitOptions['wrap']>, host: string, port: number): boolean {
+  const r = spawnSync(...wrap('/bin/bash', ['-c', `exec 3<>/dev/tcp/${host}/${port}`]), { stdio: 'ignore', timeout: 2_000 });
+  return r.status === 0;
+}
+
 /** Whether `pid` still runs (a zombie answers kill -0: read its state instead). */
 function alive(pid: number): boolean {
   try {
@@ -84,8 +90,22 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Options of startRabbitMQ. */
+export interface RabbitOptions {
+  /**
+   * Run every RabbitMQ command (the server, rabbitmqctl, epmd) through this, e.g.
+   * `(c, a) => topo.wrap('ctl', c, a)`: the node then lives in that network namespace, and
+   * whether AMQP answers is probed from inside it too (a connect from here could leave the machine).
+   */
+  wrap?: (cmd: string, args: string[]) => [string, string[]];
+  /** AMQP listen address (default 127.0.0.1; `url` names it). Epmd and distribution stay on the loopback. */
+  listen?: string;
+}
+
 /** Start a RabbitMQ node (see the module comment). */
-export async function startRabbitMQ(): Promise<RabbitHarness> {
+export async function startRabbitMQ(opts: RabbitOptions = {}): Promise<RabbitHarness> {
+  const listen = opts.listen ?? '127.0.0.1';
+  const wrap = opts.wrap ?? ((cmd: string, args: string[]): [string, string[]] => [cmd, args]);
   const dir = mkdtempSync(join(tmpdir(), 'oe-rabbitmq-'));
   const taken = new Set<number>();
   const port = await lowFreePort(taken);
@@ -103,7 +123,7 @@ export async function startRabbitMQ(): Promise<RabbitHarness> {
   writeFileSync(
     conf,
     [
-      `listeners.tcp.default = 127.0.0.1:${port}`,
+      `listeners.tcp.default = ${listen}:${port}`,
       `default_user = ${user}`,
       `default_pass = ${password}`,
       `default_vhost = ${vhost}`,
@@ -121,7 +141,7 @@ export async function startRabbitMQ(): Promise<RabbitHarness> {
     HOME: home,
     LANG: 'C.UTF-8',
     RABBITMQ_NODENAME: nodename,
-    RABBITMQ_NODE_IP_ADDRESS: '127.0.0.1',
+    RABBITMQ_NODE_IP_ADDRESS: listen,
     RABBITMQ_NODE_PORT: String(port),
     RABBITMQ_DIST_PORT: String(distPort),
     ERL_EPMD_PORT: String(epmdPort),
@@ -155,11 +175,11 @@ export async function startRabbitMQ(): Promise<RabbitHarness> {
       }
     }
     // epmd outlives the node: end the one on our port.
-    spawnSync(EPMD, ['-port', String(epmdPort), '-kill'], { env: { ...env }, stdio: 'ignore', timeout: 5_000 });
+    spawnSync(...wrap(EPMD, ['-port', String(epmdPort), '-kill']), { env: { ...env }, stdio: 'ignore', timeout: 5_000 });
   };
 
   const harness: RabbitHarness = {
-    url: `rabbit://${user}:${password}@127.0.0.1:${port}/${vhost}`,
+    url: `rabbit://${user}:${password}@${listen}:${port}/${vhost}`,
     port,
     dir,
     startMs: 0,
@@ -167,7 +187,7 @@ export async function startRabbitMQ(): Promise<RabbitHarness> {
       if (child) return;
       const t0 = performance.now();
       const log = openSync(join(dir, 'log', 'console.log'), 'a');
-      const c = spawn(SERVER, [], { cwd: dir, env, stdio: ['ignore', log, log] });
+      const c = spawn(...wrap(SERVER, []), { cwd: dir, env, stdio: ['ignore', log, log] });
       closeSync(log);
       child = c;
       let exited = false;
@@ -178,7 +198,7 @@ export async function startRabbitMQ(): Promise<RabbitHarness> {
           child = undefined;
           throw new Error(`rabbitmq-server exited at start; see ${join(dir, 'log')}`);
         }
-        if (await tcpOpen(port)) break;
+        if (opts.wrap ? wrappedTcpOpen(wrap, listen, port) : await tcpOpen(port)) break;
         if (Date.now() > deadline) throw new Error('rabbitmq did not open its AMQP port within 60 s');
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -186,7 +206,7 @@ export async function startRabbitMQ(): Promise<RabbitHarness> {
     },
     stop,
     ctl: (...args: string[]) => {
-      const r = spawnSync(join(SBIN, 'rabbitmqctl'), args, { env, encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync(...wrap(join(SBIN, 'rabbitmqctl'), args), { env, encoding: 'utf8', timeout: 60_000 });
       if (r.status !== 0) throw new Error(`rabbitmqctl ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr || r.stdout}`);
       return r.stdout;
     },
