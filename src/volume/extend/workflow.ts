@@ -192,6 +192,12 @@ export class ExtendWorkflow {
     this.renewal.unref();
   }
 
+  /** Whether a run of this worker drives the extend of `volumeId` now (it holds the lease, as far as it knows). */
+  driving(volumeId: string): boolean {
+    const lease = this.leases.get(volumeId);
+    return lease?.grantedAt !== undefined && !lease.lost.signal.aborted;
+  }
+
   /** Wait for the background run of a volume, if any. */
   async settled(volumeId: string): Promise<void> {
     await this.running.get(volumeId);
@@ -345,7 +351,6 @@ export class ExtendWorkflow {
   private async run(volumeId: string, lease: RunLease): Promise<ExtendResult> {
     const steps = this.steps(lease);
     for (;;) {
-      if (this.options.stepDelayMs > 0) await this.pause(this.options.stepDelayMs, steps.signal);
       if (this.closed) return { volume: undefined };
       if (lease.lost.signal.aborted) return this.handedOver(volumeId);
       const v = await this.store.getVolume(volumeId);
@@ -358,6 +363,9 @@ export class ExtendWorkflow {
         const error = await this.failAtDeadline(v);
         return { volume: await this.store.getVolume(volumeId), ...(error ? { error } : {}) };
       }
+      if (this.options.stepDelayMs > 0) await this.pause(this.options.stepDelayMs, steps.signal);
+      if (this.closed) return { volume: undefined };
+      if (lease.lost.signal.aborted) return this.handedOver(volumeId);
       try {
         if (await runStep(steps, v, state)) return { volume: await this.store.getVolume(volumeId) };
       } catch (err) {
@@ -390,7 +398,8 @@ export class ExtendWorkflow {
   /** What runStep needs from this workflow, for the run holding `lease` (its sleeps end when the lease is lost). */
   private steps(lease: RunLease): StepDeps {
     const signal = AbortSignal.any([this.abort.signal, lease.lost.signal]);
-    return { store: this.store, compute: this.compute, backend: (v) => this.backend(v), options: this.options, signal, log: this.log };
+    const holds = () => !lease.lost.signal.aborted;
+    return { store: this.store, compute: this.compute, backend: (v) => this.backend(v), options: this.options, signal, log: this.log, holds };
   }
 
   private backend(v: VolumeRecord): VolumeBackend {
