@@ -118,6 +118,8 @@ interface Rig {
   stores: { A: RecordingStore; B: RecordingStore };
   /** Worker `name` ('A' or 'B') on its own connection, timings from `options`. */
   worker(name: 'A' | 'B', options?: Partial<WorkflowOptions>): ExtendWorkflow;
+  /** The volume API (its workflow is a third worker, started only by the extends it accepts). */
+  volumeApi: ApiClient;
   /** A 64 MiB volume attached to the server, put into `extending` toward `targetBytes` as the volume API does. */
   extendingVolume(targetBytes: number): Promise<string>;
   close(): Promise<void>;
@@ -158,6 +160,7 @@ async function startRig(): Promise<Rig> {
     driver,
     backend,
     stores,
+    volumeApi,
     worker(name, options = {}) {
       const w = new ExtendWorkflow({ store: stores[name], backends, compute, logger, owner: `worker-${name}`, options: { ...FAST, ...options } });
       workers.push(w);
@@ -186,7 +189,7 @@ async function startRig(): Promise<Rig> {
     },
     async close() {
       // Abandon, not close: a worker a test killed must not release anything now either.
-      await Promise.all(workers.map((w) => w.abandon()));
+      await Promise.all([...workers.map((w) => w.abandon()), volumeApp.workflow.close()]);
       await volumeApp.app.close();
       await computeApp.app.close();
       await computeApp.manager.close();
@@ -331,5 +334,28 @@ describe('a worker that stops mid-extend hands it to another', () => {
     expect(rig.stores.A.granted('worker-A')).toHaveLength(1);
     // A stored nothing once it knew its lease lost (its storage call's result included).
     expect(rig.stores.A.updates.filter((u) => u.volumeId === id && u.at >= lostAt)).toEqual([]);
+  });
+});
+
+describe('an extend accepted by a worker that cannot claim it', () => {
+  it('answers 202 all the same, and another worker finishes it once the stale lease is given back', async () => {
+    rig = await startRig();
+    const B = rig.worker('B', { leaseMs: 900 });
+    const id = await rig.extendingVolume(96 * MiB);
+    // B holds a lease on the volume with no run (as if its release had failed), then the extend ends.
+    expect(await rig.stores.B.claimExtend(id, B.owner, 60_000)).toBe(true);
+    expect(await rig.stores.A.updateVolume(id, { status: ['extending'] }, { status: 'in-use', extend: null })).toBe(true);
+    const res = await rig.volumeApi.request<{ volume: { status: string } }>('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: 128 * MiB } });
+    expect(res.status).toBe(202);
+    expect(calls(rig)).toEqual({ storage: 0, rescan: 0, assist: 0, resizes: 0 });
+    expect((await rig.stores.A.getVolume(id))?.status).toBe('extending');
+    // B's renewal gives back the lease it holds without a run; then its watchdog takes the extend up.
+    B.startWatchdog();
+    expect(await settled(rig, id)).toEqual({ status: 'in-use', sizeBytes: 128 * MiB, extend: null });
+    expect(calls(rig)).toEqual(ONCE);
+    // The volume API's worker asked for the lease and was refused; it never drove the extend.
+    const apiClaims = rig.stores.A.claims.filter((c) => c.volumeId === id && c.owner !== B.owner);
+    expect(apiClaims.length).toBeGreaterThan(0);
+    expect(apiClaims.every((c) => !c.granted)).toBe(true);
   });
 });
