@@ -6,9 +6,11 @@
  * Each extend must be driven by exactly one worker at a time: every external call once, unless
  * a step was cut by a lost lease (then that step, idempotent, runs again under the new holder).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildComputeApp, buildVolumeApp } from '../../src/app.js';
@@ -20,10 +22,10 @@ import { ApiClient, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
 import { ServiceCatalog } from '../../src/rpc/catalog.js';
 import { HttpComputeClient } from '../../src/rpc/computeClient.js';
 import { HttpVolumeClient } from '../../src/rpc/volumeClient.js';
-import type { AttachSpec } from '../../src/virt/driver.js';
 import { FakeDriver } from '../../src/virt/fake/driver.js';
-import type { BackendVolume, VolumeBackend } from '../../src/volume/backends/backend.js';
-import { FileBackend } from '../../src/volume/backends/file.js';
+import type { VolumeBackend } from '../../src/volume/backends/backend.js';
+import { BlockOverFile } from '../support/blockOverFile.js';
+import type { WorkerArgs } from '../support/extendWorker.js';
 import { ExtendWorkflow, type ExtendResult } from '../../src/volume/extend/workflow.js';
 import type { WorkflowOptions } from '../../src/volume/extend/options.js';
 
@@ -55,62 +57,6 @@ class RecordingStore extends SqliteStore {
   }
 }
 
-/**
- * The file backend's storage handed to compute as a block device: the storage step really grows
- * it, and the fake host sees the growth only after a rescan. `hold` stalls the next extend call
- * until released (a slow storage step), and `extends` counts the calls.
- */
-class BlockOverFile implements VolumeBackend {
-  readonly name = 'block';
-  readonly attachedGrowth = 'storage' as const;
-  extends = 0;
-  private readonly files: FileBackend;
-  private gate: { entered: () => void; open: Promise<void> } | undefined;
-
-  constructor(dir: string) {
-    this.files = new FileBackend({ dir });
-  }
-
-  /** The next extend call waits for `release`; `entered` resolves once it is waiting. */
-  hold(): { entered: Promise<void>; release: () => void } {
-    let release!: () => void;
-    let entered!: () => void;
-    const enteredP = new Promise<void>((r) => (entered = r));
-    this.gate = { entered, open: new Promise<void>((r) => (release = r)) };
-    return { entered: enteredP, release };
-  }
-
-  maxBytes(): Promise<number> {
-    return this.files.maxBytes({ format: 'raw' });
-  }
-  async create(volumeId: string, bytes: number): Promise<BackendVolume> {
-    await this.files.create(volumeId, bytes, { format: 'raw' });
-    return { volumeId, bytes, connection: await this.connection(volumeId) };
-  }
-  async extend(volumeId: string, bytes: number): Promise<number> {
-    this.extends++;
-    const gate = this.gate;
-    this.gate = undefined;
-    if (gate) {
-      gate.entered();
-      await gate.open;
-    }
-    return this.files.extend(volumeId, bytes);
-  }
-  getBytes(volumeId: string): Promise<number> {
-    return this.files.getBytes(volumeId);
-  }
-  async connection(volumeId: string): Promise<AttachSpec> {
-    return { volumeId, kind: 'block', source: (await this.files.connection(volumeId)).source };
-  }
-  delete(volumeId: string): Promise<void> {
-    return this.files.delete(volumeId);
-  }
-  exists(volumeId: string): Promise<boolean> {
-    return this.files.exists(volumeId);
-  }
-}
-
 interface Rig {
   driver: FakeDriver;
   backend: BlockOverFile;
@@ -118,6 +64,11 @@ interface Rig {
   stores: { A: RecordingStore; B: RecordingStore };
   /** Worker `name` ('A' or 'B') on its own connection, timings from `options`. */
   worker(name: 'A' | 'B', options?: Partial<WorkflowOptions>): ExtendWorkflow;
+  /**
+   * A worker in a process of its own (test/support/extendWorker.ts) named `owner`; resolves once
+   * it has resumed the extends it may drive. `extends` counts the storage extends it made.
+   */
+  spawnWorker(owner: string, opts: { leaseMs: number; stepDelayMs: number }): Promise<{ child: ChildProcess; extends: () => number }>;
   /** The volume API (its workflow is a third worker, started only by the extends it accepts). */
   volumeApi: ApiClient;
   /** A 64 MiB volume attached to the server, put into `extending` toward `targetBytes` as the volume API does. */
@@ -131,6 +82,7 @@ afterEach(async () => {
   rig = undefined;
 });
 
+const WORKER = resolve(import.meta.dirname, '../support/extendWorker.ts');
 const FAST: Partial<WorkflowOptions> = { timeoutMs: 30_000, pollBaseMs: 5, backoffBaseMs: 10, backoffMaxMs: 50, watchdogMs: 50 };
 
 async function startRig(): Promise<Rig> {
@@ -156,11 +108,27 @@ async function startRig(): Promise<Rig> {
   const computeApi = new ApiClient({ url: computeUrl, token });
   const volumeApi = new ApiClient({ url: volumeUrl, token, headers: VOLUME_LATEST });
   const workers: ExtendWorkflow[] = [];
+  const children = new Set<ChildProcess>();
   return {
     driver,
     backend,
     stores,
     volumeApi,
+    async spawnWorker(owner, opts) {
+      const args: WorkerArgs = { db: file, volumesDir: join(dir, 'volumes'), computeUrl, token: service.token, owner, ...opts };
+      const child = spawn(process.execPath, ['--import', 'tsx', WORKER, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      children.add(child);
+      child.once('exit', () => children.delete(child));
+      let extends_ = 0;
+      await new Promise<void>((res, rej) => {
+        createInterface({ input: child.stdout! }).on('line', (line) => {
+          if (line === 'ready') res();
+          if (line.startsWith('extend ')) extends_++;
+        });
+        child.once('exit', (code, signal) => rej(new Error(`worker exited with ${code ?? signal}`)));
+      });
+      return { child, extends: () => extends_ };
+    },
     worker(name, options = {}) {
       const w = new ExtendWorkflow({ store: stores[name], backends, compute, logger, owner: `worker-${name}`, options: { ...FAST, ...options } });
       workers.push(w);
@@ -188,6 +156,10 @@ async function startRig(): Promise<Rig> {
       return id;
     },
     async close() {
+      for (const c of children) {
+        c.kill('SIGKILL');
+        await new Promise((r) => c.once('exit', r));
+      }
       // Abandon, not close: a worker a test killed must not release anything now either.
       await Promise.all([...workers.map((w) => w.abandon()), volumeApp.workflow.close()]);
       await volumeApp.app.close();
@@ -306,6 +278,24 @@ describe('a worker that stops mid-extend hands it to another', () => {
     const action = (await rig.stores.B.listVolumeActions(id)).find((x) => x.action === 'extend');
     expect(action).toMatchObject({ result: 'Success' });
   });
+
+  it('when its process is killed with SIGKILL mid-extend, the other takes it over after the lease and finishes it: every step once', async () => {
+    rig = await startRig();
+    const leaseMs = 1500;
+    const id = await rig.extendingVolume(128 * MiB);
+    const A = await rig.spawnWorker('worker-A', { leaseMs, stepDelayMs: 300 });
+    await until('A stored the rescan', async () => (await rig!.stores.B.getVolume(id))?.extend?.step === 'wait_host', 20_000);
+    A.child.kill('SIGKILL');
+    await new Promise((r) => A.child.once('exit', r));
+    const expiry = rig.stores.B.leaseExpiry(id)!;
+    expect(expiry).toBeGreaterThan(Date.now());
+    const B = rig.worker('B', { leaseMs });
+    B.startWatchdog();
+    expect(await settled(rig, id)).toEqual({ status: 'in-use', sizeBytes: 128 * MiB, extend: null });
+    expect(rig.stores.B.granted('worker-B')[0]).toBeGreaterThanOrEqual(expiry);
+    expect({ ...calls(rig), storage: A.extends() + rig.backend.extends }).toEqual(ONCE);
+    expect(guestBytes(rig, id)).toBe(128 * MiB);
+  }, 60_000);
 
   it('stops acting when its lease is taken while a step runs, and the new holder finishes it', async () => {
     rig = await startRig();
