@@ -5,16 +5,18 @@
  *   libvirt  issue B: assist_extend on a real guest vs python3-libvirt, virsh, QMP (bench/libvirt.ts)
  *   e2e      issue C: an in-use volume extend, API call → the guest reports it, vs the bare primitives (bench/e2e.ts)
  *   inventory  issue D: get_blockdev latency on 10,000 servers x 4 volumes with the periodic inventory sync vs without (bench/inventory.ts)
- * `npm run bench -- api` (or libvirt, e2e, inventory) runs one.
+ *   scale    issue G: get_blockdev through api → RabbitMQ → 50 hosts' agents (10 vs 10,000 servers, vs in process) and 1,000 concurrent in-use extends with one and two api processes, on PostgreSQL (bench/scale.ts)
+ * `npm run bench -- api` (or libvirt, e2e, inventory, scale) runs one.
  */
 import { runApiBench } from './api.js';
 import { printLibvirtBench, runLibvirtBench } from './libvirt.js';
 import { runE2eBench } from './e2e.js';
 import { inventoryTargetsMet, printInventoryBench, runInventoryBench } from './inventory.js';
+import { printScaleBench, runScaleBench, scaleTargetsMet } from './scale.js';
 
 const args = process.argv.slice(2);
 const want = (name: string): boolean => args.length === 0 || args.includes(name);
-const KNOWN = ['api', 'libvirt', 'e2e', 'inventory'];
+const KNOWN = ['api', 'libvirt', 'e2e', 'inventory', 'scale'];
 const unknown = args.filter((a) => !KNOWN.includes(a));
 if (unknown.length) {
   console.error(`unknown benchmark(s): ${unknown.join(' ')} (known: ${KNOWN.join(', ')})`);
@@ -41,6 +43,14 @@ if (want('inventory')) {
   results.inventory = r;
   printInventoryBench(r);
   if (!inventoryTargetsMet(r)) ok = false;
+}
+
+if (want('scale')) {
+  console.error('running the scale benchmark (fake-driver hosts, RabbitMQ, PostgreSQL)…');
+  const r = await runScaleBench();
+  results.scale = r;
+  printScaleBench(r);
+  if (!scaleTargetsMet(r)) ok = false;
 }
 
 if (want('libvirt')) {

@@ -55,6 +55,9 @@ import { openStoreUrl, type OpenedStore } from './db/open.js';
 import { mkdirSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 
+/** The extend workflow's worker name in `serve` (see where it is passed). */
+export const SERVE_WORKFLOW_OWNER = 'serve';
+
 /** The user compute's own calls to the volume service are made as (a delete resumed at start-up). */
 const COMPUTE_USER = 'online-extend-compute';
 
@@ -213,6 +216,8 @@ export interface VolumeAppDeps {
   defaultBackend: string;
   compute: ComputeForVolumes;
   workflow?: Partial<WorkflowOptions>;
+  /** The workflow worker's name in the extend leases (default: a new unique one; ExtendWorkflow `owner`). */
+  workflowOwner?: string;
   /** HTTP timeouts, connection cap and drain grace (Config defaults otherwise). */
   http?: Partial<HttpLimits>;
   /** Operations under way in this process (shared with attach and the reconciler). */
@@ -232,7 +237,14 @@ export interface VolumeApp {
 /** The volume API (Cinder's role). Call `workflow.resumeAll()` once the compute API answers. */
 export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   const logger = deps.logger.child({ component: 'volume' });
-  const workflow = new ExtendWorkflow({ store: deps.store, backends: deps.backends, compute: deps.compute, logger, ...(deps.workflow ? { options: deps.workflow } : {}) });
+  const workflow = new ExtendWorkflow({
+    store: deps.store,
+    backends: deps.backends,
+    compute: deps.compute,
+    logger,
+    ...(deps.workflow ? { options: deps.workflow } : {}),
+    ...(deps.workflowOwner ? { owner: deps.workflowOwner } : {}),
+  });
   const inFlight = deps.inFlight ?? new InFlight();
   const attachments = new VolumeAttachService({ store: deps.store, backends: deps.backends, compute: deps.compute, inFlight });
   const volumes = new VolumeService({
@@ -445,7 +457,10 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         backends,
         defaultBackend: config.defaultBackend,
         compute,
-        workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
+        workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs, leaseMs: config.extendLeaseMs },
+        // The data dir lock makes this process the only workflow worker on its database: a name
+        // that stays the same across restarts takes back at once the leases a kill left behind.
+        workflowOwner: SERVE_WORKFLOW_OWNER,
         http: httpLimitsFrom(config),
         inFlight,
         auth,

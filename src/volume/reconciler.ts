@@ -15,32 +15,82 @@
  *
  * It runs once when the service starts (no operation of this process can be under way yet) and
  * then every `intervalMs` for records untouched for at least `graceMs`.
+ *
+ * Several processes on one database (issue G), each with a reconciler:
+ * - Two reconcilers never act on one volume at once: each first claims the record with a
+ *   conditional update on the version it read that changes nothing but the version and
+ *   `updatedAt`; only one claim lands, the others skip the volume, and the fresh `updatedAt`
+ *   keeps them away for `graceMs` (should the claimant die, another takes it up after that).
+ *   Every later update of the claimant requires the version its claim made.
+ * - A reconciler does not judge an operation still under way in another process when that
+ *   process's InFlight has a heartbeat (`InFlight` options): it touches its transitional records
+ *   every `everyMs` (< graceMs), so they never look untouched while it lives. `serve` is the
+ *   only process on its database and runs without one: nothing is written for it.
  */
 import type { Logger } from 'pino';
-import type { VolumeRecord, VolumeStatus, VolumeStore } from '../db/store.js';
+import type { VolumeGuard, VolumeRecord, VolumeStatus, VolumeStore } from '../db/store.js';
 import { isFinalError, isServiceError, unexpectedError } from '../errors.js';
 import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import type { VolumeBackend } from './backends/backend.js';
 
-/** Volumes with an operation under way in this process. */
+/**
+ * Volumes with an operation under way in this process. With `heartbeat` (several processes on
+ * one database), the record of each such volume in a transitional status (RECONCILED_STATUSES)
+ * is touched every `everyMs` (only `updatedAt` and the version change), so reconcilers in other
+ * processes, which wait `graceMs` after a record's last change, leave it alone while this
+ * process works on it; `everyMs` must be below their `graceMs`. Without it nothing is written.
+ */
 export class InFlight {
   private readonly counts = new Map<string, number>();
+  /** Volumes whose record the heartbeat keeps fresh (the reconciler's own runs are not). */
+  private readonly touched = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly heartbeat?: { store: Pick<VolumeStore, 'updateVolume'>; everyMs: number; logger?: Logger }) {}
 
   has(volumeId: string): boolean {
     return this.counts.has(volumeId);
   }
 
-  /** Runs `fn` with `volumeId` marked as under way. */
-  async run<T>(volumeId: string, fn: () => Promise<T>): Promise<T> {
-    this.counts.set(volumeId, (this.counts.get(volumeId) ?? 0) + 1);
+  /**
+   * Runs `fn` with `volumeId` marked as under way. `opts.touch: false`: the heartbeat leaves
+   * its record alone (a reconciler's run, whose conditional updates need the version it claimed).
+   */
+  async run<T>(volumeId: string, fn: () => Promise<T>, opts: { touch?: boolean } = {}): Promise<T> {
+    const touch = opts.touch !== false && this.heartbeat !== undefined;
+    bump(this.counts, volumeId, 1);
+    if (touch) {
+      bump(this.touched, volumeId, 1);
+      this.beat();
+    }
     try {
       return await fn();
     } finally {
-      const n = (this.counts.get(volumeId) ?? 1) - 1;
-      if (n <= 0) this.counts.delete(volumeId);
-      else this.counts.set(volumeId, n);
+      bump(this.counts, volumeId, -1);
+      if (touch) bump(this.touched, volumeId, -1);
+      if (this.touched.size === 0 && this.timer) {
+        clearInterval(this.timer);
+        this.timer = undefined;
+      }
     }
   }
+
+  private beat(): void {
+    const hb = this.heartbeat;
+    if (!hb || this.timer) return;
+    this.timer = setInterval(() => {
+      for (const volumeId of this.touched.keys()) {
+        hb.store.updateVolume(volumeId, { status: RECONCILED_STATUSES }, {}).catch((err: unknown) => hb.logger?.warn({ err, volumeId }, 'could not touch a volume under way'));
+      }
+    }, hb.everyMs);
+    this.timer.unref();
+  }
+}
+
+function bump(counts: Map<string, number>, key: string, by: number): void {
+  const n = (counts.get(key) ?? 0) + by;
+  if (n <= 0) counts.delete(key);
+  else counts.set(key, n);
 }
 
 /** The statuses the reconciler brings to an end (see the module comment). */
@@ -94,7 +144,7 @@ export class VolumeReconciler {
           for (const v of await this.deps.store.listVolumes({ status })) {
             if (this.closed) return;
             if (this.deps.inFlight.has(v.id) || Date.parse(v.updatedAt) > before) continue;
-            await this.deps.inFlight.run(v.id, () => this.reconcile(v)).catch((err: unknown) => {
+            await this.deps.inFlight.run(v.id, () => this.reconcile(v), { touch: false }).catch((err: unknown) => {
               const e = unexpectedError(err);
               this.deps.logger.warn({ volumeId: v.id, status: v.status, code: e.code, final: e.final, err: e.message }, 'could not reconcile a volume yet');
             });
@@ -111,7 +161,10 @@ export class VolumeReconciler {
 
   private async reconcile(v: VolumeRecord): Promise<void> {
     const { store, logger } = this.deps;
-    const guard = { status: [v.status], version: v.version };
+    // The claim (see the module comment): only the version and updatedAt change; every update
+    // below requires the version it made (each update increments it by one).
+    if (!(await store.updateVolume(v.id, { status: [v.status], version: v.version }, {}))) return;
+    const guard: VolumeGuard = { status: [v.status], version: v.version + 1 };
     const backend = this.deps.backends.get(v.backend);
     switch (v.status) {
       case 'creating': {
@@ -139,7 +192,7 @@ export class VolumeReconciler {
       }
       case 'attaching':
       case 'detaching': {
-        const plugged = await this.attachedNow(v);
+        const plugged = await this.attachedNow(v, guard);
         if (plugged === undefined) return;
         if (plugged) {
           await store.updateVolume(v.id, guard, { status: 'in-use', device: plugged.device });
@@ -159,10 +212,10 @@ export class VolumeReconciler {
    * Whether the hypervisor has the volume on its server now: its attachment, false, or undefined
    * when the record names no server (an attach reserved before it knew one: nothing was plugged).
    */
-  private async attachedNow(v: VolumeRecord): Promise<{ device: string } | false | undefined> {
+  private async attachedNow(v: VolumeRecord, guard: VolumeGuard): Promise<{ device: string } | false | undefined> {
     if (!v.serverId) {
       // Reserved, but the server was never recorded: nothing can have been plugged in by us.
-      await this.deps.store.updateVolume(v.id, { status: [v.status], version: v.version }, { status: 'available', device: null });
+      await this.deps.store.updateVolume(v.id, guard, { status: 'available', device: null });
       return undefined;
     }
     try {

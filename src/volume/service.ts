@@ -294,6 +294,9 @@ export class VolumeService {
       computeRequestIds: plan.computeRequestIds,
       details: { new_bytes: newBytes, from_bytes: v.sizeBytes, attached: isAttached(v), mode: plan.mode, ...(v.serverId ? { server_id: v.serverId } : {}) },
     });
+    // Driven here once this worker's claim on the extend's lease is granted; if another live
+    // worker still holds it, `start` resolves at once with `elsewhere` and no error, and the
+    // caller gets its 202 all the same (a watchdog takes the extend up once the lease is free).
     const run = workflow.start(volumeId);
     if (plan.mode === 'detached') {
       // Storage-only extends are quick: answer with their result, as before, unless they are not.

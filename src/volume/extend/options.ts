@@ -13,9 +13,14 @@ export interface WorkflowOptions {
   stepDelayMs: number;
   /** How often the watchdog looks for extends without a run and for passed deadlines. */
   watchdogMs: number;
+  /**
+   * How long a worker's lease on an extend lasts (renewed every third of it): another worker
+   * takes over a dead worker's extend this long after its last renewal (config `extendLeaseMs`).
+   */
+  leaseMs: number;
 }
 
-/** The defaults (app.ts overrides timeoutMs, stepDelayMs and watchdogMs from Config). */
+/** The defaults (app.ts overrides timeoutMs, stepDelayMs, watchdogMs and leaseMs from Config). */
 export const DEFAULT_WORKFLOW_OPTIONS: WorkflowOptions = {
   timeoutMs: 15 * 60_000,
   backoffBaseMs: 50,
@@ -23,5 +28,6 @@ export const DEFAULT_WORKFLOW_OPTIONS: WorkflowOptions = {
   pollBaseMs: 5,
   stepDelayMs: 0,
   watchdogMs: 1_000,
+  leaseMs: 15_000,
 };
 

@@ -35,6 +35,11 @@ export interface StepDeps {
   options: WorkflowOptions;
   signal: AbortSignal;
   log: Logger;
+  /**
+   * Whether this worker still holds the extend's lease, as far as it knows (no store call): a
+   * step whose lease was lost while its call ran stores nothing (the new holder runs it again).
+   */
+  holds(): boolean;
 }
 
 /** An error the workflow itself finds final (a state it cannot go on from): InternalError, final. */
@@ -150,6 +155,7 @@ export async function runStep(d: StepDeps, v: VolumeRecord, state: ExtendState):
         throw finalError(`${mode === 'online' ? 'the guest sees' : 'the storage has'} ${measured} bytes after the extend, not ${state.targetBytes}`);
       }
       const attached = isAttached(v);
+      if (!d.holds()) throw lostLease();
       const ok = await d.store.updateVolume(
         v.id,
         { status: ['extending'], extendRequestId: state.requestId },
@@ -172,15 +178,22 @@ export async function runStep(d: StepDeps, v: VolumeRecord, state: ExtendState):
 }
 
 /** Store the next state; the extend must still be this one and still be running. */
-export async function advance(d: Pick<StepDeps, 'store' | 'log'>, v: VolumeRecord, current: ExtendState, state: ExtendState): Promise<void> {
+export async function advance(d: Pick<StepDeps, 'store' | 'log' | 'holds'>, v: VolumeRecord, current: ExtendState, state: ExtendState): Promise<void> {
+  if (!d.holds()) throw lostLease();
   const ok = await d.store.updateVolume(v.id, { status: ['extending'], extendRequestId: current.requestId }, { extend: state });
   if (!ok) throw finalError('the extend was ended by someone else (the watchdog at its deadline, or a newer request)');
   d.log.debug({ volumeId: v.id, step: state.step }, 'extend step done');
 }
 
 /** Store `state` (progress, a retry's count and cause) while the extend is still this one. */
-export async function save(d: Pick<StepDeps, 'store'>, v: VolumeRecord, state: ExtendState): Promise<void> {
+export async function save(d: Pick<StepDeps, 'store' | 'holds'>, v: VolumeRecord, state: ExtendState): Promise<void> {
+  if (!d.holds()) throw lostLease();
   await d.store.updateVolume(v.id, { status: ['extending'], extendRequestId: state.requestId }, { extend: state });
+}
+
+/** What a step throws instead of storing its result once its worker lost the extend's lease (the workflow stops the run on it). */
+function lostLease(): ServiceError {
+  return finalError('the extend is driven by another worker now (this worker lost its lease)');
 }
 
 /** Add a compute request id to the extend's volume action (its audit trail). */

@@ -37,8 +37,23 @@
  * with a full disk, a bug) restarts it from the stored state after a backoff, in the same
  * process. A watchdog, independent of the runs, restarts runs that are missing and ends extends
  * whose deadline passed even while their run is stuck in a call.
+ *
+ * Workers: several processes may run this workflow over one database; each extend is driven by
+ * exactly one of them at a time, the holder of its lease (store `claimExtend`: a row of its own,
+ * so renewing it never moves the volume's version). A run starts only once its claim is granted
+ * and claims again (which renews) before every step; a renewal loop renews the leases of all
+ * running extends every `leaseMs / 3` and stops a run whose lease it finds lost (its sleeps and
+ * polls are aborted; it acts no more). A step the old and the new holder both ran in the
+ * overlap does no harm: every step is idempotent (the recovery cases above). A run releases its
+ * lease when it ends, `close` releases them all (a graceful stop hands over at once); a killed
+ * worker's leases expire after `leaseMs`, and then any worker's watchdog takes its extends over.
+ * `serve` is the only worker on its database (the data dir lock) and names itself the same
+ * across restarts, so a restart after a kill takes its own leases back at once.
  */
 import type { Logger } from 'pino';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ExtendState, VolumeRecord, VolumeStore } from '../../db/store.js';
 import { isFinalError, isServiceError, ServiceError, unexpectedError } from '../../errors.js';
@@ -56,12 +71,35 @@ interface WorkflowDeps {
   compute: ComputeForVolumes;
   logger: Logger;
   options?: Partial<WorkflowOptions>;
+  /**
+   * This worker's name in the leases it holds; unique per live worker. Default: a new one per
+   * instance, `<hostname>:<pid>:<uuid>` (see `defaultWorkerName`).
+   */
+  owner?: string;
 }
 
-/** How a run ended: the volume as it is now, and the error that ended the extend, if it failed. */
+/**
+ * How a run ended: the volume as it is now, and the error that ended the extend, if it failed.
+ * `elsewhere`: this worker did not drive the extend to its end, because another worker holds
+ * its lease (the claim was refused, or the lease was lost on the way); that worker finishes it.
+ */
 export interface ExtendResult {
   volume: VolumeRecord | undefined;
   error?: ServiceError;
+  elsewhere?: true;
+}
+
+/** A worker name no other live worker has: `<hostname>:<pid>:<uuid>`. */
+export function defaultWorkerName(): string {
+  return `${hostname()}:${process.pid}:${randomUUID()}`;
+}
+
+/** This worker's hold on the extend of one volume while its run lives. */
+interface RunLease {
+  /** Aborted once the lease is found lost: the run's sleeps and polls end and it acts no more. */
+  readonly lost: AbortController;
+  /** performance.now() when the lease was first granted to this run; undefined before. */
+  grantedAt: number | undefined;
 }
 
 function asServiceError(err: unknown): ServiceError {
@@ -84,6 +122,14 @@ export class ExtendWorkflow {
   private readonly abort = new AbortController();
   private watchdog: NodeJS.Timeout | undefined;
   private ticking = false;
+  /** This worker's name in the extend leases (store `claimExtend`). */
+  readonly owner: string;
+  /** The lease of every run of this worker, by volume id. */
+  private readonly leases = new Map<string, RunLease>();
+  private renewal: NodeJS.Timeout | undefined;
+  private renewing = false;
+  /** Set by `abandon`: stop without releasing any lease, as a killed process does. */
+  private abandoned = false;
   /**
    * The last uncertain error of each running extend, also kept here: when the database itself
    * is failing (a full disk), it cannot be stored, and a deadline must still report it.
@@ -96,33 +142,60 @@ export class ExtendWorkflow {
     this.compute = deps.compute;
     this.log = deps.logger;
     this.options = { ...DEFAULT_WORKFLOW_OPTIONS, ...deps.options };
+    this.owner = deps.owner ?? defaultWorkerName();
   }
 
-  /** Run (or join) the workflow of one volume in the background; resolves when it stops. */
+  /**
+   * Run (or join) the workflow of one volume in the background, once this worker's claim on its
+   * lease is granted; resolves when the run stops. When another live worker holds the lease,
+   * nothing is done here: it resolves at once with `elsewhere: true` and the volume as it is
+   * (that worker drives the extend; the caller's request was accepted all the same).
+   */
   start(volumeId: string): Promise<ExtendResult> {
     let p = this.running.get(volumeId);
     if (!p) {
-      p = this.supervise(volumeId).finally(() => this.running.delete(volumeId));
+      p = this.drive(volumeId).finally(() => this.running.delete(volumeId));
       this.running.set(volumeId, p);
     }
     return p;
   }
 
-  /** At start-up: pick up every extend a previous process left unfinished, and start the watchdog. */
+  /**
+   * At start-up: claim every unfinished extend this worker may drive (a free or expired lease,
+   * or one this worker's name already holds: a `serve` restarted after a kill) and run it; start
+   * the watchdog. Answers the ids of the extends claimed.
+   */
   async resumeAll(): Promise<string[]> {
     const pending = await this.store.listVolumes({ status: 'extending' });
+    const claimed: string[] = [];
     for (const v of pending) {
-      this.log.info({ volumeId: v.id, step: v.extend?.step, requestId: v.extend?.requestId }, 'resuming extend');
+      if (this.closed) break;
+      if (!(await this.store.claimExtend(v.id, this.owner, this.options.leaseMs))) continue;
+      this.log.info({ volumeId: v.id, step: v.extend?.step, requestId: v.extend?.requestId, owner: this.owner }, 'resuming extend');
+      claimed.push(v.id);
       void this.start(v.id);
     }
     this.startWatchdog();
-    return pending.map((v) => v.id);
+    return claimed;
   }
 
   startWatchdog(): void {
     if (this.watchdog || this.abort.signal.aborted) return;
     this.watchdog = setInterval(() => void this.tick(), this.options.watchdogMs);
     this.watchdog.unref();
+    this.startRenewal();
+  }
+
+  private startRenewal(): void {
+    if (this.renewal || this.abort.signal.aborted) return;
+    this.renewal = setInterval(() => void this.renew(), Math.max(1, Math.floor(this.options.leaseMs / 3)));
+    this.renewal.unref();
+  }
+
+  /** Whether a run of this worker drives the extend of `volumeId` now (it holds the lease, as far as it knows). */
+  driving(volumeId: string): boolean {
+    const lease = this.leases.get(volumeId);
+    return lease?.grantedAt !== undefined && !lease.lost.signal.aborted;
   }
 
   /** Wait for the background run of a volume, if any. */
@@ -130,10 +203,21 @@ export class ExtendWorkflow {
     await this.running.get(volumeId);
   }
 
+  /** Stops the runs (each at its next step or sleep) and the timers; each run releases its lease. */
   async close(): Promise<void> {
     this.abort.abort();
     if (this.watchdog) clearInterval(this.watchdog);
+    if (this.renewal) clearInterval(this.renewal);
     await Promise.allSettled([...this.running.values()]);
+  }
+
+  /**
+   * Stops as `close` does but releases no lease, as a worker killed with SIGKILL leaves them
+   * (they expire after `leaseMs`). For tests of the takeover by another worker.
+   */
+  async abandon(): Promise<void> {
+    this.abandoned = true;
+    await this.close();
   }
 
   private get closed(): boolean {
@@ -144,27 +228,93 @@ export class ExtendWorkflow {
     return Math.min(this.options.backoffMaxMs, base * 2 ** Math.min(attempts, 10));
   }
 
-  private async pause(ms: number): Promise<void> {
-    await sleep(ms, undefined, { signal: this.abort.signal }).catch(() => undefined);
+  private async pause(ms: number, signal: AbortSignal = this.abort.signal): Promise<void> {
+    await sleep(ms, undefined, { signal }).catch(() => undefined);
+  }
+
+  /** One run of `volumeId` under its lease, which it gives back when it stops (unless abandoned). */
+  private async drive(volumeId: string): Promise<ExtendResult> {
+    const lease: RunLease = { lost: new AbortController(), grantedAt: undefined };
+    this.leases.set(volumeId, lease);
+    this.startRenewal();
+    try {
+      return await this.supervise(volumeId, lease);
+    } finally {
+      if (this.leases.get(volumeId) === lease) this.leases.delete(volumeId);
+      if (!this.abandoned) await this.release(volumeId);
+    }
+  }
+
+  /** Claims (or renews) the lease for `lease`'s run; a refusal marks the lease lost. */
+  private async claim(volumeId: string, lease: RunLease): Promise<boolean> {
+    const granted = await this.store.claimExtend(volumeId, this.owner, this.options.leaseMs);
+    if (granted) lease.grantedAt ??= performance.now();
+    else lease.lost.abort();
+    return granted;
+  }
+
+  private async release(volumeId: string): Promise<void> {
+    await this.store.releaseExtend(volumeId, this.owner).catch((err: unknown) => this.log.warn({ err, volumeId, owner: this.owner }, 'could not release an extend lease; it expires by itself'));
   }
 
   /**
-   * The watchdog's round: extends without a run in this process get one (a run that died, or
-   * one a restart has not picked up); extends past their deadline end now, even if their run is
-   * stuck in a call (its next stored change then finds the extend gone and stops).
+   * The renewal loop's round: renews every lease of this worker; a run whose lease is no longer
+   * held stops; a lease held with no run here (its release failed) is given back.
+   */
+  private async renew(): Promise<void> {
+    if (this.renewing || this.closed) return;
+    this.renewing = true;
+    // Only leases granted before the renewal was sent can be judged by its answer.
+    const sentAt = performance.now();
+    try {
+      const held = new Set(await this.store.renewExtendLeases(this.owner, this.options.leaseMs));
+      if (this.closed) return;
+      for (const [volumeId, lease] of this.leases) {
+        if (lease.grantedAt === undefined || lease.grantedAt > sentAt || held.has(volumeId) || lease.lost.signal.aborted) continue;
+        this.log.warn({ volumeId, owner: this.owner }, 'extend lease lost; its run stops here (another worker drives it)');
+        lease.lost.abort();
+      }
+      for (const volumeId of held) if (!this.leases.has(volumeId)) await this.release(volumeId);
+    } catch (err) {
+      this.log.error({ err, owner: this.owner }, 'extend lease renewal failed');
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  /** The answer of a run that stopped because another worker holds the extend (or it just ended). */
+  private async handedOver(volumeId: string): Promise<ExtendResult> {
+    const volume = await this.store.getVolume(volumeId);
+    if (volume?.status !== 'extending') return { volume };
+    this.log.info({ volumeId, owner: this.owner }, 'extend not driven here: another worker holds its lease');
+    return { volume, elsewhere: true };
+  }
+
+  /**
+   * The watchdog's round: extends without a run anywhere (their lease free or expired: a run
+   * that died, a worker that was killed, one a restart has not picked up) get one here; extends
+   * past their deadline whose run is here end now, even if that run is stuck in a call (its next
+   * stored change then finds the extend gone and stops). Extends another live worker holds are
+   * that worker's: its own watchdog ends them at their deadline.
    */
   private async tick(): Promise<void> {
     if (this.ticking || this.closed) return;
     this.ticking = true;
     try {
       const now = Date.now();
-      for (const v of await this.store.listVolumes({ status: 'extending' })) {
+      const extending = await this.store.listVolumes({ status: 'extending' });
+      const claimable = new Set(await this.store.listClaimableExtends(new Date(now)));
+      for (const v of extending) {
         if (this.closed) return;
         const late = v.extend !== null && now > Date.parse(v.extend.deadline) + this.options.watchdogMs;
-        if (late && this.running.has(v.id)) {
+        if (this.running.has(v.id)) {
+          if (!late) continue;
+          const lease = this.leases.get(v.id);
+          if (lease && !(await this.claim(v.id, lease).catch(() => false))) continue;
           await this.failAtDeadline(v).catch((err: unknown) => this.log.error({ err, volumeId: v.id }, 'watchdog could not end an extend past its deadline'));
-        } else if (!this.running.has(v.id)) {
-          this.log.warn({ volumeId: v.id, step: v.extend?.step }, 'watchdog restarting an extend without a run');
+        } else if (claimable.has(v.id)) {
+          // The run claims the lease first (another worker may win it) and ends a late extend itself.
+          this.log.warn({ volumeId: v.id, step: v.extend?.step, owner: this.owner }, 'watchdog restarting an extend without a run');
           void this.start(v.id);
         }
       }
@@ -176,15 +326,19 @@ export class ExtendWorkflow {
   }
 
   /** Runs `run` until it returns, restarting it after any exception it did not handle. */
-  private async supervise(volumeId: string): Promise<ExtendResult> {
+  private async supervise(volumeId: string, lease: RunLease): Promise<ExtendResult> {
     for (let failures = 0; ; failures++) {
       if (this.closed) return { volume: undefined };
       try {
-        const result = await this.run(volumeId);
+        const result = await this.run(volumeId, lease);
         this.lastErrors.delete(volumeId);
         return result;
       } catch (err) {
         if (this.closed) return { volume: undefined };
+        if (lease.lost.signal.aborted) {
+          this.lastErrors.delete(volumeId);
+          return this.handedOver(volumeId);
+        }
         const e = asServiceError(err);
         const prev = this.lastErrors.get(volumeId);
         this.lastErrors.set(volumeId, { step: prev?.step ?? FIRST_STEP, code: e.code, message: e.message, at: new Date().toISOString() });
@@ -194,23 +348,29 @@ export class ExtendWorkflow {
     }
   }
 
-  private async run(volumeId: string): Promise<ExtendResult> {
+  private async run(volumeId: string, lease: RunLease): Promise<ExtendResult> {
+    const steps = this.steps(lease);
     for (;;) {
       if (this.closed) return { volume: undefined };
+      if (lease.lost.signal.aborted) return this.handedOver(volumeId);
       const v = await this.store.getVolume(volumeId);
       if (!v || v.status !== 'extending') return { volume: v };
+      // Before every step: this worker must still hold the extend (the claim also renews it).
+      if (!(await this.claim(volumeId, lease))) return this.handedOver(volumeId);
       if (!v.extend) return { volume: await this.recoverStateless(v) };
       const state = v.extend;
       if (Date.now() > Date.parse(state.deadline)) {
         const error = await this.failAtDeadline(v);
         return { volume: await this.store.getVolume(volumeId), ...(error ? { error } : {}) };
       }
-      if (this.options.stepDelayMs > 0) await this.pause(this.options.stepDelayMs);
+      if (this.options.stepDelayMs > 0) await this.pause(this.options.stepDelayMs, steps.signal);
       if (this.closed) return { volume: undefined };
+      if (lease.lost.signal.aborted) return this.handedOver(volumeId);
       try {
-        if (await runStep(this.steps, v, state)) return { volume: await this.store.getVolume(volumeId) };
+        if (await runStep(steps, v, state)) return { volume: await this.store.getVolume(volumeId) };
       } catch (err) {
         if (this.closed) return { volume: undefined };
+        if (lease.lost.signal.aborted) return this.handedOver(volumeId);
         const error = asServiceError(err);
         if (isFinalError(error)) {
           await this.fail(v, state, error);
@@ -219,9 +379,9 @@ export class ExtendWorkflow {
         const attempts = state.attempts + 1;
         const lastError = { step: state.step, code: error.code, message: error.message, at: new Date().toISOString() };
         this.lastErrors.set(volumeId, lastError);
-        await save(this.steps, v, { ...state, attempts, lastError });
+        await save(steps, v, { ...state, attempts, lastError });
         this.log.warn({ volumeId, step: state.step, attempts, code: error.code, err: error.message }, 'extend step failed, retrying');
-        await this.pause(this.backoff(attempts));
+        await this.pause(this.backoff(attempts), steps.signal);
       }
     }
   }
@@ -235,9 +395,11 @@ export class ExtendWorkflow {
   }
 
 
-  /** What runStep needs from this workflow. */
-  private get steps(): StepDeps {
-    return { store: this.store, compute: this.compute, backend: (v) => this.backend(v), options: this.options, signal: this.abort.signal, log: this.log };
+  /** What runStep needs from this workflow, for the run holding `lease` (its sleeps end when the lease is lost). */
+  private steps(lease: RunLease): StepDeps {
+    const signal = AbortSignal.any([this.abort.signal, lease.lost.signal]);
+    const holds = () => !lease.lost.signal.aborted;
+    return { store: this.store, compute: this.compute, backend: (v) => this.backend(v), options: this.options, signal, log: this.log, holds };
   }
 
   private backend(v: VolumeRecord): VolumeBackend {
