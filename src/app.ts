@@ -663,7 +663,9 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         backends,
         defaultBackend: config.defaultBackend,
         compute,
-        workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
+        // Every api process is a workflow worker under its own (default, unique) owner name: a
+        // dead one's extends are taken over by the others once its leases run out.
+        workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs, leaseMs: config.extendLeaseMs },
         http: httpLimitsFrom(config),
         inFlight,
         auth,

@@ -211,14 +211,29 @@ export function unexpectedError(err: unknown): ServiceError {
   });
 }
 
+/** Marks an error as a failed connect to the database (markDatabaseConnectFailure). */
+const DATABASE_CONNECT_FAILURE: unique symbol = Symbol('online-extend.databaseConnectFailure');
+
+/**
+ * Marks `err` (returned as is) as a failed connect to the database: the store's client knows that a
+ * plain socket error (ECONNREFUSED while PostgreSQL restarts) was its database's, which nothing
+ * in the error itself says; unexpectedError then answers DatabaseUnavailable (503, uncertain).
+ */
+export function markDatabaseConnectFailure<T>(err: T): T {
+  if (typeof err === 'object' && err !== null) Object.defineProperty(err, DATABASE_CONNECT_FAILURE, { value: true });
+  return err;
+}
+
 /**
  * PostgreSQL's SQLSTATEs of a lost or refused connection (class 08; 57P01–57P03: the server is
  * shutting down, crashed or starting; 53300: too many connections) and the npm `pg` client's own
- * connection failures (which carry no SQLSTATE: a socket connect that failed, or its messages).
+ * connection failures (which carry no SQLSTATE: a socket connect that failed, marked by the pool's
+ * client with markDatabaseConnectFailure, or its messages).
  * All pass with time (a restart, a failover): uncertain, 503.
  */
 function isDatabaseConnectionError(err: unknown): boolean {
   if (typeof err !== 'object' || err === null) return false;
+  if ((err as { [DATABASE_CONNECT_FAILURE]?: unknown })[DATABASE_CONNECT_FAILURE] === true) return true;
   const e = err as { code?: unknown; message?: unknown; syscall?: unknown; severity?: unknown };
   const code = typeof e.code === 'string' ? e.code : '';
   // A pg DatabaseError has a severity and a five-character SQLSTATE.

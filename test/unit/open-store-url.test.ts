@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openStoreUrl } from '../../src/db/open.js';
 import { redactDatabaseUrl } from '../../src/db/postgres/index.js';
+import { createPool } from '../../src/db/postgres/pool.js';
+import { unexpectedError } from '../../src/errors.js';
 
 describe('opening a store from --database-url', () => {
   it.each([
@@ -40,5 +42,22 @@ describe('opening a store from --database-url', () => {
 
   it('refuses an unknown scheme, naming it', async () => {
     await expect(openStoreUrl('mysql://u:pw@h/db')).rejects.toThrow(/unknown scheme mysql/);
+  });
+
+  it('answers a query whose connection is refused (PostgreSQL restarting) as DatabaseUnavailable, 503 and uncertain, not InternalError', async () => {
+    const pool = createPool('postgresql://oe@127.0.0.1:1/oe');
+    try {
+      const err = await pool.query('SELECT 1').then(
+        () => undefined,
+        (e: unknown) => e as Error & { code?: string },
+      );
+      expect(err?.code).toBe('ECONNREFUSED');
+      expect(unexpectedError(err)).toMatchObject({ code: 'DatabaseUnavailable', status: 503, final: false });
+      // The same socket error from anything but the database's client stays an uncertain InternalError.
+      const plain = Object.assign(new Error(err!.message), { code: 'ECONNREFUSED', syscall: 'connect' });
+      expect(unexpectedError(plain)).toMatchObject({ code: 'InternalError', final: false });
+    } finally {
+      await pool.end();
+    }
   });
 });

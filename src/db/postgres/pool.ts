@@ -2,6 +2,7 @@
  * The PostgreSQL connection pool (npm `pg`), its transactions, and the migrations applied at open.
  */
 import pg from 'pg';
+import { markDatabaseConnectFailure } from '../../errors.js';
 import { PG_MIGRATIONS, PG_SCHEMA_VERSION } from './migrations.js';
 
 /** Connections per pool: enough for a service's concurrent requests, few enough for many processes on one server. */
@@ -24,11 +25,30 @@ const types = {
 };
 
 /**
+ * pg's Client, whose failed connects are marked as the database's (a refused or reset socket while
+ * the server restarts carries no SQLSTATE): DatabaseUnavailable (503, uncertain), not InternalError.
+ */
+class PgClient extends pg.Client {
+  override connect(): Promise<pg.Client>;
+  override connect(callback: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): void;
+  override connect(callback?: ((err: Error) => void) | ((err: null, c: pg.Client) => void)): Promise<pg.Client> | void {
+    if (callback) {
+      const cb = callback as (err: Error | null, c?: pg.Client) => void;
+      super.connect(((err: Error | null) => (err ? cb(markDatabaseConnectFailure(err)) : cb(null, this))) as (err: Error) => void);
+      return;
+    }
+    return super.connect().catch((err: unknown) => {
+      throw markDatabaseConnectFailure(err);
+    });
+  }
+}
+
+/**
  * A pool on the database `url` names (`postgresql://USER[:PASSWORD]@HOST[:PORT]/DB`; `?host=/dir`
  * for a unix socket directory, as `pg` reads it). Connects lazily: the first query connects.
  */
 export function createPool(url: string, max = PG_POOL_SIZE): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max, types, idleTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({ connectionString: url, max, types, idleTimeoutMillis: 30_000, Client: PgClient });
   // An idle client whose server went away (a restart) emits 'error' on the pool: the pool drops
   // that client by itself; without a listener the error would end the process.
   pool.on('error', () => undefined);
