@@ -321,6 +321,7 @@ describeReal(why)('multi-host deployment: two api processes, PostgreSQL, RabbitM
     await sleep(STEP_DELAY_MS * 1.5);
     const before = await show(apis[1]!, v.id);
     expect(before.status).toBe('extending');
+    expect(before.extend?.request_id).toBe(req);
     process.kill(apis[0]!.proc!.pid, 'SIGKILL');
     await apis[0]!.proc!.exited;
     const tk = Date.now();
@@ -403,6 +404,7 @@ describeReal(why)('multi-host deployment: two api processes, PostgreSQL, RabbitM
       }
     })();
     await sleep(1_000);
+    expect((await show(apis[0]!, v.id)).status, 'the extend spans the restart').toBe('extending');
     phase = 'during';
     await timed('postgres restart', () => pg!.restart());
     phase = 'after';
