@@ -138,6 +138,8 @@ export interface ComputeApiDeps extends Omit<ComputeAppDeps, 'driver' | 'compute
   services: ComputeServices;
   host?: string;
   chooseHost?: () => Promise<string>;
+  /** Show each server's host_status from its host's compute service (the api role); else `UP` (serve). */
+  hostStatusFromServices?: boolean;
 }
 
 /** The compute API without a driver: the app, the services behind its routes, and its auth. */
@@ -182,6 +184,7 @@ export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi>
     ...(deps.volumes ? { volumes: deps.volumes } : {}),
     // Nova's 2.47 flavor dict: the flavor the server was built with, from the store unless a test gives its own.
     lookupFlavor: deps.lookupFlavor ?? ((id: string) => deps.store.getFlavor(id)),
+    ...(deps.hostStatusFromServices ? { hostStatusOf: (host: string) => deps.services.hostStatus(host) } : {}),
   };
   registerComputeVersions(app);
   registerOnlineExtendVolume(app, routeDeps);
@@ -607,6 +610,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
       rpc: new HostCheckedRpc(deps.rpc, services),
       services,
       chooseHost: () => services.chooseHost(),
+      hostStatusFromServices: true,
       logger,
       policy,
       ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
