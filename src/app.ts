@@ -18,7 +18,9 @@ import { IdentityService } from './identity/keystone.js';
 import { buildIdentityApp } from './identity/app.js';
 import { SqliteUserStore } from './db/users.js';
 import { ComputeManager } from './compute/manager.js';
-import { LocalComputeRpc } from './compute/rpc.js';
+import { LocalComputeRpc, type ComputeRpc } from './compute/rpc.js';
+import { ComputeServices, HostCheckedRpc, ServiceHeartbeat } from './compute/services.js';
+import { registerServices } from './api/routes/compute/services.js';
 import { ComputeAPI } from './compute/api.js';
 import type { VirtDriver } from './virt/driver.js';
 import { FakeDriver } from './virt/fake/driver.js';
@@ -45,10 +47,13 @@ import type { WorkflowOptions } from './volume/extend/options.js';
 import { VolumeService } from './volume/service.js';
 import { VolumeAttachService } from './volume/attach.js';
 import { InFlight, VolumeReconciler } from './volume/reconciler.js';
-import { issueToken, ServiceToken } from './auth/tokens.js';
+import { issueToken, ServiceToken, serviceUserOf } from './auth/tokens.js';
 import { KeystoneAuthenticator } from './auth/keystone.js';
-import { ConfigError } from './config.js';
-import { INSTANCES_DIR, openDataDir, SERVICE_TOKEN_FILE, type OpenedDataDir } from './db/dataDir.js';
+import { ConfigError, DEFAULTS } from './config.js';
+import { DIR_MODE, INSTANCES_DIR, openDataDir, SERVICE_TOKEN_FILE, VOLUMES_DIR, type OpenedDataDir } from './db/dataDir.js';
+import { openStoreUrl, type OpenedStore } from './db/open.js';
+import { mkdirSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 
 /** The extend workflow's worker name in `serve` (see where it is passed). */
 export const SERVE_WORKFLOW_OWNER = 'serve';
@@ -74,22 +79,24 @@ export interface ComputeAppDeps {
   lookupFlavor?: (id: string) => Promise<FlavorRecord | undefined>;
   /** A token for the volume service in a server's project, for deletes resumed at start-up (ServerLifecycleOptions.recoveryToken). */
   recoveryToken?: (server: ServerRecord) => Promise<string>;
+  /** A compute service whose heartbeat is older than this is down in os-services (Config.serviceDownTimeMs; default its default). */
+  serviceDownTimeMs?: number;
+  /** How often `heartbeat.start()` writes this host's heartbeat (Config.serviceHeartbeatMs; default its default). */
+  serviceHeartbeatMs?: number;
 }
 
 /** The compute API and the pieces behind it. */
-export interface ComputeApp {
-  app: App;
+export interface ComputeApp extends ComputeApi {
   manager: ComputeManager;
-  compute: ComputeAPI;
-  /** POST and DELETE /servers: builds and deletes in the background (`servers.idle()` waits for them). */
-  servers: ServerLifecycle;
-  auth: Authenticator;
-  policy: PolicyEnforcer;
+  /** This host's `nova-compute` heartbeat: written once when built; `start()` keeps it going (serve). */
+  heartbeat: ServiceHeartbeat;
 }
 
 /**
  * The compute API (Nova's role) on `deps.driver`: routes registered, inventory synced, and task
- * states a previous process left on this host cleared (ComputeAPI.clearStaleTasks).
+ * states a previous process left on this host cleared (ComputeAPI.clearStaleTasks). Calls reach
+ * the driver in-process (LocalComputeRpc); the host's `nova-compute` service is recorded (one
+ * heartbeat), so os-services lists it.
  */
 export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp> {
   const manager = new ComputeManager({
@@ -99,12 +106,70 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     defaultProjectId: deps.defaultProject ?? 'admin',
     logger: deps.logger.child({ component: 'compute-manager' }),
   });
-  const rpc = new LocalComputeRpc(manager);
+  const heartbeat = new ServiceHeartbeat({ store: deps.store, host: manager.host, intervalMs: deps.serviceHeartbeatMs ?? DEFAULTS.serviceHeartbeatMs, logger: deps.logger.child({ component: 'compute-services' }) });
+  await heartbeat.beat();
+  const services = new ComputeServices({ store: deps.store, downTimeMs: deps.serviceDownTimeMs ?? DEFAULTS.serviceDownTimeMs });
+  const api = await buildComputeApi({
+    store: deps.store,
+    logger: deps.logger,
+    rpc: new LocalComputeRpc(manager),
+    services,
+    host: manager.host,
+    ...(deps.policy ? { policy: deps.policy } : {}),
+    ...(deps.volumes ? { volumes: deps.volumes } : {}),
+    ...(deps.http ? { http: deps.http } : {}),
+    ...(deps.auth ? { auth: deps.auth } : {}),
+    ...(deps.lookupFlavor ? { lookupFlavor: deps.lookupFlavor } : {}),
+    ...(deps.recoveryToken ? { recoveryToken: deps.recoveryToken } : {}),
+  });
+  // Before the first sync: a build an earlier process left half done fails (its record is kept).
+  await api.servers.recover(manager.host);
+  await manager.syncInventory();
+  await api.compute.clearStaleTasks(manager.host);
+  // volume-extended events an earlier process accepted but did not finish: run again (idempotent).
+  await api.compute.resumeExternalEvents(manager.host);
+  return { ...api, manager, heartbeat };
+}
+
+/**
+ * What the compute API alone is built from: the hosts behind `rpc` (in-process for `serve`, over
+ * the broker for the `api` role), the compute services (os-services, host checks), and where new
+ * servers go: `host` (one host) or `chooseHost` (the `api` role: ComputeServices.chooseHost).
+ */
+export interface ComputeApiDeps extends Omit<ComputeAppDeps, 'driver' | 'computeHost' | 'defaultProject' | 'serviceDownTimeMs' | 'serviceHeartbeatMs'> {
+  rpc: ComputeRpc;
+  services: ComputeServices;
+  host?: string;
+  chooseHost?: () => Promise<string>;
+  /** Show each server's host_status from its host's compute service (the api role); else `UP` (serve). */
+  hostStatusFromServices?: boolean;
+}
+
+/** The compute API without a driver: the app, the services behind its routes, and its auth. */
+export interface ComputeApi {
+  app: App;
+  compute: ComputeAPI;
+  /** POST and DELETE /servers: builds and deletes in the background (`servers.idle()` waits for them). */
+  servers: ServerLifecycle;
+  /** Compute services: os-services, host checks, the host chooser. */
+  services: ComputeServices;
+  auth: Authenticator;
+  policy: PolicyEnforcer;
+}
+
+/**
+ * The compute API's app and routes over `deps.rpc`, with no driver in this process (the `api`
+ * role) or with one behind LocalComputeRpc (buildComputeApp). Recovers nothing: start-up recovery
+ * of a host is its owner's (buildComputeApp for serve).
+ */
+export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi> {
+  const rpc = deps.rpc;
   const compute = new ComputeAPI({ store: deps.store, rpc, logger: deps.logger.child({ component: 'compute-api' }) });
   const servers = new ServerLifecycle({
     store: deps.store,
     rpc,
-    host: manager.host,
+    ...(deps.host === undefined ? {} : { host: deps.host }),
+    ...(deps.chooseHost ? { chooseHost: deps.chooseHost } : {}),
     logger: deps.logger.child({ component: 'compute-servers' }),
     ...(deps.volumes ? { volumes: deps.volumes } : {}),
     ...(deps.recoveryToken ? { recoveryToken: deps.recoveryToken } : {}),
@@ -122,6 +187,7 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     ...(deps.volumes ? { volumes: deps.volumes } : {}),
     // Nova's 2.47 flavor dict: the flavor the server was built with, from the store unless a test gives its own.
     lookupFlavor: deps.lookupFlavor ?? ((id: string) => deps.store.getFlavor(id)),
+    ...(deps.hostStatusFromServices ? { hostStatusOf: (host: string) => deps.services.hostStatus(host) } : {}),
   };
   registerComputeVersions(app);
   registerOnlineExtendVolume(app, routeDeps);
@@ -130,13 +196,8 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   registerExternalEvents(app, routeDeps);
   registerServerLifecycle(app, { ...routeDeps, servers });
   registerFlavors(app, { ...routeDeps, store: deps.store });
-  // Before the first sync: a build an earlier process left half done fails (its record is kept).
-  await servers.recover(manager.host);
-  await manager.syncInventory();
-  await compute.clearStaleTasks(manager.host);
-  // volume-extended events an earlier process accepted but did not finish: run again (idempotent).
-  await compute.resumeExternalEvents(manager.host);
-  return { app, manager, compute, servers, auth, policy };
+  registerServices(app, { ...routeDeps, services: deps.services });
+  return { app, compute, servers, services: deps.services, auth, policy };
 }
 
 /**
@@ -346,7 +407,11 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       : {}),
     http: httpLimitsFrom(config),
     auth,
+    serviceDownTimeMs: config.serviceDownTimeMs,
+    serviceHeartbeatMs: config.serviceHeartbeatMs,
   });
+  // This host's nova-compute service, as an agent reports it (os-services lists it up).
+  await computeApp.heartbeat.start();
   const timer = config.syncIntervalMs > 0
     ? setInterval(() => void computeApp.manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'inventory sync failed')), config.syncIntervalMs)
     : undefined;
@@ -439,6 +504,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     // the process exits with the error instead of running half a service (the data dir is
     // released by startService).
     if (timer) clearInterval(timer);
+    computeApp.heartbeat.stop();
     await identityApp?.close().catch(() => undefined);
     await reconciler?.close().catch(() => undefined);
     await volumeApp?.workflow.close().catch(() => undefined);
@@ -465,6 +531,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
      */
     close: async () => {
       if (timer) clearInterval(timer);
+      computeApp.heartbeat.stop();
       const deadline = Date.now() + config.shutdownGraceMs;
       const untilDeadline = () => new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
       // No new tokens while the APIs drain.
@@ -488,6 +555,202 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       await dataDir.close();
     },
   };
+}
+
+/** What `startApiService` runs on: the compute hosts (`rpc`), and optionally a store already open. */
+export interface ApiServiceDeps {
+  /**
+   * The compute hosts: AmqpComputeRpc in a deployment (openComputeRpc), a LocalComputeRpc or
+   * several (by host) in tests. Each call is checked against the host's service first
+   * (HostCheckedRpc: a host whose agent is down fails at once with 503).
+   */
+  rpc: ComputeRpc;
+  /** The store to use instead of opening `config.databaseUrl` (tests sharing one with in-process hosts); not closed by `close`. */
+  store?: OpenedStore;
+  logger?: Logger;
+}
+
+/** What `startApiService` runs: the APIs' URLs and a bounded graceful `close`. */
+export interface RunningApiService {
+  computeUrl: string;
+  volumeUrl: string | undefined;
+  identityUrl: string | undefined;
+  imageUrl: string;
+  /** This process's instance id (its volume service's token user is serviceUserOf(instanceId)). */
+  instanceId: string;
+  close(): Promise<void>;
+}
+
+/**
+ * `online-extend api`: the compute API (no driver: every host call goes through `deps.rpc`),
+ * the volume API with its extend workflow and reconciler, the embedded Keystone (auth `token`)
+ * and the image API, with every piece of state in the database `config.databaseUrl` names.
+ * Stateless: any number of these run on one database. No data-dir lock and no database file in
+ * the data dir; the data dir holds only the volume backends' files (`volumes/<backend>/`), which
+ * may be a path shared by every api process. The volume service's token for the compute API is
+ * this process's own (kept in the store only, under serviceUserOf(instance)), so processes never
+ * revoke each other's. New servers go to the host ComputeServices.chooseHost picks. Throws
+ * ConfigError without `databaseUrl`.
+ */
+export async function startApiService(config: Config, deps: ApiServiceDeps): Promise<RunningApiService> {
+  if (!deps.store && !config.databaseUrl) {
+    throw new ConfigError('databaseUrl', 'config databaseUrl: the api role keeps its state in a shared database: give --database-url postgresql://… (or sqlite:///PATH on one host)');
+  }
+  const keystoneAuth = keystoneFrom(config);
+  const logger = deps.logger ?? createLogger(config.logLevel);
+  const opened = deps.store ?? (await openStoreUrl(config.databaseUrl!));
+  const closeStore = deps.store ? () => Promise.resolve() : () => opened.close();
+  const store = opened.store;
+  const instanceId = randomUUID().slice(0, 8);
+  let computeApi: ComputeApi | undefined;
+  let volumeApp: VolumeApp | undefined;
+  let serviceToken: ServiceToken | undefined;
+  let reconciler: VolumeReconciler | undefined;
+  let identityApp: Awaited<ReturnType<typeof buildIdentityApp>> | undefined;
+  let imageApp: App | undefined;
+  try {
+    if (keystoneAuth) {
+      keystoneAuth.useLogger(logger.child({ component: 'keystone' }));
+      await keystoneAuth.startInBackground();
+    }
+    for (const b of config.backends) mkdirSync(join(config.dataDir, VOLUMES_DIR, b), { recursive: true, mode: DIR_MODE });
+    const policy = config.policyFile ? PolicyEnforcer.fromFile(config.policyFile) : new PolicyEnforcer();
+    const backends = createBackends(config);
+    const catalog = new ServiceCatalog();
+    const storedTokens = new TokenAuthenticator(store);
+    const auth: Authenticator = keystoneAuth ?? (config.auth === 'noauth' ? new NoAuthAuthenticator(storedTokens) : storedTokens);
+    const services = new ComputeServices({ store, downTimeMs: config.serviceDownTimeMs });
+    const api = await buildComputeApi({
+      store,
+      rpc: new HostCheckedRpc(deps.rpc, services),
+      services,
+      chooseHost: () => services.chooseHost(),
+      hostStatusFromServices: true,
+      logger,
+      policy,
+      ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
+      http: httpLimitsFrom(config),
+      auth,
+    });
+    computeApi = api;
+    const computeUrl = await api.app.listen({ host: config.host, port: config.port });
+    catalog.register('compute', computeUrl);
+    logger.info({ url: computeUrl, instance: instanceId }, 'compute API listening (api role)');
+    imageApp = await buildImageApp({ store, logger, auth, policy, http: httpLimitsFrom(config) });
+    const imageUrl = await imageApp.listen({ host: config.host, port: config.imagePort });
+    catalog.register('image', imageUrl);
+
+    let volumeUrl: string | undefined;
+    if (config.volumeApi) {
+      let currentToken: () => string;
+      if (keystoneAuth) {
+        currentToken = () => keystoneAuth.serviceToken();
+      } else {
+        // Per process, in the store only: a shared data dir holds no token file, and one process's
+        // rotation never revokes another's token. A dead process's token expires within the hour.
+        serviceToken = await ServiceToken.open({
+          store,
+          userId: serviceUserOf(instanceId),
+          ttlMs: API_SERVICE_TOKEN_TTL_MS,
+          onError: (err) => logger.error({ err }, 'service token rotation failed'),
+        });
+        serviceToken.start();
+        const token = serviceToken;
+        currentToken = () => token.current();
+      }
+      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken });
+      const inFlight = new InFlight();
+      volumeApp = await buildVolumeApp({
+        store,
+        logger,
+        policy,
+        backends,
+        defaultBackend: config.defaultBackend,
+        compute,
+        workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
+        http: httpLimitsFrom(config),
+        inFlight,
+        auth,
+      });
+      volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
+      catalog.register('volume', volumeUrl);
+      logger.info({ url: volumeUrl, backends: [...backends.keys()] }, 'volume API listening');
+      // With several api processes, which of them drives an unfinished extend is the workflow's
+      // lease (VolumeStore.claimExtend), not this call.
+      const resumed = await volumeApp.workflow.resumeAll();
+      if (resumed.length) logger.info({ volumes: resumed }, 'resumed unfinished extends');
+      reconciler = new VolumeReconciler({
+        store,
+        backends,
+        compute,
+        inFlight,
+        logger: logger.child({ component: 'volume-reconciler' }),
+        options: { intervalMs: config.volumeReconcileMs, graceMs: config.volumeReconcileMs },
+      });
+      await reconciler.start();
+    }
+
+    let identityUrl: string | undefined;
+    if (config.auth === 'token') {
+      const identity = new IdentityService({ store, users: opened.users, endpoints: catalog, tokenTtlMs: config.identityTokenTtlMs, onRevoke: (token) => auth.forget?.(token) });
+      identityApp = await buildIdentityApp({ identity, logger, baseUrl: catalog.endpoint('identity'), limits: httpLimitsFrom(config) });
+      identityUrl = await identityApp.listen({ host: config.host, port: config.identityPort });
+      catalog.register('identity', identityUrl);
+    }
+    const running = { api, imageApp, volumeApp, reconciler, identityApp, serviceToken };
+    return {
+      computeUrl,
+      volumeUrl,
+      identityUrl,
+      imageUrl,
+      instanceId,
+      /** As serve's close: one deadline; the volume API drains first, then compute and images; then the store closes. */
+      close: async () => {
+        const deadline = Date.now() + config.shutdownGraceMs;
+        const untilDeadline = () => new Promise<void>((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref());
+        if (running.identityApp) await Promise.race([running.identityApp.close(), untilDeadline()]);
+        if (running.volumeApp) {
+          const v = running.volumeApp;
+          await Promise.all([drainServer(v.app, deadline), Promise.race([Promise.all([v.workflow.close(), running.reconciler?.close()]), untilDeadline()])]);
+          await v.app.close();
+        }
+        await Promise.all([drainServer(running.api.app, deadline), drainServer(running.imageApp, deadline)]);
+        await running.imageApp.close();
+        await Promise.race([running.api.servers.idle(), untilDeadline()]);
+        await running.api.app.close();
+        running.serviceToken?.stop();
+        keystoneAuth?.stop();
+        await closeStore();
+      },
+    };
+  } catch (err) {
+    await identityApp?.close().catch(() => undefined);
+    await reconciler?.close().catch(() => undefined);
+    await volumeApp?.workflow.close().catch(() => undefined);
+    await volumeApp?.app.close().catch(() => undefined);
+    await imageApp?.close().catch(() => undefined);
+    await computeApi?.app.close().catch(() => undefined);
+    serviceToken?.stop();
+    keystoneAuth?.stop();
+    await closeStore().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Lifetime of an `api` process's volume-service token (renewed at half): short, since a dead process's token is left to expire. */
+const API_SERVICE_TOKEN_TTL_MS = 3_600_000;
+
+/**
+ * SEAM (G, to be wired at merge): the compute RPC a deployment's `api` process uses, from
+ * `config.transportUrl` (AmqpComputeRpc, src/rpc/amqp/client.ts, over the connection of
+ * src/rpc/amqp/connection.ts). Throws ConfigError without `transportUrl`.
+ */
+export async function openComputeRpc(config: Config, logger: Logger): Promise<{ rpc: ComputeRpc; close(): Promise<void> }> {
+  if (!config.transportUrl) {
+    throw new ConfigError('transportUrl', 'config transportUrl: the api role reaches the compute agents over the message broker: give --transport-url rabbit://USER:PASSWORD@HOST:PORT/VHOST');
+  }
+  logger.debug({ component: 'compute-rpc' }, 'opening compute RPC');
+  throw new Error('the AMQP compute RPC is not wired in yet (src/rpc/amqp/client.ts)');
 }
 
 /** What the start-up checks of the data dir found (openDataDir), for the operator. */

@@ -1,10 +1,10 @@
 /** The `online-extend` command: argv → commands. Logic lives in the modules it calls. */
 import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { ConfigSchema, ConfigError, loadClientConfig, loadConfig, loadSettings, processEnv, type ClientConfig } from './config.js';
-import { startService } from './app.js';
+import { ConfigSchema, ConfigError, loadClientConfig, loadConfig, loadSettings, processEnv, type ClientConfig, type Config, type Flags } from './config.js';
+import { createLogger, openComputeRpc, startApiService, startService } from './app.js';
 import { issueToken, parseDuration, parseRoles, rolesInPolicy, STANDARD_ROLES } from './auth/tokens.js';
-import { openDataDir } from './db/dataDir.js';
+import { DATABASE_URL_HELP, openCommandStore } from './cli/store.js';
 import { ApiError } from './rpc/httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
@@ -17,6 +17,9 @@ import { registerUserCommands } from './cli/users.js';
 import { registerCatalogCommands } from './cli/catalog.js';
 
 type Out = (s: string) => void;
+
+/** The `--transport-url` option's help. */
+const TRANSPORT_URL_HELP = 'the message broker of compute RPC: rabbit://USER:PASSWORD@HOST:PORT/VHOST (env ONLINE_EXTEND_TRANSPORT_URL)';
 
 function readPolicyRules(path: string): Record<string, unknown> {
   const parsed = JSON.parse(readFileSync(path, 'utf8')) as unknown;
@@ -47,28 +50,16 @@ interface ClientOpts {
 }
 
 /**
- * The `online-extend` program: `serve`, `token create`, the compute client commands, `demo`,
- * `volume …` and `lab …`. Output goes to `out`; every setting comes from config.ts (`env` is the
- * environment it reads).
+ * The flags of the processes that serve the APIs (`serve` and `api`): listen addresses and
+ * ports, the data dir, the volume backends, HTTP limits and auth. Driver flags are serve's own.
  */
-export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
-  const program = new Command('online-extend')
-    .description('Grow volumes attached to running libvirt/QEMU guests, online, with nothing lost')
-    .showHelpAfterError();
-
-  program
-    .command('serve')
-    .description('run the compute API (os-online_extend_volume) on this hypervisor host')
+function frontEndOptions(cmd: Command): Command {
+  return cmd
     .option('--host <addr>', 'listen address', undefined)
     .option('--port <port>', 'listen port (default 8774)')
     .option('--data-dir <dir>', 'state directory (default ./data)')
     .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
-    .addOption(new Option('--driver <driver>', 'virt driver').choices(['libvirt', 'fake']))
-    .option('--fake-inventory <file>', 'servers for the fake driver (JSON)')
-    .option('--libvirt-uri <uri>', 'libvirt URI (default qemu:///system)')
-    .option('--default-project <id>', 'project for domains whose metadata names none')
     .option('--policy <file>', 'policy overrides (JSON, oslo.policy rules)')
-    .option('--sync-interval <ms>', 're-read the hypervisor inventory this often')
     .option('--volume-port <port>', 'volume API port (default 8776)')
     .option('--image-port <port>', 'image API port (default 9292; 0 = any free one)')
     .option('--no-volume-api', 'run only the compute API')
@@ -83,8 +74,6 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--http-max-connections <n>', 'open connections per API (default: from the open-files limit)')
     .option('--http-send-timeout <ms>', 'cut a connection whose client takes none of its answers for this long (default 10000)')
     .option('--shutdown-grace <ms>', 'on SIGTERM/SIGINT, let requests being served finish this long, then exit (default 10000)')
-    .option('--fake-latency <ms>', 'delay every fake-driver call (tests of slow requests only)')
-    .option('--allow-orphan-volumes', 'start even though volume files belong to no volume in the database (logged, left alone)')
     .addOption(new Option('--auth <mode>', 'token (default: own tokens and the embedded Keystone), keystone (a real Keystone), noauth (labs only)').choices(['token', 'keystone', 'noauth']))
     .option('--keystone-url <url>', "with --auth keystone: the Keystone to validate tokens with (its /v3 URL)")
     .option('--keystone-service-user <name>', 'with --auth keystone: the service user (default online-extend; needs the service and admin roles)')
@@ -92,42 +81,95 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--keystone-service-password-file <file>', "with --auth keystone: file holding the service user's password (read once at start)")
     .option('--keystone-token-cache <ms>', 'with --auth keystone: how long a validation, valid or not, is trusted (default 5000)')
     .option('--identity-port <port>', 'embedded Keystone v3 port (default 5000; auth token only)')
-    .option('--identity-token-ttl <ms>', 'lifetime of tokens the embedded Keystone issues (default 3600000)')
-    .action(async (o: Record<string, string | boolean | undefined>) => {
+    .option('--identity-token-ttl <ms>', 'lifetime of tokens the embedded Keystone issues (default 3600000)');
+}
+
+/** frontEndOptions' values as config keys. */
+function frontEndFlags(o: Record<string, string | boolean | undefined>): Flags<Config> {
+  return {
+    host: o.host,
+    port: o.port,
+    dataDir: o.dataDir,
+    policyFile: o.policy,
+    volumePort: o.volumePort,
+    imagePort: o.imagePort,
+    volumeApi: o.volumeApi,
+    backends: o.backends,
+    iscsiPortal: o.iscsiPortal,
+    tgtControlPort: o.tgtControlPort,
+    extendTimeoutMs: o.extendTimeout,
+    extendStepDelayMs: o.extendStepDelay,
+    httpHeadersTimeoutMs: o.httpHeadersTimeout,
+    httpRequestTimeoutMs: o.httpRequestTimeout,
+    httpKeepAliveTimeoutMs: o.httpKeepAliveTimeout,
+    httpMaxConnections: o.httpMaxConnections,
+    httpSendTimeoutMs: o.httpSendTimeout,
+    shutdownGraceMs: o.shutdownGrace,
+    auth: o.auth,
+    keystoneUrl: o.keystoneUrl,
+    keystoneServiceUser: o.keystoneServiceUser,
+    keystoneServiceProject: o.keystoneServiceProject,
+    keystoneServicePasswordFile: o.keystoneServicePasswordFile,
+    keystoneTokenCacheMs: o.keystoneTokenCache,
+    identityPort: o.identityPort,
+    identityTokenTtlMs: o.identityTokenTtl,
+  };
+}
+
+/**
+ * Runs `service` until SIGTERM/SIGINT, then closes it within the grace (a second signal, or a
+ * close that hangs past the grace plus 5 s, ends the process at once).
+ */
+function closeOnSignal(out: Out, graceMs: number, service: { close(): Promise<void> }): void {
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    out(`${signal}: shutting down (grace ${graceMs} ms)`);
+    setTimeout(() => process.exit(1), graceMs + 5_000).unref();
+    void service.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`shutdown failed: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+/**
+ * The `online-extend` program: `serve`, `api`, `compute-agent`, `token create`, the compute client commands, `demo`,
+ * `volume …` and `lab …`. Output goes to `out`; every setting comes from config.ts (`env` is the
+ * environment it reads).
+ */
+export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
+  const program = new Command('online-extend')
+    .description('Grow volumes attached to running libvirt/QEMU guests, online, with nothing lost')
+    .showHelpAfterError();
+
+  frontEndOptions(
+    program
+      .command('serve')
+      .description('run the compute API (os-online_extend_volume) on this hypervisor host')
+      .addOption(new Option('--driver <driver>', 'virt driver').choices(['libvirt', 'fake']))
+      .option('--fake-inventory <file>', 'servers for the fake driver (JSON)')
+      .option('--libvirt-uri <uri>', 'libvirt URI (default qemu:///system)')
+      .option('--default-project <id>', 'project for domains whose metadata names none')
+      .option('--sync-interval <ms>', 're-read the hypervisor inventory this often')
+      .option('--fake-latency <ms>', 'delay every fake-driver call (tests of slow requests only)')
+      .option('--allow-orphan-volumes', 'start even though volume files belong to no volume in the database (logged, left alone)'),
+  ).action(async (o: Record<string, string | boolean | undefined>) => {
       const config = loadConfig(env, {
-        host: o.host,
-        port: o.port,
-        dataDir: o.dataDir,
+        ...frontEndFlags(o),
         driver: o.driver ?? (o.fakeInventory ? 'fake' : undefined),
         fakeInventory: o.fakeInventory,
         libvirtUri: o.libvirtUri,
         defaultProject: o.defaultProject,
-        policyFile: o.policy,
         syncIntervalMs: o.syncInterval,
-        volumePort: o.volumePort,
-        imagePort: o.imagePort,
-        volumeApi: o.volumeApi,
-        backends: o.backends,
-        iscsiPortal: o.iscsiPortal,
-        tgtControlPort: o.tgtControlPort,
-        extendTimeoutMs: o.extendTimeout,
-        extendStepDelayMs: o.extendStepDelay,
-        httpHeadersTimeoutMs: o.httpHeadersTimeout,
-        httpRequestTimeoutMs: o.httpRequestTimeout,
-        httpKeepAliveTimeoutMs: o.httpKeepAliveTimeout,
-        httpMaxConnections: o.httpMaxConnections,
-        httpSendTimeoutMs: o.httpSendTimeout,
-        shutdownGraceMs: o.shutdownGrace,
         fakeLatencyMs: o.fakeLatency,
         allowOrphanVolumes: o.allowOrphanVolumes,
-        auth: o.auth,
-        keystoneUrl: o.keystoneUrl,
-        keystoneServiceUser: o.keystoneServiceUser,
-        keystoneServiceProject: o.keystoneServiceProject,
-        keystoneServicePasswordFile: o.keystoneServicePasswordFile,
-        keystoneTokenCacheMs: o.keystoneTokenCache,
-        identityPort: o.identityPort,
-        identityTokenTtlMs: o.identityTokenTtl,
       }, typeof o.config === 'string' ? o.config : undefined);
       // Everything this process creates (the database, its WAL, qemu-img's images, …) is private
       // to the service's user; startService also sets modes explicitly and fixes older files.
@@ -159,6 +201,76 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       process.on('SIGHUP', () => void service.syncInventory().catch((err: unknown) => process.stderr.write(`inventory sync failed: ${(err as Error).message}\n`)));
     });
 
+  frontEndOptions(
+    program
+      .command('api')
+      .description('run the compute, volume, identity and image APIs of a deployment (stateless: any number, on one --database-url; compute hosts over --transport-url)')
+      .option('--database-url <url>', DATABASE_URL_HELP)
+      .option('--transport-url <url>', TRANSPORT_URL_HELP)
+      .option('--rpc-timeout <ms>', 'deadline of one compute RPC call (default 60000)')
+      .option('--service-down-time <ms>', 'a compute host whose heartbeat is older than this is down: calls to it fail at once (default 30000)'),
+  ).action(async (o: Record<string, string | boolean | undefined>) => {
+    const config = loadConfig(env, { ...frontEndFlags(o), databaseUrl: o.databaseUrl, transportUrl: o.transportUrl, rpcTimeoutMs: o.rpcTimeout, serviceDownTimeMs: o.serviceDownTime }, typeof o.config === 'string' ? o.config : undefined);
+    if (!config.databaseUrl) throw new ConfigError('databaseUrl', 'config databaseUrl: api keeps its state in the shared database: give --database-url postgresql://… (env ONLINE_EXTEND_DATABASE_URL)');
+    process.umask(0o077);
+    const logger = createLogger(config.logLevel);
+    const rpc = await openComputeRpc(config, logger);
+    let service: Awaited<ReturnType<typeof startApiService>>;
+    try {
+      service = await startApiService(config, { rpc: rpc.rpc, logger });
+    } catch (err) {
+      await rpc.close().catch(() => undefined);
+      throw err;
+    }
+    const running = service;
+    closeOnSignal(out, config.shutdownGraceMs, { close: async () => { await running.close(); await rpc.close(); } });
+    out(`compute API listening on ${service.computeUrl} (api role, instance ${service.instanceId})`);
+    if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
+    if (service.identityUrl) out(`identity (Keystone v3) listening on ${service.identityUrl}/v3`);
+    out(`image API listening on ${service.imageUrl}`);
+  });
+
+  program
+    .command('compute-agent')
+    .description("run one hypervisor host's compute agent (Nova's nova-compute): its driver, rescans and inventory, serving compute RPC on the broker")
+    .requiredOption('--host <name>', "this compute host's name (Nova's host; the RPC topic is compute.<name>)")
+    .option('--data-dir <dir>', 'state directory of this host (default ./data)')
+    .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
+    .option('--database-url <url>', DATABASE_URL_HELP)
+    .option('--transport-url <url>', TRANSPORT_URL_HELP)
+    .addOption(new Option('--driver <driver>', 'virt driver').choices(['libvirt', 'fake']))
+    .option('--fake-inventory <file>', 'servers for the fake driver (JSON)')
+    .option('--fake-latency <ms>', 'delay every fake-driver call (tests of slow requests only)')
+    .option('--libvirt-uri <uri>', 'libvirt URI (default qemu:///system)')
+    .option('--default-project <id>', 'project for domains whose metadata names none')
+    .option('--iscsi-portal <addr>', 'tgtd portal whose LUN sizes the fake driver reads (default 127.0.0.1:3260)')
+    .option('--sync-interval <ms>', 're-read the hypervisor inventory this often')
+    .option('--heartbeat-interval <ms>', "write this host's service heartbeat this often (default 5000)")
+    .action(async (o: Record<string, string | undefined>) => {
+      const config = loadConfig(env, {
+        computeHost: o.host,
+        dataDir: o.dataDir,
+        databaseUrl: o.databaseUrl,
+        transportUrl: o.transportUrl,
+        driver: o.driver ?? (o.fakeInventory ? 'fake' : undefined),
+        fakeInventory: o.fakeInventory,
+        fakeLatencyMs: o.fakeLatency,
+        libvirtUri: o.libvirtUri,
+        defaultProject: o.defaultProject,
+        iscsiPortal: o.iscsiPortal,
+        syncIntervalMs: o.syncInterval,
+        serviceHeartbeatMs: o.heartbeatInterval,
+      }, o.config);
+      if (!config.databaseUrl) throw new ConfigError('databaseUrl', 'config databaseUrl: compute-agent records its inventory in the shared database: give --database-url postgresql://… (env ONLINE_EXTEND_DATABASE_URL)');
+      if (!config.transportUrl) throw new ConfigError('transportUrl', 'config transportUrl: compute-agent serves compute RPC on the broker: give --transport-url rabbit://USER:PASSWORD@HOST:PORT/VHOST (env ONLINE_EXTEND_TRANSPORT_URL)');
+      process.umask(0o077);
+      // Loaded when run: the agent brings the driver and the broker client with it.
+      const { startComputeAgent } = await import('./agent.js');
+      const agent = await startComputeAgent(config);
+      closeOnSignal(out, config.shutdownGraceMs, agent);
+      out(`compute agent of host ${config.computeHost} running (driver ${config.driver}, topic compute.${config.computeHost})`);
+    });
+
   const token = program.command('token').description('manage API tokens');
   token
     .command('create')
@@ -168,24 +280,26 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .option('--roles <roles>', `comma-separated roles, required: ${STANDARD_ROLES.join(', ')} or those a policy file names`)
     .option('--ttl <duration>', 'lifetime, e.g. 30m, 1h, 7d', '1h')
     .option('--data-dir <dir>', 'state directory (default ./data)')
+    .option('--database-url <url>', DATABASE_URL_HELP)
     .option('--policy <file>', 'policy overrides whose roles may be given too (env ONLINE_EXTEND_POLICY_FILE)')
     .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
-    .action(async (o: { project: string; user: string; roles?: string; ttl: string; dataDir?: string; policy?: string; config?: string }) => {
+    .action(async (o: { project: string; user: string; roles?: string; ttl: string; dataDir?: string; databaseUrl?: string; policy?: string; config?: string }) => {
       // No default: a token's power is chosen, never inherited (it used to be admin).
       if (o.roles === undefined) {
         throw new Error(`--roles is required: name the token's roles, e.g. --roles member (standard roles: ${STANDARD_ROLES.join(', ')}; admin may do everything)`);
       }
-      const config = loadConfig(env, { dataDir: o.dataDir, driver: 'libvirt', policyFile: o.policy }, o.config);
+      const config = loadConfig(env, { dataDir: o.dataDir, databaseUrl: o.databaseUrl, driver: 'libvirt', policyFile: o.policy }, o.config);
       const roles = parseRoles(o.roles, config.policyFile ? rolesInPolicy(readPolicyRules(config.policyFile)) : []);
       const ttlMs = parseDuration(o.ttl);
-      // The same checks as serve (a damaged or missing database is refused), without serve's lock:
-      // tokens may be created while serve runs.
-      const dataDir = openDataDir(config.dataDir, { lock: false });
+      // The shared database --database-url names, or the data dir's with the same checks as
+      // serve (a damaged or missing database is refused) without serve's lock: tokens may be
+      // created while serve runs.
+      const db = await openCommandStore(config);
       try {
-        const { token: t } = await issueToken(dataDir.store, { projectId: o.project, userId: o.user, roles, ttlMs });
+        const { token: t } = await issueToken(db.store, { projectId: o.project, userId: o.user, roles, ttlMs });
         out(t);
       } finally {
-        await dataDir.close();
+        await db.close();
       }
     });
 

@@ -25,8 +25,9 @@ export { FD_RESERVE, maxConnectionsPerApi, softFdLimit } from './util/fdLimit.js
 
 /**
  * Where a key may be set besides the file, kept in the key's schema as documentation:
- * `env` (variable name), `flag` (`serve`'s flag), `unit`, `choices` (the allowed values, for
- * messages), `flagOnly` (never from the environment or a file).
+ * `env` (variable name), `flag` (`serve`'s flag, which `api` has too where it applies; a flag
+ * of other commands names them in parentheses: `--host (compute-agent)`), `unit`, `choices` (the
+ * allowed values, for messages), `flagOnly` (never from the environment or a file).
  */
 interface KeyDoc {
   env?: string;
@@ -67,7 +68,7 @@ export const ConfigSchema = Type.Object(
     libvirtUri: str('libvirt URI', 'qemu:///system', { env: 'ONLINE_EXTEND_LIBVIRT_URI', flag: '--libvirt-uri' }),
     defaultProject: str('Project of servers whose domain metadata names none', 'admin', { env: 'ONLINE_EXTEND_DEFAULT_PROJECT', flag: '--default-project' }),
     policyFile: Type.Optional(Type.String({ description: 'Policy overrides (JSON, oslo.policy rules)', minLength: 1, env: 'ONLINE_EXTEND_POLICY_FILE', flag: '--policy', unit: 'path' })),
-    computeHost: str("This compute host's name in the inventory", hostname()),
+    computeHost: str("This compute host's name in the inventory (Nova's host; compute-agent's RPC topic is compute.<name>)", hostname(), { flag: '--host (compute-agent)' }),
     syncIntervalMs: ms("Re-read the hypervisor's inventory this often (0 = only at start and on demand)", 10_000, { flag: '--sync-interval' }),
     logLevel: Type.String({ description: 'Log level', default: 'info', pattern: oneOf(LOG_LEVELS), env: 'ONLINE_EXTEND_LOG_LEVEL', choices: LOG_LEVELS }),
     backends: Type.Array(Type.String({ pattern: oneOf(KNOWN_BACKENDS) }), {
@@ -145,6 +146,7 @@ export const ConfigSchema = Type.Object(
         minLength: 1,
         pattern: '^(postgresql|postgres|sqlite)://',
         env: 'ONLINE_EXTEND_DATABASE_URL',
+        flag: '--database-url (api, compute-agent, token create, user, flavor, image)',
         unit: 'URL',
       }),
     ),
@@ -154,12 +156,13 @@ export const ConfigSchema = Type.Object(
         minLength: 1,
         pattern: '^rabbit://',
         env: 'ONLINE_EXTEND_TRANSPORT_URL',
+        flag: '--transport-url (api, compute-agent)',
         unit: 'URL',
       }),
     ),
-    rpcTimeoutMs: ms("Deadline of one compute RPC call over the broker (oslo.messaging's rpc_response_timeout); above 0", 60_000, { env: 'ONLINE_EXTEND_RPC_TIMEOUT_MS' }, 1),
-    serviceHeartbeatMs: ms("How often a compute agent writes its heartbeat (Nova's report_interval); above 0", 5_000, {}, 1),
-    serviceDownTimeMs: ms("A compute service whose last heartbeat is older than this is down: calls to its host fail at once with 503 (Nova's service_down_time); above 0", 30_000, {}, 1),
+    rpcTimeoutMs: ms("Deadline of one compute RPC call over the broker (oslo.messaging's rpc_response_timeout); above 0", 60_000, { env: 'ONLINE_EXTEND_RPC_TIMEOUT_MS', flag: '--rpc-timeout (api)' }, 1),
+    serviceHeartbeatMs: ms("How often a compute agent writes its heartbeat (Nova's report_interval); above 0", 5_000, { flag: '--heartbeat-interval (compute-agent)' }, 1),
+    serviceDownTimeMs: ms("A compute service whose last heartbeat is older than this is down: calls to its host fail at once with 503 (Nova's service_down_time); above 0", 30_000, { flag: '--service-down-time (api)' }, 1),
     extendLeaseMs: ms('A workflow worker holds the extend it drives for this long and renews it at a third of it; a dead worker\'s extend is taken over after it; above 0', 15_000, {}, 1),
     fakeLatencyMs: ms('Artificial latency of every fake-driver call: for tests of slow requests only', 0, { flag: '--fake-latency' }),
     allowOrphanVolumes: Type.Boolean({

@@ -71,6 +71,9 @@ export const DEFAULT_POLICY: Readonly<Record<string, string>> = {
   // service role only, not admins. A connection names a host path; only the volume service, which
   // made the volume, may ask compute to hand one to a guest (Nova takes connection_info from Cinder).
   'os_compute_api:os-volume-connections': 'role:service',
+  // Nova's ADMIN: compute services (os-services) are listed and enabled or disabled by admins.
+  'os_compute_api:os-services:list': 'rule:context_is_admin',
+  'os_compute_api:os-services:update': 'rule:context_is_admin',
   // Cinder's defaults (admin or owner): a project's members create, extend (attached too, which
   // needs microversion 3.42), attach, detach and delete its volumes; its readers read them.
   'volume:create': 'rule:project_member_or_admin',

@@ -101,11 +101,29 @@ export const SERVICE_USER = 'online-extend-volume';
 export const SERVICE_PROJECT = 'service';
 export const SERVICE_ROLES: readonly string[] = ['admin', 'service'];
 
+/**
+ * The service user of one process among several on one database (the `api` role):
+ * `online-extend-volume.<instance>`, so that one process's token rotation (which revokes its
+ * user's other tokens) never revokes another's.
+ */
+export function serviceUserOf(instance: string): string {
+  return `${SERVICE_USER}.${instance}`;
+}
+
 /** How `ServiceToken.open` keeps the volume service's token; times in ms. */
 export interface ServiceTokenOptions {
   store: Pick<ComputeStore, 'putToken' | 'getToken' | 'listTokens' | 'deleteToken' | 'deleteExpiredTokens'>;
-  /** Where the current token is kept across restarts (JSON, written 0600). */
-  file: string;
+  /**
+   * Where the current token is kept across restarts (JSON, written 0600). Absent: kept in memory
+   * only (the `api` role: several processes share the data dir, each with its own token).
+   */
+  file?: string;
+  /**
+   * The user the tokens are issued to (default SERVICE_USER). `open` revokes this user's other
+   * tokens, so processes that run side by side on one database each need their own (the `api`
+   * role: SERVICE_USER plus a per-process suffix; serviceUserOf).
+   */
+  userId?: string;
   /** Lifetime of each token (default 24 h). */
   ttlMs?: number;
   /** Rotate once less than this is left (default: half the lifetime). */
@@ -149,7 +167,11 @@ export class ServiceToken {
       throw new Error(`service token: need 0 <= renewBeforeMs < ttlMs, got ${this.renewBeforeMs} and ${this.ttlMs}`);
     }
     this.now = opts.now ?? (() => new Date());
+    this.userId = opts.userId ?? SERVICE_USER;
   }
+
+  /** The user this service token is issued to. */
+  readonly userId: string;
 
   /**
    * Reuse the token in `file` if the store still holds it with more than `renewBeforeMs` left,
@@ -160,13 +182,13 @@ export class ServiceToken {
     const t = new ServiceToken(opts);
     const saved = t.readFile();
     const record = saved ? await opts.store.getToken(hashToken(saved.token)) : undefined;
-    if (saved && record && record.userId === SERVICE_USER && !t.due(record)) {
+    if (saved && record && record.userId === t.userId && !t.due(record)) {
       t.token = saved.token;
       t.record = record;
     } else {
       await t.issue();
     }
-    for (const old of await opts.store.listTokens({ userId: SERVICE_USER })) {
+    for (const old of await opts.store.listTokens({ userId: t.userId })) {
       if (old.hash !== t.record!.hash) await opts.store.deleteToken(old.hash);
     }
     await opts.store.deleteExpiredTokens(t.now());
@@ -222,7 +244,7 @@ export class ServiceToken {
 
   private async issue(): Promise<void> {
     const { token, record } = await issueToken(this.opts.store, {
-      userId: SERVICE_USER,
+      userId: this.userId,
       projectId: SERVICE_PROJECT,
       roles: [...SERVICE_ROLES],
       ttlMs: this.ttlMs,
@@ -230,12 +252,13 @@ export class ServiceToken {
     });
     // The file first: if the process dies now, the next start finds this token and revokes
     // nothing it needs.
-    writePrivateFile(this.opts.file, `${JSON.stringify({ token, expiresAt: record.expiresAt } satisfies TokenFile)}\n`);
+    if (this.opts.file !== undefined) writePrivateFile(this.opts.file, `${JSON.stringify({ token, expiresAt: record.expiresAt } satisfies TokenFile)}\n`);
     this.token = token;
     this.record = record;
   }
 
   private readFile(): TokenFile | undefined {
+    if (this.opts.file === undefined) return undefined;
     try {
       const f = JSON.parse(readFileSync(this.opts.file, 'utf8')) as Partial<TokenFile>;
       return typeof f.token === 'string' && f.token !== '' ? { token: f.token, expiresAt: String(f.expiresAt) } : undefined;

@@ -14,7 +14,7 @@ import { accessSync, constants, openSync, readSync, closeSync, statSync } from '
 import { resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { loadConfig } from '../config.js';
-import { openDataDir } from '../db/dataDir.js';
+import { DATABASE_URL_HELP, openCommandStore } from './store.js';
 import { HOST_DEFINED_FLAVOR, type FlavorRecord, type ImageRecord, type Store } from '../db/store.js';
 import { render, type Format } from './output.js';
 
@@ -147,6 +147,7 @@ export async function addImage(store: Store, image: ImageRecord): Promise<string
 
 interface StoreOpts {
   dataDir?: string;
+  databaseUrl?: string;
   config?: string;
   format: Format;
 }
@@ -154,17 +155,18 @@ interface StoreOpts {
 /** Adds `flavor create|list|delete` and `image create|list|delete` to `program`; output goes to `out`. */
 export function registerCatalogCommands(program: Command, out: Out, env: NodeJS.ProcessEnv): void {
   const withStore = async <T>(o: StoreOpts, fn: (store: Store) => Promise<T>): Promise<T> => {
-    const config = loadConfig(env, { dataDir: o.dataDir, driver: 'libvirt' }, o.config);
-    const dataDir = openDataDir(config.dataDir, { lock: false });
+    const config = loadConfig(env, { dataDir: o.dataDir, databaseUrl: o.databaseUrl, driver: 'libvirt' }, o.config);
+    const db = await openCommandStore(config);
     try {
-      return await fn(dataDir.store);
+      return await fn(db.store);
     } finally {
-      await dataDir.close();
+      await db.close();
     }
   };
   const common = (cmd: Command) =>
     cmd
       .option('--data-dir <dir>', 'state directory (default ./data)')
+      .option('--database-url <url>', DATABASE_URL_HELP)
       .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
       .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'));
 

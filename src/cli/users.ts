@@ -1,6 +1,7 @@
 /**
  * `online-extend user create|list|delete`: the embedded Keystone's users, in the data dir's
- * database (opened as `token create` opens it: checked, not locked, so it works while serve runs).
+ * database (opened as `token create` opens it: checked, not locked, so it works while serve runs),
+ * or in the shared database `--database-url` names (a deployment's `api` processes).
  *
  * Passwords are read from standard input only (`--password-stdin`), never from arguments or the
  * environment (both are visible to other users of the host: `ps`, /proc/PID/environ), and stored
@@ -15,8 +16,7 @@
 import { Option, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { loadConfig, type Flags, type Config } from '../config.js';
-import { openDataDir } from '../db/dataDir.js';
-import { SqliteUserStore } from '../db/users.js';
+import { DATABASE_URL_HELP, openCommandStore } from './store.js';
 import type { ComputeStore } from '../db/store.js';
 import { parseRoles, rolesInPolicy, STANDARD_ROLES } from '../auth/tokens.js';
 import { isProjectId, isUserId, PROJECT_ID_RULE, USER_ID_RULE } from '../auth/ids.js';
@@ -61,6 +61,7 @@ function policyRoles(config: Config): string[] {
 
 interface CommonOpts {
   dataDir?: string;
+  databaseUrl?: string;
   config?: string;
   format: Format;
 }
@@ -68,13 +69,14 @@ interface CommonOpts {
 function common(cmd: Command): Command {
   return cmd
     .option('--data-dir <dir>', 'state directory (default ./data)')
+    .option('--database-url <url>', DATABASE_URL_HELP)
     .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
     .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'));
 }
 
 /** The service config a user command reads (the data dir, the policy file). */
 function serviceConfig(env: NodeJS.ProcessEnv, o: CommonOpts & { policy?: string }): Config {
-  const flags: Flags<Config> = { dataDir: o.dataDir, driver: 'libvirt', policyFile: o.policy };
+  const flags: Flags<Config> = { dataDir: o.dataDir, databaseUrl: o.databaseUrl, driver: 'libvirt', policyFile: o.policy };
   return loadConfig(env, flags, o.config);
 }
 
@@ -97,9 +99,9 @@ export function registerUserCommands(program: Command, out: (s: string) => void,
       const config = serviceConfig(env, o);
       const roles = parseRoles(o.roles, policyRoles(config));
       const passwordHash = await hashPassword(await readPassword(stdin));
-      const dataDir = openDataDir(config.dataDir, { lock: false });
+      const db = await openCommandStore(config);
       try {
-        const users = new SqliteUserStore(dataDir.store.db);
+        const users = db.users;
         const now = new Date().toISOString();
         const existing = await users.getUserByName(o.user);
         let id: string;
@@ -110,7 +112,7 @@ export function registerUserCommands(program: Command, out: (s: string) => void,
           }
           id = existing.id;
           await users.updateUser({ id, projectId: o.project, roles, passwordHash, updatedAt: now });
-          revoked = await revokeTokens(dataDir.store, id);
+          revoked = await revokeTokens(db.store, id);
         } else {
           id = newUserId();
           await users.createUser({ id, name: o.user, projectId: o.project, roles, passwordHash, createdAt: now, updatedAt: now });
@@ -118,20 +120,20 @@ export function registerUserCommands(program: Command, out: (s: string) => void,
         const row = { id, name: o.user, project_id: o.project, roles: roles.join(','), ...(existing ? { updated: true, tokens_revoked: revoked } : {}) };
         out(render(o.format, { user: { ...row, roles } }, [row]));
       } finally {
-        await dataDir.close();
+        await db.close();
       }
     });
 
   common(user.command('list'))
     .description('list users (never their passwords)')
     .action(async (o: CommonOpts) => {
-      const dataDir = openDataDir(serviceConfig(env, o).dataDir, { lock: false });
+      const db = await openCommandStore(serviceConfig(env, o));
       try {
-        const list = await new SqliteUserStore(dataDir.store.db).listUsers();
+        const list = await db.users.listUsers();
         const rows = list.map((u) => ({ id: u.id, name: u.name, project_id: u.projectId, roles: u.roles.join(','), created_at: u.createdAt }));
         out(render(o.format, { users: list.map((u) => ({ id: u.id, name: u.name, project_id: u.projectId, roles: u.roles, created_at: u.createdAt })) }, rows, ['id', 'name', 'project_id', 'roles', 'created_at']));
       } finally {
-        await dataDir.close();
+        await db.close();
       }
     });
 
@@ -139,17 +141,17 @@ export function registerUserCommands(program: Command, out: (s: string) => void,
     .description('remove a user and revoke its tokens')
     .requiredOption('--user <name>', 'user name')
     .action(async (o: CommonOpts & { user: string }) => {
-      const dataDir = openDataDir(serviceConfig(env, o).dataDir, { lock: false });
+      const db = await openCommandStore(serviceConfig(env, o));
       try {
-        const users = new SqliteUserStore(dataDir.store.db);
+        const users = db.users;
         const existing = await users.getUserByName(o.user);
         if (!existing) throw new Error(`no user ${JSON.stringify(o.user)}`);
         await users.deleteUser(existing.id);
-        const revoked = await revokeTokens(dataDir.store, existing.id);
+        const revoked = await revokeTokens(db.store, existing.id);
         const row = { id: existing.id, name: existing.name, deleted: true, tokens_revoked: revoked };
         out(render(o.format, { user: row }, [row]));
       } finally {
-        await dataDir.close();
+        await db.close();
       }
     });
 }

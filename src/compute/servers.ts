@@ -79,8 +79,14 @@ export interface ServerLifecycleOptions {
   store: ComputeStore;
   rpc: ComputeRpc;
   logger: Logger;
-  /** The compute host new servers are built on (one host per process today). */
-  host: string;
+  /** The compute host new servers are built on (`serve`: its one host); or give `chooseHost`. */
+  host?: string;
+  /**
+   * Picks the host each new server is built on (the `api` role: ComputeServices.chooseHost among
+   * the hosts up and enabled); its errors refuse the create before anything is recorded. Wins
+   * over `host`.
+   */
+  chooseHost?: () => Promise<string>;
   volumes?: VolumesForCompute;
   /** How long (ms) a delete retries a detach the volume service refuses for now (default DEFAULT_DETACH_RETRY_MS). */
   detachRetryMs?: number;
@@ -97,7 +103,7 @@ export class ServerLifecycle {
   private readonly store: ComputeStore;
   private readonly rpc: ComputeRpc;
   private readonly log: Logger;
-  private readonly host: string;
+  private readonly chooseHost: () => Promise<string>;
   private readonly volumes: VolumesForCompute | undefined;
   private readonly detachRetryMs: number;
   private readonly recoveryToken: ((server: ServerRecord) => Promise<string>) | undefined;
@@ -110,7 +116,9 @@ export class ServerLifecycle {
     this.store = opts.store;
     this.rpc = opts.rpc;
     this.log = opts.logger;
-    this.host = opts.host;
+    const fixed = opts.host;
+    if (!opts.chooseHost && fixed === undefined) throw new Error('ServerLifecycle: give host or chooseHost');
+    this.chooseHost = opts.chooseHost ?? (() => Promise.resolve(fixed!));
     this.volumes = opts.volumes;
     this.detachRetryMs = opts.detachRetryMs ?? DEFAULT_DETACH_RETRY_MS;
     this.recoveryToken = opts.recoveryToken;
@@ -120,7 +128,8 @@ export class ServerLifecycle {
    * Checks the request, records the server (`building`, `scheduling`) and the `create` action,
    * and builds it in the background. Throws BadRequest (400) for an unknown image ("Can not find
    * requested image") or flavor ("Invalid flavorRef provided."), or a flavor too small for the
-   * image, and CreateServerNotSupported (501) when the host's driver cannot create servers.
+   * image, CreateServerNotSupported (501) when the host's driver cannot create servers, and
+   * what `chooseHost` throws (ServiceUnavailable 503 when no host is up and enabled).
    */
   async create(ctx: RequestContext, req: CreateServerRequest): Promise<CreatedServer> {
     const image = await this.store.getImage(req.imageRef);
@@ -130,15 +139,16 @@ export class ServerLifecycle {
     if (flavor.ramMb < image.minRamMb) throw errors.badRequest("Flavor's memory is too small for requested image.");
     if (flavor.diskGb > 0 && flavor.diskGb < image.minDiskGb) throw errors.badRequest("Flavor's disk is too small for requested image.");
     const boot = spawnImage(image);
-    const caps = await this.rpc.capabilities(this.host);
+    const host = await this.chooseHost();
+    const caps = await this.rpc.capabilities(host);
     if (!caps.capabilities.spawnServer) throw errors.createServerNotSupported(caps.driver);
     const id = randomUUID();
     const createdAt = new Date().toISOString();
     const record = { id, name: req.name, projectId: ctx.projectId, userId: ctx.userId, createdAt, imageRef: image.id, flavorRef: flavor.id, metadata: req.metadata };
-    if (!(await this.store.createServer(this.host, { ...record, taskState: BUILD_TASK_STATES[0] }))) throw errors.internal('A new server id was already taken.');
+    if (!(await this.store.createServer(host, { ...record, taskState: BUILD_TASK_STATES[0] }))) throw errors.internal('A new server id was already taken.');
     await this.store.startAction(this.action(ctx, id, SERVER_ACTIONS.create, createdAt, { image: image.id, flavor: flavor.id }));
     const spec: SpawnSpec = { id, name: req.name, projectId: ctx.projectId, userId: ctx.userId, image: boot, vcpus: flavor.vcpus, ramMb: flavor.ramMb, rootDiskGb: flavor.diskGb };
-    const build = this.track(this.build(ctx, spec, flavor));
+    const build = this.track(this.build(ctx, host, spec, flavor));
     this.builds.set(id, build);
     void build.finally(() => this.builds.delete(id));
     const server = await this.store.getServer(id);
@@ -230,7 +240,7 @@ export class ServerLifecycle {
   }
 
   /** The build: each task state in turn (each step only if nobody moved the task since), then spawn. */
-  private async build(ctx: RequestContext, spec: SpawnSpec, flavor: FlavorRecord): Promise<void> {
+  private async build(ctx: RequestContext, host: string, spec: SpawnSpec, flavor: FlavorRecord): Promise<void> {
     const id = spec.id;
     let at: string = BUILD_TASK_STATES[0];
     try {
@@ -241,14 +251,14 @@ export class ServerLifecycle {
         }
         at = next;
       }
-      const spawned = await this.rpc.spawn(this.host, spec);
+      const spawned = await this.rpc.spawn(host, spec);
       // A delete may have taken the task meanwhile: it destroys what was made (it waits for this build).
       if (!(await this.store.setServerState(id, { state: 'active', taskState: null }, at))) {
         await this.finish(ctx, id, 'Error', 'The server was deleted while it was building.');
         return;
       }
       this.log.info({ serverId: id, requestId: ctx.requestId, vcpus: flavor.vcpus, ramMb: flavor.ramMb, state: spawned.state }, 'server built');
-      await this.rpc.syncServer(this.host, id).catch(() => undefined);
+      await this.rpc.syncServer(host, id).catch(() => undefined);
       await this.finish(ctx, id, 'Success', null);
     } catch (err) {
       const message = isServiceError(err) ? err.message : 'An unexpected error occurred.';

@@ -92,6 +92,7 @@ function bodyFor(method: string, path: string): unknown {
     'POST /v2.1/{project_id}/servers': { server: { name: 'vm', imageRef: 'img', flavorRef: FLAVOR } },
     'POST /v3/{project_id}/volumes/{volume_id}/action': { 'os-extend-bytes': { new_bytes: 128 * MiB } },
     'PUT /v3/{project_id}/volumes/{volume_id}': { volume: { name: 'renamed' } },
+    'PUT /v2/{tenant_id}/os-services/{action}': { host: h.config.computeHost, binary: 'nova-compute' },
   };
   if (method === 'GET' || method === 'DELETE') return undefined;
   if (!(key in bodies)) throw new Error(`no body for ${key}: add one to this table`);
@@ -118,7 +119,8 @@ function fill(template: string, project: string): string {
     .replace('{server_id}', SERVER)
     .replace('{volume_id}', attached)
     .replace('{request_id}', actionId)
-    .replace('{flavor_id}', FLAVOR);
+    .replace('{flavor_id}', FLAVOR)
+    .replace('{action}', 'disable');
 }
 
 /** Everything a request could have changed, seen by the owner of project A and by project B. */

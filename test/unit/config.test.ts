@@ -138,12 +138,39 @@ describe('the schema as documentation', () => {
     expect(maxConnections).toBe(0); // automatic: derived from the open-files limit by the server
   });
 
-  it("names only flags that `serve` has", () => {
-    const serve = buildProgram(() => undefined, {}).commands.find((c) => c.name() === 'serve')!;
-    const flags = new Set(serve.options.map((o) => o.long));
-    const named = props.flatMap(([, s]) => (typeof s.flag === 'string' ? [s.flag] : []));
+  it('names only flags the commands it names have: serve when unqualified, else each command in parentheses (api, compute-agent, token create, user, …)', () => {
+    const program = buildProgram(() => undefined, {});
+    /** The long flags of a command path (`token create`), or of every subcommand of a group (`user`). */
+    const flagsOf = (path: string): Array<Set<string | undefined>> => {
+      let cmd = program;
+      for (const part of path.split(' ')) cmd = cmd.commands.find((c) => c.name() === part)!;
+      expect(cmd, path).toBeDefined();
+      const leaves = cmd.commands.length > 0 ? cmd.commands : [cmd];
+      return leaves.map((c) => new Set(c.options.map((o) => o.long)));
+    };
+    const named = props.flatMap(([key, s]) => (typeof s.flag === 'string' ? [[key, s.flag] as const] : []));
     expect(named.length).toBeGreaterThan(15);
-    for (const flag of named) expect(flags.has(flag), flag).toBe(true);
+    for (const [key, doc] of named) {
+      const m = /^(--[a-z-]+)(?: \((.+)\))?$/.exec(doc);
+      expect(m, `${key}: ${doc}`).not.toBeNull();
+      const [, flag, where] = m!;
+      for (const path of where ? where.split(', ') : ['serve']) {
+        for (const flags of flagsOf(path)) expect(flags.has(flag), `${key}: ${flag} on ${path}`).toBe(true);
+      }
+    }
+  });
+
+  it('gives api every serve flag that is not about the driver or the host it runs on, and compute-agent the driver flags but no API ones', () => {
+    const program = buildProgram(() => undefined, {});
+    const longs = (name: string) => new Set(program.commands.find((c) => c.name() === name)!.options.map((o) => o.long!));
+    const serve = longs('serve');
+    const api = longs('api');
+    const agent = longs('compute-agent');
+    const driverOnly = ['--driver', '--fake-inventory', '--libvirt-uri', '--default-project', '--sync-interval', '--fake-latency', '--allow-orphan-volumes'];
+    expect([...serve].filter((f) => !api.has(f)).sort()).toEqual([...driverOnly].sort());
+    for (const f of ['--driver', '--fake-inventory', '--libvirt-uri', '--sync-interval', '--heartbeat-interval', '--database-url', '--transport-url', '--data-dir', '--config', '--host']) expect(agent.has(f), f).toBe(true);
+    for (const f of ['--port', '--volume-port', '--identity-port', '--image-port', '--auth', '--backends']) expect(agent.has(f), f).toBe(false);
+    for (const f of ['--database-url', '--transport-url']) expect(api.has(f), f).toBe(true);
   });
 
   it('knows every ONLINE_EXTEND_ variable the README names', () => {
