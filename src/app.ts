@@ -659,7 +659,10 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         currentToken = () => token.current();
       }
       const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken });
-      const inFlight = new InFlight();
+      // Several api processes share the database: an operation under way here keeps its record
+      // fresh, so the other processes' reconcilers (which wait volumeReconcileMs after a record's
+      // last change) leave it alone.
+      const inFlight = new InFlight({ store, everyMs: Math.max(1, Math.floor(config.volumeReconcileMs / 2)), logger: logger.child({ component: 'in-flight' }) });
       volumeApp = await buildVolumeApp({
         store,
         logger,
@@ -667,7 +670,9 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         backends,
         defaultBackend: config.defaultBackend,
         compute,
-        workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs },
+        // No workflowOwner: each process is its own worker (a unique default name), so a dead
+        // one's extends are taken over once their lease (extendLeaseMs) ends.
+        workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs, leaseMs: config.extendLeaseMs },
         http: httpLimitsFrom(config),
         inFlight,
         auth,
@@ -749,8 +754,18 @@ export async function openComputeRpc(config: Config, logger: Logger): Promise<{ 
   if (!config.transportUrl) {
     throw new ConfigError('transportUrl', 'config transportUrl: the api role reaches the compute agents over the message broker: give --transport-url rabbit://USER:PASSWORD@HOST:PORT/VHOST');
   }
-  logger.debug({ component: 'compute-rpc' }, 'opening compute RPC');
-  throw new Error('the AMQP compute RPC is not wired in yet (src/rpc/amqp/client.ts)');
+  // Loaded only by the api role: serve never loads the broker client.
+  const { AmqpConnection } = await import('./rpc/amqp/connection.js');
+  const { AmqpComputeRpc } = await import('./rpc/amqp/client.js');
+  const connection = await AmqpConnection.open(config.transportUrl, { logger: logger.child({ component: 'amqp' }), name: 'online-extend api' });
+  const rpc = new AmqpComputeRpc({ connection, timeoutMs: config.rpcTimeoutMs, logger: logger.child({ component: 'compute-rpc' }) });
+  return {
+    rpc,
+    close: async () => {
+      await rpc.close();
+      await connection.close();
+    },
+  };
 }
 
 /** What the start-up checks of the data dir found (openDataDir), for the operator. */
