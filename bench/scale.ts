@@ -340,9 +340,16 @@ async function prepareVolumes(api: Api, token: string): Promise<string[]> {
     if (r.status !== 202 && r.status !== 200) throw new Error(`create: ${r.status} ${r.body}`);
     ids[k] = (JSON.parse(r.body) as { volume: { id: string } }).volume.id;
   });
-  await pool([...Array(EXTENDS).keys()], 16, async (k) => {
-    const r = await call(agent, api.computeUrl, 'POST', `/v2.1/${PROJECT}/servers/${serverId(Math.floor(k / VOLUMES_PER_SERVER))}/os-volume_attachments`, token, { volumeAttachment: { volumeId: ids[k] } });
-    if (r.status !== 200) throw new Error(`attach: ${r.status} ${r.body}`);
+  // One attach at a time per server (Nova refuses a second while one runs: 409 InstanceBusy):
+  // slot by slot over the servers, and again after a 409.
+  const order = [...Array(EXTENDS).keys()].sort((a, b) => (a % VOLUMES_PER_SERVER) - (b % VOLUMES_PER_SERVER) || a - b);
+  await pool(order, 16, async (k) => {
+    for (let attempt = 0; ; attempt++) {
+      const r = await call(agent, api.computeUrl, 'POST', `/v2.1/${PROJECT}/servers/${serverId(Math.floor(k / VOLUMES_PER_SERVER))}/os-volume_attachments`, token, { volumeAttachment: { volumeId: ids[k] } });
+      if (r.status === 200) return;
+      if (r.status !== 409 || attempt > 50) throw new Error(`attach: ${r.status} ${r.body}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
   });
   // Attachments finish in the background: wait until every volume is in-use.
   for (;;) {

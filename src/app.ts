@@ -141,6 +141,8 @@ export interface ComputeApiDeps extends Omit<ComputeAppDeps, 'driver' | 'compute
   services: ComputeServices;
   host?: string;
   chooseHost?: () => Promise<string>;
+  /** Show each server's host_status from its host's compute service (the api role); else `UP` (serve). */
+  hostStatusFromServices?: boolean;
 }
 
 /** The compute API without a driver: the app, the services behind its routes, and its auth. */
@@ -185,6 +187,7 @@ export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi>
     ...(deps.volumes ? { volumes: deps.volumes } : {}),
     // Nova's 2.47 flavor dict: the flavor the server was built with, from the store unless a test gives its own.
     lookupFlavor: deps.lookupFlavor ?? ((id: string) => deps.store.getFlavor(id)),
+    ...(deps.hostStatusFromServices ? { hostStatusOf: (host: string) => deps.services.hostStatus(host) } : {}),
   };
   registerComputeVersions(app);
   registerOnlineExtendVolume(app, routeDeps);
@@ -622,6 +625,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
       rpc: new HostCheckedRpc(deps.rpc, services),
       services,
       chooseHost: () => services.chooseHost(),
+      hostStatusFromServices: true,
       logger,
       policy,
       ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
@@ -655,7 +659,10 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         currentToken = () => token.current();
       }
       const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken });
-      const inFlight = new InFlight();
+      // Several api processes share the database: an operation under way here keeps its record
+      // fresh, so the other processes' reconcilers (which wait volumeReconcileMs after a record's
+      // last change) leave it alone.
+      const inFlight = new InFlight({ store, everyMs: Math.max(1, Math.floor(config.volumeReconcileMs / 2)), logger: logger.child({ component: 'in-flight' }) });
       volumeApp = await buildVolumeApp({
         store,
         logger,
@@ -663,8 +670,8 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         backends,
         defaultBackend: config.defaultBackend,
         compute,
-        // Every api process is a workflow worker under its own (default, unique) owner name: a
-        // dead one's extends are taken over by the others once its leases run out.
+        // No workflowOwner: each process is its own worker (a unique default name), so a dead
+        // one's extends are taken over once their lease (extendLeaseMs) ends.
         workflow: { timeoutMs: config.extendTimeoutMs, stepDelayMs: config.extendStepDelayMs, watchdogMs: config.extendWatchdogMs, leaseMs: config.extendLeaseMs },
         http: httpLimitsFrom(config),
         inFlight,
@@ -739,7 +746,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
 const API_SERVICE_TOKEN_TTL_MS = 3_600_000;
 
 /**
- * The compute RPC a deployment's `api` process uses, from
+ * SEAM (G, to be wired at merge): the compute RPC a deployment's `api` process uses, from
  * `config.transportUrl` (AmqpComputeRpc, src/rpc/amqp/client.ts, over the connection of
  * src/rpc/amqp/connection.ts). Throws ConfigError without `transportUrl`.
  */
@@ -747,13 +754,11 @@ export async function openComputeRpc(config: Config, logger: Logger): Promise<{ 
   if (!config.transportUrl) {
     throw new ConfigError('transportUrl', 'config transportUrl: the api role reaches the compute agents over the message broker: give --transport-url rabbit://USER:PASSWORD@HOST:PORT/VHOST');
   }
-  // Loaded when used: only the api role brings the broker client with it.
+  // Loaded only by the api role: serve never loads the broker client.
   const { AmqpConnection } = await import('./rpc/amqp/connection.js');
   const { AmqpComputeRpc } = await import('./rpc/amqp/client.js');
-  // Answers at once even while the broker is away: calls fail fast (MessagingUnavailable) until it is back.
-  const connection = await AmqpConnection.open(config.transportUrl, { logger, name: 'online-extend api' });
-  const rpc = new AmqpComputeRpc({ connection, timeoutMs: config.rpcTimeoutMs, logger });
-  logger.info({ broker: connection.broker }, 'compute RPC over the message broker');
+  const connection = await AmqpConnection.open(config.transportUrl, { logger: logger.child({ component: 'amqp' }), name: 'online-extend api' });
+  const rpc = new AmqpComputeRpc({ connection, timeoutMs: config.rpcTimeoutMs, logger: logger.child({ component: 'compute-rpc' }) });
   return {
     rpc,
     close: async () => {

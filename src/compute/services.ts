@@ -26,6 +26,9 @@ export const NOVA_COMPUTE = 'nova-compute';
 /** The RPC topic compute services listen on (`compute.<host>`). */
 export const COMPUTE_TOPIC = 'compute';
 
+/** Nova's HostStatus values this service gives (DOWN is for forced-down services, which are not implemented). */
+export type HostStatus = 'UP' | 'UNKNOWN' | 'MAINTENANCE';
+
 /** A service as the API shows it: the stored row and whether it is up now. */
 export interface ServiceState extends ServiceRecord {
   up: boolean;
@@ -93,6 +96,18 @@ export class ComputeServices {
     const count = new Map(candidates.map((h) => [h, 0]));
     for (const s of await this.store.listServers()) if (count.has(s.host)) count.set(s.host, count.get(s.host)! + 1);
     return [...count].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))[0]![0];
+  }
+
+  /**
+   * Nova's `host_status` of a server on `host` (2.16): `MAINTENANCE` when its compute service is
+   * disabled, `UP` when it is up, `UNKNOWN` when its heartbeat is stale or it never reported (as
+   * Nova's get_instance_host_status). Reads the cached services list.
+   */
+  async hostStatus(host: string): Promise<HostStatus> {
+    const service = (await this.byHost()).get(host);
+    if (!service) return 'UNKNOWN';
+    if (service.disabled) return 'MAINTENANCE';
+    return serviceIsUp(service, this.now(), this.downTimeMs) ? 'UP' : 'UNKNOWN';
   }
 
   /** Disable or enable `host`'s `binary` (os-services disable/enable); false if there is no such service. Host checks see it at once. */

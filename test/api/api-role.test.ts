@@ -4,7 +4,8 @@
  * the AMQP RPC does by topic), one SQLite database by URL, real HTTP. Calls go to the host that
  * owns the server; a host whose heartbeat is stale is refused at once with 503
  * ComputeHostUnavailable and no call reaches it; os-services lists both hosts up or down; new
- * servers go to the host up and enabled with the fewest servers; two api services on the one
+ * servers go to the host up and enabled with the fewest servers; a server's host_status follows
+ * its host's service; two api services on the one
  * database serve the same volumes, each with its own service token.
  */
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -122,6 +123,28 @@ describe('a host whose compute service is down', () => {
     await beat('host-b');
     await pastCache();
     expect((await call(api1.computeUrl, 'GET', `/v2/${PROJECT}/servers/${SERVER_B}/os-online_extend_volume/${VOL_B}`, admin)).status).toBe(200);
+  });
+});
+
+describe("a server's host_status (2.16, admins) in the api role", () => {
+  const hostStatus = async (serverId: string) =>
+    (await call(api1.computeUrl, 'GET', `/v2.1/servers/${serverId}`, admin, undefined, { 'openstack-api-version': 'compute 2.16' })).body!.server.host_status as string;
+
+  it("is its host's compute service: UP, UNKNOWN once the heartbeat is stale, MAINTENANCE while disabled", async () => {
+    await beat('host-a');
+    await beat('host-b', config.serviceDownTimeMs + 5_000);
+    await shared.store.setServiceDisabled('host-a', NOVA_COMPUTE, true, 'patching');
+    try {
+      await pastCache();
+      expect([await hostStatus(SERVER_A), await hostStatus(SERVER_B)]).toEqual(['MAINTENANCE', 'UNKNOWN']);
+      await shared.store.setServiceDisabled('host-a', NOVA_COMPUTE, false, null);
+      await beat('host-b');
+      await pastCache();
+      expect([await hostStatus(SERVER_A), await hostStatus(SERVER_B)]).toEqual(['UP', 'UP']);
+    } finally {
+      await shared.store.setServiceDisabled('host-a', NOVA_COMPUTE, false, null);
+      await beat('host-b');
+    }
   });
 });
 

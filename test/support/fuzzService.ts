@@ -12,7 +12,7 @@
  */
 import { request as httpRequest, Agent } from 'node:http';
 import { readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isDeepStrictEqual } from 'node:util';
@@ -404,6 +404,11 @@ export const bodyHints: Hints = (key, schema) => {
         // Refused below 2.51 (the fuzz sends no version), accepted and acting from it.
         { weight: 1, arbitrary: fc.constant('volume-extended') },
       );
+    // os-services enable/disable: this service's one compute host, mostly (serve's default host name).
+    case 'host':
+      return fc.oneof({ weight: 6, arbitrary: fc.constant<Val>(hostname()) }, { weight: 1, arbitrary: fc.constantFrom<Val>('no-such-host', '') });
+    case 'binary':
+      return fc.oneof({ weight: 6, arbitrary: fc.constant<Val>('nova-compute') }, { weight: 1, arbitrary: fc.constantFrom<Val>('nova-scheduler', '') });
     case 'server_uuid':
       return fc.oneof({ weight: 4, arbitrary: fc.constant<Val>(ref('attachmentServer')) }, { weight: 2, arbitrary: some('server') }, { weight: 1, arbitrary: fc.uuid() });
     case 'tag':

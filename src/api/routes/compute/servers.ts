@@ -36,7 +36,7 @@ import type { VolumesForCompute } from '../../../rpc/volumeClient.js';
 import { errors } from '../../../errors.js';
 import { computeRoute, type ComputeScope } from './route.js';
 import { nameFilter } from './nameFilter.js';
-import { actionDetailView, actionView, actionWithEvents, attachmentView, serverDetail, serverSummary, V2_47, V2_51 } from './views.js';
+import { actionDetailView, actionView, actionWithEvents, attachmentView, serverDetail, serverSummary, V2_16, V2_47, V2_51 } from './views.js';
 
 /** What the servers routes need beyond ServerDeps. */
 export interface ServersRouteDeps extends ServerDeps {
@@ -45,6 +45,8 @@ export interface ServersRouteDeps extends ServerDeps {
   volumes?: VolumesForCompute;
   /** The flavor a server was built with, for the 2.47 flavor dict; absent or unknown: `{}` (Nova's answer for a deleted flavor). */
   lookupFlavor?: (id: string) => Promise<FlavorRecord | undefined>;
+  /** Nova's host_status of a server's host (2.16, admins); absent: `UP` (serve: this process is the host). */
+  hostStatusOf?: (host: string) => Promise<string>;
 }
 
 /** The caller's token (authorize has already accepted it), forwarded to the volume service. */
@@ -100,11 +102,13 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
       if (!f) flavors.set(server.flavorRef, (f = deps.lookupFlavor(server.flavorRef)));
       flavor = await f;
     }
+    const hostStatus = await allowed(deps, req, 'os_compute_api:servers:show:host_status', target);
     return {
       version: req.apiVersion,
       scope,
       extendedAttributes: await allowed(deps, req, 'os_compute_api:os-extended-server-attributes', target),
-      hostStatus: await allowed(deps, req, 'os_compute_api:servers:show:host_status', target),
+      hostStatus,
+      hostState: hostStatus && req.apiVersion.atLeast(V2_16) && deps.hostStatusOf ? await deps.hostStatusOf(server.host) : undefined,
       flavor,
     };
   };

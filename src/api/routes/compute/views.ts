@@ -81,6 +81,8 @@ export interface ServerViewContext {
   extendedAttributes: boolean;
   /** Passes `os_compute_api:servers:show:host_status` (admins): `host_status` from 2.16. */
   hostStatus: boolean;
+  /** The `host_status` shown then: the host's compute service (the api role); absent: `UP` (serve, whose one host is this process). */
+  hostState?: string | undefined;
   /** The server's flavor for 2.47 and later (undefined: none or unknown). */
   flavor?: FlavorRecord | undefined;
 }
@@ -190,8 +192,8 @@ export function serverDetail(s: ServerRecord, ctx: ServerViewContext): Record<st
   view['OS-EXT-STS:power_state'] = nova.powerState;
   // Volumes we attach are never deleted with the server (Nova's delete_on_termination false).
   view['os-extended-volumes:volumes_attached'] = s.attachments.map((a) => (v.atLeast(V2_3) ? { id: a.volumeId, delete_on_termination: false } : { id: a.volumeId }));
-  // This process is the compute service of every server it shows: its host is up.
-  if (v.atLeast(V2_16) && ctx.hostStatus) view.host_status = 'UP';
+  // serve is the compute service of every server it shows: its host is up. The api role asks the host's service.
+  if (v.atLeast(V2_16) && ctx.hostStatus) view.host_status = ctx.hostState ?? 'UP';
   if (v.atLeast(V2_9)) view.locked = false;
   if (v.atLeast(V2_19)) view.description = null;
   if (v.atLeast(V2_26)) view.tags = [];
