@@ -20,6 +20,7 @@
  *
  *   npm run bench -- scale      (or: node --import tsx bench/scale.ts)
  *   BENCH_HOSTS=50 BENCH_SERVERS=10000 BENCH_SMALL_SERVERS=10 BENCH_EXTENDS=1000 BENCH_ROUNDS=3 BENCH_SECONDS=4 BENCH_CONNECTIONS=8
+ *   BENCH_PROFILE=DIR   V8 CPU profiles of the api and serve processes
  *
  * Starts its own PostgreSQL and RabbitMQ (test/support/postgres.ts, rabbitmq.ts) and every
  * process it needs, and stops them all by pid.
@@ -151,7 +152,9 @@ async function startAgents(spec: AgentsSpec): Promise<Proc> {
 
 /** Runs the CLI with `args` and waits for lines matching each of `want`; answers the first group of each. */
 async function startCli(args: string[], want: RegExp[]): Promise<Proc & { found: string[] }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
+  // BENCH_PROFILE=DIR: the api and serve processes write V8 CPU profiles there (where the time goes).
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+  const child = spawn(process.execPath, [...profile, BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
   const found: string[] = [];
   const rl = createInterface({ input: child.stdout! });
   let stderr = '';
@@ -412,15 +415,29 @@ async function extendRound(apis: Api[], token: string, ids: string[], gib: numbe
   let stuck = 0;
   for (const id of ids) {
     const s = states.get(id);
+    const fileBytes = statSync(join(dataDir, 'volumes', 'file', `${id}.raw`), { throwIfNoEntry: false })?.size;
     if (!s || s.status === 'extending') stuck++;
-    else if (s.status !== 'in-use' || s.size !== gib || statSync(join(dataDir, 'volumes', 'file', `${id}.raw`), { throwIfNoEntry: false })?.size !== gib * GiB) lost++;
+    else if (s.status !== 'in-use' || s.size !== gib || fileBytes !== gib * GiB) {
+      lost++;
+      console.error(`lost update: volume ${id} ${s.status} ${s.size} GiB, file ${fileBytes} bytes (want in-use ${gib} GiB)`);
+    }
   }
   // One extend action per volume per round, each a success.
   await pool(ids, 16, async (id) => {
-    const r = await call(agent, apis[0]!.volumeUrl, 'GET', `/v3/${PROJECT}/volumes/${id}/os-volume-actions`, token);
-    const actions = (JSON.parse(r.body) as { volumeActions: Array<{ action: string; result?: string; message?: string | null }> }).volumeActions.filter((a) => a.action === 'extend');
+    // The volume is back at rest a moment before its action's finish is written: an action still
+    // without a result is read again (for up to 5 s) before it counts.
+    let actions: Array<{ action: string; result?: string | null; message?: string | null }> = [];
+    for (let tries = 0; tries < 50; tries++) {
+      const r = await call(agent, apis[0]!.volumeUrl, 'GET', `/v3/${PROJECT}/volumes/${id}/os-volume-actions`, token);
+      actions = (JSON.parse(r.body) as { volumeActions: typeof actions }).volumeActions.filter((a) => a.action === 'extend');
+      if (actions.every((a) => a.result != null)) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
     const want = gib - 1;
-    if (actions.length !== want || actions.some((a) => a.result !== 'Success')) lost++;
+    if (actions.length !== want || actions.some((a) => a.result !== 'Success')) {
+      lost++;
+      console.error(`lost update: volume ${id} has ${actions.length} extend actions (want ${want}): ${JSON.stringify(actions)}`);
+    }
   });
   agent.destroy();
   const latencies = ids.filter((id) => doneAt.has(id)).map((id) => doneAt.get(id)! - sentAt.get(id)!).sort((a, b) => a - b);

@@ -51,6 +51,9 @@ const KEEP_FAULTED_ERROR = (reported: string) => `CASE WHEN servers.state = 'err
 const NOT_KEPT_WITHOUT_DOMAIN = `NOT (created_at IS NOT NULL AND state IN ('building', 'error'))`;
 
 const SQL = {
+  getServer: `
+    SELECT s.*, COALESCE((SELECT json_agg(a ORDER BY a.device) FROM attachments a WHERE a.server_id = s.id), '[]'::json) AS attachments_json
+      FROM servers s WHERE s.id = $1`,
   upsertServers: `
     INSERT INTO servers (id, name, project_id, host, state, task_state, updated_at, vcpus, memory_mb, discovered_at)
     SELECT u.id, u.name, u.project_id, $1, u.state, NULL, $2, u.vcpus, u.memory_mb, $2
@@ -171,9 +174,11 @@ export class PgInventory {
 
   /** See Store.getServer. */
   async getServer(id: string): Promise<ServerRecord | undefined> {
-    const [s, a] = await Promise.all([this.pool.query('SELECT * FROM servers WHERE id = $1', [id]), this.attachmentsOf(id)]);
-    const row = s.rows[0] as Row | undefined;
-    return row ? toServer(row, a) : undefined;
+    // The hot path of every server-scoped request: one round trip (the attachments as a JSON
+    // array beside the row), a prepared statement (parsed and planned once per connection).
+    const { rows } = await this.pool.query({ name: 'oe-get-server', text: SQL.getServer, values: [id] });
+    const row = rows[0] as (Row & { attachments_json: Row[] }) | undefined;
+    return row ? toServer(row, row.attachments_json.map(toAttachment)) : undefined;
   }
 
   /** See Store.listServers. Throws errors.markerNotFound for a marker not in the listing. */
