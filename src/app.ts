@@ -746,9 +746,10 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
 const API_SERVICE_TOKEN_TTL_MS = 3_600_000;
 
 /**
- * SEAM (G, to be wired at merge): the compute RPC a deployment's `api` process uses, from
- * `config.transportUrl` (AmqpComputeRpc, src/rpc/amqp/client.ts, over the connection of
- * src/rpc/amqp/connection.ts). Throws ConfigError without `transportUrl`.
+ * The compute RPC a deployment's `api` process uses: AmqpComputeRpc (src/rpc/amqp/client.ts)
+ * over one connection to `config.transportUrl` (src/rpc/amqp/connection.ts), each call with the
+ * deadline `rpcTimeoutMs`. Resolves while the broker is away (calls then fail at once with
+ * MessagingUnavailable, and work again once it is back). Throws ConfigError without `transportUrl`.
  */
 export async function openComputeRpc(config: Config, logger: Logger): Promise<{ rpc: ComputeRpc; close(): Promise<void> }> {
   if (!config.transportUrl) {
