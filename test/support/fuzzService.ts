@@ -349,11 +349,12 @@ export const pathHints: PathHints = (route, p) => {
       if (route.path.includes('{server_id}')) {
         return fc.oneof({ weight: 8, arbitrary: fc.constant(at('attachmentVolume')) }, { weight: 2, arbitrary: path(some('volume')) }, { weight: 1, arbitrary: path(some('otherVolume')) });
       }
-      // An action on an attached volume needs microversion 3.42, which the fuzz rarely sends:
-      // actions go mostly to available volumes, or valid ones would be too rare to count on.
+      // An action on an attached volume needs microversion 3.42, which the fuzz rarely sends, and
+      // an attached volume cannot be deleted: actions and deletes go mostly to available volumes,
+      // or valid ones would be too rare to count on.
       return fc.oneof(
         { weight: 4, arbitrary: path(some('volume')) },
-        { weight: route.path.endsWith('/action') ? 30 : 3, arbitrary: path(some('availableVolume')) },
+        { weight: route.path.endsWith('/action') || route.method === 'DELETE' ? 30 : 3, arbitrary: path(some('availableVolume')) },
         { weight: 3, arbitrary: path(some('attachedVolume')) },
         { weight: 1, arbitrary: path(some('otherVolume')) },
       );
