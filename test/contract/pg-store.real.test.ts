@@ -8,6 +8,8 @@ import { openStoreUrl } from '../../src/db/open.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import type { Store } from '../../src/db/store.js';
 import { PG_SCHEMA_VERSION, PgStore, PgUserStore } from '../../src/db/postgres/index.js';
+import { createPool, inTransaction } from '../../src/db/postgres/pool.js';
+import { unexpectedError } from '../../src/errors.js';
 import { describeReal } from '../support/real.js';
 import { postgresMissing, startPostgres, type PostgresHarness } from '../support/postgres.js';
 import { describeStoreContract } from './store.contract.js';
@@ -270,6 +272,49 @@ describePg('PostgreSQL 15', () => {
       expect((await store.getFlavor('f1'))?.name).toBe('f1');
     } finally {
       await store.close();
+    }
+  });
+
+  it('survives a restart in the middle of transactions: each fails with a database error, none ends the process, and work goes on after', async () => {
+    const h = await cluster();
+    const url = await freshDb();
+    const pool = createPool(url, 6);
+    await pool.query('CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL)');
+    await pool.query('INSERT INTO counter VALUES (1, 0)');
+    const failures: unknown[] = [];
+    let committed = 0;
+    let stop = false;
+    // Transactions that hold their connection across a pause: the restart lands between two of their queries.
+    const loop = async () => {
+      while (!stop) {
+        try {
+          await inTransaction(pool, async (c) => {
+            await c.query('SELECT n FROM counter WHERE id = 1 FOR UPDATE');
+            await new Promise((r) => setTimeout(r, 20));
+            await c.query('UPDATE counter SET n = n + 1 WHERE id = 1');
+          });
+          committed++;
+        } catch (err) {
+          failures.push(err);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    };
+    try {
+      const loops = Array.from({ length: 6 }, loop);
+      await new Promise((r) => setTimeout(r, 500));
+      await h.restart();
+      await new Promise((r) => setTimeout(r, 1500));
+      stop = true;
+      await Promise.all(loops);
+      // Had an 'error' event gone unheard, the process (this test run) would have ended here.
+      expect(failures.length).toBeGreaterThan(0);
+      for (const err of failures) expect(unexpectedError(err)).toMatchObject({ code: 'DatabaseUnavailable', status: 503, final: false });
+      const { rows } = await pool.query('SELECT n FROM counter WHERE id = 1');
+      expect(rows[0].n).toBe(committed);
+    } finally {
+      stop = true;
+      await pool.end();
     }
   });
 });

@@ -62,6 +62,14 @@ export function createPool(url: string, max = PG_POOL_SIZE): pg.Pool {
 export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
   const c = await pool.connect();
   let broken: Error | undefined;
+  // While a client is checked out, pg-pool listens to none of its errors: a server that goes
+  // away between two queries of the transaction (a restart: 57P01, a cut connection) would emit
+  // 'error' with no listener and end the process. Kept here, the next query fails with it and
+  // the client is dropped on release.
+  const onError = (err: Error): void => {
+    broken ??= err;
+  };
+  c.on('error', onError);
   try {
     await c.query(begin);
     const out = await fn(c);
@@ -75,6 +83,7 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => 
     }
     throw e;
   } finally {
+    c.off('error', onError);
     c.release(broken);
   }
 }
