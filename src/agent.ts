@@ -5,8 +5,8 @@
  * RabbitMQ (rpc/amqp/server.ts), keeps the host's inventory in the shared database and writes
  * the host's heartbeat into Nova's `services` table.
  *
- * What it does at start (the host's part of Nova's init_host): one inventory sync before it
- * consumes calls. The other start-up recovery `buildComputeApp` does for `serve` stays with the
+ * What it does at start (the host's part of Nova's init_host): it takes the host's RPC queue
+ * (refused if another agent holds it), then syncs the host's inventory once. The other start-up recovery `buildComputeApp` does for `serve` stays with the
  * API processes, which own that state: ServerLifecycle.recover (builds and deletes are driven by
  * the API, the deletes' detaches go through the volume service with the API's tokens),
  * ComputeAPI.clearStaleTasks (task states ComputeAPI sets around an attach or detach it runs) and
@@ -14,6 +14,7 @@
  * restarts interrupts none of them: their RPC call fails uncertain and the API side ends or
  * retries it; clearing them from an agent would cut under an API process still running them.
  */
+import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { ConfigError } from './config.js';
@@ -50,8 +51,8 @@ export interface RunningComputeAgent {
 
 /**
  * Starts the agent of `config.computeHost` (see the module comment): opens the store at
- * `config.databaseUrl`, the driver, the ComputeManager, one inventory sync, the RPC server on
- * `config.transportUrl` (resolves once it consumes: it waits while the broker is away), a sync
+ * `config.databaseUrl`, the driver, the ComputeManager, the RPC server on
+ * `config.transportUrl` (resolves once it consumes: it waits while the broker is away), one inventory sync, a sync
  * loop every `syncIntervalMs` (0: none) and a heartbeat every `serviceHeartbeatMs` (failures are
  * logged and the loop goes on: the database may be briefly away).
  *
@@ -69,6 +70,8 @@ export async function startComputeAgent(config: Config, deps: ComputeAgentDeps =
   let server: ComputeRpcServer | undefined;
   const timers: NodeJS.Timeout[] = [];
   try {
+    // The host's own state (the libvirt driver's instances, the fake's hypervisor file) lives here.
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     driver = deps.driver ?? (await createDriver(config, logger));
     const manager = new ComputeManager({ host, driver, store: opened.store, defaultProjectId: config.defaultProject, logger: logger.child({ component: 'compute-manager' }) });
     const heartbeats = { written: 0, failed: 0 };
@@ -86,11 +89,14 @@ export async function startComputeAgent(config: Config, deps: ComputeAgentDeps =
         heartbeatFailing = true;
       }
     };
-    // The host's inventory before the first call: as `serve` syncs before it listens.
-    await manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'initial inventory sync failed; the sync loop retries'));
+    // The host's queue first (exclusive: HostTakenError if another agent serves the host), then
+    // the host's inventory: an agent started by mistake for a host that already has one must be
+    // refused before it writes its own inventory over that host's. Calls that come before the
+    // first sync ends are answered from the driver, which the manager asks directly.
     connection = await AmqpConnection.open(config.transportUrl, { logger, name: `online-extend compute-agent ${host}` });
     server = new ComputeRpcServer({ connection, manager, logger });
     await server.start();
+    await manager.syncInventory().catch((err: unknown) => logger.warn({ err }, 'initial inventory sync failed; the sync loop retries'));
     await beat();
     const heartbeat = setInterval(() => void beat(), config.serviceHeartbeatMs);
     heartbeat.unref();

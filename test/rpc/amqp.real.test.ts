@@ -414,6 +414,14 @@ d('compute RPC over RabbitMQ', () => {
       expect(Date.parse(later!.updatedAt)).toBeGreaterThan(Date.parse(first!.updatedAt));
       expect(later!.id).toBe(first!.id);
       expect(agent.heartbeats.written).toBeGreaterThanOrEqual(2);
+      // A second agent started by mistake for the same host, with another (empty) inventory: refused
+      // before it writes anything, so the host's servers stay as the first agent recorded them.
+      const empty = join(dir, 'inventory-empty.json');
+      writeFileSync(empty, JSON.stringify({ servers: [] }));
+      const before = await reader.listServers();
+      await expect(startComputeAgent({ ...config, fakeInventory: empty, dataDir: join(dir, 'second') }, { logger: log })).rejects.toBeInstanceOf(HostTakenError);
+      expect(await reader.listServers()).toEqual(before);
+      expect(before.map((x) => x.id)).toContain('agent-srv');
       await agent.close();
       agent = undefined;
       // Gone: its queue went with it, so a call fails at once.
