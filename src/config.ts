@@ -218,7 +218,18 @@ function expected(s: TSchema): string {
   if (s.type === 'integer') return s.maximum !== undefined ? `an integer from ${s.minimum} to ${s.maximum}` : s.minimum ? `an integer of at least ${s.minimum}` : 'a non-negative integer';
   if (s.type === 'boolean') return 'true or false';
   if (s.pattern === '^https?://') return 'an http:// or https:// URL';
+  if (s.pattern === '^(postgresql|postgres|sqlite)://') return 'a postgresql://, postgres:// or sqlite:/// URL';
+  if (s.pattern === '^rabbit://') return 'a rabbit://USER:PASSWORD@HOST:PORT/VHOST URL';
   return 'a non-empty string';
+}
+
+/**
+ * A refused value as a message shows it: URLs (database, broker, Keystone) may carry a password
+ * (`user:PASSWORD@`, `?password=`), masked whatever else is wrong with them.
+ */
+function shown(s: TSchema, value: unknown): string {
+  if (s.unit !== 'URL' || typeof value !== 'string') return JSON.stringify(value);
+  return JSON.stringify(value.replace(/:[^:@/?#]*@/g, ':***@').replace(/([?&;]password=)[^&;#]*/gi, '$1***'));
 }
 
 /** A string from the environment, a flag or a file turned into the key's type, where it plainly is one. */
@@ -267,7 +278,7 @@ export function loadSettings<S extends TObject>(schema: S, sources: { env?: Node
     const key = first.path.split('/')[1] ?? '';
     const s = props[key];
     if (!s) throw new ConfigError(key, `config: ${first.message}`);
-    throw new ConfigError(key, `config ${key}: expected ${expected(s)}, got ${JSON.stringify(merged[key])} (from ${from[key]})`);
+    throw new ConfigError(key, `config ${key}: expected ${expected(s)}, got ${shown(s, merged[key])} (from ${from[key]})`);
   }
   return merged as Static<S>;
 }

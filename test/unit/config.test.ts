@@ -195,3 +195,25 @@ describe('online-extend config', () => {
     expect(settings.find((s) => s.key === 'token')).toMatchObject({ for: 'client', env: 'ONLINE_EXTEND_TOKEN', flag: '--token', default: null });
   });
 });
+
+describe('URL settings that carry credentials', () => {
+  it.each([
+    ['databaseUrl', 'mysql://u:S3cretPW@h/db'],
+    ['databaseUrl', 'POSTGRESQL://u:S3cretPW@h/db'],
+    ['databaseUrl', 'postgresql:u:S3cretPW@h/db'],
+    ['databaseUrl', 'mysql://u@h/db?password=S3cretPW'],
+    ['transportUrl', 'amqp://oe:S3cretPW@h:5672/v'],
+    ['transportUrl', 'amqps://oe:S3cretPW@h/v'],
+  ])('refuses %s %s naming what it expects, without the password', (key, value) => {
+    let err: unknown;
+    try {
+      loadConfig({}, { [key]: value });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).key).toBe(key);
+    expect((err as Error).message).not.toContain('S3cretPW');
+    expect((err as Error).message).toMatch(key === 'databaseUrl' ? /postgresql:\/\/, postgres:\/\/ or sqlite:\/\/\/ URL/ : /rabbit:\/\//);
+  });
+});

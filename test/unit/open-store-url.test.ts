@@ -13,6 +13,9 @@ describe('opening a store from --database-url', () => {
     { url: 'postgres://oe:p%40ss%3Aw@127.0.0.1/oe?host=/run/pg', shown: 'postgres://oe:***@127.0.0.1/oe?host=/run/pg' },
     { url: 'postgresql://oe@/oe?host=/run/pg', shown: 'postgresql://oe@/oe?host=/run/pg' },
     { url: 'postgresql://oe:s3cret@[::1/oe', shown: 'postgresql://oe:***@[::1/oe' },
+    // libpq's password parameter (red team: it was shown in full).
+    { url: 'postgresql://postgres@127.0.0.1:1/oe?password=S3cretPW', shown: 'postgresql://postgres@127.0.0.1:1/oe?password=***' },
+    { url: 'postgresql://postgres@[::1/oe?sslmode=disable&PASSWORD=S3cretPW', shown: 'postgresql://postgres@[::1/oe?sslmode=disable&PASSWORD=***' },
   ])('shows $url as $shown in errors', ({ url, shown }) => {
     expect(redactDatabaseUrl(url)).toBe(shown);
   });

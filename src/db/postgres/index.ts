@@ -14,9 +14,11 @@ export function redactDatabaseUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';
+    // libpq's `?password=` too.
+    for (const k of [...u.searchParams.keys()]) if (k.toLowerCase() === 'password') u.searchParams.set(k, '***');
     return u.toString();
   } catch {
-    return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
+    return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@').replace(/([?&]password=)[^&#]*/gi, '$1***');
   }
 }
 
@@ -39,7 +41,8 @@ export async function openPostgres(url: string, poolSize?: number): Promise<{ st
 
 function safePassword(url: string): string | undefined {
   try {
-    const p = decodeURIComponent(new URL(url).password);
+    const u = new URL(url);
+    const p = decodeURIComponent(u.password) || u.searchParams.get('password') || '';
     return p.length > 0 ? p : undefined;
   } catch {
     return undefined;
