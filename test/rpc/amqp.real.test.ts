@@ -230,6 +230,24 @@ d('compute RPC over RabbitMQ', () => {
     expect(e).toMatchObject({ code: 'ComputeHostUnavailable', final: false, reason: 'no compute agent is listening' });
   }, 10_000);
 
+  it('fails a call under way soon (not at its deadline) when its agent goes away during it', async () => {
+    // An agent that takes the call and never answers, then dies: its connection and exclusive queue go with it.
+    const conn = await AmqpConnection.open(rabbit.url, { logger: log });
+    const hanging = { ...remote.manager, host: 'compute-dying', getHostBytes: () => new Promise<number>(() => undefined) } as unknown as ConstructorParameters<typeof ComputeRpcServer>[0]['manager'];
+    const dying = new ComputeRpcServer({ connection: conn, manager: hanging, logger: log });
+    await dying.start();
+    const slow = new AmqpComputeRpc({ connection: clientConn, timeoutMs: 120_000, logger: log });
+    closers.push(() => slow.close());
+    await slow.ready(5_000);
+    const call = rejection(slow.getHostBytes('compute-dying', SERVER, BLOCK_VOL));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(slow.inFlight).toBe(1);
+    await conn.close();
+    // The deadline is 120 s and the test's own timeout 15 s: only the probe of the host's queue can end it.
+    expect(await call).toMatchObject({ code: 'ComputeHostUnavailable', final: false, reason: 'its compute agent went away during the call' });
+    expect(slow.inFlight).toBe(0);
+  }, 15_000);
+
   it('fails with ComputeHostUnavailable (uncertain) when the agent does not answer by the deadline', async () => {
     const quick = new AmqpComputeRpc({ connection: clientConn, timeoutMs: 300, logger: log });
     closers.push(() => quick.close());

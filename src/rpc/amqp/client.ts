@@ -49,7 +49,15 @@ interface Pending {
   resolve(value: unknown): void;
   reject(err: ServiceError): void;
   timer: NodeJS.Timeout;
+  /** When it was published (performance.now()). */
+  sentAt: number;
 }
+
+/**
+ * How often calls still waiting are checked for an agent that went away (ms): an agent killed
+ * during a call takes its exclusive queue with it, and the call's answer will never come.
+ */
+const AGENT_PROBE_MS = 2_000;
 
 /** Pause before a channel that failed is opened again while the connection is up, ms. */
 const CHANNEL_RETRY_MS = 500;
@@ -73,6 +81,41 @@ export class AmqpComputeRpc implements ComputeRpc {
     this.log = opts.logger.child({ component: 'compute-rpc-client' });
     this.stops.push(this.conn.onConnect(() => void this.setUp()));
     this.stops.push(this.conn.onDisconnect(() => this.lost('the connection to the message broker was lost before the answer came')));
+    const probe = setInterval(() => void this.probeAgents(), AGENT_PROBE_MS);
+    probe.unref();
+    this.stops.push(() => clearInterval(probe));
+  }
+
+  /**
+   * Calls waiting longer than AGENT_PROBE_MS: is their host's queue still there? An agent that
+   * died (kill -9, a host crash) loses its exclusive queue at once, and a call it had taken will
+   * never be answered: such calls fail now with ComputeHostUnavailable (uncertain: the agent may
+   * have acted before it died), not at their deadline. An agent that is back before the probe
+   * has a queue again: its lost calls still wait for their deadline.
+   */
+  private async probeAgents(): Promise<void> {
+    if (this.closed || !this.ch || this.pending.size === 0) return;
+    const now = performance.now();
+    const hosts = new Set<string>();
+    for (const p of this.pending.values()) if (now - p.sentAt >= AGENT_PROBE_MS) hosts.add(p.host);
+    for (const host of hosts) {
+      let ch: Channel | undefined;
+      try {
+        ch = await this.conn.channel();
+        ch.on('error', () => undefined); // a missing queue closes the channel with 404: expected
+        await ch.checkQueue(hostQueue(host));
+      } catch (err) {
+        if (!/NOT_FOUND|404/.test((err as Error).message)) continue; // the broker away: `lost` handles that
+        for (const [id, p] of this.pending) {
+          if (p.host !== host || p.sentAt > now) continue;
+          clearTimeout(p.timer);
+          this.pending.delete(id);
+          p.reject(errors.computeHostUnavailable(host, 'its compute agent went away during the call'));
+        }
+      } finally {
+        await ch?.close().catch(() => undefined);
+      }
+    }
   }
 
   /** Resolves once calls can be published (at once if they can); MessagingUnavailable after `timeoutMs`. */
@@ -183,7 +226,7 @@ export class AmqpComputeRpc implements ComputeRpc {
         this.pending.delete(id);
         reject(errors.computeHostUnavailable(host, `no answer within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, { host, method, resolve: resolve as (v: unknown) => void, reject, timer });
+      this.pending.set(id, { host, method, resolve: resolve as (v: unknown) => void, reject, timer, sentAt: performance.now() });
       try {
         ch.publish(RPC_EXCHANGE, hostQueue(host), Buffer.from(JSON.stringify({ method, args })), {
           mandatory: true,
