@@ -140,7 +140,7 @@ export interface ComputeApiDeps extends Omit<ComputeAppDeps, 'driver' | 'compute
   rpc: ComputeRpc;
   services: ComputeServices;
   host?: string;
-  chooseHost?: () => Promise<string>;
+  chooseHost?: (exclude?: ReadonlySet<string>) => Promise<string>;
   /** Show each server's host_status from its host's compute service (the api role); else `UP` (serve). */
   hostStatusFromServices?: boolean;
 }
@@ -624,7 +624,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
       store,
       rpc: new HostCheckedRpc(deps.rpc, services),
       services,
-      chooseHost: () => services.chooseHost(),
+      chooseHost: (exclude) => services.chooseHost(exclude),
       hostStatusFromServices: true,
       logger,
       policy,

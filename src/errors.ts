@@ -242,6 +242,12 @@ function isDatabaseConnectionError(err: unknown): boolean {
   return /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Connection terminated unexpectedly)/.test(message);
 }
 
+/**
+ * The reason of ComputeHostUnavailable when the broker had nobody to deliver a call to (the host's
+ * agent is not running): the call certainly did not reach a host, so another may be tried.
+ */
+export const NO_AGENT_LISTENING = 'no compute agent is listening';
+
 /** Public words for the uncertain system and SQLite codes (no paths: those stay in the detail). */
 const SYSTEM_REASONS: Readonly<Record<string, string>> = {
   ENOSPC: "no space left on the service's disk",

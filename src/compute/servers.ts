@@ -36,7 +36,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../context.js';
 import type { ComputeStore, FlavorRecord, ImageRecord, ServerRecord } from '../db/store.js';
-import { errors, isFinalError, isServiceError } from '../errors.js';
+import { errors, isFinalError, isServiceError, NO_AGENT_LISTENING } from '../errors.js';
 import type { VolumesForCompute } from '../rpc/volumeClient.js';
 import type { SpawnImage, SpawnSpec } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
@@ -86,7 +86,7 @@ export interface ServerLifecycleOptions {
    * the hosts up and enabled); its errors refuse the create before anything is recorded. Wins
    * over `host`.
    */
-  chooseHost?: () => Promise<string>;
+  chooseHost?: (exclude?: ReadonlySet<string>) => Promise<string>;
   volumes?: VolumesForCompute;
   /** How long (ms) a delete retries a detach the volume service refuses for now (default DEFAULT_DETACH_RETRY_MS). */
   detachRetryMs?: number;
@@ -103,7 +103,7 @@ export class ServerLifecycle {
   private readonly store: ComputeStore;
   private readonly rpc: ComputeRpc;
   private readonly log: Logger;
-  private readonly chooseHost: () => Promise<string>;
+  private readonly chooseHost: (exclude?: ReadonlySet<string>) => Promise<string>;
   private readonly volumes: VolumesForCompute | undefined;
   private readonly detachRetryMs: number;
   private readonly recoveryToken: ((server: ServerRecord) => Promise<string>) | undefined;
@@ -139,8 +139,26 @@ export class ServerLifecycle {
     if (flavor.ramMb < image.minRamMb) throw errors.badRequest("Flavor's memory is too small for requested image.");
     if (flavor.diskGb > 0 && flavor.diskGb < image.minDiskGb) throw errors.badRequest("Flavor's disk is too small for requested image.");
     const boot = spawnImage(image);
-    const host = await this.chooseHost();
-    const caps = await this.rpc.capabilities(host);
+    // A host whose agent has just died still looks up until its heartbeat is stale: the broker's
+    // answer that nobody listens on its queue means the call was certainly not delivered, so the
+    // next host is tried (as Nova reschedules), never a host twice.
+    const tried = new Set<string>();
+    let host: string;
+    let caps: Awaited<ReturnType<ComputeRpc['capabilities']>>;
+    for (;;) {
+      const chosen = await this.chooseHost(tried);
+      // A chooser that ignores `exclude` would loop forever: refuse as "no host" instead.
+      if (tried.has(chosen)) throw errors.serviceUnavailable('No valid host was found. There are not enough hosts available.');
+      host = chosen;
+      try {
+        caps = await this.rpc.capabilities(host);
+        break;
+      } catch (err) {
+        if (!(isServiceError(err) && err.code === 'ComputeHostUnavailable' && err.reason === NO_AGENT_LISTENING)) throw err;
+        this.log.warn({ host }, 'no compute agent listens on the chosen host; choosing another');
+        tried.add(host);
+      }
+    }
     if (!caps.capabilities.spawnServer) throw errors.createServerNotSupported(caps.driver);
     const id = randomUUID();
     const createdAt = new Date().toISOString();

@@ -89,9 +89,11 @@ export class ComputeServices {
    * out of scope). Throws ServiceUnavailable (503, uncertain) when no host qualifies, as Nova's
    * NoValidHost.
    */
-  async chooseHost(): Promise<string> {
+  async chooseHost(exclude: ReadonlySet<string> = new Set()): Promise<string> {
     const now = this.now();
-    const candidates = (await this.store.listServices({ binary: NOVA_COMPUTE })).filter((s) => !s.disabled && serviceIsUp(s, now, this.downTimeMs)).map((s) => s.host);
+    const candidates = (await this.store.listServices({ binary: NOVA_COMPUTE }))
+      .filter((s) => !s.disabled && serviceIsUp(s, now, this.downTimeMs) && !exclude.has(s.host))
+      .map((s) => s.host);
     if (candidates.length === 0) throw errors.serviceUnavailable('No valid host was found. There are not enough hosts available.');
     const count = new Map(candidates.map((h) => [h, 0]));
     for (const s of await this.store.listServers()) if (count.has(s.host)) count.set(s.host, count.get(s.host)! + 1);

@@ -231,6 +231,21 @@ describe('POST /servers in the api role', () => {
     await beat('host-b');
     await pastCache();
   });
+
+  it('builds on another host when the chosen one looks up but no agent listens on it (its agent just died)', async () => {
+    await beat('host-a');
+    await beat('host-b');
+    // Fewest servers and first by name: the chooser's first pick, had it an agent.
+    const ghost = await shared.store.serviceHeartbeat('host-0ghost', NOVA_COMPUTE, 'compute');
+    try {
+      const before = rpc.callsTo('host-0ghost').length;
+      const id = await create('sched-ghost');
+      expect(rpc.callsTo('host-0ghost').length).toBe(before + 1);
+      expect(['host-a', 'host-b']).toContain((await shared.store.getServer(id))!.host);
+    } finally {
+      await shared.store.deleteService(ghost.id);
+    }
+  });
 });
 
 describe('two api services on one database', () => {

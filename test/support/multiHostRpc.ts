@@ -6,7 +6,7 @@
 import type { ServerRecord } from '../../src/db/store.js';
 import { LocalComputeRpc, type ComputeRpc } from '../../src/compute/rpc.js';
 import type { ComputeManager } from '../../src/compute/manager.js';
-import { errors } from '../../src/errors.js';
+import { errors, NO_AGENT_LISTENING } from '../../src/errors.js';
 import type { AttachSpec, SpawnSpec } from '../../src/virt/driver.js';
 
 /** One call as MultiHostRpc routed it. */
@@ -32,7 +32,7 @@ export class MultiHostRpc implements ComputeRpc {
   private on(method: keyof ComputeRpc, host: string): LocalComputeRpc {
     this.calls.push({ method, host });
     const rpc = this.hosts.get(host);
-    if (!rpc) throw errors.computeHostUnavailable(host, 'no such host in this test');
+    if (!rpc) throw errors.computeHostUnavailable(host, NO_AGENT_LISTENING);
     return rpc;
   }
 

@@ -26,7 +26,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Channel, ConsumeMessage, Message } from 'amqplib';
-import { errors, type ServiceError } from '../../errors.js';
+import { errors, NO_AGENT_LISTENING, type ServiceError } from '../../errors.js';
 import type { ComputeRpc } from '../../compute/rpc.js';
 import type { ServerRecord } from '../../db/store.js';
 import type { HostSizeExtend } from '../../compute/manager.js';
@@ -191,7 +191,7 @@ export class AmqpComputeRpc implements ComputeRpc {
     if (!p || id === undefined) return;
     clearTimeout(p.timer);
     this.pending.delete(id);
-    p.reject(errors.computeHostUnavailable(p.host, 'no compute agent is listening'));
+    p.reject(errors.computeHostUnavailable(p.host, NO_AGENT_LISTENING));
   }
 
   private answered(msg: ConsumeMessage | null): void {
