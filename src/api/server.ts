@@ -307,7 +307,10 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const svc = toServiceError(err);
-    if (svc.status >= 500) req.log.error({ err, code: svc.code, final: svc.final, detail: svc.detail, requestId: req.id }, 'request failed');
+    // A 503 that passes with time (a host's agent, the broker, the database, Keystone away) is an
+    // expected answer while a dependency is away: a warning without a stack, not an error each time.
+    if (svc.status === 503 && !svc.final) req.log.warn({ code: svc.code, reason: svc.reason, detail: svc.detail, requestId: req.id }, 'request failed: a service it needs is unavailable');
+    else if (svc.status >= 500) req.log.error({ err, code: svc.code, final: svc.final, detail: svc.detail, requestId: req.id }, 'request failed');
     return renderError(reply, svc);
   });
 
