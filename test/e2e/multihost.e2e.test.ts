@@ -193,7 +193,13 @@ describeReal(why)('multi-host deployment: two api processes, PostgreSQL, RabbitM
     expect(await guestOf(role).waitForSize(v.dev, newSizeGiB * GiB, 60_000)).toBe(newSizeGiB * GiB);
     expect(sizeHistory(await guestOf(role).readLog(), v.dev)).toEqual(v.sizes);
     const live = apis.find((a) => a.proc && a.proc.child.exitCode === null && a.proc.child.signalCode === null)!;
-    const actions = (await volumeActions(live, v.id)).filter((a) => a.request_id === requestId);
+    // The volume is back at rest a moment before its action's finish is written (a separate
+    // write): an action still without a result is read again, for up to 10 s.
+    let actions = (await volumeActions(live, v.id)).filter((a) => a.request_id === requestId);
+    for (let tries = 0; tries < 100 && actions.some((a) => a.result == null); tries++) {
+      await new Promise((r) => setTimeout(r, 100));
+      actions = (await volumeActions(live, v.id)).filter((a) => a.request_id === requestId);
+    }
     expect(actions, JSON.stringify(actions)).toHaveLength(1);
     expect(actions[0]).toMatchObject({ action: 'extend', result: 'Success' });
     // Compute resized the guest's disk once per extend: one successful extend_volume per size reached.
