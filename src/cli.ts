@@ -176,24 +176,7 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       process.umask(0o077);
       const service = await startService(config);
       // Handlers before the "listening" lines: whoever reads them may signal us at once.
-      // Bounded: close() drains within the grace; the timer is the backstop should anything
-      // after the drain hang. A second signal ends the process at once.
-      let stopping = false;
-      const stop = (signal: NodeJS.Signals) => {
-        if (stopping) process.exit(1);
-        stopping = true;
-        out(`${signal}: shutting down (grace ${config.shutdownGraceMs} ms)`);
-        setTimeout(() => process.exit(1), config.shutdownGraceMs + 5_000).unref();
-        void service.close().then(
-          () => process.exit(0),
-          (err: unknown) => {
-            process.stderr.write(`shutdown failed: ${(err as Error).message}\n`);
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
+      closeOnSignal(out, config.shutdownGraceMs, service);
       out(`compute API listening on ${service.computeUrl} (driver ${config.driver}, data ${config.dataDir})`);
       if (service.volumeUrl) out(`volume API listening on ${service.volumeUrl} (backends ${config.backends.join(', ')})`);
       if (service.identityUrl) out(`identity (Keystone v3) listening on ${service.identityUrl}/v3`);
