@@ -6,7 +6,6 @@ import { escapeXml } from '../util/xml.js';
 import { METADATA_NS } from '../virt/libvirt/domxml.js';
 import { GuestShell } from './guestShell.js';
 import type { Accel } from './accel.js';
-import type { LabInfo } from './lab.js';
 import { mustRun, run } from './proc.js';
 
 /** What domainXml needs: names, the guest image, where its two serial ports go, extra devices. */
@@ -102,7 +101,7 @@ export interface BootGuestOptions {
 }
 
 /** Run virsh against the lab's libvirtd; resolves with stdout, throws on failure. */
-export function virsh(lab: Pick<LabInfo, 'libvirtUri'>, args: string[], timeoutMs = 60_000): Promise<string> {
+export function virsh(lab: { libvirtUri: string }, args: string[], timeoutMs = 60_000): Promise<string> {
   return mustRun('virsh', ['-c', lab.libvirtUri, ...args], { timeoutMs });
 }
 
@@ -110,7 +109,14 @@ export function virsh(lab: Pick<LabInfo, 'libvirtUri'>, args: string[], timeoutM
  * What bootGuest needs of a lab: its dir (guests' files go in `<dir>/guests`), libvirtd and guest
  * image, and the accelerator chosen for it (absent: TCG).
  */
-export type GuestHost = Pick<LabInfo, 'dir' | 'libvirtUri' | 'kernel' | 'initrd' | 'cmdline'> & { accel?: Pick<NonNullable<LabInfo['accel']>, 'accel'> };
+export interface GuestHost {
+  dir: string;
+  libvirtUri: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  accel?: { accel: Accel };
+}
 
 /**
  * Start a domain of the test guest, transient (`virsh create`) or defined (`persistent`), and,

@@ -30,7 +30,6 @@ export {
   accelModeFromEnv,
   decideAccel,
   describeAccel,
-  labAccel,
   parseAccelMode,
   type Accel,
   type AccelCause,
@@ -39,3 +38,4 @@ export {
   type AccelProbeSteps,
   type KvmBootOutcome,
 } from './accel.js';
+export { labAccel } from './accelProbe.js';
