@@ -814,5 +814,6 @@ export async function createDriver(config: Config, logger: Logger): Promise<Virt
     defaultProjectId: config.defaultProject,
     logger: logger.child({ component: 'libvirt' }),
     instancesDir: join(config.dataDir, INSTANCES_DIR),
+    virtType: config.virtType,
   });
 }

@@ -66,6 +66,12 @@ export const ConfigSchema = Type.Object(
     }),
     fakeInventory: Type.Optional(Type.String({ description: "Servers for the fake driver (JSON file); required by it", minLength: 1, flag: '--fake-inventory', unit: 'path' })),
     libvirtUri: str('libvirt URI', 'qemu:///system', { env: 'ONLINE_EXTEND_LIBVIRT_URI', flag: '--libvirt-uri' }),
+    virtType: Type.Union([Type.Literal('qemu'), Type.Literal('kvm')], {
+      description: "Domain type of the servers the libvirt driver creates (Nova's [libvirt] virt_type): qemu (TCG) or kvm (with the host's CPU, host-passthrough). The lab passes what its KVM probe chose",
+      default: 'qemu',
+      env: 'ONLINE_EXTEND_VIRT_TYPE',
+      choices: ['qemu', 'kvm'],
+    }),
     defaultProject: str('Project of servers whose domain metadata names none', 'admin', { env: 'ONLINE_EXTEND_DEFAULT_PROJECT', flag: '--default-project' }),
     policyFile: Type.Optional(Type.String({ description: 'Policy overrides (JSON, oslo.policy rules)', minLength: 1, env: 'ONLINE_EXTEND_POLICY_FILE', flag: '--policy', unit: 'path' })),
     computeHost: str("This compute host's name in the inventory (Nova's host; compute-agent's RPC topic is compute.<name>)", hostname(), { flag: '--host (compute-agent)' }),
