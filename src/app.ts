@@ -18,7 +18,8 @@ import { IdentityService } from './identity/keystone.js';
 import { buildIdentityApp } from './identity/app.js';
 import { SqliteUserStore } from './db/users.js';
 import { ComputeManager } from './compute/manager.js';
-import { LocalComputeRpc, type ComputeRpc } from './compute/rpc.js';
+import { LocalComputeRpc, timedComputeRpc, type ComputeRpc } from './compute/rpc.js';
+import type { Metrics } from './util/metrics.js';
 import { ComputeServices, HostCheckedRpc, ServiceHeartbeat } from './compute/services.js';
 import { registerServices } from './api/routes/compute/services.js';
 import { ComputeAPI } from './compute/api.js';
@@ -83,6 +84,10 @@ export interface ComputeAppDeps {
   serviceDownTimeMs?: number;
   /** How often `heartbeat.start()` writes this host's heartbeat (Config.serviceHeartbeatMs; default its default). */
   serviceHeartbeatMs?: number;
+  /** The process's metrics (one Registry per process): RPC latency and requests are recorded (absent: none). */
+  metrics?: Metrics;
+  /** Serve GET /metrics on the compute API's port (default: yes when `metrics` is given; no when a separate metrics port serves it). */
+  serveMetrics?: boolean;
 }
 
 /** The compute API and the pieces behind it. */
@@ -121,6 +126,8 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     ...(deps.auth ? { auth: deps.auth } : {}),
     ...(deps.lookupFlavor ? { lookupFlavor: deps.lookupFlavor } : {}),
     ...(deps.recoveryToken ? { recoveryToken: deps.recoveryToken } : {}),
+    ...(deps.metrics ? { metrics: deps.metrics } : {}),
+    ...(deps.serveMetrics === undefined ? {} : { serveMetrics: deps.serveMetrics }),
   });
   // Before the first sync: a build an earlier process left half done fails (its record is kept).
   await api.servers.recover(manager.host);
@@ -163,7 +170,7 @@ export interface ComputeApi {
  * of a host is its owner's (buildComputeApp for serve).
  */
 export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi> {
-  const rpc = deps.rpc;
+  const rpc = deps.metrics ? timedComputeRpc(deps.rpc, deps.metrics) : deps.rpc;
   const compute = new ComputeAPI({ store: deps.store, rpc, logger: deps.logger.child({ component: 'compute-api' }) });
   const servers = new ServerLifecycle({
     store: deps.store,
@@ -176,7 +183,7 @@ export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi>
   });
   const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
-  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
+  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}), ...(deps.metrics ? { metrics: deps.metrics, serveMetrics: deps.serveMetrics ?? true } : {}) });
   announceKeystone(app, auth);
   const routeDeps = {
     logger: deps.logger,
