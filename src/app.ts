@@ -19,7 +19,9 @@ import { buildIdentityApp } from './identity/app.js';
 import { SqliteUserStore } from './db/users.js';
 import { ComputeManager } from './compute/manager.js';
 import { LocalComputeRpc, timedComputeRpc, type ComputeRpc } from './compute/rpc.js';
-import type { Metrics } from './util/metrics.js';
+import { Metrics } from './util/metrics.js';
+import { timedMethods } from './util/timing.js';
+import { listenMetrics, type MetricsListener } from './api/metrics.js';
 import { ComputeServices, HostCheckedRpc, ServiceHeartbeat } from './compute/services.js';
 import { registerServices } from './api/routes/compute/services.js';
 import { ComputeAPI } from './compute/api.js';
@@ -104,10 +106,12 @@ export interface ComputeApp extends ComputeApi {
  * heartbeat), so os-services lists it.
  */
 export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp> {
+  const metrics = deps.metrics;
   const manager = new ComputeManager({
     host: deps.computeHost ?? 'compute-1',
-    driver: deps.driver,
-    store: deps.store,
+    // With metrics: driver errors counted by code, and driver and store time in Server-Timing.
+    driver: metrics ? timedMethods(deps.driver, 'driver', (err) => metrics.countDriverError(err)) : deps.driver,
+    store: metrics ? timedMethods(deps.store, 'store') : deps.store,
     defaultProjectId: deps.defaultProject ?? 'admin',
     logger: deps.logger.child({ component: 'compute-manager' }),
   });
@@ -171,6 +175,7 @@ export interface ComputeApi {
  */
 export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi> {
   const rpc = deps.metrics ? timedComputeRpc(deps.rpc, deps.metrics) : deps.rpc;
+  if (deps.metrics) deps = { ...deps, store: timedMethods(deps.store, 'store') };
   const compute = new ComputeAPI({ store: deps.store, rpc, logger: deps.logger.child({ component: 'compute-api' }) });
   const servers = new ServerLifecycle({
     store: deps.store,
@@ -234,6 +239,8 @@ export interface VolumeAppDeps {
   inFlight?: InFlight;
   /** How callers are authenticated (default: a TokenAuthenticator on `store`). */
   auth?: Authenticator;
+  /** The process's metrics: workflow steps, retries, extends, requests, volumes by status (absent: none). */
+  metrics?: Metrics;
 }
 
 /** The volume API and the services behind it. */
@@ -247,6 +254,12 @@ export interface VolumeApp {
 /** The volume API (Cinder's role). Call `workflow.resumeAll()` once the compute API answers. */
 export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   const logger = deps.logger.child({ component: 'volume' });
+  const metrics = deps.metrics;
+  if (metrics) {
+    const counted = deps.store;
+    metrics.countVolumesWith(() => counted.countVolumesByStatus());
+    deps = { ...deps, store: timedMethods(deps.store, 'store') };
+  }
   const workflow = new ExtendWorkflow({
     store: deps.store,
     backends: deps.backends,
@@ -254,6 +267,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     logger,
     ...(deps.workflow ? { options: deps.workflow } : {}),
     ...(deps.workflowOwner ? { owner: deps.workflowOwner } : {}),
+    ...(metrics ? { metrics } : {}),
   });
   const inFlight = deps.inFlight ?? new InFlight();
   const attachments = new VolumeAttachService({ store: deps.store, backends: deps.backends, compute: deps.compute, inFlight });
@@ -267,7 +281,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     inFlight,
   });
   const auth = deps.auth ?? new TokenAuthenticator(deps.store);
-  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}) });
+  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}), ...(metrics ? { metrics } : {}) });
   announceKeystone(app, auth);
   registerVolumeVersions(app);
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
@@ -350,6 +364,8 @@ export interface RunningService {
   identityUrl: string | undefined;
   /** The image API (Glance's reads). */
   imageUrl: string;
+  /** GET /metrics on its own listener (config metricsPort set); undefined: it is served on the compute API's URL. */
+  metricsUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -385,7 +401,9 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   const store = dataDir.store;
   if (dataDir.secured.length) logger.warn({ files: dataDir.secured.length }, 'made data dir files private (0600/0700)');
   logDataDirCheck(logger, dataDir, checkMs);
-  const driver = await createDriver(config, logger);
+  // One Registry per process (never prom-client's global one).
+  const metrics = new Metrics();
+  const driver = await createDriver(config, logger, metrics);
   const policy = config.policyFile ? PolicyEnforcer.fromFile(config.policyFile) : new PolicyEnforcer();
   const backends = createBackends(config);
   // Each API finds the other's endpoint here once it listens (see ServiceCatalog).
@@ -416,6 +434,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     auth,
     serviceDownTimeMs: config.serviceDownTimeMs,
     serviceHeartbeatMs: config.serviceHeartbeatMs,
+    metrics,
+    serveMetrics: config.metricsPort === undefined,
   });
   // This host's nova-compute service, as an agent reports it (os-services lists it up).
   await computeApp.heartbeat.start();
@@ -432,6 +452,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   let computeUrl: string;
   let imageApp: App | undefined;
   let imageUrl: string;
+  let metricsListener: MetricsListener | undefined;
   try {
     computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
     catalog.register('compute', computeUrl);
@@ -473,6 +494,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         workflowOwner: SERVE_WORKFLOW_OWNER,
         http: httpLimitsFrom(config),
         inFlight,
+        metrics,
         auth,
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
@@ -506,6 +528,10 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       catalog.register('identity', identityUrl);
       logger.info({ url: identityUrl }, 'identity API (Keystone v3) listening');
     }
+    if (config.metricsPort !== undefined) {
+      metricsListener = await listenMetrics(metrics, config.metricsHost, config.metricsPort, logger);
+      logger.info({ url: metricsListener.url }, 'metrics listening');
+    }
   } catch (err) {
     // A part failed to start (a port taken, the token, the reconciler): stop what did start, so
     // the process exits with the error instead of running half a service (the data dir is
@@ -519,6 +545,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     await imageApp?.close().catch(() => undefined);
     await computeApp.app.close().catch(() => undefined);
     await computeApp.manager.close().catch(() => undefined);
+    await metricsListener?.close().catch(() => undefined);
     serviceToken?.stop();
     keystoneAuth?.stop();
     throw err;
@@ -530,6 +557,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     volumeUrl,
     identityUrl,
     imageUrl,
+    metricsUrl: metricsListener?.url,
     /**
      * Bounded graceful shutdown: one deadline (`shutdownGraceMs` from now) for everything. The
      * volume API drains first, while compute still answers the calls its requests make; the
@@ -557,6 +585,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       await Promise.race([computeApp.servers.idle(), untilDeadline()]);
       await computeApp.app.close();
       await computeApp.manager.close();
+      await metricsListener?.close();
       serviceToken?.stop();
       keystoneAuth?.stop();
       await dataDir.close();
@@ -583,6 +612,8 @@ export interface RunningApiService {
   volumeUrl: string | undefined;
   identityUrl: string | undefined;
   imageUrl: string;
+  /** GET /metrics on its own listener (config metricsPort set); undefined: it is served on the compute API's URL. */
+  metricsUrl: string | undefined;
   /** This process's instance id (its volume service's token user is serviceUserOf(instanceId)). */
   instanceId: string;
   close(): Promise<void>;
@@ -615,6 +646,8 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
   let reconciler: VolumeReconciler | undefined;
   let identityApp: Awaited<ReturnType<typeof buildIdentityApp>> | undefined;
   let imageApp: App | undefined;
+  let metricsListener: MetricsListener | undefined;
+  const metrics = new Metrics();
   try {
     if (keystoneAuth) {
       keystoneAuth.useLogger(logger.child({ component: 'keystone' }));
@@ -638,6 +671,8 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
       ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
       http: httpLimitsFrom(config),
       auth,
+      metrics,
+      serveMetrics: config.metricsPort === undefined,
     });
     computeApi = api;
     const computeUrl = await api.app.listen({ host: config.host, port: config.port });
@@ -683,6 +718,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         http: httpLimitsFrom(config),
         inFlight,
         auth,
+        metrics,
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
       catalog.register('volume', volumeUrl);
@@ -709,12 +745,17 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
       identityUrl = await identityApp.listen({ host: config.host, port: config.identityPort });
       catalog.register('identity', identityUrl);
     }
-    const running = { api, imageApp, volumeApp, reconciler, identityApp, serviceToken };
+    if (config.metricsPort !== undefined) {
+      metricsListener = await listenMetrics(metrics, config.metricsHost, config.metricsPort, logger);
+      logger.info({ url: metricsListener.url }, 'metrics listening');
+    }
+    const running = { api, imageApp, volumeApp, reconciler, identityApp, serviceToken, metricsListener };
     return {
       computeUrl,
       volumeUrl,
       identityUrl,
       imageUrl,
+      metricsUrl: metricsListener?.url,
       instanceId,
       /** As serve's close: one deadline; the volume API drains first, then compute and images; then the store closes. */
       close: async () => {
@@ -730,6 +771,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         await running.imageApp.close();
         await Promise.race([running.api.servers.idle(), untilDeadline()]);
         await running.api.app.close();
+        await running.metricsListener?.close();
         running.serviceToken?.stop();
         keystoneAuth?.stop();
         await closeStore();
@@ -742,6 +784,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
     await volumeApp?.app.close().catch(() => undefined);
     await imageApp?.close().catch(() => undefined);
     await computeApi?.app.close().catch(() => undefined);
+    await metricsListener?.close().catch(() => undefined);
     serviceToken?.stop();
     keystoneAuth?.stop();
     await closeStore().catch(() => undefined);
@@ -807,7 +850,7 @@ export function openStore(config: Pick<Config, 'dataDir'>): Store {
 }
 
 /** The virt driver `config.driver` names: the fake (its inventory file) or libvirt (loaded on demand). */
-export async function createDriver(config: Config, logger: Logger): Promise<VirtDriver> {
+export async function createDriver(config: Config, logger: Logger, metrics?: Metrics): Promise<VirtDriver> {
   if (config.driver === 'fake') {
     return FakeDriver.fromInventoryFile(config.fakeInventory!, {
       statePath: join(config.dataDir, 'fake-hypervisor.json'),
@@ -821,5 +864,6 @@ export async function createDriver(config: Config, logger: Logger): Promise<Virt
     defaultProjectId: config.defaultProject,
     logger: logger.child({ component: 'libvirt' }),
     instancesDir: join(config.dataDir, INSTANCES_DIR),
+    ...(metrics ? { observeCall: (procedure: string, seconds: number) => metrics.libvirtSeconds.observe({ procedure }, seconds) } : {}),
   });
 }

@@ -4,6 +4,7 @@
  * Names follow Prometheus conventions: `online_extend_` prefix, `_total` counters, `_seconds`.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { isServiceError } from '../errors.js';
 
 /** Buckets for HTTP, RPC and libvirt calls (seconds): 0.5 ms to 10 s. */
 const CALL_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -63,6 +64,11 @@ export class Metrics {
         for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
       },
     });
+  }
+
+  /** Counts one driver error under its catalogue code (`Unexpected` for one that is not a ServiceError): a bounded label. */
+  countDriverError(err: unknown): void {
+    this.driverErrors.inc({ code: isServiceError(err) ? err.code : 'Unexpected' });
   }
 
   /** Where the volumes gauge reads from (the volume service's store); unset: no volume series. */
