@@ -287,11 +287,20 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
   const metrics = deps.metrics;
   if (metrics) {
     const api = deps.service;
+    // Label sets resolved once each (prom-client hashes the labels on every inc otherwise); the
+    // keys are bounded: route patterns x methods x statuses.
+    const counters = new Map<string, { inc(): void }>();
+    const durations = new Map<string, { observe(v: number): void }>();
     app.addHook('onResponse', (req, reply, done) => {
       // The route pattern, never the URL: an unmatched request is one series however many URLs miss.
       const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
-      metrics.httpRequests.inc({ api, method: req.method, route, status: reply.statusCode });
-      if (req.timings) metrics.httpSeconds.observe({ api, route }, (performance.now() - req.timings.start) / 1000);
+      const key = `${req.method} ${reply.statusCode} ${route}`;
+      let c = counters.get(key);
+      if (c === undefined) counters.set(key, (c = metrics.httpRequests.labels({ api, method: req.method, route, status: reply.statusCode })));
+      c.inc();
+      let d = durations.get(route);
+      if (d === undefined) durations.set(route, (d = metrics.httpSeconds.labels({ api, route })));
+      if (req.timings) d.observe((performance.now() - req.timings.start) / 1000);
       done();
     });
     if (deps.serveMetrics) {

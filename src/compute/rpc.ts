@@ -7,7 +7,7 @@ import type { ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities, DriverServer, SpawnSpec } from '../virt/driver.js';
 import type { ComputeManager, HostSizeExtend } from './manager.js';
 import type { Metrics } from '../util/metrics.js';
-import { timed } from '../util/timing.js';
+import { currentTimings } from '../util/timing.js';
 
 /** The calls the compute API makes on a host (see the module comment); `host` names the host. */
 export interface ComputeRpc {
@@ -92,8 +92,17 @@ export function timedComputeRpc(rpc: ComputeRpc, metrics: Metrics): ComputeRpc {
     const fn = (rpc[method] as (...a: unknown[]) => Promise<unknown>).bind(rpc);
     const histogram = metrics.rpcSeconds.labels({ method });
     out[method] = (...args: unknown[]) => {
-      const end = histogram.startTimer();
-      return timed('rpc', () => fn(...args)).finally(() => end());
+      const t = currentTimings();
+      const start = performance.now();
+      const p = fn(...args);
+      // Measured on the side: the caller awaits the call's own promise.
+      const done = () => {
+        const ms = performance.now() - start;
+        histogram.observe(ms / 1000);
+        t?.add('rpc', ms);
+      };
+      p.then(done, done);
+      return p;
     };
   }
   return out as unknown as ComputeRpc;

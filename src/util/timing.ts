@@ -85,17 +85,16 @@ export function timedMethods<T extends object>(target: T, part: TimingPart, onEr
             t?.add(part, performance.now() - start);
             return result;
           }
-          return result.then(
-            (v: unknown) => {
-              t?.add(part, performance.now() - start);
-              return v;
-            },
+          // The caller gets the method's own promise (no extra link in its chain); the time and
+          // the error are taken on the side, where a rejection handled here is not rethrown.
+          result.then(
+            () => t?.add(part, performance.now() - start),
             (err: unknown) => {
               t?.add(part, performance.now() - start);
               onError?.(err);
-              throw err;
             },
           );
+          return result;
         };
         wrapped.set(name, w);
       }
