@@ -30,7 +30,7 @@ import { promisify } from 'node:util';
 import { BLOCK_RESIZE_BYTES, RemoteClient } from '../src/virt/libvirt/remote/client.js';
 import type { RemoteDomain } from '../src/virt/libvirt/remote/protocol.js';
 import { BlockBackend, IscsiBackend } from '../src/volume/backends/index.js';
-import type { GuestShell as Guest } from '../src/lab/index.js';
+import { describeAccel, type GuestShell as Guest } from '../src/lab/index.js';
 import { startLabService, type InstanceActionView, type LabService } from '../test/support/labService.js';
 
 const run = promisify(execFile);
@@ -303,7 +303,8 @@ export async function runE2eBench(opts: { runs?: number; backends?: Array<'block
   const t0 = Date.now();
   // BENCH_E2E_LOG=debug: the service's own log (pino JSON on stdout, ms timestamps) for a closer look at one step.
   const ls = await startLabService({ project: PROJECT, guestName: `oe-e2e-bench-${process.pid}`, config: { logLevel: process.env.BENCH_E2E_LOG ?? 'silent' } });
-  log(`lab, service and guest ready in ${Date.now() - t0} ms`);
+  log(`lab, service and guest ready in ${Date.now() - t0} ms; accelerator ${describeAccel(ls.lab.accel)}`);
+  const accel = ls.lab.accel.accel;
   const client = new RemoteClient({ uri: ls.lab.libvirtUri });
   const results: BackendResult[] = [];
   try {
@@ -315,10 +316,11 @@ export async function runE2eBench(opts: { runs?: number; backends?: Array<'block
     if (errs.length) log(`cleanup: ${errs.join('; ')}`);
   }
 
-  const out: Record<string, number> = {};
+  // The results are numbers: 1 = the guest ran under KVM, 0 = TCG.
+  const out: Record<string, number> = { accel_kvm: accel === 'kvm' ? 1 : 0 };
   const f = (x: number): string => x.toFixed(1).padStart(7);
   for (const r of results) {
-    log(`\nEnd-to-end online extend, ${r.backend} backend (${r.runs} runs, medians, ms)`);
+    log(`\nEnd-to-end online extend, ${r.backend} backend (${r.runs} runs, medians, ms; guest under ${accel.toUpperCase()})`);
     log(`  total: API call → the guest reports the new size   ${f(r.total_ms)}`);
     log(`  sum of primitives (grow+rescan+resize+guest)       ${f(r.primitives_ms)}`);
     log(`  our overhead = total − primitives                   ${f(r.overhead_ms)}   (target ≤ ${TARGET_OVERHEAD_MS})`);

@@ -1,6 +1,6 @@
 /**
  * Benchmark targets, run in their own process so the load generator does not share their event
- * loop: the whole compute stack (auth, policy, SQLite, audit, lock, fake driver) and a bare
+ * loop: the whole compute stack (auth, policy, SQLite, audit, lock, fake driver, metrics) and a bare
  * Fastify route answering the same shape. Prints one JSON line with the ports and a token.
  */
 import Fastify from 'fastify';
@@ -12,6 +12,7 @@ import { buildComputeApp } from '../src/app.js';
 import { SqliteStore } from '../src/db/sqlite.js';
 import { FakeDriver } from '../src/virt/fake/driver.js';
 import { issueToken } from '../src/auth/tokens.js';
+import { Metrics } from '../src/util/metrics.js';
 
 const TENANT = 'bench';
 const SERVER = '14540a2f-204b-4a30-a61b-e069bf243c87';
@@ -29,7 +30,8 @@ const driver = new FakeDriver({
     ...GROW_VOLUMES.map((v) => ({ id: v, name: `grow-${v}`, projectId: TENANT, state: 'active' as const, disks: [disk(v)] })),
   ],
 });
-const { app } = await buildComputeApp({ store, driver, logger: pino({ level: 'silent' }), defaultProject: TENANT });
+// With the process's metrics, as serve runs: request counts, RPC latency and store/driver timing are on the measured path.
+const { app } = await buildComputeApp({ store, driver, logger: pino({ level: 'silent' }), defaultProject: TENANT, metrics: new Metrics() });
 const { token } = await issueToken(store, { userId: 'bench', projectId: TENANT, roles: ['admin'], ttlMs: 3_600_000 });
 const full = await app.listen({ host: '127.0.0.1', port: 0 });
 

@@ -18,7 +18,10 @@ import { IdentityService } from './identity/keystone.js';
 import { buildIdentityApp } from './identity/app.js';
 import { SqliteUserStore } from './db/users.js';
 import { ComputeManager } from './compute/manager.js';
-import { LocalComputeRpc, type ComputeRpc } from './compute/rpc.js';
+import { LocalComputeRpc, timedComputeRpc, type ComputeRpc } from './compute/rpc.js';
+import { Metrics } from './util/metrics.js';
+import { timedMethods } from './util/timing.js';
+import { listenMetrics, type MetricsListener } from './api/metrics.js';
 import { ComputeServices, HostCheckedRpc, ServiceHeartbeat } from './compute/services.js';
 import { registerServices } from './api/routes/compute/services.js';
 import { ComputeAPI } from './compute/api.js';
@@ -83,6 +86,10 @@ export interface ComputeAppDeps {
   serviceDownTimeMs?: number;
   /** How often `heartbeat.start()` writes this host's heartbeat (Config.serviceHeartbeatMs; default its default). */
   serviceHeartbeatMs?: number;
+  /** The process's metrics (one Registry per process): RPC latency and requests are recorded (absent: none). */
+  metrics?: Metrics;
+  /** Serve GET /metrics on the compute API's port (default: yes when `metrics` is given; no when a separate metrics port serves it). */
+  serveMetrics?: boolean;
 }
 
 /** The compute API and the pieces behind it. */
@@ -99,10 +106,12 @@ export interface ComputeApp extends ComputeApi {
  * heartbeat), so os-services lists it.
  */
 export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp> {
+  const metrics = deps.metrics;
   const manager = new ComputeManager({
     host: deps.computeHost ?? 'compute-1',
-    driver: deps.driver,
-    store: deps.store,
+    // With metrics: driver errors counted by code, and driver and store time in Server-Timing.
+    driver: metrics ? timedMethods(deps.driver, 'driver', (err) => metrics.countDriverError(err)) : deps.driver,
+    store: metrics ? timedMethods(deps.store, 'store') : deps.store,
     defaultProjectId: deps.defaultProject ?? 'admin',
     logger: deps.logger.child({ component: 'compute-manager' }),
   });
@@ -121,6 +130,8 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     ...(deps.auth ? { auth: deps.auth } : {}),
     ...(deps.lookupFlavor ? { lookupFlavor: deps.lookupFlavor } : {}),
     ...(deps.recoveryToken ? { recoveryToken: deps.recoveryToken } : {}),
+    ...(deps.metrics ? { metrics: deps.metrics } : {}),
+    ...(deps.serveMetrics === undefined ? {} : { serveMetrics: deps.serveMetrics }),
   });
   // Before the first sync: a build an earlier process left half done fails (its record is kept).
   await api.servers.recover(manager.host);
@@ -163,7 +174,8 @@ export interface ComputeApi {
  * of a host is its owner's (buildComputeApp for serve).
  */
 export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi> {
-  const rpc = deps.rpc;
+  const rpc = deps.metrics ? timedComputeRpc(deps.rpc, deps.metrics) : deps.rpc;
+  if (deps.metrics) deps = { ...deps, store: timedMethods(deps.store, 'store') };
   const compute = new ComputeAPI({ store: deps.store, rpc, logger: deps.logger.child({ component: 'compute-api' }) });
   const servers = new ServerLifecycle({
     store: deps.store,
@@ -176,7 +188,7 @@ export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi>
   });
   const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
-  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}) });
+  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}), ...(deps.metrics ? { metrics: deps.metrics, serveMetrics: deps.serveMetrics ?? true } : {}) });
   announceKeystone(app, auth);
   const routeDeps = {
     logger: deps.logger,
@@ -227,6 +239,8 @@ export interface VolumeAppDeps {
   inFlight?: InFlight;
   /** How callers are authenticated (default: a TokenAuthenticator on `store`). */
   auth?: Authenticator;
+  /** The process's metrics: workflow steps, retries, extends, requests, volumes by status (absent: none). */
+  metrics?: Metrics;
 }
 
 /** The volume API and the services behind it. */
@@ -240,6 +254,12 @@ export interface VolumeApp {
 /** The volume API (Cinder's role). Call `workflow.resumeAll()` once the compute API answers. */
 export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   const logger = deps.logger.child({ component: 'volume' });
+  const metrics = deps.metrics;
+  if (metrics) {
+    const counted = deps.store;
+    metrics.countVolumesWith(() => counted.countVolumesByStatus());
+    deps = { ...deps, store: timedMethods(deps.store, 'store') };
+  }
   const workflow = new ExtendWorkflow({
     store: deps.store,
     backends: deps.backends,
@@ -247,6 +267,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     logger,
     ...(deps.workflow ? { options: deps.workflow } : {}),
     ...(deps.workflowOwner ? { owner: deps.workflowOwner } : {}),
+    ...(metrics ? { metrics } : {}),
   });
   const inFlight = deps.inFlight ?? new InFlight();
   const attachments = new VolumeAttachService({ store: deps.store, backends: deps.backends, compute: deps.compute, inFlight });
@@ -260,7 +281,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     inFlight,
   });
   const auth = deps.auth ?? new TokenAuthenticator(deps.store);
-  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}) });
+  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}), ...(metrics ? { metrics } : {}) });
   announceKeystone(app, auth);
   registerVolumeVersions(app);
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
@@ -343,6 +364,8 @@ export interface RunningService {
   identityUrl: string | undefined;
   /** The image API (Glance's reads). */
   imageUrl: string;
+  /** GET /metrics on its own listener (config metricsPort set); undefined: it is served on the compute API's URL. */
+  metricsUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -378,7 +401,9 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   const store = dataDir.store;
   if (dataDir.secured.length) logger.warn({ files: dataDir.secured.length }, 'made data dir files private (0600/0700)');
   logDataDirCheck(logger, dataDir, checkMs);
-  const driver = await createDriver(config, logger);
+  // One Registry per process (never prom-client's global one).
+  const metrics = new Metrics();
+  const driver = await createDriver(config, logger, metrics);
   const policy = config.policyFile ? PolicyEnforcer.fromFile(config.policyFile) : new PolicyEnforcer();
   const backends = createBackends(config);
   // Each API finds the other's endpoint here once it listens (see ServiceCatalog).
@@ -409,6 +434,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     auth,
     serviceDownTimeMs: config.serviceDownTimeMs,
     serviceHeartbeatMs: config.serviceHeartbeatMs,
+    metrics,
+    serveMetrics: config.metricsPort === undefined,
   });
   // This host's nova-compute service, as an agent reports it (os-services lists it up).
   await computeApp.heartbeat.start();
@@ -425,6 +452,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
   let computeUrl: string;
   let imageApp: App | undefined;
   let imageUrl: string;
+  let metricsListener: MetricsListener | undefined;
   try {
     computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
     catalog.register('compute', computeUrl);
@@ -466,6 +494,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         workflowOwner: SERVE_WORKFLOW_OWNER,
         http: httpLimitsFrom(config),
         inFlight,
+        metrics,
         auth,
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
@@ -499,6 +528,10 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       catalog.register('identity', identityUrl);
       logger.info({ url: identityUrl }, 'identity API (Keystone v3) listening');
     }
+    if (config.metricsPort !== undefined) {
+      metricsListener = await listenMetrics(metrics, config.metricsHost, config.metricsPort, logger);
+      logger.info({ url: metricsListener.url }, 'metrics listening');
+    }
   } catch (err) {
     // A part failed to start (a port taken, the token, the reconciler): stop what did start, so
     // the process exits with the error instead of running half a service (the data dir is
@@ -512,6 +545,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     await imageApp?.close().catch(() => undefined);
     await computeApp.app.close().catch(() => undefined);
     await computeApp.manager.close().catch(() => undefined);
+    await metricsListener?.close().catch(() => undefined);
     serviceToken?.stop();
     keystoneAuth?.stop();
     throw err;
@@ -523,6 +557,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     volumeUrl,
     identityUrl,
     imageUrl,
+    metricsUrl: metricsListener?.url,
     /**
      * Bounded graceful shutdown: one deadline (`shutdownGraceMs` from now) for everything. The
      * volume API drains first, while compute still answers the calls its requests make; the
@@ -550,6 +585,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
       await Promise.race([computeApp.servers.idle(), untilDeadline()]);
       await computeApp.app.close();
       await computeApp.manager.close();
+      await metricsListener?.close();
       serviceToken?.stop();
       keystoneAuth?.stop();
       await dataDir.close();
@@ -576,6 +612,8 @@ export interface RunningApiService {
   volumeUrl: string | undefined;
   identityUrl: string | undefined;
   imageUrl: string;
+  /** GET /metrics on its own listener (config metricsPort set); undefined: it is served on the compute API's URL. */
+  metricsUrl: string | undefined;
   /** This process's instance id (its volume service's token user is serviceUserOf(instanceId)). */
   instanceId: string;
   close(): Promise<void>;
@@ -608,6 +646,8 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
   let reconciler: VolumeReconciler | undefined;
   let identityApp: Awaited<ReturnType<typeof buildIdentityApp>> | undefined;
   let imageApp: App | undefined;
+  let metricsListener: MetricsListener | undefined;
+  const metrics = new Metrics();
   try {
     if (keystoneAuth) {
       keystoneAuth.useLogger(logger.child({ component: 'keystone' }));
@@ -631,6 +671,8 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
       ...(config.volumeApi ? { volumes: new HttpVolumeClient({ url: catalog.endpoint('volume') }) } : {}),
       http: httpLimitsFrom(config),
       auth,
+      metrics,
+      serveMetrics: config.metricsPort === undefined,
     });
     computeApi = api;
     const computeUrl = await api.app.listen({ host: config.host, port: config.port });
@@ -676,6 +718,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         http: httpLimitsFrom(config),
         inFlight,
         auth,
+        metrics,
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
       catalog.register('volume', volumeUrl);
@@ -702,12 +745,17 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
       identityUrl = await identityApp.listen({ host: config.host, port: config.identityPort });
       catalog.register('identity', identityUrl);
     }
-    const running = { api, imageApp, volumeApp, reconciler, identityApp, serviceToken };
+    if (config.metricsPort !== undefined) {
+      metricsListener = await listenMetrics(metrics, config.metricsHost, config.metricsPort, logger);
+      logger.info({ url: metricsListener.url }, 'metrics listening');
+    }
+    const running = { api, imageApp, volumeApp, reconciler, identityApp, serviceToken, metricsListener };
     return {
       computeUrl,
       volumeUrl,
       identityUrl,
       imageUrl,
+      metricsUrl: metricsListener?.url,
       instanceId,
       /** As serve's close: one deadline; the volume API drains first, then compute and images; then the store closes. */
       close: async () => {
@@ -723,6 +771,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         await running.imageApp.close();
         await Promise.race([running.api.servers.idle(), untilDeadline()]);
         await running.api.app.close();
+        await running.metricsListener?.close();
         running.serviceToken?.stop();
         keystoneAuth?.stop();
         await closeStore();
@@ -735,6 +784,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
     await volumeApp?.app.close().catch(() => undefined);
     await imageApp?.close().catch(() => undefined);
     await computeApi?.app.close().catch(() => undefined);
+    await metricsListener?.close().catch(() => undefined);
     serviceToken?.stop();
     keystoneAuth?.stop();
     await closeStore().catch(() => undefined);
@@ -800,7 +850,7 @@ export function openStore(config: Pick<Config, 'dataDir'>): Store {
 }
 
 /** The virt driver `config.driver` names: the fake (its inventory file) or libvirt (loaded on demand). */
-export async function createDriver(config: Config, logger: Logger): Promise<VirtDriver> {
+export async function createDriver(config: Config, logger: Logger, metrics?: Metrics): Promise<VirtDriver> {
   if (config.driver === 'fake') {
     return FakeDriver.fromInventoryFile(config.fakeInventory!, {
       statePath: join(config.dataDir, 'fake-hypervisor.json'),
@@ -814,5 +864,7 @@ export async function createDriver(config: Config, logger: Logger): Promise<Virt
     defaultProjectId: config.defaultProject,
     logger: logger.child({ component: 'libvirt' }),
     instancesDir: join(config.dataDir, INSTANCES_DIR),
+    virtType: config.virtType,
+    ...(metrics ? { observeCall: (procedure: string, seconds: number) => metrics.libvirtSeconds.observe({ procedure }, seconds) } : {}),
   });
 }

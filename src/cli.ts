@@ -61,6 +61,8 @@ function frontEndOptions(cmd: Command): Command {
     .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
     .option('--policy <file>', 'policy overrides (JSON, oslo.policy rules)')
     .option('--volume-port <port>', 'volume API port (default 8776)')
+    .option('--metrics-port <port>', "serve GET /metrics on its own port (0 = any free one) instead of the compute API's")
+    .option('--metrics-host <addr>', 'listen address of --metrics-port (default 127.0.0.1)')
     .option('--image-port <port>', 'image API port (default 9292; 0 = any free one)')
     .option('--no-volume-api', 'run only the compute API')
     .option('--backends <list>', 'volume backends: file,block,iscsi (default file)')
@@ -92,6 +94,8 @@ function frontEndFlags(o: Record<string, string | boolean | undefined>): Flags<C
     dataDir: o.dataDir,
     policyFile: o.policy,
     volumePort: o.volumePort,
+    metricsPort: o.metricsPort,
+    metricsHost: o.metricsHost,
     imagePort: o.imagePort,
     volumeApi: o.volumeApi,
     backends: o.backends,

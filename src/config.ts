@@ -66,6 +66,12 @@ export const ConfigSchema = Type.Object(
     }),
     fakeInventory: Type.Optional(Type.String({ description: "Servers for the fake driver (JSON file); required by it", minLength: 1, flag: '--fake-inventory', unit: 'path' })),
     libvirtUri: str('libvirt URI', 'qemu:///system', { env: 'ONLINE_EXTEND_LIBVIRT_URI', flag: '--libvirt-uri' }),
+    virtType: Type.Union([Type.Literal('qemu'), Type.Literal('kvm')], {
+      description: "Domain type of the servers the libvirt driver creates (Nova's [libvirt] virt_type): qemu (TCG) or kvm (with the host's CPU, host-passthrough). The lab passes what its KVM probe chose",
+      default: 'qemu',
+      env: 'ONLINE_EXTEND_VIRT_TYPE',
+      choices: ['qemu', 'kvm'],
+    }),
     defaultProject: str('Project of servers whose domain metadata names none', 'admin', { env: 'ONLINE_EXTEND_DEFAULT_PROJECT', flag: '--default-project' }),
     policyFile: Type.Optional(Type.String({ description: 'Policy overrides (JSON, oslo.policy rules)', minLength: 1, env: 'ONLINE_EXTEND_POLICY_FILE', flag: '--policy', unit: 'path' })),
     computeHost: str("This compute host's name in the inventory (Nova's host; compute-agent's RPC topic is compute.<name>)", hostname(), { flag: '--host (compute-agent)' }),
@@ -133,6 +139,19 @@ export const ConfigSchema = Type.Object(
       1,
     ),
     imagePort: port("Port of the image API (Glance's default port; 0 = any free one)", 9292, { env: 'ONLINE_EXTEND_IMAGE_PORT', flag: '--image-port' }),
+    // GET /metrics (Prometheus text format, no token) is served by serve and api. Unset, it is a
+    // route of the compute API (its host and port), as node_exporter-style scraping expects one
+    // address per process. Set, it moves to its own listener on metricsHost:metricsPort and the
+    // compute API no longer answers it, so it can be bound where only the scraper reaches it.
+    metricsPort: Type.Optional(Type.Integer({
+      description: "Own port for GET /metrics, off the compute API's (0 = any free one); unset: /metrics is served on the compute API's port",
+      minimum: 0,
+      maximum: 65535,
+      unit: 'TCP port',
+      env: 'ONLINE_EXTEND_METRICS_PORT',
+      flag: '--metrics-port',
+    })),
+    metricsHost: str('Listen address of GET /metrics when metricsPort is set', '127.0.0.1', { env: 'ONLINE_EXTEND_METRICS_HOST', flag: '--metrics-host' }),
     keystoneUrl: Type.Optional(Type.String({ description: 'With auth=keystone: the real Keystone (its /v3 URL)', minLength: 1, env: 'ONLINE_EXTEND_KEYSTONE_URL', flag: '--keystone-url', unit: 'URL' })),
     keystoneServiceUser: str('With auth=keystone: the service user this service validates tokens and calls compute as (it needs the service and, with the default policy, admin roles on its project)', 'online-extend', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_USER', flag: '--keystone-service-user' }),
     keystoneServiceProject: str('With auth=keystone: the service user\'s project', 'service', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_PROJECT', flag: '--keystone-service-project' }),

@@ -13,7 +13,7 @@ import { startService, type RunningService } from './app.js';
 import { SqliteStore } from './db/sqlite.js';
 import { issueToken } from './auth/tokens.js';
 import { ApiClient, VOLUME_LATEST } from './rpc/httpClient.js';
-import { bootGuest, labDown, labServiceFlags, labUp, readLab, type GuestShell } from './lab/index.js';
+import { bootGuest, describeAccel, labDown, labServiceFlags, labUp, readLab, type GuestShell } from './lab/index.js';
 import { formatBytes } from './cli/sizes.js';
 import { GiB } from './util/units.js';
 import { loadConfig } from './config.js';
@@ -61,6 +61,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     out('1. setting up the lab (Debian packages, guest image, private libvirtd and tgtd)…');
     const lab = await timed(steps, 'lab up', () => labUp({ install: opts.install, log: (m) => out(`   ${m}`) }));
     out(`   libvirt ${lab.libvirtUri}, iSCSI portal ${lab.tgtPortal}`);
+    out(`   accelerator: ${describeAccel(lab.accel)}; decided in ${lab.accel.probeMs} ms at ${lab.accel.decidedAt} (ONLINE_EXTEND_ACCEL=kvm|tcg|auto)`);
 
     out('2. starting the service (compute API + volume API, embedded SQLite)…');
     const config = loadConfig({}, labServiceFlags(lab, { dataDir, backends: opts.backends, projectId: PROJECT, logLevel: 'warn' }));
@@ -73,7 +74,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     clients = { compute, volume };
     out(`   compute ${service.computeUrl}, volume ${service.volumeUrl}`);
 
-    out('3. booting a guest (TCG, no KVM here)…');
+    out(`3. booting a guest under ${lab.accel.accel.toUpperCase()}…`);
     const name = `oe-demo-${randomUUID().slice(0, 8)}`;
     guest = await timed(steps, 'guest boot', () => bootGuest(lab, { name, projectId: PROJECT }));
     out(`   guest ${guest.name} (${guest.uuid}) ready`);

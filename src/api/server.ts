@@ -29,6 +29,8 @@ import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
 import type { RequestContext } from '../context.js';
 import { maxConnectionsPerApi } from '../util/fdLimit.js';
 import { echoVersion, negotiateVersion, versionsFor, type ApiService, type ApiVersion } from './microversion.js';
+import { RequestTimings, runWithTimings, timed } from '../util/timing.js';
+import { UNMATCHED_ROUTE, type Metrics } from '../util/metrics.js';
 
 export { DEFAULT_HTTP_LIMITS, type HttpLimits } from './transport.js';
 
@@ -37,6 +39,8 @@ declare module 'fastify' {
     auth?: AuthContext;
     /** Whether this API lets `service` tokens act in any project (ServerDeps.serviceActsInAnyProject). */
     serviceActsInAnyProject?: boolean;
+    /** Where this request's time went (the Server-Timing header). */
+    timings: RequestTimings;
   }
   interface FastifyContextConfig {
     /**
@@ -63,6 +67,10 @@ export interface ServerDeps {
    * compute API needs it (the volume service calls it for the server's project); off elsewhere.
    */
   serviceActsInAnyProject?: boolean;
+  /** The process's metrics: requests are counted by route pattern and status (absent: not counted). */
+  metrics?: Metrics;
+  /** Serve `GET /metrics` (no token) on this app; needs `metrics`. */
+  serveMetrics?: boolean;
 }
 
 /** What `createServer` needs beyond the route dependencies: which OpenStack service the API speaks for (its microversions). */
@@ -264,6 +272,46 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     }
   });
 
+  // Server-Timing: the rest of the request runs with its RequestTimings as the current one, so
+  // the store, lock, driver and RPC layers add to it without a request argument (util/timing.ts).
+  app.decorateRequest('timings', null as unknown as RequestTimings);
+  app.addHook('onRequest', (req, _reply, done) => {
+    req.timings = new RequestTimings();
+    runWithTimings(req.timings, done);
+  });
+  app.addHook('onSend', (req, reply, payload, done) => {
+    // Router errors (frameworkErrors) answer before onRequest: no timings to report.
+    if (req.timings) reply.header('server-timing', req.timings.header());
+    done(null, payload);
+  });
+  const metrics = deps.metrics;
+  if (metrics) {
+    const api = deps.service;
+    // Label sets resolved once each (prom-client hashes the labels on every inc otherwise); the
+    // keys are bounded: route patterns x methods x statuses.
+    const counters = new Map<string, { inc(): void }>();
+    const durations = new Map<string, { observe(v: number): void }>();
+    app.addHook('onResponse', (req, reply, done) => {
+      // The route pattern, never the URL: an unmatched request is one series however many URLs miss.
+      const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
+      const key = `${req.method} ${reply.statusCode} ${route}`;
+      let c = counters.get(key);
+      if (c === undefined) counters.set(key, (c = metrics.httpRequests.labels({ api, method: req.method, route, status: reply.statusCode })));
+      c.inc();
+      let d = durations.get(route);
+      if (d === undefined) durations.set(route, (d = metrics.httpSeconds.labels({ api, route })));
+      if (req.timings) d.observe((performance.now() - req.timings.start) / 1000);
+      done();
+    });
+    if (deps.serveMetrics) {
+      // Off the auth path (no token), as Prometheus scrapes: what it shows is counts, never names or ids.
+      app.get('/metrics', { schema: { hide: true }, config: { unversioned: true } }, async (_req, reply) => {
+        const { contentType, body } = await metrics.scrape();
+        return reply.type(contentType).send(body);
+      });
+    }
+  }
+
   app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-openstack-request-id', req.id);
     // The microversion is negotiated first, so every answer from here on (a 401 included) echoes
@@ -335,7 +383,7 @@ export const SERVICE_ROLE = 'service';
 async function authenticate(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest): Promise<AuthContext> {
   if (req.auth) return req.auth;
   const header = req.headers['x-auth-token'];
-  req.auth = await deps.auth.authenticate(Array.isArray(header) ? header[0] : header);
+  req.auth = await timed('auth', () => deps.auth.authenticate(Array.isArray(header) ? header[0] : header));
   return req.auth;
 }
 

@@ -6,6 +6,8 @@
 import type { ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities, DriverServer, SpawnSpec } from '../virt/driver.js';
 import type { ComputeManager, HostSizeExtend } from './manager.js';
+import type { Metrics } from '../util/metrics.js';
+import { currentTimings } from '../util/timing.js';
 
 /** The calls the compute API makes on a host (see the module comment); `host` names the host. */
 export interface ComputeRpc {
@@ -73,4 +75,35 @@ export class LocalComputeRpc implements ComputeRpc {
   destroy(host: string, serverId: string) {
     return this.on(host).destroy(serverId);
   }
+}
+
+const RPC_METHODS = [
+  'capabilities', 'syncInventory', 'syncServer', 'rescan', 'getHostBytes', 'extendAttached', 'extendToHostSize',
+  'attachVolume', 'detachVolume', 'spawn', 'destroy',
+] as const satisfies readonly (keyof ComputeRpc)[];
+
+/**
+ * `rpc` with each call's latency observed in `metrics.rpcSeconds` (by method) and added to the
+ * current request's `rpc` Server-Timing part; results and errors pass through unchanged.
+ */
+export function timedComputeRpc(rpc: ComputeRpc, metrics: Metrics): ComputeRpc {
+  const out = {} as Record<string, unknown>;
+  for (const method of RPC_METHODS) {
+    const fn = (rpc[method] as (...a: unknown[]) => Promise<unknown>).bind(rpc);
+    const histogram = metrics.rpcSeconds.labels({ method });
+    out[method] = (...args: unknown[]) => {
+      const t = currentTimings();
+      const start = performance.now();
+      const p = fn(...args);
+      // Measured on the side: the caller awaits the call's own promise.
+      const done = () => {
+        const ms = performance.now() - start;
+        histogram.observe(ms / 1000);
+        t?.add('rpc', ms);
+      };
+      p.then(done, done);
+      return p;
+    };
+  }
+  return out as unknown as ComputeRpc;
 }

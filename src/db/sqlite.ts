@@ -372,6 +372,11 @@ export class SqliteStore implements Store {
     return (this.shaped.get(sql).all(params) as Row[]).map(toVolume);
   }
 
+  async countVolumesByStatus(): Promise<Partial<Record<VolumeStatus, number>>> {
+    const rows = this.shaped.get('SELECT status, COUNT(*) AS n FROM volumes GROUP BY status').all() as { status: VolumeStatus; n: number }[];
+    return Object.fromEntries(rows.map((r) => [r.status, r.n]));
+  }
+
   async updateVolume(
     id: string,
     guard: readonly VolumeStatus[] | VolumeGuard,

@@ -413,6 +413,8 @@ export interface VolumeStore {
   getVolume(id: string): Promise<VolumeRecord | undefined>;
   /** Volumes oldest first (created_at, then id), optionally of one project, status and exact name. `page.marker` is a volume id. Without `page`, all of them. */
   listVolumes(filter?: { projectId?: string; status?: VolumeStatus; name?: string }, page?: PageQuery): Promise<VolumeRecord[]>;
+  /** How many volumes have each status (statuses no volume has are absent); one grouped count, for the metrics scrape. */
+  countVolumesByStatus(): Promise<Partial<Record<VolumeStatus, number>>>;
   /**
    * Conditional update: applies `patch` only while `guard` holds (a status list is shorthand for
    * `{ status }`), in one statement (a compare-and-swap, as Cinder's conditional update). Bumps

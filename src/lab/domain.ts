@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { escapeXml } from '../util/xml.js';
 import { METADATA_NS } from '../virt/libvirt/domxml.js';
 import { GuestShell } from './guestShell.js';
-import type { LabInfo } from './lab.js';
+import type { Accel } from './accel.js';
 import { mustRun, run } from './proc.js';
 
 /** What domainXml needs: names, the guest image, where its two serial ports go, extra devices. */
@@ -23,9 +23,11 @@ export interface DomainXmlOptions {
   disks?: string[];
   /** Written as `<oe:project>` metadata in METADATA_NS (the driver reads a server's project from it). */
   projectId?: string;
+  /** `tcg` (default): `<domain type='qemu'>`; `kvm`: `<domain type='kvm'>` with the host's CPU (host-passthrough). */
+  accel?: Accel;
 }
 
-/** The test guest's domain XML: TCG, direct kernel boot, ACPI (for hot-plug), two serial ports. */
+/** The test guest's domain XML: TCG or KVM (`accel`), direct kernel boot, ACPI (for hot-plug), two serial ports. */
 export function domainXml(o: DomainXmlOptions): string {
   const e = escapeXml;
   const metadata =
@@ -33,12 +35,15 @@ export function domainXml(o: DomainXmlOptions): string {
       ? ''
       : `  <metadata>\n    <oe:project xmlns:oe="${METADATA_NS}">${e(o.projectId)}</oe:project>\n  </metadata>\n`;
   const disks = (o.disks ?? []).map((d) => `    ${d.trim()}\n`).join('');
-  return `<domain type='qemu'>
+  const kvm = o.accel === 'kvm';
+  // Under KVM the guest gets the host's CPU, as `-cpu host` (the probe boots exactly this XML).
+  const cpu = kvm ? "  <cpu mode='host-passthrough'/>\n" : '';
+  return `<domain type='${kvm ? 'kvm' : 'qemu'}'>
   <name>${e(o.name)}</name>
   <uuid>${e(o.uuid)}</uuid>
 ${metadata}  <memory unit='MiB'>${o.memoryMiB ?? 256}</memory>
   <vcpu>1</vcpu>
-  <os>
+${cpu}  <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>${e(o.kernel)}</kernel>
     <initrd>${e(o.initrd)}</initrd>
@@ -91,15 +96,27 @@ export interface BootGuestOptions {
    * be shut off and started again with its disks, as a cloud's servers are.
    */
   persistent?: boolean;
+  /** The accelerator (default: the lab's, `lab.accel`, else TCG). */
+  accel?: Accel;
 }
 
 /** Run virsh against the lab's libvirtd; resolves with stdout, throws on failure. */
-export function virsh(lab: Pick<LabInfo, 'libvirtUri'>, args: string[], timeoutMs = 60_000): Promise<string> {
+export function virsh(lab: { libvirtUri: string }, args: string[], timeoutMs = 60_000): Promise<string> {
   return mustRun('virsh', ['-c', lab.libvirtUri, ...args], { timeoutMs });
 }
 
-/** What bootGuest needs of a lab: its dir (guests' files go in `<dir>/guests`), libvirtd and guest image. */
-export type GuestHost = Pick<LabInfo, 'dir' | 'libvirtUri' | 'kernel' | 'initrd' | 'cmdline'>;
+/**
+ * What bootGuest needs of a lab: its dir (guests' files go in `<dir>/guests`), libvirtd and guest
+ * image, and the accelerator chosen for it (absent: TCG).
+ */
+export interface GuestHost {
+  dir: string;
+  libvirtUri: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  accel?: { accel: Accel };
+}
 
 /**
  * Start a domain of the test guest, transient (`virsh create`) or defined (`persistent`), and,
@@ -136,6 +153,7 @@ export async function bootGuest(lab: GuestHost, opts: BootGuestOptions): Promise
     memoryMiB: opts.memoryMiB,
     disks,
     projectId: opts.projectId,
+    accel: opts.accel ?? lab.accel?.accel ?? 'tcg',
   });
   const xmlFile = join(guestsDir, `${opts.name}.xml`);
   writeFileSync(xmlFile, xml);

@@ -23,3 +23,19 @@ export { CLIENT_PACKAGES, LAB_PACKAGES, SCALE_PACKAGES, installClientPackages, i
 export { pidAlive, run, waitFor, type RunResult } from './proc.js';
 export { startLibvirtd, stopLibvirtd, type LabLibvirtd, type StartLibvirtdOptions } from './libvirtd.js';
 export { buildGuestImage, GUEST_CMDLINE, type GuestImage } from './image.js';
+export {
+  ACCEL_ENV,
+  ACCEL_MODES,
+  KVM_BOOT_DEADLINE_MS,
+  accelModeFromEnv,
+  decideAccel,
+  describeAccel,
+  parseAccelMode,
+  type Accel,
+  type AccelCause,
+  type AccelChoice,
+  type AccelMode,
+  type AccelProbeSteps,
+  type KvmBootOutcome,
+} from './accel.js';
+export { labAccel } from './accelProbe.js';

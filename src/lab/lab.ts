@@ -6,6 +6,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { accelModeFromEnv, describeAccel, type AccelChoice, type AccelMode } from './accel.js';
+import { labAccel } from './accelProbe.js';
 import { defaultCacheDir, defaultLabDir } from './dirs.js';
 import { GUEST_CMDLINE, buildGuestImage, guestSourceHash, type GuestImage } from './image.js';
 import { libvirtAnswers, startLibvirtd, stopLibvirtd, type LabLibvirtd } from './libvirtd.js';
@@ -31,6 +33,8 @@ export interface LabInfo {
   cacheDir: string;
   /** Hash of the scripts that build the guest: a healthy lab whose hash differs gets a fresh image. */
   guestSourceHash: string;
+  /** The accelerator the lab's guests run under, and why (src/lab/accel.ts). */
+  accel: AccelChoice;
 }
 
 /** Options of labUp. */
@@ -42,6 +46,8 @@ export interface LabUpOptions {
   log?: (msg: string) => void;
   /** Cache for the guest kernel/initramfs and libvirt's QEMU capabilities. */
   cacheDir?: string;
+  /** KVM, TCG, or probe once per lab dir (default: `$ONLINE_EXTEND_ACCEL`, else auto). */
+  accel?: AccelMode;
 }
 
 const MARKER = '.oe-lab';
@@ -114,20 +120,23 @@ export async function labUp(opts: LabUpOptions = {}): Promise<LabInfo> {
 async function labUpLocked(dir: string, opts: LabUpOptions): Promise<LabInfo> {
   const log = opts.log ?? (() => {});
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
+  const mode = opts.accel ?? accelModeFromEnv();
   const t0 = Date.now();
 
   const existing = readLab(dir);
   if (existing) {
     if (await labHealthy(existing)) {
-      if (existing.guestSourceHash === guestSourceHash()) {
+      if (existing.guestSourceHash === guestSourceHash() && existing.accel?.mode === mode) {
         log(`lab already up in ${dir}`);
         return existing;
       }
       // The guest's scripts changed since this lab came up: rebuild the image (the daemons stay).
-      const image = await buildGuestImage(existing.cacheDir, { install: opts.install, log });
-      const info: LabInfo = { ...existing, ...image, guestSourceHash: guestSourceHash() };
+      // A lab from before the accelerator probe, or asked for another mode, gets its accelerator.
+      const image = existing.guestSourceHash === guestSourceHash() ? {} : await buildGuestImage(existing.cacheDir, { install: opts.install, log });
+      const next = { ...existing, ...image, guestSourceHash: guestSourceHash() };
+      const info: LabInfo = { ...next, accel: await labAccel(next, mode, { log }) };
       writeFileSync(labJsonPath(dir), JSON.stringify(info, null, 2) + '\n');
-      log(`lab already up in ${dir}; guest image refreshed`);
+      log(`lab already up in ${dir}; guest image and accelerator checked: ${describeAccel(info.accel)}`);
       return info;
     }
     log(`lab in ${dir} is not healthy; restarting it`);
@@ -163,7 +172,7 @@ async function labUpLocked(dir: string, opts: LabUpOptions): Promise<LabInfo> {
   }
   if (!libvirtd || !tgtd || !image) throw new Error('unreachable');
 
-  const info: LabInfo = {
+  const base = {
     dir,
     libvirtUri: libvirtd.uri,
     libvirtSocket: libvirtd.socket,
@@ -178,8 +187,11 @@ async function labUpLocked(dir: string, opts: LabUpOptions): Promise<LabInfo> {
     cacheDir,
     guestSourceHash: guestSourceHash(),
   };
+  // Needs libvirtd and the guest image: after both are up. Never throws (falls back to TCG).
+  const accel = await labAccel(base, mode, { log });
+  const info: LabInfo = { ...base, accel };
   writeFileSync(labJsonPath(dir), JSON.stringify(info, null, 2) + '\n');
-  log(`lab up in ${dir} after ${Date.now() - t0} ms`);
+  log(`lab up in ${dir} after ${Date.now() - t0} ms; guests run under ${describeAccel(accel)}`);
   return info;
 }
 

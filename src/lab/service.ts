@@ -4,7 +4,7 @@ import type { LabInfo } from './lab.js';
 /**
  * The service's settings for `lab`, as flags for config.ts's loadConfig (the caller loads them):
  * the libvirt driver on the lab's libvirtd, the backends on its tgtd, ephemeral ports (0) on
- * 127.0.0.1, no inventory sync timer.
+ * 127.0.0.1, no inventory sync timer, servers under the lab's accelerator.
  */
 export function labServiceFlags(lab: LabInfo, o: { dataDir: string; backends: string[]; projectId: string; logLevel: string }) {
   return {
@@ -21,6 +21,8 @@ export function labServiceFlags(lab: LabInfo, o: { dataDir: string; backends: st
     defaultProject: o.projectId,
     syncIntervalMs: 0,
     logLevel: o.logLevel,
+    // Servers created through the API run under the accelerator the lab's probe chose.
+    virtType: lab.accel.accel === 'kvm' ? 'kvm' : 'qemu',
   };
 }
 

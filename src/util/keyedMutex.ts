@@ -1,3 +1,5 @@
+import { currentTimings } from './timing.js';
+
 /**
  * A mutex per key: calls with one key run one at a time, in arrival order; calls with different
  * keys run in parallel. A failed call does not block the next one. THE keyed mutex of the code
@@ -10,7 +12,17 @@ export class KeyedMutex {
   /** Run `fn` once every earlier call with `key` has settled; resolves or rejects as `fn` does. */
   async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key) ?? Promise.resolve();
-    const mine = previous.then(fn, fn);
+    // In a request, the wait for the lock (not the time it is held) is its `lock` Server-Timing part.
+    const timings = currentTimings();
+    let enter = fn;
+    if (timings) {
+      const start = performance.now();
+      enter = () => {
+        timings.add('lock', performance.now() - start);
+        return fn();
+      };
+    }
+    const mine = previous.then(enter, enter);
     const tail = mine.catch(() => undefined);
     this.tails.set(key, tail);
     try {

@@ -274,6 +274,19 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       }
     });
 
+    it('counts volumes by status in one query, as the full listing grouped by status', async () => {
+      const before = await store.countVolumesByStatus();
+      await store.createVolume(volume('vol-count-1', 'p-count'));
+      await store.createVolume(volume('vol-count-2', 'p-count'));
+      await store.createVolume({ ...volume('vol-count-3', 'p-count'), status: 'error' });
+      const after = await store.countVolumesByStatus();
+      expect((after.available ?? 0) - (before.available ?? 0)).toBe(2);
+      expect((after.error ?? 0) - (before.error ?? 0)).toBe(1);
+      const grouped: Record<string, number> = {};
+      for (const v of await store.listVolumes()) grouped[v.status] = (grouped[v.status] ?? 0) + 1;
+      expect(after).toEqual(grouped);
+    });
+
     it('pages volumes oldest first and volume actions newest first', async () => {
       for (let i = 0; i < 5; i++) await store.createVolume(volume(`vol-pg-${i}`, 'p-pg'));
       await store.createVolume(volume('vol-pg-other', 'p-pg-other'));

@@ -107,6 +107,29 @@ describe('RemoteClient', () => {
     expect(err).toMatchObject({ code: 42, domain: 10, message: 'Domain not found', procedure: 'DOMAIN_LOOKUP_BY_NAME' });
   });
 
+  it('tells observeCall the procedure and duration of each call, a failed call included, and nothing of the handshake', async () => {
+    let n = 0;
+    srv = new FakeLibvirtd(sock, (_h, _b, reply) => {
+      const w = new XdrWriter();
+      if (n++ === 0) {
+        writeRemoteError(w, { code: 42, domain: 10, message: 'Domain not found', level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 });
+        return reply(w.bytes(), MessageStatus.ERROR);
+      }
+      writeDomain(w, DOM);
+      reply(w.bytes());
+    });
+    await srv.listen();
+    const seen: Array<[string, number]> = [];
+    client = new RemoteClient({ uri: `qemu+unix:///system?socket=${sock}`, observeCall: (procedure, seconds) => seen.push([procedure, seconds]) });
+    await expect(client.lookupByName('nope')).rejects.toBeInstanceOf(LibvirtError);
+    await expect(client.lookupByName('g1')).resolves.toEqual(DOM);
+    expect(seen.map(([p]) => p)).toEqual(['DOMAIN_LOOKUP_BY_NAME', 'DOMAIN_LOOKUP_BY_NAME']);
+    for (const [, seconds] of seen) {
+      expect(seconds).toBeGreaterThan(0);
+      expect(seconds).toBeLessThan(5);
+    }
+  });
+
   it('times a call out without breaking the calls after it', async () => {
     let n = 0;
     srv = new FakeLibvirtd(sock, (_h, _b, reply) => {

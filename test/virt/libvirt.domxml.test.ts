@@ -284,4 +284,13 @@ describe('the domain of a server created through the API (spawn.ts)', () => {
     const none = parseDomainXml(serverDomainXml({ spec, files, rootDisk: undefined, virtType: 'qemu' }));
     expect(none.disks).toEqual([]);
   });
+
+  it.each([
+    ['kvm', true],
+    ['qemu', false],
+  ] as const)("gives a %s server the host's CPU (host-passthrough): %s", (virtType, hostCpu) => {
+    const root = parseXml(serverDomainXml({ spec, files, rootDisk: undefined, virtType }));
+    expect(root.attrs.type).toBe(virtType);
+    expect(root.children.find((c) => c.name === 'cpu')?.attrs.mode).toBe(hostCpu ? 'host-passthrough' : undefined);
+  });
 });

@@ -379,6 +379,12 @@ export class PgStore implements Store {
   }
 
   /** See VolumeStore.listVolumes. Throws errors.markerNotFound for a marker not in the listing. */
+  async countVolumesByStatus(): Promise<Partial<Record<VolumeStatus, number>>> {
+    // COUNT is a bigint, which pg answers as a string.
+    const rows = await this.rows('SELECT status, COUNT(*)::int AS n FROM volumes GROUP BY status');
+    return Object.fromEntries(rows.map((r) => [r.status as VolumeStatus, r.n as number]));
+  }
+
   async listVolumes(filter: { projectId?: string; status?: VolumeStatus; name?: string } = {}, page?: PageQuery): Promise<VolumeRecord[]> {
     const params: unknown[] = [];
     const where: string[] = [];

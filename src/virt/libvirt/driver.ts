@@ -37,6 +37,7 @@
  * Files: this one (inventory, sizes, resize), disks.ts (disk lookup, sizing, failure
  * classification), failures.ts (libvirt's error numbers), hotplug.ts (attach, detach).
  */
+import type { CallObserver } from './remote/connection.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
 import { errors } from '../../errors.js';
 import type { ExtendOptions, AttachSpec, DriverCapabilities, DriverServer, SpawnSpec, VirtDriver } from '../driver.js';
@@ -55,6 +56,8 @@ import { ServerSpawner } from './spawn.js';
 export interface LibvirtDriverOptions {
   /** libvirt URI: `qemu:///system` (default) or `qemu+unix:///system?socket=PATH`. */
   uri?: string;
+  /** Told each libvirt remote-protocol call's procedure and duration in seconds (the metrics' libvirt latency). */
+  observeCall?: CallObserver;
   /** Project of domains without our project metadata. */
   defaultProjectId?: string;
   /** sysfs mount point (tests use a fake tree). */
@@ -101,6 +104,7 @@ export class LibvirtDriver implements VirtDriver {
     this.host = new Host({
       uri: opts.uri ?? 'qemu:///system',
       logger: this.log,
+      ...(opts.observeCall ? { observeCall: opts.observeCall } : {}),
       ...(opts.callTimeoutMs !== undefined ? { callTimeoutMs: opts.callTimeoutMs } : {}),
       ...(opts.xmlCacheTtlMs !== undefined ? { xmlCacheTtlMs: opts.xmlCacheTtlMs } : {}),
     });

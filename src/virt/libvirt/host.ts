@@ -5,11 +5,14 @@
 import { Guest } from './guest.js';
 import { RemoteClient, type Logger } from './remote/client.js';
 import { bytesToUuid } from './remote/protocol.js';
+import type { CallObserver } from './remote/connection.js';
 
 /** How to reach libvirtd: the URI (see remote/uri.ts) and timeouts in ms (calls default 30 s, connecting 5 s, XML cache 5 s). */
 export interface HostOptions {
   uri: string;
   logger?: Logger;
+  /** Told each remote-protocol call's procedure and duration (RemoteClientOptions.observeCall). */
+  observeCall?: CallObserver;
   callTimeoutMs?: number;
   connectTimeoutMs?: number;
   /** How long parsed domain XML is trusted without a refetch. */
@@ -32,6 +35,7 @@ export class Host {
     this.client = new RemoteClient({
       uri: opts.uri,
       ...(opts.logger ? { logger: opts.logger } : {}),
+      ...(opts.observeCall ? { observeCall: opts.observeCall } : {}),
       ...(opts.callTimeoutMs !== undefined ? { callTimeoutMs: opts.callTimeoutMs } : {}),
       ...(opts.connectTimeoutMs !== undefined ? { connectTimeoutMs: opts.connectTimeoutMs } : {}),
     });

@@ -86,7 +86,7 @@ export function serverDomainXml(o: ServerXmlOptions): string {
   </metadata>
   <memory unit='MiB'>${spec.ramMb}</memory>
   <vcpu>${spec.vcpus}</vcpu>
-  <os>
+${o.virtType === 'kvm' ? "  <cpu mode='host-passthrough'/>\n" : ''}  <os>
     <type arch='x86_64' machine='pc'>hvm</type>
 ${boot}  </os>
   <features><acpi/></features>

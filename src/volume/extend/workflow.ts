@@ -63,6 +63,7 @@ import { isAttached, outcome } from '../lifecycle.js';
 import { DEFAULT_WORKFLOW_OPTIONS, type WorkflowOptions } from './options.js';
 import { finalError, runStep, save, type StepDeps } from './steps.js';
 import { FIRST_STEP } from './stepNames.js';
+import type { Metrics } from '../../util/metrics.js';
 
 /** What the workflow is built from; `options` override DEFAULT_WORKFLOW_OPTIONS. */
 interface WorkflowDeps {
@@ -76,6 +77,8 @@ interface WorkflowDeps {
    * instance, `<hostname>:<pid>:<uuid>` (see `defaultWorkerName`).
    */
   owner?: string;
+  /** The process's metrics: time per step, retries, extends by result and backend (absent: none). */
+  metrics?: Metrics;
 }
 
 /**
@@ -124,6 +127,7 @@ export class ExtendWorkflow {
   private ticking = false;
   /** This worker's name in the extend leases (store `claimExtend`). */
   readonly owner: string;
+  private readonly metrics: Metrics | undefined;
   /** The lease of every run of this worker, by volume id. */
   private readonly leases = new Map<string, RunLease>();
   private renewal: NodeJS.Timeout | undefined;
@@ -143,6 +147,7 @@ export class ExtendWorkflow {
     this.log = deps.logger;
     this.options = { ...DEFAULT_WORKFLOW_OPTIONS, ...deps.options };
     this.owner = deps.owner ?? defaultWorkerName();
+    this.metrics = deps.metrics;
   }
 
   /**
@@ -366,9 +371,16 @@ export class ExtendWorkflow {
       if (this.options.stepDelayMs > 0) await this.pause(this.options.stepDelayMs, steps.signal);
       if (this.closed) return { volume: undefined };
       if (lease.lost.signal.aborted) return this.handedOver(volumeId);
+      const stepStart = performance.now();
       try {
-        if (await runStep(steps, v, state)) return { volume: await this.store.getVolume(volumeId) };
+        const finished = await runStep(steps, v, state);
+        this.metrics?.workflowStepSeconds.observe({ step: state.step }, (performance.now() - stepStart) / 1000);
+        if (finished) {
+          this.metrics?.extends.inc({ result: 'success', backend: v.backend });
+          return { volume: await this.store.getVolume(volumeId) };
+        }
       } catch (err) {
+        this.metrics?.workflowStepSeconds.observe({ step: state.step }, (performance.now() - stepStart) / 1000);
         if (this.closed) return { volume: undefined };
         if (lease.lost.signal.aborted) return this.handedOver(volumeId);
         const error = asServiceError(err);
@@ -380,6 +392,7 @@ export class ExtendWorkflow {
         const lastError = { step: state.step, code: error.code, message: error.message, at: new Date().toISOString() };
         this.lastErrors.set(volumeId, lastError);
         await save(steps, v, { ...state, attempts, lastError });
+        this.metrics?.workflowRetries.inc({ step: state.step });
         this.log.warn({ volumeId, step: state.step, attempts, code: error.code, err: error.message }, 'extend step failed, retrying');
         await this.pause(this.backoff(attempts), steps.signal);
       }
@@ -430,6 +443,7 @@ export class ExtendWorkflow {
       { status, extend: { ...state, error: reason, errorCode: code } },
     );
     if (ok) {
+      this.metrics?.extends.inc({ result: 'error', backend: v.backend });
       await this.store.finishVolumeAction(state.requestId, v.id, 'Error', reason);
       this.log.error({ volumeId: v.id, requestId: state.requestId, step: state.step, code, reason }, 'extend failed');
     }

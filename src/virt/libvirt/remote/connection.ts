@@ -52,7 +52,12 @@ export interface RemoteClientOptions {
   /** Timeout for reaching the socket and CONNECT_OPEN. */
   connectTimeoutMs?: number;
   logger?: Logger;
+  /** Told every call's procedure name and duration (seconds), answered or failed (the metrics' libvirt latency). */
+  observeCall?: CallObserver;
 }
+
+/** Receives each remote-protocol call's procedure name (e.g. `DOMAIN_BLOCK_RESIZE`) and duration in seconds. */
+export type CallObserver = (procedure: string, seconds: number) => void;
 
 /** Per-call options: `timeoutMs` overrides the connection's call timeout (ms); past it the call fails with LibvirtTimeoutError. */
 export interface CallOptions {
@@ -87,6 +92,7 @@ export class RemoteConnection {
   private pending = new Map<number, Pending>();
   private serial = 0;
   private closed = false;
+  private readonly observeCall: CallObserver | undefined;
 
   constructor(opts: RemoteClientOptions = {}) {
     this.uri = opts.uri ?? 'qemu:///system';
@@ -94,6 +100,7 @@ export class RemoteConnection {
     this.callTimeoutMs = opts.callTimeoutMs ?? 30_000;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 5_000;
     this.log = opts.logger;
+    this.observeCall = opts.observeCall;
   }
 
   /** The unix socket path the URI names. */
@@ -287,8 +294,16 @@ export class RemoteConnection {
 
   /** One RPC call; resolves with a reader positioned at the reply body. */
   async call(program: number, version: number, procedure: number, args?: Buffer, opts: CallOptions = {}): Promise<XdrReader> {
-    const sock = await this.ensureConnected();
-    return this.callOn(sock, program, version, procedure, args, opts.timeoutMs ?? this.callTimeoutMs);
+    // Every call of the client passes here: the one place its latency is measured (and added to
+    // the current request's `driver` Server-Timing part by the driver's own wrapper, not here).
+    const observe = this.observeCall;
+    const start = observe ? performance.now() : 0;
+    try {
+      const sock = await this.ensureConnected();
+      return await this.callOn(sock, program, version, procedure, args, opts.timeoutMs ?? this.callTimeoutMs);
+    } finally {
+      if (observe) observe(PROC_NAMES.get(`${program}:${procedure}`) ?? `${program.toString(16)}:${procedure}`, (performance.now() - start) / 1000);
+    }
   }
 
   /** One call of the remote program (libvirt's public API). */

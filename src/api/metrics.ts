@@ -1,0 +1,53 @@
+/**
+ * GET /metrics on its own listener (Config.metricsPort set): a bare node:http server, so the
+ * scraper's address can differ from the API's (a management network) and the scrape never
+ * queues behind API connections. Answers GET /metrics only; anything else is 404, no token.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Metrics } from '../util/metrics.js';
+
+/** A running metrics listener: its URL (`http://host:port`) and `close`. */
+export interface MetricsListener {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Serves `metrics` on `host:port` (0 = any free one). Rejects when the address cannot be bound. */
+export async function listenMetrics(metrics: Metrics, host: string, port: number, logger: Logger): Promise<MetricsListener> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      res.writeHead(path === '/metrics' ? 405 : 404, { 'content-type': 'text/plain; charset=utf-8' }).end(path === '/metrics' ? 'GET only\n' : 'not found: GET /metrics\n');
+      return;
+    }
+    metrics.scrape().then(
+      ({ contentType, body }) => {
+        res.writeHead(200, { 'content-type': contentType });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'metrics scrape failed');
+        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end('scrape failed\n');
+      },
+    );
+  });
+  server.keepAliveTimeout = 5_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const a = server.address() as AddressInfo;
+  const url = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  return {
+    url,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}

@@ -1,0 +1,104 @@
+/**
+ * Per-request time accounting for the `Server-Timing` header: the API opens a RequestTimings for
+ * each request (AsyncLocalStorage, so the store, lock, driver and RPC layers need no request
+ * argument) and each layer adds the milliseconds it spent under its part's name.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+
+/** The parts a request's time is split into (Server-Timing metric names). */
+export type TimingPart = 'auth' | 'store' | 'lock' | 'driver' | 'rpc';
+
+/** Milliseconds spent per part in one request (concurrent calls add up: a part may exceed the wall time of the calls). */
+export class RequestTimings {
+  readonly start = performance.now();
+  readonly parts: Partial<Record<TimingPart, number>> = {};
+
+  add(part: TimingPart, ms: number): void {
+    this.parts[part] = (this.parts[part] ?? 0) + ms;
+  }
+
+  /** The header value: each measured part then `total`, durations in ms with 0.001 resolution. */
+  header(now = performance.now()): string {
+    let out = '';
+    for (const [part, ms] of Object.entries(this.parts)) out += `${part};dur=${ms.toFixed(3)}, `;
+    return `${out}total;dur=${(now - this.start).toFixed(3)}`;
+  }
+}
+
+const als = new AsyncLocalStorage<RequestTimings>();
+
+/** Runs `fn` with `timings` as the current request's (the API's onRequest hook). */
+export function runWithTimings<T>(timings: RequestTimings, fn: () => T): T {
+  return als.run(timings, fn);
+}
+
+/** The current request's timings, or undefined outside a request (background work). */
+export function currentTimings(): RequestTimings | undefined {
+  return als.getStore();
+}
+
+/**
+ * Awaits `fn()` and adds its duration to `part` of the current request, if any; the result or
+ * rejection passes through unchanged. Outside a request it only calls `fn`.
+ */
+export async function timed<T>(part: TimingPart, fn: () => Promise<T>): Promise<T> {
+  const t = als.getStore();
+  if (t === undefined) return fn();
+  const start = performance.now();
+  try {
+    return await fn();
+  } finally {
+    t.add(part, performance.now() - start);
+  }
+}
+
+/**
+ * `target` with each method's time added to `part` of the current request (a promise's until it
+ * settles); `onError` is told every error a method throws or rejects with, and it passes through
+ * unchanged. Other properties are `target`'s own. Wrapped methods are made once per name, so a
+ * call costs one Map lookup more than a direct one.
+ */
+export function timedMethods<T extends object>(target: T, part: TimingPart, onError?: (err: unknown) => void): T {
+  const wrapped = new Map<PropertyKey, unknown>();
+  return new Proxy(target, {
+    get(obj, name, receiver) {
+      const value: unknown = Reflect.get(obj, name, receiver);
+      if (typeof value !== 'function' || name === 'constructor') return value;
+      let w = wrapped.get(name);
+      if (w === undefined) {
+        const fn = value as (...a: unknown[]) => unknown;
+        w = function (this: unknown, ...args: unknown[]): unknown {
+          const t = als.getStore();
+          // Called on the proxy: `this` is the target, so private fields and #members work.
+          const self = this === receiver || this === undefined ? obj : this;
+          if (t === undefined && onError === undefined) return fn.apply(self, args);
+          const start = performance.now();
+          let result: unknown;
+          try {
+            result = fn.apply(self, args);
+          } catch (err) {
+            t?.add(part, performance.now() - start);
+            onError?.(err);
+            throw err;
+          }
+          if (!(result instanceof Promise)) {
+            t?.add(part, performance.now() - start);
+            return result;
+          }
+          // The caller gets the method's own promise (no extra link in its chain); the time and
+          // the error are taken on the side, where a rejection handled here is not rethrown.
+          result.then(
+            () => t?.add(part, performance.now() - start),
+            (err: unknown) => {
+              t?.add(part, performance.now() - start);
+              onError?.(err);
+            },
+          );
+          return result;
+        };
+        wrapped.set(name, w);
+      }
+      return w;
+    },
+  });
+}

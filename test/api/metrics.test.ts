@@ -1,0 +1,114 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import pino from 'pino';
+import { buildComputeApp, type ComputeApp } from '../../src/app.js';
+import { SqliteStore } from '../../src/db/sqlite.js';
+import { FakeDriver } from '../../src/virt/fake/driver.js';
+import { PolicyEnforcer } from '../../src/auth/policy.js';
+import { issueToken } from '../../src/auth/tokens.js';
+import { Metrics } from '../../src/util/metrics.js';
+import { BLOCK_VOL, FILE_VOL, GiB, TENANT, sampleServers, url } from '../support/computeApp.js';
+
+// One line of Prometheus' text format 0.0.4: a comment (HELP/TYPE) or a sample with optional labels.
+const LABEL = String.raw`[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"`;
+const SAMPLE = new RegExp(String.raw`^[a-zA-Z_:][a-zA-Z0-9_:]*(\{${LABEL}(,${LABEL})*\})? (-?[0-9.e+-]+|NaN|[+-]Inf)$`);
+const COMMENT = /^# (HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|histogram|summary|untyped))$/;
+
+/** The samples of an exposition, keyed by `name{labels}`; throws on a line that is not the text format. */
+function parse(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    if (COMMENT.test(line)) continue;
+    if (!SAMPLE.test(line)) throw new Error(`not Prometheus text format: ${line}`);
+    const i = line.lastIndexOf(' ');
+    out.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return out;
+}
+
+let built: ComputeApp;
+let base: string;
+let token: string;
+let store: SqliteStore;
+
+beforeEach(async () => {
+  store = new SqliteStore(':memory:');
+  built = await buildComputeApp({ store, driver: new FakeDriver({ servers: sampleServers() }), logger: pino({ level: 'silent' }), policy: new PolicyEnforcer({}), metrics: new Metrics() });
+  token = (await issueToken(store, { userId: 'u', projectId: TENANT, roles: ['admin'], ttlMs: 3_600_000 })).token;
+  base = await built.app.listen({ host: '127.0.0.1', port: 0 });
+});
+afterEach(async () => {
+  await built.app.close();
+  store.close();
+});
+
+const scrape = async () => {
+  const res = await fetch(`${base}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+  return parse(await res.text());
+};
+const get = (path: string) => fetch(`${base}${path}`, { headers: { 'x-auth-token': token } });
+const series = (m: Map<string, number>, prefix: string) => [...m.keys()].filter((k) => k.startsWith(prefix));
+
+describe('GET /metrics', () => {
+  it('answers Prometheus text format without a token', async () => {
+    expect((await fetch(`${base}${url.volume(BLOCK_VOL)}`)).status).toBe(401);
+    const m = await scrape();
+    expect(series(m, 'online_extend_http_requests_total{').length).toBe(1);
+    expect(m.get('online_extend_http_requests_total{api="compute",method="GET",route="/v2/:tenant_id/servers/:server_id/os-online_extend_volume/:volume_id",status="401"}')).toBe(1);
+  });
+
+  it('counts requests by route pattern and status, and the RPC calls an assist_extend makes, with histogram buckets', async () => {
+    const key = (status: number) => `online_extend_http_requests_total{api="compute",method="GET",route="/v2/:tenant_id/servers/:server_id/os-online_extend_volume/:volume_id",status="${status}"}`;
+    const before = await scrape();
+    expect((await get(url.volume(BLOCK_VOL))).status).toBe(200);
+    expect((await get(url.volume(BLOCK_VOL))).status).toBe(200);
+    const grown = await fetch(`${base}${url.volume(FILE_VOL)}`, { method: 'POST', headers: { 'x-auth-token': token, 'content-type': 'application/json' }, body: JSON.stringify({ onlineExtendVolume: { bytes: 2 * GiB } }) });
+    expect(grown.status).toBe(200);
+    const after = await scrape();
+    expect((after.get(key(200)) ?? 0) - (before.get(key(200)) ?? 0)).toBe(2);
+    expect(after.get('online_extend_compute_rpc_duration_seconds_count{method="extendAttached"}')).toBe(1);
+    expect(after.get('online_extend_compute_rpc_duration_seconds_bucket{le="+Inf",method="extendAttached"}')).toBe(1);
+    expect(series(after, 'online_extend_compute_rpc_duration_seconds_bucket{le=').filter((k) => k.endsWith('method="extendAttached"}')).length).toBeGreaterThan(5);
+    expect(series(after, 'online_extend_http_request_duration_seconds_bucket').length).toBeGreaterThan(5);
+  });
+
+  it('counts 1,000 distinct unknown URLs under one bounded route label, adding no series per URL', async () => {
+    // The first unknown URL and the first scrape make their series; from here nothing new should.
+    await get('/nowhere/0');
+    await scrape();
+    const before = await scrape();
+    for (let i = 1; i <= 1000; i++) expect((await get(`/nowhere/${i}?x=${i}`)).status).toBe(404);
+    const after = await scrape();
+    expect(after.size).toBe(before.size);
+    expect(after.get('online_extend_http_requests_total{api="compute",method="GET",route="unmatched",status="404"}')).toBe(1001);
+    expect([...after.keys()].some((k) => k.includes('nowhere'))).toBe(false);
+  });
+});
+
+describe('Server-Timing', () => {
+  const parts = (h: string | null): Record<string, number> => {
+    expect(h).not.toBeNull();
+    const out: Record<string, number> = {};
+    for (const item of h!.split(', ')) {
+      const m = /^([a-z]+);dur=([0-9]+\.[0-9]{3})$/.exec(item);
+      expect(m, item).not.toBeNull();
+      out[m![1]!] = Number(m![2]);
+    }
+    return out;
+  };
+
+  it.each([
+    ['a success', url.volume(BLOCK_VOL), 200, ['auth', 'rpc']],
+    ['an error from the handler', url.volume('99999999-9999-4999-8999-999999999999'), 404, ['auth']],
+    ['an unknown route', '/nowhere', 404, []],
+  ])('is on %s with numeric durations, total at least each part', async (_what, path, status, expected) => {
+    const res = await get(path);
+    expect(res.status).toBe(status);
+    const p = parts(res.headers.get('server-timing'));
+    expect(p.total).toBeGreaterThanOrEqual(0);
+    for (const name of expected) expect(p[name], name).toBeGreaterThan(0);
+    for (const [name, ms] of Object.entries(p)) if (name !== 'total') expect(ms, name).toBeLessThanOrEqual(p.total!);
+  });
+});
