@@ -86,6 +86,8 @@ export const CATALOGUE = {
   VolumeServiceNotConfigured: { status: 501, final: true },
   /** The hypervisor driver cannot create servers (POST /servers). */
   CreateServerNotSupported: { status: 501, final: true },
+  /** The hypervisor driver cannot grow a filesystem inside a guest (no guest agent support). */
+  GuestFilesystemGrowNotSupported: { status: 501, final: true },
   DiskReadOnly: { status: 500, final: true },
   DriverFailed: { status: 500, final: true },
   HypervisorUnreachable: { status: 503, final: false },
@@ -383,6 +385,8 @@ export const errors = {
     new ServiceError('ExtendVolumeNotSupported', `Volume extend is not supported by the ${driver} hypervisor driver.`),
   createServerNotSupported: (driver: string) =>
     new ServiceError('CreateServerNotSupported', `Creating servers is not supported by the ${driver} hypervisor driver.`),
+  guestFsGrowNotSupported: (driver: string) =>
+    new ServiceError('GuestFilesystemGrowNotSupported', `Growing a guest's filesystem is not supported by the ${driver} hypervisor driver.`),
   computeCannotExtend: (reason: string) =>
     new ServiceError('ExtendVolumeNotSupported', `The compute host cannot extend this attached volume: ${reason}`, { reason }),
   diskReadOnly: (volumeId: string, device: string, serverId: string) =>

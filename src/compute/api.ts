@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { ActionResult, AttachmentRecord, ComputeStore, InstanceActionRecord, PageQuery, ServerRecord } from '../db/store.js';
 import { errors, isServiceError } from '../errors.js';
 import type { RequestContext } from '../context.js';
-import type { AttachSpec } from '../virt/driver.js';
+import type { AttachSpec, GuestFilesystemGrowth } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
 import { clearStaleTasks, DELETING, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
 import { ServerExternalEvents, type ExternalEvent, type ExternalEventAnswer } from './externalEvents.js';
@@ -19,6 +19,8 @@ export const ACTIONS = {
   assistExtend: { action: 'extend_volume', event: 'compute_extend_volume' },
   attach: { action: 'attach_volume', event: 'compute_attach_volume' },
   detach: { action: 'detach_volume', event: 'compute_detach_volume' },
+  /** The extend's grow_fs step: an event of Nova's extend_volume action, named for what it does. */
+  growGuestFilesystem: { action: 'extend_volume', event: 'compute_grow_guest_filesystem' },
 } as const;
 type ActionName = (typeof ACTIONS)[keyof typeof ACTIONS];
 
@@ -240,6 +242,28 @@ export class ComputeAPI {
   }
 
   /**
+   * Grow the last partition and the filesystem on the volume's disk inside the guest (the volume
+   * service's grow_fs step, after the extend); answers what the guest reported, never the
+   * operator-only detail. A guest without an agent or a disk with nothing to grow is an answer
+   * (grown false, a reason), not an error. Recorded as an instance action `extend_volume`, event
+   * `compute_grow_guest_filesystem`, whose details name the result (`grown`, `reason`, `device`,
+   * `fs_type`, `fs_bytes_before`, `fs_bytes`). Throws VolumeNotAttached (404), InstanceBusy
+   * (409), GuestFilesystemGrowNotSupported (501) when the host's driver cannot, and what the host
+   * throws (InstanceNotFound 404, HypervisorUnreachable 503 uncertain).
+   */
+  async growGuestFilesystem(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<GuestFilesystemGrowth> {
+    this.attachment(server, volumeId);
+    this.checkIdle(server, 'grow guest filesystem', VOLUME_TASK_STATES);
+    const caps = await this.rpc.capabilities(server.host);
+    // An agent of an older version reports no such capability: it cannot.
+    if (caps.capabilities.growGuestFilesystem !== true) throw errors.guestFsGrowNotSupported(caps.driver);
+    return this.audited(ctx, server, ACTIONS.growGuestFilesystem, { volume_id: volumeId }, async () => {
+      const growth = await this.rpc.growGuestFilesystem(server.host, server.id, volumeId);
+      return { value: growth, details: { volume_id: volumeId, ...growthDetails(growth) } };
+    });
+  }
+
+  /**
    * Whether `server` can take a volume now (Nova's check_instance_state on attach_volume): idle,
    * running or paused, on a driver that attaches, and the device name asked for (`spec.device`,
    * e.g. `vdc`) free. The volume service asks before it reserves the volume, so a refusal here
@@ -399,6 +423,19 @@ export class ComputeAPI {
       this.log.error({ err, requestId: ctx.requestId, serverId: server.id }, 'recording instance action failed');
     });
   }
+}
+
+/** A guest filesystem growth as an instance action's details (snake_case, as Nova's); never its detail text. */
+function growthDetails(g: GuestFilesystemGrowth): Record<string, unknown> {
+  const out: Record<string, unknown> = { grown: g.grown };
+  if (g.reason !== undefined) out.reason = g.reason;
+  if (g.device !== undefined) out.device = g.device;
+  if (g.partitionGrown !== undefined) out.partition_grown = g.partitionGrown;
+  if (g.fsType !== undefined) out.fs_type = g.fsType;
+  if (g.mountpoint !== undefined) out.mountpoint = g.mountpoint;
+  if (g.fsBytesBefore !== undefined) out.fs_bytes_before = g.fsBytesBefore;
+  if (g.fsBytes !== undefined) out.fs_bytes = g.fsBytes;
+  return out;
 }
 
 function errorMessage(err: unknown): string {

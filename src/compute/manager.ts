@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { errors, isServiceError } from '../errors.js';
 import type { ComputeStore, InventorySyncResult, ServerRecord } from '../db/store.js';
-import type { AttachSpec, DriverCapabilities, DriverServer, SpawnSpec, VirtDriver } from '../virt/driver.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, GuestFilesystemGrowth, SpawnSpec, VirtDriver } from '../virt/driver.js';
 import { Coalescer } from './locks.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
 
@@ -323,6 +323,25 @@ export class ComputeManager {
     const measured = await this.driver.extendAttached(serverId, volumeId, bytes, { currentGuestBytes: current });
     this.log.info({ serverId, volumeId, bytes, measured }, 'attached volume extended');
     return measured;
+  }
+
+  /**
+   * Grow what sits on the volume's disk inside the guest (the driver's growGuestFilesystem: the
+   * last partition, then the filesystem), one call per volume at a time under the same lock as
+   * extendAttached, so it never runs while the disk is being resized. Answers what the guest
+   * reported, without `detail`: that operator-only text is logged here, on the host, and never
+   * crosses to the API. A not-grown answer is an answer (grown false, a reason), not an error.
+   * Throws GuestFilesystemGrowNotSupported (501) when the driver cannot, before anything is
+   * asked of the guest; InstanceNotFound, VolumeNotAttached (404), HypervisorUnreachable (503).
+   */
+  growGuestFilesystem(serverId: string, volumeId: string): Promise<GuestFilesystemGrowth> {
+    const grow = this.driver.growGuestFilesystem?.bind(this.driver);
+    if (!this.driver.capabilities.growGuestFilesystem || !grow) return Promise.reject(errors.guestFsGrowNotSupported(this.driver.name));
+    return this.volumeLocks.run(volumeId, async () => {
+      const { detail, ...growth } = await grow(serverId, volumeId);
+      this.log.info({ serverId, volumeId, ...growth, ...(detail === undefined ? {} : { detail }) }, 'guest filesystem grow answered');
+      return growth;
+    });
   }
 
   async attachVolume(serverId: string, spec: AttachSpec): Promise<string> {

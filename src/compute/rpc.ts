@@ -4,7 +4,7 @@
  * and runs one manager per hypervisor host, so the API never touches a driver directly.
  */
 import type { ServerRecord } from '../db/store.js';
-import type { AttachSpec, DriverCapabilities, DriverServer, SpawnSpec } from '../virt/driver.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, GuestFilesystemGrowth, SpawnSpec } from '../virt/driver.js';
 import type { ComputeManager, HostSizeExtend } from './manager.js';
 import type { Metrics } from '../util/metrics.js';
 import { currentTimings } from '../util/timing.js';
@@ -30,6 +30,8 @@ export interface ComputeRpc {
   spawn(host: string, spec: SpawnSpec): Promise<DriverServer>;
   /** Delete a server and what was made for it on `host` (ComputeManager.destroy); idempotent. */
   destroy(host: string, serverId: string): Promise<void>;
+  /** Grow the partition and filesystem on the volume's disk inside the guest (ComputeManager.growGuestFilesystem); no `detail`. */
+  growGuestFilesystem(host: string, serverId: string, volumeId: string): Promise<GuestFilesystemGrowth>;
 }
 
 /** ComputeRpc to the one manager of this process; another host name is an error. */
@@ -75,11 +77,14 @@ export class LocalComputeRpc implements ComputeRpc {
   destroy(host: string, serverId: string) {
     return this.on(host).destroy(serverId);
   }
+  growGuestFilesystem(host: string, serverId: string, volumeId: string) {
+    return this.on(host).growGuestFilesystem(serverId, volumeId);
+  }
 }
 
 const RPC_METHODS = [
   'capabilities', 'syncInventory', 'syncServer', 'rescan', 'getHostBytes', 'extendAttached', 'extendToHostSize',
-  'attachVolume', 'detachVolume', 'spawn', 'destroy',
+  'attachVolume', 'detachVolume', 'spawn', 'destroy', 'growGuestFilesystem',
 ] as const satisfies readonly (keyof ComputeRpc)[];
 
 /**

@@ -186,6 +186,9 @@ export class HostCheckedRpc implements ComputeRpc {
   destroy(host: string, serverId: string) {
     return this.on(host, () => this.inner.destroy(host, serverId));
   }
+  growGuestFilesystem(host: string, serverId: string, volumeId: string) {
+    return this.on(host, () => this.inner.growGuestFilesystem(host, serverId, volumeId));
+  }
 }
 
 /** What ServiceHeartbeat writes and how often (ms). */

@@ -6,7 +6,7 @@
  * failures come back as the ServiceError compute raised (code and final-or-uncertain kept).
  */
 import { ApiClient, type ApiClientOptions, type CallOptions, type RemoteCall } from './httpClient.js';
-import { serverStateFromNova, type ConnectBody, type Connection, type ConnectionInfo, type ServerState } from './shapes.js';
+import { serverStateFromNova, type ConnectBody, type Connection, type ConnectionInfo, type GuestFilesystemAnswer, type ServerState } from './shapes.js';
 
 export type { CallOptions, RemoteCall as ComputeCall } from './httpClient.js';
 
@@ -32,6 +32,12 @@ export interface ComputeForVolumes {
   disconnect(tenantId: string, serverId: string, volumeId: string, opts?: CallOptions): Promise<RemoteCall<void>>;
   /** The volumes plugged into the server as the hypervisor has them now (read fresh). InstanceNotFound (404) when it is gone. */
   connections(tenantId: string, serverId: string, opts?: CallOptions): Promise<RemoteCall<Connection[]>>;
+  /**
+   * Grow the last partition and the filesystem on the volume's disk inside the guest: what the
+   * guest reported (grown, or not and why; sizes in bytes). VolumeNotAttached / InstanceNotFound
+   * (404), InstanceBusy (409), GuestFilesystemGrowNotSupported (501), HypervisorUnreachable (503).
+   */
+  growGuestFilesystem(tenantId: string, serverId: string, volumeId: string, opts?: CallOptions): Promise<RemoteCall<GuestFilesystemAnswer['growth']>>;
 }
 
 /** ComputeForVolumes over HTTP (see the module comment). */
@@ -95,6 +101,11 @@ export class HttpComputeClient implements ComputeForVolumes {
   async disconnect(tenantId: string, serverId: string, volumeId: string, opts: CallOptions = {}): Promise<RemoteCall<void>> {
     const res = await this.api.request('DELETE', `${this.connectionsPath(tenantId, serverId)}/${encodeURIComponent(volumeId)}`, undefined, opts);
     return { value: undefined, requestId: res.requestId };
+  }
+
+  async growGuestFilesystem(tenantId: string, serverId: string, volumeId: string, opts: CallOptions = {}): Promise<RemoteCall<GuestFilesystemAnswer['growth']>> {
+    const res = await this.api.request<GuestFilesystemAnswer>('POST', `${this.connectionsPath(tenantId, serverId)}/${encodeURIComponent(volumeId)}/grow_fs`, undefined, opts);
+    return { value: res.body.growth, requestId: res.requestId };
   }
 
   async connections(tenantId: string, serverId: string, opts: CallOptions = {}): Promise<RemoteCall<Connection[]>> {

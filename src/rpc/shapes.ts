@@ -121,3 +121,28 @@ export type AttachmentDeleteQuery = Static<typeof AttachmentDeleteQuery>;
 
 /** The volume service's answer to attach: the attachment (`device` without `/dev/`). */
 export const AttachmentAnswer = Type.Object({ attachment: Connection });
+
+/**
+ * What compute's grow-filesystem call answers (the virt driver's GuestFilesystemGrowth, camelCase
+ * as its contract, without the operator-only `detail`): whether the guest's filesystem on the
+ * volume's disk now fills it, or why not; sizes in bytes (df's total).
+ */
+export const GuestFilesystemGrowth = Type.Object({
+  grown: Type.Boolean(),
+  reason: Type.Optional(
+    Type.Union(
+      ['no_guest_agent', 'disk_not_found', 'no_filesystem', 'unsupported_filesystem', 'not_mounted', 'grow_failed'].map((r) => Type.Literal(r)),
+      { description: 'Why it was not grown (grown false)' },
+    ),
+  ),
+  device: Type.Optional(Type.String({ description: 'Guest block device grown, e.g. /dev/vdb1' })),
+  partitionGrown: Type.Optional(Type.Boolean()),
+  fsType: Type.Optional(Type.String()),
+  mountpoint: Type.Optional(Type.String()),
+  fsBytesBefore: Type.Optional(Type.Integer({ minimum: 0 })),
+  fsBytes: Type.Optional(Type.Integer({ minimum: 0 })),
+});
+/** compute's answer to the grow-filesystem call. */
+export const GuestFilesystemAnswer = Type.Object({ growth: GuestFilesystemGrowth });
+/** See GuestFilesystemAnswer. */
+export type GuestFilesystemAnswer = Static<typeof GuestFilesystemAnswer>;

@@ -78,4 +78,7 @@ export class MultiHostRpc implements ComputeRpc {
   destroy(host: string, serverId: string) {
     return this.on('destroy', host).destroy(host, serverId);
   }
+  growGuestFilesystem(host: string, serverId: string, volumeId: string) {
+    return this.on('growGuestFilesystem', host).growGuestFilesystem(host, serverId, volumeId);
+  }
 }

@@ -30,7 +30,7 @@ import { errors, NO_AGENT_LISTENING, type ServiceError } from '../../errors.js';
 import type { ComputeRpc } from '../../compute/rpc.js';
 import type { ServerRecord } from '../../db/store.js';
 import type { HostSizeExtend } from '../../compute/manager.js';
-import type { AttachSpec, DriverCapabilities, DriverServer, SpawnSpec } from '../../virt/driver.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, GuestFilesystemGrowth, SpawnSpec } from '../../virt/driver.js';
 import type { AmqpConnection } from './connection.js';
 import { DEADLINE_HEADER, DIRECT_REPLY_TO, FANOUT_EXCHANGE, fromWireError, hostQueue, RPC_EXCHANGE, validHost, type RpcArgs, type RpcMethod, type RpcReply } from './protocol.js';
 
@@ -299,6 +299,9 @@ export class AmqpComputeRpc implements ComputeRpc {
   }
   destroy(host: string, serverId: string): Promise<void> {
     return this.call(host, 'destroy', { serverId });
+  }
+  growGuestFilesystem(host: string, serverId: string, volumeId: string): Promise<GuestFilesystemGrowth> {
+    return this.call(host, 'growGuestFilesystem', { serverId, volumeId });
   }
 
   /** Stops: calls waiting fail with MessagingUnavailable, the channel closes. The connection stays (its owner closes it). */

@@ -69,6 +69,7 @@ export const RPC_METHODS = {
   detachVolume: Type.Object(Volume, { additionalProperties: false }),
   spawn: Type.Object({ spec: SpawnSpecSchema }, { additionalProperties: false }),
   destroy: Type.Object(Server, { additionalProperties: false }),
+  growGuestFilesystem: Type.Object(Volume, { additionalProperties: false }),
 } as const satisfies Record<string, TSchema>;
 
 /** A method name of RPC_METHODS. */

@@ -32,7 +32,7 @@ import { DEADLINE_HEADER, FANOUT_EXCHANGE, hostQueue, parseRpcAction, RPC_EXCHAN
 /** The ComputeManager methods the server calls (the manager itself in production). */
 export type RpcManager = Pick<
   ComputeManager,
-  'host' | 'driverName' | 'capabilities' | 'syncInventory' | 'syncServer' | 'rescan' | 'getHostBytes' | 'extendAttached' | 'extendToHostSize' | 'attachVolume' | 'detachVolume' | 'spawn' | 'destroy'
+  'host' | 'driverName' | 'capabilities' | 'syncInventory' | 'syncServer' | 'rescan' | 'getHostBytes' | 'extendAttached' | 'extendToHostSize' | 'attachVolume' | 'detachVolume' | 'spawn' | 'destroy' | 'growGuestFilesystem'
 >;
 
 /** One handler per method: the typed table the server dispatches on. */
@@ -48,6 +48,7 @@ const HANDLERS: { [M in RpcMethod]: (m: RpcManager, a: RpcArgs<M>) => Promise<un
   detachVolume: (m, a) => m.detachVolume(a.serverId, a.volumeId),
   spawn: (m, a) => m.spawn(a.spec),
   destroy: (m, a) => m.destroy(a.serverId),
+  growGuestFilesystem: (m, a) => m.growGuestFilesystem(a.serverId, a.volumeId),
 };
 
 function dispatch(m: RpcManager, action: RpcAction): Promise<unknown> {

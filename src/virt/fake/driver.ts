@@ -31,6 +31,16 @@
  *   answers InstanceStopped); its host side still rescans and measures, and a boot shows the
  *   guest what the host sees (offline extend). Read-only disks cannot be resized (DiskReadOnly);
  *   a raw file disk not past what its filesystem holds (SizeLimitExceeded).
+ * - Guest filesystems (`growGuestFilesystem`, what the QEMU guest agent does for LibvirtDriver):
+ *   a disk holds nothing until a test puts a filesystem on it (`setGuestFilesystem`: ext2/3/4,
+ *   xfs or any other type, mounted or not, on the whole disk or on one partition from 1 MiB).
+ *   Growing fills what the guest sees of the disk: the partition first (to the disk's end),
+ *   then the filesystem, in whole 4 KiB blocks. Not grown (an answer, not an error): a guest that
+ *   is not running or paused, or whose agent is switched off (`setGuestAgent`), no_guest_agent;
+ *   a blank disk no_filesystem; a type other than ext* or xfs unsupported_filesystem; an
+ *   unmounted xfs not_mounted; a filesystem told to fail (`failWith`) grow_failed. Growing a
+ *   filesystem that already fills its disk changes nothing and answers grown (resize2fs's
+ *   "Nothing to do!"), so repeating it is harmless.
  * - No locks: the compute manager serializes the operations on one volume (src/compute/locks.ts);
  *   `maxConcurrentPerVolume` shows whether it did.
  *
@@ -42,16 +52,19 @@ import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { errors, type ServiceError } from '../../errors.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
-import type { AttachSpec, DriverCapabilities, DriverServer, ExtendOptions, ServerState, SpawnSpec, VirtDriver } from '../driver.js';
+import type { AttachSpec, DriverCapabilities, DriverServer, ExtendOptions, GuestFilesystemGrowth, ServerState, SpawnSpec, VirtDriver } from '../driver.js';
 import { growDiskFile } from '../image.js';
 import { FakeDiskModel, type LunReader } from './diskModel.js';
 import { FakeCallControls, type FakeMethod } from './faults.js';
-import { FAKE_DEVICE_NAMES, RUNNING, loadFakeState, parseFakeInventory, saveFakeState, toDriverServer, type FakeDisk, type FakeServer } from './state.js';
+import { FAKE_DEVICE_NAMES, RUNNING, fakeGuestFs, fsBlocksIn, loadFakeState, parseFakeInventory, saveFakeState, toDriverServer, type FakeDisk, type FakeServer } from './state.js';
 
-export type { FakeDisk, FakeInventoryFile, FakeServer } from './state.js';
+export type { FakeDisk, FakeGuestFs, FakeInventoryFile, FakeServer } from './state.js';
 export type { FakeMethod } from './faults.js';
 export type { IscsiLun, LunReader } from './diskModel.js';
 export { parseFakeInventory } from './state.js';
+
+/** The filesystems growGuestFilesystem grows (LibvirtDriver's: resize2fs, xfs_growfs). */
+const GROWABLE_FS: ReadonlySet<string> = new Set(['ext2', 'ext3', 'ext4', 'xfs']);
 
 /** How a FakeDriver starts. */
 export interface FakeDriverOptions {
@@ -89,7 +102,7 @@ export class FakeDriver implements VirtDriver {
   private readonly statePath: string | undefined;
 
   constructor(opts: FakeDriverOptions = {}) {
-    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: FAKE_DEVICE_NAMES, spawnServer: true, ...opts.capabilities };
+    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: FAKE_DEVICE_NAMES, spawnServer: true, growGuestFilesystem: true, ...opts.capabilities };
     this.statePath = opts.statePath;
     this.controls = new FakeCallControls(opts.latencyMs ?? 0);
     this.model = new FakeDiskModel(opts.sysfsRoot, opts.readLunBytes);
@@ -169,6 +182,25 @@ export class FakeDriver implements VirtDriver {
     else server.vcpus = size.vcpus;
     if (size.memoryMb === undefined) delete server.memoryMb;
     else server.memoryMb = size.memoryMb;
+    this.persist();
+  }
+
+  /**
+   * The guest made a filesystem on the volume's disk (`undefined`: wiped it): `type` (ext4, xfs,
+   * btrfs, …), mounted on `mountpoint` or not, on the whole disk or on one partition from 1 MiB
+   * (`partitioned`); it fills what the guest sees of the disk now. `failWith`: the guest's grow
+   * command will fail with that stderr. Throws InstanceNotFound, VolumeNotAttached.
+   */
+  setGuestFilesystem(serverId: string, volumeId: string, fs: { type: string; mountpoint?: string; partitioned?: boolean; failWith?: string } | undefined): void {
+    const disk = this.disk(serverId, volumeId);
+    if (fs === undefined) delete disk.guestFs;
+    else disk.guestFs = fakeGuestFs(fs, disk.guestBytes);
+    this.persist();
+  }
+
+  /** Start (true) or stop (false) the server's QEMU guest agent. Throws InstanceNotFound. */
+  setGuestAgent(serverId: string, running: boolean): void {
+    this.server(serverId).guestAgent = running;
     this.persist();
   }
 
@@ -331,6 +363,44 @@ export class FakeDriver implements VirtDriver {
     this.servers.delete(serverId);
     this.spawned.delete(serverId);
     this.persist();
+  }
+
+  /**
+   * Grows the partition, then the filesystem, on the volume's disk to what the guest sees of it
+   * (see the file header). Throws InstanceNotFound, VolumeNotAttached (404),
+   * GuestFilesystemGrowNotSupported (501) when the capability is off, and injected faults.
+   */
+  async growGuestFilesystem(serverId: string, volumeId: string): Promise<GuestFilesystemGrowth> {
+    await this.controls.enter('growGuestFilesystem');
+    if (!this.capabilities.growGuestFilesystem) throw errors.guestFsGrowNotSupported(this.name);
+    const server = this.server(serverId);
+    const disk = this.disk(serverId, volumeId);
+    // A paused guest's vCPUs are stopped: its agent cannot answer guest-ping either.
+    if (server.state !== 'active' || server.guestAgent === false) {
+      return { grown: false, reason: 'no_guest_agent', detail: `the guest agent did not answer (server ${server.state}${server.guestAgent === false ? ', agent not running' : ''})` };
+    }
+    const fs = disk.guestFs;
+    const whole = `/dev/${disk.device}`;
+    if (!fs) return { grown: false, reason: 'no_filesystem', device: whole, detail: `no filesystem on ${whole}` };
+    const device = fs.partition ? `${whole}1` : whole;
+    const seen = { device, fsType: fs.type, ...(fs.mountpoint === undefined ? {} : { mountpoint: fs.mountpoint }), fsBytesBefore: fs.bytes };
+    if (!GROWABLE_FS.has(fs.type)) return { grown: false, reason: 'unsupported_filesystem', ...seen, fsBytes: fs.bytes, detail: `${fs.type} on ${device}` };
+    if (fs.type === 'xfs' && fs.mountpoint === undefined) return { grown: false, reason: 'not_mounted', ...seen, fsBytes: fs.bytes, detail: `xfs on ${device} is not mounted` };
+    let partitionGrown = false;
+    if (fs.partition) {
+      const room = Math.max(0, disk.guestBytes - fs.partition.startBytes);
+      if (room > fs.partition.bytes) {
+        fs.partition.bytes = room;
+        partitionGrown = true;
+      }
+    }
+    if (fs.failWith !== undefined) {
+      this.persist();
+      return { grown: false, reason: 'grow_failed', ...seen, partitionGrown, fsBytes: fs.bytes, detail: `${fs.type === 'xfs' ? 'xfs_growfs' : 'resize2fs'} ${device}: ${fs.failWith}` };
+    }
+    fs.bytes = Math.max(fs.bytes, fsBlocksIn(fs.partition ? fs.partition.bytes : disk.guestBytes));
+    this.persist();
+    return { grown: true, ...seen, partitionGrown, fsBytes: fs.bytes };
   }
 
   /** What `spawn` was asked to build, by server id (a test control: the fake reads no image). */

@@ -16,7 +16,8 @@ export type FakeMethod =
   | 'attachVolume'
   | 'detachVolume'
   | 'spawn'
-  | 'destroy';
+  | 'destroy'
+  | 'growGuestFilesystem';
 
 /** Call counting, latency and injected faults for FakeDriver. */
 export class FakeCallControls {
@@ -32,6 +33,7 @@ export class FakeCallControls {
     detachVolume: 0,
     spawn: 0,
     destroy: 0,
+    growGuestFilesystem: 0,
   };
   /** Artificial latency of every call, in ms. */
   latencyMs: number;

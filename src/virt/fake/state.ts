@@ -24,6 +24,28 @@ export interface FakeDisk {
   backingBytes: number;
   hostBytes: number;
   guestBytes: number;
+  /** What the guest has put on the disk (growGuestFilesystem grows it); absent: nothing (a blank disk). */
+  guestFs?: FakeGuestFs;
+}
+
+/** Byte offset of a fake guest's one partition: 1 MiB, where fdisk and parted put the first partition. */
+export const FAKE_PARTITION_START = 1024 * 1024;
+
+/**
+ * A filesystem a fake guest has on one of its disks, on the whole disk or on its last (only)
+ * partition. Sizes in bytes, as the guest's `df -B1` totals them (f_blocks × f_frsize).
+ */
+export interface FakeGuestFs {
+  /** ext2, ext3, ext4 and xfs can be grown; any other (btrfs, vfat, …) answers unsupported_filesystem. */
+  type: string;
+  /** Where the guest has it mounted; absent: not mounted (ext* grows offline, xfs refuses: not_mounted). */
+  mountpoint?: string;
+  /** The partition that holds it (the disk is partitioned: the partition grows first, as growpart does); absent: the whole disk. */
+  partition?: { startBytes: number; bytes: number };
+  /** The filesystem's size now. */
+  bytes: number;
+  /** The guest's grow command fails (grow_failed) with this as its stderr; absent: it works. */
+  failWith?: string;
 }
 
 /** One server (domain) of the fake hypervisor. */
@@ -37,11 +59,13 @@ export interface FakeServer {
   vcpus?: number;
   /** Memory in MiB; absent: the fake reports none. */
   memoryMb?: number;
+  /** Whether the guest runs a QEMU guest agent that answers; absent means it does. */
+  guestAgent?: boolean;
 }
 
 /** The `--fake-inventory` file format (snake_case, as the issue defines it). */
 export interface FakeInventoryFile {
-  capabilities?: { extend_volume?: boolean; attach_volume?: boolean; spawn_server?: boolean };
+  capabilities?: { extend_volume?: boolean; attach_volume?: boolean; spawn_server?: boolean; grow_guest_filesystem?: boolean };
   servers: Array<{
     id: string;
     name?: string;
@@ -54,6 +78,8 @@ export interface FakeInventoryFile {
      */
     vcpus?: number;
     memory_mb?: number;
+    /** Whether the guest runs an answering QEMU guest agent (default true). */
+    guest_agent?: boolean;
     disks?: Array<{
       volume_id: string;
       device: string;
@@ -63,8 +89,34 @@ export interface FakeInventoryFile {
       format?: 'raw' | 'qcow2';
       source?: string;
       readonly?: boolean;
+      /** A filesystem filling the disk (or its one partition, from 1 MiB), as the guest made it. */
+      guest_fs?: { type: string; mountpoint?: string; partitioned?: boolean };
     }>;
   }>;
+}
+
+/**
+ * A fake guest filesystem that fills a disk of `diskBytes` as the guest just made it: on the
+ * whole disk, or on one partition from FAKE_PARTITION_START to the end; its size is rounded down
+ * to the 4 KiB block mkfs uses.
+ */
+export function fakeGuestFs(spec: { type: string; mountpoint?: string; partitioned?: boolean; failWith?: string }, diskBytes: number): FakeGuestFs {
+  const partition = spec.partitioned ? { startBytes: FAKE_PARTITION_START, bytes: Math.max(0, diskBytes - FAKE_PARTITION_START) } : undefined;
+  return {
+    type: spec.type,
+    ...(spec.mountpoint === undefined ? {} : { mountpoint: spec.mountpoint }),
+    ...(partition ? { partition } : {}),
+    bytes: fsBlocksIn(partition ? partition.bytes : diskBytes),
+    ...(spec.failWith === undefined ? {} : { failWith: spec.failWith }),
+  };
+}
+
+/** A filesystem's block: 4 KiB, mkfs.ext4's and mkfs.xfs's default; a grown filesystem ends on a whole block. */
+export const FAKE_FS_BLOCK = 4096;
+
+/** The bytes of whole filesystem blocks that fit in `bytes`. */
+export function fsBlocksIn(bytes: number): number {
+  return Math.floor(bytes / FAKE_FS_BLOCK) * FAKE_FS_BLOCK;
 }
 
 /** Device names the fake hands out: vdb … vdz. */
@@ -94,6 +146,7 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
       state: s.state ?? 'active',
       ...(s.vcpus === undefined ? {} : { vcpus: s.vcpus }),
       ...(s.memory_mb === undefined ? {} : { memoryMb: s.memory_mb }),
+      ...(s.guest_agent === undefined ? {} : { guestAgent: s.guest_agent }),
       disks: (s.disks ?? []).map((d, j): FakeDisk => {
         if (!Number.isSafeInteger(d.bytes) || d.bytes <= 0) {
           throw new Error(`fake inventory: servers[${i}].disks[${j}].bytes must be a positive integer`);
@@ -107,6 +160,7 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
           ...(d.format === undefined ? {} : { format: d.format }),
           ...(d.source === undefined ? {} : { source: d.source }),
           ...(d.readonly === undefined ? {} : { readonly: d.readonly }),
+          ...(d.guest_fs === undefined ? {} : { guestFs: fakeGuestFs(d.guest_fs, d.bytes) }),
           backingBytes: backing,
           hostBytes: kind === 'block' ? d.bytes : backing,
           guestBytes: d.bytes,
@@ -120,6 +174,7 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
       attachVolume: inv.capabilities?.attach_volume ?? true,
       maxVolumesPerServer: FAKE_DEVICE_NAMES,
       spawnServer: inv.capabilities?.spawn_server ?? true,
+      growGuestFilesystem: inv.capabilities?.grow_guest_filesystem ?? true,
     },
     servers,
   };

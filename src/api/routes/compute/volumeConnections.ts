@@ -5,14 +5,15 @@
  * volume reconciler). The service role only (`os_compute_api:os-volume-connections`): a
  * connection names a host path, so only the volume service may hand one to a guest. Hidden
  * from the public OpenAPI document: they are how our two services talk, not Nova's API; users
- * attach through os-volume_attachments.
+ * attach through os-volume_attachments. `POST …/{volume_id}/grow_fs` grows the filesystem on an
+ * attached volume inside the guest (the extend workflow's grow_fs step).
  */
 import type { App, ServerDeps } from '../../server.js';
 import { authorize } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import { ServerParams, VolumeParams } from '../../schemas/compute.js';
 import type { ComputeAPI } from '../../../compute/api.js';
-import { CheckConnectBody, ConnectBody, ConnectionAnswer, ConnectionsAnswer } from '../../../rpc/shapes.js';
+import { CheckConnectBody, ConnectBody, ConnectionAnswer, ConnectionsAnswer, GuestFilesystemAnswer } from '../../../rpc/shapes.js';
 
 const BASE = '/v2/:tenant_id/servers/:server_id/os-volume_connections';
 const RULE = 'os_compute_api:os-volume-connections';
@@ -78,6 +79,25 @@ export function registerVolumeConnections(app: App, deps: ServerDeps & { compute
       const server = await compute.getServer(tenant_id, server_id);
       await compute.detachVolume(ctx, server, volume_id);
       return reply.status(204).send();
+    },
+  );
+
+  app.post(
+    `${BASE}/:volume_id/grow_fs`,
+    {
+      schema: {
+        ...COMMON,
+        summary: 'Grow the last partition and the filesystem on the volume’s disk inside the guest; answers what the guest reported (not grown is an answer, with a reason)',
+        params: VolumeParams,
+        response: { 200: GuestFilesystemAnswer, ...errorResponses(401, 403, 404, 409, 500, 501, 503) },
+      },
+    },
+    async (req) => {
+      const { tenant_id, server_id, volume_id } = req.params;
+      const ctx = await authorize(deps, req, RULE, { project_id: tenant_id });
+      const server = await compute.getServer(tenant_id, server_id);
+      // The response schema keeps the answer's public fields only: no `detail` reaches the wire.
+      return { growth: await compute.growGuestFilesystem(ctx, server, volume_id) };
     },
   );
 
