@@ -205,4 +205,26 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX extend_leases_owner ON extend_leases(owner);
   `,
+  // 12 (H): what each extend did about the guest's filesystem (the grow_fs step): asked or not,
+  // and the outcome the guest reported. Kept per extend (request id), beside the volume's
+  // actions, and removed with the volume. Booleans 0/1, NULL while unknown.
+  `
+  CREATE TABLE volume_fs_growths (
+    volume_id TEXT NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,
+    request_id TEXT NOT NULL,
+    requested INTEGER NOT NULL,
+    grown INTEGER,
+    reason TEXT,
+    device TEXT,
+    partition_grown INTEGER,
+    fs_type TEXT,
+    mountpoint TEXT,
+    fs_bytes_before INTEGER,
+    fs_bytes INTEGER,
+    requested_at TEXT NOT NULL,
+    finished_at TEXT,
+    PRIMARY KEY (volume_id, request_id)
+  ) WITHOUT ROWID;
+  CREATE INDEX volume_fs_growths_latest ON volume_fs_growths(volume_id, requested_at, request_id);
+  `,
 ];

@@ -6,6 +6,7 @@ import type {
   ActionResult,
   AttachmentRecord,
   FlavorRecord,
+  FsGrowthRecord,
   ImageRecord,
   ServerFault,
   InstanceActionRecord,
@@ -126,6 +127,38 @@ export function toVolume(r: Row): VolumeRecord {
     metadata: r.metadata ? (JSON.parse(r.metadata as string) as Record<string, string>) : {},
     attachedAt: (r.attached_at as string | null | undefined) ?? null,
   };
+}
+
+/** A `volume_fs_growths` row (migration 12); booleans are 0/1, unknown is NULL. */
+export function toFsGrowth(r: Row): FsGrowthRecord {
+  const bool = (x: unknown) => (x === null || x === undefined ? null : Number(x) !== 0);
+  const num = (x: unknown) => (x === null || x === undefined ? null : Number(x));
+  return {
+    volumeId: r.volume_id as string,
+    requestId: r.request_id as string,
+    requested: Number(r.requested) !== 0,
+    grown: bool(r.grown),
+    reason: (r.reason as FsGrowthRecord['reason']) ?? null,
+    device: (r.device as string | null) ?? null,
+    partitionGrown: bool(r.partition_grown),
+    fsType: (r.fs_type as string | null) ?? null,
+    mountpoint: (r.mountpoint as string | null) ?? null,
+    fsBytesBefore: num(r.fs_bytes_before),
+    fsBytes: num(r.fs_bytes),
+    requestedAt: r.requested_at as string,
+    finishedAt: (r.finished_at as string | null) ?? null,
+  };
+}
+
+/** The columns of `volume_fs_growths`, in order, and a record's values for them. */
+export const FS_GROWTH_COLUMNS = [
+  'volume_id', 'request_id', 'requested', 'grown', 'reason', 'device', 'partition_grown', 'fs_type', 'mountpoint', 'fs_bytes_before', 'fs_bytes', 'requested_at', 'finished_at',
+] as const;
+
+/** `r` as the values of FS_GROWTH_COLUMNS. */
+export function fsGrowthValues(r: FsGrowthRecord): unknown[] {
+  const bit = (b: boolean | null) => (b === null ? null : b ? 1 : 0);
+  return [r.volumeId, r.requestId, bit(r.requested), bit(r.grown), r.reason, r.device, bit(r.partitionGrown), r.fsType, r.mountpoint, r.fsBytesBefore, r.fsBytes, r.requestedAt, r.finishedAt];
 }
 
 /** A `volume_actions` row; compute request ids and details are JSON text. */

@@ -12,6 +12,7 @@ import { errors } from '../errors.js';
 import type {
   ActionResult,
   FlavorRecord,
+  FsGrowthRecord,
   ImageRecord,
   InventorySyncResult,
   NewServerRecord,
@@ -28,7 +29,7 @@ import type {
   TokenRecord,
 } from './store.js';
 import { SqliteInventory, type DesiredServer } from './inventory.js';
-import { ACTION_COLUMNS, isStatusList, nowIso, toAction, toFlavor, toImage, toToken, toVolume, toVolumeAction, VOLUME_COLUMNS, type Row } from './rows.js';
+import { ACTION_COLUMNS, FS_GROWTH_COLUMNS, fsGrowthValues, isStatusList, nowIso, toAction, toFlavor, toFsGrowth, toImage, toToken, toVolume, toVolumeAction, VOLUME_COLUMNS, type Row } from './rows.js';
 import { PAGE_SQL, ShapedStatements, volumesSql } from './sql.js';
 import { openSqlite } from './sqliteOpen.js';
 import { WriteQueue } from './writeQueue.js';
@@ -437,6 +438,32 @@ export class SqliteStore implements Store {
 
   async finishVolumeAction(requestId: string, volumeId: string, result: ActionResult, message: string | null): Promise<void> {
     this.stmt.finishVolumeAction.run({ requestId, volumeId, result, message, finishTime: nowIso() });
+  }
+
+  async putFsGrowth(r: FsGrowthRecord): Promise<void> {
+    const updates = FS_GROWTH_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ');
+    this.shaped
+      .get(`INSERT INTO volume_fs_growths (${FS_GROWTH_COLUMNS.join(', ')}) VALUES (${FS_GROWTH_COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (volume_id, request_id) DO UPDATE SET ${updates}`)
+      .run(...fsGrowthValues(r));
+  }
+
+  async getFsGrowth(volumeId: string, requestId: string): Promise<FsGrowthRecord | undefined> {
+    const r = this.shaped.get('SELECT * FROM volume_fs_growths WHERE volume_id = ? AND request_id = ?').get(volumeId, requestId) as Row | undefined;
+    return r ? toFsGrowth(r) : undefined;
+  }
+
+  async latestFsGrowths(volumeIds: readonly string[]): Promise<Map<string, FsGrowthRecord>> {
+    const out = new Map<string, FsGrowthRecord>();
+    if (volumeIds.length === 0) return out;
+    // The ids as one JSON parameter: one statement shape whatever their number.
+    const rows = this.shaped
+      .get(
+        `SELECT * FROM (SELECT g.*, ROW_NUMBER() OVER (PARTITION BY g.volume_id ORDER BY g.requested_at DESC, g.request_id DESC) AS rn
+           FROM volume_fs_growths g WHERE g.volume_id IN (SELECT value FROM json_each(?))) WHERE rn = 1`,
+      )
+      .all(JSON.stringify(volumeIds)) as Row[];
+    for (const r of rows) out.set(r.volume_id as string, toFsGrowth(r));
+    return out;
   }
 
   async listVolumeActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]> {

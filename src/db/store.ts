@@ -3,7 +3,7 @@
  * db/postgres/) implement it. One contract suite (test/contract/store.contract.ts)
  * runs against every implementation. Methods are async so a networked store fits.
  */
-import type { DiskKind, ServerState } from '../virt/driver.js';
+import type { DiskKind, GuestFsNotGrownReason, ServerState } from '../virt/driver.js';
 import type { ExtendStep } from '../volume/extend/stepNames.js';
 
 /**
@@ -405,6 +405,40 @@ export interface VolumeActionRecord {
 }
 
 /**
+ * Why a guest filesystem was not grown: the driver's reasons (virt/driver.ts GuestFsNotGrownReason)
+ * and the volume service's own: `not_supported` (the host's driver cannot grow filesystems),
+ * `server_stopped` (the extend went offline: no guest runs to grow it), `detached` (no server).
+ */
+export type FsGrowthReason = GuestFsNotGrownReason | 'not_supported' | 'server_stopped' | 'detached';
+
+/**
+ * What one extend did about the guest's filesystem (migration 12): whether it was asked to grow
+ * it, and the outcome of the workflow's grow_fs step as the guest reported it. Never the
+ * operator-only detail text. Sizes in bytes (df's total), times ISO 8601.
+ */
+export interface FsGrowthRecord {
+  volumeId: string;
+  /** The extend's request id. */
+  requestId: string;
+  /** The extend asked for it (os-extend's `online_extend:grow_fs`, or the volume's metadata key). */
+  requested: boolean;
+  /** The filesystem fills the grown disk (true), was not grown (false, with `reason`), or the step has not finished or did not run (null). */
+  grown: boolean | null;
+  reason: FsGrowthReason | null;
+  /** Guest block device grown, e.g. `/dev/vdb1`. */
+  device: string | null;
+  partitionGrown: boolean | null;
+  fsType: string | null;
+  mountpoint: string | null;
+  fsBytesBefore: number | null;
+  fsBytes: number | null;
+  /** When the extend started (the records' order). */
+  requestedAt: string;
+  /** When grow_fs finished; null until then, and when it was not asked for. */
+  finishedAt: string | null;
+}
+
+/**
  * The volume service's persistence: volumes (updated by compare-and-swap) and their actions.
  * Paging with a marker not in the listing throws MarkerNotFound (400).
  */
@@ -429,6 +463,13 @@ export interface VolumeStore {
   finishVolumeAction(requestId: string, volumeId: string, result: ActionResult, message: string | null): Promise<void>;
   /** The volume's actions, newest first by request id as `listActions`. `page.marker` is a request id. Without `page`, all of them. */
   listVolumeActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]>;
+
+  /** Record (or replace) what an extend did about the guest's filesystem, by (volumeId, requestId). Removed with its volume. */
+  putFsGrowth(r: FsGrowthRecord): Promise<void>;
+  /** One extend's record, or undefined. */
+  getFsGrowth(volumeId: string, requestId: string): Promise<FsGrowthRecord | undefined>;
+  /** The newest record (by requestedAt, then requestId) of each of `volumeIds` that has one, in one query. */
+  latestFsGrowths(volumeIds: readonly string[]): Promise<Map<string, FsGrowthRecord>>;
 
   // Extend leases (G): several workflow workers share one database; each extend is driven by
   // exactly one of them at a time, and a dead worker's extend is taken over once its lease ends.

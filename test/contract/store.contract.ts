@@ -1,6 +1,6 @@
 /** The store contract: one suite, run against every Store implementation. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Store } from '../../src/db/store.js';
+import type { FsGrowthRecord, Store } from '../../src/db/store.js';
 import type { ServerState } from '../../src/virt/driver.js';
 
 export function describeStoreContract(name: string, makeStore: () => Promise<{ store: Store; teardown(): Promise<void> }>): void {
@@ -577,6 +577,65 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
         );
         expect(results.filter(Boolean)).toHaveLength(1);
         expect((await store.getVolume(v.id))!.version).toBe(1);
+      });
+    });
+
+    describe('guest filesystem growths (one record per extend)', () => {
+      const growth = (volumeId: string, requestId: string, requestedAt: string, more: Partial<FsGrowthRecord> = {}): FsGrowthRecord => ({
+        volumeId,
+        requestId,
+        requested: true,
+        grown: null,
+        reason: null,
+        device: null,
+        partitionGrown: null,
+        fsType: null,
+        mountpoint: null,
+        fsBytesBefore: null,
+        fsBytes: null,
+        requestedAt,
+        finishedAt: null,
+        ...more,
+      });
+
+      it('records an extend asked to grow the filesystem, then replaces it with the outcome, every field read back as written', async () => {
+        await store.createVolume(volume('vfs-1', 'p1'));
+        await store.putFsGrowth(growth('vfs-1', 'req-a', '2026-11-30T10:00:00.000Z'));
+        expect(await store.getFsGrowth('vfs-1', 'req-a')).toEqual(growth('vfs-1', 'req-a', '2026-11-30T10:00:00.000Z'));
+        // Sizes past 2^32 and both booleans, to catch a column that truncates or maps them wrongly.
+        const done = growth('vfs-1', 'req-a', '2026-11-30T10:00:00.000Z', {
+          grown: true,
+          device: '/dev/vdb1',
+          partitionGrown: true,
+          fsType: 'ext4',
+          mountpoint: '/mnt/data',
+          fsBytesBefore: 5 * 2 ** 30,
+          fsBytes: 10 * 2 ** 30 - 4096,
+          finishedAt: '2026-11-30T10:00:02.000Z',
+        });
+        await store.putFsGrowth(done);
+        expect(await store.getFsGrowth('vfs-1', 'req-a')).toEqual(done);
+        expect(await store.getFsGrowth('vfs-1', 'req-other')).toBeUndefined();
+      });
+
+      it('answers the newest record of each volume in one call, and nothing for volumes without one', async () => {
+        await store.createVolume(volume('vfs-2', 'p1'));
+        await store.createVolume(volume('vfs-3', 'p1'));
+        await store.putFsGrowth(growth('vfs-2', 'req-1', '2026-11-30T10:00:00.000Z', { requested: false }));
+        await store.putFsGrowth(growth('vfs-2', 'req-2', '2026-11-30T11:00:00.000Z', { grown: false, reason: 'no_guest_agent', finishedAt: '2026-11-30T11:00:01.000Z' }));
+        await store.putFsGrowth(growth('vfs-3', 'req-3', '2026-11-30T09:00:00.000Z', { requested: false }));
+        const latest = await store.latestFsGrowths(['vfs-2', 'vfs-3', 'vfs-none']);
+        expect([...latest.keys()].sort()).toEqual(['vfs-2', 'vfs-3']);
+        expect(latest.get('vfs-2')).toMatchObject({ requestId: 'req-2', grown: false, reason: 'no_guest_agent' });
+        expect(latest.get('vfs-3')).toMatchObject({ requestId: 'req-3', requested: false, grown: null });
+        expect((await store.latestFsGrowths([])).size).toBe(0);
+      });
+
+      it('removes the records with their volume', async () => {
+        await store.createVolume(volume('vfs-4', 'p1'));
+        await store.putFsGrowth(growth('vfs-4', 'req-4', '2026-11-30T10:00:00.000Z'));
+        await store.deleteVolume('vfs-4');
+        expect(await store.getFsGrowth('vfs-4', 'req-4')).toBeUndefined();
       });
     });
 

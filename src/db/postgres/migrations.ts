@@ -176,6 +176,29 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
     CREATE INDEX extend_leases_owner ON extend_leases (owner);
     `,
   },
+  {
+    // 12 (H): what each extend did about the guest's filesystem (SQLite's migration 12).
+    version: 12,
+    sql: `
+    CREATE TABLE volume_fs_growths (
+      volume_id ${T} NOT NULL REFERENCES volumes (id) ON DELETE CASCADE,
+      request_id ${T} NOT NULL,
+      requested INTEGER NOT NULL,
+      grown INTEGER,
+      reason ${T},
+      device ${T},
+      partition_grown INTEGER,
+      fs_type ${T},
+      mountpoint ${T},
+      fs_bytes_before BIGINT,
+      fs_bytes BIGINT,
+      requested_at ${T} NOT NULL,
+      finished_at ${T},
+      PRIMARY KEY (volume_id, request_id)
+    );
+    CREATE INDEX volume_fs_growths_latest ON volume_fs_growths (volume_id, requested_at, request_id);
+    `,
+  },
 ];
 
 /** The schema version this build knows (the last migration's). */

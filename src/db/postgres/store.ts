@@ -11,6 +11,7 @@ import { errors } from '../../errors.js';
 import type {
   ActionResult,
   FlavorRecord,
+  FsGrowthRecord,
   ImageRecord,
   InstanceActionRecord,
   InventorySyncResult,
@@ -27,7 +28,7 @@ import type {
   VolumeStatus,
 } from '../store.js';
 import type { DesiredServer } from '../inventory.js';
-import { ACTION_COLUMNS, isStatusList, nowIso, toAction, toFlavor, toImage, toToken, toVolume, toVolumeAction, VOLUME_COLUMNS, type Row } from '../rows.js';
+import { ACTION_COLUMNS, FS_GROWTH_COLUMNS, fsGrowthValues, isStatusList, nowIso, toAction, toFlavor, toFsGrowth, toImage, toToken, toVolume, toVolumeAction, VOLUME_COLUMNS, type Row } from '../rows.js';
 import { PgInventory } from './inventory.js';
 import { createPool, inTransaction, migratePg } from './pool.js';
 
@@ -478,6 +479,34 @@ export class PgStore implements Store {
       result,
       message,
     ]);
+  }
+
+  /** See VolumeStore.putFsGrowth. */
+  async putFsGrowth(r: FsGrowthRecord): Promise<void> {
+    const updates = FS_GROWTH_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ');
+    await this.pool.query(
+      `INSERT INTO volume_fs_growths (${FS_GROWTH_COLUMNS.join(', ')}) VALUES (${FS_GROWTH_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})
+       ON CONFLICT (volume_id, request_id) DO UPDATE SET ${updates}`,
+      fsGrowthValues(r),
+    );
+  }
+
+  /** See VolumeStore.getFsGrowth. */
+  async getFsGrowth(volumeId: string, requestId: string): Promise<FsGrowthRecord | undefined> {
+    const r = (await this.rows('SELECT * FROM volume_fs_growths WHERE volume_id = $1 AND request_id = $2', [volumeId, requestId]))[0];
+    return r ? toFsGrowth(r) : undefined;
+  }
+
+  /** See VolumeStore.latestFsGrowths. */
+  async latestFsGrowths(volumeIds: readonly string[]): Promise<Map<string, FsGrowthRecord>> {
+    const out = new Map<string, FsGrowthRecord>();
+    if (volumeIds.length === 0) return out;
+    const rows = await this.rows(
+      `SELECT DISTINCT ON (volume_id) * FROM volume_fs_growths WHERE volume_id = ANY($1::text[]) ORDER BY volume_id, requested_at DESC, request_id DESC`,
+      [[...volumeIds]],
+    );
+    for (const r of rows) out.set(r.volume_id as string, toFsGrowth(r));
+    return out;
   }
 
   /** See VolumeStore.listVolumeActions. Throws errors.markerNotFound for a marker not in the listing. */
