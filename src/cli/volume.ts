@@ -25,6 +25,16 @@ interface VolumeView {
   volume_type: string;
   attachments: Array<{ server_id: string; device: string }>;
   extend: { step: string; target_bytes: number; host_bytes: number | null; error: string | null } | null;
+  /** What the latest extend did about the guest's filesystem (absent from an older service). */
+  fs_growth?: { requested: boolean; grown: boolean | null; reason: string | null; device: string | null; fs_type: string | null; fs_bytes: number | null } | null;
+}
+
+/** The latest extend's guest filesystem growth, in a few words ('' when it was not asked for). */
+function fsCell(g: VolumeView['fs_growth']): string {
+  if (!g?.requested) return '';
+  if (g.grown === null) return 'pending';
+  if (!g.grown) return `not grown: ${g.reason ?? '?'}`;
+  return [g.fs_type, g.device, g.fs_bytes === null ? null : formatBytes(g.fs_bytes)].filter((x) => x).join(' ');
 }
 
 const row = (v: VolumeView) => ({
@@ -36,6 +46,7 @@ const row = (v: VolumeView) => ({
   type: v.volume_type,
   attached_to: v.attachments.map((a) => `${a.server_id}:${a.device}`).join(','),
   extend: v.extend ? `${v.extend.step}${v.extend.error ? `: ${v.extend.error}` : ''}` : '',
+  guest_fs: fsCell(v.fs_growth),
 });
 
 /**
@@ -114,10 +125,15 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
     .requiredOption('--size <size>', 'new size, e.g. 2GiB')
     .option('--wait', 'wait until the extend has finished, showing progress')
     .option('--timeout <seconds>', 'give up waiting after this long', '900')
-    .action(async (id: string, o: VolumeOpts & { size: string; wait?: boolean; timeout: string }) => {
+    .option('--grow-fs', 'also grow the partition and filesystem on the disk inside the guest (QEMU guest agent), whatever the volume metadata online_extend:grow_fs says')
+    .option('--no-grow-fs', 'do not grow the guest filesystem, whatever the volume metadata says')
+    .action(async (id: string, o: VolumeOpts & { size: string; wait?: boolean; timeout: string; growFs?: boolean }) => {
       const bytes = parseSize(o.size);
       const c = client(o);
-      const res = await c.request('POST', `/v3/${project(o)}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: bytes } });
+      // Without either flag the key is left out: the volume's metadata decides.
+      const res = await c.request('POST', `/v3/${project(o)}/volumes/${id}/action`, {
+        'os-extend-bytes': { new_bytes: bytes, ...(o.growFs === undefined ? {} : { 'online_extend:grow_fs': o.growFs }) },
+      });
       if (!o.wait) return show(o, await get(o, id));
       const started = Date.now();
       let last = '';

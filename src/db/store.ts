@@ -340,6 +340,11 @@ export interface ExtendState {
   lastError?: { step: ExtendStep; code: string; message: string; at: string } | null;
   /** Catalogue code of the error that ended the extend (error_extending only). */
   errorCode?: string | null;
+  /**
+   * The extend grows the guest's filesystem after the block extend (the grow_fs step): asked by
+   * os-extend's `online_extend:grow_fs` or the volume's metadata key of that name. Absent: no.
+   */
+  growFs?: boolean;
 }
 
 /** A Cinder volume as stored; `sizeBytes` is the size in bytes (the API shows GiB rounded down too); times ISO 8601. */

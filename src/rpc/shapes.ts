@@ -131,7 +131,14 @@ export const GuestFilesystemGrowth = Type.Object({
   grown: Type.Boolean(),
   reason: Type.Optional(
     Type.Union(
-      ['no_guest_agent', 'disk_not_found', 'no_filesystem', 'unsupported_filesystem', 'not_mounted', 'grow_failed'].map((r) => Type.Literal(r)),
+      [
+        Type.Literal('no_guest_agent'),
+        Type.Literal('disk_not_found'),
+        Type.Literal('no_filesystem'),
+        Type.Literal('unsupported_filesystem'),
+        Type.Literal('not_mounted'),
+        Type.Literal('grow_failed'),
+      ],
       { description: 'Why it was not grown (grown false)' },
     ),
   ),

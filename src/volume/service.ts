@@ -4,11 +4,12 @@
  * conditional update that requires the record to be exactly as it was when the decision was
  * made, so a concurrent change makes the loser decide again on what is there now.
  */
+import { checkGrowFsMetadata, growFsRequested } from './extend/growFs.js';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../context.js';
-import type { ExtendState, PageQuery, VolumeActionRecord, VolumeGuard, VolumeRecord, VolumeStatus, VolumeStore } from '../db/store.js';
+import type { ExtendState, FsGrowthRecord, PageQuery, VolumeActionRecord, VolumeGuard, VolumeRecord, VolumeStatus, VolumeStore } from '../db/store.js';
 import { errors, isFinalError, isServiceError, ServiceError } from '../errors.js';
 import type { VolumeBackend } from './backends/backend.js';
 import type { ComputeForVolumes } from '../rpc/computeClient.js';
@@ -89,11 +90,32 @@ export class VolumeService {
    * `anyProject` as `get`. Throws VolumeNotFound (404), also if it is deleted meanwhile.
    */
   async update(projectId: string, volumeId: string, patch: VolumeUpdate, opts: { anyProject?: boolean } = {}): Promise<VolumeRecord> {
+    checkGrowFsMetadata(patch.metadata);
     await this.get(projectId, volumeId, opts.anyProject);
     // No guard: these fields are independent of the lifecycle; a concurrent decision on the
     // volume sees the version move and decides again.
     if (Object.keys(patch).length > 0 && !(await this.deps.store.updateVolume(volumeId, {}, patch))) throw errors.volumeNotFound(volumeId);
     return this.get(projectId, volumeId, opts.anyProject);
+  }
+
+  /** What the latest extend of each volume did about the guest's filesystem (volumes without a record are absent). */
+  latestFsGrowths(volumeIds: readonly string[]): Promise<Map<string, FsGrowthRecord>> {
+    return this.deps.store.latestFsGrowths(volumeIds);
+  }
+
+  /**
+   * Cinder's set metadata (`POST volumes/{id}/metadata`): merges `items` into the volume's
+   * metadata, keys given replacing their values, and answers the whole set. The merge is a
+   * compare-and-swap on the volume's version, retried, so concurrent sets both land. Throws
+   * VolumeNotFound (404), BadRequest (400) for a bad `online_extend:grow_fs` value (nothing changes).
+   */
+  async setMetadata(projectId: string, volumeId: string, items: Record<string, string>, opts: { anyProject?: boolean } = {}): Promise<Record<string, string>> {
+    checkGrowFsMetadata(items);
+    for (;;) {
+      const v = await this.get(projectId, volumeId, opts.anyProject);
+      const metadata = { ...(v.metadata ?? {}), ...items };
+      if (await this.deps.store.updateVolume(volumeId, { version: v.version }, { metadata })) return metadata;
+    }
   }
 
   /**
@@ -112,6 +134,7 @@ export class VolumeService {
   }
 
   async create(ctx: RequestContext, projectId: string, req: CreateVolumeRequest): Promise<VolumeRecord> {
+    checkGrowFsMetadata(req.metadata);
     const backendName = req.backend || this.deps.defaultBackend;
     const backend = this.backend(backendName);
     if (req.format && backend.attachedGrowth !== 'hypervisor') throw errors.invalidInput(`Volume type "${backendName}" has no format option.`);
@@ -236,9 +259,15 @@ export class VolumeService {
       detachedOnly?: boolean;
       /** Find the volume in any project (an admin by id; see `get`). */
       anyProject?: boolean;
+      /**
+       * os-extend's `online_extend:grow_fs`: grow the guest's filesystem after the block extend
+       * (true) or not (false); absent: as the volume's metadata key says (extend/growFs.ts).
+       */
+      growFs?: boolean;
     } = {},
   ): Promise<VolumeRecord> {
     const { store, workflow } = this.deps;
+    let growFs = false;
     let plan: { mode: ExtendMode | 'detached'; hostBytes: number | null; computeRequestIds: string[] } = { mode: 'detached', hostBytes: null, computeRequestIds: [] };
     const now = Date.now();
     const v = await this.begin('extend', projectId, volumeId, {
@@ -252,6 +281,7 @@ export class VolumeService {
         }
         for (const rule of policiesFor('extend', isAttached(cur))) if (!allows(rule)) throw errors.forbidden(rule);
         checkTarget(cur, newBytes);
+        growFs = growFsRequested(opts.growFs, cur.metadata);
       },
       check: async (cur) => {
         const backend = this.backend(cur.backend);
@@ -280,6 +310,7 @@ export class VolumeService {
           error: null,
           mode: plan.mode,
           lastError: null,
+          ...(growFs ? { growFs } : {}),
         } satisfies ExtendState,
       }),
     });
@@ -292,7 +323,24 @@ export class VolumeService {
       startTime: new Date(now).toISOString(),
       message: null,
       computeRequestIds: plan.computeRequestIds,
-      details: { new_bytes: newBytes, from_bytes: v.sizeBytes, attached: isAttached(v), mode: plan.mode, ...(v.serverId ? { server_id: v.serverId } : {}) },
+      details: { new_bytes: newBytes, from_bytes: v.sizeBytes, attached: isAttached(v), mode: plan.mode, grow_fs: growFs, ...(v.serverId ? { server_id: v.serverId } : {}) },
+    });
+    // Every extend's record says whether it was asked to grow the guest's filesystem; grow_fs
+    // (or confirm, when no guest runs the disk) writes the outcome over it.
+    await store.putFsGrowth({
+      volumeId,
+      requestId: ctx.requestId,
+      requested: growFs,
+      grown: null,
+      reason: null,
+      device: null,
+      partitionGrown: null,
+      fsType: null,
+      mountpoint: null,
+      fsBytesBefore: null,
+      fsBytes: null,
+      requestedAt: new Date(now).toISOString(),
+      finishedAt: null,
     });
     // Driven here once this worker's claim on the extend's lease is granted; if another live
     // worker still holds it, `start` resolves at once with `elsewhere` and no error, and the

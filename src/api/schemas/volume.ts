@@ -107,14 +107,28 @@ export const VolumeListQuery = Type.Object(
 /** The volume lists' query (see VolumeListQuery). */
 export type VolumeListQuery = Static<typeof VolumeListQuery>;
 
+/**
+ * Ours, inside os-extend and os-extend-bytes: grow the guest's filesystem after the block extend
+ * (true) or not (false), whatever the volume's metadata key `online_extend:grow_fs` says; absent:
+ * as that key says. A JSON boolean only (Cinder's clients never send the key).
+ */
+const GrowFsOption = Type.Boolean({
+  description: 'Grow the last partition and the filesystem on the disk inside the guest after the extend (QEMU guest agent); overrides the volume metadata key online_extend:grow_fs',
+});
+
+/** Body of Cinder's `POST volumes/{id}/metadata` (set: merges the keys given). */
+export const VolumeMetadataBody = Type.Object({ metadata: VolumeMetadata }, { additionalProperties: false });
+/** See VolumeMetadataBody. */
+export type VolumeMetadataBody = Static<typeof VolumeMetadataBody>;
+
 /** One action per request, Cinder style: `os-extend` (GiB) or our exact-bytes `os-extend-bytes`. */
 export const VolumeActionBody = Type.Union([
   Type.Object(
-    { 'os-extend': Type.Object({ new_size: VolumeSizeGiB }, { additionalProperties: false }) },
+    { 'os-extend': Type.Object({ new_size: VolumeSizeGiB, 'online_extend:grow_fs': Type.Optional(GrowFsOption) }, { additionalProperties: false }) },
     { additionalProperties: false },
   ),
   Type.Object(
-    { 'os-extend-bytes': Type.Object({ new_bytes: Bytes }, { additionalProperties: false }) },
+    { 'os-extend-bytes': Type.Object({ new_bytes: Bytes, 'online_extend:grow_fs': Type.Optional(GrowFsOption) }, { additionalProperties: false }) },
     { additionalProperties: false },
   ),
 ]);
@@ -139,6 +153,31 @@ export const ExtendView = Type.Union([
     last_error: Type.Union([Type.Object({ step: Type.String(), code: Type.String(), message: Type.String(), at: Type.String() }), Type.Null()], {
       description: 'The last uncertain error while the step is retried',
     }),
+  }),
+]);
+
+/**
+ * What the volume's latest extend did about the guest's filesystem (null: no extend recorded
+ * since this was kept): whether it asked to grow it and the outcome the guest reported, sizes in
+ * bytes as `df -B1` totals them. `grown` null while the extend runs, or when it was not asked.
+ */
+export const FsGrowthView = Type.Union([
+  Type.Null(),
+  Type.Object({
+    request_id: Type.String({ description: 'The extend’s request id' }),
+    requested: Type.Boolean(),
+    grown: Type.Union([Type.Boolean(), Type.Null()]),
+    reason: Type.Union([Type.String(), Type.Null()], {
+      description:
+        'Why not grown: no_guest_agent, disk_not_found, no_filesystem, unsupported_filesystem, not_mounted, grow_failed, not_supported (the host cannot), server_stopped (extended offline), detached',
+    }),
+    device: Type.Union([Type.String(), Type.Null()], { description: 'Guest block device grown, e.g. /dev/vdb1' }),
+    partition_grown: Type.Union([Type.Boolean(), Type.Null()]),
+    fs_type: Type.Union([Type.String(), Type.Null()]),
+    mountpoint: Type.Union([Type.String(), Type.Null()]),
+    fs_bytes_before: Type.Union([Type.Integer(), Type.Null()]),
+    fs_bytes: Type.Union([Type.Integer(), Type.Null()]),
+    finished_at: Type.Union([Type.String(), Type.Null()]),
   }),
 ]);
 
@@ -213,6 +252,7 @@ export const OnlineExtendView = Type.Object({
   project_id: Type.String(),
   attachments: Type.Array(Type.Object({ server_id: Type.String(), device: Type.String(), attachment_id: Type.String() })),
   extend: ExtendView,
+  fs_growth: FsGrowthView,
   created_at: Type.String(),
   updated_at: Type.String(),
 });

@@ -5,7 +5,7 @@
  */
 
 /** The steps of the extend workflow, in order (stored as ExtendState.step). */
-export const EXTEND_STEPS = ['storage', 'rescan', 'wait_host', 'assist', 'confirm'] as const;
+export const EXTEND_STEPS = ['storage', 'rescan', 'wait_host', 'assist', 'confirm', 'grow_fs'] as const;
 /** One of EXTEND_STEPS. */
 export type ExtendStep = (typeof EXTEND_STEPS)[number];
 /** Where every extend starts. */

@@ -3,7 +3,7 @@
  * (workflow.ts) stores the state after every step and runs `runStep` until it reports the end;
  * see there for the modes, the recovery cases and the supervision.
  *
- *   storage → rescan → wait_host → assist → confirm
+ *   storage → rescan → wait_host → assist → confirm [→ grow_fs]
  *
  * - storage:   the backend grows the storage (skipped online when QEMU grows it itself: file volumes).
  * - rescan:    compute makes the host see the storage's size (idempotent, answers at once).
@@ -11,15 +11,23 @@
  * - assist:    compute grows the guest's view and measures it (assist_extend); a stopped server
  *              answers InstanceStopped and the extend goes offline; HostSizeTooSmall sends it
  *              back to rescan.
- * - confirm:   the measured size is recorded and the volume goes back to rest.
+ * - confirm:   the measured size is recorded and the volume goes back to rest; when the extend
+ *              asked to grow the guest's filesystem and the guest was resized live, the size is
+ *              recorded and the extend goes on to grow_fs instead (the volume stays `extending`).
+ * - grow_fs:   compute asks the guest (its QEMU guest agent) to grow the last partition and the
+ *              filesystem on the disk; the answer is recorded (volume_fs_growths) and the volume
+ *              goes back to rest at its new size whatever it was: the block extend stands. Not
+ *              grown is an answer; a final error is recorded as not grown (grow_failed, or
+ *              not_supported); an uncertain one is retried with the workflow's backoff, and at
+ *              the deadline the extend still ends well, recorded as not grown (workflow.ts).
  *
  * Every decision is on a catalogue code (InstanceStopped, HostSizeTooSmall) or a backend
  * capability (`attachedGrowth`), never on a status code or message text.
  */
 import type { Logger } from 'pino';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ExtendState, VolumeRecord, VolumeStore } from '../../db/store.js';
-import { errors, isServiceError, type ServiceError } from '../../errors.js';
+import type { ExtendState, FsGrowthReason, FsGrowthRecord, VolumeRecord, VolumeStore } from '../../db/store.js';
+import { errors, isFinalError, isServiceError, type ServiceError } from '../../errors.js';
 import type { CallOptions, ComputeForVolumes } from '../../rpc/computeClient.js';
 import type { VolumeBackend } from '../backends/backend.js';
 import { EXTEND_MODE_BY_SERVER_STATE, isAttached, outcome } from '../lifecycle.js';
@@ -154,27 +162,125 @@ export async function runStep(d: StepDeps, v: VolumeRecord, state: ExtendState):
       if (measured < state.targetBytes) {
         throw finalError(`${mode === 'online' ? 'the guest sees' : 'the storage has'} ${measured} bytes after the extend, not ${state.targetBytes}`);
       }
-      const attached = isAttached(v);
-      if (!d.holds()) throw lostLease();
-      const ok = await d.store.updateVolume(
-        v.id,
-        { status: ['extending'], extendRequestId: state.requestId },
-        { status: outcome('extend', 'done', attached), sizeBytes: measured, extend: null },
-      );
-      if (ok) {
-        const how =
-          mode === 'online'
-            ? `extended to ${measured} bytes (measured in the guest)`
-            : mode === 'offline'
-              ? `extended offline to ${measured} bytes (measured on the host); the guest sees it when its server next starts`
-              : `extended to ${measured} bytes (measured on the storage)`;
-        await d.store.noteVolumeAction(state.requestId, v.id, [], { mode, bytes: measured });
-        await d.store.finishVolumeAction(state.requestId, v.id, 'Success', how);
-        d.log.info({ volumeId: v.id, requestId: state.requestId, bytes: measured, mode }, 'volume extended');
+      if (state.growFs && mode === 'online') {
+        // The block extend is done: its size is recorded now, the volume stays `extending`
+        // until the guest's filesystem has been dealt with.
+        if (!d.holds()) throw lostLease();
+        const ok = await d.store.updateVolume(v.id, { status: ['extending'], extendRequestId: state.requestId }, { sizeBytes: measured, extend: next('grow_fs') });
+        if (!ok) throw finalError('the extend was ended by someone else (the watchdog at its deadline, or a newer request)');
+        return false;
       }
+      // Asked, but no guest runs this disk now: nothing to grow, and the record says why.
+      const growth = state.growFs ? notGrown(mode === 'offline' ? 'server_stopped' : 'detached') : undefined;
+      await finishExtend(d, v, state, growth);
+      return true;
+    }
+    case 'grow_fs': {
+      // NOTE: safe to run again, after a crash here or an uncertain error: growing a partition
+      // that already ends at the disk's end, or a filesystem that already fills its device, is
+      // a no-op in the guest (growpart's NOCHANGE, resize2fs's "Nothing to do!", xfs_growfs
+      // leaves its size), and the fake driver keeps the same semantics.
+      let growth: FsGrowthOutcome;
+      try {
+        const r = await d.compute.growGuestFilesystem(tenant, serverId!, v.id, call());
+        await note(d, state, v.id, r.requestId);
+        growth = r.value;
+      } catch (err) {
+        // Uncertain (the host or the hypervisor away): retried with backoff by the workflow.
+        if (!isServiceError(err) || !isFinalError(err)) throw err;
+        // Final: it will not work on a retry either; the block extend stands all the same.
+        if (err.requestId) await note(d, state, v.id, err.requestId);
+        d.log.warn({ volumeId: v.id, requestId: state.requestId, code: err.code, err: err.message }, 'guest filesystem not grown: compute refused');
+        growth = notGrown(err.code === 'GuestFilesystemGrowNotSupported' ? 'not_supported' : 'grow_failed');
+      }
+      await finishExtend(d, v, state, growth);
       return true;
     }
   }
+}
+
+/** What the grow_fs step learnt: the guest's answer (compute's, without detail) or the workflow's own verdict. */
+export interface FsGrowthOutcome {
+  grown: boolean;
+  reason?: FsGrowthReason;
+  device?: string;
+  partitionGrown?: boolean;
+  fsType?: string;
+  mountpoint?: string;
+  fsBytesBefore?: number;
+  fsBytes?: number;
+}
+
+/** Not grown, for `reason`. */
+export function notGrown(reason: FsGrowthReason): FsGrowthOutcome {
+  return { grown: false, reason };
+}
+
+/**
+ * The extend's end, successful: the volume goes back to rest at its measured size, and when the
+ * extend asked to grow the guest's filesystem, `growth` is recorded first (an upsert by request
+ * id: a crash before the volume's update leaves a record a rerun writes again) and named in the
+ * volume action. Used by confirm, grow_fs and the deadline of grow_fs (workflow.ts).
+ */
+export async function finishExtend(d: Pick<StepDeps, 'store' | 'log' | 'holds'>, v: VolumeRecord, state: ExtendState, growth: FsGrowthOutcome | undefined): Promise<void> {
+  const mode = state.mode ?? (v.serverId ? 'online' : 'detached');
+  const measured = state.measuredBytes ?? 0;
+  if (!d.holds()) throw lostLease();
+  if (growth) await d.store.putFsGrowth(fsGrowthRecord(v.id, state, growth));
+  const ok = await d.store.updateVolume(
+    v.id,
+    { status: ['extending'], extendRequestId: state.requestId },
+    { status: outcome('extend', 'done', isAttached(v)), sizeBytes: measured, extend: null },
+  );
+  if (!ok) return;
+  const how =
+    mode === 'online'
+      ? `extended to ${measured} bytes (measured in the guest)`
+      : mode === 'offline'
+        ? `extended offline to ${measured} bytes (measured on the host); the guest sees it when its server next starts`
+        : `extended to ${measured} bytes (measured on the storage)`;
+  const fs = growth ? `; ${describeGrowth(growth)}` : '';
+  await d.store.noteVolumeAction(state.requestId, v.id, [], { mode, bytes: measured, ...(growth ? { grow_fs: growthDetails(growth) } : {}) });
+  await d.store.finishVolumeAction(state.requestId, v.id, 'Success', how + fs);
+  d.log.info({ volumeId: v.id, requestId: state.requestId, bytes: measured, mode, ...(growth ? { fsGrown: growth.grown, fsReason: growth.reason, fsBytes: growth.fsBytes } : {}) }, 'volume extended');
+}
+
+/** The store's record of `growth` for the extend `state`, finished now. */
+function fsGrowthRecord(volumeId: string, state: ExtendState, g: FsGrowthOutcome): FsGrowthRecord {
+  return {
+    volumeId,
+    requestId: state.requestId,
+    requested: true,
+    grown: g.grown,
+    reason: g.grown ? null : (g.reason ?? 'grow_failed'),
+    device: g.device ?? null,
+    partitionGrown: g.partitionGrown ?? null,
+    fsType: g.fsType ?? null,
+    mountpoint: g.mountpoint ?? null,
+    fsBytesBefore: g.fsBytesBefore ?? null,
+    fsBytes: g.fsBytes ?? null,
+    requestedAt: state.startedAt,
+    finishedAt: new Date().toISOString(),
+  };
+}
+
+/** `growth` as the volume action's details (snake_case, as the API shows them). */
+function growthDetails(g: FsGrowthOutcome): Record<string, unknown> {
+  return {
+    grown: g.grown,
+    ...(g.reason === undefined ? {} : { reason: g.reason }),
+    ...(g.device === undefined ? {} : { device: g.device }),
+    ...(g.fsType === undefined ? {} : { fs_type: g.fsType }),
+    ...(g.fsBytesBefore === undefined ? {} : { fs_bytes_before: g.fsBytesBefore }),
+    ...(g.fsBytes === undefined ? {} : { fs_bytes: g.fsBytes }),
+  };
+}
+
+/** One clause for the volume action's message. */
+function describeGrowth(g: FsGrowthOutcome): string {
+  if (!g.grown) return `guest filesystem not grown (${g.reason ?? 'grow_failed'})`;
+  const what = [g.fsType, g.device && `on ${g.device}`].filter(Boolean).join(' ');
+  return `guest filesystem${what ? ` ${what}` : ''} grown${g.fsBytes === undefined ? '' : ` to ${g.fsBytes} bytes`}`;
 }
 
 /** Store the next state; the extend must still be this one and still be running. */

@@ -3,7 +3,7 @@
  * restart at any point resumes from the last completed step (external-resizer's stored resize
  * states, verbose on purpose).
  *
- *   extending{storage → rescan → wait_host → assist → confirm} ──▶ in-use | available (measured size)
+ *   extending{storage → rescan → wait_host → assist → confirm [→ grow_fs]} ──▶ in-use | available (measured size)
  *                      │ final error, or the deadline passed
  *                      ▼
  *   error_extending (attached) | available (detached), with the step, the cause and its code
@@ -26,6 +26,10 @@
  * 4. Crash during `assist`: assist_extend at the size the guest already has is a no-op on
  *    compute, so it is sent again.
  * 5. Crash during `confirm`: nothing external happens there; it runs again.
+ * 5a. Crash during `grow_fs`: it runs again; growing a partition or filesystem that already fills
+ *    its disk is a no-op in the guest, so a second grow is harmless. Its deadline is the
+ *    extend's: past it the extend still ends well (the block extend stands), the filesystem
+ *    recorded as not grown.
  * 6. An `extending` record without a workflow state (left by an older version): the backend's
  *    size is measured and the volume goes back to its resting status with it.
  *
@@ -61,7 +65,7 @@ import type { VolumeBackend } from '../backends/backend.js';
 import type { ComputeForVolumes } from '../../rpc/computeClient.js';
 import { isAttached, outcome } from '../lifecycle.js';
 import { DEFAULT_WORKFLOW_OPTIONS, type WorkflowOptions } from './options.js';
-import { finalError, runStep, save, type StepDeps } from './steps.js';
+import { finalError, finishExtend, notGrown, runStep, save, type StepDeps } from './steps.js';
 import { FIRST_STEP } from './stepNames.js';
 import type { Metrics } from '../../util/metrics.js';
 
@@ -429,6 +433,15 @@ export class ExtendWorkflow {
   private async failAtDeadline(v: VolumeRecord): Promise<ServiceError | undefined> {
     const state = v.extend;
     if (!state) return undefined;
+    if (state.step === 'grow_fs') {
+      // The block extend is done and stands: only the guest's filesystem was left, and it is
+      // recorded as not grown (the last error says why in the log); the extend ends well.
+      const last = this.lastErrors.get(v.id) ?? state.lastError;
+      this.log.warn({ volumeId: v.id, requestId: state.requestId, code: last?.code, err: last?.message }, 'guest filesystem not grown before the extend deadline');
+      await finishExtend({ store: this.store, log: this.log, holds: () => true }, v, state, notGrown('grow_failed'));
+      this.metrics?.extends.inc({ result: 'success', backend: v.backend });
+      return undefined;
+    }
     const last = this.lastErrors.get(v.id) ?? state.lastError;
     const reason = `timed out after ${this.options.timeoutMs} ms at step ${state.step}` + (last ? `; last error: ${last.message}` : '');
     const error = new ServiceError('RequestTimeout', `Extend of volume ${v.id} ${reason}`);

@@ -24,9 +24,10 @@ import {
   VolumeActionView,
   VolumeIdParams,
   VolumeListQuery,
+  VolumeMetadataBody,
 } from '../../schemas/volume.js';
 import type { VolumeService } from '../../../volume/service.js';
-import type { VolumeActionRecord, VolumeRecord, VolumeStatus } from '../../../db/store.js';
+import type { FsGrowthRecord, VolumeActionRecord, VolumeRecord, VolumeStatus } from '../../../db/store.js';
 import { errors } from '../../../errors.js';
 import { Link } from '../../schemas/compute.js';
 import { ListQuery } from '../../schemas/paging.js';
@@ -149,7 +150,7 @@ export function cinderVolumeView(v: VolumeRecord, c: CinderViewContext, extensio
 }
 
 /** Our own view (OnlineExtendView): exact bytes, format and the extend, with the status they go with. */
-export function onlineExtendView(v: VolumeRecord) {
+export function onlineExtendView(v: VolumeRecord, growth?: FsGrowthRecord) {
   return {
     id: v.id,
     name: v.name,
@@ -173,6 +174,21 @@ export function onlineExtendView(v: VolumeRecord) {
           error_code: v.extend.errorCode ?? null,
           mode: v.extend.mode ?? null,
           last_error: v.extend.lastError ?? null,
+        }
+      : null,
+    fs_growth: growth
+      ? {
+          request_id: growth.requestId,
+          requested: growth.requested,
+          grown: growth.grown,
+          reason: growth.reason,
+          device: growth.device,
+          partition_grown: growth.partitionGrown,
+          fs_type: growth.fsType,
+          mountpoint: growth.mountpoint,
+          fs_bytes_before: growth.fsBytesBefore,
+          fs_bytes: growth.fsBytes,
+          finished_at: growth.finishedAt,
         }
       : null,
     created_at: v.createdAt,
@@ -402,7 +418,8 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     { schema: listSchema(OnlineExtendView, 'Ours: a page of volumes with their exact size in bytes, format and extend in progress; same query as the Cinder lists') },
     async (req) => {
       const { items, next } = await listQuery(req);
-      return { volumes: items.map(onlineExtendView), ...(next ? { volumes_links: next } : {}) };
+      const growths = await volumes.latestFsGrowths(items.map((v) => v.id));
+      return { volumes: items.map((v) => onlineExtendView(v, growths.get(v.id))), ...(next ? { volumes_links: next } : {}) };
     },
   );
 
@@ -421,14 +438,16 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     {
       schema: {
         tags,
-        summary: 'Ours: the volume’s exact size in bytes, format and the extend in progress or failed (step, target, error), with its status',
+        summary:
+          'Ours: the volume’s exact size in bytes, format and the extend in progress or failed (step, target, error), with its status, and what its latest extend did about the guest’s filesystem (fs_growth)',
         params: VolumeIdParams,
         response: { 200: Type.Object({ volume: OnlineExtendView }), ...errorResponses(401, 403, 404) },
       },
     },
     async (req) => {
       const { project_id, volume_id } = req.params;
-      return { volume: onlineExtendView((await findVolume(req, project_id, volume_id, 'volume:get')).volume) };
+      const { volume } = await findVolume(req, project_id, volume_id, 'volume:get');
+      return { volume: onlineExtendView(volume, (await volumes.latestFsGrowths([volume.id])).get(volume.id)) };
     },
   );
 
@@ -488,6 +507,42 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     },
   );
 
+  app.get(
+    '/v3/:project_id/volumes/:volume_id/metadata',
+    {
+      schema: {
+        tags,
+        summary: 'Cinder’s volume metadata: every key and value',
+        params: VolumeIdParams,
+        response: { 200: Type.Object({ metadata: Type.Record(Type.String(), Type.String()) }), ...errorResponses(401, 403, 404) },
+      },
+    },
+    async (req) => {
+      const { project_id, volume_id } = req.params;
+      const { volume } = await findVolume(req, project_id, volume_id, 'volume:get');
+      return { metadata: volume.metadata ?? {} };
+    },
+  );
+
+  app.post(
+    '/v3/:project_id/volumes/:volume_id/metadata',
+    {
+      schema: {
+        tags,
+        summary:
+          'Cinder’s set metadata (`openstack volume set --property k=v`): merges the keys given, answers every key; `online_extend:grow_fs` must be "true" or "false"',
+        params: VolumeIdParams,
+        body: VolumeMetadataBody,
+        response: { 200: Type.Object({ metadata: Type.Record(Type.String(), Type.String()) }), ...errorResponses(400, 401, 403, 404) },
+      },
+    },
+    async (req) => {
+      const { project_id, volume_id } = req.params;
+      const { anyProject } = await findVolume(req, project_id, volume_id, 'volume:update');
+      return { metadata: await volumes.setMetadata(project_id, volume_id, req.body.metadata, { anyProject }) };
+    },
+  );
+
   app.delete(
     '/v3/:project_id/volumes/:volume_id',
     { schema: { tags, summary: 'Delete a volume that is not attached: 202 with no body', params: VolumeIdParams, response: { 202: { type: 'null' }, ...errorResponses(401, 403, 404, 409, 500) } } },
@@ -505,7 +560,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
       schema: {
         tags,
         summary:
-          'os-extend (GiB) or our os-extend-bytes (exact bytes): 202 with no body, the volume already `extending` (an attached one needs microversion 3.42 and is extended online, in the background)',
+          'os-extend (GiB) or our os-extend-bytes (exact bytes): 202 with no body, the volume already `extending` (an attached one needs microversion 3.42 and is extended online, in the background); ours: `online_extend:grow_fs` in either also grows the guest’s filesystem',
         params: VolumeIdParams,
         body: VolumeActionBody,
         response: { 202: { type: 'null' }, ...errorResponses(400, 401, 403, 404, 409, 500, 501, 503) },
@@ -515,6 +570,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
       const { project_id, volume_id } = req.params;
       const body = req.body;
       const newBytes = 'os-extend' in body ? gibToBytes(sizeGiB('os-extend.new_size', body['os-extend'].new_size)) : body['os-extend-bytes'].new_bytes;
+      const growFs = ('os-extend' in body ? body['os-extend'] : body['os-extend-bytes'])['online_extend:grow_fs'];
       const { volume, ctx, anyProject } = await findVolume(req, project_id, volume_id, 'volume:extend');
       // The lifecycle table names the rules the volume needs (extend_attached_volume whenever
       // it has an attachment); the service checks them on the record its decision is about,
@@ -523,6 +579,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
       await volumes.extend(ctx, project_id, volume_id, newBytes, (rule) => deps.policy.allows(rule, req.auth!, target), {
         detachedOnly: !req.apiVersion.atLeast(VOLUME_3_42),
         anyProject,
+        ...(growFs === undefined ? {} : { growFs }),
       });
       return reply.status(202).send();
     },
