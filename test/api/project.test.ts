@@ -92,6 +92,7 @@ function bodyFor(method: string, path: string): unknown {
     'POST /v2.1/{project_id}/servers': { server: { name: 'vm', imageRef: 'img', flavorRef: FLAVOR } },
     'POST /v3/{project_id}/volumes/{volume_id}/action': { 'os-extend-bytes': { new_bytes: 128 * MiB } },
     'PUT /v3/{project_id}/volumes/{volume_id}': { volume: { name: 'renamed' } },
+    'POST /v3/{project_id}/volumes/{volume_id}/metadata': { metadata: { purpose: 'test' } },
     'PUT /v2/{tenant_id}/os-services/{action}': { host: h.config.computeHost, binary: 'nova-compute' },
   };
   if (method === 'GET' || method === 'DELETE') return undefined;

@@ -144,7 +144,30 @@ d('compute RPC over RabbitMQ', () => {
       call: (r, s) => (s.driver.injectFault('rescan', errors.driverFailed('the disk is being copied', { final: false })), r.rescan(HOST, SERVER, FILE_VOL)),
       expect: { code: 'DriverFailed', final: false },
     },
+    { name: 'growGuestFilesystem of a disk with nothing on it', call: (r) => r.growGuestFilesystem(HOST, SERVER, BLOCK_VOL) },
+    {
+      name: 'growGuestFilesystem of a mounted ext4 that fills its disk already',
+      call: (r, s) => (s.driver.setGuestFilesystem(SERVER, BLOCK_VOL, { type: 'ext4', mountpoint: '/data' }), r.growGuestFilesystem(HOST, SERVER, BLOCK_VOL)),
+    },
     { name: 'extendAttached grows the guest', call: (r) => r.extendAttached(HOST, SERVER, BLOCK_VOL, 2 * GiB) },
+    { name: 'growGuestFilesystem after the extend grows the ext4 to the disk', call: (r) => r.growGuestFilesystem(HOST, SERVER, BLOCK_VOL) },
+    {
+      name: 'growGuestFilesystem without a guest agent (an answer, not an error)',
+      call: async (r, s) => {
+        s.driver.setGuestAgent(SERVER, false);
+        try {
+          return await r.growGuestFilesystem(HOST, SERVER, BLOCK_VOL);
+        } finally {
+          s.driver.setGuestAgent(SERVER, true);
+        }
+      },
+    },
+    { name: 'growGuestFilesystem of a volume not attached (final)', call: (r) => r.growGuestFilesystem(HOST, SERVER, OFF_VOL), expect: { code: 'VolumeNotAttached', final: true } },
+    {
+      name: 'growGuestFilesystem when the hypervisor is unreachable (uncertain)',
+      call: (r, s) => (s.driver.injectFault('growGuestFilesystem', errors.hypervisorUnreachable('qemu:///system', 'libvirtd is not answering')), r.growGuestFilesystem(HOST, SERVER, BLOCK_VOL)),
+      expect: { code: 'HypervisorUnreachable', final: false },
+    },
     { name: 'extendAttached refuses to shrink (final)', call: (r) => r.extendAttached(HOST, SERVER, BLOCK_VOL, GiB), expect: { code: 'VolumeShrinkRefused', final: true } },
     { name: 'extendAttached of a read-only disk', call: (r) => r.extendAttached(HOST, SERVER, RO_VOL, 2 * GiB), expect: { code: 'DiskReadOnly', final: true } },
     { name: 'extendToHostSize of a shut-off server', call: (r) => r.extendToHostSize(HOST, OFF_SERVER, OFF_VOL) },
