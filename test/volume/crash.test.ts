@@ -100,6 +100,50 @@ describe('kill -9 during each extend step, then restart', () => {
   }
 });
 
+describe('kill -9 during the grow_fs step, then restart', () => {
+  it('resumes at grow_fs and grows the guest filesystem once: the volume in-use at its new size, the growth recorded', async () => {
+    let p = await serve(['--extend-step-delay', '300']);
+    const v = (await p.volume.request<{ volume: Vol }>('POST', `/v3/${PROJECT}/volumes`, { volume: { name: 'crash-grow-fs', size_bytes: 64 * MiB } })).body.volume;
+    await p.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: v.id } });
+    await p.volume.request('POST', `/v3/${PROJECT}/volumes/${v.id}/action`, { 'os-extend-bytes': { new_bytes: 128 * MiB, 'online_extend:grow_fs': true } });
+    const end = Date.now() + 15_000;
+    let seen = await show(p, v.id);
+    while (seen.extend?.step !== 'grow_fs') {
+      if (Date.now() > end) throw new Error('never saw step grow_fs');
+      await new Promise((r) => setTimeout(r, 10));
+      seen = await show(p, v.id);
+    }
+    // The block extend is recorded before grow_fs starts; the volume is still extending.
+    expect(seen).toMatchObject({ status: 'extending', size_bytes: 128 * MiB });
+    p.child.kill('SIGKILL');
+    await new Promise((r) => p.child.once('exit', r));
+
+    // While the service is down, the guest has a mounted ext4 of the old size on the disk (the
+    // fake hypervisor's persisted state, which it loads at start).
+    const statePath = join(dir, 'data', 'fake-hypervisor.json');
+    type Disk = { volumeId: string; guestBytes: number; guestFs?: { type: string; mountpoint?: string; bytes: number } };
+    const state = JSON.parse(readFileSync(statePath, 'utf8')) as { servers: Array<{ id: string; disks: Disk[] }> };
+    const disk = state.servers.find((s) => s.id === SERVER)!.disks.find((d) => d.volumeId === v.id)!;
+    expect(disk.guestBytes).toBe(128 * MiB);
+    disk.guestFs = { type: 'ext4', mountpoint: '/data', bytes: 64 * MiB };
+    writeFileSync(statePath, JSON.stringify(state));
+
+    p = await serve([]);
+    const until = Date.now() + 15_000;
+    let cur = (await p.volume.request<{ volume: Vol & { fs_growth: Record<string, unknown> | null } }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-online-extend`)).body.volume;
+    while (cur.status === 'extending' && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 20));
+      cur = (await p.volume.request<{ volume: Vol & { fs_growth: Record<string, unknown> | null } }>('GET', `/v3/${PROJECT}/volumes/${v.id}/os-online-extend`)).body.volume;
+    }
+    expect(cur).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB, extend: null });
+    expect(cur.fs_growth).toMatchObject({ requested: true, grown: true, fs_type: 'ext4', fs_bytes_before: 64 * MiB, fs_bytes: 128 * MiB });
+    const after = JSON.parse(readFileSync(statePath, 'utf8')) as { servers: Array<{ id: string; disks: Disk[] }> };
+    expect(after.servers.find((s) => s.id === SERVER)!.disks.find((d) => d.volumeId === v.id)!.guestFs?.bytes).toBe(128 * MiB);
+    p.child.kill('SIGTERM');
+    await new Promise((r) => p.child.once('exit', r));
+  });
+});
+
 describe('kill -9 during a server delete, then restart', () => {
   it('finishes the delete at the next start: the server gone, the volume available with no attachment, the delete action finished', async () => {
     const db = join(dir, 'data', 'online-extend.sqlite');
