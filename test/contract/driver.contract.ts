@@ -44,6 +44,12 @@ export interface DriverHarness {
    * a test can attach to the new server as a volume.
    */
   spawn: { image: SpawnImage; volumeFile: string };
+  /**
+   * Guest filesystems, for a driver that declares `growGuestFilesystem`: two more `block` disks of
+   * the running server, one blank (nothing on it), one carrying an ext4 that fills it, mounted
+   * on `mountpoint` in the guest. The contract grows the second one's storage (growStorage).
+   */
+  guestFs?: { blankVolumeId: string; ext4VolumeId: string; mountpoint: string };
   /** The size the guest itself reports for a volume (real guests only). */
   guestReportedBytes?(volumeId: string, expected: number): Promise<number>;
   teardown(): Promise<void>;
@@ -278,6 +284,50 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
       const err = await expectServiceError(h.driver.extendAttached(serverId, volumeId, host + 64 * MiB), 'InstanceStopped', 409);
       expect(err.final).toBe(true);
       expect(await h.driver.getHostBytes(serverId, volumeId)).toBe(host);
+    });
+
+    describe('growGuestFilesystem', () => {
+      /** The driver grows guest filesystems; the harness must then give the disks to do it on. */
+      const fs = () => {
+        expect(h.driver.growGuestFilesystem, 'declared growGuestFilesystem: implemented').toBeTypeOf('function');
+        expect(h.guestFs, 'declared growGuestFilesystem: the harness gives guest filesystems').toBeDefined();
+        return { grow: h.driver.growGuestFilesystem!.bind(h.driver), ...h.guestFs! };
+      };
+
+      it('declares the capability exactly when it implements the method', () => {
+        expect(typeof h.driver.growGuestFilesystem === 'function').toBe(h.driver.capabilities.growGuestFilesystem);
+      });
+
+      it('answers not grown (no_filesystem), not an error, for a disk with nothing on it', async () => {
+        if (!h.driver.capabilities.growGuestFilesystem) return;
+        const { grow, blankVolumeId } = fs();
+        const r = await grow(h.serverId, blankVolumeId);
+        expect(r).toMatchObject({ grown: false, reason: 'no_filesystem' });
+      });
+
+      it('grows a mounted ext4 online to fill its grown disk, and a second grow changes nothing', async () => {
+        if (!h.driver.capabilities.growGuestFilesystem) return;
+        const { grow, ext4VolumeId, mountpoint } = fs();
+        const guest = await h.driver.getGuestBytes(h.serverId, ext4VolumeId);
+        await h.growStorage(ext4VolumeId, guest + 64 * MiB);
+        await h.driver.rescan(h.serverId, ext4VolumeId);
+        const grown = await h.driver.extendAttached(h.serverId, ext4VolumeId, await h.driver.getHostBytes(h.serverId, ext4VolumeId));
+        const first = await grow(h.serverId, ext4VolumeId);
+        expect(first).toMatchObject({ grown: true, fsType: 'ext4', mountpoint, partitionGrown: false });
+        expect(first.device).toMatch(/^\/dev\/[vs]d[a-z]+$/);
+        // df's total: the filesystem now takes (nearly) the whole grown disk, never more.
+        expect(first.fsBytes!).toBeGreaterThanOrEqual(first.fsBytesBefore! + 60 * MiB);
+        expect(first.fsBytes!).toBeLessThanOrEqual(grown);
+        const again = await grow(h.serverId, ext4VolumeId);
+        expect(again).toMatchObject({ grown: true, fsBytesBefore: first.fsBytes, fsBytes: first.fsBytes });
+      });
+
+      it('answers 404 for an unknown server and for a volume not attached', async () => {
+        if (!h.driver.capabilities.growGuestFilesystem) return;
+        const { grow, blankVolumeId } = fs();
+        await expectServiceError(grow('00000000-0000-4000-8000-000000000000', blankVolumeId), 'InstanceNotFound', 404);
+        await expectServiceError(grow(h.serverId, 'ffffffff-0000-4000-8000-000000000000'), 'VolumeNotAttached', 404);
+      });
     });
 
     it('refuses to resize a read-only disk', async () => {

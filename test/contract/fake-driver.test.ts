@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeDriver, parseFakeInventory, type FakeServer } from '../../src/virt/fake/driver.js';
+import { fakeGuestFs } from '../../src/virt/fake/state.js';
 import { describeReal } from '../support/real.js';
 import { makeService, PROJECT, SERVER as SVC_SERVER } from '../support/service.js';
 import { describeDriverContract } from './driver.contract.js';
@@ -38,6 +39,8 @@ describeDriverContract('FakeDriver', async () => {
           { volumeId: 'aaaaaaaa-0000-4000-8000-000000000002', device: 'vdc', kind: 'file', format: 'raw', source: file, backingBytes: GiB, hostBytes: GiB, guestBytes: GiB },
           { volumeId: 'aaaaaaaa-0000-4000-8000-000000000003', device: 'vdd', kind: 'block', readonly: true, backingBytes: GiB, hostBytes: GiB, guestBytes: GiB },
           { volumeId: 'aaaaaaaa-0000-4000-8000-000000000005', device: 'vde', kind: 'network', source: `${CONTRACT_IQN}/1`, portal: '127.0.0.1:3260', backingBytes: GiB, hostBytes: GiB, guestBytes: GiB },
+          { volumeId: 'aaaaaaaa-0000-4000-8000-000000000006', device: 'vdf', kind: 'block', backingBytes: GiB, hostBytes: GiB, guestBytes: GiB },
+          { volumeId: 'aaaaaaaa-0000-4000-8000-000000000007', device: 'vdg', kind: 'block', backingBytes: GiB, hostBytes: GiB, guestBytes: GiB, guestFs: fakeGuestFs({ type: 'ext4', mountpoint: '/data' }, GiB) },
         ],
       },
       {
@@ -56,6 +59,7 @@ describeDriverContract('FakeDriver', async () => {
     readonlyVolumeId: 'aaaaaaaa-0000-4000-8000-000000000003',
     networkVolumeId: 'aaaaaaaa-0000-4000-8000-000000000005',
     stopped: { serverId: STOPPED, volumeId: 'aaaaaaaa-0000-4000-8000-000000000004' },
+    guestFs: { blankVolumeId: 'aaaaaaaa-0000-4000-8000-000000000006', ext4VolumeId: 'aaaaaaaa-0000-4000-8000-000000000007', mountpoint: '/data' },
     growStorage: async (volumeId, bytes) => (volumeId === 'aaaaaaaa-0000-4000-8000-000000000005' ? truncate(lunFile, bytes) : driver.setBackingBytes(volumeId, bytes)),
     // The fake reads no image: any kernel image will do.
     spawn: { image: { kind: 'kernel', kernelPath: join(dir, 'vmlinux'), ramdiskPath: join(dir, 'initrd.gz'), cmdline: 'console=ttyS0' }, volumeFile: file },
@@ -353,5 +357,62 @@ describe('FakeDriver: the size of its servers (vCPUs, memory)', () => {
     const spawned = await driver.spawn({ id: 'srv-new', name: 'n', projectId: 'p', userId: 'u', image: { kind: 'disk', diskPath: '/i.qcow2', diskFormat: 'qcow2' }, vcpus: 3, ramMb: 640, rootDiskGb: 0 });
     expect(spawned).toMatchObject({ vcpus: 3, memoryMb: 640 });
     expect(await driver.getServer('srv-new')).toMatchObject({ vcpus: 3, memoryMb: 640 });
+  });
+});
+
+/** The fake guest's filesystems (growGuestFilesystem), case by case: what LibvirtDriver's guest agent answers. */
+describe('FakeDriver: guest filesystems', () => {
+  const SRV = '33333333-3333-4333-8333-333333333333';
+  const VOL = 'bbbbbbbb-0000-4000-8000-000000000001';
+  const MiB = 2 ** 20;
+  const fresh = () =>
+    new FakeDriver({ servers: [{ id: SRV, name: 'fs', state: 'active', disks: [{ volumeId: VOL, device: 'vdb', kind: 'block', backingBytes: 64 * MiB, hostBytes: 64 * MiB, guestBytes: 64 * MiB }] }] });
+  /** The guest sees the disk grown to 128 MiB (its storage and host view too). */
+  const grownDisk = async (d: FakeDriver) => {
+    d.setBackingBytes(VOL, 128 * MiB);
+    await d.rescan(SRV, VOL);
+    await d.extendAttached(SRV, VOL, 128 * MiB);
+  };
+
+  it.each([
+    { name: 'a paused guest has no agent answering', fs: { type: 'ext4', mountpoint: '/d' }, state: 'paused' as const, want: { grown: false, reason: 'no_guest_agent' }, bytes: 64 * MiB },
+    { name: 'a partitioned xfs grows its partition to the disk end, then the xfs', fs: { type: 'xfs', mountpoint: '/d', partitioned: true }, want: { grown: true, device: '/dev/vdb1', partitionGrown: true, fsBytesBefore: 63 * MiB, fsBytes: 127 * MiB }, bytes: 127 * MiB },
+    { name: 'an unmounted partitioned xfs gets its partition grown but not the xfs', fs: { type: 'xfs', partitioned: true }, want: { grown: false, reason: 'not_mounted', fsBytes: 63 * MiB }, bytes: 63 * MiB },
+    { name: 'ext3 grows like ext4', fs: { type: 'ext3' }, want: { grown: true, fsType: 'ext3', fsBytes: 128 * MiB }, bytes: 128 * MiB },
+    { name: 'vfat is unsupported', fs: { type: 'vfat', mountpoint: '/boot' }, want: { grown: false, reason: 'unsupported_filesystem' }, bytes: 64 * MiB },
+  ])('$name', async (c) => {
+    // The guest made its filesystem on the 64 MiB disk; then the disk grew to 128 MiB.
+    const d = fresh();
+    d.setGuestFilesystem(SRV, VOL, c.fs);
+    await grownDisk(d);
+    if (c.state) d.setState(SRV, c.state);
+    const r = await d.growGuestFilesystem(SRV, VOL);
+    expect(r).toMatchObject(c.want);
+    expect(d.snapshot(SRV).disks[0]!.guestFs!.bytes).toBe(c.bytes);
+  });
+
+  it('keeps guest filesystems and the agent switch across a restart (state file) and reads them from an inventory file', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'oe-fake-fs-'));
+    try {
+      const statePath = join(dir, 'state.json');
+      const a = new FakeDriver({ statePath, servers: [fresh().snapshot(SRV)] });
+      a.setGuestFilesystem(SRV, VOL, { type: 'ext4', mountpoint: '/d' });
+      a.setGuestAgent(SRV, false);
+      const b = new FakeDriver({ statePath });
+      expect(b.snapshot(SRV)).toMatchObject({ guestAgent: false, disks: [{ guestFs: { type: 'ext4', mountpoint: '/d', bytes: 64 * MiB } }] });
+      expect(await b.growGuestFilesystem(SRV, VOL)).toMatchObject({ grown: false, reason: 'no_guest_agent' });
+      const inv = parseFakeInventory(
+        JSON.stringify({ servers: [{ id: SRV, guest_agent: true, disks: [{ volume_id: VOL, device: 'vdb', bytes: 64 * MiB, guest_fs: { type: 'xfs', mountpoint: '/x', partitioned: true } }] }] }),
+      );
+      expect(inv.capabilities.growGuestFilesystem).toBe(true);
+      expect(inv.servers[0]!.disks[0]!.guestFs).toEqual({ type: 'xfs', mountpoint: '/x', partition: { startBytes: MiB, bytes: 63 * MiB }, bytes: 63 * MiB });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses with GuestFilesystemGrowNotSupported (501) when the capability is off', async () => {
+    const d = new FakeDriver({ capabilities: { growGuestFilesystem: false }, servers: [fresh().snapshot(SRV)] });
+    await expect(d.growGuestFilesystem(SRV, VOL)).rejects.toMatchObject({ code: 'GuestFilesystemGrowNotSupported', status: 501 });
   });
 });
