@@ -356,3 +356,26 @@ describe('a host whose driver cannot grow filesystems', () => {
     expect(err.code).toBe('GuestFilesystemGrowNotSupported');
   });
 });
+
+describe('the deadline during grow_fs', () => {
+  let h3: ServiceHarness;
+  afterAll(async () => h3?.cleanup());
+
+  it('ends the extend well at its deadline when the host stays unreachable: in-use at the new size, the filesystem recorded as not grown', async () => {
+    h3 = await makeService({ config: { extendTimeoutMs: 1000, extendWatchdogMs: 200 } });
+    const id = (await h3.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { size_bytes: FROM } })).body.volume.id;
+    await h3.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: id } });
+    const driver = h3.service.driver as FakeDriver;
+    driver.setGuestFilesystem(SERVER, id, { type: 'ext4', mountpoint: '/data' });
+    driver.injectFault('growGuestFilesystem', errors.hypervisorUnreachable('qemu:///system', 'libvirtd is not answering'), 1_000_000);
+    await h3.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: TO, 'online_extend:grow_fs': true } });
+    const get = async () => (await h3.volume.request<{ volume: Vol }>('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`)).body.volume;
+    let v = await get();
+    for (const end = Date.now() + 10_000; v.status === 'extending' && Date.now() < end; v = await get()) await new Promise((r) => setTimeout(r, 20));
+    expect(v).toMatchObject({ status: 'in-use', size_bytes: TO, extend: null });
+    expect(v.fs_growth).toMatchObject({ requested: true, grown: false, reason: 'grow_failed' });
+    // It was retried (uncertain), not given up at once.
+    expect(driver.calls.growGuestFilesystem).toBeGreaterThan(1);
+    driver.clearFaults();
+  });
+});
