@@ -18,6 +18,13 @@
  * on that host runs it again (`resume`): the work is idempotent (a rescan, then growing to what
  * the host sees, or nothing), so running it twice is harmless, and the action then finishes
  * with `details.resumed: true`.
+ *
+ * NOTE: `volume-extended` never grows the guest's filesystem, whatever the volume's metadata
+ * `online_extend:grow_fs` says: that opt-in is the volume service's (Cinder's metadata, which
+ * compute cannot read without calling Cinder back, and Nova's event carries no such flag), and
+ * an event from a real Cinder extended the volume elsewhere, outside our workflow that records
+ * the outcome. The block device grows; the filesystem is the guest owner's, as in Nova. Our own
+ * volume service grows it in its extend workflow (the grow_fs step) when asked.
  */
 import type { Logger } from 'pino';
 import type { ComputeStore, InstanceActionRecord, ServerRecord } from '../db/store.js';
