@@ -221,6 +221,13 @@ describe('extend with online_extend:grow_fs', () => {
     }
   });
 
+  it('times the grow_fs step and counts its retries in the workflow metrics, by step name', async () => {
+    const text = await (await fetch(`${h.service.computeUrl}/metrics`)).text();
+    expect(text).toMatch(/online_extend_workflow_step_duration_seconds_count\{step="grow_fs"\} [1-9]/);
+    // The uncertain case above retried grow_fs twice.
+    expect(text).toMatch(/online_extend_workflow_step_retries_total\{step="grow_fs"\} [2-9]/);
+  });
+
   it("records compute's grow as an extend_volume instance action whose event names the result, without the guest's detail text", async () => {
     const { id } = await attached();
     fake().setGuestFilesystem(SERVER, id, { type: 'ext4', mountpoint: '/data', failWith: 'resize2fs: secret /host/path' });
