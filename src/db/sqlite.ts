@@ -440,10 +440,10 @@ export class SqliteStore implements Store {
     this.stmt.finishVolumeAction.run({ requestId, volumeId, result, message, finishTime: nowIso() });
   }
 
-  async putFsGrowth(r: FsGrowthRecord): Promise<void> {
-    const updates = FS_GROWTH_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ');
+  async putFsGrowth(r: FsGrowthRecord, opts: { onlyIfAbsent?: boolean } = {}): Promise<void> {
+    const updates = opts.onlyIfAbsent ? 'NOTHING' : `UPDATE SET ${FS_GROWTH_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ')}`;
     this.shaped
-      .get(`INSERT INTO volume_fs_growths (${FS_GROWTH_COLUMNS.join(', ')}) VALUES (${FS_GROWTH_COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (volume_id, request_id) DO UPDATE SET ${updates}`)
+      .get(`INSERT INTO volume_fs_growths (${FS_GROWTH_COLUMNS.join(', ')}) VALUES (${FS_GROWTH_COLUMNS.map(() => '?').join(', ')}) ON CONFLICT (volume_id, request_id) DO ${updates}`)
       .run(...fsGrowthValues(r));
   }
 

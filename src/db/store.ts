@@ -469,8 +469,12 @@ export interface VolumeStore {
   /** The volume's actions, newest first by request id as `listActions`. `page.marker` is a request id. Without `page`, all of them. */
   listVolumeActions(volumeId: string, page?: PageQuery): Promise<VolumeActionRecord[]>;
 
-  /** Record (or replace) what an extend did about the guest's filesystem, by (volumeId, requestId). Removed with its volume. */
-  putFsGrowth(r: FsGrowthRecord): Promise<void>;
+  /**
+   * Record (or replace) what an extend did about the guest's filesystem, by (volumeId, requestId).
+   * `onlyIfAbsent`: keep a record already there (the extend's start must never overwrite an
+   * outcome a fast run already wrote). Removed with its volume.
+   */
+  putFsGrowth(r: FsGrowthRecord, opts?: { onlyIfAbsent?: boolean }): Promise<void>;
   /** One extend's record, or undefined. */
   getFsGrowth(volumeId: string, requestId: string): Promise<FsGrowthRecord | undefined>;
   /** The newest record (by requestedAt, then requestId) of each of `volumeIds` that has one, in one query. */

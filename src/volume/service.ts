@@ -326,8 +326,9 @@ export class VolumeService {
       details: { new_bytes: newBytes, from_bytes: v.sizeBytes, attached: isAttached(v), mode: plan.mode, grow_fs: growFs, ...(v.serverId ? { server_id: v.serverId } : {}) },
     });
     // Every extend's record says whether it was asked to grow the guest's filesystem; grow_fs
-    // (or confirm, when no guest runs the disk) writes the outcome over it.
-    await store.putFsGrowth({
+    // (or confirm, when no guest runs the disk) writes the outcome over it; a run fast enough to
+    // have written it already (another worker took the extend up at once) keeps it.
+    const asked: FsGrowthRecord = {
       volumeId,
       requestId: ctx.requestId,
       requested: growFs,
@@ -341,7 +342,8 @@ export class VolumeService {
       fsBytes: null,
       requestedAt: new Date(now).toISOString(),
       finishedAt: null,
-    });
+    };
+    await store.putFsGrowth(asked, { onlyIfAbsent: true });
     // Driven here once this worker's claim on the extend's lease is granted; if another live
     // worker still holds it, `start` resolves at once with `elsewhere` and no error, and the
     // caller gets its 202 all the same (a watchdog takes the extend up once the lease is free).

@@ -615,6 +615,9 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
         });
         await store.putFsGrowth(done);
         expect(await store.getFsGrowth('vfs-1', 'req-a')).toEqual(done);
+        // The extend's start never overwrites an outcome already there.
+        await store.putFsGrowth(growth('vfs-1', 'req-a', '2026-11-30T10:00:00.000Z'), { onlyIfAbsent: true });
+        expect(await store.getFsGrowth('vfs-1', 'req-a')).toEqual(done);
         expect(await store.getFsGrowth('vfs-1', 'req-other')).toBeUndefined();
       });
 

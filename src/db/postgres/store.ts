@@ -482,11 +482,11 @@ export class PgStore implements Store {
   }
 
   /** See VolumeStore.putFsGrowth. */
-  async putFsGrowth(r: FsGrowthRecord): Promise<void> {
-    const updates = FS_GROWTH_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ');
+  async putFsGrowth(r: FsGrowthRecord, opts: { onlyIfAbsent?: boolean } = {}): Promise<void> {
+    const updates = opts.onlyIfAbsent ? 'NOTHING' : `UPDATE SET ${FS_GROWTH_COLUMNS.slice(2).map((c) => `${c} = excluded.${c}`).join(', ')}`;
     await this.pool.query(
       `INSERT INTO volume_fs_growths (${FS_GROWTH_COLUMNS.join(', ')}) VALUES (${FS_GROWTH_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})
-       ON CONFLICT (volume_id, request_id) DO UPDATE SET ${updates}`,
+       ON CONFLICT (volume_id, request_id) DO ${updates}`,
       fsGrowthValues(r),
     );
   }
