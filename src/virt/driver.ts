@@ -84,6 +84,29 @@ export interface DriverCapabilities {
    * refuses a create on a host without it with CreateServerNotSupported (501).
    */
   spawnServer: boolean;
+  /** growGuestFilesystem is implemented (libvirt: through the QEMU guest agent). */
+  growGuestFilesystem: boolean;
+}
+
+/** Why the guest's filesystem was not grown; not an error: the block extend stands. */
+export type GuestFsNotGrownReason =
+  | 'no_guest_agent'        // no channel, agent not running, or it did not answer guest-ping in time
+  | 'disk_not_found'        // no guest disk carries the volume's serial
+  | 'no_filesystem'         // nothing the agent can grow on the disk (or its last partition)
+  | 'unsupported_filesystem'// a filesystem other than ext2/3/4 or xfs
+  | 'not_mounted'           // xfs not mounted (xfs grows only mounted)
+  | 'grow_failed';          // a guest command failed; detail says which and its stderr
+/** What growGuestFilesystem did, as the guest reports it. Sizes in bytes. */
+export interface GuestFilesystemGrowth {
+  grown: boolean;
+  reason?: GuestFsNotGrownReason;   // set when grown is false
+  device?: string;                  // guest block device grown, e.g. /dev/vdb or /dev/vdb1
+  partitionGrown?: boolean;         // the last partition was grown first
+  fsType?: string;                  // ext4, ext3, ext2, xfs
+  mountpoint?: string;              // when mounted
+  fsBytesBefore?: number;           // filesystem size before (df's total: f_blocks × f_frsize)
+  fsBytes?: number;                 // filesystem size after, same measure
+  detail?: string;                  // operator-only text (logged, never sent to API clients)
 }
 
 /**
@@ -227,6 +250,15 @@ export interface VirtDriver {
    * `capabilities.spawnServer`. Throws DriverFailed (500), HypervisorUnreachable (503).
    */
   destroy?(serverId: string): Promise<void>;
+
+  /**
+   * Grow what sits on the volume's disk inside the guest: the last partition when the disk is
+   * partitioned, then the filesystem (ext* with resize2fs, online when mounted; xfs with xfs_growfs).
+   * Requires capabilities.growGuestFilesystem. A guest without an agent, or a disk with nothing to
+   * grow, is an answer with grown=false and a reason, not an error. Throws InstanceNotFound,
+   * VolumeNotAttached (404), HypervisorUnreachable (503, uncertain).
+   */
+  growGuestFilesystem?(serverId: string, volumeId: string): Promise<GuestFilesystemGrowth>;
 
   /** Release connections. */
   close(): Promise<void>;

@@ -89,7 +89,7 @@ export class FakeDriver implements VirtDriver {
   private readonly statePath: string | undefined;
 
   constructor(opts: FakeDriverOptions = {}) {
-    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: FAKE_DEVICE_NAMES, spawnServer: true, ...opts.capabilities };
+    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: FAKE_DEVICE_NAMES, spawnServer: true, growGuestFilesystem: false, ...opts.capabilities };
     this.statePath = opts.statePath;
     this.controls = new FakeCallControls(opts.latencyMs ?? 0);
     this.model = new FakeDiskModel(opts.sysfsRoot, opts.readLunBytes);

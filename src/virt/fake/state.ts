@@ -120,6 +120,7 @@ export function parseFakeInventory(text: string): { capabilities: DriverCapabili
       attachVolume: inv.capabilities?.attach_volume ?? true,
       maxVolumesPerServer: FAKE_DEVICE_NAMES,
       spawnServer: inv.capabilities?.spawn_server ?? true,
+      growGuestFilesystem: false,
     },
     servers,
   };

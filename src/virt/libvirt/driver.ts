@@ -100,7 +100,7 @@ export class LibvirtDriver implements VirtDriver {
 
   constructor(opts: LibvirtDriverOptions = {}) {
     this.log = opts.logger ?? noopLogger;
-    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: MAX_DEVICE_NAMES - 1, spawnServer: opts.instancesDir !== undefined };
+    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: MAX_DEVICE_NAMES - 1, spawnServer: opts.instancesDir !== undefined, growGuestFilesystem: true };
     this.host = new Host({
       uri: opts.uri ?? 'qemu:///system',
       logger: this.log,
