@@ -69,6 +69,14 @@ export class Guest {
     return this.dom.name;
   }
 
+  /**
+   * One QEMU guest agent command through libvirtd (virDomainQemuAgentCommand): the agent's JSON
+   * reply text, or null. `timeoutSeconds` is libvirtd's wait for the agent. Throws the client's errors.
+   */
+  agentCommand(cmd: string, timeoutSeconds: number): Promise<string | null> {
+    return this.client.qemuAgentCommand(this.dom, cmd, timeoutSeconds, 0);
+  }
+
   /** Replace the handle with a fresh lookup; drops cached XML if the domain restarted. */
   refreshHandle(dom: RemoteDomain): void {
     if (this.cached && this.cached.id !== dom.id) this.cached = undefined;
