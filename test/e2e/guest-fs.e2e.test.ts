@@ -228,6 +228,29 @@ describeReal(labMissing())('the guest agent and growGuestFilesystem on a real gu
     expect(again!.fsBytes).toBe(again!.fsBytesBefore);
   }, 120_000);
 
+  it('answers grown=false, reason no_guest_agent, at once for a guest whose domain has no agent channel', async () => {
+    const id = randomUUID();
+    const p = join(lv!.dir, 'vols', `${id}.raw`);
+    await writeFile(p, '');
+    await truncate(p, 32 * MiB);
+    const bare = await bootGuest(lv!.lab, {
+      name: 'guest-fs-noagent',
+      guestAgent: false,
+      disks: [`<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='${p}'/><target dev='vdb' bus='virtio'/><serial>${id}</serial></disk>`],
+    });
+    try {
+      const t0 = performance.now();
+      const r = await D().growGuestFilesystem(bare.uuid, id);
+      const ms = performance.now() - t0;
+      log(`no agent channel: ${JSON.stringify(r)} in ${ms.toFixed(0)} ms`);
+      expect(r).toMatchObject({ grown: false, reason: 'no_guest_agent' });
+      expect(r.detail).toMatch(/not configured/);
+      expect(ms).toBeLessThan(5_000);
+    } finally {
+      await bare.destroy();
+    }
+  }, 120_000);
+
   it('times the grow step against resize2fs run by hand in the guest (printed for the benchmarks)', async () => {
     const v = vols[0]!;
     const by = 32 * MiB;
