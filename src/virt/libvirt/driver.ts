@@ -34,8 +34,16 @@
  *   the guest size it measured under that lock; a direct caller must do the same. The one lock
  *   here is per domain, for device names on attach (hotplug.ts).
  *
+ * - The guest's filesystem (growGuestFilesystem): through the QEMU guest agent, libvirt's
+ *   qemu-agent-command over the same connection (agent.ts), the disk found in the guest by its
+ *   serial; the last partition and then ext2/3/4 or XFS grown (growfs.ts). Every server the
+ *   driver spawns has the agent's channel. Measured on the lab guest under TCG: 0.5–1 s for a
+ *   mounted ext4 (resize2fs alone ~0.2 s there), 1–3 s with a partition to grow first; a guest
+ *   without an agent answers in under 20 ms.
+ *
  * Files: this one (inventory, sizes, resize), disks.ts (disk lookup, sizing, failure
- * classification), failures.ts (libvirt's error numbers), hotplug.ts (attach, detach).
+ * classification), failures.ts (libvirt's error numbers), hotplug.ts (attach, detach), agent.ts
+ * and growfs.ts (the guest's filesystem).
  */
 import type { CallObserver } from './remote/connection.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
