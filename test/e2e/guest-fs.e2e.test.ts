@@ -251,6 +251,48 @@ describeReal(labMissing())('the guest agent and growGuestFilesystem on a real gu
     }
   }, 120_000);
 
+  it('reaches the agent of a server the driver spawned (its domain carries the channel) and grows ext4 on a volume attached to it', async () => {
+    const spawner = new LibvirtDriver({ uri: lv!.lab.libvirtUri, instancesDir: join(lv!.dir, 'instances') });
+    const serverId = randomUUID();
+    const volumeId = randomUUID();
+    const p = join(lv!.dir, 'vols', `${volumeId}.raw`);
+    await writeFile(p, '');
+    await truncate(p, 64 * MiB);
+    try {
+      await spawner.spawn({
+        id: serverId,
+        name: 'guest-fs-spawned',
+        projectId: 'p1',
+        userId: 'u1',
+        vcpus: 1,
+        ramMb: 256,
+        rootDiskGb: 0,
+        image: { kind: 'kernel', kernelPath: lv!.lab.kernel, ramdiskPath: lv!.lab.initrd, cmdline: lv!.lab.cmdline },
+      });
+      await spawner.attachVolume(serverId, { volumeId, kind: 'file', format: 'raw', source: p });
+      // The guest boots and starts its agent; until then the answer is no_guest_agent.
+      let r: GuestFilesystemGrowth | undefined;
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline) {
+        r = await spawner.growGuestFilesystem(serverId, volumeId);
+        if (r.reason !== 'no_guest_agent') break;
+        await new Promise((res) => setTimeout(res, 500));
+      }
+      expect(r).toMatchObject({ grown: false, reason: 'no_filesystem' });
+      // Format it through the agent itself (this guest has no console shell the test holds), extend, grow.
+      const dom = await client!.lookupByUuid(serverId);
+      const agent = new GuestAgent({ agentCommand: (cmd, t) => client!.qemuAgentCommand(dom, cmd, t) });
+      const mk = await agent.exec('mkfs.ext4', ['-q', '-F', r!.device!], { timeoutMs: 60_000 });
+      expect(mk.exitCode).toBe(0);
+      expect(await spawner.extendAttached(serverId, volumeId, 96 * MiB)).toBe(96 * MiB);
+      const grown = await spawner.growGuestFilesystem(serverId, volumeId);
+      expect(grown).toMatchObject({ grown: true, fsType: 'ext4', fsBytes: 96 * MiB, fsBytesBefore: 64 * MiB });
+    } finally {
+      await spawner.destroy(serverId).catch((e: unknown) => console.error('destroy failed', e));
+      await spawner.close();
+    }
+  }, 180_000);
+
   it('times the grow step against resize2fs run by hand in the guest (printed for the benchmarks)', async () => {
     const v = vols[0]!;
     const by = 32 * MiB;
