@@ -228,6 +228,28 @@ describeReal(labMissing())('the guest agent and growGuestFilesystem on a real gu
     expect(again!.fsBytes).toBe(again!.fsBytesBefore);
   }, 120_000);
 
+  it('answers grown=false, reason no_guest_agent, within the ping timeout when the agent hangs (SIGSTOP), and grows again once it runs', async () => {
+    const v = vols[0]!;
+    await G().exec('kill -STOP $(pidof qemu-ga)');
+    try {
+      const t0 = performance.now();
+      const r = await D().growGuestFilesystem(G().uuid, v.id);
+      const ms = performance.now() - t0;
+      log(`agent hung: ${JSON.stringify(r)} in ${ms.toFixed(0)} ms`);
+      expect(r).toMatchObject({ grown: false, reason: 'no_guest_agent' });
+      expect(ms).toBeLessThan(4_000);
+    } finally {
+      await G().exec('kill -CONT $(pidof qemu-ga)');
+    }
+    let again: GuestFilesystemGrowth | undefined;
+    for (let i = 0; i < 20; i++) {
+      again = await D().growGuestFilesystem(G().uuid, v.id);
+      if (again.reason !== 'no_guest_agent') break;
+      await new Promise((res) => setTimeout(res, 500));
+    }
+    expect(again).toMatchObject({ grown: true, fsType: 'ext4' });
+  }, 120_000);
+
   it('answers grown=false, reason no_guest_agent, at once for a guest whose domain has no agent channel', async () => {
     const id = randomUUID();
     const p = join(lv!.dir, 'vols', `${id}.raw`);

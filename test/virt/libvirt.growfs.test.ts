@@ -14,17 +14,17 @@ import {
   serialMatches,
   unescapeMountField,
 } from '../../src/virt/libvirt/growfs.js';
-import { LibvirtError, VirErrorCode } from '../../src/virt/libvirt/remote/errors.js';
+import { LibvirtError, LibvirtTimeoutError, VirErrorCode } from '../../src/virt/libvirt/remote/errors.js';
 
 const libvirtError = (code: number, message: string): LibvirtError =>
   new LibvirtError({ code, domain: 10, message, level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 }, 'QEMU_DOMAIN_AGENT_COMMAND');
 
 /** An agent channel answering from a script: each call gets the next reply (text or error). */
-function scripted(replies: Array<string | Error>): { agent: GuestAgent; sent: Array<{ cmd: unknown; timeout: number }> } {
-  const sent: Array<{ cmd: unknown; timeout: number }> = [];
+function scripted(replies: Array<string | Error>): { agent: GuestAgent; sent: Array<{ cmd: unknown; timeout: number; marginMs?: number }> } {
+  const sent: Array<{ cmd: unknown; timeout: number; marginMs?: number }> = [];
   const agent = new GuestAgent({
-    agentCommand: (cmd, timeout) => {
-      sent.push({ cmd: JSON.parse(cmd), timeout });
+    agentCommand: (cmd, timeout, marginMs) => {
+      sent.push({ cmd: JSON.parse(cmd), timeout, ...(marginMs !== undefined ? { marginMs } : {}) });
       const r = replies.shift();
       if (r === undefined) return Promise.reject(new Error('no reply scripted'));
       return r instanceof Error ? Promise.reject(r) : Promise.resolve(r);
@@ -62,10 +62,15 @@ describe('GuestAgent', () => {
     await expect(agent.command('guest-info')).rejects.toBeInstanceOf(AgentCommandFailed);
   });
 
-  it('sends guest-ping with the given timeout in seconds', async () => {
+  it('sends guest-ping with the given timeout in seconds, and gives libvirtd only half a second more', async () => {
     const { agent, sent } = scripted(['{"return":{}}']);
     await agent.ping(3);
-    expect(sent).toEqual([{ cmd: { execute: 'guest-ping' }, timeout: 3 }]);
+    expect(sent).toEqual([{ cmd: { execute: 'guest-ping' }, timeout: 3, marginMs: 500 }]);
+  });
+
+  it('reads a guest-ping libvirtd did not answer in time as no agent (a hung agent keeps libvirtd in its 5 s sync)', async () => {
+    const { agent } = scripted([new LibvirtTimeoutError('qemu:///system', 'QEMU_DOMAIN_AGENT_COMMAND', 2500)]);
+    await expect(agent.ping(2)).rejects.toBeInstanceOf(AgentUnavailable);
   });
 
   it('runs a program with guest-exec (argv, base64 stdin, output captured) and polls guest-exec-status until it exits', async () => {

@@ -9,7 +9,7 @@
  * agent refused (e.g. a program that is not there) is AgentCommandFailed; a command still running
  * at its deadline is AgentExecTimeout. libvirtd's own failures (connection, timeout) pass through.
  */
-import { LibvirtError, VirErrorCode } from './remote/errors.js';
+import { LibvirtError, LibvirtTimeoutError, VirErrorCode } from './remote/errors.js';
 
 /** What AgentUnavailable means to libvirt: these error numbers, for qemu-agent-command. */
 const AGENT_UNAVAILABLE_CODES: ReadonlySet<number> = new Set([
@@ -54,7 +54,8 @@ export interface AgentExecResult {
 
 /** What GuestAgent needs of a domain: one agent command (see Guest.agentCommand). */
 export interface AgentChannel {
-  agentCommand(cmd: string, timeoutSeconds: number): Promise<string | null>;
+  /** `marginMs`: how long past `timeoutSeconds` to wait for libvirtd's reply before giving up (LibvirtTimeoutError). */
+  agentCommand(cmd: string, timeoutSeconds: number, marginMs?: number): Promise<string | null>;
 }
 
 /** Options of GuestAgent.exec: input on stdin, and the deadline in ms (default 60 s). */
@@ -77,11 +78,11 @@ export class GuestAgent {
    * One agent command: `execute` with `args`; resolves with the reply's `return` value. Throws
    * AgentUnavailable, AgentCommandFailed, or the client's errors.
    */
-  async command<T = unknown>(execute: string, args?: Record<string, unknown>, timeoutS = this.replyTimeoutS): Promise<T> {
+  async command<T = unknown>(execute: string, args?: Record<string, unknown>, timeoutS = this.replyTimeoutS, marginMs?: number): Promise<T> {
     const cmd = JSON.stringify(args === undefined ? { execute } : { execute, arguments: args });
     let text: string | null;
     try {
-      text = await this.channel.agentCommand(cmd, timeoutS);
+      text = await this.channel.agentCommand(cmd, timeoutS, marginMs);
     } catch (err) {
       if (err instanceof LibvirtError && AGENT_UNAVAILABLE_CODES.has(err.code)) throw new AgentUnavailable(err.message);
       if (err instanceof LibvirtError && err.code === VirErrorCode.INTERNAL_ERROR) throw new AgentCommandFailed(execute, err.message);
@@ -100,9 +101,19 @@ export class GuestAgent {
     return (reply as { return: T }).return;
   }
 
-  /** guest-ping within `timeoutS` seconds. Throws AgentUnavailable when the agent does not answer. */
+  /**
+   * guest-ping, answered within about `timeoutS` seconds. Throws AgentUnavailable when the agent
+   * does not answer. libvirtd first syncs with the agent under its own 5 s timeout, whatever
+   * ours: so the call itself gives up half a second after `timeoutS`, and that counts as no agent
+   * too (a hung agent answers "no agent" in ~2.5 s rather than 5).
+   */
   async ping(timeoutS = 2): Promise<void> {
-    await this.command('guest-ping', undefined, timeoutS);
+    try {
+      await this.command('guest-ping', undefined, timeoutS, 500);
+    } catch (err) {
+      if (err instanceof LibvirtTimeoutError) throw new AgentUnavailable(`no answer to guest-ping within ${err.timeoutMs} ms`);
+      throw err;
+    }
   }
 
   /**
