@@ -26,7 +26,7 @@ interface FsCase {
   /** Initial and extended size of the volume. */
   from: number;
   to: number;
-  /** Shell run in the guest with DEV set to the disk (e.g. /dev/vdb) and MNT to its mount point; leaves files in MNT when it has a filesystem. */
+  /** Shell run in the guest with DEV set to the disk (e.g. /dev/vdb), MNT to its mount point and MNT_ID to its serial; leaves files in MNT when it has a filesystem. */
   prepare: string;
   /** The device growGuestFilesystem grows, from DEV ('' = none). */
   part: '' | '1' | '2';
@@ -75,6 +75,15 @@ const CASES: FsCase[] = [
     expect: { grown: true, fsType: 'ext4' },
   },
   {
+    name: 'ext4 on the whole disk, mounted through a /dev/disk/by-id link (as udev names it)',
+    from: 64 * MiB,
+    to: 96 * MiB,
+    prepare: `mkfs.ext4 -q -F $DEV && mkdir -p /dev/disk/by-id && ln -sf ../../\${DEV#/dev/} /dev/disk/by-id/virtio-$MNT_ID && mount -t ext4 /dev/disk/by-id/virtio-$MNT_ID $MNT && grep -q "^/dev/disk/by-id/virtio-$MNT_ID " /proc/mounts && ${WRITE_FILES}`,
+    part: '',
+    mounted: true,
+    expect: { grown: true, fsType: 'ext4' },
+  },
+  {
     name: 'nothing on the disk',
     from: 32 * MiB,
     to: 48 * MiB,
@@ -94,12 +103,16 @@ const CASES: FsCase[] = [
   },
 ];
 
-/** df -B1's total for a mount point, as the guest's busybox df prints it. */
-function dfTotal(out: string): number {
-  const line = out.trim().split('\n').at(-1) ?? '';
-  const f = line.trim().split(/\s+/);
-  const n = Number(f[1]);
-  if (!Number.isSafeInteger(n)) throw new Error(`no df total in: ${out}`);
+/**
+ * df -B1's total for the mount point `mnt`, from the guest's whole `df -B1` listing (busybox's
+ * `df PATH` picks the wrong line for a filesystem mounted through a /dev/disk link; a long device
+ * name wraps its line, so the total is the fourth field before the mount point).
+ */
+async function dfTotal(guest: GuestShell, mnt: string): Promise<number> {
+  const out = await guest.exec('df -B1');
+  const line = out.split('\n').find((l) => l.trimEnd().endsWith(` ${mnt}`));
+  const n = Number(line?.trim().split(/\s+/).at(-5));
+  if (!Number.isSafeInteger(n)) throw new Error(`no df total for ${mnt} in: ${out}`);
   return n;
 }
 
@@ -137,7 +150,7 @@ describeReal(labMissing())('the guest agent and growGuestFilesystem on a real gu
       const dev = await G().deviceForSerial(v.id, 20_000);
       if (!dev) throw new Error(`the guest never showed volume ${v.id}`);
       v.dev = `/dev/${dev}`;
-      await G().exec(`mkdir -p ${v.mnt}; DEV=${v.dev}; MNT=${v.mnt}; ${v.c.prepare}`, 120_000);
+      await G().exec(`mkdir -p ${v.mnt}; DEV=${v.dev}; MNT=${v.mnt}; MNT_ID=${v.id.slice(0, 20)}; ${v.c.prepare}`, 120_000);
       if (v.c.part !== '' || v.c.expect.fsType) v.md5 = await filesMd5(v);
     }
   }, 600_000);
@@ -176,7 +189,7 @@ describeReal(labMissing())('the guest agent and growGuestFilesystem on a real gu
 
   it.each(vols.map((v) => [v.c.name, v] as const))('grows %s after an online extend, as the guest itself reports', async (_name, v) => {
     const dev = `${v.dev}${v.c.part}`;
-    const dfBefore = v.c.mounted ? dfTotal(await G().exec(`df -B1 ${v.mnt}`)) : undefined;
+    const dfBefore = v.c.mounted ? await dfTotal(G(), v.mnt) : undefined;
     expect(await D().extendAttached(G().uuid, v.id, v.c.to)).toBe(v.c.to);
     await G().waitForSize(v.dev.slice('/dev/'.length), v.c.to, 20_000);
     const t0 = performance.now();
@@ -187,7 +200,7 @@ describeReal(labMissing())('the guest agent and growGuestFilesystem on a real gu
     if (!v.c.expect.grown) return;
     if (v.c.mounted) {
       // The guest's own df, read through the serial console, agrees with the driver's answer.
-      const dfAfter = dfTotal(await G().exec(`df -B1 ${v.mnt}`));
+      const dfAfter = await dfTotal(G(), v.mnt);
       expect(r.mountpoint).toBe(v.mnt);
       expect(r.fsBytes).toBe(dfAfter);
       expect(r.fsBytesBefore).toBe(dfBefore);
@@ -331,12 +344,12 @@ describeReal(labMissing())('the guest agent and growGuestFilesystem on a real gu
       size += by;
       await D().extendAttached(G().uuid, v.id, size);
       await G().waitForSize(v.dev.slice(5), size, 20_000);
-      const dfBeforeHand = dfTotal(await G().exec(`df -B1 ${v.mnt}`));
+      const dfBeforeHand = await dfTotal(G(), v.mnt);
       // By hand: resize2fs alone, timed by the guest's clock (/proc/uptime, 10 ms resolution).
       const out = await G().exec(`read a _ < /proc/uptime; resize2fs ${v.dev} >/dev/null 2>&1; read b _ < /proc/uptime; echo $a $b`);
       const [a, b] = out.trim().split(/\s+/).map(Number);
       sizes.push({ agentMs, handMs: (b! - a!) * 1000 });
-      expect(dfTotal(await G().exec(`df -B1 ${v.mnt}`))).toBeGreaterThan(dfBeforeHand + by * 0.8);
+      expect(await dfTotal(G(), v.mnt)).toBeGreaterThan(dfBeforeHand + by * 0.8);
     }
     const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
     log(`grow step (growGuestFilesystem, agent): median ${med(sizes.map((s) => s.agentMs)).toFixed(0)} ms; resize2fs by hand in the guest: median ${med(sizes.map((s) => s.handMs)).toFixed(0)} ms (${JSON.stringify(sizes)})`);

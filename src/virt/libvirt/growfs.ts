@@ -21,7 +21,11 @@ import { AgentCommandFailed, AgentExecTimeout, AgentUnavailable, type AgentExecR
 /** virtio-blk carries at most 20 bytes of serial (VIRTIO_BLK_ID_BYTES): the guest sees the volume id cut there. */
 export const VIRTIO_SERIAL_BYTES = 20;
 
-/** The probe: block devices with size (512-byte sectors) and serial, their partitions, magic bytes of the volume's, the mounts. */
+/**
+ * The probe: block devices with size (512-byte sectors) and serial, their partitions, magic bytes
+ * of the volume's, the mounts (a device mounted by a link, /dev/disk/by-uuid/… or /dev/mapper/…,
+ * resolved to its /dev name).
+ */
 export const PROBE_SCRIPT = `
 for d in /sys/block/*; do
   n=\${d##*/}
@@ -41,7 +45,10 @@ for d in /sys/block/*; do
     [ -n "$mine" ] && echo "magic \${p##*/} $(od -An -tx1 -j1080 -N2 "/dev/\${p##*/}" 2>/dev/null) $(od -An -tx1 -N4 "/dev/\${p##*/}" 2>/dev/null)"
   done
 done
-while read -r dev mnt fstype rest; do echo "mount $dev $mnt $fstype"; done < /proc/mounts
+while read -r dev mnt fstype rest; do
+  case "$dev" in /dev/*/*) dev=$(readlink -f "$dev" 2>/dev/null || echo "$dev");; esac
+  echo "mount $dev $mnt $fstype"
+done < /proc/mounts
 `;
 
 /** A block device name as sysfs spells it (vdb, sdc, vdb1, nvme0n1p2); nothing else reaches a command. */
