@@ -129,6 +129,9 @@ describe('what growfs reads from the guest', () => {
     'mount rootfs / rootfs rw 0 0',
     'mount /dev/vdb2 /mnt/my\\040data ext4',
     'mount /dev/vdb2 /mnt/second ext4',
+    'statfs vdb2 147915 1024',
+    'statfs vdb2 1 1',
+    'statfs vdb1 ',
     'mount proc /proc proc',
   ].join('\n');
 
@@ -145,6 +148,8 @@ describe('what growfs reads from the guest', () => {
     expect(d!.magic.get('vdb2')).toBe('ext');
     expect(d!.magic.has('vdb')).toBe(false);
     expect(d!.mounts.get('vdb2')).toEqual({ mountpoint: '/mnt/my data', fsType: 'ext4' });
+    // df's total of the mounted filesystem, when stat -f answered (the first line wins, as for mounts).
+    expect([...d!.statfs]).toEqual([['vdb2', 147915 * 1024]]);
   });
 
   it('finds no disk for a volume no serial names, and refuses two disks with its serial', () => {

@@ -24,9 +24,10 @@ export const VIRTIO_SERIAL_BYTES = 20;
 /**
  * The probe: block devices with size (512-byte sectors) and serial, their partitions, magic bytes
  * of the volume's, the mounts (a device mounted by a link, /dev/disk/by-uuid/… or /dev/mapper/…,
- * resolved to its /dev name).
+ * resolved to its /dev name), and `stat -f` of the volume's mounted filesystems.
  */
 export const PROBE_SCRIPT = `
+mydevs=""
 for d in /sys/block/*; do
   n=\${d##*/}
   case "$n" in loop*|ram*|zram*|sr*|fd*|dm-*|md*|nbd*) continue;; esac
@@ -37,17 +38,21 @@ for d in /sys/block/*; do
   echo "disk $n $size $s"
   mine=""
   if [ -n "$s" ]; then case "$1" in "$s"*) mine=1;; esac; fi
-  [ -n "$mine" ] && echo "magic $n $(od -An -tx1 -j1080 -N2 "/dev/$n" 2>/dev/null) $(od -An -tx1 -N4 "/dev/$n" 2>/dev/null)"
+  [ -n "$mine" ] && mydevs="$mydevs $n" && echo "magic $n $(od -An -tx1 -j1080 -N2 "/dev/$n" 2>/dev/null) $(od -An -tx1 -N4 "/dev/$n" 2>/dev/null)"
   for p in "$d/$n"*; do
     [ -r "$p/partition" ] || continue
     read -r no < "$p/partition"; read -r st < "$p/start"; read -r sz < "$p/size"
     echo "part $n \${p##*/} $no $st $sz"
-    [ -n "$mine" ] && echo "magic \${p##*/} $(od -An -tx1 -j1080 -N2 "/dev/\${p##*/}" 2>/dev/null) $(od -An -tx1 -N4 "/dev/\${p##*/}" 2>/dev/null)"
+    [ -n "$mine" ] && mydevs="$mydevs \${p##*/}" && echo "magic \${p##*/} $(od -An -tx1 -j1080 -N2 "/dev/\${p##*/}" 2>/dev/null) $(od -An -tx1 -N4 "/dev/\${p##*/}" 2>/dev/null)"
   done
 done
 while read -r dev mnt fstype rest; do
   case "$dev" in /dev/*/*) dev=$(readlink -f "$dev" 2>/dev/null || echo "$dev");; esac
   echo "mount $dev $mnt $fstype"
+  # The volume's mounted filesystems: their df total now (saves a command); escaped paths are left to a later stat.
+  case " $mydevs " in *" \${dev#/dev/} "*)
+    case "$mnt" in *\\\\*) ;; *) echo "statfs \${dev#/dev/} $(stat -f -c '%b %S' "$mnt" 2>/dev/null)";; esac;;
+  esac
 done < /proc/mounts
 `;
 
@@ -72,6 +77,8 @@ export interface ProbedDisk {
   magic: Map<string, 'ext' | 'xfs'>;
   /** Device name → its mount (the first one /proc/mounts lists). */
   mounts: Map<string, { mountpoint: string; fsType: string }>;
+  /** Device name → df total in bytes of its mounted filesystem (f_blocks × f_frsize), when the probe could read it. */
+  statfs: Map<string, number>;
 }
 
 /**
@@ -99,6 +106,7 @@ export function parseProbe(text: string, volumeId: string): ProbedDisk | undefin
   const parts: Array<ProbedPartition & { disk: string }> = [];
   const magic = new Map<string, 'ext' | 'xfs'>();
   const mounts = new Map<string, { mountpoint: string; fsType: string }>();
+  const statfs = new Map<string, number>();
   for (const line of text.split('\n')) {
     const f = line.trim().split(/\s+/);
     if (f[0] === 'disk' && f.length >= 3 && DEVICE_NAME_RE.test(f[1]!) && /^\d+$/.test(f[2]!)) {
@@ -109,6 +117,8 @@ export function parseProbe(text: string, volumeId: string): ProbedDisk | undefin
       const hex = f.slice(2).join('');
       if (hex.startsWith('53ef')) magic.set(f[1]!, 'ext');
       else if (hex.slice(4, 12) === '58465342' || (hex.length === 8 && hex === '58465342')) magic.set(f[1]!, 'xfs');
+    } else if (f[0] === 'statfs' && f.length === 4 && DEVICE_NAME_RE.test(f[1]!) && /^\d+$/.test(f[2]!) && /^\d+$/.test(f[3]!)) {
+      if (!statfs.has(f[1]!)) statfs.set(f[1]!, Number(f[2]) * Number(f[3]));
     } else if (f[0] === 'mount' && f.length === 4 && f[1]!.startsWith('/dev/')) {
       const name = f[1]!.slice('/dev/'.length);
       const mountpoint = unescapeMountField(f[2]!);
@@ -124,6 +134,7 @@ export function parseProbe(text: string, volumeId: string): ProbedDisk | undefin
     partitions: parts.filter((p) => p.disk === d.name).map(({ disk: _disk, ...p }) => p),
     magic,
     mounts,
+    statfs,
   };
 }
 
@@ -247,7 +258,8 @@ export async function growFilesystem(agent: GuestAgent, volumeId: string, opts: 
       const d = parseDumpe2fs((await run('measure the filesystem', 'dumpe2fs', ['-h', out.device!])).stdout);
       return { bytes: d.bytes, fsType: d.fsType };
     };
-    const before = await measure();
+    const probed = mount ? disk.statfs.get(dev) : undefined;
+    const before = probed !== undefined ? { bytes: probed } : await measure();
     out.fsBytesBefore = before.bytes;
     if (before.fsType) out.fsType = before.fsType;
 
