@@ -17,6 +17,8 @@ import { bootGuest, describeAccel, labDown, labServiceFlags, labUp, readLab, typ
 import { formatBytes } from './cli/sizes.js';
 import { GiB } from './util/units.js';
 import { loadConfig } from './config.js';
+import { LibvirtDriver } from './virt/libvirt/driver.js';
+import { demoGrowFs } from './demo/growFs.js';
 
 const PROJECT = 'demo';
 
@@ -128,6 +130,10 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       await volume.request('DELETE', `/v3/${PROJECT}/volumes/${v.id}`);
       created.pop();
     }
+
+    // The filesystem grown in the guest (src/demo/growFs.ts), through the driver until the volume API's grow-fs opt-in lands.
+    const fsDriver = new LibvirtDriver({ uri: lab.libvirtUri });
+    ok = (await demoGrowFs({ guest, compute, volume, project: PROJECT, out, grow: (s, id) => fsDriver.growGuestFilesystem(s, id) }).finally(() => fsDriver.close())) && ok;
 
     out('\nstep timings:');
     for (const s of steps) out(`  ${s.step.padEnd(44)} ${(s.ms / 1000).toFixed(3)} s`);

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { escapeXml } from '../util/xml.js';
-import { METADATA_NS } from '../virt/libvirt/domxml.js';
+import { GUEST_AGENT_CHANNEL_XML, METADATA_NS } from '../virt/libvirt/domxml.js';
 import { GuestShell } from './guestShell.js';
 import type { Accel } from './accel.js';
 import { mustRun, run } from './proc.js';
@@ -25,6 +25,11 @@ export interface DomainXmlOptions {
   projectId?: string;
   /** `tcg` (default): `<domain type='qemu'>`; `kvm`: `<domain type='kvm'>` with the host's CPU (host-passthrough). */
   accel?: Accel;
+  /**
+   * Give the guest the QEMU guest agent's virtio-serial channel `org.qemu.guest_agent.0`
+   * (default true; the guest's /init starts qemu-ga on it). false: a guest without an agent.
+   */
+  guestAgent?: boolean;
 }
 
 /** The test guest's domain XML: TCG or KVM (`accel`), direct kernel boot, ACPI (for hot-plug), two serial ports. */
@@ -66,7 +71,7 @@ ${cpu}  <os>
       <source mode='bind' path='${e(o.shellSocket)}'/>
       <target port='1'/>
     </serial>
-${disks}    <memballoon model='none'/>
+${disks}${o.guestAgent === false ? '' : `    ${GUEST_AGENT_CHANNEL_XML}\n`}    <memballoon model='none'/>
   </devices>
 </domain>
 `;
@@ -98,6 +103,8 @@ export interface BootGuestOptions {
   persistent?: boolean;
   /** The accelerator (default: the lab's, `lab.accel`, else TCG). */
   accel?: Accel;
+  /** The guest agent's channel (default true; see DomainXmlOptions.guestAgent). */
+  guestAgent?: boolean;
 }
 
 /** Run virsh against the lab's libvirtd; resolves with stdout, throws on failure. */
@@ -154,6 +161,7 @@ export async function bootGuest(lab: GuestHost, opts: BootGuestOptions): Promise
     disks,
     projectId: opts.projectId,
     accel: opts.accel ?? lab.accel?.accel ?? 'tcg',
+    guestAgent: opts.guestAgent,
   });
   const xmlFile = join(guestsDir, `${opts.name}.xml`);
   writeFileSync(xmlFile, xml);

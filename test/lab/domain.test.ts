@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LAB_PACKAGES, domainXml } from '../../src/lab/index.js';
 import { METADATA_NS, parseDomainXml } from '../../src/virt/libvirt/domxml.js';
+import { parseXml } from '../../src/virt/libvirt/xml.js';
 
 describe('the lab guest domain XML', () => {
   const base = {
@@ -24,6 +25,16 @@ describe('the lab guest domain XML', () => {
     expect(xml).toContain("<source path='/lab/guests/g1&apos;s console.log' append='off'/>");
     expect(xml).not.toContain('<metadata>');
     expect(parseDomainXml(xml).projectId).toBeUndefined();
+  });
+
+  it.each([
+    [undefined, 1],
+    [true, 1],
+    [false, 0],
+  ] as const)('with guestAgent %s has %i QEMU guest agent channel(s) named org.qemu.guest_agent.0', (guestAgent, n) => {
+    const devices = parseXml(domainXml({ ...base, guestAgent })).children.find((c) => c.name === 'devices')!;
+    const targets = devices.children.filter((c) => c.name === 'channel').map((c) => c.children.find((t) => t.name === 'target')?.attrs);
+    expect(targets).toEqual(Array.from({ length: n }, () => ({ type: 'virtio', name: 'org.qemu.guest_agent.0' })));
   });
 });
 

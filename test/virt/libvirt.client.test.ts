@@ -14,6 +14,8 @@ import {
   MessageStatus,
   MessageType,
   PREFIX_BYTES,
+  QEMU_PROGRAM,
+  QemuProc,
   RemoteProc,
   decodeHeader,
   encodeMessage,
@@ -176,5 +178,39 @@ describe('RemoteClient', () => {
     await client.close();
     await expect(client.listAllDomains()).rejects.toThrow(/closed/);
     expect(srv.procs).toContain(RemoteProc.CONNECT_CLOSE);
+  });
+
+  it.each([
+    ['a reply', '{"return":{}}'],
+    ['no reply (a null remote_string)', null],
+  ] as const)('sends qemu-agent-command as QEMU program procedure 3 (domain, command, timeout, flags) and decodes %s', async (_what, result) => {
+    const seen: Array<{ program: number; version: number; dom: string; cmd: string; timeout: number; flags: number }> = [];
+    srv = new FakeLibvirtd(sock, (h, body, reply) => {
+      seen.push({ program: h.program, version: h.version, dom: readDomain(body).name, cmd: body.string(), timeout: body.int(), flags: body.uint() });
+      expect(h.procedure).toBe(QemuProc.DOMAIN_AGENT_COMMAND);
+      reply(new XdrWriter().optional(result, (w, v) => w.string(v)).bytes());
+    });
+    await srv.listen();
+    client = new RemoteClient({ uri: `qemu+unix:///system?socket=${sock}` });
+    expect(await client.qemuAgentCommand(DOM, '{"execute":"guest-ping"}', 3, 0)).toBe(result);
+    expect(seen).toEqual([{ program: QEMU_PROGRAM, version: 1, dom: 'g1', cmd: '{"execute":"guest-ping"}', timeout: 3, flags: 0 }]);
+    expect(QemuProc.DOMAIN_AGENT_COMMAND).toBe(3);
+  });
+
+  it.each([0, -1, -2, 1.5])('refuses an agent timeout of %s seconds before calling (only a positive wait is meaningful here)', async (t) => {
+    srv = new FakeLibvirtd(sock, () => undefined);
+    await srv.listen();
+    client = new RemoteClient({ uri: `qemu+unix:///system?socket=${sock}` });
+    await expect(client.qemuAgentCommand(DOM, '{"execute":"guest-ping"}', t)).rejects.toThrow(RangeError);
+    expect(srv.procs).toEqual([]);
+  });
+
+  it('waits for an agent command as long as the agent timeout plus the margin for libvirtd, then times out', async () => {
+    srv = new FakeLibvirtd(sock, () => undefined);
+    await srv.listen();
+    client = new RemoteClient({ uri: `qemu+unix:///system?socket=${sock}`, callTimeoutMs: 50 });
+    const err = await client.qemuAgentCommand(DOM, '{"execute":"guest-ping"}', 1, 0, { timeoutMs: 100 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LibvirtTimeoutError);
+    expect(err).toMatchObject({ procedure: 'QEMU_DOMAIN_AGENT_COMMAND', timeoutMs: 1100 });
   });
 });

@@ -285,6 +285,15 @@ describe('the domain of a server created through the API (spawn.ts)', () => {
     expect(none.disks).toEqual([]);
   });
 
+  it("gives every server the QEMU guest agent's virtio-serial channel org.qemu.guest_agent.0, its socket path left to libvirt", () => {
+    const devices = parseXml(serverDomainXml({ spec, files, rootDisk: undefined, virtType: 'qemu' })).children.find((c) => c.name === 'devices')!;
+    const channels = devices.children.filter((c) => c.name === 'channel');
+    expect(channels).toHaveLength(1);
+    expect(channels[0]!.attrs.type).toBe('unix');
+    expect(channels[0]!.children.find((c) => c.name === 'target')?.attrs).toEqual({ type: 'virtio', name: 'org.qemu.guest_agent.0' });
+    expect(channels[0]!.children.find((c) => c.name === 'source')?.attrs).toEqual({ mode: 'bind' });
+  });
+
   it.each([
     ['kvm', true],
     ['qemu', false],

@@ -12,6 +12,10 @@ import { child, childrenNamed, localName, namespaceOf, parseXml, type XmlElement
  * Defined here only; the lab's domain XML (src/lab) and the test fixtures import it.
  */
 export const METADATA_NS = 'https://online-extend.dev/xmlns/1';
+
+/** The QEMU guest agent's virtio-serial channel, as Nova writes it for hw_qemu_guest_agent (libvirt picks the socket path). */
+export const GUEST_AGENT_CHANNEL_XML =
+  "<channel type='unix'><source mode='bind'/><target type='virtio' name='org.qemu.guest_agent.0'/></channel>";
 export { DEFAULT_ISCSI_PORTAL };
 
 /** One `<disk>` of the domain, with what the driver needs beyond DriverDisk. */

@@ -34,13 +34,23 @@
  *   the guest size it measured under that lock; a direct caller must do the same. The one lock
  *   here is per domain, for device names on attach (hotplug.ts).
  *
+ * - The guest's filesystem (growGuestFilesystem): through the QEMU guest agent, libvirt's
+ *   qemu-agent-command over the same connection (agent.ts), the disk found in the guest by its
+ *   serial; the last partition and then ext2/3/4 or XFS grown (growfs.ts). Every server the
+ *   driver spawns has the agent's channel. Measured on the lab guest under TCG: 0.5–1 s for a
+ *   mounted ext4 (resize2fs alone ~0.2 s there), 1–3 s with a partition to grow first; a guest
+ *   without an agent answers in under 20 ms.
+ *
  * Files: this one (inventory, sizes, resize), disks.ts (disk lookup, sizing, failure
- * classification), failures.ts (libvirt's error numbers), hotplug.ts (attach, detach).
+ * classification), failures.ts (libvirt's error numbers), hotplug.ts (attach, detach), agent.ts
+ * and growfs.ts (the guest's filesystem).
  */
 import type { CallObserver } from './remote/connection.js';
 import { maxFileBytes } from '../../util/fsLimits.js';
 import { errors } from '../../errors.js';
-import type { ExtendOptions, AttachSpec, DriverCapabilities, DriverServer, SpawnSpec, VirtDriver } from '../driver.js';
+import type { ExtendOptions, AttachSpec, DriverCapabilities, DriverServer, GuestFilesystemGrowth, SpawnSpec, VirtDriver } from '../driver.js';
+import { GuestAgent } from './agent.js';
+import { growFilesystem } from './growfs.js';
 import { MAX_DEVICE_NAMES, toDriverDisk, volumeDisks } from './domxml.js';
 import type { Guest, LiveSizeMethod } from './guest.js';
 import { Host } from './host.js';
@@ -82,6 +92,10 @@ export interface LibvirtDriverOptions {
   instancesDir?: string;
   /** Domain type of the servers it creates: `qemu` (TCG, default) or `kvm`. */
   virtType?: 'qemu' | 'kvm';
+  /** growGuestFilesystem: how long guest-ping may take before the guest counts as agentless (s, default 2). */
+  agentPingTimeoutS?: number;
+  /** growGuestFilesystem: deadline of each command run in the guest (ms, default 120 s). */
+  agentCommandTimeoutMs?: number;
 }
 
 const noopLogger: Logger = { info() {}, warn() {}, debug() {}, error() {} };
@@ -97,10 +111,12 @@ export class LibvirtDriver implements VirtDriver {
   private readonly log: Logger;
   private readonly defaultProjectId: string | undefined;
   private readonly spawner: ServerSpawner | undefined;
+  private readonly agentPingTimeoutS: number;
+  private readonly agentCommandTimeoutMs: number;
 
   constructor(opts: LibvirtDriverOptions = {}) {
     this.log = opts.logger ?? noopLogger;
-    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: MAX_DEVICE_NAMES - 1, spawnServer: opts.instancesDir !== undefined, growGuestFilesystem: false };
+    this.capabilities = { extendVolume: true, attachVolume: true, maxVolumesPerServer: MAX_DEVICE_NAMES - 1, spawnServer: opts.instancesDir !== undefined, growGuestFilesystem: true };
     this.host = new Host({
       uri: opts.uri ?? 'qemu:///system',
       logger: this.log,
@@ -121,6 +137,8 @@ export class LibvirtDriver implements VirtDriver {
     });
     this.hotplug = new DiskHotplug(this.disks, opts.detachTimeoutMs ?? 20_000);
     this.defaultProjectId = opts.defaultProjectId;
+    this.agentPingTimeoutS = opts.agentPingTimeoutS ?? 2;
+    this.agentCommandTimeoutMs = opts.agentCommandTimeoutMs ?? 120_000;
     this.spawner = opts.instancesDir === undefined
       ? undefined
       : new ServerSpawner(this.host, opts.instancesDir, opts.virtType ?? 'qemu', (err, ctx) => this.disks.mapError(err, ctx));
@@ -289,6 +307,31 @@ export class LibvirtDriver implements VirtDriver {
     if (!this.spawner) throw errors.createServerNotSupported(this.name);
     await this.spawner.destroy(serverId);
     this.log.info({ serverId }, 'destroyed instance');
+  }
+
+  /**
+   * See VirtDriver.growGuestFilesystem and growfs.ts: through the QEMU guest agent (libvirt's
+   * qemu-agent-command), the disk found in the guest by the volume's serial. A domain that is not
+   * running has no agent: grown=false, reason no_guest_agent.
+   */
+  async growGuestFilesystem(serverId: string, volumeId: string): Promise<GuestFilesystemGrowth> {
+    const { guest } = await this.disks.resolve(serverId, volumeId);
+    const t0 = performance.now();
+    let r: GuestFilesystemGrowth;
+    try {
+      r = await growFilesystem(new GuestAgent(guest), volumeId, {
+        pingTimeoutS: this.agentPingTimeoutS,
+        commandTimeoutMs: this.agentCommandTimeoutMs,
+        log: (obj, msg) => this.log.debug({ serverId, volumeId, ...obj }, msg),
+      });
+    } catch (err) {
+      throw await this.disks.reobserve(err, guest, { serverId, volumeId, action: 'grow the guest filesystem', live: true, diskExpected: true });
+    }
+    const ms = Math.round(performance.now() - t0);
+    const { detail, ...fields } = r;
+    if (r.grown) this.log.info({ serverId, volumeId, ...fields, ms }, 'grew guest filesystem');
+    else this.log.warn({ serverId, volumeId, ...fields, detail, ms }, 'guest filesystem not grown');
+    return r;
   }
 
   /** Close the connection to libvirtd. */

@@ -69,6 +69,15 @@ export class Guest {
     return this.dom.name;
   }
 
+  /**
+   * One QEMU guest agent command through libvirtd (virDomainQemuAgentCommand): the agent's JSON
+   * reply text, or null. `timeoutSeconds` is libvirtd's wait for the agent; the call gives up
+   * `marginMs` after that (default 5 s). Throws the client's errors.
+   */
+  agentCommand(cmd: string, timeoutSeconds: number, marginMs?: number): Promise<string | null> {
+    return this.client.qemuAgentCommand(this.dom, cmd, timeoutSeconds, 0, marginMs === undefined ? undefined : { timeoutMs: marginMs });
+  }
+
   /** Replace the handle with a fresh lookup; drops cached XML if the domain restarted. */
   refreshHandle(dom: RemoteDomain): void {
     if (this.cached && this.cached.id !== dom.id) this.cached = undefined;

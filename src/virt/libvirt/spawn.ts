@@ -22,7 +22,7 @@ import { runCommand } from '../../host/exec.js';
 import { escapeXml } from '../../util/xml.js';
 import type { SpawnSpec } from '../driver.js';
 import { fileDiskBytes } from '../image.js';
-import { METADATA_NS } from './domxml.js';
+import { GUEST_AGENT_CHANNEL_XML, METADATA_NS } from './domxml.js';
 import type { Host } from './host.js';
 import { DomainState } from './remote/client.js';
 import { LibvirtError, VirErrorCode } from './remote/errors.js';
@@ -63,7 +63,10 @@ function titleOf(name: string): string {
   return [...name].map((c) => (c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f ? ' ' : c)).join('');
 }
 
-/** The persistent domain of a server: flavor's vCPUs and RAM, the image's boot, root disk vda, two serial ports, ACPI for hot-plug. */
+/**
+ * The persistent domain of a server: flavor's vCPUs and RAM, the image's boot, root disk vda, two
+ * serial ports, ACPI for hot-plug, and the QEMU guest agent's channel (growGuestFilesystem talks to it).
+ */
 export function serverDomainXml(o: ServerXmlOptions): string {
   const e = escapeXml;
   const { spec, files } = o;
@@ -97,7 +100,8 @@ ${boot}  </os>
   <devices>
     <controller type='usb' model='none'/>
 ${disk}    <serial type='file'><source path='${e(files.consoleLog)}' append='off'/><target port='0'/></serial>
-${socket}    <memballoon model='none'/>
+${socket}    ${GUEST_AGENT_CHANNEL_XML}
+    <memballoon model='none'/>
   </devices>
 </domain>
 `;

@@ -156,6 +156,28 @@ export class RemoteClient extends RemoteConnection {
     return r.string();
   }
 
+  /**
+   * virDomainQemuAgentCommand: send one QEMU guest agent command (JSON text, e.g.
+   * `{"execute":"guest-ping"}`) through libvirtd, which syncs with the agent first. `timeoutSeconds`
+   * is how long libvirtd waits for the agent (a positive number; libvirt's -2 block, -1 default
+   * and 0 no-wait are not used here); the RPC call itself waits that long plus `opts.timeoutMs`
+   * (default 5 s) for libvirtd. Resolves with the agent's JSON reply text (`{"return":…}`), or
+   * null when libvirtd returned none. An agent that is absent, not connected or silent past the
+   * timeout is LibvirtError AGENT_UNRESPONSIVE; a domain without the agent's channel is
+   * ARGUMENT_UNSUPPORTED; an error the agent answered with is INTERNAL_ERROR.
+   */
+  async qemuAgentCommand(dom: RemoteDomain, cmd: string, timeoutSeconds: number, flags = 0, opts?: CallOptions): Promise<string | null> {
+    if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 1) throw new RangeError(`agent timeout must be a positive whole number of seconds: ${timeoutSeconds}`);
+    const w = new XdrWriter(256);
+    writeDomain(w, dom);
+    w.string(cmd);
+    w.int(timeoutSeconds);
+    w.uint(flags);
+    const callOpts = { timeoutMs: timeoutSeconds * 1000 + (opts?.timeoutMs ?? 5_000) };
+    const r = await this.call(QEMU_PROGRAM, QEMU_PROTOCOL_VERSION, QemuProc.DOMAIN_AGENT_COMMAND, w.bytes(), callOpts);
+    return r.optional((x) => x.string());
+  }
+
   /** virDomainAttachDeviceFlags (DomainAffect flags). */
   async attachDeviceFlags(dom: RemoteDomain, xml: string, flags: number, opts?: CallOptions): Promise<void> {
     const w = new XdrWriter(256);

@@ -64,6 +64,7 @@ export const RemoteProc = {
 /** Procedure numbers from qemu_protocol.x. */
 export const QemuProc = {
   DOMAIN_MONITOR_COMMAND: 1,
+  DOMAIN_AGENT_COMMAND: 3,
 } as const;
 
 /** The 24-byte header of a libvirt RPC message (virNetMessageHeader): program, version, procedure, MessageType, serial, MessageStatus. */

@@ -1,0 +1,123 @@
+/**
+ * The demo's filesystem part: a volume formatted ext4 inside the running guest, mounted, files
+ * written; extended online through the volume API; then the filesystem grown inside the guest
+ * through the QEMU guest agent. What it prints is the guest's own word, read through its serial
+ * console (not through the agent): `df -B1` before and after, and the files' checksums.
+ *
+ * demo.ts calls `demoGrowFs` once, after its guest is up, with the API clients it already has and
+ * a `grow` function: until the volume API's grow-fs opt-in lands that is the libvirt driver's
+ * `growGuestFilesystem` (`new LibvirtDriver({ uri: lab.libvirtUri })`); afterwards pass
+ * `growViaApi: true` style options there instead (see the report).
+ */
+import type { GuestFilesystemGrowth } from '../virt/driver.js';
+
+/** An API client as the demo has them (src/rpc/httpClient.ts's ApiClient): one request, the decoded body; throws on an error status. */
+export interface ApiClient {
+  request<T>(method: string, path: string, body?: unknown): Promise<{ body: T }>;
+}
+
+/** What the demo's guest offers this part (the lab's GuestShell has it). */
+export interface DemoGuest {
+  readonly uuid: string;
+  /** Run a shell script in the guest through its serial console; throws when it exits non-zero. */
+  exec(cmd: string, timeoutMs?: number): Promise<string>;
+  deviceForSerial(serial: string, timeoutMs?: number): Promise<string | undefined>;
+  waitForSize(dev: string, bytes: number, timeoutMs?: number): Promise<number>;
+}
+
+/** What demoGrowFs needs: the guest, the two API clients and project, how to grow the guest filesystem, where to print. */
+export interface GrowFsDemoContext {
+  guest: DemoGuest;
+  compute: ApiClient;
+  volume: ApiClient;
+  project: string;
+  /** Volume type (backend) of the demo volume (default `file`). */
+  volumeType?: string;
+  /** Grow the filesystem on `volumeId` in server `serverId` (the driver's growGuestFilesystem). */
+  grow: (serverId: string, volumeId: string) => Promise<GuestFilesystemGrowth>;
+  out: (s: string) => void;
+}
+
+const GiB = 1024 ** 3;
+const MNT = '/mnt/oe-demo';
+
+/** df -B1's line for the mount point (header dropped) and its total in bytes. */
+async function df(guest: DemoGuest): Promise<{ line: string; total: number }> {
+  const line = (await guest.exec(`df -B1 ${MNT}`)).trim().split('\n').at(-1) ?? '';
+  const total = Number(line.trim().split(/\s+/)[1]);
+  if (!Number.isSafeInteger(total)) throw new Error(`no df total in: ${line}`);
+  return { line, total };
+}
+
+async function checksums(guest: DemoGuest): Promise<string> {
+  return (await guest.exec(`echo 3 > /proc/sys/vm/drop_caches; cd ${MNT} && md5sum random.bin pattern.txt`)).trim();
+}
+
+/** Wait until the volume leaves `extending`; throws when the extend failed. */
+async function waitExtended(volume: ApiClient, project: string, id: string): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const v = (await volume.request<{ volume: { status: string } }>('GET', `/v3/${project}/volumes/${id}`)).body.volume;
+    if (v.status === 'in-use') return;
+    if (v.status !== 'extending') throw new Error(`extend ended in status ${v.status}`);
+    if (Date.now() > deadline) throw new Error('extend did not finish within 120 s');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Runs the part (see the file header). True when the guest's df shows the filesystem grew by at
+ * least 90% of the added GiB and the checksums are unchanged. Detaches and deletes its volume.
+ * Throws (plain Error or the APIs' errors) when a step fails.
+ */
+export async function demoGrowFs(ctx: GrowFsDemoContext): Promise<boolean> {
+  const { guest, compute, volume, project, out } = ctx;
+  out('7. [grow-fs] a 1 GiB volume with ext4 on it, mounted in the guest, files written…');
+  const v = (await volume.request<{ volume: { id: string } }>('POST', `/v3/${project}/volumes`, {
+    volume: { name: 'demo-grow-fs', size: 1, volume_type: ctx.volumeType ?? 'file' },
+  })).body.volume;
+  let attached = false;
+  try {
+    await compute.request('POST', `/v2/${project}/servers/${guest.uuid}/os-volume_attachments`, { volumeAttachment: { volumeId: v.id } });
+    attached = true;
+    const dev = await guest.deviceForSerial(v.id, 20_000);
+    if (!dev) throw new Error(`the guest never showed volume ${v.id}`);
+    await guest.waitForSize(dev, GiB, 20_000);
+    await guest.exec(
+      `mkdir -p ${MNT} && mkfs.ext4 -q -F /dev/${dev} && mount -t ext4 /dev/${dev} ${MNT} && ` +
+        `dd if=/dev/urandom of=${MNT}/random.bin bs=1M count=8 2>/dev/null && yes OE-DEMO | head -c 4000000 > ${MNT}/pattern.txt && sync`,
+      120_000,
+    );
+    const sumsBefore = await checksums(guest);
+    const before = await df(guest);
+    out(`   guest: df -B1 ${MNT}\n     ${before.line}`);
+    out(`   guest: md5sum\n     ${sumsBefore.replace(/\n/g, '\n     ')}`);
+
+    out('8. [grow-fs] extending it online to 2 GiB through the volume API, then growing the filesystem in the guest…');
+    const t0 = performance.now();
+    await volume.request('POST', `/v3/${project}/volumes/${v.id}/action`, { 'os-extend': { new_size: 2 } });
+    await waitExtended(volume, project, v.id);
+    await guest.waitForSize(dev, 2 * GiB, 20_000);
+    const t1 = performance.now();
+    const r = await ctx.grow(guest.uuid, v.id);
+    const t2 = performance.now();
+    out(`   block extend ${((t1 - t0) / 1000).toFixed(2)} s; filesystem grow (guest agent) ${((t2 - t1) / 1000).toFixed(2)} s: ` +
+      `${r.grown ? `grown ${r.fsType} on ${r.device}, ${r.fsBytesBefore} → ${r.fsBytes} bytes` : `not grown (${r.reason})`}`);
+    const after = await df(guest);
+    const sumsAfter = await checksums(guest);
+    out(`   guest: df -B1 ${MNT}\n     ${after.line}`);
+    out(`   guest: md5sum\n     ${sumsAfter.replace(/\n/g, '\n     ')}`);
+    const ok = r.grown && after.total - before.total >= 0.9 * GiB && sumsAfter === sumsBefore && r.fsBytes === after.total;
+    out(ok ? '   OK: df in the guest shows the grown filesystem, the files are unchanged.' : '   FAILED: the filesystem did not grow as the guest reports it.');
+    return ok;
+  } finally {
+    await guest.exec(`umount ${MNT}`).catch(() => undefined);
+    if (attached) await compute.request('DELETE', `/v2/${project}/servers/${guest.uuid}/os-volume_attachments/${v.id}`).catch(() => undefined);
+    // The detach completes asynchronously; the delete is refused until it has.
+    for (let i = 0; i < 100; i++) {
+      const del = await volume.request('DELETE', `/v3/${project}/volumes/${v.id}`).then(() => true, () => false);
+      if (del) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
