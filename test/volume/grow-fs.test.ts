@@ -294,6 +294,20 @@ describe('the opt-in', () => {
     expect((await h.volume.request<{ metadata: Record<string, string> }>('GET', `/v3/${PROJECT}/volumes/${id}/metadata`)).body.metadata).toEqual(res.body.metadata);
   });
 
+  it('records an offline extend (its server shut off) asked to grow the filesystem as not grown (server_stopped)', async () => {
+    const OFF = '6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c';
+    fake().addServer({ id: OFF, name: 'off-later', projectId: PROJECT, state: 'active', disks: [] });
+    const id = await newVolume();
+    await h.compute.request('POST', `/v2/${PROJECT}/servers/${OFF}/os-volume_attachments`, { volumeAttachment: { volumeId: id } });
+    fake().setGuestFilesystem(OFF, id, { type: 'ext4', mountpoint: '/data' });
+    fake().setState(OFF, 'shutoff');
+    const before = fake().calls.growGuestFilesystem;
+    const v = await extend(id, true);
+    expect(v).toMatchObject({ status: 'in-use', size_bytes: TO });
+    expect(v.fs_growth).toMatchObject({ requested: true, grown: false, reason: 'server_stopped' });
+    expect(fake().calls.growGuestFilesystem).toBe(before);
+  });
+
   it('records a detached volume asked to grow its filesystem as not grown (detached): no guest runs it', async () => {
     const id = await newVolume();
     const v = await extend(id, true);
