@@ -7,7 +7,7 @@
 # Usage: build-guest.sh CACHE_DIR [RESULT_FILE]
 # Prints (and writes to RESULT_FILE if given): KVER VMLINUX INITRAMFS
 # Concurrent builds into one cache are serialised with flock on CACHE_DIR/.lock.
-# Layout: CACHE_DIR/<kver>/{vmlinux,modules/*.ko,busybox}, CACHE_DIR/<kver>/initramfs-<hash>.gz,
+# Layout: CACHE_DIR/<kver>/{vmlinux,modules/*.ko,busybox}, CACHE_DIR/<kver>/initramfs-<hash>.cpio,
 # CACHE_DIR/tools-<hash>/ (the guest's userland tools and the shared libraries they load).
 # A kernel already extracted is reused (modules added to the lists below are extracted into it
 # without touching what is there: other labs may be booting from it); the initramfs is rebuilt
@@ -146,7 +146,10 @@ if [ ! -f "$TOOLS/.complete" ]; then
 fi
 
 HASH=$( (cat "$INIT_SRC" "$SELF"; echo "$MODULES $LATE_MODULES"; cat "$TOOLS/root/.packages") | sha256sum | cut -c1-12)
-INITRD="$KDIR/initramfs-$HASH.gz"
+# Not compressed: the guest's kernel gunzips a 7.7 MB initramfs in ~0.9 s under TCG (3.72 s to
+# ready against 2.84 s uncompressed, medians of 5 interleaved boots); QEMU loads the 20 MB file
+# into guest memory at host speed.
+INITRD="$KDIR/initramfs-$HASH.cpio"
 if [ ! -s "$INITRD" ]; then
   log "building initramfs $INITRD"
   ROOT=$(mktemp -d "$CACHE/.root.XXXXXX")
@@ -164,7 +167,7 @@ if [ ! -s "$INITRD" ]; then
   echo "$LATE_MODULES" | tr '\n' ' ' > "$ROOT/modules/late"
   cp "$INIT_SRC" "$ROOT/init"
   chmod 755 "$ROOT/init" "$ROOT/bin/busybox"
-  (cd "$ROOT" && find . | sort | "$KDIR/busybox" cpio -o -H newc 2>/dev/null | gzip -1 > "$INITRD.tmp")
+  (cd "$ROOT" && find . | sort | "$KDIR/busybox" cpio -o -H newc 2>/dev/null > "$INITRD.tmp")
   mv "$INITRD.tmp" "$INITRD"
   rm -rf "$ROOT"
   trap - EXIT

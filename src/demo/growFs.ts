@@ -6,8 +6,9 @@
  *
  * demo.ts calls `demoGrowFs` once, after its guest is up, with the API clients it already has and
  * a `grow` function: until the volume API's grow-fs opt-in lands that is the libvirt driver's
- * `growGuestFilesystem` (`new LibvirtDriver({ uri: lab.libvirtUri })`); afterwards pass
- * `growViaApi: true` style options there instead (see the report).
+ * `growGuestFilesystem` (`new LibvirtDriver({ uri: lab.libvirtUri })`), called after the extend;
+ * once it lands, the `os-extend` request carries the opt-in and `grow` only reads the outcome the
+ * volume records.
  */
 import type { GuestFilesystemGrowth } from '../virt/driver.js';
 
