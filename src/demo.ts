@@ -17,7 +17,6 @@ import { bootGuest, describeAccel, labDown, labServiceFlags, labUp, readLab, typ
 import { formatBytes } from './cli/sizes.js';
 import { GiB } from './util/units.js';
 import { loadConfig } from './config.js';
-import { LibvirtDriver } from './virt/libvirt/driver.js';
 import { demoGrowFs } from './demo/growFs.js';
 
 const PROJECT = 'demo';
@@ -131,9 +130,8 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       created.pop();
     }
 
-    // The filesystem grown in the guest (src/demo/growFs.ts), through the driver until the volume API's grow-fs opt-in lands.
-    const fsDriver = new LibvirtDriver({ uri: lab.libvirtUri });
-    ok = (await demoGrowFs({ guest, compute, volume, project: PROJECT, out, grow: (s, id) => fsDriver.growGuestFilesystem(s, id) }).finally(() => fsDriver.close())) && ok;
+    // The filesystem grown in the guest by the extend itself (src/demo/growFs.ts).
+    ok = (await demoGrowFs({ guest, compute, volume, project: PROJECT, out })) && ok;
 
     out('\nstep timings:');
     for (const s of steps) out(`  ${s.step.padEnd(44)} ${(s.ms / 1000).toFixed(3)} s`);

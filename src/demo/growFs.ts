@@ -4,13 +4,11 @@
  * through the QEMU guest agent. What it prints is the guest's own word, read through its serial
  * console (not through the agent): `df -B1` before and after, and the files' checksums.
  *
- * demo.ts calls `demoGrowFs` once, after its guest is up, with the API clients it already has and
- * a `grow` function: until the volume API's grow-fs opt-in lands that is the libvirt driver's
- * `growGuestFilesystem` (`new LibvirtDriver({ uri: lab.libvirtUri })`), called after the extend;
- * once it lands, the `os-extend` request carries the opt-in and `grow` only reads the outcome the
- * volume records.
+ * demo.ts calls `demoGrowFs` once, after its guest is up, with the API clients it already has.
+ * The grow is asked in the extend itself (`os-extend`'s `online_extend:grow_fs`): the volume
+ * service's workflow runs its `grow_fs` step after the guest saw the new size and records what it
+ * did, which this part reads back from `GET …/volumes/{id}/os-online-extend` (`fs_growth`).
  */
-import type { GuestFilesystemGrowth } from '../virt/driver.js';
 
 /** An API client as the demo has them (src/rpc/httpClient.ts's ApiClient): one request, the decoded body; throws on an error status. */
 export interface ApiClient {
@@ -34,8 +32,6 @@ export interface GrowFsDemoContext {
   project: string;
   /** Volume type (backend) of the demo volume (default `file`). */
   volumeType?: string;
-  /** Grow the filesystem on `volumeId` in server `serverId` (the driver's growGuestFilesystem). */
-  grow: (serverId: string, volumeId: string) => Promise<GuestFilesystemGrowth>;
   out: (s: string) => void;
 }
 
@@ -54,15 +50,40 @@ async function checksums(guest: DemoGuest): Promise<string> {
   return (await guest.exec(`echo 3 > /proc/sys/vm/drop_caches; cd ${MNT} && md5sum random.bin pattern.txt`)).trim();
 }
 
-/** Wait until the volume leaves `extending`; throws when the extend failed. */
-async function waitExtended(volume: ApiClient, project: string, id: string): Promise<void> {
+/** What the volume records of its latest extend's filesystem grow (our os-online-extend view). */
+interface FsGrowthView {
+  requested: boolean;
+  grown: boolean | null;
+  reason: string | null;
+  device: string | null;
+  fs_type: string | null;
+  fs_bytes_before: number | null;
+  fs_bytes: number | null;
+}
+
+interface ExtendView {
+  status: string;
+  extend: { step: string; error: string | null } | null;
+  fs_growth: FsGrowthView | null;
+}
+
+/**
+ * Wait until the volume leaves `extending` (the grow_fs step runs inside it), printing each step
+ * as it starts with its time since `t0`; answers the final view. Throws when the extend failed.
+ */
+async function waitExtended(volume: ApiClient, project: string, id: string, t0: number, out: (s: string) => void): Promise<ExtendView> {
   const deadline = Date.now() + 120_000;
+  let lastStep = '';
   for (;;) {
-    const v = (await volume.request<{ volume: { status: string } }>('GET', `/v3/${project}/volumes/${id}`)).body.volume;
-    if (v.status === 'in-use') return;
-    if (v.status !== 'extending') throw new Error(`extend ended in status ${v.status}`);
+    const v = (await volume.request<{ volume: ExtendView }>('GET', `/v3/${project}/volumes/${id}/os-online-extend`)).body.volume;
+    if (v.extend && v.extend.step !== lastStep) {
+      lastStep = v.extend.step;
+      out(`   ${((performance.now() - t0) / 1000).toFixed(2)}s step ${lastStep}`);
+    }
+    if (v.status === 'in-use') return v;
+    if (v.status !== 'extending') throw new Error(`extend ended in status ${v.status}: ${v.extend?.error ?? ''}`);
     if (Date.now() > deadline) throw new Error('extend did not finish within 120 s');
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -94,21 +115,20 @@ export async function demoGrowFs(ctx: GrowFsDemoContext): Promise<boolean> {
     out(`   guest: df -B1 ${MNT}\n     ${before.line}`);
     out(`   guest: md5sum\n     ${sumsBefore.replace(/\n/g, '\n     ')}`);
 
-    out('8. [grow-fs] extending it online to 2 GiB through the volume API, then growing the filesystem in the guest…');
+    out('8. [grow-fs] extending it online to 2 GiB through the volume API with {"online_extend:grow_fs": true}…');
     const t0 = performance.now();
-    await volume.request('POST', `/v3/${project}/volumes/${v.id}/action`, { 'os-extend': { new_size: 2 } });
-    await waitExtended(volume, project, v.id);
-    await guest.waitForSize(dev, 2 * GiB, 20_000);
+    await volume.request('POST', `/v3/${project}/volumes/${v.id}/action`, { 'os-extend': { new_size: 2, 'online_extend:grow_fs': true } });
+    const done = await waitExtended(volume, project, v.id, t0, out);
     const t1 = performance.now();
-    const r = await ctx.grow(guest.uuid, v.id);
-    const t2 = performance.now();
-    out(`   block extend ${((t1 - t0) / 1000).toFixed(2)} s; filesystem grow (guest agent) ${((t2 - t1) / 1000).toFixed(2)} s: ` +
-      `${r.grown ? `grown ${r.fsType} on ${r.device}, ${r.fsBytesBefore} → ${r.fsBytes} bytes` : `not grown (${r.reason})`}`);
+    const r = done.fs_growth;
+    out(`   extend and filesystem grow ${((t1 - t0) / 1000).toFixed(2)} s; the volume records: ` +
+      `${r?.grown ? `grown ${r.fs_type} on ${r.device}, ${r.fs_bytes_before} → ${r.fs_bytes} bytes` : `not grown (${r?.reason ?? 'nothing recorded'})`}`);
+    await guest.waitForSize(dev, 2 * GiB, 20_000);
     const after = await df(guest);
     const sumsAfter = await checksums(guest);
     out(`   guest: df -B1 ${MNT}\n     ${after.line}`);
     out(`   guest: md5sum\n     ${sumsAfter.replace(/\n/g, '\n     ')}`);
-    const ok = r.grown && after.total - before.total >= 0.9 * GiB && sumsAfter === sumsBefore && r.fsBytes === after.total;
+    const ok = r?.grown === true && after.total - before.total >= 0.9 * GiB && sumsAfter === sumsBefore && r.fs_bytes === after.total;
     out(ok ? '   OK: df in the guest shows the grown filesystem, the files are unchanged.' : '   FAILED: the filesystem did not grow as the guest reports it.');
     return ok;
   } finally {

@@ -353,14 +353,17 @@ describeDriverContract(
       const offFile = await volumeFile(lv, 'off.img', 8 * MiB);
       const offLoop = losetupAttach(offFile);
       loops.push(offLoop);
-      const ids = { block: randomUUID(), file: randomUUID(), ro: randomUUID(), off: randomUUID(), net: randomUUID() };
+      const ids = { block: randomUUID(), file: randomUUID(), ro: randomUUID(), off: randomUUID(), net: randomUUID(), blank: randomUUID(), ext4: randomUUID() };
       // The iSCSI disk: a file exported as LUN 1 by the lab's tgtd, opened by QEMU's initiator.
       tgt = tgtOn(lv.lab.tgtPortal, lv.lab.tgtControlPort);
       const lunFile = await volumeFile(lv, 'lun.img', 32 * MiB);
       const netIqn = `iqn.2024-01.dev.online-extend:contract-${ids.net.slice(0, 8)}`;
       const netSource = tgt.export(netIqn, lunFile);
-      const files: Record<string, string> = { [ids.block]: blockFile, [ids.off]: offFile, [ids.net]: lunFile };
-      const guestDev: Record<string, string> = { [ids.block]: 'vda', [ids.file]: 'vdb', [ids.ro]: 'vdc', [ids.net]: 'vdd' };
+      // Two more file disks for growGuestFilesystem: one blank, one ext4 made and mounted in the guest.
+      const blankFile = await volumeFile(lv, 'blank.raw', 16 * MiB);
+      const ext4File = await volumeFile(lv, 'ext4.raw', 64 * MiB);
+      const files: Record<string, string> = { [ids.block]: blockFile, [ids.off]: offFile, [ids.net]: lunFile, [ids.ext4]: ext4File, [ids.blank]: blankFile };
+      const guestDev: Record<string, string> = { [ids.block]: 'vda', [ids.file]: 'vdb', [ids.ro]: 'vdc', [ids.net]: 'vdd', [ids.blank]: 'vde', [ids.ext4]: 'vdf' };
       const guest = await bootGuest(lv.lab, {
         name: 'oe-contract',
         projectId: 'p-contract',
@@ -369,8 +372,13 @@ describeDriverContract(
           diskXml({ serial: ids.file, target: 'vdb', type: 'file', path: await volumeFile(lv, 'file.raw', 32 * MiB) }),
           diskXml({ serial: ids.ro, target: 'vdc', type: 'file', path: await volumeFile(lv, 'ro.raw', 8 * MiB), readonly: true }),
           diskXml({ serial: ids.net, target: 'vdd', type: 'network', path: netSource, portal: tgt.portal }),
+          diskXml({ serial: ids.blank, target: 'vde', type: 'file', path: blankFile }),
+          diskXml({ serial: ids.ext4, target: 'vdf', type: 'file', path: ext4File }),
         ],
       });
+      // 4 KiB blocks and few inodes: what the contract's "fills its grown disk" bound assumes (a
+      // small ext4's default 1 KiB blocks and inode ratio spend ~6% of a growth on inode tables).
+      await guest.exec('mkfs.ext4 -q -F -b 4096 -i 65536 /dev/vdf && mkdir -p /mnt/contract && mount -t ext4 /dev/vdf /mnt/contract', 60_000);
       const stoppedId = randomUUID();
       await client.defineXml(
         domainXml({ name: 'oe-contract-off', uuid: stoppedId, disks: [{ serial: ids.off, target: 'vdb', type: 'block', path: offLoop }] }),
@@ -388,6 +396,7 @@ describeDriverContract(
         readonlyVolumeId: ids.ro,
         networkVolumeId: ids.net,
         stopped: { serverId: stoppedId, volumeId: ids.off },
+        guestFs: { blankVolumeId: ids.blank, ext4VolumeId: ids.ext4, mountpoint: '/mnt/contract' },
         growStorage: async (volumeId: string, bytes: number) => {
           const f = files[volumeId];
           if (!f) throw new Error(`no storage for ${volumeId}`);
