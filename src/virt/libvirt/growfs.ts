@@ -194,7 +194,7 @@ const ext = (fs: string | undefined): boolean => fs === 'ext2' || fs === 'ext3' 
  * Throws only what reaching libvirtd throws (the client's connection and timeout errors).
  */
 export async function growFilesystem(agent: GuestAgent, volumeId: string, opts: GrowFsOptions = {}): Promise<GuestFilesystemGrowth> {
-  const out: GuestFilesystemGrowth = { grown: false };
+  const out: GuestFilesystemGrowth = { grown: false, partitionGrown: false };
   const log = opts.log ?? (() => {});
   const timeoutMs = opts.commandTimeoutMs ?? 120_000;
   const run = async (what: string, path: string, args: string[], input?: string, okCodes: readonly number[] = [0]): Promise<AgentExecResult> => {
