@@ -205,4 +205,14 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX extend_leases_owner ON extend_leases(owner);
   `,
+  // 12: h-growfs's migration (this branch holds its place; the merge takes h-growfs's).
+  ``,
+  // 13 (H): encrypted volumes (QEMU-native LUKS): the format, the header's payload offset in bytes
+  // (the guest sees size_bytes - payload_offset) and the passphrase, which only
+  // getVolumeEncryptionKey reads (never mapped into a VolumeRecord).
+  `
+  ALTER TABLE volumes ADD COLUMN encryption TEXT;
+  ALTER TABLE volumes ADD COLUMN payload_offset INTEGER;
+  ALTER TABLE volumes ADD COLUMN encryption_key TEXT;
+  `,
 ];

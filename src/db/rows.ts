@@ -125,6 +125,8 @@ export function toVolume(r: Row): VolumeRecord {
     description: (r.description as string | null | undefined) ?? null,
     metadata: r.metadata ? (JSON.parse(r.metadata as string) as Record<string, string>) : {},
     attachedAt: (r.attached_at as string | null | undefined) ?? null,
+    encryption: (r.encryption as 'luks' | null | undefined) ?? null,
+    payloadOffset: (r.payload_offset as number | null | undefined) ?? null,
   };
 }
 
@@ -186,4 +188,6 @@ export const VOLUME_COLUMNS: Record<string, string> = {
   description: 'description',
   metadata: 'metadata',
   attachedAt: 'attached_at',
+  encryption: 'encryption',
+  payloadOffset: 'payload_offset',
 };

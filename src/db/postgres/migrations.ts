@@ -176,6 +176,15 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
     CREATE INDEX extend_leases_owner ON extend_leases (owner);
     `,
   },
+  {
+    // 13 (H): encrypted volumes, as SQLite's 13 (12 is h-growfs's: the merge adds it before this).
+    version: 13,
+    sql: `
+    ALTER TABLE volumes ADD COLUMN encryption ${T};
+    ALTER TABLE volumes ADD COLUMN payload_offset BIGINT;
+    ALTER TABLE volumes ADD COLUMN encryption_key ${T};
+    `,
+  },
 ];
 
 /** The schema version this build knows (the last migration's). */
