@@ -122,6 +122,20 @@ export interface AttachSpec {
   portal?: string;
   /** Desired device name; the driver picks the next free one if absent. */
   device?: string;
+  /** Set for an encrypted volume: QEMU decrypts it (see AttachEncryption). */
+  encryption?: AttachEncryption;
+}
+
+/**
+ * How QEMU opens an encrypted volume (Cinder's encrypted connection_info with the key Nova's key
+ * manager would hand out): QEMU-native LUKS, unlocked by `passphrase` (text). The guest sees the
+ * LUKS payload: the volume's size minus the header's payload offset. The driver keeps the
+ * passphrase only where the hypervisor needs it (libvirt: a private, ephemeral secret, undefined
+ * on detach) and never logs or returns it.
+ */
+export interface AttachEncryption {
+  format: 'luks';
+  passphrase: string;
 }
 
 /** Options of `VirtDriver.extendAttached`; `currentGuestBytes` is the guest size in bytes the caller just measured. */
