@@ -24,6 +24,8 @@ export interface FakeDisk {
   backingBytes: number;
   hostBytes: number;
   guestBytes: number;
+  /** An encrypted (LUKS) disk's header bytes: its guest sees the host's view minus these (encryption.ts). */
+  payloadOffset?: number;
 }
 
 /** One server (domain) of the fake hypervisor. */

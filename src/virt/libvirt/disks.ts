@@ -16,6 +16,7 @@ import type { Logger } from './remote/client.js';
 import { LibvirtConnectionError, LibvirtError, LibvirtProtocolError, LibvirtTimeoutError, VirErrorCode } from './remote/errors.js';
 import { hostFailed, type HostStorage } from './storage.js';
 import { classifyLibvirtError, type FailureContext } from './failures.js';
+import { readLuksPayloadOffset } from '../../host/luks.js';
 
 /** States with a running QEMU: only there is a disk's guest size live, and can it be resized. */
 export const RUNNING_STATES: ReadonlySet<ServerState> = new Set(['active', 'paused']);
@@ -132,6 +133,17 @@ export class DomainDisks {
     }
   }
 
+  /**
+   * Bytes of an encrypted (LUKS) disk's header before what the guest sees, read from the header
+   * on the host (src/host/luks.ts); 0 for a disk without encryption, and for one whose header the
+   * host cannot read (a network disk: QEMU reads it itself; a resize past what it holds fails in
+   * QEMU and is classified as any other).
+   */
+  async payloadOffset(disk: DomainDisk): Promise<number> {
+    if (!disk.encryption || disk.kind === 'network' || !disk.source) return 0;
+    return (await readLuksPayloadOffset(disk.source).catch(() => undefined)) ?? 0;
+  }
+
   /** The largest raw file disk's filesystem holds, or undefined (not a raw file, or unmeasurable). */
   async fileLimit(disk: DomainDisk): Promise<number | undefined> {
     const raw = disk.format === 'raw' || disk.driverType === undefined;
@@ -181,7 +193,8 @@ export class DomainDisks {
       const { disk, bytes } = ctx.resize;
       if (disk.kind !== 'file') {
         const host = await this.hostBytes(disk).catch(() => undefined);
-        if (host !== undefined && host < bytes) return errors.hostSizeTooSmall(ctx.volumeId, bytes, host);
+        const usable = host === undefined ? undefined : host - (await this.payloadOffset(disk));
+        if (usable !== undefined && usable < bytes) return errors.hostSizeTooSmall(ctx.volumeId, bytes, usable);
       } else {
         const limit = await this.fileLimit(disk);
         if (limit !== undefined && bytes > limit) return this.tooLarge(ctx.volumeId, bytes, limit, disk);

@@ -17,9 +17,9 @@
  * (0700), removed right after, never on a command line.
  */
 import { randomBytes } from 'node:crypto';
-import { open, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { errors } from '../../errors.js';
-import { errnoOf } from '../../util/errno.js';
+import { parseLuksPayloadOffset, readLuksPayloadOffset } from '../../host/luks.js';
 import { fsFailed, growVolumeFile, removeFile, VOLUME_FILE_MODE } from './common.js';
 import { commandFailed, execRaw } from './exec.js';
 
@@ -34,12 +34,6 @@ export interface VolumeEncryption {
   payloadOffset: number;
 }
 
-/** LUKS1's magic, `LUKS\xba\xbe`, at byte 0 of the header. */
-const LUKS_MAGIC = Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]);
-/** Bytes of the header read: magic (6), version (2), cipher name/mode, hash (32 each), payload offset (4, in 512-byte sectors). */
-const HEADER_BYTES = 108;
-const PAYLOAD_OFFSET_AT = 104;
-
 /**
  * A new random passphrase: 32 random bytes as base64 text (QEMU wants a LUKS passphrase in UTF-8),
  * used as it is by qemu-img, the store and the libvirt secret's value.
@@ -49,35 +43,23 @@ export function newPassphrase(): string {
 }
 
 /**
- * The LUKS header of the volume storage at `path` (a file or a block device), read directly (no
- * lock: QEMU may have it open): its payload offset in bytes, or undefined when the storage does
- * not start with a LUKS1 header. Throws BackendFailed (by errno) when it cannot be read; ENOENT
- * answers undefined.
+ * The LUKS header of the volume storage at `path` (a file or a block device; src/host/luks.ts):
+ * its payload offset, or undefined when the storage does not start with a LUKS1 header or does not
+ * exist. Throws BackendFailed (by errno) when it cannot be read.
  */
 export async function readLuksHeader(path: string): Promise<VolumeEncryption | undefined> {
-  let fh;
   try {
-    fh = await open(path, 'r');
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT') return undefined;
-    throw fsFailed('read the encryption header of the volume', path, err);
-  }
-  try {
-    const buf = Buffer.alloc(HEADER_BYTES);
-    const { bytesRead } = await fh.read(buf, 0, HEADER_BYTES, 0);
-    return parseLuksHeader(buf.subarray(0, bytesRead));
+    const payloadOffset = await readLuksPayloadOffset(path);
+    return payloadOffset === undefined ? undefined : { format: 'luks', payloadOffset };
   } catch (err) {
     throw fsFailed('read the encryption header of the volume', path, err);
-  } finally {
-    await fh.close();
   }
 }
 
 /** The payload offset of a LUKS1 header in `buf` (its first 108 bytes at least), or undefined if `buf` holds none. */
 export function parseLuksHeader(buf: Buffer): VolumeEncryption | undefined {
-  if (buf.length < HEADER_BYTES || !buf.subarray(0, LUKS_MAGIC.length).equals(LUKS_MAGIC)) return undefined;
-  if (buf.readUInt16BE(6) !== 1) return undefined; // LUKS2 keeps its offsets in JSON: not what qemu-img writes
-  return { format: 'luks', payloadOffset: buf.readUInt32BE(PAYLOAD_OFFSET_AT) * 512 };
+  const payloadOffset = parseLuksPayloadOffset(buf);
+  return payloadOffset === undefined ? undefined : { format: 'luks', payloadOffset };
 }
 
 /** qemu-img's PBKDF benchmark reads the thread's CPU time; on a coarse clock it may read 0 and refuse, by chance. */
