@@ -150,3 +150,26 @@ describe('an encrypted volume attached to the fake hypervisor', () => {
     expect(await fake.getHostBytes('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol)).toBe(64 * MiB);
   });
 });
+
+describe('volume create --encryption on the command line', () => {
+  async function cli(...args: string[]): Promise<string[]> {
+    const lines: string[] = [];
+    const { buildProgram } = await import('../../src/cli.js');
+    const program = buildProgram((s) => lines.push(s), {});
+    program.exitOverride();
+    await program.parseAsync(['node', 'online-extend', 'volume', ...args, '--url', h.service.volumeUrl!, '--token', h.token, '--project', PROJECT, '-f', 'json']);
+    return lines;
+  }
+
+  it('creates a LUKS volume with --encryption luks and shows its payload offset and guest size', async () => {
+    const [printed] = await cli('create', '--size', '64MiB', '--encryption', 'luks');
+    const v = (JSON.parse(printed!) as { volume: OurView }).volume;
+    expect(v).toMatchObject({ encryption: 'luks', size_bytes: 64 * MiB, volume_type: 'file-luks' });
+    expect(v.guest_size_bytes).toBe(64 * MiB - v.payload_offset!);
+    expect(v.payload_offset).toBe(qemuPayloadOffset(fileOf(v.id)));
+  });
+
+  it('passes an encryption the service does not have to it, which refuses it with a 400', async () => {
+    await expect(cli('create', '--size', '64MiB', '--encryption', 'plain')).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/Unknown volume encryption "plain"/) });
+  });
+});
