@@ -188,6 +188,15 @@ export interface VirtDriver {
   getHostBytes(serverId: string, volumeId: string): Promise<number>;
 
   /**
+   * Bytes of the volume's disk in front of what the guest sees: an encrypted (LUKS) disk's
+   * payload offset, 0 for a disk without encryption. So the guest can be grown to at most
+   * `getHostBytes - getPayloadOffset` (what a `volume-extended` event grows it to). Errors as
+   * `rescan`, and DriverFailed (500) when an encrypted disk's header cannot be read. Optional: a
+   * driver without it attaches no encrypted volumes (callers take 0).
+   */
+  getPayloadOffset?(serverId: string, volumeId: string): Promise<number>;
+
+  /**
    * The size in bytes the guest sees now, read live from the hypervisor. A server that is not
    * running or paused has no live size: InstanceStopped (shut off) or InstanceInvalidState (409).
    */

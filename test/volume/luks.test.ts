@@ -151,6 +151,31 @@ describe('an encrypted volume attached to the fake hypervisor', () => {
   });
 });
 
+describe('a volume-extended event for an encrypted disk', () => {
+  it('grows the guest to the host size minus the payload offset, not to the host size (Nova grew LUKS guests past their header)', async () => {
+    const fake = h.service.driver as FakeDriver;
+    const server = '7f9a2e6c-3333-4c44-9d55-2e6f7a8b9c0d';
+    const vol = 'luks-event-vol';
+    fake.addServer({ id: server, name: 'ev', projectId: PROJECT, state: 'active', disks: [] });
+    await fake.attachVolume(server, { volumeId: vol, kind: 'network', source: 'iqn.2026-11.test:ev/1', encryption: { format: 'luks', passphrase: 'p' } });
+    fake.setBackingBytes(vol, 64 * MiB);
+    await h.service.syncInventory();
+    expect(await fake.getPayloadOffset(server, vol)).toBe(FAKE_LUKS_PAYLOAD_OFFSET);
+    fake.setBackingBytes(vol, 96 * MiB);
+    const res = await fetch(`${h.service.computeUrl}/v2.1/os-server-external-events`, {
+      method: 'POST',
+      headers: { 'x-auth-token': h.token, 'x-openstack-nova-api-version': '2.51', 'content-type': 'application/json' },
+      body: JSON.stringify({ events: [{ name: 'volume-extended', server_uuid: server, tag: vol }] }),
+    });
+    expect(res.status).toBe(200);
+    await until(async () => (await fake.getGuestBytes(server, vol)) === 96 * MiB - FAKE_LUKS_PAYLOAD_OFFSET, 10_000, 'the guest to grow to the host size minus the header');
+    // Not past it: the host has no room for more.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await fake.getGuestBytes(server, vol)).toBe(96 * MiB - FAKE_LUKS_PAYLOAD_OFFSET);
+    expect(await fake.getHostBytes(server, vol)).toBe(96 * MiB);
+  });
+});
+
 describe('volume create --encryption on the command line', () => {
   async function cli(...args: string[]): Promise<string[]> {
     const lines: string[] = [];

@@ -158,7 +158,7 @@ export class FakeDriver implements VirtDriver {
     if (!RUNNING.has(server.state) && RUNNING.has(state)) {
       for (const disk of server.disks) {
         this.model.refreshSync(disk);
-        disk.guestBytes = disk.hostBytes - (disk.payloadOffset ?? 0);
+        disk.guestBytes = Math.max(0, disk.hostBytes - (disk.payloadOffset ?? 0));
       }
     }
     server.state = state;
@@ -273,6 +273,11 @@ export class FakeDriver implements VirtDriver {
     }
   }
 
+  /** An encrypted disk's LUKS payload offset (see the file header); 0 unencrypted. */
+  async getPayloadOffset(serverId: string, volumeId: string): Promise<number> {
+    return this.disk(serverId, volumeId).payloadOffset ?? 0;
+  }
+
   async attachVolume(serverId: string, spec: AttachSpec): Promise<string> {
     await this.controls.enter('attachVolume');
     const server = this.server(serverId);
@@ -296,7 +301,8 @@ export class FakeDriver implements VirtDriver {
       source: spec.source,
       ...(spec.portal === undefined ? {} : { portal: spec.portal }),
       ...sizes,
-      guestBytes: sizes.hostBytes - payloadOffset,
+      // A disk not sized yet (a network disk the fake is told about later) shows the guest nothing.
+      guestBytes: Math.max(0, sizes.hostBytes - payloadOffset),
       ...(spec.encryption ? { payloadOffset } : {}),
     };
     server.disks.push(disk);

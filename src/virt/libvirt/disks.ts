@@ -135,13 +135,26 @@ export class DomainDisks {
 
   /**
    * Bytes of an encrypted (LUKS) disk's header before what the guest sees, read from the header
-   * on the host (src/host/luks.ts); 0 for a disk without encryption, and for one whose header the
-   * host cannot read (a network disk: QEMU reads it itself; a resize past what it holds fails in
-   * QEMU and is classified as any other).
+   * (file, block: on the host, src/host/luks.ts; an iSCSI LUN: over iSCSI, storage.ts); 0 for a
+   * disk without encryption. `strict` false (the default: a pre-check, QEMU decides anyway):
+   * an unreadable header counts as 0; true: it throws DriverFailed.
    */
-  async payloadOffset(disk: DomainDisk): Promise<number> {
-    if (!disk.encryption || disk.kind === 'network' || !disk.source) return 0;
-    return (await readLuksPayloadOffset(disk.source).catch(() => undefined)) ?? 0;
+  async payloadOffset(disk: DomainDisk, opts: { strict?: boolean } = {}): Promise<number> {
+    if (!disk.encryption || !disk.source) return 0;
+    const what = 'read the encryption header of the volume';
+    try {
+      const offset =
+        disk.kind === 'network'
+          ? disk.protocol === 'iscsi'
+            ? await this.storage.iscsiLuksPayloadOffset(disk.source, disk.portal)
+            : undefined
+          : await readLuksPayloadOffset(disk.source);
+      if (offset === undefined) throw errors.driverFailed(`cannot ${what}: the encrypted disk ${disk.target} has no LUKS header`, { detail: disk.source });
+      return offset;
+    } catch (err) {
+      if (!opts.strict) return 0;
+      throw hostFailed(what, err, { detail: disk.source });
+    }
   }
 
   /** The largest raw file disk's filesystem holds, or undefined (not a raw file, or unmeasurable). */

@@ -206,6 +206,12 @@ export class LibvirtDriver implements VirtDriver {
     return this.disks.hostBytes(disk);
   }
 
+  /** See VirtDriver.getPayloadOffset: the LUKS header of an encrypted disk, read from the header (disks.ts); works on a shut-off domain too. */
+  async getPayloadOffset(serverId: string, volumeId: string): Promise<number> {
+    const { disk } = await this.disks.resolve(serverId, volumeId);
+    return this.disks.payloadOffset(disk, { strict: true });
+  }
+
   /** The live size; a domain that is not running has none: InstanceStopped / InstanceInvalidState. */
   async getGuestBytes(serverId: string, volumeId: string): Promise<number> {
     const { guest, disk } = await this.disks.resolve(serverId, volumeId);
