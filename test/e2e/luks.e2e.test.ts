@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
+import { demoLuks } from '../../src/demoLuks.js';
 import { virsh } from '../../src/lab/index.js';
 import { ApiError } from '../../src/rpc/httpClient.js';
 import { secretUuidOf } from '../../src/virt/libvirt/secrets.js';
@@ -136,4 +137,19 @@ describeReal(e2eMissing())('LUKS-encrypted volumes extended online on a real gue
     expect(open.stderr.toString()).toMatch(/key-secret/);
     await ls.remove(v.id);
   }, 180_000);
+
+  it("the demo's LUKS part prints the guest's own sizes and the payload offset, and leaves nothing behind", async () => {
+    const ls = S();
+    const lines: string[] = [];
+    const ok = await demoLuks({ compute: ls.compute, volume: ls.volume, project: PROJECT, guest: G(), out: (m) => (lines.push(m), log(m)), backend: 'block' });
+    expect(ok).toBe(true);
+    const text = lines.join('\n');
+    const made = /volume (\S+) made in .*LUKS payload offset (\d+) bytes/.exec(text);
+    expect(made, text).not.toBeNull();
+    const offset = Number(made![2]);
+    expect(offset).toBeGreaterThan(0);
+    expect(text).toContain(`before ${GiB - offset} bytes, after ${2 * GiB - offset} bytes`);
+    expect((await ls.volume.request<{ volumes: unknown[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes).toEqual([]);
+    expect(await secrets()).not.toContain(secretUuidOf(made![1]!));
+  }, 120_000);
 });
