@@ -13,6 +13,8 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
+import { issueToken } from '../../src/auth/tokens.js';
+import { SqliteStore } from '../../src/db/sqlite.js';
 import { demoLuks } from '../../src/demoLuks.js';
 import { virsh } from '../../src/lab/index.js';
 import { ApiError } from '../../src/rpc/httpClient.js';
@@ -63,6 +65,16 @@ describeReal(e2eMissing())('LUKS-encrypted volumes extended online on a real gue
       return createHash('md5').update(buf).digest('hex');
     } finally {
       closeSync(fd);
+    }
+  }
+
+  /** An admin token of the project (the external-events route takes the service or admin role). */
+  async function eventToken(): Promise<string> {
+    const store = new SqliteStore(join(S().dataDir, 'online-extend.sqlite'));
+    try {
+      return (await issueToken(store, { userId: 'e2e-events', projectId: PROJECT, roles: ['admin'], ttlMs: 600_000 })).token;
+    } finally {
+      await store.close();
     }
   }
 
@@ -117,6 +129,24 @@ describeReal(e2eMissing())('LUKS-encrypted volumes extended online on a real gue
     expect(await data.md5(dev)).toBe(md5);
     expect(qemuImgInfo(path)['format-specific'].data['payload-offset']).toBe(offset);
     expect((await ls.compute.request<{ volume_blockdev: { bytes: number } }>('GET', blockdev)).body.volume_blockdev.bytes).toBe(2 * GiB);
+
+    // A volume-extended event now (Cinder's way to say "the volume grew"): compute reads the
+    // header's offset (over iSCSI too) and finds the guest already at host - offset: unchanged.
+    // Were the offset taken as 0, it would try to grow the guest past the header and fail.
+    const ev = await fetch(`${ls.service.computeUrl}/v2.1/os-server-external-events`, {
+      method: 'POST',
+      headers: { 'x-auth-token': await eventToken(), 'x-openstack-nova-api-version': '2.51', 'content-type': 'application/json' },
+      body: JSON.stringify({ events: [{ name: 'volume-extended', server_uuid: g.uuid, tag: v.id }] }),
+    });
+    expect(ev.status).toBe(200);
+    const evRequest = ev.headers.get('x-openstack-request-id');
+    let evAction: Awaited<ReturnType<typeof ls.instanceActions>>[number] | undefined;
+    for (const end = Date.now() + 20_000; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      evAction = (await ls.instanceActions()).find((a) => a.request_id === evRequest && a.finish_time !== null);
+      if (evAction) break;
+    }
+    expect(evAction, 'the volume-extended action').toMatchObject({ result: 'Success' });
+    expect(evAction!.details).toMatchObject({ volumes: [{ volume_id: v.id, outcome: 'unchanged', host_bytes: 2 * GiB, guest_bytes: 2 * GiB - offset }] });
 
     // Shrinks are refused: the volume API compares volume sizes, assist_extend guest sizes.
     expect(await statusOf(ls.extend(v.id, { 'os-extend-bytes': { new_bytes: 2 * GiB - 512 } }))).toBe(400);
