@@ -17,6 +17,7 @@ import { bootGuest, describeAccel, labDown, labServiceFlags, labUp, readLab, typ
 import { formatBytes } from './cli/sizes.js';
 import { GiB } from './util/units.js';
 import { loadConfig } from './config.js';
+import { demoLuks } from './demoLuks.js';
 
 const PROJECT = 'demo';
 
@@ -128,6 +129,8 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       await volume.request('DELETE', `/v3/${PROJECT}/volumes/${v.id}`);
       created.pop();
     }
+
+    if (!(await timed(steps, 'luks: create, attach, extend', () => demoLuks({ compute, volume, project: PROJECT, guest: guest!, out, backend: opts.backends.includes('block') ? 'block' : (opts.backends[0] ?? 'file') })))) ok = false;
 
     out('\nstep timings:');
     for (const s of steps) out(`  ${s.step.padEnd(44)} ${(s.ms / 1000).toFixed(3)} s`);

@@ -15,8 +15,8 @@
  */
 import { errors } from '../errors.js';
 import type { VolumeRecord } from '../db/store.js';
-import type { CreateOptions } from './backends/backend.js';
-import { ENCRYPTION_FORMATS, type EncryptionFormat } from './backends/luks.js';
+import { randomBytes } from 'node:crypto';
+import { ENCRYPTION_FORMATS, type CreateOptions, type EncryptionFormat } from './backends/backend.js';
 
 /** The suffix of an encrypted volume type's name, and the name of the default backend's. */
 export const LUKS_TYPE = 'luks';
@@ -79,4 +79,12 @@ export function createOptions(v: Pick<VolumeRecord, 'format' | 'encryption'>, pa
     ...(v.encryption && passphrase !== undefined ? { encryption: { format: v.encryption, passphrase } } : {}),
   };
   return Object.keys(opts).length > 0 ? opts : undefined;
+}
+
+/**
+ * A new random passphrase: 32 random bytes as base64 text (QEMU wants a LUKS passphrase in UTF-8),
+ * used as it is by qemu-img, the store and the libvirt secret's value.
+ */
+export function newPassphrase(): string {
+  return randomBytes(32).toString('base64');
 }

@@ -16,8 +16,7 @@ import { decide, extendMode, isAttached, policiesFor, type ExtendMode, type Volu
 import type { ExtendWorkflow } from './extend/workflow.js';
 import { FIRST_STEP } from './extend/stepNames.js';
 import type { InFlight } from './reconciler.js';
-import { createOptions, parseVolumeType } from './encryption.js';
-import { newPassphrase } from './backends/luks.js';
+import { createOptions, newPassphrase, parseVolumeType } from './encryption.js';
 
 /** A volume to create: `sizeBytes` a positive multiple of 512, `backend` a configured volume type (empty: the default). */
 export interface CreateVolumeRequest {

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileBackend } from '../../src/volume/backends/file.js';
-import { newPassphrase, parseLuksHeader, readLuksHeader } from '../../src/volume/backends/luks.js';
+import { parseLuksHeader, readLuksHeader } from '../../src/volume/backends/luks.js';
+import { newPassphrase } from '../../src/volume/encryption.js';
 import { newVolumeId } from './backend.contract.js';
 
 const MiB = 1024 * 1024;

@@ -9,7 +9,17 @@
  * operation is idempotent and a restarted volume service resumes any step by calling it again.
  */
 import type { AttachSpec } from '../../virt/driver.js';
-import type { VolumeEncryption } from './luks.js';
+
+/** The encryption formats a volume may have (Cinder's encryption `provider`: QEMU-native LUKS, luks.ts). */
+export type EncryptionFormat = 'luks';
+/** Every EncryptionFormat, for validation. */
+export const ENCRYPTION_FORMATS: readonly EncryptionFormat[] = ['luks'];
+
+/** An encrypted volume as its header describes it: where the payload (what the guest sees) starts, in bytes. */
+export interface VolumeEncryption {
+  format: EncryptionFormat;
+  payloadOffset: number;
+}
 
 /** A volume as a backend made it: its id, its size in bytes, and how a compute host attaches it (Cinder's connection_info). */
 export interface BackendVolume {

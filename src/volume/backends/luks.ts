@@ -16,31 +16,12 @@
  * of the volume by QEMU costs). It reaches qemu-img through a 0600 file in the pool directory
  * (0700), removed right after, never on a command line.
  */
-import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { errors } from '../../errors.js';
 import { parseLuksPayloadOffset, readLuksPayloadOffset } from '../../host/luks.js';
 import { fsFailed, growVolumeFile, removeFile, VOLUME_FILE_MODE } from './common.js';
 import { commandFailed, execRaw } from './exec.js';
-
-/** The encryption formats a volume may have (Cinder's encryption `provider`: QEMU-native LUKS). */
-export type EncryptionFormat = 'luks';
-/** Every EncryptionFormat, for validation. */
-export const ENCRYPTION_FORMATS: readonly EncryptionFormat[] = ['luks'];
-
-/** A LUKS volume as its header describes it: where the payload (what the guest sees) starts, in bytes. */
-export interface VolumeEncryption {
-  format: EncryptionFormat;
-  payloadOffset: number;
-}
-
-/**
- * A new random passphrase: 32 random bytes as base64 text (QEMU wants a LUKS passphrase in UTF-8),
- * used as it is by qemu-img, the store and the libvirt secret's value.
- */
-export function newPassphrase(): string {
-  return randomBytes(32).toString('base64');
-}
+import type { EncryptionFormat, VolumeEncryption } from './backend.js';
 
 /**
  * The LUKS header of the volume storage at `path` (a file or a block device; src/host/luks.ts):
