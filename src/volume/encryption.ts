@@ -42,7 +42,7 @@ export function parseVolumeType(
     if (volumeType === LUKS_TYPE) {
       backend = '';
       enc = 'luks';
-    } else if (volumeType.endsWith(LUKS_SUFFIX)) {
+    } else if (volumeType.length > LUKS_SUFFIX.length && volumeType.endsWith(LUKS_SUFFIX)) {
       backend = volumeType.slice(0, -LUKS_SUFFIX.length);
       enc = 'luks';
     }

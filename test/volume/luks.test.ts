@@ -92,6 +92,7 @@ describe('creating an encrypted volume', () => {
     ['an encrypted qcow2', { size: 1, encryption: 'luks', format: 'qcow2' }, /format must be raw/],
     ['an encrypted volume smaller than its header allows', { size_bytes: 2 * MiB, encryption: 'luks' }, /at least 4194304 bytes/],
     ['an encrypted type of a backend that does not exist', { size: 1, volume_type: 'ceph-luks' }, /Unknown volume type "ceph"/],
+    ['an encrypted type that names no backend', { size: 1, volume_type: '-luks' }, /Unknown volume type "-luks"/],
   ])('refuses %s with a 400 and creates nothing', async (_what, volume, message) => {
     const before = (await h.volume.request<{ volumes: unknown[] }>('GET', base)).body.volumes.length;
     const err = await h.volume.request('POST', base, { volume }).then(
@@ -148,6 +149,28 @@ describe('an encrypted volume attached to the fake hypervisor', () => {
     expect(await fake.extendAttached('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol, guest)).toBe(guest);
     await expect(fake.extendAttached('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol, guest + 512)).rejects.toMatchObject({ code: 'HostSizeTooSmall' });
     expect(await fake.getHostBytes('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol)).toBe(64 * MiB);
+  });
+});
+
+describe('an encrypted volume extended while its server is shut off', () => {
+  it('grows the storage offline; the guest sees the new size minus the payload offset when the server starts', async () => {
+    const fake = h.service.driver as FakeDriver;
+    const server = '8a0b3f7d-4444-4d55-8e66-3f7a8b9c0d1e';
+    fake.addServer({ id: server, name: 'off', projectId: PROJECT, state: 'active', disks: [] });
+    await h.service.syncInventory();
+    const id = await create({ name: 'enc-offline', size_bytes: 64 * MiB, encryption: 'luks' });
+    const offset = qemuPayloadOffset(fileOf(id));
+    await h.compute.request('POST', `/v2/${PROJECT}/servers/${server}/os-volume_attachments`, { volumeAttachment: { volumeId: id } });
+    expect(await fake.getGuestBytes(server, id)).toBe(64 * MiB - offset);
+    fake.setState(server, 'shutoff');
+    await h.service.syncInventory();
+    await h.volume.request('POST', `${base}/${id}/action`, { 'os-extend-bytes': { new_bytes: 80 * MiB } });
+    await until(async () => (await ours(id)).status === 'in-use', 30_000, 'the offline extend to finish');
+    expect(await ours(id)).toMatchObject({ size_bytes: 80 * MiB, guest_size_bytes: 80 * MiB - offset });
+    expect(statSync(fileOf(id)).size).toBe(80 * MiB);
+    expect(qemuPayloadOffset(fileOf(id))).toBe(offset);
+    fake.setState(server, 'active');
+    expect(await fake.getGuestBytes(server, id)).toBe(80 * MiB - offset);
   });
 });
 
