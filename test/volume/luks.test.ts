@@ -221,3 +221,43 @@ describe('volume create --encryption on the command line', () => {
     await expect(cli('create', '--size', '64MiB', '--encryption', 'plain')).rejects.toMatchObject({ status: 400, message: expect.stringMatching(/Unknown volume encryption "plain"/) });
   });
 });
+
+describe('an encrypted volume left creating by a stopped service', () => {
+  it('is made again at start with its stored passphrase, which unlocks it', async () => {
+    const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { SqliteStore } = await import('../../src/db/sqlite.js');
+    const svc = await makeService();
+    try {
+      const id = (await svc.volume.request<{ volume: { id: string } }>('POST', base, { volume: { size_bytes: 64 * MiB, encryption: 'luks' } })).body.volume.id;
+      await svc.stop();
+      const file = join(svc.config.dataDir, 'volumes', 'file', `${id}.raw`);
+      rmSync(file);
+      const db = new SqliteStore(join(svc.config.dataDir, 'online-extend.sqlite'));
+      expect(await db.updateVolume(id, {}, { status: 'creating', payloadOffset: null })).toBe(true);
+      const passphrase = (await db.getVolumeEncryptionKey(id))!;
+      await db.close();
+      await svc.start();
+      const v = (await svc.volume.request<{ volume: OurView }>('GET', `${base}/${id}/os-online-extend`)).body.volume;
+      expect(v).toMatchObject({ status: 'available', encryption: 'luks', size_bytes: 64 * MiB });
+      const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', file], { encoding: 'utf8' })) as { 'format-specific': { data: { 'payload-offset': number } } };
+      expect(v.payload_offset).toBe(info['format-specific'].data['payload-offset']);
+      // The stored passphrase unlocks it (a wrong one does not).
+      const dir = mkdtempSync(join(tmpdir(), 'oe-luks-key-'));
+      try {
+        const open = (key: string): string => {
+          writeFileSync(join(dir, 'key'), key, { mode: 0o600 });
+          // qemu-img info opens without I/O (no unlock); qemu-io reads through the decryption.
+          return execFileSync('qemu-io', ['-r', '-U', '--object', `secret,id=k,file=${join(dir, 'key')}`, '--image-opts', `driver=luks,key-secret=k,file.filename=${file}`, '-c', `read ${64 * MiB - v.payload_offset! - 512} 512`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+        };
+        // The last sector of the payload: the payload is exactly the volume minus the header.
+        expect(open(passphrase)).toContain(`read 512/512 bytes at offset ${64 * MiB - v.payload_offset! - 512}`);
+        expect(() => open(`${passphrase}x`)).toThrow(/Invalid password/);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    } finally {
+      await svc.cleanup();
+    }
+  });
+});
