@@ -18,6 +18,7 @@ import { formatBytes } from './cli/sizes.js';
 import { GiB } from './util/units.js';
 import { loadConfig } from './config.js';
 import { demoGrowFs } from './demo/growFs.js';
+import { demoLuks } from './demoLuks.js';
 
 const PROJECT = 'demo';
 
@@ -132,6 +133,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
 
     // The filesystem grown in the guest by the extend itself (src/demo/growFs.ts).
     ok = (await demoGrowFs({ guest, compute, volume, project: PROJECT, out })) && ok;
+    if (!(await timed(steps, 'luks: create, attach, extend', () => demoLuks({ compute, volume, project: PROJECT, guest: guest!, out, backend: opts.backends.includes('block') ? 'block' : (opts.backends[0] ?? 'file') })))) ok = false;
 
     out('\nstep timings:');
     for (const s of steps) out(`  ${s.step.padEnd(44)} ${(s.ms / 1000).toFixed(3)} s`);

@@ -309,8 +309,10 @@ export class ComputeManager {
         if (isServiceError(err) && err.code === 'InstanceStopped') return { outcome: 'offline', hostBytes };
         throw err;
       }
-      if (hostBytes <= guestBytes) return { outcome: 'unchanged', hostBytes, guestBytes };
-      const bytes = await this.growGuest(serverId, volumeId, hostBytes, guestBytes);
+      // An encrypted (LUKS) disk's guest sees the host's size minus the header: grow it to that.
+      const target = hostBytes - ((await this.driver.getPayloadOffset?.(serverId, volumeId)) ?? 0);
+      if (target <= guestBytes) return { outcome: 'unchanged', hostBytes, guestBytes };
+      const bytes = await this.growGuest(serverId, volumeId, target, guestBytes);
       return { outcome: 'grown', hostBytes, guestBytes, bytes };
     });
   }

@@ -227,4 +227,12 @@ export const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX volume_fs_growths_latest ON volume_fs_growths(volume_id, requested_at, request_id);
   `,
+  // 13 (H): encrypted volumes (QEMU-native LUKS): the format, the header's payload offset in bytes
+  // (the guest sees size_bytes - payload_offset) and the passphrase, which only
+  // getVolumeEncryptionKey reads (never mapped into a VolumeRecord).
+  `
+  ALTER TABLE volumes ADD COLUMN encryption TEXT;
+  ALTER TABLE volumes ADD COLUMN payload_offset INTEGER;
+  ALTER TABLE volumes ADD COLUMN encryption_key TEXT;
+  `,
 ];

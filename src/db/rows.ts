@@ -126,6 +126,8 @@ export function toVolume(r: Row): VolumeRecord {
     description: (r.description as string | null | undefined) ?? null,
     metadata: r.metadata ? (JSON.parse(r.metadata as string) as Record<string, string>) : {},
     attachedAt: (r.attached_at as string | null | undefined) ?? null,
+    encryption: (r.encryption as 'luks' | null | undefined) ?? null,
+    payloadOffset: (r.payload_offset as number | null | undefined) ?? null,
   };
 }
 
@@ -219,4 +221,6 @@ export const VOLUME_COLUMNS: Record<string, string> = {
   description: 'description',
   metadata: 'metadata',
   attachedAt: 'attached_at',
+  encryption: 'encryption',
+  payloadOffset: 'payload_offset',
 };

@@ -80,10 +80,11 @@ export class SqliteStore implements Store {
       deleteToken: db.prepare('DELETE FROM tokens WHERE hash = ?'),
       deleteExpiredTokens: db.prepare('DELETE FROM tokens WHERE expires_at <= ?'),
       insertVolume: db.prepare(
-        `INSERT INTO volumes (id, project_id, name, size_bytes, status, backend, format, server_id, server_project_id, device, extend, created_at, updated_at, user_id, description, metadata, attached_at)
-         VALUES (@id, @projectId, @name, @sizeBytes, @status, @backend, @format, @serverId, @serverProjectId, @device, @extend, @now, @now, @userId, @description, @metadata, @attachedAt)`,
+        `INSERT INTO volumes (id, project_id, name, size_bytes, status, backend, format, server_id, server_project_id, device, extend, created_at, updated_at, user_id, description, metadata, attached_at, encryption, payload_offset, encryption_key)
+         VALUES (@id, @projectId, @name, @sizeBytes, @status, @backend, @format, @serverId, @serverProjectId, @device, @extend, @now, @now, @userId, @description, @metadata, @attachedAt, @encryption, @payloadOffset, @encryptionKey)`,
       ),
       getVolume: db.prepare('SELECT * FROM volumes WHERE id = ?'),
+      getVolumeEncryptionKey: db.prepare('SELECT encryption_key FROM volumes WHERE id = ?'),
       deleteVolume: db.prepare('DELETE FROM volumes WHERE id = ?'),
       startVolumeAction: db.prepare(
         `INSERT INTO volume_actions (request_id, volume_id, action, user_id, project_id, start_time, message, compute_request_ids, details)
@@ -335,8 +336,11 @@ export class SqliteStore implements Store {
 
   // ---- volumes ----
 
-  async createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void> {
+  async createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>, secret: { encryptionKey?: string } = {}): Promise<void> {
     this.stmt.insertVolume.run({
+      encryption: v.encryption ?? null,
+      payloadOffset: v.payloadOffset ?? null,
+      encryptionKey: secret.encryptionKey ?? null,
       ...v,
       extend: v.extend ? JSON.stringify(v.extend) : null,
       now: nowIso(),
@@ -345,6 +349,11 @@ export class SqliteStore implements Store {
       metadata: v.metadata && Object.keys(v.metadata).length > 0 ? JSON.stringify(v.metadata) : null,
       attachedAt: v.attachedAt ?? null,
     });
+  }
+
+  async getVolumeEncryptionKey(id: string): Promise<string | undefined> {
+    const r = this.stmt.getVolumeEncryptionKey.get(id) as { encryption_key: string | null } | undefined;
+    return r?.encryption_key ?? undefined;
   }
 
   async getVolume(id: string): Promise<VolumeRecord | undefined> {

@@ -374,6 +374,13 @@ export interface VolumeRecord {
   metadata?: Record<string, string>;
   /** When its attachment was made (ISO 8601); null or absent while it has none. */
   attachedAt?: string | null;
+  /** Its encryption (QEMU-native LUKS, Cinder's encrypted volume type); null or absent: none. */
+  encryption?: 'luks' | null;
+  /**
+   * Bytes of the LUKS header before the payload, read from the header once the backend made it;
+   * the guest sees `sizeBytes - payloadOffset`. Null or absent when unencrypted (or not made yet).
+   */
+  payloadOffset?: number | null;
 }
 
 /**
@@ -448,8 +455,14 @@ export interface FsGrowthRecord {
  * Paging with a marker not in the listing throws MarkerNotFound (400).
  */
 export interface VolumeStore {
-  createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void>;
+  /**
+   * `secret.encryptionKey`: an encrypted volume's passphrase, stored with it in the same row
+   * (deleted with it) and never part of a VolumeRecord: only `getVolumeEncryptionKey` reads it.
+   */
+  createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>, secret?: { encryptionKey?: string }): Promise<void>;
   getVolume(id: string): Promise<VolumeRecord | undefined>;
+  /** The passphrase `createVolume` stored for the volume; undefined for an unencrypted or unknown volume. */
+  getVolumeEncryptionKey(id: string): Promise<string | undefined>;
   /** Volumes oldest first (created_at, then id), optionally of one project, status and exact name. `page.marker` is a volume id. Without `page`, all of them. */
   listVolumes(filter?: { projectId?: string; status?: VolumeStatus; name?: string }, page?: PageQuery): Promise<VolumeRecord[]>;
   /** How many volumes have each status (statuses no volume has are absent); one grouped count, for the metrics scrape. */

@@ -65,6 +65,10 @@ export const ConnectionInfo = Type.Object(
     source: Type.String({ minLength: 1, maxLength: 4096 }),
     portal: Type.Optional(Type.String({ maxLength: 255 })),
     device: Type.Optional(Type.String({ pattern: '^vd[a-z]{1,2}$' })),
+    // An encrypted volume's format and passphrase (AttachEncryption in src/virt/driver.ts).
+    encryption: Type.Optional(
+      Type.Object({ format: Type.Literal('luks'), passphrase: Type.String({ minLength: 1, maxLength: 1024 }) }, { additionalProperties: false }),
+    ),
   },
   { additionalProperties: false },
 );

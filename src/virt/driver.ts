@@ -145,6 +145,20 @@ export interface AttachSpec {
   portal?: string;
   /** Desired device name; the driver picks the next free one if absent. */
   device?: string;
+  /** Set for an encrypted volume: QEMU decrypts it (see AttachEncryption). */
+  encryption?: AttachEncryption;
+}
+
+/**
+ * How QEMU opens an encrypted volume (Cinder's encrypted connection_info with the key Nova's key
+ * manager would hand out): QEMU-native LUKS, unlocked by `passphrase` (text). The guest sees the
+ * LUKS payload: the volume's size minus the header's payload offset. The driver keeps the
+ * passphrase only where the hypervisor needs it (libvirt: a private, ephemeral secret, undefined
+ * on detach) and never logs or returns it.
+ */
+export interface AttachEncryption {
+  format: 'luks';
+  passphrase: string;
 }
 
 /** Options of `VirtDriver.extendAttached`; `currentGuestBytes` is the guest size in bytes the caller just measured. */
@@ -195,6 +209,15 @@ export interface VirtDriver {
    * size the guest gets when it next starts. Errors as `rescan`.
    */
   getHostBytes(serverId: string, volumeId: string): Promise<number>;
+
+  /**
+   * Bytes of the volume's disk in front of what the guest sees: an encrypted (LUKS) disk's
+   * payload offset, 0 for a disk without encryption. So the guest can be grown to at most
+   * `getHostBytes - getPayloadOffset` (what a `volume-extended` event grows it to). Errors as
+   * `rescan`, and DriverFailed (500) when an encrypted disk's header cannot be read. Optional: a
+   * driver without it attaches no encrypted volumes (callers take 0).
+   */
+  getPayloadOffset?(serverId: string, volumeId: string): Promise<number>;
 
   /**
    * The size in bytes the guest sees now, read live from the hypervisor. A server that is not

@@ -15,6 +15,15 @@ import type { Connection } from '../rpc/shapes.js';
 import type { InFlight } from './reconciler.js';
 import type { VolumeBackend } from './backends/backend.js';
 import { decide, isAttached, outcome, type Decision, type VolumeAction } from './lifecycle.js';
+import type { AttachEncryption } from '../virt/driver.js';
+
+/** An encrypted volume's format and passphrase for compute (never logged); undefined unencrypted. */
+async function encryptionOf(store: VolumeStore, v: VolumeRecord): Promise<AttachEncryption | undefined> {
+  if (!v.encryption) return undefined;
+  const passphrase = await store.getVolumeEncryptionKey(v.id);
+  if (passphrase === undefined) throw errors.internal('the encrypted volume has no stored passphrase', { final: true });
+  return { format: v.encryption, passphrase };
+}
 
 /** Conditional updates lost to concurrent changes before giving up with VolumeBusy (409). */
 const MAX_DECISIONS = 5;
@@ -74,8 +83,9 @@ export class VolumeAttachService {
         const backend = this.deps.backends.get(v.backend);
         if (!backend) throw errors.backendFailed(`volume type ${v.backend} is not configured on this service`);
         const connection = await backend.connection(volumeId);
+        const encryption = await encryptionOf(store, v);
         asked = true;
-        const att = await compute.connect(projectId, serverId, { ...connection, ...(device ? { device } : {}) });
+        const att = await compute.connect(projectId, serverId, { ...connection, ...(device ? { device } : {}), ...(encryption ? { encryption } : {}) });
         await store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'done', true), device: att.value.device, attachedAt: new Date().toISOString() });
         return att.value;
       } catch (err) {

@@ -32,6 +32,7 @@ import type { VolumeGuard, VolumeRecord, VolumeStatus, VolumeStore } from '../db
 import { isFinalError, isServiceError, unexpectedError } from '../errors.js';
 import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import type { VolumeBackend } from './backends/backend.js';
+import { createOptions } from './encryption.js';
 
 /**
  * Volumes with an operation under way in this process. With `heartbeat` (several processes on
@@ -170,8 +171,9 @@ export class VolumeReconciler {
       case 'creating': {
         if (!backend) return void (await store.updateVolume(v.id, guard, { status: 'error' }));
         try {
-          const made = await backend.create(v.id, v.sizeBytes, v.format ? { format: v.format } : undefined);
-          await store.updateVolume(v.id, guard, { status: 'available', sizeBytes: made.bytes });
+          const passphrase = v.encryption ? await store.getVolumeEncryptionKey(v.id) : undefined;
+          const made = await backend.create(v.id, v.sizeBytes, createOptions(v, passphrase));
+          await store.updateVolume(v.id, guard, { status: 'available', sizeBytes: made.bytes, ...(made.encryption ? { payloadOffset: made.encryption.payloadOffset } : {}) });
         } catch (err) {
           if (!isFinalError(err)) throw err;
           await store.updateVolume(v.id, guard, { status: 'error' });

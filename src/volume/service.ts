@@ -17,6 +17,7 @@ import { decide, extendMode, isAttached, policiesFor, type ExtendMode, type Volu
 import type { ExtendWorkflow } from './extend/workflow.js';
 import { FIRST_STEP } from './extend/stepNames.js';
 import type { InFlight } from './reconciler.js';
+import { createOptions, newPassphrase, parseVolumeType } from './encryption.js';
 
 /** A volume to create: `sizeBytes` a positive multiple of 512, `backend` a configured volume type (empty: the default). */
 export interface CreateVolumeRequest {
@@ -24,6 +25,11 @@ export interface CreateVolumeRequest {
   sizeBytes: number;
   backend: string;
   format?: 'raw' | 'qcow2';
+  /**
+   * Encryption asked for by name (`luks`), besides an encrypted volume type in `backend`
+   * (encryption.ts: `luks`, `<backend>-luks`). InvalidInput (400) for another name.
+   */
+  encryption?: string;
   /** Cinder's description (null or absent: none). */
   description?: string | null;
   /** Cinder's volume metadata (string → string). */
@@ -41,6 +47,9 @@ type VolumePatch = Partial<Omit<VolumeRecord, 'id' | 'createdAt' | 'updatedAt' |
 
 /** Answers whether the caller's token passes a policy rule (the route binds it to the request). */
 export type PolicyCheck = (rule: string) => boolean;
+
+/** The smallest encrypted volume: its LUKS header (2,068,480 bytes with QEMU's defaults) leaves at least 2 MiB to the guest. */
+export const MIN_ENCRYPTED_BYTES = 4 * 1024 * 1024;
 
 /** Conditional updates lost to concurrent changes before giving up with VolumeBusy (409). */
 const MAX_DECISIONS = 5;
@@ -135,14 +144,20 @@ export class VolumeService {
 
   async create(ctx: RequestContext, projectId: string, req: CreateVolumeRequest): Promise<VolumeRecord> {
     checkGrowFsMetadata(req.metadata);
-    const backendName = req.backend || this.deps.defaultBackend;
+    const type = parseVolumeType(req.backend, req.encryption, (name) => this.deps.backends.has(name));
+    const backendName = type.backend || this.deps.defaultBackend;
     const backend = this.backend(backendName);
     if (req.format && backend.attachedGrowth !== 'hypervisor') throw errors.invalidInput(`Volume type "${backendName}" has no format option.`);
+    if (type.encryption && req.format && req.format !== 'raw') throw errors.invalidInput('An encrypted volume is raw underneath: format must be raw.');
+    if (type.encryption && req.sizeBytes < MIN_ENCRYPTED_BYTES) {
+      throw errors.invalidInput(`An encrypted volume must be at least ${MIN_ENCRYPTED_BYTES} bytes: its LUKS header takes about 2 MiB.`);
+    }
     const format = backend.attachedGrowth === 'hypervisor' ? (req.format ?? 'raw') : null;
     await this.checkFits(backend, undefined, req.sizeBytes, format);
     const id = randomUUID();
     const { store } = this.deps;
-    await store.createVolume({
+    const passphrase = type.encryption ? newPassphrase() : undefined;
+    const record: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'> = {
       id,
       projectId,
       name: req.name,
@@ -158,19 +173,22 @@ export class VolumeService {
       description: req.description ?? null,
       metadata: req.metadata ?? {},
       attachedAt: null,
-    });
+      encryption: type.encryption ?? null,
+      payloadOffset: null,
+    };
+    await store.createVolume(record, passphrase !== undefined ? { encryptionKey: passphrase } : undefined);
     await this.deps.inFlight.run(id, () =>
-      this.audit(ctx, id, 'create', { size_bytes: req.sizeBytes, backend: backendName }, async () => {
+      this.audit(ctx, id, 'create', { size_bytes: req.sizeBytes, backend: backendName, ...(type.encryption ? { encryption: type.encryption } : {}) }, async () => {
         let made;
         try {
-          made = await backend.create(id, req.sizeBytes, format ? { format } : undefined);
+          made = await backend.create(id, req.sizeBytes, createOptions(record, passphrase));
         } catch (err) {
           // Final: the backend will not make it. Uncertain: it may have; the reconciler retries
           // the (idempotent) create and settles the status.
           if (isFinalError(err)) await store.updateVolume(id, ['creating'], { status: 'error' });
           throw err;
         }
-        await store.updateVolume(id, ['creating'], { status: 'available', sizeBytes: made.bytes });
+        await store.updateVolume(id, ['creating'], { status: 'available', sizeBytes: made.bytes, ...(made.encryption ? { payloadOffset: made.encryption.payloadOffset } : {}) });
       }),
     );
     return (await store.getVolume(id))!;

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BlockBackend } from '../../src/volume/backends/block.js';
+import { readLuksHeader } from '../../src/volume/backends/luks.js';
+import { newPassphrase } from '../../src/volume/encryption.js';
 import { exec } from '../../src/volume/backends/exec.js';
 import { describeReal } from '../support/real.js';
 import { describeBackendContract, newVolumeId } from './backend.contract.js';
@@ -65,6 +67,22 @@ describeLoop('block backend (loop devices)', () => {
     expect(await sizeOf(connection.source)).toBe(8 * 1024 * 1024);
     await exec('losetup', ['-c', connection.source]);
     expect(await sizeOf(connection.source)).toBe(24 * 1024 * 1024);
+    await h.backend.delete(id);
+  });
+
+  it('puts an encrypted volume\'s LUKS header on the block device the host sees; the payload grows with the device after a rescan', async () => {
+    const id = newVolumeId();
+    const made = await h.backend.create(id, 8 * 1024 * 1024, { encryption: { format: 'luks', passphrase: newPassphrase() } });
+    const dev = made.connection.source;
+    const info = (): { format: string; 'virtual-size': number; 'format-specific': { data: { 'payload-offset': number } } } =>
+      JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', dev], { encoding: 'utf8' })) as ReturnType<typeof info>;
+    expect(info().format).toBe('luks');
+    expect(made.encryption).toEqual({ format: 'luks', payloadOffset: info()['format-specific'].data['payload-offset'] });
+    expect(await readLuksHeader(dev)).toEqual(made.encryption);
+    expect(info()['virtual-size']).toBe(8 * 1024 * 1024 - made.encryption!.payloadOffset);
+    await h.backend.extend(id, 24 * 1024 * 1024);
+    await exec('losetup', ['-c', dev]);
+    expect(info()['virtual-size']).toBe(24 * 1024 * 1024 - made.encryption!.payloadOffset);
     await h.backend.delete(id);
   });
 

@@ -274,6 +274,23 @@ export function describeStoreContract(name: string, makeStore: () => Promise<{ s
       }
     });
 
+    it('keeps an encrypted volume\'s format and payload offset in its record, and its passphrase only where getVolumeEncryptionKey reads it', async () => {
+      await store.createVolume({ ...volume('vol-luks-1', 'p-luks'), encryption: 'luks' }, { encryptionKey: 'c2VjcmV0LXBhc3NwaHJhc2U=' });
+      await store.createVolume(volume('vol-plain-1', 'p-luks'));
+      const made = await store.getVolume('vol-luks-1');
+      expect(made).toMatchObject({ encryption: 'luks', payloadOffset: null });
+      expect(JSON.stringify(made)).not.toContain('c2VjcmV0LXBhc3NwaHJhc2U=');
+      expect(JSON.stringify(await store.listVolumes({ projectId: 'p-luks' }))).not.toContain('c2VjcmV0LXBhc3NwaHJhc2U=');
+      expect(await store.updateVolume('vol-luks-1', ['available'], { payloadOffset: 2068480 })).toBe(true);
+      expect(await store.getVolume('vol-luks-1')).toMatchObject({ encryption: 'luks', payloadOffset: 2068480 });
+      expect(await store.getVolumeEncryptionKey('vol-luks-1')).toBe('c2VjcmV0LXBhc3NwaHJhc2U=');
+      expect(await store.getVolume('vol-plain-1')).toMatchObject({ encryption: null, payloadOffset: null });
+      expect(await store.getVolumeEncryptionKey('vol-plain-1')).toBeUndefined();
+      expect(await store.getVolumeEncryptionKey('vol-nope')).toBeUndefined();
+      await store.deleteVolume('vol-luks-1');
+      expect(await store.getVolumeEncryptionKey('vol-luks-1')).toBeUndefined();
+    });
+
     it('counts volumes by status in one query, as the full listing grouped by status', async () => {
       const before = await store.countVolumesByStatus();
       await store.createVolume(volume('vol-count-1', 'p-count'));

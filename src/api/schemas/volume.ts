@@ -43,10 +43,19 @@ export const CreateVolumeBody = Type.Object(
         display_description: Type.Optional(NullableText),
         size: Type.Optional(Type.Union([VolumeSizeGiB, Type.Null()])),
         size_bytes: Type.Optional(Type.Union([Bytes, Type.Null()], { description: 'Ours: the size in exact bytes, instead of `size`' })),
-        volume_type: Type.Optional(Type.Union([Type.String({ maxLength: 255 }), Type.Null()], { description: 'Backend: file, block or iscsi (null or empty: the default)' })),
+        volume_type: Type.Optional(
+          Type.Union([Type.String({ maxLength: 255 }), Type.Null()], {
+            description: 'Backend: file, block or iscsi (null or empty: the default); encrypted (LUKS): `luks` (the default backend) or `<backend>-luks`',
+          }),
+        ),
         availability_zone: Type.Optional(Type.Union([Type.String({ maxLength: 255 }), Type.Null()], { description: 'Only `nova` exists' })),
         metadata: Type.Optional(Type.Union([VolumeMetadata, Type.Null()])),
         format: Type.Optional(Type.Union([Type.Literal('raw'), Type.Literal('qcow2')], { description: 'Ours: the file backend’s format' })),
+        encryption: Type.Optional(
+          Type.Union([Type.String({ maxLength: 64 }), Type.Null()], {
+            description: 'Ours: `luks` encrypts the volume (QEMU-native LUKS), as the volume types `luks` and `<backend>-luks` do; another name is a 400',
+          }),
+        ),
         multiattach: Type.Optional(Type.Union([Type.Boolean(), Type.Null()], { description: 'Only false: a volume attaches to one server' })),
         snapshot_id: Type.Optional(NullableId),
         source_volid: Type.Optional(NullableId),
@@ -249,6 +258,11 @@ export const OnlineExtendView = Type.Object({
   status: Type.String(),
   volume_type: Type.String(),
   format: Type.Union([Type.String(), Type.Null()]),
+  encryption: Type.Union([Type.Literal('luks'), Type.Null()], { description: 'QEMU-native LUKS, or null: unencrypted' }),
+  payload_offset: Type.Union([Type.Integer(), Type.Null()], { description: 'Bytes of the LUKS header before the payload (null: unencrypted, or not made yet)' }),
+  guest_size_bytes: Type.Union([Type.Integer(), Type.Null()], {
+    description: 'Bytes the guest sees: size_bytes, less payload_offset when encrypted (null: not known yet)',
+  }),
   project_id: Type.String(),
   attachments: Type.Array(Type.Object({ server_id: Type.String(), device: Type.String(), attachment_id: Type.String() })),
   extend: ExtendView,

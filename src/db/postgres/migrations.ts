@@ -199,6 +199,15 @@ export const PG_MIGRATIONS: readonly PgMigration[] = [
     CREATE INDEX volume_fs_growths_latest ON volume_fs_growths (volume_id, requested_at, request_id);
     `,
   },
+  {
+    // 13 (H): encrypted volumes, as SQLite's 13.
+    version: 13,
+    sql: `
+    ALTER TABLE volumes ADD COLUMN encryption ${T};
+    ALTER TABLE volumes ADD COLUMN payload_offset BIGINT;
+    ALTER TABLE volumes ADD COLUMN encryption_key ${T};
+    `,
+  },
 ];
 
 /** The schema version this build knows (the last migration's). */

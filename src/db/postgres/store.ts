@@ -347,11 +347,11 @@ export class PgStore implements Store {
   // ---- volumes ----
 
   /** See VolumeStore.createVolume. Throws `pg`'s unique violation for an id that is taken. */
-  async createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>): Promise<void> {
+  async createVolume(v: Omit<VolumeRecord, 'createdAt' | 'updatedAt' | 'version'>, secret: { encryptionKey?: string } = {}): Promise<void> {
     const now = nowIso();
     await this.pool.query(
-      `INSERT INTO volumes (id, project_id, name, size_bytes, status, backend, format, server_id, server_project_id, device, extend, created_at, updated_at, user_id, description, metadata, attached_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16)`,
+      `INSERT INTO volumes (id, project_id, name, size_bytes, status, backend, format, server_id, server_project_id, device, extend, created_at, updated_at, user_id, description, metadata, attached_at, encryption, payload_offset, encryption_key)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16, $17, $18, $19)`,
       [
         v.id,
         v.projectId,
@@ -369,8 +369,17 @@ export class PgStore implements Store {
         v.description ?? null,
         volumeValue('metadata', v.metadata),
         v.attachedAt ?? null,
+        v.encryption ?? null,
+        v.payloadOffset ?? null,
+        secret.encryptionKey ?? null,
       ],
     );
+  }
+
+  /** See VolumeStore.getVolumeEncryptionKey. */
+  async getVolumeEncryptionKey(id: string): Promise<string | undefined> {
+    const [r] = await this.rows('SELECT encryption_key FROM volumes WHERE id = $1', [id]);
+    return (r?.encryption_key as string | null | undefined) ?? undefined;
   }
 
   /** See VolumeStore.getVolume. */

@@ -27,6 +27,12 @@
  *   catalogue's "rescan first and wait until get_blockdev reports the new size"), exactly as
  *   LibvirtDriver does (QEMU: "Cannot grow device files"); the disk is not touched. On a `file`
  *   disk QEMU grows the file itself, so storage and host views follow the guest's.
+ * - Encrypted volumes (AttachSpec `encryption`, QEMU-native LUKS; encryption.ts): the guest sees
+ *   the host's view minus the LUKS header's payload offset, read from the header when the source
+ *   is a readable file or device, else QEMU's default header (FAKE_LUKS_PAYLOAD_OFFSET). Every
+ *   guest size (attach, boot, extendAttached's argument and answer) is the payload's; a resize to
+ *   N needs N + offset on the host (HostSizeTooSmall names what the guest could get), and a file
+ *   disk's file grows to N + offset, as QEMU's LUKS driver grows it.
  * - Only running or paused servers can be resized, or have a live guest size (a shut-off one
  *   answers InstanceStopped); its host side still rescans and measures, and a boot shows the
  *   guest what the host sees (offline extend). Read-only disks cannot be resized (DiskReadOnly);
@@ -57,6 +63,7 @@ import { growDiskFile } from '../image.js';
 import { FakeDiskModel, type LunReader } from './diskModel.js';
 import { FakeCallControls, type FakeMethod } from './faults.js';
 import { FAKE_DEVICE_NAMES, RUNNING, fakeGuestFs, fsBlocksIn, loadFakeState, parseFakeInventory, saveFakeState, toDriverServer, type FakeDisk, type FakeServer } from './state.js';
+import { readLuksPayloadOffset } from '../../host/luks.js';
 
 export type { FakeDisk, FakeGuestFs, FakeInventoryFile, FakeServer } from './state.js';
 export type { FakeMethod } from './faults.js';
@@ -164,7 +171,7 @@ export class FakeDriver implements VirtDriver {
     if (!RUNNING.has(server.state) && RUNNING.has(state)) {
       for (const disk of server.disks) {
         this.model.refreshSync(disk);
-        disk.guestBytes = disk.hostBytes;
+        disk.guestBytes = Math.max(0, disk.hostBytes - (disk.payloadOffset ?? 0));
       }
     }
     server.state = state;
@@ -273,18 +280,20 @@ export class FakeDriver implements VirtDriver {
       if (bytes === disk.guestBytes) return disk.guestBytes;
       if (disk.readonly) throw errors.diskReadOnly(volumeId, disk.device, serverId);
       await this.model.refresh(disk);
+      // Encrypted: the guest's `bytes` need the LUKS header in front of them on the host.
+      const offset = disk.payloadOffset ?? 0;
       if (disk.kind === 'file') {
         // QEMU grows the file itself; a raw file we can grow for real, as QEMU would, within
         // what its filesystem can hold (QEMU would fail with EFBIG half-way).
         if (disk.source && (disk.format ?? 'raw') === 'raw') {
           const limit = await maxFileBytes(dirname(disk.source)).catch(() => Number.MAX_SAFE_INTEGER);
-          if (bytes > limit) throw errors.sizeLimitExceeded(volumeId, bytes, limit, `the filesystem holding disk ${disk.device}`);
-          await growDiskFile(disk.source, bytes);
+          if (bytes + offset > limit) throw errors.sizeLimitExceeded(volumeId, bytes + offset, limit, `the filesystem holding disk ${disk.device}`);
+          await growDiskFile(disk.source, bytes + offset);
         }
-        disk.backingBytes = Math.max(disk.backingBytes, bytes);
+        disk.backingBytes = Math.max(disk.backingBytes, bytes + offset);
         disk.hostBytes = disk.backingBytes;
-      } else if (bytes > disk.hostBytes) {
-        throw errors.hostSizeTooSmall(volumeId, bytes, disk.hostBytes);
+      } else if (bytes + offset > disk.hostBytes) {
+        throw errors.hostSizeTooSmall(volumeId, bytes, disk.hostBytes - offset);
       }
       disk.guestBytes = bytes;
       this.resizes++;
@@ -294,6 +303,11 @@ export class FakeDriver implements VirtDriver {
       this.running--;
       this.inFlight.set(key, (this.inFlight.get(key) ?? 1) - 1);
     }
+  }
+
+  /** An encrypted disk's LUKS payload offset (see the file header); 0 unencrypted. */
+  async getPayloadOffset(serverId: string, volumeId: string): Promise<number> {
+    return this.disk(serverId, volumeId).payloadOffset ?? 0;
   }
 
   async attachVolume(serverId: string, spec: AttachSpec): Promise<string> {
@@ -310,6 +324,7 @@ export class FakeDriver implements VirtDriver {
     const raced = server.disks.find((d) => d.volumeId === spec.volumeId);
     if (raced) return raced.device;
     const device = this.chooseDevice(server, spec);
+    const payloadOffset = spec.encryption ? await fakePayloadOffset(spec) : 0;
     const disk: FakeDisk = {
       volumeId: spec.volumeId,
       device,
@@ -318,7 +333,9 @@ export class FakeDriver implements VirtDriver {
       source: spec.source,
       ...(spec.portal === undefined ? {} : { portal: spec.portal }),
       ...sizes,
-      guestBytes: sizes.hostBytes,
+      // A disk not sized yet (a network disk the fake is told about later) shows the guest nothing.
+      guestBytes: Math.max(0, sizes.hostBytes - payloadOffset),
+      ...(spec.encryption ? { payloadOffset } : {}),
     };
     server.disks.push(disk);
     this.persist();
@@ -446,4 +463,13 @@ export class FakeDriver implements VirtDriver {
   private persist(): void {
     if (this.statePath) saveFakeState(this.statePath, this.servers.values());
   }
+}
+
+/** QEMU 7.2's LUKS payload offset with its defaults (aes-256-xts, 8 slots × 4000 stripes): 2,068,480 bytes. */
+export const FAKE_LUKS_PAYLOAD_OFFSET = 2_068_480;
+
+/** An encrypted disk's payload offset: from the LUKS header of a readable file or device, else QEMU's default. */
+async function fakePayloadOffset(spec: AttachSpec): Promise<number> {
+  if (spec.kind === 'network') return FAKE_LUKS_PAYLOAD_OFFSET;
+  return (await readLuksPayloadOffset(spec.source).catch(() => undefined)) ?? FAKE_LUKS_PAYLOAD_OFFSET;
 }

@@ -24,6 +24,8 @@ export interface FakeDisk {
   backingBytes: number;
   hostBytes: number;
   guestBytes: number;
+  /** An encrypted (LUKS) disk's header bytes: its guest sees the host's view minus these (encryption.ts). */
+  payloadOffset?: number;
   /** What the guest has put on the disk (growGuestFilesystem grows it); absent: nothing (a blank disk). */
   guestFs?: FakeGuestFs;
 }

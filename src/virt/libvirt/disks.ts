@@ -16,6 +16,7 @@ import type { Logger } from './remote/client.js';
 import { LibvirtConnectionError, LibvirtError, LibvirtProtocolError, LibvirtTimeoutError, VirErrorCode } from './remote/errors.js';
 import { hostFailed, type HostStorage } from './storage.js';
 import { classifyLibvirtError, type FailureContext } from './failures.js';
+import { readLuksPayloadOffset } from '../../host/luks.js';
 
 /** States with a running QEMU: only there is a disk's guest size live, and can it be resized. */
 export const RUNNING_STATES: ReadonlySet<ServerState> = new Set(['active', 'paused']);
@@ -132,6 +133,30 @@ export class DomainDisks {
     }
   }
 
+  /**
+   * Bytes of an encrypted (LUKS) disk's header before what the guest sees, read from the header
+   * (file, block: on the host, src/host/luks.ts; an iSCSI LUN: over iSCSI, storage.ts); 0 for a
+   * disk without encryption. `strict` false (the default: a pre-check, QEMU decides anyway):
+   * an unreadable header counts as 0; true: it throws DriverFailed.
+   */
+  async payloadOffset(disk: DomainDisk, opts: { strict?: boolean } = {}): Promise<number> {
+    if (!disk.encryption || !disk.source) return 0;
+    const what = 'read the encryption header of the volume';
+    try {
+      const offset =
+        disk.kind === 'network'
+          ? disk.protocol === 'iscsi'
+            ? await this.storage.iscsiLuksPayloadOffset(disk.source, disk.portal)
+            : undefined
+          : await readLuksPayloadOffset(disk.source);
+      if (offset === undefined) throw errors.driverFailed(`cannot ${what}: the encrypted disk ${disk.target} has no LUKS header`, { detail: disk.source });
+      return offset;
+    } catch (err) {
+      if (!opts.strict) return 0;
+      throw hostFailed(what, err, { detail: disk.source });
+    }
+  }
+
   /** The largest raw file disk's filesystem holds, or undefined (not a raw file, or unmeasurable). */
   async fileLimit(disk: DomainDisk): Promise<number | undefined> {
     const raw = disk.format === 'raw' || disk.driverType === undefined;
@@ -181,7 +206,8 @@ export class DomainDisks {
       const { disk, bytes } = ctx.resize;
       if (disk.kind !== 'file') {
         const host = await this.hostBytes(disk).catch(() => undefined);
-        if (host !== undefined && host < bytes) return errors.hostSizeTooSmall(ctx.volumeId, bytes, host);
+        const usable = host === undefined ? undefined : host - (await this.payloadOffset(disk));
+        if (usable !== undefined && usable < bytes) return errors.hostSizeTooSmall(ctx.volumeId, bytes, usable);
       } else {
         const limit = await this.fileLimit(disk);
         if (limit !== undefined && bytes > limit) return this.tooLarge(ctx.volumeId, bytes, limit, disk);

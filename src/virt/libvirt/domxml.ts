@@ -44,6 +44,8 @@ export interface DomainDisk {
   sourceIndex?: number;
   /** The `<disk>` element as libvirt wrote it (detach uses it). */
   xml: string;
+  /** `<source><encryption format='luks'>`: QEMU decrypts it with the libvirt secret `secretUuid`. */
+  encryption?: { format: string; secretUuid?: string };
 }
 
 /** What the driver reads from a domain's XML: its UUID, name, project (our `<metadata>` element, if any) and the disks it can handle. */
@@ -203,6 +205,12 @@ function parseDisk(d: XmlElement): DomainDisk | undefined {
   if (portal) disk.portal = portal;
   if (alias) disk.alias = alias;
   if (indexAttr !== undefined && /^\d+$/.test(indexAttr)) disk.sourceIndex = Number(indexAttr);
+  // libvirt 9.0 writes it inside <source>; older definitions had it directly in <disk>.
+  const enc = child(src, 'encryption') ?? child(d, 'encryption');
+  if (enc?.attrs.format) {
+    const secretUuid = child(enc, 'secret')?.attrs.uuid;
+    disk.encryption = { format: enc.attrs.format, ...(secretUuid ? { secretUuid } : {}) };
+  }
   return disk;
 }
 
@@ -254,28 +262,36 @@ function splitPortal(portal: string | undefined): { host: string; port: string }
 }
 
 /** The `<disk>` XML for hot-plugging `spec` as `device` (virtio bus, serial = volume id). */
-export function buildDiskXml(spec: AttachSpec, device: string): string {
+export function buildDiskXml(spec: AttachSpec, device: string, secretUuid?: string): string {
   const serial = `<serial>${escapeXml(spec.volumeId)}</serial>`;
+  // QEMU-native LUKS (libvirt's engine='qemu' default for format='luks'): inside <source>, where
+  // libvirt 9.0 keeps it. The secret holds the passphrase (secrets.ts).
+  const enc = spec.encryption && secretUuid !== undefined ? encryptionXml(secretUuid) : '';
   const target = `<target dev='${escapeXml(device)}' bus='virtio'/>`;
   const format = spec.format ?? 'raw';
   switch (spec.kind) {
     case 'file':
       return (
         `<disk type='file' device='disk'><driver name='qemu' type='${escapeXml(format)}'/>` +
-        `<source file='${escapeXml(spec.source)}'/>${target}${serial}</disk>`
+        `<source file='${escapeXml(spec.source)}'>${enc}</source>${target}${serial}</disk>`
       );
     case 'block':
       return (
         `<disk type='block' device='disk'><driver name='qemu' type='raw'/>` +
-        `<source dev='${escapeXml(spec.source)}'/>${target}${serial}</disk>`
+        `<source dev='${escapeXml(spec.source)}'>${enc}</source>${target}${serial}</disk>`
       );
     case 'network': {
       const { host, port } = splitPortal(spec.portal);
       return (
         `<disk type='network' device='disk'><driver name='qemu' type='raw'/>` +
         `<source protocol='iscsi' name='${escapeXml(spec.source)}'>` +
-        `<host name='${escapeXml(host)}' port='${escapeXml(port)}'/></source>${target}${serial}</disk>`
+        `<host name='${escapeXml(host)}' port='${escapeXml(port)}'/>${enc}</source>${target}${serial}</disk>`
       );
     }
   }
+}
+
+/** The `<encryption>` element of a QEMU-native LUKS disk whose passphrase is the libvirt secret `secretUuid`. */
+export function encryptionXml(secretUuid: string): string {
+  return `<encryption format='luks'><secret type='passphrase' uuid='${escapeXml(secretUuid)}'/></encryption>`;
 }

@@ -225,6 +225,12 @@ export class LibvirtDriver implements VirtDriver {
     return this.disks.hostBytes(disk);
   }
 
+  /** See VirtDriver.getPayloadOffset: the LUKS header of an encrypted disk, read from the header (disks.ts); works on a shut-off domain too. */
+  async getPayloadOffset(serverId: string, volumeId: string): Promise<number> {
+    const { disk } = await this.disks.resolve(serverId, volumeId);
+    return this.disks.payloadOffset(disk, { strict: true });
+  }
+
   /** The live size; a domain that is not running has none: InstanceStopped / InstanceInvalidState. */
   async getGuestBytes(serverId: string, volumeId: string): Promise<number> {
     const { guest, disk } = await this.disks.resolve(serverId, volumeId);
@@ -256,8 +262,10 @@ export class LibvirtDriver implements VirtDriver {
     }
     if (disk.kind === 'block' && disk.source) {
       // Cheap (sysfs) and gives the message the host's figure; QEMU would refuse anyway.
+      // An encrypted (LUKS) disk's guest sees the device minus the header: compare like with like.
       const host = await this.disks.storage.blockDeviceBytes(disk.source).catch(() => undefined);
-      if (host !== undefined && host < bytes) throw errors.hostSizeTooSmall(volumeId, bytes, host);
+      const usable = host === undefined ? undefined : host - (await this.disks.payloadOffset(disk));
+      if (usable !== undefined && usable < bytes) throw errors.hostSizeTooSmall(volumeId, bytes, usable);
     }
     // QEMU grows a raw file itself, and would fail half-way with EFBIG past what the file's
     // filesystem holds: refuse that with a 400 before asking.

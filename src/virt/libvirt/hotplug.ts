@@ -16,6 +16,7 @@ import { buildDiskXml, nextFreeDevice, volumeDisks, type DomainDisk, type Domain
 import type { Guest } from './guest.js';
 import { DomainAffect } from './remote/client.js';
 import type { DomainDisks } from './disks.js';
+import { ensureVolumeSecret, undefineSecret } from './secrets.js';
 
 /** Attach and detach for LibvirtDriver (see the file header for the contract and the locking). */
 export class DiskHotplug {
@@ -72,13 +73,31 @@ export class DiskHotplug {
         throw errors.tooManyDiskDevices(serverId);
       }
     }
+    // An encrypted volume's passphrase goes into its libvirt secret first (secrets.ts), which
+    // the disk's <encryption> names.
+    const secretUuid = spec.encryption ? await this.defineSecret(serverId, spec.volumeId, spec.encryption.passphrase) : undefined;
     try {
-      await guest.attachDevice(buildDiskXml(spec, device), flags);
+      await guest.attachDevice(buildDiskXml(spec, device, secretUuid), flags);
     } catch (err) {
-      throw await this.disks.reobserve(err, guest, { serverId, volumeId: spec.volumeId, action: 'attach volume', live: (flags & DomainAffect.LIVE) !== 0, diskExpected: false });
+      const failed = await this.disks.reobserve(err, guest, { serverId, volumeId: spec.volumeId, action: 'attach volume', live: (flags & DomainAffect.LIVE) !== 0, diskExpected: false });
+      // Nothing plugged in for good: the secret goes too (an uncertain failure may have plugged it).
+      if (secretUuid !== undefined && failed.final && !existing) await undefineSecret(this.disks.host.client, secretUuid).catch(() => undefined);
+      throw failed;
     }
-    this.disks.log.info({ serverId, volumeId: spec.volumeId, device, kind: spec.kind, live: (flags & DomainAffect.LIVE) !== 0, config: (flags & DomainAffect.CONFIG) !== 0 }, 'attached volume');
+    this.disks.log.info(
+      { serverId, volumeId: spec.volumeId, device, kind: spec.kind, encrypted: spec.encryption !== undefined, live: (flags & DomainAffect.LIVE) !== 0, config: (flags & DomainAffect.CONFIG) !== 0 },
+      'attached volume',
+    );
     return device;
+  }
+
+  /** Define the volume's libvirt secret with its passphrase; answers the secret's UUID. Errors mapped as the attach's. */
+  private async defineSecret(serverId: string, volumeId: string, passphrase: string): Promise<string> {
+    try {
+      return await ensureVolumeSecret(this.disks.host.client, volumeId, passphrase);
+    } catch (err) {
+      throw this.disks.mapError(err, { serverId, volumeId, action: 'define the secret of the encrypted volume' });
+    }
   }
 
   /**
@@ -115,7 +134,17 @@ export class DiskHotplug {
       }
     }
     if (where.live) await this.waitReleased(guest, serverId, volumeId, disk.target);
-    this.disks.log.info({ serverId, volumeId, device: disk.target }, 'detached volume');
+    // The disk is gone from the guest and the definition: its secret goes too (no other disk
+    // uses it: one secret per volume, and a volume attaches to one server).
+    const secretUuid = where.live?.encryption?.secretUuid ?? where.config?.encryption?.secretUuid;
+    if (secretUuid !== undefined) {
+      try {
+        await undefineSecret(this.disks.host.client, secretUuid);
+      } catch (err) {
+        throw this.disks.mapError(err, { serverId, volumeId, action: 'undefine the secret of the encrypted volume' });
+      }
+    }
+    this.disks.log.info({ serverId, volumeId, device: disk.target, encrypted: secretUuid !== undefined }, 'detached volume');
   }
 
   /** NOTE: the guest must release the device (ACPI/PCI unplug); libvirt returns before it does. */

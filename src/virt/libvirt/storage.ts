@@ -111,6 +111,18 @@ export class HostStorage {
   }
 
   /**
+   * The payload offset in bytes of the LUKS header at the start of an iSCSI LUN, as QEMU's own
+   * initiator reads it (`qemu-img info` over `iscsi://`, which needs no key to read a header);
+   * undefined when the LUN holds no LUKS header. Throws what the command throws.
+   */
+  async iscsiLuksPayloadOffset(source: string, portal: string | undefined): Promise<number | undefined> {
+    const out = await this.run('qemu-img', ['info', '-U', '--output=json', iscsiUrl(portal, source)], { timeoutMs: 15_000 });
+    const info = JSON.parse(out) as { format?: string; 'format-specific'?: { type?: string; data?: { 'payload-offset'?: unknown } } };
+    const offset = info['format-specific']?.data?.['payload-offset'];
+    return info.format === 'luks' && typeof offset === 'number' ? offset : undefined;
+  }
+
+  /**
    * Make the host see the current size of a block device:
    * loop → LOOP_SET_CAPACITY (`losetup -c`); sdX → SCSI rescan; dm-N → rescan every path,
    * then `multipathd resize map` when multipathd is there. Anything else: nothing to do.

@@ -10,11 +10,34 @@
  */
 import type { AttachSpec } from '../../virt/driver.js';
 
+/** The encryption formats a volume may have (Cinder's encryption `provider`: QEMU-native LUKS, luks.ts). */
+export type EncryptionFormat = 'luks';
+/** Every EncryptionFormat, for validation. */
+export const ENCRYPTION_FORMATS: readonly EncryptionFormat[] = ['luks'];
+
+/** An encrypted volume as its header describes it: where the payload (what the guest sees) starts, in bytes. */
+export interface VolumeEncryption {
+  format: EncryptionFormat;
+  payloadOffset: number;
+}
+
 /** A volume as a backend made it: its id, its size in bytes, and how a compute host attaches it (Cinder's connection_info). */
 export interface BackendVolume {
   volumeId: string;
   bytes: number;
   connection: AttachSpec;
+  /** Set for an encrypted volume: its LUKS header's payload offset (the guest sees `bytes - payloadOffset`). */
+  encryption?: VolumeEncryption;
+}
+
+/**
+ * Options of `VolumeBackend.create`: the file backend's image format, and encryption (QEMU-native
+ * LUKS with the given base64 passphrase, luks.ts). An encrypted volume is raw underneath (a qcow2
+ * one is refused with InvalidInput).
+ */
+export interface CreateOptions {
+  format?: 'raw' | 'qcow2';
+  encryption?: { format: 'luks'; passphrase: string };
 }
 
 /**
@@ -38,8 +61,11 @@ export interface VolumeBackend {
    * with errors.sizeLimitExceeded; `create` and `extend` also refuse them, before touching anything.
    */
   maxBytes(opts?: { format?: 'raw' | 'qcow2' }): Promise<number>;
-  /** Create a volume of exactly `bytes` (multiple of 512). Idempotent for the same id and size. */
-  create(volumeId: string, bytes: number, opts?: { format?: 'raw' | 'qcow2' }): Promise<BackendVolume>;
+  /**
+   * Create a volume of exactly `bytes` (multiple of 512) on the storage; encrypted ones hold their
+   * LUKS header in those bytes (luks.ts). Idempotent for the same id, size and encryption.
+   */
+  create(volumeId: string, bytes: number, opts?: CreateOptions): Promise<BackendVolume>;
   /** Grow to `bytes`; returns the size measured afterwards. Idempotent: already at `bytes` → no-op. Below current → errors.shrinkRefused, nothing touched. */
   extend(volumeId: string, bytes: number): Promise<number>;
   /** Size measured now on the storage. volumeNotFound if absent. */

@@ -16,7 +16,8 @@
 import { resolve } from 'node:path';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
-import type { BackendVolume, VolumeBackend } from './backend.js';
+import type { BackendVolume, CreateOptions, VolumeBackend } from './backend.js';
+import { checkEncrypted, makeRawVolume } from './luks.js';
 import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growVolumeFile, makeSparseFile, removeFile, ensureDir } from './common.js';
 import { exec, execRaw, commandFailed } from './exec.js';
 import { KeyedMutex } from '../../util/keyedMutex.js';
@@ -116,7 +117,7 @@ export class BlockBackend implements VolumeBackend {
    * Create the sparse backing file of exactly `bytes` (atomically, 0600) and a loop device over it. Idempotent for the same
    * size; another size throws VolumeInvalidState (409). Also InvalidInput, SizeLimitExceeded (400), BackendFailed.
    */
-  async create(volumeId: string, bytes: number): Promise<BackendVolume> {
+  async create(volumeId: string, bytes: number, opts: CreateOptions = {}): Promise<BackendVolume> {
     checkVolumeId(volumeId);
     checkBytes(bytes);
     checkFits(volumeId, bytes, await this.maxBytes(), 'the volume pool (its largest file)');
@@ -124,14 +125,15 @@ export class BlockBackend implements VolumeBackend {
       await ensureDir(this.dir);
       const file = this.pathOf(volumeId);
       if ((await fileBytes(file)) === undefined) {
-        await createAtomically(file, (tmp) => makeSparseFile(tmp, bytes, volumeId));
+        await createAtomically(file, (tmp) => makeRawVolume(tmp, bytes, { encryption: opts.encryption, timeoutMs: 60_000, volumeId }, makeSparseFile));
       }
       const have = await fileBytes(file);
       if (have !== bytes) {
         throw errors.volumeInvalidState(volumeId, `already created with ${String(have)} bytes`, `create with ${bytes} bytes`);
       }
+      const encryption = await checkEncrypted(volumeId, file, opts.encryption);
       const dev = await this.ensureLoop(volumeId);
-      return { volumeId, bytes, connection: this.spec(volumeId, dev) };
+      return { volumeId, bytes, connection: this.spec(volumeId, dev), ...(encryption ? { encryption } : {}) };
     });
   }
 

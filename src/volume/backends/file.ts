@@ -15,7 +15,8 @@
 import { resolve } from 'node:path';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
-import type { BackendVolume, VolumeBackend } from './backend.js';
+import type { BackendVolume, CreateOptions, VolumeBackend } from './backend.js';
+import { checkEncrypted, makeRawVolume } from './luks.js';
 import {
   QCOW2_MAX_BYTES,
   checkBytes,
@@ -111,11 +112,12 @@ export class FileBackend implements VolumeBackend {
    * Create the file of exactly `bytes` (raw: sparse; qcow2: `qemu-img create`), atomically and 0600. Idempotent for the same
    * size and format; another one throws VolumeInvalidState (409). Also InvalidInput, SizeLimitExceeded (400), BackendFailed.
    */
-  async create(volumeId: string, bytes: number, opts: { format?: FileFormat } = {}): Promise<BackendVolume> {
+  async create(volumeId: string, bytes: number, opts: CreateOptions = {}): Promise<BackendVolume> {
     checkVolumeId(volumeId);
     checkBytes(bytes);
-    const format = opts.format ?? this.defaultFormat;
+    const format = opts.format ?? (opts.encryption ? 'raw' : this.defaultFormat);
     if (!FORMATS.includes(format)) throw errors.invalidInput(`Unknown volume format ${String(format)}.`);
+    if (opts.encryption && format !== 'raw') throw errors.invalidInput('An encrypted volume is raw underneath: format must be raw.');
     await this.checkFits(volumeId, bytes, format);
     return this.lock.run(volumeId, async () => {
       await ensureDir(this.dir);
@@ -123,7 +125,7 @@ export class FileBackend implements VolumeBackend {
       if (!found) {
         const path = this.pathOf(volumeId, format);
         await createAtomically(path, async (tmp) => {
-          if (format === 'raw') await makeSparseFile(tmp, bytes, volumeId);
+          if (format === 'raw') await makeRawVolume(tmp, bytes, { encryption: opts.encryption, timeoutMs: this.timeoutMs, volumeId }, makeSparseFile);
           else await exec('qemu-img', ['create', '-q', '-f', 'qcow2', tmp, String(bytes)], { timeoutMs: this.timeoutMs, what: 'create the qcow2 image' });
         });
         found = await this.mustLocate(volumeId);
@@ -136,7 +138,8 @@ export class FileBackend implements VolumeBackend {
           `create as ${format} with ${bytes} bytes`,
         );
       }
-      return { volumeId, bytes, connection: this.spec(volumeId, found.format, found.path) };
+      const encryption = await checkEncrypted(volumeId, found.path, opts.encryption);
+      return { volumeId, bytes, connection: this.spec(volumeId, found.format, found.path), ...(encryption ? { encryption } : {}) };
     });
   }
 

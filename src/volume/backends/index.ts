@@ -1,4 +1,6 @@
-export type { BackendVolume, VolumeBackend } from './backend.js';
+export type { BackendVolume, CreateOptions, VolumeBackend } from './backend.js';
+export { ENCRYPTION_FORMATS, type EncryptionFormat, type VolumeEncryption } from './backend.js';
+export { readLuksHeader } from './luks.js';
 export { FileBackend, type FileBackendOptions, type FileFormat } from './file.js';
 export { BlockBackend, type BlockBackendOptions } from './block.js';
 export { IscsiBackend, IQN_PREFIX, ISCSI_LUN, iqnOf, type IscsiBackendOptions } from './iscsi.js';

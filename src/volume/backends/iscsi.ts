@@ -19,7 +19,8 @@ import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
-import type { BackendVolume, VolumeBackend } from './backend.js';
+import type { BackendVolume, CreateOptions, VolumeBackend } from './backend.js';
+import { checkEncrypted, makeRawVolume } from './luks.js';
 import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growVolumeFile, makeSparseFile, removeFile, ensureDir } from './common.js';
 import { tgtRequest } from '../../host/tgt.js';
 import { Tgt, readCapacity, type TgtTarget } from './tgt.js';
@@ -185,21 +186,22 @@ export class IscsiBackend implements VolumeBackend {
    * Create the sparse backing file of exactly `bytes` (atomically, 0600) and export it (target, LUN 1, ALL ACL). Idempotent
    * for the same size; another size throws VolumeInvalidState (409). Also InvalidInput, SizeLimitExceeded (400), BackendFailed.
    */
-  async create(volumeId: string, bytes: number): Promise<BackendVolume> {
+  async create(volumeId: string, bytes: number, opts: CreateOptions = {}): Promise<BackendVolume> {
     const file = this.pathOf(volumeId);
     checkBytes(bytes);
     checkFits(volumeId, bytes, await this.maxBytes(), 'the volume pool (its largest file)');
     return this.lock.run(volumeId, async () => {
       await ensureDir(this.dir);
       if ((await fileBytes(file)) === undefined) {
-        await createAtomically(file, (tmp) => makeSparseFile(tmp, bytes, volumeId));
+        await createAtomically(file, (tmp) => makeRawVolume(tmp, bytes, { encryption: opts.encryption, timeoutMs: 60_000, volumeId }, makeSparseFile));
       }
       const have = await fileBytes(file);
       if (have !== bytes) {
         throw errors.volumeInvalidState(volumeId, `already created with ${String(have)} bytes`, `create with ${bytes} bytes`);
       }
+      const encryption = await checkEncrypted(volumeId, file, opts.encryption);
       await this.ensureExport(volumeId);
-      return { volumeId, bytes, connection: this.spec(volumeId) };
+      return { volumeId, bytes, connection: this.spec(volumeId), ...(encryption ? { encryption } : {}) };
     });
   }
 

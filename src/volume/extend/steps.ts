@@ -33,6 +33,7 @@ import type { VolumeBackend } from '../backends/backend.js';
 import { EXTEND_MODE_BY_SERVER_STATE, isAttached, outcome } from '../lifecycle.js';
 import type { WorkflowOptions } from './options.js';
 import type { ExtendStep } from './stepNames.js';
+import { payloadOffsetOf } from '../encryption.js';
 
 
 /** What a step needs: the store, compute (over its client), the volume's backend, the options and the workflow's abort signal. */
@@ -128,9 +129,12 @@ export async function runStep(d: StepDeps, v: VolumeRecord, state: ExtendState):
     }
     case 'assist': {
       try {
-        const r = await d.compute.assistExtend(tenant, serverId!, v.id, state.targetBytes, call());
+        // An encrypted volume's guest sees it minus the LUKS header: ask for, and measure, that;
+        // the volume's size is then what the guest sees plus the header (encryption.ts).
+        const offset = payloadOffsetOf(v);
+        const r = await d.compute.assistExtend(tenant, serverId!, v.id, state.targetBytes - offset, call());
         await note(d, state, v.id, r.requestId);
-        await advance(d, v, state, next('confirm', { measuredBytes: r.value, mode: 'online' }));
+        await advance(d, v, state, next('confirm', { measuredBytes: r.value + offset, mode: 'online' }));
         return false;
       } catch (err) {
         if (!isServiceError(err)) throw err;
@@ -160,7 +164,8 @@ export async function runStep(d: StepDeps, v: VolumeRecord, state: ExtendState):
     case 'confirm': {
       const measured = state.measuredBytes ?? 0;
       if (measured < state.targetBytes) {
-        throw finalError(`${mode === 'online' ? 'the guest sees' : 'the storage has'} ${measured} bytes after the extend, not ${state.targetBytes}`);
+        const offset = mode === 'online' ? payloadOffsetOf(v) : 0;
+        throw finalError(`${mode === 'online' ? 'the guest sees' : 'the storage has'} ${measured - offset} bytes after the extend, not ${state.targetBytes - offset}`);
       }
       if (state.growFs && mode === 'online') {
         // The block extend is done: its size is recorded now, the volume stays `extending`
@@ -235,7 +240,9 @@ export async function finishExtend(d: Pick<StepDeps, 'store' | 'log' | 'holds'>,
   if (!ok) return;
   const how =
     mode === 'online'
-      ? `extended to ${measured} bytes (measured in the guest)`
+      ? v.encryption
+        ? `extended to ${measured} bytes (the guest sees ${measured - payloadOffsetOf(v)} bytes past the LUKS header, measured)`
+        : `extended to ${measured} bytes (measured in the guest)`
       : mode === 'offline'
         ? `extended offline to ${measured} bytes (measured on the host); the guest sees it when its server next starts`
         : `extended to ${measured} bytes (measured on the storage)`;

@@ -35,6 +35,7 @@ import { pageOf, pageResult, storePage, type Link as PageLink } from '../../pagi
 import { ApiVersion } from '../../microversion.js';
 import type { AuthContext } from '../../../auth/tokens.js';
 import { bytesToGiB, gibToBytes } from '../../../util/units.js';
+import { volumeTypeOf } from '../../../volume/encryption.js';
 
 const tags = ['volumes'];
 
@@ -114,7 +115,7 @@ export function cinderVolumeView(v: VolumeRecord, c: CinderViewContext, extensio
     created_at: v.createdAt,
     updated_at: v.updatedAt,
     description: v.description ?? null,
-    volume_type: v.backend,
+    volume_type: volumeTypeOf(v),
     snapshot_id: null,
     source_volid: null,
     metadata: v.metadata ?? {},
@@ -122,7 +123,7 @@ export function cinderVolumeView(v: VolumeRecord, c: CinderViewContext, extensio
     // Volumes made before the creator was recorded have none; the schema wants a string.
     user_id: v.userId ?? '',
     bootable: 'false' as const,
-    encrypted: false,
+    encrypted: Boolean(v.encryption),
     replication_status: 'disabled',
     consistencygroup_id: null,
     multiattach: false,
@@ -157,8 +158,11 @@ export function onlineExtendView(v: VolumeRecord, growth?: FsGrowthRecord) {
     size: bytesToGiB(v.sizeBytes),
     size_bytes: v.sizeBytes,
     status: v.status,
-    volume_type: v.backend,
+    volume_type: volumeTypeOf(v),
     format: v.format,
+    encryption: v.encryption ?? null,
+    payload_offset: v.encryption ? (v.payloadOffset ?? null) : null,
+    guest_size_bytes: v.encryption ? (v.payloadOffset == null ? null : v.sizeBytes - v.payloadOffset) : v.sizeBytes,
     project_id: v.projectId,
     attachments: v.serverId && v.device ? [{ server_id: v.serverId, device: `/dev/${v.device}`, attachment_id: v.id }] : [],
     extend: v.extend
@@ -362,6 +366,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
         sizeBytes: sizeBytes ?? gibToBytes(sizeGiB('volume.size', size!)),
         backend: b.volume_type ?? '',
         ...(b.format ? { format: b.format } : {}),
+        ...(unset(b.encryption) ? {} : { encryption: b.encryption! }),
         description: b.description ?? b.display_description ?? null,
         metadata: b.metadata ?? {},
       });

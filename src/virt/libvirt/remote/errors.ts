@@ -35,6 +35,7 @@ export const VirErrorCode = {
   ACCESS_DENIED: 88,
   AGENT_UNSYNCED: 97,
   DEVICE_MISSING: 99,
+  NO_SECRET: 66,
 } as const;
 
 /** virErrorDomain values this code looks at. */
