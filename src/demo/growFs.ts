@@ -94,7 +94,7 @@ async function waitExtended(volume: ApiClient, project: string, id: string, t0: 
  */
 export async function demoGrowFs(ctx: GrowFsDemoContext): Promise<boolean> {
   const { guest, compute, volume, project, out } = ctx;
-  out('7. [grow-fs] a 1 GiB volume with ext4 on it, mounted in the guest, files written…');
+  out('G1. [grow-fs] a 1 GiB volume with ext4 on it, mounted in the guest, files written…');
   const v = (await volume.request<{ volume: { id: string } }>('POST', `/v3/${project}/volumes`, {
     volume: { name: 'demo-grow-fs', size: 1, volume_type: ctx.volumeType ?? 'file' },
   })).body.volume;
@@ -115,7 +115,7 @@ export async function demoGrowFs(ctx: GrowFsDemoContext): Promise<boolean> {
     out(`   guest: df -B1 ${MNT}\n     ${before.line}`);
     out(`   guest: md5sum\n     ${sumsBefore.replace(/\n/g, '\n     ')}`);
 
-    out('8. [grow-fs] extending it online to 2 GiB through the volume API with {"online_extend:grow_fs": true}…');
+    out('G2. [grow-fs] extending it online to 2 GiB through the volume API with {"online_extend:grow_fs": true}…');
     const t0 = performance.now();
     await volume.request('POST', `/v3/${project}/volumes/${v.id}/action`, { 'os-extend': { new_size: 2, 'online_extend:grow_fs': true } });
     const done = await waitExtended(volume, project, v.id, t0, out);
