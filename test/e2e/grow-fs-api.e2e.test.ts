@@ -46,7 +46,7 @@ describeReal(e2eMissing())('the guest filesystem grown by an extend through the 
 
   it('a guest whose agent is stopped: the block extend succeeds, the volume records no_guest_agent, the filesystem is as it was', async () => {
     const ls = S();
-    const { v, dev } = await createAttached(ls, { volume: { name: 'growfs-noagent', size: 1, volume_type: 'file' } }, 2 ** 30);
+    const { v, dev } = await createAttached(ls, { name: 'growfs-noagent', size: 1, volume_type: 'file' }, 2 ** 30);
     const mnt = '/mnt/growfs-noagent';
     await G().exec(`mkdir -p ${mnt} && mkfs.ext4 -q -F /dev/${dev} && mount -t ext4 /dev/${dev} ${mnt}`, 120_000);
     const before = await dfTotal(mnt);

@@ -29,7 +29,7 @@ interface FsCase {
   /** Shell run in the guest with DEV set to the disk (e.g. /dev/vdb), MNT to its mount point and MNT_ID to its serial; leaves files in MNT when it has a filesystem. */
   prepare: string;
   /** The device growGuestFilesystem grows, from DEV ('' = none). */
-  part: '' | '1' | '2';
+  part: '' | '1' | '2' | '5';
   mounted: boolean;
   expect: Partial<GuestFilesystemGrowth>;
 }
@@ -82,6 +82,17 @@ const CASES: FsCase[] = [
     part: '',
     mounted: true,
     expect: { grown: true, fsType: 'ext4' },
+  },
+  {
+    // sfdisk -N exits 0 on a logical partition and changes nothing (its extended container would
+    // have to grow first): the answer must say not grown, and nothing in the guest changes.
+    name: 'a DOS partition table with ext4 in a logical partition (inside an extended one), mounted',
+    from: 64 * MiB,
+    to: 96 * MiB,
+    prepare: `printf 'start=2048,size=16384,type=83\\nstart=18432,type=5\\nstart=20480,type=83\\n' | sfdisk -q $DEV && partx -u $DEV; mkfs.ext4 -q -F \${DEV}5 && mount -t ext4 \${DEV}5 $MNT && ${WRITE_FILES}`,
+    part: '5',
+    mounted: true,
+    expect: { grown: false, reason: 'grow_failed', partitionGrown: false },
   },
   {
     name: 'nothing on the disk',
@@ -197,7 +208,12 @@ describeReal(labMissing())('the guest agent and growGuestFilesystem on a real gu
     const ms = performance.now() - t0;
     log(`${v.c.name}: ${JSON.stringify({ ...r, detail: undefined })} in ${ms.toFixed(0)} ms${r.detail ? `; detail: ${r.detail}` : ''}`);
     expect(r).toMatchObject({ ...v.c.expect, device: v.c.expect.grown ? dev : r.device });
-    if (!v.c.expect.grown) return;
+    if (!v.c.expect.grown) {
+      // Not grown: the guest's filesystem and files are as they were.
+      if (v.md5) expect(await filesMd5(v)).toBe(v.md5);
+      if (v.c.mounted) expect(await dfTotal(G(), v.mnt)).toBe(dfBefore);
+      return;
+    }
     if (v.c.mounted) {
       // The guest's own df, read through the serial console, agrees with the driver's answer.
       const dfAfter = await dfTotal(G(), v.mnt);
@@ -219,6 +235,23 @@ describeReal(labMissing())('the guest agent and growGuestFilesystem on a real gu
     }
     expect(await filesMd5(v)).toBe(v.md5);
   }, 180_000);
+
+  it("refuses while the guest's filesystems are frozen (409 InstanceBusy, uncertain: it passes by itself), and grows once they are thawed", async () => {
+    const v = vols[0]!;
+    const dom = await client!.lookupByUuid(G().uuid);
+    const agent = new GuestAgent({ agentCommand: (cmd, t) => client!.qemuAgentCommand(dom, cmd, t) });
+    await agent.command('guest-fsfreeze-freeze');
+    try {
+      const err = await D().growGuestFilesystem(G().uuid, v.id).then(
+        () => undefined,
+        (e: unknown) => e as { code?: string; status?: number; final?: boolean },
+      );
+      expect(err).toMatchObject({ code: 'InstanceBusy', status: 409, final: false });
+    } finally {
+      await agent.command('guest-fsfreeze-thaw');
+    }
+    expect(await D().growGuestFilesystem(G().uuid, v.id)).toMatchObject({ grown: true, fsType: 'ext4' });
+  }, 120_000);
 
   it('answers grown=false, reason no_guest_agent, within a few seconds when the agent is stopped, and grows again once it runs', async () => {
     const v = vols[0]!;

@@ -51,7 +51,7 @@ import { maxFileBytes } from '../../util/fsLimits.js';
 import { errors } from '../../errors.js';
 import type { ExtendOptions, AttachSpec, DriverCapabilities, DriverServer, GuestFilesystemGrowth, SpawnSpec, VirtDriver } from '../driver.js';
 import { GuestAgent } from './agent.js';
-import { growFilesystem } from './growfs.js';
+import { GuestFilesystemsFrozen, growFilesystem } from './growfs.js';
 import { MAX_DEVICE_NAMES, toDriverDisk, volumeDisks } from './domxml.js';
 import type { Guest, LiveSizeMethod } from './guest.js';
 import { Host } from './host.js';
@@ -334,6 +334,10 @@ export class LibvirtDriver implements VirtDriver {
         log: (obj, msg) => this.log.debug({ serverId, volumeId, ...obj }, msg),
       });
     } catch (err) {
+      if (err instanceof GuestFilesystemsFrozen) {
+        this.log.warn({ serverId, volumeId, detail: err.detail }, 'guest filesystems frozen');
+        throw errors.instanceBusy(serverId, 'filesystems frozen', 'grow the guest filesystem');
+      }
       throw await this.disks.reobserve(err, guest, { serverId, volumeId, action: 'grow the guest filesystem', live: true, diskExpected: true });
     }
     const ms = Math.round(performance.now() - t0);

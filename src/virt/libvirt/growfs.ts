@@ -179,6 +179,21 @@ export interface GrowFsOptions {
 }
 
 /** A step failed in the guest: becomes {grown:false, reason, detail} with what was done so far. */
+/** A DOS partition table's first logical partition number (5 onwards live inside the extended partition). */
+const FIRST_LOGICAL_PARTITION = 5;
+
+/**
+ * The guest agent refuses commands while the guest's filesystems are frozen (libvirt's
+ * domfsfreeze, a backup's snapshot): not an answer about the filesystem, a state that ends.
+ * LibvirtDriver turns it into InstanceBusy (409, uncertain) so the workflow retries.
+ */
+export class GuestFilesystemsFrozen extends Error {
+  constructor(readonly detail: string) {
+    super(`the guest's filesystems are frozen: ${detail}`);
+    this.name = 'GuestFilesystemsFrozen';
+  }
+}
+
 class NotGrown extends Error {
   constructor(readonly reason: GuestFsNotGrownReason, readonly detail: string) {
     super(detail);
@@ -203,6 +218,9 @@ export async function growFilesystem(agent: GuestAgent, volumeId: string, opts: 
     try {
       r = await agent.exec(path, args, { timeoutMs, ...(input !== undefined ? { input } : {}) });
     } catch (err) {
+      // A guest whose filesystems are frozen (guest-fsfreeze-freeze, as a backup does) refuses
+      // guest-exec until thawed: that passes by itself, so the caller retries (uncertain).
+      if (err instanceof AgentCommandFailed && /frozen state/i.test(err.message)) throw new GuestFilesystemsFrozen(err.message);
       if (err instanceof AgentCommandFailed || err instanceof AgentExecTimeout) throw new NotGrown('grow_failed', `${what}: ${err.message}`);
       throw err;
     }
@@ -267,6 +285,11 @@ export async function growFilesystem(agent: GuestAgent, volumeId: string, opts: 
       const dump = await run('read the partition table', 'sfdisk', ['--dump', `/dev/${disk.name}`]);
       const label = parseSfdiskLabel(dump.stdout);
       const free = freeSectorsAfter(disk.sectors, last, label);
+      if (label === 'dos' && last.number >= FIRST_LOGICAL_PARTITION && free >= MIN_PARTITION_GROWTH_SECTORS) {
+        // A logical partition lies inside the extended one, which would have to grow first:
+        // sfdisk -N exits 0 and changes nothing (red team). Say so rather than "grown".
+        throw new NotGrown('grow_failed', `${out.device} is a logical partition (inside an extended one): not grown`);
+      }
       if (free >= MIN_PARTITION_GROWTH_SECTORS || label === 'gpt') {
         if (label === 'gpt') {
           // The backup GPT sits at the disk's old end; move it to the new end first, else the
@@ -277,6 +300,9 @@ export async function growFilesystem(agent: GuestAgent, volumeId: string, opts: 
           await run('grow the last partition', 'sfdisk', ['--no-reread', '--no-tell-kernel', '-N', String(last.number), `/dev/${disk.name}`], ', +\n');
           // BLKPG_RESIZE_PARTITION: the kernel takes the new size while the partition is in use.
           await run('tell the kernel the partition grew', 'partx', ['-u', '-n', String(last.number), `/dev/${disk.name}`]);
+          // Believe the kernel, not the tools' exit codes: the partition's size in sectors now.
+          const now = Number((await run('read the partition size', 'cat', [`/sys/block/${disk.name}/${last.name}/size`])).stdout.trim());
+          if (!(now > last.sectors)) throw new NotGrown('grow_failed', `${out.device} still has ${now} sectors after sfdisk and partx (had ${last.sectors})`);
           out.partitionGrown = true;
         }
       }
