@@ -5,8 +5,11 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 
-/** The parts a request's time is split into (Server-Timing metric names). */
-export type TimingPart = 'auth' | 'store' | 'lock' | 'driver' | 'rpc';
+/**
+ * The parts a request's time is split into (Server-Timing metric names). `libvirt` is the
+ * libvirt remote-protocol calls' own time, inside `driver`.
+ */
+export type TimingPart = 'auth' | 'store' | 'lock' | 'driver' | 'rpc' | 'libvirt';
 
 /** Milliseconds spent per part in one request (concurrent calls add up: a part may exceed the wall time of the calls). */
 export class RequestTimings {
