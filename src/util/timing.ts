@@ -23,9 +23,18 @@ export class RequestTimings {
   /** The header value: each measured part then `total`, durations in ms with 0.001 resolution. */
   header(now = performance.now()): string {
     let out = '';
-    for (const [part, ms] of Object.entries(this.parts)) out += `${part};dur=${ms.toFixed(3)}, `;
-    return `${out}total;dur=${(now - this.start).toFixed(3)}`;
+    // for-in and integer formatting: half the cost of Object.entries and toFixed, on every answer.
+    for (const part in this.parts) out += `${part};dur=${millis(this.parts[part as TimingPart]!)}, `;
+    return `${out}total;dur=${millis(now - this.start)}`;
   }
+}
+
+/** `ms` with exactly three decimals (as `toFixed(3)`, for the durations here: finite, not negative). */
+function millis(ms: number): string {
+  const micros = Math.round(ms * 1000);
+  if (!(micros >= 0) || !Number.isSafeInteger(micros)) return ms.toFixed(3);
+  const digits = String(micros);
+  return micros < 1000 ? `0.${digits.padStart(3, '0')}` : `${digits.slice(0, -3)}.${digits.slice(-3)}`;
 }
 
 const als = new AsyncLocalStorage<RequestTimings>();
