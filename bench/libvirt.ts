@@ -288,6 +288,21 @@ async function startApiProcess(libvirtUri: string, tenant: string, dir: string):
   return { url, token, child };
 }
 
+/** Mean latency in ms by libvirt procedure, from the API process's GET /metrics (online_extend_libvirt_call_duration_seconds). */
+async function scrapeLibvirtMeans(base: string): Promise<Record<string, number>> {
+  const res = await fetch(`${base}/metrics`).catch(() => undefined);
+  if (!res?.ok) return {};
+  const sums = new Map<string, number>();
+  const counts = new Map<string, number>();
+  for (const line of (await res.text()).split('\n')) {
+    const m = /^online_extend_libvirt_call_duration_seconds_(sum|count)\{procedure="([A-Z_]+)"\} ([0-9.e+-]+)$/.exec(line);
+    if (m) (m[1] === 'sum' ? sums : counts).set(m[2]!, Number(m[3]));
+  }
+  const out: Record<string, number> = {};
+  for (const [proc, sum] of sums) if (counts.get(proc)) out[proc] = (1000 * sum) / counts.get(proc)!;
+  return out;
+}
+
 function httpClient(base: string, token: string) {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   const u = new URL(base);
@@ -569,8 +584,14 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
       if (r.status !== 200) throw new Error(`server show: ${r.status}`);
     }
 
+    // The API process's own libvirt call latency by procedure (its /metrics histogram: sum/count,
+    // so means), over the whole run (warm-up included), against Python's means of the same calls.
+    const libvirtMeans = await scrapeLibvirtMeans(apiProcess.url);
+    const mean = (xs: number[] | undefined): number => (xs?.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+
     const med: Record<string, number> = {};
     for (const [k, v] of Object.entries(samples)) med[k] = median(v);
+    if (process.env.BENCH_LIBVIRT_SAMPLES) writeFileSync(process.env.BENCH_LIBVIRT_SAMPLES, JSON.stringify(samples));
     const out: Record<string, number> = {
       steps: STEPS,
       // The results are numbers: 1 = the guests ran under KVM, 0 = TCG.
@@ -596,6 +617,10 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
       c_readback_ms: med.c_readback!,
       http_server_show_ms: median(show),
     };
+    for (const [proc, ms] of Object.entries(libvirtMeans)) out[`a_libvirt_mean_${proc}_ms`] = ms;
+    out.c_read_mean_ms = mean(samples.c_read);
+    out.c_resize_mean_ms = mean(samples.c_resize);
+    out.c_readback_mean_ms = mean(samples.c_readback);
     // (a)'s Server-Timing, medians over the timed steps: what the API process spent in each part.
     for (const k of Object.keys(med)) if (k.startsWith('a_st_') || k === 'a_outside_server') out[`${k}_ms`] = med[k]!;
     // Profile medians.
@@ -661,6 +686,11 @@ export function printLibvirtBench(r: Record<string, number>): void {
       `  (a) Server-Timing (medians, ms): server total ${f(r.a_st_total_ms)}; outside it (socket, parse, event loop, send) ${f(r.a_outside_server_ms)};` +
         ` parts ${st.map((k) => `${k.slice(5, -3)} ${f(r[k])}`).join(', ')}`,
     );
+  }
+  const means = Object.keys(r).filter((k) => k.startsWith('a_libvirt_mean_'));
+  if (means.length) {
+    console.log(`  (a) libvirt calls in the API process, means (ms): ${means.map((k) => `${k.slice(15, -3)} ${f(r[k])}`).join(', ')}`);
+    console.log(`  (c) the same calls in python3-libvirt, means (ms): read ${f(r.c_read_mean_ms)}, resize ${f(r.c_resize_mean_ms)}, read-back ${f(r.c_readback_mean_ms)}`);
   }
   console.log('  (a) profile pass (medians per call, ms):');
   const rows: Array<[string, string]> = [
