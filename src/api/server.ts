@@ -71,6 +71,12 @@ export interface ServerDeps {
   metrics?: Metrics;
   /** Serve `GET /metrics` (no token) on this app; needs `metrics`. */
   serveMetrics?: boolean;
+  /**
+   * Server-Timing with the per-layer parts (store, lock, driver, rpc, libvirt; Config
+   * serverTimingDetail): each request then runs in an AsyncLocalStorage context, whose promise
+   * hook costs every promise of the process. Off: `auth` and `total` only, no AsyncLocalStorage.
+   */
+  timingDetail?: boolean;
 }
 
 /** What `createServer` needs beyond the route dependencies: which OpenStack service the API speaks for (its microversions). */
@@ -272,8 +278,10 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     }
   });
 
-  // Server-Timing: the rest of the request runs with its RequestTimings as the current one, so
-  // the store, lock, driver and RPC layers add to it without a request argument (util/timing.ts).
+  // Server-Timing: `auth` and `total` always. With timingDetail the rest of the request runs with
+  // its RequestTimings as the current one, so the store, lock, driver, RPC and libvirt layers add
+  // to it without a request argument (util/timing.ts).
+  const detail = deps.timingDetail === true;
   app.decorateRequest('timings', null as unknown as RequestTimings);
   app.decorateRequest('apiVersion', null as unknown as ApiVersion);
   app.decorateRequest('apiVersionError', null as unknown as Error | null);
@@ -281,7 +289,8 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
   // through its hook runner; three hooks here were measurable on get_blockdev).
   app.addHook('onRequest', (req, reply, done) => {
     req.timings = new RequestTimings();
-    runWithTimings(req.timings, () => onRequest(req, reply, done));
+    if (detail) runWithTimings(req.timings, () => onRequest(req, reply, done));
+    else onRequest(req, reply, done);
   });
   app.addHook('onSend', (req, reply, payload, done) => {
     // Router errors (frameworkErrors) answer before onRequest: no timings to report.

@@ -79,30 +79,44 @@ export function timedMethods<T extends object>(target: T, part: TimingPart, onEr
       let w = wrapped.get(name);
       if (w === undefined) {
         const fn = value as (...a: unknown[]) => unknown;
+        // Outside a request's timings (or without Server-Timing detail) only errors are wanted:
+        // one handler made here, none per call.
+        const rejected = onError && ((err: unknown) => onError(err));
         w = function (this: unknown, ...args: unknown[]): unknown {
           const t = als.getStore();
           // Called on the proxy: `this` is the target, so private fields and #members work.
           const self = this === receiver || this === undefined ? obj : this;
-          if (t === undefined && onError === undefined) return fn.apply(self, args);
+          if (t === undefined) {
+            if (rejected === undefined) return fn.apply(self, args);
+            let result: unknown;
+            try {
+              result = fn.apply(self, args);
+            } catch (err) {
+              rejected(err);
+              throw err;
+            }
+            if (result instanceof Promise) result.then(undefined, rejected);
+            return result;
+          }
           const start = performance.now();
           let result: unknown;
           try {
             result = fn.apply(self, args);
           } catch (err) {
-            t?.add(part, performance.now() - start);
+            t.add(part, performance.now() - start);
             onError?.(err);
             throw err;
           }
           if (!(result instanceof Promise)) {
-            t?.add(part, performance.now() - start);
+            t.add(part, performance.now() - start);
             return result;
           }
           // The caller gets the method's own promise (no extra link in its chain); the time and
           // the error are taken on the side, where a rejection handled here is not rethrown.
           result.then(
-            () => t?.add(part, performance.now() - start),
+            () => t.add(part, performance.now() - start),
             (err: unknown) => {
-              t?.add(part, performance.now() - start);
+              t.add(part, performance.now() - start);
               onError?.(err);
             },
           );
