@@ -192,14 +192,25 @@ export class ComputeAPI {
     server = await this.requireState(server, RESCANNABLE_STATES, 'rescan volume');
     this.checkExtendCapability(await this.rpc.capabilities(server.host));
     const details = { volume_id: volumeId, device: attachment.device };
-    await this.store.startAction(this.newAction(ctx, server, ACTIONS.rescan, details));
-    this.rpc.rescan(server.host, server.id, volumeId).then(
-      () => this.finish(ctx, server, 'Success', null),
-      (err: unknown) => {
-        this.log.error({ err, serverId: server.id, volumeId, requestId: ctx.requestId }, 'rescan failed');
-        return this.finish(ctx, server, 'Error', errorMessage(err));
-      },
+    // The start is written before the host is asked, as `audited` does: enqueued now, committed at
+    // the end of this event-loop turn (group commit), long before a rescan (a host tool's run)
+    // can finish; the host starts at once instead of one commit later (an extend waits for it).
+    // The caller's 202 still waits for the commit, and the finish is written only after it.
+    const started = this.store.startAction(this.newAction(ctx, server, ACTIONS.rescan, details));
+    const rescanned = this.rpc.rescan(server.host, server.id, volumeId);
+    void started.then(
+      () =>
+        rescanned.then(
+          () => this.finish(ctx, server, 'Success', null),
+          (err: unknown) => {
+            this.log.error({ err, serverId: server.id, volumeId, requestId: ctx.requestId }, 'rescan failed');
+            return this.finish(ctx, server, 'Error', errorMessage(err));
+          },
+        ),
+      // No start recorded (the caller is told): nothing to finish; the rescan is idempotent.
+      () => rescanned.catch((err: unknown) => this.log.error({ err, serverId: server.id, volumeId, requestId: ctx.requestId }, 'rescan failed')),
     );
+    await started;
   }
 
   /**
