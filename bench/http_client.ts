@@ -3,6 +3,7 @@
  * py_libvirt.py times (b) and (c) inside Python — so neither side pays for the benchmark's own
  * event loop (guest console, pipes). Reads JSON lines on stdin, answers one JSON line per call:
  *   {"url", "token", "path"}   then   {"bytes": N}  →  {"ok": true, "ms": …, "status": …, "bytes": …, "timing": {…}}
+ *   {"get": PATH}  →  {"ok": true, "ms": …, "status": …, "timing": {…}}   (a GET on the same connection)
  * `timing` is the answer's Server-Timing header as numbers (ms by part, and `total`: the server's
  * own time from its onRequest hook to its onSend hook), so the bench can tell the time inside the
  * server's request handling from the time outside it (socket, parsing, event loop, sending).
@@ -24,8 +25,11 @@ function serverTiming(h: string | string[] | undefined): Record<string, number> 
 }
 
 function post(bytes: number): Promise<{ status: number; body: string; ms: number; timing: Record<string, number> }> {
+  return call('POST', target!.path, JSON.stringify({ onlineExtendVolume: { bytes } }));
+}
+
+function call(method: string, path: string, payload?: string): Promise<{ status: number; body: string; ms: number; timing: Record<string, number> }> {
   const t = target!;
-  const payload = JSON.stringify({ onlineExtendVolume: { bytes } });
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const req = request(
@@ -33,9 +37,9 @@ function post(bytes: number): Promise<{ status: number; body: string; ms: number
         agent,
         host: t.url.hostname,
         port: t.url.port,
-        method: 'POST',
-        path: t.path,
-        headers: { 'x-auth-token': t.token, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+        method,
+        path,
+        headers: { 'x-auth-token': t.token, ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }) },
       },
       (res) => {
         let body = '';
@@ -52,12 +56,18 @@ function post(bytes: number): Promise<{ status: number; body: string; ms: number
 
 const rl = createInterface({ input: process.stdin });
 for await (const line of rl) {
-  const msg = JSON.parse(line) as { url?: string; token?: string; path?: string; bytes?: number; quit?: boolean };
+  const msg = JSON.parse(line) as { url?: string; token?: string; path?: string; bytes?: number; get?: string; quit?: boolean };
   if (msg.quit) break;
   try {
     if (msg.url) {
       target = { url: new URL(msg.url), token: msg.token!, path: msg.path! };
       process.stdout.write(`${JSON.stringify({ ok: true })}\n`);
+      continue;
+    }
+    if (msg.get) {
+      // A read through the same client and connection: the HTTP hop alone, timed the same way.
+      const r = await call('GET', msg.get);
+      process.stdout.write(`${JSON.stringify({ ok: r.status === 200, ms: r.ms, status: r.status, timing: r.timing })}\n`);
       continue;
     }
     const r = await post(msg.bytes!);

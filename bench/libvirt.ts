@@ -577,6 +577,19 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
       aClient = http;
     }
 
+    // The HTTP hop alone, as (a) meets it: GET server show from (a)'s client process to the API
+    // process, each after the same pause as between (a)'s calls (both processes idle, as before
+    // every (a)), so its time outside the server's own account is (a)'s without the hypervisor.
+    const idle: number[] = [];
+    const idleOutside: number[] = [];
+    for (let i = 0; i < PROFILE_STEPS && aProc; i++) {
+      await sleep(SETTLE_MS);
+      const r = await aProc.cmd({ get: `/v2/${TENANT}/servers/${g.uuid}` });
+      const timing = (r.timing ?? {}) as Record<string, number>;
+      idle.push(r.ms as number);
+      if (timing.total !== undefined) idleOutside.push((r.ms as number) - timing.total);
+    }
+
     // Baseline of our HTTP stack without the hypervisor: GET server show (HTTP, auth, policy, store).
     const show: number[] = [];
     for (let i = 0; i < PROFILE_STEPS; i++) {
@@ -618,6 +631,8 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
       c_resize_ms: med.c_resize!,
       c_readback_ms: med.c_readback!,
       http_server_show_ms: median(show),
+      http_server_show_after_idle_ms: median(idle),
+      http_server_show_after_idle_outside_ms: median(idleOutside),
     };
     for (const [proc, ms] of Object.entries(libvirtMeans)) out[`a_libvirt_mean_${proc}_ms`] = ms;
     out.c_read_mean_ms = mean(samples.c_read);
@@ -680,7 +695,7 @@ export function printLibvirtBench(r: Record<string, number>): void {
     `  (c) parts: read ${f(r.c_read_ms)}  resize ${f(r.c_resize_ms)}  read-back ${f(r.c_readback_ms)} ms;` +
       ` node<->python pipe round trip adds: b ${f(r.b_roundtrip_ms! - r.b_ms!)} c ${f(r.c_roundtrip_ms! - r.c_ms!)} ms`,
   );
-  console.log(`  our HTTP stack alone (GET server show: HTTP, auth, policy, store): ${f(r.http_server_show_ms)} ms`);
+  console.log(`  our HTTP stack alone (GET server show: HTTP, auth, policy, store): ${f(r.http_server_show_ms)} ms back to back; ${f(r.http_server_show_after_idle_ms)} ms from (a)'s client after (a)'s pause, ${f(r.http_server_show_after_idle_outside_ms)} ms of it outside the server`);
   // Server-Timing of (a) as the API process (\`serve\`) reported it on each timed call.
   const st = Object.keys(r).filter((k) => k.startsWith('a_st_') && k !== 'a_st_total_ms');
   if (r.a_st_total_ms !== undefined) {
