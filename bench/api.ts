@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CONNECTIONS = 10;
+/** Issue 12's target: GET get_blockdev at least this fraction of the bare route's rate (metrics and Server-Timing on). */
+export const API_TARGET = 0.6;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -95,7 +97,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const r = await runApiBench();
   console.log(`API benchmark (fake driver, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${SECONDS}s, medians)`);
   console.log(`  bare Fastify route      ${r.bare_rps!.toFixed(0)} req/s  p50 ${r.bare_p50_ms} ms`);
-  console.log(`  GET get_blockdev        ${r.get_blockdev_rps!.toFixed(0)} req/s  p50 ${r.get_blockdev_p50_ms} ms  ratio ${r.get_blockdev_vs_bare!.toFixed(2)}x (target >= 0.5x)`);
+  console.log(`  GET get_blockdev        ${r.get_blockdev_rps!.toFixed(0)} req/s  p50 ${r.get_blockdev_p50_ms} ms  ratio ${r.get_blockdev_vs_bare!.toFixed(2)}x (target >= ${API_TARGET}x)`);
   console.log(`  POST assist_extend      ${r.assist_extend_rps!.toFixed(0)} req/s  p50 ${r.assist_extend_p50_ms} ms  ratio ${r.assist_extend_vs_bare!.toFixed(2)}x`);
-  process.exit(r.get_blockdev_vs_bare! >= 0.5 ? 0 : 1);
+  process.exit(r.get_blockdev_vs_bare! >= API_TARGET ? 0 : 1);
 }

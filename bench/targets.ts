@@ -5,7 +5,7 @@
  */
 import Fastify from 'fastify';
 import pino from 'pino';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildComputeApp } from '../src/app.js';
@@ -43,4 +43,12 @@ bare.get('/v2/:tenant_id/servers/:server_id/os-online_extend_volume/:volume_id',
 const bareUrl = await bare.listen({ host: '127.0.0.1', port: 0 });
 
 process.stdout.write(`${JSON.stringify({ full, bare: bareUrl, token, tenant: TENANT, server: SERVER, volume: VOLUME, growVolumes: GROW_VOLUMES, dir })}\n`);
-process.on('SIGTERM', () => void Promise.all([app.close(), bare.close()]).then(() => process.exit(0)));
+// The database goes with the process (it is made per run).
+process.on('SIGTERM', () =>
+  void Promise.all([app.close(), bare.close()])
+    .then(() => store.close())
+    .finally(() => {
+      rmSync(dir, { recursive: true, force: true });
+      process.exit(0);
+    }),
+);

@@ -90,6 +90,8 @@ export interface ComputeAppDeps {
   metrics?: Metrics;
   /** Serve GET /metrics on the compute API's port (default: yes when `metrics` is given; no when a separate metrics port serves it). */
   serveMetrics?: boolean;
+  /** Server-Timing's per-layer parts (Config serverTimingDetail; default off: auth and total only). */
+  timingDetail?: boolean;
 }
 
 /** The compute API and the pieces behind it. */
@@ -109,9 +111,9 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   const metrics = deps.metrics;
   const manager = new ComputeManager({
     host: deps.computeHost ?? 'compute-1',
-    // With metrics: driver errors counted by code, and driver and store time in Server-Timing.
+    // With metrics: driver errors counted by code; with timingDetail too, driver and store time in Server-Timing.
     driver: metrics ? timedMethods(deps.driver, 'driver', (err) => metrics.countDriverError(err)) : deps.driver,
-    store: metrics ? timedMethods(deps.store, 'store') : deps.store,
+    store: metrics && deps.timingDetail ? timedMethods(deps.store, 'store') : deps.store,
     defaultProjectId: deps.defaultProject ?? 'admin',
     logger: deps.logger.child({ component: 'compute-manager' }),
   });
@@ -132,6 +134,7 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
     ...(deps.recoveryToken ? { recoveryToken: deps.recoveryToken } : {}),
     ...(deps.metrics ? { metrics: deps.metrics } : {}),
     ...(deps.serveMetrics === undefined ? {} : { serveMetrics: deps.serveMetrics }),
+    ...(deps.timingDetail ? { timingDetail: true } : {}),
   });
   // Before the first sync: a build an earlier process left half done fails (its record is kept).
   await api.servers.recover(manager.host);
@@ -175,7 +178,7 @@ export interface ComputeApi {
  */
 export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi> {
   const rpc = deps.metrics ? timedComputeRpc(deps.rpc, deps.metrics) : deps.rpc;
-  if (deps.metrics) deps = { ...deps, store: timedMethods(deps.store, 'store') };
+  if (deps.metrics && deps.timingDetail) deps = { ...deps, store: timedMethods(deps.store, 'store') };
   const compute = new ComputeAPI({ store: deps.store, rpc, logger: deps.logger.child({ component: 'compute-api' }) });
   const servers = new ServerLifecycle({
     store: deps.store,
@@ -188,7 +191,7 @@ export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi>
   });
   const auth = deps.auth ?? new TokenAuthenticator(deps.store);
   const policy = deps.policy ?? new PolicyEnforcer();
-  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}), ...(deps.metrics ? { metrics: deps.metrics, serveMetrics: deps.serveMetrics ?? true } : {}) });
+  const app = await createServer({ logger: deps.logger, auth, policy, title: 'online-extend compute API', service: 'compute', serviceActsInAnyProject: true, ...(deps.http ? { limits: deps.http } : {}), ...(deps.metrics ? { metrics: deps.metrics, serveMetrics: deps.serveMetrics ?? true } : {}), ...(deps.timingDetail ? { timingDetail: true } : {}) });
   announceKeystone(app, auth);
   const routeDeps = {
     logger: deps.logger,
@@ -241,6 +244,8 @@ export interface VolumeAppDeps {
   auth?: Authenticator;
   /** The process's metrics: workflow steps, retries, extends, requests, volumes by status (absent: none). */
   metrics?: Metrics;
+  /** Server-Timing's per-layer parts (Config serverTimingDetail; default off: auth and total only). */
+  timingDetail?: boolean;
 }
 
 /** The volume API and the services behind it. */
@@ -258,7 +263,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   if (metrics) {
     const counted = deps.store;
     metrics.countVolumesWith(() => counted.countVolumesByStatus());
-    deps = { ...deps, store: timedMethods(deps.store, 'store') };
+    if (deps.timingDetail) deps = { ...deps, store: timedMethods(deps.store, 'store') };
   }
   const workflow = new ExtendWorkflow({
     store: deps.store,
@@ -281,7 +286,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     inFlight,
   });
   const auth = deps.auth ?? new TokenAuthenticator(deps.store);
-  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}), ...(metrics ? { metrics } : {}) });
+  const app = await createServer({ logger: deps.logger, auth, policy: deps.policy, title: 'online-extend volume API', service: 'volume', ...(deps.http ? { limits: deps.http } : {}), ...(metrics ? { metrics } : {}), ...(deps.timingDetail ? { timingDetail: true } : {}) });
   announceKeystone(app, auth);
   registerVolumeVersions(app);
   registerVolumes(app, { logger: deps.logger, auth, policy: deps.policy, title: '', volumes });
@@ -436,6 +441,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     serviceHeartbeatMs: config.serviceHeartbeatMs,
     metrics,
     serveMetrics: config.metricsPort === undefined,
+    timingDetail: config.serverTimingDetail,
   });
   // This host's nova-compute service, as an agent reports it (os-services lists it up).
   await computeApp.heartbeat.start();
@@ -495,6 +501,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         http: httpLimitsFrom(config),
         inFlight,
         metrics,
+        timingDetail: config.serverTimingDetail,
         auth,
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
@@ -673,6 +680,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
       auth,
       metrics,
       serveMetrics: config.metricsPort === undefined,
+      timingDetail: config.serverTimingDetail,
     });
     computeApi = api;
     const computeUrl = await api.app.listen({ host: config.host, port: config.port });
@@ -719,6 +727,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         inFlight,
         auth,
         metrics,
+        timingDetail: config.serverTimingDetail,
       });
       volumeUrl = await volumeApp.app.listen({ host: config.volumeHost, port: config.volumePort });
       catalog.register('volume', volumeUrl);

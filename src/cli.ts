@@ -63,6 +63,7 @@ function frontEndOptions(cmd: Command): Command {
     .option('--volume-port <port>', 'volume API port (default 8776)')
     .option('--metrics-port <port>', "serve GET /metrics on its own port (0 = any free one) instead of the compute API's")
     .option('--metrics-host <addr>', 'listen address of --metrics-port (default 127.0.0.1)')
+    .option('--server-timing-detail', 'Server-Timing with the time per layer (store, lock, driver, rpc, libvirt), not only auth and total (costs CPU per request)')
     .option('--image-port <port>', 'image API port (default 9292; 0 = any free one)')
     .option('--no-volume-api', 'run only the compute API')
     .option('--backends <list>', 'volume backends: file,block,iscsi (default file)')
@@ -96,6 +97,7 @@ function frontEndFlags(o: Record<string, string | boolean | undefined>): Flags<C
     volumePort: o.volumePort,
     metricsPort: o.metricsPort,
     metricsHost: o.metricsHost,
+    serverTimingDetail: o.serverTimingDetail,
     imagePort: o.imagePort,
     volumeApi: o.volumeApi,
     backends: o.backends,

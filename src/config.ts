@@ -152,6 +152,15 @@ export const ConfigSchema = Type.Object(
       flag: '--metrics-port',
     })),
     metricsHost: str('Listen address of GET /metrics when metricsPort is set', '127.0.0.1', { env: 'ONLINE_EXTEND_METRICS_HOST', flag: '--metrics-host' }),
+    // Server-Timing is on every answer (auth, total). Its per-layer parts (store, lock, driver,
+    // rpc, libvirt) follow a request through AsyncLocalStorage, whose promise hook costs every
+    // promise of the process ~0.45 us (about a fifth of a get_blockdev's CPU): opt-in.
+    serverTimingDetail: Type.Boolean({
+      description: 'Server-Timing with the time per layer (store, lock, driver, rpc, libvirt) besides auth and total; costs CPU on every request (bench/api.ts)',
+      default: false,
+      env: 'ONLINE_EXTEND_SERVER_TIMING_DETAIL',
+      flag: '--server-timing-detail',
+    }),
     keystoneUrl: Type.Optional(Type.String({ description: 'With auth=keystone: the real Keystone (its /v3 URL)', minLength: 1, env: 'ONLINE_EXTEND_KEYSTONE_URL', flag: '--keystone-url', unit: 'URL' })),
     keystoneServiceUser: str('With auth=keystone: the service user this service validates tokens and calls compute as (it needs the service and, with the default policy, admin roles on its project)', 'online-extend', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_USER', flag: '--keystone-service-user' }),
     keystoneServiceProject: str('With auth=keystone: the service user\'s project', 'service', { env: 'ONLINE_EXTEND_KEYSTONE_SERVICE_PROJECT', flag: '--keystone-service-project' }),

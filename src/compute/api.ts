@@ -192,16 +192,27 @@ export class ComputeAPI {
     const attachment = this.attachment(server, volumeId);
     this.checkIdle(server, 'rescan volume', VOLUME_TASK_STATES);
     server = await this.requireState(server, RESCANNABLE_STATES, 'rescan volume');
-    await this.requireExtendCapability(server);
+    this.checkExtendCapability(await this.rpc.capabilities(server.host));
     const details = { volume_id: volumeId, device: attachment.device };
-    await this.store.startAction(this.newAction(ctx, server, ACTIONS.rescan, details));
-    this.rpc.rescan(server.host, server.id, volumeId).then(
-      () => this.finish(ctx, server, 'Success', null),
-      (err: unknown) => {
-        this.log.error({ err, serverId: server.id, volumeId, requestId: ctx.requestId }, 'rescan failed');
-        return this.finish(ctx, server, 'Error', errorMessage(err));
-      },
+    // The start is written before the host is asked, as `audited` does: enqueued now, committed at
+    // the end of this event-loop turn (group commit), long before a rescan (a host tool's run)
+    // can finish; the host starts at once instead of one commit later (an extend waits for it).
+    // The caller's 202 still waits for the commit, and the finish is written only after it.
+    const started = this.store.startAction(this.newAction(ctx, server, ACTIONS.rescan, details));
+    const rescanned = this.rpc.rescan(server.host, server.id, volumeId);
+    void started.then(
+      () =>
+        rescanned.then(
+          () => this.finish(ctx, server, 'Success', null),
+          (err: unknown) => {
+            this.log.error({ err, serverId: server.id, volumeId, requestId: ctx.requestId }, 'rescan failed');
+            return this.finish(ctx, server, 'Error', errorMessage(err));
+          },
+        ),
+      // No start recorded (the caller is told): nothing to finish; the rescan is idempotent.
+      () => rescanned.catch((err: unknown) => this.log.error({ err, serverId: server.id, volumeId, requestId: ctx.requestId }, 'rescan failed')),
     );
+    await started;
   }
 
   /**
@@ -211,7 +222,7 @@ export class ComputeAPI {
    */
   async getBlockdev(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<number> {
     this.attachment(server, volumeId);
-    await this.requireExtendCapability(server);
+    this.checkExtendCapability(await this.rpc.capabilities(server.host));
     let bytes: number;
     try {
       bytes = await this.rpc.getHostBytes(server.host, server.id, volumeId);
@@ -234,7 +245,7 @@ export class ComputeAPI {
     this.attachment(server, volumeId);
     this.checkIdle(server, 'extend volume', VOLUME_TASK_STATES);
     server = await this.requireState(server, RESIZABLE_STATES, 'extend volume');
-    await this.requireExtendCapability(server);
+    this.checkExtendCapability(await this.rpc.capabilities(server.host));
     return this.audited(ctx, server, ACTIONS.assistExtend, { volume_id: volumeId, requested_bytes: bytes }, async () => {
       const measured = await this.rpc.extendAttached(server.host, server.id, volumeId, bytes);
       return { value: measured, details: { volume_id: volumeId, requested_bytes: bytes, bytes: measured } };
@@ -367,8 +378,8 @@ export class ComputeAPI {
     throw errors.instanceBusy(server.id, server.taskState, action);
   }
 
-  private async requireExtendCapability(server: ServerRecord): Promise<void> {
-    const caps = await this.rpc.capabilities(server.host);
+  /** ExtendVolumeNotSupported (501) unless the host's driver extends volumes (`caps`: ComputeRpc.capabilities of the server's host). */
+  private checkExtendCapability(caps: { driver: string; capabilities: { extendVolume: boolean } }): void {
     if (!caps.capabilities.extendVolume) throw errors.extendNotSupported(caps.driver);
   }
 

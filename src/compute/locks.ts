@@ -37,6 +37,11 @@ export class Coalescer {
     return slot.next;
   }
 
+  /** Whether a run for `key` is under way or queued (a caller may skip awaiting `settled` when not: no promise on the hot path). */
+  busy(key: string): boolean {
+    return this.running.has(key);
+  }
+
   /** Resolves when no run for `key` is under way or queued (whatever their outcome). */
   async settled(key: string): Promise<void> {
     for (let slot = this.running.get(key); slot; slot = this.running.get(key)) {

@@ -271,7 +271,8 @@ export class ComputeManager {
 
   /** The host's size, measured after any rescan of the volume under way has finished. */
   async getHostBytes(serverId: string, volumeId: string): Promise<number> {
-    await this.rescans.settled(`${serverId}/${volumeId}`);
+    const key = `${serverId}/${volumeId}`;
+    if (this.rescans.busy(key)) await this.rescans.settled(key);
     return this.driver.getHostBytes(serverId, volumeId);
   }
 

@@ -7,7 +7,7 @@ import type { ServerRecord } from '../db/store.js';
 import type { AttachSpec, DriverCapabilities, DriverServer, GuestFilesystemGrowth, SpawnSpec } from '../virt/driver.js';
 import type { ComputeManager, HostSizeExtend } from './manager.js';
 import type { Metrics } from '../util/metrics.js';
-import { currentTimings } from '../util/timing.js';
+import { currentTimings, type RequestTimings } from '../util/timing.js';
 
 /** The calls the compute API makes on a host (see the module comment); `host` names the host. */
 export interface ComputeRpc {
@@ -43,9 +43,12 @@ export class LocalComputeRpc implements ComputeRpc {
     return this.manager;
   }
 
-  async capabilities(host: string) {
-    const m = this.on(host);
-    return { driver: m.driverName, capabilities: m.capabilities };
+  /** The driver's name and capabilities are fixed for the manager's life: one answer, shared by every call. */
+  private caps: Promise<{ driver: string; capabilities: DriverCapabilities }> | undefined;
+
+  capabilities(host: string): Promise<{ driver: string; capabilities: DriverCapabilities }> {
+    if (host !== this.manager.host) return Promise.reject(new Error(`no compute manager for host ${host}`));
+    return (this.caps ??= Promise.resolve({ driver: this.manager.driverName, capabilities: this.manager.capabilities }));
   }
   syncInventory(): Promise<void> {
     return this.manager.syncInventory();
@@ -101,14 +104,19 @@ export function timedComputeRpc(rpc: ComputeRpc, metrics: Metrics): ComputeRpc {
       const start = performance.now();
       const p = fn(...args);
       // Measured on the side: the caller awaits the call's own promise.
-      const done = () => {
-        const ms = performance.now() - start;
-        histogram.observe(ms / 1000);
-        t?.add('rpc', ms);
-      };
-      p.then(done, done);
+      p.then(
+        () => observeRpc(histogram, t, start),
+        () => observeRpc(histogram, t, start),
+      );
       return p;
     };
   }
   return out as unknown as ComputeRpc;
+}
+
+/** One RPC call's latency, started at `start` (performance.now()), into its histogram and the request's `rpc` part. */
+function observeRpc(histogram: { observe(seconds: number): void }, t: RequestTimings | undefined, start: number): void {
+  const ms = performance.now() - start;
+  histogram.observe(ms / 1000);
+  t?.add('rpc', ms);
 }

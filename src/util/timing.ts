@@ -5,8 +5,11 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 
-/** The parts a request's time is split into (Server-Timing metric names). */
-export type TimingPart = 'auth' | 'store' | 'lock' | 'driver' | 'rpc';
+/**
+ * The parts a request's time is split into (Server-Timing metric names). `libvirt` is the
+ * libvirt remote-protocol calls' own time, inside `driver`.
+ */
+export type TimingPart = 'auth' | 'store' | 'lock' | 'driver' | 'rpc' | 'libvirt';
 
 /** Milliseconds spent per part in one request (concurrent calls add up: a part may exceed the wall time of the calls). */
 export class RequestTimings {
@@ -20,9 +23,18 @@ export class RequestTimings {
   /** The header value: each measured part then `total`, durations in ms with 0.001 resolution. */
   header(now = performance.now()): string {
     let out = '';
-    for (const [part, ms] of Object.entries(this.parts)) out += `${part};dur=${ms.toFixed(3)}, `;
-    return `${out}total;dur=${(now - this.start).toFixed(3)}`;
+    // for-in and integer formatting: half the cost of Object.entries and toFixed, on every answer.
+    for (const part in this.parts) out += `${part};dur=${millis(this.parts[part as TimingPart]!)}, `;
+    return `${out}total;dur=${millis(now - this.start)}`;
   }
+}
+
+/** `ms` with exactly three decimals (as `toFixed(3)`, for the durations here: finite, not negative). */
+function millis(ms: number): string {
+  const micros = Math.round(ms * 1000);
+  if (!(micros >= 0) || !Number.isSafeInteger(micros)) return ms.toFixed(3);
+  const digits = String(micros);
+  return micros < 1000 ? `0.${digits.padStart(3, '0')}` : `${digits.slice(0, -3)}.${digits.slice(-3)}`;
 }
 
 const als = new AsyncLocalStorage<RequestTimings>();
@@ -67,30 +79,44 @@ export function timedMethods<T extends object>(target: T, part: TimingPart, onEr
       let w = wrapped.get(name);
       if (w === undefined) {
         const fn = value as (...a: unknown[]) => unknown;
+        // Outside a request's timings (or without Server-Timing detail) only errors are wanted:
+        // one handler made here, none per call.
+        const rejected = onError && ((err: unknown) => onError(err));
         w = function (this: unknown, ...args: unknown[]): unknown {
           const t = als.getStore();
           // Called on the proxy: `this` is the target, so private fields and #members work.
           const self = this === receiver || this === undefined ? obj : this;
-          if (t === undefined && onError === undefined) return fn.apply(self, args);
+          if (t === undefined) {
+            if (rejected === undefined) return fn.apply(self, args);
+            let result: unknown;
+            try {
+              result = fn.apply(self, args);
+            } catch (err) {
+              rejected(err);
+              throw err;
+            }
+            if (result instanceof Promise) result.then(undefined, rejected);
+            return result;
+          }
           const start = performance.now();
           let result: unknown;
           try {
             result = fn.apply(self, args);
           } catch (err) {
-            t?.add(part, performance.now() - start);
+            t.add(part, performance.now() - start);
             onError?.(err);
             throw err;
           }
           if (!(result instanceof Promise)) {
-            t?.add(part, performance.now() - start);
+            t.add(part, performance.now() - start);
             return result;
           }
           // The caller gets the method's own promise (no extra link in its chain); the time and
           // the error are taken on the side, where a rejection handled here is not rethrown.
           result.then(
-            () => t?.add(part, performance.now() - start),
+            () => t.add(part, performance.now() - start),
             (err: unknown) => {
-              t?.add(part, performance.now() - start);
+              t.add(part, performance.now() - start);
               onError?.(err);
             },
           );

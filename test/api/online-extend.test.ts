@@ -68,6 +68,43 @@ describe('os-online_extend_volume: the spec flow', () => {
     expect(t.driver.calls.rescan).toBeLessThanOrEqual(2);
     expect(t.driver.calls.rescan).toBeGreaterThanOrEqual(1);
   });
+
+  it.each([
+    ['the host answers at once', 0],
+    ['the host takes a while', 30],
+  ])("records a rescan's start, answered 202 only once it is written, and its finish after it, when %s", async (_what, latencyMs) => {
+    await t.close();
+    t = await makeComputeApp({ latencyMs });
+    const r = await rescan();
+    expect(r.statusCode).toBe(202);
+    const id = r.headers['x-openstack-request-id'];
+    // The 202 waited for the start's commit: the action is there at once.
+    expect((await t.store.getAction(SERVER, String(id)))?.action).toBe('rescan_volume');
+    await until(async () => (await t.store.getAction(SERVER, String(id)))?.finishTime != null, 3000);
+    const a = (await t.store.getAction(SERVER, String(id)))!;
+    expect(a.result).toBe('Success');
+    expect(Date.parse(a.finishTime!)).toBeGreaterThanOrEqual(Date.parse(a.startTime));
+  });
+
+  it('answers 500 when the start of a rescan cannot be recorded, and writes no finish for it', async () => {
+    const startAction = t.store.startAction.bind(t.store);
+    let finishes = 0;
+    const finishAction = t.store.finishAction.bind(t.store);
+    t.store.startAction = async () => {
+      throw new Error('disk full');
+    };
+    t.store.finishAction = async (...a: Parameters<typeof finishAction>) => {
+      finishes++;
+      return finishAction(...a);
+    };
+    const r = await rescan();
+    expect(r.statusCode).toBe(500);
+    await until(async () => t.driver.calls.rescan >= 1, 3000);
+    await new Promise((res) => setTimeout(res, 50));
+    expect(finishes).toBe(0);
+    expect((await t.store.listActions(SERVER)).filter((x) => x.action === 'rescan_volume')).toEqual([]);
+    t.store.startAction = startAction;
+  });
 });
 
 describe('os-online_extend_volume: rules', () => {

@@ -62,6 +62,24 @@ describe('Coalescer', () => {
     expect(value).toBe(2);
     await c.settled('other'); // nothing under way: resolves at once
   });
+
+  it('is busy on a key from its first request until its last queued run has settled, a failed one included', async () => {
+    const c = new Coalescer();
+    expect(c.busy('k')).toBe(false);
+    const first = c.request('k', async () => {
+      await tick(10);
+    });
+    const second = c.request('k', async () => {
+      await tick(10);
+      throw new Error('failed');
+    });
+    expect([c.busy('k'), c.busy('other')]).toEqual([true, false]);
+    await first;
+    expect(c.busy('k')).toBe(true);
+    await expect(second).rejects.toThrow('failed');
+    await c.settled('k');
+    expect(c.busy('k')).toBe(false);
+  });
 });
 
 describe('newRequestId', () => {

@@ -60,6 +60,32 @@ describe('timedMethods', () => {
   });
 });
 
+describe('RequestTimings.header', () => {
+  it.each([
+    ['zero', 0, '0.000'],
+    ['under a microsecond, rounded', 0.0004, '0.000'],
+    ['a few microseconds', 0.0123, '0.012'],
+    ['under a millisecond', 0.5, '0.500'],
+    ['just under a millisecond, rounded up', 0.9996, '1.000'],
+    ['milliseconds', 12.3456, '12.346'],
+    ['minutes', 123456.789, '123456.789'],
+  ])('writes %s with three decimals, as toFixed(3) does', (_what, ms, text) => {
+    const t = new RequestTimings();
+    t.add('rpc', ms);
+    const header = t.header(t.start + ms);
+    expect(header).toBe(`rpc;dur=${text}, total;dur=${text}`);
+    expect(text).toBe(ms.toFixed(3));
+  });
+
+  it('lists the parts in the order they were first added, then total', () => {
+    const t = new RequestTimings();
+    t.add('auth', 1);
+    t.add('libvirt', 2);
+    t.add('auth', 0.5);
+    expect(t.header(t.start + 4)).toBe('auth;dur=1.500, libvirt;dur=2.000, total;dur=4.000');
+  });
+});
+
 describe('Metrics.countDriverError', () => {
   it.each([
     ['a catalogue error, under its code', errors.notFound('x'), 'NotFound'],

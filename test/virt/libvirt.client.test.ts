@@ -25,6 +25,7 @@ import {
   type MessageHeader,
 } from '../../src/virt/libvirt/remote/protocol.js';
 import { XdrReader, XdrWriter } from '../../src/virt/libvirt/remote/xdr.js';
+import { RequestTimings, runWithTimings } from '../../src/util/timing.js';
 
 type Handler = (h: MessageHeader, body: XdrReader, reply: (body?: Buffer, status?: number) => void) => void;
 
@@ -130,6 +131,33 @@ describe('RemoteClient', () => {
       expect(seconds).toBeGreaterThan(0);
       expect(seconds).toBeLessThan(5);
     }
+  });
+
+  it("adds each call's time, a failed one's too, to the current request's libvirt Server-Timing part, and nothing outside a request", async () => {
+    let n = 0;
+    srv = new FakeLibvirtd(sock, (_h, _b, reply) => {
+      const w = new XdrWriter();
+      if (n++ === 1) {
+        writeRemoteError(w, { code: 42, domain: 10, message: 'Domain not found', level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 });
+        return reply(w.bytes(), MessageStatus.ERROR);
+      }
+      // Answered 20 ms later: a call's part is at least that.
+      writeDomain(w, DOM);
+      setTimeout(() => reply(w.bytes()), 20);
+    });
+    await srv.listen();
+    client = new RemoteClient({ uri: `qemu+unix:///system?socket=${sock}` });
+    // Outside a request (the connection's handshake included): no timings to add to.
+    await client.lookupByName('g1');
+    const t = new RequestTimings();
+    await runWithTimings(t, async () => {
+      await expect(client!.lookupByName('nope')).rejects.toBeInstanceOf(LibvirtError);
+      await client!.lookupByName('g1');
+    });
+    expect(t.parts.libvirt).toBeGreaterThanOrEqual(19);
+    expect(t.parts.libvirt).toBeLessThan(5_000);
+    expect(Object.keys(t.parts)).toEqual(['libvirt']);
+    expect(t.header()).toMatch(/^libvirt;dur=\d+\.\d{3}, total;dur=\d+\.\d{3}$/);
   });
 
   it('times a call out without breaking the calls after it', async () => {

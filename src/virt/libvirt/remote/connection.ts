@@ -10,6 +10,7 @@
  * The procedures (what each call sends and reads) are in client.ts.
  */
 import net from 'node:net';
+import { currentTimings } from '../../../util/timing.js';
 import { LibvirtConnectionError, LibvirtError, LibvirtProtocolError, LibvirtTimeoutError } from './errors.js';
 import {
   KEEPALIVE_PROC_PING,
@@ -294,15 +295,22 @@ export class RemoteConnection {
 
   /** One RPC call; resolves with a reader positioned at the reply body. */
   async call(program: number, version: number, procedure: number, args?: Buffer, opts: CallOptions = {}): Promise<XdrReader> {
-    // Every call of the client passes here: the one place its latency is measured (and added to
-    // the current request's `driver` Server-Timing part by the driver's own wrapper, not here).
+    // Every call of the client passes here: the one place its latency is measured, for the
+    // metrics (observeCall) and as the current request's `libvirt` Server-Timing part (inside its
+    // `driver` part), so a client sees how much of an answer libvirtd and QEMU took.
     const observe = this.observeCall;
-    const start = observe ? performance.now() : 0;
+    const timings = currentTimings();
+    const start = observe || timings ? performance.now() : 0;
     try {
-      const sock = await this.ensureConnected();
+      // Connected (the common case): no promise to wait for.
+      const sock = this.socket && !this.closed ? this.socket : await this.ensureConnected();
       return await this.callOn(sock, program, version, procedure, args, opts.timeoutMs ?? this.callTimeoutMs);
     } finally {
-      if (observe) observe(PROC_NAMES.get(`${program}:${procedure}`) ?? `${program.toString(16)}:${procedure}`, (performance.now() - start) / 1000);
+      if (observe || timings) {
+        const ms = performance.now() - start;
+        timings?.add('libvirt', ms);
+        if (observe) observe(PROC_NAMES.get(`${program}:${procedure}`) ?? `${program.toString(16)}:${procedure}`, ms / 1000);
+      }
     }
   }
 
