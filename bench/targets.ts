@@ -30,8 +30,10 @@ const driver = new FakeDriver({
     ...GROW_VOLUMES.map((v) => ({ id: v, name: `grow-${v}`, projectId: TENANT, state: 'active' as const, disks: [disk(v)] })),
   ],
 });
-// With the process's metrics, as serve runs: request counts, RPC latency and store/driver timing are on the measured path.
-const { app } = await buildComputeApp({ store, driver, logger: pino({ level: 'silent' }), defaultProject: TENANT, metrics: new Metrics() });
+// As serve runs by default: the process's metrics (request counts, RPC latency) and Server-Timing
+// with its per-layer parts (serverTimingDetail; BENCH_TIMING_DETAIL=0 measures without them).
+const timingDetail = process.env.BENCH_TIMING_DETAIL !== '0';
+const { app } = await buildComputeApp({ store, driver, logger: pino({ level: 'silent' }), defaultProject: TENANT, metrics: new Metrics(), timingDetail });
 const { token } = await issueToken(store, { userId: 'bench', projectId: TENANT, roles: ['admin'], ttlMs: 3_600_000 });
 const full = await app.listen({ host: '127.0.0.1', port: 0 });
 

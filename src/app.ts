@@ -90,7 +90,7 @@ export interface ComputeAppDeps {
   metrics?: Metrics;
   /** Serve GET /metrics on the compute API's port (default: yes when `metrics` is given; no when a separate metrics port serves it). */
   serveMetrics?: boolean;
-  /** Server-Timing's per-layer parts (Config serverTimingDetail; default off: auth and total only). */
+  /** Server-Timing's per-layer parts (Config serverTimingDetail, on by default; off: auth and total only). */
   timingDetail?: boolean;
 }
 
@@ -244,7 +244,7 @@ export interface VolumeAppDeps {
   auth?: Authenticator;
   /** The process's metrics: workflow steps, retries, extends, requests, volumes by status (absent: none). */
   metrics?: Metrics;
-  /** Server-Timing's per-layer parts (Config serverTimingDetail; default off: auth and total only). */
+  /** Server-Timing's per-layer parts (Config serverTimingDetail, on by default; off: auth and total only). */
   timingDetail?: boolean;
 }
 

@@ -152,12 +152,13 @@ export const ConfigSchema = Type.Object(
       flag: '--metrics-port',
     })),
     metricsHost: str('Listen address of GET /metrics when metricsPort is set', '127.0.0.1', { env: 'ONLINE_EXTEND_METRICS_HOST', flag: '--metrics-host' }),
-    // Server-Timing is on every answer (auth, total). Its per-layer parts (store, lock, driver,
-    // rpc, libvirt) follow a request through AsyncLocalStorage, whose promise hook costs every
-    // promise of the process ~0.45 us (about a fifth of a get_blockdev's CPU): opt-in.
+    // Server-Timing is on every answer (auth, total), and by default its per-layer parts too
+    // (store, lock, driver, rpc, libvirt: issue H asks for them on every response). They follow a
+    // request through AsyncLocalStorage, whose promise hook costs every promise of the process
+    // ~0.45 us (about a fifth of a get_blockdev's CPU, bench/api.ts): false keeps auth and total only.
     serverTimingDetail: Type.Boolean({
-      description: 'Server-Timing with the time per layer (store, lock, driver, rpc, libvirt) besides auth and total; costs CPU on every request (bench/api.ts)',
-      default: false,
+      description: 'Server-Timing with the time per layer (store, lock, driver, rpc, libvirt) besides auth and total; costs CPU on every request (bench/api.ts); false: auth and total only',
+      default: true,
       env: 'ONLINE_EXTEND_SERVER_TIMING_DETAIL',
       flag: '--server-timing-detail',
     }),
