@@ -40,6 +40,7 @@ import { registerVolumes } from './api/routes/volume/volumes.js';
 import { registerAttachments } from './api/routes/volume/attachments.js';
 import { registerComputeVersions, registerVolumeVersions } from './api/routes/versions.js';
 import type { VolumeBackend } from './volume/backends/backend.js';
+import { VOLUME_STATUSES } from './volume/lifecycle.js';
 import { BlockBackend, FileBackend, IscsiBackend } from './volume/backends/index.js';
 import { readCapacity } from './volume/backends/tgt.js';
 import { HttpComputeClient, type ComputeForVolumes } from './rpc/computeClient.js';
@@ -262,7 +263,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
   const metrics = deps.metrics;
   if (metrics) {
     const counted = deps.store;
-    metrics.countVolumesWith(() => counted.countVolumesByStatus());
+    metrics.countVolumesWith(() => counted.countVolumesByStatus(), VOLUME_STATUSES);
     if (deps.timingDetail) deps = { ...deps, store: timedMethods(deps.store, 'store') };
   }
   const workflow = new ExtendWorkflow({

@@ -37,6 +37,7 @@ export class Metrics {
   /** Driver errors, by our error code. */
   readonly driverErrors: Counter<'code'>;
   private volumeCounter: VolumeCounter | undefined;
+  private volumeStatuses: readonly string[] = [];
 
   constructor(registry = new Registry()) {
     this.registry = registry;
@@ -51,6 +52,7 @@ export class Metrics {
     this.driverErrors = new Counter({ name: 'online_extend_driver_errors_total', help: 'Virt driver errors, by error code.', labelNames: ['code'], registers });
     // Read at scrape time: one grouped count per scrape, nothing kept between scrapes.
     const volumesOf = () => this.volumeCounter;
+    const statusesOf = () => this.volumeStatuses;
     new Gauge({
       name: 'online_extend_volumes',
       help: 'Volumes, by status (counted in the store at scrape time).',
@@ -61,6 +63,9 @@ export class Metrics {
         if (counter === undefined) return;
         const counts = await counter();
         this.reset();
+        // Every known status reads 0 when no volume has it, rather than its series vanishing
+        // (a query over `available` must see 0 after the last one is deleted).
+        for (const status of statusesOf()) this.set({ status }, 0);
         for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
       },
     });
@@ -71,9 +76,10 @@ export class Metrics {
     this.driverErrors.inc({ code: isServiceError(err) ? err.code : 'Unexpected' });
   }
 
-  /** Where the volumes gauge reads from (the volume service's store); unset: no volume series. */
-  countVolumesWith(counter: VolumeCounter): void {
+  /** Where the volumes gauge reads from (the volume service's store), and the statuses it shows at 0 when no volume has them; unset: no volume series. */
+  countVolumesWith(counter: VolumeCounter, statuses: readonly string[] = []): void {
     this.volumeCounter = counter;
+    this.volumeStatuses = statuses;
   }
 
   /** The text exposition (Prometheus text format 0.0.4) and its content type. */

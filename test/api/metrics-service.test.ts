@@ -4,6 +4,7 @@
  * metricsPort moves GET /metrics off the compute API's port.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VOLUME_STATUSES } from '../../src/volume/lifecycle.js';
 import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
 
 // The sample lines of Prometheus' text format, keyed by `name{labels}`; throws on a line that is not the format.
@@ -74,6 +75,12 @@ describe('serve with /metrics on the compute API port (the default)', () => {
     expect(after.get('online_extend_volumes{status="available"}')).toBe(listed.filter((v) => v.status === 'available').length);
     // Requests of the volume API are counted under its own api label and route patterns.
     expect([...after.keys()].some((k) => k.startsWith('online_extend_http_requests_total{api="volume",method="POST",route="/v3/:project_id/volumes/:volume_id/action",status="202"'))).toBe(true);
+  });
+
+  it('shows every volume status, at 0 when no volume has it (a series does not vanish when its last volume goes)', async () => {
+    const scraped = await scrape(h.service.computeUrl);
+    for (const status of VOLUME_STATUSES) expect(scraped.has(`online_extend_volumes{status="${status}"}`), status).toBe(true);
+    expect(scraped.get('online_extend_volumes{status="error_extending"}')).toBe(0);
   });
 
   it('reports store time in Server-Timing on a volume API answer by default (serverTimingDetail), within the total', async () => {
