@@ -23,6 +23,7 @@ import type { Logger } from 'pino';
 import { errors, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
 import type { IdentityService } from './keystone.js';
 import { isProjectId } from '../auth/ids.js';
+import { RequestTimings } from '../util/timing.js';
 
 /** HTTP bounds of the identity port (the same numbers as the other APIs'; src/app.ts passes them). */
 export interface IdentityHttpLimits {
@@ -119,9 +120,18 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
     if (err.status === 401) reply.header('www-authenticate', `Keystone uri="${deps.baseUrl()}"`);
     return reply.status(err.status).type('application/json').send(keystoneErrorBody(err));
   };
+  // Server-Timing's total on every answer, as the compute and volume APIs give it (their
+  // per-layer parts do not apply: Keystone's routes have no store/driver layers of ours).
+  const started = new WeakMap<FastifyRequest, RequestTimings>();
+  app.addHook('onRequest', (req, _reply, done) => {
+    started.set(req, new RequestTimings());
+    done();
+  });
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-openstack-request-id', req.id);
     reply.header('vary', 'X-Auth-Token');
+    const t = started.get(req);
+    if (t) reply.header('server-timing', t.header());
   });
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = toServiceError(err);

@@ -106,6 +106,16 @@ describe('the embedded Keystone v3 discovery', () => {
     expect(Number(new URL(idUrl).port)).toBeGreaterThan(0);
   });
 
+  it.each([
+    ['GET /', 'GET', '/', 300],
+    ['an unknown path', 'GET', '/v3/users', 404],
+    ['POST /v3/auth/tokens without a body', 'POST', '/v3/auth/tokens', 400],
+  ] as const)('puts Server-Timing (total) on its answer to %s', async (_name, method, path, status) => {
+    const r = await call(idUrl, method, path, method === 'POST' ? { raw: '{}' } : {});
+    expect(r.status).toBe(status);
+    expect(r.headers.get('server-timing')).toMatch(/^total;dur=\d+\.\d{3}$/);
+  });
+
   it('answers an unknown path with 404 in Keystone error shape', async () => {
     const r = await call(idUrl, 'GET', '/v3/users');
     expect(r.status).toBe(404);
