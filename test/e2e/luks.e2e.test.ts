@@ -10,7 +10,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { issueToken } from '../../src/auth/tokens.js';
@@ -20,6 +20,7 @@ import { virsh } from '../../src/lab/index.js';
 import { ApiError } from '../../src/rpc/httpClient.js';
 import { secretUuidOf } from '../../src/virt/libvirt/secrets.js';
 import { e2eMissing } from '../support/e2e.js';
+import { volumeStorageFile } from '../support/files.js';
 import { statusOf, type VolumeView } from '../support/labService.js';
 import { guestData, useLabService } from '../support/labSuite.js';
 import { describeReal } from '../support/real.js';
@@ -36,21 +37,7 @@ describeReal(e2eMissing())('LUKS-encrypted volumes extended online on a real gue
   const data = guestData(G, PATTERN_MIB);
 
   /** The volume's storage file (the file volume itself, or the loop device's / LUN's backing file). */
-  function storageOf(id: string): string {
-    const find = (dir: string): string | undefined => {
-      for (const e of readdirSync(dir, { withFileTypes: true })) {
-        const p = join(dir, e.name);
-        if (e.isDirectory()) {
-          const f = find(p);
-          if (f) return f;
-        } else if (e.name === `${id}.raw`) return p;
-      }
-      return undefined;
-    };
-    const f = find(S().dataDir);
-    if (!f) throw new Error(`no storage file for volume ${id}`);
-    return f;
-  }
+  const storageOf = (id: string): string => volumeStorageFile(S().dataDir, id);
 
   function qemuImgInfo(path: string): { format: string; encrypted?: boolean; 'format-specific': { data: { 'payload-offset': number } } } {
     return JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', path], { encoding: 'utf8' })) as ReturnType<typeof qemuImgInfo>;

@@ -5,12 +5,13 @@
  */
 import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiError } from '../../src/rpc/httpClient.js';
 import { FAKE_LUKS_PAYLOAD_OFFSET, type FakeDriver } from '../../src/virt/fake/driver.js';
 import { until } from '../support/rawHttp.js';
+import { volumeStorageFile } from '../support/files.js';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
 
 const MiB = 2 ** 20;
@@ -38,19 +39,7 @@ async function ours(id: string): Promise<OurView> {
   return (await h.volume.request<{ volume: OurView }>('GET', `${base}/${id}/os-online-extend`)).body.volume;
 }
 function fileOf(id: string): string {
-  const find = (dir: string): string | undefined => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      if (e.isDirectory()) {
-        const f = find(p);
-        if (f) return f;
-      } else if (e.name === `${id}.raw`) return p;
-    }
-    return undefined;
-  };
-  const f = find(h.config.dataDir);
-  if (!f) throw new Error(`no file for volume ${id}`);
-  return f;
+  return volumeStorageFile(h.config.dataDir, id);
 }
 function qemuPayloadOffset(path: string): number {
   const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', path], { encoding: 'utf8' })) as { format: string; 'format-specific': { data: { 'payload-offset': number } } };
