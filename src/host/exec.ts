@@ -97,6 +97,11 @@ export interface RunOptions {
   signal?: AbortSignal;
   env?: NodeJS.ProcessEnv;
   /**
+   * Written to the command's stdin, which is then closed (default: no stdin). For secrets a
+   * command reads from `/dev/stdin`: never on its command line, never in a file.
+   */
+  input?: string;
+  /**
    * Run the command in its own process group and kill the whole group (timeout, abort): for
    * scripts whose children must not outlive them (a shell running a build, a forking daemon's
    * starter).
@@ -162,11 +167,16 @@ export function runCommandRaw(cmd: string, args: readonly string[], opts: RunOpt
       }
     }
     const child = spawn(cmd, [...args], {
-      stdio: fd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', fd, fd],
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', fd ?? 'pipe', fd ?? 'pipe'],
       ...(opts.env === undefined ? {} : { env: opts.env }),
       detached: opts.processGroup === true,
     });
     if (fd !== undefined) closeSync(fd);
+    if (opts.input !== undefined && child.stdin) {
+      // A command that exits before reading all of it closes the pipe: not our error to raise.
+      child.stdin.on('error', () => {});
+      child.stdin.end(opts.input);
+    }
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let outBytes = 0;

@@ -23,6 +23,8 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** What the command does, in public words (`resize the qcow2 image`); defaults to `run <program>`. */
   what?: string;
+  /** Written to the command's stdin (then closed): for a secret it reads from /dev/stdin. */
+  input?: string;
 }
 
 /** A command that ran to completion: exit status (0 on success), stdout, stderr. */
@@ -56,7 +58,7 @@ export function backendCommandFailed(err: unknown, what: string): ServiceError {
  */
 export async function execRaw(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
   try {
-    return await runCommandRaw(cmd, args, { ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }) });
+    return await runCommandRaw(cmd, args, { ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }), ...(opts.input === undefined ? {} : { input: opts.input }) });
   } catch (err) {
     throw backendCommandFailed(err, describe(cmd, opts.what));
   }

@@ -13,13 +13,12 @@
  *
  * The passphrase is 32 random bytes per volume, as base64 text (so the PBKDF's iteration count protects nothing
  * a brute force could reach: it is kept low, `iter-time` 100 ms, which is also what every open
- * of the volume by QEMU costs). It reaches qemu-img through a 0600 file in the pool directory
- * (0700), removed right after, never on a command line.
+ * of the volume by QEMU costs). It reaches qemu-img on its stdin (`file=/dev/stdin`): never on a
+ * command line, never in a file.
  */
-import { writeFile } from 'node:fs/promises';
 import { errors } from '../../errors.js';
 import { parseLuksPayloadOffset, readLuksPayloadOffset } from '../../host/luks.js';
-import { fsFailed, growVolumeFile, removeFile, VOLUME_FILE_MODE } from './common.js';
+import { fsFailed, growVolumeFile, removeFile } from './common.js';
 import { commandFailed, execRaw } from './exec.js';
 import type { EncryptionFormat, VolumeEncryption } from './backend.js';
 
@@ -50,33 +49,28 @@ const PBKDF_CLOCK_MISS = /Unable to get accurate CPU usage/;
  * Write a LUKS volume of exactly `bytes` at `path` (a new file, e.g. createAtomically's temporary
  * one): the header by `qemu-img create -f luks` (payload 0), then the file grown (sparse) to
  * `bytes`, so the guest will see `bytes - payloadOffset`. The passphrase (text) goes to qemu-img
- * in a 0600 file next to `path`, removed afterwards. Returns the header's payload offset.
+ * on its stdin. Returns the header's payload offset.
  * Throws InvalidInput (400) when `bytes` does not exceed the header, BackendFailed otherwise.
  */
 export async function writeLuksVolume(path: string, bytes: number, passphrase: string, opts: { timeoutMs: number; volumeId?: string }): Promise<VolumeEncryption> {
-  const keyFile = `${path}.key`;
-  try {
-    try {
-      await writeFile(keyFile, passphrase, { mode: VOLUME_FILE_MODE, flag: 'wx' });
-    } catch (err) {
-      throw fsFailed('write the key of the new encrypted volume', keyFile, err);
-    }
-    const args = [
-      'create', '-q', '-f', 'luks',
-      '--object', `secret,id=sec0,file=${keyFile},format=raw`,
-      '-o', 'key-secret=sec0,iter-time=100',
-      path, '0',
-    ];
-    const what = 'write the LUKS header of the volume';
-    for (let attempt = 1; ; attempt++) {
-      const r = await execRaw('qemu-img', args, { timeoutMs: opts.timeoutMs, what });
-      if (r.code === 0) break;
-      await removeFile(path);
-      if (attempt < 5 && PBKDF_CLOCK_MISS.test(r.stderr)) continue;
-      throw commandFailed('qemu-img', args, r, { what });
-    }
-  } finally {
-    await removeFile(keyFile).catch(() => undefined);
+  // The passphrase reaches qemu-img on its stdin: never on a command line other processes can
+  // read, and never in a file a crash could leave behind (red team: a kill -9 during a create
+  // left the key file next to the volume).
+  const args = [
+    'create', '-q', '-f', 'luks',
+    '--object', 'secret,id=sec0,file=/dev/stdin,format=raw',
+    '-o', 'key-secret=sec0,iter-time=100',
+    path, '0',
+  ];
+  const what = 'write the LUKS header of the volume';
+  for (let attempt = 1; ; attempt++) {
+    // Node gives a child a socket, not a pipe, as stdin, and /dev/stdin cannot open a socket:
+    // `cat` turns it into a pipe (the shell's arguments carry no secret).
+    const r = await execRaw('sh', ['-c', 'cat | qemu-img "$@"', 'sh', ...args], { timeoutMs: opts.timeoutMs, what, input: passphrase });
+    if (r.code === 0) break;
+    await removeFile(path);
+    if (attempt < 10 && PBKDF_CLOCK_MISS.test(r.stderr)) continue;
+    throw commandFailed('qemu-img', args, r, { what });
   }
   const enc = await readLuksHeader(path);
   if (!enc) throw errors.backendFailed('cannot write the LUKS header of the volume: qemu-img wrote no LUKS header', { detail: path });
