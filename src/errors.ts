@@ -370,6 +370,28 @@ export const errors = {
         (hostBytes === undefined ? '' : ` (it sees ${hostBytes})`) +
         '; rescan first and wait until get_blockdev reports the new size.',
     ),
+  /**
+   * 409, final: a resize of an encrypted (LUKS) disk asks for more than its guest can ever see on
+   * the storage the host has now: the guest sees the host's bytes minus the header, and
+   * assist_extend's `bytes` is the guest's size. Waiting does not help (get_blockdev already
+   * reports the host's size), a smaller `bytes` does: unlike hostSizeTooSmall, final.
+   */
+  encryptedHostSizeTooSmall: (volumeId: string, requested: number, hostBytes: number, payloadOffset: number) =>
+    new ServiceError(
+      'HostSizeTooSmall',
+      `Volume ${volumeId} is encrypted (LUKS): its guest sees the host's ${hostBytes} bytes minus the ${payloadOffset}-byte header, ` +
+        `at most ${hostBytes - payloadOffset} bytes, not ${requested}; assist_extend's bytes is the size the guest sees (get_blockdev's, the storage's, minus the header).`,
+      { final: true },
+    ),
+  /**
+   * A resize to `requested` that the host's `hostBytes`, less an encrypted disk's `payloadOffset`,
+   * cannot give the guest: uncertain while the host does not see `requested` yet (rescan and
+   * wait: hostSizeTooSmall), final when it does and only the LUKS header is in the way.
+   */
+  hostSizeTooSmallFor: (volumeId: string, requested: number, hostBytes: number, payloadOffset: number) =>
+    payloadOffset > 0 && requested <= hostBytes
+      ? errors.encryptedHostSizeTooSmall(volumeId, requested, hostBytes, payloadOffset)
+      : errors.hostSizeTooSmall(volumeId, requested, hostBytes - payloadOffset),
   volumeInvalidState: (volumeId: string, status: string, action: string) =>
     new ServiceError('VolumeInvalidState', `Cannot '${action}' volume ${volumeId} while its status is ${status}.`),
   volumeAttached: (volumeId: string, serverId: string, action: string) =>

@@ -78,6 +78,7 @@ describe('creating an encrypted volume', () => {
 
   it.each([
     ['an unknown encryption', { size: 1, encryption: 'aes-xts-plain' }, /Unknown volume encryption "aes-xts-plain"/],
+    ['an empty encryption (not "none": a template\'s empty variable)', { size: 1, encryption: '' }, /Unknown volume encryption ""/],
     ['an encrypted qcow2', { size: 1, encryption: 'luks', format: 'qcow2' }, /format must be raw/],
     ['an encrypted volume smaller than its header allows', { size_bytes: 2 * MiB, encryption: 'luks' }, /at least 4194304 bytes/],
     ['an encrypted type of a backend that does not exist', { size: 1, volume_type: 'ceph-luks' }, /Unknown volume type "ceph"/],
@@ -136,7 +137,16 @@ describe('an encrypted volume attached to the fake hypervisor', () => {
     fake.setBackingBytes(vol, 64 * MiB);
     const guest = 64 * MiB - FAKE_LUKS_PAYLOAD_OFFSET;
     expect(await fake.extendAttached('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol, guest)).toBe(guest);
-    await expect(fake.extendAttached('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol, guest + 512)).rejects.toMatchObject({ code: 'HostSizeTooSmall' });
+    // Past the header but within what the host sees (the spec's flow: assist_extend with
+    // get_blockdev's bytes): final, naming the header; waiting would not help.
+    await expect(fake.extendAttached('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol, guest + 512)).rejects.toMatchObject({ code: 'HostSizeTooSmall', status: 409, final: true });
+    await expect(fake.extendAttached('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol, 64 * MiB)).rejects.toMatchObject({
+      code: 'HostSizeTooSmall',
+      final: true,
+      message: expect.stringContaining(`minus the ${FAKE_LUKS_PAYLOAD_OFFSET}-byte header, at most ${guest} bytes`),
+    });
+    // Past what the host sees: the storage may still grow (rescan and wait), uncertain.
+    await expect(fake.extendAttached('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol, 64 * MiB + 512)).rejects.toMatchObject({ code: 'HostSizeTooSmall', final: false });
     expect(await fake.getHostBytes('6e8f1d5b-2222-4b33-8c44-1d5e6f7a8b9c', vol)).toBe(64 * MiB);
   });
 });

@@ -293,7 +293,7 @@ export class FakeDriver implements VirtDriver {
         disk.backingBytes = Math.max(disk.backingBytes, bytes + offset);
         disk.hostBytes = disk.backingBytes;
       } else if (bytes + offset > disk.hostBytes) {
-        throw errors.hostSizeTooSmall(volumeId, bytes, disk.hostBytes - offset);
+        throw errors.hostSizeTooSmallFor(volumeId, bytes, disk.hostBytes, offset);
       }
       disk.guestBytes = bytes;
       this.resizes++;

@@ -206,8 +206,8 @@ export class DomainDisks {
       const { disk, bytes } = ctx.resize;
       if (disk.kind !== 'file') {
         const host = await this.hostBytes(disk).catch(() => undefined);
-        const usable = host === undefined ? undefined : host - (await this.payloadOffset(disk));
-        if (usable !== undefined && usable < bytes) return errors.hostSizeTooSmall(ctx.volumeId, bytes, usable);
+        const offset = host === undefined ? 0 : await this.payloadOffset(disk);
+        if (host !== undefined && host - offset < bytes) return errors.hostSizeTooSmallFor(ctx.volumeId, bytes, host, offset);
       } else {
         const limit = await this.fileLimit(disk);
         if (limit !== undefined && bytes > limit) return this.tooLarge(ctx.volumeId, bytes, limit, disk);
@@ -241,3 +241,4 @@ export class DomainDisks {
     return errors.driverFailed(`cannot ${ctx.action}: unexpected failure in the libvirt driver`, { final: true, cause: err, detail: (err as Error)?.message ?? String(err) });
   }
 }
+

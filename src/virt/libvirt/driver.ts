@@ -264,8 +264,8 @@ export class LibvirtDriver implements VirtDriver {
       // Cheap (sysfs) and gives the message the host's figure; QEMU would refuse anyway.
       // An encrypted (LUKS) disk's guest sees the device minus the header: compare like with like.
       const host = await this.disks.storage.blockDeviceBytes(disk.source).catch(() => undefined);
-      const usable = host === undefined ? undefined : host - (await this.disks.payloadOffset(disk));
-      if (usable !== undefined && usable < bytes) throw errors.hostSizeTooSmall(volumeId, bytes, usable);
+      const offset = host === undefined ? 0 : await this.disks.payloadOffset(disk);
+      if (host !== undefined && host - offset < bytes) throw errors.hostSizeTooSmallFor(volumeId, bytes, host, offset);
     }
     // QEMU grows a raw file itself, and would fail half-way with EFBIG past what the file's
     // filesystem holds: refuse that with a 400 before asking.

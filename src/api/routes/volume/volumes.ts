@@ -366,7 +366,8 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
         sizeBytes: sizeBytes ?? gibToBytes(sizeGiB('volume.size', size!)),
         backend: b.volume_type ?? '',
         ...(b.format ? { format: b.format } : {}),
-        ...(unset(b.encryption) ? {} : { encryption: b.encryption! }),
+        // "" is not "no encryption": a template's empty variable must not make plaintext (400).
+        ...(b.encryption === undefined || b.encryption === null ? {} : { encryption: b.encryption }),
         description: b.description ?? b.display_description ?? null,
         metadata: b.metadata ?? {},
       });
