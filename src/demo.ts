@@ -18,7 +18,8 @@ import { formatBytes } from './cli/sizes.js';
 import { GiB } from './util/units.js';
 import { loadConfig } from './config.js';
 import { demoGrowFs } from './demo/growFs.js';
-import { demoLuks } from './demoLuks.js';
+import { demoLuks } from './demo/luks.js';
+import { waitForExtend } from './demo/extendWait.js';
 
 const PROJECT = 'demo';
 
@@ -99,24 +100,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       const mark = await guest.logMark();
       const t0 = performance.now();
       await volume.request('POST', `/v3/${PROJECT}/volumes/${v.id}/action`, { 'os-extend': { new_size: 2 } });
-      let status = 'extending';
-      let lastStep = '';
-      while (status === 'extending') {
-        // Our own view of the volume carries the extend's step (Cinder's has only the status).
-        const cur = (
-          await volume.request<{ volume: { status: string; size_bytes: number; extend: { step: string; error: string | null } | null } }>(
-            'GET',
-            `/v3/${PROJECT}/volumes/${v.id}/os-online-extend`,
-          )
-        ).body.volume;
-        status = cur.status;
-        if (cur.extend && cur.extend.step !== lastStep) {
-          lastStep = cur.extend.step;
-          out(`   ${((performance.now() - t0) / 1000).toFixed(2)}s step ${lastStep}`);
-        }
-        if (status === 'error_extending') throw new Error(`extend failed: ${cur.extend?.error}`);
-        if (status === 'extending') await new Promise((r) => setTimeout(r, 20));
-      }
+      await waitForExtend(volume, PROJECT, v.id, { out, t0 });
       const apiDone = performance.now() - t0;
       const after = await guest.waitForSize(dev, 2 * GiB, 20_000);
       const guestDone = performance.now() - t0;

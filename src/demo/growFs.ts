@@ -9,24 +9,13 @@
  * service's workflow runs its `grow_fs` step after the guest saw the new size and records what it
  * did, which this part reads back from `GET …/volumes/{id}/os-online-extend` (`fs_growth`).
  */
-
-/** An API client as the demo has them (src/rpc/httpClient.ts's ApiClient): one request, the decoded body; throws on an error status. */
-export interface ApiClient {
-  request<T>(method: string, path: string, body?: unknown): Promise<{ body: T }>;
-}
-
-/** What the demo's guest offers this part (the lab's GuestShell has it). */
-export interface DemoGuest {
-  readonly uuid: string;
-  /** Run a shell script in the guest through its serial console; throws when it exits non-zero. */
-  exec(cmd: string, timeoutMs?: number): Promise<string>;
-  deviceForSerial(serial: string, timeoutMs?: number): Promise<string | undefined>;
-  waitForSize(dev: string, bytes: number, timeoutMs?: number): Promise<number>;
-}
+import type { GuestShell } from '../lab/index.js';
+import type { ApiClient } from '../rpc/httpClient.js';
+import { waitForExtend, type ExtendProgressView } from './extendWait.js';
 
 /** What demoGrowFs needs: the guest, the two API clients and project, how to grow the guest filesystem, where to print. */
 export interface GrowFsDemoContext {
-  guest: DemoGuest;
+  guest: GuestShell;
   compute: ApiClient;
   volume: ApiClient;
   project: string;
@@ -39,14 +28,14 @@ const GiB = 1024 ** 3;
 const MNT = '/mnt/oe-demo';
 
 /** df -B1's line for the mount point (header dropped) and its total in bytes. */
-async function df(guest: DemoGuest): Promise<{ line: string; total: number }> {
+async function df(guest: GuestShell): Promise<{ line: string; total: number }> {
   const line = (await guest.exec(`df -B1 ${MNT}`)).trim().split('\n').at(-1) ?? '';
   const total = Number(line.trim().split(/\s+/)[1]);
   if (!Number.isSafeInteger(total)) throw new Error(`no df total in: ${line}`);
   return { line, total };
 }
 
-async function checksums(guest: DemoGuest): Promise<string> {
+async function checksums(guest: GuestShell): Promise<string> {
   return (await guest.exec(`echo 3 > /proc/sys/vm/drop_caches; cd ${MNT} && md5sum random.bin pattern.txt`)).trim();
 }
 
@@ -61,30 +50,8 @@ interface FsGrowthView {
   fs_bytes: number | null;
 }
 
-interface ExtendView {
-  status: string;
-  extend: { step: string; error: string | null } | null;
+interface ExtendView extends ExtendProgressView {
   fs_growth: FsGrowthView | null;
-}
-
-/**
- * Wait until the volume leaves `extending` (the grow_fs step runs inside it), printing each step
- * as it starts with its time since `t0`; answers the final view. Throws when the extend failed.
- */
-async function waitExtended(volume: ApiClient, project: string, id: string, t0: number, out: (s: string) => void): Promise<ExtendView> {
-  const deadline = Date.now() + 120_000;
-  let lastStep = '';
-  for (;;) {
-    const v = (await volume.request<{ volume: ExtendView }>('GET', `/v3/${project}/volumes/${id}/os-online-extend`)).body.volume;
-    if (v.extend && v.extend.step !== lastStep) {
-      lastStep = v.extend.step;
-      out(`   ${((performance.now() - t0) / 1000).toFixed(2)}s step ${lastStep}`);
-    }
-    if (v.status === 'in-use') return v;
-    if (v.status !== 'extending') throw new Error(`extend ended in status ${v.status}: ${v.extend?.error ?? ''}`);
-    if (Date.now() > deadline) throw new Error('extend did not finish within 120 s');
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /**
@@ -118,7 +85,8 @@ export async function demoGrowFs(ctx: GrowFsDemoContext): Promise<boolean> {
     out('G2. [grow-fs] extending it online to 2 GiB through the volume API with {"online_extend:grow_fs": true}…');
     const t0 = performance.now();
     await volume.request('POST', `/v3/${project}/volumes/${v.id}/action`, { 'os-extend': { new_size: 2, 'online_extend:grow_fs': true } });
-    const done = await waitExtended(volume, project, v.id, t0, out);
+    const done = await waitForExtend<ExtendView>(volume, project, v.id, { out, t0 });
+    if (done.status !== 'in-use') throw new Error(`extend ended in status ${done.status}`);
     const t1 = performance.now();
     const r = done.fs_growth;
     out(`   extend and filesystem grow ${((t1 - t0) / 1000).toFixed(2)} s; the volume records: ` +

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { issueToken } from '../../src/auth/tokens.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
-import { demoLuks } from '../../src/demoLuks.js';
+import { demoLuks } from '../../src/demo/luks.js';
 import { virsh } from '../../src/lab/index.js';
 import { ApiError } from '../../src/rpc/httpClient.js';
 import { secretUuidOf } from '../../src/virt/libvirt/secrets.js';

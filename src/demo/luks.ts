@@ -5,10 +5,11 @@
  * the LUKS payload offset that explains the difference from the volume's size. Everything it
  * makes it removes again (through the APIs), also when a step fails.
  */
-import type { GuestShell } from './lab/index.js';
-import type { ApiClient } from './rpc/httpClient.js';
-import { formatBytes } from './cli/sizes.js';
-import { GiB } from './util/units.js';
+import type { GuestShell } from '../lab/index.js';
+import type { ApiClient } from '../rpc/httpClient.js';
+import { formatBytes } from '../cli/sizes.js';
+import { GiB } from '../util/units.js';
+import { waitForExtend, type ExtendProgressView } from './extendWait.js';
 
 /** What demoLuks needs from the demo: its clients (the volume one at our latest microversion), project, running guest and printer. */
 export interface DemoLuksContext {
@@ -22,12 +23,9 @@ export interface DemoLuksContext {
 }
 
 /** Our view of a volume (`GET …/volumes/{id}/os-online-extend`), the fields shown here. */
-interface LuksVolume {
-  status: string;
-  size_bytes: number;
+interface LuksVolume extends ExtendProgressView {
   payload_offset: number | null;
   guest_size_bytes: number | null;
-  extend: { step: string; error: string | null } | null;
 }
 
 /**
@@ -62,11 +60,7 @@ export async function demoLuks(ctx: DemoLuksContext): Promise<boolean> {
     out(`L3. [${type}] extending it online to 2 GiB through the volume API…`);
     const t1 = performance.now();
     await volume.request('POST', `/v3/${project}/volumes/${id}/action`, { 'os-extend': { new_size: 2 } });
-    let cur = await show(id);
-    while (cur.status === 'extending') {
-      await new Promise((r) => setTimeout(r, 20));
-      cur = await show(id);
-    }
+    const cur = await waitForExtend<LuksVolume>(volume, project, id);
     if (cur.status !== 'in-use') throw new Error(`extend ended ${cur.status}: ${cur.extend?.error ?? ''}`);
     const after = await guest.waitForSize(dev, 2 * GiB - offset, 20_000);
     out(
