@@ -6,21 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VOLUME_STATUSES } from '../../src/volume/lifecycle.js';
 import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
+import { parsePrometheusText as parse } from '../support/prometheus.js';
 
-// The sample lines of Prometheus' text format, keyed by `name{labels}`; throws on a line that is not the format.
-const LABEL = String.raw`[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"`;
-const SAMPLE = new RegExp(String.raw`^[a-zA-Z_:][a-zA-Z0-9_:]*(\{${LABEL}(,${LABEL})*\})? (-?[0-9.e+-]+|NaN|[+-]Inf)$`);
-const COMMENT = /^# (HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|histogram|summary|untyped))$/;
-function parse(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '' || COMMENT.test(line)) continue;
-    if (!SAMPLE.test(line)) throw new Error(`not Prometheus text format: ${line}`);
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
 async function scrape(base: string): Promise<Map<string, number>> {
   const res = await fetch(`${base}/metrics`);
   expect(res.status).toBe(200);

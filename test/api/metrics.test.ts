@@ -7,24 +7,8 @@ import { PolicyEnforcer } from '../../src/auth/policy.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import { Metrics } from '../../src/util/metrics.js';
 import { BLOCK_VOL, FILE_VOL, GiB, TENANT, sampleServers, url } from '../support/computeApp.js';
+import { parsePrometheusText as parse } from '../support/prometheus.js';
 
-// One line of Prometheus' text format 0.0.4: a comment (HELP/TYPE) or a sample with optional labels.
-const LABEL = String.raw`[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"`;
-const SAMPLE = new RegExp(String.raw`^[a-zA-Z_:][a-zA-Z0-9_:]*(\{${LABEL}(,${LABEL})*\})? (-?[0-9.e+-]+|NaN|[+-]Inf)$`);
-const COMMENT = /^# (HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|histogram|summary|untyped))$/;
-
-/** The samples of an exposition, keyed by `name{labels}`; throws on a line that is not the text format. */
-function parse(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line === '') continue;
-    if (COMMENT.test(line)) continue;
-    if (!SAMPLE.test(line)) throw new Error(`not Prometheus text format: ${line}`);
-    const i = line.lastIndexOf(' ');
-    out.set(line.slice(0, i), Number(line.slice(i + 1)));
-  }
-  return out;
-}
 
 let built: ComputeApp;
 let base: string;
