@@ -292,19 +292,21 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     if (detail) runWithTimings(req.timings, () => onRequest(req, reply, done));
     else onRequest(req, reply, done);
   });
-  app.addHook('onSend', (req, reply, payload, done) => {
-    // Router errors (frameworkErrors) answer before onRequest: no timings to report.
-    if (req.timings) reply.header('server-timing', req.timings.header());
-    done(null, payload);
-  });
   const metrics = deps.metrics;
-  if (metrics) {
-    const api = deps.service;
-    // Label sets resolved once each (prom-client hashes the labels on every inc otherwise); the
-    // keys are bounded: route patterns x methods x statuses.
-    const counters = new Map<string, { inc(): void }>();
-    const durations = new Map<string, { observe(v: number): void }>();
-    app.addHook('onResponse', (req, reply, done) => {
+  // Label sets resolved once each (prom-client hashes the labels on every inc otherwise); the
+  // keys are bounded: route patterns x methods x statuses.
+  const counters = new Map<string, { inc(): void }>();
+  const durations = new Map<string, { observe(v: number): void }>();
+  const api = deps.service;
+  // One onSend hook for the Server-Timing header and the request metrics (a second hook, such as
+  // onResponse, costs a turn through Fastify's hook runner on every answer): the duration counted
+  // is until the answer is handed to the socket.
+  app.addHook('onSend', (req, reply, payload, done) => {
+    const timings = req.timings;
+    // Router errors (frameworkErrors) answer before onRequest: no timings to report.
+    const now = performance.now();
+    if (timings) reply.header('server-timing', timings.header(now));
+    if (metrics) {
       // The route pattern, never the URL: an unmatched request is one series however many URLs miss.
       const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
       const key = `${req.method} ${reply.statusCode} ${route}`;
@@ -313,16 +315,16 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
       c.inc();
       let d = durations.get(route);
       if (d === undefined) durations.set(route, (d = metrics.httpSeconds.labels({ api, route })));
-      if (req.timings) d.observe((performance.now() - req.timings.start) / 1000);
-      done();
-    });
-    if (deps.serveMetrics) {
-      // Off the auth path (no token), as Prometheus scrapes: what it shows is counts, never names or ids.
-      app.get('/metrics', { schema: { hide: true }, config: { unversioned: true } }, async (_req, reply) => {
-        const { contentType, body } = await metrics.scrape();
-        return reply.type(contentType).send(body);
-      });
+      if (timings) d.observe((now - timings.start) / 1000);
     }
+    done(null, payload);
+  });
+  if (metrics && deps.serveMetrics) {
+    // Off the auth path (no token), as Prometheus scrapes: what it shows is counts, never names or ids.
+    app.get('/metrics', { schema: { hide: true }, config: { unversioned: true } }, async (_req, reply) => {
+      const { contentType, body } = await metrics.scrape();
+      return reply.type(contentType).send(body);
+    });
   }
 
   const onRequest = (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void): void => {
@@ -352,7 +354,7 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     if (project === undefined) return done(req.apiVersionError ?? undefined);
     // The alphabet first: a malformed URL is refused without a token lookup.
     if (!PROJECT_ID.test(project)) return done(errors.invalidInput(`Malformed request URL: a project id is ${PROJECT_ID_RULE}.`));
-    authenticate(deps, req).then((auth) => {
+    const authenticated = (auth: AuthContext): void => {
       if (project !== auth.projectId) {
         try {
           checkProject(project, auth, req.serviceActsInAnyProject === true);
@@ -361,14 +363,23 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
         }
       }
       done(req.apiVersionError ?? undefined);
-    }, done);
+    };
+    const known = knownCaller(deps, req);
+    if (known) return authenticated(known);
+    authenticate(deps, req).then(authenticated, done);
   };
 
   // A route with a body schema needs a body: an empty one (which the JSON parser lets through
   // for body-less methods) gets the same clear 400 as before, not the schema's "must be object".
-  app.addHook('preValidation', (req, _reply, done) => {
-    if (req.body === undefined && req.routeOptions.schema?.body !== undefined) return done(errors.badRequest(EMPTY_BODY));
+  // Added to those routes only (onRoute): a GET runs no hook for it.
+  const requireBody = (req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void => {
+    if (req.body === undefined) return done(errors.badRequest(EMPTY_BODY));
     done();
+  };
+  app.addHook('onRoute', (route) => {
+    if (route.schema?.body === undefined) return;
+    const own = route.preValidation;
+    route.preValidation = own === undefined ? [requireBody] : [requireBody, ...(Array.isArray(own) ? own : [own])];
   });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
@@ -404,7 +415,8 @@ export const SERVICE_ROLE = 'service';
  * again costs no promise.
  */
 async function authenticate(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest): Promise<AuthContext> {
-  if (req.auth) return req.auth;
+  const known = knownCaller(deps, req);
+  if (known) return known;
   const header = req.headers['x-auth-token'];
   const start = performance.now();
   try {
@@ -414,6 +426,24 @@ async function authenticate(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest)
     req.timings?.add('auth', performance.now() - start);
   }
   return req.auth;
+}
+
+/**
+ * The caller of `req` when it is known without I/O (set already, or a token the authenticator
+ * has cached as valid: Authenticator.known); undefined when `authenticate` must ask. The hot
+ * path: a known token costs no promise.
+ */
+function knownCaller(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest): AuthContext | undefined {
+  if (req.auth) return req.auth;
+  if (deps.auth.known === undefined) return undefined;
+  const header = req.headers['x-auth-token'];
+  const start = performance.now();
+  const known = deps.auth.known(Array.isArray(header) ? header[0] : header);
+  if (known) {
+    req.auth = known;
+    req.timings?.add('auth', performance.now() - start);
+  }
+  return known;
 }
 
 /**
@@ -453,7 +483,14 @@ export async function authorize(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: 
  * Throws Unauthorized (401), Forbidden (403).
  */
 export async function authorizeOn(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: FastifyRequest, action: string, target: PolicyTarget): Promise<RequestContext> {
-  const auth = req.auth ?? (await authenticate(deps, req));
+  return contextOn(deps, req, req.auth ?? (await authenticate(deps, req)), action, target);
+}
+
+/**
+ * `authorizeOn` for a caller already authenticated (`auth`, from `req.auth` or `caller`), with no
+ * promise: the policy check is synchronous. Throws Forbidden (403).
+ */
+export function contextOn(deps: Pick<ServerDeps, 'policy'>, req: FastifyRequest, auth: AuthContext, action: string, target: PolicyTarget): RequestContext {
   if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
   return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
 }

@@ -144,6 +144,7 @@ export class KeystoneAuthenticator {
     const key = hashToken(token);
     let v = this.cached(key);
     if (!v) {
+      // Not known: validated by Keystone (one request shared by concurrent callers).
       let p = this.pending.get(key);
       if (!p) {
         p = this.validate(token).finally(() => this.pending.delete(key));
@@ -155,6 +156,16 @@ export class KeystoneAuthenticator {
     if ('invalid' in v) throw errors.unauthorized(v.invalid);
     if (v.ctx.expiresAt <= this.now()) throw errors.unauthorized('The token is invalid or has expired.');
     return v.ctx;
+  }
+
+  /**
+   * The caller of `token` when Keystone's answer for it is cached and still valid now; undefined
+   * when `authenticate` must decide (unknown, refused, or expired tokens). No I/O.
+   */
+  known(token: string | undefined): AuthContext | undefined {
+    if (!token || token === this.noToken || !TOKEN_SHAPE.test(token)) return undefined;
+    const v = this.cached(hashToken(token));
+    return v && !('invalid' in v) && v.ctx.expiresAt > this.now() ? v.ctx : undefined;
   }
 
   /**

@@ -17,7 +17,7 @@ const NEVER = Number.MAX_SAFE_INTEGER;
 /** Cinder's noauth (see the module comment). */
 export class NoAuthAuthenticator implements Authenticator {
   /** `stored`: the authenticator of this service's own tokens, tried first for values without a `:`. */
-  constructor(private readonly stored: Pick<TokenAuthenticator, 'authenticate' | 'forget'>) {}
+  constructor(private readonly stored: Pick<TokenAuthenticator, 'authenticate' | 'forget' | 'known'>) {}
 
   /** The caller named by `token`. Throws Unauthorized (401) when it is missing or names an invalid user or project id. */
   async authenticate(token: string | undefined): Promise<AuthContext> {
@@ -36,6 +36,11 @@ export class NoAuthAuthenticator implements Authenticator {
       throw errors.unauthorized('noauth: X-Auth-Token must be USER:PROJECT (a valid user id and project id).');
     }
     return { userId, projectId, roles: ['admin'], expiresAt: NEVER };
+  }
+
+  /** A stored token of this service's own, known valid now (USER:PROJECT values are made per request by `authenticate`). */
+  known(token: string | undefined): AuthContext | undefined {
+    return token === undefined || token.includes(':') ? undefined : this.stored.known(token);
   }
 
   /** Forget a revoked stored token. */

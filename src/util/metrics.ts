@@ -43,7 +43,7 @@ export class Metrics {
     this.registry = registry;
     const registers = [registry];
     this.httpRequests = new Counter({ name: 'online_extend_http_requests_total', help: 'HTTP requests answered, by API, method, route pattern and status.', labelNames: ['api', 'method', 'route', 'status'], registers });
-    this.httpSeconds = new Histogram({ name: 'online_extend_http_request_duration_seconds', help: 'HTTP request duration, by API and route pattern.', labelNames: ['api', 'route'], buckets: CALL_BUCKETS, registers });
+    this.httpSeconds = new Histogram({ name: 'online_extend_http_request_duration_seconds', help: 'HTTP request duration (to the answer handed to the socket), by API and route pattern.', labelNames: ['api', 'route'], buckets: CALL_BUCKETS, registers });
     this.extends = new Counter({ name: 'online_extend_volume_extends_total', help: 'Volume extends finished, by result and backend.', labelNames: ['result', 'backend'], registers });
     this.workflowStepSeconds = new Histogram({ name: 'online_extend_workflow_step_duration_seconds', help: 'Time per extend workflow step.', labelNames: ['step'], buckets: STEP_BUCKETS, registers });
     this.workflowRetries = new Counter({ name: 'online_extend_workflow_step_retries_total', help: 'Retries of extend workflow steps.', labelNames: ['step'], registers });

@@ -159,6 +159,24 @@ describe('KeystoneAuthenticator: validating tokens', () => {
     expect(err.code).toBe('Unauthorized');
   });
 
+  it('knows a token without asking (no I/O) only while its valid answer is cached and it has not expired', async () => {
+    known('t1', { lifeMs: 10_000 });
+    const a = make({ cacheMs: 5_000 });
+    expect(a.known('t1')).toBeUndefined();
+    await a.authenticate('t1');
+    expect(a.known('t1')).toMatchObject({ userId: 'u-t1', projectId: 'p-1' });
+    clock += 5_000;
+    expect(a.known('t1')).toBeUndefined();
+    expect(a.known(undefined)).toBeUndefined();
+    expect(ks.validations).toEqual(['t1']);
+  });
+
+  it('never knows a refused token (the refusal is authenticate’s to give)', async () => {
+    const a = make({ cacheMs: 5_000 });
+    await failure(a.authenticate('nope'));
+    expect(a.known('nope')).toBeUndefined();
+  });
+
   it('asks every time with a cache time of 0', async () => {
     known('t1');
     const a = make({ cacheMs: 0 });

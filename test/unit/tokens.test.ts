@@ -18,6 +18,7 @@ import {
   ServiceToken,
   TokenAuthenticator,
 } from '../../src/auth/tokens.js';
+import { NoAuthAuthenticator } from '../../src/auth/noauth.js';
 
 describe('parseRoles', () => {
   const ok: Array<[string, string, string[], string[]?]> = [
@@ -184,6 +185,36 @@ describe('ServiceToken', () => {
     vi.setSystemTime(Date.now() + 1001);
     await expect(auth.authenticate(token)).rejects.toThrow(/invalid or has expired/);
     vi.useRealTimers();
+  });
+
+  it('knows a token without a store read (Authenticator.known) only while its cache entry is fresh, unexpired and not forgotten', async () => {
+    vi.useFakeTimers({ now: new Date(), toFake: ['Date'] });
+    const auth = new TokenAuthenticator(store, { revalidateMs: 1000 });
+    const { token } = await issueToken(store, { userId: 'u-known', projectId: 'p', roles: ['member'], ttlMs: 5000 });
+    expect(auth.known(token)).toBeUndefined();
+    expect(auth.known(undefined)).toBeUndefined();
+    await auth.authenticate(token);
+    expect(auth.known(token)).toMatchObject({ userId: 'u-known', projectId: 'p' });
+    vi.setSystemTime(Date.now() + 1000);
+    expect(auth.known(token)).toBeUndefined();
+    await auth.authenticate(token);
+    auth.forget(token);
+    expect(auth.known(token)).toBeUndefined();
+    await auth.authenticate(token);
+    vi.setSystemTime(Date.now() + 5000);
+    expect(auth.known(token)).toBeUndefined();
+    await expect(auth.authenticate(token)).rejects.toThrow(/invalid or has expired/);
+    vi.useRealTimers();
+  });
+
+  it('lets noauth know only its stored tokens, never a USER:PROJECT value (made per request)', async () => {
+    const stored = new TokenAuthenticator(store);
+    const auth = new NoAuthAuthenticator(stored);
+    const { token } = await issueToken(store, { userId: 'u-stored', projectId: 'p', roles: ['member'], ttlMs: HOUR });
+    await auth.authenticate(token);
+    await auth.authenticate('alice:p1');
+    expect(auth.known(token)).toMatchObject({ userId: 'u-stored' });
+    expect(auth.known('alice:p1')).toBeUndefined();
   });
 
   it('refuses a renewal margin that is not shorter than the lifetime', async () => {

@@ -5,7 +5,7 @@
  */
 import type { FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
-import { authorizeOn, caller } from '../../server.js';
+import { caller, contextOn } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import { AssistExtendBody, RescanBody, ServerIdParam, VolumeBlockdev, VolumeIdParams } from '../../schemas/compute.js';
 import type { ComputeAPI } from '../../../compute/api.js';
@@ -20,8 +20,10 @@ export function registerOnlineExtendVolume(app: App, deps: ServerDeps & { comput
 
   /** The caller's context for `action` in the URL's project, and the server, which must be in it. */
   const target = async (req: FastifyRequest, scope: ComputeScope, action: string, serverId: string) => {
-    const project = scope.urlProject ?? (await caller(deps, req)).projectId;
-    const ctx = await authorizeOn(deps, req, action, { project_id: project });
+    // The caller is known already on the hot path (the onRequest hook authenticated it): no promise for it.
+    const auth = req.auth ?? (await caller(deps, req));
+    const project = scope.urlProject ?? auth.projectId;
+    const ctx = contextOn(deps, req, auth, action, { project_id: project });
     return { ctx, server: await compute.getServer(project, serverId) };
   };
 
