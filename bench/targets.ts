@@ -13,6 +13,10 @@ import { SqliteStore } from '../src/db/sqlite.js';
 import { FakeDriver } from '../src/virt/fake/driver.js';
 import { issueToken } from '../src/auth/tokens.js';
 import { Metrics } from '../src/util/metrics.js';
+import { randomUUID } from 'node:crypto';
+import { Type } from '@sinclair/typebox';
+import { ProjectId } from '../src/api/schemas/common.js';
+import { VolumeBlockdev, VolumeIdParams } from '../src/api/schemas/compute.js';
 
 const TENANT = 'bench';
 const SERVER = '14540a2f-204b-4a30-a61b-e069bf243c87';
@@ -44,10 +48,29 @@ bare.get('/v2/:tenant_id/servers/:server_id/os-online_extend_volume/:volume_id',
 });
 const bareUrl = await bare.listen({ host: '127.0.0.1', port: 0 });
 
-process.stdout.write(`${JSON.stringify({ full, bare: bareUrl, token, tenant: TENANT, server: SERVER, volume: VOLUME, growVolumes: GROW_VOLUMES, dir })}\n`);
+// The floor of any schema-first OpenStack API on Fastify, for reference: the same URL, params and
+// response schemas as get_blockdev (validation and serialization), a token looked up in a Map in
+// one onRequest hook, and the headers every Nova answer carries (request id, microversion echo,
+// Vary). No policy, store, driver, metrics or Server-Timing.
+const floor = Fastify();
+const tokens = new Map([[token, { projectId: TENANT }]]);
+floor.addHook('onRequest', (req, reply, done) => {
+  const caller = tokens.get(String(req.headers['x-auth-token']));
+  if (caller === undefined) return void reply.code(401).send({ unauthorized: { code: 401 } });
+  reply.header('x-openstack-request-id', `req-${randomUUID()}`);
+  reply.header('openstack-api-version', 'compute 2.1').header('x-openstack-nova-api-version', '2.1').header('vary', 'OpenStack-API-Version, X-OpenStack-Nova-API-Version');
+  done();
+});
+floor.get('/v2/:tenant_id/servers/:server_id/os-online_extend_volume/:volume_id', { schema: { params: Type.Object({ tenant_id: ProjectId, ...VolumeIdParams }), response: { 200: VolumeBlockdev } } }, async (req) => {
+  const { volume_id } = req.params as { volume_id: string };
+  return { volume_blockdev: { id: volume_id, bytes: 1073741824 } };
+});
+const floorUrl = await floor.listen({ host: '127.0.0.1', port: 0 });
+
+process.stdout.write(`${JSON.stringify({ full, bare: bareUrl, floor: floorUrl, token, tenant: TENANT, server: SERVER, volume: VOLUME, growVolumes: GROW_VOLUMES, dir })}\n`);
 // The database goes with the process (it is made per run).
 process.on('SIGTERM', () =>
-  void Promise.all([app.close(), bare.close()])
+  void Promise.all([app.close(), bare.close(), floor.close()])
     .then(() => store.close())
     .finally(() => {
       rmSync(dir, { recursive: true, force: true });
