@@ -2,8 +2,9 @@
  * An ApiDispatch (httpClient.ts) for an API served by this same process: each call goes through
  * the app's whole request pipeline (its hooks, auth, policy, routes, error handler and audit) by
  * Fastify's `inject`, without a socket, an HTTP parser or fetch. `serve` uses it for the volume
- * service's calls to its own compute API: on this machine a call over loopback HTTP costs the
- * extend about 1–1.8 ms (fetch, two parsers, two event-loop wake-ups) of which this keeps ~0.1.
+ * service's calls to its own compute API: on this machine a call over loopback HTTP cost the
+ * extend 1–1.8 ms beyond compute's own work (fetch, two parsers, two event-loop wake-ups) and an
+ * in-process one 0.1–0.5 ms (README, benchmark C).
  *
  * What the app sees differs from a call over a socket only below the routes: no connection (so
  * no connection cap, pipelining or drain applies: the caller is this process), a loopback peer,
