@@ -195,8 +195,8 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
     const ids = act.compute_request_ids;
     const polls = ids.slice(ids.indexOf(rescan.request_id) + 1, ids.indexOf(assist.request_id));
     const b = {
-      accepted: ms(act.start_time), // get_blockdev check done, volume → extending
-      rescanSent: ms(rescan.start_time), // storage step done
+      accepted: ms(act.start_time), // the volume service has the request (its checks start)
+      rescanSent: ms(rescan.start_time), // checks done, volume → extending, storage step done, rescan reached compute
       hostSaw,
       assistStart: ms(assist.start_time),
       resized: ms(assist.finish_time),
@@ -208,8 +208,8 @@ async function benchBackend(ls: LabService, client: RemoteClient, dom: RemoteDom
       toKernel: kernel - t0,
       polls: polls.length,
       steps: {
-        'accept (POST → checks done, extending)': b.accepted - t0,
-        'storage (backend grow)': b.rescanSent - b.accepted,
+        'accept (POST → the volume service has it)': b.accepted - t0,
+        'checks+storage (get_blockdev/state, grow)': b.rescanSent - b.accepted,
         'rescan (compute, background)': ms(rescan.finish_time) - ms(rescan.start_time),
         'wait_host (rescan sent → host sees it)': b.hostSaw - b.rescanSent,
         'dispatch (host sees it → assist starts)': b.assistStart - b.hostSaw,

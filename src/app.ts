@@ -4,7 +4,9 @@
  *
  * Compute and the volume service never import each other: each reaches the other over HTTP
  * through the RPC boundary (src/rpc: HttpComputeClient, HttpVolumeClient), and find each other's
- * endpoint in a ServiceCatalog, filled as each API starts listening.
+ * endpoint in a ServiceCatalog, filled as each API starts listening. The volume service's calls
+ * to a compute API served by its own process skip the socket (rpc/inProcess.ts): same routes,
+ * auth, policy and audit, without the HTTP round trip its extends would wait for at every step.
  */
 import pino, { type Logger } from 'pino';
 import { join } from 'node:path';
@@ -44,6 +46,7 @@ import { VOLUME_STATUSES } from './volume/lifecycle.js';
 import { BlockBackend, FileBackend, IscsiBackend } from './volume/backends/index.js';
 import { readCapacity } from './volume/backends/tgt.js';
 import { HttpComputeClient, type ComputeForVolumes } from './rpc/computeClient.js';
+import { injectDispatch } from './rpc/inProcess.js';
 import { HttpVolumeClient, type VolumesForCompute } from './rpc/volumeClient.js';
 import { ServiceCatalog } from './rpc/catalog.js';
 import { ExtendWorkflow } from './volume/extend/workflow.js';
@@ -485,7 +488,8 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         const token = serviceToken;
         currentToken = () => token.current();
       }
-      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken });
+      // Compute's API is served by this process: its calls go through that API in-process (rpc/inProcess.ts).
+      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken, dispatch: injectDispatch(computeApp.app, catalog.endpoint('compute')) });
       // Volumes with an operation under way in this process, left alone by the reconciler.
       const inFlight = new InFlight();
       volumeApp = await buildVolumeApp({
@@ -709,7 +713,8 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         const token = serviceToken;
         currentToken = () => token.current();
       }
-      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken });
+      // Compute's API is served by this process: its calls go through that API in-process (rpc/inProcess.ts).
+      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken, dispatch: injectDispatch(api.app, catalog.endpoint('compute')) });
       // Several api processes share the database: an operation under way here keeps its record
       // fresh, so the other processes' reconcilers (which wait volumeReconcileMs after a record's
       // last change) leave it alone.

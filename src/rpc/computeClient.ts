@@ -1,6 +1,7 @@
 /**
  * How the volume service reaches compute: over real HTTP with its own service token, as Cinder
- * reaches Nova. The extend calls are the spec's os-online_extend_volume; attach and detach and
+ * reaches Nova (or, when compute's API is served by the same process, through that API's request
+ * pipeline in-process: `dispatch`, rpc/inProcess.ts; same auth, policy, audit and answers). The extend calls are the spec's os-online_extend_volume; attach and detach and
  * the reconciler's look at a server go through compute's internal os-volume_connections routes
  * (the service role only). Each call answers the compute request id for the volume's audit;
  * failures come back as the ServiceError compute raised (code and final-or-uncertain kept).
@@ -44,7 +45,8 @@ export interface ComputeForVolumes {
 export class HttpComputeClient implements ComputeForVolumes {
   private readonly api: ApiClient;
 
-  constructor(opts: Pick<ApiClientOptions, 'url' | 'token' | 'timeoutMs'>) {
+  /** `dispatch`: compute's API is in this process (rpc/inProcess.ts); absent: over HTTP to `url`. */
+  constructor(opts: Pick<ApiClientOptions, 'url' | 'token' | 'timeoutMs' | 'dispatch'>) {
     this.api = new ApiClient({ ...opts, unreachableCode: 'ComputeUnreachable' });
   }
 

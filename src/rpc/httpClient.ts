@@ -29,7 +29,31 @@ export interface ApiClientOptions {
   unreachableCode?: 'ComputeUnreachable' | 'ServiceUnavailable';
   /** Headers sent on every call, e.g. `OpenStack-API-Version: volume latest` (VOLUME_LATEST). */
   headers?: Record<string, string>;
+  /**
+   * Hands each call to an API served by this same process instead of sending it over a socket
+   * (injectDispatch: the API's whole request pipeline, auth and audit included, without the
+   * connection and the HTTP parsing). Absent: over HTTP to `url` with fetch.
+   */
+  dispatch?: ApiDispatch;
 }
+
+/** One call as an in-process dispatch gets it: `path` is the URL's path and query; `body` is JSON text. */
+export interface DispatchRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+  body?: string;
+}
+
+/** What an in-process dispatch answers: the status, a header by its lower-case name, and the body's text. */
+export interface DispatchAnswer {
+  status: number;
+  header(name: string): string | undefined;
+  text: string;
+}
+
+/** Sends one call to an API in this process (ApiClientOptions.dispatch); rejects only when no answer could be had. */
+export type ApiDispatch = (req: DispatchRequest) => Promise<DispatchAnswer>;
 
 /** The header our own clients send the volume API: its latest microversion (extending attached volumes needs 3.42). */
 export const VOLUME_LATEST: Readonly<Record<string, string>> = { 'OpenStack-API-Version': 'volume latest' };
@@ -90,47 +114,82 @@ export class ApiClient {
 
   /** `opts.timeoutMs` bounds this one call (e.g. by a workflow's deadline); default the client's. */
   async request<T>(method: string, path: string, body?: unknown, opts: CallOptions & { token?: string } = {}): Promise<{ status: number; body: T; requestId: string | undefined }> {
-    let res: Response;
     const token = opts.token ?? (typeof this.opts.token === 'function' ? this.opts.token() : this.opts.token);
     const unreachable = this.opts.unreachableCode ?? 'ComputeUnreachable';
     const timeoutMs = Math.max(1, opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000);
     const base = this.base;
-    try {
-      res = await fetch(`${base}${path}`, {
-        method,
-        headers: {
-          ...this.opts.headers,
-          'x-auth-token': token,
-          accept: 'application/json',
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-    } catch (err) {
-      // Not answered: the call may or may not have happened, so this is uncertain. The message
-      // names the call, not the address it went to (that goes in the detail).
-      const e = err as Error;
-      const why = e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : 'no answer (connection failed)';
-      throw new ApiError(unreachable, `${method} ${path}: ${why}`, { cause: err, final: false, reason: why, detail: `${base}${path}: ${e.message}` });
-    }
-    const requestId = res.headers.get('x-openstack-request-id') ?? undefined;
+    const headers: Record<string, string> = {
+      ...this.opts.headers,
+      'x-auth-token': token,
+      accept: 'application/json',
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    };
+    const json = body === undefined ? undefined : JSON.stringify(body);
+    // Not answered: the call may or may not have happened, so this is uncertain. The message
+    // names the call, not the address it went to (that goes in the detail).
+    const noAnswer = (err: unknown, timedOut: boolean): ApiError => {
+      const why = timedOut ? `no answer within ${timeoutMs} ms` : 'no answer (connection failed)';
+      return new ApiError(unreachable, `${method} ${path}: ${why}`, { cause: err, final: false, reason: why, detail: `${base}${path}: ${(err as Error)?.message ?? String(err)}` });
+    };
+    let status: number;
+    let requestId: string | undefined;
     let text: string;
-    try {
-      text = await res.text();
-    } catch (err) {
-      throw new ApiError(unreachable, `${method} ${path}: the answer was cut off`, { cause: err, final: false, detail: `${base}${path}: ${(err as Error).message}` });
+    if (this.opts.dispatch) {
+      const answer = await dispatchWithin(this.opts.dispatch, { method, path, headers, ...(json === undefined ? {} : { body: json }) }, timeoutMs).catch((err: unknown) => {
+        throw noAnswer(err, err instanceof DispatchTimeout);
+      });
+      status = answer.status;
+      requestId = answer.header('x-openstack-request-id');
+      text = answer.text;
+    } else {
+      let res: Response;
+      try {
+        res = await fetch(`${base}${path}`, { method, headers, ...(json === undefined ? {} : { body: json }), signal: AbortSignal.timeout(timeoutMs) });
+      } catch (err) {
+        throw noAnswer(err, (err as Error)?.name === 'TimeoutError');
+      }
+      status = res.status;
+      requestId = res.headers.get('x-openstack-request-id') ?? undefined;
+      try {
+        text = await res.text();
+      } catch (err) {
+        throw new ApiError(unreachable, `${method} ${path}: the answer was cut off`, { cause: err, final: false, detail: `${base}${path}: ${(err as Error).message}` });
+      }
     }
+    const ok = status >= 200 && status < 300;
     let parsed: unknown;
     try {
       parsed = text ? (JSON.parse(text) as unknown) : undefined;
     } catch {
       parsed = undefined;
     }
-    if (!res.ok) throw errorFromFault(res.status, parsed, requestId);
+    if (!ok) throw errorFromFault(status, parsed, requestId);
     if (text && parsed === undefined) {
-      throw new ApiError('InternalError', `${method} ${path}: the answer (HTTP ${res.status}) is not JSON`, { final: false, ...(requestId ? { requestId } : {}) });
+      throw new ApiError('InternalError', `${method} ${path}: the answer (HTTP ${status}) is not JSON`, { final: false, ...(requestId ? { requestId } : {}) });
     }
-    return { status: res.status, body: parsed as T, requestId };
+    return { status, body: parsed as T, requestId };
   }
+}
+
+/** A dispatch that did not answer within its call's bound. */
+class DispatchTimeout extends Error {}
+
+/** `dispatch(req)`, or a DispatchTimeout after `timeoutMs` (the call itself runs on: an in-process handler cannot be cut off, as a server goes on after its client gave up). */
+function dispatchWithin(dispatch: ApiDispatch, req: DispatchRequest, timeoutMs: number): Promise<DispatchAnswer> {
+  return new Promise<DispatchAnswer>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new DispatchTimeout(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    timer.unref();
+    Promise.resolve()
+      .then(() => dispatch(req))
+      .then(
+        (a) => {
+          clearTimeout(timer);
+          resolve(a);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err as Error);
+        },
+      );
+  });
 }

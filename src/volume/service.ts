@@ -303,17 +303,26 @@ export class VolumeService {
       },
       check: async (cur) => {
         const backend = this.backend(cur.backend);
-        await this.checkFits(backend, cur.id, newBytes, cur.format);
-        // The storage of a detached volume may hold more than its record says (a hypervisor grew
-        // the file while it was attached, an extend failed after its storage step): a target
-        // below that is a shrink, refused here, before anything changes (the workflow's storage
-        // step would refuse it too, but only after the volume went through `extending`).
+        const fits = this.checkFits(backend, cur.id, newBytes, cur.format);
         if (!isAttached(cur)) {
+          await fits;
+          // The storage of a detached volume may hold more than its record says (a hypervisor grew
+          // the file while it was attached, an extend failed after its storage step): a target
+          // below that is a shrink, refused here, before anything changes (the workflow's storage
+          // step would refuse it too, but only after the volume went through `extending`).
           const has = await backend.getBytes(cur.id);
           if (newBytes < has) throw errors.shrinkRefused(cur.id, newBytes, has, 'the volume has');
+          plan = { mode: 'detached', hostBytes: null, computeRequestIds: [] };
+          return;
         }
-        plan = isAttached(cur) ? await this.planAttached(cur) : { mode: 'detached', hostBytes: null, computeRequestIds: [] };
-        if (plan.hostBytes !== null) VolumeService.checkHostTarget(cur, newBytes, plan.hostBytes);
+        // Compute's reads (get_blockdev, the server's state) change nothing, so they go out while
+        // the storage's limit is measured (one wait instead of two before the extend starts); a
+        // size the storage cannot hold is still the answer when both refuse.
+        const [fit, planned] = await Promise.allSettled([fits, this.planAttached(cur)]);
+        if (fit.status === 'rejected') throw fit.reason;
+        if (planned.status === 'rejected') throw planned.reason;
+        plan = planned.value;
+        VolumeService.checkHostTarget(cur, newBytes, planned.value.hostBytes);
       },
       guard: () => ({ sizeBelow: newBytes }),
       patch: () => ({
@@ -332,7 +341,7 @@ export class VolumeService {
         } satisfies ExtendState,
       }),
     });
-    await store.startVolumeAction({
+    const started = store.startVolumeAction({
       requestId: ctx.requestId,
       volumeId,
       action: 'extend',
@@ -361,7 +370,9 @@ export class VolumeService {
       requestedAt: new Date(now).toISOString(),
       finishedAt: null,
     };
-    await store.putFsGrowth(asked, { onlyIfAbsent: true });
+    // Written with the action's start (one commit: the SQLite store groups the writes of one
+    // event-loop turn), both before the workflow starts.
+    await Promise.all([started, store.putFsGrowth(asked, { onlyIfAbsent: true })]);
     // Driven here once this worker's claim on the extend's lease is granted; if another live
     // worker still holds it, `start` resolves at once with `elsewhere` and no error, and the
     // caller gets its 202 all the same (a watchdog takes the extend up once the lease is free).

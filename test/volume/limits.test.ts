@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { ApiError } from '../../src/rpc/httpClient.js';
 import { maxFileBytes } from '../../src/util/fsLimits.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
+import { FileBackend } from '../../src/volume/backends/file.js';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
 
 const MiB = 2 ** 20;
@@ -57,6 +58,12 @@ describe('sizes the storage cannot hold', () => {
     console.log(`[limits] largest file here: ${limit} bytes`);
     expect(limit % 512).toBe(0);
     expect(limit).toBeGreaterThan(GiB);
+  });
+
+  it('measures the limit of a pool directory that does not exist yet, making it private (0700) on the way', async () => {
+    const dir = join(h.dir, 'pool-not-made-yet', 'raw');
+    expect(await new FileBackend({ dir }).maxBytes({ format: 'raw' })).toBe(limit);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
   });
 
   const over = () => (limit + 512 <= PiB ? [{ name: 'one sector above the limit', bytes: limit + 512 }] : []);

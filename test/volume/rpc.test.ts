@@ -9,6 +9,8 @@ import { ServiceCatalog } from '../../src/rpc/catalog.js';
 import { HttpComputeClient } from '../../src/rpc/computeClient.js';
 import { HttpVolumeClient } from '../../src/rpc/volumeClient.js';
 import { ApiError } from '../../src/rpc/httpClient.js';
+import { injectDispatch } from '../../src/rpc/inProcess.js';
+import Fastify, { type FastifyInstance } from 'fastify';
 
 let server: Server | undefined;
 afterEach(async () => {
@@ -67,5 +69,57 @@ describe('the RPC clients', () => {
     expect(await caught(compute.connections('p', 's'))).toMatchObject({ code: 'ServiceUnavailable' });
     catalog.register('compute', await answering(200, { connections: [{ serverId: 's', volumeId: 'v', device: 'vdb' }] }));
     expect((await compute.connections('p', 's')).value).toEqual([{ serverId: 's', volumeId: 'v', device: 'vdb' }]);
+  });
+});
+
+describe('the compute client in-process (serve: the volume service calling its own compute API)', () => {
+  let app: FastifyInstance | undefined;
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  /** A real Fastify app answering every call to `/v2/...` as `answer` says, recording what it was sent. */
+  async function inProcess(answer: (req: { method: string; url: string; headers: Record<string, unknown>; body: unknown }) => Promise<{ status: number; body: unknown }>) {
+    const seen: Array<{ method: string; url: string; headers: Record<string, unknown>; body: unknown }> = [];
+    app = Fastify();
+    app.all('/v2/*', async (req, reply) => {
+      const r = { method: req.method, url: req.url, headers: req.headers as Record<string, unknown>, body: req.body };
+      seen.push(r);
+      const a = await answer(r);
+      return reply.status(a.status).header('x-openstack-request-id', 'req-00000000-0000-7000-8000-00000000000a').send(a.body);
+    });
+    const client = new HttpComputeClient({ url: 'http://127.0.0.1:8774', token: 'svc-token', timeoutMs: 200, dispatch: injectDispatch(app, () => 'http://127.0.0.1:8774') });
+    return { client, seen };
+  }
+
+  it('sends the call with its token, JSON body and the API host, and answers its value and compute request id', async () => {
+    const { client, seen } = await inProcess(async () => ({ status: 200, body: { volume_blockdev: { bytes: 4096 } } }));
+    const r = await client.assistExtend('p', 's', 'v', 4096);
+    expect(r).toEqual({ value: 4096, requestId: 'req-00000000-0000-7000-8000-00000000000a' });
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toMatchObject({ method: 'POST', url: '/v2/p/servers/s/os-online_extend_volume/v', body: { onlineExtendVolume: { bytes: 4096 } } });
+    expect(seen[0]!.headers).toMatchObject({ 'x-auth-token': 'svc-token', host: '127.0.0.1:8774', 'content-type': 'application/json' });
+  });
+
+  it('brings a refusal back with its catalogue code, final flag and the remote request id, as over HTTP', async () => {
+    const { client } = await inProcess(async () => ({ status: 409, body: { conflictingRequest: { code: 409, message: 'stopped', error_code: 'InstanceStopped', final: true } } }));
+    const err = await caught(client.assistExtend('p', 's', 'v', 4096));
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err).toMatchObject({ code: 'InstanceStopped', status: 409, final: true, requestId: 'req-00000000-0000-7000-8000-00000000000a' });
+  });
+
+  it.each([
+    { name: 'the call outlasts its bound', stop: false, why: 'no answer within 200 ms' },
+    { name: 'the app is closed', stop: true, why: 'no answer (connection failed)' },
+  ])('answers ComputeUnreachable (uncertain) when $name', async ({ stop, why }) => {
+    const { client } = await inProcess(async () => {
+      await new Promise((r) => setTimeout(r, 1_000));
+      return { status: 200, body: { volume_blockdev: { bytes: 1 } } };
+    });
+    if (stop) await app!.close();
+    const err = await caught(client.getBlockdev('p', 's', 'v'));
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err).toMatchObject({ code: 'ComputeUnreachable', final: false, reason: why });
   });
 });

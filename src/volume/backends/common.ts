@@ -53,6 +53,13 @@ export async function ensureDir(dir: string): Promise<void> {
 
 /** The largest raw file the filesystem of `dir` holds (the directory is created if missing). */
 export async function rawFileLimit(dir: string): Promise<number> {
+  // The limit is measured once per directory (fsLimits caches it): the directory is made only
+  // when the measurement finds it missing, not on every extend (a mkdir on its hot path).
+  try {
+    return await maxFileBytes(dir);
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw fsFailed('measure the largest volume the storage holds', dir, err);
+  }
   await ensureDir(dir);
   try {
     return await maxFileBytes(dir);
