@@ -129,13 +129,24 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
       show(o, await get(o, id));
     });
 
-  common(volume.command('extend').description('grow a volume; in-use volumes grow online').argument('<id>'))
+  // Both of --grow-fs and --no-grow-fs would otherwise be taken, the last winning: a script that
+  // appends one to a command holding the other means something; it is refused instead.
+  const growFsFlags = new Set<string>();
+  const extend = common(volume.command('extend').description('grow a volume; in-use volumes grow online').argument('<id>'));
+  extend.on('option:grow-fs', () => growFsFlags.add('--grow-fs')).on('option:no-grow-fs', () => growFsFlags.add('--no-grow-fs'));
+  extend
     .requiredOption('--size <size>', 'new size, e.g. 2GiB')
     .option('--wait', 'wait until the extend has finished, showing progress')
     .option('--timeout <seconds>', 'give up waiting after this long', '900')
     .option('--grow-fs', 'also grow the partition and filesystem on the disk inside the guest (QEMU guest agent), whatever the volume metadata online_extend:grow_fs says')
     .option('--no-grow-fs', 'do not grow the guest filesystem, whatever the volume metadata says')
     .action(async (id: string, o: VolumeOpts & { size: string; wait?: boolean; timeout: string; growFs?: boolean }) => {
+      if (growFsFlags.size > 1) {
+        extend.error("error: options '--grow-fs' and '--no-grow-fs' cannot be used together: give one (or neither: the volume metadata online_extend:grow_fs decides)", {
+          exitCode: 2,
+          code: 'online-extend.conflictingOption',
+        });
+      }
       const bytes = parseSize(o.size);
       const c = client(o);
       // Without either flag the key is left out: the volume's metadata decides.
