@@ -315,16 +315,32 @@ describe('the opt-in', () => {
     expect(v.fs_growth).toMatchObject({ requested: true, grown: false, reason: 'detached' });
   });
 
-  it.each([
-    { name: 'a string "true"', option: 'true' },
-    { name: 'a number 1', option: 1 },
-    { name: 'null', option: null },
-    { name: 'an object', option: { yes: true } },
-  ])('refuses os-extend with online_extend:grow_fs as $name (400), and nothing changes', async ({ option }) => {
-    const { id } = await attached();
-    const err = await fails(h.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: TO, 'online_extend:grow_fs': option } }));
-    expect(err.status).toBe(400);
-    expect(await show(id)).toMatchObject({ status: 'in-use', size_bytes: FROM, extend: null, fs_growth: null });
+  describe.each([
+    { action: 'os-extend', size: { new_size: 1 } },
+    { action: 'os-extend-bytes', size: { new_bytes: TO } },
+  ])('$action with online_extend:grow_fs not a JSON boolean', ({ action, size }) => {
+    it.each([
+      { name: 'an empty array', option: [], got: 'an array' },
+      { name: 'an array of strings', option: ['true'], got: 'an array' },
+      { name: 'an empty object', option: {}, got: 'an object' },
+      { name: 'an object', option: { yes: true }, got: 'an object' },
+      { name: 'the string "true"', option: 'true', got: 'a string ("true")' },
+      { name: 'the number 1', option: 1, got: 'a number (1)' },
+      { name: 'null', option: null, got: 'null' },
+    ])('is refused as $name with a 400 naming the key and asking for a JSON boolean, and nothing changes', async ({ option, got }) => {
+      const { id } = await attached();
+      try {
+        const calls = fake().calls.growGuestFilesystem;
+        const err = await fails(h.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { [action]: { ...size, 'online_extend:grow_fs': option } }));
+        expect(err.status).toBe(400);
+        expect(err.message).toBe(`Invalid input for field/attribute body.${action}.online_extend:grow_fs: must be a JSON boolean (true or false), got ${got}`);
+        expect(await show(id)).toMatchObject({ status: 'in-use', size_bytes: FROM, extend: null, fs_growth: null });
+        expect(fake().calls.growGuestFilesystem).toBe(calls);
+      } finally {
+        // The server has 25 device names: give this one back.
+        await h.compute.request('DELETE', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments/${id}`);
+      }
+    });
   });
 
   it.each([
