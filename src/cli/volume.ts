@@ -37,6 +37,24 @@ function fsCell(g: VolumeView['fs_growth']): string {
   return [g.fs_type, g.device, g.fs_bytes === null ? null : formatBytes(g.fs_bytes)].filter((x) => x).join(' ');
 }
 
+/**
+ * One progress line of `volume extend --wait`: the step, the volume's recorded size (the size
+ * before the extend until `confirm` records the measured one) and the target. The extend's
+ * `host_bytes` is what the compute host saw when the extend began, updated only while `wait_host`
+ * polls it (block and iSCSI volumes): shown there alone, as the last reading, never as the size
+ * the volume has.
+ */
+function progressLine(v: VolumeView, e: NonNullable<VolumeView['extend']>): string {
+  const host = e.step === 'wait_host' ? `  host last read ${e.host_bytes === null ? '?' : formatBytes(e.host_bytes)}` : '';
+  return `step ${e.step}${host}  size ${formatBytes(v.size_bytes)} / target ${formatBytes(e.target_bytes)}`;
+}
+
+/** The last line of `volume extend --wait`: the status and the size the extend measured, or that it failed. */
+function endLine(v: VolumeView, ok: boolean): string {
+  if (!ok) return `${v.status}  size ${formatBytes(v.size_bytes)} as recorded; the extend failed: ${v.extend?.error ?? 'no error recorded'}`;
+  return `${v.status}  size ${formatBytes(v.size_bytes)}, measured after the extend`;
+}
+
 const row = (v: VolumeView) => ({
   id: v.id,
   name: v.name,
@@ -159,12 +177,13 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
       for (;;) {
         const v = await get(o, id);
         if (v.status !== 'extending') {
-          if (o.format === 'table') out(`${((Date.now() - started) / 1000).toFixed(2)}s  ${v.status}  ${formatBytes(v.size_bytes)} (request ${res.requestId})`);
+          const ok = v.status === 'in-use' || v.status === 'available';
+          if (o.format === 'table') out(`${((Date.now() - started) / 1000).toFixed(2)}s  ${endLine(v, ok)} (request ${res.requestId})`);
           show(o, v);
-          if (v.status !== 'in-use' && v.status !== 'available') process.exitCode = 1;
+          if (!ok) process.exitCode = 1;
           return;
         }
-        const line = v.extend ? `step ${v.extend.step}  host ${v.extend.host_bytes === null ? '?' : formatBytes(v.extend.host_bytes)} / target ${formatBytes(v.extend.target_bytes)}` : 'extending';
+        const line = v.extend ? progressLine(v, v.extend) : 'extending';
         if (line !== last && o.format === 'table') out(`${((Date.now() - started) / 1000).toFixed(2)}s  ${line}`);
         last = line;
         if (Date.now() - started > Number(o.timeout) * 1000) throw new Error(`still extending after ${o.timeout}s (${line})`);
