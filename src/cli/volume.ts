@@ -4,6 +4,7 @@ import { loadClientConfig, type ClientConfig } from '../config.js';
 import { apiClient, listAll, projectOf } from './client.js';
 import { render, type Format } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
+import { describeBytes } from '../util/units.js';
 
 type Out = (s: string) => void;
 
@@ -16,7 +17,7 @@ interface VolumeOpts {
 }
 
 /** Our own view of a volume (GET …/volumes/{id}/os-online-extend): exact bytes, backend and the extend in progress. */
-interface VolumeView {
+export interface VolumeView {
   id: string;
   name: string;
   size: number;
@@ -29,12 +30,18 @@ interface VolumeView {
   fs_growth?: { requested: boolean; grown: boolean | null; reason: string | null; device: string | null; fs_type: string | null; fs_bytes: number | null } | null;
 }
 
-/** The latest extend's guest filesystem growth, in a few words ('' when it was not asked for). */
-function fsCell(g: VolumeView['fs_growth']): string {
+/**
+ * The `guest_fs` cell: the latest extend's guest filesystem growth in a few words ('' when it was
+ * not asked for). The filesystem's size (`df -B1`'s total) is rarely a round number of MiB, so it
+ * is given in bytes with the unit said, and rounded in the largest binary unit beside it:
+ * `ext4 on /dev/vdb1, 133169152 bytes (127 MiB)`.
+ */
+export function fsCell(g: VolumeView['fs_growth']): string {
   if (!g?.requested) return '';
   if (g.grown === null) return 'pending';
   if (!g.grown) return `not grown: ${g.reason ?? '?'}`;
-  return [g.fs_type, g.device, g.fs_bytes === null ? null : formatBytes(g.fs_bytes)].filter((x) => x).join(' ');
+  const what = [g.fs_type ?? 'filesystem', g.device ? `on ${g.device}` : null].filter((x) => x).join(' ');
+  return g.fs_bytes === null ? what : `${what}, ${describeBytes(g.fs_bytes)}`;
 }
 
 /**

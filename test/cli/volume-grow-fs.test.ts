@@ -46,7 +46,7 @@ describe('online-extend volume extend --grow-fs', () => {
     const table = await cli(['volume', 'show', id]);
     expect(table.status, table.stderr).toBe(0);
     expect(table.stdout).toMatch(/guest_fs/);
-    expect(table.stdout).toMatch(/ext4 \/dev\/vd[a-z]+ 128(\.0)? ?MiB/);
+    expect(table.stdout).toMatch(/ext4 on \/dev\/vd[a-z]+, 134217728 bytes \(128 MiB\)/);
   });
 
   it.each([
