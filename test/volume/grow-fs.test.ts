@@ -136,14 +136,14 @@ const cases: Case[] = [
   {
     name: 'an xfs that is not mounted is not grown (not_mounted)',
     arrange: (v) => fake().setGuestFilesystem(SERVER, v, { type: 'xfs' }),
-    growth: { grown: false, reason: 'not_mounted', fs_type: 'xfs', fs_bytes: FROM },
+    growth: { grown: false, reason: 'not_mounted', partition_grown: false, fs_type: 'xfs', fs_bytes: FROM },
     fsBytes: FROM,
     calls: 1,
   },
   {
     name: 'a blank disk has nothing to grow (no_filesystem)',
     arrange: () => undefined,
-    growth: { grown: false, reason: 'no_filesystem', fs_type: null, fs_bytes: null },
+    growth: { grown: false, reason: 'no_filesystem', partition_grown: false, fs_type: null, fs_bytes: null },
     fsBytes: undefined,
     calls: 1,
   },
@@ -160,7 +160,7 @@ const cases: Case[] = [
       fake().setGuestFilesystem(SERVER, v, { type: 'ext4', mountpoint: '/data' });
       fake().setGuestAgent(SERVER, false);
     },
-    growth: { grown: false, reason: 'no_guest_agent', device: null, fs_bytes: null },
+    growth: { grown: false, reason: 'no_guest_agent', device: null, partition_grown: false, fs_bytes: null },
     fsBytes: FROM,
     calls: 1,
   },
