@@ -62,7 +62,7 @@ function frontEndOptions(cmd: Command): Command {
     .option('--policy <file>', 'policy overrides (JSON, oslo.policy rules)')
     .option('--volume-port <port>', 'volume API port (default 8776)')
     .option('--metrics-port <port>', "serve GET /metrics on its own port (0 = any free one) instead of the compute API's")
-    .option('--metrics-host <addr>', 'listen address of --metrics-port (default 127.0.0.1)')
+    .option('--metrics-host <addr>', 'listen address of --metrics-port (default 127.0.0.1; refused without --metrics-port)')
     .option('--server-timing-detail', 'Server-Timing with the time per layer (store, lock, driver, rpc, libvirt) besides auth and total (the default; costs CPU per request)')
     .option('--no-server-timing-detail', 'Server-Timing with auth and total only (saves CPU per request)')
     .option('--image-port <port>', 'image API port (default 9292; 0 = any free one)')

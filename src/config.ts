@@ -151,7 +151,7 @@ export const ConfigSchema = Type.Object(
       env: 'ONLINE_EXTEND_METRICS_PORT',
       flag: '--metrics-port',
     })),
-    metricsHost: str('Listen address of GET /metrics when metricsPort is set', '127.0.0.1', { env: 'ONLINE_EXTEND_METRICS_HOST', flag: '--metrics-host' }),
+    metricsHost: str('Listen address of GET /metrics when metricsPort is set; refused without metricsPort (it would be ignored)', '127.0.0.1', { env: 'ONLINE_EXTEND_METRICS_HOST', flag: '--metrics-host' }),
     // Server-Timing is on every answer (auth, total), and by default its per-layer parts too
     // (store, lock, driver, rpc, libvirt: issue H asks for them on every response). They follow a
     // request through AsyncLocalStorage, whose promise hook costs every promise of the process
@@ -276,7 +276,18 @@ function coerce(s: TSchema, v: unknown): unknown {
  * each coerced to its type and checked. Throws ConfigError naming the first bad key (an unknown
  * key in the file, a flag-only key elsewhere, or a value the schema refuses).
  */
-export function loadSettings<S extends TObject>(schema: S, sources: { env?: NodeJS.ProcessEnv; flags?: Flags<Static<S>>; file?: Record<string, unknown>; filePath?: string }): Static<S> {
+export function loadSettings<S extends TObject>(schema: S, sources: SettingSources<S>): Static<S> {
+  return loadSettingsFrom(schema, sources).values;
+}
+
+/** What `loadSettings` reads: flags, the environment, a config file's object and its path (for messages). */
+type SettingSources<S extends TObject> = { env?: NodeJS.ProcessEnv; flags?: Flags<Static<S>>; file?: Record<string, unknown>; filePath?: string };
+
+/**
+ * `loadSettings`, and where each key's value came from (`default`, `env NAME`, `config file PATH`,
+ * `flag --NAME`): rules between keys need to know whether a key was given at all.
+ */
+function loadSettingsFrom<S extends TObject>(schema: S, sources: SettingSources<S>): { values: Static<S>; from: Record<string, string> } {
   const props = schema.properties as Record<string, TSchema>;
   const merged: Record<string, unknown> = {};
   const from: Record<string, string> = {};
@@ -309,7 +320,7 @@ export function loadSettings<S extends TObject>(schema: S, sources: { env?: Node
     if (!s) throw new ConfigError(key, `config: ${first.message}`);
     throw new ConfigError(key, `config ${key}: expected ${expected(s)}, got ${shown(s, merged[key])} (from ${from[key]})`);
   }
-  return merged as Static<S>;
+  return { values: merged as Static<S>, from };
 }
 
 /** The JSON object in the config file `path`; throws ConfigError when it cannot be read or is not one. */
@@ -329,11 +340,20 @@ export function readConfigFile(path: string): Record<string, unknown> {
  * the fake driver needs `fakeInventory`; `httpHeadersTimeoutMs` ≤ `httpRequestTimeoutMs`;
  * `defaultBackend` falls back to the first enabled backend; `dataDir` is made absolute;
  * `httpMaxConnections` 0 becomes the automatic cap (maxConnectionsPerApi); `auth` keystone needs
- * `keystoneUrl` and `keystoneServicePasswordFile`. `file` is the path of
+ * `keystoneUrl` and `keystoneServicePasswordFile`; `metricsHost` is refused without `metricsPort`
+ * (from any source: it would be ignored). `file` is the path of
  * a JSON config file, if any. Throws ConfigError.
  */
 export function loadConfig(env: NodeJS.ProcessEnv, flags: Flags<Config> = {}, file?: string): Config {
-  const c = loadSettings(ConfigSchema, { env, flags, ...(file === undefined ? {} : { file: readConfigFile(file), filePath: file }) });
+  const { values: c, from } = loadSettingsFrom(ConfigSchema, { env, flags, ...(file === undefined ? {} : { file: readConfigFile(file), filePath: file }) });
+  // metricsHost only places metricsPort's listener: given alone it would be ignored, and the
+  // operator who meant /metrics off the API's address would find it still there.
+  if (c.metricsPort === undefined && from.metricsHost !== 'default') {
+    throw new ConfigError(
+      'metricsHost',
+      `config metricsHost: given (from ${from.metricsHost}) without metricsPort, so it would be ignored (GET /metrics stays on the compute API's address); give metricsPort too (--metrics-port, env ONLINE_EXTEND_METRICS_PORT), or leave metricsHost unset`,
+    );
+  }
   if (c.driver === 'fake' && !c.fakeInventory) throw new ConfigError('fakeInventory', 'the fake driver needs --fake-inventory FILE');
   if (c.httpHeadersTimeoutMs > c.httpRequestTimeoutMs) {
     throw new ConfigError('httpHeadersTimeoutMs', 'config httpHeadersTimeoutMs: must not exceed httpRequestTimeoutMs (the headers are part of the request)');

@@ -35,24 +35,25 @@ const MAX_KEYS_QUOTED = 5;
 /** Fastify's `schemaErrorFormatter`: one message for the error the client most needs to fix. */
 export function formatSchemaErrors(errs: AjvError[], dataVar: string): Error {
   if (errs.length === 0) return new Error(`Invalid input for field/attribute ${dataVar}`);
-  const { at, what } = explain(errs);
+  const { at, what } = explain(errs, dataVar === 'querystring');
   const field = `${dataVar}${at}`.replace(/\//g, '.');
   return new Error(`Invalid input for field/attribute ${field}: ${what}`);
 }
 
-function explain(errs: AjvError[]): { at: string; what: string } {
+/** `inQuery`: the data is a query string (where a parameter given twice arrives as an array). */
+function explain(errs: AjvError[], inQuery: boolean): { at: string; what: string } {
   const union = outermostUnion(errs);
-  if (!union) return describe(errs[0]!);
+  if (!union) return describe(errs[0]!, inQuery);
   const schemas = Array.isArray(union.schema) ? (union.schema as JsonSchema[]) : undefined;
   const branches = branchErrors(errs, union, schemas?.length ?? 0);
 
   const tags = schemas?.map(requiredKeys);
   if (schemas && tags?.every((t) => t.length > 0)) {
     const data = union.data;
-    if (data === null || typeof data !== 'object' || Array.isArray(data)) return sameOrJoined(union, branches);
+    if (data === null || typeof data !== 'object' || Array.isArray(data)) return sameOrJoined(union, branches, inQuery);
     const present = new Set(Object.keys(data));
     const chosen = tags.flatMap((t, i) => (t.every((k) => present.has(k)) ? [i] : []));
-    if (chosen.length === 1 && branches[chosen[0]!]!.length) return explain(branches[chosen[0]!]!);
+    if (chosen.length === 1 && branches[chosen[0]!]!.length) return explain(branches[chosen[0]!]!, inQuery);
     const allowed = tags.map((t) => t.map(quote).join(' with ')).join(', ');
     const got = [...present].slice(0, MAX_KEYS_QUOTED).map(quote).join(', ') || 'none';
     return { at: union.instancePath, what: `must contain exactly one of ${allowed} (got ${got})` };
@@ -66,18 +67,18 @@ function explain(errs: AjvError[]): { at: string; what: string } {
   const depths = branches.map(depth);
   const deepest = Math.max(...depths);
   if (deepest > segments(union.instancePath) && depths.filter((d) => d === deepest).length === 1) {
-    return explain(branches[depths.indexOf(deepest)]!);
+    return explain(branches[depths.indexOf(deepest)]!, inQuery);
   }
-  return sameOrJoined(union, branches);
+  return sameOrJoined(union, branches, inQuery);
 }
 
 /** Every branch failed at the union itself: one reason if they agree, else each joined by "or". */
-function sameOrJoined(union: AjvError, branches: AjvError[][]): { at: string; what: string } {
-  const reasons = [...new Set(branches.filter((b) => b.length).map((b) => explain(b).what))];
+function sameOrJoined(union: AjvError, branches: AjvError[][], inQuery: boolean): { at: string; what: string } {
+  const reasons = [...new Set(branches.filter((b) => b.length).map((b) => explain(b, inQuery).what))];
   return { at: union.instancePath, what: reasons.length ? reasons.join(' or ') : (union.message ?? 'is invalid') };
 }
 
-function describe(e: AjvError): { at: string; what: string } {
+function describe(e: AjvError, inQuery: boolean): { at: string; what: string } {
   let what = e.message ?? 'is invalid';
   if (e.keyword === 'additionalProperties') {
     what = `Additional properties are not allowed ('${String(e.params.additionalProperty)}' was unexpected)`;
@@ -85,11 +86,25 @@ function describe(e: AjvError): { at: string; what: string } {
     what = `'${String(e.params.missingProperty)}' is a required property`;
   } else if (e.keyword === 'multipleOf') {
     what = `must be a multiple of ${String(e.params.multipleOf)}`;
-  } else if (e.keyword === 'type' && Array.isArray(e.data) && e.params.type !== 'array' && e.data.every((x) => typeof x === 'string')) {
-    // A query parameter given twice (`?limit=1&limit=2`) arrives as an array of strings.
+  } else if (inQuery && e.keyword === 'type' && Array.isArray(e.data) && e.data.length > 1 && e.params.type !== 'array' && e.data.every((x) => typeof x === 'string')) {
+    // A query parameter given twice (`?limit=1&limit=2`) arrives as an array of strings; a
+    // body's array (`[]`, `["a"]`) is the client's own value, and gets the type's message.
     what = 'is given more than once; give it once';
+  } else if (e.keyword === 'type' && e.params.type === 'boolean' && 'data' in e) {
+    // Ajv's "must be boolean" leaves a client sending "true" or 1 to guess what would do.
+    what = `must be a JSON boolean (true or false), got ${jsonKind(e.data)}`;
   }
   return { at: e.instancePath, what };
+}
+
+/** What a JSON value is, in words, for messages: `a string ("true")`, `a number (1)`, `null`, `an array`, `an object`. */
+function jsonKind(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return `a string (${JSON.stringify(v.length > 16 ? `${v.slice(0, 16)}…` : v)})`;
+  if (typeof v === 'number') return `a number (${v})`;
+  if (typeof v === 'object') return 'an object';
+  return typeof v;
 }
 
 /** The anyOf error whose branches contain the first error, outermost first. */

@@ -4,6 +4,7 @@ import { loadClientConfig, type ClientConfig } from '../config.js';
 import { apiClient, listAll, projectOf } from './client.js';
 import { render, type Format } from './output.js';
 import { formatBytes, parseSize } from './sizes.js';
+import { describeBytes } from '../util/units.js';
 
 type Out = (s: string) => void;
 
@@ -16,7 +17,7 @@ interface VolumeOpts {
 }
 
 /** Our own view of a volume (GET …/volumes/{id}/os-online-extend): exact bytes, backend and the extend in progress. */
-interface VolumeView {
+export interface VolumeView {
   id: string;
   name: string;
   size: number;
@@ -29,12 +30,36 @@ interface VolumeView {
   fs_growth?: { requested: boolean; grown: boolean | null; reason: string | null; device: string | null; fs_type: string | null; fs_bytes: number | null } | null;
 }
 
-/** The latest extend's guest filesystem growth, in a few words ('' when it was not asked for). */
-function fsCell(g: VolumeView['fs_growth']): string {
+/**
+ * The `guest_fs` cell: the latest extend's guest filesystem growth in a few words ('' when it was
+ * not asked for). The filesystem's size (`df -B1`'s total) is rarely a round number of MiB, so it
+ * is given in bytes with the unit said, and rounded in the largest binary unit beside it:
+ * `ext4 on /dev/vdb1, 133169152 bytes (127 MiB)`.
+ */
+export function fsCell(g: VolumeView['fs_growth']): string {
   if (!g?.requested) return '';
   if (g.grown === null) return 'pending';
   if (!g.grown) return `not grown: ${g.reason ?? '?'}`;
-  return [g.fs_type, g.device, g.fs_bytes === null ? null : formatBytes(g.fs_bytes)].filter((x) => x).join(' ');
+  const what = [g.fs_type ?? 'filesystem', g.device ? `on ${g.device}` : null].filter((x) => x).join(' ');
+  return g.fs_bytes === null ? what : `${what}, ${describeBytes(g.fs_bytes)}`;
+}
+
+/**
+ * One progress line of `volume extend --wait`: the step, the volume's recorded size (the size
+ * before the extend until `confirm` records the measured one) and the target. The extend's
+ * `host_bytes` is what the compute host saw when the extend began, updated only while `wait_host`
+ * polls it (block and iSCSI volumes): shown there alone, as the last reading, never as the size
+ * the volume has.
+ */
+function progressLine(v: VolumeView, e: NonNullable<VolumeView['extend']>): string {
+  const host = e.step === 'wait_host' ? `  host last read ${e.host_bytes === null ? '?' : formatBytes(e.host_bytes)}` : '';
+  return `step ${e.step}${host}  size ${formatBytes(v.size_bytes)} / target ${formatBytes(e.target_bytes)}`;
+}
+
+/** The last line of `volume extend --wait`: the status and the size the extend measured, or that it failed. */
+function endLine(v: VolumeView, ok: boolean): string {
+  if (!ok) return `${v.status}  size ${formatBytes(v.size_bytes)} as recorded; the extend failed: ${v.extend?.error ?? 'no error recorded'}`;
+  return `${v.status}  size ${formatBytes(v.size_bytes)}, measured after the extend`;
 }
 
 const row = (v: VolumeView) => ({
@@ -129,13 +154,24 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
       show(o, await get(o, id));
     });
 
-  common(volume.command('extend').description('grow a volume; in-use volumes grow online').argument('<id>'))
+  // Both of --grow-fs and --no-grow-fs would otherwise be taken, the last winning: a script that
+  // appends one to a command holding the other means something; it is refused instead.
+  const growFsFlags = new Set<string>();
+  const extend = common(volume.command('extend').description('grow a volume; in-use volumes grow online').argument('<id>'));
+  extend.on('option:grow-fs', () => growFsFlags.add('--grow-fs')).on('option:no-grow-fs', () => growFsFlags.add('--no-grow-fs'));
+  extend
     .requiredOption('--size <size>', 'new size, e.g. 2GiB')
     .option('--wait', 'wait until the extend has finished, showing progress')
     .option('--timeout <seconds>', 'give up waiting after this long', '900')
     .option('--grow-fs', 'also grow the partition and filesystem on the disk inside the guest (QEMU guest agent), whatever the volume metadata online_extend:grow_fs says')
     .option('--no-grow-fs', 'do not grow the guest filesystem, whatever the volume metadata says')
     .action(async (id: string, o: VolumeOpts & { size: string; wait?: boolean; timeout: string; growFs?: boolean }) => {
+      if (growFsFlags.size > 1) {
+        extend.error("error: options '--grow-fs' and '--no-grow-fs' cannot be used together: give one (or neither: the volume metadata online_extend:grow_fs decides)", {
+          exitCode: 2,
+          code: 'online-extend.conflictingOption',
+        });
+      }
       const bytes = parseSize(o.size);
       const c = client(o);
       // Without either flag the key is left out: the volume's metadata decides.
@@ -148,12 +184,13 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
       for (;;) {
         const v = await get(o, id);
         if (v.status !== 'extending') {
-          if (o.format === 'table') out(`${((Date.now() - started) / 1000).toFixed(2)}s  ${v.status}  ${formatBytes(v.size_bytes)} (request ${res.requestId})`);
+          const ok = v.status === 'in-use' || v.status === 'available';
+          if (o.format === 'table') out(`${((Date.now() - started) / 1000).toFixed(2)}s  ${endLine(v, ok)} (request ${res.requestId})`);
           show(o, v);
-          if (v.status !== 'in-use' && v.status !== 'available') process.exitCode = 1;
+          if (!ok) process.exitCode = 1;
           return;
         }
-        const line = v.extend ? `step ${v.extend.step}  host ${v.extend.host_bytes === null ? '?' : formatBytes(v.extend.host_bytes)} / target ${formatBytes(v.extend.target_bytes)}` : 'extending';
+        const line = v.extend ? progressLine(v, v.extend) : 'extending';
         if (line !== last && o.format === 'table') out(`${((Date.now() - started) / 1000).toFixed(2)}s  ${line}`);
         last = line;
         if (Date.now() - started > Number(o.timeout) * 1000) throw new Error(`still extending after ${o.timeout}s (${line})`);

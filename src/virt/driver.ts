@@ -101,7 +101,7 @@ export interface GuestFilesystemGrowth {
   grown: boolean;
   reason?: GuestFsNotGrownReason;   // set when grown is false
   device?: string;                  // guest block device grown, e.g. /dev/vdb or /dev/vdb1
-  partitionGrown?: boolean;         // the last partition was grown first
+  partitionGrown?: boolean;         // the last partition was grown first; false in every answer where it was not (no agent too): drivers always set it
   fsType?: string;                  // ext4, ext3, ext2, xfs
   mountpoint?: string;              // when mounted
   fsBytesBefore?: number;           // filesystem size before (df's total: f_blocks × f_frsize)

@@ -50,6 +50,14 @@ export function parseVolumeType(
   return { backend, encryption: enc };
 }
 
+/**
+ * Every volume type a create accepts with `backends` configured, for messages: each backend and
+ * its encrypted `<backend>-luks`, then `luks` (the default backend's, encrypted).
+ */
+export function volumeTypeNames(backends: readonly string[]): string[] {
+  return [...backends.flatMap((b) => [b, `${b}${LUKS_SUFFIX}`]), LUKS_TYPE];
+}
+
 /** The volume type a volume shows: its backend, `-luks` when encrypted. */
 export function volumeTypeOf(v: Pick<VolumeRecord, 'backend' | 'encryption'>): string {
   return v.encryption ? `${v.backend}${LUKS_SUFFIX}` : v.backend;

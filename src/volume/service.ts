@@ -17,7 +17,7 @@ import { decide, extendMode, isAttached, policiesFor, type ExtendMode, type Volu
 import type { ExtendWorkflow } from './extend/workflow.js';
 import { FIRST_STEP } from './extend/stepNames.js';
 import type { InFlight } from './reconciler.js';
-import { createOptions, newPassphrase, parseVolumeType } from './encryption.js';
+import { createOptions, newPassphrase, parseVolumeType, volumeTypeNames, volumeTypeOf } from './encryption.js';
 
 /** A volume to create: `sizeBytes` a positive multiple of 512, `backend` a configured volume type (empty: the default). */
 export interface CreateVolumeRequest {
@@ -76,9 +76,13 @@ export class VolumeService {
     return [...this.deps.backends.keys()];
   }
 
-  private backend(name: string): VolumeBackend {
+  /**
+   * The backend `name`; InvalidInput (400) naming `type` (the volume type as the user gave it or
+   * the volume shows it: `nfs-luks`, not `nfs`) and every type a create accepts.
+   */
+  private backend(name: string, type = name): VolumeBackend {
     const b = this.deps.backends.get(name);
-    if (!b) throw errors.invalidInput(`Unknown volume type "${name}"; available: ${this.backendNames.join(', ')}.`);
+    if (!b) throw errors.invalidInput(`Unknown volume type "${type}"; available: ${volumeTypeNames(this.backendNames).join(', ')}.`);
     return b;
   }
 
@@ -146,8 +150,9 @@ export class VolumeService {
     checkGrowFsMetadata(req.metadata);
     const type = parseVolumeType(req.backend, req.encryption, (name) => this.deps.backends.has(name));
     const backendName = type.backend || this.deps.defaultBackend;
-    const backend = this.backend(backendName);
-    if (req.format && backend.attachedGrowth !== 'hypervisor') throw errors.invalidInput(`Volume type "${backendName}" has no format option.`);
+    const typeName = req.backend || backendName;
+    const backend = this.backend(backendName, typeName);
+    if (req.format && backend.attachedGrowth !== 'hypervisor') throw errors.invalidInput(`Volume type "${typeName}" has no format option.`);
     if (type.encryption && req.format && req.format !== 'raw') throw errors.invalidInput('An encrypted volume is raw underneath: format must be raw.');
     if (type.encryption && req.sizeBytes < MIN_ENCRYPTED_BYTES) {
       throw errors.invalidInput(`An encrypted volume must be at least ${MIN_ENCRYPTED_BYTES} bytes: its LUKS header takes about 2 MiB.`);
@@ -241,7 +246,7 @@ export class VolumeService {
       const v = await this.begin('delete', projectId, volumeId, { anyProject: opts.anyProject === true });
       await this.audit(ctx, volumeId, 'delete', {}, async () => {
         try {
-          await this.backend(v.backend).delete(volumeId);
+          await this.backend(v.backend, volumeTypeOf(v)).delete(volumeId);
         } catch (err) {
           // Final: what is left stays in `error`. Uncertain: the reconciler deletes it again.
           if (isFinalError(err)) await store.updateVolume(volumeId, ['deleting'], { status: 'error' });
@@ -302,7 +307,7 @@ export class VolumeService {
         growFs = growFsRequested(opts.growFs, cur.metadata);
       },
       check: async (cur) => {
-        const backend = this.backend(cur.backend);
+        const backend = this.backend(cur.backend, volumeTypeOf(cur));
         const fits = this.checkFits(backend, cur.id, newBytes, cur.format);
         if (!isAttached(cur)) {
           await fits;

@@ -140,7 +140,7 @@ describe('list endpoints refuse bad paging input with a 400 in the error format'
     { name: 'a negative limit', query: 'limit=-1', message: /querystring\.limit/ },
     { name: 'a limit that is not a number', query: 'limit=ten', message: /querystring\.limit/ },
     { name: 'a fractional limit', query: 'limit=1.5', message: /querystring\.limit/ },
-    { name: 'limit given twice', query: 'limit=1&limit=2', message: /querystring\.limit/ },
+    { name: 'limit given twice', query: 'limit=1&limit=2', message: /querystring\.limit: is given more than once; give it once/ },
     { name: 'an empty marker', query: 'marker=', message: /querystring\.marker/ },
     { name: 'a marker that does not exist', query: 'marker=req-nope', message: /^Marker req-nope could not be found\.$/ },
   ];

@@ -31,6 +31,8 @@ describe('a refused setting', () => {
     ['token create with an unknown log level (environment)', () => ['token', 'create', '--project', 'p', '--user', 'u', '--roles', 'member', '--data-dir', join(root, 'data')], { ONLINE_EXTEND_LOG_LEVEL: 'loud' }, /^error: config logLevel: expected one of .*got "loud"/],
     ['a client command with a URL that is not http(s)', () => ['servers', '--token', 't', '--project', 'p'], { ONLINE_EXTEND_URL: 'ftp://x' }, /^error: config url: expected an http:\/\/ or https:\/\/ URL, got "ftp:\/\/x" \(from env ONLINE_EXTEND_URL\)$/],
     ['a volume command with an empty token', () => ['volume', 'list', '--token', '', '--project', 'p'], {}, /^error: config token: expected a non-empty string, got "" \(from flag --token\)$/],
+    ['serve with --metrics-host but no --metrics-port (it would be ignored)', () => ['serve', '--data-dir', join(root, 'data'), '--metrics-host', '127.0.0.2'], {}, /^error: config metricsHost: given \(from flag --metrics-host\) without metricsPort, .*--metrics-port/],
+    ['api with ONLINE_EXTEND_METRICS_HOST but no metrics port', () => ['api', '--data-dir', join(root, 'data'), '--database-url', 'sqlite:///' + join(root, 'data', 'db.sqlite')], { ONLINE_EXTEND_METRICS_HOST: '127.0.0.2' }, /^error: config metricsHost: given \(from env ONLINE_EXTEND_METRICS_HOST\) without metricsPort/],
     ['the demo with an unknown backend', () => ['demo', '--backends', 'file,nfs', '--no-install'], {}, /^error: config backends: expected a comma-separated list of file, block, iscsi, got \["file","nfs"\]/],
   ];
   for (const [name, args, env, message] of cases) {

@@ -46,7 +46,24 @@ describe('online-extend volume extend --grow-fs', () => {
     const table = await cli(['volume', 'show', id]);
     expect(table.status, table.stderr).toBe(0);
     expect(table.stdout).toMatch(/guest_fs/);
-    expect(table.stdout).toMatch(/ext4 \/dev\/vd[a-z]+ 128(\.0)? ?MiB/);
+    expect(table.stdout).toMatch(/ext4 on \/dev\/vd[a-z]+, 134217728 bytes \(128 MiB\)/);
+  });
+
+  it.each([
+    ['--grow-fs then --no-grow-fs', ['--grow-fs', '--no-grow-fs']],
+    ['--no-grow-fs then --grow-fs', ['--no-grow-fs', '--grow-fs']],
+    ['both, with --wait between them', ['--no-grow-fs', '--wait', '--grow-fs']],
+  ])('refuses %s with a usage error naming both flags (exit 2), and the volume is left as it was', async (_order, flags) => {
+    const id = await attachedWithExt4();
+    const actions = async () => (await h.volume.request<{ volumeActions: unknown[] }>('GET', `/v3/${PROJECT}/volumes/${id}/os-volume-actions`)).body.volumeActions.length;
+    const before = await actions();
+    const r = await cli(['volume', 'extend', id, '--size', '128MiB', ...flags]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^error: options '--grow-fs' and '--no-grow-fs' cannot be used together/);
+    expect(r.stdout).toBe('');
+    const v = (await h.volume.request<{ volume: { status: string; size_bytes: number; extend: unknown } }>('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`)).body.volume;
+    expect(v).toMatchObject({ status: 'in-use', size_bytes: 64 * MiB, extend: null });
+    expect(await actions()).toBe(before);
   });
 
   it('does not grow it without the flag, and --no-grow-fs overrides the volume metadata', async () => {

@@ -298,11 +298,19 @@ export function describeDriverContract(name: string, makeHarness: () => Promise<
         expect(typeof h.driver.growGuestFilesystem === 'function').toBe(h.driver.capabilities.growGuestFilesystem);
       });
 
-      it('answers not grown (no_filesystem), not an error, for a disk with nothing on it', async () => {
+      it('answers not grown (no_filesystem), not an error, for a disk with nothing on it, no partition grown (false)', async () => {
         if (!h.driver.capabilities.growGuestFilesystem) return;
         const { grow, blankVolumeId } = fs();
         const r = await grow(h.serverId, blankVolumeId);
-        expect(r).toMatchObject({ grown: false, reason: 'no_filesystem' });
+        expect(r).toMatchObject({ grown: false, reason: 'no_filesystem', partitionGrown: false });
+      });
+
+      it('answers not grown (no_guest_agent), not an error, for a shut-off server\'s volume: no agent runs, no partition grown (false, as in every answer)', async () => {
+        if (!h.driver.capabilities.growGuestFilesystem) return;
+        const { grow } = fs();
+        const r = await grow(h.stopped.serverId, h.stopped.volumeId);
+        expect(r).toMatchObject({ grown: false, reason: 'no_guest_agent', partitionGrown: false });
+        expect(r.fsBytes).toBeUndefined();
       });
 
       it('grows a mounted ext4 online to fill its grown disk, and a second grow changes nothing', async () => {

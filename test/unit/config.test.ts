@@ -76,6 +76,34 @@ describe('bad values', () => {
   }
 });
 
+describe('metricsHost without metricsPort', () => {
+  // It only places metricsPort's listener: alone it would be ignored and /metrics would stay on
+  // the compute API's address, whatever the operator meant.
+  type Case = [source: string, load: () => unknown, from: RegExp];
+  const cases: Case[] = [
+    ['a flag', () => loadConfig({}, { metricsHost: '10.0.0.5' }), /from flag --metrics-host/],
+    ['the environment', () => loadConfig({ ONLINE_EXTEND_METRICS_HOST: '10.0.0.5' }), /from env ONLINE_EXTEND_METRICS_HOST/],
+    ['the config file', () => loadConfig({}, {}, file('metrics-host.json', { metricsHost: '10.0.0.5' })), /from config file .*metrics-host\.json/],
+    ['a flag giving the default address itself', () => loadConfig({}, { metricsHost: '127.0.0.1' }), /from flag --metrics-host/],
+  ];
+  for (const [source, load, from] of cases) {
+    it(`is refused from ${source}, naming both settings and the source`, () => {
+      const err = refusal(load);
+      expect(err.key).toBe('metricsHost');
+      expect(err.message).toMatch(/^config metricsHost: /);
+      expect(err.message).toMatch(from);
+      expect(err.message).toMatch(/give metricsPort too \(--metrics-port, env ONLINE_EXTEND_METRICS_PORT\)/);
+    });
+  }
+
+  it('is taken with metricsPort from any source, and left at its default without either', () => {
+    expect(loadConfig({ ONLINE_EXTEND_METRICS_PORT: '9100' }, { metricsHost: '10.0.0.5' })).toMatchObject({ metricsHost: '10.0.0.5', metricsPort: 9100 });
+    expect(loadConfig({ ONLINE_EXTEND_METRICS_HOST: '10.0.0.6' }, {}, file('metrics-port.json', { metricsPort: 0 }))).toMatchObject({ metricsHost: '10.0.0.6', metricsPort: 0 });
+    const plain = loadConfig({ ONLINE_EXTEND_METRICS_HOST: '' });
+    expect([plain.metricsHost, plain.metricsPort]).toEqual(['127.0.0.1', undefined]);
+  });
+});
+
 describe('precedence: flag > env > file > default', () => {
   const path = () => file('precedence.json', { port: 1001, logLevel: 'debug', backends: ['block'] });
   type Case = [name: string, env: NodeJS.ProcessEnv, flags: Record<string, unknown>, withFile: boolean, port: number];

@@ -53,6 +53,6 @@ describe('ComputeManager.growGuestFilesystem', () => {
   it('passes an answer with no filesystem through as an answer, without its detail text', async () => {
     const driver = new FakeDriver({ servers: [{ id: SRV, name: 'vm', state: 'active', disks: [disk()] }] });
     const growth = await managerWith(driver).growGuestFilesystem(SRV, VOL);
-    expect(growth).toEqual({ grown: false, reason: 'no_filesystem', device: '/dev/vdb' });
+    expect(growth).toEqual({ grown: false, reason: 'no_filesystem', partitionGrown: false, device: '/dev/vdb' });
   });
 });

@@ -5,8 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { AgentCommandFailed, AgentExecTimeout, AgentUnavailable, GuestAgent } from '../../src/virt/libvirt/agent.js';
+import { FakeDriver } from '../../src/virt/fake/driver.js';
 import {
   freeSectorsAfter,
+  growFilesystem,
   parseDumpe2fs,
   parseProbe,
   parseSfdiskLabel,
@@ -190,5 +192,33 @@ describe('what growfs reads from the guest', () => {
     const last = { name: 'vdb1', number: 1, start: 2048, sectors: 129024 };
     expect(freeSectorsAfter(262144, last, 'dos')).toBe(262144 - 131072);
     expect(freeSectorsAfter(262144, last, 'gpt')).toBe(262144 - 131072 - 33);
+  });
+});
+
+/**
+ * What growFilesystem answers for a guest it cannot reach through the agent, beside the fake's
+ * answer for a guest without one: the same fields, `partitionGrown` false in both (the fake used
+ * to leave it out, stored as null). The contract suite checks the shut-off server on both drivers.
+ */
+describe('an answer without a guest agent, libvirt and fake alike', () => {
+  const VOL = '3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b';
+  const SERVER = '9b1d2c3e-0000-4000-8000-000000000001';
+  const fake = new FakeDriver({
+    servers: [{ id: SERVER, name: 'vm', state: 'active', disks: [{ volumeId: VOL, device: 'vdb', kind: 'block', backingBytes: 2 ** 30, hostBytes: 2 ** 30, guestBytes: 2 ** 30 }] }],
+  });
+  fake.setGuestFilesystem(SERVER, VOL, { type: 'ext4', mountpoint: '/data', partitioned: true });
+  fake.setGuestAgent(SERVER, false);
+  /** The fields both drivers answer (detail is each driver's own operator text). */
+  const shared = ({ detail: _detail, ...rest }: Awaited<ReturnType<typeof growFilesystem>>) => rest;
+
+  it.each([
+    ['agent not connected', VirErrorCode.AGENT_UNRESPONSIVE, 'Guest agent is not responding: QEMU guest agent is not connected'],
+    ['no agent channel in the domain', VirErrorCode.ARGUMENT_UNSUPPORTED, 'argument unsupported: QEMU guest agent is not configured'],
+    ['domain not running', VirErrorCode.OPERATION_INVALID, 'Requested operation is not valid: domain is not running'],
+  ] as const)('is the same for %s: not grown (no_guest_agent), partitionGrown false', async (_what, code, message) => {
+    const { agent } = scripted([libvirtError(code, message)]);
+    const libvirt = shared(await growFilesystem(agent, VOL));
+    expect(libvirt).toEqual({ grown: false, reason: 'no_guest_agent', partitionGrown: false });
+    expect(shared(await fake.growGuestFilesystem(SERVER, VOL))).toEqual(libvirt);
   });
 });

@@ -136,14 +136,14 @@ const cases: Case[] = [
   {
     name: 'an xfs that is not mounted is not grown (not_mounted)',
     arrange: (v) => fake().setGuestFilesystem(SERVER, v, { type: 'xfs' }),
-    growth: { grown: false, reason: 'not_mounted', fs_type: 'xfs', fs_bytes: FROM },
+    growth: { grown: false, reason: 'not_mounted', partition_grown: false, fs_type: 'xfs', fs_bytes: FROM },
     fsBytes: FROM,
     calls: 1,
   },
   {
     name: 'a blank disk has nothing to grow (no_filesystem)',
     arrange: () => undefined,
-    growth: { grown: false, reason: 'no_filesystem', fs_type: null, fs_bytes: null },
+    growth: { grown: false, reason: 'no_filesystem', partition_grown: false, fs_type: null, fs_bytes: null },
     fsBytes: undefined,
     calls: 1,
   },
@@ -160,7 +160,7 @@ const cases: Case[] = [
       fake().setGuestFilesystem(SERVER, v, { type: 'ext4', mountpoint: '/data' });
       fake().setGuestAgent(SERVER, false);
     },
-    growth: { grown: false, reason: 'no_guest_agent', device: null, fs_bytes: null },
+    growth: { grown: false, reason: 'no_guest_agent', device: null, partition_grown: false, fs_bytes: null },
     fsBytes: FROM,
     calls: 1,
   },
@@ -315,16 +315,32 @@ describe('the opt-in', () => {
     expect(v.fs_growth).toMatchObject({ requested: true, grown: false, reason: 'detached' });
   });
 
-  it.each([
-    { name: 'a string "true"', option: 'true' },
-    { name: 'a number 1', option: 1 },
-    { name: 'null', option: null },
-    { name: 'an object', option: { yes: true } },
-  ])('refuses os-extend with online_extend:grow_fs as $name (400), and nothing changes', async ({ option }) => {
-    const { id } = await attached();
-    const err = await fails(h.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: TO, 'online_extend:grow_fs': option } }));
-    expect(err.status).toBe(400);
-    expect(await show(id)).toMatchObject({ status: 'in-use', size_bytes: FROM, extend: null, fs_growth: null });
+  describe.each([
+    { action: 'os-extend', size: { new_size: 1 } },
+    { action: 'os-extend-bytes', size: { new_bytes: TO } },
+  ])('$action with online_extend:grow_fs not a JSON boolean', ({ action, size }) => {
+    it.each([
+      { name: 'an empty array', option: [], got: 'an array' },
+      { name: 'an array of strings', option: ['true'], got: 'an array' },
+      { name: 'an empty object', option: {}, got: 'an object' },
+      { name: 'an object', option: { yes: true }, got: 'an object' },
+      { name: 'the string "true"', option: 'true', got: 'a string ("true")' },
+      { name: 'the number 1', option: 1, got: 'a number (1)' },
+      { name: 'null', option: null, got: 'null' },
+    ])('is refused as $name with a 400 naming the key and asking for a JSON boolean, and nothing changes', async ({ option, got }) => {
+      const { id } = await attached();
+      try {
+        const calls = fake().calls.growGuestFilesystem;
+        const err = await fails(h.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { [action]: { ...size, 'online_extend:grow_fs': option } }));
+        expect(err.status).toBe(400);
+        expect(err.message).toBe(`Invalid input for field/attribute body.${action}.online_extend:grow_fs: must be a JSON boolean (true or false), got ${got}`);
+        expect(await show(id)).toMatchObject({ status: 'in-use', size_bytes: FROM, extend: null, fs_growth: null });
+        expect(fake().calls.growGuestFilesystem).toBe(calls);
+      } finally {
+        // The server has 25 device names: give this one back.
+        await h.compute.request('DELETE', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments/${id}`);
+      }
+    });
   });
 
   it.each([

@@ -81,8 +81,6 @@ describe('creating an encrypted volume', () => {
     ['an empty encryption (not "none": a template\'s empty variable)', { size: 1, encryption: '' }, /Unknown volume encryption ""/],
     ['an encrypted qcow2', { size: 1, encryption: 'luks', format: 'qcow2' }, /format must be raw/],
     ['an encrypted volume smaller than its header allows', { size_bytes: 2 * MiB, encryption: 'luks' }, /at least 4194304 bytes/],
-    ['an encrypted type of a backend that does not exist', { size: 1, volume_type: 'ceph-luks' }, /Unknown volume type "ceph"/],
-    ['an encrypted type that names no backend', { size: 1, volume_type: '-luks' }, /Unknown volume type "-luks"/],
   ])('refuses %s with a 400 and creates nothing', async (_what, volume, message) => {
     const before = (await h.volume.request<{ volumes: unknown[] }>('GET', base)).body.volumes.length;
     const err = await h.volume.request('POST', base, { volume }).then(
@@ -93,6 +91,37 @@ describe('creating an encrypted volume', () => {
     expect((err as ApiError).status).toBe(400);
     expect((err as ApiError).message).toMatch(message);
     expect((await h.volume.request<{ volumes: unknown[] }>('GET', base)).body.volumes.length).toBe(before);
+  });
+});
+
+describe('an unknown volume type', () => {
+  // The service here has the file backend only.
+  it.each([
+    ['an encrypted type of a backend that does not exist', 'nfs-luks'],
+    ['an encrypted type of a backend this service does not enable', 'iscsi-luks'],
+    ['an encrypted type that names no backend', '-luks'],
+    ['an encrypted type of an encrypted type', 'file-luks-luks'],
+    ['a plain type of a backend that does not exist', 'ceph'],
+  ])('is refused for %s with a 400 naming the type as given (%s) and every type the service accepts, creating nothing', async (_what, type) => {
+    const before = (await h.volume.request<{ volumes: unknown[] }>('GET', base)).body.volumes.length;
+    const err = await h.volume.request('POST', base, { volume: { size: 1, volume_type: type } }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ApiError);
+    expect((err as ApiError).status).toBe(400);
+    expect((err as ApiError).message).toBe(`Unknown volume type "${type}"; available: file, file-luks, luks.`);
+    expect((await h.volume.request<{ volumes: unknown[] }>('GET', base)).body.volumes.length).toBe(before);
+  });
+
+  it('lists only types a create then accepts', async () => {
+    const err = (await h.volume.request('POST', base, { volume: { size: 1, volume_type: 'nfs' } }).catch((e: unknown) => e)) as ApiError;
+    const listed = /available: (.*)\.$/.exec(err.message)![1]!.split(', ');
+    expect(listed.length).toBeGreaterThan(1);
+    for (const type of listed) {
+      const id = await create({ name: `listed-${type}`, size_bytes: 8 * MiB, volume_type: type });
+      expect((await ours(id)).status, type).toBe('available');
+    }
   });
 });
 

@@ -46,7 +46,8 @@
  *   a blank disk no_filesystem; a type other than ext* or xfs unsupported_filesystem; an
  *   unmounted xfs not_mounted; a filesystem told to fail (`failWith`) grow_failed. Growing a
  *   filesystem that already fills its disk changes nothing and answers grown (resize2fs's
- *   "Nothing to do!"), so repeating it is harmless.
+ *   "Nothing to do!"), so repeating it is harmless. Every answer carries `partitionGrown`, false
+ *   unless the partition grew (not-grown answers too, without an agent as well), as LibvirtDriver's.
  * - No locks: the compute manager serializes the operations on one volume (src/compute/locks.ts);
  *   `maxConcurrentPerVolume` shows whether it did.
  *
@@ -393,14 +394,16 @@ export class FakeDriver implements VirtDriver {
     const server = this.server(serverId);
     const disk = this.disk(serverId, volumeId);
     // A paused guest's vCPUs are stopped: its agent cannot answer guest-ping either.
+    // Every answer says whether a partition grew, as the libvirt driver's do: false until one has
+    // (an answer without an agent too: nothing was grown).
     if (server.state !== 'active' || server.guestAgent === false) {
-      return { grown: false, reason: 'no_guest_agent', detail: `the guest agent did not answer (server ${server.state}${server.guestAgent === false ? ', agent not running' : ''})` };
+      return { grown: false, reason: 'no_guest_agent', partitionGrown: false, detail: `the guest agent did not answer (server ${server.state}${server.guestAgent === false ? ', agent not running' : ''})` };
     }
     const fs = disk.guestFs;
     const whole = `/dev/${disk.device}`;
-    if (!fs) return { grown: false, reason: 'no_filesystem', device: whole, detail: `no filesystem on ${whole}` };
+    if (!fs) return { grown: false, reason: 'no_filesystem', partitionGrown: false, device: whole, detail: `no filesystem on ${whole}` };
     const device = fs.partition ? `${whole}1` : whole;
-    const seen = { device, fsType: fs.type, ...(fs.mountpoint === undefined ? {} : { mountpoint: fs.mountpoint }), fsBytesBefore: fs.bytes };
+    const seen = { device, partitionGrown: false, fsType: fs.type, ...(fs.mountpoint === undefined ? {} : { mountpoint: fs.mountpoint }), fsBytesBefore: fs.bytes };
     if (!GROWABLE_FS.has(fs.type)) return { grown: false, reason: 'unsupported_filesystem', ...seen, fsBytes: fs.bytes, detail: `${fs.type} on ${device}` };
     if (fs.type === 'xfs' && fs.mountpoint === undefined) return { grown: false, reason: 'not_mounted', ...seen, fsBytes: fs.bytes, detail: `xfs on ${device} is not mounted` };
     let partitionGrown = false;
