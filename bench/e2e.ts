@@ -341,8 +341,17 @@ export async function runE2eBench(opts: { runs?: number; backends?: Array<'block
   return out;
 }
 
+/**
+ * Whether each backend's overhead (total − primitives, to the guest's own report) is within the
+ * target. The host-side and kernel-line figures are diagnostics, not judged: the kernel line is
+ * missed in some runs (its time then falls back to the report's), which makes that figure swing
+ * both ways (−38 / +32 ms in one run), and the host side leaves the guest out.
+ */
+export function e2eTargetsMet(r: Record<string, number>): boolean {
+  const over = Object.entries(r).filter(([k]) => k.endsWith('_overhead_ms') && !k.includes('host_side') && !k.includes('kernel'));
+  return over.length > 0 && over.every(([, v]) => v <= TARGET_OVERHEAD_MS);
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const r = await runE2eBench();
-  const over = Object.entries(r).filter(([k]) => k.endsWith('_overhead_ms') && !k.includes('host_side'));
-  process.exit(over.every(([, v]) => v <= TARGET_OVERHEAD_MS) ? 0 : 1);
+  process.exit(e2eTargetsMet(await runE2eBench()) ? 0 : 1);
 }
