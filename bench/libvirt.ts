@@ -348,41 +348,33 @@ function httpClient(base: string, token: string) {
 type Profile = Record<string, number[]>;
 
 /** Replace `obj[key]` (an async method) with a timed wrapper; returns the undo function. */
-function timeMethod(obj: object, key: string, name: string, sink: (name: string, ms: number, start: number, end: number) => void): () => void {
-  const target = obj as Record<string, unknown>;
-  const orig = target[key] as (...a: unknown[]) => Promise<unknown>;
-  if (typeof orig !== 'function') throw new Error(`no method ${key} to time`);
-  const had = Object.prototype.hasOwnProperty.call(target, key);
-  target[key] = async function (this: unknown, ...a: unknown[]) {
-    const t0 = nowMs();
-    try {
-      return await orig.apply(this, a);
-    } finally {
-      const t1 = nowMs();
-      sink(name, t1 - t0, t0, t1);
-    }
-  };
-  return () => {
-    if (had) target[key] = orig;
-    else delete target[key];
-  };
-}
-
-/** `timeMethod` for a synchronous method (Authenticator.known: the token cache's answer, no promise). */
-function timeSyncMethod(obj: object, key: string, name: string, sink: (name: string, ms: number, start: number, end: number) => void): () => void {
+function timeMethod(obj: object, key: string, name: string, sink: (name: string, ms: number, start: number, end: number) => void, sync = false): () => void {
   const target = obj as Record<string, unknown>;
   const orig = target[key] as (...a: unknown[]) => unknown;
   if (typeof orig !== 'function') throw new Error(`no method ${key} to time`);
   const had = Object.prototype.hasOwnProperty.call(target, key);
-  target[key] = function (this: unknown, ...a: unknown[]) {
-    const t0 = nowMs();
-    try {
-      return orig.apply(this, a);
-    } finally {
-      const t1 = nowMs();
-      sink(name, t1 - t0, t0, t1);
-    }
+  const done = (t0: number): void => {
+    const t1 = nowMs();
+    sink(name, t1 - t0, t0, t1);
   };
+  // `sync`: a method that answers without a promise (Authenticator.known) stays synchronous.
+  target[key] = sync
+    ? function (this: unknown, ...a: unknown[]) {
+        const t0 = nowMs();
+        try {
+          return orig.apply(this, a);
+        } finally {
+          done(t0);
+        }
+      }
+    : async function (this: unknown, ...a: unknown[]) {
+        const t0 = nowMs();
+        try {
+          return await orig.apply(this, a);
+        } finally {
+          done(t0);
+        }
+      };
   return () => {
     if (had) target[key] = orig;
     else delete target[key];
@@ -553,7 +545,7 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     const undo = [
       timeMethod(a.built.auth, 'authenticate', 'auth', sink),
       // A token the authenticator has cached is checked with `known`, synchronously (no authenticate call).
-      timeSyncMethod(a.built.auth, 'known', 'auth', sink),
+      timeMethod(a.built.auth, 'known', 'auth', sink, true),
       timeMethod(a.built.compute, 'getServer', 'getServer', sink),
       timeMethod(a.built.compute, 'assistExtend', 'assistExtend', sink),
       timeMethod(a.store, 'startAction', 'db.startAction', sink),

@@ -4,12 +4,9 @@
  * overrides the volume's metadata, and the outcome shows in the volume's view.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
-import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
+import { makeService, PROJECT, runCli, SERVER, type ServiceHarness } from '../support/service.js';
 
-const BIN = resolve(import.meta.dirname, '../../bin/online-extend.js');
 const MiB = 2 ** 20;
 let h: ServiceHarness;
 
@@ -18,16 +15,7 @@ beforeAll(async () => {
 });
 afterAll(async () => h.cleanup());
 
-async function cli(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const env = { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn', ONLINE_EXTEND_VOLUME_URL: h.service.volumeUrl!, ONLINE_EXTEND_URL: h.service.computeUrl, ONLINE_EXTEND_TOKEN: h.token, ONLINE_EXTEND_PROJECT: PROJECT };
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-  const status = await new Promise<number | null>((r) => child.once('close', r));
-  return { status, stdout: stdout.trim(), stderr: stderr.trim() };
-}
+const cli = (args: string[]) => runCli(h, args);
 
 async function attachedWithExt4(metadata?: Record<string, string>): Promise<string> {
   const id = (await h.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { size_bytes: 64 * MiB, ...(metadata ? { metadata } : {}) } })).body.volume.id;
