@@ -474,10 +474,13 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
 
     if (config.volumeApi) {
       let currentToken: () => string;
+      let renewToken: (refused: string) => Promise<string | undefined>;
       if (keystoneAuth) {
         // auth=keystone: compute checks tokens with Keystone, so the volume service calls it with
         // a Keystone token of the service user (renewed by the authenticator), as Cinder calls Nova.
         currentToken = () => keystoneAuth.serviceToken();
+        const keystone = keystoneAuth;
+        renewToken = (refused) => keystone.renewRefusedServiceToken(refused);
       } else {
         serviceToken = await ServiceToken.open({
           store,
@@ -487,9 +490,10 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         serviceToken.start();
         const token = serviceToken;
         currentToken = () => token.current();
+        renewToken = (refused) => token.renew(refused);
       }
       // Compute's API is served by this process: its calls go through that API in-process (rpc/inProcess.ts).
-      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken, dispatch: injectDispatch(computeApp.app, catalog.endpoint('compute')) });
+      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken, serviceCredential: { renew: renewToken }, dispatch: injectDispatch(computeApp.app, catalog.endpoint('compute')) });
       // Volumes with an operation under way in this process, left alone by the reconciler.
       const inFlight = new InFlight();
       volumeApp = await buildVolumeApp({
@@ -698,8 +702,11 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
     let volumeUrl: string | undefined;
     if (config.volumeApi) {
       let currentToken: () => string;
+      let renewToken: (refused: string) => Promise<string | undefined>;
       if (keystoneAuth) {
         currentToken = () => keystoneAuth.serviceToken();
+        const keystone = keystoneAuth;
+        renewToken = (refused) => keystone.renewRefusedServiceToken(refused);
       } else {
         // Per process, in the store only: a shared data dir holds no token file, and one process's
         // rotation never revokes another's token. A dead process's token expires within the hour.
@@ -712,9 +719,10 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
         serviceToken.start();
         const token = serviceToken;
         currentToken = () => token.current();
+        renewToken = (refused) => token.renew(refused);
       }
       // Compute's API is served by this process: its calls go through that API in-process (rpc/inProcess.ts).
-      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken, dispatch: injectDispatch(api.app, catalog.endpoint('compute')) });
+      const compute = new HttpComputeClient({ url: catalog.endpoint('compute'), token: currentToken, serviceCredential: { renew: renewToken }, dispatch: injectDispatch(api.app, catalog.endpoint('compute')) });
       // Several api processes share the database: an operation under way here keeps its record
       // fresh, so the other processes' reconcilers (which wait volumeReconcileMs after a record's
       // last change) leave it alone.

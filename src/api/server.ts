@@ -203,6 +203,25 @@ function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyRe
 export async function createServer(deps: CreateServerOptions): Promise<App> {
   const limits = withDefaults(deps.limits);
   const versions = versionsFor(deps.service);
+  const metrics = deps.metrics;
+  // Label sets resolved once each (prom-client hashes the labels on every inc otherwise); the
+  // keys are bounded: route patterns x methods x statuses.
+  const counters = new Map<string, { inc(): void }>();
+  const durations = new Map<string, { observe(v: number): void }>();
+  const api = deps.service;
+  /** Counts one answer in the request metrics, by route pattern (never the URL) and status. */
+  const countAnswer = (req: FastifyRequest, reply: FastifyReply, now: number): void => {
+    if (!metrics) return;
+    // The route pattern, never the URL: an unmatched request is one series however many URLs miss.
+    const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
+    const key = `${req.method} ${reply.statusCode} ${route}`;
+    let c = counters.get(key);
+    if (c === undefined) counters.set(key, (c = metrics.httpRequests.labels({ api, method: req.method, route, status: reply.statusCode })));
+    c.inc();
+    let d = durations.get(route);
+    if (d === undefined) durations.set(route, (d = metrics.httpSeconds.labels({ api, route })));
+    if (req.timings) d.observe((now - req.timings.start) / 1000);
+  };
   let guard: ConnectionGuard | undefined;
   const app = Fastify({
     loggerInstance: deps.logger,
@@ -221,7 +240,10 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     // The router's errors skip the onSend hooks: the version is echoed here.
     frameworkErrors: ((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
       echoVersion(req, reply, versions);
-      return frameworkError(err, req, reply);
+      const answered = frameworkError(err, req, reply);
+      // These answers skip the hooks too: counted here (no timings: no duration observed).
+      countAnswer(req, reply, performance.now());
+      return answered;
     }) as never,
     clientErrorHandler: clientErrorHandler(deps.logger),
     // Our own server, so that every request reaches the routes through the ConnectionGuard,
@@ -292,12 +314,6 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     if (detail) runWithTimings(req.timings, () => onRequest(req, reply, done));
     else onRequest(req, reply, done);
   });
-  const metrics = deps.metrics;
-  // Label sets resolved once each (prom-client hashes the labels on every inc otherwise); the
-  // keys are bounded: route patterns x methods x statuses.
-  const counters = new Map<string, { inc(): void }>();
-  const durations = new Map<string, { observe(v: number): void }>();
-  const api = deps.service;
   // One onSend hook for the Server-Timing header and the request metrics (a second hook, such as
   // onResponse, costs a turn through Fastify's hook runner on every answer): the duration counted
   // is until the answer is handed to the socket.
@@ -306,17 +322,7 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     // Router errors (frameworkErrors) answer before onRequest: no timings to report.
     const now = performance.now();
     if (timings) reply.header('server-timing', timings.header(now));
-    if (metrics) {
-      // The route pattern, never the URL: an unmatched request is one series however many URLs miss.
-      const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
-      const key = `${req.method} ${reply.statusCode} ${route}`;
-      let c = counters.get(key);
-      if (c === undefined) counters.set(key, (c = metrics.httpRequests.labels({ api, method: req.method, route, status: reply.statusCode })));
-      c.inc();
-      let d = durations.get(route);
-      if (d === undefined) durations.set(route, (d = metrics.httpSeconds.labels({ api, route })));
-      if (timings) d.observe((now - timings.start) / 1000);
-    }
+    countAnswer(req, reply, now);
     done(null, payload);
   });
   if (metrics && deps.serveMetrics) {

@@ -267,6 +267,15 @@ export class KeystoneAuthenticator {
    * A new service token (shared by concurrent callers). `stale`: the token found refused; when
    * another caller already replaced it, that replacement is returned without asking again.
    */
+  /**
+   * A new service token because an API refused `refused` (ApiClientOptions.serviceCredential):
+   * one request to Keystone shared by every caller that saw the same refusal; the current token at
+   * once when it already changed. Rejects with IdentityUnreachable (503) when Keystone gives none.
+   */
+  renewRefusedServiceToken(refused: string): Promise<string> {
+    return this.renewServiceToken(refused);
+  }
+
   private async renewServiceToken(stale?: string): Promise<string> {
     if (stale !== undefined && this.service && this.service.token !== stale) return this.service.token;
     this.serviceFetch ??= this.issueServiceToken().finally(() => (this.serviceFetch = undefined));

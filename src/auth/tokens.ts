@@ -150,6 +150,10 @@ interface TokenFile {
 export class ServiceToken {
   static readonly DEFAULT_TTL_MS = 24 * 3_600_000;
   private static readonly RETRY_MS = 60_000;
+  /** `renew`'s least time between two tokens issued because one was refused (ms). */
+  private static readonly RENEW_MIN_MS = 10_000;
+  private renewing: Promise<string | undefined> | undefined;
+  private renewedAt: number | undefined;
   /** setTimeout's largest delay. */
   private static readonly MAX_DELAY_MS = 2 ** 31 - 1;
 
@@ -211,6 +215,23 @@ export class ServiceToken {
     await this.issue();
     await this.opts.store.deleteExpiredTokens(this.now());
     return true;
+  }
+
+  /**
+   * A new token now, because an API refused `refused` (revoked by an admin, or gone from the store):
+   * answers the current token at once when it is already another one (renewed since), and issues at
+   * most one token per `RENEW_MIN_MS` (a refusal that a new token does not cure, e.g. a policy that
+   * denies the service, must not mint a token per call); undefined when it did not renew.
+   */
+  renew(refused: string): Promise<string | undefined> {
+    if (this.token !== refused) return Promise.resolve(this.token);
+    if (this.renewing) return this.renewing;
+    if (this.renewedAt !== undefined && this.now().getTime() - this.renewedAt < ServiceToken.RENEW_MIN_MS) return Promise.resolve(undefined);
+    this.renewedAt = this.now().getTime();
+    this.renewing = this.issue()
+      .then(() => this.token)
+      .finally(() => (this.renewing = undefined));
+    return this.renewing;
   }
 
   /** Rotate on time from now on (timers do not keep the process alive). */

@@ -46,7 +46,7 @@ export class HttpComputeClient implements ComputeForVolumes {
   private readonly api: ApiClient;
 
   /** `dispatch`: compute's API is in this process (rpc/inProcess.ts); absent: over HTTP to `url`. */
-  constructor(opts: Pick<ApiClientOptions, 'url' | 'token' | 'timeoutMs' | 'dispatch'>) {
+  constructor(opts: Pick<ApiClientOptions, 'url' | 'token' | 'timeoutMs' | 'dispatch' | 'serviceCredential'>) {
     this.api = new ApiClient({ ...opts, unreachableCode: 'ComputeUnreachable' });
   }
 

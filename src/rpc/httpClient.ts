@@ -6,6 +6,7 @@
  * decide on the catalogue code and the classification, never on status codes or message text.
  */
 import { CATALOGUE, isErrorCode, ServiceError, type ErrorCode } from '../errors.js';
+import { timed } from '../util/timing.js';
 
 /** A ServiceError that came back over HTTP, with the remote request id. */
 export class ApiError extends ServiceError {}
@@ -35,6 +36,14 @@ export interface ApiClientOptions {
    * connection and the HTTP parsing). Absent: over HTTP to `url` with fetch.
    */
   dispatch?: ApiDispatch;
+  /**
+   * The token is this service's own, not a user's (the volume service's for compute): a 401 then
+   * means the API refused the service's credential (revoked, rotated away), which no caller can
+   * fix and which must not reach a user as their own 401. `renew(refused)` gives a fresh token to
+   * retry the call with, once; refused again (or not renewable), the call fails with an uncertain
+   * `unreachableCode` error (503) whose reason says so, so a workflow retries rather than ends.
+   */
+  serviceCredential?: { renew?: (refused: string) => Promise<string | undefined> };
 }
 
 /** One call as an in-process dispatch gets it: `path` is the URL's path and query; `body` is JSON text. */
@@ -115,47 +124,25 @@ export class ApiClient {
   /** `opts.timeoutMs` bounds this one call (e.g. by a workflow's deadline); default the client's. */
   async request<T>(method: string, path: string, body?: unknown, opts: CallOptions & { token?: string } = {}): Promise<{ status: number; body: T; requestId: string | undefined }> {
     const token = opts.token ?? (typeof this.opts.token === 'function' ? this.opts.token() : this.opts.token);
-    const unreachable = this.opts.unreachableCode ?? 'ComputeUnreachable';
     const timeoutMs = Math.max(1, opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000);
-    const base = this.base;
-    const headers: Record<string, string> = {
-      ...this.opts.headers,
-      'x-auth-token': token,
-      accept: 'application/json',
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    };
     const json = body === undefined ? undefined : JSON.stringify(body);
-    // Not answered: the call may or may not have happened, so this is uncertain. The message
-    // names the call, not the address it went to (that goes in the detail).
-    const noAnswer = (err: unknown, timedOut: boolean): ApiError => {
-      const why = timedOut ? `no answer within ${timeoutMs} ms` : 'no answer (connection failed)';
-      return new ApiError(unreachable, `${method} ${path}: ${why}`, { cause: err, final: false, reason: why, detail: `${base}${path}: ${(err as Error)?.message ?? String(err)}` });
-    };
-    let status: number;
-    let requestId: string | undefined;
-    let text: string;
-    if (this.opts.dispatch) {
-      const answer = await dispatchWithin(this.opts.dispatch, { method, path, headers, ...(json === undefined ? {} : { body: json }) }, timeoutMs).catch((err: unknown) => {
-        throw noAnswer(err, err instanceof DispatchTimeout);
-      });
-      status = answer.status;
-      requestId = answer.header('x-openstack-request-id');
-      text = answer.text;
-    } else {
-      let res: Response;
-      try {
-        res = await fetch(`${base}${path}`, { method, headers, ...(json === undefined ? {} : { body: json }), signal: AbortSignal.timeout(timeoutMs) });
-      } catch (err) {
-        throw noAnswer(err, (err as Error)?.name === 'TimeoutError');
-      }
-      status = res.status;
-      requestId = res.headers.get('x-openstack-request-id') ?? undefined;
-      try {
-        text = await res.text();
-      } catch (err) {
-        throw new ApiError(unreachable, `${method} ${path}: the answer was cut off`, { cause: err, final: false, detail: `${base}${path}: ${(err as Error).message}` });
+    // In a request of our own APIs (the volume API's calls to compute), the call's time is that
+    // request's `rpc` Server-Timing part.
+    let answer = await timed('rpc', () => this.send(method, path, json, token, timeoutMs));
+    const own = this.opts.serviceCredential;
+    if (answer.status === 401 && own && opts.token === undefined) {
+      const fresh = await own.renew?.(token).catch(() => undefined);
+      if (fresh !== undefined && fresh !== token) answer = await timed('rpc', () => this.send(method, path, json, fresh, timeoutMs));
+      if (answer.status === 401) {
+        const why = "the API refused this service's own credential";
+        throw new ApiError(this.opts.unreachableCode ?? 'ComputeUnreachable', `${method} ${path}: ${why}`, {
+          final: false,
+          reason: why,
+          ...(answer.requestId ? { requestId: answer.requestId } : {}),
+        });
       }
     }
+    const { status, requestId, text } = answer;
     const ok = status >= 200 && status < 300;
     let parsed: unknown;
     try {
@@ -168,6 +155,42 @@ export class ApiClient {
       throw new ApiError('InternalError', `${method} ${path}: the answer (HTTP ${status}) is not JSON`, { final: false, ...(requestId ? { requestId } : {}) });
     }
     return { status, body: parsed as T, requestId };
+  }
+
+  /** One call over `dispatch` or HTTP; throws an uncertain `unreachableCode` error when no answer came. */
+  private async send(method: string, path: string, json: string | undefined, token: string, timeoutMs: number): Promise<{ status: number; requestId: string | undefined; text: string }> {
+    const unreachable = this.opts.unreachableCode ?? 'ComputeUnreachable';
+    const base = this.base;
+    const headers: Record<string, string> = {
+      ...this.opts.headers,
+      'x-auth-token': token,
+      accept: 'application/json',
+      ...(json === undefined ? {} : { 'content-type': 'application/json' }),
+    };
+    // Not answered: the call may or may not have happened, so this is uncertain. The message
+    // names the call, not the address it went to (that goes in the detail).
+    const noAnswer = (err: unknown, timedOut: boolean): ApiError => {
+      const why = timedOut ? `no answer within ${timeoutMs} ms` : 'no answer (connection failed)';
+      return new ApiError(unreachable, `${method} ${path}: ${why}`, { cause: err, final: false, reason: why, detail: `${base}${path}: ${(err as Error)?.message ?? String(err)}` });
+    };
+    if (this.opts.dispatch) {
+      const answer = await dispatchWithin(this.opts.dispatch, { method, path, headers, ...(json === undefined ? {} : { body: json }) }, timeoutMs).catch((err: unknown) => {
+        throw noAnswer(err, err instanceof DispatchTimeout);
+      });
+      return { status: answer.status, requestId: answer.header('x-openstack-request-id'), text: answer.text };
+    }
+    let res: Response;
+    try {
+      res = await fetch(`${base}${path}`, { method, headers, ...(json === undefined ? {} : { body: json }), signal: AbortSignal.timeout(timeoutMs) });
+    } catch (err) {
+      throw noAnswer(err, (err as Error)?.name === 'TimeoutError');
+    }
+    const requestId = res.headers.get('x-openstack-request-id') ?? undefined;
+    try {
+      return { status: res.status, requestId, text: await res.text() };
+    } catch (err) {
+      throw new ApiError(unreachable, `${method} ${path}: the answer was cut off`, { cause: err, final: false, detail: `${base}${path}: ${(err as Error).message}` });
+    }
   }
 }
 

@@ -71,6 +71,19 @@ describe('GET /metrics', () => {
   });
 });
 
+describe('GET /metrics: answers the router makes', () => {
+  it.each([
+    { name: 'a malformed percent-escape', path: `/v2.1/${TENANT}/servers/%zz`, status: 400 },
+    { name: 'a parameter past the URL limit', path: `/v2.1/${TENANT}/servers/${'a'.repeat(9000)}`, status: 414 },
+  ])('counts $name ($status) under the unmatched route, though it skips the hooks', async ({ path, status }) => {
+    const key = `online_extend_http_requests_total{api="compute",method="GET",route="unmatched",status="${status}"}`;
+    const before = (await scrape()).get(key) ?? 0;
+    const res = await get(path);
+    expect(res.status).toBe(status);
+    expect((await scrape()).get(key)).toBe(before + 1);
+  });
+});
+
 describe('Server-Timing', () => {
   const parts = (h: string | null): Record<string, number> => {
     expect(h).not.toBeNull();

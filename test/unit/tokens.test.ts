@@ -217,6 +217,25 @@ describe('ServiceToken', () => {
     expect(auth.known('alice:p1')).toBeUndefined();
   });
 
+  it('renews a refused token at once, answers the current one for an older refusal, and issues at most one per 10 s', async () => {
+    const t = await open();
+    const first = t.current();
+    const second = await t.renew(first);
+    expect(second).toBeDefined();
+    expect(second).not.toBe(first);
+    expect(t.current()).toBe(second);
+    // A call that still carried the first token learns of the second, with no new token issued.
+    expect(await t.renew(first)).toBe(second);
+    // The second refused too within 10 s: no token per call.
+    expect(await t.renew(second!)).toBeUndefined();
+    expect(t.current()).toBe(second);
+    advance(10_000);
+    const third = await t.renew(second!);
+    expect(third).not.toBe(second);
+    expect(JSON.parse(readFileSync(file, 'utf8')).token).toBe(third);
+    expect((await store.getToken(hashToken(third!)))?.userId).toBe(SERVICE_USER);
+  });
+
   it('refuses a renewal margin that is not shorter than the lifetime', async () => {
     await expect(open({ ttlMs: HOUR, renewBeforeMs: HOUR })).rejects.toThrow(/renewBeforeMs < ttlMs/);
   });

@@ -1,0 +1,104 @@
+/**
+ * The volume service's own token refused by compute (an admin revoked it): the service gets a new
+ * one and goes on, and a user never sees their request refused with a 401 that is not theirs. A
+ * refusal a new token does not cure is an uncertain 503 naming the service's credential.
+ * Real service (fake driver, real HTTP, the identity API's own revocation), and a real HTTP server
+ * for the client's rule.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import { SERVICE_TOKEN_FILE } from '../../src/db/dataDirLayout.js';
+import { HttpComputeClient } from '../../src/rpc/computeClient.js';
+import { ApiError } from '../../src/rpc/httpClient.js';
+import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
+
+const MiB = 2 ** 20;
+
+describe('a compute API that refuses the service credential (HttpComputeClient)', () => {
+  let server: Server | undefined;
+  const seen: string[] = [];
+  afterEach(async () => {
+    await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+    server = undefined;
+    seen.length = 0;
+  });
+
+  /** A real HTTP server that accepts only `valid` as X-Auth-Token; its URL. */
+  async function accepting(valid: string): Promise<string> {
+    server = createServer((req, res) => {
+      const token = String(req.headers['x-auth-token']);
+      seen.push(token);
+      const ok = token === valid;
+      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json', 'x-openstack-request-id': 'req-00000000-0000-7000-8000-000000000001' });
+      res.end(JSON.stringify(ok ? { volume_blockdev: { id: 'v', bytes: 42 } } : { unauthorized: { code: 401, message: 'The token is invalid or has expired.', error_code: 'Unauthorized', final: true } }));
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
+    const a = server.address();
+    if (a === null || typeof a === 'string') throw new Error('no port');
+    return `http://127.0.0.1:${a.port}`;
+  }
+
+  const caught = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
+
+  it('retries once with the renewed token and answers', async () => {
+    const url = await accepting('new');
+    let current = 'old';
+    const renewedFor: string[] = [];
+    const client = new HttpComputeClient({ url, token: () => current, serviceCredential: { renew: async (refused) => (renewedFor.push(refused), (current = 'new')) } });
+    await expect(client.getBlockdev('p', 's', 'v')).resolves.toMatchObject({ value: 42 });
+    expect(seen).toEqual(['old', 'new']);
+    expect(renewedFor).toEqual(['old']);
+  });
+
+  it.each([
+    { name: 'no new token can be had', renew: async () => undefined },
+    { name: 'renewing fails', renew: async () => Promise.reject(new Error('store is down')) },
+    { name: 'the new token is refused too', renew: async () => 'newer' },
+  ])('answers ComputeUnreachable (503, uncertain) naming the service credential when $name', async ({ renew }) => {
+    const url = await accepting('never');
+    const client = new HttpComputeClient({ url, token: 'old', serviceCredential: { renew } });
+    const err = await caught(client.getBlockdev('p', 's', 'v'));
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err).toMatchObject({ code: 'ComputeUnreachable', status: 503, final: false, reason: "the API refused this service's own credential" });
+    expect(seen.length).toBeLessThanOrEqual(2);
+  });
+
+  it("passes a 401 through as the caller's own when the token is not the service's (a user's client)", async () => {
+    const url = await accepting('never');
+    const err = await caught(new HttpComputeClient({ url, token: 'user-token' }).getBlockdev('p', 's', 'v'));
+    expect(err).toMatchObject({ code: 'Unauthorized', status: 401, final: true });
+    expect(seen).toEqual(['user-token']);
+  });
+});
+
+describe('serve: the volume service’s token revoked by an admin', () => {
+  let h: ServiceHarness;
+  beforeAll(async () => {
+    h = await makeService();
+  });
+  afterAll(async () => h.cleanup());
+
+  const serviceToken = () => (JSON.parse(readFileSync(join(h.config.dataDir, SERVICE_TOKEN_FILE), 'utf8')) as { token: string }).token;
+
+  it('gets a new token and the in-use extend succeeds; the user never sees a 401', async () => {
+    const id = (await h.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { size_bytes: 64 * MiB } })).body.volume.id;
+    await h.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: id } });
+    const revoked = serviceToken();
+    const res = await fetch(`${h.service.identityUrl}/v3/auth/tokens`, { method: 'DELETE', headers: { 'x-auth-token': h.token, 'x-subject-token': revoked } });
+    expect(res.status).toBe(204);
+
+    const extend = await h.volume.request('POST', `/v3/${PROJECT}/volumes/${id}/action`, { 'os-extend-bytes': { new_bytes: 128 * MiB } });
+    expect(extend.status).toBe(202);
+    const end = Date.now() + 15_000;
+    let v: { status: string; size_bytes: number };
+    for (;;) {
+      v = (await h.volume.request<{ volume: { status: string; size_bytes: number } }>('GET', `/v3/${PROJECT}/volumes/${id}/os-online-extend`)).body.volume;
+      if (v.status !== 'extending' || Date.now() > end) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(v).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
+    expect(serviceToken()).not.toBe(revoked);
+  });
+});
