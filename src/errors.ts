@@ -360,6 +360,9 @@ export const errors = {
     new ServiceError('InstanceInvalidState', `Cannot 'delete' instance ${serverId}: it was not created through this API (a domain found on the host); remove it on the hypervisor.`),
   instanceBusy: (serverId: string, task: string, action: string) =>
     new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while it is in task_state ${task}.`),
+  /** 409, uncertain: the guest's filesystems are frozen (virDomainFSFreeze, a backup's snapshot): nothing in them can change until they are thawed. */
+  instanceFilesystemsFrozen: (serverId: string, action: string) =>
+    new ServiceError('InstanceBusy', `Cannot '${action}' on instance ${serverId} while its filesystems are frozen (fsfreeze); try again once they are thawed.`),
   /** 409, uncertain: DELETE /servers while an attached volume is attaching, detaching or extending (its detach would be refused); try again when it is done. */
   instanceVolumeBusy: (serverId: string, volumeId: string, status: string, action: string) =>
     new ServiceError('InstanceBusy', `Cannot '${action}' instance ${serverId} while its volume ${volumeId} is ${status}; try again when it is done.`),

@@ -62,7 +62,8 @@ function endLine(v: VolumeView, ok: boolean): string {
   return `${v.status}  size ${formatBytes(v.size_bytes)}, measured after the extend`;
 }
 
-const row = (v: VolumeView) => ({
+/** One volume as a table row of `volume list|show|extend`. */
+export const volumeRow = (v: VolumeView) => ({
   id: v.id,
   name: v.name,
   status: v.status,
@@ -70,7 +71,8 @@ const row = (v: VolumeView) => ({
   bytes: v.size_bytes,
   type: v.volume_type,
   attached_to: v.attachments.map((a) => `${a.server_id}:${a.device}`).join(','),
-  extend: v.extend ? `${v.extend.step}${v.extend.error ? `: ${v.extend.error}` : ''}` : '',
+  // An error names its step already (`step rescan: …`, `timed out … at step wait_host`).
+  extend: v.extend ? (v.extend.error ?? v.extend.step) : '',
   guest_fs: fsCell(v.fs_growth),
 });
 
@@ -97,7 +99,7 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
   const project = (o: VolumeOpts) => projectOf(config(o));
   const get = async (o: VolumeOpts, id: string) =>
     (await client(o).request<{ volume: VolumeView }>('GET', `/v3/${project(o)}/volumes/${id}/os-online-extend`)).body.volume;
-  const show = (o: VolumeOpts, v: VolumeView) => out(render(o.format, { volume: v }, [row(v)]));
+  const show = (o: VolumeOpts, v: VolumeView) => out(render(o.format, { volume: v }, [volumeRow(v)]));
 
   common(volume.command('create').description('create a volume'))
     .requiredOption('--size <size>', 'size, e.g. 1GiB')
@@ -122,14 +124,14 @@ export function registerVolumeCommands(program: Command, out: Out, env: NodeJS.P
 
   common(volume.command('list').description('list volumes')).action(async (o: VolumeOpts) => {
     const volumes = await listAll<VolumeView>(client(o), `/v3/${project(o)}/volumes/os-online-extend`, 'volumes');
-    out(render(o.format, { volumes }, volumes.map(row)));
+    out(render(o.format, { volumes }, volumes.map(volumeRow)));
   });
 
   common(volume.command('show').description('show a volume and its recent actions').argument('<id>')).action(async (id: string, o: VolumeOpts) => {
     const v = await get(o, id);
     const actions = (await client(o).request<{ volumeActions: Array<Record<string, unknown>> }>('GET', `/v3/${project(o)}/volumes/${id}/os-volume-actions`)).body.volumeActions;
     if (o.format === 'json') return out(JSON.stringify({ volume: v, volumeActions: actions }, null, 2));
-    out(render('table', v, [row(v)]));
+    out(render('table', v, [volumeRow(v)]));
     out('');
     out(render('table', actions, actions.map((a) => ({ request_id: a.request_id, action: a.action, result: a.result, start: a.start_time, message: a.message, compute_requests: (a.compute_request_ids as string[]).length }))));
   });

@@ -351,7 +351,8 @@ describe('the opt-in', () => {
     const id = await newVolume({ purpose: 'keep' });
     const count = (await h.volume.request<{ volumes: unknown[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes.length;
     const err = await fails(call(id));
-    expect(err.status).toBe(400);
+    // The same code as a non-boolean in an extend's body (the schema's InvalidInput).
+    expect(err).toMatchObject({ status: 400, code: 'InvalidInput' });
     expect(err.message).toMatch(/online_extend:grow_fs/);
     expect((await h.volume.request<{ metadata: Record<string, string> }>('GET', `/v3/${PROJECT}/volumes/${id}/metadata`)).body.metadata).toEqual({ purpose: 'keep' });
     expect((await h.volume.request<{ volumes: unknown[] }>('GET', `/v3/${PROJECT}/volumes`)).body.volumes.length).toBe(count);

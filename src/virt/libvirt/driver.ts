@@ -336,7 +336,7 @@ export class LibvirtDriver implements VirtDriver {
     } catch (err) {
       if (err instanceof GuestFilesystemsFrozen) {
         this.log.warn({ serverId, volumeId, detail: err.detail }, 'guest filesystems frozen');
-        throw errors.instanceBusy(serverId, 'filesystems frozen', 'grow the guest filesystem');
+        throw errors.instanceFilesystemsFrozen(serverId, 'grow the guest filesystem');
       }
       throw await this.disks.reobserve(err, guest, { serverId, volumeId, action: 'grow the guest filesystem', live: true, diskExpected: true });
     }

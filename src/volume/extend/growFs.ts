@@ -36,6 +36,6 @@ export function checkGrowFsMetadata(metadata: Readonly<Record<string, string>> |
 
 function metadataValue(value: string): boolean {
   const b = META_VALUES[value.toLowerCase()];
-  if (b === undefined) throw errors.badRequest(`Invalid input for metadata ${GROW_FS_KEY}: ${JSON.stringify(value.slice(0, 64))} is not "true" or "false".`);
+  if (b === undefined) throw errors.invalidInput(`Invalid input for metadata ${GROW_FS_KEY}: ${JSON.stringify(value.slice(0, 64))} is not "true" or "false".`);
   return b;
 }
