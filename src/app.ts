@@ -45,6 +45,7 @@ import type { VolumeBackend } from './volume/backends/backend.js';
 import { VOLUME_STATUSES } from './volume/lifecycle.js';
 import { BlockBackend, FileBackend, IscsiBackend } from './volume/backends/index.js';
 import { readCapacity } from './volume/backends/tgt.js';
+import { storageChecked } from './volume/backends/storageChecked.js';
 import { HttpComputeClient, type ComputeForVolumes } from './rpc/computeClient.js';
 import { injectDispatch } from './rpc/inProcess.js';
 import { HttpVolumeClient, type VolumesForCompute } from './rpc/volumeClient.js';
@@ -269,6 +270,8 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     metrics.countVolumesWith(() => counted.countVolumesByStatus(), VOLUME_STATUSES);
     if (deps.timingDetail) deps = { ...deps, store: timedMethods(deps.store, 'store') };
   }
+  // Every consumer below asks about volumes that have a record: a backend's "not found" is missing storage there.
+  deps = { ...deps, backends: storageChecked(deps.backends) };
   const workflow = new ExtendWorkflow({
     store: deps.store,
     backends: deps.backends,

@@ -58,6 +58,8 @@ export const CATALOGUE = {
   InstanceNotFound: { status: 404, final: true },
   VolumeNotAttached: { status: 404, final: true },
   VolumeNotFound: { status: 404, final: true },
+  /** A volume whose record exists but whose storage is gone from its backend (removed by hand): nothing can act on it until an operator restores it or deletes the volume. */
+  VolumeStorageMissing: { status: 500, final: true },
   MethodNotAllowed: { status: 405, final: true },
   /** The microversion asked for is outside what the API advertises (Nova's and Cinder's InvalidGlobalAPIVersion, 406). */
   VersionNotAcceptable: { status: 406, final: true },
@@ -339,6 +341,9 @@ export const errors = {
   volumeNotAttached: (volumeId: string, serverId: string) =>
     new ServiceError('VolumeNotAttached', `Volume ${volumeId} is not attached to instance ${serverId}.`),
   volumeNotFound: (volumeId: string) => new ServiceError('VolumeNotFound', `Volume ${volumeId} could not be found.`),
+  /** 500, final: the volume exists but its storage is missing from `backend` (never its path: that is the operator's, in the log). */
+  volumeStorageMissing: (volumeId: string, backend: string) =>
+    new ServiceError('VolumeStorageMissing', `The storage of volume ${volumeId} is missing from its ${backend} backend; nothing was changed. An operator must restore it, or delete the volume.`),
   /** Nova's words exactly (DevicePathInUse); the instance goes to the operator's detail. */
   devicePathInUse: (device: string, serverId: string) =>
     new ServiceError('DevicePathInUse', `The supplied device path (/dev/${device}) is in use.`, { detail: `instance ${serverId}` }),

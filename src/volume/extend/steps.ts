@@ -316,5 +316,5 @@ async function note(d: Pick<StepDeps, 'store'>, state: ExtendState, volumeId: st
 
 /** A backend error that no change of the server's state can help. */
 function isFinalByNature(err: unknown): boolean {
-  return isServiceError(err) && (err.code === 'SizeLimitExceeded' || err.code === 'VolumeShrinkRefused' || err.code === 'VolumeNotFound');
+  return isServiceError(err) && (err.code === 'SizeLimitExceeded' || err.code === 'VolumeShrinkRefused' || err.code === 'VolumeNotFound' || err.code === 'VolumeStorageMissing');
 }
