@@ -65,6 +65,25 @@ class FakeLibvirtd {
 
 const DOM = { name: 'g1', uuid: Buffer.alloc(16, 0xab), id: 5 };
 
+/** libvirtd's "Domain not found" (VIR_ERR_NO_DOMAIN, 42, from the QEMU driver, 10), as a remote_error body. */
+function domainNotFound(): Buffer {
+  const w = new XdrWriter();
+  writeRemoteError(w, { code: 42, domain: 10, message: 'Domain not found', level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 });
+  return w.bytes();
+}
+
+/** A handler answering "Domain not found" to the `failing`-th call (0-based) and DOM to the others, `delayMs` later. */
+function failingCall(failing: number, delayMs = 0): ConstructorParameters<typeof FakeLibvirtd>[1] {
+  let n = 0;
+  return (_h, _b, reply) => {
+    if (n++ === failing) return reply(domainNotFound(), MessageStatus.ERROR);
+    const w = new XdrWriter();
+    writeDomain(w, DOM);
+    if (delayMs > 0) setTimeout(() => reply(w.bytes()), delayMs);
+    else reply(w.bytes());
+  };
+}
+
 describe('RemoteClient', () => {
   let dir: string;
   let sock: string;
@@ -98,11 +117,7 @@ describe('RemoteClient', () => {
   });
 
   it('turns a remote_error into a LibvirtError with libvirt code, domain and message', async () => {
-    srv = new FakeLibvirtd(sock, (_h, _b, reply) => {
-      const w = new XdrWriter();
-      writeRemoteError(w, { code: 42, domain: 10, message: 'Domain not found', level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 });
-      reply(w.bytes(), MessageStatus.ERROR);
-    });
+    srv = new FakeLibvirtd(sock, (_h, _b, reply) => reply(domainNotFound(), MessageStatus.ERROR));
     await srv.listen();
     client = new RemoteClient({ uri: `qemu+unix:///system?socket=${sock}` });
     const err = await client.lookupByName('nope').catch((e: unknown) => e);
@@ -111,16 +126,7 @@ describe('RemoteClient', () => {
   });
 
   it('tells observeCall the procedure and duration of each call, a failed call included, and nothing of the handshake', async () => {
-    let n = 0;
-    srv = new FakeLibvirtd(sock, (_h, _b, reply) => {
-      const w = new XdrWriter();
-      if (n++ === 0) {
-        writeRemoteError(w, { code: 42, domain: 10, message: 'Domain not found', level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 });
-        return reply(w.bytes(), MessageStatus.ERROR);
-      }
-      writeDomain(w, DOM);
-      reply(w.bytes());
-    });
+    srv = new FakeLibvirtd(sock, failingCall(0));
     await srv.listen();
     const seen: Array<[string, number]> = [];
     client = new RemoteClient({ uri: `qemu+unix:///system?socket=${sock}`, observeCall: (procedure, seconds) => seen.push([procedure, seconds]) });
@@ -134,17 +140,8 @@ describe('RemoteClient', () => {
   });
 
   it("adds each call's time, a failed one's too, to the current request's libvirt Server-Timing part, and nothing outside a request", async () => {
-    let n = 0;
-    srv = new FakeLibvirtd(sock, (_h, _b, reply) => {
-      const w = new XdrWriter();
-      if (n++ === 1) {
-        writeRemoteError(w, { code: 42, domain: 10, message: 'Domain not found', level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 });
-        return reply(w.bytes(), MessageStatus.ERROR);
-      }
-      // Answered 20 ms later: a call's part is at least that.
-      writeDomain(w, DOM);
-      setTimeout(() => reply(w.bytes()), 20);
-    });
+    // Answered 20 ms later: a call's part is at least that.
+    srv = new FakeLibvirtd(sock, failingCall(1, 20));
     await srv.listen();
     client = new RemoteClient({ uri: `qemu+unix:///system?socket=${sock}` });
     // Outside a request (the connection's handshake included): no timings to add to.
