@@ -372,7 +372,7 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     };
     const known = knownCaller(deps, req);
     if (known) return authenticated(known);
-    authenticate(deps, req).then(authenticated, done);
+    askAuthenticator(deps, req).then(authenticated, done);
   };
 
   // A route with a body schema needs a body: an empty one (which the JSON parser lets through
@@ -421,8 +421,11 @@ export const SERVICE_ROLE = 'service';
  * again costs no promise.
  */
 async function authenticate(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest): Promise<AuthContext> {
-  const known = knownCaller(deps, req);
-  if (known) return known;
+  return knownCaller(deps, req) ?? askAuthenticator(deps, req);
+}
+
+/** The caller of `req` as the authenticator says after its lookup (the store, Keystone): `authenticate` once `knownCaller` had no answer. */
+async function askAuthenticator(deps: Pick<ServerDeps, 'auth'>, req: FastifyRequest): Promise<AuthContext> {
   const header = req.headers['x-auth-token'];
   const start = performance.now();
   try {
