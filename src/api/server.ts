@@ -216,10 +216,10 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
     const key = `${req.method} ${reply.statusCode} ${route}`;
     let c = counters.get(key);
-    if (c === undefined) counters.set(key, (c = metrics.httpRequests.labels({ api, method: req.method, route, status: reply.statusCode })));
+    if (c === undefined) counters.set(key, (c = metrics.httpRequests.series({ api, method: req.method, route, status: reply.statusCode })));
     c.inc();
     let d = durations.get(route);
-    if (d === undefined) durations.set(route, (d = metrics.httpSeconds.labels({ api, route })));
+    if (d === undefined) durations.set(route, (d = metrics.httpSeconds.series({ api, route })));
     if (req.timings) d.observe((now - req.timings.start) / 1000);
   };
   let guard: ConnectionGuard | undefined;

@@ -98,7 +98,7 @@ export function timedComputeRpc(rpc: ComputeRpc, metrics: Metrics): ComputeRpc {
   const out = {} as Record<string, unknown>;
   for (const method of RPC_METHODS) {
     const fn = (rpc[method] as (...a: unknown[]) => Promise<unknown>).bind(rpc);
-    const histogram = metrics.rpcSeconds.labels({ method });
+    const histogram = metrics.rpcSeconds.series({ method });
     out[method] = (...args: unknown[]) => {
       const t = currentTimings();
       const start = performance.now();
