@@ -16,6 +16,7 @@ import { PROJECT_ID_PATTERN, PROJECT_ID_RULE } from './schemas/common.js';
 import {
   attachTransportHandlers,
   clientErrorHandler,
+  type TransportAnswerCounter,
   ConnectionGuard,
   MAX_HEADER_BYTES,
   DEFAULT_HTTP_LIMITS,
@@ -210,14 +211,18 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
   const durations = new Map<string, { observe(v: number): void }>();
   const api = deps.service;
   /** Counts one answer in the request metrics, by route pattern (never the URL) and status. */
+  const countRequest = (method: string, status: number, route: string): void => {
+    const key = `${method} ${status} ${route}`;
+    let c = counters.get(key);
+    if (c === undefined) counters.set(key, (c = metrics!.httpRequests.series({ api, method, route, status })));
+    c.inc();
+  };
+  const countTransportAnswer: TransportAnswerCounter | undefined = metrics && ((method, status) => countRequest(method, status, UNMATCHED_ROUTE));
   const countAnswer = (req: FastifyRequest, reply: FastifyReply, now: number): void => {
     if (!metrics) return;
     // The route pattern, never the URL: an unmatched request is one series however many URLs miss.
     const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
-    const key = `${req.method} ${reply.statusCode} ${route}`;
-    let c = counters.get(key);
-    if (c === undefined) counters.set(key, (c = metrics.httpRequests.series({ api, method: req.method, route, status: reply.statusCode })));
-    c.inc();
+    countRequest(req.method, reply.statusCode, route);
     let d = durations.get(route);
     if (d === undefined) durations.set(route, (d = metrics.httpSeconds.series({ api, route })));
     if (req.timings) d.observe((now - req.timings.start) / 1000);
@@ -245,7 +250,9 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
       countAnswer(req, reply, performance.now());
       return answered;
     }) as never,
-    clientErrorHandler: clientErrorHandler(deps.logger),
+    // Answers Node's HTTP layer gives before any route (parser errors, 431, timeouts, CONNECT):
+    // counted too, unmatched, with no duration (no request was read).
+    clientErrorHandler: clientErrorHandler(deps.logger, countTransportAnswer),
     // Our own server, so that every request reaches the routes through the ConnectionGuard,
     // which bounds how many of one connection's requests are answered at once.
     serverFactory: (route) => {
@@ -271,7 +278,7 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
   if (!guard) throw new Error('Fastify did not call serverFactory');
   const connections = guard;
   guards.set(app, connections);
-  attachTransportHandlers(app.server);
+  attachTransportHandlers(app.server, countTransportAnswer);
   app.addHook('preClose', async () => connections.drain(Date.now() + limits.shutdownGraceMs));
 
   await app.register(swagger, {

@@ -8,6 +8,7 @@ import { issueToken } from '../../src/auth/tokens.js';
 import { Metrics } from '../../src/util/metrics.js';
 import { BLOCK_VOL, FILE_VOL, GiB, TENANT, sampleServers, url } from '../support/computeApp.js';
 import { parsePrometheusText as parse } from '../support/prometheus.js';
+import { rawRequest } from '../support/rawHttp.js';
 
 
 let built: ComputeApp;
@@ -81,6 +82,24 @@ describe('GET /metrics: answers the router makes', () => {
     const res = await get(path);
     expect(res.status).toBe(status);
     expect((await scrape()).get(key)).toBe(before + 1);
+  });
+});
+
+describe('GET /metrics: answers Node\'s HTTP layer makes before any route', () => {
+  const port = () => Number(new URL(base).port);
+  it.each([
+    { name: 'an unknown method', raw: 'FROB /v2.1/servers HTTP/1.1\r\nHost: x\r\n\r\n', method: 'unparsed', status: 405 },
+    { name: 'headers past the limit', raw: `GET /v2.1/servers HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, method: 'unparsed', status: 431 },
+    { name: 'a malformed request line', raw: 'GET /v2.1/servers HTTP/9.9\r\nHost: x\r\n\r\n', method: 'unparsed', status: 400 },
+    { name: 'CONNECT', raw: 'CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n', method: 'CONNECT', status: 405 },
+  ])('counts $name ($status) under the unmatched route, with no URL in its labels', async ({ raw, method, status }) => {
+    const key = `online_extend_http_requests_total{api="compute",method="${method}",route="unmatched",status="${status}"}`;
+    const before = (await scrape()).get(key) ?? 0;
+    const res = await rawRequest(port(), raw);
+    expect(res.status).toBe(status);
+    const after = await scrape();
+    expect(after.get(key)).toBe(before + 1);
+    expect([...after.keys()].some((k) => k.includes('v2.1/servers') || k.includes('example.org'))).toBe(false);
   });
 });
 

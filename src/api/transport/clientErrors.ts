@@ -110,18 +110,29 @@ export function clientErrorToServiceError(err: ParserError): ServiceError {
  * (clientError), CONNECT (Node would drop the socket), and unknown `Expect` values (Node would
  * answer a bare 417; RFC 9110 lets a server ignore them, so the request is served normally).
  */
-export function attachTransportHandlers(server: Server): void {
+export function attachTransportHandlers(server: Server, onAnswer?: TransportAnswerCounter): void {
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
     const path = /^[\x21-\x7e]{1,256}$/.test(req.url ?? '') ? req.url! : '/';
-    answerAndClose(socket, errors.methodNotAllowed('CONNECT', path), newRequestId());
+    const svc = errors.methodNotAllowed('CONNECT', path);
+    onAnswer?.('CONNECT', svc.status);
+    answerAndClose(socket, svc, newRequestId());
   });
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     server.emit('request', req, res);
   });
 }
 
-/** Fastify's `clientErrorHandler`: a parser error or request timeout, answered in our format. */
-export function clientErrorHandler(log: Logger) {
+/**
+ * Told of each answer given here, before any route (the request metrics count it): `method` is
+ * the request's when Node parsed that far (CONNECT), else TRANSPORT_METHOD; `status` the answer's.
+ */
+export type TransportAnswerCounter = (method: string, status: number) => void;
+
+/** The method label of an answer to a request Node could not parse (its method may be what was wrong). */
+export const TRANSPORT_METHOD = 'unparsed';
+
+/** Fastify's `clientErrorHandler`: a parser error or request timeout, answered in our format (and counted by `onAnswer`). */
+export function clientErrorHandler(log: Logger, onAnswer?: TransportAnswerCounter) {
   return (err: ParserError, socket: Socket): void => {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || socket.destroyed) {
       socket.destroy();
@@ -132,6 +143,7 @@ export function clientErrorHandler(log: Logger) {
     const requestId = typeof started === 'string' ? started : newRequestId();
     const level = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'debug' : 'info';
     log[level]({ code: svc.code, parserCode: err.code, requestId }, 'HTTP client error answered');
+    onAnswer?.(TRANSPORT_METHOD, svc.status);
     answerAndClose(socket, svc, requestId, { head: isHead(err, socket) });
   };
 }
