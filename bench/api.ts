@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { assertBuilt } from './built.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
@@ -31,6 +32,7 @@ async function load(opts: autocannon.Options): Promise<{ rps: number; p50: numbe
 }
 
 export async function runApiBench(): Promise<Record<string, number>> {
+  assertBuilt();
   // The servers on one core, the load generator (this process) on the other: the two never
   // compete for a core, and the scheduler does not move them around between rounds.
   const pin = existsSync('/usr/bin/taskset') && cpus().length >= 2;

@@ -2,21 +2,25 @@
  * Benchmark targets, run in their own process so the load generator does not share their event
  * loop: the whole compute stack (auth, policy, SQLite, audit, lock, fake driver, metrics) and a bare
  * Fastify route answering the same shape. Prints one JSON line with the ports and a token.
+ * Our stack is the build in dist/ (what `online-extend serve` runs; bench/built.ts).
  */
 import Fastify from 'fastify';
 import pino from 'pino';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildComputeApp } from '../src/app.js';
-import { SqliteStore } from '../src/db/sqlite.js';
-import { FakeDriver } from '../src/virt/fake/driver.js';
-import { issueToken } from '../src/auth/tokens.js';
-import { Metrics } from '../src/util/metrics.js';
 import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
-import { ProjectId } from '../src/api/schemas/common.js';
-import { VolumeBlockdev, VolumeIdParams } from '../src/api/schemas/compute.js';
+import { built } from './built.js';
+
+// The build users run (dist/), typed by its sources.
+const { buildComputeApp } = await built<typeof import('../src/app.js')>('app.js');
+const { SqliteStore } = await built<typeof import('../src/db/sqlite.js')>('db/sqlite.js');
+const { FakeDriver } = await built<typeof import('../src/virt/fake/driver.js')>('virt/fake/driver.js');
+const { issueToken } = await built<typeof import('../src/auth/tokens.js')>('auth/tokens.js');
+const { Metrics } = await built<typeof import('../src/util/metrics.js')>('util/metrics.js');
+const { ProjectId } = await built<typeof import('../src/api/schemas/common.js')>('api/schemas/common.js');
+const { VolumeBlockdev, VolumeIdParams } = await built<typeof import('../src/api/schemas/compute.js')>('api/schemas/compute.js');
 
 const TENANT = 'bench';
 const SERVER = '14540a2f-204b-4a30-a61b-e069bf243c87';
