@@ -67,6 +67,13 @@ const TOKEN_SHAPE = /^[\x21-\x7e]{1,8192}$/;
 const RENEW_RETRY_MS = [1_000, 2_000, 5_000];
 
 /**
+ * Least time between two service tokens asked for because an API refused the current one
+ * (`renewRefusedServiceToken`): a refusal a new token does not cure (a policy that denies the
+ * service) must not turn every call into a Keystone login. As ServiceToken.renew.
+ */
+const REFUSED_RENEW_MIN_MS = 10_000;
+
+/**
  * Validates X-Auth-Token values against Keystone (the TokenAuthenticator's `authenticate`, for
  * auth=keystone) and keeps this service's own Keystone token (`serviceToken()`), for the volume
  * service's calls to compute. One per process: both APIs share its cache and its service token.
@@ -84,6 +91,10 @@ export class KeystoneAuthenticator {
   private serviceFetch: Promise<string> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private failures = 0;
+  /** The last failed service-token request: until its retry delay has passed, callers get its error without asking Keystone again. */
+  private lastFailure: { at: number; err: unknown } | undefined;
+  /** When a token was last asked for because an API refused ours (epoch ms). */
+  private refusedRenewAt: number | undefined;
   private logger: Logger | undefined;
   /**
    * What `serviceToken()` gives while there is no valid service token: random per process, it
@@ -264,22 +275,50 @@ export class KeystoneAuthenticator {
   }
 
   /**
-   * A new service token (shared by concurrent callers). `stale`: the token found refused; when
-   * another caller already replaced it, that replacement is returned without asking again.
-   */
-  /**
    * A new service token because an API refused `refused` (ApiClientOptions.serviceCredential):
    * one request to Keystone shared by every caller that saw the same refusal; the current token at
-   * once when it already changed. Rejects with IdentityUnreachable (503) when Keystone gives none.
+   * once when it already changed; undefined (no new token) when one was asked for because of a
+   * refusal less than REFUSED_RENEW_MIN_MS ago. Rejects with IdentityUnreachable (503) when
+   * Keystone gives none.
    */
-  renewRefusedServiceToken(refused: string): Promise<string> {
+  renewRefusedServiceToken(refused: string): Promise<string | undefined> {
+    if (this.service && this.service.token !== refused) return Promise.resolve(this.service.token);
+    if (this.serviceFetch) return this.serviceFetch;
+    const now = this.now();
+    if (this.refusedRenewAt !== undefined && now - this.refusedRenewAt < REFUSED_RENEW_MIN_MS) return Promise.resolve(undefined);
+    this.refusedRenewAt = now;
     return this.renewServiceToken(refused);
   }
 
-  private async renewServiceToken(stale?: string): Promise<string> {
+  /**
+   * A new service token (shared by concurrent callers). `stale`: the token found refused; when
+   * another caller already replaced it, that replacement is returned without asking again. After a
+   * failed request, callers get its error until its retry delay (RENEW_RETRY_MS) has passed, so a
+   * Keystone that refuses the service user (deleted, disabled, wrong password) sees one login per
+   * delay, not one per API request; `scheduled` (the renewal timer, which keeps that schedule) asks anyway.
+   */
+  private async renewServiceToken(stale?: string, scheduled = false): Promise<string> {
     if (stale !== undefined && this.service && this.service.token !== stale) return this.service.token;
-    this.serviceFetch ??= this.issueServiceToken().finally(() => (this.serviceFetch = undefined));
+    const failed = this.lastFailure;
+    if (!scheduled && !this.serviceFetch && failed && this.now() - failed.at < this.retryDelayMs()) throw failed.err;
+    this.serviceFetch ??= this.issueServiceToken().then(
+      (token) => {
+        this.serviceFetch = undefined;
+        this.lastFailure = undefined;
+        return token;
+      },
+      (err: unknown) => {
+        this.serviceFetch = undefined;
+        this.lastFailure = { at: this.now(), err };
+        throw err;
+      },
+    );
     return this.serviceFetch;
+  }
+
+  /** The delay before the next service-token request after `failures` failed ones in a row. */
+  private retryDelayMs(): number {
+    return RENEW_RETRY_MS[Math.min(Math.max(this.failures - 1, 0), RENEW_RETRY_MS.length - 1)]!;
   }
 
   private async issueServiceToken(): Promise<string> {
@@ -325,14 +364,14 @@ export class KeystoneAuthenticator {
   }
 
   private scheduleRetry(): void {
-    this.arm(RENEW_RETRY_MS[Math.min(Math.max(this.failures - 1, 0), RENEW_RETRY_MS.length - 1)]!);
+    this.arm(this.retryDelayMs());
   }
 
   private arm(delayMs: number): void {
     if (this.stopped) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
-      this.renewServiceToken().catch((err: unknown) => {
+      this.renewServiceToken(undefined, true).catch((err: unknown) => {
         this.logger?.error({ err, keystoneUrl: this.opts.url }, 'service token renewal failed; retrying');
         this.scheduleRetry();
       });

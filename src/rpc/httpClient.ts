@@ -130,11 +130,16 @@ export class ApiClient {
     // request's `rpc` Server-Timing part.
     let answer = await timed('rpc', () => this.send(method, path, json, token, timeoutMs));
     const own = this.opts.serviceCredential;
-    if (answer.status === 401 && own && opts.token === undefined) {
+    if (own && opts.token === undefined && credentialRefused(answer)) {
+      // The service's own token was refused (revoked, expired in the store: 401) or is not allowed
+      // (its roles changed: a policy 403). Neither is the user's doing: a new token, once (Keystone
+      // gives a new token the user's current roles), then an uncertain error the caller retries
+      // (an extend waits until an operator mends the service user), never a final 401/403.
       const fresh = await own.renew?.(token).catch(() => undefined);
       if (fresh !== undefined && fresh !== token) answer = await timed('rpc', () => this.send(method, path, json, fresh, timeoutMs));
-      if (answer.status === 401) {
-        const why = "the API refused this service's own credential";
+      const refused = credentialRefused(answer);
+      if (refused) {
+        const why = refused === 401 ? "the API refused this service's own credential" : "the API's policy does not allow this service's own credential (check the service user's roles)";
         throw new ApiError(this.opts.unreachableCode ?? 'ComputeUnreachable', `${method} ${path}: ${why}`, {
           final: false,
           reason: why,
@@ -191,6 +196,22 @@ export class ApiClient {
     } catch (err) {
       throw new ApiError(unreachable, `${method} ${path}: the answer was cut off`, { cause: err, final: false, detail: `${base}${path}: ${(err as Error).message}` });
     }
+  }
+}
+
+/**
+ * 401 when an answer refuses the caller's token, 403 when the API's policy refuses the caller
+ * (`Forbidden`: a 403 with another code, such as TooManyDiskDevices, is an answer about the
+ * request, not the credential), else undefined.
+ */
+function credentialRefused(answer: { status: number; text: string }): 401 | 403 | undefined {
+  if (answer.status === 401) return 401;
+  if (answer.status !== 403) return undefined;
+  try {
+    const fault = Object.values(JSON.parse(answer.text) as Record<string, FaultFields>)[0];
+    return fault?.error_code === 'Forbidden' ? 403 : undefined;
+  } catch {
+    return undefined;
   }
 }
 

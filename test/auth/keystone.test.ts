@@ -279,6 +279,47 @@ describe("KeystoneAuthenticator: this service's own token", () => {
     expect(ks.validations).toEqual([]);
   });
 
+  it("asks Keystone for a service token at most once per retry delay while it refuses the service's credentials (a deleted service user)", async () => {
+    for (const t of ['t1', 't2', 't3', 't4', 't5']) known(t);
+    const a = make({ password: 'wrong', cacheMs: 0 });
+    // Five different users' requests within the first retry delay (1 s): one login, five 503s.
+    for (const t of ['t1', 't2', 't3', 't4', 't5']) expect((await failure(a.authenticate(t))).code).toBe('IdentityUnreachable');
+    expect(ks.passwordsSeen).toHaveLength(1);
+    clock += 999;
+    await failure(a.authenticate('t1'));
+    expect(ks.passwordsSeen).toHaveLength(1);
+    // Past the delay: one more login (and the next delay is longer: 2 s).
+    clock += 2;
+    await failure(a.authenticate('t1'));
+    await failure(a.authenticate('t2'));
+    expect(ks.passwordsSeen).toHaveLength(2);
+    clock += 1_999;
+    await failure(a.authenticate('t1'));
+    expect(ks.passwordsSeen).toHaveLength(2);
+    // Mended (the operator fixed the password Keystone expects): the next login after the delay works.
+    ks.password = 'wrong';
+    clock += 2;
+    await expect(a.authenticate('t1')).resolves.toMatchObject({ userId: 'u-t1' });
+    expect(ks.passwordsSeen).toHaveLength(3);
+  });
+
+  it('renews a service token an API refused at most once per 10 s, answering the current token at once when it already changed', async () => {
+    const a = make();
+    await a.start();
+    expect(a.serviceToken()).toBe('svc-1');
+    await expect(a.renewRefusedServiceToken('svc-1')).resolves.toBe('svc-2');
+    // Another caller saw the same refusal: the token that replaced it, no new request.
+    await expect(a.renewRefusedServiceToken('svc-1')).resolves.toBe('svc-2');
+    expect(ks.issued).toBe(2);
+    // The new one refused too, within 10 s: no new token (a refusal a new token does not cure).
+    clock += 9_999;
+    await expect(a.renewRefusedServiceToken('svc-2')).resolves.toBeUndefined();
+    expect(ks.issued).toBe(2);
+    clock += 1;
+    await expect(a.renewRefusedServiceToken('svc-2')).resolves.toBe('svc-3');
+    expect(ks.issued).toBe(3);
+  });
+
   it("answers 503 (not 401) when Keystone refuses this service's credentials", async () => {
     known('t1');
     const a = make({ password: 'wrong' });

@@ -25,14 +25,21 @@ describe('a compute API that refuses the service credential (HttpComputeClient)'
     seen.length = 0;
   });
 
-  /** A real HTTP server that accepts only `valid` as X-Auth-Token; its URL. */
-  async function accepting(valid: string): Promise<string> {
+  /** How the server refuses a token other than the valid one: a 401, or a 403 with a given catalogue code. */
+  const REFUSALS = {
+    unauthorized: { status: 401, body: { unauthorized: { code: 401, message: 'The token is invalid or has expired.', error_code: 'Unauthorized', final: true } } },
+    policy: { status: 403, body: { forbidden: { code: 403, message: "Policy doesn't allow os_compute_api:os-online-extend-volume:get_blockdev to be performed.", error_code: 'Forbidden', final: true } } },
+    tooManyDisks: { status: 403, body: { forbidden: { code: 403, message: 'The maximum allowed number of disk devices (24) to attach to a single instance has been exceeded.', error_code: 'TooManyDiskDevices', final: true } } },
+  } as const;
+
+  /** A real HTTP server that accepts only `valid` as X-Auth-Token (refusing others as `refusal` says); its URL. */
+  async function accepting(valid: string, refusal: keyof typeof REFUSALS = 'unauthorized'): Promise<string> {
     server = createServer((req, res) => {
       const token = String(req.headers['x-auth-token']);
       seen.push(token);
       const ok = token === valid;
-      res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json', 'x-openstack-request-id': 'req-00000000-0000-7000-8000-000000000001' });
-      res.end(JSON.stringify(ok ? { volume_blockdev: { id: 'v', bytes: 42 } } : { unauthorized: { code: 401, message: 'The token is invalid or has expired.', error_code: 'Unauthorized', final: true } }));
+      res.writeHead(ok ? 200 : REFUSALS[refusal].status, { 'content-type': 'application/json', 'x-openstack-request-id': 'req-00000000-0000-7000-8000-000000000001' });
+      res.end(JSON.stringify(ok ? { volume_blockdev: { id: 'v', bytes: 42 } } : REFUSALS[refusal].body));
     });
     await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
     const a = server.address();
@@ -42,8 +49,8 @@ describe('a compute API that refuses the service credential (HttpComputeClient)'
 
   const caught = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
 
-  it('retries once with the renewed token and answers', async () => {
-    const url = await accepting('new');
+  it.each(['unauthorized', 'policy'] as const)('retries once with the renewed token and answers (refused: %s)', async (refusal) => {
+    const url = await accepting('new', refusal);
     let current = 'old';
     const renewedFor: string[] = [];
     const client = new HttpComputeClient({ url, token: () => current, serviceCredential: { renew: async (refused) => (renewedFor.push(refused), (current = 'new')) } });
@@ -52,17 +59,35 @@ describe('a compute API that refuses the service credential (HttpComputeClient)'
     expect(renewedFor).toEqual(['old']);
   });
 
-  it.each([
+  const RENEWALS = [
     { name: 'no new token can be had', renew: async () => undefined },
     { name: 'renewing fails', renew: async () => Promise.reject(new Error('store is down')) },
     { name: 'the new token is refused too', renew: async () => 'newer' },
-  ])('answers ComputeUnreachable (503, uncertain) naming the service credential when $name', async ({ renew }) => {
-    const url = await accepting('never');
-    const client = new HttpComputeClient({ url, token: 'old', serviceCredential: { renew } });
+  ];
+  const REASONS = {
+    unauthorized: "the API refused this service's own credential",
+    policy: "the API's policy does not allow this service's own credential (check the service user's roles)",
+  };
+  it.each((['unauthorized', 'policy'] as const).flatMap((refusal) => RENEWALS.map((r) => ({ ...r, refusal }))))(
+    'answers ComputeUnreachable (503, uncertain) naming the service credential when refused ($refusal) and $name',
+    async ({ renew, refusal }) => {
+      const url = await accepting('never', refusal);
+      const client = new HttpComputeClient({ url, token: 'old', serviceCredential: { renew } });
+      const err = await caught(client.getBlockdev('p', 's', 'v'));
+      expect(err).toBeInstanceOf(ApiError);
+      expect(err).toMatchObject({ code: 'ComputeUnreachable', status: 503, final: false, reason: REASONS[refusal] });
+      expect(seen.length).toBeLessThanOrEqual(2);
+    },
+  );
+
+  it('passes a 403 that is about the request (TooManyDiskDevices) through, final, asking for no new token', async () => {
+    const url = await accepting('never', 'tooManyDisks');
+    const renewedFor: string[] = [];
+    const client = new HttpComputeClient({ url, token: 'old', serviceCredential: { renew: async (refused) => (renewedFor.push(refused), 'new') } });
     const err = await caught(client.getBlockdev('p', 's', 'v'));
-    expect(err).toBeInstanceOf(ApiError);
-    expect(err).toMatchObject({ code: 'ComputeUnreachable', status: 503, final: false, reason: "the API refused this service's own credential" });
-    expect(seen.length).toBeLessThanOrEqual(2);
+    expect(err).toMatchObject({ code: 'TooManyDiskDevices', status: 403, final: true });
+    expect(seen).toEqual(['old']);
+    expect(renewedFor).toEqual([]);
   });
 
   it("passes a 401 through as the caller's own when the token is not the service's (a user's client)", async () => {
