@@ -224,8 +224,8 @@ export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi>
  * The image API (Glance's reads, routes/image/images.ts) on its own app: the images servers are
  * built from, for clients that look them up in the catalog.
  */
-export async function buildImageApp(deps: { store: Store; logger: Logger; auth: Authenticator; policy: PolicyEnforcer; http?: Partial<HttpLimits> }): Promise<App> {
-  const app = await createServer({ logger: deps.logger, auth: deps.auth, policy: deps.policy, title: 'online-extend image API', service: 'compute', ...(deps.http ? { limits: deps.http } : {}) });
+export async function buildImageApp(deps: { store: Store; logger: Logger; auth: Authenticator; policy: PolicyEnforcer; http?: Partial<HttpLimits>; metrics?: Metrics }): Promise<App> {
+  const app = await createServer({ logger: deps.logger, auth: deps.auth, policy: deps.policy, title: 'online-extend image API', service: 'compute', ...(deps.http ? { limits: deps.http } : {}), ...(deps.metrics ? { metrics: deps.metrics, metricsApi: 'image' } : {}) });
   registerImageApi(app, { logger: deps.logger, auth: deps.auth, policy: deps.policy, title: '', store: deps.store });
   return app;
 }
@@ -470,7 +470,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
     catalog.register('compute', computeUrl);
     logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
-    imageApp = await buildImageApp({ store, logger, auth: computeApp.auth, policy, http: httpLimitsFrom(config) });
+    imageApp = await buildImageApp({ store, logger, auth: computeApp.auth, policy, http: httpLimitsFrom(config), metrics });
     imageUrl = await imageApp.listen({ host: config.host, port: config.imagePort });
     catalog.register('image', imageUrl);
     logger.info({ url: imageUrl }, 'image API listening');
@@ -542,7 +542,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
         tokenTtlMs: config.identityTokenTtlMs,
         onRevoke: (token) => auth.forget?.(token),
       });
-      identityApp = await buildIdentityApp({ identity, logger, baseUrl: catalog.endpoint('identity'), limits: httpLimitsFrom(config) });
+      identityApp = await buildIdentityApp({ identity, logger, baseUrl: catalog.endpoint('identity'), limits: httpLimitsFrom(config), metrics });
       identityUrl = await identityApp.listen({ host: config.host, port: config.identityPort });
       catalog.register('identity', identityUrl);
       logger.info({ url: identityUrl }, 'identity API (Keystone v3) listening');
@@ -698,7 +698,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
     const computeUrl = await api.app.listen({ host: config.host, port: config.port });
     catalog.register('compute', computeUrl);
     logger.info({ url: computeUrl, instance: instanceId }, 'compute API listening (api role)');
-    imageApp = await buildImageApp({ store, logger, auth, policy, http: httpLimitsFrom(config) });
+    imageApp = await buildImageApp({ store, logger, auth, policy, http: httpLimitsFrom(config), metrics });
     const imageUrl = await imageApp.listen({ host: config.host, port: config.imagePort });
     catalog.register('image', imageUrl);
 
@@ -767,7 +767,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
     let identityUrl: string | undefined;
     if (config.auth === 'token') {
       const identity = new IdentityService({ store, users: opened.users, endpoints: catalog, tokenTtlMs: config.identityTokenTtlMs, onRevoke: (token) => auth.forget?.(token) });
-      identityApp = await buildIdentityApp({ identity, logger, baseUrl: catalog.endpoint('identity'), limits: httpLimitsFrom(config) });
+      identityApp = await buildIdentityApp({ identity, logger, baseUrl: catalog.endpoint('identity'), limits: httpLimitsFrom(config), metrics });
       identityUrl = await identityApp.listen({ host: config.host, port: config.identityPort });
       catalog.register('identity', identityUrl);
     }

@@ -31,7 +31,7 @@ import type { RequestContext } from '../context.js';
 import { maxConnectionsPerApi } from '../util/fdLimit.js';
 import { echoVersion, negotiateVersion, versionsFor, type ApiService, type ApiVersion } from './microversion.js';
 import { RequestTimings, runWithTimings } from '../util/timing.js';
-import { UNMATCHED_ROUTE, type Metrics } from '../util/metrics.js';
+import { RequestCounter, UNMATCHED_ROUTE, type Metrics } from '../util/metrics.js';
 
 export { DEFAULT_HTTP_LIMITS, type HttpLimits } from './transport.js';
 
@@ -68,6 +68,8 @@ export interface ServerDeps {
    * compute API needs it (the volume service calls it for the server's project); off elsewhere.
    */
   serviceActsInAnyProject?: boolean;
+  /** The `api` label of this API's request metrics (default: `service`; the image API, which negotiates as compute, says `image`). */
+  metricsApi?: string;
   /** The process's metrics: requests are counted by route pattern and status (absent: not counted). */
   metrics?: Metrics;
   /** Serve `GET /metrics` (no token) on this app; needs `metrics`. */
@@ -205,27 +207,15 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
   const limits = withDefaults(deps.limits);
   const versions = versionsFor(deps.service);
   const metrics = deps.metrics;
-  // Label sets resolved once each (prom-client hashes the labels on every inc otherwise); the
-  // keys are bounded: route patterns x methods x statuses.
-  const counters = new Map<string, { inc(): void }>();
-  const durations = new Map<string, { observe(v: number): void }>();
-  const api = deps.service;
-  /** Counts one answer in the request metrics, by route pattern (never the URL) and status. */
-  const countRequest = (method: string, status: number, route: string): void => {
-    const key = `${method} ${status} ${route}`;
-    let c = counters.get(key);
-    if (c === undefined) counters.set(key, (c = metrics!.httpRequests.series({ api, method, route, status })));
-    c.inc();
-  };
-  const countTransportAnswer: TransportAnswerCounter | undefined = metrics && ((method, status) => countRequest(method, status, UNMATCHED_ROUTE));
+  const counter = metrics && new RequestCounter(metrics, deps.metricsApi ?? deps.service);
+  const countTransportAnswer: TransportAnswerCounter | undefined = counter && ((method, status) => counter.count(method, status, UNMATCHED_ROUTE));
+  /** Counts one answer in the request metrics, by route pattern (never the URL) and status; timed when its request reached the hooks. */
   const countAnswer = (req: FastifyRequest, reply: FastifyReply, now: number): void => {
-    if (!metrics) return;
+    if (!counter) return;
     // The route pattern, never the URL: an unmatched request is one series however many URLs miss.
     const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
-    countRequest(req.method, reply.statusCode, route);
-    let d = durations.get(route);
-    if (d === undefined) durations.set(route, (d = metrics.httpSeconds.series({ api, route })));
-    if (req.timings) d.observe((now - req.timings.start) / 1000);
+    if (req.timings) counter.answered(req.method, reply.statusCode, route, (now - req.timings.start) / 1000);
+    else counter.count(req.method, reply.statusCode, route);
   };
   let guard: ConnectionGuard | undefined;
   const app = Fastify({
@@ -266,7 +256,7 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
         requireHostHeader: false,
       });
       server.keepAliveTimeout = limits.keepAliveTimeoutMs;
-      guard = new ConnectionGuard(server, limits, deps.logger, route);
+      guard = new ConnectionGuard(server, limits, deps.logger, route, countTransportAnswer);
       return server;
     },
     // The drain (preClose) closes connections; Fastify closing idle ones after it changes nothing.

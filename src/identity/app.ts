@@ -16,6 +16,7 @@
  * Errors are Keystone's, `{"error": {"code", "message", "title"}}`, not Nova's fault bodies: this
  * app is Keystone. Every error is a catalogue error (errors.ts), rendered here.
  */
+import { RequestCounter, UNMATCHED_ROUTE, type Metrics } from '../util/metrics.js';
 import { createServer as createHttpServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -41,6 +42,8 @@ export interface IdentityAppDeps {
   /** The base URL it listens on (known after listen: read at each request), for its links and `WWW-Authenticate`. */
   baseUrl: () => string;
   limits?: Partial<IdentityHttpLimits>;
+  /** The process's metrics: answers counted and timed as the other APIs' (`api="identity"`); absent: not counted. */
+  metrics?: Metrics;
 }
 
 /** Keystone's titles by status (keystone/exception.py). */
@@ -127,11 +130,19 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
     started.set(req, new RequestTimings());
     done();
   });
+  const counter = deps.metrics && new RequestCounter(deps.metrics, 'identity');
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-openstack-request-id', req.id);
     reply.header('vary', 'X-Auth-Token');
     const t = started.get(req);
-    if (t) reply.header('server-timing', t.header());
+    const now = performance.now();
+    if (t) reply.header('server-timing', t.header(now));
+    // By route pattern, never the URL (a token never reaches a label: tokens travel in headers).
+    if (counter) {
+      const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
+      if (t) counter.answered(req.method, reply.statusCode, route, (now - t.start) / 1000);
+      else counter.count(req.method, reply.statusCode, route);
+    }
   });
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = toServiceError(err);

@@ -103,6 +103,17 @@ describe('GET /metrics: answers Node\'s HTTP layer makes before any route', () =
   });
 });
 
+describe('GET /metrics: the connection guard\'s own answer', () => {
+  it('counts the 503 that refuses a request pipelined past the limit (16) under the unmatched route', async () => {
+    const key = 'online_extend_http_requests_total{api="compute",method="GET",route="unmatched",status="503"}';
+    const before = (await scrape()).get(key) ?? 0;
+    const one = `GET ${url.volume(BLOCK_VOL)} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: ${token}\r\n\r\n`;
+    const res = await rawRequest(Number(new URL(base).port), one.repeat(20), { waitForClose: true });
+    expect(res.status).toBe(200);
+    expect((await scrape()).get(key)).toBe(before + 1);
+  });
+});
+
 describe('Server-Timing', () => {
   const parts = (h: string | null): Record<string, number> => {
     expect(h).not.toBeNull();

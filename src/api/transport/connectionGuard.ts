@@ -62,6 +62,8 @@ export class ConnectionGuard {
     private readonly limits: GuardLimits,
     private readonly log: Logger,
     private readonly route: RequestHandler,
+    /** Told of each answer the guard gives itself (a pipelining refusal), for the request metrics. */
+    private readonly onAnswer?: (method: string, status: number) => void,
   ) {
     server.on('connection', (socket: Socket) => this.onConnection(socket));
     server.on('request', (req: IncomingMessage, res: ServerResponse) => this.dispatch(req, res));
@@ -172,6 +174,7 @@ export class ConnectionGuard {
     );
     const body = JSON.stringify(faultBody(err));
     this.track(conn, req, res);
+    this.onAnswer?.(req.method ?? 'GET', err.status);
     res.shouldKeepAlive = false;
     res.writeHead(err.status, {
       'content-type': 'application/json; charset=utf-8',

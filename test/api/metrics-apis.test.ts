@@ -1,0 +1,46 @@
+/**
+ * `serve`'s four APIs count their answers in the one /metrics, each under its own `api` label:
+ * compute, volume, image and identity (logins refused included, which an operator watches), by
+ * route pattern, with durations. Real service (fake driver, real HTTP, the identity API).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
+import { parsePrometheusText } from '../support/prometheus.js';
+
+let h: ServiceHarness;
+beforeAll(async () => {
+  h = await makeService();
+});
+afterAll(async () => h.cleanup());
+
+const scrape = async () => {
+  const res = await fetch(`${h.service.computeUrl}/metrics`);
+  expect(res.status).toBe(200);
+  return parsePrometheusText(await res.text());
+};
+const key = (api: string, method: string, route: string, status: number) => `online_extend_http_requests_total{api="${api}",method="${method}",route="${route}",status="${status}"}`;
+const login = (password: string) =>
+  fetch(`${h.service.identityUrl}/v3/auth/tokens`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ auth: { identity: { methods: ['password'], password: { user: { name: 'nobody', domain: { id: 'default' }, password } } }, scope: { project: { name: PROJECT, domain: { id: 'default' } } } } }),
+  });
+
+describe('GET /metrics: every API of serve', () => {
+  it.each([
+    { api: 'identity', method: 'POST', route: '/v3/auth/tokens', status: 401, send: () => login('wrong') },
+    { api: 'identity', method: 'GET', route: 'unmatched', status: 404, send: () => fetch(`${h.service.identityUrl}/v3/nowhere/secret-id`) },
+    { api: 'image', method: 'GET', route: '/v2/images', status: 200, send: () => fetch(`${h.service.imageUrl}/v2/images`, { headers: { 'x-auth-token': h.token } }) },
+    { api: 'image', method: 'GET', route: '/v2/images', status: 401, send: () => fetch(`${h.service.imageUrl}/v2/images`) },
+    { api: 'volume', method: 'GET', route: '/v3/:project_id/volumes', status: 200, send: () => fetch(`${h.service.volumeUrl}/v3/${PROJECT}/volumes`, { headers: { 'x-auth-token': h.token } }) },
+  ])('counts $api $method $route $status once, with its duration, and no URL or id in the labels', async ({ api, method, route, status, send }) => {
+    const before = await scrape();
+    const res = await send();
+    expect(res.status).toBe(status);
+    const after = await scrape();
+    expect(after.get(key(api, method, route, status))).toBe((before.get(key(api, method, route, status)) ?? 0) + 1);
+    const count = `online_extend_http_request_duration_seconds_count{api="${api}",route="${route}"}`;
+    expect(after.get(count)).toBe((before.get(count) ?? 0) + 1);
+    expect([...after.keys()].some((k) => k.includes('secret-id') || k.includes('wrong'))).toBe(false);
+  });
+});
