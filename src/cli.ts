@@ -15,6 +15,7 @@ import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './cli/lab.js';
 import { registerUserCommands } from './cli/users.js';
 import { registerCatalogCommands } from './cli/catalog.js';
+import { revokeStoredToken, tokenArgument } from './cli/tokens.js';
 
 type Out = (s: string) => void;
 
@@ -147,7 +148,7 @@ function closeOnSignal(out: Out, graceMs: number, service: { close(): Promise<vo
 }
 
 /**
- * The `online-extend` program: `serve`, `api`, `compute-agent`, `token create`, the compute client commands, `demo`,
+ * The `online-extend` program: `serve`, `api`, `compute-agent`, `token create|revoke`, the compute client commands, `demo`,
  * `volume …` and `lab …`. Output goes to `out`; every setting comes from config.ts (`env` is the
  * environment it reads).
  */
@@ -288,6 +289,27 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       try {
         const { token: t } = await issueToken(db.store, { projectId: o.project, userId: o.user, roles, ttlMs });
         out(t);
+      } finally {
+        await db.close();
+      }
+    });
+  token
+    .command('revoke')
+    .description("revoke one token (that token only: tokens made from it keep working, as Keystone's DELETE /v3/auth/tokens); a running serve stops accepting it within 2 s")
+    .argument('<token>', 'the token to revoke, or - to read it from standard input (then it is not in the command line)')
+    .option('--data-dir <dir>', 'state directory (default ./data)')
+    .option('--database-url <url>', DATABASE_URL_HELP)
+    .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
+    .addOption(new Option('-f, --format <format>', 'output format').choices(['table', 'json']).default('table'))
+    .action(async (arg: string, o: { dataDir?: string; databaseUrl?: string; config?: string; format: Format }) => {
+      const value = await tokenArgument(arg, process.stdin);
+      const config = loadConfig(env, { dataDir: o.dataDir, databaseUrl: o.databaseUrl, driver: 'libvirt' }, o.config);
+      // The store `token create` writes to, opened the same way (works while serve runs).
+      const db = await openCommandStore(config);
+      try {
+        const r = await revokeStoredToken(db.store, value);
+        const row = { user_id: r.userId, project_id: r.projectId, expires_at: r.expiresAt, revoked: true };
+        out(render(o.format, { token: row }, [row]));
       } finally {
         await db.close();
       }

@@ -323,13 +323,18 @@ export class TokenAuthenticator implements Authenticator {
   private readonly cache = new Map<string, AuthContext & { checkedAt: number }>();
   private static readonly MAX_CACHE = 10_000;
   private readonly revalidateMs: number;
+  private readonly now: () => number;
 
-  /** `opts.revalidateMs`: how long a cached token is trusted before the store is read again (ms, default 2000). */
+  /**
+   * `opts.revalidateMs`: how long a cached token is trusted before the store is read again (ms,
+   * default 2000); `opts.now`: the clock, epoch ms (default Date.now; tests move it).
+   */
   constructor(
     private readonly store: Pick<ComputeStore, 'getToken'>,
-    opts: { revalidateMs?: number } = {},
+    opts: { revalidateMs?: number; now?: () => number } = {},
   ) {
     this.revalidateMs = opts.revalidateMs ?? 2_000;
+    this.now = opts.now ?? Date.now;
   }
 
   /** The caller of `token` (the X-Auth-Token value). Throws Unauthorized (401) when it is missing, unknown, revoked or expired. */
@@ -337,7 +342,7 @@ export class TokenAuthenticator implements Authenticator {
     if (!token) throw errors.unauthorized();
     const known = this.known(token);
     if (known) return known;
-    const now = Date.now();
+    const now = this.now();
     this.cache.delete(token);
     const record = await this.store.getToken(hashToken(token));
     const expiresAt = record ? Date.parse(record.expiresAt) : 0;
@@ -353,7 +358,7 @@ export class TokenAuthenticator implements Authenticator {
     if (!token) return undefined;
     const cached = this.cache.get(token);
     if (cached === undefined) return undefined;
-    const now = Date.now();
+    const now = this.now();
     return cached.expiresAt > now && now - cached.checkedAt < this.revalidateMs ? cached : undefined;
   }
 

@@ -541,7 +541,7 @@ export interface TokenAuthRecord {
   hash: string;
   /** Keystone's auth methods, e.g. `["password"]`. */
   methods: string[];
-  /** The token's own audit id first, then its parent's when it was made from another token. */
+  /** The token's own audit id first, then, when it was made from another token, its chain's (Keystone's audit_chain_id: the first token's audit id). */
   auditIds: string[];
 }
 

@@ -6,6 +6,13 @@
  * Tokens are the service's own (auth/tokens.ts issueToken): the compute and volume APIs accept
  * them as they accept `token create`'s, from the one token store. A token made here also gets a
  * TokenAuthRecord (its methods and audit ids), which goes with it when it is revoked or expires.
+ *
+ * Revocation follows Keystone's rules (keystone/token/provider.py, keystone/revoke/): a DELETE
+ * revokes that one token, never its chain; a token made with the token method carries
+ * `[own audit id, the chain's first token's]` and expires with its parent, but outlives the
+ * parent's revocation. What Keystone revokes by user id (a user deleted, disabled, or given a new
+ * password) is `user delete` and `user create --update` here (cli/users.ts): every token of the
+ * user, those made from tokens included.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { errors } from '../errors.js';
@@ -157,8 +164,10 @@ export class IdentityService {
       userId = parent.userId;
       // As Keystone: a token made from a token expires with it.
       expiresMs = Date.parse(parent.expiresAt);
+      // Keystone's audit chain (keystone/auth/plugins/token.py): the second audit id is the
+      // chain's, the first token's, whichever link the parent is: the parent's last audit id.
       const parentAuth = await this.opts.users.getTokenAuth(parentHash);
-      auth = { methods: ['token'], auditIds: [newAuditId(), parentAuth?.auditIds[0] ?? derivedAuditId(parentHash)] };
+      auth = { methods: ['token'], auditIds: [newAuditId(), parentAuth?.auditIds.at(-1) ?? derivedAuditId(parentHash)] };
     }
     const { token, record } = await issueToken(this.opts.store, { userId, projectId, roles, ttlMs: expiresMs - now.getTime(), now });
     await this.opts.users.putTokenAuth({ hash: record.hash, ...auth });
@@ -190,7 +199,12 @@ export class IdentityService {
     return { token: await this.render(record, await this.opts.users.getTokenAuth(record.hash), opts.catalog) };
   }
 
-  /** `DELETE /v3/auth/tokens`: revokes `subject`. Throws NotFound (404) when it is unknown, revoked or expired. */
+  /**
+   * `DELETE /v3/auth/tokens`: revokes `subject` and only it, as Keystone does (its DELETE calls
+   * `revoke_token` without `revoke_chain`: one revocation event by the token's own audit id). The
+   * tokens made from it with the token method, and the token it was made from, keep working until
+   * they expire. Throws NotFound (404) when it is unknown, revoked or expired.
+   */
   async revoke(subject: string | undefined): Promise<void> {
     const record = await this.lookup(subject);
     if (!record || !(await this.opts.store.deleteToken(record.hash))) throw errors.notFound('Could not find token.');

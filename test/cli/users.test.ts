@@ -182,21 +182,31 @@ describe('user create', () => {
     expect(userRows()).toEqual(before);
   });
 
-  it("with --update replaces the password and revokes the user's tokens", async () => {
+  it("with --update replaces the password and revokes the user's tokens, those made from tokens too (Keystone revokes by user id)", async () => {
     const old = await login(s, 'alice', PASSWORD);
     expect(old.status).toBe(201);
+    const child = await fetch(`${s.identity}/v3/auth/tokens`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ auth: { identity: { methods: ['token'], token: { id: old.token } }, scope: { project: { id: PROJECT } } } }),
+    });
+    expect(child.status).toBe(201);
+    const childToken = child.headers.get('x-subject-token')!;
+    expect(await computeStatus(s, childToken)).toBe(200);
     const [before] = userRows();
     const r = await userCreate('alice', 'new password', '--update');
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ user: { id: before!.id, name: 'alice', updated: true, tokens_revoked: expect.any(Number) } });
-    expect((JSON.parse(r.stdout) as { user: { tokens_revoked: number } }).user.tokens_revoked).toBeGreaterThanOrEqual(2);
+    expect((JSON.parse(r.stdout) as { user: { tokens_revoked: number } }).user.tokens_revoked).toBeGreaterThanOrEqual(3);
     expect(userRows()[0]!.id).toBe(before!.id);
     expect((await login(s, 'alice', PASSWORD)).status).toBe(401);
     expect((await login(s, 'alice', 'new password')).status).toBe(201);
     // serve re-reads a cached token from the store within 2 s.
     const until = Date.now() + 5_000;
-    while ((await computeStatus(s, old.token!)) !== 401 && Date.now() < until) await new Promise((res) => setTimeout(res, 200));
-    expect(await computeStatus(s, old.token!)).toBe(401);
+    for (const t of [old.token!, childToken]) {
+      while ((await computeStatus(s, t)) !== 401 && Date.now() < until) await new Promise((res) => setTimeout(res, 200));
+      expect(await computeStatus(s, t)).toBe(401);
+    }
   });
 });
 

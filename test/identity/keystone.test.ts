@@ -3,14 +3,17 @@
  * POST /v3/auth/tokens with the password and token methods (a table of bodies → status and body
  * shape), GET/HEAD/DELETE /v3/auth/tokens with Keystone 22's policy, the catalog with the ports
  * the APIs really listen on, tokens usable on the compute and volume APIs and refused there once
- * revoked, and noauth mode on both APIs.
+ * revoked, and noauth mode on both APIs. Revocation as Keystone does it: a DELETE revokes that
+ * token only, never the tokens made from it nor the one it was made from, both in this process at
+ * once and through the token caches (the store's and a Keystone-validating one) within their window.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { SqliteUserStore } from '../../src/db/users.js';
 import { hashPassword } from '../../src/identity/password.js';
-import { issueToken } from '../../src/auth/tokens.js';
+import { issueToken, TokenAuthenticator } from '../../src/auth/tokens.js';
+import { KeystoneAuthenticator } from '../../src/auth/keystone.js';
 import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
 
 /** Cheap scrypt parameters for test users: each hash carries its own, so verification uses these. */
@@ -288,6 +291,128 @@ describe('GET, HEAD and DELETE /v3/auth/tokens', () => {
     const admin = await login();
     expect((await call(idUrl, 'GET', '/v3/auth/tokens', { headers: { 'x-auth-token': admin.token, 'x-subject-token': token } })).status).toBe(404);
     expect((await call(idUrl, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': admin.token, 'x-subject-token': token } })).status).toBe(404);
+  });
+});
+
+/** The link of a token chain a test revokes: a password token, one made from it, one made from that. */
+type Link = 'password' | 'token from token' | 'token from token from token';
+const LINKS: readonly Link[] = ['password', 'token from token', 'token from token from token'];
+
+/** POST /v3/auth/tokens with the token method from `parent`: the new token and its body. */
+async function exchange(parent: string): Promise<{ token: string; body: Record<string, unknown> }> {
+  const r = await call(idUrl, 'POST', '/v3/auth/tokens', { body: { auth: { identity: { methods: ['token'], token: { id: parent } }, scope: { project: { id: PROJECT } } } } });
+  expect(r.status).toBe(201);
+  return { token: r.headers.get('x-subject-token')!, body: (r.body as { token: Record<string, unknown> }).token };
+}
+
+/** alice's chain of three tokens, by link. */
+async function chain(): Promise<Record<Link, { token: string; body: Record<string, unknown> }>> {
+  const first = await login();
+  const second = await exchange(first.token);
+  const third = await exchange(second.token);
+  return { password: first, 'token from token': second, 'token from token from token': third };
+}
+
+/** `DELETE /v3/auth/tokens` of `subject` by a fresh admin token (never one of the chain). */
+async function revoke(subject: string): Promise<void> {
+  const admin = await login();
+  const r = await call(idUrl, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': admin.token, 'x-subject-token': subject } });
+  expect(r.status).toBe(204);
+}
+
+const computeStatus = async (token: string) => (await fetch(`${h.service.computeUrl}/v2/${PROJECT}/servers`, { headers: { 'x-auth-token': token } })).status;
+const validateStatus = async (token: string) => {
+  const admin = await login();
+  return (await call(idUrl, 'GET', '/v3/auth/tokens', { headers: { 'x-auth-token': admin.token, 'x-subject-token': token } })).status;
+};
+const exchangeStatus = async (token: string) =>
+  (await call(idUrl, 'POST', '/v3/auth/tokens', { body: { auth: { identity: { methods: ['token'], token: { id: token } }, scope: { project: { id: PROJECT } } } } })).status;
+
+/** Applies `f` to each link's token: `{link: result}`. */
+async function each<T>(tokens: Record<Link, { token: string }>, f: (token: string) => Promise<T>): Promise<Record<Link, T>> {
+  const out = {} as Record<Link, T>;
+  for (const link of LINKS) out[link] = await f(tokens[link].token);
+  return out;
+}
+
+describe("revoking tokens made from tokens, by Keystone's rules (a DELETE revokes that token only, never its chain)", () => {
+  it("gives a token made from a token made from a token the chain's first audit id, as Keystone's audit_chain_id, and the first token's expiry", async () => {
+    const c = await chain();
+    const [first] = c.password.body.audit_ids as string[];
+    expect(c['token from token'].body.audit_ids).toEqual([expect.stringMatching(/^[A-Za-z0-9_-]{22}$/), first]);
+    expect(c['token from token from token'].body.audit_ids).toEqual([expect.stringMatching(/^[A-Za-z0-9_-]{22}$/), first]);
+    const own = LINKS.map((l) => (c[l].body.audit_ids as string[])[0]);
+    expect(new Set(own).size).toBe(3);
+    for (const l of LINKS) expect(c[l].body.expires_at).toBe(c.password.body.expires_at);
+  });
+
+  // Keystone 22: DELETE /v3/auth/tokens → revoke_token(revoke_chain=False) → one revocation event
+  // by the token's own audit id, which no other token of the chain carries as its own.
+  const table: Array<[Link, Record<Link, number>]> = [
+    ['password', { password: 401, 'token from token': 200, 'token from token from token': 200 }],
+    ['token from token', { password: 200, 'token from token': 401, 'token from token from token': 200 }],
+    ['token from token from token', { password: 200, 'token from token': 200, 'token from token from token': 401 }],
+  ];
+  const validation = (compute: Record<Link, number>) => Object.fromEntries(LINKS.map((l) => [l, compute[l] === 200 ? 200 : 404]));
+  const exchanges = (compute: Record<Link, number>) => Object.fromEntries(LINKS.map((l) => [l, compute[l] === 200 ? 201 : 401]));
+
+  it.each(table)('revoking the %s token refuses it alone, at once, on the compute API (its cache warm), in validation and in the token method', async (revoked, compute) => {
+    const c = await chain();
+    // Used first, so the compute API's token cache (the `known` path) holds every one of them.
+    expect(await each(c, computeStatus)).toEqual({ password: 200, 'token from token': 200, 'token from token from token': 200 });
+    await revoke(c[revoked].token);
+    expect(await each(c, computeStatus)).toEqual(compute);
+    expect(await each(c, validateStatus)).toEqual(validation(compute));
+    expect(await each(c, exchangeStatus)).toEqual(exchanges(compute));
+  });
+
+  it.each(table)(
+    "revoking the %s token elsewhere (another process on the database) reaches the store's token cache within its window, and only that token",
+    async (revoked, compute) => {
+      let now = Date.now();
+      // The compute and volume APIs' authenticator for auth=token, on the same database, outside
+      // the process that revokes (so nobody tells it: it re-reads the store after 2 s).
+      const cache = new TokenAuthenticator(store, { now: () => now });
+      const c = await chain();
+      for (const l of LINKS) await cache.authenticate(c[l].token);
+      await revoke(c[revoked].token);
+      // Within the window the cached answers stand, the revoked token's too.
+      expect(LINKS.filter((l) => cache.known(c[l].token) !== undefined)).toEqual(LINKS);
+      now += 2_000;
+      expect(LINKS.filter((l) => cache.known(c[l].token) !== undefined)).toEqual([]);
+      const status = await each(c, (t) => cache.authenticate(t).then(() => 200, (e: { status: number }) => e.status));
+      expect(status).toEqual(compute);
+    },
+  );
+
+  it.each(table)(
+    'revoking the %s token reaches an auth=keystone service validating against this Keystone once its cached answer is older than the cache time, and only that token',
+    async (revoked, compute) => {
+      let now = Date.now();
+      const keystone = new KeystoneAuthenticator({ url: `${idUrl}/v3`, serviceUser: 'svc', serviceProject: 'service', password: PASSWORD, cacheMs: 5_000, now: () => now });
+      try {
+        const c = await chain();
+        for (const l of LINKS) expect((await keystone.authenticate(c[l].token)).userId).toBe(aliceId);
+        await revoke(c[revoked].token);
+        expect(LINKS.filter((l) => keystone.known(c[l].token) !== undefined)).toEqual(LINKS);
+        now += 5_000;
+        expect(LINKS.filter((l) => keystone.known(c[l].token) !== undefined)).toEqual([]);
+        const status = await each(c, (t) => keystone.authenticate(t).then(() => 200, (e: { status: number }) => e.status));
+        expect(status).toEqual(compute);
+      } finally {
+        keystone.stop();
+      }
+    },
+  );
+
+  it('refuses to make a token from a revoked one, but one made from it before keeps working until the chain expires', async () => {
+    const c = await chain();
+    await revoke(c['token from token'].token);
+    expect(await exchangeStatus(c['token from token'].token)).toBe(401);
+    const fourth = await exchange(c['token from token from token'].token);
+    expect(fourth.body.expires_at).toBe(c.password.body.expires_at);
+    expect(fourth.body.audit_ids).toEqual([expect.any(String), (c.password.body.audit_ids as string[])[0]]);
+    expect(await computeStatus(fourth.token)).toBe(200);
   });
 });
 

@@ -1,0 +1,155 @@
+/**
+ * `online-extend token revoke TOKEN` as a real process on the data dir of a running service
+ * (in-process startService, real SQLite, real HTTP): it removes that token only, as Keystone's
+ * DELETE does (tokens made from it with the token method, and the one it was made from, keep
+ * working), the running service stops accepting it within its cache window (2 s), and an unknown,
+ * already revoked or expired token is refused with exit 1 and a message that never quotes it,
+ * changing nothing. Child processes run to completion; the service's temp dir is removed.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { SqliteStore } from '../../src/db/sqlite.js';
+import { SqliteUserStore } from '../../src/db/users.js';
+import { hashToken, issueToken } from '../../src/auth/tokens.js';
+import { hashPassword } from '../../src/identity/password.js';
+import { BIN } from '../support/build.js';
+import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
+
+const PASSWORD = 'revoke me not';
+/** The service's token cache window (TokenAuthenticator's default revalidateMs). */
+const WINDOW_MS = 2_000;
+
+let h: ServiceHarness;
+let store: SqliteStore;
+
+/** Runs `online-extend ARGS` to completion with `stdin`; output trimmed. */
+async function cli(args: string[], stdin = ''): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  const status = new Promise<number | null>((r) => child.once('close', r));
+  child.stdin!.end(stdin);
+  return { status: await status, stdout: stdout.trim(), stderr: stderr.trim() };
+}
+
+const revoke = (token: string, ...extra: string[]) => cli(['token', 'revoke', token, '--data-dir', h.config.dataDir, ...extra]);
+const computeStatus = async (token: string) => (await fetch(`${h.service.computeUrl}/v2/${PROJECT}/servers`, { headers: { 'x-auth-token': token } })).status;
+
+/** Polls the compute API with `token` until it answers 401; how long that took after `since` (ms), or Infinity. */
+async function refusedAfter(token: string, since: number, limitMs = 10_000): Promise<number> {
+  while (Date.now() - since < limitMs) {
+    if ((await computeStatus(token)) === 401) return Date.now() - since;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return Infinity;
+}
+
+async function keystone(body: unknown): Promise<{ token: string; body: { token: { audit_ids: string[]; expires_at: string } } }> {
+  const res = await fetch(`${h.service.identityUrl}/v3/auth/tokens?nocatalog`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  expect(res.status).toBe(201);
+  return { token: res.headers.get('x-subject-token')!, body: (await res.json()) as { token: { audit_ids: string[]; expires_at: string } } };
+}
+const scope = { project: { id: PROJECT } };
+const login = () => keystone({ auth: { identity: { methods: ['password'], password: { user: { name: 'dana', domain: { id: 'default' }, password: PASSWORD } } }, scope } });
+const exchange = (token: string) => keystone({ auth: { identity: { methods: ['token'], token: { id: token } }, scope } });
+
+const tokenCount = async () => (await store.listTokens()).length;
+
+beforeAll(async () => {
+  h = await makeService();
+  store = new SqliteStore(join(h.config.dataDir, 'online-extend.sqlite'));
+  const now = new Date().toISOString();
+  const passwordHash = await hashPassword(PASSWORD, { N: 2 ** 10, r: 8, p: 1 });
+  await new SqliteUserStore(store.db).createUser({ id: 'd'.repeat(32), name: 'dana', projectId: PROJECT, roles: ['member'], passwordHash, createdAt: now, updatedAt: now });
+});
+afterAll(async () => {
+  await store?.close();
+  await h?.cleanup();
+});
+
+describe('token revoke', () => {
+  it('revokes a token made with token create: exit 0, says whose it was, removes it, and the running service refuses it within its cache window', async () => {
+    const { token } = await issueToken(store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 });
+    expect(await computeStatus(token)).toBe(200);
+    const r = await revoke(token, '-f', 'json');
+    const revokedAt = Date.now();
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(JSON.parse(r.stdout)).toEqual({ token: { user_id: 'ops', project_id: PROJECT, expires_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), revoked: true } });
+    expect(r.stdout).not.toContain(token);
+    expect(await store.getToken(hashToken(token))).toBeUndefined();
+    // Another process revoked it: the service learns of it when its cached answer is 2 s old.
+    expect(await refusedAfter(token, revokedAt)).toBeLessThanOrEqual(WINDOW_MS + 1_000);
+    expect(await computeStatus(h.token)).toBe(200);
+  });
+
+  it('prints a table of whose token it was without -f json', async () => {
+    const { token } = await issueToken(store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 });
+    const r = await revoke(token);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^user_id\\s+project_id\\s+expires_at\\s+revoked\\n[- ]+\\nops\\s+${PROJECT}\\s+\\S+\\s+true$`));
+  });
+
+  it.each([
+    ['the password token', 0, [401, 200, 200]],
+    ['the token made from it', 1, [200, 401, 200]],
+    ['the token made from that one', 2, [200, 200, 401]],
+  ] as const)("revokes %s of a Keystone chain and no other, as Keystone's DELETE (read from standard input with -)", async (_name, index, statuses) => {
+    const first = await login();
+    const second = await exchange(first.token);
+    const third = await exchange(second.token);
+    const chain = [first.token, second.token, third.token];
+    for (const t of chain) expect(await computeStatus(t)).toBe(200);
+    const before = await tokenCount();
+    const r = await cli(['token', 'revoke', '-', '--data-dir', h.config.dataDir, '-f', 'json'], `${chain[index]}\n`);
+    const revokedAt = Date.now();
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ token: { user_id: 'd'.repeat(32), project_id: PROJECT, expires_at: new Date(first.body.token.expires_at).toISOString(), revoked: true } });
+    expect(await tokenCount()).toBe(before - 1);
+    expect(await refusedAfter(chain[index]!, revokedAt)).toBeLessThanOrEqual(WINDOW_MS + 1_000);
+    // Past the window, every answer comes from the store again: only that token is gone.
+    await new Promise((res) => setTimeout(res, Math.max(0, revokedAt + WINDOW_MS + 100 - Date.now())));
+    const now: number[] = [];
+    for (const t of chain) now.push(await computeStatus(t));
+    expect(now).toEqual(statuses);
+  });
+
+  it.each([
+    ['an unknown token', async () => 'oe-not-a-token-of-ours', /^error: no such token: it is unknown or already revoked \(nothing changed\)$/],
+    [
+      'a token revoked already',
+      async () => {
+        const { token } = await issueToken(store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 });
+        await store.deleteToken(hashToken(token));
+        return token;
+      },
+      /^error: no such token: it is unknown or already revoked \(nothing changed\)$/,
+    ],
+    [
+      'an expired token',
+      async () => (await issueToken(store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 1_000, now: new Date(Date.now() - 60_000) })).token,
+      /^error: the token expired at \d{4}-\d\d-\d\dT[\d:.]+Z: nothing to revoke \(nothing changed\)$/,
+    ],
+  ])('refuses %s with exit 1 and says why, never quoting it, changing nothing', async (_name, make, message) => {
+    const token = await make();
+    const before = await store.listTokens();
+    const r = await revoke(token);
+    expect({ status: r.status, stdout: r.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).not.toContain(token);
+    expect(await store.listTokens()).toEqual(before);
+  });
+
+  it.each([
+    ['an empty token on standard input', ['token', 'revoke', '-'], '\n', /^error: the token is empty/],
+    ['no token at all', ['token', 'revoke'], '', /missing required argument 'token'/],
+  ])('refuses %s with exit 1, changing nothing', async (_name, args, stdin, message) => {
+    const before = await store.listTokens();
+    const r = await cli([...args, '--data-dir', h.config.dataDir], stdin);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expect(await store.listTokens()).toEqual(before);
+  });
+});
