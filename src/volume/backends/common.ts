@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, link, mkdir, open, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { errors, type ServiceError } from '../../errors.js';
+import type { StorageInspection } from './backend.js';
 import { growFile as growHostFile } from '../../host/files.js';
 import { NotQcow2Image, qcow2VirtualBytes } from '../../host/qcow2.js';
 import { classifyErrno, errnoOf, errnoReason } from '../../util/errno.js';
@@ -104,6 +105,22 @@ export async function fileBytes(path: string): Promise<number | undefined> {
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
     throw fsFailed('read the size of the volume file', path, err);
+  }
+}
+
+/**
+ * What is at `path` now (StorageInspection; symlinks followed, a dangling one is `absent`).
+ * BackendFailed (by errno) when it cannot be looked at (EACCES, EIO).
+ */
+export async function inspectPath(path: string): Promise<StorageInspection> {
+  try {
+    const st = await stat(path);
+    if (st.isFile()) return { path, type: 'file', bytes: st.size };
+    return { path, type: st.isDirectory() ? 'directory' : 'other', bytes: 0 };
+  } catch (err) {
+    // ENOTDIR: a file stands where the pool directory should be; the volume's storage is not there either.
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return { path, type: 'absent', bytes: 0 };
+    throw fsFailed('look at the storage of the volume', path, err);
   }
 }
 
