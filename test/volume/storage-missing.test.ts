@@ -9,7 +9,9 @@
  * Real service (fake driver, file backend, real HTTP), real files.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SqliteStore } from '../../src/db/sqlite.js';
 import { ApiError } from '../../src/rpc/httpClient.js';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
@@ -189,9 +191,9 @@ describe('healthy storage', () => {
   });
 });
 
-it('still deletes a volume whose storage is missing', async () => {
+it.each(DAMAGES)('still deletes a volume whose storage was $damage, leaving a directory that stands there alone', async ({ damage, make }) => {
   const { id, file } = await volume(h, 'none', false);
-  rmSync(file);
+  make(file);
   expect((await h.volume.request('DELETE', `/v3/${PROJECT}/volumes/${id}`)).status).toBe(202);
   await until(
     'the volume to be gone',
@@ -199,4 +201,32 @@ it('still deletes a volume whose storage is missing', async () => {
     (gone) => gone,
     5_000,
   );
+  if (damage === 'replaced by a directory') expect(statSync(file).isDirectory()).toBe(true);
+  else expect(() => statSync(file)).toThrow(/ENOENT/);
+});
+
+describe('an extending volume without a workflow state (recovery case 6) at start-up', () => {
+  it.each([
+    { name: 'whose file was grown to 128 MiB goes back to available at the size measured', damage: (f: string) => truncateSync(f, 128 * MiB), status: 'available', bytes: 128 * MiB },
+    { name: 'whose storage was removed goes back to available at its recorded size, not retried forever', damage: (f: string) => rmSync(f), status: 'available', bytes: 64 * MiB },
+    { name: 'whose storage was replaced by a directory goes back to available at its recorded size', damage: (f: string) => (rmSync(f), mkdirSync(f)), status: 'available', bytes: 64 * MiB },
+  ])('$name', async ({ damage, status, bytes }) => {
+    const own = await makeService();
+    try {
+      const { id, file } = await volume(own, 'none', false);
+      await own.stop();
+      const store = new SqliteStore(join(own.config.dataDir, 'online-extend.sqlite'));
+      try {
+        expect(await store.updateVolume(id, { status: ['available'] }, { status: 'extending', extend: null })).toBe(true);
+      } finally {
+        await store.close();
+      }
+      damage(file);
+      await own.start();
+      const v = await until('the volume to be put back at rest', () => show(own, id), (x) => x.status !== 'extending');
+      expect(v).toMatchObject({ status, size_bytes: bytes, extend: null });
+    } finally {
+      await own.cleanup();
+    }
+  });
 });

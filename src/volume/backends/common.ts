@@ -129,12 +129,16 @@ export async function fileExists(path: string): Promise<boolean> {
   return (await fileBytes(path)) !== undefined;
 }
 
-/** Unlink, ignoring a file that is already gone. */
+/**
+ * Unlink, ignoring a file that is already gone, and a directory standing at `path`: that is no
+ * volume's storage (storageChecked.ts), someone put it there by hand, and it is left to them (the
+ * data dir's check of volume files skips directories too).
+ */
 export async function removeFile(path: string): Promise<void> {
   try {
     await unlink(path);
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) return;
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'EISDIR')) return;
     throw fsFailed('remove the volume file', path, err);
   }
 }
