@@ -262,8 +262,9 @@ export class VolumeService {
    * `allows` checks the policy rules the table names for it (an attached volume needs
    * `volume:extend_attached_volume`, whatever its status). The target must be above the size
    * recorded at the moment the change applies (checked inside the conditional update).
-   * An attached volume is checked with compute first (capability, 501; the server's state, 409
-   * where no extend can work) before anything changes; its extend then runs in the background
+   * Any volume's storage must be there (VolumeStorageMissing, 500, final: removed or replaced by
+   * hand; storageChecked.ts). An attached volume is checked with compute first (capability, 501;
+   * the server's state, 409 where no extend can work) before anything changes; its extend then runs in the background
    * (the caller polls the volume). A detached volume's storage is grown before the answer, unless
    * that takes longer than DETACHED_EXTEND_WAIT_MS.
    */
