@@ -271,7 +271,7 @@ export async function buildVolumeApp(deps: VolumeAppDeps): Promise<VolumeApp> {
     if (deps.timingDetail) deps = { ...deps, store: timedMethods(deps.store, 'store') };
   }
   // Every consumer below asks about volumes that have a record: a backend's "not found" is missing storage there.
-  deps = { ...deps, backends: storageChecked(deps.backends) };
+  deps = { ...deps, backends: storageChecked(deps.backends, deps.store) };
   const workflow = new ExtendWorkflow({
     store: deps.store,
     backends: deps.backends,

@@ -341,9 +341,19 @@ export const errors = {
   volumeNotAttached: (volumeId: string, serverId: string) =>
     new ServiceError('VolumeNotAttached', `Volume ${volumeId} is not attached to instance ${serverId}.`),
   volumeNotFound: (volumeId: string) => new ServiceError('VolumeNotFound', `Volume ${volumeId} could not be found.`),
-  /** 500, final: the volume exists but its storage is missing from `backend` (never its path: that is the operator's, in the log). */
-  volumeStorageMissing: (volumeId: string, backend: string) =>
-    new ServiceError('VolumeStorageMissing', `The storage of volume ${volumeId} is missing from its ${backend} backend; nothing was changed. An operator must restore it, or delete the volume.`),
+  /**
+   * 500, final: the volume exists but its storage is missing from `backend` (never its path: that is the operator's, in
+   * `detail`, logged). `during: 'extend'`: it went missing while an extend ran, which stopped there (the volume keeps its
+   * recorded size); otherwise the request was refused before anything changed.
+   */
+  volumeStorageMissing: (volumeId: string, backend: string, opts: { detail?: string; during?: 'extend' } = {}) =>
+    new ServiceError(
+      'VolumeStorageMissing',
+      opts.during
+        ? `The storage of volume ${volumeId} went missing from its ${backend} backend during the ${opts.during}, which stopped there; the volume keeps its recorded size. An operator must restore it, or delete the volume.`
+        : `The storage of volume ${volumeId} is missing from its ${backend} backend; nothing was changed. An operator must restore it, or delete the volume.`,
+      opts.detail === undefined ? {} : { detail: opts.detail },
+    ),
   /** Nova's words exactly (DevicePathInUse); the instance goes to the operator's detail. */
   devicePathInUse: (device: string, serverId: string) =>
     new ServiceError('DevicePathInUse', `The supplied device path (/dev/${device}) is in use.`, { detail: `instance ${serverId}` }),

@@ -262,8 +262,9 @@ export class VolumeService {
    * `allows` checks the policy rules the table names for it (an attached volume needs
    * `volume:extend_attached_volume`, whatever its status). The target must be above the size
    * recorded at the moment the change applies (checked inside the conditional update).
-   * An attached volume is checked with compute first (capability, 501; the server's state, 409
-   * where no extend can work) before anything changes; its extend then runs in the background
+   * Any volume's storage must be there (VolumeStorageMissing, 500, final: removed or replaced by
+   * hand; storageChecked.ts). An attached volume is checked with compute first (capability, 501;
+   * the server's state, 409 where no extend can work) before anything changes; its extend then runs in the background
    * (the caller polls the volume). A detached volume's storage is grown before the answer, unless
    * that takes longer than DETACHED_EXTEND_WAIT_MS.
    */
@@ -321,10 +322,14 @@ export class VolumeService {
           return;
         }
         // Compute's reads (get_blockdev, the server's state) change nothing, so they go out while
-        // the storage's limit is measured (one wait instead of two before the extend starts); a
-        // size the storage cannot hold is still the answer when both refuse.
-        const [fit, planned] = await Promise.allSettled([fits, this.planAttached(cur)]);
+        // the storage's limit is measured and its presence checked (one wait instead of several
+        // before the extend starts); a size the storage cannot hold is still the answer when all
+        // refuse, then storage that is missing (VolumeStorageMissing, from the checked backend:
+        // QEMU grows an attached file volume itself, so nothing else would look at it).
+        const present = backend.inspectStorage(cur.id, cur.format ? { format: cur.format } : undefined);
+        const [fit, there, planned] = await Promise.allSettled([fits, present, this.planAttached(cur)]);
         if (fit.status === 'rejected') throw fit.reason;
+        if (there.status === 'rejected') throw there.reason;
         if (planned.status === 'rejected') throw planned.reason;
         plan = planned.value;
         VolumeService.checkHostTarget(cur, newBytes, planned.value.hostBytes);

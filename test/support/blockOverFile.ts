@@ -1,6 +1,6 @@
 /** A volume backend for workflow tests: the file backend's storage, handed to compute as a block device. */
 import type { AttachSpec } from '../../src/virt/driver.js';
-import type { BackendVolume, VolumeBackend } from '../../src/volume/backends/backend.js';
+import type { BackendVolume, StorageInspection, VolumeBackend } from '../../src/volume/backends/backend.js';
 import { FileBackend } from '../../src/volume/backends/file.js';
 
 /**
@@ -61,6 +61,9 @@ export class BlockOverFile implements VolumeBackend {
   }
   exists(volumeId: string): Promise<boolean> {
     return this.files.exists(volumeId);
+  }
+  inspectStorage(volumeId: string): Promise<StorageInspection> {
+    return this.files.inspectStorage(volumeId, { format: 'raw' });
   }
 }
 

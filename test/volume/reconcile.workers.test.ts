@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import type { VolumeRecord, VolumeStatus } from '../../src/db/store.js';
 import type { ComputeForVolumes } from '../../src/rpc/computeClient.js';
-import type { BackendVolume, VolumeBackend } from '../../src/volume/backends/backend.js';
+import type { BackendVolume, StorageInspection, VolumeBackend } from '../../src/volume/backends/backend.js';
 import { FileBackend } from '../../src/volume/backends/file.js';
 import { InFlight, VolumeReconciler } from '../../src/volume/reconciler.js';
 
@@ -51,6 +51,9 @@ class CountingFiles implements VolumeBackend {
   }
   exists(volumeId: string): Promise<boolean> {
     return this.files.exists(volumeId);
+  }
+  inspectStorage(volumeId: string): Promise<StorageInspection> {
+    return this.files.inspectStorage(volumeId, { format: 'raw' });
   }
 }
 

@@ -30,7 +30,7 @@ import { ServiceCatalog } from '../../src/rpc/catalog.js';
 import { HttpVolumeClient } from '../../src/rpc/volumeClient.js';
 import type { AttachSpec } from '../../src/virt/driver.js';
 import { FakeDriver, type IscsiLun } from '../../src/virt/fake/driver.js';
-import type { BackendVolume, VolumeBackend } from '../../src/volume/backends/backend.js';
+import type { BackendVolume, StorageInspection, VolumeBackend } from '../../src/volume/backends/backend.js';
 import { FileBackend } from '../../src/volume/backends/file.js';
 import { HttpComputeClient } from '../../src/rpc/computeClient.js';
 import { InFlight } from '../../src/volume/reconciler.js';
@@ -103,6 +103,9 @@ class StandInBackend implements VolumeBackend {
 
   exists(volumeId: string): Promise<boolean> {
     return this.files.exists(volumeId);
+  }
+  inspectStorage(volumeId: string): Promise<StorageInspection> {
+    return this.files.inspectStorage(volumeId, { format: 'raw' });
   }
 
   /** What an initiator reads for a LUN of this stand-in target (FakeDriver's readLunBytes). */

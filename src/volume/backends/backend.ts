@@ -31,6 +31,20 @@ export interface BackendVolume {
 }
 
 /**
+ * What a backend finds where a volume's storage belongs (`VolumeBackend.inspectStorage`): facts
+ * only, no judgement. Whether that is the volume's storage is decided once, for every backend, by
+ * storageChecked.ts (a regular file, not empty, longer than its LUKS header when encrypted).
+ */
+export interface StorageInspection {
+  /** Where the storage belongs on this host (a path): operator-only, for errors' `detail` and the log, never a message. */
+  path: string;
+  /** What is there: nothing, a regular file, a directory, or anything else (a device, a socket, a FIFO). Symlinks are followed. */
+  type: 'absent' | 'file' | 'directory' | 'other';
+  /** Its size in bytes (a regular file's length; 0 for anything else). */
+  bytes: number;
+}
+
+/**
  * Options of `VolumeBackend.create`: the file backend's image format, and encryption (QEMU-native
  * LUKS with the given base64 passphrase, luks.ts). An encrypted volume is raw underneath (a qcow2
  * one is refused with InvalidInput).
@@ -72,6 +86,14 @@ export interface VolumeBackend {
   getBytes(volumeId: string): Promise<number>;
   /** How a compute host reaches the volume (AttachSpec from src/virt/driver.ts). */
   connection(volumeId: string): Promise<AttachSpec>;
+  /**
+   * What is where the volume's storage belongs, now (StorageInspection: the path, what kind of
+   * entry, its size). Answers `absent` rather than throwing when nothing is there; InvalidInput
+   * (400) for an id that cannot name storage, BackendFailed (by errno) when it cannot be looked at.
+   * `format`: the volume's recorded image format, where a backend has several (file: raw or qcow2);
+   * without it, the first entry found for any format (or the default format's path when none).
+   */
+  inspectStorage(volumeId: string, opts?: { format?: 'raw' | 'qcow2' }): Promise<StorageInspection>;
   /** Remove it and everything it holds (loop device, iSCSI target). Idempotent. */
   delete(volumeId: string): Promise<void>;
   exists(volumeId: string): Promise<boolean>;

@@ -16,9 +16,9 @@
 import { resolve } from 'node:path';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
-import type { BackendVolume, CreateOptions, VolumeBackend } from './backend.js';
+import type { BackendVolume, CreateOptions, StorageInspection, VolumeBackend } from './backend.js';
 import { checkEncrypted, makeRawVolume } from './luks.js';
-import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growVolumeFile, makeSparseFile, removeFile, ensureDir } from './common.js';
+import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growVolumeFile, makeSparseFile, removeFile, ensureDir, inspectPath } from './common.js';
 import { exec, execRaw, commandFailed } from './exec.js';
 import { KeyedMutex } from '../../util/keyedMutex.js';
 
@@ -174,6 +174,11 @@ export class BlockBackend implements VolumeBackend {
       if ((await fileBytes(this.pathOf(volumeId))) === undefined) throw errors.volumeNotFound(volumeId);
       return this.spec(volumeId, await this.ensureLoop(volumeId));
     });
+  }
+
+  /** What is at the volume's backing file (StorageInspection). InvalidInput (400) for a bad id, BackendFailed when it cannot be looked at. */
+  async inspectStorage(volumeId: string): Promise<StorageInspection> {
+    return inspectPath(this.pathOf(volumeId));
   }
 
   /** Detach the volume's loop devices, then remove its file. Idempotent. */

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, link, mkdir, open, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { errors, type ServiceError } from '../../errors.js';
+import type { StorageInspection } from './backend.js';
 import { growFile as growHostFile } from '../../host/files.js';
 import { NotQcow2Image, qcow2VirtualBytes } from '../../host/qcow2.js';
 import { classifyErrno, errnoOf, errnoReason } from '../../util/errno.js';
@@ -107,17 +108,37 @@ export async function fileBytes(path: string): Promise<number | undefined> {
   }
 }
 
+/**
+ * What is at `path` now (StorageInspection; symlinks followed, a dangling one is `absent`).
+ * BackendFailed (by errno) when it cannot be looked at (EACCES, EIO).
+ */
+export async function inspectPath(path: string): Promise<StorageInspection> {
+  try {
+    const st = await stat(path);
+    if (st.isFile()) return { path, type: 'file', bytes: st.size };
+    return { path, type: st.isDirectory() ? 'directory' : 'other', bytes: 0 };
+  } catch (err) {
+    // ENOTDIR: a file stands where the pool directory should be; the volume's storage is not there either.
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return { path, type: 'absent', bytes: 0 };
+    throw fsFailed('look at the storage of the volume', path, err);
+  }
+}
+
 /** Whether the file exists. Throws BackendFailed (by errno) when it cannot be checked. */
 export async function fileExists(path: string): Promise<boolean> {
   return (await fileBytes(path)) !== undefined;
 }
 
-/** Unlink, ignoring a file that is already gone. */
+/**
+ * Unlink, ignoring a file that is already gone, and a directory standing at `path`: that is no
+ * volume's storage (storageChecked.ts), someone put it there by hand, and it is left to them (the
+ * data dir's check of volume files skips directories too).
+ */
 export async function removeFile(path: string): Promise<void> {
   try {
     await unlink(path);
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) return;
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'EISDIR')) return;
     throw fsFailed('remove the volume file', path, err);
   }
 }

@@ -15,7 +15,7 @@
 import { resolve } from 'node:path';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
-import type { BackendVolume, CreateOptions, VolumeBackend } from './backend.js';
+import type { BackendVolume, CreateOptions, StorageInspection, VolumeBackend } from './backend.js';
 import { checkEncrypted, makeRawVolume } from './luks.js';
 import {
   QCOW2_MAX_BYTES,
@@ -30,6 +30,7 @@ import {
   qcow2VolumeBytes,
   removeFile,
   ensureDir,
+  inspectPath,
 } from './common.js';
 import { exec } from './exec.js';
 import { KeyedMutex } from '../../util/keyedMutex.js';
@@ -182,6 +183,21 @@ export class FileBackend implements VolumeBackend {
   async connection(volumeId: string): Promise<AttachSpec> {
     const { format, path } = await this.mustLocate(volumeId);
     return this.spec(volumeId, format, path);
+  }
+
+  /**
+   * What is at the volume's file (StorageInspection): at `<dir>/<volumeId>.<format>` when the format is given, else the
+   * first of `.raw`, `.qcow2` that holds anything (the default format's path when neither does). InvalidInput (400) for a
+   * bad id, BackendFailed when the path cannot be looked at.
+   */
+  async inspectStorage(volumeId: string, opts: { format?: FileFormat } = {}): Promise<StorageInspection> {
+    checkVolumeId(volumeId);
+    if (opts.format) return inspectPath(this.pathOf(volumeId, opts.format));
+    for (const format of FORMATS) {
+      const found = await inspectPath(this.pathOf(volumeId, format));
+      if (found.type !== 'absent') return found;
+    }
+    return { path: this.pathOf(volumeId, this.defaultFormat), type: 'absent', bytes: 0 };
   }
 
   /** Remove the volume's file (either format). Idempotent: a missing file is no error. */

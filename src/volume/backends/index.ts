@@ -1,4 +1,4 @@
-export type { BackendVolume, CreateOptions, VolumeBackend } from './backend.js';
+export type { BackendVolume, CreateOptions, StorageInspection, VolumeBackend } from './backend.js';
 export { ENCRYPTION_FORMATS, type EncryptionFormat, type VolumeEncryption } from './backend.js';
 export { readLuksHeader } from './luks.js';
 export { FileBackend, type FileBackendOptions, type FileFormat } from './file.js';

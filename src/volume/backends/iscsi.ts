@@ -19,9 +19,9 @@ import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errors } from '../../errors.js';
 import type { AttachSpec } from '../../virt/driver.js';
-import type { BackendVolume, CreateOptions, VolumeBackend } from './backend.js';
+import type { BackendVolume, CreateOptions, StorageInspection, VolumeBackend } from './backend.js';
 import { checkEncrypted, makeRawVolume } from './luks.js';
-import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growVolumeFile, makeSparseFile, removeFile, ensureDir } from './common.js';
+import { checkBytes, checkFits, checkVolumeId, rawFileLimit, createAtomically, fileBytes, growVolumeFile, makeSparseFile, removeFile, ensureDir, inspectPath } from './common.js';
 import { tgtRequest } from '../../host/tgt.js';
 import { Tgt, readCapacity, type TgtTarget } from './tgt.js';
 import { KeyedMutex } from '../../util/keyedMutex.js';
@@ -268,6 +268,11 @@ export class IscsiBackend implements VolumeBackend {
       await this.ensureExport(volumeId);
       return this.spec(volumeId);
     });
+  }
+
+  /** What is at the volume's backing file (StorageInspection). InvalidInput (400) for a bad id, BackendFailed when it cannot be looked at. */
+  async inspectStorage(volumeId: string): Promise<StorageInspection> {
+    return inspectPath(this.pathOf(volumeId));
   }
 
   /** Delete the volume's target (forced, even with initiators logged in), then its file. Idempotent. */

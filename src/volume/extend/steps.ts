@@ -21,6 +21,10 @@
  *              not_supported); an uncertain one is retried with the workflow's backoff, and at
  *              the deadline the extend still ends well, recorded as not grown (workflow.ts).
  *
+ * Every step up to confirm first makes sure the volume's storage is still there (the service's
+ * backends answer VolumeStorageMissing, final, when it is not): the extend then ends in error with
+ * that code and the volume keeps its recorded size.
+ *
  * Every decision is on a catalogue code (InstanceStopped, HostSizeTooSmall) or a backend
  * capability (`attachedGrowth`), never on a status code or message text.
  */
@@ -62,6 +66,19 @@ export function finalError(message: string): ServiceError {
  * step's call threw (the workflow retries an uncertain error and ends the extend on a final one).
  */
 export async function runStep(d: StepDeps, v: VolumeRecord, state: ExtendState): Promise<boolean> {
+  try {
+    return await stepOnce(d, v, state);
+  } catch (err) {
+    // The storage was there when the extend was accepted (service.ts checks it): it went missing
+    // since, and the extend stops here with that cause, the recorded size unchanged.
+    if (isServiceError(err) && err.code === 'VolumeStorageMissing') {
+      throw errors.volumeStorageMissing(v.id, v.backend, { during: 'extend', ...(err.detail === undefined ? {} : { detail: err.detail }) });
+    }
+    throw err;
+  }
+}
+
+async function stepOnce(d: StepDeps, v: VolumeRecord, state: ExtendState): Promise<boolean> {
   const tenant = v.serverProjectId ?? v.projectId;
   const serverId = v.serverId;
   const mode = state.mode ?? (serverId ? 'online' : 'detached');
@@ -71,6 +88,14 @@ export async function runStep(d: StepDeps, v: VolumeRecord, state: ExtendState):
   const next = (step: ExtendStep, more: Partial<ExtendState> = {}): ExtendState => ({ ...state, step, attempts: 0, lastError: null, ...more });
   const call = (): CallOptions => ({ timeoutMs: Math.max(1, Date.parse(state.deadline) - Date.now()) });
   if (mode !== 'detached' && !serverId) throw finalError('the volume is no longer attached to a server');
+  if (state.step !== 'grow_fs') {
+    // Every step up to confirm relies on the volume's storage, also those that never call the
+    // backend: QEMU grows an attached file volume itself (assist), and would grow a file that was
+    // unlinked meanwhile, whose data is then lost at detach. The service's backends are checked
+    // (storageChecked.ts): inspectStorage throws VolumeStorageMissing unless the storage is there.
+    // Not grow_fs: the block extend is recorded by then, only the guest's filesystem is left.
+    await backend.inspectStorage(v.id, v.format ? { format: v.format } : undefined);
+  }
 
   switch (state.step) {
     case 'storage': {

@@ -31,7 +31,8 @@
  *    extend's: past it the extend still ends well (the block extend stands), the filesystem
  *    recorded as not grown.
  * 6. An `extending` record without a workflow state (left by an older version): the backend's
- *    size is measured and the volume goes back to its resting status with it.
+ *    size is measured and the volume goes back to its resting status with it; if its storage is
+ *    missing, to the status a failed extend leaves, with its recorded size.
  *
  * Errors are classified where they are raised (errors.ts): a final one ends the extend at once
  * with its cause and code; an uncertain one retries the step with backoff and is kept as
@@ -405,7 +406,17 @@ export class ExtendWorkflow {
 
   /** Case 6: an `extending` volume with no stored workflow: measure and put it back at rest. */
   private async recoverStateless(v: VolumeRecord): Promise<VolumeRecord | undefined> {
-    const measured = await this.backend(v).getBytes(v.id);
+    let measured: number;
+    try {
+      measured = await this.backend(v).getBytes(v.id);
+    } catch (err) {
+      if (!isServiceError(err) || err.code !== 'VolumeStorageMissing') throw err;
+      // Nothing to measure, and retrying will not bring it back: rest where a failed extend
+      // leaves a volume, with its recorded size (every action on it then says what is missing).
+      await this.store.updateVolume(v.id, { status: ['extending'], version: v.version }, { status: outcome('extend', 'failed', isAttached(v)) });
+      this.log.error({ volumeId: v.id, code: err.code, detail: err.detail }, 'extending volume without a workflow state put back at rest unmeasured: its storage is missing');
+      return this.store.getVolume(v.id);
+    }
     await this.store.updateVolume(v.id, { status: ['extending'], version: v.version }, { status: outcome('extend', 'done', isAttached(v)), sizeBytes: measured });
     this.log.warn({ volumeId: v.id, bytes: measured }, 'extending volume without a workflow state put back at rest');
     return this.store.getVolume(v.id);
