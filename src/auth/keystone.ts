@@ -93,6 +93,8 @@ export class KeystoneAuthenticator {
   private failures = 0;
   /** The last failed service-token request: until its retry delay has passed, callers get its error without asking Keystone again. */
   private lastFailure: { at: number; err: unknown } | undefined;
+  /** The service token Keystone last refused in a validation (401), until another one replaces it. */
+  private refusedOwn: string | undefined;
   /** When a token was last asked for because an API refused ours (epoch ms). */
   private refusedRenewAt: number | undefined;
   private logger: Logger | undefined;
@@ -245,6 +247,9 @@ export class KeystoneAuthenticator {
     let own = await this.ensureServiceToken();
     let res = await this.call('GET', '/auth/tokens?nocatalog', { 'x-auth-token': own, 'x-subject-token': token });
     if (res.status === 401) {
+      // Remembered: until a new one is had, validations fail fast (renewServiceToken's retry
+      // delay) instead of sending Keystone a token it refused, once per API request.
+      this.refusedOwn = own;
       own = await this.renewServiceToken(own);
       res = await this.call('GET', '/auth/tokens?nocatalog', { 'x-auth-token': own, 'x-subject-token': token });
     }
@@ -270,7 +275,7 @@ export class KeystoneAuthenticator {
   /** The service token, fetched first if there is none or it is about to expire. */
   private async ensureServiceToken(): Promise<string> {
     const s = this.service;
-    if (s && s.expiresAt - this.now() > this.renewBeforeMs(s)) return s.token;
+    if (s && s.token !== this.refusedOwn && s.expiresAt - this.now() > this.renewBeforeMs(s)) return s.token;
     return this.renewServiceToken();
   }
 
@@ -340,10 +345,9 @@ export class KeystoneAuthenticator {
     const expiresAt = Date.parse((res.body as { token?: KeystoneToken } | undefined)?.token?.expires_at ?? '');
     if (res.status !== 201 || !token || Number.isNaN(expiresAt)) {
       this.failures++;
-      const why = res.status === 401
-        ? `Keystone refused this service's credentials (user ${this.opts.serviceUser}, project ${this.opts.serviceProject})`
-        : `Keystone answered HTTP ${res.status} to this service's token request`;
-      throw this.unreachable(why);
+      // The service user's name goes to the operator's log (detail), never to API clients.
+      const why = res.status === 401 ? "Keystone refused this service's credentials" : `Keystone answered HTTP ${res.status} to this service's token request`;
+      throw this.unreachable(why, undefined, `service user ${this.opts.serviceUser}, project ${this.opts.serviceProject}`);
     }
     this.failures = 0;
     const issuedAt = this.now();
@@ -397,7 +401,7 @@ export class KeystoneAuthenticator {
     }
   }
 
-  private unreachable(reason: string, cause?: unknown): ServiceError {
-    return errors.identityUnreachable(reason, { detail: `keystone ${this.base}`, ...(cause === undefined ? {} : { cause }) });
+  private unreachable(reason: string, cause?: unknown, more?: string): ServiceError {
+    return errors.identityUnreachable(reason, { detail: `keystone ${this.base}${more ? `; ${more}` : ''}`, ...(cause === undefined ? {} : { cause }) });
   }
 }

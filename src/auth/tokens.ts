@@ -228,7 +228,10 @@ export class ServiceToken {
     if (this.renewing) return this.renewing;
     if (this.renewedAt !== undefined && this.now().getTime() - this.renewedAt < ServiceToken.RENEW_MIN_MS) return Promise.resolve(undefined);
     this.renewedAt = this.now().getTime();
+    // The refused token goes once the new one is in place: refused for a policy (403) it is still
+    // valid, and a refusal that lasts would otherwise leave a valid service token per renewal.
     this.renewing = this.issue()
+      .then(() => this.opts.store.deleteToken(hashToken(refused)))
       .then(() => this.token)
       .finally(() => (this.renewing = undefined));
     return this.renewing;

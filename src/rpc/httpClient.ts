@@ -132,14 +132,19 @@ export class ApiClient {
     const own = this.opts.serviceCredential;
     if (own && opts.token === undefined && credentialRefused(answer)) {
       // The service's own token was refused (revoked, expired in the store: 401) or is not allowed
-      // (its roles changed: a policy 403). Neither is the user's doing: a new token, once (Keystone
+      // (its roles changed: a policy 403, or a 400 ProjectMismatch when it lost the `service` role
+      // that lets it act on the user's project). None is the user's doing: a new token, once (Keystone
       // gives a new token the user's current roles), then an uncertain error the caller retries
       // (an extend waits until an operator mends the service user), never a final 401/403.
       const fresh = await own.renew?.(token).catch(() => undefined);
       if (fresh !== undefined && fresh !== token) answer = await timed('rpc', () => this.send(method, path, json, fresh, timeoutMs));
       const refused = credentialRefused(answer);
       if (refused) {
-        const why = refused === 401 ? "the API refused this service's own credential" : "the API's policy does not allow this service's own credential (check the service user's roles)";
+        const why = refused.status === 401
+          ? "the API refused this service's own credential"
+          : refused.code === 'ProjectMismatch'
+            ? "the API does not take this service's own credential as a service's (its user needs the `service` role)"
+            : `the API's policy does not allow this service's own credential (check the service user's roles and the API's policy: ${refused.message})`;
         throw new ApiError(this.opts.unreachableCode ?? 'ComputeUnreachable', `${method} ${path}: ${why}`, {
           final: false,
           reason: why,
@@ -200,19 +205,25 @@ export class ApiClient {
 }
 
 /**
- * 401 when an answer refuses the caller's token, 403 when the API's policy refuses the caller
- * (`Forbidden`: a 403 with another code, such as TooManyDiskDevices, is an answer about the
- * request, not the credential), else undefined.
+ * How an answer refuses a service's own credential, else undefined: a 401 (the token), a 403
+ * `Forbidden` (the API's policy; a 403 with another code, such as TooManyDiskDevices, is about the
+ * request), a 400 `ProjectMismatch` (the token is not a service's: only the `service` role acts on
+ * another project's URL, and a service always calls on the user's project). `message`: the API's.
  */
-function credentialRefused(answer: { status: number; text: string }): 401 | 403 | undefined {
-  if (answer.status === 401) return 401;
-  if (answer.status !== 403) return undefined;
+function credentialRefused(answer: { status: number; text: string }): { status: number; code?: string; message: string } | undefined {
+  if (answer.status === 401) return { status: 401, message: '' };
+  if (answer.status !== 403 && answer.status !== 400) return undefined;
+  let fault: FaultFields | undefined;
   try {
-    const fault = Object.values(JSON.parse(answer.text) as Record<string, FaultFields>)[0];
-    return fault?.error_code === 'Forbidden' ? 403 : undefined;
+    fault = Object.values(JSON.parse(answer.text) as Record<string, FaultFields>)[0];
   } catch {
     return undefined;
   }
+  const code = fault?.error_code;
+  if ((answer.status === 403 && code === 'Forbidden') || (answer.status === 400 && code === 'ProjectMismatch')) {
+    return { status: answer.status, code, message: typeof fault?.message === 'string' ? fault.message : `HTTP ${answer.status}` };
+  }
+  return undefined;
 }
 
 /** A dispatch that did not answer within its call's bound. */

@@ -303,6 +303,29 @@ describe("KeystoneAuthenticator: this service's own token", () => {
     expect(ks.passwordsSeen).toHaveLength(3);
   });
 
+  it('stops sending Keystone a service token it refused while no new one can be had, and never names the service user to API clients', async () => {
+    for (const t of ['t1', 't2', 't3']) known(t);
+    const a = make({ cacheMs: 0 });
+    await a.start();
+    // The service user is deleted at Keystone: its token refused, its password too.
+    ks.serviceTokens.clear();
+    ks.password = 'no-longer';
+    const err = await failure(a.authenticate('t1'));
+    expect(err).toMatchObject({ code: 'IdentityUnreachable', final: false });
+    expect(`${err.message} ${err.reason ?? ''}`).not.toMatch(/online-extend|service,? project/);
+    expect(err.detail).toMatch(/online-extend/);
+    expect(ks.validations).toEqual(['t1']);
+    // Within the retry delay: 503 at once, no validation sent with the refused token, no login.
+    for (const t of ['t2', 't3']) expect((await failure(a.authenticate(t))).code).toBe('IdentityUnreachable');
+    expect(ks.validations).toEqual(['t1']);
+    expect(ks.passwordsSeen).toHaveLength(2);
+    // Mended and past the delay: a new token, and validations go on with it.
+    ks.password = 's3cret-service-password';
+    clock += 1_001;
+    await expect(a.authenticate('t2')).resolves.toMatchObject({ userId: 'u-t2' });
+    expect(ks.validations).toEqual(['t1', 't2']);
+  });
+
   it('renews a service token an API refused at most once per 10 s, answering the current token at once when it already changed', async () => {
     const a = make();
     await a.start();

@@ -234,6 +234,11 @@ describe('ServiceToken', () => {
     expect(third).not.toBe(second);
     expect(JSON.parse(readFileSync(file, 'utf8')).token).toBe(third);
     expect((await store.getToken(hashToken(third!)))?.userId).toBe(SERVICE_USER);
+    // Each refused token is gone from the store once its successor is in place (a policy refusal
+    // leaves it valid otherwise): one valid service token, not one per renewal.
+    expect(await store.getToken(hashToken(first))).toBeUndefined();
+    expect(await store.getToken(hashToken(second!))).toBeUndefined();
+    expect((await store.listTokens({ userId: SERVICE_USER })).map((r) => r.hash)).toEqual([hashToken(third!)]);
   });
 
   it('refuses a renewal margin that is not shorter than the lifetime', async () => {

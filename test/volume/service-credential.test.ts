@@ -29,6 +29,7 @@ describe('a compute API that refuses the service credential (HttpComputeClient)'
   const REFUSALS = {
     unauthorized: { status: 401, body: { unauthorized: { code: 401, message: 'The token is invalid or has expired.', error_code: 'Unauthorized', final: true } } },
     policy: { status: 403, body: { forbidden: { code: 403, message: "Policy doesn't allow os_compute_api:os-online-extend-volume:get_blockdev to be performed.", error_code: 'Forbidden', final: true } } },
+    projectMismatch: { status: 400, body: { badRequest: { code: 400, message: "Malformed request URL: URL's project_id 'p' doesn't match Context's project_id 'service'.", error_code: 'ProjectMismatch', final: true } } },
     tooManyDisks: { status: 403, body: { forbidden: { code: 403, message: 'The maximum allowed number of disk devices (24) to attach to a single instance has been exceeded.', error_code: 'TooManyDiskDevices', final: true } } },
   } as const;
 
@@ -49,7 +50,7 @@ describe('a compute API that refuses the service credential (HttpComputeClient)'
 
   const caught = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
 
-  it.each(['unauthorized', 'policy'] as const)('retries once with the renewed token and answers (refused: %s)', async (refusal) => {
+  it.each(['unauthorized', 'policy', 'projectMismatch'] as const)('retries once with the renewed token and answers (refused: %s)', async (refusal) => {
     const url = await accepting('new', refusal);
     let current = 'old';
     const renewedFor: string[] = [];
@@ -66,9 +67,11 @@ describe('a compute API that refuses the service credential (HttpComputeClient)'
   ];
   const REASONS = {
     unauthorized: "the API refused this service's own credential",
-    policy: "the API's policy does not allow this service's own credential (check the service user's roles)",
+    // The API's own message names the rule that refused it (the operator's policy file or the user's roles).
+    policy: "the API's policy does not allow this service's own credential (check the service user's roles and the API's policy: Policy doesn't allow os_compute_api:os-online-extend-volume:get_blockdev to be performed.)",
+    projectMismatch: "the API does not take this service's own credential as a service's (its user needs the `service` role)",
   };
-  it.each((['unauthorized', 'policy'] as const).flatMap((refusal) => RENEWALS.map((r) => ({ ...r, refusal }))))(
+  it.each((['unauthorized', 'policy', 'projectMismatch'] as const).flatMap((refusal) => RENEWALS.map((r) => ({ ...r, refusal }))))(
     'answers ComputeUnreachable (503, uncertain) naming the service credential when refused ($refusal) and $name',
     async ({ renew, refusal }) => {
       const url = await accepting('never', refusal);
@@ -79,6 +82,12 @@ describe('a compute API that refuses the service credential (HttpComputeClient)'
       expect(seen.length).toBeLessThanOrEqual(2);
     },
   );
+
+  it("passes a ProjectMismatch through as the caller's own when the token is not the service's (a user's client)", async () => {
+    const url = await accepting('never', 'projectMismatch');
+    const err = await caught(new HttpComputeClient({ url, token: 'user-token' }).getBlockdev('p', 's', 'v'));
+    expect(err).toMatchObject({ code: 'ProjectMismatch', status: 400, final: true });
+  });
 
   it('passes a 403 that is about the request (TooManyDiskDevices) through, final, asking for no new token', async () => {
     const url = await accepting('never', 'tooManyDisks');
