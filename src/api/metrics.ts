@@ -8,6 +8,12 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from '../util/metrics.js';
 
+/** Connections the metrics listener holds at once (more are closed at accept): Prometheus uses one per scrape. */
+export const METRICS_MAX_CONNECTIONS = 16;
+/** A scrape request's headers must arrive within this (ms); its whole request within the next. */
+const METRICS_HEADERS_TIMEOUT_MS = 5_000;
+const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+
 /** A running metrics listener: its URL (`http://host:port`) and `close`. */
 export interface MetricsListener {
   url: string;
@@ -16,10 +22,12 @@ export interface MetricsListener {
 
 /** Serves `metrics` on `host:port` (0 = any free one). Rejects when the address cannot be bound. */
 export async function listenMetrics(metrics: Metrics, host: string, port: number, logger: Logger): Promise<MetricsListener> {
-  const server: Server = createServer((req, res) => {
+  // Bounded as the APIs are (a scraper needs one or two connections): a client that opens
+  // connections and sends half a request cannot hold file descriptors the APIs need.
+  const server: Server = createServer({ headersTimeout: METRICS_HEADERS_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000, maxHeaderSize: 8192 }, (req, res) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
-      res.writeHead(path === '/metrics' ? 405 : 404, { 'content-type': 'text/plain; charset=utf-8' }).end(path === '/metrics' ? 'GET only\n' : 'not found: GET /metrics\n');
+      res.writeHead(path === '/metrics' ? 405 : 404, { 'content-type': 'text/plain; charset=utf-8' }).end(path === '/metrics' ? 'GET only\n' : 'not found: this listener serves GET /metrics only\n');
       return;
     }
     metrics.scrape().then(
@@ -34,6 +42,7 @@ export async function listenMetrics(metrics: Metrics, host: string, port: number
     );
   });
   server.keepAliveTimeout = 5_000;
+  server.maxConnections = METRICS_MAX_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

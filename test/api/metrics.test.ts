@@ -9,6 +9,7 @@ import { Metrics } from '../../src/util/metrics.js';
 import { BLOCK_VOL, FILE_VOL, GiB, TENANT, sampleServers, url } from '../support/computeApp.js';
 import { parsePrometheusText as parse } from '../support/prometheus.js';
 import { rawRequest } from '../support/rawHttp.js';
+import { connect } from 'node:net';
 
 
 let built: ComputeApp;
@@ -100,6 +101,32 @@ describe('GET /metrics: answers Node\'s HTTP layer makes before any route', () =
     const after = await scrape();
     expect(after.get(key)).toBe(before + 1);
     expect([...after.keys()].some((k) => k.includes('v2.1/servers') || k.includes('example.org'))).toBe(false);
+  });
+});
+
+describe('GET /metrics: answers never sent, or sent for a route, are not counted again', () => {
+  const total = (m: Map<string, number>) => [...m].filter(([k]) => k.startsWith('online_extend_http_requests_total{')).reduce((n, [, v]) => n + v, 0);
+  it.each([
+    { name: 'headers sent, then the client closes', raw: 'GET /v2.1/ HTTP/1.1\r\nHost: x\r\n', end: true, answers: 0 },
+    { name: 'a keep-alive client that starts a second request and closes', raw: `GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGE`, end: true, answers: 1 },
+    {
+      name: 'a malformed chunk on a real route',
+      raw: `PUT /v2/${TENANT}/servers/s/os-online_extend_volume HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n`,
+      end: false,
+      answers: 1,
+    },
+  ])('$name: $answers answer(s) counted', async ({ raw, end, answers }) => {
+    const before = total(await scrape());
+    await new Promise<void>((resolve) => {
+      const s = connect(Number(new URL(base).port), '127.0.0.1', () => (end ? s.end(raw) : s.write(raw)));
+      s.resume();
+      s.on('error', () => undefined);
+      s.once('close', () => resolve());
+      setTimeout(() => s.destroy(), 3000).unref();
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    // The scrape itself is not counted before it is answered.
+    expect(total(await scrape()) - before).toBe(answers + 1);
   });
 });
 

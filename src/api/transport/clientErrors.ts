@@ -42,24 +42,26 @@ export function rawFault(err: ServiceError, requestId: string, opts: { head?: bo
  * and the connection closes after the last of them. Answering the failure instead would stand in
  * for a request being acted on, and its client would take for refused what was done.
  */
-export function answerAndClose(socket: Socket, err: ServiceError, requestId: string, opts: { head?: boolean } = {}): void {
-  if (socket.destroyed) return;
+export function answerAndClose(socket: Socket, err: ServiceError, requestId: string, opts: { head?: boolean } = {}): boolean {
+  if (socket.destroyed) return false;
   const conn = connOf.get(socket);
   // Already closing after its last answer (a refusal, or an earlier failure): nothing to add.
-  if (conn?.refusing) return;
+  if (conn?.refusing) return false;
   const pending = conn ? [...conn.inFlight.values()] : [(socket as HttpSocket)._httpMessage].filter((r): r is ServerResponse => !!r);
   const last = pending.filter((r) => !r.writableFinished && r.req?.complete).at(-1);
   if (last) {
     // Nothing after the failure can be a request: stop handing any to the routes.
     if (conn) conn.refusing = true;
     closeAfter(socket, last);
-    return;
+    return false;
   }
   const inFlight = (socket as HttpSocket)._httpMessage;
   // A response already started on this socket cannot be followed by another one.
-  if (socket.writable && !inFlight?.headersSent) socket.write(rawFault(err, requestId, opts));
+  const answered = socket.writable && !inFlight?.headersSent;
+  if (answered) socket.write(rawFault(err, requestId, opts));
   socket.destroySoon();
   setTimeout(() => socket.destroy(), LINGER_MS).unref();
+  return answered;
 }
 
 /** Closes `socket` once `res` (the last answer it will carry) is flushed, saying so in it if still possible. */
@@ -143,7 +145,10 @@ export function clientErrorHandler(log: Logger, onAnswer?: TransportAnswerCounte
     const requestId = typeof started === 'string' ? started : newRequestId();
     const level = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'debug' : 'info';
     log[level]({ code: svc.code, parserCode: err.code, requestId }, 'HTTP client error answered');
-    onAnswer?.(TRANSPORT_METHOD, svc.status);
-    answerAndClose(socket, svc, requestId, { head: isHead(err, socket) });
+    // Counted once, when written: not when the client already closed its side (nobody reads it),
+    // nor when it stands in for a route's answer to a request being read (the route counts that).
+    const routed = !!(socket as HttpSocket)._httpMessage;
+    const written = answerAndClose(socket, svc, requestId, { head: isHead(err, socket) });
+    if (written && !routed && err.code !== 'HPE_INVALID_EOF_STATE') onAnswer?.(TRANSPORT_METHOD, svc.status);
   };
 }
