@@ -7,10 +7,13 @@
  * accepting the token within its cache window (2 s); one that revokes through its own Keystone
  * endpoint does so at once.
  *
- * `TOKEN` may be `-`: then it is read from standard input (one trailing newline dropped), so it
- * need not appear in the command line (`ps`, /proc/PID/cmdline) while the command runs.
+ * `TOKEN` may be `-`: then it is read from standard input (white space around it dropped), so it
+ * need not appear in the command line (`ps`, /proc/PID/cmdline) while the command runs. A data
+ * dir or SQLite database that does not exist is refused (nothing is created).
  */
+import { existsSync } from 'node:fs';
 import { hashToken } from '../auth/tokens.js';
+import { dbPath } from '../db/dataDirLayout.js';
 import type { ComputeStore } from '../db/store.js';
 
 /** Where `token revoke -` reads the token: process.stdin, or a test's stream. */
@@ -35,10 +38,25 @@ export async function tokenArgument(arg: string, input: TokenInput): Promise<str
       if (bytes > MAX_TOKEN_BYTES + 2) throw new Error(`the token on standard input is longer than ${MAX_TOKEN_BYTES} bytes`);
       chunks.push(b);
     }
-    token = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+    token = Buffer.concat(chunks).toString('utf8');
   }
+  // A token has no white space: what a copy and paste adds around it goes; inside, it is two.
+  token = token.trim();
   if (token === '') throw new Error('the token is empty: give the token to revoke (or - to read it from standard input)');
+  if (/\s/.test(token)) throw new Error('that is more than one token (white space inside): give one token to revoke');
   return token;
+}
+
+/**
+ * The database file `token revoke` would open (the data dir's, or a `sqlite:///` URL's), when it
+ * does not exist: revoking in a fresh, empty database would create it and answer "unknown" for a
+ * token that still works on the real one. Undefined when it exists or the URL is PostgreSQL's.
+ */
+export function missingTokenDatabase(config: { dataDir: string; databaseUrl?: string | undefined }): string | undefined {
+  const url = config.databaseUrl;
+  if (url !== undefined && !/^sqlite:/i.test(url)) return undefined;
+  const path = url === undefined ? dbPath(config.dataDir) : decodeURIComponent(new URL(url).pathname);
+  return existsSync(path) ? undefined : path;
 }
 
 /** What `revokeStoredToken` removed: whose token it was and until when it would have worked. */
@@ -61,7 +79,7 @@ export async function revokeStoredToken(
 ): Promise<RevokedToken> {
   const hash = hashToken(token);
   const record = await store.getToken(hash);
-  const unknown = () => new Error('no such token: it is unknown or already revoked (nothing changed)');
+  const unknown = () => new Error('no such token in this database: unknown there or already revoked (nothing changed; is it the data dir or database of the service that issued it?)');
   if (!record) throw unknown();
   if (Date.parse(record.expiresAt) <= now.getTime()) throw new Error(`the token expired at ${record.expiresAt}: nothing to revoke (nothing changed)`);
   // Another revoke may have removed it since the read: the same answer as if it had come first.

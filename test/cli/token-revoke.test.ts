@@ -7,6 +7,7 @@
  * changing nothing. Child processes run to completion; the service's temp dir is removed.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { SqliteStore } from '../../src/db/sqlite.js';
@@ -117,7 +118,7 @@ describe('token revoke', () => {
   });
 
   it.each([
-    ['an unknown token', async () => 'oe-not-a-token-of-ours', /^error: no such token: it is unknown or already revoked \(nothing changed\)$/],
+    ['an unknown token', async () => 'oe-not-a-token-of-ours', /^error: no such token in this database: unknown there or already revoked \(nothing changed; is it the data dir or database of the service that issued it\?\)$/],
     [
       'a token revoked already',
       async () => {
@@ -125,7 +126,7 @@ describe('token revoke', () => {
         await store.deleteToken(hashToken(token));
         return token;
       },
-      /^error: no such token: it is unknown or already revoked \(nothing changed\)$/,
+      /^error: no such token in this database: unknown there or already revoked \(nothing changed; is it the data dir or database of the service that issued it\?\)$/,
     ],
     [
       'an expired token',
@@ -143,6 +144,27 @@ describe('token revoke', () => {
   });
 
   it.each([
+    ['a data dir that does not exist', ['--data-dir', '/tmp/oe-no-such-data-dir/typo']],
+    ['a SQLite database URL whose file does not exist', ['--database-url', 'sqlite:///tmp/oe-no-such-data-dir/nope.sqlite']],
+  ])('refuses %s with exit 1, creating nothing, and the token keeps working', async (_name, where) => {
+    const { token } = await issueToken(store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 });
+    const r = await cli(['token', 'revoke', token, ...where]);
+    expect({ status: r.status, stdout: r.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(r.stderr).toMatch(/^error: no database at \/tmp\/oe-no-such-data-dir\/\S+: give the --data-dir \(or --database-url\) of the service whose token to revoke \(nothing changed\)$/m);
+    expect(r.stderr).not.toContain(token);
+    expect(existsSync('/tmp/oe-no-such-data-dir')).toBe(false);
+    expect(await computeStatus(token)).toBe(200);
+  });
+
+  it('takes a token with white space around it (a copy and paste) on standard input', async () => {
+    const { token } = await issueToken(store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 });
+    const r = await cli(['token', 'revoke', '-', '--data-dir', h.config.dataDir], `  ${token}  \r\n`);
+    expect(r.status).toBe(0);
+    expect(await store.getToken(hashToken(token))).toBeUndefined();
+  });
+
+  it.each([
+    ['two tokens on standard input', ['token', 'revoke', '-'], 'oe-one\noe-two\n', /^error: that is more than one token/],
     ['an empty token on standard input', ['token', 'revoke', '-'], '\n', /^error: the token is empty/],
     ['no token at all', ['token', 'revoke'], '', /missing required argument 'token'/],
   ])('refuses %s with exit 1, changing nothing', async (_name, args, stdin, message) => {
