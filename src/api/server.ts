@@ -189,11 +189,21 @@ function toServiceError(err: FastifyError): ServiceError {
   return unexpectedError(err);
 }
 
+/**
+ * The catalogue error for one of the Fastify router's own errors (a bad percent-escape, an
+ * over-long parameter: `maxUrlLength`, the 414's limit); undefined for anything else (a bug).
+ */
+export function routerError(err: FastifyError, maxUrlLength = MAX_URL_LENGTH): ServiceError | undefined {
+  if (err.code === 'FST_ERR_BAD_URL') return errors.badRequest('Malformed request URL: invalid percent-encoding.');
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') return errors.uriTooLong(maxUrlLength);
+  return undefined;
+}
+
 /** The Fastify router's own errors (a bad percent-escape, an over-long parameter), in our format. */
 function frameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): FastifyReply {
   reply.header('x-openstack-request-id', req.id);
-  if (err.code === 'FST_ERR_BAD_URL') return renderError(reply, errors.badRequest('Malformed request URL: invalid percent-encoding.'));
-  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') return renderError(reply, errors.uriTooLong(MAX_URL_LENGTH));
+  const known = routerError(err);
+  if (known) return renderError(reply, known);
   req.log.error({ err, requestId: req.id }, 'router failed');
   return renderError(reply, errors.internal());
 }

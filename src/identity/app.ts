@@ -25,6 +25,8 @@ import { errors, isServiceError, unexpectedError, type ServiceError } from '../e
 import type { IdentityService } from './keystone.js';
 import { isProjectId } from '../auth/ids.js';
 import { RequestTimings } from '../util/timing.js';
+import { attachTransportHandlers, clientErrorHandler } from '../api/transport.js';
+import { routerError } from '../api/server.js';
 
 /** HTTP bounds of the identity port (the same numbers as the other APIs'; src/app.ts passes them). */
 export interface IdentityHttpLimits {
@@ -102,12 +104,25 @@ function toServiceError(err: FastifyError): ServiceError {
 export async function buildIdentityApp(deps: IdentityAppDeps) {
   const { identity } = deps;
   const limits = deps.limits ?? {};
+  const log = deps.logger.child({ component: 'identity' });
+  const counter = deps.metrics && new RequestCounter(deps.metrics, 'identity');
+  // Answers given before any route (Node's HTTP layer, the router) are in Keystone's error format
+  // too, and counted as the other APIs count theirs: unmatched, not timed.
+  const countTransport = counter && ((method: string, status: number) => counter.count(method, status, UNMATCHED_ROUTE));
   const app = Fastify({
-    loggerInstance: deps.logger.child({ component: 'identity' }),
+    loggerInstance: log,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
     // Keystone's request ids.
     genReqId: () => `req-${randomUUID()}`,
+    clientErrorHandler: clientErrorHandler(log, countTransport, keystoneErrorBody),
+    frameworkErrors: ((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+      const known = routerError(err);
+      if (!known) req.log.error({ err, requestId: req.id }, 'router failed');
+      const e = known ?? errors.internal();
+      countTransport?.(req.method, e.status);
+      return reply.status(e.status).header('x-openstack-request-id', req.id).type('application/json').send(keystoneErrorBody(e));
+    }) as never,
     serverFactory: (handler) => {
       const server = createHttpServer(
         { headersTimeout: limits.headersTimeoutMs ?? 10_000, requestTimeout: limits.requestTimeoutMs ?? 30_000 },
@@ -118,6 +133,8 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
       return server;
     },
   });
+
+  attachTransportHandlers(app.server, countTransport, keystoneErrorBody);
 
   const render = (reply: FastifyReply, err: ServiceError) => {
     if (err.status === 401) reply.header('www-authenticate', `Keystone uri="${deps.baseUrl()}"`);
@@ -130,7 +147,6 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
     started.set(req, new RequestTimings());
     done();
   });
-  const counter = deps.metrics && new RequestCounter(deps.metrics, 'identity');
   app.addHook('onSend', async (req, reply) => {
     reply.header('x-openstack-request-id', req.id);
     reply.header('vary', 'X-Auth-Token');

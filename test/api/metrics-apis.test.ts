@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
 import { parsePrometheusText } from '../support/prometheus.js';
+import { rawRequest } from '../support/rawHttp.js';
 
 let h: ServiceHarness;
 beforeAll(async () => {
@@ -44,3 +45,24 @@ describe('GET /metrics: every API of serve', () => {
     expect([...after.keys()].some((k) => k.includes('secret-id') || k.includes('wrong'))).toBe(false);
   });
 });
+
+describe("the identity API's answers before any route: Keystone's error format, counted", () => {
+  it.each([
+    { name: 'a malformed percent-escape', raw: 'GET /v3/auth/%zz HTTP/1.1\r\nHost: x\r\n\r\n', method: 'GET', status: 400 },
+    { name: 'an unknown method', raw: 'FROB /v3 HTTP/1.1\r\nHost: x\r\n\r\n', method: 'unparsed', status: 405 },
+    { name: 'headers past the limit', raw: `GET /v3 HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, method: 'unparsed', status: 431 },
+    { name: 'a malformed request line', raw: 'GET /v3 HTTP/9.9\r\nHost: x\r\n\r\n', method: 'unparsed', status: 400 },
+    { name: 'CONNECT', raw: 'CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n', method: 'CONNECT', status: 405 },
+  ])('$name: $status in Keystone\'s format, counted once under unmatched', async ({ raw, method, status }) => {
+    const k = key('identity', method, 'unmatched', status);
+    const before = (await scrape()).get(k) ?? 0;
+    const res = await rawRequest(Number(new URL(h.service.identityUrl!).port), raw);
+    expect(res.status).toBe(status);
+    const body = JSON.parse(res.body) as { error?: { code?: number; message?: string; title?: string } };
+    expect(body.error).toMatchObject({ code: status });
+    expect(typeof body.error?.message).toBe('string');
+    expect(res.headers['x-openstack-request-id']).toMatch(/^req-/);
+    expect((await scrape()).get(k)).toBe(before + 1);
+  });
+});
+

@@ -18,12 +18,21 @@ const LINGER_MS = 1000;
 type ParserError = Error & { code?: string; reason?: string; rawPacket?: unknown };
 
 /**
+ * How a raw answer is written: `head` (no body, for a HEAD request), `body` (the API's error
+ * body for an error: Nova's fault by default; the identity API gives Keystone's).
+ */
+export interface FaultOptions {
+  head?: boolean;
+  body?: (err: ServiceError) => unknown;
+}
+
+/**
  * An HTTP/1.1 response with a fault body, for a socket that has no ServerResponse to use. The
  * answer to a HEAD request has the headers only (RFC 9110 §9.3.2): a body there would be read
  * by the client as the start of the next response.
  */
-export function rawFault(err: ServiceError, requestId: string, opts: { head?: boolean } = {}): string {
-  const body = JSON.stringify(faultBody(err));
+export function rawFault(err: ServiceError, requestId: string, opts: FaultOptions = {}): string {
+  const body = JSON.stringify((opts.body ?? faultBody)(err));
   return (
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\n` +
     'content-type: application/json; charset=utf-8\r\n' +
@@ -42,7 +51,7 @@ export function rawFault(err: ServiceError, requestId: string, opts: { head?: bo
  * and the connection closes after the last of them. Answering the failure instead would stand in
  * for a request being acted on, and its client would take for refused what was done.
  */
-export function answerAndClose(socket: Socket, err: ServiceError, requestId: string, opts: { head?: boolean } = {}): boolean {
+export function answerAndClose(socket: Socket, err: ServiceError, requestId: string, opts: FaultOptions = {}): boolean {
   if (socket.destroyed) return false;
   const conn = connOf.get(socket);
   // Already closing after its last answer (a refusal, or an earlier failure): nothing to add.
@@ -112,12 +121,11 @@ export function clientErrorToServiceError(err: ParserError): ServiceError {
  * (clientError), CONNECT (Node would drop the socket), and unknown `Expect` values (Node would
  * answer a bare 417; RFC 9110 lets a server ignore them, so the request is served normally).
  */
-export function attachTransportHandlers(server: Server, onAnswer?: TransportAnswerCounter): void {
+export function attachTransportHandlers(server: Server, onAnswer?: TransportAnswerCounter, body?: FaultOptions['body']): void {
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
     const path = /^[\x21-\x7e]{1,256}$/.test(req.url ?? '') ? req.url! : '/';
     const svc = errors.methodNotAllowed('CONNECT', path);
-    onAnswer?.('CONNECT', svc.status);
-    answerAndClose(socket, svc, newRequestId());
+    if (answerAndClose(socket, svc, newRequestId(), body ? { body } : {})) onAnswer?.('CONNECT', svc.status);
   });
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     server.emit('request', req, res);
@@ -134,7 +142,7 @@ export type TransportAnswerCounter = (method: string, status: number) => void;
 export const TRANSPORT_METHOD = 'unparsed';
 
 /** Fastify's `clientErrorHandler`: a parser error or request timeout, answered in our format (and counted by `onAnswer`). */
-export function clientErrorHandler(log: Logger, onAnswer?: TransportAnswerCounter) {
+export function clientErrorHandler(log: Logger, onAnswer?: TransportAnswerCounter, body?: FaultOptions['body']) {
   return (err: ParserError, socket: Socket): void => {
     if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || socket.destroyed) {
       socket.destroy();
@@ -148,7 +156,7 @@ export function clientErrorHandler(log: Logger, onAnswer?: TransportAnswerCounte
     // Counted once, when written: not when the client already closed its side (nobody reads it),
     // nor when it stands in for a route's answer to a request being read (the route counts that).
     const routed = !!(socket as HttpSocket)._httpMessage;
-    const written = answerAndClose(socket, svc, requestId, { head: isHead(err, socket) });
+    const written = answerAndClose(socket, svc, requestId, { head: isHead(err, socket), ...(body ? { body } : {}) });
     if (written && !routed && err.code !== 'HPE_INVALID_EOF_STATE') onAnswer?.(TRANSPORT_METHOD, svc.status);
   };
 }
