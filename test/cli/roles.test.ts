@@ -5,14 +5,13 @@
  * the broker, naming the setting (exit 2).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { runBin } from '../support/build.js';
 import { openStoreUrl } from '../../src/db/open.js';
 import { hashToken } from '../../src/auth/tokens.js';
 
-const BIN = resolve(import.meta.dirname, '../../bin/online-extend.js');
 const PROJECT = 'p-roles';
 
 let root: string;
@@ -20,18 +19,11 @@ let url: string;
 let dataDir: string;
 
 /** Runs the CLI to completion with `stdin`; the environment names no database. */
-async function cli(args: string[], stdin = ''): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const env: NodeJS.ProcessEnv = { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' };
+function cli(args: string[], stdin = '') {
+  const env: NodeJS.ProcessEnv = { ...process.env };
   delete env.ONLINE_EXTEND_DATABASE_URL;
   delete env.ONLINE_EXTEND_TRANSPORT_URL;
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-  const status = new Promise<number | null>((r) => child.once('close', r));
-  child.stdin!.end(stdin);
-  return { status: await status, stdout: stdout.trim(), stderr: stderr.trim() };
+  return runBin(args, { stdin, env });
 }
 
 beforeAll(() => {

@@ -8,13 +8,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { SqliteUserStore } from '../../src/db/users.js';
 import { hashToken, issueToken } from '../../src/auth/tokens.js';
 import { hashPassword } from '../../src/identity/password.js';
-import { BIN } from '../support/build.js';
+import { runBin } from '../support/build.js';
 import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
 
 const PASSWORD = 'revoke me not';
@@ -25,16 +24,7 @@ let h: ServiceHarness;
 let store: SqliteStore;
 
 /** Runs `online-extend ARGS` to completion with `stdin`; output trimmed. */
-async function cli(args: string[], stdin = ''): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-  const status = new Promise<number | null>((r) => child.once('close', r));
-  child.stdin!.end(stdin);
-  return { status: await status, stdout: stdout.trim(), stderr: stderr.trim() };
-}
+const cli = (args: string[], stdin = '') => runBin(args, { stdin });
 
 const revoke = (token: string, ...extra: string[]) => cli(['token', 'revoke', token, '--data-dir', h.config.dataDir, ...extra]);
 const computeStatus = async (token: string) => (await fetch(`${h.service.computeUrl}/v2/${PROJECT}/servers`, { headers: { 'x-auth-token': token } })).status;

@@ -8,33 +8,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { BIN, runBin } from '../support/build.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fakeInventory, PROJECT } from '../support/service.js';
 
-const BIN = resolve(import.meta.dirname, '../../bin/online-extend.js');
 const PASSWORD = 'pa ss:wörd-1';
 
 let root: string;
 let data: string;
 const children = new Set<ChildProcess>();
 
-/**
- * Run the CLI to completion with `stdin` as its standard input. Asynchronously: a blocked event
- * loop would keep the HTTP client from seeing serve close idle keep-alive connections.
- */
-async function cli(args: string[], stdin?: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' } });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-  const status = new Promise<number | null>((r) => child.once('close', r));
-  child.stdin!.end(stdin ?? '');
-  return { status: await status, stdout: stdout.trim(), stderr: stderr.trim() };
-}
+/** Run the CLI to completion with `stdin` as its standard input. */
+const cli = (args: string[], stdin?: string) => runBin(args, stdin === undefined ? {} : { stdin });
 
 const userCreate = (user: string, stdin: string | undefined, ...extra: string[]) =>
   cli(['user', 'create', '--project', PROJECT, '--user', user, '--roles', 'admin,member', '--password-stdin', '--data-dir', data, '-f', 'json', ...extra], stdin);

@@ -1,5 +1,4 @@
 /** A whole service (compute + volume APIs) in-process on the fake driver, over real HTTP. */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +7,7 @@ import { startService, type RunningService } from '../../src/app.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { issueToken } from '../../src/auth/tokens.js';
 import { ApiClient, VOLUME_LATEST } from '../../src/rpc/httpClient.js';
-import { BIN } from './build.js';
+import { runBin, type CliRun } from './build.js';
 
 export const PROJECT = 'p-demo';
 export const SERVER = '5d7e0c4a-1111-4a22-9b33-0c4d5e6f7a8b';
@@ -66,21 +65,9 @@ export async function makeService(opts: { inventory?: object; config?: Partial<C
   return h;
 }
 
-/** What a CLI run printed and its exit status. */
-export interface CliRun {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
+export type { CliRun } from './build.js';
 
 /** Runs `online-extend ARGS` (the built bin) against `h`'s service as its admin, with warn-level logs; output trimmed. */
-export async function runCli(h: ServiceHarness, args: string[]): Promise<CliRun> {
-  const env = { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn', ONLINE_EXTEND_VOLUME_URL: h.service.volumeUrl!, ONLINE_EXTEND_URL: h.service.computeUrl, ONLINE_EXTEND_TOKEN: h.token, ONLINE_EXTEND_PROJECT: PROJECT };
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-  const status = await new Promise<number | null>((r) => child.once('close', r));
-  return { status, stdout: stdout.trim(), stderr: stderr.trim() };
+export function runCli(h: ServiceHarness, args: string[]): Promise<CliRun> {
+  return runBin(args, { env: { ...process.env, ONLINE_EXTEND_VOLUME_URL: h.service.volumeUrl!, ONLINE_EXTEND_URL: h.service.computeUrl, ONLINE_EXTEND_TOKEN: h.token, ONLINE_EXTEND_PROJECT: PROJECT } });
 }
