@@ -15,7 +15,7 @@ import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './cli/lab.js';
 import { registerUserCommands } from './cli/users.js';
 import { registerCatalogCommands } from './cli/catalog.js';
-import { missingTokenDatabase, revokeStoredToken, tokenArgument } from './cli/tokens.js';
+import { missingTokenDatabase, revokeStoredToken, tokenArgument, tokenDatabaseName } from './cli/tokens.js';
 
 type Out = (s: string) => void;
 
@@ -305,11 +305,11 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       const value = await tokenArgument(arg, process.stdin);
       const config = loadConfig(env, { dataDir: o.dataDir, databaseUrl: o.databaseUrl, driver: 'libvirt' }, o.config);
       const missing = missingTokenDatabase(config);
-      if (missing !== undefined) throw new Error(`no database at ${missing}: give the --data-dir (or --database-url) of the service whose token to revoke (nothing changed)`);
+      if (missing !== undefined) throw new Error(`no database at ${missing} (missing or empty): give the --data-dir (or --database-url) of the service whose token to revoke (nothing changed)`);
       // The store `token create` writes to, opened the same way (works while serve runs).
       const db = await openCommandStore(config);
       try {
-        const r = await revokeStoredToken(db.store, value);
+        const r = await revokeStoredToken(db.store, value, new Date(), tokenDatabaseName(config));
         const row = { user_id: r.userId, project_id: r.projectId, expires_at: r.expiresAt, revoked: true };
         out(render(o.format, { token: row }, [row]));
       } finally {

@@ -4,7 +4,7 @@
  * queues behind API connections. Answers GET /metrics only; anything else is 404, no token.
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from '../util/metrics.js';
 
@@ -13,6 +13,7 @@ export const METRICS_MAX_CONNECTIONS = 16;
 /** A scrape request's headers must arrive within this (ms); its whole request within the next. */
 const METRICS_HEADERS_TIMEOUT_MS = 5_000;
 const METRICS_REQUEST_TIMEOUT_MS = 10_000;
+const METRICS_IDLE_TIMEOUT_MS = 10_000;
 
 /** A running metrics listener: its URL (`http://host:port`) and `close`. */
 export interface MetricsListener {
@@ -24,7 +25,18 @@ export interface MetricsListener {
 export async function listenMetrics(metrics: Metrics, host: string, port: number, logger: Logger): Promise<MetricsListener> {
   // Bounded as the APIs are (a scraper needs one or two connections): a client that opens
   // connections and sends half a request cannot hold file descriptors the APIs need.
+  // One request at a time per connection: Node parses pipelined requests before any answer ends,
+  // so a client sending thousands and reading none would have a scrape made (and held) for each.
+  // Prometheus never pipelines: such a connection is cut.
+  const answering = new WeakSet<Socket>();
   const server: Server = createServer({ headersTimeout: METRICS_HEADERS_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000, maxHeaderSize: 8192 }, (req, res) => {
+    const socket = req.socket;
+    if (answering.has(socket)) {
+      socket.destroy();
+      return;
+    }
+    answering.add(socket);
+    res.once('close', () => answering.delete(socket));
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
       res.writeHead(path === '/metrics' ? 405 : 404, { 'content-type': 'text/plain; charset=utf-8' }).end(path === '/metrics' ? 'GET only\n' : 'not found: this listener serves GET /metrics only\n');
@@ -43,6 +55,9 @@ export async function listenMetrics(metrics: Metrics, host: string, port: number
   });
   server.keepAliveTimeout = 5_000;
   server.maxConnections = METRICS_MAX_CONNECTIONS;
+  // A connection with no traffic either way for this long is cut (Node destroys it: no 'timeout'
+  // listener), so a client that never reads its answer does not hold it in this process.
+  server.setTimeout(METRICS_IDLE_TIMEOUT_MS);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

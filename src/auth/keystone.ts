@@ -246,12 +246,16 @@ export class KeystoneAuthenticator {
   private async validate(token: string): Promise<Validation> {
     let own = await this.ensureServiceToken();
     let res = await this.call('GET', '/auth/tokens?nocatalog', { 'x-auth-token': own, 'x-subject-token': token });
-    if (res.status === 401) {
-      // Remembered: until a new one is had, validations fail fast (renewServiceToken's retry
-      // delay) instead of sending Keystone a token it refused, once per API request.
+    if (res.status === 401 || res.status === 403) {
+      // Our token refused (401: revoked or expired; 403: its user may not validate tokens, its
+      // roles). Remembered: until a new one is had, validations fail at once instead of sending
+      // Keystone a token it refused, once per API request; a new one at most every 10 s.
       this.refusedOwn = own;
-      own = await this.renewServiceToken(own);
+      const fresh = await this.renewRefusedServiceToken(own);
+      if (fresh === undefined) throw this.refusedOwnError();
+      own = fresh;
       res = await this.call('GET', '/auth/tokens?nocatalog', { 'x-auth-token': own, 'x-subject-token': token });
+      if (res.status === 401 || res.status === 403) this.refusedOwn = own;
     }
     const now = this.now();
     const until = now + this.opts.cacheMs;
@@ -275,8 +279,17 @@ export class KeystoneAuthenticator {
   /** The service token, fetched first if there is none or it is about to expire. */
   private async ensureServiceToken(): Promise<string> {
     const s = this.service;
-    if (s && s.token !== this.refusedOwn && s.expiresAt - this.now() > this.renewBeforeMs(s)) return s.token;
+    if (s && s.token === this.refusedOwn) {
+      const fresh = await this.renewRefusedServiceToken(s.token);
+      if (fresh === undefined) throw this.refusedOwnError();
+      return fresh;
+    }
+    if (s && s.expiresAt - this.now() > this.renewBeforeMs(s)) return s.token;
     return this.renewServiceToken();
+  }
+
+  private refusedOwnError(): ServiceError {
+    return this.unreachable("Keystone refused this service's credentials; the operator must check the service user and its roles");
   }
 
   /**
@@ -292,7 +305,16 @@ export class KeystoneAuthenticator {
     const now = this.now();
     if (this.refusedRenewAt !== undefined && now - this.refusedRenewAt < REFUSED_RENEW_MIN_MS) return Promise.resolve(undefined);
     this.refusedRenewAt = now;
-    return this.renewServiceToken(refused);
+    return this.renewServiceToken(refused).then((fresh) => {
+      // Refused for its roles (403) the old token is still valid at Keystone: revoked there, so a
+      // lasting refusal does not leave a valid service token per renewal (best effort).
+      if (fresh !== refused) {
+        this.call('DELETE', '/auth/tokens', { 'x-auth-token': fresh, 'x-subject-token': refused }).catch((err: unknown) => {
+          this.logger?.warn({ err }, 'revoking a refused service token at Keystone failed');
+        });
+      }
+      return fresh;
+    });
   }
 
   /**
@@ -315,6 +337,8 @@ export class KeystoneAuthenticator {
       (err: unknown) => {
         this.serviceFetch = undefined;
         this.lastFailure = { at: this.now(), err };
+        // The renewal timer tries again on its schedule (RENEW_RETRY_MS), whoever failed.
+        if (!scheduled) this.scheduleRetry();
         throw err;
       },
     );

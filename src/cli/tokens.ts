@@ -11,7 +11,7 @@
  * need not appear in the command line (`ps`, /proc/PID/cmdline) while the command runs. A data
  * dir or SQLite database that does not exist is refused (nothing is created).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { hashToken } from '../auth/tokens.js';
 import { dbPath } from '../db/dataDirLayout.js';
 import type { ComputeStore } from '../db/store.js';
@@ -53,10 +53,22 @@ export async function tokenArgument(arg: string, input: TokenInput): Promise<str
  * token that still works on the real one. Undefined when it exists or the URL is PostgreSQL's.
  */
 export function missingTokenDatabase(config: { dataDir: string; databaseUrl?: string | undefined }): string | undefined {
+  const path = tokenDatabaseFile(config);
+  if (path === undefined) return undefined;
+  // An empty file is no database either: opening it would write a fresh schema into it.
+  return existsSync(path) && statSync(path).size > 0 ? undefined : path;
+}
+
+/** The SQLite file `config` names (the data dir's, or a `sqlite:` URL's path); undefined for PostgreSQL. */
+function tokenDatabaseFile(config: { dataDir: string; databaseUrl?: string | undefined }): string | undefined {
   const url = config.databaseUrl;
   if (url !== undefined && !/^sqlite:/i.test(url)) return undefined;
-  const path = url === undefined ? dbPath(config.dataDir) : decodeURIComponent(new URL(url).pathname);
-  return existsSync(path) ? undefined : path;
+  return url === undefined ? dbPath(config.dataDir) : decodeURIComponent(new URL(url).pathname);
+}
+
+/** Where `token revoke` looks, for its messages: the SQLite file, or "the PostgreSQL database" (never a URL: it may hold a password). */
+export function tokenDatabaseName(config: { dataDir: string; databaseUrl?: string | undefined }): string {
+  return tokenDatabaseFile(config) ?? 'the PostgreSQL database';
 }
 
 /** What `revokeStoredToken` removed: whose token it was and until when it would have worked. */
@@ -67,7 +79,8 @@ export interface RevokedToken {
 }
 
 /**
- * Removes `token` from `store` (with its Keystone record: it goes with the token). Throws an Error
+ * Removes `token` from `store` (with its Keystone record: it goes with the token); `where` names the
+ * store in messages. Throws an Error
  * saying why when the store holds no such token (unknown or already revoked) or it has expired
  * (then nothing is removed: expired tokens are cleared by the service itself). Messages never
  * quote the token.
@@ -76,10 +89,11 @@ export async function revokeStoredToken(
   store: Pick<ComputeStore, 'getToken' | 'deleteToken'>,
   token: string,
   now: Date = new Date(),
+  where = 'this database',
 ): Promise<RevokedToken> {
   const hash = hashToken(token);
   const record = await store.getToken(hash);
-  const unknown = () => new Error('no such token in this database: unknown there or already revoked (nothing changed; is it the data dir or database of the service that issued it?)');
+  const unknown = () => new Error(`no such token in ${where}: unknown there or already revoked (nothing changed; is it the data dir or database of the service that issued it?)`);
   if (!record) throw unknown();
   if (Date.parse(record.expiresAt) <= now.getTime()) throw new Error(`the token expired at ${record.expiresAt}: nothing to revoke (nothing changed)`);
   // Another revoke may have removed it since the read: the same answer as if it had come first.

@@ -124,8 +124,10 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
       return reply.status(e.status).header('x-openstack-request-id', req.id).type('application/json').send(keystoneErrorBody(e));
     }) as never,
     serverFactory: (handler) => {
+      const headersTimeout = limits.headersTimeoutMs ?? 10_000;
       const server = createHttpServer(
-        { headersTimeout: limits.headersTimeoutMs ?? 10_000, requestTimeout: limits.requestTimeoutMs ?? 30_000 },
+        // Node checks the deadlines on this period (30 s by default): as the other APIs, a quarter of the header deadline.
+        { headersTimeout, requestTimeout: limits.requestTimeoutMs ?? 30_000, connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(headersTimeout / 4))) },
         handler,
       );
       server.keepAliveTimeout = limits.keepAliveTimeoutMs ?? 5_000;

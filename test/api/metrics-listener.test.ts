@@ -49,6 +49,25 @@ describe('the metrics listener', () => {
     expect(await res.text()).toContain('# TYPE online_extend_http_requests_total counter');
   }, 20_000);
 
+  it('cuts a connection that pipelines scrapes (one request at a time), holding no answer for it', async () => {
+    listener = await listenMetrics(new Metrics(), '127.0.0.1', 0, pino({ level: 'silent' }));
+    const port = Number(new URL(listener.url).port);
+    const closed = await new Promise<{ bytes: number; ms: number }>((resolve) => {
+      const started = Date.now();
+      let bytes = 0;
+      const s = connect(port, '127.0.0.1', () => s.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(200)));
+      s.on('data', (b: Buffer) => (bytes += b.length));
+      s.on('error', () => undefined);
+      s.once('close', () => resolve({ bytes, ms: Date.now() - started }));
+      sockets.push(s);
+    });
+    expect(closed.ms).toBeLessThan(5_000);
+    // At most the first scrape's answer went out (a few KiB), never 200 of them.
+    expect(closed.bytes).toBeLessThan(64 * 1024);
+    // The listener still scrapes.
+    expect((await fetch(`${listener.url}/metrics`)).status).toBe(200);
+  });
+
   it('answers anything but GET /metrics with a 404 that says what it serves', async () => {
     listener = await listenMetrics(new Metrics(), '127.0.0.1', 0, pino({ level: 'silent' }));
     const res = await fetch(`${listener.url}/nope`);

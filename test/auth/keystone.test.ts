@@ -38,6 +38,8 @@ class FakeKeystone {
   delayMs = 0;
   issued = 0;
   validations: string[] = [];
+  /** Subject tokens of DELETE /v3/auth/tokens (revocations asked for). */
+  revocations: string[] = [];
   passwordsSeen: string[] = [];
   private hung: ServerResponse[] = [];
 
@@ -74,6 +76,11 @@ class FakeKeystone {
       return send(201, { token: { expires_at: new Date(this.clock() + this.serviceLifeMs).toISOString() } }, { 'x-subject-token': token });
     }
     const subject = String(req.headers['x-subject-token']);
+    if (req.method === 'DELETE') {
+      if (!this.serviceTokens.has(String(req.headers['x-auth-token']))) return send(401, { error: { code: 401 } });
+      this.revocations.push(subject);
+      return send(this.serviceTokens.delete(subject) ? 204 : 404);
+    }
     this.validations.push(subject);
     if (this.hang) return void this.hung.push(res);
     if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
@@ -319,11 +326,32 @@ describe("KeystoneAuthenticator: this service's own token", () => {
     for (const t of ['t2', 't3']) expect((await failure(a.authenticate(t))).code).toBe('IdentityUnreachable');
     expect(ks.validations).toEqual(['t1']);
     expect(ks.passwordsSeen).toHaveLength(2);
-    // Mended and past the delay: a new token, and validations go on with it.
+    // Mended and past the refused-token limit (10 s): a new token, and validations go on with it.
     ks.password = 's3cret-service-password';
-    clock += 1_001;
+    clock += 10_001;
     await expect(a.authenticate('t2')).resolves.toMatchObject({ userId: 'u-t2' });
     expect(ks.validations).toEqual(['t1', 't2']);
+  });
+
+  it('treats a 403 on its validations (the service user may not validate: its roles) as a refused token: one renewal, the refused token revoked at Keystone, then 503s at once for 10 s', async () => {
+    for (const t of ['t1', 't2', 't3']) known(t);
+    const a = make({ cacheMs: 0 });
+    await a.start();
+    ks.validateStatus = 403;
+    expect((await failure(a.authenticate('t1'))).code).toBe('IdentityUnreachable');
+    expect(ks.validations).toEqual(['t1', 't1']);
+    expect(ks.issued).toBe(2);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(ks.revocations).toEqual(['svc-1']);
+    // Within 10 s: no validation with the refused token, no login.
+    for (const t of ['t2', 't3']) expect((await failure(a.authenticate(t))).code).toBe('IdentityUnreachable');
+    expect(ks.validations).toEqual(['t1', 't1']);
+    expect(ks.issued).toBe(2);
+    // Mended (the role given back) and past 10 s: a new token, validations again.
+    ks.validateStatus = undefined;
+    clock += 10_001;
+    await expect(a.authenticate('t2')).resolves.toMatchObject({ userId: 'u-t2' });
+    expect(ks.issued).toBe(3);
   });
 
   it('renews a service token an API refused at most once per 10 s, answering the current token at once when it already changed', async () => {

@@ -7,7 +7,8 @@
  * changing nothing. Child processes run to completion; the service's temp dir is removed.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { SqliteUserStore } from '../../src/db/users.js';
@@ -108,7 +109,7 @@ describe('token revoke', () => {
   });
 
   it.each([
-    ['an unknown token', async () => 'oe-not-a-token-of-ours', /^error: no such token in this database: unknown there or already revoked \(nothing changed; is it the data dir or database of the service that issued it\?\)$/],
+    ['an unknown token', async () => 'oe-not-a-token-of-ours', /^error: no such token in \/\S+\/online-extend\.sqlite: unknown there or already revoked \(nothing changed; is it the data dir or database of the service that issued it\?\)$/],
     [
       'a token revoked already',
       async () => {
@@ -116,7 +117,7 @@ describe('token revoke', () => {
         await store.deleteToken(hashToken(token));
         return token;
       },
-      /^error: no such token in this database: unknown there or already revoked \(nothing changed; is it the data dir or database of the service that issued it\?\)$/,
+      /^error: no such token in \/\S+\/online-extend\.sqlite: unknown there or already revoked \(nothing changed; is it the data dir or database of the service that issued it\?\)$/,
     ],
     [
       'an expired token',
@@ -140,10 +141,24 @@ describe('token revoke', () => {
     const { token } = await issueToken(store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 });
     const r = await cli(['token', 'revoke', token, ...where]);
     expect({ status: r.status, stdout: r.stdout }).toEqual({ status: 1, stdout: '' });
-    expect(r.stderr).toMatch(/^error: no database at \/tmp\/oe-no-such-data-dir\/\S+: give the --data-dir \(or --database-url\) of the service whose token to revoke \(nothing changed\)$/m);
+    expect(r.stderr).toMatch(/^error: no database at \/tmp\/oe-no-such-data-dir\/\S+ \(missing or empty\): give the --data-dir \(or --database-url\) of the service whose token to revoke \(nothing changed\)$/m);
     expect(r.stderr).not.toContain(token);
     expect(existsSync('/tmp/oe-no-such-data-dir')).toBe(false);
     expect(await computeStatus(token)).toBe(200);
+  });
+
+  it('refuses a data dir whose database file is empty, writing nothing into it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oe-revoke-empty-'));
+    try {
+      writeFileSync(join(dir, 'online-extend.sqlite'), '');
+      const r = await cli(['token', 'revoke', 'oe-whatever', '--data-dir', dir]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/\(missing or empty\)/);
+      expect(statSync(join(dir, 'online-extend.sqlite')).size).toBe(0);
+      expect(readdirSync(dir)).toEqual(['online-extend.sqlite']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('takes a token with white space around it (a copy and paste) on standard input', async () => {
