@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Metrics } from '../util/metrics.js';
+import { deadlineCheckIntervalMs } from './transport.js';
 
 /** Connections the metrics listener holds at once (more are closed at accept): Prometheus uses one per scrape. */
 export const METRICS_MAX_CONNECTIONS = 16;
@@ -29,7 +30,7 @@ export async function listenMetrics(metrics: Metrics, host: string, port: number
   // so a client sending thousands and reading none would have a scrape made (and held) for each.
   // Prometheus never pipelines: such a connection is cut.
   const answering = new WeakSet<Socket>();
-  const server: Server = createServer({ headersTimeout: METRICS_HEADERS_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: 1_000, maxHeaderSize: 8192 }, (req, res) => {
+  const server: Server = createServer({ headersTimeout: METRICS_HEADERS_TIMEOUT_MS, requestTimeout: METRICS_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: deadlineCheckIntervalMs(METRICS_HEADERS_TIMEOUT_MS), maxHeaderSize: 8192 }, (req, res) => {
     const socket = req.socket;
     if (answering.has(socket)) {
       socket.destroy();

@@ -20,6 +20,7 @@ import {
   ConnectionGuard,
   MAX_HEADER_BYTES,
   DEFAULT_HTTP_LIMITS,
+  deadlineCheckIntervalMs,
   MAX_URL_LENGTH,
   type ConnectionCounts,
   type HttpLimits,
@@ -31,7 +32,7 @@ import type { RequestContext } from '../context.js';
 import { maxConnectionsPerApi } from '../util/fdLimit.js';
 import { echoVersion, negotiateVersion, versionsFor, type ApiService, type ApiVersion } from './microversion.js';
 import { RequestTimings, runWithTimings } from '../util/timing.js';
-import { RequestCounter, UNMATCHED_ROUTE, type Metrics } from '../util/metrics.js';
+import { RequestCounter, type Metrics } from '../util/metrics.js';
 
 export { DEFAULT_HTTP_LIMITS, type HttpLimits } from './transport.js';
 
@@ -218,14 +219,13 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
   const versions = versionsFor(deps.service);
   const metrics = deps.metrics;
   const counter = metrics && new RequestCounter(metrics, deps.metricsApi ?? deps.service);
-  const countTransportAnswer: TransportAnswerCounter | undefined = counter && ((method, status) => counter.count(method, status, UNMATCHED_ROUTE));
-  /** Counts one answer in the request metrics, by route pattern (never the URL) and status; timed when its request reached the hooks. */
+  const countTransportAnswer: TransportAnswerCounter | undefined = counter && ((method, status) => counter.count(method, status));
+  /**
+   * Counts one answer in the request metrics, by route pattern (never the URL: an unmatched
+   * request is one series however many URLs miss) and status; timed when its request reached the hooks.
+   */
   const countAnswer = (req: FastifyRequest, reply: FastifyReply, now: number): void => {
-    if (!counter) return;
-    // The route pattern, never the URL: an unmatched request is one series however many URLs miss.
-    const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
-    if (req.timings) counter.answered(req.method, reply.statusCode, route, (now - req.timings.start) / 1000);
-    else counter.count(req.method, reply.statusCode, route);
+    counter?.count(req.method, reply.statusCode, req.routeOptions.url, req.timings && (now - req.timings.start) / 1000);
   };
   let guard: ConnectionGuard | undefined;
   const app = Fastify({
@@ -260,7 +260,7 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
         headersTimeout: limits.headersTimeoutMs,
         requestTimeout: limits.requestTimeoutMs,
         // Node checks the header and request deadlines on this period (30 s by default).
-        connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(limits.headersTimeoutMs / 4))),
+        connectionsCheckingInterval: deadlineCheckIntervalMs(limits.headersTimeoutMs),
         maxHeaderSize: MAX_HEADER_BYTES,
         // Node would answer a request without Host with a bare 400; the onRequest hook does it in our format.
         requireHostHeader: false,

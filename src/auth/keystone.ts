@@ -93,7 +93,7 @@ export class KeystoneAuthenticator {
   private failures = 0;
   /** The last failed service-token request: until its retry delay has passed, callers get its error without asking Keystone again. */
   private lastFailure: { at: number; err: unknown } | undefined;
-  /** The service token Keystone last refused in a validation (401), until another one replaces it. */
+  /** The service token Keystone last refused in a validation (401 or 403), until another one replaces it. */
   private refusedOwn: string | undefined;
   /** When a token was last asked for because an API refused ours (epoch ms). */
   private refusedRenewAt: number | undefined;

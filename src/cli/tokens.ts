@@ -23,8 +23,9 @@ export type TokenInput = NodeJS.ReadableStream & { isTTY?: boolean };
 const MAX_TOKEN_BYTES = 8192;
 
 /**
- * The token `arg` names: `arg` itself, or with `-` the whole of `input` (one trailing newline
- * dropped). Throws an Error (never quoting the token) when it is empty, too long, or `-` on a terminal.
+ * The token `arg` names: `arg` itself, or with `-` the whole of `input`; white space around it
+ * dropped. Throws an Error (never quoting the token) when it is empty, holds white space (two
+ * tokens), is too long, or is `-` on a terminal.
  */
 export async function tokenArgument(arg: string, input: TokenInput): Promise<string> {
   let token = arg;
@@ -79,9 +80,8 @@ export interface RevokedToken {
 }
 
 /**
- * Removes `token` from `store` (with its Keystone record: it goes with the token); `where` names the
- * store in messages. Throws an Error
- * saying why when the store holds no such token (unknown or already revoked) or it has expired
+ * Removes `token` from `store` (with its Keystone record: it goes with the token); `where` names
+ * the store in messages. Throws an Error saying why when the store holds no such token (unknown or already revoked) or it has expired
  * (then nothing is removed: expired tokens are cleared by the service itself). Messages never
  * quote the token.
  */

@@ -16,7 +16,7 @@
  * Errors are Keystone's, `{"error": {"code", "message", "title"}}`, not Nova's fault bodies: this
  * app is Keystone. Every error is a catalogue error (errors.ts), rendered here.
  */
-import { RequestCounter, UNMATCHED_ROUTE, type Metrics } from '../util/metrics.js';
+import { RequestCounter, type Metrics } from '../util/metrics.js';
 import { createServer as createHttpServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -25,7 +25,7 @@ import { errors, isServiceError, unexpectedError, type ServiceError } from '../e
 import type { IdentityService } from './keystone.js';
 import { isProjectId } from '../auth/ids.js';
 import { RequestTimings } from '../util/timing.js';
-import { attachTransportHandlers, clientErrorHandler } from '../api/transport.js';
+import { attachTransportHandlers, clientErrorHandler, deadlineCheckIntervalMs } from '../api/transport.js';
 import { routerError } from '../api/server.js';
 
 /** HTTP bounds of the identity port (the same numbers as the other APIs'; src/app.ts passes them). */
@@ -108,7 +108,7 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
   const counter = deps.metrics && new RequestCounter(deps.metrics, 'identity');
   // Answers given before any route (Node's HTTP layer, the router) are in Keystone's error format
   // too, and counted as the other APIs count theirs: unmatched, not timed.
-  const countTransport = counter && ((method: string, status: number) => counter.count(method, status, UNMATCHED_ROUTE));
+  const countTransport = counter && ((method: string, status: number) => counter.count(method, status));
   const app = Fastify({
     loggerInstance: log,
     logController: new LogController({ disableRequestLogging: true }),
@@ -126,8 +126,7 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
     serverFactory: (handler) => {
       const headersTimeout = limits.headersTimeoutMs ?? 10_000;
       const server = createHttpServer(
-        // Node checks the deadlines on this period (30 s by default): as the other APIs, a quarter of the header deadline.
-        { headersTimeout, requestTimeout: limits.requestTimeoutMs ?? 30_000, connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(headersTimeout / 4))) },
+        { headersTimeout, requestTimeout: limits.requestTimeoutMs ?? 30_000, connectionsCheckingInterval: deadlineCheckIntervalMs(headersTimeout) },
         handler,
       );
       server.keepAliveTimeout = limits.keepAliveTimeoutMs ?? 5_000;
@@ -156,11 +155,7 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
     const now = performance.now();
     if (t) reply.header('server-timing', t.header(now));
     // By route pattern, never the URL (a token never reaches a label: tokens travel in headers).
-    if (counter) {
-      const route = req.routeOptions.url ?? UNMATCHED_ROUTE;
-      if (t) counter.answered(req.method, reply.statusCode, route, (now - t.start) / 1000);
-      else counter.count(req.method, reply.statusCode, route);
-    }
+    counter?.count(req.method, reply.statusCode, req.routeOptions.url, t && (now - t.start) / 1000);
   });
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = toServiceError(err);

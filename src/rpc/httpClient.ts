@@ -37,9 +37,10 @@ export interface ApiClientOptions {
    */
   dispatch?: ApiDispatch;
   /**
-   * The token is this service's own, not a user's (the volume service's for compute): a 401 then
-   * means the API refused the service's credential (revoked, rotated away), which no caller can
-   * fix and which must not reach a user as their own 401. `renew(refused)` gives a fresh token to
+   * The token is this service's own, not a user's (the volume service's for compute): a 401, a
+   * policy 403 or a 400 ProjectMismatch then means the API refused the service's credential
+   * (revoked, rotated away, its roles changed), which no caller can fix and which must not reach a
+   * user as their own refusal. `renew(refused)` gives a fresh token to
    * retry the call with, once; refused again (or not renewable), the call fails with an uncertain
    * `unreachableCode` error (503) whose reason says so, so a workflow retries rather than ends.
    */

@@ -93,32 +93,22 @@ export class Metrics {
 
 /**
  * Counts one API's answers in `metrics` (`httpRequests` by method, route pattern and status;
- * `httpSeconds` by route pattern), with each label set resolved once (the keys are bounded: route
- * patterns x methods x statuses). `api` labels the series (`compute`, `volume`, `image`, `identity`).
+ * `httpSeconds` by route pattern), through the bound series (each label set resolved once).
+ * `api` labels the series (`compute`, `volume`, `image`, `identity`).
  */
 export class RequestCounter {
-  private readonly counters = new Map<string, { inc(): void }>();
-  private readonly durations = new Map<string, { observe(seconds: number): void }>();
-
   constructor(
     private readonly metrics: Metrics,
     private readonly api: string,
   ) {}
 
-  /** One answer of `status` to `method` on `route` (a route pattern or UNMATCHED_ROUTE, never a URL). */
-  count(method: string, status: number, route: string): void {
-    const key = `${method} ${status} ${route}`;
-    let c = this.counters.get(key);
-    if (c === undefined) this.counters.set(key, (c = this.metrics.httpRequests.series({ api: this.api, method, route, status })));
-    c.inc();
-  }
-
-  /** One answer as `count`, and its duration (seconds) in the route's histogram. */
-  answered(method: string, status: number, route: string, seconds: number): void {
-    this.count(method, status, route);
-    let d = this.durations.get(route);
-    if (d === undefined) this.durations.set(route, (d = this.metrics.httpSeconds.series({ api: this.api, route })));
-    d.observe(seconds);
+  /**
+   * One answer of `status` to `method` on `route` (a route pattern, never a URL; undefined:
+   * UNMATCHED_ROUTE), and its duration in the route's histogram when `seconds` is given (answers
+   * made before a request reached the API's hooks have none).
+   */
+  count(method: string, status: number, route: string = UNMATCHED_ROUTE, seconds?: number): void {
+    this.metrics.httpRequests.series({ api: this.api, method, route, status }).inc();
+    if (seconds !== undefined) this.metrics.httpSeconds.series({ api: this.api, route }).observe(seconds);
   }
 }
-

@@ -60,3 +60,13 @@ export const MAX_UNSENT_BYTES = DEFAULT_HTTP_LIMITS.maxUnsentBytes;
 export const MAX_HEADER_BYTES = 16 * 1024;
 /** Our URLs are under 200 characters; anything far longer is refused before routing work. */
 export const MAX_URL_LENGTH = 2048;
+
+/**
+ * How often Node's HTTP server checks its header and request deadlines (its
+ * `connectionsCheckingInterval`, 30 s by default): a quarter of the header deadline, 50 ms to 1 s,
+ * so a deadline fires at most 25% late.
+ */
+export function deadlineCheckIntervalMs(headersTimeoutMs: number): number {
+  return Math.min(1000, Math.max(50, Math.floor(headersTimeoutMs / 4)));
+}
+
