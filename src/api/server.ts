@@ -31,7 +31,7 @@ import type { PolicyEnforcer, PolicyTarget } from '../auth/policy.js';
 import type { RequestContext } from '../context.js';
 import { maxConnectionsPerApi } from '../util/fdLimit.js';
 import { echoVersion, negotiateVersion, versionsFor, type ApiService, type ApiVersion } from './microversion.js';
-import { RequestTimings, runWithTimings } from '../util/timing.js';
+import { RequestTimings, withTimings } from '../util/timing.js';
 import { RequestCounter, type Metrics } from '../util/metrics.js';
 
 export { DEFAULT_HTTP_LIMITS, type HttpLimits } from './transport.js';
@@ -43,6 +43,8 @@ declare module 'fastify' {
     serviceActsInAnyProject?: boolean;
     /** Where this request's time went (the Server-Timing header). */
     timings: RequestTimings;
+    /** `timings` when the layers below add their parts to it (ServerDeps.timingDetail), else undefined: what RequestContext.timings carries. */
+    layerTimings: RequestTimings | undefined;
   }
   interface FastifyContextConfig {
     /**
@@ -77,8 +79,8 @@ export interface ServerDeps {
   serveMetrics?: boolean;
   /**
    * Server-Timing with the per-layer parts (store, lock, driver, rpc, libvirt; Config
-   * serverTimingDetail): each request then runs in an AsyncLocalStorage context, whose promise
-   * hook costs every promise of the process. Off: `auth` and `total` only, no AsyncLocalStorage.
+   * serverTimingDetail): the request's RequestContext carries its timings to the services, which
+   * pass them down (util/timing.ts). Off: `auth` and `total` only.
    */
   timingDetail?: boolean;
 }
@@ -307,19 +309,33 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     }
   });
 
-  // Server-Timing: `auth` and `total` always. With timingDetail the rest of the request runs with
-  // its RequestTimings as the current one, so the store, lock, driver, RPC and libvirt layers add
-  // to it without a request argument (util/timing.ts).
+  // Server-Timing: `auth` and `total` always. With timingDetail the request's RequestContext
+  // carries its RequestTimings (contextOn), which the services make current for the layers they
+  // call: store, lock, driver, RPC and libvirt add to it (util/timing.ts).
   const detail = deps.timingDetail === true;
   app.decorateRequest('timings', null as unknown as RequestTimings);
+  app.decorateRequest('layerTimings', undefined);
+  if (detail) {
+    // Each handler's synchronous part runs with its request's timings current: what a handler
+    // calls before its first await is timed without a RequestContext (the server lookup of most
+    // routes); after an await, the services re-enter from RequestContext.timings.
+    app.addHook('onRoute', (route) => {
+      const handler = route.handler;
+      route.handler = function (this: unknown, req, reply) {
+        return withTimings(req.layerTimings, () => handler.call(this as never, req, reply));
+      };
+    });
+  }
   app.decorateRequest('apiVersion', null as unknown as ApiVersion);
   app.decorateRequest('apiVersionError', null as unknown as Error | null);
   // One onRequest hook for everything every request needs (each hook Fastify runs costs a turn
   // through its hook runner; three hooks here were measurable on get_blockdev).
   app.addHook('onRequest', (req, reply, done) => {
     req.timings = new RequestTimings();
-    if (detail) runWithTimings(req.timings, () => onRequest(req, reply, done));
-    else onRequest(req, reply, done);
+    if (detail) {
+      req.layerTimings = req.timings;
+      withTimings(req.timings, () => onRequest(req, reply, done));
+    } else onRequest(req, reply, done);
   });
   // One onSend hook for the Server-Timing header and the request metrics (a second hook, such as
   // onResponse, costs a turn through Fastify's hook runner on every answer): the duration counted
@@ -488,7 +504,9 @@ export async function authorize(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: 
   const auth = req.auth ?? (await authenticate(deps, req));
   if (target.project_id !== undefined && target.project_id !== auth.projectId) checkProject(target.project_id, auth, req.serviceActsInAnyProject === true);
   if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
-  return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
+  const ctx: RequestContext = { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
+  if (req.layerTimings) ctx.timings = req.layerTimings;
+  return ctx;
 }
 
 /**
@@ -508,7 +526,19 @@ export async function authorizeOn(deps: Pick<ServerDeps, 'auth' | 'policy'>, req
  */
 export function contextOn(deps: Pick<ServerDeps, 'policy'>, req: FastifyRequest, auth: AuthContext, action: string, target: PolicyTarget): RequestContext {
   if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
-  return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
+  const ctx: RequestContext = { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles };
+  if (req.layerTimings) ctx.timings = req.layerTimings;
+  return ctx;
+}
+
+/**
+ * `call()` as part of `req` for Server-Timing (util/timing.ts): the store, RPC, lock, driver and
+ * libvirt layers it reaches add their time to the request's parts. A handler's synchronous part
+ * runs so already (the onRoute hook); its calls after an await (e.g. after `await authorize(…)`)
+ * go through here, or through a service given the RequestContext. Returns what `call` returns.
+ */
+export function inRequest<T>(req: FastifyRequest, call: () => T): T {
+  return withTimings(req.layerTimings, call);
 }
 
 /** Whether the (authenticated) caller passes `action` on `target` (Nova's `context.can(…, fatal=False)`); never throws past authentication (401). */

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { ActionResult, AttachmentRecord, ComputeStore, InstanceActionRecord, PageQuery, ServerRecord } from '../db/store.js';
 import { errors, isServiceError } from '../errors.js';
 import type { RequestContext } from '../context.js';
+import { withTimings } from '../util/timing.js';
 import type { AttachSpec, GuestFilesystemGrowth } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
 import { clearStaleTasks, DELETING, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
@@ -191,15 +192,18 @@ export class ComputeAPI {
   async rescan(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<void> {
     const attachment = this.attachment(server, volumeId);
     this.checkIdle(server, 'rescan volume', VOLUME_TASK_STATES);
-    server = await this.requireState(server, RESCANNABLE_STATES, 'rescan volume');
-    this.checkExtendCapability(await this.rpc.capabilities(server.host));
+    server = await within(ctx, () => this.requireState(server, RESCANNABLE_STATES, 'rescan volume'));
+    const host = server.host;
+    this.checkExtendCapability(await within(ctx, () => this.rpc.capabilities(host)));
     const details = { volume_id: volumeId, device: attachment.device };
     // The start is written before the host is asked, as `audited` does: enqueued now, committed at
     // the end of this event-loop turn (group commit), long before a rescan (a host tool's run)
     // can finish; the host starts at once instead of one commit later (an extend waits for it).
     // The caller's 202 still waits for the commit, and the finish is written only after it.
-    const started = this.store.startAction(this.newAction(ctx, server, ACTIONS.rescan, details));
-    const rescanned = this.rpc.rescan(server.host, server.id, volumeId);
+    const [started, rescanned] = within(ctx, () => [
+      this.store.startAction(this.newAction(ctx, server, ACTIONS.rescan, details)),
+      this.rpc.rescan(host, server.id, volumeId),
+    ] as const);
     void started.then(
       () =>
         rescanned.then(
@@ -222,10 +226,10 @@ export class ComputeAPI {
    */
   async getBlockdev(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<number> {
     this.attachment(server, volumeId);
-    this.checkExtendCapability(await this.rpc.capabilities(server.host));
+    this.checkExtendCapability(await within(ctx, () => this.rpc.capabilities(server.host)));
     let bytes: number;
     try {
-      bytes = await this.rpc.getHostBytes(server.host, server.id, volumeId);
+      bytes = await within(ctx, () => this.rpc.getHostBytes(server.host, server.id, volumeId));
     } catch (err) {
       if (this.log.isLevelEnabled('debug')) {
         const code = isServiceError(err) ? err.code : 'InternalError';
@@ -244,8 +248,8 @@ export class ComputeAPI {
   async assistExtend(ctx: RequestContext, server: ServerRecord, volumeId: string, bytes: number): Promise<number> {
     this.attachment(server, volumeId);
     this.checkIdle(server, 'extend volume', VOLUME_TASK_STATES);
-    server = await this.requireState(server, RESIZABLE_STATES, 'extend volume');
-    this.checkExtendCapability(await this.rpc.capabilities(server.host));
+    server = await within(ctx, () => this.requireState(server, RESIZABLE_STATES, 'extend volume'));
+    this.checkExtendCapability(await within(ctx, () => this.rpc.capabilities(server.host)));
     return this.audited(ctx, server, ACTIONS.assistExtend, { volume_id: volumeId, requested_bytes: bytes }, async () => {
       const measured = await this.rpc.extendAttached(server.host, server.id, volumeId, bytes);
       return { value: measured, details: { volume_id: volumeId, requested_bytes: bytes, bytes: measured } };
@@ -265,7 +269,7 @@ export class ComputeAPI {
   async growGuestFilesystem(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<GuestFilesystemGrowth> {
     this.attachment(server, volumeId);
     this.checkIdle(server, 'grow guest filesystem', VOLUME_TASK_STATES);
-    const caps = await this.rpc.capabilities(server.host);
+    const caps = await within(ctx, () => this.rpc.capabilities(server.host));
     // An agent of an older version reports no such capability: it cannot.
     if (caps.capabilities.growGuestFilesystem !== true) throw errors.guestFsGrowNotSupported(caps.driver);
     return this.audited(ctx, server, ACTIONS.growGuestFilesystem, { volume_id: volumeId }, async () => {
@@ -286,6 +290,7 @@ export class ComputeAPI {
     // The attach this check is part of may have set the server's task already (withTask).
     this.checkIdle(server, 'attach volume', VOLUME_TASKS.attach);
     const fresh = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
+    // Part of the caller's request, if it made this call current (withTimings).
     const caps = await this.rpc.capabilities(fresh.host);
     if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
     const already = fresh.attachments.some((a) => a.volumeId === spec.volumeId);
@@ -297,7 +302,7 @@ export class ComputeAPI {
   }
 
   async attachVolume(ctx: RequestContext, server: ServerRecord, spec: AttachSpec): Promise<AttachmentRecord> {
-    server = await this.checkAttach(server, spec);
+    server = await within(ctx, () => this.checkAttach(server, spec));
     const existing = server.attachments.find((a) => a.volumeId === spec.volumeId);
     if (existing) return existing;
     const device = await this.audited(ctx, server, ACTIONS.attach, { volume_id: spec.volumeId }, async () => {
@@ -412,10 +417,11 @@ export class ComputeAPI {
     // Not awaited: the store commits it at the end of this event-loop turn (group commit), which
     // is before any reply from the hypervisor can arrive, so the start is on disk before the
     // driver is asked to change anything, without making the caller wait for the commit.
-    const started = this.store.startAction(this.newAction(ctx, server, name, details));
+    // `fn` and the records are the request's own time (its Server-Timing parts).
+    const [started, running] = within(ctx, () => [this.store.startAction(this.newAction(ctx, server, name, details)), fn()] as const);
     started.catch((err: unknown) => this.log.error({ err, requestId: ctx.requestId, serverId: server.id }, 'recording instance action failed'));
     try {
-      const out = await fn();
+      const out = await running;
       await started;
       await this.finish(ctx, server, 'Success', null, out.details);
       return out.value;
@@ -430,7 +436,7 @@ export class ComputeAPI {
   }
 
   private finish(ctx: RequestContext, server: ServerRecord, result: ActionResult, message: string | null, details?: Record<string, unknown>) {
-    return this.store.finishAction(ctx.requestId, server.id, result, message, details).catch((err: unknown) => {
+    return within(ctx, () => this.store.finishAction(ctx.requestId, server.id, result, message, details)).catch((err: unknown) => {
       this.log.error({ err, requestId: ctx.requestId, serverId: server.id }, 'recording instance action failed');
     });
   }
@@ -447,6 +453,15 @@ function growthDetails(g: GuestFilesystemGrowth): Record<string, unknown> {
   if (g.fsBytesBefore !== undefined) out.fs_bytes_before = g.fsBytesBefore;
   if (g.fsBytes !== undefined) out.fs_bytes = g.fsBytes;
   return out;
+}
+
+/**
+ * `call()` as part of `ctx`'s request: the store, RPC and driver layers it reaches add their time
+ * to the request's Server-Timing parts (util/timing.ts). Every call after an await goes through
+ * here, since nothing is current there.
+ */
+function within<T>(ctx: RequestContext, call: () => T): T {
+  return withTimings(ctx.timings, call);
 }
 
 function errorMessage(err: unknown): string {

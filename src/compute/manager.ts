@@ -10,6 +10,7 @@ import type { ComputeStore, InventorySyncResult, ServerRecord } from '../db/stor
 import type { AttachSpec, DriverCapabilities, DriverServer, GuestFilesystemGrowth, SpawnSpec, VirtDriver } from '../virt/driver.js';
 import { Coalescer } from './locks.js';
 import { KeyedMutex } from '../util/keyedMutex.js';
+import { currentTimings, withTimings } from '../util/timing.js';
 
 /**
  * What `extendToHostSize` did, sizes in bytes: `grown` (the guest went from `guestBytes` to
@@ -272,13 +273,20 @@ export class ComputeManager {
   /** The host's size, measured after any rescan of the volume under way has finished. */
   async getHostBytes(serverId: string, volumeId: string): Promise<number> {
     const key = `${serverId}/${volumeId}`;
-    if (this.rescans.busy(key)) await this.rescans.settled(key);
-    return this.driver.getHostBytes(serverId, volumeId);
+    if (!this.rescans.busy(key)) return this.driver.getHostBytes(serverId, volumeId);
+    // The caller's request timings are current now, not after the wait (util/timing.ts).
+    const timings = currentTimings();
+    await this.rescans.settled(key);
+    return withTimings(timings, () => this.driver.getHostBytes(serverId, volumeId));
   }
 
   /** Grow the guest's view, one call per volume at a time; returns the measured guest size. */
   extendAttached(serverId: string, volumeId: string, bytes: number): Promise<number> {
-    return this.volumeLocks.run(volumeId, async () => this.growGuest(serverId, volumeId, bytes, await this.driver.getGuestBytes(serverId, volumeId)));
+    return this.volumeLocks.run(volumeId, async () => {
+      const timings = currentTimings();
+      const current = await this.driver.getGuestBytes(serverId, volumeId);
+      return withTimings(timings, () => this.growGuest(serverId, volumeId, bytes, current));
+    });
   }
 
   /**
@@ -348,15 +356,17 @@ export class ComputeManager {
   }
 
   async attachVolume(serverId: string, spec: AttachSpec): Promise<string> {
+    const timings = currentTimings();
     const device = await this.volumeLocks.run(spec.volumeId, () => this.driver.attachVolume(serverId, spec));
-    await this.syncServer(serverId);
+    await withTimings(timings, () => this.syncServer(serverId));
     this.log.info({ serverId, volumeId: spec.volumeId, device }, 'volume attached');
     return device;
   }
 
   async detachVolume(serverId: string, volumeId: string): Promise<void> {
+    const timings = currentTimings();
     await this.volumeLocks.run(volumeId, () => this.driver.detachVolume(serverId, volumeId));
-    await this.syncServer(serverId);
+    await withTimings(timings, () => this.syncServer(serverId));
     this.log.info({ serverId, volumeId }, 'volume detached');
   }
 

@@ -20,6 +20,7 @@ import type { ComputeStore, ServerRecord, ServiceRecord } from '../db/store.js';
 import { errors } from '../errors.js';
 import type { AttachSpec, SpawnSpec } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
+import { currentTimings, withTimings } from '../util/timing.js';
 
 /** The binary name of a compute host's service, as Nova's (what os-services filters on). */
 export const NOVA_COMPUTE = 'nova-compute';
@@ -149,8 +150,10 @@ export class HostCheckedRpc implements ComputeRpc {
   ) {}
 
   private async on<T>(host: string, call: () => Promise<T>): Promise<T> {
+    // The caller's request timings, current now but not after the check's await (util/timing.ts).
+    const timings = currentTimings();
     await this.services.checkHost(host);
-    return call();
+    return withTimings(timings, call);
   }
 
   capabilities(host: string) {

@@ -6,7 +6,7 @@
  * decide on the catalogue code and the classification, never on status codes or message text.
  */
 import { CATALOGUE, isErrorCode, ServiceError, type ErrorCode } from '../errors.js';
-import { timed } from '../util/timing.js';
+import { currentTimings, timed, withTimings } from '../util/timing.js';
 
 /** A ServiceError that came back over HTTP, with the remote request id. */
 export class ApiError extends ServiceError {}
@@ -129,6 +129,8 @@ export class ApiClient {
     const json = body === undefined ? undefined : JSON.stringify(body);
     // In a request of our own APIs (the volume API's calls to compute), the call's time is that
     // request's `rpc` Server-Timing part.
+    // (Current now, at the call, not after an await: util/timing.ts.)
+    const timings = currentTimings();
     let answer = await timed('rpc', () => this.send(method, path, json, token, timeoutMs));
     const own = this.opts.serviceCredential;
     if (own && opts.token === undefined && credentialRefused(answer)) {
@@ -138,7 +140,7 @@ export class ApiClient {
       // gives a new token the user's current roles), then an uncertain error the caller retries
       // (an extend waits until an operator mends the service user), never a final 401/403.
       const fresh = await own.renew?.(token).catch(() => undefined);
-      if (fresh !== undefined && fresh !== token) answer = await timed('rpc', () => this.send(method, path, json, fresh, timeoutMs));
+      if (fresh !== undefined && fresh !== token) answer = await withTimings(timings, () => timed('rpc', () => this.send(method, path, json, fresh, timeoutMs)));
       const refused = credentialRefused(answer);
       if (refused) {
         const why = refused.status === 401
@@ -185,7 +187,8 @@ export class ApiClient {
       return new ApiError(unreachable, `${method} ${path}: ${why}`, { cause: err, final: false, reason: why, detail: `${base}${path}: ${(err as Error)?.message ?? String(err)}` });
     };
     if (this.opts.dispatch) {
-      const answer = await dispatchWithin(this.opts.dispatch, { method, path, headers, ...(json === undefined ? {} : { body: json }) }, timeoutMs).catch((err: unknown) => {
+      // The API called in-process times its own request: nothing of the caller's is current in it.
+      const answer = await withTimings(undefined, () => dispatchWithin(this.opts.dispatch!, { method, path, headers, ...(json === undefined ? {} : { body: json }) }, timeoutMs)).catch((err: unknown) => {
         throw noAnswer(err, err instanceof DispatchTimeout);
       });
       return { status: answer.status, requestId: answer.header('x-openstack-request-id'), text: answer.text };

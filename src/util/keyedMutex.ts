@@ -1,4 +1,4 @@
-import { currentTimings } from './timing.js';
+import { currentTimings, withTimings } from './timing.js';
 
 /**
  * A mutex per key: calls with one key run one at a time, in arrival order; calls with different
@@ -12,14 +12,15 @@ export class KeyedMutex {
   /** Run `fn` once every earlier call with `key` has settled; resolves or rejects as `fn` does. */
   async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.tails.get(key) ?? Promise.resolve();
-    // In a request, the wait for the lock (not the time it is held) is its `lock` Server-Timing part.
+    // In a request, the wait for the lock (not the time it is held) is its `lock` Server-Timing
+    // part, and `fn` runs as part of the request (util/timing.ts: nothing is current when it starts).
     const timings = currentTimings();
     let enter = fn;
     if (timings) {
       const start = performance.now();
       enter = () => {
         timings.add('lock', performance.now() - start);
-        return fn();
+        return withTimings(timings, fn);
       };
     }
     const mine = previous.then(enter, enter);

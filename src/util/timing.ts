@@ -1,9 +1,17 @@
 /**
  * Per-request time accounting for the `Server-Timing` header: the API opens a RequestTimings for
- * each request (AsyncLocalStorage, so the store, lock, driver and RPC layers need no request
- * argument) and each layer adds the milliseconds it spent under its part's name.
+ * each request and each layer adds the milliseconds it spent under its part's name.
+ *
+ * How a layer finds the request's timings without a request argument in every signature: the
+ * timings are *current* only while code runs synchronously inside `withTimings` (one module
+ * variable, set and restored). A layer takes them when it is called (`currentTimings()`, at its
+ * first synchronous line) and keeps them across its own awaits; where it calls further down after
+ * an await, it enters again with what it took (`withTimings(t, () => lower.call())`), and the
+ * services do so from `RequestContext.timings`. A layer that forgets loses its part (it is
+ * missing from the header), never adds it to another request's: between synchronous runs nothing
+ * is current. AsyncLocalStorage did this implicitly, but on Node 20 its hooks cost every promise,
+ * tick and socket write of the process: about 15 µs of a 65 µs get_blockdev (bench/api.ts).
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 
 /**
  * The parts a request's time is split into (Server-Timing metric names). `libvirt` is the
@@ -37,16 +45,26 @@ function millis(ms: number): string {
   return micros < 1000 ? `0.${digits.padStart(3, '0')}` : `${digits.slice(0, -3)}.${digits.slice(-3)}`;
 }
 
-const als = new AsyncLocalStorage<RequestTimings>();
+let current: RequestTimings | undefined;
 
-/** Runs `fn` with `timings` as the current request's (the API's onRequest hook). */
-export function runWithTimings<T>(timings: RequestTimings, fn: () => T): T {
-  return als.run(timings, fn);
+/**
+ * Runs `fn` with `timings` as the current request's for `fn`'s synchronous part (undefined: none,
+ * e.g. background work started from a request), then restores what was current; returns what
+ * `fn` returns (its promise, for an async `fn`, whose later parts are no longer inside).
+ */
+export function withTimings<T>(timings: RequestTimings | undefined, fn: () => T): T {
+  const outer = current;
+  current = timings;
+  try {
+    return fn();
+  } finally {
+    current = outer;
+  }
 }
 
-/** The current request's timings, or undefined outside a request (background work). */
+/** The current request's timings (inside `withTimings`, synchronously), or undefined. */
 export function currentTimings(): RequestTimings | undefined {
-  return als.getStore();
+  return current;
 }
 
 /**
@@ -54,7 +72,7 @@ export function currentTimings(): RequestTimings | undefined {
  * rejection passes through unchanged. Outside a request it only calls `fn`.
  */
 export async function timed<T>(part: TimingPart, fn: () => Promise<T>): Promise<T> {
-  const t = als.getStore();
+  const t = current;
   if (t === undefined) return fn();
   const start = performance.now();
   try {
@@ -83,7 +101,7 @@ export function timedMethods<T extends object>(target: T, part: TimingPart, onEr
         // one handler made here, none per call.
         const rejected = onError && ((err: unknown) => onError(err));
         w = function (this: unknown, ...args: unknown[]): unknown {
-          const t = als.getStore();
+          const t = current;
           // Called on the proxy: `this` is the target, so private fields and #members work.
           const self = this === receiver || this === undefined ? obj : this;
           if (t === undefined) {

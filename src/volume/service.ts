@@ -18,6 +18,7 @@ import type { ExtendWorkflow } from './extend/workflow.js';
 import { FIRST_STEP } from './extend/stepNames.js';
 import type { InFlight } from './reconciler.js';
 import { createOptions, newPassphrase, parseVolumeType, volumeTypeNames, volumeTypeOf } from './encryption.js';
+import { withTimings } from '../util/timing.js';
 
 /** A volume to create: `sizeBytes` a positive multiple of 512, `backend` a configured volume type (empty: the default). */
 export interface CreateVolumeRequest {
@@ -294,7 +295,10 @@ export class VolumeService {
     let growFs = false;
     let plan: { mode: ExtendMode | 'detached'; hostBytes: number | null; computeRequestIds: string[] } = { mode: 'detached', hostBytes: null, computeRequestIds: [] };
     const now = Date.now();
-    const v = await this.begin('extend', projectId, volumeId, {
+    // The request's Server-Timing parts (util/timing.ts): each step below that reaches the store
+    // or compute after an await re-enters them.
+    const within = <T>(call: () => T): T => withTimings(ctx.timings, call);
+    const v = await within(() => this.begin('extend', projectId, volumeId, {
       anyProject: opts.anyProject === true,
       // Sizes only grow: a target at or below the recorded size is wrong whatever is under way.
       precheck: (cur) => {
@@ -327,7 +331,7 @@ export class VolumeService {
         // refuse, then storage that is missing (VolumeStorageMissing, from the checked backend:
         // QEMU grows an attached file volume itself, so nothing else would look at it).
         const present = backend.inspectStorage(cur.id, cur.format ? { format: cur.format } : undefined);
-        const [fit, there, planned] = await Promise.allSettled([fits, present, this.planAttached(cur)]);
+        const [fit, there, planned] = await Promise.allSettled([fits, present, within(() => this.planAttached(cur))]);
         if (fit.status === 'rejected') throw fit.reason;
         if (there.status === 'rejected') throw there.reason;
         if (planned.status === 'rejected') throw planned.reason;
@@ -350,8 +354,8 @@ export class VolumeService {
           ...(growFs ? { growFs } : {}),
         } satisfies ExtendState,
       }),
-    });
-    const started = store.startVolumeAction({
+    }));
+    const started = within(() => store.startVolumeAction({
       requestId: ctx.requestId,
       volumeId,
       action: 'extend',
@@ -361,7 +365,7 @@ export class VolumeService {
       message: null,
       computeRequestIds: plan.computeRequestIds,
       details: { new_bytes: newBytes, from_bytes: v.sizeBytes, attached: isAttached(v), mode: plan.mode, grow_fs: growFs, ...(v.serverId ? { server_id: v.serverId } : {}) },
-    });
+    }));
     // Every extend's record says whether it was asked to grow the guest's filesystem; grow_fs
     // (or confirm, when no guest runs the disk) writes the outcome over it; a run fast enough to
     // have written it already (another worker took the extend up at once) keeps it.
@@ -382,7 +386,7 @@ export class VolumeService {
     };
     // Written with the action's start (one commit: the SQLite store groups the writes of one
     // event-loop turn), both before the workflow starts.
-    await Promise.all([started, store.putFsGrowth(asked, { onlyIfAbsent: true })]);
+    await Promise.all([started, within(() => store.putFsGrowth(asked, { onlyIfAbsent: true }))]);
     // Driven here once this worker's claim on the extend's lease is granted; if another live
     // worker still holds it, `start` resolves at once with `elsewhere` and no error, and the
     // caller gets its 202 all the same (a watchdog takes the extend up once the lease is free).
@@ -394,7 +398,7 @@ export class VolumeService {
       waited.abort();
       if (result?.error) throw result.error;
     }
-    return (await store.getVolume(volumeId))!;
+    return (await within(() => store.getVolume(volumeId)))!;
   }
 
   /**
@@ -433,7 +437,9 @@ export class VolumeService {
 
   private async audit(ctx: RequestContext, volumeId: string, action: string, details: Record<string, unknown>, fn: () => Promise<void>): Promise<void> {
     const { store } = this.deps;
-    await store.startVolumeAction({
+    // The request's Server-Timing parts (util/timing.ts), re-entered after each await.
+    const within = <T>(call: () => T): T => withTimings(ctx.timings, call);
+    await within(() => store.startVolumeAction({
       requestId: ctx.requestId,
       volumeId,
       action,
@@ -443,12 +449,12 @@ export class VolumeService {
       message: null,
       computeRequestIds: [],
       details,
-    });
+    }));
     try {
-      await fn();
-      await store.finishVolumeAction(ctx.requestId, volumeId, 'Success', null);
+      await within(fn);
+      await within(() => store.finishVolumeAction(ctx.requestId, volumeId, 'Success', null));
     } catch (err) {
-      await store.finishVolumeAction(ctx.requestId, volumeId, 'Error', (err as Error).message);
+      await within(() => store.finishVolumeAction(ctx.requestId, volumeId, 'Error', (err as Error).message));
       throw err;
     }
   }

@@ -98,7 +98,7 @@ describeReal(e2eMissing())('online extend end to end (HTTP API → LibvirtDriver
     );
     await virsh(lab, ['define', offXml]);
 
-    api = await startApi(lab, { tenant: TENANT, dbDir: work });
+    api = await startApi(lab, { tenant: TENANT, dbDir: work, serverTimingDetail: true });
     log(`setup done after ${Date.now() - t0} ms`);
   }, 300_000);
 
@@ -168,6 +168,12 @@ describeReal(e2eMissing())('online extend end to end (HTTP API → LibvirtDriver
    * 200 with the measured size → the guest's own report and its kernel's capacity-change line,
    * and the data written before reads the same after.
    */
+  /** A Server-Timing header's parts, by name, in ms. */
+  function timingParts(header: string | null): Record<string, number> {
+    expect(header).toBeTruthy();
+    return Object.fromEntries(header!.split(', ').map((item) => [item.split(';')[0]!, Number(/dur=([0-9.]+)/.exec(item)?.[1])]));
+  }
+
   async function extendFlow(v: Vol, growStorage: ((bytes: number) => Promise<void>) | undefined): Promise<void> {
     const g = G();
     const before = (await g.sizes())[v.dev];
@@ -189,6 +195,16 @@ describeReal(e2eMissing())('online extend end to end (HTTP API → LibvirtDriver
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body).toEqual({ volume_blockdev: { id: v.id, bytes: target } });
     expect(res.headers.get('x-openstack-request-id')).toBeTruthy();
+    // Server-Timing follows the request down through every layer it passed (util/timing.ts):
+    // the store, the RPC, the volume's lock, the driver and, inside it, the libvirt calls.
+    const parts = timingParts(res.headers.get('server-timing'));
+    expect(Object.keys(parts).sort()).toEqual(['auth', 'driver', 'libvirt', 'lock', 'rpc', 'store', 'total']);
+    // (The driver reads the domain's state and the disk's size at once: the libvirt part, a sum,
+    // may exceed the driver's wall time; the driver's calls, one after the other, fit in the RPC's.)
+    expect(parts.libvirt).toBeGreaterThan(0);
+    expect(parts.driver).toBeGreaterThan(0);
+    expect(parts.rpc).toBeGreaterThanOrEqual(parts.driver! - 0.01);
+    expect(parts.total).toBeGreaterThanOrEqual(parts.rpc!);
 
     // The guest's own view, exactly.
     expect(await g.waitForSize(v.dev, target, 10_000)).toBe(target);

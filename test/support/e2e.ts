@@ -14,6 +14,7 @@ import { issueToken } from '../../src/auth/tokens.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { defaultLabDir, labDown, labHealthy, labUp, readLab, type LabInfo } from '../../src/lab/index.js';
 import { LibvirtDriver } from '../../src/virt/libvirt/driver.js';
+import { Metrics } from '../../src/util/metrics.js';
 
 /** Why the end-to-end tests cannot run here, or undefined. */
 export function e2eMissing(): string | undefined {
@@ -92,13 +93,15 @@ export interface ApiResponse {
 }
 
 /** The whole compute stack on the lab's libvirtd, listening on a real port. */
-export async function startApi(lab: LabInfo, opts: { tenant: string; dbDir: string; logLevel?: string }): Promise<E2eApi> {
+export async function startApi(lab: LabInfo, opts: { tenant: string; dbDir: string; logLevel?: string; serverTimingDetail?: boolean }): Promise<E2eApi> {
   const store = new SqliteStore(join(opts.dbDir, 'online-extend.sqlite'));
   const logger = pino({ level: opts.logLevel ?? 'silent' });
   const driver = new LibvirtDriver({ uri: lab.libvirtUri, defaultProjectId: opts.tenant, logger: logger.child({ component: 'libvirt' }) });
   let built: ComputeApp | undefined;
   try {
-    built = await buildComputeApp({ store, driver, logger, defaultProject: opts.tenant });
+    // serverTimingDetail: Server-Timing's per-layer parts, as `serve --server-timing-detail` (its metrics too).
+    const timing = opts.serverTimingDetail ? { metrics: new Metrics(), timingDetail: true } : {};
+    built = await buildComputeApp({ store, driver, logger, defaultProject: opts.tenant, ...timing });
     const { token } = await issueToken(store, { userId: 'e2e', projectId: opts.tenant, roles: ['admin'], ttlMs: 3_600_000 });
     const url = await built.app.listen({ host: '127.0.0.1', port: 0 });
     const app = built;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { errors } from '../../src/errors.js';
 import { Metrics } from '../../src/util/metrics.js';
-import { currentTimings, RequestTimings, runWithTimings, timedMethods } from '../../src/util/timing.js';
+import { currentTimings, RequestTimings, timed, timedMethods, withTimings } from '../../src/util/timing.js';
 
 class Box {
   #secret = 7;
@@ -30,20 +30,15 @@ describe('timedMethods', () => {
     expect(box.sync()).toBe(7);
     expect(box).toBeInstanceOf(Box);
     const t = new RequestTimings();
-    await runWithTimings(t, async () => {
-      expect(currentTimings()).toBe(t);
-      expect(await box.read()).toBe(8);
-    });
+    expect(await withTimings(t, () => box.read())).toBe(8);
     expect(currentTimings()).toBeUndefined();
   });
 
   it("adds each call's time to the request's part and leaves other parts alone", async () => {
     const box = timedMethods(new Box(), 'store');
     const t = new RequestTimings();
-    await runWithTimings(t, async () => {
-      await box.read();
-      await box.read();
-    });
+    await withTimings(t, () => box.read());
+    await withTimings(t, () => box.read());
     expect(t.parts.store).toBeGreaterThanOrEqual(8);
     expect(t.parts.driver).toBeUndefined();
     const header = t.header();
@@ -57,6 +52,63 @@ describe('timedMethods', () => {
     expect(() => box.throwsNow()).toThrow('plain');
     expect(seen).toHaveLength(2);
     expect(seen[0]).toBe(rejected);
+  });
+});
+
+describe('withTimings: what is current, and when', () => {
+  it('makes the timings current for the synchronous part only, then restores what was current (nesting, throws)', async () => {
+    const outer = new RequestTimings();
+    const inner = new RequestTimings();
+    const seen: Array<RequestTimings | undefined> = [];
+    const p = withTimings(outer, async () => {
+      seen.push(currentTimings());
+      withTimings(inner, () => seen.push(currentTimings()));
+      seen.push(currentTimings());
+      expect(() => withTimings(inner, () => {
+        throw new Error('boom');
+      })).toThrow('boom');
+      seen.push(currentTimings());
+      await Promise.resolve();
+      // After an await nothing is current: another request may have run meanwhile.
+      seen.push(currentTimings());
+    });
+    expect(currentTimings()).toBeUndefined();
+    await p;
+    expect(seen).toEqual([outer, inner, outer, outer, undefined]);
+    // undefined: nothing is current inside (background work started from a request).
+    withTimings(outer, () => withTimings(undefined, () => expect(currentTimings()).toBeUndefined()));
+  });
+
+  it('never adds a call to a request it was not made in, however requests interleave', async () => {
+    const box = timedMethods(new Box(), 'driver');
+    const a = new RequestTimings();
+    const b = new RequestTimings();
+    // Two requests, each a layer that awaits and then calls further down, interleaved; `a`
+    // re-enters its timings after its await, `b` does not.
+    const runA = withTimings(a, async () => {
+      const t = currentTimings();
+      await box.read();
+      await withTimings(t, () => box.read());
+    });
+    const runB = withTimings(b, async () => {
+      await box.read();
+      await box.read(); // made with nothing current: lost, never counted as a's
+    });
+    await Promise.all([runA, runB]);
+    expect(a.parts.driver).toBeGreaterThanOrEqual(8);
+    expect(b.parts.driver).toBeGreaterThanOrEqual(4);
+    expect(b.parts.driver!).toBeLessThan(a.parts.driver!);
+  });
+
+  it('timed adds to the request current at its call, and passes a rejection through', async () => {
+    const t = new RequestTimings();
+    const fail = withTimings(t, () => timed('rpc', async () => {
+      await new Promise((r) => setTimeout(r, 3));
+      throw new Error('no');
+    }));
+    await expect(fail).rejects.toThrow('no');
+    expect(t.parts.rpc).toBeGreaterThanOrEqual(2);
+    await expect(timed('rpc', async () => 5)).resolves.toBe(5);
   });
 });
 

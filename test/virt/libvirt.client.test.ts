@@ -25,7 +25,7 @@ import {
   type MessageHeader,
 } from '../../src/virt/libvirt/remote/protocol.js';
 import { XdrReader, XdrWriter } from '../../src/virt/libvirt/remote/xdr.js';
-import { RequestTimings, runWithTimings } from '../../src/util/timing.js';
+import { RequestTimings, withTimings } from '../../src/util/timing.js';
 
 type Handler = (h: MessageHeader, body: XdrReader, reply: (body?: Buffer, status?: number) => void) => void;
 
@@ -147,10 +147,13 @@ describe('RemoteClient', () => {
     // Outside a request (the connection's handshake included): no timings to add to.
     await client.lookupByName('g1');
     const t = new RequestTimings();
-    await runWithTimings(t, async () => {
-      await expect(client!.lookupByName('nope')).rejects.toBeInstanceOf(LibvirtError);
-      await client!.lookupByName('g1');
-    });
+    // A call is the request's when it is made with the request's timings current (util/timing.ts).
+    await expect(withTimings(t, () => client!.lookupByName('nope'))).rejects.toBeInstanceOf(LibvirtError);
+    await withTimings(t, () => client!.lookupByName('g1'));
+    const after = t.parts.libvirt;
+    // Made with nothing current (after an await, say): not the request's.
+    await client.lookupByName('g1');
+    expect(t.parts.libvirt).toBe(after);
     expect(t.parts.libvirt).toBeGreaterThanOrEqual(19);
     expect(t.parts.libvirt).toBeLessThan(5_000);
     expect(Object.keys(t.parts)).toEqual(['libvirt']);

@@ -10,6 +10,7 @@
  * at its deadline is AgentExecTimeout. libvirtd's own failures (connection, timeout) pass through.
  */
 import { LibvirtError, LibvirtTimeoutError, VirErrorCode } from './remote/errors.js';
+import { withTimings, type RequestTimings } from '../../util/timing.js';
 
 /** What AgentUnavailable means to libvirt: these error numbers, for qemu-agent-command. */
 const AGENT_UNAVAILABLE_CODES: ReadonlySet<number> = new Set([
@@ -72,6 +73,8 @@ export class GuestAgent {
     private readonly channel: AgentChannel,
     /** libvirtd's wait for each agent reply, in whole seconds. */
     private readonly replyTimeoutS = 10,
+    /** The request the commands are part of (Server-Timing's `libvirt` part; util/timing.ts), if any. */
+    private readonly timings?: RequestTimings,
   ) {}
 
   /**
@@ -82,7 +85,7 @@ export class GuestAgent {
     const cmd = JSON.stringify(args === undefined ? { execute } : { execute, arguments: args });
     let text: string | null;
     try {
-      text = await this.channel.agentCommand(cmd, timeoutS, marginMs);
+      text = await withTimings(this.timings, () => this.channel.agentCommand(cmd, timeoutS, marginMs));
     } catch (err) {
       if (err instanceof LibvirtError && AGENT_UNAVAILABLE_CODES.has(err.code)) throw new AgentUnavailable(err.message);
       if (err instanceof LibvirtError && err.code === VirErrorCode.INTERNAL_ERROR) throw new AgentCommandFailed(execute, err.message);

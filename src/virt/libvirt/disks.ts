@@ -17,6 +17,7 @@ import { LibvirtConnectionError, LibvirtError, LibvirtProtocolError, LibvirtTime
 import { hostFailed, type HostStorage } from './storage.js';
 import { classifyLibvirtError, type FailureContext } from './failures.js';
 import { readLuksPayloadOffset } from '../../host/luks.js';
+import { currentTimings, withTimings } from '../../util/timing.js';
 
 /** States with a running QEMU: only there is a disk's guest size live, and can it be resized. */
 export const RUNNING_STATES: ReadonlySet<ServerState> = new Set(['active', 'paused']);
@@ -62,12 +63,15 @@ export class DomainDisks {
 
   /** The guest and the disk carrying `volumeId`, from cached XML (refetched once on a miss). */
   async resolve(serverId: string, volumeId: string, opts: { fresh?: boolean } = {}): Promise<{ guest: Guest; disk: DomainDisk }> {
+    // The request's timings (current at the call, not after an await: util/timing.ts) for the
+    // libvirt calls made after the lookup.
+    const timings = currentTimings();
     const guest = await this.lookup(serverId);
     try {
-      let { info, fromCache } = await guest.info(opts);
+      let { info, fromCache } = await withTimings(timings, () => guest.info(opts));
       let disk = volumeDisks(info).find((d) => d.serial === volumeId);
       if (!disk && fromCache) {
-        ({ info, fromCache } = await guest.info({ fresh: true }));
+        ({ info, fromCache } = await withTimings(timings, () => guest.info({ fresh: true })));
         disk = volumeDisks(info).find((d) => d.serial === volumeId);
       }
       if (!disk) throw errors.volumeNotAttached(volumeId, serverId);
@@ -188,6 +192,7 @@ export class DomainDisks {
    */
   async reobserve(err: unknown, guest: Guest, ctx: FailureContext): Promise<ServiceError> {
     if (isServiceError(err)) return err;
+    const timings = currentTimings();
     if (!(err instanceof LibvirtError)) return this.mapError(err, ctx);
     guest.invalidate();
     if (err.code === VirErrorCode.NO_DOMAIN) {
@@ -199,7 +204,7 @@ export class DomainDisks {
       if (st && !RUNNING_STATES.has(st.state)) return errors.instanceInvalidState(ctx.serverId, st.state, ctx.action);
     }
     if (ctx.diskExpected) {
-      const info = await guest.info({ fresh: true }).catch(() => undefined);
+      const info = await withTimings(timings, () => guest.info({ fresh: true })).catch(() => undefined);
       if (info && !volumeDisks(info.info).some((d) => d.serial === ctx.volumeId)) return errors.volumeNotAttached(ctx.volumeId, ctx.serverId);
     }
     if (ctx.resize) {

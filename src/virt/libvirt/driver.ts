@@ -62,6 +62,7 @@ import { HostStorage, hostFailed, type RunCommand } from './storage.js';
 import { DomainDisks } from './disks.js';
 import { DiskHotplug } from './hotplug.js';
 import { ServerSpawner } from './spawn.js';
+import { currentTimings, withTimings } from '../../util/timing.js';
 
 /** How to build a LibvirtDriver: the libvirt URI, the default project, timeouts in ms, and the host tools tests replace. */
 export interface LibvirtDriverOptions {
@@ -170,9 +171,11 @@ export class LibvirtDriver implements VirtDriver {
    */
   async getServer(serverId: string): Promise<DriverServer | undefined> {
     if (!uuidToBytes(serverId)) return undefined;
+    // A request's timings are current now only (util/timing.ts): the libvirt calls after the lookup re-enter them.
+    const timings = currentTimings();
     try {
       const guest = await this.host.lookup(serverId, { fresh: true });
-      const server = await this.describeGuest(guest);
+      const server = await withTimings(timings, () => this.describeGuest(guest));
       if (!server) this.host.forget(serverId);
       return server;
     } catch (err) {
@@ -233,8 +236,9 @@ export class LibvirtDriver implements VirtDriver {
 
   /** The live size; a domain that is not running has none: InstanceStopped / InstanceInvalidState. */
   async getGuestBytes(serverId: string, volumeId: string): Promise<number> {
+    const timings = currentTimings();
     const { guest, disk } = await this.disks.resolve(serverId, volumeId);
-    return this.disks.liveBytesOfRunning(guest, disk, serverId, volumeId, 'get guest size');
+    return withTimings(timings, () => this.disks.liveBytesOfRunning(guest, disk, serverId, volumeId, 'get guest size'));
   }
 
   async extendAttached(serverId: string, volumeId: string, bytes: number, opts: ExtendOptions = {}): Promise<number> {
@@ -248,12 +252,15 @@ export class LibvirtDriver implements VirtDriver {
   }
 
   private async extendLocked(serverId: string, volumeId: string, bytes: number, measuredNow?: number): Promise<number> {
+    // The request's timings, current only until the first await (util/timing.ts): each libvirt
+    // call below re-enters them, so its time is the request's `libvirt` part.
+    const timings = currentTimings();
     const { guest, disk } = await this.disks.resolve(serverId, volumeId);
     const action = 'extend volume';
     // The caller read the live size just now under the volume's lock (which proves the domain
     // runs): a second QEMU round trip would only add latency. A domain stopped since then makes
     // the resize itself fail, and the failure is re-observed below.
-    const current = measuredNow ?? (await this.disks.liveBytesOfRunning(guest, disk, serverId, volumeId, action));
+    const current = measuredNow ?? (await withTimings(timings, () => this.disks.liveBytesOfRunning(guest, disk, serverId, volumeId, action)));
     // NOTE: libvirt 9 and QEMU shrink without complaint; refusing is our job, before any call.
     if (bytes < current) throw errors.shrinkRefused(volumeId, bytes, current);
     if (bytes === current) return current;
@@ -273,15 +280,15 @@ export class LibvirtDriver implements VirtDriver {
     if (limit !== undefined && bytes > limit) throw this.disks.tooLarge(volumeId, bytes, limit, disk);
     const started = process.hrtime.bigint();
     try {
-      await guest.blockResize(disk.target, bytes);
+      await withTimings(timings, () => guest.blockResize(disk.target, bytes));
     } catch (err) {
-      throw await this.disks.reobserve(err, guest, { serverId, volumeId, action, live: true, diskExpected: true, resize: { disk, bytes } });
+      throw await withTimings(timings, () => this.disks.reobserve(err, guest, { serverId, volumeId, action, live: true, diskExpected: true, resize: { disk, bytes } }));
     }
     let after: number;
     try {
-      after = await this.disks.liveBytes(guest, disk);
+      after = await withTimings(timings, () => this.disks.liveBytes(guest, disk));
     } catch (err) {
-      throw await this.disks.reobserve(err, guest, { serverId, volumeId, action, live: true, diskExpected: true });
+      throw await withTimings(timings, () => this.disks.reobserve(err, guest, { serverId, volumeId, action, live: true, diskExpected: true }));
     }
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     this.log.info({ serverId, volumeId, device: disk.target, from: current, requested: bytes, bytes: after, ms }, 'resized attached disk');
@@ -324,11 +331,12 @@ export class LibvirtDriver implements VirtDriver {
    * running has no agent: grown=false, reason no_guest_agent.
    */
   async growGuestFilesystem(serverId: string, volumeId: string): Promise<GuestFilesystemGrowth> {
+    const timings = currentTimings();
     const { guest } = await this.disks.resolve(serverId, volumeId);
     const t0 = performance.now();
     let r: GuestFilesystemGrowth;
     try {
-      r = await growFilesystem(new GuestAgent(guest), volumeId, {
+      r = await growFilesystem(new GuestAgent(guest, undefined, timings), volumeId, {
         pingTimeoutS: this.agentPingTimeoutS,
         commandTimeoutMs: this.agentCommandTimeoutMs,
         log: (obj, msg) => this.log.debug({ serverId, volumeId, ...obj }, msg),
@@ -338,7 +346,7 @@ export class LibvirtDriver implements VirtDriver {
         this.log.warn({ serverId, volumeId, detail: err.detail }, 'guest filesystems frozen');
         throw errors.instanceFilesystemsFrozen(serverId, 'grow the guest filesystem');
       }
-      throw await this.disks.reobserve(err, guest, { serverId, volumeId, action: 'grow the guest filesystem', live: true, diskExpected: true });
+      throw await withTimings(timings, () => this.disks.reobserve(err, guest, { serverId, volumeId, action: 'grow the guest filesystem', live: true, diskExpected: true }));
     }
     const ms = Math.round(performance.now() - t0);
     const { detail, ...fields } = r;

@@ -17,6 +17,7 @@ import type { Guest } from './guest.js';
 import { DomainAffect } from './remote/client.js';
 import type { DomainDisks } from './disks.js';
 import { ensureVolumeSecret, undefineSecret } from './secrets.js';
+import { currentTimings, withTimings } from '../../util/timing.js';
 
 /** Attach and detach for LibvirtDriver (see the file header for the contract and the locking). */
 export class DiskHotplug {
@@ -47,12 +48,15 @@ export class DiskHotplug {
   }
 
   private async attachLocked(serverId: string, spec: AttachSpec): Promise<string> {
+    // The request's timings, current only until the first await: each step below re-enters them (util/timing.ts).
+    const timings = currentTimings();
+    const within = <T>(call: () => T): T => withTimings(timings, call);
     const guest = await this.disks.lookup(serverId);
     let live: DomainInfo | undefined;
     let config: DomainInfo | undefined;
     try {
-      const active = await guest.isActive();
-      [live, config] = await Promise.all([active ? guest.info({ fresh: true }).then((r) => r.info) : undefined, guest.persistentInfo()]);
+      const active = await within(() => guest.isActive());
+      [live, config] = await within(() => Promise.all([active ? guest.info({ fresh: true }).then((r) => r.info) : undefined, guest.persistentInfo()]));
     } catch (err) {
       throw this.disks.mapError(err, { serverId, action: 'attach volume' });
     }
@@ -75,11 +79,11 @@ export class DiskHotplug {
     }
     // An encrypted volume's passphrase goes into its libvirt secret first (secrets.ts), which
     // the disk's <encryption> names.
-    const secretUuid = spec.encryption ? await this.defineSecret(serverId, spec.volumeId, spec.encryption.passphrase) : undefined;
+    const secretUuid = spec.encryption ? await within(() => this.defineSecret(serverId, spec.volumeId, spec.encryption!.passphrase)) : undefined;
     try {
-      await guest.attachDevice(buildDiskXml(spec, device, secretUuid), flags);
+      await within(() => guest.attachDevice(buildDiskXml(spec, device, secretUuid), flags));
     } catch (err) {
-      const failed = await this.disks.reobserve(err, guest, { serverId, volumeId: spec.volumeId, action: 'attach volume', live: (flags & DomainAffect.LIVE) !== 0, diskExpected: false });
+      const failed = await within(() => this.disks.reobserve(err, guest, { serverId, volumeId: spec.volumeId, action: 'attach volume', live: (flags & DomainAffect.LIVE) !== 0, diskExpected: false }));
       // Nothing plugged in for good: the secret goes too (an uncertain failure may have plugged it).
       if (secretUuid !== undefined && failed.final && !existing) await undefineSecret(this.disks.host.client, secretUuid).catch(() => undefined);
       throw failed;
@@ -105,10 +109,13 @@ export class DiskHotplug {
    * it) and the persistent definition. Idempotent: a disk already gone is fine.
    */
   async detachVolume(serverId: string, volumeId: string): Promise<void> {
+    // The request's timings, current only until the first await: each step below re-enters them (util/timing.ts).
+    const timings = currentTimings();
+    const within = <T>(call: () => T): T => withTimings(timings, call);
     const guest = await this.disks.lookup(serverId);
     const find = async (): Promise<{ live: DomainDisk | undefined; config: DomainDisk | undefined }> => {
-      const active = await guest.isActive();
-      const [live, config] = await Promise.all([active ? guest.info({ fresh: true }).then((r) => r.info) : undefined, guest.persistentInfo()]);
+      const active = await within(() => guest.isActive());
+      const [live, config] = await within(() => Promise.all([active ? guest.info({ fresh: true }).then((r) => r.info) : undefined, guest.persistentInfo()]));
       return {
         live: live && volumeDisks(live).find((d) => d.serial === volumeId),
         config: config && volumeDisks(config).find((d) => d.serial === volumeId),
@@ -124,22 +131,22 @@ export class DiskHotplug {
     if (!disk) throw errors.volumeNotAttached(volumeId, serverId);
     const flags = (where.live ? DomainAffect.LIVE : 0) | (where.config ? DomainAffect.CONFIG : 0);
     try {
-      await guest.detachDevice(disk.xml, flags);
+      await within(() => guest.detachDevice(disk.xml, flags));
     } catch (err) {
       // Gone already (a concurrent detach, or the guest was quicker than our lookup)? Decided by
       // looking again, not by libvirt's words.
       const now = await find().catch(() => undefined);
       if (!now || now.live || now.config) {
-        throw await this.disks.reobserve(err, guest, { serverId, volumeId, action: 'detach volume', live: where.live !== undefined, diskExpected: true });
+        throw await within(() => this.disks.reobserve(err, guest, { serverId, volumeId, action: 'detach volume', live: where.live !== undefined, diskExpected: true }));
       }
     }
-    if (where.live) await this.waitReleased(guest, serverId, volumeId, disk.target);
+    if (where.live) await within(() => this.waitReleased(guest, serverId, volumeId, disk.target));
     // The disk is gone from the guest and the definition: its secret goes too (no other disk
     // uses it: one secret per volume, and a volume attaches to one server).
     const secretUuid = where.live?.encryption?.secretUuid ?? where.config?.encryption?.secretUuid;
     if (secretUuid !== undefined) {
       try {
-        await undefineSecret(this.disks.host.client, secretUuid);
+        await within(() => undefineSecret(this.disks.host.client, secretUuid));
       } catch (err) {
         throw this.disks.mapError(err, { serverId, volumeId, action: 'undefine the secret of the encrypted volume' });
       }
@@ -150,10 +157,11 @@ export class DiskHotplug {
   /** NOTE: the guest must release the device (ACPI/PCI unplug); libvirt returns before it does. */
   private async waitReleased(guest: Guest, serverId: string, volumeId: string, target: string): Promise<void> {
     const deadline = Date.now() + this.detachTimeoutMs;
+    const timings = currentTimings();
     for (;;) {
       let still: boolean;
       try {
-        const { info } = await guest.info({ fresh: true });
+        const { info } = await withTimings(timings, () => guest.info({ fresh: true }));
         still = volumeDisks(info).some((d) => d.serial === volumeId);
       } catch (err) {
         throw this.disks.mapError(err, { serverId, volumeId, action: 'detach volume' });
