@@ -30,6 +30,14 @@ const RESIZABLE_STATES = new Set(['active', 'paused']);
 /** Task states a volume may be unplugged in: its own detach, and the delete of its server. */
 const DETACH_ALLOWED_TASKS: ReadonlySet<string> = new Set([VOLUME_TASKS.detach, DELETING]);
 const RESCANNABLE_STATES = new Set(['active', 'paused', 'shutoff', 'suspended']);
+/**
+ * How long a host's answer to ComputeRpc.capabilities is used (ms). A driver's capabilities are
+ * fixed for its process's life; every volume call checks them first, so get_blockdev, the volume
+ * service's poll, would otherwise make two calls to the host instead of one.
+ */
+const CAPABILITIES_TTL_MS = 1000;
+
+type HostCapabilities = Awaited<ReturnType<ComputeRpc['capabilities']>>;
 
 /** What ComputeAPI is built from, and the bounds of looking up unknown servers on a miss. */
 export interface ComputeAPIOptions {
@@ -66,6 +74,8 @@ export class ComputeAPI {
   private readonly missedAt = new Map<string, number>();
   /** os-server-external-events (externalEvents.ts). */
   private readonly events: ServerExternalEvents;
+  /** Each host's capabilities and when they were asked (hostCapabilities). */
+  private readonly capabilitiesByHost = new Map<string, { at: number; answer: HostCapabilities }>();
 
   constructor(opts: ComputeAPIOptions) {
     this.store = opts.store;
@@ -118,6 +128,18 @@ export class ComputeAPI {
     const server = (await this.store.getServer(serverId)) ?? (await this.lookUpOnMiss(serverId));
     if (!server || server.projectId !== tenantId) throw errors.instanceNotFound(serverId);
     return server;
+  }
+
+  /**
+   * `getServer`, answered without a promise when the store has the server in memory
+   * (Store.cachedServer: the read hot path): the server, or InstanceNotFound (404) thrown;
+   * otherwise getServer's promise.
+   */
+  getServerNow(tenantId: string, serverId: string): ServerRecord | Promise<ServerRecord> {
+    const known = this.store.cachedServer?.(serverId);
+    if (known === undefined) return this.getServer(tenantId, serverId);
+    if (known.projectId !== tenantId) throw errors.instanceNotFound(serverId);
+    return known;
   }
 
   /**
@@ -194,7 +216,7 @@ export class ComputeAPI {
     this.checkIdle(server, 'rescan volume', VOLUME_TASK_STATES);
     server = await within(ctx, () => this.requireState(server, RESCANNABLE_STATES, 'rescan volume'));
     const host = server.host;
-    this.checkExtendCapability(await within(ctx, () => this.rpc.capabilities(host)));
+    this.checkExtendCapability(await this.hostCapabilities(ctx, host));
     const details = { volume_id: volumeId, device: attachment.device };
     // The start is written before the host is asked, as `audited` does: enqueued now, committed at
     // the end of this event-loop turn (group commit), long before a rescan (a host tool's run)
@@ -224,24 +246,36 @@ export class ComputeAPI {
    * (no instance action, as Nova records only what changes an instance); it leaves a debug log
    * line with its request id, so a volume action's compute request ids can still be followed.
    */
-  async getBlockdev(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<number> {
-    this.attachment(server, volumeId);
-    this.checkExtendCapability(await within(ctx, () => this.rpc.capabilities(server.host)));
-    let bytes: number;
+  getBlockdev(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<number> {
+    // The read hot path (the volume service polls it): no promise of its own when the host's
+    // capabilities are known and debug logging is off, only the host's answer.
     try {
-      bytes = await within(ctx, () => this.rpc.getHostBytes(server.host, server.id, volumeId));
+      this.attachment(server, volumeId);
+      const caps = this.hostCapabilities(ctx, server.host);
+      if (caps instanceof Promise) return caps.then((c) => this.readHostBytes(ctx, server, volumeId, c));
+      return this.readHostBytes(ctx, server, volumeId, caps);
     } catch (err) {
-      if (this.log.isLevelEnabled('debug')) {
-        const code = isServiceError(err) ? err.code : 'InternalError';
-        this.log.debug({ requestId: ctx.requestId, userId: ctx.userId, serverId: server.id, volumeId, code }, 'volume host size read failed');
-      }
-      throw err;
+      return Promise.reject(err);
     }
+  }
+
+  /** getBlockdev once the host's capabilities are known: ExtendVolumeNotSupported (501), or the host's measure. */
+  private readHostBytes(ctx: RequestContext, server: ServerRecord, volumeId: string, caps: HostCapabilities): Promise<number> {
+    this.checkExtendCapability(caps);
+    const read = within(ctx, () => this.rpc.getHostBytes(server.host, server.id, volumeId));
     // Guarded: at debug level off (the default) a read costs no log object at all.
-    if (this.log.isLevelEnabled('debug')) {
-      this.log.debug({ requestId: ctx.requestId, userId: ctx.userId, serverId: server.id, volumeId, bytes }, 'volume host size read');
-    }
-    return bytes;
+    if (!this.log.isLevelEnabled('debug')) return read;
+    const fields = { requestId: ctx.requestId, userId: ctx.userId, serverId: server.id, volumeId };
+    return read.then(
+      (bytes) => {
+        this.log.debug({ ...fields, bytes }, 'volume host size read');
+        return bytes;
+      },
+      (err: unknown) => {
+        this.log.debug({ ...fields, code: isServiceError(err) ? err.code : 'InternalError' }, 'volume host size read failed');
+        throw err;
+      },
+    );
   }
 
   /** POST assist_extend: grow the guest's view to `bytes`; returns the size measured afterwards. */
@@ -249,7 +283,7 @@ export class ComputeAPI {
     this.attachment(server, volumeId);
     this.checkIdle(server, 'extend volume', VOLUME_TASK_STATES);
     server = await within(ctx, () => this.requireState(server, RESIZABLE_STATES, 'extend volume'));
-    this.checkExtendCapability(await within(ctx, () => this.rpc.capabilities(server.host)));
+    this.checkExtendCapability(await this.hostCapabilities(ctx, server.host));
     return this.audited(ctx, server, ACTIONS.assistExtend, { volume_id: volumeId, requested_bytes: bytes }, async () => {
       const measured = await this.rpc.extendAttached(server.host, server.id, volumeId, bytes);
       return { value: measured, details: { volume_id: volumeId, requested_bytes: bytes, bytes: measured } };
@@ -269,7 +303,7 @@ export class ComputeAPI {
   async growGuestFilesystem(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<GuestFilesystemGrowth> {
     this.attachment(server, volumeId);
     this.checkIdle(server, 'grow guest filesystem', VOLUME_TASK_STATES);
-    const caps = await within(ctx, () => this.rpc.capabilities(server.host));
+    const caps = await this.hostCapabilities(ctx, server.host);
     // An agent of an older version reports no such capability: it cannot.
     if (caps.capabilities.growGuestFilesystem !== true) throw errors.guestFsGrowNotSupported(caps.driver);
     return this.audited(ctx, server, ACTIONS.growGuestFilesystem, { volume_id: volumeId }, async () => {
@@ -290,8 +324,7 @@ export class ComputeAPI {
     // The attach this check is part of may have set the server's task already (withTask).
     this.checkIdle(server, 'attach volume', VOLUME_TASKS.attach);
     const fresh = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
-    // Part of the caller's request, if it made this call current (withTimings).
-    const caps = await this.rpc.capabilities(fresh.host);
+    const caps = await this.hostCapabilities(undefined, fresh.host);
     if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
     const already = fresh.attachments.some((a) => a.volumeId === spec.volumeId);
     if (!already && fresh.attachments.length >= caps.capabilities.maxVolumesPerServer) throw errors.tooManyDiskDevices(fresh.id);
@@ -374,6 +407,22 @@ export class ComputeAPI {
     if (!fresh) throw errors.instanceNotFound(server.id);
     if (!allowed.has(fresh.state)) throw errors.instanceInvalidState(server.id, fresh.state, action);
     return fresh;
+  }
+
+  /**
+   * The host's driver name and capabilities (ComputeRpc.capabilities), asked at most once per
+   * CAPABILITIES_TTL_MS per host: the answer itself when it is known (no promise), else the
+   * call's promise (as part of `ctx`'s request, if given; else of whatever request is current).
+   * A failed call is not kept. Throws what the call throws (ComputeHostUnavailable…).
+   */
+  private hostCapabilities(ctx: RequestContext | undefined, host: string): HostCapabilities | Promise<HostCapabilities> {
+    const known = this.capabilitiesByHost.get(host);
+    if (known !== undefined && Date.now() - known.at < CAPABILITIES_TTL_MS) return known.answer;
+    const asked = ctx === undefined ? this.rpc.capabilities(host) : within(ctx, () => this.rpc.capabilities(host));
+    return asked.then((answer) => {
+      this.capabilitiesByHost.set(host, { at: Date.now(), answer });
+      return answer;
+    });
   }
 
   /** InstanceBusy (409) while the server has a task under way, unless it is one of `allowed`. */

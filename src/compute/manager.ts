@@ -271,13 +271,13 @@ export class ComputeManager {
   }
 
   /** The host's size, measured after any rescan of the volume under way has finished. */
-  async getHostBytes(serverId: string, volumeId: string): Promise<number> {
+  getHostBytes(serverId: string, volumeId: string): Promise<number> {
     const key = `${serverId}/${volumeId}`;
+    // The read hot path: the driver's own promise, none of ours.
     if (!this.rescans.busy(key)) return this.driver.getHostBytes(serverId, volumeId);
     // The caller's request timings are current now, not after the wait (util/timing.ts).
     const timings = currentTimings();
-    await this.rescans.settled(key);
-    return withTimings(timings, () => this.driver.getHostBytes(serverId, volumeId));
+    return this.rescans.settled(key).then(() => withTimings(timings, () => this.driver.getHostBytes(serverId, volumeId)));
   }
 
   /** Grow the guest's view, one call per volume at a time; returns the measured guest size. */

@@ -280,6 +280,11 @@ export class SqliteInventory {
   }
 
   /** See Store.getServer (served from the cache when this process read it since its last write). */
+  /** See Store.cachedServer: the record getServer keeps in memory, if any. */
+  cachedServer(id: string): ServerRecord | undefined {
+    return this.serverCache.get(id);
+  }
+
   async getServer(id: string): Promise<ServerRecord | undefined> {
     const cached = this.serverCache.get(id);
     if (cached) return cached;

@@ -134,6 +134,10 @@ export class SqliteStore implements Store {
     return this.inventory.getServer(id);
   }
 
+  cachedServer(id: string): ServerRecord | undefined {
+    return this.inventory.cachedServer(id);
+  }
+
   listServers(filter: { projectId?: string } = {}, page?: PageQuery): Promise<ServerRecord[]> {
     return this.inventory.listServers(filter, page);
   }

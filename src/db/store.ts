@@ -200,6 +200,12 @@ export interface ComputeStore {
    */
   removeServer(host: string, serverId: string): Promise<boolean>;
   getServer(id: string): Promise<ServerRecord | undefined>;
+  /**
+   * The server as `getServer` would answer it, when the store has it in memory (no I/O, no
+   * promise: the read hot path, get_blockdev); undefined when it would have to ask the database
+   * (then call getServer). Optional: a store without such a cache leaves it out.
+   */
+  cachedServer?(id: string): ServerRecord | undefined;
   /** Servers by name, then id. `page.marker` is a server id. Without `page`, all of them. */
   listServers(filter?: { projectId?: string }, page?: PageQuery): Promise<ServerRecord[]>;
   /** Conditional update of task_state: only if the current value equals `expected`. True if applied. */

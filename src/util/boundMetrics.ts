@@ -28,10 +28,17 @@ interface MetricShape {
   aggregator: 'sum';
 }
 
+/** A label value as the key of the index (and of prom-client's own labels): its text; absent is empty. */
+function labelText(value: string | number | undefined): string {
+  return typeof value === 'string' ? value : value === undefined ? '' : String(value);
+}
+
 /** What both kinds share: a name, the label names (checked once per series), the series by their label values. */
 abstract class BoundMetric<L extends string, S extends { labels: Labels<L> }> {
   readonly aggregator = 'sum' as const;
   protected readonly bySeries = new Map<string, S>();
+  /** `bySeries` by label value, one Map level per label name in `labelNames` order (seriesFor). */
+  private readonly index = new Map<string, unknown>();
 
   constructor(
     readonly name: string,
@@ -49,21 +56,38 @@ abstract class BoundMetric<L extends string, S extends { labels: Labels<L> }> {
    * TypeError for a label name the metric does not have, as prom-client does.
    */
   protected seriesFor(labels: Labels<L>, make: (labels: Labels<L>) => S): S {
-    let key = '';
-    for (const name of this.labelNames) key += `${String(labels[name] ?? '')}\u0000`;
-    let s = this.bySeries.get(key);
-    if (s === undefined) {
-      for (const name of Object.keys(labels)) {
-        if (!this.labelNames.includes(name as L)) throw new TypeError(`Added label "${name}" is not included in initial labelset: ${JSON.stringify(this.labelNames)}`);
-      }
-      this.bySeries.set(key, (s = make({ ...labels })));
+    // The index first, one Map level per label name: no key string built per call (a label value
+    // given as a number is looked up as its text, as prom-client labels it).
+    let node: Map<string, unknown> | S | undefined = this.labelNames.length === 0 ? this.bySeries.get('') : this.index;
+    for (const name of this.labelNames) {
+      node = (node as Map<string, unknown>).get(labelText(labels[name])) as Map<string, unknown> | S | undefined;
+      if (node === undefined) break;
     }
-    return s;
+    if (node !== undefined) return node as S;
+    for (const name of Object.keys(labels)) {
+      if (!this.labelNames.includes(name as L)) throw new TypeError(`Added label "${name}" is not included in initial labelset: ${JSON.stringify(this.labelNames)}`);
+    }
+    const made = make({ ...labels });
+    let key = '';
+    let level = this.index;
+    this.labelNames.forEach((name, i) => {
+      const text = labelText(labels[name]);
+      key += `${text}\u0000`;
+      if (i === this.labelNames.length - 1) level.set(text, made);
+      else {
+        let next = level.get(text) as Map<string, unknown> | undefined;
+        if (next === undefined) level.set(text, (next = new Map()));
+        level = next;
+      }
+    });
+    this.bySeries.set(key, made);
+    return made;
   }
 
   /** Forgets every series (prom-client's `reset`, which `Registry.resetMetrics` calls); bound series stop being exported. */
   reset(): void {
     this.bySeries.clear();
+    this.index.clear();
   }
 
   /** The samples as the Registry serializes them to text: a histogram's series labels are `sharedLabels`, after `le`. */

@@ -110,6 +110,16 @@ export class FakeDiskModel {
   }
 
   /**
+   * `refresh` without a promise when it needs no asynchronous read (no file or LUN source to
+   * measure: the read hot path's disks): true when done; false when `refresh` must be awaited.
+   */
+  refreshedNow(disk: FakeDisk): boolean {
+    if ((disk.kind === 'file' || disk.kind === 'network') && disk.source) return false;
+    this.refreshBlock(disk);
+    return true;
+  }
+
+  /**
    * `refresh`, synchronously, for a server's boot (FakeDriver.setState): file and block sources
    * only; a network disk keeps the LUN capacity last read.
    */

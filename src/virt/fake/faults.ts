@@ -53,10 +53,21 @@ export class FakeCallControls {
     this.faults.clear();
   }
 
-  /** At the start of every call: count it, wait the latency, throw an injected fault if any. */
-  async enter(method: FakeMethod): Promise<void> {
+  /**
+   * At the start of every call: count it, wait the latency, throw an injected fault if any.
+   * Without latency the call goes on at once: undefined, and a fault is thrown right here (an
+   * `await` of it in an async method rejects the same way); with latency, a promise that
+   * resolves after it, or rejects with the fault.
+   */
+  enter(method: FakeMethod): Promise<void> | undefined {
     this.calls[method]++;
-    if (this.latencyMs > 0) await new Promise((r) => setTimeout(r, this.latencyMs));
+    if (this.latencyMs > 0) return new Promise((r) => setTimeout(r, this.latencyMs)).then(() => this.throwFault(method));
+    this.throwFault(method);
+    return undefined;
+  }
+
+  /** Throws the fault injected for `method`, if any (counting its uses). */
+  private throwFault(method: FakeMethod): void {
     const fault = this.faults.get(method);
     if (fault) {
       if (--fault.times <= 0) this.faults.delete(method);

@@ -5,26 +5,41 @@
  */
 import type { FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
-import { caller, contextOn } from '../../server.js';
+import { caller, contextOn, inRequest } from '../../server.js';
+import type { AuthContext } from '../../../auth/tokens.js';
+import type { RequestContext } from '../../../context.js';
+import type { ServerRecord } from '../../../db/store.js';
 import { errorResponses } from '../../schemas/common.js';
 import { AssistExtendBody, RescanBody, ServerIdParam, VolumeBlockdev, VolumeIdParams } from '../../schemas/compute.js';
 import type { ComputeAPI } from '../../../compute/api.js';
 import { computeRoute, type ComputeScope } from './route.js';
 
 const PATH = '/servers/:server_id/os-online_extend_volume';
+
+/** What a handler acts on: the caller's context and the server. */
+interface Target {
+  ctx: RequestContext;
+  server: ServerRecord;
+}
 const TAGS = ['os-online_extend_volume'];
 
 /** Registers the three os-online_extend_volume routes (rescan, get_blockdev, assist_extend). */
 export function registerOnlineExtendVolume(app: App, deps: ServerDeps & { compute: ComputeAPI }): void {
   const { compute } = deps;
 
-  /** The caller's context for `action` in the URL's project, and the server, which must be in it. */
-  const target = async (req: FastifyRequest, scope: ComputeScope, action: string, serverId: string) => {
-    // The caller is known already on the hot path (the onRequest hook authenticated it): no promise for it.
-    const auth = req.auth ?? (await caller(deps, req));
-    const project = scope.urlProject ?? auth.projectId;
-    const ctx = contextOn(deps, req, auth, action, { project_id: project });
-    return { ctx, server: await compute.getServer(project, serverId) };
+  /**
+   * The caller's context for `action` in the URL's project, and the server, which must be in it.
+   * On the hot path (the onRequest hook authenticated the caller, the store has the server in
+   * memory) the answer itself, with no promise; otherwise a promise of it.
+   */
+  const target = (req: FastifyRequest, scope: ComputeScope, action: string, serverId: string): Target | Promise<Target> => {
+    const of = (auth: AuthContext): Target | Promise<Target> => {
+      const project = scope.urlProject ?? auth.projectId;
+      const ctx = contextOn(deps, req, auth, action, { project_id: project });
+      const server = compute.getServerNow(project, serverId);
+      return server instanceof Promise ? server.then((s) => ({ ctx, server: s })) : { ctx, server };
+    };
+    return req.auth ? of(req.auth) : caller(deps, req).then((auth) => inRequest(req, () => of(auth)));
   };
 
   computeRoute(app, {
@@ -55,7 +70,8 @@ export function registerOnlineExtendVolume(app: App, deps: ServerDeps & { comput
     },
     handler: async (req, _reply, scope) => {
       const { volume_id } = req.params;
-      const { ctx, server } = await target(req, scope, 'os_compute_api:os-online-extend-volume:get_blockdev', req.params.server_id);
+      const found = target(req, scope, 'os_compute_api:os-online-extend-volume:get_blockdev', req.params.server_id);
+      const { ctx, server } = found instanceof Promise ? await found : found;
       const bytes = await compute.getBlockdev(ctx, server, volume_id);
       return { volume_blockdev: { id: volume_id, bytes } };
     },
