@@ -5,7 +5,7 @@
  */
 import type { FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
-import { caller, contextOn } from '../../server.js';
+import { caller, contextOn, inRequest } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import { AssistExtendBody, RescanBody, ServerIdParam, VolumeBlockdev, VolumeIdParams } from '../../schemas/compute.js';
 import type { ComputeAPI } from '../../../compute/api.js';
@@ -24,7 +24,8 @@ export function registerOnlineExtendVolume(app: App, deps: ServerDeps & { comput
     const auth = req.auth ?? (await caller(deps, req));
     const project = scope.urlProject ?? auth.projectId;
     const ctx = contextOn(deps, req, auth, action, { project_id: project });
-    return { ctx, server: await compute.getServer(project, serverId) };
+    // After `caller`'s await when the caller was not known yet: the lookup re-enters the request.
+    return { ctx, server: await inRequest(req, () => compute.getServer(project, serverId)) };
   };
 
   computeRoute(app, {
