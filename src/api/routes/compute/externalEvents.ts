@@ -10,7 +10,7 @@
  * validation refuses it.
  */
 import type { App, ServerDeps } from '../../server.js';
-import { authorize } from '../../server.js';
+import { authorize, inRequest } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import { eventNamesAt, ExternalEventsAnswer, ExternalEventsBody } from '../../schemas/externalEvents.js';
 import type { ComputeAPI } from '../../../compute/api.js';
@@ -42,7 +42,7 @@ export function registerExternalEvents(app: App, deps: ServerDeps & { compute: C
         );
       }
       const ctx = await authorize(deps, req, RULE, {});
-      const events = await compute.externalInstanceEvents(ctx, req.body.events);
+      const events = await inRequest(req, () => compute.externalInstanceEvents(ctx, req.body.events));
       return reply.status(events.every((e) => e.code === 200) ? 200 : 207).send({ events });
     },
   });

@@ -8,7 +8,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
-import { authorize } from '../../server.js';
+import { authorize, inRequest } from '../../server.js';
 import { errorResponses, PathId } from '../../schemas/common.js';
 import { Link } from '../../schemas/compute.js';
 import { ApiVersion } from '../../microversion.js';
@@ -81,7 +81,7 @@ export function registerFlavors(app: App, deps: ServerDeps & { store: ComputeSto
       { schema: { tags, params: Type.Object(params), response: { 200: Type.Object({ flavors: Type.Array(FlavorSummary) }), ...errorResponses(401, 403) } } },
       async (req) => {
         await authorize(deps, req, RULE, {});
-        return { flavors: (await deps.store.listFlavors()).map((f) => summary(req, f)) };
+        return { flavors: (await inRequest(req, () => deps.store.listFlavors())).map((f) => summary(req, f)) };
       },
     );
     app.get(
@@ -89,7 +89,7 @@ export function registerFlavors(app: App, deps: ServerDeps & { store: ComputeSto
       { schema: { tags, params: Type.Object(params), response: { 200: Type.Object({ flavors: Type.Array(FlavorDetail) }), ...errorResponses(401, 403) } } },
       async (req) => {
         await authorize(deps, req, RULE, {});
-        return { flavors: (await deps.store.listFlavors()).map((f) => flavorView(req, f)) };
+        return { flavors: (await inRequest(req, () => deps.store.listFlavors())).map((f) => flavorView(req, f)) };
       },
     );
     app.get(
@@ -98,7 +98,7 @@ export function registerFlavors(app: App, deps: ServerDeps & { store: ComputeSto
       async (req) => {
         await authorize(deps, req, RULE, {});
         const { flavor_id } = req.params as { flavor_id: string };
-        const f = await deps.store.getFlavor(flavor_id);
+        const f = await inRequest(req, () => deps.store.getFlavor(flavor_id));
         if (!f) throw errors.notFound(`Flavor ${flavor_id} could not be found.`);
         return { flavor: flavorView(req, f) };
       },
@@ -110,7 +110,7 @@ export function registerFlavors(app: App, deps: ServerDeps & { store: ComputeSto
       async (req) => {
         await authorize(deps, req, RULE, {});
         const { flavor_id } = req.params as { flavor_id: string };
-        if (!(await deps.store.getFlavor(flavor_id))) throw errors.notFound(`Flavor ${flavor_id} could not be found.`);
+        if (!(await inRequest(req, () => deps.store.getFlavor(flavor_id)))) throw errors.notFound(`Flavor ${flavor_id} could not be found.`);
         return { extra_specs: {} };
       },
     );

@@ -14,7 +14,7 @@
 import { Type, type Static, type TProperties } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
-import { authorize } from '../../server.js';
+import { authorize, inRequest } from '../../server.js';
 import { errorResponses, PathId, ProjectId } from '../../schemas/common.js';
 import { Link } from '../../schemas/compute.js';
 import type { ComputeAPI } from '../../../compute/api.js';
@@ -139,7 +139,7 @@ export function registerServerLifecycle(app: App, deps: ServerDeps & { compute: 
         const tenant = await tenantOf(deps, req);
         const ctx = await authorize(deps, req, 'os_compute_api:servers:create', { project_id: tenant });
         const s = req.body.server;
-        const created = await servers.create(ctx, { name: s.name, imageRef: refId(s.imageRef), flavorRef: refId(s.flavorRef), metadata: s.metadata ?? {} });
+        const created = await inRequest(req, () => servers.create(ctx, { name: s.name, imageRef: refId(s.imageRef), flavorRef: refId(s.flavorRef), metadata: s.metadata ?? {} }));
         const links = serverLinks(req, created.server.id);
         // Nova's create adds the server's self link as Location (servers.py _add_location).
         reply.header('location', links[0]!.href);
@@ -168,10 +168,10 @@ export function registerServerLifecycle(app: App, deps: ServerDeps & { compute: 
       async (req: FastifyRequest<{ Params: { server_id: string } }>, reply: FastifyReply) => {
         const tenant = await tenantOf(deps, req);
         // The URL's project first (server.ts checks it against the token), then the owner's rule.
-        const server = await compute.getServer(tenant, req.params.server_id);
+        const server = await inRequest(req, () => compute.getServer(tenant, req.params.server_id));
         const ctx = await authorize(deps, req, 'os_compute_api:servers:delete', { project_id: server.projectId, ...(server.userId ? { user_id: server.userId } : {}) });
         if (ctx.projectId !== server.projectId && !ctx.roles.some((r) => r.toLowerCase() === 'admin')) throw errors.instanceNotFound(server.id);
-        await servers.delete(ctx, server, userToken(req));
+        await inRequest(req, () => servers.delete(ctx, server, userToken(req)));
         return reply.status(204).send();
       },
     );

@@ -13,7 +13,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
-import { allowed, authorizeOn, caller } from '../../server.js';
+import { allowed, authorizeOn, caller, inRequest } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import { pageOf, pageResult, storePage } from '../../paging.js';
 import {
@@ -88,7 +88,7 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
   const readServer = async (req: FastifyRequest, scope: ComputeScope, serverId: string, action: string): Promise<ServerRecord> => {
     const project = await projectOf(req, scope);
     const anyProject = await allowed(deps, req, 'context_is_admin', {});
-    const server = await compute.findServer(serverId, project, anyProject);
+    const server = await inRequest(req, () => compute.findServer(serverId, project, anyProject));
     await authorizeOn(deps, req, action, { project_id: server.projectId });
     return server;
   };
@@ -98,8 +98,9 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
     const target = { project_id: server.projectId };
     let flavor: FlavorRecord | undefined;
     if (req.apiVersion.atLeast(V2_47) && server.flavorRef && deps.lookupFlavor) {
-      let f = flavors.get(server.flavorRef);
-      if (!f) flavors.set(server.flavorRef, (f = deps.lookupFlavor(server.flavorRef)));
+      const flavorRef = server.flavorRef;
+      let f = flavors.get(flavorRef);
+      if (!f) flavors.set(flavorRef, (f = inRequest(req, () => deps.lookupFlavor!(flavorRef))));
       flavor = await f;
     }
     const hostStatus = await allowed(deps, req, 'os_compute_api:servers:show:host_status', target);
@@ -108,7 +109,7 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
       scope,
       extendedAttributes: await allowed(deps, req, 'os_compute_api:os-extended-server-attributes', target),
       hostStatus,
-      hostState: hostStatus && req.apiVersion.atLeast(V2_16) && deps.hostStatusOf ? await deps.hostStatusOf(server.host) : undefined,
+      hostState: hostStatus && req.apiVersion.atLeast(V2_16) && deps.hostStatusOf ? await inRequest(req, () => deps.hostStatusOf!(server.host)) : undefined,
       flavor,
     };
   };
@@ -124,7 +125,7 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
     const match = name === undefined || name === '' ? undefined : nameFilter(name);
     const page = pageOf(req.query);
     const filter = { projectId: allTenants ? (last(req.query.project_id) ?? last(req.query.tenant_id)) : project, matches: match && ((s: ServerRecord) => match(s.name)) };
-    const rows = await compute.listServers(filter, storePage(page));
+    const rows = await inRequest(req, () => compute.listServers(filter, storePage(page)));
     return pageResult(rows, page, (s) => s.id, req.url, { origin: scope.base, keepQuery: true });
   };
 
@@ -214,11 +215,13 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
     handler: async (req, _reply, scope) => {
       const project = await projectOf(req, scope);
       const ctx = await authorizeOn(deps, req, 'os_compute_api:os-volumes-attachments:create', { project_id: project });
-      const server = await compute.getServer(project, req.params.server_id);
+      const server = await inRequest(req, () => compute.getServer(project, req.params.server_id));
       const device = req.body.volumeAttachment.device?.replace('/dev/', '') ?? undefined;
       const volumeId = req.body.volumeAttachment.volumeId;
       const service = volumeService('attach');
-      const att = await compute.withTask(ctx, server, 'attach', () => service.attach(userToken(req), project, server.id, volumeId, device));
+      // withTask calls the volume service after its own await: re-entered there too.
+      const attach = () => inRequest(req, () => service.attach(userToken(req), project, server.id, volumeId, device));
+      const att = await inRequest(req, () => compute.withTask(ctx, server, 'attach', attach));
       return { volumeAttachment: attachmentView(att.value) };
     },
   });
@@ -231,9 +234,11 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
     handler: async (req, reply, scope) => {
       const project = await projectOf(req, scope);
       const ctx = await authorizeOn(deps, req, 'os_compute_api:os-volumes-attachments:delete', { project_id: project });
-      const server = await compute.getServer(project, req.params.server_id);
+      const server = await inRequest(req, () => compute.getServer(project, req.params.server_id));
       const service = volumeService('detach');
-      await compute.withTask(ctx, server, 'detach', () => service.detach(userToken(req), project, server.id, req.params.volume_id));
+      // withTask calls the volume service after its own await: re-entered there too.
+      const detach = () => inRequest(req, () => service.detach(userToken(req), project, server.id, req.params.volume_id));
+      await inRequest(req, () => compute.withTask(ctx, server, 'detach', detach));
       return reply.status(202).send();
     },
   });
@@ -252,7 +257,8 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
     handler: async (req, _reply, scope) => {
       const server = await readServer(req, scope, req.params.server_id, 'os_compute_api:os-instance-actions:list');
       const page = pageOf(req.query);
-      const { items, next } = pageResult(await compute.actionsOf(server, storePage(page)), page, (a) => a.requestId, req.url, { origin: scope.base, keepQuery: true });
+      const actions = await inRequest(req, () => compute.actionsOf(server, storePage(page)));
+      const { items, next } = pageResult(actions, page, (a) => a.requestId, req.url, { origin: scope.base, keepQuery: true });
       return { instanceActions: items.map(actionView), ...(next ? { links: next } : {}) };
     },
   });
@@ -264,7 +270,7 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
     schema: { tags: actionTags, response: { 200: Type.Object({ instanceAction: InstanceAction }), ...errorResponses(401, 403, 404) } },
     handler: async (req, _reply, scope) => {
       const server = await readServer(req, scope, req.params.server_id, 'os_compute_api:os-instance-actions:show');
-      const action = await compute.actionOf(server, req.params.request_id);
+      const action = await inRequest(req, () => compute.actionOf(server, req.params.request_id));
       // Nova: events and tracebacks for callers passing `…:events` (admins); events for everyone from 2.51.
       const admin = await allowed(deps, req, 'os_compute_api:os-instance-actions:events', { project_id: server.projectId });
       return { instanceAction: actionWithEvents(action, { events: admin || req.apiVersion.atLeast(V2_51), traceback: admin }) };
@@ -286,7 +292,8 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
     handler: async (req, _reply, scope) => {
       const server = await readServer(req, scope, req.params.server_id, 'os_compute_api:os-instance-action-details:list');
       const page = pageOf(req.query);
-      const { items, next } = pageResult(await compute.actionsOf(server, storePage(page)), page, (a) => a.requestId, req.url, { origin: scope.base, keepQuery: true });
+      const actions = await inRequest(req, () => compute.actionsOf(server, storePage(page)));
+      const { items, next } = pageResult(actions, page, (a) => a.requestId, req.url, { origin: scope.base, keepQuery: true });
       return { instanceActionDetails: items.map(actionDetailView), ...(next ? { links: next } : {}) };
     },
   });
@@ -302,7 +309,7 @@ export function registerServers(app: App, deps: ServersRouteDeps): void {
     },
     handler: async (req, _reply, scope) => {
       const server = await readServer(req, scope, req.params.server_id, 'os_compute_api:os-instance-action-details:show');
-      return { instanceActionDetail: actionDetailView(await compute.actionOf(server, req.params.request_id)) };
+      return { instanceActionDetail: actionDetailView(await inRequest(req, () => compute.actionOf(server, req.params.request_id))) };
     },
   });
 }

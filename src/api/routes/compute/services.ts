@@ -13,7 +13,7 @@
  */
 import { Type } from '@sinclair/typebox';
 import type { App, ServerDeps } from '../../server.js';
-import { authorize } from '../../server.js';
+import { authorize, inRequest } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import { ApiVersion } from '../../microversion.js';
 import type { ComputeServices, ServiceState } from '../../../compute/services.js';
@@ -86,7 +86,7 @@ export function registerServices(app: App, deps: ServerDeps & { services: Comput
       await authorize(deps, req, 'os_compute_api:os-services:list', {});
       const host = last(req.query.host);
       const binary = last(req.query.binary);
-      const list = await deps.services.list({ ...(host === undefined ? {} : { host }), ...(binary === undefined ? {} : { binary }) });
+      const list = await inRequest(req, () => deps.services.list({ ...(host === undefined ? {} : { host }), ...(binary === undefined ? {} : { binary }) }));
       const withForcedDown = req.apiVersion?.atLeast(V2_11) ?? false;
       return { services: list.map((s) => serviceView(s, withForcedDown)) };
     },
@@ -106,7 +106,7 @@ export function registerServices(app: App, deps: ServerDeps & { services: Comput
       if (binary !== NOVA_COMPUTE) throw errors.badRequest(`Updating a ${binary} service is not supported. Only nova-compute services can be updated.`);
       const disabled = action !== 'enable';
       const why = action === 'disable-log-reason' ? reason! : null;
-      if (!(await deps.services.setDisabled(host, binary, disabled, why))) throw errors.notFound(`Could not find binary ${binary} on host ${host}.`);
+      if (!(await inRequest(req, () => deps.services.setDisabled(host, binary, disabled, why)))) throw errors.notFound(`Could not find binary ${binary} on host ${host}.`);
       return { service: { host, binary, status: disabled ? 'disabled' : 'enabled', ...(why === null ? {} : { disabled_reason: why }) } };
     },
   });

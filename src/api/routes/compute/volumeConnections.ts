@@ -9,7 +9,7 @@
  * attached volume inside the guest (the extend workflow's grow_fs step).
  */
 import type { App, ServerDeps } from '../../server.js';
-import { authorize } from '../../server.js';
+import { authorize, inRequest } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import { ServerParams, VolumeParams } from '../../schemas/compute.js';
 import type { ComputeAPI } from '../../../compute/api.js';
@@ -37,8 +37,8 @@ export function registerVolumeConnections(app: App, deps: ServerDeps & { compute
     async (req, reply) => {
       const { tenant_id, server_id } = req.params;
       await authorize(deps, req, RULE, { project_id: tenant_id });
-      const server = await compute.getServer(tenant_id, server_id);
-      await compute.checkAttach(server, { volumeId: req.body.volumeId, ...(req.body.device ? { device: req.body.device } : {}) });
+      const server = await inRequest(req, () => compute.getServer(tenant_id, server_id));
+      await inRequest(req, () => compute.checkAttach(server, { volumeId: req.body.volumeId, ...(req.body.device ? { device: req.body.device } : {}) }));
       return reply.status(204).send();
     },
   );
@@ -57,7 +57,7 @@ export function registerVolumeConnections(app: App, deps: ServerDeps & { compute
     async (req) => {
       const { tenant_id, server_id } = req.params;
       const ctx = await authorize(deps, req, RULE, { project_id: tenant_id });
-      const server = await compute.getServer(tenant_id, server_id);
+      const server = await inRequest(req, () => compute.getServer(tenant_id, server_id));
       const att = await compute.attachVolume(ctx, server, req.body.connection);
       return { connection: { serverId: att.serverId, volumeId: att.volumeId, device: att.device } };
     },
@@ -76,7 +76,7 @@ export function registerVolumeConnections(app: App, deps: ServerDeps & { compute
     async (req, reply) => {
       const { tenant_id, server_id, volume_id } = req.params;
       const ctx = await authorize(deps, req, RULE, { project_id: tenant_id });
-      const server = await compute.getServer(tenant_id, server_id);
+      const server = await inRequest(req, () => compute.getServer(tenant_id, server_id));
       await compute.detachVolume(ctx, server, volume_id);
       return reply.status(204).send();
     },
@@ -95,7 +95,7 @@ export function registerVolumeConnections(app: App, deps: ServerDeps & { compute
     async (req) => {
       const { tenant_id, server_id, volume_id } = req.params;
       const ctx = await authorize(deps, req, RULE, { project_id: tenant_id });
-      const server = await compute.getServer(tenant_id, server_id);
+      const server = await inRequest(req, () => compute.getServer(tenant_id, server_id));
       // The response schema keeps the answer's public fields only: no `detail` reaches the wire.
       return { growth: await compute.growGuestFilesystem(ctx, server, volume_id) };
     },
@@ -114,7 +114,7 @@ export function registerVolumeConnections(app: App, deps: ServerDeps & { compute
     async (req) => {
       const { tenant_id, server_id } = req.params;
       await authorize(deps, req, RULE, { project_id: tenant_id });
-      const server = await compute.freshServer(tenant_id, server_id);
+      const server = await inRequest(req, () => compute.freshServer(tenant_id, server_id));
       return { connections: server.attachments.map((a) => ({ serverId: a.serverId, volumeId: a.volumeId, device: a.device })) };
     },
   );

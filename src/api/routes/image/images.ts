@@ -14,7 +14,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
-import { authorize } from '../../server.js';
+import { authorize, inRequest } from '../../server.js';
 import { errorResponses, PathId } from '../../schemas/common.js';
 import type { ComputeStore, ImageRecord } from '../../../db/store.js';
 import { errors } from '../../../errors.js';
@@ -110,7 +110,7 @@ export function registerImageApi(app: App, deps: ServerDeps & { store: ComputeSt
     },
     async (req) => {
       await authorize(deps, req, 'get_images', {});
-      return { images: (await deps.store.listImages()).map(imageView), schema: '/v2/schemas/images', first: '/v2/images' };
+      return { images: (await inRequest(req, () => deps.store.listImages())).map(imageView), schema: '/v2/schemas/images', first: '/v2/images' };
     },
   );
 
@@ -120,7 +120,7 @@ export function registerImageApi(app: App, deps: ServerDeps & { store: ComputeSt
     async (req) => {
       await authorize(deps, req, 'get_image', {});
       const { image_id } = req.params;
-      const image = await deps.store.getImage(image_id);
+      const image = await inRequest(req, () => deps.store.getImage(image_id));
       if (!image) throw errors.notFound(`No image found with ID ${image_id}`);
       return imageView(image);
     },

@@ -6,7 +6,7 @@
  * os-volume_attachments, which calls these.
  */
 import type { App, ServerDeps } from '../../server.js';
-import { authorize } from '../../server.js';
+import { authorize, inRequest } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import { ProjectParams, VolumeIdParams } from '../../schemas/volume.js';
 import type { VolumeAttachService } from '../../../volume/attach.js';
@@ -33,7 +33,7 @@ export function registerAttachments(app: App, deps: ServerDeps & { attachments: 
       const { project_id } = req.params;
       const ctx = await authorize(deps, req, 'volume:attach', { project_id });
       const a = req.body.attachment;
-      const att = await attachments.attach(ctx, project_id, a.instance_uuid, a.volume_uuid, a.mountpoint);
+      const att = await inRequest(req, () => attachments.attach(ctx, project_id, a.instance_uuid, a.volume_uuid, a.mountpoint));
       return { attachment: att };
     },
   );
@@ -52,7 +52,7 @@ export function registerAttachments(app: App, deps: ServerDeps & { attachments: 
     async (req, reply) => {
       const { project_id, volume_id } = req.params;
       const ctx = await authorize(deps, req, 'volume:detach', { project_id });
-      await attachments.detach(ctx, project_id, req.query.instance_uuid, volume_id);
+      await inRequest(req, () => attachments.detach(ctx, project_id, req.query.instance_uuid, volume_id));
       return reply.status(204).send();
     },
   );

@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { App, ServerDeps } from '../../server.js';
-import { allowed, authorize, authorizeOn } from '../../server.js';
+import { allowed, authorize, authorizeOn, inRequest } from '../../server.js';
 import { errorResponses } from '../../schemas/common.js';
 import {
   CinderLink,
@@ -26,7 +26,7 @@ import {
   VolumeListQuery,
   VolumeMetadataBody,
 } from '../../schemas/volume.js';
-import type { VolumeService } from '../../../volume/service.js';
+import type { CreateVolumeRequest, VolumeService } from '../../../volume/service.js';
 import type { FsGrowthRecord, VolumeActionRecord, VolumeRecord, VolumeStatus } from '../../../db/store.js';
 import { errors } from '../../../errors.js';
 import { Link } from '../../schemas/compute.js';
@@ -331,7 +331,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
    */
   const findVolume = async (req: FastifyRequest, projectId: string, volumeId: string, action: string) => {
     const anyProject = await allowed(deps, req, 'context_is_admin', {});
-    const volume = await volumes.get(projectId, volumeId, anyProject);
+    const volume = await inRequest(req, () => volumes.get(projectId, volumeId, anyProject));
     const ctx = await authorizeOn(deps, req, action, { project_id: volume.projectId });
     return { volume, ctx, anyProject };
   };
@@ -361,7 +361,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
       const size = b.size ?? undefined;
       const sizeBytes = b.size_bytes ?? undefined;
       if ((size === undefined) === (sizeBytes === undefined)) throw errors.invalidInput('Give exactly one of volume.size (GiB) and volume.size_bytes.');
-      const v = await volumes.create(ctx, project_id, {
+      const request: CreateVolumeRequest = {
         name: b.name ?? b.display_name ?? '',
         sizeBytes: sizeBytes ?? gibToBytes(sizeGiB('volume.size', size!)),
         backend: b.volume_type ?? '',
@@ -370,7 +370,8 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
         ...(b.encryption === undefined || b.encryption === null ? {} : { encryption: b.encryption }),
         description: b.description ?? b.display_description ?? null,
         metadata: b.metadata ?? {},
-      });
+      };
+      const v = await inRequest(req, () => volumes.create(ctx, project_id, request));
       return reply.status(202).send({ volume: cinderVolumeView(v, viewContext(req, project_id), false) });
     },
   );
@@ -384,10 +385,11 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     const page = pageOf(query);
     const scope = listScope(filters, project_id);
     if (scope === null) return { items: [] as VolumeRecord[], next: undefined };
-    const rows = await volumes.list(scope, storePage(page), {
+    const filter = {
       ...(filters.name !== undefined ? { name: filters.name } : {}),
       ...(filters.status !== undefined ? { status: filters.status } : {}),
-    });
+    };
+    const rows = await inRequest(req, () => volumes.list(scope, storePage(page), filter));
     const { items, next } = pageResult(rows, page, (v) => v.id, req.url);
     return { items, next: next ? nextLink(req, page.limit, items.at(-1)!.id) : undefined };
   };
@@ -424,7 +426,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     { schema: listSchema(OnlineExtendView, 'Ours: a page of volumes with their exact size in bytes, format and extend in progress; same query as the Cinder lists') },
     async (req) => {
       const { items, next } = await listQuery(req);
-      const growths = await volumes.latestFsGrowths(items.map((v) => v.id));
+      const growths = await inRequest(req, () => volumes.latestFsGrowths(items.map((v) => v.id)));
       return { volumes: items.map((v) => onlineExtendView(v, growths.get(v.id))), ...(next ? { volumes_links: next } : {}) };
     },
   );
@@ -453,7 +455,8 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     async (req) => {
       const { project_id, volume_id } = req.params;
       const { volume } = await findVolume(req, project_id, volume_id, 'volume:get');
-      return { volume: onlineExtendView(volume, (await volumes.latestFsGrowths([volume.id])).get(volume.id)) };
+      const growths = await inRequest(req, () => volumes.latestFsGrowths([volume.id]));
+      return { volume: onlineExtendView(volume, growths.get(volume.id)) };
     },
   );
 
@@ -475,7 +478,8 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
       const { project_id, volume_id } = req.params;
       await findVolume(req, project_id, volume_id, 'volume:get');
       const page = pageOf(req.query);
-      const { items, next } = pageResult(await volumes.listActions(volume_id, storePage(page)), page, (a) => a.requestId, req.url);
+      const actions = await inRequest(req, () => volumes.listActions(volume_id, storePage(page)));
+      const { items, next } = pageResult(actions, page, (a) => a.requestId, req.url);
       return { volumeActions: items.map(actionView), ...(next ? { links: next satisfies PageLink[] } : {}) };
     },
   );
@@ -498,16 +502,12 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
       // Cinder's v1 names count when the v2 name is absent, as on create.
       const name = b.name !== undefined ? b.name : b.display_name;
       const description = b.description !== undefined ? b.description : b.display_description;
-      const v = await volumes.update(
-        project_id,
-        volume_id,
-        {
-          ...(name !== undefined ? { name: name ?? '' } : {}),
-          ...(description !== undefined ? { description } : {}),
-          ...(b.metadata !== undefined ? { metadata: b.metadata ?? {} } : {}),
-        },
-        { anyProject },
-      );
+      const patch = {
+        ...(name !== undefined ? { name: name ?? '' } : {}),
+        ...(description !== undefined ? { description } : {}),
+        ...(b.metadata !== undefined ? { metadata: b.metadata ?? {} } : {}),
+      };
+      const v = await inRequest(req, () => volumes.update(project_id, volume_id, patch, { anyProject }));
       // Cinder's update answers with the detail view without the show extensions (tempest's update_volume is create_volume's).
       return { volume: cinderVolumeView(v, viewContext(req, project_id), false) };
     },
@@ -545,7 +545,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     async (req) => {
       const { project_id, volume_id } = req.params;
       const { anyProject } = await findVolume(req, project_id, volume_id, 'volume:update');
-      return { metadata: await volumes.setMetadata(project_id, volume_id, req.body.metadata, { anyProject }) };
+      return { metadata: await inRequest(req, () => volumes.setMetadata(project_id, volume_id, req.body.metadata, { anyProject })) };
     },
   );
 
@@ -555,7 +555,7 @@ export function registerVolumes(app: App, deps: ServerDeps & { volumes: VolumeSe
     async (req, reply) => {
       const { project_id, volume_id } = req.params;
       const { ctx, anyProject } = await findVolume(req, project_id, volume_id, 'volume:delete');
-      await volumes.delete(ctx, project_id, volume_id, { anyProject });
+      await inRequest(req, () => volumes.delete(ctx, project_id, volume_id, { anyProject }));
       return reply.status(202).send();
     },
   );
