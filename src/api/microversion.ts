@@ -27,6 +27,8 @@ export type ApiService = 'compute' | 'volume';
 export const API_VERSION_HEADER = 'OpenStack-API-Version';
 /** Nova's legacy header, read and echoed by the compute API only. */
 export const LEGACY_COMPUTE_VERSION_HEADER = 'X-OpenStack-Nova-API-Version';
+/** API_VERSION_HEADER as Node keys it in `req.headers`: made once (a lowered name made per request is a new string to look up). */
+const API_VERSION_HEADER_KEY = API_VERSION_HEADER.toLowerCase();
 
 /** Nova's and Cinder's version grammar (api_version_request.py): no leading zeros, minor may be 0. */
 const VERSION = /^([1-9]\d*)\.([1-9]\d*|0)$/;
@@ -123,7 +125,7 @@ function standardEntry(value: string, service: ApiService): string | undefined {
  */
 export function negotiateVersion(headers: IncomingHttpHeaders, range: MicroversionRange): ApiVersion {
   let asked: string | undefined;
-  const standard = headerText(headers[API_VERSION_HEADER.toLowerCase()]);
+  const standard = headerText(headers[API_VERSION_HEADER_KEY]);
   if (standard !== undefined) {
     asked = standardEntry(standard, range.service);
     if (asked === undefined && range.service === 'volume') {

@@ -15,20 +15,22 @@ export function newRequestId(now = Date.now()): string {
     randomFillSync(pool);
     offset = 0;
   }
-  const b = pool.subarray(offset, offset + 16);
+  // Written and read in place in the pool: a view per id (subarray) was a typed array made per request.
+  const o = offset;
   offset += 16;
+  const b = pool;
   // 48-bit big-endian milliseconds, then version 7 and the RFC 4122 variant.
-  b[0] = Math.floor(now / 2 ** 40) & 0xff;
-  b[1] = Math.floor(now / 2 ** 32) & 0xff;
-  b[2] = (now >>> 24) & 0xff;
-  b[3] = (now >>> 16) & 0xff;
-  b[4] = (now >>> 8) & 0xff;
-  b[5] = now & 0xff;
-  b[6] = 0x70 | (b[6]! & 0x0f);
-  b[8] = 0x80 | (b[8]! & 0x3f);
+  b[o] = Math.floor(now / 2 ** 40) & 0xff;
+  b[o + 1] = Math.floor(now / 2 ** 32) & 0xff;
+  b[o + 2] = (now >>> 24) & 0xff;
+  b[o + 3] = (now >>> 16) & 0xff;
+  b[o + 4] = (now >>> 8) & 0xff;
+  b[o + 5] = now & 0xff;
+  b[o + 6] = 0x70 | (b[o + 6]! & 0x0f);
+  b[o + 8] = 0x80 | (b[o + 8]! & 0x3f);
   let s = 'req-';
   for (let i = 0; i < 16; i++) {
-    s += HEX[b[i]!];
+    s += HEX[b[o + i]!];
     if (i === 3 || i === 5 || i === 7 || i === 9) s += '-';
   }
   return s;

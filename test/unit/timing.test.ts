@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { errors } from '../../src/errors.js';
 import { Metrics } from '../../src/util/metrics.js';
-import { currentTimings, RequestTimings, timed, timedMethods, withTimings } from '../../src/util/timing.js';
+import { currentTimings, RequestTimings, TIMING_PARTS, timed, timedMethods, withTimings } from '../../src/util/timing.js';
 
 class Box {
   #secret = 7;
@@ -129,12 +129,18 @@ describe('RequestTimings.header', () => {
     expect(text).toBe(ms.toFixed(3));
   });
 
-  it('lists the parts in the order they were first added, then total', () => {
+  it('lists the recorded parts from the socket inwards (TIMING_PARTS), whatever order they were added in, then total', () => {
     const t = new RequestTimings();
-    t.add('auth', 1);
     t.add('libvirt', 2);
+    t.add('auth', 1);
+    t.add('store', 0);
     t.add('auth', 0.5);
-    expect(t.header(t.start + 4)).toBe('auth;dur=1.500, libvirt;dur=2.000, total;dur=4.000');
+    expect(t.header(t.start + 4)).toBe('auth;dur=1.500, store;dur=0.000, libvirt;dur=2.000, total;dur=4.000');
+    expect(Object.keys(t.parts)).toEqual(['auth', 'store', 'libvirt']);
+    // Every part the header can name, in its order.
+    const all = new RequestTimings();
+    for (const part of [...TIMING_PARTS].reverse()) all.add(part, 1);
+    expect(all.header(all.start).split(', ').map((item) => item.split(';')[0])).toEqual([...TIMING_PARTS, 'total']);
   });
 });
 
