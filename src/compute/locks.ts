@@ -42,6 +42,11 @@ export class Coalescer {
     return this.running.has(key);
   }
 
+  /** Whether no run is under way or queued for any key (the hot path's check before it makes a key). */
+  get idle(): boolean {
+    return this.running.size === 0;
+  }
+
   /** Resolves when no run for `key` is under way or queued (whatever their outcome). */
   async settled(key: string): Promise<void> {
     for (let slot = this.running.get(key); slot; slot = this.running.get(key)) {

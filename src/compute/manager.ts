@@ -272,8 +272,9 @@ export class ComputeManager {
 
   /** The host's size, measured after any rescan of the volume under way has finished. */
   getHostBytes(serverId: string, volumeId: string): Promise<number> {
+    // The read hot path: the driver's own promise, none of ours (and no key made when no rescan runs at all).
+    if (this.rescans.idle) return this.driver.getHostBytes(serverId, volumeId);
     const key = `${serverId}/${volumeId}`;
-    // The read hot path: the driver's own promise, none of ours.
     if (!this.rescans.busy(key)) return this.driver.getHostBytes(serverId, volumeId);
     // The caller's request timings are current now, not after the wait (util/timing.ts).
     const timings = currentTimings();

@@ -97,17 +97,16 @@ const RPC_METHODS = [
 export function timedComputeRpc(rpc: ComputeRpc, metrics: Metrics): ComputeRpc {
   const out = {} as Record<string, unknown>;
   for (const method of RPC_METHODS) {
-    const fn = (rpc[method] as (...a: unknown[]) => Promise<unknown>).bind(rpc);
+    const fn = rpc[method] as (a?: unknown, b?: unknown, c?: unknown, d?: unknown) => Promise<unknown>;
     const histogram = metrics.rpcSeconds.series({ method });
-    out[method] = (...args: unknown[]) => {
+    // Fixed arity (every ComputeRpc method takes at most four arguments): no rest array per call.
+    out[method] = (a?: unknown, b?: unknown, c?: unknown, d?: unknown) => {
       const t = currentTimings();
       const start = performance.now();
-      const p = fn(...args);
+      const p = fn.call(rpc, a, b, c, d);
       // Measured on the side: the caller awaits the call's own promise.
-      p.then(
-        () => observeRpc(histogram, t, start),
-        () => observeRpc(histogram, t, start),
-      );
+      const observe = () => observeRpc(histogram, t, start);
+      p.then(observe, observe);
       return p;
     };
   }
