@@ -124,7 +124,8 @@ export async function buildComputeApp(deps: ComputeAppDeps): Promise<ComputeApp>
   });
   const heartbeat = new ServiceHeartbeat({ store: deps.store, host: manager.host, intervalMs: deps.serviceHeartbeatMs ?? DEFAULTS.serviceHeartbeatMs, logger: deps.logger.child({ component: 'compute-services' }) });
   await heartbeat.beat();
-  const services = new ComputeServices({ store: deps.store, downTimeMs: deps.serviceDownTimeMs ?? DEFAULTS.serviceDownTimeMs });
+  // Its store time (os-services, host checks) in Server-Timing as the other services'; the heartbeat's writes are no request's.
+  const services = new ComputeServices({ store: metrics && deps.timingDetail ? timedMethods(deps.store, 'store') : deps.store, downTimeMs: deps.serviceDownTimeMs ?? DEFAULTS.serviceDownTimeMs });
   const api = await buildComputeApi({
     store: deps.store,
     logger: deps.logger,
@@ -224,9 +225,28 @@ export async function buildComputeApi(deps: ComputeApiDeps): Promise<ComputeApi>
  * The image API (Glance's reads, routes/image/images.ts) on its own app: the images servers are
  * built from, for clients that look them up in the catalog.
  */
-export async function buildImageApp(deps: { store: Store; logger: Logger; auth: Authenticator; policy: PolicyEnforcer; http?: Partial<HttpLimits>; metrics?: Metrics }): Promise<App> {
-  const app = await createServer({ logger: deps.logger, auth: deps.auth, policy: deps.policy, title: 'online-extend image API', service: 'compute', ...(deps.http ? { limits: deps.http } : {}), ...(deps.metrics ? { metrics: deps.metrics, metricsApi: 'image' } : {}) });
-  registerImageApi(app, { logger: deps.logger, auth: deps.auth, policy: deps.policy, title: '', store: deps.store });
+export async function buildImageApp(deps: {
+  store: Store;
+  logger: Logger;
+  auth: Authenticator;
+  policy: PolicyEnforcer;
+  http?: Partial<HttpLimits>;
+  metrics?: Metrics;
+  /** Server-Timing's per-layer parts (Config serverTimingDetail; as the compute app's: the store's time with metrics). */
+  timingDetail?: boolean;
+}): Promise<App> {
+  const store = deps.metrics && deps.timingDetail ? timedMethods(deps.store, 'store') : deps.store;
+  const app = await createServer({
+    logger: deps.logger,
+    auth: deps.auth,
+    policy: deps.policy,
+    title: 'online-extend image API',
+    service: 'compute',
+    ...(deps.http ? { limits: deps.http } : {}),
+    ...(deps.metrics ? { metrics: deps.metrics, metricsApi: 'image' } : {}),
+    ...(deps.timingDetail ? { timingDetail: true } : {}),
+  });
+  registerImageApi(app, { logger: deps.logger, auth: deps.auth, policy: deps.policy, title: '', store });
   return app;
 }
 
@@ -470,7 +490,7 @@ async function runService(config: Config, dataDir: OpenedDataDir, checkMs: numbe
     computeUrl = await computeApp.app.listen({ host: config.host, port: config.port });
     catalog.register('compute', computeUrl);
     logger.info({ url: computeUrl, driver: driver.name, dataDir: config.dataDir }, 'compute API listening');
-    imageApp = await buildImageApp({ store, logger, auth: computeApp.auth, policy, http: httpLimitsFrom(config), metrics });
+    imageApp = await buildImageApp({ store, logger, auth: computeApp.auth, policy, http: httpLimitsFrom(config), metrics, timingDetail: config.serverTimingDetail });
     imageUrl = await imageApp.listen({ host: config.host, port: config.imagePort });
     catalog.register('image', imageUrl);
     logger.info({ url: imageUrl }, 'image API listening');
@@ -678,7 +698,8 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
     const catalog = new ServiceCatalog();
     const storedTokens = new TokenAuthenticator(store);
     const auth: Authenticator = keystoneAuth ?? (config.auth === 'noauth' ? new NoAuthAuthenticator(storedTokens) : storedTokens);
-    const services = new ComputeServices({ store, downTimeMs: config.serviceDownTimeMs });
+    // Its store time (os-services, each RPC's host check) in Server-Timing, as buildComputeApi's.
+    const services = new ComputeServices({ store: config.serverTimingDetail ? timedMethods(store, 'store') : store, downTimeMs: config.serviceDownTimeMs });
     const api = await buildComputeApi({
       store,
       rpc: new HostCheckedRpc(deps.rpc, services),
@@ -698,7 +719,7 @@ export async function startApiService(config: Config, deps: ApiServiceDeps): Pro
     const computeUrl = await api.app.listen({ host: config.host, port: config.port });
     catalog.register('compute', computeUrl);
     logger.info({ url: computeUrl, instance: instanceId }, 'compute API listening (api role)');
-    imageApp = await buildImageApp({ store, logger, auth, policy, http: httpLimitsFrom(config), metrics });
+    imageApp = await buildImageApp({ store, logger, auth, policy, http: httpLimitsFrom(config), metrics, timingDetail: config.serverTimingDetail });
     const imageUrl = await imageApp.listen({ host: config.host, port: config.imagePort });
     catalog.register('image', imageUrl);
 

@@ -153,11 +153,12 @@ export const ConfigSchema = Type.Object(
     })),
     metricsHost: str('Listen address of GET /metrics when metricsPort is set; refused without metricsPort (it would be ignored)', '127.0.0.1', { env: 'ONLINE_EXTEND_METRICS_HOST', flag: '--metrics-host' }),
     // Server-Timing is on every answer (auth, total), and by default its per-layer parts too
-    // (store, lock, driver, rpc, libvirt: issue H asks for them on every response). They follow a
-    // request through AsyncLocalStorage, whose promise hook costs every promise of the process
-    // ~0.45 us (about a fifth of a get_blockdev's CPU, bench/api.ts): false keeps auth and total only.
+    // (store, lock, driver, rpc, libvirt: issue H asks for them on every response). Each layer
+    // adds its time to the request's timings, which the services hand on themselves (no
+    // AsyncLocalStorage, util/timing.ts): a few us per request for the parts' bookkeeping (the
+    // timed store, driver and RPC calls, the longer header); false keeps auth and total only.
     serverTimingDetail: Type.Boolean({
-      description: 'Server-Timing with the time per layer (store, lock, driver, rpc, libvirt) besides auth and total; costs CPU on every request (bench/api.ts); false: auth and total only',
+      description: 'Server-Timing with the time per layer (store, lock, driver, rpc, libvirt) besides auth and total; costs a few µs of CPU per request for the parts\' bookkeeping; false: auth and total only',
       default: true,
       env: 'ONLINE_EXTEND_SERVER_TIMING_DETAIL',
       flag: '--server-timing-detail',

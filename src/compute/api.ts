@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { ActionResult, AttachmentRecord, ComputeStore, InstanceActionRecord, PageQuery, ServerRecord } from '../db/store.js';
 import { errors, isServiceError } from '../errors.js';
 import type { RequestContext } from '../context.js';
-import { withTimings } from '../util/timing.js';
+import { currentTimings, withTimings } from '../util/timing.js';
 import type { AttachSpec, GuestFilesystemGrowth } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
 import { clearStaleTasks, DELETING, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
@@ -88,7 +88,11 @@ export class ComputeAPI {
       rpc: this.rpc,
       log: this.log,
       // Events name servers of any project (the caller is a service or an admin), as Nova looks them up.
-      findServer: async (id) => (await this.store.getServer(id)) ?? (await this.lookUpOnMiss(id)),
+      findServer: async (id) => {
+        // The caller's request timings, for the lookup on a miss after the store's await (util/timing.ts).
+        const timings = currentTimings();
+        return (await this.store.getServer(id)) ?? (await withTimings(timings, () => this.lookUpOnMiss(id)));
+      },
     });
   }
 
@@ -125,7 +129,9 @@ export class ComputeAPI {
    * picks the server up. A failed lookup is logged and answered 404.
    */
   async getServer(tenantId: string, serverId: string): Promise<ServerRecord> {
-    const server = (await this.store.getServer(serverId)) ?? (await this.lookUpOnMiss(serverId));
+    // The caller's request timings, for the lookup on a miss after the store's await (util/timing.ts).
+    const timings = currentTimings();
+    const server = (await this.store.getServer(serverId)) ?? (await withTimings(timings, () => this.lookUpOnMiss(serverId)));
     if (!server || server.projectId !== tenantId) throw errors.instanceNotFound(serverId);
     return server;
   }
@@ -150,7 +156,9 @@ export class ComputeAPI {
    * server's owner (`server.projectId`).
    */
   async findServer(serverId: string, projectId: string, anyProject: boolean): Promise<ServerRecord> {
-    const server = (await this.store.getServer(serverId)) ?? (await this.lookUpOnMiss(serverId));
+    // As getServer: the lookup on a miss is part of the caller's request.
+    const timings = currentTimings();
+    const server = (await this.store.getServer(serverId)) ?? (await withTimings(timings, () => this.lookUpOnMiss(serverId)));
     if (!server || (!anyProject && server.projectId !== projectId)) throw errors.instanceNotFound(serverId);
     return server;
   }
@@ -189,8 +197,10 @@ export class ComputeAPI {
     const out: ServerRecord[] = [];
     const batch = Math.max(page.limit, 100);
     let marker = page.marker;
+    // The caller's request timings: every batch after the first is read after an await (util/timing.ts).
+    const timings = currentTimings();
     while (out.length < page.limit) {
-      const rows = await this.store.listServers(projectFilter, { limit: batch, marker });
+      const rows = await withTimings(timings, () => this.store.listServers(projectFilter, { limit: batch, marker }));
       for (const s of rows) if (matches(s) && out.length < page.limit) out.push(s);
       if (rows.length < batch) break;
       marker = rows.at(-1)!.id;
@@ -323,8 +333,10 @@ export class ComputeAPI {
   async checkAttach(server: ServerRecord, spec: Pick<AttachSpec, 'volumeId' | 'device'>): Promise<ServerRecord> {
     // The attach this check is part of may have set the server's task already (withTask).
     this.checkIdle(server, 'attach volume', VOLUME_TASKS.attach);
+    // The caller's request timings (no ctx here), current now but not after the state's await.
+    const timings = currentTimings();
     const fresh = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
-    const caps = await this.hostCapabilities(undefined, fresh.host);
+    const caps = await withTimings(timings, () => this.hostCapabilities(undefined, fresh.host));
     if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
     const already = fresh.attachments.some((a) => a.volumeId === spec.volumeId);
     if (!already && fresh.attachments.length >= caps.capabilities.maxVolumesPerServer) throw errors.tooManyDiskDevices(fresh.id);
@@ -380,8 +392,10 @@ export class ComputeAPI {
    * InstanceNotFound when the server is gone or belongs to another project.
    */
   async freshServer(tenantId: string, serverId: string): Promise<ServerRecord> {
+    // The caller's request timings, current now but not after the store's await (util/timing.ts).
+    const timings = currentTimings();
     const known = await this.store.getServer(serverId);
-    const server = await this.rpc.syncServer(known?.host, serverId);
+    const server = await withTimings(timings, () => this.rpc.syncServer(known?.host, serverId));
     if (!server || server.projectId !== tenantId) throw errors.instanceNotFound(serverId);
     return server;
   }

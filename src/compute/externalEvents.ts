@@ -31,6 +31,7 @@ import type { ComputeStore, InstanceActionRecord, ServerRecord } from '../db/sto
 import { isServiceError, unexpectedError } from '../errors.js';
 import type { HostSizeExtend } from './manager.js';
 import type { ComputeRpc } from './rpc.js';
+import { withTimings, type RequestTimings } from '../util/timing.js';
 
 /** The event that acts: Cinder grew the attached volume named by `tag`. */
 export const VOLUME_EXTENDED = 'volume-extended';
@@ -58,6 +59,8 @@ export interface EventCaller {
   requestId: string;
   userId: string;
   projectId: string;
+  /** The request's Server-Timing parts, as RequestContext.timings: the lookups and the actions' records add their time. */
+  timings?: RequestTimings;
 }
 
 /** What one volume of a `volume-extended` action came to, as `details.volumes` records it (sizes in bytes). */
@@ -116,7 +119,9 @@ export class ServerExternalEvents {
       return { ...e, status: code === 200 ? 'completed' : 'failed', code };
     });
     for (const { server, volumeIds } of extend.values()) {
-      await this.deps.store.startAction({
+      // Part of the request (util/timing.ts: nothing is current after the lookups' await); the
+      // work tracked below is not: it runs after the answer.
+      await withTimings(caller.timings, () => this.deps.store.startAction({
         requestId: caller.requestId,
         serverId: server.id,
         ...EXTEND_VOLUME_ACTION,
@@ -125,7 +130,7 @@ export class ServerExternalEvents {
         startTime: new Date().toISOString(),
         message: null,
         details: { trigger: VOLUME_EXTENDED, volume_ids: volumeIds },
-      });
+      }));
       log.info({ serverId: server.id, volumeIds, host: server.host, requestId: caller.requestId }, 'volume-extended event accepted');
       this.track(this.run(caller.requestId, server, volumeIds, false));
     }

@@ -41,6 +41,7 @@ import type { VolumesForCompute } from '../rpc/volumeClient.js';
 import type { SpawnImage, SpawnSpec } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
 import { DELETING } from './tasks.js';
+import { withTimings } from '../util/timing.js';
 
 export { DELETING };
 
@@ -132,9 +133,12 @@ export class ServerLifecycle {
    * what `chooseHost` throws (ServiceUnavailable 503 when no host is up and enabled).
    */
   async create(ctx: RequestContext, req: CreateServerRequest): Promise<CreatedServer> {
-    const image = await this.store.getImage(req.imageRef);
+    // The request's Server-Timing parts (util/timing.ts), re-entered for each store and host call
+    // after an await; the build started below is not the request's (it runs after the answer).
+    const within = <T>(call: () => T): T => withTimings(ctx.timings, call);
+    const image = await within(() => this.store.getImage(req.imageRef));
     if (!image) throw errors.badRequest('Can not find requested image');
-    const flavor = await this.store.getFlavor(req.flavorRef);
+    const flavor = await within(() => this.store.getFlavor(req.flavorRef));
     if (!flavor) throw errors.badRequest('Invalid flavorRef provided.');
     if (flavor.ramMb < image.minRamMb) throw errors.badRequest("Flavor's memory is too small for requested image.");
     if (flavor.diskGb > 0 && flavor.diskGb < image.minDiskGb) throw errors.badRequest("Flavor's disk is too small for requested image.");
@@ -146,12 +150,12 @@ export class ServerLifecycle {
     let host: string;
     let caps: Awaited<ReturnType<ComputeRpc['capabilities']>>;
     for (;;) {
-      const chosen = await this.chooseHost(tried);
+      const chosen = await within(() => this.chooseHost(tried));
       // A chooser that ignores `exclude` would loop forever: refuse as "no host" instead.
       if (tried.has(chosen)) throw errors.serviceUnavailable('No valid host was found. There are not enough hosts available.');
       host = chosen;
       try {
-        caps = await this.rpc.capabilities(host);
+        caps = await within(() => this.rpc.capabilities(host));
         break;
       } catch (err) {
         if (!(isServiceError(err) && err.code === 'ComputeHostUnavailable' && err.reason === NO_AGENT_LISTENING)) throw err;
@@ -163,13 +167,13 @@ export class ServerLifecycle {
     const id = randomUUID();
     const createdAt = new Date().toISOString();
     const record = { id, name: req.name, projectId: ctx.projectId, userId: ctx.userId, createdAt, imageRef: image.id, flavorRef: flavor.id, metadata: req.metadata };
-    if (!(await this.store.createServer(host, { ...record, taskState: BUILD_TASK_STATES[0] }))) throw errors.internal('A new server id was already taken.');
-    await this.store.startAction(this.action(ctx, id, SERVER_ACTIONS.create, createdAt, { image: image.id, flavor: flavor.id }));
+    if (!(await within(() => this.store.createServer(host, { ...record, taskState: BUILD_TASK_STATES[0] })))) throw errors.internal('A new server id was already taken.');
+    await within(() => this.store.startAction(this.action(ctx, id, SERVER_ACTIONS.create, createdAt, { image: image.id, flavor: flavor.id })));
     const spec: SpawnSpec = { id, name: req.name, projectId: ctx.projectId, userId: ctx.userId, image: boot, vcpus: flavor.vcpus, ramMb: flavor.ramMb, rootDiskGb: flavor.diskGb };
     const build = this.track(this.build(ctx, host, spec, flavor));
     this.builds.set(id, build);
     void build.finally(() => this.builds.delete(id));
-    const server = await this.store.getServer(id);
+    const server = await within(() => this.store.getServer(id));
     if (!server) throw errors.instanceNotFound(id);
     // Nova's admin password: generated, shown once, not kept (no guest agent sets it here).
     return { server, adminPass: randomBytes(9).toString('base64url') };
@@ -190,13 +194,16 @@ export class ServerLifecycle {
     if (server.createdAt === undefined) throw errors.instanceNotOurs(server.id);
     const from = server.taskState;
     if (from !== null && !BUILDING.has(from)) throw errors.instanceBusy(server.id, from, 'delete');
+    // The request's Server-Timing parts (util/timing.ts), re-entered after each await; the
+    // termination started below is not the request's (it runs after the 204).
+    const within = <T>(call: () => T): T => withTimings(ctx.timings, call);
     await this.checkVolumes(ctx, server, token);
-    if (!(await this.store.setTaskState(server.id, DELETING, from))) {
-      const now = await this.store.getServer(server.id);
+    if (!(await within(() => this.store.setTaskState(server.id, DELETING, from)))) {
+      const now = await within(() => this.store.getServer(server.id));
       if (!now) throw errors.instanceNotFound(server.id);
       throw errors.instanceBusy(server.id, now.taskState ?? 'unknown', 'delete');
     }
-    await this.store.startAction(this.action(ctx, server.id, SERVER_ACTIONS.delete, new Date().toISOString(), {}));
+    await within(() => this.store.startAction(this.action(ctx, server.id, SERVER_ACTIONS.delete, new Date().toISOString(), {})));
     void this.track(this.terminate(ctx, server, token));
   }
 
@@ -295,10 +302,12 @@ export class ServerLifecycle {
    */
   private async checkVolumes(ctx: RequestContext, server: ServerRecord, token: string): Promise<void> {
     if (!this.volumes) return;
+    const volumes = this.volumes;
     for (const a of server.attachments) {
       let state;
       try {
-        state = (await this.volumes.volume(token, server.projectId, a.volumeId)).value;
+        // Each read is part of the request (util/timing.ts: after the first, nothing is current).
+        state = (await withTimings(ctx.timings, () => volumes.volume(token, server.projectId, a.volumeId))).value;
       } catch (err) {
         if (!isFinalError(err)) throw err;
         this.log.warn({ err, serverId: server.id, volumeId: a.volumeId, requestId: ctx.requestId }, 'could not read an attached volume before a delete');

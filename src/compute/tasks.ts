@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { ComputeStore, ServerRecord } from '../db/store.js';
 import { errors } from '../errors.js';
 import type { RequestContext } from '../context.js';
+import { withTimings } from '../util/timing.js';
 
 /**
  * The task states (Nova's task_state, `OS-EXT-STS:task_state`) compute writes while an operation
@@ -30,16 +31,19 @@ export const VOLUME_TASK_STATES: ReadonlySet<string> = new Set(Object.values(VOL
  */
 export async function withTask<T>(store: ComputeStore, log: Logger, ctx: RequestContext, server: ServerRecord, task: VolumeTask, fn: () => Promise<T>): Promise<T> {
   const state = VOLUME_TASKS[task];
-  if (!(await store.setTaskState(server.id, state, null))) {
-    const now = await store.getServer(server.id);
+  // The request's Server-Timing parts (util/timing.ts): `fn` and the store calls after an await
+  // run as part of it.
+  const within = <R>(call: () => R): R => withTimings(ctx.timings, call);
+  if (!(await within(() => store.setTaskState(server.id, state, null)))) {
+    const now = await within(() => store.getServer(server.id));
     throw errors.instanceBusy(server.id, now?.taskState ?? state, `${task} volume`);
   }
   try {
-    return await fn();
+    return await within(fn);
   } finally {
     // A failed clear (the database refusing writes) leaves the task to the next start-up's
     // clearStaleTasks; the caller's answer is what fn gave.
-    await store.setTaskState(server.id, null, state).catch((err: unknown) => {
+    await within(() => store.setTaskState(server.id, null, state)).catch((err: unknown) => {
       log.error({ err, serverId: server.id, task: state, requestId: ctx.requestId }, 'could not clear the task state');
     });
   }

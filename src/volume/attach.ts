@@ -16,6 +16,7 @@ import type { InFlight } from './reconciler.js';
 import type { VolumeBackend } from './backends/backend.js';
 import { decide, isAttached, outcome, type Decision, type VolumeAction } from './lifecycle.js';
 import type { AttachEncryption } from '../virt/driver.js';
+import { currentTimings, withTimings } from '../util/timing.js';
 
 /** An encrypted volume's format and passphrase for compute (never logged); undefined unencrypted. */
 async function encryptionOf(store: VolumeStore, v: VolumeRecord): Promise<AttachEncryption | undefined> {
@@ -45,11 +46,14 @@ export class VolumeAttachService {
     patch: Partial<Pick<VolumeRecord, 'serverId' | 'serverProjectId'>> = {},
     serverId?: string,
   ): Promise<VolumeRecord> {
+    // The caller's request timings, current now but not after an await (util/timing.ts).
+    const timings = currentTimings();
     for (let attempt = 1; ; attempt++) {
       const d = decide(action, v);
       if (!d.ok) throw action === 'attach' && serverId !== undefined ? attachRefusal(d, v, serverId) : d.error;
-      if (await this.deps.store.updateVolume(volumeId, { status: [v.status], version: v.version, attached: isAttached(v) }, { ...patch, status: d.to })) return v;
-      const now = await this.deps.store.getVolume(volumeId);
+      const guard = { status: [v.status], version: v.version, attached: isAttached(v) };
+      if (await withTimings(timings, () => this.deps.store.updateVolume(volumeId, guard, { ...patch, status: d.to }))) return v;
+      const now = await withTimings(timings, () => this.deps.store.getVolume(volumeId));
       if (!now) throw errors.volumeNotFound(volumeId);
       if (attempt >= MAX_DECISIONS) throw errors.volumeBusy(volumeId, now.status, action);
       v = now;
@@ -65,34 +69,37 @@ export class VolumeAttachService {
    * not even its version) and BackendFailed (500). An uncertain failure after compute was asked
    * leaves the volume `attaching` for the reconciler, which looks at the server and decides.
    */
-  async attach(_ctx: RequestContext, projectId: string, serverId: string, volumeId: string, device?: string): Promise<Connection> {
+  async attach(ctx: RequestContext, projectId: string, serverId: string, volumeId: string, device?: string): Promise<Connection> {
     const { store, compute } = this.deps;
-    const v = await store.getVolume(volumeId);
+    // The request's Server-Timing parts (util/timing.ts): each store and compute call after an
+    // await re-enters them.
+    const within = <T>(call: () => T): T => withTimings(ctx.timings, call);
+    const v = await within(() => store.getVolume(volumeId));
     if (!v || v.projectId !== projectId) throw errors.volumeNotFound(volumeId);
     // Nova checks the volume before the server's device names: an attached volume is refused
     // first (400 InvalidVolume), whatever device was asked for.
     const d = decide('attach', v);
     if (!d.ok && d.refusal === 'attached') throw attachRefusal(d, v, serverId);
-    await compute.checkConnect(projectId, serverId, volumeId, device);
+    await within(() => compute.checkConnect(projectId, serverId, volumeId, device));
     return this.deps.inFlight.run(volumeId, async () => {
       // The reservation names the server, so whoever finds the volume `attaching` later (the
       // reconciler, after a crash) knows where to look for the disk.
-      await this.begin('attach', volumeId, v, { serverId, serverProjectId: projectId }, serverId);
+      await within(() => this.begin('attach', volumeId, v, { serverId, serverProjectId: projectId }, serverId));
       let asked = false;
       try {
         const backend = this.deps.backends.get(v.backend);
         if (!backend) throw errors.backendFailed(`volume type ${v.backend} is not configured on this service`);
-        const connection = await backend.connection(volumeId);
-        const encryption = await encryptionOf(store, v);
+        const connection = await within(() => backend.connection(volumeId));
+        const encryption = await within(() => encryptionOf(store, v));
         asked = true;
-        const att = await compute.connect(projectId, serverId, { ...connection, ...(device ? { device } : {}), ...(encryption ? { encryption } : {}) });
-        await store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'done', true), device: att.value.device, attachedAt: new Date().toISOString() });
+        const att = await within(() => compute.connect(projectId, serverId, { ...connection, ...(device ? { device } : {}), ...(encryption ? { encryption } : {}) }));
+        await within(() => store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'done', true), device: att.value.device, attachedAt: new Date().toISOString() }));
         return att.value;
       } catch (err) {
         // Compute refused for good: nothing is plugged in. Otherwise (a timeout, the database
         // failing after the plug) the disk may be on the server: the reconciler looks and decides.
         if (!asked || isFinalError(err)) {
-          await store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'failed', false), serverId: null, serverProjectId: null, device: null });
+          await within(() => store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'failed', false), serverId: null, serverProjectId: null, device: null }));
         }
         throw err;
       }
@@ -106,18 +113,20 @@ export class VolumeAttachService {
    * VolumeNotAttached (404) for the latter. A failed extend may have grown the storage past the
    * record: the detached volume's size is then what its storage has, measured.
    */
-  async detach(_ctx: RequestContext, projectId: string, serverId: string, volumeId: string): Promise<void> {
+  async detach(ctx: RequestContext, projectId: string, serverId: string, volumeId: string): Promise<void> {
     const { store, compute } = this.deps;
-    const v = await store.getVolume(volumeId);
+    // The request's Server-Timing parts, re-entered after each await (as in `attach`).
+    const within = <T>(call: () => T): T => withTimings(ctx.timings, call);
+    const v = await within(() => store.getVolume(volumeId));
     const ours = v !== undefined && v.projectId === projectId && (v.serverId === serverId || v.serverId === null);
     if (!ours) {
-      await compute.disconnect(projectId, serverId, volumeId);
+      await within(() => compute.disconnect(projectId, serverId, volumeId));
       return;
     }
     return this.deps.inFlight.run(volumeId, async () => {
-      const before = await this.begin('detach', volumeId, v);
+      const before = await within(() => this.begin('detach', volumeId, v));
       try {
-        await compute.disconnect(projectId, serverId, volumeId);
+        await within(() => compute.disconnect(projectId, serverId, volumeId));
       } catch (err) {
         // The disk is already gone from the server (unplugged behind our back, e.g. `virsh
         // detach-disk`): the detach is done, as Nova finishes one whose disk is not found. Without
@@ -126,19 +135,19 @@ export class VolumeAttachService {
         if (!alreadyGone) {
           // Compute refused for good: still plugged in, back to the status it had. Otherwise the
           // guest may still let go of it: the reconciler looks and decides.
-          if (isFinalError(err)) await store.updateVolume(volumeId, ['detaching'], { status: before.status });
+          if (isFinalError(err)) await within(() => store.updateVolume(volumeId, ['detaching'], { status: before.status }));
           throw err;
         }
       }
-      const grown = before.status === 'error_extending' ? await this.storageBytes(before) : undefined;
-      await store.updateVolume(volumeId, ['detaching'], {
+      const grown = before.status === 'error_extending' ? await within(() => this.storageBytes(before)) : undefined;
+      await within(() => store.updateVolume(volumeId, ['detaching'], {
         status: 'available',
         serverId: null,
         serverProjectId: null,
         device: null,
         attachedAt: null,
         ...(grown !== undefined && grown > before.sizeBytes ? { sizeBytes: grown } : {}),
-      });
+      }));
     });
   }
 

@@ -18,7 +18,7 @@ import type { ExtendWorkflow } from './extend/workflow.js';
 import { FIRST_STEP } from './extend/stepNames.js';
 import type { InFlight } from './reconciler.js';
 import { createOptions, newPassphrase, parseVolumeType, volumeTypeNames, volumeTypeOf } from './encryption.js';
-import { withTimings } from '../util/timing.js';
+import { currentTimings, withTimings } from '../util/timing.js';
 
 /** A volume to create: `sizeBytes` a positive multiple of 512, `backend` a configured volume type (empty: the default). */
 export interface CreateVolumeRequest {
@@ -105,11 +105,13 @@ export class VolumeService {
    */
   async update(projectId: string, volumeId: string, patch: VolumeUpdate, opts: { anyProject?: boolean } = {}): Promise<VolumeRecord> {
     checkGrowFsMetadata(patch.metadata);
+    // The caller's request timings, current now but not after an await (util/timing.ts).
+    const timings = currentTimings();
     await this.get(projectId, volumeId, opts.anyProject);
     // No guard: these fields are independent of the lifecycle; a concurrent decision on the
     // volume sees the version move and decides again.
-    if (Object.keys(patch).length > 0 && !(await this.deps.store.updateVolume(volumeId, {}, patch))) throw errors.volumeNotFound(volumeId);
-    return this.get(projectId, volumeId, opts.anyProject);
+    if (Object.keys(patch).length > 0 && !(await withTimings(timings, () => this.deps.store.updateVolume(volumeId, {}, patch)))) throw errors.volumeNotFound(volumeId);
+    return withTimings(timings, () => this.get(projectId, volumeId, opts.anyProject));
   }
 
   /** What the latest extend of each volume did about the guest's filesystem (volumes without a record are absent). */
@@ -125,10 +127,12 @@ export class VolumeService {
    */
   async setMetadata(projectId: string, volumeId: string, items: Record<string, string>, opts: { anyProject?: boolean } = {}): Promise<Record<string, string>> {
     checkGrowFsMetadata(items);
+    // The caller's request timings, re-entered for each read and write after the first await (util/timing.ts).
+    const timings = currentTimings();
     for (;;) {
-      const v = await this.get(projectId, volumeId, opts.anyProject);
+      const v = await withTimings(timings, () => this.get(projectId, volumeId, opts.anyProject));
       const metadata = { ...(v.metadata ?? {}), ...items };
-      if (await this.deps.store.updateVolume(volumeId, { version: v.version }, { metadata })) return metadata;
+      if (await withTimings(timings, () => this.deps.store.updateVolume(volumeId, { version: v.version }, { metadata }))) return metadata;
     }
   }
 
@@ -159,6 +163,8 @@ export class VolumeService {
       throw errors.invalidInput(`An encrypted volume must be at least ${MIN_ENCRYPTED_BYTES} bytes: its LUKS header takes about 2 MiB.`);
     }
     const format = backend.attachedGrowth === 'hypervisor' ? (req.format ?? 'raw') : null;
+    // The request's Server-Timing parts (util/timing.ts), re-entered after each await.
+    const within = <T>(call: () => T): T => withTimings(ctx.timings, call);
     await this.checkFits(backend, undefined, req.sizeBytes, format);
     const id = randomUUID();
     const { store } = this.deps;
@@ -182,7 +188,7 @@ export class VolumeService {
       encryption: type.encryption ?? null,
       payloadOffset: null,
     };
-    await store.createVolume(record, passphrase !== undefined ? { encryptionKey: passphrase } : undefined);
+    await within(() => store.createVolume(record, passphrase !== undefined ? { encryptionKey: passphrase } : undefined));
     await this.deps.inFlight.run(id, () =>
       this.audit(ctx, id, 'create', { size_bytes: req.sizeBytes, backend: backendName, ...(type.encryption ? { encryption: type.encryption } : {}) }, async () => {
         let made;
@@ -191,13 +197,13 @@ export class VolumeService {
         } catch (err) {
           // Final: the backend will not make it. Uncertain: it may have; the reconciler retries
           // the (idempotent) create and settles the status.
-          if (isFinalError(err)) await store.updateVolume(id, ['creating'], { status: 'error' });
+          if (isFinalError(err)) await within(() => store.updateVolume(id, ['creating'], { status: 'error' }));
           throw err;
         }
-        await store.updateVolume(id, ['creating'], { status: 'available', sizeBytes: made.bytes, ...(made.encryption ? { payloadOffset: made.encryption.payloadOffset } : {}) });
+        await within(() => store.updateVolume(id, ['creating'], { status: 'available', sizeBytes: made.bytes, ...(made.encryption ? { payloadOffset: made.encryption.payloadOffset } : {}) }));
       }),
     );
-    return (await store.getVolume(id))!;
+    return (await within(() => store.getVolume(id)))!;
   }
 
   /**
@@ -220,22 +226,26 @@ export class VolumeService {
       patch?: (v: VolumeRecord) => VolumePatch;
     } = {},
   ): Promise<VolumeRecord> {
+    // The caller's request timings, current now but not after an await (util/timing.ts): the
+    // check, the re-reads and the update run as part of the request.
+    const timings = currentTimings();
+    const within = <T>(call: () => T): T => withTimings(timings, call);
     for (let attempt = 1; ; attempt++) {
-      const v = await this.get(projectId, volumeId, opts.anyProject);
+      const v = await within(() => this.get(projectId, volumeId, opts.anyProject));
       opts.precheck?.(v);
       const d = decide(action, v);
       if (!d.ok) throw d.error;
       try {
-        await opts.check?.(v);
+        await within(() => opts.check?.(v));
       } catch (err) {
         // The check may have judged a state that is gone (another extend grew the volume while
         // compute was being asked): if the record changed meanwhile, decide again on what is there.
-        const now = await this.deps.store.getVolume(volumeId);
+        const now = await within(() => this.deps.store.getVolume(volumeId));
         if (now && now.version !== v.version && attempt < MAX_DECISIONS) continue;
         throw err;
       }
       const guard: VolumeGuard = { status: [v.status], version: v.version, attached: isAttached(v), ...opts.guard?.(v) };
-      if (await this.deps.store.updateVolume(volumeId, guard, { ...opts.patch?.(v), status: d.to })) return v;
+      if (await within(() => this.deps.store.updateVolume(volumeId, guard, { ...opts.patch?.(v), status: d.to }))) return v;
       if (attempt >= MAX_DECISIONS) throw errors.volumeBusy(volumeId, v.status, action);
     }
   }
@@ -243,17 +253,19 @@ export class VolumeService {
   /** Deletes a volume without an attachment (`anyProject` as `get`). */
   async delete(ctx: RequestContext, projectId: string, volumeId: string, opts: { anyProject?: boolean } = {}): Promise<void> {
     const { store, inFlight } = this.deps;
+    // The request's Server-Timing parts (util/timing.ts), re-entered after each await.
+    const within = <T>(call: () => T): T => withTimings(ctx.timings, call);
     await inFlight.run(volumeId, async () => {
-      const v = await this.begin('delete', projectId, volumeId, { anyProject: opts.anyProject === true });
+      const v = await within(() => this.begin('delete', projectId, volumeId, { anyProject: opts.anyProject === true }));
       await this.audit(ctx, volumeId, 'delete', {}, async () => {
         try {
           await this.backend(v.backend, volumeTypeOf(v)).delete(volumeId);
         } catch (err) {
           // Final: what is left stays in `error`. Uncertain: the reconciler deletes it again.
-          if (isFinalError(err)) await store.updateVolume(volumeId, ['deleting'], { status: 'error' });
+          if (isFinalError(err)) await within(() => store.updateVolume(volumeId, ['deleting'], { status: 'error' }));
           throw err;
         }
-        await store.deleteVolume(volumeId);
+        await within(() => store.deleteVolume(volumeId));
       });
     });
   }
