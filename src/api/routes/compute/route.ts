@@ -95,14 +95,7 @@ export function computeRoute<P extends TProperties, B extends TSchema | undefine
       schema,
       handler: (req: FastifyRequest, reply: FastifyReply) => {
         const all = req.params as Record<string, string>;
-        // `base` is read by the views that write links only: made when asked, not on every request.
-        const scope: ComputeScope = {
-          urlProject: projectParam ? all[projectParam] : undefined,
-          versionPath: p.versionPath,
-          get base() {
-            return baseUrl(req);
-          },
-        };
+        const scope: ComputeScope = { urlProject: projectParam ? all[projectParam] : undefined, versionPath: p.versionPath, base: baseUrl(req) };
         return def.handler(req as never, reply, scope);
       },
     });
