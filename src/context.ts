@@ -11,5 +11,5 @@ export interface RequestContext {
    * makes them current (util/timing.ts withTimings) around the store, RPC, lock and driver calls it
    * makes for the request, so those layers add their time. Absent: nothing is recorded.
    */
-  timings?: RequestTimings;
+  timings?: RequestTimings | undefined;
 }

@@ -36,8 +36,28 @@ export class RequestTimings {
   private libvirt = NaN;
 
   add(part: TimingPart, ms: number): void {
-    const had = this[part];
-    this[part] = had === had ? had + ms : ms; // NaN (not yet recorded) is the only value unequal to itself
+    // A field per case, not this[part]: a computed key over six names is a megamorphic access.
+    // NaN (not yet recorded) is the only value unequal to itself.
+    switch (part) {
+      case 'auth':
+        this.auth = this.auth === this.auth ? this.auth + ms : ms;
+        break;
+      case 'store':
+        this.store = this.store === this.store ? this.store + ms : ms;
+        break;
+      case 'lock':
+        this.lock = this.lock === this.lock ? this.lock + ms : ms;
+        break;
+      case 'rpc':
+        this.rpc = this.rpc === this.rpc ? this.rpc + ms : ms;
+        break;
+      case 'driver':
+        this.driver = this.driver === this.driver ? this.driver + ms : ms;
+        break;
+      case 'libvirt':
+        this.libvirt = this.libvirt === this.libvirt ? this.libvirt + ms : ms;
+        break;
+    }
   }
 
   /** The parts recorded so far, in TIMING_PARTS order (tests and logs; the header reads the fields). */
