@@ -19,6 +19,7 @@
  * inside `driver`.
  */
 export const TIMING_PARTS = ['auth', 'store', 'lock', 'rpc', 'driver', 'libvirt'] as const;
+/** One of TIMING_PARTS. */
 export type TimingPart = (typeof TIMING_PARTS)[number];
 
 /**
