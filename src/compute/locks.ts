@@ -47,11 +47,14 @@ export class Coalescer {
     return this.running.size === 0;
   }
 
-  /** Resolves when no run for `key` is under way or queued (whatever their outcome). */
+  /**
+   * Resolves when the runs for `key` under way or queued *now* have finished (whatever their
+   * outcome); runs requested after this call are not waited for, so a steady stream of requests
+   * cannot hold a reader back (it waits for at most the running run and the one queued behind it).
+   */
   async settled(key: string): Promise<void> {
-    for (let slot = this.running.get(key); slot; slot = this.running.get(key)) {
-      await (slot.next ?? slot.current).catch(() => undefined);
-    }
+    const slot = this.running.get(key);
+    if (slot) await (slot.next ?? slot.current).catch(() => undefined);
   }
 
   private advance(key: string, entry: { current: Promise<void>; next?: Promise<void> }): void {

@@ -31,6 +31,7 @@ import { FakeDriver, type FakeServer } from '../../src/virt/fake/driver.js';
 import { FileBackend } from '../../src/volume/backends/file.js';
 import type { VolumeBackend } from '../../src/volume/backends/backend.js';
 import { InFlight } from '../../src/volume/reconciler.js';
+import { registerCatalog, TEST_FLAVOR, TEST_IMAGE } from '../support/computeApp.js';
 
 const MiB = 2 ** 20;
 const PROJECT = 'p-timed';
@@ -39,8 +40,8 @@ const SERVER = '3f1e2d4c-5555-4a66-9b77-8c9d0e1f2a3b';
 const SERVER_2 = '4a2f3e5d-6666-4b77-8c88-9d0e1f2a3b4c';
 /** A project with more servers than one batch of ComputeAPI.listServers (100). */
 const MANY = 'p-many';
-const IMAGE = 'img-timed';
-const FLAVOR = 'timed.small';
+const IMAGE = TEST_IMAGE.id;
+const FLAVOR = TEST_FLAVOR.id;
 
 type Attribution = 'request' | 'none';
 
@@ -94,20 +95,7 @@ beforeAll(async () => {
   const dir = mkdtempSync(join(tmpdir(), 'oe-timed-services-'));
   const logger = pino({ level: 'silent' });
   const store = new SqliteStore(join(dir, 'online-extend.sqlite'));
-  await store.putImage({
-    id: IMAGE,
-    name: 'timed-guest',
-    kind: 'kernel',
-    diskPath: null,
-    diskFormat: null,
-    kernelPath: '/boot/vmlinux',
-    ramdiskPath: '/boot/initramfs.gz',
-    cmdline: 'console=ttyS0',
-    minDiskGb: 0,
-    minRamMb: 128,
-    createdAt: '2026-11-30T00:00:00.000Z',
-  });
-  await store.putFlavor({ id: FLAVOR, name: FLAVOR, vcpus: 1, ramMb: 256, diskGb: 1, ephemeralGb: 0, swapMb: 0, isPublic: true, description: null });
+  await registerCatalog(store);
   const many = Array.from({ length: 101 }, () => server(randomUUID(), MANY));
   const driver = new FakeDriver({ servers: [server(SERVER), server(SERVER_2), ...many] });
   const policy = new PolicyEnforcer();

@@ -63,6 +63,32 @@ describe('Coalescer', () => {
     await c.settled('other'); // nothing under way: resolves at once
   });
 
+  it('settles after the runs under way or queued when asked, not after runs requested later (a stream of requests cannot hold a reader back)', async () => {
+    const c = new Coalescer();
+    const gates: Array<() => void> = [];
+    const run = () => new Promise<void>((resolve) => gates.push(resolve));
+    const pass = async () => {
+      // Let the coalescer start the next run, then open its gate.
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+      gates.shift()!();
+    };
+    void c.request('k', run); // running
+    void c.request('k', run); // queued behind it
+    let settled = false;
+    const reader = c.settled('k').then(() => (settled = true));
+    await pass(); // the first run ends; the queued one starts
+    void c.request('k', run); // requested after the reader asked: queued behind the second
+    expect(settled).toBe(false);
+    await pass(); // the second run (the last one the reader waits for) ends
+    await reader;
+    expect(settled).toBe(true);
+    // The later run is still under way: the reader did not wait for it.
+    expect(c.busy('k')).toBe(true);
+    await pass();
+    await c.settled('k');
+    expect(c.busy('k')).toBe(false);
+  });
+
   it('is busy on a key from its first request until its last queued run has settled, a failed one included', async () => {
     const c = new Coalescer();
     expect(c.busy('k')).toBe(false);
