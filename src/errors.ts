@@ -128,6 +128,12 @@ export interface ServiceErrorOptions {
   cause?: unknown;
   /** The request id of the remote call this error came back from, if any. */
   requestId?: string;
+  /**
+   * The remote API refused the call before acting on it (it refused this service's own
+   * credential): uncertain for the caller, which retries, yet nothing happened there, so what the
+   * caller reserved for the call can be released at once (`refusedUnacted`).
+   */
+  unacted?: boolean;
 }
 
 /**
@@ -141,6 +147,8 @@ export class ServiceError extends Error {
   readonly reason: string | undefined;
   readonly detail: string | undefined;
   readonly requestId: string | undefined;
+  /** See ServiceErrorOptions.unacted. */
+  readonly unacted: boolean;
 
   constructor(code: ErrorCode, message: string, opts: ServiceErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -151,6 +159,7 @@ export class ServiceError extends Error {
     this.reason = opts.reason;
     this.detail = opts.detail;
     this.requestId = opts.requestId;
+    this.unacted = opts.unacted === true;
   }
 
   /** The operation may still succeed if tried again (an uncertain error). */
@@ -172,6 +181,15 @@ export function isServiceError(err: unknown): err is ServiceError {
 /** True when trying again cannot help: a final ServiceError. Anything else is uncertain. */
 export function isFinalError(err: unknown): boolean {
   return isServiceError(err) && err.final;
+}
+
+/**
+ * True when the callee did nothing: it refused for good (a final error), or it refused the call
+ * before acting on it (ServiceErrorOptions.unacted: uncertain, but nothing to look for there).
+ * What a caller reserved for the call can then be released at once, without a reconciler.
+ */
+export function refusedUnacted(err: unknown): boolean {
+  return isServiceError(err) && (err.final || err.unacted);
 }
 
 /**

@@ -150,6 +150,8 @@ export class ApiClient {
             : `the API's policy does not allow this service's own credential (check the service user's roles and the API's policy: ${refused.message})`;
         throw new ApiError(this.opts.unreachableCode ?? 'ComputeUnreachable', `${method} ${path}: ${why}`, {
           final: false,
+          // The API refused the credential before it acted: nothing happened there.
+          unacted: true,
           reason: why,
           ...(answer.requestId ? { requestId: answer.requestId } : {}),
         });

@@ -6,12 +6,13 @@
  * for the client's rule.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { SERVICE_TOKEN_FILE } from '../../src/db/dataDirLayout.js';
 import { HttpComputeClient } from '../../src/rpc/computeClient.js';
 import { ApiError } from '../../src/rpc/httpClient.js';
+import { refusedUnacted } from '../../src/errors.js';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
 
 const MiB = 2 ** 20;
@@ -78,7 +79,9 @@ describe('a compute API that refuses the service credential (HttpComputeClient)'
       const client = new HttpComputeClient({ url, token: 'old', serviceCredential: { renew } });
       const err = await caught(client.getBlockdev('p', 's', 'v'));
       expect(err).toBeInstanceOf(ApiError);
-      expect(err).toMatchObject({ code: 'ComputeUnreachable', status: 503, final: false, reason: REASONS[refusal] });
+      // Refused before compute acted: what the caller reserved can be released at once (refusedUnacted).
+      expect(err).toMatchObject({ code: 'ComputeUnreachable', status: 503, final: false, reason: REASONS[refusal], unacted: true });
+      expect(refusedUnacted(err)).toBe(true);
       expect(seen.length).toBeLessThanOrEqual(2);
     },
   );
@@ -97,6 +100,15 @@ describe('a compute API that refuses the service credential (HttpComputeClient)'
     expect(err).toMatchObject({ code: 'TooManyDiskDevices', status: 403, final: true });
     expect(seen).toEqual(['old']);
     expect(renewedFor).toEqual([]);
+  });
+
+  it('answers no answer at all (nothing listens) as ComputeUnreachable that may have acted: not released at once', async () => {
+    const url = await accepting('never');
+    await new Promise<void>((r) => server!.close(() => r()));
+    server = undefined;
+    const err = await caught(new HttpComputeClient({ url, token: 'old', timeoutMs: 2_000 }).getBlockdev('p', 's', 'v'));
+    expect(err).toMatchObject({ code: 'ComputeUnreachable', final: false, unacted: false });
+    expect(refusedUnacted(err)).toBe(false);
   });
 
   it("passes a 401 through as the caller's own when the token is not the service's (a user's client)", async () => {
@@ -134,5 +146,34 @@ describe('serve: the volume service’s token revoked by an admin', () => {
     }
     expect(v).toMatchObject({ status: 'in-use', size_bytes: 128 * MiB });
     expect(serviceToken()).not.toBe(revoked);
+  });
+});
+
+describe('serve: compute refuses the volume service for good (its policy), on a detach', () => {
+  let h: ServiceHarness;
+  beforeAll(async () => {
+    h = await makeService();
+  });
+  afterAll(async () => h.cleanup());
+
+  it('answers 503 naming the credential and puts the volume back in-use at once (no reconciler wait); a retry once mended detaches it', async () => {
+    const id = (await h.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { size_bytes: 64 * MiB } })).body.volume.id;
+    expect((await h.compute.request('POST', `/v2/${PROJECT}/servers/${SERVER}/os-volume_attachments`, { volumeAttachment: { volumeId: id } })).status).toBe(200);
+    // The operator's policy now refuses compute's volume connections to everyone, the volume service included.
+    const policy = join(h.dir, 'policy.json');
+    writeFileSync(policy, JSON.stringify({ 'os_compute_api:os-volume-connections': 'role:nobody' }));
+    await h.stop();
+    await h.start({ policyFile: policy });
+    const status = async () => (await h.volume.request<{ volume: { status: string } }>('GET', `/v3/${PROJECT}/volumes/${id}`)).body.volume.status;
+
+    const refused = await h.volume.request('DELETE', `/v3/${PROJECT}/attachments/${id}?instance_uuid=${SERVER}`).then(() => undefined, (e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'ComputeUnreachable', status: 503, final: false });
+    // At once, not after the reconciler's pass: the detach never reached the hypervisor.
+    expect(await status()).toBe('in-use');
+
+    await h.stop();
+    await h.start({});
+    expect((await h.volume.request('DELETE', `/v3/${PROJECT}/attachments/${id}?instance_uuid=${SERVER}`)).status).toBe(204);
+    expect(await status()).toBe('available');
   });
 });
