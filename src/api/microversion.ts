@@ -191,7 +191,21 @@ export function echoVersion(req: FastifyRequest, reply: FastifyReply, range: Mic
 /** The echo of each (range, version), built once: this runs on every answer. */
 const ECHOES = new WeakMap<MicroversionRange, Map<string, { headers: Array<[string, string]>; vary: string }>>();
 
-function echoOf(range: MicroversionRange, version: ApiVersion): { headers: Array<[string, string]>; vary: string } {
+/** The echoes of each range's own min and max objects (what most requests are served at): no key made for them. */
+const RANGE_ECHOES = new WeakMap<MicroversionRange, { min: Echo; max: Echo }>();
+
+type Echo = { headers: Array<[string, string]>; vary: string };
+
+function echoOf(range: MicroversionRange, version: ApiVersion): Echo {
+  if (version === range.min || version === range.max) {
+    let ends = RANGE_ECHOES.get(range);
+    if (ends === undefined) RANGE_ECHOES.set(range, (ends = { min: echoByText(range, range.min), max: echoByText(range, range.max) }));
+    return version === range.min ? ends.min : ends.max;
+  }
+  return echoByText(range, version);
+}
+
+function echoByText(range: MicroversionRange, version: ApiVersion): Echo {
   let byVersion = ECHOES.get(range);
   if (!byVersion) ECHOES.set(range, (byVersion = new Map()));
   const key = String(version);

@@ -383,19 +383,22 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
     if (project === undefined) return done(req.apiVersionError ?? undefined);
     // The alphabet first: a malformed URL is refused without a token lookup.
     if (!PROJECT_ID.test(project)) return done(errors.invalidInput(`Malformed request URL: a project id is ${PROJECT_ID_RULE}.`));
-    const authenticated = (auth: AuthContext): void => {
-      if (project !== auth.projectId) {
-        try {
-          checkProject(project, auth, req.serviceActsInAnyProject === true);
-        } catch (err) {
-          return done(err as Error);
-        }
-      }
-      done(req.apiVersionError ?? undefined);
-    };
+    // A cached token (the hot path): decided here, with no closure made for it.
     const known = knownCaller(deps, req);
-    if (known) return authenticated(known);
-    askAuthenticator(deps, req).then(authenticated, done);
+    if (known) return authenticated(req, project, known, done);
+    askAuthenticator(deps, req).then((auth) => authenticated(req, project, auth, done), done);
+  };
+
+  /** The onRequest hook's end once the caller is known: the URL's project checked against the token's, then a deferred version refusal. */
+  const authenticated = (req: FastifyRequest, project: string, auth: AuthContext, done: (err?: Error) => void): void => {
+    if (project !== auth.projectId) {
+      try {
+        checkProject(project, auth, req.serviceActsInAnyProject === true);
+      } catch (err) {
+        return done(err as Error);
+      }
+    }
+    done(req.apiVersionError ?? undefined);
   };
 
   // A route with a body schema needs a body: an empty one (which the JSON parser lets through

@@ -55,7 +55,7 @@ abstract class BoundMetric<L extends string, S extends { labels: Labels<L> }> {
    * The series for `labels` (made at the first call): keep it and update it directly. Throws
    * TypeError for a label name the metric does not have, as prom-client does.
    */
-  protected seriesFor(labels: Labels<L>, make: (labels: Labels<L>) => S): S {
+  protected seriesFor(labels: Labels<L>): S {
     // The index first, one Map level per label name: no key string built per call (a label value
     // given as a number is looked up as its text, as prom-client labels it).
     let node: Map<string, unknown> | S | undefined = this.labelNames.length === 0 ? this.bySeries.get('') : this.index;
@@ -67,7 +67,7 @@ abstract class BoundMetric<L extends string, S extends { labels: Labels<L> }> {
     for (const name of Object.keys(labels)) {
       if (!this.labelNames.includes(name as L)) throw new TypeError(`Added label "${name}" is not included in initial labelset: ${JSON.stringify(this.labelNames)}`);
     }
-    const made = make({ ...labels });
+    const made = this.newSeries({ ...labels });
     let key = '';
     let level = this.index;
     this.labelNames.forEach((name, i) => {
@@ -83,6 +83,9 @@ abstract class BoundMetric<L extends string, S extends { labels: Labels<L> }> {
     this.bySeries.set(key, made);
     return made;
   }
+
+  /** A new series for `labels` (its own copy), at zero. */
+  protected abstract newSeries(labels: Labels<L>): S;
 
   /** Forgets every series (prom-client's `reset`, which `Registry.resetMetrics` calls); bound series stop being exported. */
   reset(): void {
@@ -113,13 +116,17 @@ export class BoundCounter<L extends string> extends BoundMetric<L, CounterSeries
 
   /** The series for `labels`; keep it and call `inc()` on it. */
   series(labels: Labels<L>): CounterSeries<L> {
-    return this.seriesFor(labels, (own) => ({
-      labels: own,
+    return this.seriesFor(labels);
+  }
+
+  protected newSeries(labels: Labels<L>): CounterSeries<L> {
+    return {
+      labels,
       value: 0,
       inc(by = 1) {
         this.value += by;
       },
-    }));
+    };
   }
 
   /** Adds `by` (1) to the series for `labels` (for occasional updates; the hot path keeps its series). */
@@ -152,9 +159,13 @@ export class BoundHistogram<L extends string> extends BoundMetric<L, HistogramSe
 
   /** The series for `labels`; keep it and call `observe(v)` on it. A value that is not finite is a TypeError, as in prom-client. */
   series(labels: Labels<L>): HistogramSeries<L> {
+    return this.seriesFor(labels);
+  }
+
+  protected newSeries(labels: Labels<L>): HistogramSeries<L> & { counts: number[]; sum: number; count: number } {
     const bounds = this.bounds;
-    return this.seriesFor(labels, (own) => ({
-      labels: own,
+    return {
+      labels,
       // Per bucket (not cumulative); the last slot counts values above every bound (+Inf only).
       counts: new Array<number>(bounds.length + 1).fill(0),
       sum: 0,
@@ -167,7 +178,7 @@ export class BoundHistogram<L extends string> extends BoundMetric<L, HistogramSe
         this.sum += value;
         this.count++;
       },
-    }));
+    };
   }
 
   /** Observes `value` in the series for `labels` (for occasional updates; the hot path keeps its series). */
