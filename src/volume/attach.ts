@@ -9,7 +9,7 @@
  */
 import type { RequestContext } from '../context.js';
 import type { VolumeRecord, VolumeStore } from '../db/store.js';
-import { errors, isFinalError, isServiceError } from '../errors.js';
+import { errors, isServiceError, refusedUnacted } from '../errors.js';
 import type { ComputeForVolumes } from '../rpc/computeClient.js';
 import type { Connection } from '../rpc/shapes.js';
 import type { InFlight } from './reconciler.js';
@@ -96,9 +96,10 @@ export class VolumeAttachService {
         await within(() => store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'done', true), device: att.value.device, attachedAt: new Date().toISOString() }));
         return att.value;
       } catch (err) {
-        // Compute refused for good: nothing is plugged in. Otherwise (a timeout, the database
-        // failing after the plug) the disk may be on the server: the reconciler looks and decides.
-        if (!asked || isFinalError(err)) {
+        // Compute refused (for good, or this service's credential before acting): nothing is
+        // plugged in. Otherwise (a timeout, the database failing after the plug) the disk may be
+        // on the server: the reconciler looks and decides.
+        if (!asked || refusedUnacted(err)) {
           await within(() => store.updateVolume(volumeId, ['attaching'], { status: outcome('attach', 'failed', false), serverId: null, serverProjectId: null, device: null }));
         }
         throw err;
@@ -133,9 +134,10 @@ export class VolumeAttachService {
         // this the volume would stay in-use forever: not detachable, deletable or extendable.
         const alreadyGone = isServiceError(err) && err.code === 'VolumeNotAttached' && before.serverId === serverId;
         if (!alreadyGone) {
-          // Compute refused for good: still plugged in, back to the status it had. Otherwise the
-          // guest may still let go of it: the reconciler looks and decides.
-          if (isFinalError(err)) await within(() => store.updateVolume(volumeId, ['detaching'], { status: before.status }));
+          // Compute refused (for good, or this service's credential before acting): still
+          // plugged in, back to the status it had. Otherwise the guest may still let go of it:
+          // the reconciler looks and decides.
+          if (refusedUnacted(err)) await within(() => store.updateVolume(volumeId, ['detaching'], { status: before.status }));
           throw err;
         }
       }
