@@ -17,25 +17,24 @@
  * app is Keystone. Every error is a catalogue error (errors.ts), rendered here.
  */
 import { RequestCounter, type Metrics } from '../util/metrics.js';
-import { createServer as createHttpServer } from 'node:http';
-import { randomUUID } from 'node:crypto';
+import { createServer as createHttpServer, STATUS_CODES } from 'node:http';
 import Fastify, { LogController, type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { errors, isServiceError, unexpectedError, type ServiceError } from '../errors.js';
 import type { IdentityService } from './keystone.js';
 import { isProjectId } from '../auth/ids.js';
 import { RequestTimings } from '../util/timing.js';
-import { attachTransportHandlers, clientErrorHandler, deadlineCheckIntervalMs } from '../api/transport.js';
+import { attachTransportHandlers, clientErrorHandler, ConnectionGuard, deadlineCheckIntervalMs, DEFAULT_HTTP_LIMITS, MAX_HEADER_BYTES, type HttpLimits } from '../api/transport.js';
+import { newRequestId } from '../api/requestId.js';
 import { routerError } from '../api/server.js';
 
-/** HTTP bounds of the identity port (the same numbers as the other APIs'; src/app.ts passes them). */
-export interface IdentityHttpLimits {
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
-  keepAliveTimeoutMs: number;
-  /** 0: no cap. */
-  maxConnections: number;
-}
+/**
+ * HTTP bounds of the identity port (the same numbers as the other APIs'; src/app.ts passes them),
+ * times in ms, sizes in bytes; each absent one is DEFAULT_HTTP_LIMITS'. `maxConnections` 0 or
+ * absent: no cap. A connection that pipelines past `maxPipelined` gets a 503 and is closed after
+ * the answers before it, as on the other APIs (ConnectionGuard).
+ */
+export type IdentityHttpLimits = Pick<HttpLimits, 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'maxConnections' | 'sendTimeoutMs' | 'maxPipelined' | 'maxUnsentBytes'>;
 
 /** What the identity app is built from. */
 export interface IdentityAppDeps {
@@ -48,7 +47,11 @@ export interface IdentityAppDeps {
   metrics?: Metrics;
 }
 
-/** Keystone's titles by status (keystone/exception.py). */
+/**
+ * Keystone's titles by status (keystone/exception.py: Python's reason phrases, which differ from
+ * Node's for 413). Any other status is titled with its HTTP reason phrase (Node's STATUS_CODES,
+ * the one on the status line): the transport's 414 and 431 among them.
+ */
 const TITLES: Record<number, string> = {
   400: 'Bad Request',
   401: 'Unauthorized',
@@ -65,7 +68,7 @@ const TITLES: Record<number, string> = {
 
 /** Keystone's error body for `err`: `{"error": {"code", "message", "title"}}`. */
 export function keystoneErrorBody(err: ServiceError): { error: { code: number; message: string; title: string } } {
-  return { error: { code: err.status, message: err.message, title: TITLES[err.status] ?? 'Error' } };
+  return { error: { code: err.status, message: err.message, title: TITLES[err.status] ?? STATUS_CODES[err.status] ?? 'Error' } };
 }
 
 /** Keystone 22's version document of v3 (keystone/api/discovery.py), its self link under `base`. */
@@ -113,8 +116,9 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
     loggerInstance: log,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
-    // Keystone's request ids.
-    genReqId: () => `req-${randomUUID()}`,
+    // Keystone's `req-<uuid>` form, with the other APIs' time-ordered UUIDv7 (requestId.ts), so
+    // one operation's ids sort by time across the APIs.
+    genReqId: () => newRequestId(),
     clientErrorHandler: clientErrorHandler(log, countTransport, keystoneErrorBody),
     frameworkErrors: ((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
       const known = routerError(err);
@@ -123,14 +127,30 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
       countTransport?.(req.method, e.status);
       return reply.status(e.status).header('x-openstack-request-id', req.id).type('application/json').send(keystoneErrorBody(e));
     }) as never,
-    serverFactory: (handler) => {
-      const headersTimeout = limits.headersTimeoutMs ?? 10_000;
-      const server = createHttpServer(
-        { headersTimeout, requestTimeout: limits.requestTimeoutMs ?? 30_000, connectionsCheckingInterval: deadlineCheckIntervalMs(headersTimeout) },
-        handler,
-      );
-      server.keepAliveTimeout = limits.keepAliveTimeoutMs ?? 5_000;
-      if (limits.maxConnections) server.maxConnections = limits.maxConnections;
+    // Every request reaches the routes through a ConnectionGuard, as on the other APIs: it
+    // bounds how many of one connection's requests are answered at once (a client pipelining
+    // thousands would otherwise have every answer built in memory), the connection cap, and
+    // what a client that does not read may leave unsent. Its 503 is in Keystone's format.
+    serverFactory: (route) => {
+      const d = DEFAULT_HTTP_LIMITS;
+      const headersTimeout = limits.headersTimeoutMs ?? d.headersTimeoutMs;
+      const server = createHttpServer({
+        headersTimeout,
+        requestTimeout: limits.requestTimeoutMs ?? d.requestTimeoutMs,
+        connectionsCheckingInterval: deadlineCheckIntervalMs(headersTimeout),
+        maxHeaderSize: MAX_HEADER_BYTES,
+        // Node would answer a request without Host with a bare 400 (no body, no request id, not
+        // counted); the onRequest hook answers it in Keystone's format.
+        requireHostHeader: false,
+      });
+      server.keepAliveTimeout = limits.keepAliveTimeoutMs ?? d.keepAliveTimeoutMs;
+      const guardLimits = {
+        maxConnections: limits.maxConnections || Number.POSITIVE_INFINITY,
+        maxPipelined: limits.maxPipelined ?? d.maxPipelined,
+        sendTimeoutMs: limits.sendTimeoutMs ?? d.sendTimeoutMs,
+        maxUnsentBytes: limits.maxUnsentBytes ?? d.maxUnsentBytes,
+      };
+      new ConnectionGuard(server, guardLimits, log, route, countTransport, keystoneErrorBody);
       return server;
     },
   });
@@ -146,6 +166,7 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
   const started = new WeakMap<FastifyRequest, RequestTimings>();
   app.addHook('onRequest', (req, _reply, done) => {
     started.set(req, new RequestTimings());
+    if (req.raw.httpVersion === '1.1' && req.headers.host === undefined) return done(errors.badRequest('An HTTP/1.1 request needs a Host header.'));
     done();
   });
   app.addHook('onSend', async (req, reply) => {

@@ -5,7 +5,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { errors, faultBody } from '../../errors.js';
+import { errors, faultBody, type ServiceError } from '../../errors.js';
 import { newRequestId } from '../requestId.js';
 import { connOf, hasOutput, isServing, sentBytes, unsentBytes, type Conn, type HttpSocket } from './connections.js';
 import type { HttpLimits } from './limits.js';
@@ -64,6 +64,8 @@ export class ConnectionGuard {
     private readonly route: RequestHandler,
     /** Told of each answer the guard gives itself (a pipelining refusal), for the request metrics. */
     private readonly onAnswer?: (method: string, status: number) => void,
+    /** The API's error body for the guard's own answers: Nova's fault by default (the identity API gives Keystone's). */
+    private readonly errorBody: (err: ServiceError) => unknown = faultBody,
   ) {
     server.on('connection', (socket: Socket) => this.onConnection(socket));
     server.on('request', (req: IncomingMessage, res: ServerResponse) => this.dispatch(req, res));
@@ -163,7 +165,7 @@ export class ConnectionGuard {
     });
   }
 
-  /** A 503 in our format as the connection's last answer, after those in flight. */
+  /** A 503 in the API's error format as the connection's last answer, after those in flight. */
   private refusePipelining(conn: Conn, req: IncomingMessage, res: ServerResponse): void {
     conn.refusing = true;
     const n = ++this.counts.refusedPipelining;
@@ -172,7 +174,7 @@ export class ConnectionGuard {
       `More than ${this.limits.maxPipelined} requests were sent on this connection before their answers were read; ` +
         'this one was not acted on and the connection closes. Send it again on a new connection.',
     );
-    const body = JSON.stringify(faultBody(err));
+    const body = JSON.stringify(this.errorBody(err));
     this.track(conn, req, res);
     this.onAnswer?.(req.method ?? 'GET', err.status);
     res.shouldKeepAlive = false;
