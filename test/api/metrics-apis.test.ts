@@ -3,10 +3,12 @@
  * compute, volume, image and identity (logins refused included, which an operator watches), by
  * route pattern, with durations. Real service (fake driver, real HTTP, the identity API).
  */
+import { STATUS_CODES } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
 import { parsePrometheusText } from '../support/prometheus.js';
-import { rawRequest } from '../support/rawHttp.js';
+import { pipelined, rawRequest } from '../support/rawHttp.js';
+import { DEFAULT_HTTP_LIMITS } from '../../src/api/transport.js';
 
 let h: ServiceHarness;
 beforeAll(async () => {
@@ -59,10 +61,41 @@ describe("the identity API's answers before any route: Keystone's error format, 
     const res = await rawRequest(Number(new URL(h.service.identityUrl!).port), raw);
     expect(res.status).toBe(status);
     const body = JSON.parse(res.body) as { error?: { code?: number; message?: string; title?: string } };
-    expect(body.error).toMatchObject({ code: status });
+    expect(body.error).toMatchObject({ code: status, title: STATUS_CODES[status] });
     expect(typeof body.error?.message).toBe('string');
-    expect(res.headers['x-openstack-request-id']).toMatch(/^req-/);
+    expect(res.headers['x-openstack-request-id']).toMatch(/^req-[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect((await scrape()).get(k)).toBe(before + 1);
+  });
+
+  it(`refuses a request pipelined past the limit (${DEFAULT_HTTP_LIMITS.maxPipelined}) with Keystone's 503 and closes, after answering those before it; counted once`, async () => {
+    const limit = DEFAULT_HTTP_LIMITS.maxPipelined;
+    const refusedKey = key('identity', 'GET', 'unmatched', 503);
+    const routedKey = key('identity', 'GET', '/v3', 200);
+    const before = await scrape();
+    const { responses, closed } = await pipelined(Number(new URL(h.service.identityUrl!).port), Array.from({ length: 200 }, () => 'GET /v3 HTTP/1.1\r\nHost: x\r\n\r\n'));
+    expect(responses.map((r) => r.status)).toEqual([...Array<number>(limit).fill(200), 503]);
+    expect(closed).toBe(true);
+    const refusal = responses.at(-1)!;
+    expect(refusal.headers.connection).toBe('close');
+    expect(JSON.parse(refusal.body)).toEqual({ error: { code: 503, title: 'Service Unavailable', message: expect.stringContaining(`More than ${limit} requests`) as unknown } });
+    const after = await scrape();
+    expect(after.get(refusedKey)).toBe((before.get(refusedKey) ?? 0) + 1);
+    expect(after.get(routedKey)).toBe((before.get(routedKey) ?? 0) + limit);
   });
 });
 
+
+describe('request ids across the APIs of serve', () => {
+  it('are req- and a UUIDv7 on the identity API as on the others, so ids made in different milliseconds sort by time across APIs', async () => {
+    const urls = [h.service.identityUrl!, `${h.service.computeUrl}/`, `${h.service.identityUrl!}/v3`, h.service.imageUrl!, `${h.service.identityUrl!}/nowhere`];
+    const ids: string[] = [];
+    for (const url of urls) {
+      const res = await fetch(url);
+      await res.arrayBuffer();
+      ids.push(res.headers.get('x-openstack-request-id') ?? '');
+      await new Promise((r) => setTimeout(r, 3));
+    }
+    for (const id of ids) expect(id).toMatch(/^req-[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect([...ids].sort()).toEqual(ids);
+  });
+});
