@@ -15,7 +15,7 @@ import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './cli/lab.js';
 import { registerUserCommands } from './cli/users.js';
 import { registerCatalogCommands } from './cli/catalog.js';
-import { missingTokenDatabase, revokeStoredToken, tokenArgument, tokenDatabaseName } from './cli/tokens.js';
+import { missingTokenDatabase, revokeStoredToken, tokenArgument, tokenDatabaseName, TokenOperandCommand } from './cli/tokens.js';
 
 type Out = (s: string) => void;
 
@@ -293,10 +293,13 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         await db.close();
       }
     });
-  token
-    .command('revoke')
+  // Not token.command(): its arguments go through tokenOperandsLast (a token may start with "-").
+  const revoke = new TokenOperandCommand('revoke');
+  revoke.copyInheritedSettings(token);
+  token.addCommand(revoke);
+  revoke
     .description("revoke one token (that token only: tokens made from it keep working, as Keystone's DELETE /v3/auth/tokens); a running serve stops accepting it within 2 s")
-    .argument('<token>', 'the token to revoke, or - to read it from standard input (then it is not in the command line)')
+    .argument('<token>', 'the token to revoke (it may start with -), or - to read it from standard input (then it is not in the command line)')
     .option('--data-dir <dir>', 'state directory (default ./data)')
     .option('--database-url <url>', DATABASE_URL_HELP)
     .option('--config <file>', 'settings from a JSON file (keys as in src/config.ts; flags and env win)')
@@ -309,8 +312,10 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       // The store `token create` writes to, opened the same way (works while serve runs).
       const db = await openCommandStore(config);
       try {
-        const r = await revokeStoredToken(db.store, value, new Date(), tokenDatabaseName(config));
-        const row = { user_id: r.userId, project_id: r.projectId, expires_at: r.expiresAt, revoked: true };
+        const r = await revokeStoredToken(db, value, new Date(), tokenDatabaseName(config));
+        // Keystone's token view names the user by id and name (token.user.id, token.user.name).
+        const row = { user_id: r.userId, user_name: r.userName, project_id: r.projectId, expires_at: r.expiresAt, revoked: true };
+        if (r.userGone) process.stderr.write(`note: the token's user ${r.userId} no longer exists (deleted since the token was issued); the token is revoked all the same\n`);
         out(render(o.format, { token: row }, [row]));
       } finally {
         await db.close();

@@ -4,12 +4,16 @@
  * DELETE does (tokens made from it with the token method, and the one it was made from, keep
  * working), the running service stops accepting it within its cache window (2 s), and an unknown,
  * already revoked or expired token is refused with exit 1 and a message that never quotes it,
- * changing nothing. Child processes run to completion; the service's temp dir is removed.
+ * changing nothing. It names the token's user by id and name; a token that starts with `-` is
+ * taken as the token, not an option; a SQLite URL of the wrong form (`sqlite://tmp/x`) is refused
+ * naming the right one, creating nothing. Child processes run to completion; the service's temp
+ * dir is removed.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { SqliteUserStore } from '../../src/db/users.js';
 import { hashToken, issueToken } from '../../src/auth/tokens.js';
@@ -69,7 +73,7 @@ describe('token revoke', () => {
     const r = await revoke(token, '-f', 'json');
     const revokedAt = Date.now();
     expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
-    expect(JSON.parse(r.stdout)).toEqual({ token: { user_id: 'ops', project_id: PROJECT, expires_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), revoked: true } });
+    expect(JSON.parse(r.stdout)).toEqual({ token: { user_id: 'ops', user_name: 'ops', project_id: PROJECT, expires_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), revoked: true } });
     expect(r.stdout).not.toContain(token);
     expect(await store.getToken(hashToken(token))).toBeUndefined();
     // Another process revoked it: the service learns of it when its cached answer is 2 s old.
@@ -81,7 +85,7 @@ describe('token revoke', () => {
     const { token } = await issueToken(store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 });
     const r = await revoke(token);
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(new RegExp(`^user_id\\s+project_id\\s+expires_at\\s+revoked\\n[- ]+\\nops\\s+${PROJECT}\\s+\\S+\\s+true$`));
+    expect(r.stdout).toMatch(new RegExp(`^user_id\\s+user_name\\s+project_id\\s+expires_at\\s+revoked\\n[- ]+\\nops\\s+ops\\s+${PROJECT}\\s+\\S+\\s+true$`));
   });
 
   it.each([
@@ -98,7 +102,7 @@ describe('token revoke', () => {
     const r = await cli(['token', 'revoke', '-', '--data-dir', h.config.dataDir, '-f', 'json'], `${chain[index]}\n`);
     const revokedAt = Date.now();
     expect(r.status).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ token: { user_id: 'd'.repeat(32), project_id: PROJECT, expires_at: new Date(first.body.token.expires_at).toISOString(), revoked: true } });
+    expect(JSON.parse(r.stdout)).toMatchObject({ token: { user_id: 'd'.repeat(32), user_name: 'dana', project_id: PROJECT, expires_at: new Date(first.body.token.expires_at).toISOString(), revoked: true } });
     expect(await tokenCount()).toBe(before - 1);
     expect(await refusedAfter(chain[index]!, revokedAt)).toBeLessThanOrEqual(WINDOW_MS + 1_000);
     // Past the window, every answer comes from the store again: only that token is gone.
@@ -178,5 +182,106 @@ describe('token revoke', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(message);
     expect(await store.listTokens()).toEqual(before);
+  });
+});
+
+describe("token revoke names the token's user", () => {
+  const ERIN = 'e'.repeat(32);
+  const loginAs = async (name: string) => (await keystone({ auth: { identity: { methods: ['password'], password: { user: { name, domain: { id: 'default' }, password: PASSWORD } } }, scope } })).token;
+
+  it.each([
+    ['a token create token for an id no user has, by that id (as the identity API names it)', async () => (await issueToken(store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 })).token, { user_id: 'ops', user_name: 'ops' }, ''],
+    ["a token create token for a user's id, by the user's name", async () => (await issueToken(store, { userId: 'd'.repeat(32), projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 })).token, { user_id: 'd'.repeat(32), user_name: 'dana' }, ''],
+    ["an identity API token, by its user's name", () => loginAs('dana'), { user_id: 'd'.repeat(32), user_name: 'dana' }, ''],
+    [
+      'an identity API token whose user is gone, with no name, saying so, and revokes it all the same',
+      async () => {
+        const users = new SqliteUserStore(store.db);
+        const now = new Date().toISOString();
+        await users.createUser({ id: ERIN, name: 'erin', projectId: PROJECT, roles: ['member'], passwordHash: await hashPassword(PASSWORD, { N: 2 ** 10, r: 8, p: 1 }), createdAt: now, updatedAt: now });
+        const t = await loginAs('erin');
+        // Removed from the store directly: `user delete` would revoke its tokens first.
+        expect(await users.deleteUser(ERIN)).toBe(true);
+        return t;
+      },
+      { user_id: ERIN, user_name: null },
+      `note: the token's user ${ERIN} no longer exists (deleted since the token was issued); the token is revoked all the same`,
+    ],
+  ] as const)('names %s', async (_name, make, user, stderr) => {
+    const token = await make();
+    const r = await revoke(token, '-f', 'json');
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr });
+    expect(JSON.parse(r.stdout)).toEqual({ token: { ...user, project_id: PROJECT, expires_at: expect.any(String), revoked: true } });
+    expect(await store.getToken(hashToken(token))).toBeUndefined();
+  });
+});
+
+describe('token revoke with a token that starts with -', () => {
+  /** Stores a token `prefix` + random base64url, as the store holds any token: by its hash. */
+  async function dashToken(prefix: string): Promise<string> {
+    const token = `${prefix}${randomBytes(24).toString('base64url')}`;
+    const now = Date.now();
+    await store.putToken({ hash: hashToken(token), userId: 'ops', projectId: PROJECT, roles: ['member'], createdAt: new Date(now).toISOString(), expiresAt: new Date(now + 3_600_000).toISOString() });
+    return token;
+  }
+  const dir = () => h.config.dataDir;
+
+  it.each([
+    ['first, before the options', '-', (t: string) => [t, '--data-dir', dir(), '-f', 'json']],
+    ['last, after the options', '-', (t: string) => ['--data-dir', dir(), '-f', 'json', t]],
+    ["between options, -f's value attached", '-', (t: string) => [`--data-dir=${dir()}`, t, '-fjson']],
+    ["starting with -f (a short option's letter)", '-f', (t: string) => [t, '--data-dir', dir(), '--format', 'json']],
+    ["starting with -h (the help option's letter)", '-h', (t: string) => [t, '--data-dir', dir(), '-f', 'json']],
+    ['starting with -- and not shaped as an option', '--X_', (t: string) => ['--data-dir', dir(), '-f', 'json', t]],
+  ] as const)('takes it as the token, %s, with no -- before it', async (_name, prefix, args) => {
+    const token = await dashToken(prefix);
+    const r = await cli(['token', 'revoke', ...args(token)]);
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+    expect(JSON.parse(r.stdout)).toMatchObject({ token: { user_id: 'ops', revoked: true } });
+    expect(r.stdout).not.toContain(token);
+    expect(await store.getToken(hashToken(token))).toBeUndefined();
+  });
+
+  it.each([
+    ['an unknown long option', (t: string) => [t, '--dta-dir', dir()], /^error: unknown option '--dta-dir'\n\(Did you mean --data-dir\?\)/],
+    ['an unknown short option', (t: string) => [t, '-x', '--data-dir', dir()], /^error: unknown option '-x'/],
+    ['a second token', (t: string) => [t, '-Second-token-of-two', '--data-dir', dir()], /^error: too many arguments for 'revoke'\. Expected 1 argument but got 2\./],
+  ] as const)('refuses %s beside it, saying what is wrong, never quoting the token, with exit 1, changing nothing', async (_name, args, message) => {
+    const token = await dashToken('-');
+    const before = await store.listTokens();
+    const r = await cli(['token', 'revoke', ...args(token)]);
+    expect({ status: r.status, stdout: r.stdout }).toEqual({ status: 1, stdout: '' });
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).not.toContain(token);
+    expect(await store.listTokens()).toEqual(before);
+  });
+});
+
+describe('token create and token revoke with a SQLite URL of the wrong form', () => {
+  it.each([
+    [
+      'two slashes (its first directory read as a host)',
+      (d: string) => `sqlite://${d.slice(1)}/db.sqlite`,
+      (d: string) => new RegExp(`^error: database URL: sqlite://tmp/… names a host \\(tmp\\), not a file on this one: give sqlite:///ABSOLUTE/PATH \\(three slashes\\), e\\.g\\. sqlite://${d}/db\\.sqlite; nothing opened$`),
+    ],
+    ['a ?query', (d: string) => `sqlite://${d}/db.sqlite?mode=ro`, () => /^error: database URL: a SQLite URL takes no \?query or #fragment: give sqlite:\/\/\/ABSOLUTE\/PATH/],
+    ['no file', () => 'sqlite:///', () => /^error: database URL: a SQLite URL names a file by its absolute path: give sqlite:\/\/\/ABSOLUTE\/PATH/],
+  ] as const)('refuses %s naming the right form, with exit 1, creating nothing', async (_name, url, message) => {
+    const d = mkdtempSync(join(tmpdir(), 'oe-url-'));
+    try {
+      for (const args of [
+        ['token', 'revoke', 'oe-whatever', '--database-url', url(d)],
+        ['token', 'create', '--project', PROJECT, '--user', 'ops', '--roles', 'member', '--database-url', url(d)],
+      ]) {
+        const r = await cli(args);
+        expect({ args, status: r.status, stdout: r.stdout }).toEqual({ args, status: 1, stdout: '' });
+        expect(r.stderr).toMatch(message(d));
+        expect(readdirSync(d)).toEqual([]);
+        // Where the two-slash form pointed: the path without its first directory.
+        expect(existsSync(join('/', basename(d)))).toBe(false);
+      }
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 });

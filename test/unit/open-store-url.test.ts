@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { openStoreUrl } from '../../src/db/open.js';
+import { openStoreUrl, sqliteUrlPath } from '../../src/db/open.js';
 import { redactDatabaseUrl } from '../../src/db/postgres/index.js';
 import { createPool } from '../../src/db/postgres/pool.js';
 import { unexpectedError } from '../../src/errors.js';
@@ -31,6 +31,31 @@ describe('opening a store from --database-url', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it.each([
+    ['sqlite:///var/lib/oe/db.sqlite', '/var/lib/oe/db.sqlite'],
+    ['SQLITE:///tmp/a%20b.sqlite', '/tmp/a b.sqlite'],
+    ['sqlite:///tmp/a%3Fb%23c.sqlite', '/tmp/a?b#c.sqlite'],
+  ])('reads %s as the file %s', (url, path) => {
+    expect(sqliteUrlPath(url)).toBe(path);
+  });
+
+  it.each([
+    ['two slashes, the first directory read as a host', 'sqlite://tmp/x.sqlite', /names a host \(tmp\).*e\.g\. sqlite:\/\/\/tmp\/x\.sqlite; nothing opened$/],
+    ['localhost as the host', 'sqlite://localhost/tmp/x.sqlite', /names a host \(localhost\)/],
+    ['a user and password before the host, never repeated', 'sqlite://me:s3cret@tmp/x.sqlite', /names a host \(tmp\)/],
+    ['a relative path', 'sqlite:x.sqlite', /by its absolute path/],
+    ['no path', 'sqlite://', /by its absolute path/],
+    ['a directory', 'sqlite:///tmp/', /by its absolute path/],
+    ['a query', 'sqlite:///tmp/x.sqlite?mode=ro', /takes no \?query or #fragment/],
+    ['a fragment', 'sqlite:///tmp/x.sqlite#main', /takes no \?query or #fragment/],
+  ])('refuses a SQLite URL with %s, naming sqlite:///ABSOLUTE/PATH', async (_name, url, message) => {
+    expect(() => sqliteUrlPath(url)).toThrow(message);
+    expect(() => sqliteUrlPath(url)).toThrow(/give sqlite:\/\/\/ABSOLUTE\/PATH \(three slashes\)/);
+    expect(() => sqliteUrlPath(url)).not.toThrow(/s3cret/);
+    // openStoreUrl refuses it before opening (creating) anything.
+    await expect(openStoreUrl(url)).rejects.toThrow(message);
   });
 
   it.each(['postgresql', 'postgres'])('fails to open a %s:// URL no server answers with an error that names the URL but not its password', async (scheme) => {
