@@ -136,12 +136,15 @@ describe('Server-Timing holds the calls a service makes after its own awaits (fa
   });
   afterAll(async () => slow?.cleanup());
 
-  /** `c` answered with `status` on the slow service; its Server-Timing parts, each within the total. */
-  async function timedCall(c: Omit<Case, 'route' | 'parts' | 'status'>, status: number): Promise<Record<string, number>> {
+  /**
+   * `c` answered with `status` on the slow service; its Server-Timing parts, each within the total
+   * unless the service makes calls at once (`concurrent`: their times add up, so a part may exceed it).
+   */
+  async function timedCall(c: Omit<Case, 'route' | 'parts' | 'status'>, status: number, opts: { concurrent?: boolean } = {}): Promise<Record<string, number>> {
     const res = await call({ ...c, route: '', parts: [], status }, slow);
     expect(res.status, await res.clone().text()).toBe(status);
     const p = parts(res.headers.get('server-timing'));
-    for (const [name, ms] of Object.entries(p)) if (name !== 'total') expect(ms, name).toBeLessThanOrEqual(p.total!);
+    if (!opts.concurrent) for (const [name, ms] of Object.entries(p)) if (name !== 'total') expect(ms, name).toBeLessThanOrEqual(p.total!);
     return p;
   }
 
@@ -159,7 +162,8 @@ describe('Server-Timing holds the calls a service makes after its own awaits (fa
     const hostOnly = randomUUID();
     (slow.service.driver as FakeDriver).addServer({ id: hostOnly, name: 'vm-host-only', projectId: PROJECT, state: 'active', disks: [] });
     const events = [{ name: 'network-changed', server_uuid: SERVER }, { name: 'network-changed', server_uuid: hostOnly }];
-    const p = await timedCall({ api: 'compute', method: 'POST', path: () => compute('/os-server-external-events'), body: () => ({ events }) }, 200);
+    // The events are handled at once (each server's own records): their store times add up.
+    const p = await timedCall({ api: 'compute', method: 'POST', path: () => compute('/os-server-external-events'), body: () => ({ events }) }, 200, { concurrent: true });
     // The store's miss comes first; the lookup on the host (the driver's getServer) after its await.
     expect(p.rpc ?? 0).toBeGreaterThanOrEqual(LATENCY_MS);
   });
