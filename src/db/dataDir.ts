@@ -30,11 +30,11 @@
  * Errors here are for the operator starting the service (they name paths); they never reach an
  * API client.
  */
-import { mkdirSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteStore } from './sqlite.js';
 import { ensureDatabaseId } from './sqliteOpen.js';
-import { DataDirError, DB_FILE, dbPath, DIR_MODE, MARKER_FILE, VOLUMES_DIR } from './dataDirLayout.js';
+import { DataDirError, DATA_DIR_ENTRIES, DB_FILE, dbPath, DIR_MODE, MARKER_FILE, VOLUMES_DIR } from './dataDirLayout.js';
 import { lockDataDir, type DataDirLock } from './dataDirLock.js';
 import { inspectDatabase, readMarker, secureDataDir, traces, writeMarker } from './dataDirState.js';
 import { checkVolumeFiles, type VolumeCheck } from './volumeFiles.js';
@@ -96,6 +96,7 @@ const SHOW_IDS = 5;
  * changed before the checks pass, except the lock and file modes.
  */
 export function openDataDir(dir: string, opts: OpenDataDirOptions): OpenedDataDir {
+  refuseForeignDir(dir);
   mkdirSync(dir, { recursive: true, mode: DIR_MODE });
   const lock = opts.lock ? lockDataDir(dir) : undefined;
   try {
@@ -179,3 +180,29 @@ export function openDataDir(dir: string, opts: OpenDataDirOptions): OpenedDataDi
     throw err;
   }
 }
+
+/**
+ * NotADataDir when `dir` exists, is not a directory, or already holds entries and none of them is
+ * a data dir's (DATA_DIR_ENTRIES): a data dir is made private (its tree 0700/0600, secureDataDir),
+ * which on `/`, a home or /tmp would lock others out. A missing or empty directory, or one with
+ * any of our entries, passes.
+ */
+function refuseForeignDir(dir: string): void {
+  let names: string[];
+  try {
+    if (!lstatSync(dir).isDirectory()) throw new DataDirError('NotADataDir', `the data dir ${dir} is not a directory: give online-extend a directory of its own`, { path: dir });
+    names = readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (names.length === 0 || names.some((n) => DATA_DIR_ENTRIES.has(n))) return;
+  const shown = names.sort().slice(0, 5).join(', ');
+  throw new DataDirError(
+    'NotADataDir',
+    `the data dir ${dir} already holds other files (${shown}${names.length > 5 ? ', …' : ''}) and none of a data dir's: ` +
+      `online-extend makes its data dir private (0700, its files 0600), so it will not take over this one. Give it a directory of its own (new or empty).`,
+    { path: dir, entries: names.length },
+  );
+}
+

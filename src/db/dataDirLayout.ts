@@ -15,6 +15,20 @@ export const VOLUMES_DIR = 'volumes';
 /** Servers created through the API: one directory each (the libvirt driver's root disk copy, console). */
 export const INSTANCES_DIR = 'instances';
 
+/** Every name a data dir's top level may hold (its database with SQLite's -wal/-shm, and the above): what makes a directory ours. */
+export const DATA_DIR_ENTRIES: ReadonlySet<string> = new Set([
+  DB_FILE,
+  `${DB_FILE}-wal`,
+  `${DB_FILE}-shm`,
+  MARKER_FILE,
+  LOCK_FILE,
+  PID_FILE,
+  SERVICE_TOKEN_FILE,
+  FAKE_STATE_FILE,
+  VOLUMES_DIR,
+  INSTANCES_DIR,
+]);
+
 export const DIR_MODE = PRIVATE_DIR_MODE;
 export const FILE_MODE = PRIVATE_FILE_MODE;
 
@@ -33,7 +47,12 @@ export type DataDirErrorCode =
   /** The database is not the one the marker records (a fresh or foreign database swapped in). */
   | 'DatabaseMismatch'
   /** Volume files whose volume the database does not know. */
-  | 'OrphanVolumes';
+  | 'OrphanVolumes'
+  /**
+   * A directory that already holds other files and none of a data dir's (`/`, a home, /tmp):
+   * refused before anything in it is created or its modes changed (a data dir is made private).
+   */
+  | 'NotADataDir';
 
 /** A refusal to use a data dir. `message` says what was found and what to do. */
 export class DataDirError extends Error {

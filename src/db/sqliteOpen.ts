@@ -3,7 +3,7 @@
  * `PRAGMA user_version`, and the database's identity (schema 5 on).
  */
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 import { MIGRATIONS } from './migrations.js';
 
@@ -58,7 +58,11 @@ export function openSqlite(path: string): Database.Database {
     // create the file 0600 first, and fix files an older version made.
     if (!existsSync(path)) closeSync(openSync(path, 'a', DB_FILE_MODE));
     for (const f of [path, `${path}-wal`, `${path}-shm`]) {
-      if (existsSync(f)) chmodSync(f, DB_FILE_MODE);
+      // Regular files only: a database path naming a directory (`/`, by a malformed URL) must never have its mode changed.
+      const st = statIfAny(f);
+      if (st === undefined) continue;
+      if (!st.isFile()) throw new Error(`the database path ${f} is not a regular file`);
+      chmodSync(f, DB_FILE_MODE);
     }
   }
   const db = new Database(path);
@@ -70,4 +74,14 @@ export function openSqlite(path: string): Database.Database {
   db.pragma('busy_timeout = 5000');
   migrate(db);
   return db;
+}
+
+/** `stat` of `path` (a symlink followed, as chmod follows it), or undefined when there is nothing there. */
+function statIfAny(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }

@@ -499,6 +499,59 @@ describe('openDataDir on data dirs whose database belongs to them', () => {
   }
 });
 
+describe('openDataDir refuses a directory that is not a data dir (/, a home, /tmp), changing nothing in it', () => {
+  /** Every path under `d` with its mode, so a test sees that nothing was created or changed. */
+  const snapshot = (d: string) => Object.fromEntries([d, ...readdirSync(d, { recursive: true }).map((n) => join(d, String(n)))].map((p) => [p, statSync(p).mode]));
+
+  it.each([
+    { name: 'a directory of other files (a home, /tmp)', make: (d: string) => (mkdirSync(join(d, 'src')), writeFileSync(join(d, 'notes.txt'), 'mine')) },
+    { name: 'one other file', make: (d: string) => writeFileSync(join(d, '.profile'), 'x') },
+  ])('refuses $name with NotADataDir naming what it holds, and creates or changes nothing', ({ make }) => {
+    mkdirSync(dir, { mode: 0o755 });
+    make(dir);
+    chmodSync(dir, 0o755);
+    const before = snapshot(dir);
+    const err = (() => {
+      try {
+        openDataDir(dir, { lock: true, backends: ['file'] });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(DataDirError);
+    expect((err as DataDirError).code).toBe<DataDirErrorCode>('NotADataDir');
+    expect((err as Error).message).toMatch(/already holds other files .*and none of a data dir's/);
+    expect(snapshot(dir)).toEqual(before);
+  });
+
+  it('refuses a path that is a file', () => {
+    mkdirSync(root, { recursive: true });
+    writeFileSync(dir, 'not a dir');
+    expect(() => openDataDir(dir, { lock: true })).toThrow(expect.objectContaining({ code: 'NotADataDir' }));
+    expect(readFileSync(dir, 'utf8')).toBe('not a dir');
+  });
+
+  it.each([
+    { name: 'missing', make: () => undefined },
+    { name: 'empty', make: () => mkdirSync(dir) },
+    { name: 'holding only an empty volumes dir', make: () => mkdirSync(join(dir, 'volumes'), { recursive: true }) },
+    { name: 'holding only a lock file and foreign files beside', make: () => (mkdirSync(dir), writeFileSync(join(dir, LOCK_FILE), ''), writeFileSync(join(dir, 'README'), 'x')) },
+  ])('takes a directory that is $name', async ({ make }) => {
+    make();
+    const opened = openDataDir(dir, { lock: true });
+    await opened.close();
+    expect(existsSync(join(dir, DB_FILE))).toBe(true);
+  });
+
+  it('never changes the mode of a directory given as the database file (a malformed URL naming /)', () => {
+    const asDb = join(root, 'a-dir.sqlite');
+    mkdirSync(asDb, { recursive: true, mode: 0o755 });
+    chmodSync(asDb, 0o755);
+    expect(() => new SqliteStore(asDb)).toThrow(/not a regular file/);
+    expect(statSync(asDb).mode & 0o777).toBe(0o755);
+  });
+});
+
 describe('file modes', () => {
   it('makes every directory 0700 and every file 0600, leaving symlinks alone', () => {
     mkdirSync(join(dir, 'volumes', 'file'), { recursive: true, mode: 0o755 });
