@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VOLUME_STATUSES } from '../../src/volume/lifecycle.js';
 import { makeService, PROJECT, type ServiceHarness } from '../support/service.js';
 import { parsePrometheusText as parse } from '../support/prometheus.js';
+import { serverTimingParts } from '../support/serverTiming.js';
 
 async function scrape(base: string): Promise<Map<string, number>> {
   const res = await fetch(`${base}/metrics`);
@@ -14,12 +15,7 @@ async function scrape(base: string): Promise<Map<string, number>> {
   return parse(await res.text());
 }
 
-/** A Server-Timing header as numbers by part name. */
-const serverTiming = (h: string | null): Record<string, number> =>
-  Object.fromEntries((h ?? '').split(', ').map((p) => {
-    const [name, dur] = p.split(';dur=');
-    return [name, Number(dur)];
-  }));
+const serverTiming = serverTimingParts;
 
 describe('serve with /metrics on the compute API port (the default)', () => {
   let h: ServiceHarness;

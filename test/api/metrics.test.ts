@@ -10,6 +10,7 @@ import { BLOCK_VOL, FILE_VOL, GiB, TENANT, sampleServers, url } from '../support
 import { parsePrometheusText as parse } from '../support/prometheus.js';
 import { rawRequest } from '../support/rawHttp.js';
 import { connect } from 'node:net';
+import { serverTimingParts } from '../support/serverTiming.js';
 
 
 let built: ComputeApp;
@@ -142,16 +143,7 @@ describe('GET /metrics: the connection guard\'s own answer', () => {
 });
 
 describe('Server-Timing', () => {
-  const parts = (h: string | null): Record<string, number> => {
-    expect(h).not.toBeNull();
-    const out: Record<string, number> = {};
-    for (const item of h!.split(', ')) {
-      const m = /^([a-z]+);dur=([0-9]+\.[0-9]{3})$/.exec(item);
-      expect(m, item).not.toBeNull();
-      out[m![1]!] = Number(m![2]);
-    }
-    return out;
-  };
+  const parts = serverTimingParts;
 
   // Without detail (the default) only auth and total; with it, each layer the request went through.
   it.each([

@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeDriver } from '../../src/virt/fake/driver.js';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
+import { serverTimingParts } from '../support/serverTiming.js';
 
 const MiB = 2 ** 20;
 
@@ -36,17 +37,7 @@ beforeAll(async () => {
 });
 afterAll(async () => h?.cleanup());
 
-/** A Server-Timing header's parts by name, in ms; every item must be `name;dur=<ms with 3 decimals>`. */
-function parts(header: string | null): Record<string, number> {
-  expect(header).not.toBeNull();
-  const out: Record<string, number> = {};
-  for (const item of header!.split(', ')) {
-    const m = /^([a-z]+);dur=([0-9]+\.[0-9]{3})$/.exec(item);
-    expect(m, item).not.toBeNull();
-    out[m![1]!] = Number(m![2]);
-  }
-  return out;
-}
+const parts = serverTimingParts;
 
 type Api = 'compute' | 'volume' | 'image';
 

@@ -22,6 +22,7 @@ import { BlockBackend, FileBackend, IscsiBackend } from '../../src/volume/backen
 import { acquireLab, e2eMissing, paths, startApi, type E2eApi, type E2eLab } from '../support/e2e.js';
 import { describeReal } from '../support/real.js';
 import { fileHeadMd5 } from '../support/files.js';
+import { serverTimingParts } from '../support/serverTiming.js';
 
 const MiB = 1024 * 1024;
 const START = 32 * MiB;
@@ -168,11 +169,6 @@ describeReal(e2eMissing())('online extend end to end (HTTP API → LibvirtDriver
    * 200 with the measured size → the guest's own report and its kernel's capacity-change line,
    * and the data written before reads the same after.
    */
-  /** A Server-Timing header's parts, by name, in ms. */
-  function timingParts(header: string | null): Record<string, number> {
-    expect(header).toBeTruthy();
-    return Object.fromEntries(header!.split(', ').map((item) => [item.split(';')[0]!, Number(/dur=([0-9.]+)/.exec(item)?.[1])]));
-  }
 
   async function extendFlow(v: Vol, growStorage: ((bytes: number) => Promise<void>) | undefined): Promise<void> {
     const g = G();
@@ -197,7 +193,7 @@ describeReal(e2eMissing())('online extend end to end (HTTP API → LibvirtDriver
     expect(res.headers.get('x-openstack-request-id')).toBeTruthy();
     // Server-Timing follows the request down through every layer it passed (util/timing.ts):
     // the store, the RPC, the volume's lock, the driver and, inside it, the libvirt calls.
-    const parts = timingParts(res.headers.get('server-timing'));
+    const parts = serverTimingParts(res.headers.get('server-timing'));
     expect(Object.keys(parts).sort()).toEqual(['auth', 'driver', 'libvirt', 'lock', 'rpc', 'store', 'total']);
     // (The driver reads the domain's state and the disk's size at once: the libvirt part, a sum,
     // may exceed the driver's wall time; the driver's calls, one after the other, fit in the RPC's.)

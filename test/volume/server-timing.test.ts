@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { makeService, PROJECT, SERVER, type ServiceHarness } from '../support/service.js';
+import { serverTimingParts } from '../support/serverTiming.js';
 
 const MiB = 2 ** 20;
 let h: ServiceHarness;
@@ -13,8 +14,7 @@ beforeAll(async () => {
 });
 afterAll(async () => h.cleanup());
 
-const parts = (header: string | null): Record<string, number> =>
-  Object.fromEntries((header ?? '').split(', ').map((item) => [item.split(';')[0]!, Number(/dur=([0-9.]+)/.exec(item)?.[1])]));
+const parts = serverTimingParts;
 
 it("gives an in-use extend's answer an rpc part holding compute's checks (at least their driver latency)", async () => {
   const id = (await h.volume.request<{ volume: { id: string } }>('POST', `/v3/${PROJECT}/volumes`, { volume: { size_bytes: 64 * MiB } })).body.volume.id;
