@@ -113,6 +113,14 @@ describe('Server-Timing on each route file with serverTimingDetail on', () => {
 
 /** The fake driver's latency per call in the second service (ms): compute's work behind a call takes at least this per driver call. */
 const LATENCY_MS = 40;
+/**
+ * How early a timer of the fake's latency may end against a clock read at the call: libuv counts a
+ * timer from the event loop's cached time, which can be up to ~1 ms before the call (a part of
+ * 39.86 ms was seen for one 40 ms call). Per driver call.
+ */
+const TIMER_EARLY_MS = 1;
+/** The least a part holding `calls` driver calls can show. */
+const atLeast = (calls: number) => calls * (LATENCY_MS - TIMER_EARLY_MS);
 
 /**
  * Calls a service makes after its own first await (no route wraps them): their part is in the
@@ -143,10 +151,10 @@ describe('Server-Timing holds the calls a service makes after its own awaits (fa
     const id = await availableVolume(slow);
     // checkConnect, then connect: the driver's attach and the server's sync, each LATENCY_MS.
     const attached = await timedCall({ api: 'volume', method: 'POST', path: () => volume('/attachments'), body: () => ({ attachment: { volume_uuid: id, instance_uuid: SERVER } }) }, 200);
-    expect(attached.rpc ?? 0).toBeGreaterThanOrEqual(2 * LATENCY_MS);
+    expect(attached.rpc ?? 0).toBeGreaterThanOrEqual(atLeast(2));
     // disconnect: the server's fresh read, the driver's detach and the server's sync.
     const detached = await timedCall({ api: 'volume', method: 'DELETE', path: () => volume(`/attachments/${id}?instance_uuid=${SERVER}`) }, 204);
-    expect(detached.rpc ?? 0).toBeGreaterThanOrEqual(2 * LATENCY_MS);
+    expect(detached.rpc ?? 0).toBeGreaterThanOrEqual(atLeast(2));
   });
 
   it('gives an external event naming a server only the host knows an rpc part holding its lookup on the host (one driver call)', async () => {
@@ -156,6 +164,6 @@ describe('Server-Timing holds the calls a service makes after its own awaits (fa
     // The events are handled at once (each server's own records): their store times add up.
     const p = await timedCall({ api: 'compute', method: 'POST', path: () => compute('/os-server-external-events'), body: () => ({ events }) }, 200, { concurrent: true });
     // The store's miss comes first; the lookup on the host (the driver's getServer) after its await.
-    expect(p.rpc ?? 0).toBeGreaterThanOrEqual(LATENCY_MS);
+    expect(p.rpc ?? 0).toBeGreaterThanOrEqual(atLeast(1));
   });
 });

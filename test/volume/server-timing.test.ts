@@ -27,7 +27,8 @@ it("gives an in-use extend's answer an rpc part holding compute's checks (at lea
   expect(res.status).toBe(202);
   const p = parts(res.headers.get('server-timing'));
   // get_blockdev reads the host's size through the driver (50 ms of latency); the state read runs beside it.
-  expect(p.rpc).toBeGreaterThanOrEqual(50);
+  // (Less 1 ms: Node's timers, and so the fake's latency, count from the event loop's cached time.)
+  expect(p.rpc).toBeGreaterThanOrEqual(49);
   // The two calls run at once and a part adds both (RequestTimings), so it may exceed the total.
-  expect(p.total).toBeGreaterThanOrEqual(50);
+  expect(p.total).toBeGreaterThanOrEqual(49);
 });
