@@ -507,7 +507,11 @@ export async function authorize(deps: Pick<ServerDeps, 'auth' | 'policy'>, req: 
   const auth = req.auth ?? (await authenticate(deps, req));
   if (target.project_id !== undefined && target.project_id !== auth.projectId) checkProject(target.project_id, auth, req.serviceActsInAnyProject === true);
   if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
-  // Always the same fields (timings undefined when not recorded): one object shape for every request.
+  return contextOf(req, auth);
+}
+
+/** The RequestContext of `req`'s caller `auth`: always the same fields (timings undefined when not recorded), one object shape for every request. */
+function contextOf(req: FastifyRequest, auth: AuthContext): RequestContext {
   return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles, timings: req.layerTimings };
 }
 
@@ -528,8 +532,7 @@ export async function authorizeOn(deps: Pick<ServerDeps, 'auth' | 'policy'>, req
  */
 export function contextOn(deps: Pick<ServerDeps, 'policy'>, req: FastifyRequest, auth: AuthContext, action: string, target: PolicyTarget): RequestContext {
   if (!deps.policy.allows(action, auth, target)) throw errors.forbidden(action);
-  // Always the same fields (timings undefined when not recorded): one object shape for every request.
-  return { requestId: req.id, userId: auth.userId, projectId: auth.projectId, roles: auth.roles, timings: req.layerTimings };
+  return contextOf(req, auth);
 }
 
 /**

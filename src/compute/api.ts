@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { ActionResult, AttachmentRecord, ComputeStore, InstanceActionRecord, PageQuery, ServerRecord } from '../db/store.js';
 import { errors, isServiceError } from '../errors.js';
 import type { RequestContext } from '../context.js';
-import { currentTimings, withTimings } from '../util/timing.js';
+import { currentTimings, withTimings, type RequestTimings } from '../util/timing.js';
 import type { AttachSpec, GuestFilesystemGrowth } from '../virt/driver.js';
 import type { ComputeRpc } from './rpc.js';
 import { clearStaleTasks, DELETING, VOLUME_TASK_STATES, VOLUME_TASKS, withTask, type VolumeTask } from './tasks.js';
@@ -226,7 +226,7 @@ export class ComputeAPI {
     this.checkIdle(server, 'rescan volume', VOLUME_TASK_STATES);
     server = await within(ctx, () => this.requireState(server, RESCANNABLE_STATES, 'rescan volume'));
     const host = server.host;
-    this.checkExtendCapability(await this.hostCapabilities(ctx, host));
+    this.checkExtendCapability(await this.hostCapabilities(ctx.timings, host));
     const details = { volume_id: volumeId, device: attachment.device };
     // The start is written before the host is asked, as `audited` does: enqueued now, committed at
     // the end of this event-loop turn (group commit), long before a rescan (a host tool's run)
@@ -261,7 +261,7 @@ export class ComputeAPI {
     // capabilities are known and debug logging is off, only the host's answer.
     try {
       this.attachment(server, volumeId);
-      const caps = this.hostCapabilities(ctx, server.host);
+      const caps = this.hostCapabilities(ctx.timings, server.host);
       if (caps instanceof Promise) return caps.then((c) => this.readHostBytes(ctx, server, volumeId, c));
       return this.readHostBytes(ctx, server, volumeId, caps);
     } catch (err) {
@@ -293,7 +293,7 @@ export class ComputeAPI {
     this.attachment(server, volumeId);
     this.checkIdle(server, 'extend volume', VOLUME_TASK_STATES);
     server = await within(ctx, () => this.requireState(server, RESIZABLE_STATES, 'extend volume'));
-    this.checkExtendCapability(await this.hostCapabilities(ctx, server.host));
+    this.checkExtendCapability(await this.hostCapabilities(ctx.timings, server.host));
     return this.audited(ctx, server, ACTIONS.assistExtend, { volume_id: volumeId, requested_bytes: bytes }, async () => {
       const measured = await this.rpc.extendAttached(server.host, server.id, volumeId, bytes);
       return { value: measured, details: { volume_id: volumeId, requested_bytes: bytes, bytes: measured } };
@@ -313,7 +313,7 @@ export class ComputeAPI {
   async growGuestFilesystem(ctx: RequestContext, server: ServerRecord, volumeId: string): Promise<GuestFilesystemGrowth> {
     this.attachment(server, volumeId);
     this.checkIdle(server, 'grow guest filesystem', VOLUME_TASK_STATES);
-    const caps = await this.hostCapabilities(ctx, server.host);
+    const caps = await this.hostCapabilities(ctx.timings, server.host);
     // An agent of an older version reports no such capability: it cannot.
     if (caps.capabilities.growGuestFilesystem !== true) throw errors.guestFsGrowNotSupported(caps.driver);
     return this.audited(ctx, server, ACTIONS.growGuestFilesystem, { volume_id: volumeId }, async () => {
@@ -336,7 +336,7 @@ export class ComputeAPI {
     // The caller's request timings (no ctx here), current now but not after the state's await.
     const timings = currentTimings();
     const fresh = await this.requireState(server, RESIZABLE_STATES, 'attach volume');
-    const caps = await withTimings(timings, () => this.hostCapabilities(undefined, fresh.host));
+    const caps = await this.hostCapabilities(timings, fresh.host);
     if (!caps.capabilities.attachVolume) throw errors.extendNotSupported(caps.driver);
     const already = fresh.attachments.some((a) => a.volumeId === spec.volumeId);
     if (!already && fresh.attachments.length >= caps.capabilities.maxVolumesPerServer) throw errors.tooManyDiskDevices(fresh.id);
@@ -426,13 +426,13 @@ export class ComputeAPI {
   /**
    * The host's driver name and capabilities (ComputeRpc.capabilities), asked at most once per
    * CAPABILITIES_TTL_MS per host: the answer itself when it is known (no promise), else the
-   * call's promise (as part of `ctx`'s request, if given; else of whatever request is current).
+   * call's promise (as part of the request whose `timings` are given).
    * A failed call is not kept. Throws what the call throws (ComputeHostUnavailable…).
    */
-  private hostCapabilities(ctx: RequestContext | undefined, host: string): HostCapabilities | Promise<HostCapabilities> {
+  private hostCapabilities(timings: RequestTimings | undefined, host: string): HostCapabilities | Promise<HostCapabilities> {
     const known = this.capabilitiesByHost.get(host);
     if (known !== undefined && Date.now() - known.at < CAPABILITIES_TTL_MS) return known.answer;
-    const asked = ctx === undefined ? this.rpc.capabilities(host) : within(ctx, () => this.rpc.capabilities(host));
+    const asked = withTimings(timings, () => this.rpc.capabilities(host));
     return asked.then((answer) => {
       this.capabilitiesByHost.set(host, { at: Date.now(), answer });
       return answer;

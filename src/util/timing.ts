@@ -37,28 +37,8 @@ export class RequestTimings {
   private libvirt = NaN;
 
   add(part: TimingPart, ms: number): void {
-    // A field per case, not this[part]: a computed key over six names is a megamorphic access.
-    // NaN (not yet recorded) is the only value unequal to itself.
-    switch (part) {
-      case 'auth':
-        this.auth = this.auth === this.auth ? this.auth + ms : ms;
-        break;
-      case 'store':
-        this.store = this.store === this.store ? this.store + ms : ms;
-        break;
-      case 'lock':
-        this.lock = this.lock === this.lock ? this.lock + ms : ms;
-        break;
-      case 'rpc':
-        this.rpc = this.rpc === this.rpc ? this.rpc + ms : ms;
-        break;
-      case 'driver':
-        this.driver = this.driver === this.driver ? this.driver + ms : ms;
-        break;
-      case 'libvirt':
-        this.libvirt = this.libvirt === this.libvirt ? this.libvirt + ms : ms;
-        break;
-    }
+    const had = this[part];
+    this[part] = Number.isNaN(had) ? ms : had + ms;
   }
 
   /** The parts recorded so far, in TIMING_PARTS order (tests and logs; the header reads the fields). */
@@ -71,12 +51,7 @@ export class RequestTimings {
   /** The header value: each recorded part in TIMING_PARTS order, then `total`; durations in ms with 0.001 resolution. */
   header(now = performance.now()): string {
     let out = '';
-    if (this.auth === this.auth) out += `auth;dur=${millis(this.auth)}, `;
-    if (this.store === this.store) out += `store;dur=${millis(this.store)}, `;
-    if (this.lock === this.lock) out += `lock;dur=${millis(this.lock)}, `;
-    if (this.rpc === this.rpc) out += `rpc;dur=${millis(this.rpc)}, `;
-    if (this.driver === this.driver) out += `driver;dur=${millis(this.driver)}, `;
-    if (this.libvirt === this.libvirt) out += `libvirt;dur=${millis(this.libvirt)}, `;
+    for (const part of TIMING_PARTS) if (!Number.isNaN(this[part])) out += `${part};dur=${millis(this[part])}, `;
     return `${out}total;dur=${millis(now - this.start)}`;
   }
 }
