@@ -30,7 +30,7 @@
  * Errors here are for the operator starting the service (they name paths); they never reach an
  * API client.
  */
-import { lstatSync, mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteStore } from './sqlite.js';
 import { ensureDatabaseId } from './sqliteOpen.js';
@@ -182,25 +182,30 @@ export function openDataDir(dir: string, opts: OpenDataDirOptions): OpenedDataDi
 }
 
 /**
- * NotADataDir when `dir` exists, is not a directory, or already holds entries and none of them is
- * a data dir's (DATA_DIR_ENTRIES): a data dir is made private (its tree 0700/0600, secureDataDir),
- * which on `/`, a home or /tmp would lock others out. A missing or empty directory, or one with
- * any of our entries, passes.
+ * NotADataDir when `dir` exists and is not a directory (a symlink to one is followed), or holds
+ * something that is not a data dir's while it has neither a data dir's database nor its marker: a
+ * data dir is made private (its tree 0700/0600, secureDataDir), which on `/`, a home or /tmp
+ * would lock others out, and everyday names (`volumes`, `instances`) are no proof. Passes: a
+ * missing or empty directory, one with our database or marker, or one holding only names of a
+ * data dir's layout (DATA_DIR_ENTRIES: a start cut short, a data dir whose database was lost,
+ * which the checks after this one refuse in their own words).
  */
 function refuseForeignDir(dir: string): void {
   let names: string[];
   try {
-    if (!lstatSync(dir).isDirectory()) throw new DataDirError('NotADataDir', `the data dir ${dir} is not a directory: give online-extend a directory of its own`, { path: dir });
+    if (!statSync(dir).isDirectory()) throw new DataDirError('NotADataDir', `the data dir ${dir} is not a directory: give online-extend a directory of its own`, { path: dir });
     names = readdirSync(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  if (names.length === 0 || names.some((n) => DATA_DIR_ENTRIES.has(n))) return;
-  const shown = names.sort().slice(0, 5).join(', ');
+  if (names.includes(DB_FILE) || names.includes(MARKER_FILE)) return;
+  const foreign = names.filter((n) => !DATA_DIR_ENTRIES.has(n));
+  if (foreign.length === 0) return;
+  const shown = foreign.sort().slice(0, 5).join(', ');
   throw new DataDirError(
     'NotADataDir',
-    `the data dir ${dir} already holds other files (${shown}${names.length > 5 ? ', …' : ''}) and none of a data dir's: ` +
+    `the data dir ${dir} holds other files (${shown}${foreign.length > 5 ? ', …' : ''}) and no data dir's database or marker: ` +
       `online-extend makes its data dir private (0700, its files 0600), so it will not take over this one. Give it a directory of its own (new or empty).`,
     { path: dir, entries: names.length },
   );

@@ -49,7 +49,7 @@ export type DataDirErrorCode =
   /** Volume files whose volume the database does not know. */
   | 'OrphanVolumes'
   /**
-   * A directory that already holds other files and none of a data dir's (`/`, a home, /tmp):
+   * A directory that holds other files and neither a data dir's database nor its marker (`/`, a home, /tmp):
    * refused before anything in it is created or its modes changed (a data dir is made private).
    */
   | 'NotADataDir';

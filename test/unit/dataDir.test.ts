@@ -506,6 +506,10 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
   it.each([
     { name: 'a directory of other files (a home, /tmp)', make: (d: string) => (mkdirSync(join(d, 'src')), writeFileSync(join(d, 'notes.txt'), 'mine')) },
     { name: 'one other file', make: (d: string) => writeFileSync(join(d, '.profile'), 'x') },
+    // Everyday names that a data dir also uses are no proof that the directory is one.
+    { name: "other files beside a 'volumes' folder of photos", make: (d: string) => (writeFileSync(join(d, 'notes.txt'), 'x'), mkdirSync(join(d, 'volumes', 'photos'), { recursive: true }), writeFileSync(join(d, 'volumes', 'photos', 'a.jpg'), 'x')) },
+    { name: "other files beside an empty 'volumes' folder", make: (d: string) => (writeFileSync(join(d, 'notes.txt'), 'x'), mkdirSync(join(d, 'volumes'))) },
+    { name: 'other files beside a stray serve.lock', make: (d: string) => (writeFileSync(join(d, 'notes.txt'), 'x'), writeFileSync(join(d, LOCK_FILE), '')) },
   ])('refuses $name with NotADataDir naming what it holds, and creates or changes nothing', ({ make }) => {
     mkdirSync(dir, { mode: 0o755 });
     make(dir);
@@ -520,7 +524,7 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
     })();
     expect(err).toBeInstanceOf(DataDirError);
     expect((err as DataDirError).code).toBe<DataDirErrorCode>('NotADataDir');
-    expect((err as Error).message).toMatch(/already holds other files .*and none of a data dir's/);
+    expect((err as Error).message).toMatch(/holds other files .*and no data dir's database or marker/);
     expect(snapshot(dir)).toEqual(before);
   });
 
@@ -535,12 +539,23 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
     { name: 'missing', make: () => undefined },
     { name: 'empty', make: () => mkdirSync(dir) },
     { name: 'holding only an empty volumes dir', make: () => mkdirSync(join(dir, 'volumes'), { recursive: true }) },
-    { name: 'holding only a lock file and foreign files beside', make: () => (mkdirSync(dir), writeFileSync(join(dir, LOCK_FILE), ''), writeFileSync(join(dir, 'README'), 'x')) },
+    { name: 'holding only names of a data dir (a start cut short: its lock and pid)', make: () => (mkdirSync(dir), writeFileSync(join(dir, LOCK_FILE), ''), writeFileSync(join(dir, PID_FILE), '1')) },
   ])('takes a directory that is $name', async ({ make }) => {
     make();
     const opened = openDataDir(dir, { lock: true });
     await opened.close();
     expect(existsSync(join(dir, DB_FILE))).toBe(true);
+  });
+
+  it('takes a data dir reached through a symlink, and another file beside its database', async () => {
+    const opened = openDataDir(dir, { lock: true });
+    await opened.close();
+    writeFileSync(join(dir, 'operator-notes.txt'), 'mine');
+    const link = join(root, 'link');
+    symlinkSync(dir, link);
+    const again = openDataDir(link, { lock: true });
+    await again.close();
+    expect(readFileSync(join(dir, 'operator-notes.txt'), 'utf8')).toBe('mine');
   });
 
   it('never changes the mode of a directory given as the database file (a malformed URL naming /)', () => {
