@@ -11,14 +11,15 @@
  *   1. /dev/kvm opens read-write            else tcg, "/dev/kvm missing" (no QEMU started: ~0 ms)
  *   2. QEMU creates a VM under KVM          else tcg, "KVM_CREATE_VM failed: …" (~50 ms)
  *   3. the lab's guest, `virsh create`d under KVM, prints OE-READY within KVM_BOOT_DEADLINE_MS
- *                                           else tcg, "guest did not boot under KVM …"
+ *                                           else tcg, "guest did not boot under KVM …", with
+ *                                           why when /dev/kvm is PVM's (PVM_NOTE)
  *
  * `ONLINE_EXTEND_ACCEL=kvm|tcg|auto` (default auto) forces one without probing. The decision and
  * the first two steps are here; the boot step and the per-lab cache are in accelProbe.ts.
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { access, open } from 'node:fs/promises';
 
 /** What the operator asks for: probe (`auto`), or force one. */
 export type AccelMode = 'auto' | 'kvm' | 'tcg';
@@ -70,6 +71,27 @@ export interface AccelProbeSteps {
   createVm(): Promise<string | undefined>;
   /** Boot the probe guest under KVM and wait at most `deadlineMs` for its ready line. */
   bootUnderKvm(deadlineMs: number): Promise<KvmBootOutcome>;
+  /**
+   * The kernel modules that provide /dev/kvm here (`kvm_intel`, `kvm_amd`, `kvm_pvm`), asked only
+   * when the guest did not boot, to say why (absent: not asked).
+   */
+  kvmModules?(): Promise<readonly string[]>;
+}
+
+/**
+ * Why a guest may not boot under a KVM whose only provider is PVM (`kvm_pvm`, the
+ * "Pagetable-based Virtual Machine" KVM that runs on hosts without hardware virtualisation, as
+ * this project's machine is since 2026-11-29): PVM runs only guest kernels built as PVM guests;
+ * Debian's kernel is not one (no PVM guest code in the lab's vmlinux). Found 2026-11-30: with
+ * host-passthrough QEMU aborts on MSR 0x10a; without arch-capabilities, or with QEMU's default
+ * CPU, SeaBIOS hands over and the kernel prints nothing.
+ */
+export const PVM_NOTE = "/dev/kvm here is PVM (module kvm_pvm, KVM without hardware virtualisation), which boots only guest kernels built for PVM; Debian's kernel is not";
+
+/** The note to add to a failed boot's reason for the modules providing /dev/kvm, if any. */
+export function kvmModulesNote(modules: readonly string[]): string | undefined {
+  const hardware = modules.includes('kvm_intel') || modules.includes('kvm_amd');
+  return !hardware && modules.includes('kvm_pvm') ? PVM_NOTE : undefined;
 }
 
 /** The mode named by `value` (unset or empty: auto); throws naming `source` on anything else. */
@@ -116,7 +138,9 @@ export async function decideAccel(mode: AccelMode, steps: AccelProbeSteps, opts:
 
   const boot = await steps.bootUnderKvm(deadlineMs).catch((err: unknown): KvmBootOutcome => ({ ready: false, timedOut: false, why: failed(err) }));
   if (!boot.ready) {
-    return done('tcg', 'kvm-guest-did-not-boot', boot.timedOut ? `guest did not boot under KVM within ${secs(deadlineMs)}` : `guest did not boot under KVM: ${boot.why}`);
+    const why = boot.timedOut ? `guest did not boot under KVM within ${secs(deadlineMs)}` : `guest did not boot under KVM: ${boot.why}`;
+    const note = kvmModulesNote((await steps.kvmModules?.().catch(() => [])) ?? []);
+    return done('tcg', 'kvm-guest-did-not-boot', note ? `${why}; ${note}` : why);
   }
   return done('kvm', 'kvm-boots', `probe guest booted under KVM in ${secs(boot.ms)}`);
 }
@@ -134,6 +158,15 @@ export async function devKvmStep(path = '/dev/kvm'): Promise<string | undefined>
     const code = (err as NodeJS.ErrnoException).code;
     return code === 'ENOENT' ? `${path} missing` : `${path} not usable (${code ?? String(err)})`;
   }
+}
+
+/** The kernel modules that can provide /dev/kvm: hardware virtualisation (Intel, AMD) or PVM. */
+export const KVM_MODULES = ['kvm_intel', 'kvm_amd', 'kvm_pvm'] as const;
+
+/** Which of KVM_MODULES are loaded (read from `sysModule`, /sys/module). */
+export async function kvmModulesStep(sysModule = '/sys/module'): Promise<readonly string[]> {
+  const present = await Promise.all(KVM_MODULES.map((m) => access(`${sysModule}/${m}`).then(() => m, () => undefined)));
+  return present.filter((m) => m !== undefined);
 }
 
 /**

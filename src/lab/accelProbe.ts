@@ -6,7 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { decideAccel, devKvmStep, createVmStep, qemuErrorLine, secs, type AccelChoice, type AccelMode, type AccelProbeSteps, type KvmBootOutcome } from './accel.js';
+import { KVM_MODULES, decideAccel, devKvmStep, createVmStep, kvmModulesStep, qemuErrorLine, secs, type AccelChoice, type AccelMode, type AccelProbeSteps, type KvmBootOutcome } from './accel.js';
 import { bootGuest, type GuestHost } from './domain.js';
 import { run, safeRead } from './proc.js';
 
@@ -51,7 +51,8 @@ export async function bootUnderKvmStep(lab: GuestHost, deadlineMs: number): Prom
 
 /** What the cached decision is valid for: a change (KVM appears, another kernel) means a new probe. */
 function hostKey(): string {
-  return `dev-kvm=${existsSync('/dev/kvm') ? 'present' : 'absent'} kernel=${release()}`;
+  const modules = KVM_MODULES.filter((m) => existsSync(`/sys/module/${m}`));
+  return `dev-kvm=${existsSync('/dev/kvm') ? 'present' : 'absent'} kernel=${release()} modules=${modules.join(',')}`;
 }
 
 interface CachedChoice extends AccelChoice {
@@ -97,5 +98,6 @@ export function realSteps(lab: GuestHost): AccelProbeSteps {
     devKvm: () => devKvmStep(),
     createVm: () => createVmStep(),
     bootUnderKvm: (deadlineMs) => bootUnderKvmStep(lab, deadlineMs),
+    kvmModules: () => kvmModulesStep(),
   };
 }

@@ -3,15 +3,15 @@
  * cause leads to, which steps run (none past the first failure: /dev/kvm missing boots nothing),
  * the deadline handed to the boot step, the cache, and ONLINE_EXTEND_ACCEL's values.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ACCEL_MODES, KVM_BOOT_DEADLINE_MS, decideAccel, domainXml, labAccel, parseAccelMode, type AccelProbeSteps, type KvmBootOutcome } from '../../src/lab/index.js';
-import { qemuErrorLine } from '../../src/lab/accel.js';
+import { PVM_NOTE, kvmModulesNote, kvmModulesStep, qemuErrorLine } from '../../src/lab/accel.js';
 
 /** Steps that answer as told and record which ran (and the boot's deadline). */
-function scripted(a: { dev?: string; vm?: string; boot?: KvmBootOutcome | Error }) {
+function scripted(a: { dev?: string; vm?: string; boot?: KvmBootOutcome | Error; modules?: readonly string[] | Error }) {
   const ran: string[] = [];
   let deadline: number | undefined;
   const steps: AccelProbeSteps = {
@@ -23,6 +23,11 @@ function scripted(a: { dev?: string; vm?: string; boot?: KvmBootOutcome | Error 
       if (a.boot instanceof Error) throw a.boot;
       return a.boot ?? { ready: true, ms: 800 };
     },
+    kvmModules: async () => {
+      ran.push('modules');
+      if (a.modules instanceof Error) throw a.modules;
+      return a.modules ?? [];
+    },
   };
   return { steps, ran, deadline: () => deadline };
 }
@@ -31,9 +36,14 @@ describe('the accelerator decision', () => {
   it.each([
     { name: '/dev/kvm missing', a: { dev: '/dev/kvm missing' }, accel: 'tcg', cause: 'no-dev-kvm', reason: /^\/dev\/kvm missing$/, ran: ['devKvm'] },
     { name: 'KVM_CREATE_VM failing', a: { vm: 'ioctl(KVM_CREATE_VM) failed: 16 Device or resource busy' }, accel: 'tcg', cause: 'kvm-create-vm-failed', reason: /^KVM_CREATE_VM failed: ioctl/, ran: ['devKvm', 'createVm'] },
-    { name: 'a guest silent past the deadline', a: { boot: { ready: false, timedOut: true, why: 'no ready line' } as const }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /^guest did not boot under KVM within 10 s$/, ran: ['devKvm', 'createVm', 'boot'] },
-    { name: 'QEMU aborting under KVM', a: { boot: { ready: false, timedOut: false, why: 'QEMU stopped: failed to set MSR 0x10a to 0x69' } as const }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /^guest did not boot under KVM: QEMU stopped: failed to set MSR/, ran: ['devKvm', 'createVm', 'boot'] },
-    { name: 'a boot step that throws', a: { boot: new Error('libvirtd went away') }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /libvirtd went away/, ran: ['devKvm', 'createVm', 'boot'] },
+    { name: 'a guest silent past the deadline', a: { boot: { ready: false, timedOut: true, why: 'no ready line' } as const }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /^guest did not boot under KVM within 10 s$/, ran: ['devKvm', 'createVm', 'boot', 'modules'] },
+    { name: 'QEMU aborting under KVM', a: { boot: { ready: false, timedOut: false, why: 'QEMU stopped: failed to set MSR 0x10a to 0x69' } as const }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /^guest did not boot under KVM: QEMU stopped: failed to set MSR 0x10a to 0x69$/, ran: ['devKvm', 'createVm', 'boot', 'modules'] },
+    { name: 'a boot step that throws', a: { boot: new Error('libvirtd went away') }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /libvirtd went away$/, ran: ['devKvm', 'createVm', 'boot', 'modules'] },
+    { name: 'a PVM KVM aborting', a: { modules: ['kvm_pvm'], boot: { ready: false, timedOut: false, why: 'QEMU stopped: failed to set MSR 0x10a to 0x69' } as const }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /^guest did not boot under KVM: QEMU stopped: failed to set MSR 0x10a to 0x69; \/dev\/kvm here is PVM \(module kvm_pvm.*Debian's kernel is not$/, ran: ['devKvm', 'createVm', 'boot', 'modules'] },
+    { name: 'a PVM KVM silent', a: { modules: ['kvm', 'kvm_pvm'], boot: { ready: false, timedOut: true, why: 'no ready line' } as const }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /^guest did not boot under KVM within 10 s; \/dev\/kvm here is PVM/, ran: ['devKvm', 'createVm', 'boot', 'modules'] },
+    { name: 'a hardware KVM beside PVM failing', a: { modules: ['kvm_amd', 'kvm_pvm'], boot: { ready: false, timedOut: true, why: 'no ready line' } as const }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /^guest did not boot under KVM within 10 s$/, ran: ['devKvm', 'createVm', 'boot', 'modules'] },
+    { name: 'a module list that cannot be read', a: { modules: new Error('EACCES'), boot: { ready: false, timedOut: true, why: 'no ready line' } as const }, accel: 'tcg', cause: 'kvm-guest-did-not-boot', reason: /^guest did not boot under KVM within 10 s$/, ran: ['devKvm', 'createVm', 'boot', 'modules'] },
+    { name: 'a PVM KVM that boots the guest', a: { modules: ['kvm_pvm'] }, accel: 'kvm', cause: 'kvm-boots', reason: /^probe guest booted under KVM in 0\.8 s$/, ran: ['devKvm', 'createVm', 'boot'] },
     { name: 'a guest that boots', a: {}, accel: 'kvm', cause: 'kvm-boots', reason: /^probe guest booted under KVM in 0\.8 s$/, ran: ['devKvm', 'createVm', 'boot'] },
   ])('chooses $accel for $name, says why, and runs no step past the first failure', async ({ a, accel, cause, reason, ran }) => {
     const s = scripted(a);
@@ -59,6 +69,27 @@ describe('the accelerator decision', () => {
     const c = await decideAccel('auto', steps, { now: () => t, deadlineMs: 4000 });
     expect(c.probeMs).toBe(2500);
     expect(s.deadline()).toBe(4000);
+  });
+});
+
+describe('the modules providing /dev/kvm', () => {
+  let dir = '';
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  it.each([
+    [[], []],
+    [['kvm', 'kvm_pvm'], ['kvm_pvm']],
+    [['kvm', 'kvm_intel', 'loop'], ['kvm_intel']],
+    [['kvm_amd', 'kvm_pvm'], ['kvm_amd', 'kvm_pvm']],
+  ])('are read from a /sys/module holding %j as %j', async (present, found) => {
+    dir = mkdtempSync(join(tmpdir(), 'oe-sysmod-'));
+    for (const m of present) mkdirSync(join(dir, m));
+    expect(await kvmModulesStep(dir)).toEqual(found);
+  });
+
+  it('name PVM only when no hardware KVM module is loaded', () => {
+    expect(kvmModulesNote(['kvm_pvm'])).toBe(PVM_NOTE);
+    expect(kvmModulesNote(['kvm_intel', 'kvm_pvm'])).toBeUndefined();
+    expect(kvmModulesNote([])).toBeUndefined();
   });
 });
 
