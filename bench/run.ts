@@ -8,7 +8,7 @@
  *   scale    issue G: get_blockdev through api → RabbitMQ → 50 hosts' agents (10 vs 10,000 servers, vs in process) and 1,000 concurrent in-use extends with one and two api processes, on PostgreSQL (bench/scale.ts)
  * `npm run bench -- api` (or libvirt, e2e, inventory, scale) runs one.
  */
-import { API_TARGET, runApiBench } from './api.js';
+import { API_TARGET, printApiBench, runApiBench } from './api.js';
 import { libvirtTargetsMet, printLibvirtBench, runLibvirtBench } from './libvirt.js';
 import { e2eTargetsMet, runE2eBench } from './e2e.js';
 import { inventoryTargetsMet, printInventoryBench, runInventoryBench } from './inventory.js';
@@ -30,10 +30,7 @@ if (want('api')) {
   console.error('running the API benchmark (fake driver)…');
   const r = await runApiBench();
   results.api = r;
-  console.log('API benchmark (fake driver; medians of rounds)');
-  console.log(`  bare Fastify route      ${r.bare_rps!.toFixed(0)} req/s  p50 ${r.bare_p50_ms} ms`);
-  console.log(`  GET get_blockdev        ${r.get_blockdev_rps!.toFixed(0)} req/s  p50 ${r.get_blockdev_p50_ms} ms  ratio ${r.get_blockdev_vs_bare!.toFixed(2)}x (target >= ${API_TARGET}x)`);
-  console.log(`  POST assist_extend      ${r.assist_extend_rps!.toFixed(0)} req/s  p50 ${r.assist_extend_p50_ms} ms  ratio ${r.assist_extend_vs_bare!.toFixed(2)}x`);
+  printApiBench(r);
   if (!(r.get_blockdev_vs_bare! >= API_TARGET)) ok = false;
 }
 

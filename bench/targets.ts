@@ -44,6 +44,10 @@ const timingDetail = process.env.BENCH_TIMING_DETAIL !== '0';
 const { app } = await buildComputeApp({ store, driver, logger: pino({ level: 'silent' }), defaultProject: TENANT, metrics: new Metrics(), timingDetail });
 const { token } = await issueToken(store, { userId: 'bench', projectId: TENANT, roles: ['admin'], ttlMs: 3_600_000 });
 const full = await app.listen({ host: '127.0.0.1', port: 0 });
+// The same stack writing each answer the moment it is made (Node's own way): what batching the
+// writes of a turn (src/api/transport/batchedWrites.ts) saves, in the same run.
+const { app: unbatchedApp } = await buildComputeApp({ store, driver, logger: pino({ level: 'silent' }), defaultProject: TENANT, metrics: new Metrics(), timingDetail, http: { batchWrites: false } });
+const unbatched = await unbatchedApp.listen({ host: '127.0.0.1', port: 0 });
 
 const bare = Fastify();
 bare.get('/v2/:tenant_id/servers/:server_id/os-online_extend_volume/:volume_id', async (req) => {
@@ -71,10 +75,10 @@ floor.get('/v2/:tenant_id/servers/:server_id/os-online_extend_volume/:volume_id'
 });
 const floorUrl = await floor.listen({ host: '127.0.0.1', port: 0 });
 
-process.stdout.write(`${JSON.stringify({ full, bare: bareUrl, floor: floorUrl, token, tenant: TENANT, server: SERVER, volume: VOLUME, growVolumes: GROW_VOLUMES, dir })}\n`);
+process.stdout.write(`${JSON.stringify({ full, unbatched, bare: bareUrl, floor: floorUrl, token, tenant: TENANT, server: SERVER, volume: VOLUME, growVolumes: GROW_VOLUMES, dir })}\n`);
 // The database goes with the process (it is made per run).
 process.on('SIGTERM', () =>
-  void Promise.all([app.close(), bare.close(), floor.close()])
+  void Promise.all([app.close(), unbatchedApp.close(), bare.close(), floor.close()])
     .then(() => store.close())
     .finally(() => {
       rmSync(dir, { recursive: true, force: true });

@@ -34,7 +34,7 @@ import { routerError } from '../api/server.js';
  * absent: no cap. A connection that pipelines past `maxPipelined` gets a 503 and is closed after
  * the answers before it, as on the other APIs (ConnectionGuard).
  */
-export type IdentityHttpLimits = Pick<HttpLimits, 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'maxConnections' | 'sendTimeoutMs' | 'maxPipelined' | 'maxUnsentBytes'>;
+export type IdentityHttpLimits = Pick<HttpLimits, 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'maxConnections' | 'sendTimeoutMs' | 'maxPipelined' | 'maxUnsentBytes' | 'batchWrites'>;
 
 /** What the identity app is built from. */
 export interface IdentityAppDeps {
@@ -149,6 +149,7 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
         maxPipelined: limits.maxPipelined ?? d.maxPipelined,
         sendTimeoutMs: limits.sendTimeoutMs ?? d.sendTimeoutMs,
         maxUnsentBytes: limits.maxUnsentBytes ?? d.maxUnsentBytes,
+        batchWrites: limits.batchWrites ?? true,
       };
       new ConnectionGuard(server, guardLimits, log, route, countTransport, keystoneErrorBody);
       return server;

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { errors, faultBody, type ServiceError } from '../../errors.js';
 import { newRequestId } from '../requestId.js';
+import { batchWritesPerTurn } from './batchedWrites.js';
 import { connOf, hasOutput, isServing, sentBytes, unsentBytes, type Conn, type HttpSocket } from './connections.js';
 import type { HttpLimits } from './limits.js';
 
@@ -27,7 +28,7 @@ export interface ConnectionCounts {
   cutUnsent: number;
 }
 
-type GuardLimits = Pick<HttpLimits, 'maxConnections' | 'maxPipelined' | 'sendTimeoutMs' | 'maxUnsentBytes'>;
+type GuardLimits = Pick<HttpLimits, 'maxConnections' | 'maxPipelined' | 'sendTimeoutMs' | 'maxUnsentBytes' | 'batchWrites'>;
 
 /**
  * Tracks the connections of one server, and bounds what each may make the process hold: hands
@@ -120,6 +121,7 @@ export class ConnectionGuard {
         return;
       }
     }
+    if (this.limits.batchWrites !== false) batchWritesPerTurn(socket);
     const conn: Conn = { socket, inFlight: new Map(), refusing: false, stalledSince: undefined, sentMark: 0 };
     this.conns.set(socket, conn);
     connOf.set(socket, conn);
