@@ -34,11 +34,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { ComputeManager } from '../src/compute/manager.js';
-import { openStoreUrl } from '../src/db/open.js';
-import { AmqpConnection } from '../src/rpc/amqp/connection.js';
-import { ComputeRpcServer } from '../src/rpc/amqp/server.js';
-import { FakeDriver, type FakeServer } from '../src/virt/fake/driver.js';
+import type { ComputeRpcServer as ComputeRpcServerType } from '../src/rpc/amqp/server.js';
+import type { FakeServer } from '../src/virt/fake/driver.js';
+import { assertBuilt, built } from './built.js';
 import { startPostgres } from '../test/support/postgres.js';
 import { startRabbitMQ } from '../test/support/rabbitmq.js';
 
@@ -77,8 +75,18 @@ interface AgentsSpec {
   disks: boolean;
 }
 
-/** One process serving every host: a FakeDriver and ComputeManager per host, one store, one broker connection. */
+/**
+ * One process serving every host: a FakeDriver and ComputeManager per host, one store, one broker
+ * connection. From the build in dist/, as `online-extend agent` runs them (bench/built.ts).
+ */
 async function agentsMain(spec: AgentsSpec): Promise<void> {
+  const [{ ComputeManager }, { openStoreUrl }, { AmqpConnection }, { ComputeRpcServer }, { FakeDriver }] = await Promise.all([
+    built<typeof import('../src/compute/manager.js')>('compute/manager.js'),
+    built<typeof import('../src/db/open.js')>('db/open.js'),
+    built<typeof import('../src/rpc/amqp/connection.js')>('rpc/amqp/connection.js'),
+    built<typeof import('../src/rpc/amqp/server.js')>('rpc/amqp/server.js'),
+    built<typeof import('../src/virt/fake/driver.js')>('virt/fake/driver.js'),
+  ]);
   const log = pino({ level: 'warn' });
   const opened = await openStoreUrl(spec.databaseUrl);
   const conn = await AmqpConnection.open(spec.transportUrl, { logger: log, name: 'bench agents' });
@@ -96,7 +104,7 @@ async function agentsMain(spec: AgentsSpec): Promise<void> {
     });
     byHost.set(hostOf(i), list);
   }
-  const servers: ComputeRpcServer[] = [];
+  const servers: ComputeRpcServerType[] = [];
   for (let h = 0; h < HOSTS; h++) {
     const host = hostOf(h);
     const manager = new ComputeManager({ host, driver: new FakeDriver({ servers: byHost.get(host) ?? [] }), store: opened.store, defaultProjectId: PROJECT, logger: log });
@@ -456,6 +464,7 @@ async function extendRound(apis: Api[], token: string, ids: string[], gib: numbe
 }
 
 export async function runScaleBench(): Promise<Record<string, number>> {
+  assertBuilt();
   const dir = mkdtempSync(join(tmpdir(), 'oe-bench-scale-'));
   const pg = await startPostgres();
   const rabbit = await startRabbitMQ();

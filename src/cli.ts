@@ -15,7 +15,7 @@ import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './cli/lab.js';
 import { registerUserCommands } from './cli/users.js';
 import { registerCatalogCommands } from './cli/catalog.js';
-import { missingTokenDatabase, revokeStoredToken, tokenArgument, tokenDatabaseName, TokenOperandCommand } from './cli/tokens.js';
+import { revokeStoredToken, tokenDatabaseProblem, tokenArgument, tokenDatabaseName, TokenOperandCommand } from './cli/tokens.js';
 
 type Out = (s: string) => void;
 
@@ -307,8 +307,8 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .action(async (arg: string, o: { dataDir?: string; databaseUrl?: string; config?: string; format: Format }) => {
       const value = await tokenArgument(arg, process.stdin);
       const config = loadConfig(env, { dataDir: o.dataDir, databaseUrl: o.databaseUrl, driver: 'libvirt' }, o.config);
-      const missing = missingTokenDatabase(config);
-      if (missing !== undefined) throw new Error(`no database at ${missing} (missing or empty): give the --data-dir (or --database-url) of the service whose token to revoke (nothing changed)`);
+      const problem = tokenDatabaseProblem(config);
+      if (problem !== undefined) throw new Error(problem);
       // The store `token create` writes to, opened the same way (works while serve runs).
       const db = await openCommandStore(config);
       try {

@@ -117,15 +117,21 @@ export class TokenOperandCommand extends Command {
 }
 
 /**
- * The database file `token revoke` would open (the data dir's, or a `sqlite:///` URL's), when it
- * does not exist: revoking in a fresh, empty database would create it and answer "unknown" for a
- * token that still works on the real one. Undefined when it exists or the URL is PostgreSQL's.
+ * Why `token revoke` cannot use the database `config` names, as one sentence for the operator;
+ * undefined when it can (the SQLite file exists and is not empty, or the URL is PostgreSQL's).
+ * Revoking in a fresh, empty database would create it and answer "unknown" for a token that still
+ * works on the real one, so a missing or empty file is refused, and a data dir that is not a
+ * directory is named as such.
  */
-export function missingTokenDatabase(config: { dataDir: string; databaseUrl?: string | undefined }): string | undefined {
+export function tokenDatabaseProblem(config: { dataDir: string; databaseUrl?: string | undefined }): string | undefined {
   const path = tokenDatabaseFile(config);
   if (path === undefined) return undefined;
+  const giveIt = 'give the --data-dir (or --database-url) of the service whose token to revoke (nothing changed)';
+  if (config.databaseUrl === undefined && existsSync(config.dataDir) && !statSync(config.dataDir).isDirectory()) {
+    return `the data dir ${config.dataDir} is not a directory: ${giveIt}`;
+  }
   // An empty file is no database either: opening it would write a fresh schema into it.
-  return existsSync(path) && statSync(path).size > 0 ? undefined : path;
+  return existsSync(path) && statSync(path).size > 0 ? undefined : `no database at ${path} (missing or empty): ${giveIt}`;
 }
 
 /**

@@ -11,7 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { SqliteStore } from '../../src/db/sqlite.js';
@@ -160,6 +160,21 @@ describe('token revoke', () => {
       expect(r.stderr).toMatch(/\(missing or empty\)/);
       expect(statSync(join(dir, 'online-extend.sqlite')).size).toBe(0);
       expect(readdirSync(dir)).toEqual(['online-extend.sqlite']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a data dir that is a file, saying it is not a directory, and leaves the file as it was', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'oe-revoke-file-'));
+    try {
+      const file = join(dir, 'notes.txt');
+      writeFileSync(file, 'mine\n');
+      const r = await cli(['token', 'revoke', 'oe-whatever', '--data-dir', file]);
+      expect({ status: r.status, stdout: r.stdout }).toEqual({ status: 1, stdout: '' });
+      expect(r.stderr).toMatch(/^error: the data dir \S+\/notes\.txt is not a directory: give the --data-dir \(or --database-url\) of the service whose token to revoke \(nothing changed\)$/m);
+      expect(readFileSync(file, 'utf8')).toBe('mine\n');
+      expect(readdirSync(dir)).toEqual(['notes.txt']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
