@@ -405,6 +405,45 @@ describe('LibvirtDriver on a scripted libvirtd', () => {
     });
   });
 
+  describe('the read-back after a resize is sent behind it, without waiting for its answer', () => {
+    // The live size read by GetBlockInfo (one call a read), so the calls libvirtd ran are exact.
+    const cases: Array<{ name: string; setup: () => void; calls: string[]; reads: number }> = [
+      {
+        name: 'answers the size read once, when libvirtd runs the resize first',
+        setup: () => undefined,
+        calls: ['DOMAIN_BLOCK_RESIZE', 'DOMAIN_GET_BLOCK_INFO'],
+        reads: 1,
+      },
+      {
+        name: 'reads again when libvirtd ran the read before the resize (it saw the old size)',
+        setup: () => lv.deferredOnce.add('DOMAIN_BLOCK_RESIZE'),
+        calls: ['DOMAIN_GET_BLOCK_INFO', 'DOMAIN_BLOCK_RESIZE', 'DOMAIN_GET_BLOCK_INFO'],
+        reads: 2,
+      },
+      {
+        name: 'reads again when the read sent behind the resize failed',
+        setup: () => lv.failures.set('DOMAIN_GET_BLOCK_INFO', { code: VirErrorCode.INTERNAL_ERROR, message: 'monitor busy' }),
+        calls: ['DOMAIN_BLOCK_RESIZE', 'DOMAIN_GET_BLOCK_INFO', 'DOMAIN_GET_BLOCK_INFO'],
+        reads: 2,
+      },
+    ];
+    it.each(cases)('$name', async ({ setup, calls, reads }) => {
+      const byBlockInfo = new LibvirtDriver({ uri: lv.uri, sysfsRoot: sys, liveSizeMethod: 'blockinfo', callTimeoutMs: 2_000 });
+      try {
+        await setHostSectors('loop42', 2 * GiB);
+        // Resolve the disk first, so only the resize and its read-backs are left to count.
+        expect(await byBlockInfo.getGuestBytes(RUNNING, 'vol-block')).toBe(GiB);
+        setup();
+        const from = lv.calls.length;
+        expect(await byBlockInfo.extendAttached(RUNNING, 'vol-block', GiB + 8 * MiB, { currentGuestBytes: GiB })).toBe(GiB + 8 * MiB);
+        expect(lv.calls.slice(from).map((c) => c.proc)).toEqual(calls);
+        expect(lv.calledWith('DOMAIN_GET_BLOCK_INFO').length - 1).toBe(reads);
+      } finally {
+        await byBlockInfo.close();
+      }
+    });
+  });
+
   it('serializes concurrent extends of one volume through the compute manager, so a smaller request cannot shrink a larger one', async () => {
     // The driver takes no lock per volume: the manager, its one caller, does (src/compute/locks.ts).
     const byBlockInfo = new LibvirtDriver({ uri: lv.uri, sysfsRoot: sys, liveSizeMethod: 'blockinfo', callTimeoutMs: 2_000 });

@@ -111,6 +111,11 @@ export class ScriptedLibvirtd {
   readonly failures = new Map<string, ScriptedFailure>();
   /** Procedures that get no answer at all (to make the client time out). */
   readonly silent = new Set<string>();
+  /**
+   * Procedures whose next call is run only after the call that follows it on the connection, once
+   * (as libvirtd's worker threads may give a domain's job to a later call first).
+   */
+  readonly deferredOnce = new Set<string>();
   dir = '';
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
@@ -173,6 +178,8 @@ export class ScriptedLibvirtd {
     s.on('close', () => this.sockets.delete(s));
     s.on('error', () => undefined);
     const framer = new MessageFramer();
+    /** A call held back by `deferredOnce`, run after the next one. */
+    let deferred: (() => void) | undefined;
     s.on('data', (chunk: Buffer) => {
       for (const m of framer.push(chunk)) {
         const h = decodeHeader(m);
@@ -182,15 +189,25 @@ export class ScriptedLibvirtd {
         const r = new XdrReader(m, PREFIX_BYTES);
         const name = h.program === QEMU_PROGRAM ? 'QEMU_MONITOR_COMMAND' : (PROC_NAMES.get(h.procedure) ?? `PROC_${h.procedure}`);
         if (this.silent.has(name)) continue;
-        try {
-          const body = this.handle(name, r);
-          reply(body);
-        } catch (err) {
-          const f = err instanceof Fault ? err : new Fault(VirErrorCode.INTERNAL_ERROR, (err as Error).message);
-          const w = new XdrWriter();
-          writeRemoteError(w, { code: f.code, domain: 10, message: f.message, level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 });
-          reply(w.bytes(), MessageStatus.ERROR);
+        const run = (): void => {
+          try {
+            const body = this.handle(name, r);
+            reply(body);
+          } catch (err) {
+            const f = err instanceof Fault ? err : new Fault(VirErrorCode.INTERNAL_ERROR, (err as Error).message);
+            const w = new XdrWriter();
+            writeRemoteError(w, { code: f.code, domain: 10, message: f.message, level: 2, str1: null, str2: null, str3: null, int1: 0, int2: 0 });
+            reply(w.bytes(), MessageStatus.ERROR);
+          }
+        };
+        if (this.deferredOnce.delete(name)) {
+          deferred = run;
+          continue;
         }
+        run();
+        const held = deferred;
+        deferred = undefined;
+        held?.();
       }
     });
   }
