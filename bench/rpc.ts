@@ -12,14 +12,22 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { ComputeManager } from '../src/compute/manager.js';
-import { LocalComputeRpc, type ComputeRpc } from '../src/compute/rpc.js';
-import { SqliteStore } from '../src/db/sqlite.js';
-import { FakeDriver, type FakeServer } from '../src/virt/fake/driver.js';
-import { AmqpConnection } from '../src/rpc/amqp/connection.js';
-import { AmqpComputeRpc } from '../src/rpc/amqp/client.js';
-import { ComputeRpcServer } from '../src/rpc/amqp/server.js';
+import type { ComputeRpc } from '../src/compute/rpc.js';
+import type { FakeServer } from '../src/virt/fake/driver.js';
+import { assertBuilt, built } from './built.js';
 import { startRabbitMQ } from '../test/support/rabbitmq.js';
+
+// Both sides run the build in dist/, as `online-extend agent` and `api` do (bench/built.ts).
+assertBuilt();
+const [{ ComputeManager }, { LocalComputeRpc }, { SqliteStore }, { FakeDriver }, { AmqpConnection }, { AmqpComputeRpc }, { ComputeRpcServer }] = await Promise.all([
+  built<typeof import('../src/compute/manager.js')>('compute/manager.js'),
+  built<typeof import('../src/compute/rpc.js')>('compute/rpc.js'),
+  built<typeof import('../src/db/sqlite.js')>('db/sqlite.js'),
+  built<typeof import('../src/virt/fake/driver.js')>('virt/fake/driver.js'),
+  built<typeof import('../src/rpc/amqp/connection.js')>('rpc/amqp/connection.js'),
+  built<typeof import('../src/rpc/amqp/client.js')>('rpc/amqp/client.js'),
+  built<typeof import('../src/rpc/amqp/server.js')>('rpc/amqp/server.js'),
+]);
 
 const HOST = 'bench-1';
 const SERVERS = 100;
@@ -38,7 +46,7 @@ function servers(): FakeServer[] {
   }));
 }
 
-async function manager(): Promise<{ manager: ComputeManager; store: SqliteStore }> {
+async function manager(): Promise<{ manager: InstanceType<typeof ComputeManager>; store: InstanceType<typeof SqliteStore> }> {
   const store = new SqliteStore(':memory:');
   const m = new ComputeManager({ host: HOST, driver: new FakeDriver({ servers: servers() }), store, defaultProjectId: 'admin', logger: log });
   await m.syncInventory();
