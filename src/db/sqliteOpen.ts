@@ -3,7 +3,7 @@
  * `PRAGMA user_version`, and the database's identity (schema 5 on).
  */
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync, type Stats } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 import { MIGRATIONS } from './migrations.js';
 
@@ -57,6 +57,8 @@ export function openSqlite(path: string): Database.Database {
     // SQLite creates a database 0644, and its -wal/-shm files with the database file's mode:
     // create the file 0600 first, and fix files an older version made.
     if (!existsSync(path)) closeSync(openSync(path, 'a', DB_FILE_MODE));
+    // Someone's other file (a typo in a sqlite:/// URL) is refused before its mode is changed.
+    refuseNonDatabase(path);
     for (const f of [path, `${path}-wal`, `${path}-shm`]) {
       // Regular files only: a database path naming a directory (`/`, by a malformed URL) must never have its mode changed.
       const st = statIfAny(f);
@@ -74,6 +76,27 @@ export function openSqlite(path: string): Database.Database {
   db.pragma('busy_timeout = 5000');
   migrate(db);
   return db;
+}
+
+/** The first 16 bytes of every SQLite 3 database file (sqlite.org/fileformat.html, 1.3). */
+const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
+
+/**
+ * Throws, changing nothing, when `path` is a regular file that holds something other than an
+ * SQLite database: non-empty and without SQLite's header. An empty file is a database not yet
+ * written (SQLite's own view; this opener makes one so). Not a regular file: thrown by the caller.
+ */
+function refuseNonDatabase(path: string): void {
+  const st = statIfAny(path);
+  if (st === undefined || !st.isFile() || st.size === 0) return;
+  const head = Buffer.alloc(SQLITE_HEADER.length);
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, head, 0, head.length, 0);
+  } finally {
+    closeSync(fd);
+  }
+  if (!head.equals(SQLITE_HEADER)) throw new Error(`the database path ${path} is not an SQLite database (nothing changed)`);
 }
 
 /** `stat` of `path` (a symlink followed, as chmod follows it), or undefined when there is nothing there. */

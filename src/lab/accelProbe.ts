@@ -6,7 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { KVM_MODULES, decideAccel, devKvmStep, createVmStep, kvmModulesStep, qemuErrorLine, secs, type AccelChoice, type AccelMode, type AccelProbeSteps, type KvmBootOutcome } from './accel.js';
+import { ACCEL_ENV, KVM_MODULES, decideAccel, devKvmStep, createVmStep, kvmModulesStep, qemuErrorLine, secs, type AccelChoice, type AccelMode, type AccelProbeSteps, type KvmBootOutcome } from './accel.js';
 import { bootGuest, type GuestHost } from './domain.js';
 import { run, safeRead } from './proc.js';
 
@@ -69,9 +69,30 @@ export const accelCacheFile = (labDir: string): string => join(labDir, 'accel.js
  */
 export async function labAccel(lab: GuestHost, mode: AccelMode, opts: { steps?: AccelProbeSteps; deadlineMs?: number; log?: (m: string) => void } = {}): Promise<AccelChoice> {
   const log = opts.log ?? (() => {});
-  if (mode !== 'auto') return decideAccel(mode, opts.steps ?? realSteps(lab));
   const file = accelCacheFile(lab.dir);
   const key = hostKey();
+  if (mode !== 'auto') {
+    const probed = cachedProbe(file, key);
+    // Forcing KVM where this lab's probe saw guests not boot under it: say so (they will hang).
+    if (mode === 'kvm' && probed?.accel === 'tcg' && probed.cause === 'kvm-guest-did-not-boot') {
+      log(`warning: ${ACCEL_ENV}=kvm forces KVM, but this lab's probe found that guests do not boot under it here (${probed.reason}): guests will not come up`);
+    }
+    return decideAccel(mode, opts.steps ?? realSteps(lab));
+  }
+  const cached = cachedProbe(file, key);
+  if (cached) return cached;
+  const choice = await decideAccel('auto', opts.steps ?? realSteps(lab), opts.deadlineMs === undefined ? {} : { deadlineMs: opts.deadlineMs });
+  log(`accelerator ${choice.accel} (${choice.reason}; probe took ${choice.probeMs} ms)`);
+  try {
+    writeFileSync(file, JSON.stringify({ ...choice, hostKey: key }, null, 2) + '\n');
+  } catch {
+    /* the lab dir went away: nothing to cache into */
+  }
+  return choice;
+}
+
+/** The probe's decision cached in `file` for this host (`key`), if any and readable. */
+function cachedProbe(file: string, key: string): AccelChoice | undefined {
   try {
     const cached = JSON.parse(safeRead(file)) as CachedChoice;
     if (cached.hostKey === key && cached.mode === 'auto' && (cached.accel === 'kvm' || cached.accel === 'tcg')) {
@@ -82,14 +103,7 @@ export async function labAccel(lab: GuestHost, mode: AccelMode, opts: { steps?: 
   } catch {
     /* no cache yet, or unreadable: probe */
   }
-  const choice = await decideAccel('auto', opts.steps ?? realSteps(lab), opts.deadlineMs === undefined ? {} : { deadlineMs: opts.deadlineMs });
-  log(`accelerator ${choice.accel} (${choice.reason}; probe took ${choice.probeMs} ms)`);
-  try {
-    writeFileSync(file, JSON.stringify({ ...choice, hostKey: key }, null, 2) + '\n');
-  } catch {
-    /* the lab dir went away: nothing to cache into */
-  }
-  return choice;
+  return undefined;
 }
 
 /** The real probe steps for a lab. */

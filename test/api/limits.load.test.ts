@@ -179,6 +179,26 @@ describe('what one connection may make the server hold', () => {
     });
   }
 
+  // A client that sends its requests and then half-closes (a FIN after the last, as
+  // `printf … | nc -N` does) gets every answer, then the server closes: with the writes of a turn
+  // batched, Node's default ended the socket at the FIN and lost all but the first answers.
+  const halfClosers = [1, 5, 16].flatMap((sent) => [true, false].flatMap((batchWrites) => [0, 300].map((latencyMs) => ({ sent, batchWrites, latencyMs }))));
+  it.each(halfClosers)('answers all $sent requests of a client that half-closes after them, then closes (batched writes $batchWrites, driver latency $latencyMs ms)', async ({ sent, batchWrites, latencyMs }) => {
+    const r = await start({ batchWrites }, latencyMs);
+    const { responses, closed } = await pipelined(r.port, Array.from({ length: sent }, () => getBlockdev(r)), { halfClose: true });
+    expect(responses.map((x) => x.status)).toEqual(Array<number>(sent).fill(200));
+    expect(new Set(responses.map((x) => x.headers['x-openstack-request-id'])).size).toBe(sent);
+    expect(closed).toBe(true);
+    expect(r.routed()).toBe(sent);
+  });
+
+  it('answers the limit of requests of a client that pipelines past it and half-closes, refuses the next with a 503 and closes', async () => {
+    const r = await start({ maxPipelined: 4 });
+    const { responses, closed } = await pipelined(r.port, Array.from({ length: 6 }, () => getBlockdev(r)), { halfClose: true });
+    expect(responses.map((x) => x.status)).toEqual([200, 200, 200, 200, 503]);
+    expect(closed).toBe(true);
+  });
+
   it('answers every complete request pipelined before malformed bytes, then closes, acting on nothing after them', async () => {
     const r = await start({}, 300);
     const { responses, closed } = await pipelined(r.port, [getBlockdev(r), getBlockdev(r), getBlockdev(r), 'NOT HTTP AT ALL\r\n\r\n', getBlockdev(r)]);
@@ -316,6 +336,19 @@ describe('graceful drain', () => {
     expect(connectionStats(r.app).open).toBe(0);
     await expect(fetch(`http://127.0.0.1:${r.port}/`)).rejects.toThrow();
     console.info(`drain: idle and half-sent closed within ${Math.max(...[...closedAt.values()].map((a) => a - t0))} ms, in-flight finished, drained in ${drainedMs} ms (grace ${graceMs} ms)`);
+  });
+
+  it.each([true, false])('delivers the answers to every request pipelined on a connection before the drain, then closes it (batched writes %s)', async (batchWrites) => {
+    const r = await start({ batchWrites }, 300);
+    const answers = pipelined(r.port, Array.from({ length: 4 }, () => getBlockdev(r)), { timeoutMs: 15_000 });
+    await until(() => r.routed() === 4, 5000, 'four pipelined requests routed');
+    await drainServer(r.app, Date.now() + 8000);
+    const { responses, closed } = await answers;
+    expect(responses.map((x) => x.status)).toEqual([200, 200, 200, 200]);
+    // Only the last says so: an earlier `Connection: close` would close before the answers behind it.
+    expect(responses.map((x) => x.headers.connection)).toEqual(['keep-alive', 'keep-alive', 'keep-alive', 'close']);
+    expect(closed).toBe(true);
+    expect(connectionStats(r.app).open).toBe(0);
   });
 
   it('cuts a request still being served at the deadline', async () => {

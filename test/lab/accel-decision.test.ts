@@ -116,6 +116,19 @@ describe('the decision cached in the lab dir', () => {
     expect((await labAccel(lab(dir), 'auto', { steps: s.steps })).cause).toBe('no-dev-kvm');
     expect(s.ran).toEqual(['devKvm']);
   });
+  it.each([
+    { probe: { boot: { ready: false, timedOut: false, why: 'QEMU stopped: failed to set MSR 0x10a to 0x69' } as const }, forced: 'kvm', warns: true },
+    { probe: { boot: { ready: false, timedOut: false, why: 'QEMU stopped' } as const }, forced: 'tcg', warns: false },
+    { probe: {}, forced: 'kvm', warns: false },
+    { probe: { dev: '/dev/kvm missing' }, forced: 'kvm', warns: false },
+  ] as const)('warns when $forced is forced after a probe that said $probe: $warns', async ({ probe, forced, warns }) => {
+    dir = mkdtempSync(join(tmpdir(), 'oe-accel-'));
+    await labAccel(lab(dir), 'auto', { steps: scripted(probe).steps });
+    const lines: string[] = [];
+    const c = await labAccel(lab(dir), forced, { steps: scripted(probe).steps, log: (m) => lines.push(m) });
+    expect(c.accel).toBe(forced);
+    expect(lines.some((l) => /^warning: ONLINE_EXTEND_ACCEL=kvm forces KVM, but this lab's probe found that guests do not boot under it here \(guest did not boot under KVM: .*\): guests will not come up$/.test(l))).toBe(warns);
+  });
 });
 
 describe('ONLINE_EXTEND_ACCEL', () => {

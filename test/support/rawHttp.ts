@@ -130,7 +130,7 @@ export function parseResponses(buf: Buffer): Array<Omit<RawResponse, 'closed' | 
  * Sends `requests` on one connection in a single write (HTTP/1.1 pipelining) and reads the
  * answers until `expect` of them have arrived or the server closes the connection.
  */
-export function pipelined(port: number, requests: string[], opts: { expect?: number; timeoutMs?: number } = {}): Promise<{ responses: Array<Omit<RawResponse, 'closed' | 'elapsedMs'>>; closed: boolean }> {
+export function pipelined(port: number, requests: string[], opts: { expect?: number; timeoutMs?: number; halfClose?: boolean } = {}): Promise<{ responses: Array<Omit<RawResponse, 'closed' | 'elapsedMs'>>; closed: boolean }> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     let buf = Buffer.alloc(0);
@@ -143,7 +143,8 @@ export function pipelined(port: number, requests: string[], opts: { expect?: num
       socket.destroy();
       resolve({ responses: parseResponses(buf), closed });
     };
-    socket.on('connect', () => socket.write(requests.join('')));
+    // halfClose: a FIN right after the requests (`printf … | nc -N`), reading on until the server closes.
+    socket.on('connect', () => (opts.halfClose ? socket.end(requests.join('')) : socket.write(requests.join(''))));
     socket.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
       if (opts.expect !== undefined && parseResponses(buf).length >= opts.expect) done(false);

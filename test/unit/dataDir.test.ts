@@ -565,6 +565,32 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
     expect(() => new SqliteStore(asDb)).toThrow(/not a regular file/);
     expect(statSync(asDb).mode & 0o777).toBe(0o755);
   });
+
+  it.each([
+    { name: "someone's text file (a typo in a sqlite:/// URL)", content: 'hi\n' },
+    { name: 'a file shorter than the SQLite header', content: 'SQLite' },
+    { name: 'a file with a header like SQLite 2', content: '** This file contains an SQLite 2.1 database **' },
+  ])('refuses $name as the database file, changing neither its mode nor its content, nor making -wal/-shm files', ({ content }) => {
+    const f = join(root, 'notes.txt');
+    writeFileSync(f, content, { mode: 0o644 });
+    chmodSync(f, 0o644);
+    expect(() => new SqliteStore(f)).toThrow(/is not an SQLite database \(nothing changed\)/);
+    expect(statSync(f).mode & 0o777).toBe(0o644);
+    expect(readFileSync(f, 'utf8')).toBe(content);
+    expect(existsSync(`${f}-wal`) || existsSync(`${f}-shm`)).toBe(false);
+  });
+
+  it.each([
+    { name: 'an existing database', make: (f: string) => new SqliteStore(f).close() },
+    { name: 'an empty file (a database not yet written)', make: (f: string) => writeFileSync(f, '') },
+  ])('opens $name and makes it 0600', async ({ make }) => {
+    const f = join(root, 'db.sqlite');
+    await make(f);
+    chmodSync(f, 0o644);
+    const store = new SqliteStore(f);
+    await store.close();
+    expect(statSync(f).mode & 0o777).toBe(0o600);
+  });
 });
 
 describe('file modes', () => {

@@ -68,6 +68,12 @@ export class ConnectionGuard {
     /** The API's error body for the guard's own answers: Nova's fault by default (the identity API gives Keystone's). */
     private readonly errorBody: (err: ServiceError) => unknown = faultBody,
   ) {
+    // A client that sends its requests and then half-closes (`printf … | nc -N`, a FIN after the
+    // last request) still gets every answer: Node's default would end the socket when the FIN is
+    // read, losing the answers to requests still queued behind the one being written (with the
+    // writes of a turn batched, all but the first or two). With this, Node marks the last answer
+    // as the connection's last and closes after it.
+    (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     server.on('connection', (socket: Socket) => this.onConnection(socket));
     server.on('request', (req: IncomingMessage, res: ServerResponse) => this.dispatch(req, res));
     // A quarter of the send timeout: a stalled connection is cut at most 25% late.
@@ -261,8 +267,12 @@ export class ConnectionGuard {
         socket.destroy();
         continue;
       }
-      // Say so in the answers still to come, so clients do not send another request here.
-      for (const res of conn.inFlight.values()) if (!res.headersSent) res.setHeader('connection', 'close');
+      // Say so in the last answer still to come, so clients do not send another request here.
+      // Only the last: an answer saying `Connection: close` makes Node close the socket once it
+      // is sent, and the answers to requests pipelined behind it would be lost.
+      let last: ServerResponse | undefined;
+      for (const res of conn.inFlight.values()) last = res;
+      if (last && !last.headersSent) last.setHeader('connection', 'close');
     }
     if (this.conns.size > 0) {
       await new Promise<void>((resolve) => {
