@@ -30,10 +30,10 @@
  * Errors here are for the operator starting the service (they name paths); they never reach an
  * API client.
  */
-import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteStore } from './sqlite.js';
-import { ensureDatabaseId } from './sqliteOpen.js';
+import { ensureDatabaseId, sqliteFileKind } from './sqliteOpen.js';
 import { DataDirError, DATA_DIR_ENTRIES, DB_FILE, dbPath, DIR_MODE, MARKER_FILE, VOLUMES_DIR } from './dataDirLayout.js';
 import { lockDataDir, type DataDirLock } from './dataDirLock.js';
 import { inspectDatabase, readMarker, secureDataDir, traces, writeMarker } from './dataDirState.js';
@@ -181,9 +181,20 @@ export function openDataDir(dir: string, opts: OpenDataDirOptions): OpenedDataDi
   }
 }
 
+/** Whether the file at `path` is a data dir's marker (JSON naming its format), read without changing it. */
+function isOurMarker(path: string): boolean {
+  try {
+    const m = JSON.parse(readFileSync(path, 'utf8')) as { format?: unknown } | null;
+    return m !== null && typeof m === 'object' && m.format === 'online-extend data dir';
+  } catch {
+    return false;
+  }
+}
+
 /**
- * NotADataDir when `dir` exists and is not a directory (a symlink to one is followed), or holds
- * something that is not a data dir's while it has neither a data dir's database nor its marker: a
+ * NotADataDir when `dir` exists and is not a directory (a symlink to one is followed), holds a
+ * database file that is not an SQLite database, or holds something that is not a data dir's while
+ * it has neither a data dir's database (an SQLite file, not merely the name) nor its marker: a
  * data dir is made private (its tree 0700/0600, secureDataDir), which on `/`, a home or /tmp
  * would lock others out, and everyday names (`volumes`, `instances`) are no proof. Passes: a
  * missing or empty directory, one with our database or marker, or one holding only names of a
@@ -199,7 +210,19 @@ function refuseForeignDir(dir: string): void {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  if (names.includes(DB_FILE) || names.includes(MARKER_FILE)) return;
+  // Evidence is content, not names: our marker, or a database file with SQLite's header. (With
+  // our marker, a damaged database is this data dir's: the checks after this one say so.)
+  if (names.includes(MARKER_FILE) && isOurMarker(join(dir, MARKER_FILE))) return;
+  const dbKind = names.includes(DB_FILE) ? sqliteFileKind(join(dir, DB_FILE)) : 'missing';
+  if (dbKind === 'other') {
+    throw new DataDirError(
+      'NotADataDir',
+      `the data dir ${dir} holds ${DB_FILE}, but that file is not an SQLite database: it is not online-extend's, ` +
+        `and online-extend makes its data dir private (0700, its files 0600), so it will not take over this one. Give it a directory of its own (new or empty).`,
+      { path: dir, entries: names.length },
+    );
+  }
+  if (dbKind === 'sqlite') return;
   const foreign = names.filter((n) => !DATA_DIR_ENTRIES.has(n));
   if (foreign.length === 0) return;
   const shown = foreign.sort().slice(0, 5).join(', ');

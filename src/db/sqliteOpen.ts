@@ -82,13 +82,15 @@ export function openSqlite(path: string): Database.Database {
 const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
 
 /**
- * Throws, changing nothing, when `path` is a regular file that holds something other than an
- * SQLite database: non-empty and without SQLite's header. An empty file is a database not yet
- * written (SQLite's own view; this opener makes one so). Not a regular file: thrown by the caller.
+ * What is at `path`, read without changing it: nothing, not a regular file, an empty file (a
+ * database not yet written: SQLite's own view), an SQLite database (its header), or a file of
+ * something else. A symlink is followed.
  */
-function refuseNonDatabase(path: string): void {
+export function sqliteFileKind(path: string): 'missing' | 'not-a-file' | 'empty' | 'sqlite' | 'other' {
   const st = statIfAny(path);
-  if (st === undefined || !st.isFile() || st.size === 0) return;
+  if (st === undefined) return 'missing';
+  if (!st.isFile()) return 'not-a-file';
+  if (st.size === 0) return 'empty';
   const head = Buffer.alloc(SQLITE_HEADER.length);
   const fd = openSync(path, 'r');
   try {
@@ -96,7 +98,12 @@ function refuseNonDatabase(path: string): void {
   } finally {
     closeSync(fd);
   }
-  if (!head.equals(SQLITE_HEADER)) throw new Error(`the database path ${path} is not an SQLite database (nothing changed)`);
+  return head.equals(SQLITE_HEADER) ? 'sqlite' : 'other';
+}
+
+/** Throws, changing nothing, when `path` is a file of something other than an SQLite database. Not a regular file: thrown by the caller. */
+function refuseNonDatabase(path: string): void {
+  if (sqliteFileKind(path) === 'other') throw new Error(`the database path ${path} is not an SQLite database (nothing changed)`);
 }
 
 /** `stat` of `path` (a symlink followed, as chmod follows it), or undefined when there is nothing there. */

@@ -510,6 +510,9 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
     { name: "other files beside a 'volumes' folder of photos", make: (d: string) => (writeFileSync(join(d, 'notes.txt'), 'x'), mkdirSync(join(d, 'volumes', 'photos'), { recursive: true }), writeFileSync(join(d, 'volumes', 'photos', 'a.jpg'), 'x')) },
     { name: "other files beside an empty 'volumes' folder", make: (d: string) => (writeFileSync(join(d, 'notes.txt'), 'x'), mkdirSync(join(d, 'volumes'))) },
     { name: 'other files beside a stray serve.lock', make: (d: string) => (writeFileSync(join(d, 'notes.txt'), 'x'), writeFileSync(join(d, LOCK_FILE), '')) },
+    // The database's name is no proof either: only its content (SQLite's header) or our marker is.
+    { name: `other files beside an empty file named ${DB_FILE}`, make: (d: string) => (writeFileSync(join(d, 'a.txt'), 'x'), writeFileSync(join(d, DB_FILE), '')) },
+    { name: `other files beside a marker that is not ours`, make: (d: string) => (writeFileSync(join(d, 'a.txt'), 'x'), writeFileSync(join(d, MARKER_FILE), '{"name":"someone else\'s"}')) },
   ])('refuses $name with NotADataDir naming what it holds, and creates or changes nothing', ({ make }) => {
     mkdirSync(dir, { mode: 0o755 });
     make(dir);
@@ -526,6 +529,30 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
     expect((err as DataDirError).code).toBe<DataDirErrorCode>('NotADataDir');
     expect((err as Error).message).toMatch(/holds other files .*and no data dir's database or marker/);
     expect(snapshot(dir)).toEqual(before);
+  });
+
+  it.each([
+    { name: 'beside other files', others: true },
+    { name: 'alone', others: false },
+  ])(`refuses a ${DB_FILE} that is not an SQLite database ($name) with NotADataDir, and creates or changes nothing`, ({ others }) => {
+    mkdirSync(dir, { mode: 0o755 });
+    chmodSync(dir, 0o755);
+    writeFileSync(join(dir, DB_FILE), 'notdb\n', { mode: 0o644 });
+    chmodSync(join(dir, DB_FILE), 0o644);
+    if (others) mkdirSync(join(dir, 'sub'), { mode: 0o755 });
+    const before = snapshot(dir);
+    expect(() => openDataDir(dir, { lock: true })).toThrow(expect.objectContaining({ code: 'NotADataDir', message: expect.stringMatching(/holds online-extend\.sqlite, but that file is not an SQLite database/) }));
+    expect(snapshot(dir)).toEqual(before);
+    expect(readFileSync(join(dir, DB_FILE), 'utf8')).toBe('notdb\n');
+  });
+
+  it('takes a directory of other files that holds a real database of ours, as an operator left them', async () => {
+    mkdirSync(dir);
+    await new SqliteStore(join(dir, DB_FILE)).close();
+    writeFileSync(join(dir, 'operator-notes.txt'), 'mine');
+    const opened = openDataDir(dir, { lock: true });
+    await opened.close();
+    expect(readFileSync(join(dir, 'operator-notes.txt'), 'utf8')).toBe('mine');
   });
 
   it('refuses a path that is a file', () => {
