@@ -179,6 +179,9 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
         fakeLatencyMs: o.fakeLatency,
         allowOrphanVolumes: o.allowOrphanVolumes,
       }, typeof o.config === 'string' ? o.config : undefined);
+      // serve keeps its database in its data dir: a shared database URL (from the environment or
+      // a config file meant for `api`) is not used, and saying so beats ignoring it silently.
+      if (config.databaseUrl) process.stderr.write(`note: serve keeps its database in its data dir (${config.dataDir}); the database URL given (ONLINE_EXTEND_DATABASE_URL or databaseUrl) is for \`api\` and \`compute-agent\`, and is not used\n`);
       // Everything this process creates (the database, its WAL, qemu-img's images, …) is private
       // to the service's user; startService also sets modes explicitly and fixes older files.
       process.umask(0o077);

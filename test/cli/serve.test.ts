@@ -96,8 +96,8 @@ async function stop(p: Serve, signal: NodeJS.Signals = 'SIGTERM'): Promise<void>
 }
 
 /** Run the CLI to completion: its exit status, stdout and stderr. */
-function cli(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn' }, timeout: 30_000 });
+function cli(args: string[], env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, ONLINE_EXTEND_LOG_LEVEL: 'warn', ...env }, timeout: 30_000 });
   return { status: r.status, stdout: r.stdout.trim(), stderr: r.stderr.trim() };
 }
 
@@ -148,6 +148,19 @@ describe('one serve per data dir', () => {
     expect(second.stderr).toContain(`is in use by process ${first.child.pid}`);
     expect(second.stderr).toContain('only one serve may use a data dir');
     expect((await first.compute.request<{ servers: unknown[] }>('GET', `/v2/${PROJECT}/servers`)).body.servers).toHaveLength(1);
+    await stop(first);
+  });
+
+  it.each([
+    { given: true, says: true },
+    { given: false, says: false },
+  ])('says that a database URL in the environment is not used by serve (given: $given)', async ({ given, says }) => {
+    const first = await serve(tokenCreate('--roles', 'admin'));
+    // A second serve on the same data dir stops at its lock, after reading its settings.
+    const second = cli(serveArgs(), given ? { ONLINE_EXTEND_DATABASE_URL: 'postgresql://u@127.0.0.1:1/db' } : {});
+    expect(second.status).toBe(1);
+    expect(/^note: serve keeps its database in its data dir \(.+\); the database URL given \(ONLINE_EXTEND_DATABASE_URL or databaseUrl\) is for `api` and `compute-agent`, and is not used$/m.test(second.stderr)).toBe(says);
+    expect(second.stderr).not.toContain('postgresql://');
     await stop(first);
   });
 
