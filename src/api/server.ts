@@ -103,7 +103,7 @@ function withDefaults(l: Partial<HttpLimits> = {}): HttpLimits {
     sendTimeoutMs: l.sendTimeoutMs ?? d.sendTimeoutMs,
     maxPipelined: l.maxPipelined ?? d.maxPipelined,
     maxUnsentBytes: l.maxUnsentBytes ?? d.maxUnsentBytes,
-    batchWrites: l.batchWrites ?? true,
+    batchWrites: l.batchWrites,
   };
 }
 

@@ -34,7 +34,7 @@ import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteStore } from './sqlite.js';
 import { ensureDatabaseId, sqliteFileKind } from './sqliteOpen.js';
-import { DataDirError, DATA_DIR_ENTRIES, DB_FILE, dbPath, DIR_MODE, MARKER_FILE, VOLUMES_DIR } from './dataDirLayout.js';
+import { DataDirError, DATA_DIR_ENTRIES, DB_FILE, dbPath, DIR_MODE, MARKER_FILE, MARKER_FORMAT, VOLUMES_DIR } from './dataDirLayout.js';
 import { lockDataDir, type DataDirLock } from './dataDirLock.js';
 import { inspectDatabase, readMarker, secureDataDir, traces, writeMarker } from './dataDirState.js';
 import { checkVolumeFiles, type VolumeCheck } from './volumeFiles.js';
@@ -153,7 +153,7 @@ export function openDataDir(dir: string, opts: OpenDataDirOptions): OpenedDataDi
       const adopted = marker?.databaseId === undefined;
       if (adopted) {
         // A new data dir, or one from before the marker or identities: record this database.
-        writeMarker(dir, { format: 'online-extend data dir', database: DB_FILE, createdAt: marker?.createdAt ?? new Date().toISOString(), ...marker, databaseId });
+        writeMarker(dir, { format: MARKER_FORMAT, database: DB_FILE, createdAt: marker?.createdAt ?? new Date().toISOString(), ...marker, databaseId });
       }
       return {
         dir,
@@ -185,7 +185,7 @@ export function openDataDir(dir: string, opts: OpenDataDirOptions): OpenedDataDi
 function isOurMarker(path: string): boolean {
   try {
     const m = JSON.parse(readFileSync(path, 'utf8')) as { format?: unknown } | null;
-    return m !== null && typeof m === 'object' && m.format === 'online-extend data dir';
+    return m !== null && typeof m === 'object' && m.format === MARKER_FORMAT;
   } catch {
     return false;
   }

@@ -7,6 +7,8 @@ import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../util/privateFile.js';
 
 export const DB_FILE = 'online-extend.sqlite';
 export const MARKER_FILE = 'data-dir.json';
+/** The marker's `format` field: what tells our marker from someone's file of the same name. */
+export const MARKER_FORMAT = 'online-extend data dir';
 export const LOCK_FILE = 'serve.lock';
 export const PID_FILE = 'serve.pid';
 export const SERVICE_TOKEN_FILE = 'service-token.json';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { writePrivateFile } from '../util/privateFile.js';
 import { MIGRATIONS } from './migrations.js';
 import { databaseIdOf } from './sqliteOpen.js';
-import { DataDirError, DB_FILE, dbPath, DIR_MODE, FAKE_STATE_FILE, FILE_MODE, MARKER_FILE, VOLUMES_DIR } from './dataDirLayout.js';
+import { DataDirError, DB_FILE, dbPath, DIR_MODE, FAKE_STATE_FILE, FILE_MODE, MARKER_FILE, MARKER_FORMAT, VOLUMES_DIR } from './dataDirLayout.js';
 
 // ---- file modes -----------------------------------------------------------------------------
 
@@ -142,7 +142,7 @@ export function readMarker(dir: string): Marker | undefined {
       { path },
     );
   }
-  return { format: 'online-extend data dir', database: DB_FILE, ...(m as Partial<Marker>) };
+  return { format: MARKER_FORMAT, database: DB_FILE, ...(m as Partial<Marker>) };
 }
 
 /** Write the marker `m` (0600). */

@@ -149,7 +149,7 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
         maxPipelined: limits.maxPipelined ?? d.maxPipelined,
         sendTimeoutMs: limits.sendTimeoutMs ?? d.sendTimeoutMs,
         maxUnsentBytes: limits.maxUnsentBytes ?? d.maxUnsentBytes,
-        batchWrites: limits.batchWrites ?? true,
+        batchWrites: limits.batchWrites,
       };
       new ConnectionGuard(server, guardLimits, log, route, countTransport, keystoneErrorBody);
       return server;

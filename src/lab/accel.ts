@@ -18,8 +18,8 @@
  * the first two steps are here; the boot step and the per-lab cache are in accelProbe.ts.
  */
 import { spawn } from 'node:child_process';
-import { constants } from 'node:fs';
-import { access, open } from 'node:fs/promises';
+import { constants, existsSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 
 /** What the operator asks for: probe (`auto`), or force one. */
 export type AccelMode = 'auto' | 'kvm' | 'tcg';
@@ -163,10 +163,9 @@ export async function devKvmStep(path = '/dev/kvm'): Promise<string | undefined>
 /** The kernel modules that can provide /dev/kvm: hardware virtualisation (Intel, AMD) or PVM. */
 export const KVM_MODULES = ['kvm_intel', 'kvm_amd', 'kvm_pvm'] as const;
 
-/** Which of KVM_MODULES are loaded (read from `sysModule`, /sys/module). */
-export async function kvmModulesStep(sysModule = '/sys/module'): Promise<readonly string[]> {
-  const present = await Promise.all(KVM_MODULES.map((m) => access(`${sysModule}/${m}`).then(() => m, () => undefined)));
-  return present.filter((m) => m !== undefined);
+/** Which of KVM_MODULES are loaded (read from `sysModule`, /sys/module: a few stats, so synchronous). */
+export function kvmModulesStep(sysModule = '/sys/module'): readonly string[] {
+  return KVM_MODULES.filter((m) => existsSync(`${sysModule}/${m}`));
 }
 
 /**

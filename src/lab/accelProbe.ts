@@ -6,7 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ACCEL_ENV, KVM_MODULES, decideAccel, devKvmStep, createVmStep, kvmModulesStep, qemuErrorLine, secs, type AccelChoice, type AccelMode, type AccelProbeSteps, type KvmBootOutcome } from './accel.js';
+import { ACCEL_ENV, decideAccel, devKvmStep, createVmStep, kvmModulesStep, qemuErrorLine, secs, type AccelChoice, type AccelMode, type AccelProbeSteps, type KvmBootOutcome } from './accel.js';
 import { bootGuest, type GuestHost } from './domain.js';
 import { run, safeRead } from './proc.js';
 
@@ -51,8 +51,7 @@ export async function bootUnderKvmStep(lab: GuestHost, deadlineMs: number): Prom
 
 /** What the cached decision is valid for: a change (KVM appears, another kernel) means a new probe. */
 function hostKey(): string {
-  const modules = KVM_MODULES.filter((m) => existsSync(`/sys/module/${m}`));
-  return `dev-kvm=${existsSync('/dev/kvm') ? 'present' : 'absent'} kernel=${release()} modules=${modules.join(',')}`;
+  return `dev-kvm=${existsSync('/dev/kvm') ? 'present' : 'absent'} kernel=${release()} modules=${kvmModulesStep().join(',')}`;
 }
 
 interface CachedChoice extends AccelChoice {
@@ -112,6 +111,6 @@ export function realSteps(lab: GuestHost): AccelProbeSteps {
     devKvm: () => devKvmStep(),
     createVm: () => createVmStep(),
     bootUnderKvm: (deadlineMs) => bootUnderKvmStep(lab, deadlineMs),
-    kvmModules: () => kvmModulesStep(),
+    kvmModules: async () => kvmModulesStep(),
   };
 }

@@ -182,6 +182,11 @@ interface Case {
 
 let subject = '';
 let subjectServer = SERVER;
+/** A new server the host knows and the store does not yet: its lookup goes to the host. */
+const serverOnlyOnTheHost = async (): Promise<void> => {
+  subjectServer = randomUUID();
+  f.driver.addServer(server(subjectServer));
+};
 
 const cases: Case[] = [
   {
@@ -252,10 +257,7 @@ const cases: Case[] = [
   },
   {
     name: "ServerExternalEvents.accept keeps the host's lookup of a server the store lacks and each server's action in the request, and the extends out of it",
-    setup: async () => {
-      subjectServer = randomUUID();
-      f.driver.addServer(server(subjectServer));
-    },
+    setup: serverOnlyOnTheHost,
     run: (ctx) =>
       f.computeApi().externalInstanceEvents(ctx, [
         { name: 'volume-extended', server_uuid: SERVER, tag: randomUUID() },
@@ -318,19 +320,13 @@ const cases: Case[] = [
   },
   {
     name: 'ComputeAPI.getServer keeps the lookup on the host after a miss in the store in the request',
-    setup: async () => {
-      subjectServer = randomUUID();
-      f.driver.addServer(server(subjectServer));
-    },
+    setup: serverOnlyOnTheHost,
     run: () => f.computeApi().getServer(PROJECT, subjectServer),
     expected: { 'compute.store': { getServer: ['request'] }, 'compute.rpc': { syncServer: ['request'] } },
   },
   {
     name: 'ComputeAPI.findServer keeps the lookup on the host after a miss in the store in the request',
-    setup: async () => {
-      subjectServer = randomUUID();
-      f.driver.addServer(server(subjectServer));
-    },
+    setup: serverOnlyOnTheHost,
     run: () => f.computeApi().findServer(subjectServer, PROJECT, false),
     expected: { 'compute.store': { getServer: ['request'] }, 'compute.rpc': { syncServer: ['request'] } },
   },
