@@ -30,6 +30,7 @@
  * Errors here are for the operator starting the service (they name paths); they never reach an
  * API client.
  */
+import Database from 'better-sqlite3';
 import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteStore } from './sqlite.js';
@@ -181,9 +182,11 @@ export function openDataDir(dir: string, opts: OpenDataDirOptions): OpenedDataDi
   }
 }
 
-/** Whether the file at `path` is a data dir's marker (JSON naming its format), read without changing it. */
+/** Whether the file at `path` is a data dir's marker (a regular file of JSON naming its format), read without changing it. */
 function isOurMarker(path: string): boolean {
   try {
+    // A FIFO or device of that name would block the read: regular files only.
+    if (!statSync(path).isFile()) return false;
     const m = JSON.parse(readFileSync(path, 'utf8')) as { format?: unknown } | null;
     return m !== null && typeof m === 'object' && m.format === MARKER_FORMAT;
   } catch {
@@ -191,15 +194,40 @@ function isOurMarker(path: string): boolean {
   }
 }
 
+/** Tables every data dir's database has had since its first schema (migrations.ts). */
+const OUR_TABLES = ['servers', 'volumes', 'tokens'];
+
 /**
- * NotADataDir when `dir` exists and is not a directory (a symlink to one is followed), holds a
- * database file that is not an SQLite database, or holds something that is not a data dir's while
- * it has neither a data dir's database (an SQLite file, not merely the name) nor its marker: a
- * data dir is made private (its tree 0700/0600, secureDataDir), which on `/`, a home or /tmp
- * would lock others out, and everyday names (`volumes`, `instances`) are no proof. Passes: a
- * missing or empty directory, one with our database or marker, or one holding only names of a
- * data dir's layout (DATA_DIR_ENTRIES: a start cut short, a data dir whose database was lost,
- * which the checks after this one refuse in their own words).
+ * Whose tables the SQLite database at `path` holds, read only: ours (OUR_TABLES), another
+ * program's (tables, none of ours), none yet, or unreadable (damaged: the checks after
+ * refuseForeignDir say so when the directory is otherwise a data dir).
+ */
+function databaseOwner(path: string): 'ours' | 'another program' | 'no tables' | 'unreadable' {
+  try {
+    const db = new Database(path, { readonly: true, fileMustExist: true });
+    try {
+      const tables = new Set((db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as Array<{ name: string }>).map((t) => t.name));
+      if (OUR_TABLES.every((t) => tables.has(t))) return 'ours';
+      return tables.size > 0 ? 'another program' : 'no tables';
+    } finally {
+      db.close();
+    }
+  } catch {
+    return 'unreadable';
+  }
+}
+
+/**
+ * NotADataDir when `dir` exists and is not a directory (a symlink to one is followed), or does not
+ * show a data dir's content: a data dir is made private (its tree 0700/0600, secureDataDir), which
+ * on `/`, a home or /tmp would lock others out, and names alone (`volumes`, the database's, the
+ * marker's) are no proof. Evidence is our marker (MARKER_FORMAT) or a database with our tables.
+ * Refused: a database file that is not a regular file, another program's SQLite database (even
+ * alone: our schema would be written into it), and, beside anything that is not a data dir's
+ * (a marker not ours counts as not ours), a file that is not SQLite or a database without our
+ * tables. Passes: a missing or empty directory, one with evidence, or one holding only names of a
+ * data dir's layout (DATA_DIR_ENTRIES: a start cut short, a data dir whose database was lost or
+ * damaged, which the checks after this one refuse in their own words).
  */
 function refuseForeignDir(dir: string): void {
   let names: string[];
@@ -210,27 +238,28 @@ function refuseForeignDir(dir: string): void {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  // Evidence is content, not names: our marker, or a database file with SQLite's header. (With
-  // our marker, a damaged database is this data dir's: the checks after this one say so.)
+  // With our marker, a damaged or missing database is this data dir's: the later checks say so.
   if (names.includes(MARKER_FILE) && isOurMarker(join(dir, MARKER_FILE))) return;
-  const dbKind = names.includes(DB_FILE) ? sqliteFileKind(join(dir, DB_FILE)) : 'missing';
-  if (dbKind === 'other') {
+  const refuse = (what: string): never => {
     throw new DataDirError(
       'NotADataDir',
-      `the data dir ${dir} holds ${DB_FILE}, but that file is not an SQLite database: it is not online-extend's, ` +
-        `and online-extend makes its data dir private (0700, its files 0600), so it will not take over this one. Give it a directory of its own (new or empty).`,
+      `the data dir ${dir} ${what}: online-extend makes its data dir private (0700, its files 0600), so it will not take over this one. ` +
+        `Give it a directory of its own (new or empty).`,
       { path: dir, entries: names.length },
     );
-  }
-  if (dbKind === 'sqlite') return;
-  const foreign = names.filter((n) => !DATA_DIR_ENTRIES.has(n));
+  };
+  const dbPathHere = join(dir, DB_FILE);
+  const dbKind = names.includes(DB_FILE) ? sqliteFileKind(dbPathHere) : 'missing';
+  if (dbKind === 'not-a-file') refuse(`holds ${DB_FILE}, which is not a regular file`);
+  const owner = dbKind === 'sqlite' ? databaseOwner(dbPathHere) : undefined;
+  if (owner === 'ours') return;
+  if (owner === 'another program') refuse(`holds ${DB_FILE}, an SQLite database of another program (none of online-extend's tables)`);
+  // A marker file that is not ours is someone else's file like any other.
+  const foreign = names.filter((n) => !DATA_DIR_ENTRIES.has(n) || n === MARKER_FILE);
   if (foreign.length === 0) return;
   const shown = foreign.sort().slice(0, 5).join(', ');
-  throw new DataDirError(
-    'NotADataDir',
-    `the data dir ${dir} holds other files (${shown}${foreign.length > 5 ? ', …' : ''}) and no data dir's database or marker: ` +
-      `online-extend makes its data dir private (0700, its files 0600), so it will not take over this one. Give it a directory of its own (new or empty).`,
-    { path: dir, entries: names.length },
-  );
+  const others = `other files (${shown}${foreign.length > 5 ? ', …' : ''})`;
+  if (dbKind === 'other') refuse(`holds ${DB_FILE}, but that file is not an SQLite database, beside ${others}: it is not online-extend's`);
+  refuse(`holds ${others} and no data dir's database or marker`);
 }
 

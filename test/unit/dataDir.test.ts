@@ -10,6 +10,7 @@ import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, re
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import {
   DataDirError,
@@ -208,6 +209,18 @@ describe('openDataDir refuses an unsound database and changes nothing', () => {
         closeSync(fd);
       },
       says: [/is damaged/, /quick_check/, /restore it from a backup/],
+    },
+    {
+      // Not NotADataDir: everything else in it is a data dir's, so the database is this one's.
+      name: "a database whose header was overwritten, in a data dir from before the marker",
+      code: 'DatabaseCorrupt',
+      damage: () => {
+        rmSync(join(dir, MARKER_FILE));
+        const fd = openSync(db(), 'r+');
+        writeSync(fd, Buffer.alloc(16, 0x5a), 0, 16, 0);
+        closeSync(fd);
+      },
+      says: [/is damaged/],
     },
     {
       name: 'a file that is not a database at all',
@@ -531,19 +544,45 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
     expect(snapshot(dir)).toEqual(before);
   });
 
+  /** Another program's SQLite database (tables, none of ours) at `path`. */
+  const anotherProgramsDb = (path: string) => {
+    const other = new Database(path);
+    other.exec('CREATE TABLE bookmarks (url TEXT)');
+    other.close();
+  };
+  const refusedUnchanged = (message: RegExp) => {
+    const before = snapshot(dir);
+    expect(() => openDataDir(dir, { lock: true, backends: ['file'] })).toThrow(expect.objectContaining({ code: 'NotADataDir', message: expect.stringMatching(message) }));
+    expect(snapshot(dir)).toEqual(before);
+  };
+
   it.each([
-    { name: 'beside other files', others: true },
-    { name: 'alone', others: false },
-  ])(`refuses a ${DB_FILE} that is not an SQLite database ($name) with NotADataDir, and creates or changes nothing`, ({ others }) => {
+    { name: `a ${DB_FILE} that is not an SQLite database beside other files`, make: () => (writeFileSync(join(dir, DB_FILE), 'notdb\n'), mkdirSync(join(dir, 'sub'))), says: /holds online-extend\.sqlite, but that file is not an SQLite database, beside other files \(sub\)/ },
+    { name: `a ${DB_FILE} with only SQLite's header beside other files`, make: () => (writeFileSync(join(dir, DB_FILE), Buffer.concat([Buffer.from('SQLite format 3\0', 'latin1'), Buffer.alloc(92)])), writeFileSync(join(dir, 'a.txt'), 'x')), says: /holds other files \(a\.txt\) and no data dir's database or marker/ },
+    { name: "another program's SQLite database beside other files", make: () => (anotherProgramsDb(join(dir, DB_FILE)), writeFileSync(join(dir, 'a.txt'), 'x')), says: /an SQLite database of another program/ },
+    { name: "another program's SQLite database alone", make: () => anotherProgramsDb(join(dir, DB_FILE)), says: /an SQLite database of another program/ },
+    { name: `a FIFO named ${DB_FILE} alone`, make: () => execFileSync('mkfifo', [join(dir, DB_FILE)]), says: /holds online-extend\.sqlite, which is not a regular file/ },
+    { name: `a directory named ${DB_FILE} alone`, make: () => mkdirSync(join(dir, DB_FILE)), says: /holds online-extend\.sqlite, which is not a regular file/ },
+    { name: `someone's ${MARKER_FILE} alone`, make: () => writeFileSync(join(dir, MARKER_FILE), '{"name":"my-app"}'), says: /holds other files \(data-dir\.json\) and no data dir's database or marker/ },
+    // A FIFO would block a read of it: it must be refused, not waited on.
+    { name: `a FIFO named ${MARKER_FILE} beside other files`, make: () => (execFileSync('mkfifo', [join(dir, MARKER_FILE)]), writeFileSync(join(dir, 'a.txt'), 'x')), says: /holds other files \(a\.txt, data-dir\.json\)/ },
+  ])('refuses $name with NotADataDir, and creates or changes nothing', ({ make, says }) => {
     mkdirSync(dir, { mode: 0o755 });
     chmodSync(dir, 0o755);
-    writeFileSync(join(dir, DB_FILE), 'notdb\n', { mode: 0o644 });
-    chmodSync(join(dir, DB_FILE), 0o644);
-    if (others) mkdirSync(join(dir, 'sub'), { mode: 0o755 });
-    const before = snapshot(dir);
-    expect(() => openDataDir(dir, { lock: true })).toThrow(expect.objectContaining({ code: 'NotADataDir', message: expect.stringMatching(/holds online-extend\.sqlite, but that file is not an SQLite database/) }));
-    expect(snapshot(dir)).toEqual(before);
-    expect(readFileSync(join(dir, DB_FILE), 'utf8')).toBe('notdb\n');
+    make();
+    refusedUnchanged(says);
+  });
+
+  it("refuses a symlink to another program's SQLite database outside, and leaves that database as it was", () => {
+    mkdirSync(dir);
+    const outside = join(root, 'other-app.sqlite');
+    anotherProgramsDb(outside);
+    chmodSync(outside, 0o644);
+    symlinkSync(outside, join(dir, DB_FILE));
+    const digest = createHash('sha256').update(readFileSync(outside)).digest('hex');
+    refusedUnchanged(/an SQLite database of another program/);
+    expect(statSync(outside).mode & 0o777).toBe(0o644);
+    expect(createHash('sha256').update(readFileSync(outside)).digest('hex')).toBe(digest);
   });
 
   it('takes a directory of other files that holds a real database of ours, as an operator left them', async () => {
