@@ -42,18 +42,20 @@ const WARMUP = 3;
 const SETTLE_MS = Number(process.env.BENCH_LIBVIRT_SETTLE_MS ?? 100);
 const PY = '/usr/bin/python3';
 
-type Method = 'a' | 'b' | 'c' | 'd' | 'e';
-const METHODS: Method[] = (process.env.BENCH_LIBVIRT_METHODS ?? 'abcde').split('') as Method[];
+type Method = 'a' | 'b' | 'c' | 'd' | 'e' | 'f';
+const METHODS: Method[] = (process.env.BENCH_LIBVIRT_METHODS ?? 'abcdef').split('') as Method[];
 const LABELS: Record<Method, string> = {
   a: 'POST assist_extend (HTTP API, whole stack)',
+  f: '(a) through node:http (its client CPU in)',
   b: "Nova's call: python3-libvirt blockResize",
   c: 'python3-libvirt, our safe sequence',
   d: 'virsh blockresize (process per call)',
   e: 'QMP block_resize, plain QEMU',
 };
 
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
+/** The p-th percentile; NaN for a method not run (BENCH_LIBVIRT_METHODS). */
+const pct = (xs: number[] | undefined, p: number): number => {
+  const s = [...(xs ?? [])].sort((a, b) => a - b);
   return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
 };
 const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
@@ -445,25 +447,31 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     const lastA = { send: 0, recv: 0 };
     const grow = (from: number): number => from + MiB + 512 * (1 + (step++ % 13));
 
+    /**
+     * (a) and (f): one POST assist_extend from the client process, timed there, as (b) and (c)
+     * are timed inside Python: on the wire for (a), through node:http for (f). Answers the call's
+     * time and the server's own account (Server-Timing: its total, its parts) and what the client
+     * waited beyond it (socket, HTTP parsing, event loop, sending), under keys `${m}_…`.
+     */
+    const viaClientProcess = async (client: HttpClientProc, m: 'a' | 'f'): Promise<{ ms: number; extra: Record<string, number> }> => {
+      const bytes = grow(cur);
+      const t0 = nowMs();
+      const r = await client.cmd({ bytes, client: m === 'a' ? 'wire' : 'node' });
+      const rt = nowMs() - t0;
+      if (r.bytes !== bytes) throw new Error(`assist_extend answered ${String(r.bytes)} for ${bytes}`);
+      cur = bytes;
+      await g.waitForSize('vdb', bytes, 10_000);
+      const timing = (r.timing ?? {}) as Record<string, number>;
+      const st: Record<string, number> = {};
+      for (const [k, v] of Object.entries(timing)) st[`${m}_st_${k}`] = v;
+      if (timing.total !== undefined) st[`${m}_outside_server`] = (r.ms as number) - timing.total;
+      return { ms: r.ms as number, extra: { [`${m}_roundtrip`]: rt, ...st } };
+    };
+
     const call: Record<Method, () => Promise<{ ms: number; extra?: Record<string, number> }>> = {
       a: async () => {
+        if (aProc && !profiling) return viaClientProcess(aProc, 'a');
         const bytes = grow(cur);
-        if (aProc && !profiling) {
-          // Timed inside the client process, as (b) and (c) are timed inside Python.
-          const t0 = nowMs();
-          const r = await aProc.cmd({ bytes });
-          const rt = nowMs() - t0;
-          if (r.bytes !== bytes) throw new Error(`assist_extend answered ${String(r.bytes)} for ${bytes}`);
-          cur = bytes;
-          await g.waitForSize('vdb', bytes, 10_000);
-          // The server's own account (Server-Timing): its total, its parts, and what the client
-          // waited beyond it (socket, HTTP parsing, event loop, sending).
-          const timing = (r.timing ?? {}) as Record<string, number>;
-          const st: Record<string, number> = {};
-          for (const [k, v] of Object.entries(timing)) st[`a_st_${k}`] = v;
-          if (timing.total !== undefined) st.a_outside_server = (r.ms as number) - timing.total;
-          return { ms: r.ms as number, extra: { a_roundtrip: rt, ...st } };
-        }
         const t0 = nowMs();
         const r = await aClient.call('POST', volPath, { onlineExtendVolume: { bytes } });
         const ms = nowMs() - t0;
@@ -475,6 +483,7 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
         await g.waitForSize('vdb', bytes, 10_000);
         return { ms };
       },
+      f: async () => viaClientProcess(aProc!, 'f'),
       b: async () => {
         const bytes = grow(cur);
         const t0 = nowMs();
@@ -631,15 +640,18 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
       c_ms: med.c!,
       d_ms: med.d!,
       e_ms: med.e!,
+      f_ms: med.f!,
       a_p90_ms: pct(samples.a!, 90),
       b_p90_ms: pct(samples.b!, 90),
       c_p90_ms: pct(samples.c!, 90),
       d_p90_ms: pct(samples.d!, 90),
       e_p90_ms: pct(samples.e!, 90),
+      f_p90_ms: pct(samples.f, 90),
       a_over_b: med.a! / med.b!,
       a_over_c: med.a! / med.c!,
       a_over_d: med.a! / med.d!,
       a_over_e: med.a! / med.e!,
+      f_over_c: med.f! / med.c!,
       b_roundtrip_ms: med.b_roundtrip!,
       c_roundtrip_ms: med.c_roundtrip!,
       c_read_ms: med.c_read!,
@@ -654,7 +666,7 @@ export async function runLibvirtBench(opts: { log?: (m: string) => void } = {}):
     out.c_resize_mean_ms = mean(samples.c_resize);
     out.c_readback_mean_ms = mean(samples.c_readback);
     // (a)'s Server-Timing, medians over the timed steps: what the API process spent in each part.
-    for (const k of Object.keys(med)) if (k.startsWith('a_st_') || k === 'a_outside_server') out[`${k}_ms`] = med[k]!;
+    for (const k of Object.keys(med)) if (/^[af]_st_/.test(k) || k === 'a_outside_server' || k === 'f_outside_server') out[`${k}_ms`] = med[k]!;
     // Profile medians.
     const keys = new Set(perStep.flatMap((s) => Object.keys(s)));
     for (const k of keys) {
@@ -706,6 +718,10 @@ export function printLibvirtBench(r: Record<string, number>): void {
   console.log(`libvirt benchmark (one running ${r.accel_kvm === 1 ? 'KVM' : 'TCG'} guest, raw file disk; ${r.steps} interleaved steps per method; medians, p90)`);
   for (const m of METHODS) console.log(`  (${m}) ${LABELS[m].padEnd(44)} ${f(r[`${m}_ms`]).padStart(7)} ms   p90 ${f(r[`${m}_p90_ms`])} ms`);
   console.log(`  ratios: a/b ${f(r.a_over_b)}   a/c ${f(r.a_over_c)} (target <= ${A_OVER_C_TARGET})   a/d ${f(r.a_over_d)} (target <= ${A_OVER_D_TARGET})   a/e ${f(r.a_over_e)}`);
+  console.log(
+    `  (a) is timed on the wire (request bytes out, answer complete in), as (c) is timed around python3-libvirt's C client; ` +
+      `(f), the same call through node:http: f/c ${f(r.f_over_c)}, its server total ${f(r.f_st_total_ms)} ms, outside it ${f(r.f_outside_server_ms)} ms`,
+  );
   console.log(
     `  (c) parts: read ${f(r.c_read_ms)}  resize ${f(r.c_resize_ms)}  read-back ${f(r.c_readback_ms)} ms;` +
       ` node<->python pipe round trip adds: b ${f(r.b_roundtrip_ms! - r.b_ms!)} c ${f(r.c_roundtrip_ms! - r.c_ms!)} ms`,
