@@ -9,13 +9,10 @@
  *
  * `TOKEN` may be `-`: then it is read from standard input (white space around it dropped), so it
  * need not appear in the command line (`ps`, /proc/PID/cmdline) while the command runs. A data
- * dir or SQLite database that does not exist is refused (nothing is created).
+ * dir or SQLite database that does not exist is refused (nothing is created: cli/store.ts).
  */
 import { Command, type ParseOptionsResult } from 'commander';
-import { existsSync, statSync } from 'node:fs';
 import { hashToken } from '../auth/tokens.js';
-import { dbPath } from '../db/dataDirLayout.js';
-import { sqliteUrlPath } from '../db/open.js';
 import type { ComputeStore, UserStore } from '../db/store.js';
 
 /** Where `token revoke -` reads the token: process.stdin, or a test's stream. */
@@ -114,39 +111,6 @@ export class TokenOperandCommand extends Command {
   override parseOptions(argv: string[]): ParseOptionsResult {
     return super.parseOptions(tokenOperandsLast(argv, this.options));
   }
-}
-
-/**
- * Why `token revoke` cannot use the database `config` names, as one sentence for the operator;
- * undefined when it can (the SQLite file exists and is not empty, or the URL is PostgreSQL's).
- * Revoking in a fresh, empty database would create it and answer "unknown" for a token that still
- * works on the real one, so a missing or empty file is refused, and a data dir that is not a
- * directory is named as such.
- */
-export function tokenDatabaseProblem(config: { dataDir: string; databaseUrl?: string | undefined }): string | undefined {
-  const path = tokenDatabaseFile(config);
-  if (path === undefined) return undefined;
-  const giveIt = 'give the --data-dir (or --database-url) of the service whose token to revoke (nothing changed)';
-  if (config.databaseUrl === undefined && existsSync(config.dataDir) && !statSync(config.dataDir).isDirectory()) {
-    return `the data dir ${config.dataDir} is not a directory: ${giveIt}`;
-  }
-  // An empty file is no database either: opening it would write a fresh schema into it.
-  return existsSync(path) && statSync(path).size > 0 ? undefined : `no database at ${path} (missing or empty): ${giveIt}`;
-}
-
-/**
- * The SQLite file `config` names (the data dir's, or a `sqlite:///` URL's path); undefined for
- * PostgreSQL. Throws sqliteUrlPath's Error for a SQLite URL of another form (`sqlite://tmp/x`).
- */
-function tokenDatabaseFile(config: { dataDir: string; databaseUrl?: string | undefined }): string | undefined {
-  const url = config.databaseUrl;
-  if (url !== undefined && !/^sqlite:/i.test(url)) return undefined;
-  return url === undefined ? dbPath(config.dataDir) : sqliteUrlPath(url);
-}
-
-/** Where `token revoke` looks, for its messages: the SQLite file, or "the PostgreSQL database" (never a URL: it may hold a password). */
-export function tokenDatabaseName(config: { dataDir: string; databaseUrl?: string | undefined }): string {
-  return tokenDatabaseFile(config) ?? 'the PostgreSQL database';
 }
 
 /** What `revokeStoredToken` removed: whose token it was and until when it would have worked. */
