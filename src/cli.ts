@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigSchema, ConfigError, loadClientConfig, loadConfig, loadSettings, processEnv, type ClientConfig, type Config, type Flags } from './config.js';
 import { createLogger, openComputeRpc, startApiService, startService } from './app.js';
 import { issueToken, parseDuration, parseRoles, rolesInPolicy, STANDARD_ROLES } from './auth/tokens.js';
-import { commandDatabaseName, DATABASE_URL_HELP, openCommandStore } from './cli/store.js';
+import { commandDatabaseName, DATABASE_URL_HELP, openCommandStore, openingChanges } from './cli/store.js';
 import { ApiError } from './rpc/httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
@@ -315,9 +315,11 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
       // that still works on the real one.
       const db = await openCommandStore(config, { existing: 'whose token to revoke' });
       try {
-        const r = await revokeStoredToken(db, value, new Date(), commandDatabaseName(config));
+        const changed = openingChanges(db);
+        const r = await revokeStoredToken(db, value, new Date(), commandDatabaseName(config), changed);
         // Keystone's token view names the user by id and name (token.user.id, token.user.name).
         const row = { user_id: r.userId, user_name: r.userName, project_id: r.projectId, expires_at: r.expiresAt, revoked: true };
+        if (changed !== undefined) process.stderr.write(`note: opening ${commandDatabaseName(config)}: ${changed}\n`);
         if (r.userGone) process.stderr.write(`note: the token's user ${r.userId} no longer exists (deleted since the token was issued); the token is revoked all the same\n`);
         out(render(o.format, { token: row }, [row]));
       } finally {

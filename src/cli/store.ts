@@ -10,8 +10,9 @@
  * one (a mistyped path) holds.
  */
 import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Config } from '../config.js';
-import { dbPath, openDataDir } from '../db/dataDir.js';
+import { dbPath, MARKER_FILE, openDataDir } from '../db/dataDir.js';
 import { openStoreUrl, sqliteUrlPath } from '../db/open.js';
 import { SqliteUserStore } from '../db/users.js';
 import type { Store, UserStore } from '../db/store.js';
@@ -20,6 +21,10 @@ import type { Store, UserStore } from '../db/store.js';
 export interface CommandStore {
   store: Store;
   users: UserStore;
+  /** Paths whose wider mode opening narrowed to the owner's only (files 0600, directories 0700). */
+  narrowed: readonly string[];
+  /** The data dir's marker when opening wrote it (a data dir from before the marker: it now records this database). */
+  markerWritten: string | undefined;
   close(): Promise<void>;
 }
 
@@ -42,9 +47,15 @@ export async function openCommandStore(config: Pick<Config, 'databaseUrl' | 'dat
     const problem = missingDatabase(config, opts.existing);
     if (problem !== undefined) throw new Error(problem);
   }
-  if (config.databaseUrl) return openStoreUrl(config.databaseUrl);
+  if (config.databaseUrl) return { markerWritten: undefined, ...(await openStoreUrl(config.databaseUrl)) };
   const dataDir = openDataDir(config.dataDir, { lock: false });
-  return { store: dataDir.store, users: new SqliteUserStore(dataDir.store.db), close: () => dataDir.close() };
+  return {
+    store: dataDir.store,
+    users: new SqliteUserStore(dataDir.store.db),
+    narrowed: [...new Set([...dataDir.secured, ...dataDir.store.narrowed])],
+    markerWritten: dataDir.adopted ? join(dataDir.dir, MARKER_FILE) : undefined,
+    close: () => dataDir.close(),
+  };
 }
 
 /**
@@ -78,6 +89,25 @@ function commandDatabaseFile(config: { dataDir: string; databaseUrl?: string | u
 /** Where a command looks, for its messages: the SQLite file, or "the PostgreSQL database" (never a URL: it may hold a password). */
 export function commandDatabaseName(config: { dataDir: string; databaseUrl?: string | undefined }): string {
   return commandDatabaseFile(config) ?? 'the PostgreSQL database';
+}
+
+/** How many narrowed paths `openingChanges` names; the rest are counted. */
+const SHOW_NARROWED = 5;
+
+/**
+ * What opening `db` changed on disk, as a phrase for a command's message (`the mode of P narrowed
+ * to …`), or undefined when it changed nothing: modes narrowed (at most SHOW_NARROWED paths named)
+ * and the marker written.
+ */
+export function openingChanges(db: Pick<CommandStore, 'narrowed' | 'markerWritten'>): string | undefined {
+  const parts: string[] = [];
+  const n = db.narrowed.length;
+  if (n > 0) {
+    const shown = db.narrowed.slice(0, SHOW_NARROWED).join(', ') + (n > SHOW_NARROWED ? `, … ${n - SHOW_NARROWED} more` : '');
+    parts.push(`${n === 1 ? 'the mode of' : 'the modes of'} ${shown} narrowed to the owner's only (files 0600, directories 0700), as the service keeps them`);
+  }
+  if (db.markerWritten !== undefined) parts.push(`the marker ${db.markerWritten} written, recording this database as the data dir's`);
+  return parts.length > 0 ? parts.join('; ') : undefined;
 }
 
 /** The `--database-url` option's help, the same on every command that has it. */

@@ -132,22 +132,25 @@ export interface RevokedToken {
  * Removes `token` from `db.store` (with its Keystone record: it goes with the token) and says
  * whose it was, its user named from `db.users` (read before the removal: the Keystone record,
  * which tells an identity-API token from one `token create` made, goes with it). A token whose
- * user is gone is revoked all the same. `where` names the store in messages. Throws an Error
- * saying why when the store holds no such token (unknown or already revoked) or it has expired
- * (then nothing is removed: expired tokens are cleared by the service itself). Messages never
- * quote the token.
+ * user is gone is revoked all the same. `where` names the store in messages; `changed` says what
+ * opening it changed (cli/store.ts openingChanges), so a refusal never claims "nothing changed"
+ * after a mode was narrowed. Throws an Error saying why when the store holds no such token
+ * (unknown or already revoked) or it has expired (then nothing is removed: expired tokens are
+ * cleared by the service itself). Messages never quote the token.
  */
 export async function revokeStoredToken(
   db: { store: Pick<ComputeStore, 'getToken' | 'deleteToken'>; users: Pick<UserStore, 'getUserById' | 'getTokenAuth'> },
   token: string,
   now: Date = new Date(),
   where = 'this database',
+  changed?: string,
 ): Promise<RevokedToken> {
   const hash = hashToken(token);
   const record = await db.store.getToken(hash);
-  const unknown = () => new Error(`no such token in ${where}: unknown there or already revoked (nothing changed; is it the data dir or database of the service that issued it?)`);
+  const outcome = changed === undefined ? 'nothing changed' : `no token removed; ${changed}`;
+  const unknown = () => new Error(`no such token in ${where}: unknown there or already revoked (${outcome}; is it the data dir or database of the service that issued it?)`);
   if (!record) throw unknown();
-  if (Date.parse(record.expiresAt) <= now.getTime()) throw new Error(`the token expired at ${record.expiresAt}: nothing to revoke (nothing changed)`);
+  if (Date.parse(record.expiresAt) <= now.getTime()) throw new Error(`the token expired at ${record.expiresAt}: nothing to revoke (${outcome})`);
   const user = await db.users.getUserById(record.userId);
   const fromIdentityApi = user === undefined && (await db.users.getTokenAuth(hash)) !== undefined;
   // Another revoke may have removed it since the read: the same answer as if it had come first.

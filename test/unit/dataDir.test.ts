@@ -652,13 +652,17 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
   it.each([
     { name: 'an existing database', make: (f: string) => new SqliteStore(f).close() },
     { name: 'an empty file (a database not yet written)', make: (f: string) => writeFileSync(f, '') },
-  ])('opens $name and makes it 0600', async ({ make }) => {
+  ])('opens $name and makes it 0600, saying it narrowed it (once)', async ({ make }) => {
     const f = join(root, 'db.sqlite');
     await make(f);
     chmodSync(f, 0o644);
     const store = new SqliteStore(f);
     await store.close();
     expect(statSync(f).mode & 0o777).toBe(0o600);
+    expect(store.narrowed).toEqual([f]);
+    const again = new SqliteStore(f);
+    await again.close();
+    expect(again.narrowed).toEqual([]);
   });
 });
 
