@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigSchema, ConfigError, loadClientConfig, loadConfig, loadSettings, processEnv, type ClientConfig, type Config, type Flags } from './config.js';
 import { createLogger, openComputeRpc, startApiService, startService } from './app.js';
 import { issueToken, parseDuration, parseRoles, rolesInPolicy, STANDARD_ROLES } from './auth/tokens.js';
-import { DATABASE_URL_HELP, openCommandStore } from './cli/store.js';
+import { commandDatabaseName, DATABASE_URL_HELP, openCommandStore, openingChanges } from './cli/store.js';
 import { ApiError } from './rpc/httpClient.js';
 import { render, type Format } from './cli/output.js';
 import { formatBytes, parseSize } from './cli/sizes.js';
@@ -15,7 +15,7 @@ import { Type } from '@sinclair/typebox';
 import { registerLabCommands } from './cli/lab.js';
 import { registerUserCommands } from './cli/users.js';
 import { registerCatalogCommands } from './cli/catalog.js';
-import { revokeStoredToken, tokenDatabaseProblem, tokenArgument, tokenDatabaseName, TokenOperandCommand } from './cli/tokens.js';
+import { revokeStoredToken, tokenArgument, TokenOperandCommand } from './cli/tokens.js';
 
 type Out = (s: string) => void;
 
@@ -310,14 +310,16 @@ export function buildProgram(out: Out, env: NodeJS.ProcessEnv): Command {
     .action(async (arg: string, o: { dataDir?: string; databaseUrl?: string; config?: string; format: Format }) => {
       const value = await tokenArgument(arg, process.stdin);
       const config = loadConfig(env, { dataDir: o.dataDir, databaseUrl: o.databaseUrl, driver: 'libvirt' }, o.config);
-      const problem = tokenDatabaseProblem(config);
-      if (problem !== undefined) throw new Error(problem);
-      // The store `token create` writes to, opened the same way (works while serve runs).
-      const db = await openCommandStore(config);
+      // The store `token create` writes to, opened the same way (works while serve runs); a
+      // missing one is refused: revoking in a fresh database would answer "unknown" for a token
+      // that still works on the real one.
+      const db = await openCommandStore(config, { existing: 'whose token to revoke' });
       try {
-        const r = await revokeStoredToken(db, value, new Date(), tokenDatabaseName(config));
+        const changed = openingChanges(db);
+        const r = await revokeStoredToken(db, value, new Date(), commandDatabaseName(config), changed);
         // Keystone's token view names the user by id and name (token.user.id, token.user.name).
         const row = { user_id: r.userId, user_name: r.userName, project_id: r.projectId, expires_at: r.expiresAt, revoked: true };
+        if (changed !== undefined) process.stderr.write(`note: opening ${commandDatabaseName(config)}: ${changed}\n`);
         if (r.userGone) process.stderr.write(`note: the token's user ${r.userId} no longer exists (deleted since the token was issued); the token is revoked all the same\n`);
         out(render(o.format, { token: row }, [row]));
       } finally {

@@ -2,7 +2,8 @@
  * `online-extend flavor …` and `online-extend image …`: the flavors and images servers are built
  * from (POST /servers), registered in the data dir's database as `token create` writes tokens
  * (the same checks as serve, without its lock: they may be added while serve runs, which reads
- * them on every use). `create` prints the new id.
+ * them on every use). `create` prints the new id. `list` and `delete` refuse a missing or empty
+ * database, creating nothing (cli/store.ts).
  *
  * An image is a disk image (`--disk PATH`, qcow2 or raw, copied per server, never booted in place)
  * or a kernel and ramdisk pair (`--kernel PATH --ramdisk PATH [--cmdline TEXT]`), as Glance images
@@ -154,9 +155,10 @@ interface StoreOpts {
 
 /** Adds `flavor create|list|delete` and `image create|list|delete` to `program`; output goes to `out`. */
 export function registerCatalogCommands(program: Command, out: Out, env: NodeJS.ProcessEnv): void {
-  const withStore = async <T>(o: StoreOpts, fn: (store: Store) => Promise<T>): Promise<T> => {
+  /** Runs `fn` on the store `o` names; `existing` for a command that only reads or removes (cli/store.ts: nothing is created). */
+  const withStore = async <T>(o: StoreOpts, fn: (store: Store) => Promise<T>, existing?: string): Promise<T> => {
     const config = loadConfig(env, { dataDir: o.dataDir, databaseUrl: o.databaseUrl, driver: 'libvirt' }, o.config);
-    const db = await openCommandStore(config);
+    const db = await openCommandStore(config, { existing });
     try {
       return await fn(db.store);
     } finally {
@@ -186,13 +188,13 @@ export function registerCatalogCommands(program: Command, out: Out, env: NodeJS.
       out(await withStore(o, (store) => addFlavor(store, record)));
     });
   common(flavor.command('list').description('list flavors')).action(async (o: StoreOpts) => {
-    const flavors = await withStore(o, (store) => store.listFlavors());
+    const flavors = await withStore(o, (store) => store.listFlavors(), 'whose flavors to list');
     out(render(o.format, { flavors }, flavors.map((f) => ({ id: f.id, name: f.name, vcpus: f.vcpus, ram_mib: f.ramMb, disk_gib: f.diskGb }))));
   });
   common(flavor.command('delete').description('delete a flavor (servers built with it keep running)'))
     .argument('<id>', 'flavor id')
     .action(async (id: string, o: StoreOpts) => {
-      if (!(await withStore(o, (store) => store.deleteFlavor(id)))) throw new Error(`no flavor with id ${id}`);
+      if (!(await withStore(o, (store) => store.deleteFlavor(id), 'whose flavor to delete'))) throw new Error(`no flavor with id ${id}`);
       out(id);
     });
 
@@ -212,13 +214,13 @@ export function registerCatalogCommands(program: Command, out: Out, env: NodeJS.
       out(await withStore(o, (store) => addImage(store, record)));
     });
   common(image.command('list').description('list images')).action(async (o: StoreOpts) => {
-    const images = await withStore(o, (store) => store.listImages());
+    const images = await withStore(o, (store) => store.listImages(), 'whose images to list');
     out(render(o.format, { images }, images.map((i) => ({ id: i.id, name: i.name, kind: i.kind, format: i.diskFormat ?? '', created: i.createdAt }))));
   });
   common(image.command('delete').description('delete an image (servers built from it keep their copy)'))
     .argument('<id>', 'image id')
     .action(async (id: string, o: StoreOpts) => {
-      if (!(await withStore(o, (store) => store.deleteImage(id)))) throw new Error(`no image with id ${id}`);
+      if (!(await withStore(o, (store) => store.deleteImage(id), 'whose image to delete'))) throw new Error(`no image with id ${id}`);
       out(id);
     });
 }

@@ -9,13 +9,10 @@
  *
  * `TOKEN` may be `-`: then it is read from standard input (white space around it dropped), so it
  * need not appear in the command line (`ps`, /proc/PID/cmdline) while the command runs. A data
- * dir or SQLite database that does not exist is refused (nothing is created).
+ * dir or SQLite database that does not exist is refused (nothing is created: cli/store.ts).
  */
 import { Command, type ParseOptionsResult } from 'commander';
-import { existsSync, statSync } from 'node:fs';
 import { hashToken } from '../auth/tokens.js';
-import { dbPath } from '../db/dataDirLayout.js';
-import { sqliteUrlPath } from '../db/open.js';
 import type { ComputeStore, UserStore } from '../db/store.js';
 
 /** Where `token revoke -` reads the token: process.stdin, or a test's stream. */
@@ -116,39 +113,6 @@ export class TokenOperandCommand extends Command {
   }
 }
 
-/**
- * Why `token revoke` cannot use the database `config` names, as one sentence for the operator;
- * undefined when it can (the SQLite file exists and is not empty, or the URL is PostgreSQL's).
- * Revoking in a fresh, empty database would create it and answer "unknown" for a token that still
- * works on the real one, so a missing or empty file is refused, and a data dir that is not a
- * directory is named as such.
- */
-export function tokenDatabaseProblem(config: { dataDir: string; databaseUrl?: string | undefined }): string | undefined {
-  const path = tokenDatabaseFile(config);
-  if (path === undefined) return undefined;
-  const giveIt = 'give the --data-dir (or --database-url) of the service whose token to revoke (nothing changed)';
-  if (config.databaseUrl === undefined && existsSync(config.dataDir) && !statSync(config.dataDir).isDirectory()) {
-    return `the data dir ${config.dataDir} is not a directory: ${giveIt}`;
-  }
-  // An empty file is no database either: opening it would write a fresh schema into it.
-  return existsSync(path) && statSync(path).size > 0 ? undefined : `no database at ${path} (missing or empty): ${giveIt}`;
-}
-
-/**
- * The SQLite file `config` names (the data dir's, or a `sqlite:///` URL's path); undefined for
- * PostgreSQL. Throws sqliteUrlPath's Error for a SQLite URL of another form (`sqlite://tmp/x`).
- */
-function tokenDatabaseFile(config: { dataDir: string; databaseUrl?: string | undefined }): string | undefined {
-  const url = config.databaseUrl;
-  if (url !== undefined && !/^sqlite:/i.test(url)) return undefined;
-  return url === undefined ? dbPath(config.dataDir) : sqliteUrlPath(url);
-}
-
-/** Where `token revoke` looks, for its messages: the SQLite file, or "the PostgreSQL database" (never a URL: it may hold a password). */
-export function tokenDatabaseName(config: { dataDir: string; databaseUrl?: string | undefined }): string {
-  return tokenDatabaseFile(config) ?? 'the PostgreSQL database';
-}
-
 /** What `revokeStoredToken` removed: whose token it was and until when it would have worked. */
 export interface RevokedToken {
   userId: string;
@@ -168,22 +132,25 @@ export interface RevokedToken {
  * Removes `token` from `db.store` (with its Keystone record: it goes with the token) and says
  * whose it was, its user named from `db.users` (read before the removal: the Keystone record,
  * which tells an identity-API token from one `token create` made, goes with it). A token whose
- * user is gone is revoked all the same. `where` names the store in messages. Throws an Error
- * saying why when the store holds no such token (unknown or already revoked) or it has expired
- * (then nothing is removed: expired tokens are cleared by the service itself). Messages never
- * quote the token.
+ * user is gone is revoked all the same. `where` names the store in messages; `changed` says what
+ * opening it changed (cli/store.ts openingChanges), so a refusal never claims "nothing changed"
+ * after a mode was narrowed. Throws an Error saying why when the store holds no such token
+ * (unknown or already revoked) or it has expired (then nothing is removed: expired tokens are
+ * cleared by the service itself). Messages never quote the token.
  */
 export async function revokeStoredToken(
   db: { store: Pick<ComputeStore, 'getToken' | 'deleteToken'>; users: Pick<UserStore, 'getUserById' | 'getTokenAuth'> },
   token: string,
   now: Date = new Date(),
   where = 'this database',
+  changed?: string,
 ): Promise<RevokedToken> {
   const hash = hashToken(token);
   const record = await db.store.getToken(hash);
-  const unknown = () => new Error(`no such token in ${where}: unknown there or already revoked (nothing changed; is it the data dir or database of the service that issued it?)`);
+  const outcome = changed === undefined ? 'nothing changed' : `no token removed; ${changed}`;
+  const unknown = () => new Error(`no such token in ${where}: unknown there or already revoked (${outcome}; is it the data dir or database of the service that issued it?)`);
   if (!record) throw unknown();
-  if (Date.parse(record.expiresAt) <= now.getTime()) throw new Error(`the token expired at ${record.expiresAt}: nothing to revoke (nothing changed)`);
+  if (Date.parse(record.expiresAt) <= now.getTime()) throw new Error(`the token expired at ${record.expiresAt}: nothing to revoke (${outcome})`);
   const user = await db.users.getUserById(record.userId);
   const fromIdentityApi = user === undefined && (await db.users.getTokenAuth(hash)) !== undefined;
   // Another revoke may have removed it since the read: the same answer as if it had come first.

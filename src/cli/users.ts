@@ -1,7 +1,8 @@
 /**
  * `online-extend user create|list|delete`: the embedded Keystone's users, in the data dir's
  * database (opened as `token create` opens it: checked, not locked, so it works while serve runs),
- * or in the shared database `--database-url` names (a deployment's `api` processes).
+ * or in the shared database `--database-url` names (a deployment's `api` processes). `list` and
+ * `delete` refuse a missing or empty database, creating nothing (cli/store.ts).
  *
  * Passwords are read from standard input only (`--password-stdin`), never from arguments or the
  * environment (both are visible to other users of the host: `ps`, /proc/PID/environ), and stored
@@ -127,7 +128,7 @@ export function registerUserCommands(program: Command, out: (s: string) => void,
   common(user.command('list'))
     .description('list users (never their passwords)')
     .action(async (o: CommonOpts) => {
-      const db = await openCommandStore(serviceConfig(env, o));
+      const db = await openCommandStore(serviceConfig(env, o), { existing: 'whose users to list' });
       try {
         const list = await db.users.listUsers();
         const rows = list.map((u) => ({ id: u.id, name: u.name, project_id: u.projectId, roles: u.roles.join(','), created_at: u.createdAt }));
@@ -141,7 +142,7 @@ export function registerUserCommands(program: Command, out: (s: string) => void,
     .description('remove a user and revoke its tokens')
     .requiredOption('--user <name>', 'user name')
     .action(async (o: CommonOpts & { user: string }) => {
-      const db = await openCommandStore(serviceConfig(env, o));
+      const db = await openCommandStore(serviceConfig(env, o), { existing: 'whose user to delete' });
       try {
         const users = db.users;
         const existing = await users.getUserByName(o.user);

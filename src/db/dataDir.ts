@@ -8,7 +8,8 @@
  *     serve.lock, serve.pid            held by the one `serve` using this directory
  *     service-token.json               the volume service's current token for the compute API
  *     fake-hypervisor.json             the fake driver's state
- *     volumes/<backend>/…              the volumes' backing files
+ *     volumes/<backend>/…              the volumes' backing files (<volumeId>.raw|.qcow2, half-made *.tmp-*)
+ *     instances/<server id>/…          servers created through the API (libvirt: root disk, console)
  *
  * Four guarantees, checked before the service touches anything (`openDataDir`):
  *  - one `serve` per data dir: an OS lock (fcntl, through SQLite) that the kernel drops when the
@@ -31,11 +32,11 @@
  * API client.
  */
 import Database from 'better-sqlite3';
-import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteStore } from './sqlite.js';
 import { ensureDatabaseId, sqliteFileKind } from './sqliteOpen.js';
-import { DataDirError, DATA_DIR_ENTRIES, DB_FILE, dbPath, DIR_MODE, MARKER_FILE, MARKER_FORMAT, VOLUMES_DIR } from './dataDirLayout.js';
+import { DataDirError, DATA_DIR_LAYOUT, DB_FILE, dbPath, DIR_MODE, MARKER_FILE, MARKER_FORMAT, VOLUMES_DIR, type LayoutDir, type LayoutNode } from './dataDirLayout.js';
 import { lockDataDir, type DataDirLock } from './dataDirLock.js';
 import { inspectDatabase, readMarker, secureDataDir, traces, writeMarker } from './dataDirState.js';
 import { checkVolumeFiles, type VolumeCheck } from './volumeFiles.js';
@@ -223,11 +224,12 @@ function databaseOwner(path: string): 'ours' | 'another program' | 'no tables' |
  * on `/`, a home or /tmp would lock others out, and names alone (`volumes`, the database's, the
  * marker's) are no proof. Evidence is our marker (MARKER_FORMAT) or a database with our tables.
  * Refused: a database file that is not a regular file, another program's SQLite database (even
- * alone: our schema would be written into it), and, beside anything that is not a data dir's
- * (a marker not ours counts as not ours), a file that is not SQLite or a database without our
- * tables. Passes: a missing or empty directory, one with evidence, or one holding only names of a
- * data dir's layout (DATA_DIR_ENTRIES: a start cut short, a data dir whose database was lost or
- * damaged, which the checks after this one refuse in their own words).
+ * alone: our schema would be written into it), and, beside anything that does not fit a data
+ * dir's layout (a marker not ours counts as not fitting), a file that is not SQLite or a database
+ * without our tables. Passes: a missing or empty directory, one with evidence, or one whose every
+ * path fits the layout (DATA_DIR_LAYOUT, down to the files in `volumes/<backend>/` and
+ * `instances/<server>/`: a start cut short, a data dir whose database was lost or damaged, which
+ * the checks after this one refuse in their own words). Reads only; follows no symlink inside.
  */
 function refuseForeignDir(dir: string): void {
   let names: string[];
@@ -254,12 +256,51 @@ function refuseForeignDir(dir: string): void {
   const owner = dbKind === 'sqlite' ? databaseOwner(dbPathHere) : undefined;
   if (owner === 'ours') return;
   if (owner === 'another program') refuse(`holds ${DB_FILE}, an SQLite database of another program (none of online-extend's tables)`);
-  // A marker file that is not ours is someone else's file like any other.
-  const foreign = names.filter((n) => !DATA_DIR_ENTRIES.has(n) || n === MARKER_FILE);
+  const foreign = layoutStrangers(dir, names);
   if (foreign.length === 0) return;
-  const shown = foreign.sort().slice(0, 5).join(', ');
-  const others = `other files (${shown}${foreign.length > 5 ? ', …' : ''})`;
+  const others = `other files (${foreign.slice(0, SHOW_STRANGERS).join(', ')}${foreign.length > SHOW_STRANGERS ? ', …' : ''})`;
   if (dbKind === 'other') refuse(`holds ${DB_FILE}, but that file is not an SQLite database, beside ${others}: it is not online-extend's`);
   refuse(`holds ${others} and no data dir's database or marker`);
 }
 
+/** How many paths that do not fit the layout a refusal names; the walk stops at one more. */
+const SHOW_STRANGERS = 5;
+
+/**
+ * The paths under `dir` that do not fit the data dir's layout (DATA_DIR_LAYOUT), relative to
+ * `dir`, in sorted order, depth first, at most SHOW_STRANGERS + 1 (the walk stops there): a name
+ * the layout never makes there (the marker too: the caller found it is not ours), or a layout's
+ * name of another kind, saying which (`volumes (not a directory)`, `volumes/file/a.raw (a
+ * symlink)`). `names`: `dir`'s entries. Reads only, with lstat: a symlink is never followed (the
+ * layout makes none), so nothing outside `dir` is looked at.
+ */
+function layoutStrangers(dir: string, names: readonly string[]): string[] {
+  const found: string[] = [];
+  const visit = (path: string, rel: string, node: LayoutDir, entries: readonly string[]): void => {
+    for (const name of [...entries].sort()) {
+      if (found.length > SHOW_STRANGERS) return;
+      const at = rel === '' ? name : `${rel}/${name}`;
+      const want = at === MARKER_FILE ? undefined : node.entry(name);
+      if (want === undefined) {
+        found.push(at);
+        continue;
+      }
+      // The database is judged by its content (refuseForeignDir), a symlink to it included.
+      if (want.kind === 'database') continue;
+      const full = join(path, name);
+      const st = lstatSync(full, { throwIfNoEntry: false });
+      if (st === undefined) continue; // gone meanwhile
+      const is = st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSocket() ? 'socket' : undefined;
+      if (is !== want.kind) {
+        found.push(`${at} (${st.isSymbolicLink() ? 'a symlink' : NOT_A[want.kind]})`);
+        continue;
+      }
+      if (want.kind === 'dir') visit(full, at, want, readdirSync(full));
+    }
+  };
+  visit(dir, '', DATA_DIR_LAYOUT, names);
+  return found;
+}
+
+/** How a path of the layout's name but another kind is named in a refusal. */
+const NOT_A: Record<Exclude<LayoutNode['kind'], 'database'>, string> = { dir: 'not a directory', file: 'not a regular file', socket: 'not a socket' };

@@ -14,6 +14,8 @@ export interface OpenedStore {
   kind: 'sqlite' | 'postgresql';
   store: Store;
   users: UserStore;
+  /** SQLite: the database's files whose wider mode opening narrowed to 0600; PostgreSQL: none. */
+  narrowed: readonly string[];
   /** Closes the store (and the pool). */
   close(): Promise<void>;
 }
@@ -26,12 +28,12 @@ export async function openStoreUrl(url: string): Promise<OpenedStore> {
     const { SqliteStore } = await import('./sqlite.js');
     const { SqliteUserStore } = await import('./users.js');
     const store = new SqliteStore(path);
-    return { kind: 'sqlite', store, users: new SqliteUserStore(store.db), close: () => store.close() };
+    return { kind: 'sqlite', store, users: new SqliteUserStore(store.db), narrowed: store.narrowed, close: () => store.close() };
   }
   if (scheme === 'postgresql' || scheme === 'postgres') {
     const { openPostgres } = await import('./postgres/index.js');
     const { store, users } = await openPostgres(url);
-    return { kind: 'postgresql', store, users, close: () => store.close() };
+    return { kind: 'postgresql', store, users, narrowed: [], close: () => store.close() };
   }
   throw new Error(`database URL: unknown scheme ${scheme ?? '(none)'}: give postgresql://… or sqlite:///path`);
 }

@@ -31,7 +31,7 @@ import type {
 import { SqliteInventory, type DesiredServer } from './inventory.js';
 import { ACTION_COLUMNS, FS_GROWTH_COLUMNS, fsGrowthValues, isStatusList, nowIso, toAction, toFlavor, toFsGrowth, toImage, toToken, toVolume, toVolumeAction, VOLUME_COLUMNS, type Row } from './rows.js';
 import { PAGE_SQL, ShapedStatements, volumesSql } from './sql.js';
-import { openSqlite } from './sqliteOpen.js';
+import { openSqliteFile } from './sqliteOpen.js';
 import { WriteQueue } from './writeQueue.js';
 
 export { DB_FILE_MODE, databaseIdOf, ensureDatabaseId, migrate, openSqlite } from './sqliteOpen.js';
@@ -48,9 +48,12 @@ export class SqliteStore implements Store {
   private readonly shaped: ShapedStatements;
   private readonly inventory: SqliteInventory;
 
+  /** The database's files whose wider mode opening it narrowed to 0600 (openSqliteFile). */
+  readonly narrowed: readonly string[];
+
   /** Open (creating and migrating) the database at `path`; throws what `openSqlite` throws. */
   constructor(path: string) {
-    this.db = openSqlite(path);
+    ({ db: this.db, narrowed: this.narrowed } = openSqliteFile(path));
     const db = this.db;
     this.writes = new WriteQueue(db);
     this.shaped = new ShapedStatements(db);

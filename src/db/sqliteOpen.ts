@@ -52,6 +52,15 @@ export const DB_FILE_MODE = 0o600;
  * Throws what `migrate` throws, and better-sqlite3's errors for a file that is not a database.
  */
 export function openSqlite(path: string): Database.Database {
+  return openSqliteFile(path).db;
+}
+
+/**
+ * `openSqlite`, also answering which of the database's files (it, its -wal, its -shm) had a wider
+ * mode and were narrowed to DB_FILE_MODE: a command that reports what it changed names them.
+ */
+export function openSqliteFile(path: string): { db: Database.Database; narrowed: string[] } {
+  const narrowed: string[] = [];
   if (path !== ':memory:') {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
     // SQLite creates a database 0644, and its -wal/-shm files with the database file's mode:
@@ -64,7 +73,9 @@ export function openSqlite(path: string): Database.Database {
       const st = statIfAny(f);
       if (st === undefined) continue;
       if (!st.isFile()) throw new Error(`the database path ${f} is not a regular file`);
+      if ((st.mode & 0o7777) === DB_FILE_MODE) continue;
       chmodSync(f, DB_FILE_MODE);
+      narrowed.push(f);
     }
   }
   const db = new Database(path);
@@ -75,7 +86,7 @@ export function openSqlite(path: string): Database.Database {
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   migrate(db);
-  return db;
+  return { db, narrowed };
 }
 
 /** The first 16 bytes of every SQLite 3 database file (sqlite.org/fileformat.html, 1.3). */

@@ -5,7 +5,7 @@
 import Database from 'better-sqlite3';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { VOLUMES_DIR } from './dataDirLayout.js';
+import { VOLUME_FILE, VOLUMES_DIR } from './dataDirLayout.js';
 
 /** A volume's backing file: `volumes/<backend>/<volumeId>.raw|.qcow2`. */
 export interface VolumeFile {
@@ -14,9 +14,6 @@ export interface VolumeFile {
   name: string;
   volumeId: string;
 }
-
-/** `<volumeId>.raw` or `<volumeId>.qcow2`, the names every backend gives its files (volume/backends). */
-const VOLUME_FILE = /^(.+)\.(raw|qcow2)$/;
 
 /**
  * The volume files under `DATA_DIR/volumes/<backend>/` of every backend directory present

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildProgram } from '../../src/cli.js';
+import { openDataDir } from '../../src/db/dataDir.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { registerLabGuest } from '../../src/cli/lab.js';
 
@@ -99,7 +100,7 @@ describe('image create', () => {
 
 describe('the lab guest as an image and a flavor', () => {
   it('registers both under lab-guest, idempotently, the image following a rebuilt guest', async () => {
-    await cli('flavor', 'list'); // makes the data dir
+    await openDataDir(data, { lock: false }).close(); // a data dir, as serve makes it
     const lab = { kernel: join(root, 'vmlinux'), initrd: join(root, 'initrd.gz'), cmdline: 'console=ttyS0 quiet' };
     expect(await inStore((s) => registerLabGuest(s, lab))).toEqual({ image: 'lab-guest', flavor: 'lab-guest' });
     writeFileSync(join(root, 'vmlinux2'), 'kernel');

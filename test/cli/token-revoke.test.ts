@@ -6,14 +6,16 @@
  * already revoked or expired token is refused with exit 1 and a message that never quotes it,
  * changing nothing. It names the token's user by id and name; a token that starts with `-` is
  * taken as the token, not an option; a SQLite URL of the wrong form (`sqlite://tmp/x`) is refused
- * naming the right one, creating nothing. Child processes run to completion; the service's temp
- * dir is removed.
+ * naming the right one, creating nothing. A refusal says "nothing changed" only when opening the
+ * database changed nothing; otherwise it names what was narrowed (a database made 0640) or written
+ * (the marker), as a revoke's note does. Child processes run to completion; temp dirs are removed.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { DB_FILE, MARKER_FILE, openDataDir } from '../../src/db/dataDir.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
 import { SqliteUserStore } from '../../src/db/users.js';
 import { hashToken, issueToken } from '../../src/auth/tokens.js';
@@ -197,6 +199,87 @@ describe('token revoke', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(message);
     expect(await store.listTokens()).toEqual(before);
+  });
+});
+
+describe('token revoke says what opening the database changed', () => {
+  const NARROWED = "narrowed to the owner's only (files 0600, directories 0700), as the service keeps them";
+  const unknownIn = (db: string, changed: string) =>
+    `error: no such token in ${db}: unknown there or already revoked (no token removed; ${changed}; is it the data dir or database of the service that issued it?)`;
+  let root: string;
+  beforeEach(() => {
+    root = mkdtempSync(join(tmpdir(), 'oe-revoke-modes-'));
+  });
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  /** A data dir as serve leaves it, holding one live token (returned), then `widen`ed as someone's chmod would. */
+  async function dataDirWithToken(widen: (dir: string) => void): Promise<{ dir: string; db: string; token: string }> {
+    const dir = join(root, 'data');
+    const opened = openDataDir(dir, { lock: false });
+    const { token } = await issueToken(opened.store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 3_600_000 });
+    await opened.close();
+    widen(dir);
+    return { dir, db: join(dir, DB_FILE), token };
+  }
+  const mode = (p: string) => statSync(p).mode & 0o777;
+
+  it.each([
+    {
+      name: 'a database made 0640: names it, and it is 0600',
+      widen: (d: string) => chmodSync(join(d, DB_FILE), 0o640),
+      says: (d: string) => `the mode of ${join(d, DB_FILE)} ${NARROWED}`,
+    },
+    {
+      name: 'a data dir made 0755 and its database 0644: names both',
+      widen: (d: string) => (chmodSync(d, 0o755), chmodSync(join(d, DB_FILE), 0o644)),
+      says: (d: string) => `the modes of ${d}, ${join(d, DB_FILE)} ${NARROWED}`,
+    },
+    {
+      name: 'a data dir from before the marker: names the marker it wrote',
+      widen: (d: string) => rmSync(join(d, MARKER_FILE)),
+      says: (d: string) => `the marker ${join(d, MARKER_FILE)} written, recording this database as the data dir's`,
+    },
+  ])('refusing an unknown token in $name', async ({ widen, says }) => {
+    const { dir, db } = await dataDirWithToken(widen);
+    const r = await cli(['token', 'revoke', 'oe-not-a-token-of-ours', '--data-dir', dir]);
+    expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({ status: 1, stdout: '', stderr: unknownIn(db, says(dir)) });
+    expect([mode(dir), mode(db)]).toEqual([0o700, 0o600]);
+  });
+
+  it('refusing an expired token in a database made 0640', async () => {
+    const dir = join(root, 'data');
+    const opened = openDataDir(dir, { lock: false });
+    const { token } = await issueToken(opened.store, { userId: 'ops', projectId: PROJECT, roles: ['member'], ttlMs: 1_000, now: new Date(Date.now() - 60_000) });
+    await opened.close();
+    const db = join(dir, DB_FILE);
+    chmodSync(db, 0o640);
+    const r = await cli(['token', 'revoke', token, '--data-dir', dir]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^error: the token expired at \\S+: nothing to revoke \\(no token removed; the mode of ${db.replace(/[.]/g, '\\.')} narrowed to the owner's only`));
+    expect(mode(db)).toBe(0o600);
+  });
+
+  it('revoking a token in a database made 0640: exit 0, and a note on standard error names the narrowing', async () => {
+    const { dir, db, token } = await dataDirWithToken((d) => chmodSync(join(d, DB_FILE), 0o640));
+    const r = await cli(['token', 'revoke', token, '--data-dir', dir, '-f', 'json']);
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: `note: opening ${db}: the mode of ${db} ${NARROWED}` });
+    expect(JSON.parse(r.stdout)).toMatchObject({ token: { user_id: 'ops', revoked: true } });
+    expect(mode(db)).toBe(0o600);
+  });
+
+  it('refusing an unknown token in a SQLite URL\'s file made 0640: names it, and it is 0600', async () => {
+    const db = join(root, 'shared.sqlite');
+    await new SqliteStore(db).close();
+    chmodSync(db, 0o640);
+    const r = await cli(['token', 'revoke', 'oe-not-a-token-of-ours', '--database-url', `sqlite://${db}`]);
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 1, stderr: unknownIn(db, `the mode of ${db} ${NARROWED}`) });
+    expect(mode(db)).toBe(0o600);
+  });
+
+  it('says "nothing changed" when nothing was: a data dir as serve keeps it', async () => {
+    const { dir, db } = await dataDirWithToken(() => undefined);
+    const r = await cli(['token', 'revoke', 'oe-not-a-token-of-ours', '--data-dir', dir]);
+    expect(r.stderr).toBe(`error: no such token in ${db}: unknown there or already revoked (nothing changed; is it the data dir or database of the service that issued it?)`);
   });
 });
 

@@ -6,12 +6,13 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
 import {
   DataDirError,
   DB_FILE,
@@ -30,6 +31,8 @@ import {
 } from '../../src/db/dataDir.js';
 import { MIGRATIONS } from '../../src/db/migrations.js';
 import { SqliteStore } from '../../src/db/sqlite.js';
+import { FileBackend } from '../../src/volume/backends/file.js';
+import { instanceFiles } from '../../src/virt/libvirt/spawn.js';
 
 let root: string;
 let dir: string;
@@ -649,13 +652,133 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
   it.each([
     { name: 'an existing database', make: (f: string) => new SqliteStore(f).close() },
     { name: 'an empty file (a database not yet written)', make: (f: string) => writeFileSync(f, '') },
-  ])('opens $name and makes it 0600', async ({ make }) => {
+  ])('opens $name and makes it 0600, saying it narrowed it (once)', async ({ make }) => {
     const f = join(root, 'db.sqlite');
     await make(f);
     chmodSync(f, 0o644);
     const store = new SqliteStore(f);
     await store.close();
     expect(statSync(f).mode & 0o777).toBe(0o600);
+    expect(store.narrowed).toEqual([f]);
+    const again = new SqliteStore(f);
+    await again.close();
+    expect(again.narrowed).toEqual([]);
+  });
+});
+
+describe('volumes/ and instances/ show a data dir only by what they hold', () => {
+  const SERVER = '6f1c2d3e-4a5b-4c6d-8e7f-9a0b1c2d3e4f';
+  const VOLUME = '0d9b7c1e-2f3a-4b5c-9d8e-7f6a5b4c3d2e';
+  /** `rel` under the data dir, its directories made on the way. */
+  const at = (rel: string) => join(dir, ...rel.split('/'));
+  const file = (rel: string, content = 'x') => (mkdirSync(join(at(rel), '..'), { recursive: true }), writeFileSync(at(rel), content));
+  const folder = (rel: string) => mkdirSync(at(rel), { recursive: true });
+  const outside = () => join(root, 'outside');
+  /** Every path under the data dir and outside it with its lstat mode: a refusal must create, remove and narrow nothing. */
+  const modes = () => {
+    const out: Record<string, number> = {};
+    for (const d of [dir, outside()]) {
+      if (!existsSync(d)) continue;
+      const under = statSync(d).isDirectory() ? readdirSync(d, { recursive: true }).map((n) => join(d, String(n))) : [];
+      for (const p of [d, ...under]) out[p] = lstatSync(p).mode;
+    }
+    return out;
+  };
+  /** Everything made world-readable, as someone's own files are, so a narrowing would show. */
+  const widen = () => {
+    for (const p of Object.keys(modes())) {
+      const st = lstatSync(p);
+      if (st.isDirectory()) chmodSync(p, 0o755);
+      else if (st.isFile()) chmodSync(p, 0o644);
+    }
+  };
+
+  it.each([
+    { name: 'instances/list.txt alone', make: () => file('instances/list.txt'), says: 'instances/list.txt' },
+    { name: 'volumes/holiday/pic.jpg alone', make: () => file('volumes/holiday/pic.jpg'), says: 'volumes/holiday/pic.jpg' },
+    { name: 'a file directly in volumes/', make: () => file(`volumes/${VOLUME}.raw`), says: `volumes/${VOLUME}.raw (not a directory)` },
+    { name: 'a directory nested in a backend directory', make: () => folder('volumes/file/old'), says: 'volumes/file/old' },
+    { name: "a directory under a volume file's name", make: () => file(`volumes/file/${VOLUME}.raw/notes.txt`), says: `volumes/file/${VOLUME}.raw (not a regular file)` },
+    { name: "someone's file beside a real volume file", make: () => (file(`volumes/file/${VOLUME}.raw`), file('volumes/file/notes.txt')), says: 'volumes/file/notes.txt' },
+    { name: 'a directory in instances/ not named by a server id', make: () => folder('instances/photos'), says: 'instances/photos' },
+    { name: "a server id in capitals (ours are lower case)", make: () => folder(`instances/${SERVER.toUpperCase()}`), says: `instances/${SERVER.toUpperCase()}` },
+    { name: "another file in a server's directory", make: () => (file(`instances/${SERVER}/disk`), file(`instances/${SERVER}/notes.txt`)), says: `instances/${SERVER}/notes.txt` },
+    { name: "a directory nested in a server's directory", make: () => folder(`instances/${SERVER}/snapshots`), says: `instances/${SERVER}/snapshots` },
+    { name: "a server's disk that is a directory", make: () => folder(`instances/${SERVER}/disk`), says: `instances/${SERVER}/disk (not a regular file)` },
+    { name: "a console.sock that is a regular file", make: () => file(`instances/${SERVER}/console.sock`), says: `instances/${SERVER}/console.sock (not a socket)` },
+    { name: 'a file named volumes', make: () => (mkdirSync(dir), writeFileSync(at('volumes'), 'x')), says: 'volumes (not a directory)' },
+    { name: 'a directory named serve.pid holding files', make: () => file('serve.pid/mine.txt'), says: 'serve.pid (not a regular file)' },
+    {
+      name: 'a volume file that is a symlink to a file outside',
+      make: () => (folder('volumes/file'), writeFileSync(outside(), 'x'), symlinkSync(outside(), at(`volumes/file/${VOLUME}.raw`))),
+      says: `volumes/file/${VOLUME}.raw (a symlink)`,
+    },
+    {
+      name: 'a volumes/ that is a symlink to a directory outside',
+      make: () => (mkdirSync(dir), mkdirSync(join(outside(), 'file'), { recursive: true }), writeFileSync(join(outside(), 'file', `${VOLUME}.raw`), 'x'), symlinkSync(outside(), at('volumes'))),
+      says: 'volumes (a symlink)',
+    },
+  ])('refuses $name with NotADataDir naming it, before anything is created or narrowed', ({ make, says }) => {
+    make();
+    widen();
+    const before = modes();
+    const err = refusal(() => openDataDir(dir, { lock: true, backends: ['file'] }));
+    expect(err.code).toBe<DataDirErrorCode>('NotADataDir');
+    expect(err.message).toContain(`holds other files (${says}) and no data dir's database or marker`);
+    expect(modes()).toEqual(before);
+  });
+
+  it('names five of many paths that do not fit, and an ellipsis for the rest', () => {
+    for (let i = 0; i < 8; i++) file(`volumes/holiday/pic-${i}.jpg`);
+    const err = refusal(() => openDataDir(dir, { lock: true }));
+    expect(err.message).toContain('other files (volumes/holiday/pic-0.jpg, volumes/holiday/pic-1.jpg, volumes/holiday/pic-2.jpg, volumes/holiday/pic-3.jpg, volumes/holiday/pic-4.jpg, …)');
+  });
+
+  it.each([
+    { name: 'an empty volumes/', make: () => folder('volumes') },
+    { name: 'empty backend directories', make: () => (folder('volumes/file'), folder('volumes/iscsi')) },
+    { name: 'an empty instances/', make: () => folder('instances') },
+    { name: "an empty server's directory (a spawn cut short)", make: () => folder(`instances/${SERVER}`) },
+    // A start cut short: the lock taken, the database begun, the backends' directories made; a create cut short leaves its temporary file.
+    {
+      name: 'what a start cut short leaves',
+      make: () => (file(LOCK_FILE, ''), file(PID_FILE, '1'), file(DB_FILE, ''), folder('volumes/file'), file(`volumes/block/${VOLUME}.raw.tmp-4242-0a1b2c3d`, '')),
+    },
+  ])('takes a directory holding $name as a fresh data dir', async ({ make }) => {
+    make();
+    const opened = openDataDir(dir, { lock: true, backends: ['file'] });
+    await opened.close();
+    expect(readMarker(dir)?.databaseId).toBe(opened.databaseId);
+  });
+
+  it("passes the files the code makes (a backend's volume, a server's directory) on to the database checks when the database and marker are lost", async () => {
+    await usedDataDir();
+    await new FileBackend({ dir: at('volumes/file') }).create(VOLUME, 1 << 20);
+    const files = instanceFiles(at('instances'), SERVER);
+    mkdirSync(files.dir, { recursive: true });
+    writeFileSync(files.disk, '');
+    writeFileSync(files.consoleLog, 'boot\n');
+    writeFileSync(`${files.consoleLog}.0`, 'older boot\n');
+    // A socket QEMU left: made by listening on it (closing the server would remove it).
+    const server = createServer();
+    await new Promise<void>((res) => server.listen(files.consoleSocket!, res));
+    try {
+      for (const f of [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`, MARKER_FILE]) rmSync(join(dir, f), { force: true });
+      const err = refusal(() => openDataDir(dir, { lock: true }));
+      expect(err.code).toBe<DataDirErrorCode>('DatabaseMissing');
+      expect(err.message).toMatch(/2 volume file\(s\) in .*volumes\/file/);
+    } finally {
+      await new Promise((res) => server.close(res));
+    }
+  });
+
+  it("takes a used data dir with a server's directory, its marker and database the evidence", async () => {
+    await usedDataDir();
+    file(`instances/${SERVER}/disk`, '');
+    file('instances/notes.txt');
+    const opened = openDataDir(dir, { lock: true });
+    await opened.close();
+    expect(readFileSync(at('instances/notes.txt'), 'utf8')).toBe('x');
   });
 });
 
