@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { writePrivateFile } from '../util/privateFile.js';
 import { MIGRATIONS } from './migrations.js';
 import { databaseIdOf } from './sqliteOpen.js';
-import { DataDirError, DB_FILE, dbPath, DIR_MODE, FAKE_STATE_FILE, FILE_MODE, MARKER_FILE, MARKER_FORMAT, VOLUMES_DIR } from './dataDirLayout.js';
+import { DataDirError, DB_FILE, dbPath, DIR_MODE, FAKE_STATE_FILE, FILE_MODE, INSTANCE_DIR_NAME, INSTANCES_DIR, MARKER_FILE, MARKER_FORMAT, VOLUME_FILE, VOLUME_TMP_FILE, VOLUMES_DIR } from './dataDirLayout.js';
 
 // ---- file modes -----------------------------------------------------------------------------
 
@@ -169,10 +169,17 @@ export function traces(dir: string): string[] {
     for (const backend of readdirSync(volumes).sort()) {
       const sub = join(volumes, backend);
       if (!statSync(sub).isDirectory()) continue;
-      // `*.tmp-*` are half-made files a crash during create leaves: not volumes.
-      const files = readdirSync(sub).filter((f) => !f.includes('.tmp-'));
+      // `*.tmp-*` are half-made files a crash during create leaves: not volumes; nor is a file
+      // not named as a volume's.
+      const files = readdirSync(sub).filter((f) => VOLUME_FILE.test(f) && !VOLUME_TMP_FILE.test(f));
       if (files.length > 0) found.push(`${files.length} volume file(s) in ${sub}`);
     }
+  }
+  // Servers' root disks (spawned from images): guest data as much as a volume's.
+  const instances = join(dir, INSTANCES_DIR);
+  if (existsSync(instances) && statSync(instances).isDirectory()) {
+    const disks = readdirSync(instances).filter((id) => INSTANCE_DIR_NAME.test(id) && existsSync(join(instances, id, 'disk')));
+    if (disks.length > 0) found.push(`${disks.length} server disk(s) in ${instances}`);
   }
   const fake = join(dir, FAKE_STATE_FILE);
   if (existsSync(fake)) found.push(`the fake hypervisor's state ${fake}`);

@@ -17,6 +17,7 @@ import {
   DataDirError,
   DB_FILE,
   FAKE_STATE_FILE,
+  INSTANCES_DIR,
   LOCK_FILE,
   MARKER_FILE,
   PID_FILE,
@@ -187,6 +188,17 @@ describe('openDataDir refuses an unsound database and changes nothing', () => {
       code: 'DatabaseMissing',
       damage: () => rmSync(db()),
       says: [/is missing/, /volume file/],
+    },
+    {
+      name: 'a missing database where only a server root disk remains',
+      code: 'DatabaseMissing',
+      fresh: true,
+      damage: () => {
+        const server = join(dir, INSTANCES_DIR, '0b5ce1a4-6f0e-4f5a-9d0e-3c1f2a4b5c6d');
+        mkdirSync(server, { recursive: true });
+        writeFileSync(join(server, 'disk'), 'guest data');
+      },
+      says: [/is missing/, /1 server disk\(s\) in .*instances/],
     },
     {
       name: 'a missing database where only the fake hypervisor state remains',
