@@ -7,6 +7,8 @@ import { issueToken } from '../../src/auth/tokens.js';
 import { PolicyEnforcer } from '../../src/auth/policy.js';
 import type { DriverCapabilities } from '../../src/virt/driver.js';
 import type { FlavorRecord, ImageRecord } from '../../src/db/store.js';
+import type { HttpLimits } from '../../src/api/server.js';
+import type { Metrics } from '../../src/util/metrics.js';
 
 export const GiB = 1024 ** 3;
 export const TENANT = 'f66d7df4b59f4ab98a358a0dab0b238f';
@@ -68,6 +70,9 @@ export async function makeComputeApp(
     policy?: Record<string, string>;
     latencyMs?: number;
     lookupFlavor?: (id: string) => Promise<FlavorRecord | undefined>;
+    /** The HTTP server's limits, over the defaults (batchWrites, maxPipelined, timeouts). */
+    http?: Partial<HttpLimits>;
+    metrics?: Metrics;
   } = {},
 ): Promise<TestComputeApp> {
   const store = new SqliteStore(':memory:');
@@ -82,6 +87,8 @@ export async function makeComputeApp(
     logger: pino({ level: 'silent' }),
     policy: new PolicyEnforcer(opts.policy ?? {}),
     ...(opts.lookupFlavor ? { lookupFlavor: opts.lookupFlavor } : {}),
+    ...(opts.http ? { http: opts.http } : {}),
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
   });
   const mk = async (projectId: string, roles: string[], ttlMs = 3_600_000, now?: Date) =>
     (await issueToken(store, { userId: `user-${roles.join('-')}`, projectId, roles, ttlMs, ...(now ? { now } : {}) })).token;

@@ -112,42 +112,74 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 10_000,
   }
 }
 
-/** Every complete HTTP/1.1 response in `buf`, in order (framed by Content-Length; none means no body). */
-export function parseResponses(buf: Buffer): Array<Omit<RawResponse, 'closed' | 'elapsedMs'>> {
-  const out: Array<Omit<RawResponse, 'closed' | 'elapsedMs'>> = [];
+/**
+ * Every complete HTTP/1.1 response in `buf`, in order (framed by Content-Length; none means no
+ * body), and the bytes after the last. The responses numbered in `heads` (from 0) answer HEAD
+ * requests: their Content-Length announces a body they do not carry.
+ */
+function frameResponses(buf: Buffer, heads: readonly number[] = []): { responses: Array<Omit<RawResponse, 'closed' | 'elapsedMs'>>; rest: Buffer } {
+  const responses: Array<Omit<RawResponse, 'closed' | 'elapsedMs'>> = [];
   let rest = buf;
   for (;;) {
+    const head = heads.includes(responses.length);
     const parsed = parse(rest);
-    if (!parsed || parsed.incomplete) return out;
+    if (!parsed || (parsed.incomplete && !head)) return { responses, rest };
     const end = rest.indexOf('\r\n\r\n') + 4;
-    const length = Number(parsed.headers['content-length'] ?? 0);
-    out.push({ status: parsed.status, headers: parsed.headers, body: rest.subarray(end, end + length).toString('utf8') });
+    const length = head ? 0 : Number(parsed.headers['content-length'] ?? 0);
+    responses.push({ status: parsed.status, headers: parsed.headers, body: rest.subarray(end, end + length).toString('utf8') });
     rest = rest.subarray(end + length);
   }
 }
 
+/** Every complete HTTP/1.1 response in `buf`, in order (framed by Content-Length; none means no body). */
+export function parseResponses(buf: Buffer): Array<Omit<RawResponse, 'closed' | 'elapsedMs'>> {
+  return frameResponses(buf).responses;
+}
+
+/** What `pipelined` sends besides its requests, and how it reads the answers. */
+export interface PipelineOptions {
+  /** Stop reading once this many answers arrived (the connection left open); else read until the server closes. */
+  expect?: number;
+  timeoutMs?: number;
+  /** A FIN right after the last bytes sent (`printf … | nc -N`), reading on until the server closes. */
+  halfClose?: boolean;
+  /** The answers (numbered from 0) to HEAD requests: a Content-Length, no body. */
+  heads?: number[];
+  /** Bytes sent in a later packet, once `afterAnswers` answers have arrived. */
+  later?: { afterAnswers: number; data: string };
+}
+
 /**
  * Sends `requests` on one connection in a single write (HTTP/1.1 pipelining) and reads the
- * answers until `expect` of them have arrived or the server closes the connection.
+ * answers until `expect` of them have arrived or the server closes the connection; `trailing`
+ * is what came after the last complete answer (latin1).
  */
-export function pipelined(port: number, requests: string[], opts: { expect?: number; timeoutMs?: number; halfClose?: boolean } = {}): Promise<{ responses: Array<Omit<RawResponse, 'closed' | 'elapsedMs'>>; closed: boolean }> {
+export function pipelined(port: number, requests: string[], opts: PipelineOptions = {}): Promise<{ responses: Array<Omit<RawResponse, 'closed' | 'elapsedMs'>>; closed: boolean; trailing: string }> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     let buf = Buffer.alloc(0);
+    let later = opts.later;
+    const answers = () => frameResponses(buf, opts.heads);
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`pipelined: ${parseResponses(buf).length} answers and no close within ${opts.timeoutMs ?? 10_000} ms`));
+      reject(new Error(`pipelined: ${answers().responses.length} answers and no close within ${opts.timeoutMs ?? 10_000} ms`));
     }, opts.timeoutMs ?? 10_000);
     const done = (closed: boolean) => {
       clearTimeout(timer);
       socket.destroy();
-      resolve({ responses: parseResponses(buf), closed });
+      const { responses, rest } = answers();
+      resolve({ responses, closed, trailing: rest.toString('latin1') });
     };
-    // halfClose: a FIN right after the requests (`printf … | nc -N`), reading on until the server closes.
-    socket.on('connect', () => (opts.halfClose ? socket.end(requests.join('')) : socket.write(requests.join(''))));
+    const send = (data: string, last: boolean) => (last && opts.halfClose ? socket.end(data) : socket.write(data));
+    socket.on('connect', () => send(requests.join(''), !later));
     socket.on('data', (d) => {
       buf = Buffer.concat([buf, d]);
-      if (opts.expect !== undefined && parseResponses(buf).length >= opts.expect) done(false);
+      const got = answers().responses.length;
+      if (later && got >= later.afterAnswers) {
+        send(later.data, true);
+        later = undefined;
+      }
+      if (opts.expect !== undefined && got >= opts.expect) done(false);
     });
     socket.on('error', () => undefined);
     socket.on('close', () => done(true));

@@ -15,7 +15,8 @@ import { MAX_HEADER_BYTES } from './limits.js';
 /** How long a refused connection may take to read our answer before it is cut. */
 const LINGER_MS = 1000;
 
-type ParserError = Error & { code?: string; reason?: string; rawPacket?: unknown };
+/** Node's parser errors: llhttp's `code` and `reason`, the packet being parsed and the failure's offset in it. */
+type ParserError = Error & { code?: string; reason?: string; rawPacket?: unknown; bytesParsed?: unknown };
 
 /**
  * How a raw answer is written: `head` (no body, for a HEAD request), `body` (the API's error
@@ -44,51 +45,103 @@ export function rawFault(err: ServiceError, requestId: string, opts: FaultOption
 }
 
 /**
- * Writes `err` and closes the socket once it is flushed (or after LINGER_MS at the latest).
+ * Answers `err` as the connection's last answer, then closes it (its client gets LINGER_MS to
+ * read it). `written` is told when the answer is handed to the socket: never when the client is
+ * gone first, when the answer before says the connection ends, or when the route of the request
+ * the failure is in began an answer of its own.
  *
- * When requests that arrived in full are being answered on the socket, the failure is in bytes
- * that came after them (a pipelined or trailing request): those requests get their own answers
- * and the connection closes after the last of them. Answering the failure instead would stand in
- * for a request being acted on, and its client would take for refused what was done.
+ * The failure is in the bytes after every request that arrived in full (a client may pipeline
+ * valid requests, then bytes the parser refuses). As RFC 9112 §9.3 has answers go out in the
+ * order of their requests, each of those requests gets its own answer first, unchanged (its
+ * `Connection: keep-alive` speaks for it alone), then this one, the only one saying `connection:
+ * close`: an answer after one that says close would be a protocol error, and this one in place of
+ * an answer still being made would have its client take for refused what was done. Nothing read
+ * after the failure is routed (`refusing`). When the answer before ends the connection (its
+ * request said `Connection: close`, or was HTTP/1.0), nothing follows it: what came after it is
+ * no request.
+ *
+ * A failure in the body of a request whose head was read (a bad chunk, a body timeout) is that
+ * request's: this answers it, unless its route has begun an answer, which then is the last.
  */
-export function answerAndClose(socket: Socket, err: ServiceError, requestId: string, opts: FaultOptions = {}): boolean {
-  if (socket.destroyed) return false;
+export function answerAndClose(socket: Socket, err: ServiceError, requestId: string, opts: FaultOptions = {}, written?: () => void): void {
+  if (socket.destroyed) return;
   const conn = connOf.get(socket);
   // Already closing after its last answer (a refusal, or an earlier failure): nothing to add.
-  if (conn?.refusing) return false;
-  const pending = conn ? [...conn.inFlight.values()] : [(socket as HttpSocket)._httpMessage].filter((r): r is ServerResponse => !!r);
-  const last = pending.filter((r) => !r.writableFinished && r.req?.complete).at(-1);
-  if (last) {
-    // Nothing after the failure can be a request: stop handing any to the routes.
-    if (conn) conn.refusing = true;
-    closeAfter(socket, last);
-    return false;
+  if (conn?.refusing) return;
+  // Nothing after the failure can be a request: stop handing any to the routes.
+  if (conn) conn.refusing = true;
+  const { reading, before } = answersAround(socket);
+  if (reading?.headersSent) {
+    if (reading.writableFinished) socket.destroySoon();
+    else reading.once('finish', () => socket.destroySoon());
+    return;
   }
-  const inFlight = (socket as HttpSocket)._httpMessage;
-  // A response already started on this socket cannot be followed by another one.
-  const answered = socket.writable && !inFlight?.headersSent;
-  if (answered) socket.write(rawFault(err, requestId, opts));
+  const fault = rawFault(err, requestId, opts);
+  if (!before) {
+    writeLast(socket, fault, written);
+    return;
+  }
+  // Before Node's own listener, which may end the socket after this answer (a client's FIN marks
+  // the last answer queued as the connection's last).
+  before.prependOnceListener('finish', () => writeLast(socket, fault, written));
+}
+
+/** Whether `res` ends its connection: its request asked so (`Connection: close`, HTTP/1.0) or it says so itself. */
+function endsConnection(res: ServerResponse): boolean {
+  return !res.shouldKeepAlive || /(?:^|\W)close(?:$|\W)/i.test(String(res.getHeader('connection') ?? ''));
+}
+
+/** Writes `fault` and closes the socket once it is flushed, or after LINGER_MS at the latest. */
+function writeLast(socket: Socket, fault: string, written?: () => void): void {
+  const current = (socket as HttpSocket)._httpMessage;
+  // Another response may follow one started on this socket only once it is sent in full and if
+  // it leaves the connection open (its headers are final by then).
+  const follows = !current?.headersSent || (current.writableFinished && !endsConnection(current));
+  if (!socket.destroyed && socket.writable && follows) {
+    socket.write(fault);
+    written?.();
+  }
   socket.destroySoon();
   setTimeout(() => socket.destroy(), LINGER_MS).unref();
-  return answered;
 }
 
-/** Closes `socket` once `res` (the last answer it will carry) is flushed, saying so in it if still possible. */
-function closeAfter(socket: Socket, res: ServerResponse): void {
-  if (closingAfter.has(res)) return;
-  closingAfter.add(res);
-  if (!res.headersSent) res.shouldKeepAlive = false;
-  res.once('finish', () => socket.destroySoon());
+/**
+ * The answers of `socket` around a failure in what its client sent: `reading`, the answer to the
+ * request the failure is in, if Node had read that request's head (the last in flight, whose
+ * body has not fully arrived); `before`, the last answer to a complete request still to be sent.
+ */
+function answersAround(socket: Socket): { reading?: ServerResponse; before?: ServerResponse } {
+  const conn = connOf.get(socket);
+  const current = (socket as HttpSocket)._httpMessage;
+  const pending = conn ? [...conn.inFlight.values()] : current ? [current] : [];
+  const last = pending.at(-1);
+  const reading = last && !last.req.complete ? last : undefined;
+  const before = pending.filter((r) => r.req.complete && !r.writableFinished).at(-1);
+  return { ...(reading ? { reading } : {}), ...(before ? { before } : {}) };
 }
 
-/** Responses after which their connection closes (the parser failed on what followed them). */
-const closingAfter = new WeakSet<ServerResponse>();
+/**
+ * What the client sent from the start of the request a parser error is in (latin1): the packet
+ * from the blank line that ends the head before the failure, else from the packet's start.
+ * Behind pipelined requests the packet begins with theirs, not with the failed one. Misses the
+ * failed request's start when its head began in an earlier packet, or right after another
+ * request's body in this one.
+ */
+function failedRequestText(err: ParserError): string {
+  if (!Buffer.isBuffer(err.rawPacket)) return '';
+  const at = Math.min(typeof err.bytesParsed === 'number' ? err.bytesParsed : 0, err.rawPacket.length);
+  // A blank line that ends at or before the failure's byte.
+  const blank = at >= 4 ? err.rawPacket.lastIndexOf('\r\n\r\n', at - 4) : -1;
+  return err.rawPacket
+    .subarray(blank < 0 ? 0 : blank + 4)
+    .toString('latin1')
+    .replace(/^(\r\n)+/, '');
+}
 
 /** Whether the request a parser error is about is a HEAD (its answer then has no body). */
-function isHead(err: ParserError, socket: Socket): boolean {
-  const inFlight = (socket as HttpSocket)._httpMessage;
-  if (inFlight?.req) return inFlight.req.method === 'HEAD';
-  return Buffer.isBuffer(err.rawPacket) && err.rawPacket.subarray(0, 5).toString('latin1') === 'HEAD ';
+function isHead(err: ParserError, reading: ServerResponse | undefined): boolean {
+  if (reading) return reading.req.method === 'HEAD';
+  return failedRequestText(err).startsWith('HEAD ');
 }
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/;
@@ -103,7 +156,7 @@ export function clientErrorToServiceError(err: ParserError): ServiceError {
       return errors.headersTooLarge(MAX_HEADER_BYTES);
     case 'HPE_INVALID_METHOD': {
       // A well-formed request line with a method nobody here knows: say so, as 405.
-      const line = Buffer.isBuffer(err.rawPacket) ? (err.rawPacket.toString('latin1').split('\r\n', 1)[0] ?? '') : '';
+      const line = failedRequestText(err).split('\r\n', 1)[0] ?? '';
       const m = REQUEST_LINE.exec(line);
       if (m && TOKEN.test(m[1]!)) return errors.methodNotAllowed(m[1]!, m[2]!.split('?')[0]!);
       return errors.badRequest('Malformed HTTP request: the request line is not HTTP/1.1.');
@@ -125,7 +178,7 @@ export function attachTransportHandlers(server: Server, onAnswer?: TransportAnsw
   server.on('connect', (req: IncomingMessage, socket: Socket) => {
     const path = /^[\x21-\x7e]{1,256}$/.test(req.url ?? '') ? req.url! : '/';
     const svc = errors.methodNotAllowed('CONNECT', path);
-    if (answerAndClose(socket, svc, newRequestId(), body ? { body } : {})) onAnswer?.('CONNECT', svc.status);
+    answerAndClose(socket, svc, newRequestId(), body ? { body } : {}, () => onAnswer?.('CONNECT', svc.status));
   });
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     server.emit('request', req, res);
@@ -149,14 +202,18 @@ export function clientErrorHandler(log: Logger, onAnswer?: TransportAnswerCounte
       return;
     }
     const svc = clientErrorToServiceError(err);
-    const started = (socket as HttpSocket)._httpMessage?.getHeader('x-openstack-request-id');
+    // The failure is in this request's body when Node had read its head (it is routed); else in
+    // bytes after every request read in full (those of other requests are never this one's).
+    const { reading } = answersAround(socket);
+    const started = reading?.getHeader('x-openstack-request-id');
     const requestId = typeof started === 'string' ? started : newRequestId();
     const level = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'debug' : 'info';
     log[level]({ code: svc.code, parserCode: err.code, requestId }, 'HTTP client error answered');
     // Counted once, when written: not when the client already closed its side (nobody reads it),
     // nor when it stands in for a route's answer to a request being read (the route counts that).
-    const routed = !!(socket as HttpSocket)._httpMessage;
-    const written = answerAndClose(socket, svc, requestId, { head: isHead(err, socket), ...(body ? { body } : {}) });
-    if (written && !routed && err.code !== 'HPE_INVALID_EOF_STATE') onAnswer?.(TRANSPORT_METHOD, svc.status);
+    const counted = !reading && err.code !== 'HPE_INVALID_EOF_STATE';
+    answerAndClose(socket, svc, requestId, { head: isHead(err, reading), ...(body ? { body } : {}) }, () => {
+      if (counted) onAnswer?.(TRANSPORT_METHOD, svc.status);
+    });
   };
 }

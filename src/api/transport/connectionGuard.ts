@@ -152,7 +152,8 @@ export class ConnectionGuard {
       return;
     }
     // After a refusal or a parse failure the connection only finishes what it has: this request
-    // was read after an answer that says `Connection: close`, so it never gets one.
+    // was read after the connection's last answer (the one that says `Connection: close`), so it
+    // never gets one.
     if (conn.refusing) return;
     if (conn.inFlight.size >= this.limits.maxPipelined) {
       this.refusePipelining(conn, req, res);
@@ -269,7 +270,10 @@ export class ConnectionGuard {
       }
       // Say so in the last answer still to come, so clients do not send another request here.
       // Only the last: an answer saying `Connection: close` makes Node close the socket once it
-      // is sent, and the answers to requests pipelined behind it would be lost.
+      // is sent, and the answers to requests pipelined behind it would be lost. A refusing
+      // connection's last answer already says so (a refusal's 503, or the fault for what its
+      // client sent after these requests, which answerAndClose writes after them).
+      if (conn.refusing) continue;
       let last: ServerResponse | undefined;
       for (const res of conn.inFlight.values()) last = res;
       if (last && !last.headersSent) last.setHeader('connection', 'close');
