@@ -14,6 +14,7 @@ import { newRequestId } from './requestId.js';
 import { formatSchemaErrors } from './schemaErrors.js';
 import { PROJECT_ID_PATTERN, PROJECT_ID_RULE } from './schemas/common.js';
 import {
+  answeredByTransport,
   attachTransportHandlers,
   clientErrorHandler,
   type TransportAnswerCounter,
@@ -228,6 +229,8 @@ export async function createServer(deps: CreateServerOptions): Promise<App> {
    * request is one series however many URLs miss) and status; timed when its request reached the hooks.
    */
   const countAnswer = (req: FastifyRequest, reply: FastifyReply, now: number): void => {
+    // A fault took its place on the wire (a malformed body): that fault is counted instead.
+    if (answeredByTransport(reply.raw)) return;
     counter?.count(req.method, reply.statusCode, req.routeOptions.url, req.timings && (now - req.timings.start) / 1000);
   };
   let guard: ConnectionGuard | undefined;

@@ -15,4 +15,4 @@
  */
 export * from './transport/limits.js';
 export { ConnectionGuard, type ConnectionCounts, type RequestHandler } from './transport/connectionGuard.js';
-export { answerAndClose, attachTransportHandlers, clientErrorHandler, clientErrorToServiceError, rawFault, TRANSPORT_METHOD, type TransportAnswerCounter } from './transport/clientErrors.js';
+export { answerAndClose, answeredByTransport, attachTransportHandlers, clientErrorHandler, clientErrorToServiceError, rawFault, TRANSPORT_METHOD, type TransportAnswerCounter } from './transport/clientErrors.js';

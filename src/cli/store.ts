@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import type { Config } from '../config.js';
 import { dbPath, MARKER_FILE, openDataDir } from '../db/dataDir.js';
 import { openStoreUrl, sqliteUrlPath } from '../db/open.js';
+import { databaseOwner, sqliteFileKind } from '../db/sqliteOpen.js';
 import { SqliteUserStore } from '../db/users.js';
 import type { Store, UserStore } from '../db/store.js';
 
@@ -61,8 +62,8 @@ export async function openCommandStore(config: Pick<Config, 'databaseUrl' | 'dat
 /**
  * Why a command that only reads or removes cannot use the database `config` names, as one sentence
  * for the operator; undefined when it can (the SQLite file exists and is not empty, or the URL is
- * PostgreSQL's). A missing or empty file is refused (opening it would write a fresh schema), and a
- * data dir that is not a directory is named as such. `whose` completes "give the --data-dir (or
+ * PostgreSQL's). A missing or empty file, or an SQLite file with no tables, is refused (opening it
+ * would write a fresh schema), and a data dir that is not a directory is named as such. `whose` completes "give the --data-dir (or
  * --database-url) of the service …".
  */
 export function missingDatabase(config: { dataDir: string; databaseUrl?: string | undefined }, whose: string): string | undefined {
@@ -72,8 +73,11 @@ export function missingDatabase(config: { dataDir: string; databaseUrl?: string 
   if (config.databaseUrl === undefined && existsSync(config.dataDir) && !statSync(config.dataDir).isDirectory()) {
     return `the data dir ${config.dataDir} is not a directory: ${giveIt}`;
   }
-  // An empty file is no database either: opening it would write a fresh schema into it.
-  return existsSync(path) && statSync(path).size > 0 ? undefined : `no database at ${path} (missing or empty): ${giveIt}`;
+  // An empty file is no database either, nor an SQLite file with no tables yet: opening either
+  // would write a fresh schema into it.
+  if (!existsSync(path) || statSync(path).size === 0) return `no database at ${path} (missing or empty): ${giveIt}`;
+  if (sqliteFileKind(path) === 'sqlite' && databaseOwner(path) === 'no tables') return `no database at ${path} (an SQLite file with no tables): ${giveIt}`;
+  return undefined;
 }
 
 /**

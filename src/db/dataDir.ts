@@ -31,11 +31,10 @@
  * Errors here are for the operator starting the service (they name paths); they never reach an
  * API client.
  */
-import Database from 'better-sqlite3';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { SqliteStore } from './sqlite.js';
-import { ensureDatabaseId, sqliteFileKind } from './sqliteOpen.js';
+import { databaseOwner, ensureDatabaseId, sqliteFileKind } from './sqliteOpen.js';
 import { DataDirError, DATA_DIR_LAYOUT, DB_FILE, dbPath, DIR_MODE, MARKER_FILE, MARKER_FORMAT, VOLUMES_DIR, type LayoutDir, type LayoutNode } from './dataDirLayout.js';
 import { lockDataDir, type DataDirLock } from './dataDirLock.js';
 import { inspectDatabase, readMarker, secureDataDir, traces, writeMarker } from './dataDirState.js';
@@ -192,29 +191,6 @@ function isOurMarker(path: string): boolean {
     return m !== null && typeof m === 'object' && m.format === MARKER_FORMAT;
   } catch {
     return false;
-  }
-}
-
-/** Tables every data dir's database has had since its first schema (migrations.ts). */
-const OUR_TABLES = ['servers', 'volumes', 'tokens'];
-
-/**
- * Whose tables the SQLite database at `path` holds, read only: ours (OUR_TABLES), another
- * program's (tables, none of ours), none yet, or unreadable (damaged: the checks after
- * refuseForeignDir say so when the directory is otherwise a data dir).
- */
-function databaseOwner(path: string): 'ours' | 'another program' | 'no tables' | 'unreadable' {
-  try {
-    const db = new Database(path, { readonly: true, fileMustExist: true });
-    try {
-      const tables = new Set((db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as Array<{ name: string }>).map((t) => t.name));
-      if (OUR_TABLES.every((t) => tables.has(t))) return 'ours';
-      return tables.size > 0 ? 'another program' : 'no tables';
-    } finally {
-      db.close();
-    }
-  } catch {
-    return 'unreadable';
   }
 }
 

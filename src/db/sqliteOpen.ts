@@ -49,7 +49,8 @@ export const DB_FILE_MODE = 0o600;
 /**
  * Open (creating it 0600, its directory 0700) and migrate the database at `path` (`:memory:` for
  * a private in-memory one). WAL, `synchronous = NORMAL`, foreign keys on, 5 s busy timeout.
- * Throws what `migrate` throws, and better-sqlite3's errors for a file that is not a database.
+ * Throws what `migrate` throws, and better-sqlite3's errors for a file that is not a database;
+ * an Error, changing nothing, for a file of something else or another program's SQLite database.
  */
 export function openSqlite(path: string): Database.Database {
   return openSqliteFile(path).db;
@@ -66,7 +67,7 @@ export function openSqliteFile(path: string): { db: Database.Database; narrowed:
     // SQLite creates a database 0644, and its -wal/-shm files with the database file's mode:
     // create the file 0600 first, and fix files an older version made.
     if (!existsSync(path)) closeSync(openSync(path, 'a', DB_FILE_MODE));
-    // Someone's other file (a typo in a sqlite:/// URL) is refused before its mode is changed.
+    // Someone's other file or database (a typo in a sqlite:/// URL) is refused before its mode is changed.
     refuseNonDatabase(path);
     for (const f of [path, `${path}-wal`, `${path}-shm`]) {
       // Regular files only: a database path naming a directory (`/`, by a malformed URL) must never have its mode changed.
@@ -112,9 +113,44 @@ export function sqliteFileKind(path: string): 'missing' | 'not-a-file' | 'empty'
   return head.equals(SQLITE_HEADER) ? 'sqlite' : 'other';
 }
 
-/** Throws, changing nothing, when `path` is a file of something other than an SQLite database. Not a regular file: thrown by the caller. */
+/** Tables every online-extend database has had since its first schema (migrations.ts). */
+const OUR_TABLES = ['servers', 'volumes', 'tokens'];
+
+/**
+ * Whose tables the SQLite database at `path` holds, read without writing to it: ours (OUR_TABLES), another
+ * program's (tables, not all of ours), none yet, or unreadable (damaged: the checks that open it
+ * say so in their own words).
+ */
+export function databaseOwner(path: string): 'ours' | 'another program' | 'no tables' | 'unreadable' {
+  try {
+    // Not `readonly`: a read-only connection to a WAL database makes its -wal and -shm files and
+    // leaves them (it cannot checkpoint), so a check would leave files behind it, ours then
+    // narrowed and reported as such. The last read-write connection removes them on close (SQLite
+    // opens a write-protected file read-only by itself); this one only reads.
+    const db = new Database(path, { fileMustExist: true });
+    try {
+      const tables = new Set((db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as Array<{ name: string }>).map((t) => t.name));
+      if (OUR_TABLES.every((t) => tables.has(t))) return 'ours';
+      return tables.size > 0 ? 'another program' : 'no tables';
+    } finally {
+      db.close();
+    }
+  } catch {
+    return 'unreadable';
+  }
+}
+
+/**
+ * Throws, changing nothing, when `path` is a file of something other than an SQLite database, or
+ * another program's SQLite database (a `sqlite:///` URL naming its file): migrating would write
+ * our schema into it and turn WAL on. Not a regular file: thrown by the caller.
+ */
 function refuseNonDatabase(path: string): void {
-  if (sqliteFileKind(path) === 'other') throw new Error(`the database path ${path} is not an SQLite database (nothing changed)`);
+  const kind = sqliteFileKind(path);
+  if (kind === 'other') throw new Error(`the database path ${path} is not an SQLite database (nothing changed)`);
+  if (kind === 'sqlite' && databaseOwner(path) === 'another program') {
+    throw new Error(`the database path ${path} is an SQLite database of another program (none of online-extend's tables; nothing changed)`);
+  }
 }
 
 /** `stat` of `path` (a symlink followed, as chmod follows it), or undefined when there is nothing there. */

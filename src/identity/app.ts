@@ -24,7 +24,7 @@ import { errors, isServiceError, unexpectedError, type ServiceError } from '../e
 import type { IdentityService } from './keystone.js';
 import { isProjectId } from '../auth/ids.js';
 import { RequestTimings } from '../util/timing.js';
-import { attachTransportHandlers, clientErrorHandler, ConnectionGuard, deadlineCheckIntervalMs, DEFAULT_HTTP_LIMITS, MAX_HEADER_BYTES, type HttpLimits } from '../api/transport.js';
+import { answeredByTransport, attachTransportHandlers, clientErrorHandler, ConnectionGuard, deadlineCheckIntervalMs, DEFAULT_HTTP_LIMITS, MAX_HEADER_BYTES, type HttpLimits } from '../api/transport.js';
 import { newRequestId } from '../api/requestId.js';
 import { routerError } from '../api/server.js';
 
@@ -177,7 +177,8 @@ export async function buildIdentityApp(deps: IdentityAppDeps) {
     const now = performance.now();
     if (t) reply.header('server-timing', t.header(now));
     // By route pattern, never the URL (a token never reaches a label: tokens travel in headers).
-    counter?.count(req.method, reply.statusCode, req.routeOptions.url, t && (now - t.start) / 1000);
+    // Not an answer a fault took the place of (a malformed body): the fault is counted instead.
+    if (!answeredByTransport(reply.raw)) counter?.count(req.method, reply.statusCode, req.routeOptions.url, t && (now - t.start) / 1000);
   });
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = toServiceError(err);

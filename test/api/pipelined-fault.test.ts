@@ -3,7 +3,8 @@
  * the failure gets its answer, in order and unchanged (`Connection: keep-alive`), then the
  * malformed one gets the answer it gets alone (the same fault body and status, a request id of
  * its own, `connection: close`: the only answer saying so), then the connection closes (RFC 9112
- * §9.3). Nothing sent after the failure is routed; the fault is counted once in the metrics.
+ * §9.3). Nothing sent after the failure is routed; the fault is counted once in the metrics (in
+ * place of the answer of a GET whose body is malformed, which is never sent, nor counted).
  * Crossed with the writes of a turn batched or not and a slow driver or not; also the malformed
  * bytes in a later packet, a client that half-closes after them, HEAD, CONNECT, a header deadline
  * and a drain meanwhile. Real HTTP on 127.0.0.1, the fake driver, SQLite in memory.
@@ -76,6 +77,14 @@ const MALFORMED: Malformed[] = [
   {
     kind: 'a bad chunk size',
     bytes: (token) => `POST ${url.volume()} HTTP/1.1\r\nHost: api\r\nX-Auth-Token: ${token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n`,
+    status: 400,
+    message: /Invalid character in chunk size/,
+    routed: true,
+  },
+  // A GET's route answers without reading a body: its 200 is never sent, nor counted (the 400 is).
+  {
+    kind: 'a bad chunk size in a GET',
+    bytes: (token) => `GET ${url.volume()} HTTP/1.1\r\nHost: api\r\nX-Auth-Token: ${token}\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n`,
     status: 400,
     message: /Invalid character in chunk size/,
     routed: true,

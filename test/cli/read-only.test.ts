@@ -1,12 +1,14 @@
 /**
  * The CLI commands that only read or remove (`user list|delete`, `flavor list|delete`, `image
  * list|delete`, `token revoke`) as real processes: on a missing or empty data dir, an empty
- * database file or a missing SQLite URL's file they exit 1 with a message naming the database and
- * what to give, and create nothing (no data dir, database or marker). On a data dir that exists
- * they work. Each case's temp dir is removed.
+ * database file, an SQLite file with no tables or a missing SQLite URL's file they exit 1 with a
+ * message naming the database and what to give, and create or write nothing (no data dir, schema
+ * or marker); another program's database named by a SQLite URL is refused as such, unchanged. On a
+ * data dir that exists they work. Each case's temp dir is removed.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runBin } from '../support/build.js';
@@ -19,6 +21,8 @@ afterEach(() => rmSync(root, { recursive: true, force: true }));
 
 /** Every path under `root`, to show a refusal created nothing. */
 const tree = () => readdirSync(root, { recursive: true }).map(String).sort();
+/** The content of every file under `root` (base64; directories as `dir`), to show a refusal wrote nothing. */
+const contents = () => Object.fromEntries(tree().map((p) => [p, statSync(join(root, p)).isDirectory() ? 'dir' : readFileSync(join(root, p)).toString('base64')]));
 
 const COMMANDS = [
   { args: ['user', 'list'], whose: 'whose users to list' },
@@ -30,7 +34,16 @@ const COMMANDS = [
   { args: ['token', 'revoke', 'oe-whatever'], whose: 'whose token to revoke' },
 ];
 
-/** Where the command is pointed: its options and the database file the message must name. */
+/** An SQLite database at `f` (rollback journal, as most programs keep theirs) made by `sql`. */
+function sqliteWith(f: string, sql: string): void {
+  mkdirSync(join(f, '..'), { recursive: true });
+  const db = new Database(f);
+  db.exec(sql);
+  db.close();
+}
+const NO_TABLES = 'CREATE TABLE t (x); DROP TABLE t';
+
+/** Where the command is pointed: its options, the database file the message must name, and what it says was found there. */
 const PLACES = [
   { place: 'a data dir that does not exist', make: () => undefined, where: () => ['--data-dir', join(root, 'data')] },
   { place: 'an empty data dir', make: () => mkdirSync(join(root, 'data')), where: () => ['--data-dir', join(root, 'data')] },
@@ -40,21 +53,49 @@ const PLACES = [
     where: () => ['--data-dir', join(root, 'data')],
   },
   { place: "a SQLite URL whose file does not exist", make: () => undefined, where: () => ['--database-url', `sqlite://${join(root, 'data', 'db.sqlite')}`] },
-];
+  {
+    place: 'a data dir whose database is an SQLite file with no tables',
+    make: () => sqliteWith(join(root, 'data', 'online-extend.sqlite'), NO_TABLES),
+    where: () => ['--data-dir', join(root, 'data')],
+    found: 'an SQLite file with no tables',
+  },
+  {
+    place: 'a SQLite URL naming an SQLite file with no tables',
+    make: () => sqliteWith(join(root, 'data', 'db.sqlite'), NO_TABLES),
+    where: () => ['--database-url', `sqlite://${join(root, 'data', 'db.sqlite')}`],
+    found: 'an SQLite file with no tables',
+  },
+].map((p) => ({ found: 'missing or empty', ...p }));
 
 const CASES = COMMANDS.flatMap((c) => PLACES.map((p) => ({ ...c, ...p, name: `${c.args.slice(0, 2).join(' ')} on ${p.place}` })));
 
 describe('commands that only read or remove create no data dir', () => {
-  it.each(CASES)('$name: exit 1, naming the database, nothing created', async ({ args, whose, make, where }) => {
+  it.each(CASES)('$name: exit 1, naming the database, nothing created', async ({ args, whose, make, where, found }) => {
     make();
     const before = tree();
+    const content = contents();
     const opts = where();
     const r = await runBin([...args, ...opts]);
     const db = opts[0] === '--data-dir' ? join(opts[1]!, 'online-extend.sqlite') : join(root, 'data', 'db.sqlite');
     expect({ status: r.status, stdout: r.stdout }).toEqual({ status: 1, stdout: '' });
-    expect(r.stderr).toBe(`error: no database at ${db} (missing or empty): give the --data-dir (or --database-url) of the service ${whose} (nothing changed)`);
+    expect(r.stderr).toBe(`error: no database at ${db} (${found}): give the --data-dir (or --database-url) of the service ${whose} (nothing changed)`);
     expect(tree()).toEqual(before);
+    expect(contents()).toEqual(content);
   });
+
+  it.each(COMMANDS.map((c) => ({ ...c, name: c.args.slice(0, 2).join(' ') })))(
+    "$name on a SQLite URL naming another program's database: exit 1, saying so, the database left as it was",
+    async ({ args }) => {
+      const theirs = join(root, 'photos.db');
+      sqliteWith(theirs, "CREATE TABLE photos (id INTEGER, name TEXT); INSERT INTO photos VALUES (1, 'a')");
+      const before = readFileSync(theirs);
+      const r = await runBin([...args, '--database-url', `sqlite://${theirs}`]);
+      expect({ status: r.status, stdout: r.stdout }).toEqual({ status: 1, stdout: '' });
+      expect(r.stderr).toBe(`error: the database path ${theirs} is an SQLite database of another program (none of online-extend's tables; nothing changed)`);
+      expect(readFileSync(theirs).equals(before)).toBe(true);
+      expect(tree()).toEqual(['photos.db']);
+    },
+  );
 
   it('refuses a data dir that is a file, saying so, and leaves it as it was', async () => {
     const file = join(root, 'notes.txt');

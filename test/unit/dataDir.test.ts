@@ -661,8 +661,30 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
     expect(existsSync(`${f}-wal`) || existsSync(`${f}-shm`)).toBe(false);
   });
 
+  /** An SQLite database in rollback-journal mode (as most programs leave theirs) whose tables are `sql`'s. */
+  const sqliteWith = (f: string, sql: string) => {
+    const db = new Database(f);
+    db.exec(sql);
+    db.close();
+  };
+
+  it.each([
+    { name: "another program's SQLite database (a typo in a sqlite:/// URL)", sql: "CREATE TABLE photos (id INTEGER, name TEXT); INSERT INTO photos VALUES (1, 'a')" },
+    { name: 'a database with some of our table names only', sql: 'CREATE TABLE servers (id TEXT); CREATE TABLE notes (t TEXT)' },
+  ])('refuses $name, changing neither its mode nor its content, nor making -wal/-shm files', ({ sql }) => {
+    const f = join(root, 'theirs.db');
+    sqliteWith(f, sql);
+    chmodSync(f, 0o644);
+    const before = readFileSync(f);
+    expect(() => new SqliteStore(f)).toThrow(/is an SQLite database of another program \(none of online-extend's tables; nothing changed\)/);
+    expect(statSync(f).mode & 0o777).toBe(0o644);
+    expect(readFileSync(f).equals(before)).toBe(true);
+    expect(existsSync(`${f}-wal`) || existsSync(`${f}-shm`)).toBe(false);
+  });
+
   it.each([
     { name: 'an existing database', make: (f: string) => new SqliteStore(f).close() },
+    { name: 'an SQLite file with no tables yet (a command that creates may use it)', make: (f: string) => sqliteWith(f, 'CREATE TABLE t (x); DROP TABLE t') },
     { name: 'an empty file (a database not yet written)', make: (f: string) => writeFileSync(f, '') },
   ])('opens $name and makes it 0600, saying it narrowed it (once)', async ({ make }) => {
     const f = join(root, 'db.sqlite');

@@ -45,6 +45,20 @@ export function rawFault(err: ServiceError, requestId: string, opts: FaultOption
 }
 
 /**
+ * Routes' answers whose place a fault took (answerAndClose: a failure in the body of a request
+ * whose route had not begun its answer). What such a route answers later is never sent.
+ */
+const replaced = new WeakSet<ServerResponse>();
+
+/**
+ * Whether a fault written here took the place of `res`, a route's answer: it is never sent, so
+ * the request metrics count the fault (clientErrorHandler's `onAnswer`) and not it.
+ */
+export function answeredByTransport(res: ServerResponse): boolean {
+  return replaced.has(res);
+}
+
+/**
  * Answers `err` as the connection's last answer, then closes it (its client gets LINGER_MS to
  * read it). `written` is told when the answer is handed to the socket: never when the client is
  * gone first, when the answer before says the connection ends, or when the route of the request
@@ -76,6 +90,7 @@ export function answerAndClose(socket: Socket, err: ServiceError, requestId: str
     else reading.once('finish', () => socket.destroySoon());
     return;
   }
+  if (reading) replaced.add(reading);
   const fault = rawFault(err, requestId, opts);
   if (!before) {
     writeLast(socket, fault, written);
@@ -186,8 +201,9 @@ export function attachTransportHandlers(server: Server, onAnswer?: TransportAnsw
 }
 
 /**
- * Told of each answer given here, before any route (the request metrics count it): `method` is
- * the request's when Node parsed that far (CONNECT), else TRANSPORT_METHOD; `status` the answer's.
+ * Told of each answer given here, before any route or in place of a route's (the request metrics
+ * count it): `method` is the request's when Node parsed that far (CONNECT, a request whose body
+ * is malformed), else TRANSPORT_METHOD; `status` the answer's.
  */
 export type TransportAnswerCounter = (method: string, status: number) => void;
 
@@ -209,11 +225,14 @@ export function clientErrorHandler(log: Logger, onAnswer?: TransportAnswerCounte
     const requestId = typeof started === 'string' ? started : newRequestId();
     const level = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'debug' : 'info';
     log[level]({ code: svc.code, parserCode: err.code, requestId }, 'HTTP client error answered');
-    // Counted once, when written: not when the client already closed its side (nobody reads it),
-    // nor when it stands in for a route's answer to a request being read (the route counts that).
-    const counted = !reading && err.code !== 'HPE_INVALID_EOF_STATE';
+    // Counted once, when written: not when the client already closed its side (nobody reads it).
+    // In place of a route's answer to a request being read, the fault is what its client gets:
+    // counted under that request's method, and the route's answer is not (answeredByTransport; a
+    // GET's route answered 200 there, though its client got this 400).
+    const counted = err.code !== 'HPE_INVALID_EOF_STATE';
+    const method = reading?.req.method ?? TRANSPORT_METHOD;
     answerAndClose(socket, svc, requestId, { head: isHead(err, reading), ...(body ? { body } : {}) }, () => {
-      if (counted) onAnswer?.(TRANSPORT_METHOD, svc.status);
+      if (counted) onAnswer?.(method, svc.status);
     });
   };
 }
