@@ -170,8 +170,8 @@ export function traces(dir: string): string[] {
       const sub = join(volumes, backend);
       if (!statSync(sub).isDirectory()) continue;
       // `*.tmp-*` are half-made files a crash during create leaves: not volumes; nor is a file
-      // not named as a volume's.
-      const files = readdirSync(sub).filter((f) => VOLUME_FILE.test(f) && !VOLUME_TMP_FILE.test(f));
+      // not named as a volume's, nor a directory that is.
+      const files = readdirSync(sub, { withFileTypes: true }).filter((f) => f.isFile() && VOLUME_FILE.test(f.name) && !VOLUME_TMP_FILE.test(f.name));
       if (files.length > 0) found.push(`${files.length} volume file(s) in ${sub}`);
     }
   }

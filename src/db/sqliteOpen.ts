@@ -3,7 +3,7 @@
  * `PRAGMA user_version`, and the database's identity (schema 5 on).
  */
 import Database from 'better-sqlite3';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readSync, statSync, type Stats } from 'node:fs';
+import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, openSync, readlinkSync, readSync, statSync, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 import { MIGRATIONS } from './migrations.js';
 
@@ -64,6 +64,9 @@ export function openSqliteFile(path: string): { db: Database.Database; narrowed:
   const narrowed: string[] = [];
   if (path !== ':memory:') {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    // A symlink whose target is gone (a database moved away, a disk not mounted): creating the
+    // database would make a new, empty one wherever the link points, outside the data dir.
+    refuseDanglingLink(path);
     // SQLite creates a database 0644, and its -wal/-shm files with the database file's mode:
     // create the file 0600 first, and fix files an older version made.
     if (!existsSync(path)) closeSync(openSync(path, 'a', DB_FILE_MODE));
@@ -151,6 +154,29 @@ function refuseNonDatabase(path: string): void {
   if (kind === 'sqlite' && databaseOwner(path) === 'another program') {
     throw new Error(`the database path ${path} is an SQLite database of another program (none of online-extend's tables; nothing changed)`);
   }
+}
+
+/** An Error, changing nothing, when `path` is a symlink to nothing (its target missing, or a loop of links). */
+function refuseDanglingLink(path: string): void {
+  let link: Stats;
+  try {
+    link = lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!link.isSymbolicLink()) return;
+  try {
+    statSync(path);
+    return;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ELOOP') throw err;
+  }
+  throw new Error(
+    `the database path ${path} is a symlink to ${readlinkSync(path)}, which does not exist: ` +
+      `put the database back where the link points (a disk not mounted?), or remove the link to start a new one (nothing changed)`,
+  );
 }
 
 /** `stat` of `path` (a symlink followed, as chmod follows it), or undefined when there is nothing there. */

@@ -184,6 +184,15 @@ describe('openDataDir refuses an unsound database and changes nothing', () => {
       says: [/is empty \(0 bytes\)/, /1 volume file\(s\) in .*volumes\/file/, /marker/, /Restore the database from a backup/],
     },
     {
+      name: 'a missing database: a directory named like a volume file is not counted as one',
+      code: 'DatabaseMissing',
+      damage: () => {
+        rmSync(db());
+        mkdirSync(join(dir, 'volumes', 'file', '5d1c0a9e-7b7e-4f43-9c1e-2b8f0f4a6d11.raw'));
+      },
+      says: [/is missing/, /\b1 volume file\(s\) in .*volumes\/file/],
+    },
+    {
       name: 'a missing database while volume files are present',
       code: 'DatabaseMissing',
       damage: () => rmSync(db()),
@@ -659,6 +668,41 @@ describe('openDataDir refuses a directory that is not a data dir (/, a home, /tm
     expect(statSync(f).mode & 0o777).toBe(0o644);
     expect(readFileSync(f, 'utf8')).toBe(content);
     expect(existsSync(`${f}-wal`) || existsSync(`${f}-shm`)).toBe(false);
+  });
+
+  it.each([
+    { name: 'a symlink to a file that does not exist', target: (d: string) => join(d, 'gone', 'db.sqlite') },
+    { name: 'a symlink to a missing file in an existing directory', target: (d: string) => join(d, 'moved.sqlite') },
+    { name: 'a loop of symlinks', target: (d: string) => join(d, 'db.sqlite') },
+  ])('refuses $name as the database file, creating nothing where it points', ({ target }) => {
+    const f = join(root, 'db.sqlite');
+    const to = target(root);
+    symlinkSync(to, f);
+    expect(() => new SqliteStore(f)).toThrow(/is a symlink to .*, which does not exist: .*\(nothing changed\)/);
+    expect(lstatSync(f).isSymbolicLink()).toBe(true);
+    if (to !== f) expect(existsSync(to)).toBe(false);
+    expect(existsSync(`${f}-wal`) || existsSync(`${f}-shm`)).toBe(false);
+  });
+
+  it('opens a database through a symlink to it (the healthy neighbour)', async () => {
+    const real = join(root, 'real.sqlite');
+    await new SqliteStore(real).close();
+    const f = join(root, 'db.sqlite');
+    symlinkSync(real, f);
+    const store = new SqliteStore(f);
+    await store.close();
+    expect(lstatSync(f).isSymbolicLink()).toBe(true);
+    expect(statSync(real).size).toBeGreaterThan(0);
+  });
+
+  it('refuses a data dir whose database is a dangling symlink, through openDataDir, and creates nothing', () => {
+    const d = join(root, 'data');
+    mkdirSync(d, { mode: 0o700 });
+    const to = join(root, 'unmounted', DB_FILE);
+    symlinkSync(to, join(d, DB_FILE));
+    expect(() => openDataDir(d, { lock: false })).toThrow(/is a symlink to .*, which does not exist/);
+    expect(existsSync(to)).toBe(false);
+    expect(readdirSync(d)).toEqual([DB_FILE]);
   });
 
   /** An SQLite database in rollback-journal mode (as most programs leave theirs) whose tables are `sql`'s. */
