@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { writePrivateFile } from '../util/privateFile.js';
 import { MIGRATIONS } from './migrations.js';
 import { databaseIdOf } from './sqliteOpen.js';
-import { DataDirError, DB_FILE, dbPath, DIR_MODE, FAKE_STATE_FILE, FILE_MODE, INSTANCE_DIR_NAME, INSTANCES_DIR, MARKER_FILE, MARKER_FORMAT, VOLUME_FILE, VOLUME_TMP_FILE, VOLUMES_DIR } from './dataDirLayout.js';
+import { volumeFiles } from './volumeFiles.js';
+import { DataDirError, DB_FILE, dbPath, DIR_MODE, FAKE_STATE_FILE, FILE_MODE, INSTANCE_DIR_NAME, INSTANCES_DIR, MARKER_FILE, MARKER_FORMAT, VOLUMES_DIR } from './dataDirLayout.js';
 
 // ---- file modes -----------------------------------------------------------------------------
 
@@ -164,17 +165,10 @@ export function traces(dir: string): string[] {
     }
     found.push(`the marker ${marker}${since}`);
   }
-  const volumes = join(dir, VOLUMES_DIR);
-  if (existsSync(volumes)) {
-    for (const backend of readdirSync(volumes).sort()) {
-      const sub = join(volumes, backend);
-      if (!statSync(sub).isDirectory()) continue;
-      // `*.tmp-*` are half-made files a crash during create leaves: not volumes; nor is a file
-      // not named as a volume's, nor a directory that is.
-      const files = readdirSync(sub, { withFileTypes: true }).filter((f) => f.isFile() && VOLUME_FILE.test(f.name) && !VOLUME_TMP_FILE.test(f.name));
-      if (files.length > 0) found.push(`${files.length} volume file(s) in ${sub}`);
-    }
-  }
+  // The files the start-up volume check compares with the database (volumeFiles.ts), by backend.
+  const perBackend = new Map<string, number>();
+  for (const f of volumeFiles(dir)) perBackend.set(f.backend, (perBackend.get(f.backend) ?? 0) + 1);
+  for (const [backend, n] of perBackend) found.push(`${n} volume file(s) in ${join(dir, VOLUMES_DIR, backend)}`);
   // Servers' root disks (spawned from images): guest data as much as a volume's.
   const instances = join(dir, INSTANCES_DIR);
   if (existsSync(instances) && statSync(instances).isDirectory()) {
