@@ -231,7 +231,8 @@ describeReal(why)('multi-host deployment: two api processes, PostgreSQL, RabbitM
     const t = Date.now();
     await Promise.all([...agents.values()].map((a) => a.stop(10_000).catch((e: unknown) => problems.push(`agent ${a.pid}: ${(e as Error).message}`))));
     await Promise.all(apis.map((a) => a.proc?.stop(15_000).catch((e: unknown) => problems.push(`api ${a.index}: ${(e as Error).message}`))));
-    for (const a of apis) for (const tn of a.tunnels) await tn.close().catch(() => undefined);
+    // `apis` has a hole where a start failed (startApi(1) may succeed when startApi(0) did not).
+    for (const a of apis) for (const tn of a?.tunnels ?? []) await tn.close().catch(() => undefined);
     await db?.close().catch((e: unknown) => problems.push(`store: ${(e as Error).message}`));
     await rmq?.remove().catch((e: unknown) => problems.push(`rabbitmq: ${(e as Error).message}`));
     await pg?.stop().catch((e: unknown) => problems.push(`postgres: ${(e as Error).message}`));

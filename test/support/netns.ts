@@ -458,15 +458,29 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
     return proc;
   };
 
+  /** Helpers being started, by namespace: tunnels asked for at once (two api processes starting) share one start. */
+  const starting = new Map<string, Promise<{ proc: NsProcess; socket: string }>>();
   const helper = async (via: string): Promise<{ proc: NsProcess; socket: string }> => {
     const have = helpers.get(via);
     if (have && pidAlive(have.proc.pid)) return have;
-    const socket = join(dir, `${via}-tunnel.sock`);
-    const proc = await spawnIn(via, process.execPath, [TUNNEL_SCRIPT, socket, member(via).ns, subnet, '127.0.0.0/8']);
-    await proc.waitForOutput(/^READY \d+$/m, 10_000);
-    const h = { proc, socket };
-    helpers.set(via, h);
-    return h;
+    const pending = starting.get(via);
+    if (pending) return pending;
+    const start = (async () => {
+      const socket = join(dir, `${via}-tunnel.sock`);
+      // A helper that died leaves its socket file: a new one could not listen on it.
+      rmSync(socket, { force: true });
+      const proc = await spawnIn(via, process.execPath, [TUNNEL_SCRIPT, socket, member(via).ns, subnet, '127.0.0.0/8']);
+      await proc.waitForOutput(/^READY \d+$/m, 10_000);
+      const h = { proc, socket };
+      helpers.set(via, h);
+      return h;
+    })();
+    starting.set(via, start);
+    try {
+      return await start;
+    } finally {
+      starting.delete(via);
+    }
   };
 
   const tunnel = async (host: string, port: number, via: string = roles[0] ?? 'ctl'): Promise<Tunnel> => {
